@@ -1,0 +1,115 @@
+"""Start, find and stop the stack's server processes by the pid each start recorded.
+
+A pid file holds the pid and the process's start time, so ``down`` never signals a process that
+merely reuses an old pid, and never looks processes up by name. Each server is started as the
+leader of its own session, so stopping it also stops the children it spawned (Triton's backend
+stubs, for instance) and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server process this stack started and that is still alive."""
+
+    pid: int
+    rss_bytes: int
+
+
+def _read_pidfile(pidfile: Path) -> tuple[int, float] | None:
+    try:
+        record = json.loads(pidfile.read_text())
+        return int(record["pid"]), float(record["create_time"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def find(pidfile: Path) -> psutil.Process | None:
+    """The live process recorded in ``pidfile``, or None when it is gone or the pid was reused."""
+    record = _read_pidfile(pidfile)
+    if record is None:
+        return None
+    pid, create_time = record
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - create_time) > 0.01 or not process.is_running():
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return process
+
+
+def running(pidfile: Path) -> Running | None:
+    """Pid and resident memory (the whole process group's) of a recorded, live server."""
+    process = find(pidfile)
+    if process is None:
+        return None
+    rss = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            rss += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return Running(pid=process.pid, rss_bytes=rss)
+
+
+def start(
+    argv: list[str], *, pidfile: Path, logfile: Path, env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` detached in its own session, logging to ``logfile``, and record its pid."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as log:
+        log.write(f"\n=== started {time.strftime('%Y-%m-%dT%H:%M:%S')}: {argv}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    create_time = psutil.Process(process.pid).create_time()
+    pidfile.write_text(json.dumps({"pid": process.pid, "create_time": create_time, "argv": argv}))
+    return process
+
+
+def stop(pidfile: Path, *, timeout: float) -> bool:
+    """Stop the recorded server's process group: SIGTERM, then SIGKILL after ``timeout``.
+
+    Returns whether a live process was found to stop. The pid file is removed either way.
+    """
+    process = find(pidfile)
+    pidfile.unlink(missing_ok=True)
+    if process is None:
+        return False
+    pgid = process.pid
+    members = [process, *process.children(recursive=True)]
+    _signal_group(pgid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        _signal_group(pgid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=10)
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return

@@ -1,0 +1,410 @@
+"""The six real servers of the native stack: how each is laid out, started and proven ready.
+
+Every port and credential comes from :class:`screwops_settings.StackSettings`; files shared with
+docker-compose (Kafka's broker settings, Jaeger's configuration) live under ``deploy/``.
+A server is ready when a real request through its own protocol succeeds, not when a port opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from minio import Minio
+from pymongo import MongoClient
+from screwops_settings import StackSettings, port_of
+
+DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
+BIND_HOST = "127.0.0.1"
+
+
+class NotReady(Exception):
+    """A readiness probe's request failed; the message says how."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the stack keeps installs, data, logs and pid files (all outside git)."""
+
+    home: Path
+
+    @property
+    def opt(self) -> Path:
+        return self.home / "opt"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    def data(self, name: str) -> Path:
+        return self.home / "data" / name
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def pidfile(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server: its command, how to prepare its files, and its readiness probe."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[], None]
+    ports: list[int]
+    env: dict[str, str] = field(default_factory=lambda: _base_env())
+    prepare: Callable[[], None] = lambda: None
+    start_timeout: float = 180.0
+    stop_timeout: float = 30.0
+
+
+def servers(settings: StackSettings) -> list[Server]:
+    """The stack in start order: each server's dependencies come before it."""
+    layout = Layout(settings.home)
+    return [
+        _kafka(settings, layout),
+        _ferretdb(settings, layout),
+        _minio(settings, layout),
+        _jaeger(settings, layout),
+        _triton(settings, layout),
+        _prometheus(settings, layout),
+    ]
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCREWOPS_")}
+    env.update(extra)
+    return env
+
+
+def _http_ok(url: str, expect: Callable[[httpx.Response], bool] = lambda r: True) -> None:
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as exc:
+        raise NotReady(f"GET {url}: {exc!r}") from exc
+    if response.status_code != 200 or not expect(response):
+        raise NotReady(f"GET {url}: HTTP {response.status_code} {response.text[:200]!r}")
+
+
+# --- Kafka -----------------------------------------------------------------------------------
+
+
+def kafka_properties(settings: StackSettings, layout: Layout) -> str:
+    """Kafka's server.properties: the shared broker settings plus this node's listeners."""
+    shared = (DEPLOY / "local" / "kafka" / "server.properties").read_text()
+    port = port_of(settings.kafka.bootstrap_servers)
+    controller = settings.kafka.controller_port
+    node = f"""
+listeners=PLAINTEXT://{BIND_HOST}:{port},CONTROLLER://{BIND_HOST}:{controller}
+advertised.listeners=PLAINTEXT://{settings.kafka.bootstrap_servers}
+controller.quorum.voters=1@{BIND_HOST}:{controller}
+log.dirs={layout.data("kafka")}
+num.partitions={settings.kafka.partitions}
+"""
+    return shared + node
+
+
+def _kafka(settings: StackSettings, layout: Layout) -> Server:
+    home = layout.opt / "kafka"
+    config_dir = layout.run / "kafka"
+    properties = config_dir / "server.properties"
+    log4j = config_dir / "log4j.properties"
+    classpath = f"{home}/libs/*"
+    java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            f"-Dlog4j.configuration=file:{log4j}", "-Djava.awt.headless=true", "-cp", classpath]
+
+    def prepare() -> None:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        properties.write_text(kafka_properties(settings, layout))
+        log4j.write_text(
+            "log4j.rootLogger=INFO, stdout\n"
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka.request.logger=WARN\n"
+        )
+        if (layout.data("kafka") / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        with layout.log("kafka").open("ab") as log:
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(properties), "--ignore-formatted"],
+                check=True, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def ready() -> None:
+        async def probe() -> None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=3000
+            )
+            try:
+                await admin.start()
+                await admin.describe_cluster()
+            finally:
+                await admin.close()
+
+        try:
+            asyncio.run(probe())
+        except Exception as exc:
+            raise NotReady(f"Kafka metadata request failed: {exc!r}") from exc
+
+    return Server(
+        name="kafka",
+        argv=[*java, "kafka.Kafka", str(properties)],
+        ready=ready,
+        ports=[port_of(settings.kafka.bootstrap_servers), settings.kafka.controller_port],
+        prepare=prepare,
+        stop_timeout=45.0,
+    )
+
+
+# --- FerretDB --------------------------------------------------------------------------------
+
+
+def _ferretdb(settings: StackSettings, layout: Layout) -> Server:
+    data = layout.data("ferretdb")
+    uri = settings.mongo.uri.get_secret_value()
+    port = port_of(uri.split(",")[0].removeprefix("mongodb://").split("/")[0])
+
+    def ready() -> None:
+        client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=2000)
+        try:
+            client.admin.command("ping")
+        except Exception as exc:
+            raise NotReady(f"MongoDB ping failed: {exc!r}") from exc
+        finally:
+            client.close()
+
+    return Server(
+        name="ferretdb",
+        argv=[
+            str(layout.opt / "bin" / "ferretdb"),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",
+            f"--state-dir={data}",
+            f"--listen-addr={BIND_HOST}:{port}",
+            f"--debug-addr={BIND_HOST}:8088",
+            "--telemetry=disable",
+            "--log-level=info",
+        ],
+        ready=ready,
+        ports=[port],
+        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+    )
+
+
+# --- MinIO -----------------------------------------------------------------------------------
+
+
+def _minio(settings: StackSettings, layout: Layout) -> Server:
+    data = layout.data("minio")
+    port = port_of(settings.minio.endpoint)
+    console = settings.minio.console_port
+
+    def ready() -> None:
+        client = Minio(
+            settings.minio.endpoint,
+            access_key=settings.minio.access_key,
+            secret_key=settings.minio.secret_key.get_secret_value(),
+            secure=settings.minio.secure,
+        )
+        try:
+            client.list_buckets()
+        except Exception as exc:
+            raise NotReady(f"S3 ListBuckets failed: {exc!r}") from exc
+
+    return Server(
+        name="minio",
+        argv=[
+            str(layout.opt / "bin" / "minio"),
+            "server",
+            str(data),
+            "--address", f"{BIND_HOST}:{port}",
+            "--console-address", f"{BIND_HOST}:{console}",
+            "--quiet",
+        ],
+        env=_base_env(
+            MINIO_ROOT_USER=settings.minio.access_key,
+            MINIO_ROOT_PASSWORD=settings.minio.secret_key.get_secret_value(),
+            MINIO_UPDATE="off",
+        ),
+        ready=ready,
+        ports=[port, console],
+        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+    )
+
+
+# --- Jaeger ----------------------------------------------------------------------------------
+
+
+def _jaeger(settings: StackSettings, layout: Layout) -> Server:
+    data = layout.data("jaeger")
+    telemetry = settings.telemetry
+    query_port = port_of(telemetry.jaeger_query_url)
+    grpc_port = port_of(telemetry.otlp_grpc_endpoint)
+    http_port = port_of(telemetry.otlp_http_endpoint)
+    return Server(
+        name="jaeger",
+        argv=[str(layout.opt / "bin" / "jaeger"), f"--config={DEPLOY / 'jaeger' / 'config.yaml'}"],
+        env=_base_env(
+            JAEGER_BIND_HOST=BIND_HOST,
+            JAEGER_QUERY_PORT=str(query_port),
+            JAEGER_OTLP_GRPC_PORT=str(grpc_port),
+            JAEGER_OTLP_HTTP_PORT=str(http_port),
+            JAEGER_DATA_DIR=str(data),
+        ),
+        ready=lambda: _http_ok(
+            f"{telemetry.jaeger_query_url}/api/services", lambda r: "data" in r.json()
+        ),
+        ports=[query_port, grpc_port, http_port],
+        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+    )
+
+
+# --- Triton ----------------------------------------------------------------------------------
+
+
+def _site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def triton_model_repository(settings: StackSettings) -> Path:
+    """The directory Triton serves models from (the registry exports versions into it)."""
+    return Layout(settings.home).data("triton") / "models"
+
+
+def _triton(settings: StackSettings, layout: Layout) -> Server:
+    pytriton = _site_packages() / "pytriton" / "tritonserver"
+    backends = layout.opt / "triton" / "backends"
+    repository = triton_model_repository(settings)
+    http_port = port_of(settings.triton.http_url)
+    grpc_port = port_of(settings.triton.grpc_url)
+    metrics_port = port_of(settings.triton.metrics_url)
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    def prepare() -> None:
+        # One backend directory: the Python backend library plus the stub built for our Python.
+        python_backend = backends / "python"
+        if not (python_backend / "triton_python_backend_stub").exists():
+            python_backend.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(pytriton / "backends" / "python", python_backend, dirs_exist_ok=True)
+            shutil.copytree(
+                pytriton / "python_backend_stubs" / python_version,
+                python_backend,
+                dirs_exist_ok=True,
+            )
+        repository.mkdir(parents=True, exist_ok=True)
+
+    venv_bin = str(Path(sys.executable).parent)
+    return Server(
+        name="triton",
+        argv=[
+            str(pytriton / "bin" / "tritonserver"),
+            f"--model-repository={repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit",
+            f"--http-address={BIND_HOST}",
+            f"--http-port={http_port}",
+            f"--grpc-address={BIND_HOST}",
+            f"--grpc-port={grpc_port}",
+            f"--metrics-address={BIND_HOST}",
+            f"--metrics-port={metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=10",
+            "--log-verbose=0",
+        ],
+        env=_base_env(
+            LD_LIBRARY_PATH=os.pathsep.join(
+                p for p in [str(_site_packages() / "nvidia_pytriton.libs"),
+                            os.environ.get("LD_LIBRARY_PATH", "")] if p
+            ),
+            PATH=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
+            VIRTUAL_ENV=str(Path(sys.executable).parent.parent),
+            PYTHONPATH=str(_site_packages()),
+            # Model code shares the machine's two cores with every other server.
+            OMP_NUM_THREADS="1",
+            TF_NUM_INTEROP_THREADS="1",
+            TF_NUM_INTRAOP_THREADS="2",
+        ),
+        ready=lambda: _http_ok(f"http://{settings.triton.http_url}/v2/health/ready"),
+        ports=[http_port, grpc_port, metrics_port],
+        prepare=prepare,
+        stop_timeout=20.0,
+    )
+
+
+# --- Prometheus ------------------------------------------------------------------------------
+
+
+def prometheus_config(settings: StackSettings, layout: Layout) -> str:
+    """Scrape configuration for the native stack: itself, Triton, Jaeger and the services."""
+    prometheus = urlsplit(settings.telemetry.prometheus_url).netloc
+    return f"""# Written by the ScrewOps native stack manager from screwops_settings; do not edit.
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - {DEPLOY / "prometheus" / "rules"}/*.yml
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["{prometheus}"]}}]
+  - job_name: triton
+    static_configs: [{{targets: ["{settings.triton.metrics_url}"]}}]
+  - job_name: jaeger
+    static_configs: [{{targets: ["{BIND_HOST}:8888"]}}]
+  - job_name: screwops-services
+    file_sd_configs:
+      - files: ["{layout.run / "prometheus" / "targets"}/*.json"]
+        refresh_interval: 5s
+"""
+
+
+def prometheus_targets_dir(settings: StackSettings) -> Path:
+    """Where a service supervisor drops a file_sd target file as each service appears."""
+    return Layout(settings.home).run / "prometheus" / "targets"
+
+
+def _prometheus(settings: StackSettings, layout: Layout) -> Server:
+    data = layout.data("prometheus")
+    config = layout.run / "prometheus" / "prometheus.yml"
+    port = port_of(settings.telemetry.prometheus_url)
+
+    def prepare() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        prometheus_targets_dir(settings).mkdir(parents=True, exist_ok=True)
+        config.write_text(prometheus_config(settings, layout))
+
+    return Server(
+        name="prometheus",
+        argv=[
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address={BIND_HOST}:{port}",
+            "--storage.tsdb.retention.time=7d",
+            "--web.enable-lifecycle",
+        ],
+        ready=lambda: _http_ok(f"{settings.telemetry.prometheus_url}/-/ready"),
+        ports=[port],
+        prepare=prepare,
+    )
