@@ -60,7 +60,9 @@ class MinioSettings(BaseModel):
 class MongoSettings(BaseModel):
     """The MongoDB-wire server for metadata (FerretDB natively, MongoDB in docker-compose)."""
 
-    uri: SecretStr = Field(SecretStr("mongodb://127.0.0.1:27017/"), examples=["mongodb://mongo:27017/"])
+    uri: SecretStr = Field(
+        SecretStr("mongodb://127.0.0.1:27017/"), examples=["mongodb://mongo:27017/"]
+    )
     database: str = "screwops"
 
 

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.table import Table
 from screwops_settings import StackSettings
 
 from screwops_stack import processes
-from screwops_stack.servers import DEPLOY, Layout, NotReady, Server, servers
+from screwops_stack.servers import DEPLOY, Layout, NotReadyError, Server, servers
 
 app = typer.Typer(help="The ScrewOps stack of real servers as plain processes on 127.0.0.1.")
 console = Console(stderr=True)
@@ -55,11 +56,13 @@ def _wait_ready(server: Server, process: subprocess.Popen[bytes] | None) -> Outc
     last = "no probe ran yet"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            return Outcome(server, time.monotonic() - began, f"exited with code {process.returncode}")
+            return Outcome(
+                server, time.monotonic() - began, f"exited with code {process.returncode}"
+            )
         try:
             server.ready()
             return Outcome(server, time.monotonic() - began)
-        except NotReady as exc:
+        except NotReadyError as exc:
             last = str(exc)
         time.sleep(0.5)
     return Outcome(
@@ -87,7 +90,11 @@ def _start(server: Server, layout: Layout) -> Outcome:
 
 
 @app.command()
-def install(names: list[str] = typer.Argument(None, help="Servers to install (default: all).")) -> None:
+def install(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Servers to install (default: all).")
+    ] = None,
+) -> None:
     """Install or build the servers into the cache (a no-op for what is already there)."""
     _install(names)
 
@@ -103,7 +110,11 @@ def _install(names: list[str] | None) -> None:
 
 
 @app.command()
-def up(names: list[str] = typer.Argument(None, help="Servers to start (default: all).")) -> None:
+def up(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Servers to start (default: all).")
+    ] = None,
+) -> None:
     """Start the stack (installing first if needed) and wait until every server answers."""
     settings = StackSettings()
     layout = Layout(settings.home)
@@ -129,7 +140,11 @@ def up(names: list[str] = typer.Argument(None, help="Servers to start (default: 
 
 
 @app.command()
-def down(names: list[str] = typer.Argument(None, help="Servers to stop (default: all).")) -> None:
+def down(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Servers to stop (default: all).")
+    ] = None,
+) -> None:
     """Stop exactly the processes the stack started, by their recorded pids, in reverse order."""
     layout = Layout(StackSettings().home)
     for server in reversed(_selected(names)):
@@ -137,47 +152,66 @@ def down(names: list[str] = typer.Argument(None, help="Servers to stop (default:
         console.print(f"  {server.name:<11} {'stopped' if stopped else 'was not running'}")
 
 
+@dataclass(frozen=True)
+class ServerState:
+    """One row of ``status``: what a person or a script needs to find a server and its log."""
+
+    name: str
+    pid: int | None
+    rss_mib: float | None
+    problem: str
+    ports: list[int]
+    log: str
+
+    @property
+    def ready(self) -> bool:
+        return not self.problem
+
+
+def _state(server: Server, layout: Layout) -> ServerState:
+    proc = processes.running(layout.pidfile(server.name))
+    problem = "not running"
+    if proc is not None:
+        try:
+            server.ready()
+            problem = ""
+        except NotReadyError as exc:
+            problem = str(exc)
+    return ServerState(
+        name=server.name,
+        pid=proc.pid if proc else None,
+        rss_mib=round(proc.rss_bytes / 2**20, 1) if proc else None,
+        problem=problem,
+        ports=server.ports,
+        log=str(layout.log(server.name)),
+    )
+
+
 @app.command()
 def status(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show each server's pid, memory, readiness, ports and log; exit 1 if one is not ready."""
-    layout = Layout(StackSettings().home)
-    rows = []
-    for server in servers(StackSettings()):
-        proc = processes.running(layout.pidfile(server.name))
-        problem = "not running"
-        if proc is not None:
-            try:
-                server.ready()
-                problem = ""
-            except NotReady as exc:
-                problem = str(exc)
-        rows.append(
-            {
-                "name": server.name,
-                "pid": proc.pid if proc else None,
-                "rss_mib": round(proc.rss_bytes / 2**20, 1) if proc else None,
-                "ready": not problem,
-                "problem": problem,
-                "ports": server.ports,
-                "log": str(layout.log(server.name)),
-            }
-        )
+    settings = StackSettings()
+    layout = Layout(settings.home)
+    states = [_state(server, layout) for server in servers(settings)]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([asdict(s) | {"ready": s.ready} for s in states], indent=2))
     else:
         table = Table(title=f"ScrewOps stack ({layout.home})")
         for column in ("server", "pid", "RSS MiB", "state", "ports", "log"):
-            table.add_column(column)
-        for row in rows:
-            state = "[green]ready[/green]" if row["ready"] else f"[red]{row['problem']}[/red]"
+            table.add_column(column, overflow="fold")
+        for s in states:
             table.add_row(
-                str(row["name"]), str(row["pid"] or "-"), str(row["rss_mib"] or "-"), state,
-                ",".join(map(str, row["ports"])), str(row["log"]),  # type: ignore[call-overload]
+                s.name,
+                str(s.pid or "-"),
+                str(s.rss_mib or "-"),
+                "[green]ready[/green]" if s.ready else f"[red]{s.problem}[/red]",
+                ",".join(map(str, s.ports)),
+                s.log,
             )
         Console().print(table)
-    if not all(row["ready"] for row in rows):
+    if not all(s.ready for s in states):
         raise typer.Exit(1)
 
 

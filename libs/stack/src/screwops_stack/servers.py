@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
 BIND_HOST = "127.0.0.1"
 
 
-class NotReady(Exception):
+class NotReadyError(Exception):
     """A readiness probe's request failed; the message says how."""
 
 
@@ -99,9 +100,9 @@ def _http_ok(url: str, expect: Callable[[httpx.Response], bool] = lambda r: True
     try:
         response = httpx.get(url, timeout=3.0)
     except httpx.HTTPError as exc:
-        raise NotReady(f"GET {url}: {exc!r}") from exc
+        raise NotReadyError(f"GET {url}: {exc!r}") from exc
     if response.status_code != 200 or not expect(response):
-        raise NotReady(f"GET {url}: HTTP {response.status_code} {response.text[:200]!r}")
+        raise NotReadyError(f"GET {url}: HTTP {response.status_code} {response.text[:200]!r}")
 
 
 # --- Kafka -----------------------------------------------------------------------------------
@@ -128,8 +129,17 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
     properties = config_dir / "server.properties"
     log4j = config_dir / "log4j.properties"
     classpath = f"{home}/libs/*"
-    java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            f"-Dlog4j.configuration=file:{log4j}", "-Djava.awt.headless=true", "-cp", classpath]
+    java = [
+        "java",
+        "-Xms128m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-Djava.awt.headless=true",
+        "-cp",
+        classpath,
+    ]
 
     def prepare() -> None:
         config_dir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +156,25 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         with layout.log("kafka").open("ab") as log:
             subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(properties), "--ignore-formatted"],
-                check=True, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(properties),
+                    "--ignore-formatted",
+                ],
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def ready() -> None:
+        # A refused connection is the expected answer while Kafka boots; the probe reports it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
         async def probe() -> None:
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=3000
@@ -165,7 +188,7 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         try:
             asyncio.run(probe())
         except Exception as exc:
-            raise NotReady(f"Kafka metadata request failed: {exc!r}") from exc
+            raise NotReadyError(f"Kafka metadata request failed: {exc!r}") from exc
 
     return Server(
         name="kafka",
@@ -190,7 +213,7 @@ def _ferretdb(settings: StackSettings, layout: Layout) -> Server:
         try:
             client.admin.command("ping")
         except Exception as exc:
-            raise NotReady(f"MongoDB ping failed: {exc!r}") from exc
+            raise NotReadyError(f"MongoDB ping failed: {exc!r}") from exc
         finally:
             client.close()
 
@@ -230,7 +253,7 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
         try:
             client.list_buckets()
         except Exception as exc:
-            raise NotReady(f"S3 ListBuckets failed: {exc!r}") from exc
+            raise NotReadyError(f"S3 ListBuckets failed: {exc!r}") from exc
 
     return Server(
         name="minio",
@@ -238,8 +261,10 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             str(layout.opt / "bin" / "minio"),
             "server",
             str(data),
-            "--address", f"{BIND_HOST}:{port}",
-            "--console-address", f"{BIND_HOST}:{console}",
+            "--address",
+            f"{BIND_HOST}:{port}",
+            "--console-address",
+            f"{BIND_HOST}:{console}",
             "--quiet",
         ],
         env=_base_env(
@@ -335,8 +360,12 @@ def _triton(settings: StackSettings, layout: Layout) -> Server:
         ],
         env=_base_env(
             LD_LIBRARY_PATH=os.pathsep.join(
-                p for p in [str(_site_packages() / "nvidia_pytriton.libs"),
-                            os.environ.get("LD_LIBRARY_PATH", "")] if p
+                p
+                for p in [
+                    str(_site_packages() / "nvidia_pytriton.libs"),
+                    os.environ.get("LD_LIBRARY_PATH", ""),
+                ]
+                if p
             ),
             PATH=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
             VIRTUAL_ENV=str(Path(sys.executable).parent.parent),

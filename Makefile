@@ -1,0 +1,49 @@
+# ScrewOps front door. `make demo` runs the main job, `make test` runs every test; both set up
+# whatever a fresh machine lacks first (uv, the Python workspace, the stack's servers).
+SHELL := /bin/bash
+UV ?= uv
+RUN := $(UV) run --frozen
+STACK := $(RUN) python -m screwops_stack
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install uv, the Python workspace and the stack's servers (cached after the first run)
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+	bash deploy/local/install.sh all
+
+up: setup ## start the local stack of real servers and wait until each answers
+	$(STACK) up
+
+down: ## stop the processes the stack started
+	$(STACK) down
+
+status: ## show each server's pid, memory, readiness, ports and log
+	$(STACK) status
+
+clean-stack: ## stop the stack and wipe its data (installed servers stay cached)
+	$(STACK) clean --yes
+
+lint: ## ruff
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+fmt: ## format and fix with ruff
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+typecheck: ## mypy, strict
+	$(RUN) mypy
+
+test: up lint typecheck ## the test command: lint, types, then unit, integration and e2e tests on the real stack
+	$(RUN) pytest
+
+test-unit: setup ## unit tests only (no servers)
+	$(RUN) pytest tests/unit
+
+demo: up ## the main job (today: brings up the stack and shows it; see README)
+	$(STACK) status
