@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo
+.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo protos asyncapi
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ test: up lint typecheck ## the test command: lint, types, then unit, integration
 
 test-unit: setup ## unit tests only (no servers)
 	$(RUN) pytest tests/unit
+
+protos: ## regenerate libs/protos from protos/screwops/v1 (never edit the output by hand)
+	$(RUN) python protos/generate.py
+
+asyncapi: ## regenerate docs/asyncapi.yaml from the event contracts
+	$(RUN) python -m screwops_contracts.asyncapi > docs/asyncapi.yaml
 
 demo: up ## the main job (today: brings up the stack and shows it; see README)
 	$(STACK) status
