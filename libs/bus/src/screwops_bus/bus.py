@@ -1,0 +1,275 @@
+"""The event bus every service stands on: FastStream's KafkaBroker with ScrewOps' delivery rules.
+
+A consumer registered with :meth:`Bus.consumer` gets, around its plain ``async def on_<event>``:
+
+* tracing: W3C trace context travels in Kafka headers (FastStream's telemetry middleware), so a
+  consumer's span is a child of the producer's and the handler's publishes are its children;
+* at-least-once: the offset is committed only after the handler returned, and the handler's own
+  publishes are awaited inside it, so a crash at any point means redelivery, never loss;
+* idempotency: a processed-events record per (consumer, event_id) skips redelivered events;
+* retries: transient failures (a server briefly down) are retried with exponential backoff and
+  jitter (tenacity);
+* dead letters: a message that does not parse, fails permanently or exhausts its retries goes to
+  ``<topic>.dlq`` with the reason and the original bytes and headers, and the consumer moves on;
+* graceful shutdown: on stop, FastStream lets in-flight handlers finish (``graceful_timeout``);
+  a handler cancelled mid-way commits nothing and its event is delivered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from opentelemetry import metrics
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+from screwops_contracts import Event, dlq_topic
+from screwops_errors import PermanentError, TransientError
+from screwops_settings import StackSettings
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from screwops_bus.deadletter import DeadLetter
+from screwops_bus.idempotency import ProcessedEvents
+
+E = TypeVar("E", bound=Event[Any])
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[[E], Awaitable[None]]
+
+log = logging.getLogger("screwops.bus")
+
+_TRANSIENT = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may help: a server did not answer, as opposed to bad input or a bug."""
+    if isinstance(error, PermanentError):
+        return False
+    if isinstance(error, _TRANSIENT):
+        return True
+    # urllib3 (under the MinIO client) wraps refused connections in its own hierarchy.
+    return type(error).__module__.startswith("urllib3") and "Error" in type(error).__name__
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a transient failure is retried before the event is dead-lettered.
+
+    The defaults ride out a server restart of tens of seconds (the reliability scenarios stop
+    Kafka, MinIO or the database for 20 s).
+    """
+
+    max_seconds: float = 90.0
+    max_attempts: int = 30
+    initial_wait: float = 0.5
+    max_wait: float = 8.0
+
+    def retrying(self, on_retry: Callable[[RetryCallState], None]) -> AsyncRetrying:
+        """A tenacity controller for one unit of work under this policy."""
+        return AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_delay(self.max_seconds) | stop_after_attempt(self.max_attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
+            ),
+            before_sleep=on_retry,
+            reraise=True,
+        )
+
+
+class Bus:
+    """One service's connection to the event bus: its consumers and its publisher."""
+
+    def __init__(
+        self,
+        settings: StackSettings,
+        *,
+        service: str,
+        db: AsyncIOMotorDatabase[Any],
+        retry: RetryPolicy | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        graceful_timeout: float = 60.0,
+    ) -> None:
+        self.service = service
+        self.retry = retry or RetryPolicy()
+        self._db = db
+        self.broker = KafkaBroker(
+            settings.kafka.bootstrap_servers,
+            client_id=service,
+            acks="all",
+            enable_idempotence=True,
+            graceful_timeout=graceful_timeout,
+            middlewares=[
+                KafkaTelemetryMiddleware(
+                    tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
+            ],
+            logger=logging.getLogger(f"screwops.{service}.faststream"),
+        )
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.bus")
+        self._outcomes = meter.create_counter(
+            "screwops_bus_events",
+            description="Events a consumer finished, by topic, consumer and outcome "
+            "(processed, duplicate, dead_lettered).",
+        )
+        self._retries = meter.create_counter(
+            "screwops_bus_retries", description="Transient failures retried, by topic and consumer."
+        )
+        self._duration = meter.create_histogram(
+            "screwops_bus_handler_duration",
+            unit="s",
+            description="Time from receiving an event to committing it, by topic and consumer.",
+        )
+
+    def consumer(
+        self, event_type: type[E], *, group: str | None = None, topic: str | None = None
+    ) -> Callable[[Handler[E]], Handler[E]]:
+        """Register ``handler`` for ``event_type`` in consumer group ``group`` (the service).
+
+        The handler is a plain typed coroutine; everything listed in the module docstring is
+        done around it. Consumers of one group share the topic's partitions.
+        """
+        consumer = group or self.service
+        processed = ProcessedEvents(self._db, consumer)
+        subscribed = topic or event_type.TOPIC
+
+        def register(handler: Handler[E]) -> Handler[E]:
+            async def consume(message: KafkaMessage) -> None:
+                await self._deliver(message, event_type, handler, processed)
+
+            consume.__name__ = handler.__name__
+            self.broker.subscriber(
+                subscribed,
+                group_id=consumer,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                title=f"{consumer}:{subscribed}",
+            )(consume)
+            return handler
+
+        return register
+
+    async def publish(self, event: Event[Any], *, topic: str | None = None) -> None:
+        """Publish ``event`` to its topic (or ``topic``), keyed by its aggregate, and wait for
+        the broker's ack.
+
+        Awaiting the ack inside a handler is what makes the commit come after the publish.
+        """
+        await self.broker.publish(
+            event.model_dump_json().encode(),
+            topic=topic or event.TOPIC,
+            key=event.key,
+            headers={"content-type": "application/json", "event-type": event.type},
+            correlation_id=event.correlation_id,
+        )
+
+    async def emit(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
+        """Publish the event ``cause`` leads to, with an id derived from it (idempotent)."""
+        await self.publish(event_type.caused_by(cause, payload, producer=self.service))
+
+    async def _deliver(
+        self,
+        message: KafkaMessage,
+        event_type: type[E],
+        handler: Handler[E],
+        processed: ProcessedEvents,
+    ) -> None:
+        began = time.perf_counter()
+        record = message.raw_message
+        topic = str(getattr(record, "topic", event_type.TOPIC))
+        labels = {"topic": topic, "consumer": processed.consumer}
+        try:
+            event = event_type.model_validate_json(message.body)
+        except ValidationError as exc:
+            await self._dead_letter(message, processed.consumer, exc, attempts=0)
+            self._finish(labels, "dead_lettered", began)
+            return
+
+        def on_retry(state: RetryCallState) -> None:
+            self._retries.add(1, labels)
+            log.warning(
+                "retrying %s %s (attempt %d): %r",
+                topic,
+                event.event_id,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            )
+
+        if await self.retry.retrying(on_retry)(processed.seen, event.event_id):
+            log.info("skipping %s %s: already processed", topic, event.event_id)
+            self._finish(labels, "duplicate", began)
+            return
+
+        retrying = self.retry.retrying(on_retry)
+        try:
+            await retrying(handler, event)
+        except Exception as exc:  # every failure is dead-lettered with its reason, none is lost
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            await self._dead_letter(message, processed.consumer, exc, attempts=attempts)
+            self._finish(labels, "dead_lettered", began)
+            return
+        await self.retry.retrying(on_retry)(processed.record, event.event_id, topic=topic)
+        self._finish(labels, "processed", began)
+
+    def _finish(self, labels: dict[str, str], outcome: str, began: float) -> None:
+        self._outcomes.add(1, labels | {"outcome": outcome})
+        self._duration.record(time.perf_counter() - began, labels)
+
+    async def _dead_letter(
+        self, message: KafkaMessage, consumer: str, error: Exception, *, attempts: int
+    ) -> None:
+        record = message.raw_message
+        topic = str(getattr(record, "topic", ""))
+        if isinstance(error, ValidationError):
+            reason = f"malformed event: {error.error_count()} validation error(s): {error}"
+        elif attempts and is_transient(error):
+            reason = f"gave up after {attempts} attempts: {error!r}"
+        else:
+            reason = f"handler failed: {error!r}"
+        letter = DeadLetter(
+            reason=reason,
+            error_type=type(error).__name__,
+            consumer=consumer,
+            topic=topic,
+            partition=int(getattr(record, "partition", -1)),
+            offset=int(getattr(record, "offset", -1)),
+            attempts=attempts,
+            failed_at=datetime.now(UTC),
+        )
+        log.error("dead-lettering %s@%d: %s", topic, letter.offset, reason)
+        # If this publish fails the exception propagates: FastStream nacks, nothing is committed,
+        # and the message is delivered again rather than lost.
+        await self.broker.publish(
+            message.body,
+            topic=dlq_topic(topic),
+            key=getattr(record, "key", None),
+            headers=letter.headers(dict(message.headers)),
+        )

@@ -1,0 +1,469 @@
+"""The event catalogue: one topic per event type, its payload, its producer and its consumers.
+
+Read top to bottom this is the pipeline: images are ingested, labeled, validated, trained on,
+evaluated, registered and deployed; the gateway reports every inspection; the monitor asks for
+retraining. ``docs/events.md`` explains it for newcomers; ``docs/asyncapi.yaml`` is generated
+from these models (``make asyncapi``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from screwops_contracts.envelope import Event, Payload
+
+DLQ_SUFFIX = ".dlq"
+
+
+class Topic(StrEnum):
+    """Every topic of the catalogue. Each one has a dead-letter twin, ``<topic>.dlq``."""
+
+    DATASET_INGESTED = "dataset.ingested"
+    DATASET_LABELED = "dataset.labeled"
+    DATASET_VALIDATED = "dataset.validated"
+    DATASET_REJECTED = "dataset.rejected"
+    MODEL_TRAINED = "model.trained"
+    MODEL_APPROVED = "model.approved"
+    MODEL_REJECTED = "model.rejected"
+    MODEL_DEPLOYED = "model.deployed"
+    MODEL_ROLLED_BACK = "model.rolled_back"
+    INSPECTION_COMPLETED = "inspection.completed"
+    MODEL_DEGRADED = "model.degraded"
+    TRAINING_REQUESTED = "training.requested"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic where messages of ``topic`` that cannot be processed are kept."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+# --- shared field types ------------------------------------------------------------------------
+
+DatasetId = Annotated[str, Field(description="Dataset (aggregate) id.", examples=["screws"])]
+DatasetVersion = Annotated[
+    int, Field(description="Immutable version of the dataset, from 1.", examples=[3], ge=1)
+]
+ModelName = Annotated[
+    str, Field(description="Registered model name.", examples=["screw-classifier"])
+]
+RunId = Annotated[str, Field(description="Training run id.", examples=["run-5f2c9a1e"])]
+
+
+class SplitCounts(Payload):
+    """Images per split of a dataset version."""
+
+    train: int = Field(description="Images in the training split.", examples=[420], ge=0)
+    validation: int = Field(description="Images in the validation split.", examples=[90], ge=0)
+    test: int = Field(description="Images in the test split.", examples=[90], ge=0)
+
+
+class AssertionResult(Payload):
+    """One data or model check, with the numbers that decided it."""
+
+    name: str = Field(description="Check name.", examples=["min_images_per_class"])
+    passed: bool = Field(description="Whether the check passed.", examples=[False])
+    observed: float | None = Field(
+        default=None, description="Measured value, where numeric.", examples=[12]
+    )
+    expected: str = Field(
+        default="", description="The threshold or rule, readable.", examples=[">= 20 per class"]
+    )
+    message: str = Field(
+        default="", description="What failed, for a person.", examples=["class 'bad' has 12"]
+    )
+
+
+# --- data plane --------------------------------------------------------------------------------
+
+
+class DatasetIngestedPayload(Payload):
+    """A new immutable dataset version and what happened to each file offered."""
+
+    dataset_id: DatasetId
+    version: DatasetVersion
+    manifest_key: str = Field(
+        description="MinIO key (bucket 'datasets') of the version's manifest: images and digests.",
+        examples=["screws/v3/manifest.json"],
+    )
+    image_count: int = Field(description="Images in this version.", examples=[600], ge=0)
+    labeled_by_layout: int = Field(
+        description="Images whose label came from the import layout (provenance 'import').",
+        examples=[600],
+        ge=0,
+    )
+    refused_count: int = Field(
+        description="Files refused (corrupt, unsupported, oversized).", examples=[2], ge=0
+    )
+    duplicate_count: int = Field(description="Files skipped as already known.", examples=[0], ge=0)
+    source: Literal["upload", "import", "bucket"] = Field(
+        description="Entry point the images came through.", examples=["import"]
+    )
+
+
+class DatasetIngested(Event[DatasetIngestedPayload]):
+    """Ingestion grouped new images into an immutable dataset version."""
+
+    TOPIC = Topic.DATASET_INGESTED
+    key_field = "dataset_id"
+
+
+class DatasetLabeledPayload(Payload):
+    """A dataset version whose labels are complete."""
+
+    dataset_id: DatasetId
+    version: DatasetVersion
+    labels_key: str = Field(
+        description="MinIO key (bucket 'datasets') of the version's labels.",
+        examples=["screws/v3/labels.json"],
+    )
+    label_counts: dict[str, int] = Field(
+        description="Images per label.", examples=[{"good": 300, "bad": 300}]
+    )
+    excluded_count: int = Field(
+        description="Unlabeled images excluded when an operator closed the version.",
+        examples=[0],
+        ge=0,
+    )
+    closed_by: str | None = Field(
+        default=None,
+        description="Operator who closed the version early; null when every image was labeled.",
+        examples=[None],
+    )
+
+
+class DatasetLabeled(Event[DatasetLabeledPayload]):
+    """Every image of a version has a label (or the rest were excluded by an operator)."""
+
+    TOPIC = Topic.DATASET_LABELED
+    key_field = "dataset_id"
+
+
+class DatasetValidatedPayload(Payload):
+    """A dataset version that passed validation, with its split and reports."""
+
+    dataset_id: DatasetId
+    version: DatasetVersion
+    dataset_digest: str = Field(
+        description="sha256 over images, labels and split: what a training run was fed.",
+        examples=["9f2c…e1"],
+    )
+    split_key: str = Field(
+        description="MinIO key of the deterministic stratified split.",
+        examples=["screws/v3/split.json"],
+    )
+    split_counts: SplitCounts = Field(description="Images per split.")
+    report_key: str = Field(
+        description="MinIO key of the JSON validation report.",
+        examples=["screws/v3/validation/report.json"],
+    )
+    report_html_key: str = Field(
+        description="MinIO key of the self-contained HTML report.",
+        examples=["screws/v3/validation/report.html"],
+    )
+
+
+class DatasetValidated(Event[DatasetValidatedPayload]):
+    """The version passed every data assertion and has its split: it may be trained on."""
+
+    TOPIC = Topic.DATASET_VALIDATED
+    key_field = "dataset_id"
+
+
+class DatasetRejectedPayload(Payload):
+    """A dataset version that failed validation, with each failed assertion."""
+
+    dataset_id: DatasetId
+    version: DatasetVersion
+    failures: list[AssertionResult] = Field(
+        description="Each failed assertion with its numbers.", min_length=1
+    )
+    report_key: str = Field(
+        description="MinIO key of the JSON validation report.",
+        examples=["screws/v3/validation/report.json"],
+    )
+
+
+class DatasetRejected(Event[DatasetRejectedPayload]):
+    """The version failed data assertions; nothing trains on it."""
+
+    TOPIC = Topic.DATASET_REJECTED
+    key_field = "dataset_id"
+
+
+# --- model plane -------------------------------------------------------------------------------
+
+
+class ModelTrainedPayload(Payload):
+    """A finished training run and where its model is."""
+
+    model_name: ModelName
+    run_id: RunId
+    dataset_id: DatasetId
+    dataset_version: DatasetVersion
+    dataset_digest: str = Field(description="Digest of the data trained on.", examples=["9f2c…e1"])
+    artifact_key: str = Field(
+        description="MinIO prefix (bucket 'models') of the SavedModel.",
+        examples=["screw-classifier/run-5f2c9a1e/saved_model"],
+    )
+    metrics: dict[str, float] = Field(
+        description="Final training and validation metrics.",
+        examples=[{"val_accuracy": 0.985, "val_loss": 0.05}],
+    )
+    reused: bool = Field(
+        default=False,
+        description="True when a finished run with the same data and params was reused.",
+        examples=[False],
+    )
+
+
+class ModelTrained(Event[ModelTrainedPayload]):
+    """A training run finished and its SavedModel is stored."""
+
+    TOPIC = Topic.MODEL_TRAINED
+    key_field = "model_name"
+
+
+class ModelApprovedPayload(Payload):
+    """A candidate that passed the gate, with the numbers that passed it."""
+
+    model_name: ModelName
+    run_id: RunId
+    evaluation_id: str = Field(description="Evaluation record id.", examples=["eval-5f2c9a1e"])
+    dataset_id: DatasetId
+    dataset_version: DatasetVersion
+    artifact_key: str = Field(
+        description="MinIO prefix of the approved SavedModel.",
+        examples=["screw-classifier/run-5f2c9a1e/saved_model"],
+    )
+    metrics: dict[str, float] = Field(
+        description="Test-split metrics.", examples=[{"accuracy": 0.98, "recall": 0.97}]
+    )
+    checks: list[AssertionResult] = Field(description="Every gate check with its numbers.")
+    champion_version: int | None = Field(
+        description="Production version compared against; null for the first model.",
+        examples=[None],
+    )
+    report_key: str = Field(
+        description="MinIO key of the evaluation report.",
+        examples=["screw-classifier/run-5f2c9a1e/evaluation.json"],
+    )
+
+
+class ModelApproved(Event[ModelApprovedPayload]):
+    """The candidate passed the gate and Triton's infra validation; the registry deploys it."""
+
+    TOPIC = Topic.MODEL_APPROVED
+    key_field = "model_name"
+
+
+class ModelRejectedPayload(Payload):
+    """A candidate that failed the gate, with each reason in numbers."""
+
+    model_name: ModelName
+    run_id: RunId
+    evaluation_id: str = Field(description="Evaluation record id.", examples=["eval-5f2c9a1e"])
+    metrics: dict[str, float] = Field(
+        description="Test-split metrics.", examples=[{"accuracy": 0.51}]
+    )
+    checks: list[AssertionResult] = Field(
+        description="Every gate check; at least one failed.", min_length=1
+    )
+    report_key: str = Field(
+        description="MinIO key of the evaluation report.",
+        examples=["screw-classifier/run-5f2c9a1e/evaluation.json"],
+    )
+
+
+class ModelRejected(Event[ModelRejectedPayload]):
+    """The candidate failed the gate; it never reaches Triton."""
+
+    TOPIC = Topic.MODEL_REJECTED
+    key_field = "model_name"
+
+
+class ModelDeployedPayload(Payload):
+    """The version now behind the `production` alias."""
+
+    model_name: ModelName
+    version: int = Field(description="Registered version now serving.", examples=[4], ge=1)
+    previous_version: int | None = Field(
+        description="Version that served before; null for the first deployment.", examples=[3]
+    )
+    triton_model: str = Field(
+        description="Model name in Triton's repository.", examples=["screw-classifier"]
+    )
+    run_id: RunId
+
+
+class ModelDeployed(Event[ModelDeployedPayload]):
+    """A version is loaded in Triton, checked with a real inference, and is now `production`."""
+
+    TOPIC = Topic.MODEL_DEPLOYED
+    key_field = "model_name"
+
+
+class ModelRolledBackPayload(Payload):
+    """A rollback of the `production` alias: from, to, who and why."""
+
+    model_name: ModelName
+    from_version: int = Field(description="Version taken out of production.", examples=[4], ge=1)
+    to_version: int = Field(description="Version serving again.", examples=[3], ge=1)
+    triton_model: str = Field(
+        description="Model name in Triton's repository.", examples=["screw-classifier"]
+    )
+    actor: str = Field(description="Who asked for the rollback.", examples=["ana@plant-7"])
+    reason: str = Field(description="Why.", examples=["false rejects on line 2"])
+
+
+class ModelRolledBack(Event[ModelRolledBackPayload]):
+    """The `production` alias moved back to the previous version."""
+
+    TOPIC = Topic.MODEL_ROLLED_BACK
+    key_field = "model_name"
+
+
+# --- serving and monitoring --------------------------------------------------------------------
+
+
+class InspectionCompletedPayload(Payload):
+    """One answered inspection: the prediction log's record."""
+
+    request_id: str = Field(description="Gateway request id.", examples=["req-7c1e"])
+    line_id: str = Field(description="Production line.", examples=["line-2"])
+    camera_id: str = Field(description="Camera on the line.", examples=["cam-4"])
+    verdict: Literal["GOOD", "DEFECT"] = Field(description="Verdict returned.", examples=["GOOD"])
+    defect_probability: float = Field(
+        description="Model score for 'defect'.", examples=[0.03], ge=0.0, le=1.0
+    )
+    threshold: float = Field(description="Decision threshold used.", examples=[0.5])
+    model_name: ModelName
+    model_version: int = Field(description="Version that answered.", examples=[4], ge=1)
+    trace_id: str = Field(description="W3C trace id of the request.", examples=["4bf92f35…"])
+    image_key: str | None = Field(
+        default=None,
+        description="MinIO key of the stored image (sampled or low confidence), else null.",
+        examples=["inspections/ab/ab12…"],
+    )
+    latency_ms: float = Field(description="Gateway time for the request.", examples=[6.4])
+
+
+class InspectionCompleted(Event[InspectionCompletedPayload]):
+    """The gateway answered an inspection (the prediction log)."""
+
+    TOPIC = Topic.INSPECTION_COMPLETED
+    key_field = "line_id"
+
+
+class ModelDegradedPayload(Payload):
+    """A monitoring signal that crossed its threshold."""
+
+    model_name: ModelName
+    model_version: int = Field(description="Version being watched.", examples=[4], ge=1)
+    signal: Literal["score_drift", "accuracy", "defect_rate"] = Field(
+        description="Which signal crossed its threshold.", examples=["score_drift"]
+    )
+    value: float = Field(description="The signal's value.", examples=[0.31])
+    threshold: float = Field(description="The threshold it crossed.", examples=[0.2])
+    window: int = Field(description="Observations in the window.", examples=[500], ge=1)
+
+
+class ModelDegraded(Event[ModelDegradedPayload]):
+    """The monitor saw the serving model degrade."""
+
+    TOPIC = Topic.MODEL_DEGRADED
+    key_field = "model_name"
+
+
+class TrainingRequestedPayload(Payload):
+    """A request for a new training run and its reason."""
+
+    model_name: ModelName
+    dataset_id: DatasetId
+    dataset_version: int | None = Field(
+        default=None,
+        description="Version to train on; null means the newest validated one.",
+        examples=[None],
+    )
+    reason: str = Field(description="Why training was asked for.", examples=["score_drift 0.31"])
+    requested_by: str = Field(description="Service or person.", examples=["monitor"])
+
+
+class TrainingRequested(Event[TrainingRequestedPayload]):
+    """Someone (the monitor, an operator) asks for a new training run."""
+
+    TOPIC = Topic.TRAINING_REQUESTED
+    key_field = "model_name"
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who emits an event and who consumes it (the table in DESIGN.md)."""
+
+    event: type[Event[Any]]
+    producer: str
+    consumers: tuple[str, ...]
+
+
+CATALOGUE: tuple[Route, ...] = (
+    Route(DatasetIngested, "ingestion", ("labeling",)),
+    Route(DatasetLabeled, "labeling", ("validation",)),
+    Route(DatasetValidated, "validation", ("trainer",)),
+    Route(DatasetRejected, "validation", ("trainer",)),
+    Route(ModelTrained, "trainer", ("evaluator",)),
+    Route(ModelApproved, "evaluator", ("registry",)),
+    Route(ModelRejected, "evaluator", ("registry",)),
+    Route(ModelDeployed, "registry", ("gateway", "monitor")),
+    Route(ModelRolledBack, "registry", ("gateway", "monitor")),
+    Route(InspectionCompleted, "gateway", ("monitor", "labeling")),
+    Route(ModelDegraded, "monitor", ("trainer",)),
+    Route(TrainingRequested, "monitor", ("trainer",)),
+)
+
+EVENTS_BY_TOPIC: dict[str, type[Event[Any]]] = {r.event.TOPIC: r.event for r in CATALOGUE}
+
+
+def all_topics() -> list[str]:
+    """Every topic the stack creates: the catalogue and each topic's dead-letter twin."""
+    return [t for r in CATALOGUE for t in (r.event.TOPIC, dlq_topic(r.event.TOPIC))]
+
+
+__all__ = [
+    "CATALOGUE",
+    "DLQ_SUFFIX",
+    "EVENTS_BY_TOPIC",
+    "AssertionResult",
+    "DatasetIngested",
+    "DatasetIngestedPayload",
+    "DatasetLabeled",
+    "DatasetLabeledPayload",
+    "DatasetRejected",
+    "DatasetRejectedPayload",
+    "DatasetValidated",
+    "DatasetValidatedPayload",
+    "InspectionCompleted",
+    "InspectionCompletedPayload",
+    "ModelApproved",
+    "ModelApprovedPayload",
+    "ModelDegraded",
+    "ModelDegradedPayload",
+    "ModelDeployed",
+    "ModelDeployedPayload",
+    "ModelRejected",
+    "ModelRejectedPayload",
+    "ModelRolledBack",
+    "ModelRolledBackPayload",
+    "Route",
+    "SplitCounts",
+    "Topic",
+    "TrainingRequested",
+    "TrainingRequestedPayload",
+    "all_topics",
+    "dlq_topic",
+]
