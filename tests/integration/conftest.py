@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from screwops_contracts import dlq_topic
 from screwops_settings import StackSettings
 
 from tests.support import unique
@@ -22,15 +25,40 @@ def settings() -> StackSettings:
     return StackSettings()
 
 
+async def _topics(settings: StackSettings, *names: str) -> AsyncIterator[None]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=1, replication_factor=1) for n in names]
+        )
+        yield
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def kafka_topic(settings: StackSettings) -> AsyncIterator[str]:
     """A fresh single-partition topic (the broker does not auto-create topics)."""
     name = unique("it")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    async for _ in _topics(settings, name):
         yield name
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
+
+
+@pytest.fixture
+async def event_topic(settings: StackSettings) -> AsyncIterator[str]:
+    """A fresh single-partition topic with its dead-letter twin, for one consumer's events."""
+    name = unique("it")
+    async for _ in _topics(settings, name, dlq_topic(name)):
+        yield name
+
+
+@pytest.fixture
+async def mongo_db(settings: StackSettings) -> AsyncIterator[AsyncIOMotorDatabase[Any]]:
+    """A database of its own, dropped afterwards."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(settings.mongo.uri.get_secret_value())
+    db = client[unique("it").replace("-", "_")]
+    yield db
+    await client.drop_database(db.name)
+    client.close()

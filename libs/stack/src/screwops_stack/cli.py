@@ -61,9 +61,14 @@ def _wait_ready(server: Server, process: subprocess.Popen[bytes] | None) -> Outc
             )
         try:
             server.ready()
-            return Outcome(server, time.monotonic() - began)
         except NotReadyError as exc:
             last = str(exc)
+        else:
+            try:
+                server.after_ready()
+            except Exception as exc:  # reported like any failed start, with the log's tail
+                return Outcome(server, time.monotonic() - began, f"bootstrap failed: {exc!r}")
+            return Outcome(server, time.monotonic() - began)
         time.sleep(0.5)
     return Outcome(
         server, time.monotonic() - began, f"not ready after {server.start_timeout:.0f}s: {last}"

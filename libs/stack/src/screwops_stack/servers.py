@@ -22,9 +22,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 from pymongo import MongoClient
+from screwops_contracts import all_topics
 from screwops_settings import StackSettings, port_of
 
 DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
@@ -73,6 +74,7 @@ class Server:
     ports: list[int]
     env: dict[str, str] = field(default_factory=lambda: _base_env())
     prepare: Callable[[], None] = lambda: None
+    after_ready: Callable[[], None] = lambda: None
     start_timeout: float = 180.0
     stop_timeout: float = 30.0
 
@@ -190,14 +192,38 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         except Exception as exc:
             raise NotReadyError(f"Kafka metadata request failed: {exc!r}") from exc
 
+    def create_topics() -> None:
+        asyncio.run(ensure_topics(settings))
+
     return Server(
         name="kafka",
         argv=[*java, "kafka.Kafka", str(properties)],
         ready=ready,
         ports=[port_of(settings.kafka.bootstrap_servers), settings.kafka.controller_port],
         prepare=prepare,
+        after_ready=create_topics,
         stop_timeout=45.0,
     )
+
+
+async def ensure_topics(settings: StackSettings) -> list[str]:
+    """Create every catalogue topic and its dead-letter twin that does not exist yet.
+
+    The broker does not auto-create topics, so this is the one place topics come from (the
+    docker-compose stack runs the same list through its kafka-topics job). Returns the topics
+    it created.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        missing = [t for t in all_topics() if t not in set(await admin.list_topics())]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(t, settings.kafka.partitions, replication_factor=1) for t in missing]
+            )
+        return missing
+    finally:
+        await admin.close()
 
 
 # --- FerretDB --------------------------------------------------------------------------------
