@@ -1,0 +1,407 @@
+"""docker-compose.yml agrees with the native stack: ports, broker settings, credentials, images.
+
+No Docker engine is needed: the file is read as YAML and compared with ``StackSettings``'
+defaults, ``deploy/local/kafka/server.properties``, ``deploy/local/versions.env`` and the native
+Prometheus configuration, so a port or setting changed on one side fails here until the other
+side follows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import BaseModel, SecretStr
+from screwops_contracts import all_topics
+from screwops_settings import StackSettings, port_of
+from screwops_stack.servers import Layout, prometheus_config
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+SERVER_PROPERTIES = DEPLOY / "local" / "kafka" / "server.properties"
+VERSIONS = DEPLOY / "local" / "versions.env"
+PROMETHEUS_COMPOSE = DEPLOY / "prometheus" / "prometheus-compose.yml"
+
+# `${VAR}`, `${VAR:-default}` or `${VAR-default}`, as docker compose interpolates them.
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+
+# Jaeger tags each release twice; v2.0.0 came out on v1.63.0's commit.
+JAEGER_V1_MINOR_AT_V2_0 = 63
+
+# The host ports each server publishes, from the settings every service reads.
+EXPECTED_PORTS: dict[str, Callable[[StackSettings], set[int]]] = {
+    "kafka": lambda s: {port_of(s.kafka.bootstrap_servers)},
+    "minio": lambda s: {port_of(s.minio.endpoint), s.minio.console_port},
+    "mongo": lambda s: {port_of(s.mongo.uri.get_secret_value())},
+    "triton": lambda s: {
+        port_of(s.triton.http_url),
+        port_of(s.triton.grpc_url),
+        port_of(s.triton.metrics_url),
+    },
+    "jaeger": lambda s: {
+        port_of(s.telemetry.otlp_grpc_endpoint),
+        port_of(s.telemetry.otlp_http_endpoint),
+        port_of(s.telemetry.jaeger_query_url),
+    },
+    "prometheus": lambda s: {port_of(s.telemetry.prometheus_url)},
+}
+
+
+# --- reading the files -------------------------------------------------------------------------
+
+
+@cache
+def _compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _service(name: str) -> dict[str, Any]:
+    service = _compose()["services"][name]
+    assert isinstance(service, dict)
+    return service
+
+
+def _environment(name: str) -> dict[str, str]:
+    env = _service(name).get("environment", {})
+    assert isinstance(env, dict), f"{name}: write environment as a mapping"
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _anchor_env() -> dict[str, str]:
+    env = _compose()["x-screwops-env"]
+    assert isinstance(env, dict)
+    return {str(k): _default(str(v)) for k, v in env.items()}
+
+
+def _default(value: str) -> str:
+    """``value`` as docker compose resolves it when none of its variables is set."""
+
+    def resolve(match: re.Match[str]) -> str:
+        default = match.group("default")
+        assert default is not None, f"{match.group(0)} has no default"
+        return default
+
+    return INTERPOLATION.sub(resolve, value)
+
+
+def _port_mappings(name: str) -> list[tuple[int, int]]:
+    """(host port, container port) for each port the service publishes."""
+    mappings = []
+    for entry in _service(name).get("ports", []):
+        if isinstance(entry, dict):
+            mappings.append((int(entry["published"]), int(entry["target"])))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        assert len(parts) >= 2, f"{name}: {entry!r} publishes no fixed host port"
+        mappings.append((int(parts[-2]), int(parts[-1])))
+    return mappings
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """The key=value lines of a Java properties file, comments and blank lines skipped."""
+    result = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, _, value = line.partition("=")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _kafka_env_name(prop: str) -> str:
+    """The apache/kafka image's naming: ``.`` is ``_``, ``_`` is ``__``, ``-`` is ``___``."""
+    return "KAFKA_" + prop.replace("_", "__").replace("-", "___").replace(".", "_").upper()
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` as {NAME: host:port}."""
+    result = {}
+    for item in value.split(","):
+        name, _, address = item.partition("://")
+        result[name] = address
+    return result
+
+
+def _versions() -> dict[str, str]:
+    return _properties(VERSIONS)
+
+
+def _image_tag(image: str) -> str | None:
+    reference = image.split("@")[0]
+    name = reference.rsplit("/", 1)[-1]
+    return name.partition(":")[2] or None
+
+
+def _endpoints(settings: StackSettings) -> Iterator[tuple[str, str]]:
+    """(SCREWOPS_* variable, value) for every settings field holding an address with a port."""
+    for section_name in type(settings).model_fields:
+        section = getattr(settings, section_name)
+        if not isinstance(section, BaseModel):
+            continue
+        for field_name in type(section).model_fields:
+            value = getattr(section, field_name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not isinstance(value, str):
+                continue
+            try:
+                port_of(value)
+            except ValueError:
+                continue
+            yield f"SCREWOPS_{section_name.upper()}__{field_name.upper()}", value
+
+
+def _host(address: str) -> str | None:
+    return urlsplit(address if "://" in address else f"//{address}").hostname
+
+
+def _prometheus_jobs(config: dict[str, Any]) -> dict[str, list[str]]:
+    jobs: dict[str, list[str]] = {}
+    for job in config["scrape_configs"]:
+        targets = [t for sc in job.get("static_configs", []) for t in sc.get("targets", [])]
+        jobs[job["job_name"]] = targets
+    return jobs
+
+
+@pytest.fixture
+def defaults(monkeypatch: pytest.MonkeyPatch) -> StackSettings:
+    """StackSettings' own defaults, whatever SCREWOPS_* variables this shell happens to set."""
+    for name in [n for n in os.environ if n.startswith("SCREWOPS_")]:
+        monkeypatch.delenv(name)
+    return StackSettings()
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", sorted(EXPECTED_PORTS))
+def test_server_publishes_the_settings_ports(service: str, defaults: StackSettings) -> None:
+    published = {host for host, _ in _port_mappings(service)}
+    assert published == EXPECTED_PORTS[service](defaults)
+
+
+@pytest.mark.parametrize("service", sorted(set(EXPECTED_PORTS) - {"kafka"}))
+def test_server_listens_inside_compose_on_the_port_it_publishes(service: str) -> None:
+    # So `service:port` inside compose and `127.0.0.1:port` on the host name the same endpoint.
+    for host, container in _port_mappings(service):
+        assert host == container
+
+
+def test_host_ports_are_bound_to_loopback_like_the_native_stack() -> None:
+    for name, service in _compose()["services"].items():
+        for entry in service.get("ports", []):
+            assert str(entry).startswith("127.0.0.1:"), f"{name}: {entry!r}"
+
+
+def test_jaeger_config_gets_the_settings_ports(defaults: StackSettings) -> None:
+    env = _environment("jaeger")
+    telemetry = defaults.telemetry
+    assert int(env["JAEGER_QUERY_PORT"]) == port_of(telemetry.jaeger_query_url)
+    assert int(env["JAEGER_OTLP_GRPC_PORT"]) == port_of(telemetry.otlp_grpc_endpoint)
+    assert int(env["JAEGER_OTLP_HTTP_PORT"]) == port_of(telemetry.otlp_http_endpoint)
+
+
+# --- Kafka ---------------------------------------------------------------------------------
+
+
+def test_kafka_env_repeats_every_shared_broker_setting() -> None:
+    env = _environment("kafka")
+    shared = _properties(SERVER_PROPERTIES)
+    shared.pop("listener.security.protocol.map")  # compose adds a listener: its own test below
+    expected = {_kafka_env_name(key): value for key, value in shared.items()}
+    assert {name: env.get(name) for name in expected} == expected
+
+
+def test_kafka_protocol_map_is_the_shared_one_plus_the_host_listener() -> None:
+    shared = _properties(SERVER_PROPERTIES)["listener.security.protocol.map"]
+    compose = _environment("kafka")["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert set(compose.split(",")) == set(shared.split(",")) | {"EXTERNAL:PLAINTEXT"}
+
+
+def test_kafka_partitions_equal_the_settings(defaults: StackSettings) -> None:
+    assert int(_environment("kafka")["KAFKA_NUM_PARTITIONS"]) == defaults.kafka.partitions
+
+
+def test_kafka_listeners_each_have_a_protocol_and_are_advertised() -> None:
+    env = _environment("kafka")
+    protocols = {
+        item.split(":")[0] for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    }
+    listeners = set(_listeners(env["KAFKA_LISTENERS"]))
+    advertised = set(_listeners(env["KAFKA_ADVERTISED_LISTENERS"]))
+    assert listeners == protocols
+    assert advertised == listeners - {env["KAFKA_CONTROLLER_LISTENER_NAMES"]}
+
+
+def test_kafka_controller_uses_the_settings_controller_port(defaults: StackSettings) -> None:
+    env = _environment("kafka")
+    controller = _listeners(env["KAFKA_LISTENERS"])[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+    assert port_of(controller) == defaults.kafka.controller_port
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
+        f"{env['KAFKA_NODE_ID']}@kafka:{defaults.kafka.controller_port}"
+    )
+
+
+def test_kafka_host_listener_is_the_settings_bootstrap_address(defaults: StackSettings) -> None:
+    env = _environment("kafka")
+    external = _listeners(env["KAFKA_LISTENERS"])["EXTERNAL"]
+    assert _listeners(env["KAFKA_ADVERTISED_LISTENERS"])["EXTERNAL"] == (
+        defaults.kafka.bootstrap_servers
+    )
+    assert (port_of(defaults.kafka.bootstrap_servers), port_of(external)) in _port_mappings("kafka")
+
+
+def test_kafka_compose_listener_is_the_services_bootstrap_address() -> None:
+    env = _environment("kafka")
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])[
+        env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    ]
+    assert advertised == _anchor_env()["SCREWOPS_KAFKA__BOOTSTRAP_SERVERS"]
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def test_minio_root_credentials_fall_back_to_the_settings(defaults: StackSettings) -> None:
+    env = _environment("minio")
+    user = defaults.minio.access_key
+    password = defaults.minio.secret_key.get_secret_value()
+    assert env["MINIO_ROOT_USER"] == f"${{SCREWOPS_MINIO__ACCESS_KEY:-{user}}}"
+    assert env["MINIO_ROOT_PASSWORD"] == f"${{SCREWOPS_MINIO__SECRET_KEY:-{password}}}"
+
+
+# --- the services' environment ----------------------------------------------------------------
+
+
+def test_service_env_names_every_endpoint_in_the_settings(defaults: StackSettings) -> None:
+    assert {name for name, _ in _endpoints(defaults)} <= set(_anchor_env())
+
+
+def test_service_env_moves_hosts_and_keeps_ports(
+    defaults: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _anchor_env().items():
+        monkeypatch.setenv(name, value)
+    inside = dict(_endpoints(StackSettings()))
+    for name, value in _endpoints(defaults):
+        assert port_of(inside[name]) == port_of(value), name
+        assert _host(inside[name]) in _compose()["services"], name
+
+
+def test_service_env_credentials_equal_the_minio_servers(
+    defaults: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _anchor_env().items():
+        monkeypatch.setenv(name, value)
+    inside = StackSettings()
+    assert inside.minio.access_key == _default(_environment("minio")["MINIO_ROOT_USER"])
+    assert inside.minio.secret_key.get_secret_value() == _default(
+        _environment("minio")["MINIO_ROOT_PASSWORD"]
+    )
+    assert inside.minio.access_key == defaults.minio.access_key
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def test_every_image_is_pinned_to_a_tag() -> None:
+    images = [(name, s["image"]) for name, s in _compose()["services"].items()]
+    dockerfile = (DEPLOY / "triton" / "Dockerfile").read_text()
+    images += [("triton FROM", m) for m in re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)]
+    for name, image in images:
+        tag = _image_tag(image)
+        assert tag is not None, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image}"
+
+
+def test_kafka_image_is_the_native_kafka_version() -> None:
+    assert _image_tag(_service("kafka")["image"]) == _versions()["KAFKA_VERSION"]
+
+
+def test_jaeger_image_is_the_v2_release_of_the_native_commit() -> None:
+    major, minor, patch = _versions()["JAEGER_VERSION"].removeprefix("v").split(".")
+    assert major == "1"
+    expected = f"2.{int(minor) - JAEGER_V1_MINOR_AT_V2_0}.{patch}"
+    for name in ("jaeger", "jaeger-init"):
+        assert _image_tag(_service(name)["image"]) == expected, name
+
+
+def test_triton_is_built_from_the_repository_dockerfile() -> None:
+    build = _service("triton")["build"]
+    assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file()
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def test_bind_mounts_name_files_in_the_repository() -> None:
+    for name, service in _compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source}"
+
+
+def test_named_volumes_are_declared() -> None:
+    declared = set(_compose()["volumes"])
+    for name, service in _compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: {source}"
+
+
+def test_healthy_dependencies_have_healthchecks() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} -> {dependency}"
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_triton_on_the_settings_metrics_port(defaults: StackSettings) -> None:
+    jobs = _prometheus_jobs(yaml.safe_load(PROMETHEUS_COMPOSE.read_text()))
+    assert jobs["triton"] == [f"triton:{port_of(defaults.triton.metrics_url)}"]
+
+
+def test_prometheus_scrapes_itself_on_the_settings_port(defaults: StackSettings) -> None:
+    jobs = _prometheus_jobs(yaml.safe_load(PROMETHEUS_COMPOSE.read_text()))
+    assert jobs["prometheus"] == [f"prometheus:{port_of(defaults.telemetry.prometheus_url)}"]
+
+
+def test_prometheus_has_the_native_stacks_jobs(defaults: StackSettings, tmp_path: Path) -> None:
+    native = yaml.safe_load(prometheus_config(defaults, Layout(tmp_path)))
+    compose = yaml.safe_load(PROMETHEUS_COMPOSE.read_text())
+    assert set(_prometheus_jobs(compose)) == set(_prometheus_jobs(native))
+
+
+def test_prometheus_loads_the_mounted_config_and_rules() -> None:
+    service = _service("prometheus")
+    config = yaml.safe_load(PROMETHEUS_COMPOSE.read_text())
+    mounts = dict(str(v).split(":")[:2] for v in service["volumes"])
+    config_path = next(a for a in service["command"] if a.startswith("--config.file="))
+    assert mounts["./deploy/prometheus/prometheus-compose.yml"] == config_path.partition("=")[2]
+    rules_dir = mounts["./deploy/prometheus/rules"]
+    assert config["rule_files"] == [f"{rules_dir}/*.yml"]
+
+
+def test_compose_creates_the_catalogue_topics_with_the_settings_partitions(
+    defaults: StackSettings,
+) -> None:
+    env = _environment("kafka-topics")
+    assert env["SCREWOPS_TOPICS"].split() == all_topics()
+    assert int(env["SCREWOPS_PARTITIONS"]) == defaults.kafka.partitions
