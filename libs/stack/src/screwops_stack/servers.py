@@ -120,7 +120,6 @@ listeners=PLAINTEXT://{BIND_HOST}:{port},CONTROLLER://{BIND_HOST}:{controller}
 advertised.listeners=PLAINTEXT://{settings.kafka.bootstrap_servers}
 controller.quorum.voters=1@{BIND_HOST}:{controller}
 log.dirs={layout.data("kafka")}
-num.partitions={settings.kafka.partitions}
 """
     return shared + node
 
