@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "KafkaSettings",
     "MinioSettings",
     "MongoSettings",
+    "ServiceSettings",
     "StackSettings",
     "TelemetrySettings",
     "TritonSettings",
@@ -87,7 +88,11 @@ class StackSettings(BaseSettings):
     """Connections to every server of the stack, shared by the stack manager and the services."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="SCREWOPS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        # Validation errors would otherwise quote the raw input, secrets included, into logs.
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"
@@ -100,3 +105,60 @@ class StackSettings(BaseSettings):
     mongo: MongoSettings = MongoSettings()
     triton: TritonSettings = TritonSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+
+    @model_validator(mode="after")
+    def _no_development_credentials_in_production(self) -> StackSettings:
+        """Refuse to start production with the credentials every checkout of this repo knows.
+
+        The error names the settings, never their values, since it ends up in logs.
+        """
+        if self.environment == "production" and (offending := self._development_credentials()):
+            raise ValueError(
+                "production refuses development credentials; set "
+                + ", ".join(
+                    f"{name} (SCREWOPS_{name.upper().replace('.', '__')})" for name in offending
+                )
+            )
+        return self
+
+    def _development_credentials(self) -> list[str]:
+        minio_defaults = MinioSettings()
+        offending = []
+        if self.minio.access_key == minio_defaults.access_key:
+            offending.append("minio.access_key")
+        if self.minio.secret_key == minio_defaults.secret_key:
+            offending.append("minio.secret_key")
+        mongo_uri = urlsplit(self.mongo.uri.get_secret_value())
+        if mongo_uri.username is None and "authMechanism=" not in mongo_uri.query:
+            offending.append("mongo.uri")
+        return offending
+
+
+class ServiceSettings(BaseSettings):
+    """What every service configures the same way: its name, metrics endpoint and log level.
+
+    Each service subclasses this in its ``config.py`` with its own defaults and one env prefix,
+    so its variables never collide with another service's or with the stack's ``SCREWOPS_*``::
+
+        class GatewaySettings(ServiceSettings):
+            model_config = SettingsConfigDict(env_prefix="SCREWOPS_GATEWAY_")
+
+            service_name: str = "gateway"
+            metrics_port: int = 9464
+            max_image_bytes: int = 4 * 1024 * 1024
+
+    ``SCREWOPS_GATEWAY_METRICS_PORT=9500`` then sets the gateway's port only. ``stack`` is read
+    from the shared ``SCREWOPS_*`` variables, so every service sees the same servers.
+    """
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
+
+    service_name: str
+    metrics_port: int = Field(ge=1, le=65535, description="Prometheus scrape endpoint's port.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Interface of the metrics endpoint; 0.0.0.0 in containers."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    stack: StackSettings = Field(default_factory=StackSettings)

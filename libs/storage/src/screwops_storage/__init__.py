@@ -1,1 +1,35 @@
-"""placeholder"""
+"""Where ScrewOps keeps things: artifacts in MinIO, metadata in MongoDB (FerretDB v1 natively).
+
+:class:`ObjectStore` stores artifacts with their sha256 and verifies it on every read; object keys
+are checked so none can escape its prefix. :func:`database` and :func:`ensure_indexes` give each
+service its database and the indexes it owns, using only what FerretDB v1 and MongoDB both
+support; :func:`mongo_errors` turns driver errors into the typed errors of ``screwops_errors``.
+"""
+
+from screwops_storage.keys import content_key, join_key, sha256_hex, validate_digest, validate_key
+from screwops_storage.mongo import (
+    Document,
+    IndexSpec,
+    database,
+    ensure_indexes,
+    mongo_client,
+    mongo_errors,
+)
+from screwops_storage.objects import SHA256_METADATA, ObjectStore, StoredObject
+
+__all__ = [
+    "SHA256_METADATA",
+    "Document",
+    "IndexSpec",
+    "ObjectStore",
+    "StoredObject",
+    "content_key",
+    "database",
+    "ensure_indexes",
+    "join_key",
+    "mongo_client",
+    "mongo_errors",
+    "sha256_hex",
+    "validate_digest",
+    "validate_key",
+]

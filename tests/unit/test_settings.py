@@ -1,0 +1,152 @@
+"""Settings come from prefixed environment variables, and production refuses dev credentials."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
+from screwops_settings import ServiceSettings, StackSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SCREWOPS_GATEWAY_")
+
+    service_name: str = "gateway"
+    metrics_port: int = 9464
+    max_image_bytes: int = 4 * 1024 * 1024
+
+
+class MonitorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SCREWOPS_MONITOR_")
+
+    service_name: str = "monitor"
+    metrics_port: int = 9470
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test from the defaults, whatever the machine running the tests exports."""
+    for name in list(os.environ):
+        if name.startswith("SCREWOPS_"):
+            monkeypatch.delenv(name)
+
+
+def use_production_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "line-7-ops")
+    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", "kJ8#real-minio-secret")
+    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://ops:m0ngo-pass@mongo:27017/")
+
+
+def test_the_prefix_and_nested_variables_override_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREWOPS_MINIO__ENDPOINT", "minio:9000")
+    monkeypatch.setenv("SCREWOPS_KAFKA__PARTITIONS", "6")
+    monkeypatch.setenv("SCREWOPS_TELEMETRY__OTLP_GRPC_ENDPOINT", "http://jaeger:4317")
+
+    settings = StackSettings()
+
+    assert settings.minio.endpoint == "minio:9000"
+    assert settings.minio.access_key == "screwops"
+    assert settings.kafka.partitions == 6
+    assert settings.telemetry.otlp_grpc_endpoint == "http://jaeger:4317"
+    assert settings.environment == "development"
+
+
+def test_development_accepts_the_development_credentials() -> None:
+    assert StackSettings().minio.secret_key.get_secret_value() == "screwops-dev-secret"
+
+
+def test_production_with_development_credentials_names_each_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+
+    with pytest.raises(ValidationError) as refused:
+        StackSettings()
+
+    message = str(refused.value)
+    for name in ["minio.access_key", "minio.secret_key", "mongo.uri"]:
+        assert name in message
+    assert "SCREWOPS_MINIO__SECRET_KEY" in message
+    assert "screwops-dev-secret" not in message
+
+
+def test_production_refusal_never_prints_the_real_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_production_credentials(monkeypatch)
+    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "screwops")
+    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://mongo:27017/?appname=m0ngo-pass")
+
+    with pytest.raises(ValidationError) as refused:
+        StackSettings()
+
+    message = str(refused.value)
+    assert "minio.access_key" in message
+    assert "mongo.uri" in message
+    assert "minio.secret_key" not in message
+    assert "kJ8#real-minio-secret" not in message
+    assert "m0ngo-pass" not in message
+
+
+def test_production_with_real_credentials_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_production_credentials(monkeypatch)
+
+    settings = StackSettings()
+
+    assert settings.environment == "production"
+    assert settings.minio.access_key == "line-7-ops"
+
+
+def test_production_accepts_a_mongo_uri_authenticated_by_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_production_credentials(monkeypatch)
+    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://mongo:27017/?authMechanism=MONGODB-X509")
+
+    assert StackSettings().environment == "production"
+
+
+def test_a_service_reads_its_own_prefix_and_the_shared_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREWOPS_GATEWAY_METRICS_PORT", "9500")
+    monkeypatch.setenv("SCREWOPS_GATEWAY_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("SCREWOPS_GATEWAY_MAX_IMAGE_BYTES", "1024")
+    monkeypatch.setenv("SCREWOPS_MONITOR_METRICS_PORT", "9999")
+    monkeypatch.setenv("SCREWOPS_MINIO__ENDPOINT", "minio:9000")
+
+    gateway = GatewaySettings()
+    monitor = MonitorSettings()
+
+    assert (gateway.service_name, gateway.metrics_port, gateway.log_level) == (
+        "gateway",
+        9500,
+        "DEBUG",
+    )
+    assert gateway.max_image_bytes == 1024
+    assert gateway.metrics_host == "127.0.0.1"
+    assert (monitor.service_name, monitor.metrics_port, monitor.log_level) == (
+        "monitor",
+        9999,
+        "INFO",
+    )
+    assert gateway.stack.minio.endpoint == monitor.stack.minio.endpoint == "minio:9000"
+
+
+def test_a_service_refuses_an_unknown_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREWOPS_MONITOR_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError, match="log_level"):
+        MonitorSettings()
+
+
+def test_a_service_in_production_inherits_the_credential_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match=r"minio\.secret_key"):
+        GatewaySettings()
