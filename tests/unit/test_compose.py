@@ -20,8 +20,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 from screwops_contracts import all_topics
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import StackSettings, port_of
-from screwops_stack.servers import Layout, prometheus_config
+from screwops_stack.servers import Layout, minio_notify_env, prometheus_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -405,3 +407,14 @@ def test_compose_creates_the_catalogue_topics_with_the_settings_partitions(
     env = _environment("kafka-topics")
     assert env["SCREWOPS_TOPICS"].split() == all_topics()
     assert int(env["SCREWOPS_PARTITIONS"]) == defaults.kafka.partitions
+
+
+def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) -> None:
+    native = minio_notify_env(defaults, queue_dir="/events")
+    env = _environment("minio")
+    for name, value in native.items():
+        expected = "kafka:9092" if name.startswith("MINIO_NOTIFY_KAFKA_BROKERS") else value
+        assert env[name] == expected, name
+    command = " ".join(_service("minio-init")["command"])
+    assert f"local/{Bucket.DROP}" in command
+    assert NOTIFY_TARGET_ARN in command

@@ -19,6 +19,7 @@ from screwops_contracts import (
     all_topics,
     dlq_topic,
 )
+from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
 
 
 def example(model: type[BaseModel]) -> dict[str, Any]:
@@ -137,5 +138,5 @@ def test_a_naive_timestamp_is_refused() -> None:
 def test_every_topic_has_one_event_and_a_dead_letter_twin() -> None:
     assert set(EVENTS_BY_TOPIC) == {t.value for t in Topic}
     topics = all_topics()
-    assert len(topics) == len(set(topics)) == 2 * len(Topic)
-    assert all(dlq_topic(t) in topics for t in Topic)
+    assert len(topics) == len(set(topics)) == 2 * (len(Topic) + 1)
+    assert all(dlq_topic(t) in topics for t in [*Topic, BUCKET_EVENTS_TOPIC])

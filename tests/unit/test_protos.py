@@ -216,7 +216,7 @@ def test_inspect_response_round_trips() -> None:
 
 def test_upload_request_carries_header_or_file() -> None:
     header = ingestion_pb2.UploadRequest(
-        header=ingestion_pb2.UploadHeader(source="mvtec-screw", dataset_name="screws")
+        header=ingestion_pb2.UploadHeader(dataset_id="screws")
     )
     file = ingestion_pb2.UploadRequest(
         file=ingestion_pb2.UploadFile(

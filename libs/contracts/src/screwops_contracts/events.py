@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from screwops_contracts.envelope import Event, Payload
+from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
 
 DLQ_SUFFIX = ".dlq"
 
@@ -430,8 +431,10 @@ EVENTS_BY_TOPIC: dict[str, type[Event[Any]]] = {r.event.TOPIC: r.event for r in 
 
 
 def all_topics() -> list[str]:
-    """Every topic the stack creates: the catalogue and each topic's dead-letter twin."""
-    return [t for r in CATALOGUE for t in (r.event.TOPIC, dlq_topic(r.event.TOPIC))]
+    """Every topic the stack creates: the catalogue, MinIO's bucket notifications, and each
+    one's dead-letter twin."""
+    topics = [*(r.event.TOPIC for r in CATALOGUE), BUCKET_EVENTS_TOPIC]
+    return [t for topic in topics for t in (str(topic), dlq_topic(topic))]
 
 
 __all__ = [

@@ -24,8 +24,11 @@ from urllib.parse import urlsplit
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
+from minio.notificationconfig import NotificationConfig, QueueConfig
 from pymongo import MongoClient
 from screwops_contracts import all_topics
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.minio import BUCKET_EVENTS_TOPIC, NOTIFY_TARGET_ARN, NOTIFY_TARGET_ID
 from screwops_settings import StackSettings, port_of
 
 DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
@@ -96,6 +99,11 @@ def _base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCREWOPS_")}
     env.update(extra)
     return env
+
+
+def _mkdirs(*paths: Path) -> None:
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def _http_ok(url: str, expect: Callable[[httpx.Response], bool] = lambda r: True) -> None:
@@ -263,22 +271,55 @@ def _ferretdb(settings: StackSettings, layout: Layout) -> Server:
 # --- MinIO -----------------------------------------------------------------------------------
 
 
+def minio_notify_env(settings: StackSettings, *, queue_dir: str) -> dict[str, str]:
+    """MinIO's Kafka notification target (the docker-compose stack sets the same variables).
+
+    The queue directory keeps notifications on disk while Kafka is down, so none is lost.
+    """
+    target = NOTIFY_TARGET_ID
+    return {
+        f"MINIO_NOTIFY_KAFKA_ENABLE_{target}": "on",
+        f"MINIO_NOTIFY_KAFKA_BROKERS_{target}": settings.kafka.bootstrap_servers,
+        f"MINIO_NOTIFY_KAFKA_TOPIC_{target}": BUCKET_EVENTS_TOPIC,
+        f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{target}": queue_dir,
+    }
+
+
 def _minio(settings: StackSettings, layout: Layout) -> Server:
     data = layout.data("minio")
+    events = layout.data("minio-events")
     port = port_of(settings.minio.endpoint)
     console = settings.minio.console_port
 
+    client = Minio(
+        settings.minio.endpoint,
+        access_key=settings.minio.access_key,
+        secret_key=settings.minio.secret_key.get_secret_value(),
+        secure=settings.minio.secure,
+    )
+
     def ready() -> None:
-        client = Minio(
-            settings.minio.endpoint,
-            access_key=settings.minio.access_key,
-            secret_key=settings.minio.secret_key.get_secret_value(),
-            secure=settings.minio.secure,
-        )
         try:
             client.list_buckets()
         except Exception as exc:
             raise NotReadyError(f"S3 ListBuckets failed: {exc!r}") from exc
+
+    def notify_ingestion() -> None:
+        # Upstream systems drop files into the drop bucket; MinIO tells ingestion through Kafka.
+        if not client.bucket_exists(Bucket.DROP):
+            client.make_bucket(Bucket.DROP)
+        client.set_bucket_notification(
+            Bucket.DROP,
+            NotificationConfig(
+                queue_config_list=[
+                    QueueConfig(
+                        events=["s3:ObjectCreated:*"],
+                        config_id="ingestion",
+                        queue=NOTIFY_TARGET_ARN,
+                    )
+                ]
+            ),
+        )
 
     return Server(
         name="minio",
@@ -296,10 +337,12 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             MINIO_ROOT_USER=settings.minio.access_key,
             MINIO_ROOT_PASSWORD=settings.minio.secret_key.get_secret_value(),
             MINIO_UPDATE="off",
+            **minio_notify_env(settings, queue_dir=str(events)),
         ),
         ready=ready,
         ports=[port, console],
-        prepare=lambda: data.mkdir(parents=True, exist_ok=True),
+        prepare=lambda: _mkdirs(data, events),
+        after_ready=notify_ingestion,
     )
 
 

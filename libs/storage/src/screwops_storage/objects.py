@@ -161,6 +161,18 @@ class ObjectStore:
             validate_digest(sha256)
         return await asyncio.to_thread(self._get, bucket, key, sha256)
 
+    async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+        """An object written outside ScrewOps (an upstream drop), which carries no digest.
+
+        Its size is checked before a byte is read, so an oversized drop is refused cheaply.
+
+        Raises:
+            NotFoundError: no such bucket or object.
+            InvalidInputError: the object is larger than ``max_bytes``.
+        """
+        validate_key(key)
+        return await asyncio.to_thread(self._read_external, bucket, key, max_bytes)
+
     async def exists(self, bucket: str, key: str) -> bool:
         """Whether ``key`` is stored, so callers can skip work whose output already exists."""
         validate_key(key)
@@ -267,6 +279,22 @@ class ObjectStore:
                 response.release_conn()
         _check(bucket, key, sha256_hex(data), expected or recorded)
         return data
+
+    def _read_external(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        stat = self._stat(bucket, key)
+        if stat is None:
+            raise NotFoundError(f"s3://{bucket}/{key} does not exist")
+        if (stat.size or 0) > max_bytes:
+            raise InvalidInputError(
+                f"s3://{bucket}/{key} is {stat.size} bytes, over the limit of {max_bytes}"
+            )
+        with _s3_errors(bucket, key):
+            response = self._client.get_object(bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
     def _list(self, bucket: str, prefix: str) -> list[str]:
         _validate_bucket(bucket)

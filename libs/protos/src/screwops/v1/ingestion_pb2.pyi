@@ -4,8 +4,9 @@ isort:skip_file
 The ingestion API: images enter ScrewOps here, by upload or by importing a folder or zip.
 
 Images are stored content-addressed by their SHA-256, so the same bytes are stored once and
-a re-sent file is reported as a duplicate, never added twice. Accepted files join the open
-version of their dataset, and each call that accepts files publishes one `dataset.ingested`.
+a re-sent file is reported as a duplicate, never added twice. A call that brings at least one
+new image creates the dataset's next immutable version (the earlier images plus the new ones)
+and publishes one `dataset.ingested`; a call that brings nothing new creates nothing.
 
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, unknown layout, unreadable
 archive), PERMISSION_DENIED (an import path outside the server's import root), NOT_FOUND (an
@@ -66,8 +67,8 @@ class _LayoutEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Layout.ValueTy
     LAYOUT_UNSPECIFIED: _Layout.ValueType  # 0
     """Same as LAYOUT_AUTO."""
     LAYOUT_AUTO: _Layout.ValueType  # 1
-    """The server detects the layout: MVTec if `train/good` exists, CSV if csv_path is set or a
-    single CSV sits at the top, class folders otherwise.
+    """The server detects the layout: CSV if a CSV file is present, MVTec if `train/` or `test/`
+    folders hold class folders, class folders otherwise.
     """
     LAYOUT_CLASS_FOLDERS: _Layout.ValueType  # 2
     """One folder per class: `good/` is LABEL_GOOD, `not-good/` (or `bad/`, `defect/`) is LABEL_BAD;
@@ -78,8 +79,9 @@ class _LayoutEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Layout.ValueTy
     defect_type `<defect>`; `ground_truth/` masks are skipped.
     """
     LAYOUT_CSV: _Layout.ValueType  # 4
-    """Images anywhere under the path, labelled by a CSV of `filename,label` rows (label `good`,
-    `bad`/`not-good`, or empty for unlabeled; an optional third column is the defect_type).
+    """Images named by a CSV of `filename,label` rows (label `good`/`ok` or `bad`/`not-good`/`ng`),
+    filenames relative to the CSV; a row naming a missing file or an unknown label refuses that
+    file only.
     """
 
 class Layout(_Layout, metaclass=_LayoutEnumTypeWrapper):
@@ -88,8 +90,8 @@ class Layout(_Layout, metaclass=_LayoutEnumTypeWrapper):
 LAYOUT_UNSPECIFIED: Layout.ValueType  # 0
 """Same as LAYOUT_AUTO."""
 LAYOUT_AUTO: Layout.ValueType  # 1
-"""The server detects the layout: MVTec if `train/good` exists, CSV if csv_path is set or a
-single CSV sits at the top, class folders otherwise.
+"""The server detects the layout: CSV if a CSV file is present, MVTec if `train/` or `test/`
+folders hold class folders, class folders otherwise.
 """
 LAYOUT_CLASS_FOLDERS: Layout.ValueType  # 2
 """One folder per class: `good/` is LABEL_GOOD, `not-good/` (or `bad/`, `defect/`) is LABEL_BAD;
@@ -100,8 +102,9 @@ LAYOUT_MVTEC: Layout.ValueType  # 3
 defect_type `<defect>`; `ground_truth/` masks are skipped.
 """
 LAYOUT_CSV: Layout.ValueType  # 4
-"""Images anywhere under the path, labelled by a CSV of `filename,label` rows (label `good`,
-`bad`/`not-good`, or empty for unlabeled; an optional third column is the defect_type).
+"""Images named by a CSV of `filename,label` rows (label `good`/`ok` or `bad`/`not-good`/`ng`),
+filenames relative to the CSV; a row naming a missing file or an unknown label refuses that
+file only.
 """
 Global___Layout: _TypeAlias = Layout  # noqa: Y015
 
@@ -114,7 +117,7 @@ class _FileStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileStatus
     FILE_STATUS_UNSPECIFIED: _FileStatus.ValueType  # 0
     """Never sent; the zero value."""
     FILE_STATUS_ACCEPTED: _FileStatus.ValueType  # 1
-    """Stored and added to the dataset's open version."""
+    """Stored and added to the dataset's new version."""
     FILE_STATUS_DUPLICATE: _FileStatus.ValueType  # 2
     """The same bytes (same SHA-256) are already in the dataset; nothing was changed."""
     FILE_STATUS_REFUSED: _FileStatus.ValueType  # 3
@@ -126,7 +129,7 @@ class FileStatus(_FileStatus, metaclass=_FileStatusEnumTypeWrapper):
 FILE_STATUS_UNSPECIFIED: FileStatus.ValueType  # 0
 """Never sent; the zero value."""
 FILE_STATUS_ACCEPTED: FileStatus.ValueType  # 1
-"""Stored and added to the dataset's open version."""
+"""Stored and added to the dataset's new version."""
 FILE_STATUS_DUPLICATE: FileStatus.ValueType  # 2
 """The same bytes (same SHA-256) are already in the dataset; nothing was changed."""
 FILE_STATUS_REFUSED: FileStatus.ValueType  # 3
@@ -135,18 +138,15 @@ Global___FileStatus: _TypeAlias = FileStatus  # noqa: Y015
 
 @_typing.final
 class UploadHeader(_message.Message):
-    """Where a batch of files comes from and where it goes."""
+    """Where a batch of files goes."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SOURCE_FIELD_NUMBER: _builtins.int
-    DATASET_NAME_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
     DEFAULT_LABEL_FIELD_NUMBER: _builtins.int
-    source: _builtins.str
-    """Free-form provenance recorded with every image (e.g. "line-3-camera", "mvtec-screw")."""
-    dataset_name: _builtins.str
-    """The dataset to add the files to, created on first use. Empty means the server's default
-    dataset.
+    dataset_id: _builtins.str
+    """The dataset to add the files to, created on first use: 1-64 letters, digits, '-', '_', '.'.
+    Required.
     """
     default_label: Global___Label.ValueType
     """The label for every file of the upload that has none of its own. Absent means such files are
@@ -155,13 +155,12 @@ class UploadHeader(_message.Message):
     def __init__(
         self,
         *,
-        source: _builtins.str = ...,
-        dataset_name: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
         default_label: Global___Label.ValueType | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_default_label", b"_default_label", "default_label", b"default_label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_label", b"_default_label", "dataset_name", b"dataset_name", "default_label", b"default_label", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_label", b"_default_label", "dataset_id", b"dataset_id", "default_label", b"default_label"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__default_label: _TypeAlias = _typing.Literal["default_label"]  # noqa: Y015
     _WhichOneofArgType__default_label: _TypeAlias = _typing.Literal["_default_label", b"_default_label"]  # noqa: Y015
@@ -219,7 +218,7 @@ class UploadRequest(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___UploadHeader:
-        """Names the dataset and source. Allowed only as the first message."""
+        """Names the dataset. Allowed only as the first message."""
 
     @_builtins.property
     def file(self) -> Global___UploadFile:
@@ -249,41 +248,27 @@ class ImportRequest(_message.Message):
 
     PATH_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
-    CSV_PATH_FIELD_NUMBER: _builtins.int
-    SOURCE_FIELD_NUMBER: _builtins.int
-    DATASET_NAME_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of a directory or a `.zip` file on the server. Must lie under the server's configured
     import root; anything else is refused with PERMISSION_DENIED. Required.
     """
     layout: Global___Layout.ValueType
     """How the files are organised. Unset means LAYOUT_AUTO."""
-    csv_path: _builtins.str
-    """The CSV of `filename,label` rows for LAYOUT_CSV, absolute or relative to path (inside the
-    archive for a zip). Absent means the single CSV at the top of path.
-    """
-    source: _builtins.str
-    """Free-form provenance recorded with every image, as in UploadHeader.source."""
-    dataset_name: _builtins.str
-    """The dataset to add the files to, created on first use. Empty means the server's default
-    dataset.
-    """
+    dataset_id: _builtins.str
+    """The dataset to add the files to, as in UploadHeader.dataset_id. Required."""
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         layout: Global___Layout.ValueType = ...,
-        csv_path: _builtins.str | None = ...,
-        source: _builtins.str = ...,
-        dataset_name: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_csv_path", b"_csv_path", "csv_path", b"csv_path"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_csv_path", b"_csv_path", "csv_path", b"csv_path", "dataset_name", b"dataset_name", "layout", b"layout", "path", b"path", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "layout", b"layout", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__csv_path: _TypeAlias = _typing.Literal["csv_path"]  # noqa: Y015
-    _WhichOneofArgType__csv_path: _TypeAlias = _typing.Literal["_csv_path", b"_csv_path"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__csv_path) -> _WhichOneofReturnType__csv_path | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportRequest: _TypeAlias = ImportRequest  # noqa: Y015
 
@@ -333,16 +318,21 @@ class ImportResult(_message.Message):
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     REFUSED_COUNT_FIELD_NUMBER: _builtins.int
     FILES_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset the files went to."""
     dataset_version: _builtins.int
-    """The dataset's open version that received the accepted files."""
+    """The dataset's version holding the files: the new one if `created`, else the newest existing
+    one (0 when the dataset has no version yet).
+    """
     accepted_count: _builtins.int
     """Files stored and added to the dataset."""
     duplicate_count: _builtins.int
     """Files whose bytes were already in the dataset."""
     refused_count: _builtins.int
     """Files refused; see their outcomes for why."""
+    created: _builtins.bool
+    """Whether this call created a new version (and published `dataset.ingested`)."""
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileOutcome]:
         """One outcome per file, in the order the files were received or found."""
@@ -356,10 +346,11 @@ class ImportResult(_message.Message):
         duplicate_count: _builtins.int = ...,
         refused_count: _builtins.int = ...,
         files: _abc.Iterable[Global___FileOutcome] | None = ...,
+        created: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "duplicate_count", b"duplicate_count", "files", b"files", "refused_count", b"refused_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "created", b"created", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "duplicate_count", b"duplicate_count", "files", b"files", "refused_count", b"refused_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,98 +358,92 @@ Global___ImportResult: _TypeAlias = ImportResult  # noqa: Y015
 
 @_typing.final
 class GetDatasetRequest(_message.Message):
-    """Asks for one dataset."""
+    """Asks for a dataset version."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset's id. Required."""
+    version: _builtins.int
+    """The version; absent means the newest."""
     def __init__(
         self,
         *,
         dataset_id: _builtins.str = ...,
+        version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "dataset_id", b"dataset_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 
 Global___GetDatasetRequest: _TypeAlias = GetDatasetRequest  # noqa: Y015
 
 @_typing.final
-class Dataset(_message.Message):
-    """A named, versioned collection of images. The open version gathers new images and labels until
-    labeling closes it; closed versions are frozen and are what validation and training use.
-    """
+class DatasetVersion(_message.Message):
+    """One immutable version of a dataset: the images of every earlier version plus the new ones."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_ID_FIELD_NUMBER: _builtins.int
-    NAME_FIELD_NUMBER: _builtins.int
-    OPEN_VERSION_FIELD_NUMBER: _builtins.int
-    LATEST_CLOSED_VERSION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     IMAGE_COUNT_FIELD_NUMBER: _builtins.int
-    LABELED_COUNT_FIELD_NUMBER: _builtins.int
-    BAD_COUNT_FIELD_NUMBER: _builtins.int
+    ADDED_COUNT_FIELD_NUMBER: _builtins.int
+    MANIFEST_KEY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
-    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """Stable id, used as the Kafka key of the dataset's events."""
-    name: _builtins.str
-    """Human-readable name, unique, as given at upload or import."""
-    open_version: _builtins.int
-    """The open version: the one that receives new images and labels."""
-    latest_closed_version: _builtins.int
-    """The newest closed version, or absent if none has been closed yet."""
+    version: _builtins.int
+    """The version number, from 1."""
     image_count: _builtins.int
-    """Images in the open version."""
-    labeled_count: _builtins.int
-    """Of those, images with a label."""
-    bad_count: _builtins.int
-    """Of those labeled, images labeled LABEL_BAD."""
+    """Images in this version."""
+    added_count: _builtins.int
+    """Images this version added to the previous one."""
+    manifest_key: _builtins.str
+    """Key of the version's manifest in the `datasets` bucket."""
+    correlation_id: _builtins.str
+    """The pipeline run this version started (the correlation id of its events)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
-        """When the dataset was created."""
-
-    @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp:
-        """When images or labels last changed."""
+        """When the version was created."""
 
     def __init__(
         self,
         *,
         dataset_id: _builtins.str = ...,
-        name: _builtins.str = ...,
-        open_version: _builtins.int = ...,
-        latest_closed_version: _builtins.int | None = ...,
+        version: _builtins.int = ...,
         image_count: _builtins.int = ...,
-        labeled_count: _builtins.int = ...,
-        bad_count: _builtins.int = ...,
+        added_count: _builtins.int = ...,
+        manifest_key: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
-        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        correlation_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_latest_closed_version", b"_latest_closed_version", "created_at", b"created_at", "latest_closed_version", b"latest_closed_version", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_latest_closed_version", b"_latest_closed_version", "bad_count", b"bad_count", "created_at", b"created_at", "dataset_id", b"dataset_id", "image_count", b"image_count", "labeled_count", b"labeled_count", "latest_closed_version", b"latest_closed_version", "name", b"name", "open_version", b"open_version", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_count", b"added_count", "correlation_id", b"correlation_id", "created_at", b"created_at", "dataset_id", b"dataset_id", "image_count", b"image_count", "manifest_key", b"manifest_key", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__latest_closed_version: _TypeAlias = _typing.Literal["latest_closed_version"]  # noqa: Y015
-    _WhichOneofArgType__latest_closed_version: _TypeAlias = _typing.Literal["_latest_closed_version", b"_latest_closed_version"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__latest_closed_version) -> _WhichOneofReturnType__latest_closed_version | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
+Global___DatasetVersion: _TypeAlias = DatasetVersion  # noqa: Y015
 
 @_typing.final
 class ListDatasetsRequest(_message.Message):
-    """Asks for a page of datasets."""
+    """Asks for a page of dataset versions."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """The most datasets to return. 0 means the server's default (50); larger values are capped."""
+    """The most versions to return. 0 means the server's default (50); larger values are capped
+    at 500.
+    """
     page_token: _builtins.str
     """The next_page_token of a previous response, to continue from there; empty for the first page."""
     def __init__(
@@ -477,27 +462,27 @@ Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
 
 @_typing.final
 class ListDatasetsResponse(_message.Message):
-    """A page of datasets."""
+    """A page of dataset versions."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    DATASETS_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass as page_token to get the next page; empty when this is the last page."""
     @_builtins.property
-    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dataset]:
-        """The datasets of this page."""
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetVersion]:
+        """The versions of this page."""
 
     def __init__(
         self,
         *,
-        datasets: _abc.Iterable[Global___Dataset] | None = ...,
+        versions: _abc.Iterable[Global___DatasetVersion] | None = ...,
         next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

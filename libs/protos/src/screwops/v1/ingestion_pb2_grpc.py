@@ -48,7 +48,7 @@ class IngestionServiceStub(object):
         self.GetDataset = channel.unary_unary(
                 '/screwops.v1.IngestionService/GetDataset',
                 request_serializer=screwops_dot_v1_dot_ingestion__pb2.GetDatasetRequest.SerializeToString,
-                response_deserializer=screwops_dot_v1_dot_ingestion__pb2.Dataset.FromString,
+                response_deserializer=screwops_dot_v1_dot_ingestion__pb2.DatasetVersion.FromString,
                 _registered_method=True)
         self.ListDatasets = channel.unary_unary(
                 '/screwops.v1.IngestionService/ListDatasets',
@@ -62,9 +62,8 @@ class IngestionServiceServicer(object):
     """
 
     def Upload(self, request_iterator, context):
-        """Uploads files from the client, one file per message. The first message may be a header that
-        names the dataset and source; without one the server's configured defaults apply. Returns
-        after every file has been stored or refused.
+        """Uploads files from the client, one file per message, after a first header message that names
+        the dataset. Returns after every file has been stored or refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -79,14 +78,14 @@ class IngestionServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetDataset(self, request, context):
-        """Returns one dataset.
+        """Returns one version of a dataset (the newest unless a version is given).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDatasets(self, request, context):
-        """Lists datasets, most recently updated first.
+        """Lists every dataset version, by dataset id then version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +107,7 @@ def add_IngestionServiceServicer_to_server(servicer, server):
             'GetDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataset,
                     request_deserializer=screwops_dot_v1_dot_ingestion__pb2.GetDatasetRequest.FromString,
-                    response_serializer=screwops_dot_v1_dot_ingestion__pb2.Dataset.SerializeToString,
+                    response_serializer=screwops_dot_v1_dot_ingestion__pb2.DatasetVersion.SerializeToString,
             ),
             'ListDatasets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatasets,
@@ -197,7 +196,7 @@ class IngestionService(object):
             target,
             '/screwops.v1.IngestionService/GetDataset',
             screwops_dot_v1_dot_ingestion__pb2.GetDatasetRequest.SerializeToString,
-            screwops_dot_v1_dot_ingestion__pb2.Dataset.FromString,
+            screwops_dot_v1_dot_ingestion__pb2.DatasetVersion.FromString,
             options,
             channel_credentials,
             insecure,

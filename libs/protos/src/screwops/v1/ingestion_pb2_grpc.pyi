@@ -4,8 +4,9 @@ isort:skip_file
 The ingestion API: images enter ScrewOps here, by upload or by importing a folder or zip.
 
 Images are stored content-addressed by their SHA-256, so the same bytes are stored once and
-a re-sent file is reported as a duplicate, never added twice. Accepted files join the open
-version of their dataset, and each call that accepts files publishes one `dataset.ingested`.
+a re-sent file is reported as a duplicate, never added twice. A call that brings at least one
+new image creates the dataset's next immutable version (the earlier images plus the new ones)
+and publishes one `dataset.ingested`; a call that brings nothing new creates nothing.
 
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, unknown layout, unreadable
 archive), PERMISSION_DENIED (an import path outside the server's import root), NOT_FOUND (an
@@ -45,18 +46,17 @@ class IngestionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IngestionServiceAsyncStub: ...
     Upload: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.UploadRequest, _ingestion_pb2.ImportResult]
-    """Uploads files from the client, one file per message. The first message may be a header that
-    names the dataset and source; without one the server's configured defaults apply. Returns
-    after every file has been stored or refused.
+    """Uploads files from the client, one file per message, after a first header message that names
+    the dataset. Returns after every file has been stored or refused.
     """
     Import: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ImportRequest, _ingestion_pb2.ImportResult]
     """Imports a directory or zip archive that is already on the server's filesystem (under its
     import root), in one of the layouts the real screw data comes in.
     """
-    GetDataset: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetDatasetRequest, _ingestion_pb2.Dataset]
-    """Returns one dataset."""
+    GetDataset: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetDatasetRequest, _ingestion_pb2.DatasetVersion]
+    """Returns one version of a dataset (the newest unless a version is given)."""
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListDatasetsRequest, _ingestion_pb2.ListDatasetsResponse]
-    """Lists datasets, most recently updated first."""
+    """Lists every dataset version, by dataset id then version."""
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -64,18 +64,17 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Upload: _aio.StreamUnaryMultiCallable[_ingestion_pb2.UploadRequest, _ingestion_pb2.ImportResult]  # type: ignore[assignment]
-    """Uploads files from the client, one file per message. The first message may be a header that
-    names the dataset and source; without one the server's configured defaults apply. Returns
-    after every file has been stored or refused.
+    """Uploads files from the client, one file per message, after a first header message that names
+    the dataset. Returns after every file has been stored or refused.
     """
     Import: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ImportRequest, _ingestion_pb2.ImportResult]  # type: ignore[assignment]
     """Imports a directory or zip archive that is already on the server's filesystem (under its
     import root), in one of the layouts the real screw data comes in.
     """
-    GetDataset: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetDatasetRequest, _ingestion_pb2.Dataset]  # type: ignore[assignment]
-    """Returns one dataset."""
+    GetDataset: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetDatasetRequest, _ingestion_pb2.DatasetVersion]  # type: ignore[assignment]
+    """Returns one version of a dataset (the newest unless a version is given)."""
     ListDatasets: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListDatasetsRequest, _ingestion_pb2.ListDatasetsResponse]  # type: ignore[assignment]
-    """Lists datasets, most recently updated first."""
+    """Lists every dataset version, by dataset id then version."""
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Brings images into datasets and tells what datasets hold."""
@@ -86,9 +85,8 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_ingestion_pb2.UploadRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ImportResult, _abc.Awaitable[_ingestion_pb2.ImportResult]]:
-        """Uploads files from the client, one file per message. The first message may be a header that
-        names the dataset and source; without one the server's configured defaults apply. Returns
-        after every file has been stored or refused.
+        """Uploads files from the client, one file per message, after a first header message that names
+        the dataset. Returns after every file has been stored or refused.
         """
 
     @_abc_1.abstractmethod
@@ -106,8 +104,8 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _ingestion_pb2.GetDatasetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_ingestion_pb2.Dataset, _abc.Awaitable[_ingestion_pb2.Dataset]]:
-        """Returns one dataset."""
+    ) -> _typing.Union[_ingestion_pb2.DatasetVersion, _abc.Awaitable[_ingestion_pb2.DatasetVersion]]:
+        """Returns one version of a dataset (the newest unless a version is given)."""
 
     @_abc_1.abstractmethod
     def ListDatasets(
@@ -115,6 +113,6 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ingestion_pb2.ListDatasetsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ListDatasetsResponse, _abc.Awaitable[_ingestion_pb2.ListDatasetsResponse]]:
-        """Lists datasets, most recently updated first."""
+        """Lists every dataset version, by dataset id then version."""
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,2 @@
+"""Ingestion: images come in by gRPC upload, server-side import or MinIO bucket drops, are
+checked, stored content-addressed and grouped into immutable dataset versions."""

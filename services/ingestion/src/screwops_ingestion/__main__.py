@@ -1,0 +1,57 @@
+"""Ingestion's entry point: ``python -m screwops_ingestion``. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+
+from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_contracts.datasets import Bucket
+from screwops_rpc import Api, Server
+from screwops_runtime import Runtime
+
+from screwops_ingestion import handlers
+from screwops_ingestion.config import IngestionSettings
+from screwops_ingestion.grpc_api import IngestionApi
+from screwops_ingestion.service import IngestionService, Limits
+from screwops_ingestion.store import MongoIngestionStore
+
+
+def main() -> None:
+    settings = IngestionSettings()
+    runtime = Runtime.create(settings, instrument_grpc=True)
+    store = MongoIngestionStore(runtime.db)
+    service = IngestionService(
+        store,
+        runtime.objects,
+        runtime.bus.publish,
+        limits=Limits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            concurrency=settings.upload_concurrency,
+        ),
+        import_roots=settings.import_roots,
+    )
+    handlers.register(runtime.bus, service)
+    api = Server(
+        [
+            Api(
+                name=ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name,
+                add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
+                servicer=IngestionApi(service),
+            )
+        ],
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        # Files up to 4x the limit still arrive, to be refused one by one with their reason.
+        max_message_bytes=4 * settings.max_image_bytes,
+    )
+
+    async def bootstrap() -> None:
+        await store.ensure_indexes()
+        await runtime.objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
+
+    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.recover]))
+
+
+if __name__ == "__main__":
+    main()

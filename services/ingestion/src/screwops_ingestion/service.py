@@ -1,0 +1,422 @@
+"""Ingestion's domain logic: files in, an immutable dataset version and ``dataset.ingested`` out.
+
+Three entry points (gRPC upload, a server-side import of a directory or zip, MinIO bucket drops)
+share one path: every file is decoded and checked, stored content-addressed in MinIO, recorded in
+MongoDB, and the accepted images are grouped with the dataset's earlier ones into a new version.
+Bad files are refused one by one with their reason; the rest of the batch goes in. Offering the
+same files again creates nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol
+
+from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
+from screwops_contracts.datasets import Bucket, Manifest, ManifestImage, version_prefix
+from screwops_contracts.minio import BucketNotification
+from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from screwops_imaging import decode, sha256_hex
+from screwops_storage import StoredObject
+
+from screwops_ingestion import layouts
+from screwops_ingestion.layouts import IncomingFile, Layout
+from screwops_ingestion.store import IngestionStore, Refusal, VersionRecord
+
+log = logging.getLogger("screwops.ingestion")
+
+Source = Literal["upload", "import", "bucket"]
+# The object an upstream system drops last, under the dataset's prefix, to close a batch.
+READY_MARKER = "_READY"
+IMAGE_PREFIX = "raw"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one offered file."""
+
+    filename: str
+    status: Outcome
+    sha256: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The answer to an upload or import: the version (if any) and each file's fate."""
+
+    dataset_id: str
+    version: int | None
+    created: bool
+    files: list[FileOutcome] = field(default_factory=list)
+
+    def count(self, status: Outcome) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` ingestion uses."""
+
+    async def put_content(
+        self, bucket: str, data: bytes, *, prefix: str, content_type: str = ...
+    ) -> StoredObject: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
+
+
+Publish = Callable[[Event[DatasetIngestedPayload]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Where a batch came from and how its files fared, for the event's counts."""
+
+    source: Source
+    offered: int
+    refused: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-file limits and how many files are checked and stored at once."""
+
+    max_bytes: int
+    max_pixels: int
+    concurrency: int
+
+
+class IngestionService:
+    """Turns offered files into dataset versions (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: IngestionStore,
+        objects: Objects,
+        publish: Publish,
+        *,
+        limits: Limits,
+        import_roots: Iterable[str],
+    ) -> None:
+        self._store = store
+        self._objects = objects
+        self._publish = publish
+        self._limits = limits
+        self._import_roots = [Path(root).resolve() for root in import_roots]
+        # One version at a time per dataset in this process; across processes the unique
+        # (dataset_id, version) index decides and the loser retries with the next number.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def ingest(
+        self,
+        dataset_id: str,
+        files: AsyncIterable[IncomingFile] | Iterable[IncomingFile],
+        *,
+        source: Source,
+    ) -> IngestResult:
+        """Check and store every file, then cut a new version if any image is new."""
+        _check_dataset_id(dataset_id)
+        checked = await self._check_all(files)
+        accepted = [image for _, image in checked if image is not None]
+        outcomes = [outcome for outcome, _ in checked]
+        now = datetime.now(UTC)
+        await self._store.record_images(accepted, at=now)
+        await self._store.record_refusals(
+            [_refusal(dataset_id, o, source, now) for o in outcomes if o.status == Outcome.REFUSED]
+        )
+        batch = Batch(
+            source=source,
+            offered=sum(1 for o in outcomes if o.status == Outcome.ACCEPTED),
+            refused=sum(1 for o in outcomes if o.status == Outcome.REFUSED),
+        )
+        version, created, fresh = await self._new_version(dataset_id, accepted, batch)
+        results = [
+            o if o.status != Outcome.ACCEPTED or o.sha256 in fresh else _duplicate(o)
+            for o in _dedupe_batch(outcomes)
+        ]
+        return IngestResult(dataset_id, version, created, results)
+
+    async def import_path(self, dataset_id: str, path: str, layout: Layout) -> IngestResult:
+        """Import a directory or zip on this server's disk, within the allowed roots."""
+        resolved = await asyncio.to_thread(Path(path).resolve)
+        if not any(resolved.is_relative_to(root) for root in self._import_roots):
+            raise PermissionDeniedError(f"{path} is outside the import roots")
+        source = layouts.Source(resolved)
+        try:
+            files = layouts.read(source, max_bytes=self._limits.max_bytes, layout=layout)
+            return await self.ingest(dataset_id, files, source="import")
+        finally:
+            source.close()
+
+    async def on_bucket_drop(self, notification: BucketNotification) -> None:
+        """Stage dropped images; the batch becomes a version when ``_READY`` is dropped."""
+        for record in notification.records:
+            key = record.key
+            parts = PurePosixPath(key).parts
+            if len(parts) < 2:
+                log.warning("ignoring drop %s: expected <dataset>/<file>", key)
+                continue
+            dataset_id = parts[0]
+            if parts[-1] == READY_MARKER:
+                await self._close_drop(dataset_id)
+                continue
+            await self._stage_drop(record.s3.bucket.name, key, dataset_id)
+
+    async def recover(self) -> None:
+        """Publish versions whose event a crash left unpublished (the outbox's second half)."""
+        for record in await self._store.unpublished():
+            log.info("publishing %s left unpublished by an earlier run", record.id)
+            await self._announce(record)
+
+    async def get_version(self, dataset_id: str, version: int | None) -> VersionRecord:
+        """A version of a dataset (the newest if ``version`` is None)."""
+        found = (
+            await self._store.latest_version(dataset_id)
+            if version is None
+            else await self._store.get_version(dataset_id, version)
+        )
+        if found is None:
+            raise NotFoundError(f"dataset {dataset_id!r} has no version {version or ''}".strip())
+        return found
+
+    async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]:
+        return await self._store.list_versions(offset=offset, limit=limit)
+
+    async def _check_all(
+        self, files: AsyncIterable[IncomingFile] | Iterable[IncomingFile]
+    ) -> list[tuple[FileOutcome, ManifestImage | None]]:
+        slots = asyncio.Semaphore(self._limits.concurrency)
+        tasks: list[asyncio.Task[tuple[FileOutcome, ManifestImage | None]]] = []
+
+        async def one(file: IncomingFile) -> tuple[FileOutcome, ManifestImage | None]:
+            try:
+                return await self._check_and_store(file)
+            finally:
+                slots.release()
+
+        async for file in _aiter(files):
+            await slots.acquire()
+            tasks.append(asyncio.create_task(one(file)))
+        return list(await asyncio.gather(*tasks))
+
+    async def _check_and_store(
+        self, file: IncomingFile
+    ) -> tuple[FileOutcome, ManifestImage | None]:
+        if file.problem is not None:
+            return FileOutcome(file.filename, Outcome.REFUSED, reason=file.problem), None
+        sha = sha256_hex(file.data)
+        try:
+            decoded = await asyncio.to_thread(
+                decode,
+                file.data,
+                max_bytes=self._limits.max_bytes,
+                max_pixels=self._limits.max_pixels,
+            )
+        except InvalidInputError as exc:
+            return FileOutcome(file.filename, Outcome.REFUSED, sha, exc.message), None
+        stored = await self._objects.put_content(
+            Bucket.IMAGES, file.data, prefix=IMAGE_PREFIX, content_type=_mime(decoded.format)
+        )
+        image = ManifestImage(
+            sha256=sha,
+            key=stored.key,
+            filename=file.filename,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            label=file.label,
+            defect_type=file.defect_type,
+        )
+        return FileOutcome(file.filename, Outcome.ACCEPTED, sha), image
+
+    async def _new_version(
+        self, dataset_id: str, accepted: list[ManifestImage], batch: Batch
+    ) -> tuple[int | None, bool, set[str]]:
+        """The version the batch lands in, whether it was created, and which images are new."""
+        lock = self._locks.setdefault(dataset_id, asyncio.Lock())
+        async with lock:
+            while True:
+                latest = await self._store.latest_version(dataset_id)
+                previous = await self._manifest(latest) if latest else None
+                known = {image.sha256: image for image in previous.images} if previous else {}
+                fresh = {i.sha256: i for i in accepted if i.sha256 not in known}
+                if not fresh:
+                    return (latest.version if latest else None), False, set()
+                record = await self._write_version(
+                    dataset_id,
+                    (latest.version + 1) if latest else 1,
+                    sorted([*known.values(), *fresh.values()], key=lambda i: i.sha256),
+                    added=list(fresh.values()),
+                    batch=batch,
+                )
+                if await self._store.create_version(record):
+                    await self._announce(record)
+                    return record.version, True, set(fresh)
+                log.info("version %s was taken by a concurrent import; retrying", record.id)
+
+    async def _write_version(
+        self,
+        dataset_id: str,
+        version: int,
+        images: list[ManifestImage],
+        *,
+        added: list[ManifestImage],
+        batch: Batch,
+    ) -> VersionRecord:
+        now = datetime.now(UTC)
+        manifest = Manifest(dataset_id=dataset_id, version=version, created_at=now, images=images)
+        body = json.dumps(manifest.model_dump(mode="json"), sort_keys=True).encode()
+        key = f"{version_prefix(dataset_id, version)}/manifest.json"
+        stored = await self._objects.put_named(
+            Bucket.DATASETS, key, body, content_type="application/json"
+        )
+        event = DatasetIngested.origin(
+            DatasetIngestedPayload(
+                dataset_id=dataset_id,
+                version=version,
+                manifest_key=key,
+                image_count=len(images),
+                labeled_by_layout=sum(1 for i in images if i.label is not None),
+                refused_count=batch.refused,
+                duplicate_count=batch.offered - len(added),
+                source=batch.source,
+            ),
+            producer="ingestion",
+        )
+        return VersionRecord(
+            dataset_id=dataset_id,
+            version=version,
+            manifest_key=key,
+            manifest_sha256=stored.sha256,
+            image_count=len(images),
+            added_count=len(added),
+            event=event,
+            created_at=now,
+        )
+
+    async def _announce(self, record: VersionRecord) -> None:
+        await self._publish(record.event)
+        await self._store.mark_published(record)
+
+    async def _manifest(self, record: VersionRecord) -> Manifest:
+        body = await self._objects.get_verified(
+            Bucket.DATASETS, record.manifest_key, sha256=record.manifest_sha256
+        )
+        return Manifest.model_validate_json(body)
+
+    async def _stage_drop(self, bucket: str, key: str, dataset_id: str) -> None:
+        name = PurePosixPath(key)
+        label = layouts.LABEL_WORDS.get(name.parent.name.lower()) if len(name.parts) > 2 else None
+        try:
+            data = await self._objects.read_external(bucket, key, max_bytes=self._limits.max_bytes)
+            file = IncomingFile(filename=key, data=data, label=label)
+        except InvalidInputError as exc:
+            file = IncomingFile(filename=key, data=b"", problem=exc.message)
+        outcome, image = await self._check_and_store(file)
+        now = datetime.now(UTC)
+        if image is None:
+            await self._store.record_refusals([_refusal(dataset_id, outcome, "bucket", now)])
+            return
+        await self._store.record_images([image], at=now)
+        await self._store.stage(dataset_id, [image])
+
+    async def _close_drop(self, dataset_id: str) -> None:
+        staged = await self._store.staged(dataset_id)
+        if not staged:
+            log.info("%s/_READY with nothing staged: no new version", dataset_id)
+            return
+        await self._new_version(
+            dataset_id, staged, Batch(source="bucket", offered=len(staged), refused=0)
+        )
+        await self._store.unstage(dataset_id, [image.sha256 for image in staged])
+
+
+def _check_dataset_id(dataset_id: str) -> None:
+    if (
+        not dataset_id
+        or len(dataset_id) > 64
+        or not all(c.isalnum() or c in "-_." for c in dataset_id)
+        or dataset_id.startswith(".")
+    ):
+        raise InvalidInputError(
+            f"dataset id {dataset_id!r} must be 1-64 letters, digits, '-', '_' or '.'"
+        )
+
+
+async def _aiter(
+    files: AsyncIterable[IncomingFile] | Iterable[IncomingFile],
+) -> AsyncIterable[IncomingFile]:
+    if isinstance(files, AsyncIterable):
+        async for file in files:
+            yield file
+    else:
+        for file in files:
+            yield file
+
+
+def _dedupe_batch(outcomes: list[FileOutcome]) -> list[FileOutcome]:
+    """Mark the second and later copies of the same bytes within one batch as duplicates."""
+    seen: set[str] = set()
+    marked = []
+    for outcome in outcomes:
+        if outcome.status == Outcome.ACCEPTED and outcome.sha256 in seen:
+            outcome = FileOutcome(
+                outcome.filename, Outcome.DUPLICATE, outcome.sha256, "same bytes earlier in batch"
+            )
+        seen.add(outcome.sha256)
+        marked.append(outcome)
+    return marked
+
+
+def _duplicate(outcome: FileOutcome) -> FileOutcome:
+    return FileOutcome(
+        outcome.filename, Outcome.DUPLICATE, outcome.sha256, "already in the dataset"
+    )
+
+
+def _refusal(dataset_id: str, outcome: FileOutcome, source: str, at: datetime) -> Refusal:
+    identity = f"{dataset_id}/{outcome.filename}/{outcome.sha256}/{outcome.reason}"
+    return Refusal(
+        id=str(uuid.uuid5(ID_NAMESPACE, identity)),
+        dataset_id=dataset_id,
+        filename=outcome.filename,
+        sha256=outcome.sha256 or None,
+        reason=outcome.reason,
+        source=source,
+        at=at,
+    )
+
+
+def _mime(image_format: str) -> str:
+    return {"PNG": "image/png", "JPEG": "image/jpeg", "BMP": "image/bmp"}.get(
+        image_format, "image/tiff"
+    )
+
+
+__all__ = [
+    "READY_MARKER",
+    "FileOutcome",
+    "IngestResult",
+    "IngestionService",
+    "Limits",
+    "Outcome",
+]

@@ -1,0 +1,251 @@
+"""Ingestion's metadata in MongoDB: images, dataset versions, refusals and staged bucket drops.
+
+Ingestion owns these collections; no other service reads them. Every write is idempotent (keyed
+by content or by a deterministic id), and the version record doubles as an outbox: it holds the
+``dataset.ingested`` event it will publish and a ``published`` flag, so a crash between writing a
+version and publishing it is repaired at the next start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import UpdateOne
+from screwops_contracts import DatasetIngested
+from screwops_contracts.datasets import ManifestImage
+from screwops_errors import AlreadyExistsError
+from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+
+INDEXES = (
+    IndexSpec("dataset_versions", (("dataset_id", 1), ("version", 1)), unique=True),
+    IndexSpec("dataset_versions", (("published", 1),)),
+    IndexSpec("refusals", (("dataset_id", 1), ("at", 1))),
+    IndexSpec("staged_drops", (("dataset_id", 1),)),
+)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One immutable dataset version and the event that announces it."""
+
+    dataset_id: str
+    version: int
+    manifest_key: str
+    manifest_sha256: str
+    image_count: int
+    added_count: int
+    event: DatasetIngested
+    created_at: datetime
+    published: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset_id}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file that was not ingested, and exactly why."""
+
+    id: str
+    dataset_id: str
+    filename: str
+    sha256: str | None
+    reason: str
+    source: str
+    at: datetime
+
+
+class IngestionStore(Protocol):
+    """What the ingestion service needs from its database."""
+
+    async def ensure_indexes(self) -> None: ...
+
+    async def record_images(self, images: list[ManifestImage], *, at: datetime) -> None: ...
+
+    async def record_refusals(self, refusals: list[Refusal]) -> None: ...
+
+    async def latest_version(self, dataset_id: str) -> VersionRecord | None: ...
+
+    async def get_version(self, dataset_id: str, version: int) -> VersionRecord | None: ...
+
+    async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]: ...
+
+    async def create_version(self, record: VersionRecord) -> bool: ...
+
+    async def mark_published(self, record: VersionRecord) -> None: ...
+
+    async def unpublished(self) -> list[VersionRecord]: ...
+
+    async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None: ...
+
+    async def staged(self, dataset_id: str) -> list[ManifestImage]: ...
+
+    async def unstage(self, dataset_id: str, shas: list[str]) -> None: ...
+
+
+class MongoIngestionStore:
+    """:class:`IngestionStore` on motor; works on FerretDB v1 and MongoDB alike."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self._db, INDEXES)
+
+    async def record_images(self, images: list[ManifestImage], *, at: datetime) -> None:
+        if not images:
+            return
+        with mongo_errors():
+            await self._db.images.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": image.sha256},
+                        {
+                            "$setOnInsert": {
+                                "key": image.key,
+                                "width": image.width,
+                                "height": image.height,
+                                "format": image.format,
+                                "first_seen_at": at,
+                            }
+                        },
+                        upsert=True,
+                    )
+                    for image in images
+                ],
+                ordered=False,
+            )
+
+    async def record_refusals(self, refusals: list[Refusal]) -> None:
+        if not refusals:
+            return
+        with mongo_errors():
+            await self._db.refusals.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": r.id},
+                        {
+                            "$set": {"at": r.at},
+                            "$setOnInsert": {
+                                "dataset_id": r.dataset_id,
+                                "filename": r.filename,
+                                "sha256": r.sha256,
+                                "reason": r.reason,
+                                "source": r.source,
+                            },
+                        },
+                        upsert=True,
+                    )
+                    for r in refusals
+                ],
+                ordered=False,
+            )
+
+    async def latest_version(self, dataset_id: str) -> VersionRecord | None:
+        with mongo_errors():
+            docs = (
+                await self._db.dataset_versions.find({"dataset_id": dataset_id})
+                .sort("version", -1)
+                .limit(1)
+                .to_list(1)
+            )
+        return _record(docs[0]) if docs else None
+
+    async def get_version(self, dataset_id: str, version: int) -> VersionRecord | None:
+        with mongo_errors():
+            doc = await self._db.dataset_versions.find_one({"_id": f"{dataset_id}@v{version}"})
+        return _record(doc) if doc else None
+
+    async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]:
+        with mongo_errors():
+            docs = (
+                await self._db.dataset_versions.find({})
+                .sort([("dataset_id", 1), ("version", 1)])
+                .skip(offset)
+                .limit(limit)
+                .to_list(limit)
+            )
+        return [_record(d) for d in docs]
+
+    async def create_version(self, record: VersionRecord) -> bool:
+        """Insert the version; False when another import took that number first."""
+        try:
+            with mongo_errors():
+                await self._db.dataset_versions.insert_one(
+                    {
+                        "_id": record.id,
+                        "dataset_id": record.dataset_id,
+                        "version": record.version,
+                        "manifest_key": record.manifest_key,
+                        "manifest_sha256": record.manifest_sha256,
+                        "image_count": record.image_count,
+                        "added_count": record.added_count,
+                        "event": record.event.model_dump(mode="json"),
+                        "created_at": record.created_at,
+                        "published": False,
+                    }
+                )
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def mark_published(self, record: VersionRecord) -> None:
+        with mongo_errors():
+            await self._db.dataset_versions.update_one(
+                {"_id": record.id}, {"$set": {"published": True}}
+            )
+
+    async def unpublished(self) -> list[VersionRecord]:
+        with mongo_errors():
+            docs = await self._db.dataset_versions.find({"published": False}).to_list(None)
+        return sorted((_record(d) for d in docs), key=lambda r: (r.dataset_id, r.version))
+
+    async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None:
+        if not images:
+            return
+        with mongo_errors():
+            await self._db.staged_drops.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": f"{dataset_id}:{image.sha256}"},
+                        {
+                            "$set": {
+                                "dataset_id": dataset_id,
+                                "image": image.model_dump(mode="json"),
+                            }
+                        },
+                        upsert=True,
+                    )
+                    for image in images
+                ],
+                ordered=False,
+            )
+
+    async def staged(self, dataset_id: str) -> list[ManifestImage]:
+        with mongo_errors():
+            docs = await self._db.staged_drops.find({"dataset_id": dataset_id}).to_list(None)
+        return [ManifestImage.model_validate(d["image"]) for d in docs]
+
+    async def unstage(self, dataset_id: str, shas: list[str]) -> None:
+        with mongo_errors():
+            await self._db.staged_drops.delete_many(
+                {"_id": {"$in": [f"{dataset_id}:{sha}" for sha in shas]}}
+            )
+
+
+def _record(doc: dict[str, Any]) -> VersionRecord:
+    return VersionRecord(
+        dataset_id=doc["dataset_id"],
+        version=doc["version"],
+        manifest_key=doc["manifest_key"],
+        manifest_sha256=doc["manifest_sha256"],
+        image_count=doc["image_count"],
+        added_count=doc["added_count"],
+        event=DatasetIngested.model_validate(doc["event"]),
+        created_at=doc["created_at"],
+        published=doc["published"],
+    )
