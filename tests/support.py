@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import numpy as np
+from PIL import Image
 
 T = TypeVar("T")
 
@@ -28,3 +32,12 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def png(size: int = 32, *, shade: int = 128, seed: int = 0) -> bytes:
+    """A small grayscale PNG whose bytes differ per (size, shade, seed): a test image."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(shade, 20, (size, size)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,208 @@
+"""Ingestion on the real stack: a gRPC upload through a real channel, and a bucket drop that
+reaches a dataset through MinIO's own notification to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+from minio import Minio
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_bus import Bus
+from screwops_contracts import DatasetIngested, Topic
+from screwops_contracts.datasets import Bucket, Manifest
+from screwops_ingestion import handlers
+from screwops_ingestion.grpc_api import IngestionApi
+from screwops_ingestion.service import IngestionService, Limits
+from screwops_ingestion.store import MongoIngestionStore
+from screwops_rpc import Api, Server
+from screwops_settings import StackSettings
+from screwops_storage import ObjectStore
+
+from tests.support import eventually, png, unique
+
+
+@dataclass
+class Running:
+    stub: ingestion_pb2_grpc.IngestionServiceStub
+    objects: ObjectStore
+    db: AsyncIOMotorDatabase[Any]
+
+
+@pytest.fixture
+async def ingestion(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+) -> AsyncIterator[Running]:
+    """The real service wired as its __main__ does, on a free port, with its own database."""
+    objects = ObjectStore.from_settings(settings.minio)
+    await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
+    store = MongoIngestionStore(mongo_db)
+    await store.ensure_indexes()
+    bus = Bus(settings, service=unique("ingestion"), db=mongo_db)
+    service = IngestionService(
+        store,
+        objects,
+        bus.publish,
+        limits=Limits(max_bytes=200_000, max_pixels=2048 * 2048, concurrency=8),
+        import_roots=["/"],
+    )
+    handlers.register(bus, service)
+    name = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
+    api = Server(
+        [
+            Api(
+                name,
+                ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
+                IngestionApi(service),
+            )
+        ],
+        host="127.0.0.1",
+        port=0,
+    )
+    await bus.broker.start()
+    await api.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
+    try:
+        yield Running(ingestion_pb2_grpc.IngestionServiceStub(channel), objects, mongo_db)
+    finally:
+        await channel.close()
+        await api.stop(grace=1)
+        await bus.broker.stop()
+
+
+async def ingested_event(settings: StackSettings, dataset_id: str) -> DatasetIngested:
+    """The dataset.ingested event for ``dataset_id`` (read from the real topic)."""
+    consumer = AIOKafkaConsumer(
+        Topic.DATASET_INGESTED,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+
+        async def find() -> DatasetIngested | None:
+            batch = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batch.values() for r in rs):
+                if record.key == dataset_id.encode():
+                    return DatasetIngested.model_validate_json(record.value)
+            return None
+
+        return await eventually(find, within=60, what=f"dataset.ingested for {dataset_id}")
+    finally:
+        await consumer.stop()
+
+
+def upload(dataset_id: str, files: list[tuple[str, bytes]]) -> list[ingestion_pb2.UploadRequest]:
+    return [
+        ingestion_pb2.UploadRequest(
+            header=ingestion_pb2.UploadHeader(
+                dataset_id=dataset_id, default_label=ingestion_pb2.LABEL_GOOD
+            )
+        ),
+        *(
+            ingestion_pb2.UploadRequest(
+                file=ingestion_pb2.UploadFile(filename=name, content=content)
+            )
+            for name, content in files
+        ),
+    ]
+
+
+async def test_an_upload_stores_good_files_refuses_bad_ones_and_announces_the_version(
+    settings: StackSettings, ingestion: Running
+) -> None:
+    dataset = unique("ds")
+    good = [(f"good-{i}.png", png(48, seed=i)) for i in range(5)]
+    bad = [
+        ("truncated.png", png(48, seed=99)[:150]),
+        ("readme.txt", b"hello"),
+        ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(300_000)),
+    ]
+    result = await ingestion.stub.Upload(iter(upload(dataset, good + bad)), timeout=30)
+
+    assert (result.dataset_version, result.created) == (1, True)
+    assert (result.accepted_count, result.refused_count, result.duplicate_count) == (5, 3, 0)
+    refused = {f.filename: f.reason for f in result.files if f.reason}
+    assert refused["truncated.png"].startswith("corrupt or truncated PNG")
+    assert refused["readme.txt"].startswith("not an image")
+    assert "over the limit of 200000" in refused["huge.png"]
+
+    event = await ingested_event(settings, dataset)
+    assert (event.payload.version, event.payload.image_count) == (1, 5)
+    manifest = Manifest.model_validate_json(
+        await ingestion.objects.get_verified(Bucket.DATASETS, event.payload.manifest_key)
+    )
+    for image in manifest.images:
+        assert await ingestion.objects.get_verified(Bucket.IMAGES, image.key, sha256=image.sha256)
+    assert await ingestion.db.refusals.count_documents({"dataset_id": dataset}) == 3
+    assert (
+        await ingestion.db.images.count_documents(
+            {"_id": {"$in": [i.sha256 for i in manifest.images]}}
+        )
+        == 5
+    )
+
+    again = await ingestion.stub.Upload(iter(upload(dataset, good)), timeout=30)
+    assert (again.dataset_version, again.created, again.duplicate_count) == (1, False, 5)
+    version = await ingestion.stub.GetDataset(
+        ingestion_pb2.GetDatasetRequest(dataset_id=dataset), timeout=10
+    )
+    assert (version.version, version.image_count) == (1, 5)
+
+
+async def test_an_upload_without_a_header_is_invalid(ingestion: Running) -> None:
+    request = ingestion_pb2.UploadRequest(
+        file=ingestion_pb2.UploadFile(filename="a.png", content=png(16))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await ingestion.stub.Upload(iter([request]), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "starts with a header" in (error.value.details() or "")
+
+
+async def test_an_unknown_dataset_is_not_found(ingestion: Running) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await ingestion.stub.GetDataset(
+            ingestion_pb2.GetDatasetRequest(dataset_id=unique("nothing")), timeout=10
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_bucket_drop_reaches_a_dataset_through_minio_notifications(
+    settings: StackSettings, ingestion: Running
+) -> None:
+    dataset = unique("drop")
+    s3 = Minio(
+        settings.minio.endpoint,
+        access_key=settings.minio.access_key,
+        secret_key=settings.minio.secret_key.get_secret_value(),
+        secure=settings.minio.secure,
+    )
+
+    def drop(key: str, data: bytes) -> None:
+        s3.put_object(Bucket.DROP, f"{dataset}/{key}", io.BytesIO(data), len(data))
+
+    for i, folder in enumerate(["good", "good", "bad"]):
+        await asyncio.to_thread(drop, f"{folder}/{i}.png", png(40, seed=100 + i))
+
+    async def staged() -> int | None:
+        n = await ingestion.db.staged_drops.count_documents({"dataset_id": dataset})
+        return n if n == 3 else None
+
+    await eventually(staged, within=60, what="three drops staged")
+    await asyncio.to_thread(drop, "_READY", b"")
+
+    event = await ingested_event(settings, dataset)
+    assert (event.payload.source, event.payload.image_count) == ("bucket", 3)
+    manifest = Manifest.model_validate_json(
+        await ingestion.objects.get_verified(Bucket.DATASETS, event.payload.manifest_key)
+    )
+    assert sorted(str(i.label) for i in manifest.images) == ["bad", "good", "good"]

@@ -1,0 +1,247 @@
+"""Ingestion's core with in-memory stores: one path for every entry point."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from screwops_contracts import DatasetIngested
+from screwops_contracts.datasets import Bucket, Label, Manifest
+from screwops_contracts.minio import BucketNotification
+from screwops_errors import InvalidInputError, PermissionDeniedError
+from screwops_ingestion.layouts import IncomingFile, Layout
+from screwops_ingestion.service import IngestionService, Limits, Outcome
+
+from tests.support import png
+from tests.unit.ingestion.fakes import FakeObjects, FakeStore, Published
+
+
+@pytest.fixture
+def parts() -> tuple[FakeStore, FakeObjects, Published]:
+    return FakeStore(), FakeObjects(), Published()
+
+
+def service(
+    parts: tuple[FakeStore, FakeObjects, Published], *, roots: list[str] | None = None
+) -> IngestionService:
+    store, objects, published = parts
+    return IngestionService(
+        store,
+        objects,
+        published,
+        limits=Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=4),
+        import_roots=roots or ["/"],
+    )
+
+
+def files(*seeds: int, label: Label | None = Label.GOOD) -> list[IncomingFile]:
+    return [IncomingFile(f"{s}.png", png(32, seed=s), label=label) for s in seeds]
+
+
+async def test_bad_files_are_refused_one_by_one_and_the_rest_go_in(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    store, objects, published = parts
+    batch = [
+        *files(1, 2),
+        IncomingFile("corrupt.png", png(32, seed=3)[:100]),
+        IncomingFile("notes.txt", b"not an image"),
+        IncomingFile("big.png", b"\x89PNG" + bytes(60_000)),
+        IncomingFile("empty.png", b""),
+    ]
+    result = await service(parts).ingest("screws", batch, source="upload")
+
+    assert (result.version, result.created) == (1, True)
+    assert [f.status for f in result.files] == [Outcome.ACCEPTED] * 2 + [Outcome.REFUSED] * 4
+    reasons = {f.filename: f.reason for f in result.files if f.status == Outcome.REFUSED}
+    assert reasons["corrupt.png"].startswith("corrupt or truncated PNG")
+    assert reasons["notes.txt"].startswith("not an image")
+    assert "over the limit of 50000" in reasons["big.png"]
+    assert reasons["empty.png"] == "empty image: 0 bytes"
+    assert {r.filename for r in store.refusals.values()} == set(reasons)
+    [event] = published
+    assert isinstance(event, DatasetIngested)
+    assert (event.payload.image_count, event.payload.refused_count) == (2, 4)
+    manifest = Manifest.model_validate_json(
+        objects.objects[(Bucket.DATASETS, event.payload.manifest_key)]
+    )
+    assert [i.filename for i in sorted(manifest.images, key=lambda i: i.filename)] == [
+        "1.png",
+        "2.png",
+    ]
+
+
+async def test_offering_the_same_files_again_creates_nothing(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    store, _, published = parts
+    ingestion = service(parts)
+    await ingestion.ingest("screws", files(1, 2), source="upload")
+    again = await ingestion.ingest("screws", files(1, 2), source="import")
+
+    assert (again.version, again.created) == (1, False)
+    assert [f.status for f in again.files] == [Outcome.DUPLICATE] * 2
+    assert len(store.versions) == 1
+    assert len(published) == 1
+
+
+async def test_a_new_version_holds_the_earlier_images_and_the_new_ones(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    published = parts[2]
+    ingestion = service(parts)
+    await ingestion.ingest("screws", files(1, 2), source="upload")
+    result = await ingestion.ingest("screws", files(2, 3, 3), source="upload")
+
+    assert (result.version, result.created) == (2, True)
+    assert [f.status for f in result.files] == [
+        Outcome.DUPLICATE,
+        Outcome.ACCEPTED,
+        Outcome.DUPLICATE,
+    ]
+    latest = published[-1]
+    assert isinstance(latest, DatasetIngested)
+    assert (latest.payload.version, latest.payload.image_count) == (2, 3)
+    assert latest.payload.duplicate_count == 2
+    assert latest.correlation_id != published[0].correlation_id
+
+
+async def test_a_version_left_unpublished_by_a_crash_is_published_at_start(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    store, objects, published = parts
+
+    async def crash(event: object) -> None:
+        raise ConnectionError("kafka went away")
+
+    crashing = IngestionService(
+        store, objects, crash, limits=Limits(50_000, 512 * 512, 2), import_roots=["/"]
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.ingest("screws", files(1), source="upload")
+    assert [v.published for v in store.versions.values()] == [False]
+
+    await service(parts).recover()
+    [event] = published
+    assert event.event_id == next(iter(store.versions.values())).event.event_id
+    assert [v.published for v in store.versions.values()] == [True]
+
+
+async def test_an_import_reads_the_mvtec_layout_with_labels_and_defect_types(
+    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+) -> None:
+    _, objects, published = parts
+    for folder, seed in [("train/good", 1), ("test/good", 2), ("test/scratch_head", 3)]:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "000.png").write_bytes(png(32, seed=seed))
+    (tmp_path / "ground_truth/scratch_head").mkdir(parents=True)
+    (tmp_path / "ground_truth/scratch_head/000_mask.png").write_bytes(png(32, seed=9))
+
+    result = await service(parts).import_path("mvtec", str(tmp_path), Layout.AUTO)
+
+    assert result.count(Outcome.ACCEPTED) == 3
+    manifest = Manifest.model_validate_json(
+        objects.objects[(Bucket.DATASETS, "mvtec/v1/manifest.json")]
+    )
+    labels = {i.filename: (i.label, i.defect_type) for i in manifest.images}
+    assert labels == {
+        "train/good/000.png": (Label.GOOD, None),
+        "test/good/000.png": (Label.GOOD, None),
+        "test/scratch_head/000.png": (Label.BAD, "scratch_head"),
+    }
+    assert isinstance(published[0], DatasetIngested)
+    assert published[0].payload.labeled_by_layout == 3
+
+
+async def test_a_zip_with_a_csv_refuses_only_its_bad_rows(
+    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+) -> None:
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("imgs/a.png", png(32, seed=1))
+        z.writestr("imgs/b.png", png(32, seed=2))
+        z.writestr("imgs/labels.csv", "filename,label\na.png,good\nb.png,maybe\nmissing.png,bad\n")
+    result = await service(parts).import_path("zipped", str(archive), Layout.AUTO)
+
+    outcomes = {f.filename: (f.status, f.reason) for f in result.files}
+    assert outcomes["imgs/a.png"] == (Outcome.ACCEPTED, "")
+    assert outcomes["imgs/b.png"][0] == Outcome.REFUSED
+    assert "unknown label 'maybe'" in outcomes["imgs/b.png"][1]
+    assert outcomes["imgs/missing.png"] == (
+        Outcome.REFUSED,
+        "imgs/labels.csv row 4: no file 'missing.png'",
+    )
+
+
+async def test_class_folders_give_labels(
+    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+) -> None:
+    _, objects, _ = parts
+    for folder, seed in [("good", 1), ("not-good", 2)]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{seed}.png").write_bytes(png(32, seed=seed))
+    await service(parts).import_path("folders", str(tmp_path), Layout.CLASS_FOLDERS)
+    manifest = Manifest.model_validate_json(
+        objects.objects[(Bucket.DATASETS, "folders/v1/manifest.json")]
+    )
+    assert {i.filename: i.label for i in manifest.images} == {
+        "good/1.png": Label.GOOD,
+        "not-good/2.png": Label.BAD,
+    }
+
+
+async def test_an_import_outside_the_allowed_roots_is_refused(
+    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+) -> None:
+    with pytest.raises(PermissionDeniedError, match="outside the import roots"):
+        await service(parts, roots=[str(tmp_path / "allowed")]).import_path(
+            "x", str(tmp_path / "allowed" / ".." / "other"), Layout.AUTO
+        )
+
+
+@pytest.mark.parametrize("dataset_id", ["", "a/b", "../etc", ".hidden", "x" * 65])
+async def test_a_bad_dataset_id_is_refused(
+    parts: tuple[FakeStore, FakeObjects, Published], dataset_id: str
+) -> None:
+    with pytest.raises(InvalidInputError, match="dataset id"):
+        await service(parts).ingest(dataset_id, files(1), source="upload")
+
+
+def notification(key: str) -> BucketNotification:
+    return BucketNotification.model_validate(
+        {
+            "EventName": "s3:ObjectCreated:Put",
+            "Key": f"{Bucket.DROP}/{key}",
+            "Records": [
+                {
+                    "eventName": "s3:ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": str(Bucket.DROP)},
+                        "object": {"key": key.replace("/", "%2F"), "sequencer": key},
+                    },
+                }
+            ],
+        }
+    )
+
+
+async def test_bucket_drops_are_staged_until_the_ready_marker(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    _, objects, published = parts
+    ingestion = service(parts)
+    objects.objects[(Bucket.DROP, "line7/good/a.png")] = png(32, seed=1)
+    objects.objects[(Bucket.DROP, "line7/bad/b.png")] = png(32, seed=2)
+    objects.objects[(Bucket.DROP, "line7/c.png")] = io.BytesIO(b"junk").getvalue()
+
+    for key in ("line7/good/a.png", "line7/bad/b.png", "line7/c.png"):
+        await ingestion.on_bucket_drop(notification(key))
+    assert published == []
+
+    await ingestion.on_bucket_drop(notification("line7/_READY"))
+    [event] = published
+    assert isinstance(event, DatasetIngested)
+    assert (event.payload.source, event.payload.image_count) == ("bucket", 2)
+    assert event.payload.labeled_by_layout == 2
