@@ -31,7 +31,7 @@ from tests.support import eventually, png, unique
 
 @dataclass
 class Running:
-    stub: ingestion_pb2_grpc.IngestionServiceStub
+    stub: ingestion_pb2_grpc.IngestionServiceAsyncStub
     objects: ObjectStore
     db: AsyncIOMotorDatabase[Any]
 
