@@ -50,9 +50,9 @@ from tenacity import (
 from screwops_bus.deadletter import DeadLetter
 from screwops_bus.idempotency import ProcessedEvents
 
-E = TypeVar("E", bound=Event[Any])
+M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=BaseModel)
-Handler = Callable[[E], Awaitable[None]]
+Handler = Callable[[M], Awaitable[None]]
 
 log = logging.getLogger("screwops.bus")
 
@@ -76,6 +76,10 @@ def is_transient(error: BaseException) -> bool:
         return True
     # urllib3 (under the MinIO client) wraps refused connections in its own hierarchy.
     return type(error).__module__.startswith("urllib3") and "Error" in type(error).__name__
+
+
+def _event_identity(event: BaseModel) -> str:
+    return str(event.event_id) if isinstance(event, Event) else ""
 
 
 @dataclass(frozen=True)
@@ -150,20 +154,32 @@ class Bus:
         )
 
     def consumer(
-        self, event_type: type[E], *, group: str | None = None, topic: str | None = None
-    ) -> Callable[[Handler[E]], Handler[E]]:
-        """Register ``handler`` for ``event_type`` in consumer group ``group`` (the service).
+        self,
+        model: type[M],
+        *,
+        group: str | None = None,
+        topic: str | None = None,
+        identity: Callable[[M], str] | None = None,
+    ) -> Callable[[Handler[M]], Handler[M]]:
+        """Register ``handler`` for messages of ``model`` in consumer group ``group``.
 
-        The handler is a plain typed coroutine; everything listed in the module docstring is
-        done around it. Consumers of one group share the topic's partitions.
+        ``model`` is an :class:`Event` (its topic and ``event_id`` are used) or, for messages
+        from outside ScrewOps such as MinIO's bucket notifications, any Pydantic model with the
+        ``topic`` and an ``identity`` that names the message for deduplication. The group
+        defaults to the service, so instances of one service share the topic's partitions.
+        Everything listed in the module docstring is done around the handler.
         """
         consumer = group or self.service
         processed = ProcessedEvents(self._db, consumer)
-        subscribed = topic or event_type.TOPIC
+        is_event = issubclass(model, Event)
+        subscribed = topic or getattr(model, "TOPIC", None)
+        if subscribed is None or (identity is None and not is_event):
+            raise TypeError(f"{model.__name__} is not an Event: name its topic and identity")
+        key = identity or _event_identity
 
-        def register(handler: Handler[E]) -> Handler[E]:
+        def register(handler: Handler[M]) -> Handler[M]:
             async def consume(message: KafkaMessage) -> None:
-                await self._deliver(message, event_type, handler, processed)
+                await self._deliver(message, model, handler, processed, key)
 
             consume.__name__ = handler.__name__
             self.broker.subscriber(
@@ -198,33 +214,36 @@ class Bus:
     async def _deliver(
         self,
         message: KafkaMessage,
-        event_type: type[E],
-        handler: Handler[E],
+        model: type[M],
+        handler: Handler[M],
         processed: ProcessedEvents,
+        identity: Callable[[M], str],
     ) -> None:
         began = time.perf_counter()
         record = message.raw_message
-        topic = str(getattr(record, "topic", event_type.TOPIC))
+        topic = str(getattr(record, "topic", ""))
         labels = {"topic": topic, "consumer": processed.consumer}
         try:
-            event = event_type.model_validate_json(message.body)
+            event = model.model_validate_json(message.body)
         except ValidationError as exc:
             await self._dead_letter(message, processed.consumer, exc, attempts=0)
             self._finish(labels, "dead_lettered", began)
             return
+
+        event_id = identity(event)
 
         def on_retry(state: RetryCallState) -> None:
             self._retries.add(1, labels)
             log.warning(
                 "retrying %s %s (attempt %d): %r",
                 topic,
-                event.event_id,
+                event_id,
                 state.attempt_number,
                 state.outcome.exception() if state.outcome else None,
             )
 
-        if await self.retry.retrying(on_retry)(processed.seen, event.event_id):
-            log.info("skipping %s %s: already processed", topic, event.event_id)
+        if await self.retry.retrying(on_retry)(processed.seen, event_id):
+            log.info("skipping %s %s: already processed", topic, event_id)
             self._finish(labels, "duplicate", began)
             return
 
@@ -236,7 +255,7 @@ class Bus:
             await self._dead_letter(message, processed.consumer, exc, attempts=attempts)
             self._finish(labels, "dead_lettered", began)
             return
-        await self.retry.retrying(on_retry)(processed.record, event.event_id, topic=topic)
+        await self.retry.retrying(on_retry)(processed.record, event_id, topic=topic)
         self._finish(labels, "processed", began)
 
     def _finish(self, labels: dict[str, str], outcome: str, began: float) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
@@ -31,15 +30,15 @@ class ProcessedEvents:
         self.consumer = consumer
         self._collection: AsyncIOMotorCollection[Any] = db[collection_name(consumer)]
 
-    async def seen(self, event_id: UUID) -> bool:
+    async def seen(self, event_id: str) -> bool:
         """Whether this consumer already finished ``event_id``."""
-        return await self._collection.find_one({"_id": str(event_id)}, {"_id": 1}) is not None
+        return await self._collection.find_one({"_id": event_id}, {"_id": 1}) is not None
 
-    async def record(self, event_id: UUID, *, topic: str) -> None:
+    async def record(self, event_id: str, *, topic: str) -> None:
         """Remember that ``event_id`` is done; recording it twice is harmless."""
         try:
             await self._collection.insert_one(
-                {"_id": str(event_id), "topic": topic, "processed_at": datetime.now(UTC)}
+                {"_id": event_id, "topic": topic, "processed_at": datetime.now(UTC)}
             )
         except DuplicateKeyError:
             return

@@ -74,7 +74,12 @@ class Api:
 
 
 class Server:
-    """A grpc.aio server with health checking and reflection for ``apis``."""
+    """A grpc.aio server with health checking and reflection for ``apis``.
+
+    The grpc.aio server is built in :meth:`start`, inside the event loop that will run it (an
+    aio server made outside a loop is bound to the wrong one). ``port`` is the bound port once
+    started, so ``port=0`` picks a free one.
+    """
 
     def __init__(
         self,
@@ -86,17 +91,25 @@ class Server:
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._apis = list(apis)
-        self._server = grpc.aio.server(
-            interceptors=list(interceptors),
+        self._address = f"{host}:{port}"
+        self._interceptors = list(interceptors)
+        self._max_message_bytes = max_message_bytes
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.port = port
+
+    async def start(self) -> None:
+        """Start serving and report every API as SERVING to health checks."""
+        server = grpc.aio.server(
+            interceptors=self._interceptors,
             options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
             ],
         )
-        self._health = health.aio.HealthServicer()
         for api in self._apis:
-            api.add(api.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+            api.add(api.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [api.name for api in self._apis]
         reflection.enable_server_reflection(
             [
@@ -104,21 +117,17 @@ class Server:
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
-            self._server,
+            server,
         )
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
-
-    async def start(self) -> None:
-        """Start serving and report every API as SERVING to health checks."""
-        await self._server.start()
-        for name in ["", *(api.name for api in self._apis)]:
+        self.port = server.add_insecure_port(self._address)
+        await server.start()
+        self._server = server
+        for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Report NOT_SERVING (so load balancers drain), then let in-flight calls finish."""
+        if self._server is None:
+            return
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
-
-    async def wait(self) -> None:
-        """Block until the server stops."""
-        await self._server.wait_for_termination()

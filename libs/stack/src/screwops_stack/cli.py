@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import grpc
+import httpx
 import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 from screwops_settings import StackSettings
 
-from screwops_stack import processes
-from screwops_stack.servers import DEPLOY, Layout, NotReadyError, Server, servers
+from screwops_stack import processes, supervisor
+from screwops_stack.servers import BIND_HOST, DEPLOY, Layout, NotReadyError, Server, servers
 
 app = typer.Typer(help="The ScrewOps stack of real servers as plain processes on 127.0.0.1.")
 console = Console(stderr=True)
@@ -232,3 +237,83 @@ def clean(
     for path in (layout.home / "data", layout.logs, layout.run):
         shutil.rmtree(path, ignore_errors=True)
     console.print("stack data wiped")
+
+
+services_app = typer.Typer(help="The ScrewOps services, supervised, on the native stack.")
+app.add_typer(services_app, name="services")
+
+
+def _service_problem(spec: supervisor.ServiceSpec) -> str:
+    """Empty when the service answers on its metrics port (and gRPC health, if it has an API)."""
+    try:
+        httpx.get(f"http://{BIND_HOST}:{spec.metrics_port}/metrics", timeout=2.0)
+    except httpx.HTTPError as exc:
+        return f"metrics endpoint: {exc!r}"
+    if spec.grpc_port is None:
+        return ""
+    with grpc.insecure_channel(f"{BIND_HOST}:{spec.grpc_port}") as channel:
+        try:
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # its stubs omit the methods
+            answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+        except grpc.RpcError as exc:
+            return f"gRPC health: {exc.code().name}"
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    return "" if serving else "gRPC health: not serving"
+
+
+@services_app.command("up")
+def services_up(
+    names: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 180.0,
+) -> None:
+    """Start the supervisor (if not running) and wait until every service answers."""
+    settings = StackSettings()
+    layout = Layout(settings.home)
+    specs = supervisor.available(names)
+    if processes.find(supervisor.pidfile(settings)) is None:
+        processes.start(
+            [sys.executable, "-m", "screwops_stack", "supervise", *(s.name for s in specs)],
+            pidfile=supervisor.pidfile(settings),
+            logfile=layout.log("supervisor-stdout"),
+            env=dict(os.environ),
+            cwd=layout.home,
+        )
+    deadline = time.monotonic() + timeout
+    for spec in specs:
+        problem = _service_problem(spec)
+        while problem and time.monotonic() < deadline:
+            time.sleep(0.5)
+            problem = _service_problem(spec)
+        if problem:
+            console.print(
+                f"[red]{spec.name} is not ready: {problem}[/red]\n"
+                f"log: {layout.log(spec.name)}\n--- last lines ---\n{_tail(layout.log(spec.name))}"
+            )
+            raise typer.Exit(1)
+        console.print(f"  {spec.name:<11} [green]ready[/green]")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the supervisor, which stops every service gracefully first."""
+    settings = StackSettings()
+    stopped = processes.stop(supervisor.pidfile(settings), timeout=120)
+    console.print("services stopped" if stopped else "services were not running")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Whether each service answers; exit 1 if one does not."""
+    problems = {spec.name: _service_problem(spec) for spec in supervisor.available()}
+    for name, problem in problems.items():
+        console.print(
+            f"  {name:<11} " + (f"[red]{problem}[/red]" if problem else "[green]ready[/green]")
+        )
+    if any(problems.values()):
+        raise typer.Exit(1)
+
+
+@app.command(hidden=True)
+def supervise(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """The detached supervisor process (started by ``services up``)."""
+    supervisor.main(names or [])
