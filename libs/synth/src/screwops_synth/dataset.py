@@ -1,0 +1,176 @@
+"""A synthetic data set in the MVTec AD layout, and a contact sheet to look at one.
+
+The layout is the one the real Kaggle/MVTec "screw" download has, so the importers and the rest of
+the pipeline cannot tell the two apart::
+
+    train/good/000.png …
+    test/good/000.png …
+    test/<defect>/000.png …
+    ground_truth/<defect>/000_mask.png …
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from screwops_synth.render import DEFECT_TYPES, Style, render_sample
+
+GOOD = "good"
+TRAIN_GOOD = f"train/{GOOD}"
+TEST_GOOD = f"test/{GOOD}"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+_SHEET_TILE = 256
+_SHEET_GAP = 4
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What ``generate`` wrote: images per class folder (``train/good``, ``test/<type>``…)."""
+
+    out: Path
+    counts: dict[str, int]
+    seconds: float
+
+    @property
+    def images(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("inf")
+
+
+def defect_counts(defect: int) -> dict[str, int]:
+    """Images per defect type, spread evenly so that no type is starved.
+
+    The remainder goes to the first types, so the split follows from ``defect`` alone.
+    """
+    share, rest = divmod(defect, len(DEFECT_TYPES))
+    return {name: share + (i < rest) for i, name in enumerate(DEFECT_TYPES)}
+
+
+def image_rng(seed: int, folder: str, index: int) -> np.random.Generator:
+    """The generator of one image, from the seed, its class folder and its number.
+
+    Keying by folder and number, not by position in a run, keeps an image the same when the
+    counts of other classes change.
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(folder.encode()), index]))
+
+
+def generate(
+    out: Path,
+    *,
+    good: int,
+    defect: int,
+    seed: int,
+    size: int,
+    style: Style | None = None,
+    test_fraction_good: float = 0.2,
+) -> GenerateSummary:
+    """Write a seeded synthetic screw data set; the same arguments give byte-identical files.
+
+    Args:
+        out: An empty or missing directory to write into.
+        good: Good screws in all; ``test_fraction_good`` of them (rounded) go to ``test/good``.
+        defect: Defective screws in all, spread over the five types by ``defect_counts``.
+        seed: Seed every image's generator derives from.
+        size: Width and height of the square images, in pixels.
+        style: Photographic conditions; the default imitates the MVTec screw photos.
+        test_fraction_good: Share of the good screws held out for testing, as MVTec does.
+
+    Returns:
+        The images written per class folder and how long it took.
+
+    Raises:
+        ValueError: A count is negative or the fraction is outside [0, 1].
+        FileExistsError: ``out`` already holds files, which stale images would mix with.
+    """
+    if good < 0 or defect < 0:
+        raise ValueError(f"counts must be >= 0, got good={good} defect={defect}")
+    if not 0 <= test_fraction_good <= 1:
+        raise ValueError(f"test_fraction_good must be in [0, 1], got {test_fraction_good}")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new or empty directory")
+    began = time.perf_counter()
+    test_good = round(good * test_fraction_good)
+    plan: list[tuple[str, str | None, int]] = [
+        (TRAIN_GOOD, None, good - test_good),
+        (TEST_GOOD, None, test_good),
+        *((f"test/{name}", name, n) for name, n in defect_counts(defect).items()),
+    ]
+    counts: dict[str, int] = {}
+    for folder, defect_type, count in plan:
+        images = out / folder
+        images.mkdir(parents=True, exist_ok=True)
+        masks = out / "ground_truth" / defect_type if defect_type else None
+        if masks is not None:
+            masks.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            rng = image_rng(seed, folder, index)
+            sample = render_sample(rng, size=size, defect=defect_type, style=style)
+            sample.image.save(images / f"{index:03d}.png", optimize=False, compress_level=1)
+            if masks is not None:
+                sample.mask.save(masks / f"{index:03d}_mask.png", optimize=False, compress_level=1)
+        counts[folder] = count
+    return GenerateSummary(out, counts, time.perf_counter() - began)
+
+
+def contact_sheet(out: Path, sheet: Path, *, per_class: int = 6) -> Path:
+    """Write one PNG with a row of sample images per class, so a person can judge the data set.
+
+    Works on any MVTec-layout directory, real or synthetic: the good row comes from
+    ``train/good`` (``test/good`` when there is no training folder), then one row per defect
+    folder under ``test``.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no images in the MVTec layout.
+    """
+    rows = [(name, files) for name, files in _sheet_rows(out, per_class) if files]
+    if not rows:
+        raise FileNotFoundError(f"no images in the MVTec layout under {out}")
+    tiles = [[_thumbnail(path) for path in files] for _, files in rows]
+    tile = max(t.width for row in tiles for t in row)
+    font = ImageFont.load_default(size=16)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    label_width = max(int(probe.textlength(name, font=font)) for name, _ in rows) + 2 * _SHEET_GAP
+    width = label_width + per_class * (tile + _SHEET_GAP)
+    height = len(rows) * (tile + _SHEET_GAP) + _SHEET_GAP
+    canvas = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(canvas)
+    for r, ((name, _), row) in enumerate(zip(rows, tiles, strict=True)):
+        top = _SHEET_GAP + r * (tile + _SHEET_GAP)
+        draw.text((_SHEET_GAP, top + tile // 2), name, fill=0, font=font, anchor="lm")
+        for c, thumb in enumerate(row):
+            canvas.paste(thumb, (label_width + c * (tile + _SHEET_GAP), top))
+    sheet.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(sheet)
+    return sheet
+
+
+def _sheet_rows(out: Path, per_class: int) -> list[tuple[str, list[Path]]]:
+    good = out / TRAIN_GOOD if (out / TRAIN_GOOD).is_dir() else out / TEST_GOOD
+    test = out / "test"
+    defects = (
+        sorted(p for p in test.iterdir() if p.is_dir() and p.name != GOOD) if test.is_dir() else []
+    )
+    return [(GOOD, _images(good, per_class)), *((p.name, _images(p, per_class)) for p in defects)]
+
+
+def _images(folder: Path, limit: int) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)[:limit]
+
+
+def _thumbnail(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        thumb = image.convert("L")
+    thumb.thumbnail((_SHEET_TILE, _SHEET_TILE))
+    return thumb
