@@ -18,6 +18,7 @@ from minio import Minio
 from minio.helpers import ObjectWriteResult
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import SecretStr
+from pymongo import UpdateOne
 from screwops_errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -31,6 +32,7 @@ from screwops_storage import (
     Document,
     IndexSpec,
     ObjectStore,
+    bulk_write,
     database,
     ensure_indexes,
     mongo_client,
@@ -285,3 +287,16 @@ async def test_an_unreachable_mongo_is_a_transient_error_raised_quickly(
     finally:
         client.close()
     assert time.monotonic() - started < 5
+
+
+async def test_a_bulk_write_far_larger_than_the_servers_pool_completes(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    """FerretDB v1 stalls on one update command with over 100 statements; chunks avoid it."""
+    operations = [
+        UpdateOne({"_id": f"img-{i}"}, {"$setOnInsert": {"n": i}}, upsert=True) for i in range(300)
+    ]
+    await asyncio.wait_for(bulk_write(db.images, operations), timeout=60)
+    await asyncio.wait_for(bulk_write(db.images, operations), timeout=60)
+    assert await db.images.count_documents({}) == 300
+    assert (await db.command("ping"))["ok"] == 1.0

@@ -71,7 +71,13 @@ class FakeObjects:
         self.puts = 0
 
     async def put_content(
-        self, bucket: str, data: bytes, *, prefix: str, content_type: str = ""
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        prefix: str,
+        content_type: str = "",
+        check_existing: bool = True,
     ) -> StoredObject:
         sha = hashlib.sha256(data).hexdigest()
         return await self.put_named(bucket, f"{prefix}/{sha[:2]}/{sha}", data)

@@ -8,8 +8,10 @@ support; :func:`mongo_errors` turns driver errors into the typed errors of ``scr
 
 from screwops_storage.keys import content_key, join_key, sha256_hex, validate_digest, validate_key
 from screwops_storage.mongo import (
+    BULK_CHUNK,
     Document,
     IndexSpec,
+    bulk_write,
     database,
     ensure_indexes,
     mongo_client,
@@ -18,11 +20,13 @@ from screwops_storage.mongo import (
 from screwops_storage.objects import SHA256_METADATA, ObjectStore, StoredObject
 
 __all__ = [
+    "BULK_CHUNK",
     "SHA256_METADATA",
     "Document",
     "IndexSpec",
     "ObjectStore",
     "StoredObject",
+    "bulk_write",
     "content_key",
     "database",
     "ensure_indexes",

@@ -7,12 +7,13 @@ used here: plain CRUD and single-collection indexes. There are no transactions, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
@@ -30,6 +31,8 @@ from screwops_errors import (
     UnavailableError,
 )
 from screwops_settings import MongoSettings
+
+_WriteOp = UpdateOne | InsertOne[Any] | DeleteOne
 
 __all__ = ["Document", "IndexSpec", "database", "ensure_indexes", "mongo_client", "mongo_errors"]
 
@@ -154,3 +157,19 @@ def _translate(error: ConnectionFailure | OperationFailure) -> ScrewOpsError | N
     if error.code == _UNAUTHORIZED:
         return PermissionDeniedError("MongoDB denied the operation")
     return None
+
+
+# FerretDB v1 (SQLite backend) keeps one pooled SQLite connection open per statement of an
+# update command until the whole command ends, and the pool holds 100: a bulk write of more
+# statements than that waits forever on itself and stalls the server for every client. Bulk
+# writes therefore go out in chunks well below the pool size (seen here; MongoDB is unaffected).
+BULK_CHUNK = 50
+
+
+async def bulk_write(
+    collection: AsyncIOMotorCollection[Document], operations: Sequence[_WriteOp]
+) -> None:
+    """Unordered bulk write in chunks that FerretDB v1 can serve (see ``BULK_CHUNK``)."""
+    with mongo_errors():
+        for start in range(0, len(operations), BULK_CHUNK):
+            await collection.bulk_write(list(operations[start : start + BULK_CHUNK]), ordered=False)

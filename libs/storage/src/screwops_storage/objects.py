@@ -126,13 +126,16 @@ class ObjectStore:
         *,
         prefix: str,
         content_type: str = "application/octet-stream",
+        check_existing: bool = True,
     ) -> StoredObject:
         """Store ``data`` under ``prefix/<sha[:2]>/<sha>`` so equal bytes are stored once.
 
         Re-ingesting the same image is a no-op, which is what makes ingestion idempotent.
+        ``check_existing=False`` skips the existence check (one request fewer) for callers that
+        store mostly new objects: rewriting a content-addressed object changes nothing.
         """
         key = content_key(prefix, sha256_hex(data))
-        return await asyncio.to_thread(self._put, bucket, key, data, content_type)
+        return await asyncio.to_thread(self._put, bucket, key, data, content_type, check_existing)
 
     async def put_named(
         self,
@@ -253,9 +256,11 @@ class ObjectStore:
         stat = self._stat(bucket, key)
         return stat is not None and stat.size == size and _recorded(stat.metadata) == digest
 
-    def _put(self, bucket: str, key: str, data: bytes, content_type: str) -> StoredObject:
+    def _put(
+        self, bucket: str, key: str, data: bytes, content_type: str, check_existing: bool = True
+    ) -> StoredObject:
         stored = StoredObject(key=key, sha256=sha256_hex(data), size=len(data))
-        if not self._already_stored(bucket, key, stored.sha256, stored.size):
+        if not (check_existing and self._already_stored(bucket, key, stored.sha256, stored.size)):
             with _s3_errors(bucket, key):
                 self._client.put_object(
                     bucket,

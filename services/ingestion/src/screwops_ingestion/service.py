@@ -72,7 +72,13 @@ class Objects(Protocol):
     """The part of :class:`screwops_storage.ObjectStore` ingestion uses."""
 
     async def put_content(
-        self, bucket: str, data: bytes, *, prefix: str, content_type: str = ...
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        prefix: str,
+        content_type: str = ...,
+        check_existing: bool = ...,
     ) -> StoredObject: ...
 
     async def put_named(
@@ -234,7 +240,11 @@ class IngestionService:
         except InvalidInputError as exc:
             return FileOutcome(file.filename, Outcome.REFUSED, sha, exc.message), None
         stored = await self._objects.put_content(
-            Bucket.IMAGES, file.data, prefix=IMAGE_PREFIX, content_type=_mime(decoded.format)
+            Bucket.IMAGES,
+            file.data,
+            prefix=IMAGE_PREFIX,
+            content_type=_mime(decoded.format),
+            check_existing=False,
         )
         image = ManifestImage(
             sha256=sha,

@@ -17,7 +17,7 @@ from pymongo import UpdateOne
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ManifestImage
 from screwops_errors import AlreadyExistsError
-from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, bulk_write, ensure_indexes, mongo_errors
 
 INDEXES = (
     IndexSpec("dataset_versions", (("dataset_id", 1), ("version", 1)), unique=True),
@@ -99,51 +99,49 @@ class MongoIngestionStore:
     async def record_images(self, images: list[ManifestImage], *, at: datetime) -> None:
         if not images:
             return
-        with mongo_errors():
-            await self._db.images.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": image.sha256},
-                        {
-                            "$setOnInsert": {
-                                "key": image.key,
-                                "width": image.width,
-                                "height": image.height,
-                                "format": image.format,
-                                "first_seen_at": at,
-                            }
-                        },
-                        upsert=True,
-                    )
-                    for image in images
-                ],
-                ordered=False,
-            )
+        await bulk_write(
+            self._db.images,
+            [
+                UpdateOne(
+                    {"_id": image.sha256},
+                    {
+                        "$setOnInsert": {
+                            "key": image.key,
+                            "width": image.width,
+                            "height": image.height,
+                            "format": image.format,
+                            "first_seen_at": at,
+                        }
+                    },
+                    upsert=True,
+                )
+                for image in images
+            ],
+        )
 
     async def record_refusals(self, refusals: list[Refusal]) -> None:
         if not refusals:
             return
-        with mongo_errors():
-            await self._db.refusals.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": r.id},
-                        {
-                            "$set": {"at": r.at},
-                            "$setOnInsert": {
-                                "dataset_id": r.dataset_id,
-                                "filename": r.filename,
-                                "sha256": r.sha256,
-                                "reason": r.reason,
-                                "source": r.source,
-                            },
+        await bulk_write(
+            self._db.refusals,
+            [
+                UpdateOne(
+                    {"_id": r.id},
+                    {
+                        "$set": {"at": r.at},
+                        "$setOnInsert": {
+                            "dataset_id": r.dataset_id,
+                            "filename": r.filename,
+                            "sha256": r.sha256,
+                            "reason": r.reason,
+                            "source": r.source,
                         },
-                        upsert=True,
-                    )
-                    for r in refusals
-                ],
-                ordered=False,
-            )
+                    },
+                    upsert=True,
+                )
+                for r in refusals
+            ],
+        )
 
     async def latest_version(self, dataset_id: str) -> VersionRecord | None:
         with mongo_errors():
@@ -207,23 +205,22 @@ class MongoIngestionStore:
     async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None:
         if not images:
             return
-        with mongo_errors():
-            await self._db.staged_drops.bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": f"{dataset_id}:{image.sha256}"},
-                        {
-                            "$set": {
-                                "dataset_id": dataset_id,
-                                "image": image.model_dump(mode="json"),
-                            }
-                        },
-                        upsert=True,
-                    )
-                    for image in images
-                ],
-                ordered=False,
-            )
+        await bulk_write(
+            self._db.staged_drops,
+            [
+                UpdateOne(
+                    {"_id": f"{dataset_id}:{image.sha256}"},
+                    {
+                        "$set": {
+                            "dataset_id": dataset_id,
+                            "image": image.model_dump(mode="json"),
+                        }
+                    },
+                    upsert=True,
+                )
+                for image in images
+            ],
+        )
 
     async def staged(self, dataset_id: str) -> list[ManifestImage]:
         with mongo_errors():

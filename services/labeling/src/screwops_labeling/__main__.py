@@ -1,0 +1,56 @@
+"""Labeling's entry point: ``python -m screwops_labeling``. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from screwops.v1 import labeling_pb2, labeling_pb2_grpc
+from screwops_contracts.datasets import Bucket
+from screwops_rpc import Api, Server
+from screwops_runtime import Runtime
+
+from screwops_labeling import handlers
+from screwops_labeling.config import LabelingSettings
+from screwops_labeling.grpc_api import LabelingApi
+from screwops_labeling.service import LabelingService, ReviewPolicy
+from screwops_labeling.store import MongoLabelingStore
+
+
+def main() -> None:
+    settings = LabelingSettings()
+    runtime = Runtime.create(settings, instrument_grpc=True)
+    store = MongoLabelingStore(runtime.db)
+    service = LabelingService(
+        store,
+        runtime.objects,
+        runtime.bus.emit,
+        reservation=timedelta(seconds=settings.reservation_seconds),
+        review=ReviewPolicy(
+            band=settings.review_band,
+            sample_rate=settings.review_sample_rate,
+            dataset_id=settings.review_dataset_id,
+        ),
+    )
+    handlers.register(runtime.bus, service)
+    api = Server(
+        [
+            Api(
+                name=labeling_pb2.DESCRIPTOR.services_by_name["LabelingService"].full_name,
+                add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
+                servicer=LabelingApi(service),
+            )
+        ],
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+    )
+
+    async def bootstrap() -> None:
+        await store.ensure_indexes()
+        await runtime.objects.ensure_buckets(Bucket.DATASETS)
+
+    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.recover]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Labeling's settings (env prefix ``SCREWOPS_LABELING_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from screwops_settings import ServiceSettings
+
+
+class LabelingSettings(ServiceSettings):
+    """What an operator may tune in labeling."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_LABELING_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
+
+    service_name: str = "labeling"
+    metrics_port: int = Field(9102, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50053, ge=1, le=65535)
+    reservation_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long NextUnlabeled keeps an image for one annotator before it may be "
+        "handed to another.",
+    )
+    review_band: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="An inspection whose defect probability lies closer than this to its "
+        "threshold is queued for review as low confidence.",
+    )
+    review_sample_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of the other inspections (with a stored image) queued as a random "
+        "sample, so accuracy is also measured where the model is confident.",
+    )
+    review_dataset_id: str = Field(
+        "screws",
+        description="Dataset whose labels a review outcome joins, so a reviewed image that is "
+        "ingested into it later arrives labeled.",
+    )

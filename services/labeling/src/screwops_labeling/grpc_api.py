@@ -1,0 +1,181 @@
+"""The labeling gRPC API: a thin adapter over :class:`LabelingService`.
+
+It turns proto enums and timestamps into the domain's types and back, refuses what the proto
+calls required but leaves unset, and lets :func:`screwops_rpc.map_errors` give each typed error
+its status. CloseVersion is not idempotent: it closes whichever version is open when it arrives,
+so a client retries it only after checking which version is open.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
+from screwops_contracts.datasets import Label
+from screwops_errors import InvalidInputError
+from screwops_rpc import map_errors
+
+from screwops_labeling.label_files import LabelFileFormat
+from screwops_labeling.service import LabelingService
+from screwops_labeling.store import ReviewItem
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
+_FORMATS = {
+    labeling_pb2.LABEL_FORMAT_CSV: LabelFileFormat.CSV,
+    labeling_pb2.LABEL_FORMAT_LABEL_STUDIO_JSON: LabelFileFormat.LABEL_STUDIO_JSON,
+    labeling_pb2.LABEL_FORMAT_LABEL_STUDIO_JSON_MIN: LabelFileFormat.LABEL_STUDIO_JSON_MIN,
+}
+_VERDICTS = {"GOOD": inspection_pb2.VERDICT_GOOD, "DEFECT": inspection_pb2.VERDICT_DEFECT}
+
+
+class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
+    """Validates requests, delegates to the service, and renders its results."""
+
+    def __init__(self, service: LabelingService) -> None:
+        self._service = service
+
+    @map_errors
+    async def NextUnlabeled(  # noqa: N802 (the proto's method name)
+        self, request: labeling_pb2.NextUnlabeledRequest, context: Context
+    ) -> labeling_pb2.LabelTask:
+        task = await self._service.next_unlabeled(request.dataset_id, request.annotator)
+        return labeling_pb2.LabelTask(
+            image_sha256=task.image.sha256,
+            dataset_id=task.image.dataset_id,
+            dataset_version=task.image.version,
+            image=task.data,
+            object_key=task.image.key,
+            filename=task.image.filename,
+            reserved_until=_timestamp(task.reserved_until),
+            remaining_count=task.remaining,
+        )
+
+    @map_errors
+    async def SubmitLabel(  # noqa: N802
+        self, request: labeling_pb2.SubmitLabelRequest, context: Context
+    ) -> labeling_pb2.SubmitLabelResponse:
+        remaining = await self._service.submit_label(
+            request.dataset_id,
+            request.image_sha256,
+            _label(request.label),
+            annotator=request.annotator,
+            defect_type=request.defect_type if request.HasField("defect_type") else None,
+            labeled_at=_datetime(request.labeled_at) if request.HasField("labeled_at") else None,
+        )
+        return labeling_pb2.SubmitLabelResponse(remaining_count=remaining)
+
+    @map_errors
+    async def ImportLabels(  # noqa: N802
+        self, request: labeling_pb2.ImportLabelsRequest, context: Context
+    ) -> labeling_pb2.ImportLabelsResponse:
+        fmt = _FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidInputError(
+                "format is required: LABEL_FORMAT_CSV, LABEL_FORMAT_LABEL_STUDIO_JSON or "
+                "LABEL_FORMAT_LABEL_STUDIO_JSON_MIN"
+            )
+        report = await self._service.import_labels(
+            request.dataset_id, fmt, request.content, annotator=request.annotator
+        )
+        return labeling_pb2.ImportLabelsResponse(
+            applied_count=report.applied,
+            unchanged_count=report.unchanged,
+            unmatched_count=report.unmatched,
+            invalid_count=report.invalid,
+            problems=[
+                labeling_pb2.LabelImportProblem(
+                    row=problem.row, reference=problem.reference, reason=problem.reason
+                )
+                for problem in report.problems
+            ],
+            remaining_count=report.remaining,
+        )
+
+    @map_errors
+    async def ListReviewQueue(  # noqa: N802
+        self, request: labeling_pb2.ListReviewQueueRequest, context: Context
+    ) -> labeling_pb2.ListReviewQueueResponse:
+        page = await self._service.review_queue(
+            request.line_id,
+            include_images=request.include_images,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return labeling_pb2.ListReviewQueueResponse(
+            review_items=[
+                _review_item(item, page.images.get(item.inspection_id)) for item in page.items
+            ],
+            next_page_token=page.next_token,
+            total_size=page.total,
+        )
+
+    @map_errors
+    async def SubmitReview(  # noqa: N802
+        self, request: labeling_pb2.SubmitReviewRequest, context: Context
+    ) -> labeling_pb2.SubmitReviewResponse:
+        result = await self._service.submit_review(
+            request.inspection_id,
+            _label(request.label),
+            reviewer=request.reviewer,
+            defect_type=request.defect_type if request.HasField("defect_type") else None,
+            reviewed_at=_datetime(request.reviewed_at) if request.HasField("reviewed_at") else None,
+        )
+        return labeling_pb2.SubmitReviewResponse(
+            verdict_correct=result.verdict_correct, remaining_count=result.remaining
+        )
+
+    @map_errors
+    async def CloseVersion(  # noqa: N802
+        self, request: labeling_pb2.CloseVersionRequest, context: Context
+    ) -> labeling_pb2.CloseVersionResponse:
+        closed = await self._service.close_version(
+            request.dataset_id, request.operator, request.reason
+        )
+        return labeling_pb2.CloseVersionResponse(
+            dataset_id=closed.dataset_id,
+            closed_version=closed.closed_version,
+            open_version=closed.open_version,
+            labeled_count=closed.labeled_count,
+            excluded_count=closed.excluded_count,
+            closed_at=_timestamp(closed.closed_at),
+        )
+
+
+def _label(value: ingestion_pb2.Label.ValueType) -> Label:
+    label = _LABELS.get(value)
+    if label is None:
+        raise InvalidInputError("label is required: LABEL_GOOD or LABEL_BAD")
+    return label
+
+
+def _review_item(item: ReviewItem, image: bytes | None) -> labeling_pb2.ReviewItem:
+    return labeling_pb2.ReviewItem(
+        inspection_id=item.inspection_id,
+        image_sha256=item.image_sha256 or "",
+        object_key=item.object_key,
+        image=image or b"",
+        line_id=item.line_id,
+        camera_id=item.camera_id,
+        verdict=_VERDICTS[item.verdict],
+        defect_probability=item.defect_probability,
+        threshold=item.threshold,
+        model_name=item.model_name,
+        model_version=item.model_version,
+        inspected_at=_timestamp(item.inspected_at),
+        queue_reason=item.queue_reason,
+    )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _datetime(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,87 @@
+"""Labeling's handlers on FastStream's in-memory broker: ``dataset.ingested`` in and
+``dataset.labeled`` out (once, however often the input comes); ``inspection.completed`` into the
+review queue."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import DatasetLabeled, Topic, dlq_topic
+from screwops_contracts.datasets import Label
+from screwops_labeling import handlers
+from screwops_settings import StackSettings
+
+from tests.unit.labeling.fakes import Harness, harness, inspection
+from tests.unit.test_bus import FakeDatabase
+
+
+@dataclass
+class Wired:
+    bus: Bus
+    h: Harness
+    labeled: list[DatasetLabeled] = field(default_factory=list)
+    dead: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def wired() -> AsyncIterator[Wired]:
+    bus = Bus(
+        StackSettings(),
+        service="labeling",
+        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
+        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
+    )
+    h = harness(emit=bus.emit)  # the service publishes through the bus, as in __main__
+    handlers.register(bus, h.service)
+    w = Wired(bus=bus, h=h)
+
+    @bus.broker.subscriber(Topic.DATASET_LABELED)
+    async def on_dataset_labeled(event: DatasetLabeled) -> None:
+        w.labeled.append(event)
+
+    @bus.broker.subscriber(dlq_topic(Topic.DATASET_INGESTED))
+    async def on_dead_letter(message: KafkaMessage) -> None:
+        w.dead.append(message.body)
+
+    async with TestKafkaBroker(bus.broker):
+        yield w
+
+
+async def test_a_labeled_version_is_announced_once_however_often_it_is_ingested(
+    wired: Wired,
+) -> None:
+    event, _ = wired.h.ingest("screws", 1, [("good/0.png", Label.GOOD), ("bad/0.png", Label.BAD)])
+
+    await wired.bus.publish(event)
+    await wired.bus.publish(event)
+
+    [labeled] = wired.labeled
+    assert labeled.producer == "labeling"
+    assert labeled.causation_id == event.event_id
+    assert labeled.payload.label_counts == {"good": 1, "bad": 1}
+    assert wired.dead == []
+
+
+async def test_a_version_whose_manifest_is_missing_is_dead_lettered(wired: Wired) -> None:
+    event, _ = wired.h.ingest("screws", 1, [("good/0.png", Label.GOOD)])
+    wired.h.objects.objects.clear()
+
+    await wired.bus.publish(event)
+
+    assert wired.labeled == []
+    assert len(wired.dead) == 1
+
+
+async def test_an_uncertain_inspection_lands_in_the_review_queue(wired: Wired) -> None:
+    event = inspection(probability=0.52)
+
+    await wired.bus.publish(event)
+
+    assert list(wired.h.store.reviews) == [str(event.event_id)]
