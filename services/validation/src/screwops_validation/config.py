@@ -1,0 +1,111 @@
+"""Validation's settings (env prefix ``SCREWOPS_VALIDATION_``): the data assertions' thresholds
+and the split are operator choices, so every one of them is a setting."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+from screwops_contracts.datasets import DEFECT_TYPES, Label
+from screwops_settings import ServiceSettings
+
+
+class Thresholds(BaseModel):
+    """What a dataset version must satisfy, and how it is split.
+
+    Kept apart from the service's connection settings so the domain logic (and its tests) take
+    exactly these, and so the report can record the rules a version was judged by.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_labels: tuple[Label, ...] = Field(
+        (Label.GOOD, Label.BAD), min_length=1, description="Labels a version may use."
+    )
+    allowed_defect_types: tuple[str, ...] = Field(
+        DEFECT_TYPES, description="Defect types a 'bad' label may name."
+    )
+    min_per_class: int = Field(20, ge=1, description="Fewest usable images per allowed label.")
+    max_class_ratio: float = Field(
+        3.0, ge=1.0, description="Largest allowed majority/minority class size ratio."
+    )
+    expected_size: tuple[int, int] | None = Field(
+        None, description="Width and height every image must have; None: whatever most have."
+    )
+    expected_mode: str | None = Field(
+        None, description="PIL mode every image must have (e.g. 'L'); None: whatever most have."
+    )
+    resize_to: int | None = Field(
+        None,
+        ge=1,
+        description="Declared square resize before training: images may then differ in size.",
+    )
+    max_exact_duplicates: int = Field(
+        0, ge=0, description="Redundant copies of pixel-identical images allowed in a version."
+    )
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=64, description="Largest Hamming distance of two 64-bit pHashes that are near."
+    )
+    max_cross_split_near_duplicates: int = Field(
+        0, ge=0, description="Near-duplicate pairs allowed across splits (leakage)."
+    )
+    train_fraction: float = Field(0.7, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0, description="Seed of the split's per-stratum shuffles.")
+    drift_max_ks: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="Largest Kolmogorov-Smirnov statistic between two splits' brightness or "
+        "contrast distributions.",
+    )
+    drift_alpha: float = Field(
+        0.001,
+        gt=0.0,
+        lt=1.0,
+        description="Significance level: small splits fail only when their drift is also "
+        "larger than the KS critical value at this level, so sampling noise never rejects.",
+    )
+    max_reported_pairs: int = Field(
+        200, ge=0, description="Near-duplicate pairs listed in the report (all are counted)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        total = self.train_fraction + self.validation_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, not {total:g}")
+        if self.resize_to is not None and self.expected_size is not None:
+            raise ValueError("declare either expected_size or resize_to, not both")
+        return self
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """Train, validation and test fractions, in the order of ``SplitName``."""
+        return (self.train_fraction, self.validation_fraction, self.test_fraction)
+
+    def rules(self) -> Thresholds:
+        """Just the thresholds (a settings object is one too), for the report to record."""
+        return Thresholds.model_validate(
+            {name: getattr(self, name) for name in Thresholds.model_fields}
+        )
+
+
+class ValidationSettings(Thresholds, ServiceSettings):
+    """What an operator may tune in validation: the thresholds, concurrency and the basics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_VALIDATION_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    service_name: str = "validation"
+    metrics_port: int = Field(9103, ge=1, le=65535)
+    concurrency: int = Field(
+        8, ge=1, description="Images fetched and measured at once; bounds memory as well."
+    )

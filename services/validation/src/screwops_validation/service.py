@@ -1,0 +1,369 @@
+"""Validation's domain logic: a labeled version in, assertions, reports and a split out.
+
+On ``dataset.labeled`` the version's manifest and label set are read, every labeled image is
+fetched, decoded and reduced to a few numbers (size, mode, brightness, contrast, sharpness, a
+perceptual hash and a digest of its pixels), and the version is judged by pure functions over those
+numbers. Near-duplicate images are grouped first so that a group never straddles two splits; the
+split is stratified by (label, defect type) and fully determined by the images, their labels and
+the seed. A version that passes gets its ``split.json`` and ``dataset.validated``; one that fails
+gets ``dataset.rejected`` naming each failed assertion with its numbers. Both get a JSON and an
+HTML report. Every key and id is derived from the version, so a redelivered event rewrites the
+same bytes and emits the same event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from screwops_contracts import (
+    DatasetLabeled,
+    DatasetRejected,
+    DatasetRejectedPayload,
+    DatasetValidated,
+    DatasetValidatedPayload,
+    Event,
+)
+from screwops_contracts.datasets import (
+    Bucket,
+    ImageLabel,
+    LabelSet,
+    Manifest,
+    ManifestImage,
+    Split,
+    version_prefix,
+)
+from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
+from screwops_storage import StoredObject
+
+from screwops_validation.checks import (
+    check_class_balance,
+    check_exact_duplicates,
+    check_exact_duplicates_across_splits,
+    check_images_decode,
+    check_labels,
+    check_min_per_class,
+    check_near_duplicates,
+    check_size_and_mode,
+    check_split_drift,
+    class_stats,
+    drift_figures,
+    exact_duplicate_groups,
+)
+from screwops_validation.config import Thresholds
+from screwops_validation.measures import Sample, measure
+from screwops_validation.report import (
+    DuplicateGroup,
+    ImageProblem,
+    ReportKeys,
+    SplitSummary,
+    ValidationReport,
+    render_html,
+)
+from screwops_validation.split import (
+    SPLITS,
+    SplitUnit,
+    canonical_json,
+    cluster,
+    dataset_digest,
+    find_near_duplicates,
+    split_counts,
+    stratified_split,
+)
+from screwops_validation.store import ReportRecord, ValidationStore
+
+log = logging.getLogger("screwops.validation")
+
+P = TypeVar("P", bound=BaseModel)
+D = TypeVar("D", bound=BaseModel)
+
+
+# --- judging a version -------------------------------------------------------------------------
+
+
+def report_keys(dataset_id: str, version: int) -> ReportKeys:
+    """Where a version's validation outputs live in the datasets bucket (fixed per version)."""
+    prefix = version_prefix(dataset_id, version)
+    return ReportKeys(
+        split=f"{prefix}/split.json",
+        report=f"{prefix}/validation/report.json",
+        report_html=f"{prefix}/validation/report.html",
+    )
+
+
+def labeled_images(manifest: Manifest, labels: LabelSet) -> list[tuple[ManifestImage, ImageLabel]]:
+    """The manifest's images that carry a label, each with its (first) label, by sha256."""
+    first: dict[str, ImageLabel] = {}
+    for label in labels.labels:
+        first.setdefault(label.sha256, label)
+    return [(image, first[image.sha256]) for image in manifest.images if image.sha256 in first]
+
+
+def analyse(
+    manifest: Manifest,
+    labels: LabelSet,
+    samples: Sequence[Sample],
+    rules: Thresholds,
+    *,
+    cause: DatasetLabeled,
+) -> tuple[ValidationReport, Split]:
+    """Judge a version from its measured samples: every assertion, the split and the report.
+
+    Pure: the same inputs give the same report and split, byte for byte.
+    """
+    keys = report_keys(manifest.dataset_id, manifest.version)
+    allowed = [label.value for label in rules.allowed_labels]
+    unique = list({s.image.sha256: s for s in samples}.values())
+    usable = [s for s in unique if s.measure is not None and s.label.label.value in allowed]
+    measures = [s.measure for s in usable if s.measure is not None]
+    groups = cluster(
+        [m.phash for m in measures],
+        [m.pixel_digest for m in measures],
+        rules.near_duplicate_distance,
+    )
+    assignments = stratified_split(
+        [
+            SplitUnit(s.image.sha256, s.label.label.value, s.label.defect_type, group)
+            for s, group in zip(usable, groups, strict=True)
+        ],
+        rules.fractions,
+        rules.split_seed,
+    )
+    counts = split_counts(assignments)
+    per_class = Counter(s.label.label.value for s in usable)
+    class_counts = {label: per_class.get(label, 0) for label in allowed}
+    duplicates = exact_duplicate_groups(samples)
+    near = find_near_duplicates(
+        usable,
+        groups,
+        assignments,
+        max_distance=rules.near_duplicate_distance,
+        listed=rules.max_reported_pairs,
+    )
+    drift = drift_figures(usable, assignments, rules)
+    assertions = [
+        check_images_decode(samples),
+        check_size_and_mode([s.measure for s in unique if s.measure is not None], rules),
+        check_labels(manifest, labels, rules),
+        check_min_per_class(class_counts, rules.min_per_class),
+        check_class_balance(class_counts, rules.max_class_ratio),
+        check_exact_duplicates(duplicates, rules.max_exact_duplicates),
+        check_exact_duplicates_across_splits(usable, assignments),
+        check_near_duplicates(near, rules.max_cross_split_near_duplicates),
+        check_split_drift(drift, counts, rules),
+    ]
+    passed = all(a.passed for a in assertions)
+    split = Split(
+        dataset_id=manifest.dataset_id,
+        version=manifest.version,
+        seed=rules.split_seed,
+        assignments=dict(sorted(assignments.items())),
+    )
+    report = ValidationReport(
+        dataset_id=manifest.dataset_id,
+        version=manifest.version,
+        cause_event_id=str(cause.event_id),
+        labeled_at=cause.occurred_at,
+        manifest_image_count=len(manifest.images),
+        labeled_count=len(labels.labels),
+        excluded_count=len(labels.excluded),
+        passed=passed,
+        assertions=assertions,
+        class_stats=class_stats(usable, allowed),
+        exact_duplicates=[
+            DuplicateGroup(
+                pixel_digest=group[0].measure.pixel_digest if group[0].measure else "",
+                filenames=[s.image.filename for s in group],
+                sha256s=[s.image.sha256 for s in group],
+            )
+            for group in duplicates
+        ],
+        near_duplicates=near,
+        undecodable=[
+            ImageProblem(sha256=s.image.sha256, filename=s.image.filename, reason=s.problem)
+            for s in samples
+            if s.measure is None
+        ],
+        split=SplitSummary(
+            seed=rules.split_seed,
+            fractions=dict(zip([s.value for s in SPLITS], rules.fractions, strict=True)),
+            counts=counts,
+            per_class={
+                label: {
+                    name.value: sum(
+                        1
+                        for s in usable
+                        if s.label.label.value == label and assignments[s.image.sha256] == name
+                    )
+                    for name in SPLITS
+                }
+                for label in allowed
+            },
+        ),
+        drift=drift,
+        # ValidationSettings is a Thresholds too: record the rules, never its connections.
+        thresholds=rules.rules(),
+        keys=keys,
+        split_key=keys.split if passed else None,
+        dataset_digest=dataset_digest(usable, assignments) if passed else None,
+    )
+    return report, split
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` validation uses."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+
+class Emit(Protocol):
+    """:meth:`screwops_bus.Bus.emit`: publish the event ``cause`` leads to, and wait for it."""
+
+    async def __call__(
+        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
+    ) -> None: ...
+
+
+class ValidationService:
+    """Judges labeled versions (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ValidationStore,
+        objects: Objects,
+        emit: Emit,
+        *,
+        rules: Thresholds,
+        concurrency: int,
+    ) -> None:
+        self._store = store
+        self._objects = objects
+        self._emit = emit
+        self._rules = rules
+        self._concurrency = concurrency
+
+    async def on_dataset_labeled(self, event: DatasetLabeled) -> ValidationReport:
+        """Validate the version ``event`` names, store its outputs and emit the verdict.
+
+        Raises:
+            NotFoundError: the manifest or the label set is missing.
+            InvalidInputError: either document is malformed or names another version.
+            TransientError: MinIO or MongoDB did not answer (the bus retries).
+        """
+        payload = event.payload
+        prefix = version_prefix(payload.dataset_id, payload.version)
+        manifest = await self._document(Manifest, f"{prefix}/manifest.json")
+        labels = await self._document(LabelSet, payload.labels_key)
+        for name, document in (("manifest", manifest), ("label set", labels)):
+            if (document.dataset_id, document.version) != (payload.dataset_id, payload.version):
+                raise InvalidInputError(
+                    f"the {name} is for {document.dataset_id} v{document.version}, "
+                    f"not {payload.dataset_id} v{payload.version}"
+                )
+        samples = await self._measure_all(labeled_images(manifest, labels))
+        report, split = await asyncio.to_thread(
+            analyse, manifest, labels, samples, self._rules, cause=event
+        )
+        await self._write(report, split)
+        await self._announce(report, event)
+        failed = [a.name for a in report.assertions if not a.passed]
+        log.info("%s v%d: %s", report.dataset_id, report.version, failed or "validated")
+        return report
+
+    async def _document(self, model: type[D], key: str) -> D:
+        body = await self._objects.get_verified(Bucket.DATASETS, key)
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidInputError(
+                f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
+            ) from exc
+
+    async def _measure_all(
+        self, images: Sequence[tuple[ManifestImage, ImageLabel]]
+    ) -> list[Sample]:
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def one(image: ManifestImage, label: ImageLabel) -> Sample:
+            async with slots:
+                try:
+                    data = await self._objects.get_verified(
+                        Bucket.IMAGES, image.key, sha256=image.sha256
+                    )
+                    return Sample(image, label, await asyncio.to_thread(measure, data))
+                except (InvalidInputError, IntegrityError, NotFoundError) as exc:
+                    return Sample(image, label, None, exc.message)
+
+        return list(await asyncio.gather(*(one(image, label) for image, label in images)))
+
+    async def _write(self, report: ValidationReport, split: Split) -> None:
+        keys = report.keys
+        if report.passed:
+            await self._objects.put_named(
+                Bucket.DATASETS,
+                keys.split,
+                canonical_json(split.model_dump(mode="json")),
+                content_type="application/json",
+            )
+        await self._objects.put_named(
+            Bucket.DATASETS,
+            keys.report,
+            json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
+            content_type="application/json",
+        )
+        await self._objects.put_named(
+            Bucket.DATASETS,
+            keys.report_html,
+            render_html(report).encode(),
+            content_type="text/html; charset=utf-8",
+        )
+        await self._store.save_report(ReportRecord.of(report))
+
+    async def _announce(self, report: ValidationReport, cause: DatasetLabeled) -> None:
+        if report.passed and report.dataset_digest is not None:
+            await self._emit(
+                DatasetValidated,
+                DatasetValidatedPayload(
+                    dataset_id=report.dataset_id,
+                    version=report.version,
+                    dataset_digest=report.dataset_digest,
+                    split_key=report.keys.split,
+                    split_counts=report.split.counts,
+                    report_key=report.keys.report,
+                    report_html_key=report.keys.report_html,
+                ),
+                cause=cause,
+            )
+            return
+        await self._emit(
+            DatasetRejected,
+            DatasetRejectedPayload(
+                dataset_id=report.dataset_id,
+                version=report.version,
+                failures=[a for a in report.assertions if not a.passed],
+                report_key=report.keys.report,
+            ),
+            cause=cause,
+        )
+
+
+__all__ = [
+    "Emit",
+    "Objects",
+    "ValidationService",
+    "analyse",
+    "labeled_images",
+    "report_keys",
+]

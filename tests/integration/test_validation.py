@@ -1,0 +1,263 @@
+"""Validation on the real stack: images in MinIO, ``dataset.labeled`` on the real Kafka, the
+service's own wiring in-process (its handlers on a real Bus, motor on the real database, the real
+ObjectStore), and the verdict read back from Kafka, MinIO and the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from minio import Minio
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import DatasetLabeled, DatasetRejected, DatasetValidated, Event, Topic
+from screwops_contracts.datasets import Bucket, Label, Split, version_prefix
+from screwops_settings import StackSettings
+from screwops_storage import ObjectStore, content_key, sha256_hex
+from screwops_validation import handlers
+from screwops_validation.config import Thresholds
+from screwops_validation.report import ValidationReport
+from screwops_validation.service import ValidationService
+from screwops_validation.store import REPORTS, MongoValidationStore
+
+from tests.support import eventually, unique
+from tests.unit.validation.builders import (
+    File,
+    bad,
+    circle_pixels,
+    encode,
+    good,
+    stage_version,
+)
+
+VERDICTS: dict[str, type[Event[Any]]] = {
+    Topic.DATASET_VALIDATED: DatasetValidated,
+    Topic.DATASET_REJECTED: DatasetRejected,
+}
+
+
+def clean_version(run: str) -> list[File]:
+    """24 good and 24 bad images; ``run`` (in a PNG text chunk) makes the bytes, and so the
+    content keys, this run's alone while the pictures, and so the verdict, stay the same."""
+    return [good(i, note=run) for i in range(24)] + [bad(5000 + i, note=run) for i in range(24)]
+
+
+def poisoned_version(run: str) -> list[File]:
+    """A corrupt file, two copies of one picture, an unlabeled image and only 5 bad images."""
+    twin = circle_pixels(9000, bright=True)
+    return [
+        *[good(i, note=run) for i in range(24)],
+        *[bad(5000 + i, note=run) for i in range(5)],
+        File(
+            "good/corrupt.png",
+            encode(circle_pixels(9001, bright=True), note=run)[:300],
+            Label.GOOD,
+        ),
+        File("good/twin-a.png", encode(twin, note=run), Label.GOOD),
+        File("good/twin-b.png", encode(twin, note=f"{run} exported again"), Label.GOOD),
+        File("unlabeled.png", encode(circle_pixels(9002, bright=False), note=run), None),
+    ]
+
+
+class Verdicts:
+    """Reads ``dataset.validated`` and ``dataset.rejected`` from the moment it starts."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+        )
+
+    async def start(self, settings: StackSettings) -> None:
+        partitions = await partitions_of(settings, *VERDICTS)
+        await self._consumer.start()
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await self._consumer.position(partition)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def first_for(self, dataset_id: str) -> Event[Any]:
+        """The first verdict about ``dataset_id`` (other tests' verdicts are skipped)."""
+        found: list[Event[Any]] = []
+
+        async def probe() -> Event[Any] | None:
+            batch = await self._consumer.getmany(timeout_ms=500)
+            for record in (r for records in batch.values() for r in records):
+                body = json.loads(record.value)
+                if body["payload"]["dataset_id"] == dataset_id:
+                    found.append(VERDICTS[record.topic].model_validate(body))
+            return found[0] if found else None
+
+        return await eventually(probe, within=60, what=f"a verdict about {dataset_id}")
+
+
+async def partitions_of(settings: StackSettings, *topics: str) -> list[TopicPartition]:
+    """Every partition of ``topics``, from the broker's metadata."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        return [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(await producer.partitions_for(topic))
+        ]
+    finally:
+        await producer.stop()
+
+
+async def skip_history(settings: StackSettings, topic: str, group: str) -> None:
+    """Commit ``group`` at the end of ``topic``, so the service under test sees only new events
+    rather than every ``dataset.labeled`` ever published on this stack."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    partitions = await partitions_of(settings, topic)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit(ends)
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Stack:
+    settings: StackSettings
+    objects: ObjectStore
+    s3: Minio
+    db: AsyncIOMotorDatabase[Any]
+    bus: Bus
+    verdicts: Verdicts
+    datasets: list[str]
+    images: list[str]
+
+    async def stage(self, files: list[File]) -> tuple[str, DatasetLabeled]:
+        dataset_id = unique("it-val")
+        self.datasets.append(dataset_id)
+        self.images.extend(content_key("raw", sha256_hex(f.data)) for f in files)
+        return dataset_id, await stage_version(self.objects, dataset_id, files)
+
+    def remove_everything_staged(self) -> None:
+        for dataset_id in self.datasets:
+            for stored in self.s3.list_objects(
+                Bucket.DATASETS, prefix=f"{dataset_id}/", recursive=True
+            ):
+                self.s3.remove_object(Bucket.DATASETS, stored.object_name or "")
+        for key in self.images:
+            self.s3.remove_object(Bucket.IMAGES, key)
+
+    async def json(self, key: str) -> Any:
+        return json.loads(await self.objects.get_verified(Bucket.DATASETS, key))
+
+
+@pytest.fixture
+async def stack(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+) -> AsyncIterator[Stack]:
+    s3 = Minio(
+        settings.minio.endpoint,
+        access_key=settings.minio.access_key,
+        secret_key=settings.minio.secret_key.get_secret_value(),
+        secure=settings.minio.secure,
+    )
+    objects = ObjectStore(s3)
+    await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
+    group = unique("it-validation")
+    await skip_history(settings, Topic.DATASET_LABELED, group)
+    # The service's own wiring (see __main__), with a consumer group of this test's own.
+    bus = Bus(
+        settings,
+        service=group,
+        db=mongo_db,
+        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.2),
+    )
+    store = MongoValidationStore(mongo_db)
+    await store.ensure_indexes()
+    rules = Thresholds()
+    handlers.register(bus, ValidationService(store, objects, bus.emit, rules=rules, concurrency=8))
+    verdicts = Verdicts(settings)
+    await verdicts.start(settings)
+    await bus.broker.start()
+    running = Stack(settings, objects, s3, mongo_db, bus, verdicts, [], [])
+    try:
+        yield running
+    finally:
+        await bus.broker.stop()
+        await verdicts.stop()
+        await asyncio.to_thread(running.remove_everything_staged)
+
+
+async def test_a_clean_version_is_validated_and_its_split_and_reports_are_stored(
+    stack: Stack,
+) -> None:
+    dataset_id, cause = await stack.stage(clean_version(unique("run")))
+    await stack.bus.publish(cause)
+
+    event = await stack.verdicts.first_for(dataset_id)
+    assert isinstance(event, DatasetValidated), event
+    assert event.causation_id == cause.event_id
+    payload = event.payload
+    prefix = version_prefix(dataset_id, 1)
+    assert payload.split_key == f"{prefix}/split.json"
+    assert payload.report_key == f"{prefix}/validation/report.json"
+    assert payload.report_html_key == f"{prefix}/validation/report.html"
+
+    counts = payload.split_counts
+    assert counts.train + counts.validation + counts.test == 48
+    split = Split.model_validate(await stack.json(payload.split_key))
+    assert len(split.assignments) == 48
+    for name in ("train", "validation", "test"):
+        assert sum(1 for s in split.assignments.values() if s == name) == getattr(counts, name)
+    report = ValidationReport.model_validate(await stack.json(payload.report_key))
+    assert report.passed
+    assert report.dataset_digest == payload.dataset_digest
+    slack = max(1, report.near_duplicates.largest_group)
+    for per_split in report.split.per_class.values():
+        assert abs(per_split["train"] - 0.7 * 24) <= slack
+        assert abs(per_split["validation"] - 0.15 * 24) <= slack
+        assert abs(per_split["test"] - 0.15 * 24) <= slack
+    html = (await stack.objects.get_verified(Bucket.DATASETS, payload.report_html_key)).decode()
+    assert "VALIDATED" in html
+    assert "<code>split_drift</code>" in html
+
+    record = await stack.db[REPORTS].find_one({"_id": f"{dataset_id}@v1"})
+    assert record is not None
+    assert (record["passed"], record["dataset_digest"]) == (True, payload.dataset_digest)
+
+
+async def test_a_poisoned_version_is_rejected_naming_each_problem(stack: Stack) -> None:
+    dataset_id, cause = await stack.stage(poisoned_version(unique("run")))
+    await stack.bus.publish(cause)
+
+    event = await stack.verdicts.first_for(dataset_id)
+    assert isinstance(event, DatasetRejected), event
+    prefix = version_prefix(dataset_id, 1)
+    failures = {f.name: f for f in event.payload.failures}
+    assert failures["images_decode"].observed == 1
+    assert "good/corrupt.png" in failures["images_decode"].message
+    assert failures["no_exact_duplicates"].observed == 1
+    assert "good/twin-a.png = good/twin-b.png" in failures["no_exact_duplicates"].message
+    assert failures["labels_complete_and_allowed"].observed == 1
+    assert "1 image(s) unlabeled: unlabeled.png" in failures["labels_complete_and_allowed"].message
+    assert failures["min_images_per_class"].observed == 5
+    assert failures["min_images_per_class"].message == "class 'bad' has 5"
+    assert failures["class_balance"].observed == pytest.approx(26 / 5)
+
+    assert event.payload.report_key == f"{prefix}/validation/report.json"
+    report = ValidationReport.model_validate(await stack.json(event.payload.report_key))
+    assert not report.passed
+    assert report.split_key is None
+    assert not await stack.objects.exists(Bucket.DATASETS, f"{prefix}/split.json")
+    record = await stack.db[REPORTS].find_one({"_id": f"{dataset_id}@v1"})
+    assert record is not None
+    assert record["passed"] is False
