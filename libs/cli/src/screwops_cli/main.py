@@ -111,8 +111,16 @@ def datasets_show(
     dataset: Annotated[str, typer.Argument(help="Dataset id.")],
     version: Annotated[int | None, typer.Option(help="Version (default: newest).")] = None,
     address: IngestionAddress = "127.0.0.1:50052",
+    as_json: Json = False,
 ) -> None:
-    """One dataset version as JSON."""
+    """One dataset version."""
     request = ingestion_pb2.GetDatasetRequest(dataset_id=dataset, version=version)
     with _calling("ingestion"), grpc.insecure_channel(address) as channel:
-        _emit(ingestion_pb2_grpc.IngestionServiceStub(channel).GetDataset(request, timeout=30))
+        found = ingestion_pb2_grpc.IngestionServiceStub(channel).GetDataset(request, timeout=30)
+    if as_json:
+        _emit(found)
+        return
+    table = Table(title=f"{found.dataset_id} v{found.version}", show_header=False)
+    for key, value in MessageToDict(found, preserving_proto_field_name=True).items():
+        table.add_row(key, str(value))
+    console.print(table)

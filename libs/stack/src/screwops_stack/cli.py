@@ -155,8 +155,14 @@ def down(
         list[str] | None, typer.Argument(help="Servers to stop (default: all).")
     ] = None,
 ) -> None:
-    """Stop exactly the processes the stack started, by their recorded pids, in reverse order."""
-    layout = Layout(StackSettings().home)
+    """Stop exactly the processes the stack started, by their recorded pids, in reverse order.
+
+    Without names the services go first (they finish in-flight work while the servers are up).
+    """
+    settings = StackSettings()
+    layout = Layout(settings.home)
+    if not names and processes.stop(supervisor.pidfile(settings), timeout=120):
+        console.print("  services    stopped")
     for server in reversed(_selected(names)):
         stopped = processes.stop(layout.pidfile(server.name), timeout=server.stop_timeout)
         console.print(f"  {server.name:<11} {'stopped' if stopped else 'was not running'}")
@@ -270,9 +276,19 @@ def services_up(
     settings = StackSettings()
     layout = Layout(settings.home)
     specs = supervisor.available(names)
-    if processes.find(supervisor.pidfile(settings)) is None:
+    pidfile = supervisor.pidfile(settings)
+    running = processes.find(pidfile)
+    supervised = (
+        set(running.cmdline()[running.cmdline().index("supervise") + 1 :]) if running else set()
+    )
+    wanted = supervised | {s.name for s in specs}
+    if running is not None and not wanted <= supervised:
+        console.print(f"restarting the supervisor to add {sorted(wanted - supervised)}")
+        processes.stop(pidfile, timeout=120)
+        running = None
+    if running is None:
         processes.start(
-            [sys.executable, "-m", "screwops_stack", "supervise", *(s.name for s in specs)],
+            [sys.executable, "-m", "screwops_stack", "supervise", *sorted(wanted)],
             pidfile=supervisor.pidfile(settings),
             logfile=layout.log("supervisor-stdout"),
             env=dict(os.environ),
