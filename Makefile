@@ -51,5 +51,6 @@ protos: ## regenerate libs/protos from protos/screwops/v1 (never edit the output
 asyncapi: ## regenerate docs/asyncapi.yaml from the event contracts
 	$(RUN) python -m screwops_contracts.asyncapi > docs/asyncapi.yaml
 
-demo: up ## the main job (today: brings up the stack and shows it; see README)
-	$(STACK) status
+demo: up ## the main job: the stack, the services, and a whole pipeline run with live progress
+	$(STACK) services up
+	$(RUN) screwops demo

@@ -19,8 +19,11 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_settings import StackSettings
 from screwops_stack.cli import app as stack_app
 from screwops_synth.cli import app as data_app
+
+from screwops_cli.demo import run as run_demo
 
 app = typer.Typer(
     help="ScrewOps: event-driven MLOps for screw defect detection.", no_args_is_help=True
@@ -80,6 +83,18 @@ def ingest(
     for outcome in result.files:
         if outcome.status == ingestion_pb2.FILE_STATUS_REFUSED:
             console.print(f"  [red]refused[/red] {outcome.filename}: {outcome.reason}")
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="Dataset id for the demo run.")] = "screws",
+    address: IngestionAddress = "127.0.0.1:50052",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run.")] = 1200.0,
+) -> None:
+    """The main job: render, import and follow a whole pipeline run on the local stack."""
+    with _calling("ingestion"):
+        code = run_demo(StackSettings(), address=address, dataset=dataset, timeout=timeout)
+    raise typer.Exit(code)
 
 
 @datasets_app.command("list")
