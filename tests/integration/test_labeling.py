@@ -28,6 +28,7 @@ from screwops_contracts import (
     Event,
     InspectionCompleted,
     InspectionCompletedPayload,
+    InspectionReviewed,
     Topic,
 )
 from screwops_contracts.datasets import (
@@ -82,6 +83,7 @@ class Labeling:
     objects: ObjectStore
     stub: labeling_pb2_grpc.LabelingServiceAsyncStub
     labeled: list[DatasetLabeled] = field(default_factory=list)
+    reviewed: list[InspectionReviewed] = field(default_factory=list)
 
     async def ingest(
         self, dataset_id: str, images: list[tuple[str, Label | None]]
@@ -159,7 +161,12 @@ class Labeling:
 @pytest.fixture
 async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
     """A fresh topic (and dead-letter twin) for each topic labeling consumes or produces."""
-    consumed = (Topic.DATASET_INGESTED, Topic.INSPECTION_COMPLETED, Topic.DATASET_LABELED)
+    consumed = (
+        Topic.DATASET_INGESTED,
+        Topic.INSPECTION_COMPLETED,
+        Topic.DATASET_LABELED,
+        Topic.INSPECTION_REVIEWED,
+    )
     routes = {str(topic): unique("it-labeling") for topic in consumed}
     names = [n for topic in routes.values() for n in (topic, f"{topic}.dlq")]
     async for _ in _topics(settings, *names):
@@ -187,6 +194,7 @@ async def labeling(
         store,
         objects,
         bus.emit,
+        bus.publish,
         reservation=timedelta(minutes=10),
         review=ReviewPolicy(band=0.15, sample_rate=0.0, dataset_id=unique("it-review")),
     )
@@ -203,10 +211,15 @@ async def labeling(
         port=0,
     )
     labeled: list[DatasetLabeled] = []
+    reviewed: list[InspectionReviewed] = []
 
     @bus.broker.subscriber(routes[Topic.DATASET_LABELED], group_id=unique("it-reader"))
     async def on_dataset_labeled(event: DatasetLabeled) -> None:
         labeled.append(event)
+
+    @bus.broker.subscriber(routes[Topic.INSPECTION_REVIEWED], group_id=unique("it-reader"))
+    async def on_inspection_reviewed(event: InspectionReviewed) -> None:
+        reviewed.append(event)
 
     await bus.broker.start()
     await server.start()
@@ -217,6 +230,7 @@ async def labeling(
             objects=objects,
             stub=labeling_pb2_grpc.LabelingServiceStub(channel),
             labeled=labeled,
+            reviewed=reviewed,
         )
     finally:
         await channel.close()
@@ -420,6 +434,13 @@ async def test_uncertain_inspections_are_queued_paged_and_reviewed(labeling: Lab
     assert (result.verdict_correct, result.remaining_count) == (True, 2)
     left = await labeling.stub.ListReviewQueue(labeling_pb2.ListReviewQueueRequest(line_id=line))
     assert [i.inspection_id for i in left.review_items] == [i for i in uncertain if i != reviewed]
+
+    async def ground_truth() -> InspectionReviewed | None:
+        return labeling.reviewed[0] if labeling.reviewed else None
+
+    truth = await eventually(ground_truth, within=30, what="inspection.reviewed for the monitor")
+    assert (truth.payload.inspection_id, truth.payload.label) == (reviewed, "bad")
+    assert truth.payload.verdict_correct
 
 
 async def test_the_store_repairs_a_labeled_flag_a_crash_left_behind(

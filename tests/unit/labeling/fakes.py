@@ -203,6 +203,10 @@ class Emitted:
     async def __call__(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
         self.events.append(event_type.caused_by(cause, payload, producer="labeling"))
 
+    async def publish(self, event: Event[Any]) -> None:
+        """What the bus's ``publish`` gets (events that start their own chain)."""
+        self.events.append(event)
+
 
 class Clock:
     """A clock the test moves by hand (reservations expire, labels get times)."""
@@ -283,6 +287,7 @@ def harness(*, band: float = 0.15, sample_rate: float = 0.0, emit: Emit | None =
         store,
         objects,
         emit or emitted,
+        emitted.publish,
         reservation=timedelta(minutes=10),
         review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),
         clock=clock,

@@ -79,9 +79,22 @@ class Event(BaseModel, Generic[P]):
         return self
 
     @classmethod
-    def origin(cls, payload: P, *, producer: str, correlation_id: str | None = None) -> Self:
-        """A new event that starts a chain (an upload, an operator's request): a fresh id."""
-        event_id = uuid.uuid4()
+    def origin(
+        cls,
+        payload: P,
+        *,
+        producer: str,
+        correlation_id: str | None = None,
+        key: str | None = None,
+    ) -> Self:
+        """A new event that starts a chain (an upload, an operator's request).
+
+        Its id is fresh, or derived from ``key`` when the same request may be made twice (a
+        retried gRPC call): then both copies share one id and consumers keep one.
+        """
+        event_id = (
+            uuid.uuid5(ID_NAMESPACE, f"{producer}/{cls.TOPIC}/{key}") if key else uuid.uuid4()
+        )
         return cls._build(
             payload,
             producer=producer,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from screwops_contracts.envelope import Event, Payload
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
@@ -33,6 +33,7 @@ class Topic(StrEnum):
     MODEL_DEPLOYED = "model.deployed"
     MODEL_ROLLED_BACK = "model.rolled_back"
     INSPECTION_COMPLETED = "inspection.completed"
+    INSPECTION_REVIEWED = "inspection.reviewed"
     MODEL_DEGRADED = "model.degraded"
     TRAINING_REQUESTED = "training.requested"
 
@@ -359,6 +360,40 @@ class InspectionCompleted(Event[InspectionCompletedPayload]):
     key_field = "line_id"
 
 
+class InspectionReviewedPayload(Payload):
+    """A person's ground truth for an inspection from the review queue."""
+
+    inspection_id: str = Field(
+        description="event_id of the inspection.completed reviewed.",
+        examples=["0b8f3f52-5c0e-4d1e-9a57-5d9f5a3b2c11"],
+    )
+    line_id: str = Field(description="Production line.", examples=["line-2"])
+    model_name: ModelName
+    model_version: int = Field(description="Version that answered.", examples=[4], ge=1)
+    verdict: Literal["GOOD", "DEFECT"] = Field(
+        description="What the model said.", examples=["GOOD"]
+    )
+    defect_probability: float = Field(
+        description="The model's score.", examples=[0.48], ge=0.0, le=1.0
+    )
+    label: Literal["good", "bad"] = Field(description="What the reviewer saw.", examples=["bad"])
+    defect_type: str | None = Field(
+        default=None, description="Defect type the reviewer named.", examples=["scratch_head"]
+    )
+    verdict_correct: bool = Field(description="Whether the model was right.", examples=[False])
+    reviewer: str = Field(description="Who reviewed.", examples=["ana@plant-7"])
+    reviewed_at: AwareDatetime = Field(
+        description="When the review was made.", examples=["2026-11-24T10:20:00Z"]
+    )
+
+
+class InspectionReviewed(Event[InspectionReviewedPayload]):
+    """A reviewed inspection: ground truth for the monitor's rolling accuracy."""
+
+    TOPIC = Topic.INSPECTION_REVIEWED
+    key_field = "line_id"
+
+
 class ModelDegradedPayload(Payload):
     """A monitoring signal that crossed its threshold."""
 
@@ -423,6 +458,7 @@ CATALOGUE: tuple[Route, ...] = (
     Route(ModelDeployed, "registry", ("gateway", "monitor", "evaluator")),
     Route(ModelRolledBack, "registry", ("gateway", "monitor", "evaluator")),
     Route(InspectionCompleted, "gateway", ("monitor", "labeling")),
+    Route(InspectionReviewed, "labeling", ("monitor",)),
     Route(ModelDegraded, "monitor", ("trainer",)),
     Route(TrainingRequested, "monitor", ("trainer",)),
 )
@@ -452,6 +488,8 @@ __all__ = [
     "DatasetValidatedPayload",
     "InspectionCompleted",
     "InspectionCompletedPayload",
+    "InspectionReviewed",
+    "InspectionReviewedPayload",
     "ModelApproved",
     "ModelApprovedPayload",
     "ModelDegraded",

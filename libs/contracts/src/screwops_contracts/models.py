@@ -2,9 +2,9 @@
 
 The trainer exports a TensorFlow SavedModel whose serving signature takes a batch of preprocessed
 images (``screwops_imaging.preprocess``: ``MODEL_INPUT_SIZE`` square, one channel, float32 in
-[0, 1]) and returns the probability that each screw is defective. Triton serves it under ``MODEL_NAME``
-with the tensor names below; the registry's ``production`` alias names the version the gateway
-uses when a request pins none.
+[0, 1]) and returns the probability that each screw is defective. Triton serves it under
+``MODEL_NAME`` with the tensor names below; the registry's ``production`` alias names the version
+the gateway uses when a request pins none.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ def main() -> None:
         store,
         runtime.objects,
         runtime.bus.emit,
+        runtime.bus.publish,
         reservation=timedelta(seconds=settings.reservation_seconds),
         review=ReviewPolicy(
             band=settings.review_band,

@@ -43,6 +43,8 @@ from screwops_contracts import (
     DatasetLabeledPayload,
     Event,
     InspectionCompleted,
+    InspectionReviewed,
+    InspectionReviewedPayload,
 )
 from screwops_contracts.datasets import (
     Bucket,
@@ -102,6 +104,13 @@ class Emit(Protocol):
     """Publishes the event ``cause`` leads to (:meth:`screwops_bus.Bus.emit`)."""
 
     async def __call__(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
+        """Publish and wait for the broker's acknowledgement."""
+
+
+class Publish(Protocol):
+    """Publishes an event that starts its own chain (:meth:`screwops_bus.Bus.publish`)."""
+
+    async def __call__(self, event: Event[Any]) -> None:
         """Publish and wait for the broker's acknowledgement."""
 
 
@@ -178,6 +187,7 @@ class LabelingService:
         store: LabelingStore,
         objects: Objects,
         emit: Emit,
+        publish: Publish,
         *,
         reservation: timedelta,
         review: ReviewPolicy,
@@ -186,6 +196,7 @@ class LabelingService:
         self._store = store
         self._objects = objects
         self._emit = emit
+        self._publish = publish
         self._reservation = reservation
         self._review = review
         self._clock = clock
@@ -485,6 +496,27 @@ class LabelingService:
             verdict_correct=(item.verdict == "DEFECT") == (label is Label.BAD),
         )
         await self._store.record_review(inspection_id, outcome)
+        # The monitor's ground truth. The id is derived from the decision, so a retried call
+        # publishes the same event and the monitor counts it once.
+        await self._publish(
+            InspectionReviewed.origin(
+                InspectionReviewedPayload(
+                    inspection_id=inspection_id,
+                    line_id=item.line_id,
+                    model_name=item.model_name,
+                    model_version=item.model_version,
+                    verdict=item.verdict,
+                    defect_probability=item.defect_probability,
+                    label="bad" if label is Label.BAD else "good",
+                    defect_type=defect,
+                    verdict_correct=outcome.verdict_correct,
+                    reviewer=reviewer,
+                    reviewed_at=outcome.reviewed_at,
+                ),
+                producer="labeling",
+                key=f"{inspection_id}/{label}/{defect}/{reviewer}",
+            )
+        )
         if item.image_sha256 is not None:
             dataset_id = self._review.dataset_id
             await self._store.put_labels(
