@@ -7,14 +7,13 @@ import json
 from typing import Any
 
 import pytest
-from screwops_contracts.datasets import Label
+from screwops_contracts.datasets import Label, parse_label
 from screwops_errors import InvalidInputError
 from screwops_labeling.label_files import (
     ImageIndex,
     LabelFileFormat,
     LabelRow,
     RowProblem,
-    parse_label,
     read_labels,
 )
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from screwops_errors import InvalidInputError
 
 
 class Bucket(StrEnum):
@@ -28,6 +29,34 @@ class Label(StrEnum):
 
     GOOD = "good"
     BAD = "bad"
+
+
+LABEL_WORDS: dict[str, Label] = {
+    "good": Label.GOOD,
+    "ok": Label.GOOD,
+    "bad": Label.BAD,
+    "not-good": Label.BAD,
+    "not_good": Label.BAD,
+    "ng": Label.BAD,
+    "defect": Label.BAD,
+}
+"""The words exports and folders use for the two classes (MVTec says ``good``/``not-good``)."""
+
+
+def parse_label(word: str) -> Label:
+    """The class a word of an export or a folder name stands for, in one vocabulary everywhere.
+
+    Raises:
+        InvalidInputError: the word is empty or not one of :data:`LABEL_WORDS`.
+    """
+    cleaned = word.strip().lower()
+    if not cleaned:
+        raise InvalidInputError("no label")
+    if cleaned not in LABEL_WORDS:
+        raise InvalidInputError(
+            f"unknown label {word.strip()!r}: expected one of {', '.join(LABEL_WORDS)}"
+        )
+    return LABEL_WORDS[cleaned]
 
 
 DEFECT_TYPES = (

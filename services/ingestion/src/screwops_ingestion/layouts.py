@@ -18,21 +18,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from screwops_contracts.datasets import Label
+from screwops_contracts.datasets import LABEL_WORDS, Label, parse_label
 from screwops_errors import InvalidInputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-GOOD_FOLDERS = frozenset({"good", "ok"})
-BAD_FOLDERS = frozenset({"bad", "not-good", "not_good", "defect", "ng"})
-LABEL_WORDS = {
-    "good": Label.GOOD,
-    "ok": Label.GOOD,
-    "bad": Label.BAD,
-    "not-good": Label.BAD,
-    "not_good": Label.BAD,
-    "ng": Label.BAD,
-    "defect": Label.BAD,
-}
+GOOD_FOLDERS = frozenset(word for word, label in LABEL_WORDS.items() if label is Label.GOOD)
+BAD_FOLDERS = frozenset(word for word, label in LABEL_WORDS.items() if label is Label.BAD)
 
 
 class Layout(StrEnum):
@@ -109,16 +100,6 @@ def detect(names: list[str]) -> Layout:
     )
 
 
-def label_word(word: str) -> Label:
-    """Map the words real exports use to a label; refuse anything else by name."""
-    try:
-        return LABEL_WORDS[word.strip().lower()]
-    except KeyError:
-        raise InvalidInputError(
-            f"unknown label {word!r}; expected one of {sorted(LABEL_WORDS)}"
-        ) from None
-
-
 def read(source: Source, *, max_bytes: int, layout: Layout = Layout.AUTO) -> Iterator[IncomingFile]:
     """Yield the images of ``source`` with their labels, reading one file at a time."""
     names = source.names()
@@ -180,7 +161,7 @@ def _from_csv(source: Source, names: list[str], max_bytes: int) -> Iterator[Inco
             yield IncomingFile(name, b"", problem=f"{where}: no file {row[0].strip()!r}")
             continue
         try:
-            label = label_word(row[1])
+            label = parse_label(row[1])
         except InvalidInputError as exc:
             yield IncomingFile(name, b"", problem=f"{where}: {exc.message}")
             continue

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
-from screwops_contracts.datasets import Bucket, Manifest, ManifestImage, version_prefix
+from screwops_contracts.datasets import LABEL_WORDS, Bucket, Manifest, ManifestImage, version_prefix
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
@@ -335,7 +335,7 @@ class IngestionService:
 
     async def _stage_drop(self, bucket: str, key: str, dataset_id: str) -> None:
         name = PurePosixPath(key)
-        label = layouts.LABEL_WORDS.get(name.parent.name.lower()) if len(name.parts) > 2 else None
+        label = LABEL_WORDS.get(name.parent.name.lower()) if len(name.parts) > 2 else None
         try:
             data = await self._objects.read_external(bucket, key, max_bytes=self._limits.max_bytes)
             file = IncomingFile(filename=key, data=data, label=label)

@@ -22,11 +22,10 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from screwops_contracts.datasets import Label
+from screwops_contracts.datasets import Label, parse_label
 from screwops_errors import InvalidInputError
 
 __all__ = [
-    "LABEL_WORDS",
     "ImageIndex",
     "LabelFileFormat",
     "LabelRow",
@@ -34,20 +33,9 @@ __all__ = [
     "RowProblem",
     "defect_type_for",
     "digest_named_by",
-    "parse_label",
     "read_labels",
 ]
 
-LABEL_WORDS: dict[str, Label] = {
-    "good": Label.GOOD,
-    "ok": Label.GOOD,
-    "bad": Label.BAD,
-    "not-good": Label.BAD,
-    "not_good": Label.BAD,
-    "ng": Label.BAD,
-    "defect": Label.BAD,
-}
-"""The words exports use for the two classes (MVTec's folders say ``good`` and ``not-good``)."""
 
 # Column names a CSV header may use for what each row names, in order of preference.
 _REFERENCE_COLUMNS = ("sha256", "filename", "file", "image", "path")
@@ -96,22 +84,6 @@ class ParsedLabels:
 
     rows: list[LabelRow]
     problems: list[RowProblem]
-
-
-def parse_label(word: str) -> Label:
-    """The class a word of an export stands for, so every tool's vocabulary maps to two classes.
-
-    Raises:
-        InvalidInputError: the word is empty or not one of :data:`LABEL_WORDS`.
-    """
-    cleaned = word.strip().lower()
-    if not cleaned:
-        raise InvalidInputError("no label")
-    if cleaned not in LABEL_WORDS:
-        raise InvalidInputError(
-            f"unknown label {word.strip()!r}: expected one of {', '.join(LABEL_WORDS)}"
-        )
-    return LABEL_WORDS[cleaned]
 
 
 def read_labels(fmt: LabelFileFormat, content: bytes) -> ParsedLabels:
