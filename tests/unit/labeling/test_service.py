@@ -465,3 +465,21 @@ async def test_a_review_records_ground_truth_and_labels_the_review_dataset() -> 
     assert label_set(h, "screws", 1).labels[0].source == "review"
     with pytest.raises(NotFoundError, match="not in the review queue"):
         await h.service.submit_review("nope", GOOD, reviewer="rev")
+
+
+async def test_closing_a_named_version_twice_answers_the_same_and_closes_nothing_else() -> None:
+    h = harness()
+    images: list[tuple[str, Label | None]] = [
+        ("a.png", Label.GOOD),
+        ("b.png", None),
+        ("c.png", None),
+    ]
+    v1, entries = h.ingest("screws", 1, images)
+    await h.service.on_dataset_ingested(v1)
+    v2, _ = h.ingest("screws", 2, [("d.png", None)], carried=entries)
+    await h.service.on_dataset_ingested(v2)
+    first = await h.service.close_version("screws", "ops", "retry safe", version=1)
+    again = await h.service.close_version("screws", "ops", "retry safe", version=1)
+    assert again == first
+    assert (first.closed_version, first.excluded_count) == (1, 2)
+    assert [v.status.value for v in await h.store.versions("screws")] == ["closed", "open"]

@@ -134,7 +134,10 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
         self, request: labeling_pb2.CloseVersionRequest, context: Context
     ) -> labeling_pb2.CloseVersionResponse:
         closed = await self._service.close_version(
-            request.dataset_id, request.operator, request.reason
+            request.dataset_id,
+            request.operator,
+            request.reason,
+            request.version if request.HasField("version") else None,
         )
         return labeling_pb2.CloseVersionResponse(
             dataset_id=closed.dataset_id,

@@ -384,18 +384,27 @@ class LabelingService:
         )
 
     async def close_version(
-        self, dataset_id: str, operator: str, reason: str = ""
+        self, dataset_id: str, operator: str, reason: str = "", version: int | None = None
     ) -> ClosedVersion:
-        """End the dataset's open version now: its unlabeled images are excluded and counted.
+        """End an open version now (the oldest, unless ``version`` names one): its unlabeled
+        images are excluded and counted.
+
+        Naming the version makes a retried call safe: a version that is already labeled or
+        closed is answered as it was stored, and nothing else is closed.
 
         Raises:
             InvalidInputError: a required field is empty.
-            NotFoundError: unknown dataset.
+            NotFoundError: unknown dataset or version.
             FailedPreconditionError: no open version, or it has no labeled image.
         """
         dataset_id = _required("dataset_id", dataset_id)
         operator = _required("operator", operator)
-        record = (await self._require_open(dataset_id))[0]
+        if version is None:
+            record = (await self._require_open(dataset_id))[0]
+        else:
+            record = await self._stored(dataset_id, version)
+            if record.status is not VersionStatus.OPEN:
+                return await self._closed(record, record.ended_at or self._clock())
         excluded = await self._store.unlabeled(dataset_id, record.version)
         if len(excluded) >= record.image_count:
             raise FailedPreconditionError(
@@ -419,10 +428,13 @@ class LabelingService:
         ended = await self._stored(dataset_id, record.version)
         if not ended.published:
             await self._announce(ended)
-        versions = await self._store.versions(dataset_id)
+        return await self._closed(ended, now)
+
+    async def _closed(self, ended: VersionRecord, now: datetime) -> ClosedVersion:
+        versions = await self._store.versions(ended.dataset_id)
         still_open = [later.version for later in _still_open(versions)]
         return ClosedVersion(
-            dataset_id=dataset_id,
+            dataset_id=ended.dataset_id,
             closed_version=ended.version,
             # The next version labeling holds open, else the number ingestion gives the next one.
             open_version=still_open[0] if still_open else versions[-1].version + 1,

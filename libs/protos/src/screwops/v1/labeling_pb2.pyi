@@ -546,24 +546,32 @@ class CloseVersionRequest(_message.Message):
     DATASET_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset. Required."""
     operator: _builtins.str
     """Who closes it, recorded with the version. Required."""
     reason: _builtins.str
     """Why now (e.g. "weekly retrain", "new defect kind labeled"), recorded with the version."""
+    version: _builtins.int
+    """The version to close; absent means the oldest open one. Naming it makes a retried call
+    safe: a version already labeled or closed is answered as it was stored.
+    """
     def __init__(
         self,
         *,
         dataset_id: _builtins.str = ...,
         operator: _builtins.str = ...,
         reason: _builtins.str = ...,
+        version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "operator", b"operator", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "dataset_id", b"dataset_id", "operator", b"operator", "reason", b"reason", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 
 Global___CloseVersionRequest: _TypeAlias = CloseVersionRequest  # noqa: Y015
 
