@@ -1,8 +1,9 @@
 """A consumer process for the crash test: one effect per event, optionally hanging after it.
 
-Run as ``python -m tests.integration.bus_worker TOPIC OUTPUT_TOPIC GROUP DATABASE [--hang]``.
-With ``--hang`` the handler blocks after its effect and its publish, before returning, so the
-test can kill the process at the worst moment: effects done, offset not committed.
+Run as ``python -m tests.integration.bus_worker TOPIC OUTPUT_TOPIC GROUP DATABASE [--hang]
+[--slow SECONDS]``. With ``--hang`` the handler blocks after its effect and its publish, before
+returning, so the test can kill the process at the worst moment: effects done, offset not
+committed. With ``--slow`` it takes that long after its effect, so a SIGTERM arrives mid-handler.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from screwops_contracts import DatasetIngested, DatasetLabeled, DatasetLabeledPa
 from screwops_settings import StackSettings
 
 
-async def main(topic: str, output: str, group: str, database: str, hang: bool) -> None:
+async def main(topic: str, output: str, group: str, database: str, hang: bool, slow: float) -> None:
     settings = StackSettings()
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(settings.mongo.uri.get_secret_value())
     db = client[database]
@@ -43,6 +44,7 @@ async def main(topic: str, output: str, group: str, database: str, hang: bool) -
         )
         if hang:
             await asyncio.Event().wait()
+        await asyncio.sleep(slow)
 
     await FastStream(bus.broker).run()
 
@@ -52,5 +54,6 @@ if __name__ == "__main__":
     for name in ("topic", "output", "group", "database"):
         parser.add_argument(name)
     parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--slow", type=float, default=0.0)
     args = parser.parse_args()
-    asyncio.run(main(args.topic, args.output, args.group, args.database, args.hang))
+    asyncio.run(main(args.topic, args.output, args.group, args.database, args.hang, args.slow))

@@ -214,3 +214,52 @@ async def test_a_consumer_killed_after_its_effect_gets_the_event_again_and_the_e
     ]
     assert first.event_id == second.event_id
     assert first.causation_id == event.event_id
+
+
+async def test_sigterm_lets_the_handler_in_flight_finish_and_commit(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], event_topic: str, kafka_topic: str
+) -> None:
+    group = unique("graceful")
+    args = [event_topic, kafka_topic, group, mongo_db.name]
+    event = ingested()
+    publisher = Bus(settings, service="it", db=mongo_db)
+    await publisher.broker.start()
+    await publisher.publish(event, topic=event_topic)
+    await publisher.broker.stop()
+
+    def worker(*extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.bus_worker", *args, *extra],
+            cwd=REPO,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+        )
+
+    async def effect() -> bool | None:
+        return True if await mongo_db.effects.find_one({"_id": str(event.event_id)}) else None
+
+    slow = worker("--slow", "3")
+    await eventually(effect, within=60, what="the handler to start its work")
+    slow.send_signal(signal.SIGTERM)
+    assert slow.wait(timeout=60) == 0
+    assert await mongo_db[collection_name(group)].find_one({"_id": str(event.event_id)})
+
+    # Committed: a new member of the group does not get the event again.
+    again = worker()
+    try:
+        marker = ingested("marker")
+        publisher = Bus(settings, service="it", db=mongo_db)
+        await publisher.broker.start()
+        await publisher.publish(marker, topic=event_topic)
+        await publisher.broker.stop()
+
+        async def marker_done() -> bool | None:
+            done = await mongo_db.effects.find_one({"_id": str(marker.event_id)})
+            return True if done else None
+
+        await eventually(marker_done, within=60, what="the next event after a graceful stop")
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+    doc = await mongo_db.effects.find_one({"_id": str(event.event_id)})
+    assert doc is not None
+    assert doc["deliveries"] == 1
