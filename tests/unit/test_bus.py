@@ -11,30 +11,12 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError
 from screwops_bus import Bus, DeadLetter, RetryPolicy
 from screwops_contracts import DatasetIngested, DatasetIngestedPayload, Topic, dlq_topic
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_settings import StackSettings
 
-
-class FakeCollection:
-    def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    async def find_one(self, query: dict[str, Any], projection: Any = None) -> Any:
-        return self.docs.get(query["_id"])
-
-    async def insert_one(self, doc: dict[str, Any]) -> None:
-        if doc["_id"] in self.docs:
-            raise DuplicateKeyError("duplicate")
-        self.docs[doc["_id"]] = doc
-
-
-class FakeDatabase(dict[str, FakeCollection]):
-    def __missing__(self, name: str) -> FakeCollection:
-        self[name] = FakeCollection()
-        return self[name]
+from tests.fakes import FakeDatabase
 
 
 @dataclass

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from screwops_contracts import Event
 from screwops_contracts.datasets import ManifestImage
-from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
 from screwops_ingestion.store import Refusal, VersionRecord
-from screwops_storage import StoredObject
 
 
 class FakeStore:
@@ -63,47 +60,6 @@ class FakeStore:
     async def unstage(self, dataset_id: str, shas: list[str]) -> None:
         for sha in shas:
             self.staged_images.get(dataset_id, {}).pop(sha, None)
-
-
-class FakeObjects:
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-        self.puts = 0
-
-    async def put_content(
-        self,
-        bucket: str,
-        data: bytes,
-        *,
-        prefix: str,
-        content_type: str = "",
-        check_existing: bool = True,
-    ) -> StoredObject:
-        sha = hashlib.sha256(data).hexdigest()
-        return await self.put_named(bucket, f"{prefix}/{sha[:2]}/{sha}", data)
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ""
-    ) -> StoredObject:
-        self.puts += 1
-        self.objects[(bucket, key)] = data
-        return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data))
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
-        data = self.objects.get((bucket, key))
-        if data is None:
-            raise NotFoundError(key)
-        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError(key)
-        return data
-
-    async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
-        data = self.objects.get((bucket, key))
-        if data is None:
-            raise NotFoundError(key)
-        if len(data) > max_bytes:
-            raise InvalidInputError(f"{key} is {len(data)} bytes, over the limit of {max_bytes}")
-        return data
 
 
 class Published(list[Event[Any]]):

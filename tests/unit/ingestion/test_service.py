@@ -14,8 +14,9 @@ from screwops_errors import InvalidInputError, PermissionDeniedError
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Limits, Outcome
 
+from tests.fakes import FakeObjects
 from tests.support import png
-from tests.unit.ingestion.fakes import FakeObjects, FakeStore, Published
+from tests.unit.ingestion.fakes import FakeStore, Published
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from screwops_contracts import (
     InspectionCompletedPayload,
 )
 from screwops_contracts.datasets import Bucket, ImageLabel, Label, Manifest, ManifestImage
-from screwops_errors import IntegrityError, NotFoundError
 from screwops_labeling.service import Emit, LabelingService, ReviewPolicy
 from screwops_labeling.store import (
     ReviewCursor,
@@ -28,6 +27,8 @@ from screwops_labeling.store import (
     VersionRecord,
     VersionStatus,
 )
+
+from tests.fakes import FakeObjects
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -171,27 +172,6 @@ class FakeStore:
 
     async def pending_review_count(self, line_id: str | None) -> int:
         return len(await self.pending_reviews(line_id, None, len(self.reviews)))
-
-
-class FakeObjects:
-    """MinIO as a dictionary of (bucket, key) -> bytes, checking digests like the real store."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
-        if (bucket, key) not in self.objects:
-            raise NotFoundError(f"{bucket}/{key} does not exist")
-        data = self.objects[(bucket, key)]
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError(f"{bucket}/{key} does not hash to {sha256}")
-        return data
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = "application/octet-stream"
-    ) -> object:
-        self.objects[(bucket, key)] = data
-        return key
 
 
 @dataclass

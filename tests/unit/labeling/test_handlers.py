@@ -18,8 +18,8 @@ from screwops_contracts.datasets import Label
 from screwops_labeling import handlers
 from screwops_settings import StackSettings
 
+from tests.fakes import FakeDatabase
 from tests.unit.labeling.fakes import Harness, harness, inspection
-from tests.unit.test_bus import FakeDatabase
 
 
 @dataclass

@@ -29,6 +29,7 @@ from screwops_validation.report import ValidationReport, render_html
 from screwops_validation.service import ValidationService, report_keys
 from screwops_validation.split import canonical_json
 
+from tests.fakes import FakeDatabase, FakeObjects
 from tests.unit.validation.builders import (
     File,
     bad,
@@ -38,7 +39,7 @@ from tests.unit.validation.builders import (
     good,
     stage_version,
 )
-from tests.unit.validation.fakes import Emitted, FakeDatabase, FakeObjects, FakeStore
+from tests.unit.validation.fakes import Emitted, FakeStore
 
 ASSERTIONS = [
     "images_decode",
