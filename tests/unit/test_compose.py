@@ -24,6 +24,7 @@ from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import StackSettings, port_of
 from screwops_stack.servers import Layout, minio_notify_env, prometheus_config
+from screwops_stack.supervisor import ServiceSpec, available
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -418,3 +419,21 @@ def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) 
     command = " ".join(_service("minio-init")["command"])
     assert f"local/{Bucket.DROP}" in command
     assert NOTIFY_TARGET_ARN in command
+
+
+@pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
+def test_every_service_has_an_entry_with_its_own_ports(spec: ServiceSpec) -> None:
+    service = _service(spec.name)
+    assert service["build"]["dockerfile"] == "deploy/docker/service.Dockerfile"
+    assert service["build"]["args"] == {"SERVICE": spec.name}
+    wanted = {spec.metrics_port} | ({spec.grpc_port} if spec.grpc_port else set())
+    assert {host for host, _ in _port_mappings(spec.name)} == wanted
+    env = _environment(spec.name)
+    assert set(_anchor_env()) <= set(env)
+    assert env[f"SCREWOPS_{spec.name.upper()}_METRICS_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
+def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: ServiceSpec) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text())
+    assert f"{spec.name}:{spec.metrics_port}" in _prometheus_jobs(config)["screwops-services"]
