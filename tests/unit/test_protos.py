@@ -215,9 +215,7 @@ def test_inspect_response_round_trips() -> None:
 
 
 def test_upload_request_carries_header_or_file() -> None:
-    header = ingestion_pb2.UploadRequest(
-        header=ingestion_pb2.UploadHeader(dataset_id="screws")
-    )
+    header = ingestion_pb2.UploadRequest(header=ingestion_pb2.UploadHeader(dataset_id="screws"))
     file = ingestion_pb2.UploadRequest(
         file=ingestion_pb2.UploadFile(
             filename="good/000.png", content=b"png", label=ingestion_pb2.LABEL_GOOD
