@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pydantic import BaseModel
 from screwops.v1 import ingestion_pb2, labeling_pb2, labeling_pb2_grpc
-from screwops_bus import Bus, RetryPolicy
-from screwops_bus.bus import Handler
+from screwops_bus import RetryPolicy
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
     DatasetLabeled,
-    Event,
     InspectionCompleted,
     InspectionCompletedPayload,
     InspectionReviewed,
@@ -47,32 +44,8 @@ from screwops_rpc import Api, Server
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
 
-from tests.integration.conftest import _topics
+from tests.integration.routing import RoutedBus, routed_topics
 from tests.support import eventually, unique
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class RoutedBus(Bus):
-    """The service's bus on this test's own topics, so it meets no other test's events."""
-
-    def __init__(self, *args: Any, routes: dict[str, str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.routes = routes
-
-    def consumer(
-        self,
-        model: type[M],
-        *,
-        group: str | None = None,
-        topic: str | None = None,
-        identity: Callable[[M], str] | None = None,
-    ) -> Callable[[Handler[M]], Handler[M]]:
-        routed = topic or self.routes[getattr(model, "TOPIC")]  # noqa: B009 (M is any model)
-        return super().consumer(model, group=group, topic=routed, identity=identity)
-
-    async def publish(self, event: Event[Any], *, topic: str | None = None) -> None:
-        await super().publish(event, topic=topic or self.routes[event.TOPIC])
 
 
 @dataclass
@@ -161,15 +134,13 @@ class Labeling:
 @pytest.fixture
 async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
     """A fresh topic (and dead-letter twin) for each topic labeling consumes or produces."""
-    consumed = (
+    topics = (
         Topic.DATASET_INGESTED,
         Topic.INSPECTION_COMPLETED,
         Topic.DATASET_LABELED,
         Topic.INSPECTION_REVIEWED,
     )
-    routes = {str(topic): unique("it-labeling") for topic in consumed}
-    names = [n for topic in routes.values() for n in (topic, f"{topic}.dlq")]
-    async for _ in _topics(settings, *names):
+    async for routes in routed_topics(settings, topics, "it-labeling"):
         yield routes
 
 

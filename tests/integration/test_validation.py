@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import RetryPolicy
 from screwops_contracts import DatasetLabeled, DatasetRejected, DatasetValidated, Event, Topic
 from screwops_contracts.datasets import Bucket, Label, Split, version_prefix
 from screwops_settings import StackSettings
@@ -25,6 +25,7 @@ from screwops_validation.report import ValidationReport
 from screwops_validation.service import ValidationService
 from screwops_validation.store import REPORTS, MongoValidationStore
 
+from tests.integration.routing import RoutedBus, routed_topics
 from tests.support import eventually, unique
 from tests.unit.validation.builders import (
     File,
@@ -65,20 +66,19 @@ def poisoned_version(run: str) -> list[File]:
 
 
 class Verdicts:
-    """Reads ``dataset.validated`` and ``dataset.rejected`` from the moment it starts."""
+    """Reads the service's ``dataset.validated`` and ``dataset.rejected`` (routed topics)."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, routes: dict[str, str]) -> None:
+        self._routes = {routes[topic]: topic for topic in VERDICTS}
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+            *self._routes,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
 
-    async def start(self, settings: StackSettings) -> None:
-        partitions = await partitions_of(settings, *VERDICTS)
+    async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            await self._consumer.position(partition)
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -92,42 +92,10 @@ class Verdicts:
             for record in (r for records in batch.values() for r in records):
                 body = json.loads(record.value)
                 if body["payload"]["dataset_id"] == dataset_id:
-                    found.append(VERDICTS[record.topic].model_validate(body))
+                    found.append(VERDICTS[self._routes[record.topic]].model_validate(body))
             return found[0] if found else None
 
         return await eventually(probe, within=60, what=f"a verdict about {dataset_id}")
-
-
-async def partitions_of(settings: StackSettings, *topics: str) -> list[TopicPartition]:
-    """Every partition of ``topics``, from the broker's metadata."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await producer.start()
-    try:
-        return [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(await producer.partitions_for(topic))
-        ]
-    finally:
-        await producer.stop()
-
-
-async def skip_history(settings: StackSettings, topic: str, group: str) -> None:
-    """Commit ``group`` at the end of ``topic``, so the service under test sees only new events
-    rather than every ``dataset.labeled`` ever published on this stack."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-    )
-    partitions = await partitions_of(settings, topic)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(ends)
-    finally:
-        await consumer.stop()
 
 
 @dataclass
@@ -136,7 +104,7 @@ class Stack:
     objects: ObjectStore
     s3: Minio
     db: AsyncIOMotorDatabase[Any]
-    bus: Bus
+    bus: RoutedBus
     verdicts: Verdicts
     datasets: list[str]
     images: list[str]
@@ -161,8 +129,16 @@ class Stack:
 
 
 @pytest.fixture
+async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
+    """Topics of this test's own for what validation consumes and produces."""
+    topics = (Topic.DATASET_LABELED, *VERDICTS)
+    async for routes in routed_topics(settings, topics, "it-validation"):
+        yield routes
+
+
+@pytest.fixture
 async def stack(
-    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], routes: dict[str, str]
 ) -> AsyncIterator[Stack]:
     s3 = Minio(
         settings.minio.endpoint,
@@ -172,21 +148,20 @@ async def stack(
     )
     objects = ObjectStore(s3)
     await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
-    group = unique("it-validation")
-    await skip_history(settings, Topic.DATASET_LABELED, group)
-    # The service's own wiring (see __main__), with a consumer group of this test's own.
-    bus = Bus(
+    # The service's own wiring (see __main__), on this test's own topics.
+    bus = RoutedBus(
         settings,
-        service=group,
+        service=unique("it-validation"),
         db=mongo_db,
         retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.2),
+        routes=routes,
     )
     store = MongoValidationStore(mongo_db)
     await store.ensure_indexes()
     rules = Thresholds()
     handlers.register(bus, ValidationService(store, objects, bus.emit, rules=rules, concurrency=8))
-    verdicts = Verdicts(settings)
-    await verdicts.start(settings)
+    verdicts = Verdicts(settings, routes)
+    await verdicts.start()
     await bus.broker.start()
     running = Stack(settings, objects, s3, mongo_db, bus, verdicts, [], [])
     try:
