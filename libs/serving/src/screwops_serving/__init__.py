@@ -1,1 +1,35 @@
-"""placeholder"""
+"""Serving: the Triton side of the model contract.
+
+:mod:`~screwops_serving.repository` lays versions out in Triton's model repository (the
+Python-backend ``model.py`` that loads the SavedModel, and ``config.pbtxt``);
+:class:`TritonModels` loads them through Triton's repository API and runs inferences, with
+Triton's failures turned into the typed errors of ``screwops_errors``. The registry deploys with
+both, the evaluator validates candidates under ``STAGING_MODEL_NAME`` and the gateway infers.
+"""
+
+from screwops_serving.client import INPUT_SHAPE, TritonModels
+from screwops_serving.repository import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    SAVED_MODEL_DIR,
+    export_version,
+    model_config,
+    model_template,
+    remove_version,
+    restore_version,
+    versions_present,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "INPUT_SHAPE",
+    "MODEL_FILE",
+    "SAVED_MODEL_DIR",
+    "TritonModels",
+    "export_version",
+    "model_config",
+    "model_template",
+    "remove_version",
+    "restore_version",
+    "versions_present",
+]

@@ -1,0 +1,273 @@
+"""Triton over gRPC for ScrewOps: load and unload models, ask what serves, run inferences.
+
+The registry (deployments), the evaluator (infra validation under ``STAGING_MODEL_NAME``) and the
+gateway (every inspection) talk to Triton through :class:`TritonModels`, so each sees Triton's
+failures as the same typed errors of ``screwops_errors``:
+
+========================================================  ==============================
+Triton / the channel                                      raised
+========================================================  ==============================
+server unreachable, overloaded, request cancelled         :class:`UnavailableError`
+unknown model, unknown version, model not loaded          :class:`NotFoundError`
+batch of the wrong shape or type, batch too large         :class:`InvalidInputError`
+the call's deadline passed                                :class:`DeadlineExceededError`
+a model that cannot load or fails while answering         :class:`FailedPreconditionError`
+========================================================  ==============================
+
+Seen on Triton 2.51: an unknown model or version and a model with no loaded version all answer
+``NOT_FOUND``; a version that fails to load answers ``INVALID_ARGUMENT`` to the load request while
+the model's other versions keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc.aio as grpcclient
+from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
+from screwops_errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    ScrewOpsError,
+    UnavailableError,
+)
+from screwops_imaging import MODEL_INPUT_SIZE
+from tritonclient.utils import InferenceServerException
+
+__all__ = ["INPUT_SHAPE", "TritonModels"]
+
+T = TypeVar("T")
+
+INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1)
+"""One image as the model takes it (``screwops_imaging.preprocess``); a batch adds a first axis."""
+
+_READY = "READY"
+_NOT_FOUND = "StatusCode.NOT_FOUND"
+_INVALID = "StatusCode.INVALID_ARGUMENT"
+_DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
+_TRANSIENT = frozenset(
+    {
+        "StatusCode.UNAVAILABLE",
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "StatusCode.ABORTED",
+    }
+)
+
+
+class TritonModels:
+    """An async client for one Triton server, with typed errors (see the module docstring).
+
+    The gRPC channel is opened on first use, inside the event loop that uses it (a grpc.aio
+    channel is bound to the loop it was created in), and closed by :meth:`close`.
+
+    Args:
+        url: Triton's gRPC address, ``host:port``.
+        load_timeout_s: how long a load or unload may take; loading a TensorFlow version takes
+            seconds to tens of seconds on a busy CPU.
+        call_timeout_s: how long the cheap calls (readiness, the repository index) may take.
+    """
+
+    def __init__(
+        self, url: str, *, load_timeout_s: float = 300.0, call_timeout_s: float = 10.0
+    ) -> None:
+        self.url = url
+        self._load_timeout_s = load_timeout_s
+        self._call_timeout_s = call_timeout_s
+        self._client: grpcclient.InferenceServerClient | None = None
+
+    async def __aenter__(self) -> TritonModels:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; a later call opens a new one."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) every version of ``name`` present in the repository.
+
+        Versions already loaded and unchanged keep serving throughout; versions removed from
+        the repository are unloaded; added ones are loaded. Returns once Triton has finished.
+
+        Raises:
+            FailedPreconditionError: Triton could not load a version (a broken artifact, a bad
+                config); the versions that did load keep serving.
+            UnavailableError, DeadlineExceededError: Triton did not answer in time.
+        """
+        with _triton_errors(f"loading {name}", load=True):
+            await self._call(lambda c: c.load_model(name, client_timeout=self._load_timeout_s))
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of ``name`` (its files stay in the repository)."""
+        with _triton_errors(f"unloading {name}"):
+            await self._call(lambda c: c.unload_model(name, client_timeout=self._load_timeout_s))
+
+    async def ready(self, name: str, version: int | None = None) -> bool:
+        """Whether ``version`` of ``name`` (any version when None) can answer now."""
+        with _triton_errors(f"asking whether {_label(name, version)} is ready"):
+            ready = await self._call(
+                lambda c: c.is_model_ready(
+                    name, _version(version), client_timeout=self._call_timeout_s
+                )
+            )
+        return bool(ready)
+
+    async def wait_ready(
+        self, name: str, version: int | None, *, timeout_s: float, interval_s: float = 0.25
+    ) -> None:
+        """Wait until ``version`` of ``name`` is ready, for a load started elsewhere.
+
+        Raises:
+            DeadlineExceededError: it was not ready within ``timeout_s``.
+            UnavailableError: Triton did not answer.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not await self.ready(name, version):
+            if time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    f"{_label(name, version)} was not ready within {timeout_s:g} s"
+                )
+            await asyncio.sleep(interval_s)
+
+    async def loaded_versions(self, name: str) -> list[int]:
+        """The versions of ``name`` Triton serves now (ready in its repository index), ascending.
+
+        The index keeps entries for versions that failed to load or were removed, so only
+        ``READY`` ones are counted.
+        """
+        with _triton_errors("reading the repository index"):
+            index: dict[str, Any] = await self._call(
+                lambda c: c.get_model_repository_index(
+                    as_json=True, client_timeout=self._call_timeout_s
+                )
+            )
+        return sorted(
+            int(entry["version"])
+            for entry in index.get("models", [])
+            if entry.get("name") == name and entry.get("state") == _READY and entry.get("version")
+        )
+
+    async def infer(
+        self,
+        name: str,
+        version: int | None,
+        batch: npt.NDArray[np.float32],
+        *,
+        timeout_s: float,
+    ) -> npt.NDArray[np.float32]:
+        """Defect probabilities, shape ``[n]``, for a batch of preprocessed images.
+
+        ``batch`` is ``[n, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1]`` float32 in [0, 1]
+        (``screwops_imaging.preprocess``). ``version`` pins the version that answers; None lets
+        Triton choose (the highest loaded), which callers that must report the version avoid.
+
+        Raises:
+            InvalidInputError: the batch has the wrong shape or type, or is larger than the
+                model's max_batch_size.
+            NotFoundError: no such model or version is loaded.
+            DeadlineExceededError: no answer within ``timeout_s``.
+            UnavailableError: Triton did not answer or is overloaded.
+            FailedPreconditionError: the model failed while answering.
+        """
+        _check_batch(batch)
+        tensor = grpcclient.InferInput(INPUT_TENSOR, list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        requested = [grpcclient.InferRequestedOutput(OUTPUT_TENSOR)]
+        with _triton_errors(f"inference on {_label(name, version)}"):
+            result = await self._call(
+                lambda c: c.infer(
+                    name,
+                    [tensor],
+                    model_version=_version(version),
+                    outputs=requested,
+                    client_timeout=timeout_s,
+                )
+            )
+        output = result.as_numpy(OUTPUT_TENSOR)
+        if output is None or output.shape != (len(batch), 1):
+            raise FailedPreconditionError(
+                f"{_label(name, version)} answered {None if output is None else output.shape}, "
+                f"expected ({len(batch)}, 1)"
+            )
+        probabilities: npt.NDArray[np.float32] = output.reshape(-1).astype(np.float32)
+        return probabilities
+
+    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
+        """Prove a loaded version answers: one inference on a blank image; its probability.
+
+        Readiness only says Triton loaded the version; a real request through the whole path
+        (config, tensor names, the model's signature) is what deserves the traffic.
+
+        Raises:
+            FailedPreconditionError: the version is not ready, fails, or answers something that
+                is not a probability.
+            UnavailableError, DeadlineExceededError: Triton did not answer in time.
+        """
+        label = _label(name, version)
+        if not await self.ready(name, version):
+            raise FailedPreconditionError(f"{label} is not ready in Triton")
+        blank = np.zeros((1, *INPUT_SHAPE), dtype=np.float32)
+        try:
+            probability = float((await self.infer(name, version, blank, timeout_s=timeout_s))[0])
+        except (NotFoundError, InvalidInputError) as error:
+            raise FailedPreconditionError(f"{label} did not answer: {error.message}") from error
+        if not 0.0 <= probability <= 1.0:
+            raise FailedPreconditionError(f"{label} answered {probability}, not a probability")
+        return probability
+
+    async def _call(self, call: Callable[[grpcclient.InferenceServerClient], Awaitable[T]]) -> T:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return await call(self._client)
+
+
+def _check_batch(batch: npt.NDArray[Any]) -> None:
+    if batch.dtype != np.float32:
+        raise InvalidInputError(f"a batch is float32, not {batch.dtype}")
+    if batch.ndim != 4 or batch.shape[1:] != INPUT_SHAPE or batch.shape[0] < 1:
+        raise InvalidInputError(
+            f"a batch is [n >= 1, {', '.join(map(str, INPUT_SHAPE))}], not {list(batch.shape)}"
+        )
+
+
+def _version(version: int | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _label(name: str, version: int | None) -> str:
+    return name if version is None else f"{name} version {version}"
+
+
+@contextmanager
+def _triton_errors(doing: str, *, load: bool = False) -> Iterator[None]:
+    """Turn tritonclient's and the channel's errors into typed ones (module docstring)."""
+    try:
+        yield
+    except InferenceServerException as error:
+        raise _translate(error, doing, load=load) from error
+
+
+def _translate(error: InferenceServerException, doing: str, *, load: bool) -> ScrewOpsError:
+    status = error.status()
+    message = f"{doing}: {error.message()}"
+    if status == _DEADLINE:
+        return DeadlineExceededError(message)
+    if status in _TRANSIENT:
+        return UnavailableError(message)
+    if status == _NOT_FOUND and not load:
+        return NotFoundError(message)
+    if status == _INVALID and not load:
+        return InvalidInputError(message)
+    return FailedPreconditionError(message)

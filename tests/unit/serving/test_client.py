@@ -1,0 +1,48 @@
+"""TritonModels' typed errors that need no server: bad batches, and nobody listening."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from screwops_errors import InvalidInputError, UnavailableError
+from screwops_serving import INPUT_SHAPE, TritonModels
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        np.zeros((1, *INPUT_SHAPE), dtype=np.float64),
+        np.zeros(INPUT_SHAPE, dtype=np.float32),
+        np.zeros((1, 64, 64, 1), dtype=np.float32),
+        np.zeros((0, *INPUT_SHAPE), dtype=np.float32),
+    ],
+)
+async def test_a_batch_of_the_wrong_shape_or_type_is_refused_before_sending(
+    batch: npt.NDArray[Any],
+) -> None:
+    async with TritonModels(f"127.0.0.1:{closed_port()}") as triton:
+        with pytest.raises(InvalidInputError):
+            await triton.infer("m", 1, batch, timeout_s=1)
+
+
+async def test_an_unreachable_triton_is_unavailable_not_missing() -> None:
+    """The gateway answers UNAVAILABLE (retry) here, never NOT_FOUND."""
+    async with TritonModels(f"127.0.0.1:{closed_port()}", call_timeout_s=2) as triton:
+        with pytest.raises(UnavailableError):
+            await triton.ready("m", 1)
+        with pytest.raises(UnavailableError):
+            await triton.load("m")
+        with pytest.raises(UnavailableError):
+            await triton.infer("m", None, np.zeros((1, *INPUT_SHAPE), np.float32), timeout_s=2)
