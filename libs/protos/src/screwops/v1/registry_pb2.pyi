@@ -9,9 +9,10 @@ version the gateway serves; Promote and Rollback move it, and each move is recor
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
-NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that is not
-approved, rolling back with no earlier version), UNAVAILABLE (Triton or storage briefly
-unavailable; safe to retry: promoting the version the alias already names changes nothing).
+NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
+load or cannot be served, rolling back with no earlier version, the alias moved by someone else
+meanwhile), UNAVAILABLE (Triton or storage briefly unavailable; safe to retry: promoting the
+version the alias already names changes nothing).
 """
 
 from collections import abc as _abc
@@ -45,6 +46,10 @@ class _ModelStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelStage
     """The `production` alias names it: the gateway serves it."""
     MODEL_STAGE_ARCHIVED: _ModelStage.ValueType  # 3
     """Served before, then replaced by a promotion or a rollback."""
+    MODEL_STAGE_FAILED: _ModelStage.ValueType  # 4
+    """Could not be loaded in Triton or failed its check inference; never served (see
+    failure_reason).
+    """
 
 class ModelStage(_ModelStage, metaclass=_ModelStageEnumTypeWrapper):
     """Where a version stands in its life."""
@@ -57,6 +62,10 @@ MODEL_STAGE_PRODUCTION: ModelStage.ValueType  # 2
 """The `production` alias names it: the gateway serves it."""
 MODEL_STAGE_ARCHIVED: ModelStage.ValueType  # 3
 """Served before, then replaced by a promotion or a rollback."""
+MODEL_STAGE_FAILED: ModelStage.ValueType  # 4
+"""Could not be loaded in Triton or failed its check inference; never served (see
+failure_reason).
+"""
 Global___ModelStage: _TypeAlias = ModelStage  # noqa: Y015
 
 @_typing.final
@@ -96,6 +105,9 @@ class ModelVersion(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    REPORT_KEY_FIELD_NUMBER: _builtins.int
+    ARTIFACT_KEY_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model (e.g. "screw-classifier")."""
     version: _builtins.int
@@ -116,6 +128,12 @@ class ModelVersion(_message.Message):
     """The decision threshold on defect_probability chosen and evaluated with this version; the
     gateway applies it to every inspection the version answers.
     """
+    report_key: _builtins.str
+    """The object key (bucket "models") of the evaluation report that approved the version."""
+    artifact_key: _builtins.str
+    """The object prefix (bucket "models") of the SavedModel the version was exported from."""
+    failure_reason: _builtins.str
+    """Why the version could not be served; empty unless stage is MODEL_STAGE_FAILED."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The aliases that name this version now (e.g. "production"); empty for most versions."""
@@ -144,10 +162,13 @@ class ModelVersion(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         threshold: _builtins.float = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        report_key: _builtins.str = ...,
+        artifact_key: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "metrics", b"metrics", "model_name", b"model_name", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_key", b"artifact_key", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "failure_reason", b"failure_reason", "metrics", b"metrics", "model_name", b"model_name", "report_key", b"report_key", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,9 +9,10 @@ version the gateway serves; Promote and Rollback move it, and each move is recor
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
-NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that is not
-approved, rolling back with no earlier version), UNAVAILABLE (Triton or storage briefly
-unavailable; safe to retry: promoting the version the alias already names changes nothing).
+NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
+load or cannot be served, rolling back with no earlier version, the alias moved by someone else
+meanwhile), UNAVAILABLE (Triton or storage briefly unavailable; safe to retry: promoting the
+version the alias already names changes nothing).
 """
 
 from collections import abc as _abc

@@ -1,0 +1,46 @@
+"""Registry's settings (env prefix ``SCREWOPS_REGISTRY_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from screwops_settings import ServiceSettings
+
+
+class RegistrySettings(ServiceSettings):
+    """What an operator may tune in the registry."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_REGISTRY_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
+
+    service_name: str = "registry"
+    metrics_port: int = Field(9106, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50054, ge=1, le=65535)
+    triton_repository: Path = Field(
+        Path.home() / ".cache" / "screwops" / "data" / "triton" / "models",
+        description="Triton's model repository as this process sees it. The default is where "
+        "the native stack starts tritonserver (screwops_stack.servers.triton_model_repository "
+        "under the default SCREWOPS_HOME); in docker-compose the registry and Triton mount the "
+        "same volume (Triton at /models) and this names the registry's mount point.",
+    )
+    keep_versions: int = Field(
+        3,
+        ge=1,
+        description="Newest versions kept in Triton's repository (and loaded), besides the "
+        "production version and the one a rollback would return to; older ones are evicted "
+        "and come back from object storage when promoted.",
+    )
+    max_batch_size: int = Field(32, ge=1, description="Largest batch Triton accepts per model.")
+    queue_delay_us: int = Field(
+        2000, ge=0, description="How long Triton waits to merge requests into one batch."
+    )
+    load_timeout_s: float = Field(
+        300.0, gt=0, description="How long loading a version in Triton may take."
+    )
+    check_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of the check inference a version must pass."
+    )

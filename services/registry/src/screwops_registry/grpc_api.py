@@ -1,0 +1,133 @@
+"""The registry gRPC API: a thin adapter over :class:`RegistryService`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_contracts.models import DEFAULT_THRESHOLD
+from screwops_errors import InvalidInputError
+from screwops_rpc import map_errors
+
+from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STAGES = {
+    Stage.REGISTERED: registry_pb2.MODEL_STAGE_REGISTERED,
+    Stage.PRODUCTION: registry_pb2.MODEL_STAGE_PRODUCTION,
+    Stage.ARCHIVED: registry_pb2.MODEL_STAGE_ARCHIVED,
+    Stage.FAILED: registry_pb2.MODEL_STAGE_FAILED,
+}
+# The evaluator reports the decision threshold it chose among a version's metrics.
+THRESHOLD_METRIC = "threshold"
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
+    """Validates requests, delegates to the service, and renders its results."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    @map_errors
+    async def ListVersions(  # noqa: N802 (the proto's method name)
+        self, request: registry_pb2.ListVersionsRequest, context: Context
+    ) -> registry_pb2.ListVersionsResponse:
+        _require_model(request.model_name)
+        if request.page_size < 0:
+            raise InvalidInputError("page_size must not be negative")
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            raise InvalidInputError(f"bad page_token {request.page_token!r}") from None
+        if offset < 0:
+            raise InvalidInputError(f"bad page_token {request.page_token!r}")
+        limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        views = await self._service.versions(request.model_name, offset=offset, limit=limit + 1)
+        return registry_pb2.ListVersionsResponse(
+            model_versions=[_version(view) for view in views[:limit]],
+            next_page_token=str(offset + limit) if len(views) > limit else "",
+        )
+
+    @map_errors
+    async def GetLineage(  # noqa: N802
+        self, request: registry_pb2.GetLineageRequest, context: Context
+    ) -> registry_pb2.ModelVersion:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        return _version(await self._service.lineage(request.model_name, request.version))
+
+    @map_errors
+    async def Promote(  # noqa: N802
+        self, request: registry_pb2.PromoteRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        change = await self._service.promote(
+            request.model_name, request.version, actor=request.actor, reason=request.reason
+        )
+        return _change(change)
+
+    @map_errors
+    async def Rollback(  # noqa: N802
+        self, request: registry_pb2.RollbackRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        change = await self._service.rollback(
+            request.model_name, actor=request.actor, reason=request.reason
+        )
+        return _change(change)
+
+
+def _require_model(model_name: str) -> None:
+    if not model_name:
+        raise InvalidInputError("model_name is required")
+
+
+def _require_version(version: int) -> None:
+    if version < 1:
+        raise InvalidInputError(f"version is required and starts at 1, not {version}")
+
+
+def _timestamp(at: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def _version(view: VersionView) -> registry_pb2.ModelVersion:
+    record = view.record
+    return registry_pb2.ModelVersion(
+        model_name=record.model_name,
+        version=record.version,
+        stage=_STAGES[view.stage],
+        aliases=list(view.aliases),
+        dataset_id=record.dataset_id,
+        dataset_version=record.dataset_version,
+        run_id=record.run_id,
+        evaluation_id=record.evaluation_id,
+        metrics=record.metrics,
+        threshold=record.metrics.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD),
+        created_at=_timestamp(record.created_at),
+        report_key=record.report_key,
+        artifact_key=record.artifact_key,
+        failure_reason=record.failure_reason,
+    )
+
+
+def _change(change: AliasChange) -> registry_pb2.AliasChange:
+    move = change.move
+    return registry_pb2.AliasChange(
+        model_name=change.model_name,
+        alias=change.alias,
+        from_version=move.from_version,
+        to_version=move.to_version,
+        actor=move.actor,
+        reason=move.reason,
+        changed_at=_timestamp(move.at),
+    )

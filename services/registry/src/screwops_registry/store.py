@@ -1,0 +1,409 @@
+"""The registry's metadata: model versions with their lineage, aliases with their history, and
+the candidates the evaluator rejected.
+
+The registry owns these collections; no other service reads them.
+
+* ``model_versions`` — one document per registered version, ``_id`` ``<name>@v<N>``. Unique
+  indexes on (model_name, version) and (model_name, run_id) make version numbers safe without
+  transactions (two registrations racing for one number: one insert fails and retries with the
+  next) and an approval idempotent (a redelivered one finds its run's version).
+* ``aliases`` — one document per alias, ``_id`` ``<name>:<alias>``, naming a version and holding
+  every move of it (from, to, kind, actor, reason, at, cause). A move is a compare-and-set on the
+  version it replaces, so two movers never both win.
+* ``rejections`` — one document per rejected evaluation, ``_id`` ``<name>:<evaluation_id>``.
+
+:class:`RegistryStore` is the interface (each method's contract and errors are documented there,
+as in MLflow's ``AbstractStore``); :class:`MongoRegistryStore` implements it on motor for FerretDB
+v1 and MongoDB alike; the unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_contracts import AssertionResult
+from screwops_errors import AlreadyExistsError, NotFoundError
+from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+
+INDEXES = (
+    IndexSpec("model_versions", (("model_name", 1), ("version", 1)), unique=True),
+    IndexSpec("model_versions", (("model_name", 1), ("run_id", 1)), unique=True),
+    IndexSpec("aliases", (("alias", 1),)),
+    IndexSpec("rejections", (("model_name", 1), ("rejected_at", 1))),
+)
+
+
+class VersionStatus(StrEnum):
+    """A version's fate in Triton (its stage also depends on the aliases naming it)."""
+
+    REGISTERED = "registered"  # approved and numbered; never served yet
+    DEPLOYED = "deployed"  # loaded, checked, its files kept in object storage, served at least once
+    FAILED = "failed"  # could not be loaded or failed its check; never served
+
+
+class MoveKind(StrEnum):
+    """Why an alias moved."""
+
+    DEPLOY = "deploy"  # an approval was deployed
+    PROMOTE = "promote"  # an operator promoted a version
+    ROLLBACK = "rollback"  # an operator rolled back
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered version of a model and where it came from."""
+
+    model_name: str
+    version: int
+    run_id: str
+    evaluation_id: str
+    dataset_id: str
+    dataset_version: int
+    artifact_key: str
+    metrics: dict[str, float]
+    checks: list[AssertionResult]
+    champion_version: int | None
+    report_key: str
+    correlation_id: str
+    approved_by: str
+    created_at: datetime
+    status: VersionStatus = VersionStatus.REGISTERED
+    failure_reason: str = ""
+
+    @property
+    def id(self) -> str:
+        return version_id(self.model_name, self.version)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias, kept forever in its history."""
+
+    from_version: int | None
+    to_version: int
+    kind: MoveKind
+    actor: str
+    reason: str
+    at: datetime
+    cause: str | None = None  # event_id of the approval that a DEPLOY move deployed
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An alias (``production``) of a model: the version it names and how it got there."""
+
+    model_name: str
+    name: str
+    version: int
+    history: tuple[AliasMove, ...] = field(default=())
+
+    def rollback_target(self) -> int | None:
+        """The version a rollback returns to; None when nothing was served before.
+
+        Deployments and promotions push the version they name onto a stack and rollbacks pop
+        it, so a rollback returns to the version served before the latest promotion, and
+        rolling back twice goes back two promotions (not forth and back between two versions).
+        """
+        stack: list[int] = []
+        for move in self.history:
+            if move.kind is MoveKind.ROLLBACK:
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(move.to_version)
+        return next((v for v in reversed(stack[:-1]) if v != self.version), None)
+
+    def caused_by(self, event_id: str) -> AliasMove | None:
+        """The move that deployed approval ``event_id``, if it happened (redeliveries)."""
+        return next((m for m in self.history if m.cause == event_id), None)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A candidate the evaluator rejected, kept for lineage: a run that never became a version."""
+
+    model_name: str
+    run_id: str
+    evaluation_id: str
+    metrics: dict[str, float]
+    checks: list[AssertionResult]
+    report_key: str
+    correlation_id: str
+    rejected_at: datetime
+
+    @property
+    def id(self) -> str:
+        return f"{self.model_name}:{self.evaluation_id}"
+
+
+def version_id(model_name: str, version: int) -> str:
+    """The ``_id`` of a version's document, deterministic so every write of it is an upsert."""
+    return f"{model_name}@v{version}"
+
+
+def alias_id(model_name: str, alias: str) -> str:
+    """The ``_id`` of an alias's document."""
+    return f"{model_name}:{alias}"
+
+
+class RegistryStore(Protocol):
+    """What the registry needs from its database.
+
+    Every method raises :class:`~screwops_errors.UnavailableError` when the database does not
+    answer (the bus retries the event; a gRPC client sees UNAVAILABLE); other errors are listed
+    per method.
+    """
+
+    async def ensure_indexes(self) -> None:
+        """Create the collections' indexes; the unique ones are what make writes safe.
+
+        Raises:
+            FailedPreconditionError: an index exists with different keys or options.
+        """
+
+    async def create_version(self, record: VersionRecord) -> bool:
+        """Insert a new version.
+
+        Returns:
+            True when inserted; False, writing nothing, when the model already has a version
+            with that number or a version for that run. Callers then look the run up and, if it
+            is not registered, retry with the next number.
+        """
+
+    async def version_for_run(self, model_name: str, run_id: str) -> VersionRecord | None:
+        """The version registered for a training run, or None."""
+
+    async def latest_version(self, model_name: str) -> int:
+        """The highest version number of the model, or 0 when it has none."""
+
+    async def get_version(self, model_name: str, version: int) -> VersionRecord | None:
+        """One version, or None when the model has no such version."""
+
+    async def list_versions(
+        self, model_name: str, *, offset: int, limit: int
+    ) -> list[VersionRecord]:
+        """A page of the model's versions, newest first (empty past the last one)."""
+
+    async def set_status(
+        self, model_name: str, version: int, status: VersionStatus, *, reason: str = ""
+    ) -> None:
+        """Record a version's new status (and why, for FAILED). Setting it again is a no-op.
+
+        Raises:
+            NotFoundError: no such version.
+        """
+
+    async def get_alias(self, model_name: str, alias: str) -> Alias | None:
+        """The alias with its history, or None when it was never set."""
+
+    async def aliases(self, alias: str) -> list[Alias]:
+        """The alias of every model that has it (to restore what Triton serves at start-up)."""
+
+    async def move_alias(
+        self, model_name: str, alias: str, *, expected: int | None, move: AliasMove
+    ) -> bool:
+        """Point the alias at ``move.to_version`` and append ``move`` to its history, only if it
+        still names ``expected`` (None: only if it does not exist yet).
+
+        Returns:
+            True when moved; False, changing nothing, when someone else moved it first.
+        """
+
+    async def record_rejection(self, rejection: Rejection) -> None:
+        """Keep a rejected candidate; recording the same evaluation again changes nothing."""
+
+
+class MongoRegistryStore:
+    """:class:`RegistryStore` on motor; works on FerretDB v1 and MongoDB alike."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self._db, INDEXES)
+
+    async def create_version(self, record: VersionRecord) -> bool:
+        try:
+            with mongo_errors():
+                await self._db.model_versions.insert_one(
+                    {
+                        "_id": record.id,
+                        "model_name": record.model_name,
+                        "version": record.version,
+                        "run_id": record.run_id,
+                        "evaluation_id": record.evaluation_id,
+                        "dataset_id": record.dataset_id,
+                        "dataset_version": record.dataset_version,
+                        "artifact_key": record.artifact_key,
+                        "metrics": record.metrics,
+                        "checks": [c.model_dump(mode="json") for c in record.checks],
+                        "champion_version": record.champion_version,
+                        "report_key": record.report_key,
+                        "correlation_id": record.correlation_id,
+                        "approved_by": record.approved_by,
+                        "created_at": record.created_at,
+                        "status": str(record.status),
+                        "failure_reason": record.failure_reason,
+                    }
+                )
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def version_for_run(self, model_name: str, run_id: str) -> VersionRecord | None:
+        with mongo_errors():
+            doc = await self._db.model_versions.find_one(
+                {"model_name": model_name, "run_id": run_id}
+            )
+        return _version(doc) if doc else None
+
+    async def latest_version(self, model_name: str) -> int:
+        with mongo_errors():
+            docs = (
+                await self._db.model_versions.find({"model_name": model_name}, {"version": 1})
+                .sort("version", -1)
+                .limit(1)
+                .to_list(1)
+            )
+        return int(docs[0]["version"]) if docs else 0
+
+    async def get_version(self, model_name: str, version: int) -> VersionRecord | None:
+        with mongo_errors():
+            doc = await self._db.model_versions.find_one({"_id": version_id(model_name, version)})
+        return _version(doc) if doc else None
+
+    async def list_versions(
+        self, model_name: str, *, offset: int, limit: int
+    ) -> list[VersionRecord]:
+        with mongo_errors():
+            docs = (
+                await self._db.model_versions.find({"model_name": model_name})
+                .sort("version", -1)
+                .skip(offset)
+                .limit(limit)
+                .to_list(limit)
+            )
+        return [_version(d) for d in docs]
+
+    async def set_status(
+        self, model_name: str, version: int, status: VersionStatus, *, reason: str = ""
+    ) -> None:
+        with mongo_errors():
+            result = await self._db.model_versions.update_one(
+                {"_id": version_id(model_name, version)},
+                {"$set": {"status": str(status), "failure_reason": reason}},
+            )
+        if result.matched_count == 0:
+            raise NotFoundError(f"{model_name} has no version {version}")
+
+    async def get_alias(self, model_name: str, alias: str) -> Alias | None:
+        with mongo_errors():
+            doc = await self._db.aliases.find_one({"_id": alias_id(model_name, alias)})
+        return _alias(doc) if doc else None
+
+    async def aliases(self, alias: str) -> list[Alias]:
+        with mongo_errors():
+            docs = await self._db.aliases.find({"alias": alias}).to_list(None)
+        return sorted((_alias(d) for d in docs), key=lambda a: a.model_name)
+
+    async def move_alias(
+        self, model_name: str, alias: str, *, expected: int | None, move: AliasMove
+    ) -> bool:
+        entry = _move_doc(move)
+        if expected is None:
+            try:
+                with mongo_errors():
+                    await self._db.aliases.insert_one(
+                        {
+                            "_id": alias_id(model_name, alias),
+                            "model_name": model_name,
+                            "alias": alias,
+                            "version": move.to_version,
+                            "history": [entry],
+                        }
+                    )
+            except AlreadyExistsError:
+                return False
+            return True
+        with mongo_errors():
+            result = await self._db.aliases.update_one(
+                {"_id": alias_id(model_name, alias), "version": expected},
+                {"$set": {"version": move.to_version}, "$push": {"history": entry}},
+            )
+        return result.matched_count == 1
+
+    async def record_rejection(self, rejection: Rejection) -> None:
+        with mongo_errors():
+            await self._db.rejections.update_one(
+                {"_id": rejection.id},
+                {
+                    "$setOnInsert": {
+                        "model_name": rejection.model_name,
+                        "run_id": rejection.run_id,
+                        "evaluation_id": rejection.evaluation_id,
+                        "metrics": rejection.metrics,
+                        "checks": [c.model_dump(mode="json") for c in rejection.checks],
+                        "report_key": rejection.report_key,
+                        "correlation_id": rejection.correlation_id,
+                        "rejected_at": rejection.rejected_at,
+                    }
+                },
+                upsert=True,
+            )
+
+
+def _version(doc: dict[str, Any]) -> VersionRecord:
+    return VersionRecord(
+        model_name=doc["model_name"],
+        version=int(doc["version"]),
+        run_id=doc["run_id"],
+        evaluation_id=doc["evaluation_id"],
+        dataset_id=doc["dataset_id"],
+        dataset_version=int(doc["dataset_version"]),
+        artifact_key=doc["artifact_key"],
+        metrics={name: float(value) for name, value in doc["metrics"].items()},
+        checks=[AssertionResult.model_validate(c) for c in doc["checks"]],
+        champion_version=doc["champion_version"],
+        report_key=doc["report_key"],
+        correlation_id=doc["correlation_id"],
+        approved_by=doc["approved_by"],
+        created_at=doc["created_at"],
+        status=VersionStatus(doc["status"]),
+        failure_reason=doc["failure_reason"],
+    )
+
+
+def _move_doc(move: AliasMove) -> dict[str, Any]:
+    return {
+        "from": move.from_version,
+        "to": move.to_version,
+        "kind": str(move.kind),
+        "actor": move.actor,
+        "reason": move.reason,
+        "at": move.at,
+        "cause": move.cause,
+    }
+
+
+def _alias(doc: dict[str, Any]) -> Alias:
+    return Alias(
+        model_name=doc["model_name"],
+        name=doc["alias"],
+        version=int(doc["version"]),
+        history=tuple(
+            AliasMove(
+                from_version=entry["from"],
+                to_version=int(entry["to"]),
+                kind=MoveKind(entry["kind"]),
+                actor=entry["actor"],
+                reason=entry["reason"],
+                at=entry["at"],
+                cause=entry["cause"],
+            )
+            for entry in doc["history"]
+        ),
+    )

@@ -1,0 +1,394 @@
+"""The registry on the real stack: approvals from Kafka become versions in FerretDB, exported to
+the real Triton's repository, loaded, checked and announced; operators roll back and promote over
+a real gRPC channel; a broken artifact changes nothing that serves.
+
+The service's pieces run in-process, wired as ``__main__`` wires them, except that its bus uses
+this test's own topics (:class:`RoutedBus`) and database, and the model name is unique, so
+nothing here meets another test's events, documents or Triton models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pytest
+from minio import Minio
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pydantic import BaseModel
+from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_bus import RetryPolicy
+from screwops_contracts import (
+    AssertionResult,
+    ModelApproved,
+    ModelApprovedPayload,
+    ModelDeployed,
+    ModelRolledBack,
+    Topic,
+)
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import PRODUCTION_ALIAS, saved_model_prefix
+from screwops_registry import handlers
+from screwops_registry.grpc_api import RegistryApi
+from screwops_registry.service import Deployment, RegistryService, triton_prefix
+from screwops_registry.store import (
+    AliasMove,
+    MongoRegistryStore,
+    MoveKind,
+    VersionRecord,
+    VersionStatus,
+)
+from screwops_rpc import Api, Server
+from screwops_serving import TritonModels, versions_present
+from screwops_settings import StackSettings
+from screwops_stack.servers import triton_model_repository
+from screwops_storage import ObjectStore, database
+
+from tests.integration.routing import RoutedBus, routed_topics
+from tests.integration.test_serving import images, keras_saved_model, predictions
+from tests.support import eventually, unique
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Registry:
+    """The running service, a client for its API, Triton, and what the service published."""
+
+    model: str
+    bus: RoutedBus
+    objects: ObjectStore
+    triton: TritonModels
+    stub: registry_pb2_grpc.RegistryServiceAsyncStub
+    repository: Path
+    scratch: Path
+    keras: dict[int, Any] = field(default_factory=dict)
+    deployed: list[ModelDeployed] = field(default_factory=list)
+    rolled_back: list[ModelRolledBack] = field(default_factory=list)
+
+    async def approve(self, run_id: str, saved_model: Path) -> ModelApproved:
+        """Put a run's SavedModel in MinIO and publish the evaluator's approval of it."""
+        prefix = saved_model_prefix(run_id)
+        await self.objects.put_directory(Bucket.MODELS, saved_model, prefix=prefix)
+        approval = ModelApproved.origin(
+            ModelApprovedPayload(
+                model_name=self.model,
+                run_id=run_id,
+                evaluation_id=f"eval-{run_id}",
+                dataset_id="it-screws",
+                dataset_version=1,
+                artifact_key=prefix,
+                metrics={"accuracy": 0.97},
+                checks=[AssertionResult(name="accuracy", passed=True, observed=0.97)],
+                champion_version=None,
+                report_key=f"evaluations/eval-{run_id}.json",
+            ),
+            producer="evaluator",
+        )
+        await self.bus.publish(approval)
+        return approval
+
+    async def approve_keras(self, run_id: str, *, seed: int) -> ModelApproved:
+        directory = self.scratch / run_id
+        model = keras_saved_model(directory, seed=seed)
+        approval = await self.approve(run_id, directory)
+        self.keras[len(self.keras) + 1] = model
+        return approval
+
+    async def deployment_of(self, version: int) -> ModelDeployed:
+        async def found() -> ModelDeployed | None:
+            return next((e for e in self.deployed if e.payload.version == version), None)
+
+        return await eventually(found, within=120, what=f"model.deployed for version {version}")
+
+    async def lineage(self, version: int) -> registry_pb2.ModelVersion:
+        return await self.stub.GetLineage(
+            registry_pb2.GetLineageRequest(model_name=self.model, version=version)
+        )
+
+    async def production(self) -> int:
+        listed = await self.stub.ListVersions(
+            registry_pb2.ListVersionsRequest(model_name=self.model)
+        )
+        [version] = [v.version for v in listed.model_versions if PRODUCTION_ALIAS in v.aliases]
+        return version
+
+    async def answers_like(self, version: int, keras_version: int) -> bool:
+        batch = images(3, seed=version)
+        answered = await self.triton.infer(self.model, version, batch, timeout_s=30)
+        return bool(np.allclose(answered, predictions(self.keras[keras_version], batch), atol=1e-4))
+
+
+@pytest.fixture
+async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
+    """A fresh topic (and dead-letter twin) for each topic the registry consumes or produces."""
+    used = (
+        Topic.MODEL_APPROVED,
+        Topic.MODEL_REJECTED,
+        Topic.MODEL_DEPLOYED,
+        Topic.MODEL_ROLLED_BACK,
+    )
+    async for routes in routed_topics(settings, used, "it-registry"):
+        yield routes
+
+
+def remove_objects(settings: StackSettings, *prefixes: str) -> None:
+    """Delete what the test left in the shared models bucket."""
+    client = Minio(
+        settings.minio.endpoint,
+        access_key=settings.minio.access_key,
+        secret_key=settings.minio.secret_key.get_secret_value(),
+        secure=settings.minio.secure,
+    )
+    for prefix in prefixes:
+        for item in client.list_objects(Bucket.MODELS, prefix=f"{prefix}/", recursive=True):
+            if item.object_name is not None:
+                client.remove_object(Bucket.MODELS, item.object_name)
+
+
+@pytest.fixture
+async def registry(
+    settings: StackSettings,
+    mongo_db: AsyncIOMotorDatabase[Any],
+    routes: dict[str, str],
+    tmp_path: Path,
+) -> AsyncIterator[Registry]:
+    model = unique("it-registry-model")
+    db = database(settings.mongo, mongo_db.name, appname="it-registry")
+    objects = ObjectStore.from_settings(settings.minio)
+    await objects.ensure_buckets(Bucket.MODELS)
+    bus = RoutedBus(
+        settings,
+        service=unique("registry"),
+        db=db,
+        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
+        routes=routes,
+    )
+    store = MongoRegistryStore(db)
+    await store.ensure_indexes()
+    repository = triton_model_repository(settings)
+    triton = TritonModels(settings.triton.grpc_url)
+    service = RegistryService(
+        store,
+        objects,
+        triton,
+        bus.emit,
+        bus.publish,
+        deployment=Deployment(repository=repository, keep_versions=3),
+        producer="registry",
+    )
+    handlers.register(bus, service)
+    server = Server(
+        [
+            Api(
+                name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+                add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+                servicer=RegistryApi(service),
+            )
+        ],
+        host="127.0.0.1",
+        port=0,
+    )
+    deployed: list[ModelDeployed] = []
+    rolled_back: list[ModelRolledBack] = []
+
+    @bus.broker.subscriber(routes[Topic.MODEL_DEPLOYED], group_id=unique("it-reader"))
+    async def on_model_deployed(event: ModelDeployed) -> None:
+        deployed.append(event)
+
+    @bus.broker.subscriber(routes[Topic.MODEL_ROLLED_BACK], group_id=unique("it-reader"))
+    async def on_model_rolled_back(event: ModelRolledBack) -> None:
+        rolled_back.append(event)
+
+    await bus.broker.start()
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Registry(
+            model=model,
+            bus=bus,
+            objects=objects,
+            triton=triton,
+            stub=registry_pb2_grpc.RegistryServiceStub(channel),
+            repository=repository,
+            scratch=tmp_path,
+            deployed=deployed,
+            rolled_back=rolled_back,
+        )
+    finally:
+        await channel.close()
+        await server.stop(grace=1)
+        await bus.broker.stop()
+        if await triton.ready(model):
+            await triton.unload(model)
+        await triton.close()
+        shutil.rmtree(repository / model, ignore_errors=True)
+        runs = [saved_model_prefix(f"{model}-run-{n}") for n in range(1, 4)]
+        await asyncio.to_thread(remove_objects, settings, f"triton/{model}", *runs)
+        db.client.close()
+
+
+async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry) -> None:
+    model = registry.model
+
+    first = await registry.approve_keras(f"{model}-run-1", seed=1)
+    deployed = await registry.deployment_of(1)
+    assert deployed.causation_id == first.event_id
+    assert (deployed.payload.previous_version, deployed.payload.triton_model) == (None, model)
+    lineage = await registry.lineage(1)
+    assert lineage.stage == registry_pb2.MODEL_STAGE_PRODUCTION
+    assert (lineage.run_id, lineage.evaluation_id) == (f"{model}-run-1", f"eval-{model}-run-1")
+    assert (lineage.dataset_id, lineage.dataset_version) == ("it-screws", 1)
+    assert await registry.triton.ready(model, 1)
+    assert await registry.answers_like(1, keras_version=1)
+    kept = await registry.objects.list_keys(Bucket.MODELS, triton_prefix(model, 1))
+    assert f"{triton_prefix(model, 1)}/model.py" in kept
+
+    await registry.approve_keras(f"{model}-run-2", seed=2)
+    deployed = await registry.deployment_of(2)
+    assert deployed.payload.previous_version == 1
+    assert await registry.production() == 2
+    assert await registry.triton.loaded_versions(model) == [1, 2]
+    assert await registry.answers_like(2, keras_version=2)
+
+    started = time.perf_counter()
+    change = await registry.stub.Rollback(
+        registry_pb2.RollbackRequest(model_name=model, actor="it@plant-7", reason="false rejects")
+    )
+
+    async def rolled_back() -> ModelRolledBack | None:
+        return next(iter(registry.rolled_back), None)
+
+    event = await eventually(rolled_back, within=10, what="model.rolled_back")
+    assert await registry.answers_like(event.payload.to_version, keras_version=1)
+    took = time.perf_counter() - started
+    print(f"rollback: alias moved, event consumed and version 1 answering in {took:.3f} s")
+    assert took < 10
+    assert (change.from_version, change.to_version) == (2, 1)
+    assert (change.actor, change.reason) == ("it@plant-7", "false rejects")
+    assert event.payload.model_dump() == {
+        "model_name": model,
+        "from_version": 2,
+        "to_version": 1,
+        "triton_model": model,
+        "actor": "it@plant-7",
+        "reason": "false rejects",
+    }
+    assert await registry.production() == 1
+    assert (await registry.lineage(2)).stage == registry_pb2.MODEL_STAGE_ARCHIVED
+
+    announced = len(registry.deployed)
+    change = await registry.stub.Promote(
+        registry_pb2.PromoteRequest(model_name=model, version=2, actor="it", reason="fixed")
+    )
+    assert (change.from_version, change.to_version) == (1, 2)
+
+    async def promotion() -> ModelDeployed | None:
+        return registry.deployed[announced] if len(registry.deployed) > announced else None
+
+    promoted = await eventually(promotion, within=10, what="model.deployed for the promotion")
+    assert promoted.payload.version == 2
+    assert promoted.payload.previous_version == 1
+    assert promoted.causation_id is None
+    assert await registry.production() == 2
+
+    broken = registry.scratch / "broken"
+    (broken / "variables").mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"\x00garbage, not a SavedModel\xff" * 32)
+    (broken / "variables" / "variables.index").write_bytes(b"garbage")
+    await registry.approve(f"{model}-run-3", broken)
+
+    async def failed() -> registry_pb2.ModelVersion | None:
+        try:
+            version = await registry.lineage(3)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        done = version.stage == registry_pb2.MODEL_STAGE_FAILED
+        return (
+            version if done and 3 not in versions_present(registry.repository, name=model) else None
+        )
+
+    version3 = await eventually(failed, within=120, what="version 3 to fail")
+    assert "saved_model.pb" in version3.failure_reason
+    assert await registry.production() == 2
+    assert await registry.triton.loaded_versions(model) == [1, 2]
+    assert await registry.answers_like(2, keras_version=2)
+    assert not [e for e in registry.deployed if e.payload.version == 3]
+    assert not await registry.objects.list_keys(Bucket.MODELS, triton_prefix(model, 3))
+
+
+async def test_the_mongo_store_keeps_numbers_and_the_alias_safe(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+) -> None:
+    """The unique indexes and the alias's compare-and-set, on FerretDB (or MongoDB)."""
+    db = database(settings.mongo, mongo_db.name, appname="it-registry")
+    store = MongoRegistryStore(db)
+    try:
+        await store.ensure_indexes()
+        await store.ensure_indexes()
+        record = _record("m", 1, "run-a")
+
+        assert await store.create_version(record)
+        assert not await store.create_version(_record("m", 1, "run-b")), "number taken"
+        assert not await store.create_version(_record("m", 2, "run-a")), "run registered"
+        assert await store.create_version(_record("m", 2, "run-b"))
+        assert await store.latest_version("m") == 2
+        assert await store.version_for_run("m", "run-a") == record
+        assert [r.version for r in await store.list_versions("m", offset=0, limit=5)] == [2, 1]
+        await store.set_status("m", 2, VersionStatus.FAILED, reason="broken")
+        failed = await store.get_version("m", 2)
+        assert failed is not None
+        assert (failed.status, failed.failure_reason) == (VersionStatus.FAILED, "broken")
+
+        first = _move(None, 1, MoveKind.DEPLOY)
+        assert await store.move_alias("m", "production", expected=None, move=first)
+        assert not await store.move_alias("m", "production", expected=None, move=first)
+        second = _move(1, 2, MoveKind.PROMOTE)
+        assert not await store.move_alias("m", "production", expected=7, move=second)
+        assert await store.move_alias("m", "production", expected=1, move=second)
+        alias = await store.get_alias("m", "production")
+        assert alias is not None
+        assert alias.version == 2
+        assert alias.history == (first, second)
+        assert [a.model_name for a in await store.aliases("production")] == ["m"]
+    finally:
+        db.client.close()
+
+
+def _now() -> datetime:
+    """Now at the millisecond precision MongoDB keeps, so what is read back compares equal."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _record(model: str, version: int, run_id: str) -> VersionRecord:
+    return VersionRecord(
+        model_name=model,
+        version=version,
+        run_id=run_id,
+        evaluation_id=f"eval-{run_id}",
+        dataset_id="screws",
+        dataset_version=1,
+        artifact_key=saved_model_prefix(run_id),
+        metrics={"accuracy": 0.9},
+        checks=[AssertionResult(name="accuracy", passed=True, observed=0.9)],
+        champion_version=None,
+        report_key="r.json",
+        correlation_id="c",
+        approved_by="evaluator",
+        created_at=_now(),
+    )
+
+
+def _move(source: int | None, target: int, kind: MoveKind) -> AliasMove:
+    return AliasMove(source, target, kind, actor="it", reason="r", at=_now(), cause=None)

@@ -1,0 +1,167 @@
+"""The registry servicer without a network: proto fields in, domain calls, statuses out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import grpc
+import pytest
+from screwops.v1 import registry_pb2
+from screwops_registry.grpc_api import Context, RegistryApi
+
+from tests.unit.registry.fakes import BROKEN, Harness, harness
+
+
+class AbortedError(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class FakeContext:
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise AbortedError(code, details)
+
+
+CONTEXT = cast(Context, FakeContext())
+
+
+async def status_of(call: Any) -> grpc.StatusCode:
+    with pytest.raises(AbortedError) as aborted:
+        await call
+    return aborted.value.code
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> Harness:
+    h = harness(tmp_path / "repository")
+    await h.deploy("run-a", "run-b")
+    await h.service.on_approved(h.approval("run-c", graph=BROKEN))
+    return h
+
+
+async def test_versions_are_listed_newest_first_with_their_lineage(h: Harness) -> None:
+    api = RegistryApi(h.service)
+
+    page = await api.ListVersions(
+        registry_pb2.ListVersionsRequest(model_name=h.model, page_size=2), CONTEXT
+    )
+    rest = await api.ListVersions(
+        registry_pb2.ListVersionsRequest(
+            model_name=h.model, page_size=2, page_token=page.next_page_token
+        ),
+        CONTEXT,
+    )
+
+    assert [v.version for v in page.model_versions] == [3, 2]
+    assert [v.version for v in rest.model_versions] == [1]
+    assert rest.next_page_token == ""
+    failed, production = page.model_versions
+    assert failed.stage == registry_pb2.MODEL_STAGE_FAILED
+    assert "failed to load" in failed.failure_reason
+    assert production.stage == registry_pb2.MODEL_STAGE_PRODUCTION
+    assert list(production.aliases) == ["production"]
+    assert rest.model_versions[0].stage == registry_pb2.MODEL_STAGE_ARCHIVED
+    assert (production.run_id, production.evaluation_id) == ("run-b", "eval-run-b")
+    assert (production.dataset_id, production.dataset_version) == ("screws", 3)
+    assert dict(production.metrics) == pytest.approx({"accuracy": 0.98, "threshold": 0.4})
+    assert production.threshold == pytest.approx(0.4)
+    assert production.report_key == "evaluations/eval-run-b.json"
+    assert production.artifact_key == "runs/run-b/saved_model"
+    assert production.created_at.seconds > 0
+
+
+async def test_rollback_and_promote_return_the_alias_change(h: Harness) -> None:
+    api = RegistryApi(h.service)
+
+    back = await api.Rollback(
+        registry_pb2.RollbackRequest(model_name=h.model, actor="ana", reason="drift"), CONTEXT
+    )
+    forth = await api.Promote(
+        registry_pb2.PromoteRequest(model_name=h.model, version=2, actor="bo", reason="fixed"),
+        CONTEXT,
+    )
+
+    assert (back.alias, back.from_version, back.to_version) == ("production", 2, 1)
+    assert (back.actor, back.reason) == ("ana", "drift")
+    assert (forth.from_version, forth.to_version, forth.actor) == (1, 2, "bo")
+    assert forth.changed_at.ToDatetime() >= back.changed_at.ToDatetime()
+
+
+async def test_a_first_deployment_has_no_from_version(tmp_path: Path) -> None:
+    h = harness(tmp_path / "repository")
+    await h.deploy("run-a")
+    api = RegistryApi(h.service)
+
+    change = await api.Promote(
+        registry_pb2.PromoteRequest(model_name=h.model, version=1, actor="bo", reason="again"),
+        CONTEXT,
+    )
+
+    assert not change.HasField("from_version")
+    assert change.to_version == 1
+
+
+async def test_errors_become_their_status(h: Harness) -> None:
+    api = RegistryApi(h.service)
+    promote = registry_pb2.PromoteRequest
+
+    assert (
+        await status_of(api.ListVersions(registry_pb2.ListVersionsRequest(model_name=""), CONTEXT))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        await status_of(
+            api.ListVersions(registry_pb2.ListVersionsRequest(model_name="nope"), CONTEXT)
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        await status_of(
+            api.ListVersions(
+                registry_pb2.ListVersionsRequest(model_name=h.model, page_token="x"), CONTEXT
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        await status_of(
+            api.GetLineage(registry_pb2.GetLineageRequest(model_name=h.model, version=9), CONTEXT)
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        await status_of(api.GetLineage(registry_pb2.GetLineageRequest(model_name=h.model), CONTEXT))
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        await status_of(
+            api.Promote(promote(model_name=h.model, version=3, actor="a", reason="r"), CONTEXT)
+        )
+        == grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert (
+        await status_of(
+            api.Promote(promote(model_name=h.model, version=1, actor="", reason="r"), CONTEXT)
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        await status_of(
+            api.Rollback(
+                registry_pb2.RollbackRequest(model_name="nope", actor="a", reason="r"), CONTEXT
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    h.triton.down = True
+    h.triton.loaded.clear()
+    assert (
+        await status_of(
+            api.Rollback(
+                registry_pb2.RollbackRequest(model_name=h.model, actor="a", reason="r"), CONTEXT
+            )
+        )
+        == grpc.StatusCode.UNAVAILABLE
+    )

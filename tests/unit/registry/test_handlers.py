@@ -1,0 +1,102 @@
+"""Registry's handlers on FastStream's in-memory broker: ``model.approved`` in and
+``model.deployed`` out (once, however often the input comes); a broken artifact is the event's
+outcome, not a dead letter; ``model.rejected`` is recorded and answered by nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import ModelDeployed, Topic, dlq_topic
+from screwops_registry import handlers
+from screwops_registry.service import Deployment, RegistryService
+from screwops_settings import StackSettings
+
+from tests.fakes import FakeDatabase
+from tests.unit.registry.fakes import BROKEN, FakeObjects, FakeStore, FakeTriton, Harness, Sent
+
+
+@dataclass
+class Wired:
+    bus: Bus
+    h: Harness
+    deployed: list[ModelDeployed] = field(default_factory=list)
+    dead: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def wired(tmp_path: Path) -> AsyncIterator[Wired]:
+    bus = Bus(
+        StackSettings(),
+        service="registry",
+        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
+        retry=RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002),
+    )
+    repository = tmp_path / "repository"
+    store, objects, triton = FakeStore(), FakeObjects(), FakeTriton(repository)
+    # The service publishes through the bus, as in __main__.
+    service = RegistryService(
+        store,
+        objects,
+        triton,
+        bus.emit,
+        bus.publish,
+        deployment=Deployment(repository=repository),
+    )
+    handlers.register(bus, service)
+    w = Wired(bus, Harness(service, store, objects, triton, Sent(), repository))
+
+    @bus.broker.subscriber(Topic.MODEL_DEPLOYED)
+    async def on_model_deployed(event: ModelDeployed) -> None:
+        w.deployed.append(event)
+
+    @bus.broker.subscriber(dlq_topic(Topic.MODEL_APPROVED))
+    async def on_dead_letter(message: KafkaMessage) -> None:
+        w.dead.append(message.body)
+
+    async with TestKafkaBroker(bus.broker):
+        yield w
+
+
+async def test_an_approval_is_deployed_once_however_often_it_comes(wired: Wired) -> None:
+    approval = wired.h.approval("run-a")
+
+    await wired.bus.publish(approval)
+    await wired.bus.publish(approval)
+
+    [deployed] = wired.deployed
+    assert deployed.producer == "registry"
+    assert deployed.causation_id == approval.event_id
+    assert (deployed.payload.version, deployed.payload.previous_version) == (1, None)
+    assert wired.dead == []
+
+
+async def test_a_broken_artifact_is_not_dead_lettered(wired: Wired) -> None:
+    await wired.bus.publish(wired.h.approval("run-a", graph=BROKEN))
+
+    assert wired.deployed == []
+    assert wired.dead == []
+    assert await wired.h.production() is None
+
+
+async def test_triton_down_for_good_dead_letters_the_approval(wired: Wired) -> None:
+    wired.h.triton.down = True
+
+    await wired.bus.publish(wired.h.approval("run-a"))
+
+    assert wired.deployed == []
+    assert len(wired.dead) == 1
+
+
+async def test_a_rejection_is_recorded(wired: Wired) -> None:
+    await wired.bus.publish(wired.h.rejection("run-x"))
+
+    assert list(wired.h.store.rejections) == [f"{wired.h.model}:eval-run-x"]
+    assert wired.deployed == []

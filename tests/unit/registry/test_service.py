@@ -1,0 +1,324 @@
+"""The registry's core on fakes: numbering, idempotent approvals, the alias and its history,
+rollbacks, failed deployments and what stays in Triton's repository."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from screwops_contracts import ModelDeployed, ModelRolledBack
+from screwops_errors import (
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
+from screwops_registry.service import Stage, triton_prefix
+from screwops_registry.store import MoveKind, VersionStatus
+
+from tests.unit.registry.fakes import BROKEN, FakeObjects, FakeStore, Harness, harness, wipe
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return harness(tmp_path / "repository")
+
+
+async def test_an_approval_becomes_the_checked_production_version(h: Harness) -> None:
+    approval = h.approval("run-a")
+
+    await h.service.on_approved(approval)
+
+    record = await h.store.get_version(h.model, 1)
+    assert record is not None
+    assert (record.run_id, record.evaluation_id, record.status) == (
+        "run-a",
+        "eval-run-a",
+        VersionStatus.DEPLOYED,
+    )
+    assert (record.dataset_id, record.dataset_version) == ("screws", 3)
+    assert record.report_key == "evaluations/eval-run-a.json"
+    assert record.correlation_id == approval.correlation_id
+    assert await h.production() == 1
+    assert h.triton.loaded[h.model] == {1}
+    assert h.objects.keys(triton_prefix(h.model, 1)), "the Triton files are kept in MinIO"
+    [deployed] = h.sent.of(ModelDeployed)
+    assert deployed.causation_id == approval.event_id
+    assert deployed.payload.model_dump() == {
+        "model_name": h.model,
+        "version": 1,
+        "previous_version": None,
+        "triton_model": h.model,
+        "run_id": "run-a",
+    }
+
+
+async def test_versions_are_numbered_per_model_one_per_run(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    again = h.approval("run-a")  # a second evaluation of the same run
+    await h.service.on_approved(again)
+
+    assert sorted(h.store.versions) == [f"{h.model}@v1", f"{h.model}@v2"]
+    assert [e.payload.version for e in h.sent.of(ModelDeployed)] == [1, 2, 1]
+    assert [e.payload.previous_version for e in h.sent.of(ModelDeployed)] == [None, 1, 2]
+
+
+async def test_racing_registrars_never_share_a_number(tmp_path: Path) -> None:
+    """Two registry processes on one database: the unique keys decide, the loser retries."""
+    store, objects = FakeStore(), FakeObjects()
+    first = harness(tmp_path / "a", store=store, objects=objects)
+    second = harness(tmp_path / "b", store=store, objects=objects)
+
+    await asyncio.gather(
+        first.service.on_approved(first.approval("run-a")),
+        second.service.on_approved(second.approval("run-b")),
+    )
+
+    assert sorted((v.version, v.run_id) for v in store.versions.values()) in (
+        [(1, "run-a"), (2, "run-b")],
+        [(1, "run-b"), (2, "run-a")],
+    )
+
+
+async def test_a_redelivered_approval_changes_nothing_and_announces_again(h: Harness) -> None:
+    approval = h.approval("run-a")
+    await h.service.on_approved(approval)
+    await h.service.on_approved(approval)
+
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert len(alias.history) == 1
+    first, second = h.sent.of(ModelDeployed)
+    assert first.event_id == second.event_id, "consumers keep one of the two"
+
+
+async def test_a_crash_after_the_alias_moved_is_finished_by_the_redelivery(h: Harness) -> None:
+    await h.deploy("run-a")
+    approval = h.approval("run-b")
+    h.sent.failures.append(UnavailableError("Kafka did not answer"))
+
+    with pytest.raises(UnavailableError):
+        await h.service.on_approved(approval)
+    assert await h.production() == 2
+    await h.service.on_approved(approval)
+
+    [*_, deployed] = h.sent.of(ModelDeployed)
+    assert (deployed.payload.version, deployed.payload.previous_version) == (2, 1)
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert [m.to_version for m in alias.history] == [1, 2]
+
+
+async def test_every_move_of_the_alias_is_recorded(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    await h.service.rollback(h.model, actor="ana@plant-7", reason="false rejects on line 2")
+
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert [(m.from_version, m.to_version, m.kind) for m in alias.history] == [
+        (None, 1, MoveKind.DEPLOY),
+        (1, 2, MoveKind.DEPLOY),
+        (2, 1, MoveKind.ROLLBACK),
+    ]
+    deploy, _, rollback = alias.history
+    assert (deploy.actor, deploy.reason) == ("evaluator", "approved by evaluation eval-run-a")
+    assert (rollback.actor, rollback.reason) == ("ana@plant-7", "false rejects on line 2")
+    assert deploy.at <= rollback.at
+
+
+async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    loads = h.triton.loads
+
+    change = await h.service.rollback(h.model, actor="ana", reason="drift")
+
+    assert (change.move.from_version, change.move.to_version) == (2, 1)
+    assert await h.production() == 1
+    assert h.triton.loads == loads, "version 1 was still loaded: nothing to load"
+    [rolled_back] = h.sent.of(ModelRolledBack)
+    assert rolled_back.producer == "registry"
+    assert rolled_back.causation_id is None
+    assert rolled_back.payload.model_dump() == {
+        "model_name": h.model,
+        "from_version": 2,
+        "to_version": 1,
+        "triton_model": h.model,
+        "actor": "ana",
+        "reason": "drift",
+    }
+
+
+async def test_rollbacks_walk_back_through_promotions(h: Harness) -> None:
+    await h.deploy("run-a", "run-b", "run-c")
+
+    await h.service.rollback(h.model, actor="ana", reason="r")
+    await h.service.rollback(h.model, actor="ana", reason="r")
+    assert await h.production() == 1
+    with pytest.raises(FailedPreconditionError, match="no earlier version"):
+        await h.service.rollback(h.model, actor="ana", reason="r")
+
+
+async def test_rollback_with_nothing_to_return_to_is_refused(h: Harness) -> None:
+    with pytest.raises(NotFoundError):
+        await h.service.rollback(h.model, actor="ana", reason="r")
+    await h.deploy("run-a")
+    with pytest.raises(FailedPreconditionError):
+        await h.service.rollback(h.model, actor="ana", reason="r")
+    assert h.sent.of(ModelRolledBack) == []
+
+
+async def test_a_broken_artifact_is_failed_and_the_old_version_keeps_serving(h: Harness) -> None:
+    await h.deploy("run-a")
+
+    await h.service.on_approved(h.approval("run-b", graph=BROKEN + b" bytes"))
+
+    record = await h.store.get_version(h.model, 2)
+    assert record is not None
+    assert record.status is VersionStatus.FAILED
+    assert "version 2 failed to load" in record.failure_reason
+    assert await h.production() == 1
+    assert h.present() == [1], "the broken version left the repository"
+    assert h.triton.loaded[h.model] == {1}
+    assert [e.payload.version for e in h.sent.of(ModelDeployed)] == [1]
+    assert not h.objects.keys(triton_prefix(h.model, 2))
+
+
+async def test_a_failed_first_version_leaves_nothing_loaded(h: Harness) -> None:
+    await h.service.on_approved(h.approval("run-a", graph=BROKEN))
+
+    assert await h.production() is None
+    assert h.present() == []
+    assert h.model not in h.triton.loaded
+    assert h.sent.events == []
+
+
+async def test_a_missing_artifact_fails_the_version(h: Harness) -> None:
+    approval = h.approval("run-a")
+    h.objects.objects.clear()
+
+    await h.service.on_approved(approval)
+
+    record = await h.store.get_version(h.model, 1)
+    assert record is not None
+    assert record.status is VersionStatus.FAILED
+    assert "nothing stored" in record.failure_reason
+
+
+async def test_triton_down_is_retried_later_with_nothing_marked(h: Harness) -> None:
+    approval = h.approval("run-a")
+    h.triton.down = True
+    with pytest.raises(UnavailableError):
+        await h.service.on_approved(approval)
+    record = await h.store.get_version(h.model, 1)
+    assert record is not None
+    assert record.status is VersionStatus.REGISTERED
+    assert await h.production() is None
+
+    h.triton.down = False
+    await h.service.on_approved(approval)
+    assert await h.production() == 1
+
+
+async def test_only_the_newest_versions_production_and_the_rollback_target_stay(
+    tmp_path: Path,
+) -> None:
+    h = harness(tmp_path / "repository", keep_versions=2)
+    await h.deploy("run-1", "run-2", "run-3", "run-4")
+    assert h.present() == [3, 4]
+    assert h.triton.loaded[h.model] == {3, 4}
+
+    await h.service.rollback(h.model, actor="ana", reason="r")  # 4 -> 3
+    await h.service.rollback(h.model, actor="ana", reason="r")  # 3 -> 2, restored from MinIO
+    assert await h.production() == 2
+    assert h.present() == [2, 3, 4], "production 2 is back beside the newest two"
+
+    h = harness(tmp_path / "single", keep_versions=1)
+    await h.deploy("run-1", "run-2", "run-3")
+    assert h.present() == [2, 3], "the newest one, plus the rollback target"
+
+
+async def test_promote_brings_an_evicted_version_back_from_object_storage(
+    tmp_path: Path,
+) -> None:
+    h = harness(tmp_path / "repository", keep_versions=1)
+    await h.deploy("run-1", "run-2", "run-3")
+    assert 1 not in h.present()
+
+    change = await h.service.promote(h.model, 1, actor="bo", reason="v1 was better on line 3")
+
+    assert (change.move.from_version, change.move.to_version) == (3, 1)
+    assert change.move.kind is MoveKind.PROMOTE
+    assert 1 in h.triton.loaded[h.model]
+    assert await h.production() == 1
+    deployed = h.sent.of(ModelDeployed)[-1]
+    assert (deployed.payload.version, deployed.payload.previous_version) == (1, 3)
+    assert deployed.causation_id is None
+
+
+async def test_promote_refuses_what_cannot_serve(h: Harness) -> None:
+    await h.deploy("run-a")
+    await h.service.on_approved(h.approval("run-b", graph=BROKEN))
+
+    with pytest.raises(FailedPreconditionError, match="failed"):
+        await h.service.promote(h.model, 2, actor="bo", reason="r")
+    with pytest.raises(NotFoundError):
+        await h.service.promote(h.model, 9, actor="bo", reason="r")
+    with pytest.raises(InvalidInputError):
+        await h.service.promote(h.model, 1, actor=" ", reason="r")
+    with pytest.raises(InvalidInputError):
+        await h.service.promote(h.model, 1, actor="bo", reason="")
+    assert await h.production() == 1
+
+
+async def test_promoting_the_production_version_only_announces_it_again(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    await h.service.promote(h.model, 1, actor="bo", reason="r")
+
+    first = await h.service.promote(h.model, 1, actor="bo", reason="retried call")
+
+    assert first.move.reason == "r"
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert len(alias.history) == 3
+    promoted, again = h.sent.of(ModelDeployed)[-2:]
+    assert promoted.event_id == again.event_id, "the same move, the same event"
+
+
+async def test_restore_puts_production_back_after_the_repository_is_lost(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    wipe(h.repository)
+    h.triton.loaded.clear()
+
+    await h.service.restore()
+
+    assert h.present() == [1, 2]
+    assert h.triton.loaded[h.model] == {1, 2}
+
+
+async def test_a_rejection_is_recorded_and_nothing_is_emitted(h: Harness) -> None:
+    rejected = h.rejection("run-x")
+    await h.service.on_rejected(rejected)
+    await h.service.on_rejected(rejected)
+
+    [rejection] = h.store.rejections.values()
+    assert (rejection.run_id, rejection.evaluation_id) == ("run-x", "eval-run-x")
+    assert rejection.checks[0].passed is False
+    assert h.sent.events == []
+
+
+async def test_versions_show_their_stage(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    await h.service.on_approved(h.approval("run-c", graph=BROKEN))
+    await h.service.rollback(h.model, actor="ana", reason="r")
+
+    views = await h.service.versions(h.model, offset=0, limit=10)
+
+    assert [(v.record.version, v.stage, v.aliases) for v in views] == [
+        (3, Stage.FAILED, ()),
+        (2, Stage.ARCHIVED, ()),
+        (1, Stage.PRODUCTION, ("production",)),
+    ]
+    with pytest.raises(NotFoundError):
+        await h.service.versions("unknown", offset=0, limit=10)
+    assert (await h.service.lineage(h.model, 2)).record.run_id == "run-b"
