@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from screwops_bus import Bus
-from screwops_bus.bus import Handler
+from screwops_bus.bus import DEFAULT_MAX_POLL_INTERVAL_MS, Handler
 from screwops_contracts import Event, dlq_topic
 from screwops_settings import StackSettings
 
@@ -37,9 +37,16 @@ class RoutedBus(Bus):
         group: str | None = None,
         topic: str | None = None,
         identity: Callable[[M], str] | None = None,
+        max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS,
     ) -> Callable[[Handler[M]], Handler[M]]:
         routed = topic or self.routes[getattr(model, "TOPIC")]  # noqa: B009 (M is any model)
-        return super().consumer(model, group=group, topic=routed, identity=identity)
+        return super().consumer(
+            model,
+            group=group,
+            topic=routed,
+            identity=identity,
+            max_poll_interval_ms=max_poll_interval_ms,
+        )
 
     async def publish(self, event: Event[Any], *, topic: str | None = None) -> None:
         await super().publish(event, topic=topic or self.routes[event.TOPIC])

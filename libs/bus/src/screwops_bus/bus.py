@@ -52,6 +52,8 @@ from screwops_bus.idempotency import ProcessedEvents
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=BaseModel)
+# aiokafka's default: a handler may take up to five minutes before the next poll.
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 Handler = Callable[[M], Awaitable[None]]
 
 log = logging.getLogger("screwops.bus")
@@ -160,6 +162,7 @@ class Bus:
         group: str | None = None,
         topic: str | None = None,
         identity: Callable[[M], str] | None = None,
+        max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS,
     ) -> Callable[[Handler[M]], Handler[M]]:
         """Register ``handler`` for messages of ``model`` in consumer group ``group``.
 
@@ -168,6 +171,10 @@ class Bus:
         ``topic`` and an ``identity`` that names the message for deduplication. The group
         defaults to the service, so instances of one service share the topic's partitions.
         Everything listed in the module docstring is done around the handler.
+
+        A handler that may run longer than ``max_poll_interval_ms`` (a training run) raises it:
+        the offset is committed only after the handler, so a consumer that polls later than that
+        is dropped from its group and its commit refused.
         """
         consumer = group or self.service
         processed = ProcessedEvents(self._db, consumer)
@@ -187,6 +194,7 @@ class Bus:
                 group_id=consumer,
                 auto_offset_reset="earliest",
                 ack_policy=AckPolicy.NACK_ON_ERROR,
+                max_poll_interval_ms=max_poll_interval_ms,
                 title=f"{consumer}:{subscribed}",
             )(consume)
             return handler

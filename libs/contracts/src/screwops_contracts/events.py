@@ -500,6 +500,8 @@ __all__ = [
     "ModelRejectedPayload",
     "ModelRolledBack",
     "ModelRolledBackPayload",
+    "ModelTrained",
+    "ModelTrainedPayload",
     "Route",
     "SplitCounts",
     "Topic",
