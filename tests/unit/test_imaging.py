@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from screwops_errors import InvalidInputError
 from screwops_imaging import decode, preprocess
+from screwops_synth import render_screw
 
 from tests.support import png
 
@@ -61,3 +62,28 @@ def test_preprocess_gives_the_model_input_in_unit_range() -> None:
     assert float(tensor.min()) >= 0.0
     assert float(tensor.max()) <= 1.0
     assert float(tensor.mean()) > 0.8
+
+
+def screw(seed: int) -> Image.Image:
+    return render_screw(np.random.default_rng(seed), size=256, defect=None)
+
+
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180])
+def test_preprocess_puts_a_screw_in_the_same_pose_however_it_lies(
+    turn: Image.Transpose,
+) -> None:
+    image = screw(3)
+    upright, turned = preprocess(image), preprocess(image.transpose(turn))
+    unaligned = np.asarray(image.transpose(turn).resize((128, 128)), np.float32) / 255
+    assert float(np.abs(upright - turned).mean()) < 0.02
+    assert float(np.abs(upright[:, :, 0] - unaligned).mean()) > 0.02
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_preprocess_lays_the_screw_along_the_width_head_on_the_left(seed: int) -> None:
+    tensor = preprocess(screw(seed))[:, :, 0]
+    dark = tensor < np.median(tensor) - 0.1
+    rows, columns = dark.any(axis=1).sum(), dark.any(axis=0).sum()
+    assert columns > 3 * rows
+    widths = dark.sum(axis=0)
+    assert int(np.argmax(widths)) < tensor.shape[1] // 2
