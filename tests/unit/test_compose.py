@@ -437,3 +437,13 @@ def test_every_service_has_an_entry_with_its_own_ports(spec: ServiceSpec) -> Non
 def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: ServiceSpec) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text())
     assert f"{spec.name}:{spec.metrics_port}" in _prometheus_jobs(config)["screwops-services"]
+
+
+@pytest.mark.parametrize("name", ["evaluator", "registry"])
+def test_model_writers_share_tritons_repository(name: str) -> None:
+    triton = _service("triton")
+    repository = next(a for a in triton["command"] if a.startswith("--model-repository="))
+    triton_mounts = dict(str(v).split(":")[:2] for v in triton["volumes"])
+    volume = next(v for v, path in triton_mounts.items() if path == repository.partition("=")[2])
+    mounts = dict(str(v).split(":")[:2] for v in _service(name)["volumes"])
+    assert mounts[volume] == _environment(name)[f"SCREWOPS_{name.upper()}_TRITON_REPOSITORY"]

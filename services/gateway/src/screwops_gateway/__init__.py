@@ -1,1 +1,6 @@
-"""placeholder"""
+"""Gateway: the production line's gRPC inspection API in front of Triton.
+
+Cameras send an image and get a verdict in milliseconds, with the exact model version that
+produced it; every inspection is published as ``inspection.completed``, and the gateway follows
+``model.deployed`` / ``model.rolled_back`` to the production version without failing a request.
+"""

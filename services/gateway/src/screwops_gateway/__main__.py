@@ -1,0 +1,72 @@
+"""The gateway's entry point: ``python -m screwops_gateway``. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+
+from screwops_contracts.datasets import Bucket
+from screwops_runtime import Runtime
+from screwops_serving import TritonModels
+
+from screwops_gateway import handlers
+from screwops_gateway.auth import BearerAuth
+from screwops_gateway.config import GatewaySettings
+from screwops_gateway.grpc_api import GatewayServer
+from screwops_gateway.metrics import GatewayMetrics
+from screwops_gateway.prediction_log import LogPolicy, PredictionLog
+from screwops_gateway.service import GatewayService, Policy
+from screwops_gateway.store import MongoServingStateStore
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    runtime = Runtime.create(settings, instrument_grpc=True)
+    metrics = GatewayMetrics(runtime.telemetry.meter_provider)
+    prediction_log = PredictionLog(
+        runtime.bus.publish,
+        runtime.objects,
+        metrics,
+        LogPolicy(
+            queue_size=settings.log_queue_size,
+            queue_bytes=settings.log_queue_bytes,
+            concurrency=settings.log_concurrency,
+            image_sample_rate=settings.image_sample_rate,
+            low_confidence_band=settings.low_confidence_band,
+        ),
+    )
+    service = GatewayService(
+        TritonModels(settings.stack.triton.grpc_url),
+        MongoServingStateStore(runtime.db),
+        prediction_log,
+        metrics,
+        Policy(
+            model_name=settings.model_name,
+            threshold=settings.threshold,
+            max_image_bytes=settings.max_image_bytes,
+            min_image_side=settings.min_image_side,
+            max_image_side=settings.max_image_side,
+            triton_timeout_s=settings.triton_timeout_s,
+            switch_timeout_s=settings.switch_timeout_s,
+            state_refresh_s=settings.state_refresh_s,
+            stream_window=settings.stream_window,
+        ),
+        tracer_provider=runtime.telemetry.tracer_provider,
+    )
+    handlers.register(runtime.bus, service)
+    api = GatewayServer(
+        service,
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        interceptors=[BearerAuth(settings.auth_tokens, metrics)] if settings.auth_tokens else [],
+        # Images up to twice the limit still arrive, to be refused with their reason.
+        max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
+    )
+
+    async def bootstrap() -> None:
+        await runtime.objects.ensure_buckets(Bucket.INSPECTIONS)
+
+    asyncio.run(runtime.serve(api=api, on_start=[bootstrap]))
+
+
+if __name__ == "__main__":
+    main()

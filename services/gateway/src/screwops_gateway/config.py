@@ -1,0 +1,124 @@
+"""The gateway's settings (env prefix ``SCREWOPS_GATEWAY_``)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+from screwops_contracts.models import DEFAULT_THRESHOLD, MODEL_NAME
+from screwops_imaging import DEFAULT_MAX_BYTES
+from screwops_settings import ServiceSettings
+
+MIN_TOKEN_CHARS = 16
+
+
+class GatewaySettings(ServiceSettings):
+    """What an operator may tune in the gateway."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_GATEWAY_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
+
+    service_name: str = "gateway"
+    metrics_port: int = Field(9107, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=1, le=65535)
+
+    model_name: str = Field(
+        MODEL_NAME,
+        description="The registered model this gateway serves; events about others are ignored.",
+    )
+    threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Decision threshold: a defect probability at or above it is a DEFECT.",
+    )
+    max_image_bytes: int = Field(
+        DEFAULT_MAX_BYTES, ge=1, description="Larger images are refused with INVALID_ARGUMENT."
+    )
+    min_image_side: int = Field(
+        32, ge=1, description="Narrower or shorter images are refused: too few pixels to judge."
+    )
+    max_image_side: int = Field(
+        4096, ge=1, description="Wider or taller images are refused before they are decoded."
+    )
+
+    triton_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="The longest a Triton call may take when the client's deadline is later "
+        "(or absent); past it the client gets UNAVAILABLE instead of waiting.",
+    )
+    switch_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a model.deployed or model.rolled_back waits for its version to be "
+        "ready in Triton before the event is retried.",
+    )
+    state_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the production version is re-read from the database, so every "
+        "instance follows a switch that another instance's consumer made.",
+    )
+
+    auth_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens the line's clients may present (JSON list). When any is set, "
+        "every inspection call must carry one.",
+    )
+    require_auth: bool = Field(
+        False, description="Refuse to start without auth_tokens (always so in production)."
+    )
+
+    log_queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="inspection.completed events waiting to be published; past it they are "
+        "dropped and counted, never delaying a response.",
+    )
+    log_queue_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Image bytes the prediction log may hold for storing; past it images are "
+        "dropped (and counted) while their events still go out.",
+    )
+    log_concurrency: int = Field(
+        8, ge=1, description="Events published (and images stored) at once."
+    )
+    image_sample_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of inspections whose image is stored regardless."
+    )
+    low_confidence_band: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="An inspection whose probability lies closer than this to the threshold "
+        "has its image stored, for review.",
+    )
+    stream_window: int = Field(
+        8,
+        ge=1,
+        description="Frames of one InspectStream in flight at once; the next frame is read only "
+        "when one is answered, so a fast camera is slowed by flow control, not queued.",
+    )
+
+    @model_validator(mode="after")
+    def _authentication_where_required(self) -> Self:
+        """Production (or ``require_auth``) refuses to start open to anyone on the network.
+
+        The error names the setting, never a token, since it ends up in logs.
+        """
+        required = self.require_auth or self.stack.environment == "production"
+        if required and not self.auth_tokens:
+            raise ValueError(
+                "authentication is required: set SCREWOPS_GATEWAY_AUTH_TOKENS "
+                "(a JSON list of bearer tokens, e.g. '[\"<token>\"]')"
+            )
+        if any(len(token.get_secret_value()) < MIN_TOKEN_CHARS for token in self.auth_tokens):
+            raise ValueError(f"every auth token must have at least {MIN_TOKEN_CHARS} characters")
+        if self.min_image_side > self.max_image_side:
+            raise ValueError("min_image_side must not exceed max_image_side")
+        return self

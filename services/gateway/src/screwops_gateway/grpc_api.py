@@ -1,0 +1,125 @@
+"""The inspection gRPC API: a thin adapter over :class:`GatewayService`.
+
+It turns proto messages into the core's types and back, hands the client's deadline to the core
+(``context.time_remaining()``), and lets :func:`screwops_rpc.map_errors` give each typed error its
+status: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE or DEADLINE_EXCEEDED
+(UNAUTHENTICATED comes from :mod:`screwops_gateway.auth`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_rpc import Api, Server, map_errors
+
+from screwops_gateway.service import GatewayService, Inspection, InspectionResult, Verdict
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = inspection_pb2.DESCRIPTOR.services_by_name["InspectionService"].full_name
+_VERDICTS = {
+    Verdict.GOOD: inspection_pb2.VERDICT_GOOD,
+    Verdict.DEFECT: inspection_pb2.VERDICT_DEFECT,
+}
+
+
+class InspectionApi(inspection_pb2_grpc.InspectionServiceServicer):
+    """Converts, delegates to the core, and renders its results."""
+
+    def __init__(self, service: GatewayService) -> None:
+        self._service = service
+
+    @map_errors
+    async def Inspect(  # noqa: N802 (the proto's method name)
+        self, request: inspection_pb2.InspectRequest, context: Context
+    ) -> inspection_pb2.InspectResponse:
+        result = await self._service.inspect(_inspection(request), deadline=_deadline(context))
+        return _response(result)
+
+    @map_errors
+    async def InspectStream(  # noqa: N802
+        self, request_iterator: AsyncIterator[inspection_pb2.InspectRequest], context: Context
+    ) -> AsyncIterator[inspection_pb2.InspectResponse]:
+        frames = (_inspection(request) async for request in request_iterator)
+        async for result in self._service.inspect_stream(frames, deadline=_deadline(context)):
+            yield _response(result)
+
+
+class GatewayServer(Server):
+    """The gRPC server whose lifetime the core shares: it loads the production version before
+    the port opens, and publishes the prediction log's backlog after in-flight calls drained."""
+
+    def __init__(
+        self,
+        service: GatewayService,
+        *,
+        host: str,
+        port: int,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        max_message_bytes: int,
+    ) -> None:
+        super().__init__(
+            [
+                Api(
+                    name=SERVICE_NAME,
+                    add=inspection_pb2_grpc.add_InspectionServiceServicer_to_server,
+                    servicer=InspectionApi(service),
+                )
+            ],
+            host=host,
+            port=port,
+            interceptors=interceptors,
+            max_message_bytes=max_message_bytes,
+        )
+        self._service = service
+
+    async def start(self) -> None:
+        """Start the core, then serve."""
+        await self._service.start()
+        await super().start()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Drain in-flight calls, then let the core publish what it still holds."""
+        await super().stop(grace)
+        await self._service.stop()
+
+
+def _deadline(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _inspection(request: inspection_pb2.InspectRequest) -> Inspection:
+    return Inspection(
+        image=request.image,
+        line_id=request.line_id,
+        camera_id=request.camera_id,
+        request_id=request.request_id,
+        model_version=request.model_version if request.HasField("model_version") else None,
+        frame_id=request.frame_id,
+    )
+
+
+def _response(result: InspectionResult) -> inspection_pb2.InspectResponse:
+    timings = result.timings
+    return inspection_pb2.InspectResponse(
+        verdict=_VERDICTS[result.verdict],
+        defect_probability=result.defect_probability,
+        threshold=result.threshold,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        request_id=result.request_id,
+        timings=inspection_pb2.Timings(
+            decode_ms=timings.decode_ms,
+            preprocess_ms=timings.preprocess_ms,
+            inference_ms=timings.inference_ms,
+            total_ms=timings.total_ms,
+        ),
+        trace_id=result.trace_id,
+        frame_id=result.frame_id,
+        inspection_id=result.inspection_id,
+    )

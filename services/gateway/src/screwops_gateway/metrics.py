@@ -1,0 +1,112 @@
+"""The gateway's metrics, in one place so every name and label is declared once.
+
+Prometheus sees them with the usual suffixes (``_total`` for counters, ``_bucket``/``_sum``/
+``_count`` for the histogram). Every request is counted once, with the status it ended in, whether
+the core, the authentication interceptor or a deadline ended it.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+from opentelemetry.metrics import MeterProvider
+
+# Latency buckets in seconds: an inspection takes milliseconds, a deadline ends it within seconds.
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+class GatewayMetrics:
+    """Requests, latency, verdicts, errors and what the prediction log had to drop."""
+
+    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.gateway")
+        self._requests = meter.create_counter(
+            "screwops_gateway_requests",
+            description="Inspections answered or refused, by gRPC status.",
+        )
+        self._latency = meter.create_histogram(
+            "screwops_gateway_request_duration",
+            unit="s",
+            description="Time from an inspection's arrival to its answer, by gRPC status.",
+            explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_S),
+        )
+        self._verdicts = meter.create_counter(
+            "screwops_gateway_verdicts",
+            description="Verdicts, by model version, verdict and production line.",
+        )
+        self._errors = meter.create_counter(
+            "screwops_gateway_errors",
+            description="Inspections that ended in an error, by gRPC status.",
+        )
+        self._log_dropped = meter.create_counter(
+            "screwops_gateway_prediction_log_dropped",
+            description="inspection.completed events not published, by reason "
+            "(queue_full, publish_failed, shutdown).",
+        )
+        self._images_dropped = meter.create_counter(
+            "screwops_gateway_inspection_images_dropped",
+            description="Images meant for storage that were not stored, by reason "
+            "(queue_bytes, store_failed).",
+        )
+        self._log_published = meter.create_counter(
+            "screwops_gateway_prediction_log_published",
+            description="inspection.completed events published, by whether an image was stored.",
+        )
+        self._switches = meter.create_counter(
+            "screwops_gateway_model_switches",
+            description="Production versions adopted, by model, version and how "
+            "(event or refresh).",
+        )
+
+    def finished(self, status: str, seconds: float) -> None:
+        """Count one inspection that ended with ``status`` (a gRPC status name)."""
+        labels = {"status": status}
+        self._requests.add(1, labels)
+        self._latency.record(seconds, labels)
+        if status != "OK":
+            self._errors.add(1, labels)
+
+    def verdict(self, model_name: str, model_version: int, verdict: str, line_id: str) -> None:
+        """Count one verdict, so the share of defects can be watched per version and line."""
+        self._verdicts.add(
+            1,
+            {
+                "model_name": model_name,
+                "model_version": str(model_version),
+                "verdict": verdict,
+                "line_id": line_id,
+            },
+        )
+
+    def log_dropped(self, reason: str, count: int = 1) -> None:
+        """Count prediction-log events lost under pressure: dropping is never silent."""
+        self._log_dropped.add(count, {"reason": reason})
+
+    def image_dropped(self, reason: str) -> None:
+        """Count an image that should have been stored and was not."""
+        self._images_dropped.add(1, {"reason": reason})
+
+    def log_published(self, *, with_image: bool) -> None:
+        """Count a published inspection.completed."""
+        self._log_published.add(1, {"image": "stored" if with_image else "none"})
+
+    def switched(self, model_name: str, model_version: int, how: str) -> None:
+        """Count a production version adopted by this instance."""
+        self._switches.add(
+            1, {"model_name": model_name, "model_version": str(model_version), "how": how}
+        )

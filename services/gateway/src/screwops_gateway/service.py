@@ -1,0 +1,563 @@
+"""The gateway's core: an image in, a verdict out, with no gRPC, broker or driver in sight.
+
+One inspection: the fields are checked; the bytes are decoded by the one decoder
+(``screwops_imaging.decode``, whose refusals say exactly why) and turned into the model input by
+the function the trainer uses (``preprocess``); the production version (or the pinned one) of the
+model answers through Triton, whose own dynamic batching merges concurrent requests; the verdict
+goes back with the model version, the threshold, the trace id and where the time went, and an
+``inspection.completed`` is queued for the prediction log without delaying the answer.
+
+Deadlines hold end to end: the Triton call gets whatever is left of the caller's deadline (at
+most ``triton_timeout_s``), so a dead or stalled Triton turns into UNAVAILABLE in time, never a
+hang.
+
+Switching models: on ``model.deployed`` / ``model.rolled_back`` the new version is adopted only
+after Triton reports it ready and a warm-up inference on it succeeds. Until then every request
+keeps going to the old version, so a switch fails no request. The choice is recorded in the
+gateway's database, so a restarted instance serves the right version at once, and every instance
+re-reads it periodically, so instances whose consumer did not see the event follow too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, TracerProvider
+from screwops_contracts import (
+    InspectionCompleted,
+    InspectionCompletedPayload,
+    ModelDeployed,
+    ModelRolledBack,
+)
+from screwops_errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    ScrewOpsError,
+    UnavailableError,
+)
+from screwops_imaging import DecodedImage, decode, preprocess
+from screwops_telemetry import trace_id_hex
+
+from screwops_gateway.metrics import GatewayMetrics
+from screwops_gateway.prediction_log import PredictionLog
+from screwops_gateway.store import ServingModel, ServingStateStore
+
+log = logging.getLogger("screwops.gateway")
+
+PRODUCER = "gateway"
+NO_MODEL_DEPLOYED = "no model deployed yet: pin a loaded model_version, or deploy one first"
+# Larger payloads are decoded in a worker thread, so one big image does not stall every other
+# request on the event loop; smaller ones decode faster than a thread hop costs.
+_OFFLOAD_BYTES = 256 * 1024
+# Line and camera ids label metrics and key Kafka messages: short, plain and printable.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_MAX_TEXT = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class Verdict(StrEnum):
+    """What the model decided (the event's and the proto's vocabulary)."""
+
+    GOOD = "GOOD"
+    DEFECT = "DEFECT"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """One image to inspect, as the camera sent it."""
+
+    image: bytes
+    line_id: str
+    camera_id: str
+    request_id: str = ""
+    model_version: int | None = None
+    frame_id: str = ""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time of one inspection went, in milliseconds."""
+
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """The verdict on one image, with everything needed to trust and trace it."""
+
+    inspection_id: str
+    verdict: Verdict
+    defect_probability: float
+    threshold: float
+    model_name: str
+    model_version: int
+    request_id: str
+    frame_id: str
+    trace_id: str
+    timings: Timings
+
+
+class Triton(Protocol):
+    """The part of :class:`screwops_serving.TritonModels` the gateway uses."""
+
+    async def infer(
+        self,
+        name: str,
+        version: int | None,
+        batch: npt.NDArray[np.float32],
+        *,
+        timeout_s: float,
+    ) -> npt.NDArray[np.float32]: ...
+
+    async def wait_ready(
+        self, name: str, version: int | None, *, timeout_s: float, interval_s: float = ...
+    ) -> None: ...
+
+    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits and timings an operator sets (see ``GatewaySettings``)."""
+
+    model_name: str
+    threshold: float
+    max_image_bytes: int
+    min_image_side: int = 32
+    max_image_side: int = 4096
+    triton_timeout_s: float = 2.0
+    switch_timeout_s: float = 60.0
+    state_refresh_s: float = 5.0
+    stream_window: int = 8
+
+
+class GatewayService:
+    """Inspections, inspection streams and model switches (see the module docstring)."""
+
+    def __init__(
+        self,
+        triton: Triton,
+        store: ServingStateStore,
+        prediction_log: PredictionLog,
+        metrics: GatewayMetrics,
+        policy: Policy,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._triton = triton
+        self._store = store
+        self._log = prediction_log
+        self._metrics = metrics
+        self.policy = policy
+        self._tracer = trace.get_tracer("screwops.gateway", tracer_provider=tracer_provider)
+        self._production: ServingModel | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def production(self) -> ServingModel | None:
+        """The version unpinned requests go to now; None before the first deployment."""
+        return self._production
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the recorded production version, then start the prediction log and the refresh.
+
+        Called inside the serving event loop, before the API opens, so the first request
+        already goes to the right version.
+        """
+        await self.refresh()
+        self._log.start()
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_periodically(), name="refresh")
+
+    async def stop(self) -> None:
+        """Stop refreshing and publish what the prediction log still holds; after the API
+        drained, so no answered inspection goes unlogged."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        await self._log.stop()
+
+    async def refresh(self) -> None:
+        """Adopt the recorded production version if it is newer than the one in memory."""
+        recorded = await self._store.production(self.policy.model_name)
+        if recorded is not None:
+            self._adopt(recorded, how="refresh")
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.state_refresh_s)
+            try:
+                await self.refresh()
+            except ScrewOpsError as error:  # the database is away: keep serving what we know
+                log.warning("could not re-read the production version: %s", error)
+
+    # --- inspections ---------------------------------------------------------------------------
+
+    async def inspect(
+        self, inspection: Inspection, *, deadline: float | None = None
+    ) -> InspectionResult:
+        """Judge one image (see the module docstring).
+
+        Args:
+            inspection: the image and its ids.
+            deadline: the caller's deadline on the ``time.monotonic()`` clock; None for none.
+
+        Raises:
+            InvalidInputError: a missing or malformed field; empty, oversized, undecodable or
+                wrongly sized image.
+            FailedPreconditionError: nothing is deployed and no version is pinned, or the
+                model's answer is not a probability.
+            NotFoundError: the pinned version is not loaded in Triton.
+            UnavailableError: Triton did not answer in time or is down.
+            DeadlineExceededError: the caller's deadline passed.
+        """
+        began = time.monotonic()
+        status = "OK"
+        try:
+            with self._tracer.start_as_current_span(
+                "gateway.inspect",
+                attributes={"screwops.line_id": inspection.line_id[:_MAX_TEXT]},
+            ):
+                return await self._inspect(inspection, began, deadline)
+        except ScrewOpsError as error:
+            status = error.status.name
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            self._metrics.finished(status, time.monotonic() - began)
+
+    async def inspect_stream(
+        self, inspections: AsyncIterator[Inspection], *, deadline: float | None = None
+    ) -> AsyncIterator[InspectionResult]:
+        """Judge a camera's frames, answering each in the order it came.
+
+        Up to ``stream_window`` frames are judged at once; the next frame is read only when
+        one of them is answered, so a camera faster than the model is slowed down by the
+        transport's flow control instead of filling the gateway's memory. A frame that fails
+        ends the stream with its error, whose message names the frame.
+        """
+        slots = asyncio.Semaphore(self.policy.stream_window)
+        answers: asyncio.Queue[tuple[Inspection, asyncio.Task[InspectionResult]] | None] = (
+            asyncio.Queue()
+        )
+        in_flight: set[asyncio.Task[InspectionResult]] = set()
+
+        async def read() -> None:
+            try:
+                while True:
+                    await slots.acquire()
+                    inspection = await anext(inspections, None)
+                    if inspection is None:
+                        return
+                    task = asyncio.create_task(self.inspect(inspection, deadline=deadline))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    answers.put_nowait((inspection, task))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read(), name="inspect-stream-reader")
+        try:
+            while (item := await answers.get()) is not None:
+                inspection, task = item
+                try:
+                    result = await task
+                except ScrewOpsError as error:
+                    raise type(error)(f"frame {inspection.frame_id!r}: {error.message}") from error
+                slots.release()
+                yield result
+            await reader  # a failed read ends the stream with its own error
+        finally:
+            reader.cancel()
+            for task in list(in_flight):
+                task.cancel()
+
+    async def _inspect(
+        self, inspection: Inspection, began: float, deadline: float | None
+    ) -> InspectionResult:
+        _check_fields(inspection)
+        _check_deadline(deadline)
+        decoded = await self._decode(inspection.image)
+        decoded_at = time.monotonic()
+        batch = preprocess(decoded.image)[np.newaxis]
+        preprocessed_at = time.monotonic()
+        model_name, triton_model, version = self._resolve(inspection.model_version)
+        probability = await self._infer(
+            triton_model, version, batch, deadline, pinned=inspection.model_version is not None
+        )
+        inferred_at = time.monotonic()
+
+        threshold = self.policy.threshold
+        verdict = Verdict.DEFECT if probability >= threshold else Verdict.GOOD
+        trace_id = trace_id_hex()
+        total_ms = (time.monotonic() - began) * 1000
+        event = InspectionCompleted.origin(
+            InspectionCompletedPayload(
+                request_id=inspection.request_id,
+                line_id=inspection.line_id,
+                camera_id=inspection.camera_id,
+                verdict=verdict.value,
+                defect_probability=probability,
+                threshold=threshold,
+                model_name=model_name,
+                model_version=version,
+                trace_id=trace_id,
+                latency_ms=total_ms,
+            ),
+            producer=PRODUCER,
+        )
+        self._log.record(event, inspection.image)
+        self._metrics.verdict(model_name, version, verdict.value, inspection.line_id)
+        trace.get_current_span().set_attributes(
+            {
+                "screwops.model_version": version,
+                "screwops.verdict": verdict.value,
+                "screwops.inspection_id": str(event.event_id),
+            }
+        )
+        return InspectionResult(
+            inspection_id=str(event.event_id),
+            verdict=verdict,
+            defect_probability=probability,
+            threshold=threshold,
+            model_name=model_name,
+            model_version=version,
+            request_id=inspection.request_id,
+            frame_id=inspection.frame_id,
+            trace_id=trace_id,
+            timings=Timings(
+                decode_ms=(decoded_at - began) * 1000,
+                preprocess_ms=(preprocessed_at - decoded_at) * 1000,
+                inference_ms=(inferred_at - preprocessed_at) * 1000,
+                total_ms=total_ms,
+            ),
+        )
+
+    async def _decode(self, data: bytes) -> DecodedImage:
+        policy = self.policy
+        limits = {"max_bytes": policy.max_image_bytes, "max_pixels": policy.max_image_side**2}
+        if len(data) > _OFFLOAD_BYTES:
+            decoded = await asyncio.to_thread(_decode_untrusted, data, **limits)
+        else:
+            decoded = _decode_untrusted(data, **limits)
+        width, height = decoded.width, decoded.height
+        if min(width, height) < policy.min_image_side:
+            raise InvalidInputError(
+                f"image is {width}x{height}, smaller than the minimum of "
+                f"{policy.min_image_side}x{policy.min_image_side}"
+            )
+        if max(width, height) > policy.max_image_side:
+            raise InvalidInputError(
+                f"image is {width}x{height}, larger than the maximum of "
+                f"{policy.max_image_side}x{policy.max_image_side}"
+            )
+        return decoded
+
+    def _resolve(self, pinned: int | None) -> tuple[str, str, int]:
+        """(registered name, Triton name, version) of the model that answers."""
+        production = self._production
+        if pinned is not None:
+            triton_model = production.triton_model if production else self.policy.model_name
+            return self.policy.model_name, triton_model, pinned
+        if production is None:
+            raise FailedPreconditionError(NO_MODEL_DEPLOYED)
+        return production.model_name, production.triton_model, production.version
+
+    async def _infer(
+        self,
+        triton_model: str,
+        version: int,
+        batch: npt.NDArray[np.float32],
+        deadline: float | None,
+        *,
+        pinned: bool,
+    ) -> float:
+        budget = self.policy.triton_timeout_s
+        if deadline is not None:
+            budget = min(budget, _check_deadline(deadline))
+        with self._tracer.start_as_current_span(
+            "triton.infer",
+            kind=SpanKind.CLIENT,
+            attributes={"screwops.triton_model": triton_model, "screwops.model_version": version},
+        ):
+            try:
+                probabilities = await self._triton.infer(
+                    triton_model, version, batch, timeout_s=budget
+                )
+            except DeadlineExceededError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceededError("the deadline passed waiting for Triton") from None
+                raise UnavailableError(
+                    f"Triton did not answer within {budget:.3g} s; retry later"
+                ) from None
+            except NotFoundError as error:
+                if pinned:
+                    raise NotFoundError(
+                        f"model_version {version} of {triton_model} is not loaded"
+                    ) from error
+                # The client named no version: production being gone is an outage, not its error.
+                raise UnavailableError(
+                    f"the production version {version} of {triton_model} is not loaded"
+                ) from error
+        probability = float(probabilities[0])
+        if not 0.0 <= probability <= 1.0:  # also refuses NaN
+            raise FailedPreconditionError(
+                f"{triton_model} version {version} answered {probability}, not a probability"
+            )
+        return probability
+
+    # --- model switches ------------------------------------------------------------------------
+
+    async def on_model_deployed(self, event: ModelDeployed) -> None:
+        """Move production to the deployed version once it is ready and warm."""
+        payload = event.payload
+        await self.switch(
+            model_name=payload.model_name,
+            triton_model=payload.triton_model,
+            version=payload.version,
+            changed_at=event.occurred_at,
+            cause=str(event.event_id),
+        )
+
+    async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
+        """Move production back to the rollback's target once it is ready and warm."""
+        payload = event.payload
+        await self.switch(
+            model_name=payload.model_name,
+            triton_model=payload.triton_model,
+            version=payload.to_version,
+            changed_at=event.occurred_at,
+            cause=str(event.event_id),
+        )
+
+    async def switch(
+        self,
+        *,
+        model_name: str,
+        triton_model: str,
+        version: int,
+        changed_at: datetime,
+        cause: str,
+    ) -> None:
+        """Adopt ``version`` after Triton reports it ready and a warm-up inference succeeds.
+
+        Events about other models, and events older than the version serving now, change
+        nothing. Until the switch completes, requests keep going to the old version.
+
+        Raises:
+            DeadlineExceededError: the version was not ready within ``switch_timeout_s`` (the
+                bus retries the event).
+            UnavailableError: Triton did not answer.
+            FailedPreconditionError: the warm-up answered something that is not a probability.
+        """
+        if model_name != self.policy.model_name:
+            log.info(
+                "ignoring a switch of %s: this gateway serves %s",
+                model_name,
+                self.policy.model_name,
+            )
+            return
+        candidate = ServingModel(
+            model_name=model_name,
+            triton_model=triton_model,
+            version=version,
+            changed_at=changed_at,
+            cause=cause,
+        )
+        if not candidate.newer_than(self._production):
+            log.info("ignoring a switch to %s v%d: not newer than the current", model_name, version)
+            return
+        with self._tracer.start_as_current_span(
+            "gateway.switch", attributes={"screwops.model_version": version}
+        ):
+            await self._triton.wait_ready(
+                triton_model, version, timeout_s=self.policy.switch_timeout_s
+            )
+            await self._triton.check(triton_model, version, timeout_s=self.policy.switch_timeout_s)
+            recorded = await self._store.set_production(candidate)
+            self._adopt(recorded, how="event")
+
+    def _adopt(self, model: ServingModel, *, how: str) -> None:
+        if not model.newer_than(self._production):
+            return
+        previous = self._production
+        self._production = model
+        self._metrics.switched(model.model_name, model.version, how)
+        log.info(
+            "production of %s is now version %d (was %s; by %s)",
+            model.model_name,
+            model.version,
+            previous.version if previous else "none",
+            how,
+        )
+
+
+def _decode_untrusted(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """``decode``, with whatever else the image library raises on hostile bytes refused too.
+
+    ``decode`` names the reason for every failure it knows; Pillow's plugins can raise others
+    (and a decoder bug must not answer INTERNAL to a camera), so those become INVALID_ARGUMENT
+    naming the exception, and are logged with their traceback to be fixed where they arise.
+    """
+    try:
+        return decode(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    except InvalidInputError:
+        raise
+    except Exception as error:
+        log.warning("the decoder failed unexpectedly on %d bytes", len(data), exc_info=error)
+        raise InvalidInputError(f"undecodable image: {type(error).__name__}") from error
+
+
+def _check_fields(inspection: Inspection) -> None:
+    for name, value in (("line_id", inspection.line_id), ("camera_id", inspection.camera_id)):
+        if not value:
+            raise InvalidInputError(f"{name} is required")
+        if not _ID.fullmatch(value):
+            raise InvalidInputError(
+                f"{name} must be 1-64 letters, digits or . _ : - (starting with a letter or "
+                f"digit), not {value[:_MAX_TEXT]!r}"
+            )
+    for name, value in (("request_id", inspection.request_id), ("frame_id", inspection.frame_id)):
+        if len(value) > _MAX_TEXT:
+            raise InvalidInputError(f"{name} is longer than {_MAX_TEXT} characters")
+        if _CONTROL.search(value):
+            raise InvalidInputError(f"{name} contains a control character")
+    if inspection.model_version is not None and inspection.model_version < 1:
+        raise InvalidInputError(f"model_version must be at least 1, not {inspection.model_version}")
+
+
+def _check_deadline(deadline: float | None) -> float:
+    """Seconds left before ``deadline`` (infinite without one); refuse work already too late."""
+    if deadline is None:
+        return math.inf
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceededError("the deadline passed before the inspection finished")
+    return left

@@ -1,0 +1,91 @@
+"""The gateway's state in MongoDB: which version of each model is in production.
+
+The gateway owns the ``serving_state`` collection (one document per model); no other service
+reads it. It lets a restarted gateway, or a second instance whose consumer did not see the event,
+serve the right version at once. A change is recorded only if it is newer than the one stored
+(by the time its event occurred), so a redelivered or late event never moves production back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_errors import AlreadyExistsError
+from screwops_storage import mongo_errors
+
+SERVING_STATE = "serving_state"
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """The version behind the ``production`` alias, and the event that put it there."""
+
+    model_name: str
+    triton_model: str
+    version: int
+    changed_at: datetime
+    cause: str
+
+    def newer_than(self, other: ServingModel | None) -> bool:
+        """Whether this change supersedes ``other`` (events about one model arrive in order,
+        but a redelivery or a stale read may not)."""
+        return other is None or self.changed_at > other.changed_at
+
+
+class ServingStateStore(Protocol):
+    """What the gateway needs from its database."""
+
+    async def production(self, model_name: str) -> ServingModel | None:
+        """The recorded production version of ``model_name``; None before any deployment."""
+        ...
+
+    async def set_production(self, model: ServingModel) -> ServingModel:
+        """Record ``model`` unless a newer change is recorded; return what is recorded now."""
+        ...
+
+
+class MongoServingStateStore:
+    """:class:`ServingStateStore` on motor; works on FerretDB v1 and MongoDB alike."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._collection = db[SERVING_STATE]
+
+    async def production(self, model_name: str) -> ServingModel | None:
+        with mongo_errors():
+            doc = await self._collection.find_one({"_id": model_name})
+        return _model(doc) if doc else None
+
+    async def set_production(self, model: ServingModel) -> ServingModel:
+        # The filter matches only an older record; when a newer (or the same) change is stored,
+        # the upsert collides with its _id, which says "keep what is there".
+        try:
+            with mongo_errors():
+                await self._collection.update_one(
+                    {"_id": model.model_name, "changed_at": {"$lt": model.changed_at}},
+                    {
+                        "$set": {
+                            "triton_model": model.triton_model,
+                            "version": model.version,
+                            "changed_at": model.changed_at,
+                            "cause": model.cause,
+                        }
+                    },
+                    upsert=True,
+                )
+        except AlreadyExistsError:
+            recorded = await self.production(model.model_name)
+            return recorded or model
+        return model
+
+
+def _model(doc: dict[str, Any]) -> ServingModel:
+    return ServingModel(
+        model_name=doc["_id"],
+        triton_model=doc["triton_model"],
+        version=doc["version"],
+        changed_at=doc["changed_at"],
+        cause=doc["cause"],
+    )

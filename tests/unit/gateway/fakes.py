@@ -1,0 +1,224 @@
+"""In-memory stand-ins for Triton, the serving-state store, MinIO and the bus (unit tests only),
+and a harness that wires them into the gateway's core as ``__main__`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from screwops_contracts import InspectionCompleted
+from screwops_errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+)
+from screwops_gateway.metrics import GatewayMetrics
+from screwops_gateway.prediction_log import LogPolicy, PredictionLog
+from screwops_gateway.service import GatewayService, Policy
+from screwops_gateway.store import ServingModel
+from screwops_storage import StoredObject
+
+from tests.fakes import FakeObjects as SharedFakeObjects
+
+MODEL = "screw-classifier"
+START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+WARM_UP = np.zeros((1, 128, 128, 1), dtype=np.float32)
+POLICY = Policy(model_name=MODEL, threshold=0.5, max_image_bytes=100_000)
+
+
+def png(width: int = 64, height: int | None = None, *, shade: int = 128) -> bytes:
+    """A plain grayscale PNG of the given size."""
+    out = io.BytesIO()
+    Image.new("L", (width, height or width), color=shade).save(out, format="PNG")
+    return out.getvalue()
+
+
+@dataclass
+class FakeTriton:
+    """Answers each (model, version) it has loaded with a fixed probability."""
+
+    loaded: dict[tuple[str, int], float] = field(default_factory=dict)
+    down: bool = False
+    delay_s: float = 0.0
+    delays: dict[int, float] = field(default_factory=dict)
+    gate: asyncio.Event | None = None
+    calls: list[tuple[str, int | None, tuple[int, ...], float]] = field(default_factory=list)
+    ready_after: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
+
+    async def infer(
+        self,
+        name: str,
+        version: int | None,
+        batch: npt.NDArray[np.float32],
+        *,
+        timeout_s: float,
+    ) -> npt.NDArray[np.float32]:
+        self.calls.append((name, version, batch.shape, timeout_s))
+        if self.down:
+            raise UnavailableError(f"inference on {name}: failed to connect to all addresses")
+        if self.gate is not None:
+            await self.gate.wait()
+        delay = self.delays.get(version or 0, self.delay_s)
+        if delay > timeout_s:
+            await asyncio.sleep(timeout_s)
+            raise DeadlineExceededError(f"inference on {name}: Deadline Exceeded")
+        if delay:
+            await asyncio.sleep(delay)
+        key = (name, version or 0)
+        if key not in self.loaded:
+            raise NotFoundError(f"inference on {name} version {version}: unknown version")
+        return np.full(len(batch), self.loaded[key], dtype=np.float32)
+
+    async def wait_ready(
+        self, name: str, version: int | None, *, timeout_s: float, interval_s: float = 0.25
+    ) -> None:
+        if self.down:
+            raise UnavailableError("asking whether it is ready: failed to connect")
+        gate = self.ready_after.get((name, version or 0))
+        if gate is not None:
+            try:
+                await asyncio.wait_for(gate.wait(), timeout_s)
+            except TimeoutError:
+                raise DeadlineExceededError(f"{name} v{version} was not ready") from None
+        if (name, version or 0) not in self.loaded:
+            raise DeadlineExceededError(f"{name} version {version} was not ready")
+
+    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
+        probability = float((await self.infer(name, version, WARM_UP, timeout_s=timeout_s))[0])
+        if not 0.0 <= probability <= 1.0:
+            raise FailedPreconditionError(f"{name} v{version} answered {probability}")
+        return probability
+
+
+class FakeStateStore:
+    def __init__(self) -> None:
+        self.models: dict[str, ServingModel] = {}
+        self.reads = 0
+
+    async def production(self, model_name: str) -> ServingModel | None:
+        self.reads += 1
+        return self.models.get(model_name)
+
+    async def set_production(self, model: ServingModel) -> ServingModel:
+        current = self.models.get(model.model_name)
+        if current is not None and current.changed_at >= model.changed_at:
+            return current
+        self.models[model.model_name] = model
+        return model
+
+
+class FakeObjects(SharedFakeObjects):
+    """The shared in-memory MinIO, with a switch that makes it fail as in an outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    async def put_content(
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        prefix: str,
+        content_type: str = "",
+        check_existing: bool = True,
+    ) -> StoredObject:
+        if self.fail:
+            raise UnavailableError("MinIO did not answer")
+        return await super().put_content(bucket, data, prefix=prefix)
+
+
+@dataclass
+class Published:
+    """What the prediction log published, and a switch to make publishing fail or stall."""
+
+    events: list[InspectionCompleted] = field(default_factory=list)
+    fail: bool = False
+    gate: asyncio.Event | None = None
+
+    async def __call__(self, event: InspectionCompleted) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise UnavailableError("Kafka did not answer")
+        self.events.append(event)
+
+
+class CountingMetrics(GatewayMetrics):
+    """The real metrics (on the no-op meter), plus what was counted, for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[str] = []
+        self.dropped: dict[str, int] = {}
+        self.images_dropped: dict[str, int] = {}
+        self.switches: list[tuple[int, str]] = []
+
+    def finished(self, status: str, seconds: float) -> None:
+        super().finished(status, seconds)
+        self.statuses.append(status)
+
+    def log_dropped(self, reason: str, count: int = 1) -> None:
+        super().log_dropped(reason, count)
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def image_dropped(self, reason: str) -> None:
+        super().image_dropped(reason)
+        self.images_dropped[reason] = self.images_dropped.get(reason, 0) + 1
+
+    def switched(self, model_name: str, model_version: int, how: str) -> None:
+        super().switched(model_name, model_version, how)
+        self.switches.append((model_version, how))
+
+
+@dataclass
+class Harness:
+    service: GatewayService
+    triton: FakeTriton
+    store: FakeStateStore
+    objects: FakeObjects
+    published: Published
+    metrics: CountingMetrics
+    log: PredictionLog
+
+
+def harness(
+    *,
+    production: int | None = 1,
+    loaded: dict[tuple[str, int], float] | None = None,
+    policy: Policy = POLICY,
+    log_policy: LogPolicy | None = None,
+) -> Harness:
+    """The core on fakes: version ``production`` deployed, versions 1 and 2 loaded."""
+    triton = FakeTriton(loaded=dict(loaded or {(MODEL, 1): 0.2, (MODEL, 2): 0.9}))
+    store = FakeStateStore()
+    if production is not None:
+        store.models[MODEL] = deployed(production)
+    objects = FakeObjects()
+    published = Published()
+    metrics = CountingMetrics()
+    prediction_log = PredictionLog(published, objects, metrics, log_policy or LogPolicy())
+    service = GatewayService(
+        triton,
+        store,
+        prediction_log,
+        metrics,
+        policy,
+    )
+    return Harness(service, triton, store, objects, published, metrics, prediction_log)
+
+
+def deployed(version: int, *, minutes: int = 0) -> ServingModel:
+    return ServingModel(
+        model_name=MODEL,
+        triton_model=MODEL,
+        version=version,
+        changed_at=START + timedelta(minutes=minutes),
+        cause=f"event-{version}-{minutes}",
+    )
