@@ -1,0 +1,48 @@
+"""Trainer's entry point: ``python -m screwops_trainer``. Wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+
+from screwops_contracts.datasets import Bucket
+from screwops_runtime import Runtime
+
+from screwops_trainer import handlers
+from screwops_trainer.config import TrainerSettings
+from screwops_trainer.model import configure_tensorflow, fit
+from screwops_trainer.provenance import git_sha, package_versions
+from screwops_trainer.service import TrainerService
+from screwops_trainer.store import MongoTrainerStore
+
+
+def main() -> None:
+    settings = TrainerSettings()
+    configure_tensorflow(
+        intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads
+    )
+    runtime = Runtime.create(settings)
+    store = MongoTrainerStore(runtime.db)
+    service = TrainerService(
+        store,
+        runtime.objects,
+        runtime.bus.emit,
+        fit,
+        model_name=settings.model_name,
+        params=settings.params,
+        git_sha=git_sha(settings.git_sha),
+        packages=package_versions(),
+        concurrency=settings.image_concurrency,
+        meter_provider=runtime.telemetry.meter_provider,
+        tracer_provider=runtime.telemetry.tracer_provider,
+    )
+    handlers.register(runtime.bus, service, max_run_s=settings.max_run_s)
+
+    async def bootstrap() -> None:
+        await store.ensure_indexes()
+        await runtime.objects.ensure_buckets(Bucket.MODELS)
+
+    asyncio.run(runtime.serve(on_start=[bootstrap]))
+
+
+if __name__ == "__main__":
+    main()

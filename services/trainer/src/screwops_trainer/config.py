@@ -1,0 +1,55 @@
+"""Trainer's settings (env prefix ``SCREWOPS_TRAINER_``).
+
+The hyper-parameters are one nested setting, so an operator (or a test that must train in
+seconds) overrides any of them alone: ``SCREWOPS_TRAINER_PARAMS__EPOCHS=3``,
+``SCREWOPS_TRAINER_PARAMS__FILTERS=[8,16]``. Importing this module does not import TensorFlow,
+so the stack's supervisor can read the ports cheaply.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from screwops_contracts.models import MODEL_NAME
+from screwops_settings import ServiceSettings
+
+from screwops_trainer.params import TrainingParams
+
+
+class TrainerSettings(ServiceSettings):
+    """What an operator may tune in the trainer: the params, TensorFlow's threads, the basics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_TRAINER_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    service_name: str = "trainer"
+    metrics_port: int = Field(9104, ge=1, le=65535)
+    model_name: str = Field(
+        MODEL_NAME, description="The model this trainer trains; training.requested names it."
+    )
+    params: TrainingParams = Field(
+        default_factory=TrainingParams, description="Hyper-parameters of every run."
+    )
+    max_run_s: float = Field(
+        3600.0,
+        gt=0,
+        description="The longest a training run may take; Kafka keeps the trainer in its "
+        "consumer group that long without a poll.",
+    )
+    intra_op_threads: int = Field(
+        2, ge=1, description="TensorFlow's threads inside one op; the machine is shared."
+    )
+    inter_op_threads: int = Field(1, ge=1, description="TensorFlow's ops run at once.")
+    image_concurrency: int = Field(
+        8, ge=1, description="Images fetched and decoded at once while loading a version."
+    )
+    git_sha: str | None = Field(
+        None,
+        description="Commit the trainer was built from, recorded with each run; unset: asked "
+        "of git at start, 'unknown' where there is no checkout (a container).",
+    )

@@ -1,0 +1,352 @@
+"""Trainer's metadata in MongoDB: its training runs, and the dataset versions it has heard of.
+
+Trainer owns two collections and no other service reads them:
+
+* ``training_runs``: one record per run, ``_id`` the run id (derived from the model name, the
+  data's digest and the params), so training the same thing again finds the same record. The
+  record is written when a run starts (status ``running``), gets each epoch's metrics as training
+  goes, and is completed once the artifacts are stored (``finished``) or the run failed
+  (``failed``). ``attempts`` counts starts: a run a killed trainer left ``running`` is started
+  again, and an epoch of the old attempt can never land in the new one.
+* ``trainer_datasets``: the verdict on each version, from ``dataset.validated`` and
+  ``dataset.rejected``. Services share only events, so this is how the trainer knows the newest
+  validated version when ``training.requested`` names none, and refuses a rejected one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pymongo import DESCENDING, ReturnDocument
+from screwops_contracts import DatasetRejected, DatasetValidated
+from screwops_contracts.models import run_prefix, saved_model_prefix
+from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+
+from screwops_trainer.params import TrainingParams
+
+RUNS = "training_runs"
+DATASETS = "trainer_datasets"
+
+INDEXES = (
+    IndexSpec(RUNS, (("started_at", -1),)),
+    IndexSpec(RUNS, (("dataset_id", 1), ("dataset_version", 1))),
+    IndexSpec(RUNS, (("status", 1),)),
+    IndexSpec(DATASETS, (("dataset_id", 1), ("version", 1)), unique=True),
+    IndexSpec(DATASETS, (("dataset_id", 1), ("status", 1), ("version", -1))),
+)
+
+R = TypeVar("R", bound="Record")
+
+RunStatus = Literal["running", "finished", "failed"]
+Verdict = Literal["validated", "rejected"]
+
+
+def run_id(model_name: str, dataset_digest: str, params: TrainingParams) -> str:
+    """A run's id: the same model trained on the same data with the same params is one run."""
+    identity = {
+        "model_name": model_name,
+        "dataset_digest": dataset_digest,
+        "params": params.model_dump(mode="json"),
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return "run-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def dataset_record_id(dataset_id: str, version: int) -> str:
+    """The ``_id`` of a version's verdict: one per version, however often it is announced."""
+    return f"{dataset_id}@v{version}"
+
+
+def _utc(value: datetime) -> datetime:
+    # MongoDB stores UTC; a client without tz_aware hands it back naive.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Record(BaseModel):
+    """Base of the stored records: unknown fields refused, datetimes always aware."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        return _utc(value) if isinstance(value, datetime) else value
+
+    def document(self) -> dict[str, Any]:
+        """The MongoDB document: the record's fields, its id as ``_id``."""
+        return {"_id": self.key, **self.model_dump(mode="python")}
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class DatasetRecord(Record):
+    """What validation said about one dataset version, as far as training needs it."""
+
+    dataset_id: str
+    version: int
+    status: Verdict
+    dataset_digest: str | None = None
+    split_key: str | None = None
+    split_counts: dict[str, int] = Field(default_factory=dict)
+    report_key: str
+    failures: list[str] = Field(default_factory=list, description="'name: message' each.")
+    event_id: str
+    announced_at: datetime
+
+    @property
+    def key(self) -> str:
+        return dataset_record_id(self.dataset_id, self.version)
+
+    @classmethod
+    def validated(cls, event: DatasetValidated) -> DatasetRecord:
+        payload = event.payload
+        return cls(
+            dataset_id=payload.dataset_id,
+            version=payload.version,
+            status="validated",
+            dataset_digest=payload.dataset_digest,
+            split_key=payload.split_key,
+            split_counts=payload.split_counts.model_dump(),
+            report_key=payload.report_key,
+            event_id=str(event.event_id),
+            announced_at=event.occurred_at,
+        )
+
+    @classmethod
+    def rejected(cls, event: DatasetRejected) -> DatasetRecord:
+        payload = event.payload
+        return cls(
+            dataset_id=payload.dataset_id,
+            version=payload.version,
+            status="rejected",
+            report_key=payload.report_key,
+            failures=[f"{f.name}: {f.message or f.expected}" for f in payload.failures],
+            event_id=str(event.event_id),
+            announced_at=event.occurred_at,
+        )
+
+
+class EpochRecord(BaseModel):
+    """One finished epoch: its number (from 1), Keras' metrics and when it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    metrics: dict[str, float]
+    ended_at: datetime
+
+    @field_validator("ended_at", mode="before")
+    @classmethod
+    def _aware(cls, value: Any) -> Any:
+        return _utc(value) if isinstance(value, datetime) else value
+
+
+class RunRecord(Record):
+    """One training run: what it was fed and with what, how it went, and where its model is."""
+
+    run_id: str
+    model_name: str
+    status: RunStatus
+    params: dict[str, Any] = Field(description="TrainingParams, as JSON.")
+    seed: int
+    git_sha: str
+    packages: dict[str, str]
+    dataset_id: str
+    dataset_version: int
+    dataset_digest: str
+    split_key: str
+    split_counts: dict[str, int]
+    cause_event_id: str = Field(description="The event that started the latest attempt.")
+    correlation_id: str
+    attempts: int = Field(0, ge=0)
+    epochs: list[EpochRecord] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    best_epoch: int | None = None
+    training_seconds: float | None = None
+    artifact_key: str
+    history_key: str
+    record_key: str
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return self.run_id
+
+    @staticmethod
+    def keys(run: str) -> dict[str, str]:
+        """Where a run's artifacts go in the models bucket (fixed by its id)."""
+        return {
+            "artifact_key": saved_model_prefix(run),
+            "history_key": f"{run_prefix(run)}/history.json",
+            "record_key": f"{run_prefix(run)}/run.json",
+        }
+
+
+class TrainerStore(Protocol):
+    """What the trainer needs from its database."""
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes of the collections the trainer owns."""
+        ...
+
+    async def record_dataset(self, record: DatasetRecord) -> None:
+        """Insert or replace the verdict on ``record``'s version (idempotent)."""
+        ...
+
+    async def dataset(self, dataset_id: str, version: int) -> DatasetRecord | None:
+        """The verdict on one version, if the trainer has heard of it."""
+        ...
+
+    async def newest_validated(self, dataset_id: str) -> DatasetRecord | None:
+        """The validated version of ``dataset_id`` with the highest number, if any."""
+        ...
+
+    async def run(self, run: str) -> RunRecord | None:
+        """One run's record."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        dataset_id: str | None = None,
+        status: RunStatus | None = None,
+    ) -> list[RunRecord]:
+        """The latest runs first, optionally of one dataset or in one status."""
+        ...
+
+    async def start_run(self, record: RunRecord) -> RunRecord:
+        """Write ``record`` as a new attempt (status running, no epochs; attempts + 1) and
+        return it as stored."""
+        ...
+
+    async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
+        """Add a finished epoch to attempt ``attempt`` of a running run (else ignore it)."""
+        ...
+
+    async def finish_run(self, record: RunRecord) -> None:
+        """Write the completed record of attempt ``record.attempts`` (finished or failed)."""
+        ...
+
+
+class MongoTrainerStore:
+    """:class:`TrainerStore` on motor; works on FerretDB v1 and MongoDB alike."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self._db, INDEXES)
+
+    async def record_dataset(self, record: DatasetRecord) -> None:
+        document = record.document()
+        with mongo_errors():
+            await self._db[DATASETS].replace_one({"_id": document["_id"]}, document, upsert=True)
+
+    async def dataset(self, dataset_id: str, version: int) -> DatasetRecord | None:
+        with mongo_errors():
+            found = await self._db[DATASETS].find_one(
+                {"_id": dataset_record_id(dataset_id, version)}
+            )
+        return _load(DatasetRecord, found)
+
+    async def newest_validated(self, dataset_id: str) -> DatasetRecord | None:
+        with mongo_errors():
+            found = await (
+                self._db[DATASETS]
+                .find({"dataset_id": dataset_id, "status": "validated"})
+                .sort("version", DESCENDING)
+                .limit(1)
+                .to_list(1)
+            )
+        return _load(DatasetRecord, found[0] if found else None)
+
+    async def run(self, run: str) -> RunRecord | None:
+        with mongo_errors():
+            found = await self._db[RUNS].find_one({"_id": run})
+        return _load(RunRecord, found)
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        dataset_id: str | None = None,
+        status: RunStatus | None = None,
+    ) -> list[RunRecord]:
+        query: dict[str, Any] = {}
+        if dataset_id is not None:
+            query["dataset_id"] = dataset_id
+        if status is not None:
+            query["status"] = status
+        with mongo_errors():
+            found = await (
+                self._db[RUNS]
+                .find(query)
+                .sort("started_at", DESCENDING)
+                .limit(limit)
+                .to_list(limit)
+            )
+        return [RunRecord.model_validate(_fields(document)) for document in found]
+
+    async def start_run(self, record: RunRecord) -> RunRecord:
+        fields = record.document()
+        fields.pop("_id")
+        fields.pop("attempts")
+        fields.update(status="running", epochs=[], error=None, finished_at=None)
+        with mongo_errors():
+            stored = await self._db[RUNS].find_one_and_update(
+                {"_id": record.run_id},
+                {"$set": fields, "$inc": {"attempts": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        return RunRecord.model_validate(_fields(stored))
+
+    async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
+        with mongo_errors():
+            await self._db[RUNS].update_one(
+                {"_id": run, "attempts": attempt, "status": "running"},
+                {"$push": {"epochs": epoch.model_dump(mode="python")}},
+            )
+
+    async def finish_run(self, record: RunRecord) -> None:
+        fields = record.document()
+        fields.pop("_id")
+        with mongo_errors():
+            await self._db[RUNS].update_one(
+                {"_id": record.run_id, "attempts": record.attempts}, {"$set": fields}
+            )
+
+
+def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k != "_id"}
+
+
+def _load(model: type[R], document: Mapping[str, Any] | None) -> R | None:
+    return None if document is None else model.model_validate(_fields(document))
+
+
+__all__ = [
+    "DATASETS",
+    "INDEXES",
+    "RUNS",
+    "DatasetRecord",
+    "EpochRecord",
+    "MongoTrainerStore",
+    "Record",
+    "RunRecord",
+    "RunStatus",
+    "TrainerStore",
+    "dataset_record_id",
+    "run_id",
+]

@@ -1,0 +1,263 @@
+"""In-memory stand-ins for the trainer's store, object store, emit and the network's fit.
+
+The fake fit calls ``on_epoch`` from the worker thread the service runs it in, as Keras does, so
+the hand-over of epochs to the event loop is exercised for real; it never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel
+from screwops_contracts import (
+    DatasetLabeled,
+    DatasetRejected,
+    DatasetRejectedPayload,
+    DatasetValidated,
+    Event,
+)
+from screwops_storage import StoredObject
+from screwops_trainer.params import TrainingParams
+from screwops_trainer.service import OnEpoch, TrainerService
+from screwops_trainer.store import DatasetRecord, EpochRecord, RunRecord, RunStatus
+from screwops_validation.config import Thresholds
+from screwops_validation.service import ValidationService
+
+from tests.fakes import FakeObjects
+from tests.unit.validation.builders import File, stage_version
+from tests.unit.validation.fakes import Emitted as ValidationEmitted
+from tests.unit.validation.fakes import FakeStore as ValidationStore
+
+P = TypeVar("P", bound=BaseModel)
+Array = npt.NDArray[np.float32]
+
+PARAMS = TrainingParams(epochs=3, filters=(4,))
+PACKAGES = {"tensorflow": "2.x", "keras": "3.x", "numpy": "1.x", "screwops-trainer": "0.1.0"}
+
+
+class Objects(FakeObjects):
+    """The shared fake MinIO plus the directory upload the trainer stores SavedModels with."""
+
+    async def put_directory(self, bucket: str, root: Path, *, prefix: str) -> list[StoredObject]:
+        return [
+            await self.put_named(bucket, key, data) for key, data in _tree(root, prefix).items()
+        ]
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
+
+
+def _tree(root: Path, prefix: str) -> dict[str, bytes]:
+    return {
+        f"{prefix}/{path.relative_to(root).as_posix()}": path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+class FakeStore:
+    """:class:`TrainerStore` in memory, with the attempt guard the Mongo filters enforce."""
+
+    def __init__(self) -> None:
+        self.datasets: dict[str, DatasetRecord] = {}
+        self.runs: dict[str, RunRecord] = {}
+        self.appended: list[tuple[str, int, int]] = []
+        self.epochs_at_finish: list[int] = []
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def record_dataset(self, record: DatasetRecord) -> None:
+        self.datasets[record.key] = record
+
+    async def dataset(self, dataset_id: str, version: int) -> DatasetRecord | None:
+        return self.datasets.get(f"{dataset_id}@v{version}")
+
+    async def newest_validated(self, dataset_id: str) -> DatasetRecord | None:
+        found = [
+            d
+            for d in self.datasets.values()
+            if d.dataset_id == dataset_id and d.status == "validated"
+        ]
+        return max(found, key=lambda d: d.version, default=None)
+
+    async def run(self, run: str) -> RunRecord | None:
+        return self.runs.get(run)
+
+    async def list_runs(
+        self, *, limit: int = 50, dataset_id: str | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
+        runs = [
+            r
+            for r in self.runs.values()
+            if dataset_id in (None, r.dataset_id) and status in (None, r.status)
+        ]
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
+
+    async def start_run(self, record: RunRecord) -> RunRecord:
+        previous = self.runs.get(record.run_id)
+        started = record.model_copy(
+            update={
+                "status": "running",
+                "epochs": [],
+                "error": None,
+                "finished_at": None,
+                "attempts": (previous.attempts if previous else 0) + 1,
+            }
+        )
+        self.runs[record.run_id] = started
+        return started
+
+    async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
+        # Yield a few times, as a round trip to the server would, so writes could interleave.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.appended.append((run, attempt, epoch.epoch))
+        record = self.runs.get(run)
+        if record is not None and record.attempts == attempt and record.status == "running":
+            self.runs[run] = record.model_copy(update={"epochs": [*record.epochs, epoch]})
+
+    async def finish_run(self, record: RunRecord) -> None:
+        self.epochs_at_finish.append(len([a for a in self.appended if a[0] == record.run_id]))
+        stored = self.runs.get(record.run_id)
+        if stored is not None and stored.attempts == record.attempts:
+            self.runs[record.run_id] = record
+
+
+class Emitted(list[Event[Any]]):
+    """Collects what the service emits, as the bus would build it."""
+
+    async def __call__(
+        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
+    ) -> None:
+        self.append(event_type.caused_by(cause, payload, producer="trainer"))
+
+
+@dataclass
+class FakeTrained:
+    """What the fake fit returns: :class:`screwops_trainer.model.Fitted`'s shape."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float = 0.5
+
+    def metrics(self) -> dict[str, float]:
+        return {**self.history[self.best_epoch - 1], "best_epoch": float(self.best_epoch)}
+
+    def save(self, directory: Path) -> Path:
+        (directory / "variables").mkdir(parents=True)
+        (directory / "saved_model.pb").write_bytes(b"graph")
+        (directory / "variables" / "variables.index").write_bytes(b"weights")
+        return directory
+
+
+@dataclass
+class Call:
+    params: TrainingParams
+    train: tuple[Array, Array]
+    validation: tuple[Array, Array]
+    thread: str
+
+
+@dataclass
+class FakeFit:
+    """Records what it was fed and reports ``params.epochs`` epochs from its worker thread.
+
+    ``fail_at`` raises at that epoch; ``between_epochs`` runs after each (a test's hook).
+    """
+
+    calls: list[Call] = field(default_factory=list)
+    fail_at: int | None = None
+    between_epochs: Callable[[int], object] | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(
+        self,
+        params: TrainingParams,
+        train: tuple[Array, Array],
+        validation: tuple[Array, Array],
+        *,
+        on_epoch: OnEpoch | None = None,
+    ) -> FakeTrained:
+        self.calls.append(Call(params, train, validation, threading.current_thread().name))
+        history = []
+        try:
+            for epoch in range(1, params.epochs + 1):
+                if epoch == self.fail_at:
+                    raise RuntimeError(f"diverged at epoch {epoch}")
+                logs = {"loss": 1.0 / epoch, "accuracy": 0.5 + epoch / 10, "val_loss": 1.1 / epoch}
+                logs["val_accuracy"] = 0.5 + epoch / 20
+                history.append(logs)
+                if on_epoch is not None:
+                    on_epoch(epoch, logs)
+                if self.between_epochs is not None:
+                    self.between_epochs(epoch)
+        finally:
+            self.ended.set()
+        return FakeTrained(history, best_epoch=len(history))
+
+
+@dataclass
+class Parts:
+    store: FakeStore = field(default_factory=FakeStore)
+    objects: Objects = field(default_factory=Objects)
+    emitted: Emitted = field(default_factory=Emitted)
+    fit: FakeFit = field(default_factory=FakeFit)
+    params: TrainingParams = PARAMS
+
+    def service(self) -> TrainerService:
+        return TrainerService(
+            self.store,
+            self.objects,
+            self.emitted,
+            self.fit,
+            model_name="screw-classifier",
+            params=self.params,
+            git_sha="0123abc",
+            packages=PACKAGES,
+            concurrency=4,
+        )
+
+
+async def validated(
+    objects: FakeObjects, dataset_id: str, files: list[File], *, version: int = 1
+) -> DatasetValidated:
+    """Stage a labeled version and run the real validation on it: its split and its event."""
+    cause: DatasetLabeled = await stage_version(objects, dataset_id, files, version=version)
+    emitted = ValidationEmitted()
+    service = ValidationService(
+        ValidationStore(), objects, emitted, rules=Thresholds(), concurrency=4
+    )
+    await service.on_dataset_labeled(cause)
+    [event] = emitted
+    assert isinstance(event, DatasetValidated), event
+    return event
+
+
+def rejected(dataset_id: str, version: int) -> DatasetRejected:
+    return DatasetRejected.origin(
+        DatasetRejectedPayload.model_validate(
+            {
+                "dataset_id": dataset_id,
+                "version": version,
+                "failures": [
+                    {
+                        "name": "min_images_per_class",
+                        "passed": False,
+                        "observed": 5,
+                        "expected": ">= 20 per class",
+                        "message": "class 'bad' has 5",
+                    }
+                ],
+                "report_key": f"{dataset_id}/v{version}/validation/report.json",
+            }
+        ),
+        producer="validation",
+    )

@@ -1,0 +1,32 @@
+"""Trainer's settings: its defaults, and params overridden one at a time from the environment."""
+
+from __future__ import annotations
+
+import pytest
+from screwops_contracts.models import MODEL_NAME
+from screwops_trainer.config import TrainerSettings
+from screwops_trainer.params import TrainingParams
+
+
+def test_defaults_bound_tensorflow_and_train_with_the_default_params() -> None:
+    settings = TrainerSettings()
+    assert (settings.service_name, settings.metrics_port) == ("trainer", 9104)
+    assert (settings.intra_op_threads, settings.inter_op_threads) == (2, 1)
+    assert settings.model_name == MODEL_NAME
+    assert settings.params == TrainingParams()
+    assert not hasattr(settings, "grpc_port")
+
+
+def test_each_param_is_overridable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREWOPS_TRAINER_PARAMS__EPOCHS", "3")
+    monkeypatch.setenv("SCREWOPS_TRAINER_PARAMS__FILTERS", "[8,16]")
+    monkeypatch.setenv("SCREWOPS_TRAINER_INTRA_OP_THREADS", "1")
+    settings = TrainerSettings()
+    assert settings.params == TrainingParams(epochs=3, filters=(8, 16))
+    assert settings.intra_op_threads == 1
+
+
+def test_an_unknown_param_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREWOPS_TRAINER_PARAMS__EPOCS", "3")
+    with pytest.raises(ValueError, match="epocs"):
+        TrainerSettings()

@@ -1,0 +1,94 @@
+"""Trainer's handlers on FastStream's in-memory broker: one ``model.trained`` per event however
+often it comes, and a request the trainer must refuse dead-lettered with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import Topic, TrainingRequested, TrainingRequestedPayload, dlq_topic
+from screwops_contracts.events import ModelTrained
+from screwops_settings import StackSettings
+from screwops_trainer import handlers
+
+from tests.fakes import FakeDatabase
+from tests.unit.trainer.fakes import Parts, rejected, validated
+from tests.unit.validation.builders import balanced
+
+
+@dataclass
+class Wired:
+    bus: Bus
+    parts: Parts
+    trained: list[ModelTrained] = field(default_factory=list)
+    dead: list[KafkaMessage] = field(default_factory=list)
+
+
+@pytest.fixture
+async def wired() -> AsyncIterator[Wired]:
+    bus = Bus(
+        StackSettings(),
+        service="trainer",
+        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
+        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
+    )
+    parts = Parts()
+    # The service emits through the bus, as in __main__.
+    parts.emitted = bus.emit  # type: ignore[assignment]
+    handlers.register(bus, parts.service(), max_run_s=600)
+    w = Wired(bus, parts)
+
+    @bus.broker.subscriber(Topic.MODEL_TRAINED)
+    async def on_model_trained(event: ModelTrained) -> None:
+        w.trained.append(event)
+
+    @bus.broker.subscriber(dlq_topic(Topic.TRAINING_REQUESTED))
+    async def on_dead_letter(message: KafkaMessage) -> None:
+        w.dead.append(message)
+
+    async with TestKafkaBroker(bus.broker):
+        yield w
+
+
+async def test_a_validated_version_is_trained_once_however_often_it_comes(wired: Wired) -> None:
+    cause = await validated(wired.parts.objects, "screws", balanced(20))
+
+    await wired.bus.publish(cause)
+    await wired.bus.publish(cause)
+
+    [event] = wired.trained
+    assert (event.producer, event.causation_id) == ("trainer", cause.event_id)
+    assert event.key == b"screw-classifier"
+    assert event.payload.reused is False
+    assert len(wired.parts.fit.calls) == 1
+
+
+async def test_a_request_for_a_rejected_version_is_dead_lettered_with_the_reason(
+    wired: Wired,
+) -> None:
+    await wired.bus.publish(rejected("screws", 4))
+    ask = TrainingRequested.origin(
+        TrainingRequestedPayload(
+            model_name="screw-classifier",
+            dataset_id="screws",
+            dataset_version=4,
+            reason="operator",
+            requested_by="ana",
+        ),
+        producer="cli",
+    )
+
+    await wired.bus.publish(ask)
+
+    [letter] = wired.dead
+    reason = letter.headers["x-dlq-reason"]
+    assert "screws v4 was rejected by validation" in reason
+    assert "class 'bad' has 5" in reason
+    assert wired.trained == []
+    assert wired.parts.fit.calls == []
