@@ -1,0 +1,90 @@
+"""Evaluator's settings (env prefix ``SCREWOPS_EVALUATOR_``): the gate's thresholds are operator
+choices, so every one of them is a setting, and so are the Triton names a test must keep apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import SettingsConfigDict
+from screwops_contracts.models import DEFAULT_THRESHOLD, STAGING_MODEL_NAME
+from screwops_settings import ServiceSettings
+
+
+class Gate(BaseModel):
+    """What a candidate must score on its version's test split to be approved.
+
+    Kept apart from the connection settings so the gate (and its tests) take exactly these, and
+    so the evaluation report can record the rules a candidate was judged by.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        gt=0.0,
+        lt=1.0,
+        description="Defect probability at or above which a screw counts as defective; the "
+        "gateway's default decision threshold, so the gate measures what the line will see.",
+    )
+    min_accuracy: float = Field(
+        0.95, ge=0.0, lt=1.0, description="Test accuracy a candidate must exceed (strictly)."
+    )
+    min_defect_recall: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Share of the test split's defective screws a candidate must catch.",
+    )
+    max_accuracy_drop: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="How far below production's accuracy on the same test split a candidate's "
+        "accuracy may be.",
+    )
+    min_test_images: int = Field(5, ge=1, description="Fewest test images a verdict may rest on.")
+
+    def rules(self) -> Gate:
+        """Just the gate (a settings object is one too), for the report to record."""
+        return Gate.model_validate({name: getattr(self, name) for name in Gate.model_fields})
+
+
+class EvaluatorSettings(Gate, ServiceSettings):
+    """What an operator may tune in the evaluator: the gate, Triton and the basics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_EVALUATOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    service_name: str = "evaluator"
+    metrics_port: int = Field(9105, ge=1, le=65535)
+    triton_repository: Path = Field(
+        Path.home() / ".cache" / "screwops" / "data" / "triton" / "models",
+        description="Triton's model repository as this process sees it. The default is where "
+        "the native stack starts tritonserver (screwops_stack.servers.triton_model_repository "
+        "under the default SCREWOPS_HOME); in docker-compose the evaluator and Triton mount the "
+        "same volume (Triton at /models) and this names the evaluator's mount point.",
+    )
+    staging_model: str = Field(
+        STAGING_MODEL_NAME,
+        description="Triton model name candidates are loaded under for infra validation; "
+        "never the name production is served under.",
+    )
+    max_batch_size: int = Field(
+        32, ge=1, description="Largest batch sent to Triton (and the staging config's limit)."
+    )
+    load_timeout_s: float = Field(
+        300.0, gt=0, description="How long loading a candidate in Triton may take."
+    )
+    check_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of the warm-up inference a candidate must pass."
+    )
+    infer_timeout_s: float = Field(60.0, gt=0, description="Deadline of one scoring batch.")
+    concurrency: int = Field(
+        8, ge=1, description="Test images fetched and decoded at once; bounds memory as well."
+    )

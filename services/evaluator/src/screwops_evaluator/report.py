@@ -1,0 +1,81 @@
+"""The evaluation report: everything a person needs to see why a candidate was approved or not.
+
+Written as JSON to ``models/evaluations/<evaluation_id>.json`` (the layout in
+``screwops_contracts.models``); the events carry its key and the headline numbers.
+"""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from screwops_contracts import AssertionResult
+from screwops_contracts.datasets import Label
+
+from screwops_evaluator.config import Gate
+from screwops_evaluator.metrics import SplitMetrics
+
+EVALUATIONS_PREFIX = "evaluations"
+
+
+def report_key(evaluation_id: str) -> str:
+    """Where an evaluation's report lives in the models bucket (fixed per evaluation)."""
+    return f"{EVALUATIONS_PREFIX}/{evaluation_id}.json"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfraValidation(Section):
+    """How the candidate fared in Triton under the staging name."""
+
+    triton_model: str
+    version: int
+    served: bool = Field(description="Loaded and answered the warm-up inference.")
+    check_probability: float | None = Field(
+        default=None, description="What it answered for a blank image."
+    )
+    failure: str | None = Field(default=None, description="Why it could not be served.")
+    load_seconds: float | None = None
+    scoring_seconds: float | None = None
+
+
+class Champion(Section):
+    """The production version the candidate was compared with, on the same test split."""
+
+    version: int
+    triton_model: str
+    run_id: str | None
+    metrics: SplitMetrics | None = None
+    skipped: str | None = Field(default=None, description="Why it could not be scored.")
+
+
+class ImageScore(Section):
+    """One test image: its ground truth and what each model said."""
+
+    sha256: str
+    label: Label
+    defect_type: str | None
+    probability: float
+    champion_probability: float | None = None
+
+
+class EvaluationReport(Section):
+    """The report of one evaluation of one training run."""
+
+    evaluation_id: str
+    model_name: str
+    run_id: str
+    dataset_id: str
+    dataset_version: int
+    dataset_digest: str
+    artifact_key: str
+    cause_event_id: str
+    evaluated_at: AwareDatetime
+    passed: bool
+    gate: Gate = Field(description="The rules the candidate was judged by.")
+    checks: list[AssertionResult]
+    training_metrics: dict[str, float] = Field(description="What the trainer reported.")
+    metrics: SplitMetrics | None = Field(description="None when the candidate could not serve.")
+    champion: Champion | None = Field(description="None for the first model (or no scoring).")
+    infra: InfraValidation
+    images: list[ImageScore] = Field(description="Per test image, by sha256.")

@@ -1,0 +1,533 @@
+"""The evaluator's domain logic: a trained run in, a verdict with its numbers out.
+
+On ``model.trained`` the run's dataset version is read (manifest, label set and validation's
+split, from the datasets bucket) and its test split fetched and preprocessed with
+``screwops_imaging`` exactly as the trainer and the gateway do. The candidate's SavedModel is then
+served by the real Triton under the staging name (infra validation: it loads, answers a warm-up
+inference, and scores the whole test split), and removed again. The scores become metrics and the
+gate's checks, the model in production is scored on the same images for comparison, and the
+verdict is written (a JSON report in MinIO, a record in MongoDB) and announced: ``model.approved``
+for the registry to deploy, or ``model.rejected`` with every check and its numbers.
+
+The evaluation id is derived from the run, so a run is judged once: a redelivered (or re-sent)
+``model.trained`` finds the record and announces the same verdict again, with an event id derived
+from its cause like every emitted event. The production version is learnt from the registry's
+``model.deployed`` and ``model.rolled_back`` events and kept in the evaluator's own collection;
+the evaluator never reads the registry's.
+
+Nothing here imports a broker, driver or gRPC: the store, the object store, Triton and the bus
+come in as the interfaces below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from pydantic import BaseModel, ValidationError
+from screwops_contracts import (
+    Event,
+    ModelApproved,
+    ModelApprovedPayload,
+    ModelDeployed,
+    ModelRejected,
+    ModelRejectedPayload,
+    ModelRolledBack,
+)
+from screwops_contracts.datasets import (
+    Bucket,
+    Label,
+    LabelSet,
+    Manifest,
+    Split,
+    SplitName,
+    version_prefix,
+)
+from screwops_contracts.events import ModelTrained
+from screwops_errors import (
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+)
+from screwops_imaging import decode, preprocess
+from screwops_storage import StoredObject
+
+from screwops_evaluator.config import Gate
+from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
+from screwops_evaluator.metrics import LabeledImage, Probabilities, SplitMetrics, compute_metrics
+from screwops_evaluator.report import (
+    Champion as ChampionSummary,
+)
+from screwops_evaluator.report import (
+    EvaluationReport,
+    ImageScore,
+    InfraValidation,
+    report_key,
+)
+from screwops_evaluator.staging import (
+    Batch,
+    Staged,
+    StagingArea,
+    Unservable,
+    score,
+    staging_version,
+)
+from screwops_evaluator.store import Champion, EvaluationRecord, EvaluatorStore
+
+log = logging.getLogger("screwops.evaluator")
+
+P = TypeVar("P", bound=BaseModel)
+D = TypeVar("D", bound=BaseModel)
+
+__all__ = [
+    "Emit",
+    "EvaluatorService",
+    "Objects",
+    "evaluation_id_of",
+    "held_out_images",
+]
+
+
+def evaluation_id_of(model_name: str, run_id: str) -> str:
+    """The evaluation of a run: one per (model, run), whoever evaluates it and however often."""
+    return "eval-" + hashlib.sha256(f"{model_name}/{run_id}".encode()).hexdigest()[:16]
+
+
+def manifest_key(dataset_id: str, version: int) -> str:
+    """Where ingestion wrote the version's manifest (datasets bucket)."""
+    return f"{version_prefix(dataset_id, version)}/manifest.json"
+
+
+def labels_key(dataset_id: str, version: int) -> str:
+    """Where labeling wrote the version's label set (datasets bucket)."""
+    return f"{version_prefix(dataset_id, version)}/labels.json"
+
+
+def split_key(dataset_id: str, version: int) -> str:
+    """Where validation wrote the version's split (datasets bucket)."""
+    return f"{version_prefix(dataset_id, version)}/split.json"
+
+
+def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[LabeledImage]:
+    """The test split's images with their (first) label, by sha256.
+
+    The defect type is the label's, else the import layout's (an MVTec folder name).
+
+    Raises:
+        InvalidInputError: the documents are of different versions, the split names an image the
+            manifest or the label set lacks, or the test split is empty.
+    """
+    version = (split.dataset_id, split.version)
+    for name, document in (("manifest", manifest), ("label set", labels)):
+        if (document.dataset_id, document.version) != version:
+            raise InvalidInputError(
+                f"the {name} is for {document.dataset_id} v{document.version}, "
+                f"not {split.dataset_id} v{split.version}"
+            )
+    images = {image.sha256: image for image in manifest.images}
+    first: dict[str, tuple[Label, str | None]] = {}
+    for label in labels.labels:
+        first.setdefault(label.sha256, (label.label, label.defect_type))
+    chosen = []
+    for sha256, name in sorted(split.assignments.items()):
+        if name is not SplitName.TEST:
+            continue
+        if sha256 not in images or sha256 not in first:
+            missing = "manifest" if sha256 not in images else "label set"
+            raise InvalidInputError(f"the split names image {sha256}, which the {missing} lacks")
+        truth, defect_type = first[sha256]
+        image = images[sha256]
+        chosen.append(LabeledImage(sha256, image.key, truth, defect_type or image.defect_type))
+    if not chosen:
+        raise InvalidInputError(f"the test split of {split.dataset_id} v{split.version} is empty")
+    return chosen
+
+
+def pixels(data: bytes) -> Batch:
+    """The model's input for one stored image: the trainer's and the gateway's preprocessing."""
+    return preprocess(decode(data).image)
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the evaluator uses."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+
+class Emit(Protocol):
+    """:meth:`screwops_bus.Bus.emit`: publish the event ``cause`` leads to, and wait for it."""
+
+    async def __call__(
+        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
+    ) -> None: ...
+
+
+class EvaluatorService:
+    """Judges trained runs and follows production (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: EvaluatorStore,
+        objects: Objects,
+        staging: StagingArea,
+        emit: Emit,
+        *,
+        gate: Gate,
+        concurrency: int = 8,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self._store = store
+        self._objects = objects
+        self._staging = staging
+        self._emit = emit
+        self._gate = gate.rules()
+        self._concurrency = concurrency
+        # One evaluation at a time per process: the machine's cores go to Triton scoring one
+        # model, and a second event for the same run waits here and then finds it judged.
+        self._evaluating = asyncio.Lock()
+        self._tracer = trace.get_tracer("screwops.evaluator", tracer_provider=tracer_provider)
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.evaluator")
+        self._verdicts = meter.create_counter(
+            "screwops_evaluator_evaluations",
+            description="Runs judged, by verdict (approved, rejected) and whether the candidate "
+            "could be served.",
+        )
+        self._duration = meter.create_histogram(
+            "screwops_evaluator_evaluation_duration",
+            unit="s",
+            description="Time to judge one run: fetching, serving, scoring and comparing.",
+        )
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def on_model_trained(self, event: ModelTrained) -> EvaluationRecord:
+        """Judge the run ``event`` announces, store the verdict and announce it.
+
+        A candidate that cannot be served is rejected (an outcome, not an error).
+
+        Raises:
+            NotFoundError: the version's documents or test images are missing.
+            InvalidInputError: the documents are malformed or disagree with each other.
+            TransientError: MinIO, MongoDB or Triton did not answer (the bus retries).
+        """
+        trained = event.payload
+        evaluation_id = evaluation_id_of(trained.model_name, trained.run_id)
+        async with self._evaluating:
+            done = await self._store.get_evaluation(evaluation_id)
+            if done is not None:
+                verdict = "approved" if done.passed else "rejected"
+                log.info("run %s was %s before; announcing it again", trained.run_id, verdict)
+                await self._announce(done, event)
+                return done
+            began = time.perf_counter()
+            record = await self._evaluate(event, evaluation_id)
+            await self._announce(record, event)
+        served = not any(c.name == INFRA_VALIDATION and not c.passed for c in record.checks)
+        outcome = {"verdict": "approved" if record.passed else "rejected", "served": served}
+        self._verdicts.add(1, outcome)
+        self._duration.record(time.perf_counter() - began, outcome)
+        failed = [c.name for c in record.checks if not c.passed]
+        log.info("run %s of %s: %s", trained.run_id, trained.model_name, failed or "approved")
+        return record
+
+    async def on_model_deployed(self, event: ModelDeployed) -> None:
+        """Follow production: the deployed version is what candidates are compared with now."""
+        deployed = event.payload
+        await self._store.record_served_run(deployed.model_name, deployed.version, deployed.run_id)
+        await self._follow(
+            event,
+            deployed.model_name,
+            deployed.version,
+            deployed.triton_model,
+            deployed.run_id,
+        )
+
+    async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
+        """Follow production back to the version a rollback returned to."""
+        rolled = event.payload
+        run_id = await self._store.served_run(rolled.model_name, rolled.to_version)
+        await self._follow(event, rolled.model_name, rolled.to_version, rolled.triton_model, run_id)
+
+    # --- the steps -------------------------------------------------------------------------
+
+    async def _follow(
+        self,
+        event: Event[Any],
+        model_name: str,
+        version: int,
+        triton_model: str,
+        run_id: str | None,
+    ) -> None:
+        champion = Champion(
+            model_name=model_name,
+            version=version,
+            triton_model=triton_model,
+            run_id=run_id,
+            since=_millis(event.occurred_at),
+            event_id=str(event.event_id),
+        )
+        if await self._store.set_champion(champion):
+            log.info("production of %s is version %d (%s)", model_name, version, event.type)
+        else:
+            log.info(
+                "ignoring %s of %s version %d: a later move is known",
+                event.type,
+                model_name,
+                version,
+            )
+
+    async def _evaluate(self, event: ModelTrained, evaluation_id: str) -> EvaluationRecord:
+        trained = event.payload
+        images = await self._held_out_images(trained.dataset_id, trained.dataset_version)
+        inputs = await self._inputs(images)
+        version = staging_version(evaluation_id)
+        triton_model = self._staging.staging.model
+        with self._tracer.start_as_current_span(
+            "evaluator.infra_validation",
+            attributes={"screwops.run_id": trained.run_id, "screwops.images": len(images)},
+        ):
+            try:
+                staged: Staged | None = await self._staging.serve_and_score(
+                    trained.artifact_key, version, inputs
+                )
+                failure = None
+            except Unservable as unservable:
+                staged, failure = None, unservable.reason
+                log.warning("run %s cannot be served: %s", trained.run_id, failure)
+        infra = InfraValidation(
+            triton_model=triton_model,
+            version=version,
+            served=staged is not None,
+            check_probability=staged.check_probability if staged else None,
+            failure=failure,
+            load_seconds=staged.load_seconds if staged else None,
+            scoring_seconds=staged.scoring_seconds if staged else None,
+        )
+        infra_check = check_infra(
+            triton_model,
+            version,
+            probability=infra.check_probability,
+            failure=failure,
+        )
+        candidate: SplitMetrics | None = None
+        champion: ChampionSummary | None = None
+        champion_scores: Probabilities | None = None
+        if staged is None:
+            checks = [infra_check]
+        else:
+            candidate = compute_metrics(
+                images, staged.probabilities, threshold=self._gate.threshold
+            )
+            champion, champion_scores = await self._champion(trained.model_name, images, inputs)
+            comparison = (
+                Comparison()
+                if champion is None
+                else Comparison(champion.version, champion.metrics, champion.skipped)
+            )
+            checks = judge(infra_check, candidate, comparison, self._gate)
+        passed = all(c.passed for c in checks)
+        now = _millis(datetime.now(UTC))
+        report = EvaluationReport(
+            evaluation_id=evaluation_id,
+            model_name=trained.model_name,
+            run_id=trained.run_id,
+            dataset_id=trained.dataset_id,
+            dataset_version=trained.dataset_version,
+            dataset_digest=trained.dataset_digest,
+            artifact_key=trained.artifact_key,
+            cause_event_id=str(event.event_id),
+            evaluated_at=now,
+            passed=passed,
+            gate=self._gate,
+            checks=checks,
+            training_metrics=dict(trained.metrics),
+            metrics=candidate,
+            champion=champion,
+            infra=infra,
+            images=_image_scores(images, staged, champion_scores),
+        )
+        key = report_key(evaluation_id)
+        await self._objects.put_named(
+            Bucket.MODELS,
+            key,
+            json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
+            content_type="application/json",
+        )
+        numbers = candidate.flat() if candidate else {}
+        if champion is not None and champion.metrics is not None:
+            numbers["champion_accuracy"] = champion.metrics.accuracy
+        record = EvaluationRecord(
+            evaluation_id=evaluation_id,
+            model_name=trained.model_name,
+            run_id=trained.run_id,
+            dataset_id=trained.dataset_id,
+            dataset_version=trained.dataset_version,
+            artifact_key=trained.artifact_key,
+            passed=passed,
+            metrics=numbers,
+            checks=checks,
+            champion_version=(
+                champion.version if champion is not None and champion.metrics else None
+            ),
+            report_key=key,
+            cause_event_id=str(event.event_id),
+            evaluated_at=now,
+        )
+        await self._store.save_evaluation(record)
+        return record
+
+    async def _champion(
+        self, model_name: str, images: Sequence[LabeledImage], inputs: Batch
+    ) -> tuple[ChampionSummary | None, Probabilities | None]:
+        """Production scored on the same test split, or why it could not be.
+
+        Triton not answering is transient (the bus retries the evaluation); a production version
+        that is not loaded or fails is recorded as skipped (see ``gate.check_champion``).
+        """
+        champion = await self._store.get_champion(model_name)
+        if champion is None:
+            return None, None
+        staging = self._staging.staging
+        with self._tracer.start_as_current_span(
+            "evaluator.score_production",
+            attributes={
+                "screwops.model": champion.triton_model,
+                "screwops.version": champion.version,
+            },
+        ):
+            try:
+                probabilities = await score(
+                    self._staging.triton,
+                    champion.triton_model,
+                    champion.version,
+                    inputs,
+                    max_batch_size=staging.max_batch_size,
+                    timeout_s=staging.infer_timeout_s,
+                )
+            except (NotFoundError, FailedPreconditionError, InvalidInputError) as failure:
+                log.warning(
+                    "cannot score production %s version %d: %s",
+                    champion.triton_model,
+                    champion.version,
+                    failure.message,
+                )
+                return (
+                    ChampionSummary(
+                        version=champion.version,
+                        triton_model=champion.triton_model,
+                        run_id=champion.run_id,
+                        skipped=failure.message,
+                    ),
+                    None,
+                )
+        return (
+            ChampionSummary(
+                version=champion.version,
+                triton_model=champion.triton_model,
+                run_id=champion.run_id,
+                metrics=compute_metrics(images, probabilities, threshold=self._gate.threshold),
+            ),
+            probabilities,
+        )
+
+    async def _held_out_images(self, dataset_id: str, version: int) -> list[LabeledImage]:
+        manifest = await self._document(Manifest, manifest_key(dataset_id, version))
+        labels = await self._document(LabelSet, labels_key(dataset_id, version))
+        split = await self._document(Split, split_key(dataset_id, version))
+        if (split.dataset_id, split.version) != (dataset_id, version):
+            raise InvalidInputError(
+                f"the split is for {split.dataset_id} v{split.version}, not {dataset_id} v{version}"
+            )
+        return held_out_images(manifest, labels, split)
+
+    async def _document(self, model: type[D], key: str) -> D:
+        body = await self._objects.get_verified(Bucket.DATASETS, key)
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidInputError(
+                f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
+            ) from exc
+
+    async def _inputs(self, images: Sequence[LabeledImage]) -> Batch:
+        """Every test image fetched (verified against its content address) and preprocessed."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def one(image: LabeledImage) -> Batch:
+            async with slots:
+                data = await self._objects.get_verified(
+                    Bucket.IMAGES, image.key, sha256=image.sha256
+                )
+                return await asyncio.to_thread(pixels, data)
+
+        batch: Batch = np.stack(await asyncio.gather(*(one(image) for image in images)))
+        return batch
+
+    async def _announce(self, record: EvaluationRecord, cause: ModelTrained) -> None:
+        if record.passed:
+            await self._emit(
+                ModelApproved,
+                ModelApprovedPayload(
+                    model_name=record.model_name,
+                    run_id=record.run_id,
+                    evaluation_id=record.evaluation_id,
+                    dataset_id=record.dataset_id,
+                    dataset_version=record.dataset_version,
+                    artifact_key=record.artifact_key,
+                    metrics=record.metrics,
+                    checks=record.checks,
+                    champion_version=record.champion_version,
+                    report_key=record.report_key,
+                ),
+                cause=cause,
+            )
+            return
+        await self._emit(
+            ModelRejected,
+            ModelRejectedPayload(
+                model_name=record.model_name,
+                run_id=record.run_id,
+                evaluation_id=record.evaluation_id,
+                metrics=record.metrics,
+                checks=record.checks,
+                report_key=record.report_key,
+            ),
+            cause=cause,
+        )
+
+
+def _image_scores(
+    images: Sequence[LabeledImage], staged: Staged | None, champion: Probabilities | None
+) -> list[ImageScore]:
+    if staged is None:
+        return []
+    return [
+        ImageScore(
+            sha256=image.sha256,
+            label=image.label,
+            defect_type=image.defect_type,
+            probability=float(staged.probabilities[i]),
+            champion_probability=None if champion is None else float(champion[i]),
+        )
+        for i, image in enumerate(images)
+    ]
+
+
+def _millis(moment: datetime) -> datetime:
+    """``moment`` at the millisecond precision MongoDB keeps, so a stored time reads back equal."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)

@@ -1,0 +1,211 @@
+"""The evaluator's metadata in MongoDB: its evaluations and what it knows of production.
+
+The evaluator owns these collections; no other service reads them.
+
+* ``evaluations`` — one document per evaluation, ``_id`` the evaluation id, which is derived from
+  the training run: evaluating a run again (a redelivered or re-sent ``model.trained``) finds its
+  record and announces the same verdict instead of judging it a second time. A unique index on
+  (model_name, run_id) holds the same rule at the database.
+* ``evaluator_champions`` — one document per model, ``_id`` the model name: the version behind
+  ``production`` as the registry last announced it (``model.deployed``, ``model.rolled_back``).
+  The two topics are not ordered with each other, so a move is kept only if it happened after the
+  one recorded (compare-and-set on its time).
+* ``evaluator_served_runs`` — one document per deployed version, ``_id`` ``<name>@v<N>``: the run
+  it was trained in, since ``model.rolled_back`` names only the version it returns to.
+
+:class:`EvaluatorStore` is the interface; :class:`MongoEvaluatorStore` implements it on motor for
+FerretDB v1 and MongoDB alike; the unit tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_contracts import AssertionResult
+from screwops_errors import AlreadyExistsError
+from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+
+EVALUATIONS = "evaluations"
+CHAMPIONS = "evaluator_champions"
+SERVED_RUNS = "evaluator_served_runs"
+
+INDEXES = (
+    IndexSpec(EVALUATIONS, (("model_name", 1), ("run_id", 1)), unique=True),
+    IndexSpec(EVALUATIONS, (("model_name", 1), ("evaluated_at", 1))),
+    IndexSpec(SERVED_RUNS, (("model_name", 1), ("version", 1)), unique=True),
+)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """What is kept about an evaluation: the verdict, its numbers, and enough to announce it."""
+
+    evaluation_id: str
+    model_name: str
+    run_id: str
+    dataset_id: str
+    dataset_version: int
+    artifact_key: str
+    passed: bool
+    metrics: dict[str, float]
+    checks: list[AssertionResult]
+    champion_version: int | None
+    report_key: str
+    cause_event_id: str
+    evaluated_at: datetime
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version behind ``production`` of a model, where Triton serves it, and since when."""
+
+    model_name: str
+    version: int
+    triton_model: str
+    run_id: str | None
+    since: datetime
+    event_id: str
+
+
+class EvaluatorStore(Protocol):
+    """What the evaluator needs from its database."""
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes of the collections the evaluator owns."""
+        ...
+
+    async def get_evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
+        """The evaluation with this id, if it was finished."""
+        ...
+
+    async def save_evaluation(self, record: EvaluationRecord) -> None:
+        """Insert or replace the record of ``record.evaluation_id`` (idempotent)."""
+        ...
+
+    async def get_champion(self, model_name: str) -> Champion | None:
+        """Production of ``model_name`` as last announced; None before any deployment."""
+        ...
+
+    async def set_champion(self, champion: Champion) -> bool:
+        """Record ``champion`` unless a move at or after ``champion.since`` is recorded.
+
+        Returns:
+            True when recorded; False when the record already names a later (or the same) move.
+        """
+        ...
+
+    async def record_served_run(self, model_name: str, version: int, run_id: str) -> None:
+        """Remember which run a deployed version came from (idempotent)."""
+        ...
+
+    async def served_run(self, model_name: str, version: int) -> str | None:
+        """The run a deployed version came from, if it was seen deployed."""
+        ...
+
+
+class MongoEvaluatorStore:
+    """:class:`EvaluatorStore` on motor; works on FerretDB v1 and MongoDB alike."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._db = db
+
+    async def ensure_indexes(self) -> None:
+        await ensure_indexes(self._db, INDEXES)
+
+    async def get_evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
+        with mongo_errors():
+            doc = await self._db[EVALUATIONS].find_one({"_id": evaluation_id})
+        if doc is None:
+            return None
+        return EvaluationRecord(
+            evaluation_id=doc["_id"],
+            model_name=doc["model_name"],
+            run_id=doc["run_id"],
+            dataset_id=doc["dataset_id"],
+            dataset_version=doc["dataset_version"],
+            artifact_key=doc["artifact_key"],
+            passed=doc["passed"],
+            metrics=dict(doc["metrics"]),
+            checks=[AssertionResult.model_validate(c) for c in doc["checks"]],
+            champion_version=doc["champion_version"],
+            report_key=doc["report_key"],
+            cause_event_id=doc["cause_event_id"],
+            evaluated_at=doc["evaluated_at"],
+        )
+
+    async def save_evaluation(self, record: EvaluationRecord) -> None:
+        with mongo_errors():
+            await self._db[EVALUATIONS].replace_one(
+                {"_id": record.evaluation_id},
+                {
+                    "model_name": record.model_name,
+                    "run_id": record.run_id,
+                    "dataset_id": record.dataset_id,
+                    "dataset_version": record.dataset_version,
+                    "artifact_key": record.artifact_key,
+                    "passed": record.passed,
+                    "metrics": record.metrics,
+                    "checks": [c.model_dump(mode="json") for c in record.checks],
+                    "champion_version": record.champion_version,
+                    "report_key": record.report_key,
+                    "cause_event_id": record.cause_event_id,
+                    "evaluated_at": record.evaluated_at,
+                },
+                upsert=True,
+            )
+
+    async def get_champion(self, model_name: str) -> Champion | None:
+        with mongo_errors():
+            doc = await self._db[CHAMPIONS].find_one({"_id": model_name})
+        if doc is None:
+            return None
+        return Champion(
+            model_name=doc["_id"],
+            version=doc["version"],
+            triton_model=doc["triton_model"],
+            run_id=doc["run_id"],
+            since=doc["since"],
+            event_id=doc["event_id"],
+        )
+
+    async def set_champion(self, champion: Champion) -> bool:
+        fields = {
+            "version": champion.version,
+            "triton_model": champion.triton_model,
+            "run_id": champion.run_id,
+            "since": champion.since,
+            "event_id": champion.event_id,
+        }
+        # Update if older, else insert if absent; an insert that loses a race to another
+        # instance's tries the update once more, so the newer of the two always stays.
+        for _ in range(2):
+            with mongo_errors():
+                moved = await self._db[CHAMPIONS].update_one(
+                    {"_id": champion.model_name, "since": {"$lt": champion.since}},
+                    {"$set": fields},
+                )
+            if moved.matched_count == 1:
+                return True
+            try:
+                with mongo_errors():
+                    await self._db[CHAMPIONS].insert_one({"_id": champion.model_name, **fields})
+            except AlreadyExistsError:
+                continue
+            return True
+        return False
+
+    async def record_served_run(self, model_name: str, version: int, run_id: str) -> None:
+        with mongo_errors():
+            await self._db[SERVED_RUNS].update_one(
+                {"_id": f"{model_name}@v{version}"},
+                {"$set": {"model_name": model_name, "version": version, "run_id": run_id}},
+                upsert=True,
+            )
+
+    async def served_run(self, model_name: str, version: int) -> str | None:
+        with mongo_errors():
+            doc = await self._db[SERVED_RUNS].find_one({"_id": f"{model_name}@v{version}"})
+        return None if doc is None else str(doc["run_id"])

@@ -1,0 +1,538 @@
+"""The evaluator's core on fakes: verdicts with their numbers, infra validation and cleanup in
+Triton's repository, the comparison with production, idempotency, and the handlers on
+FastStream's in-memory broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import (
+    AssertionResult,
+    Event,
+    ModelApproved,
+    ModelDeployed,
+    ModelDeployedPayload,
+    ModelRejected,
+    ModelRolledBack,
+    ModelRolledBackPayload,
+    Topic,
+)
+from screwops_contracts.datasets import (
+    Bucket,
+    ImageLabel,
+    Label,
+    LabelSet,
+    Manifest,
+    ManifestImage,
+    Split,
+    SplitName,
+)
+from screwops_contracts.events import ModelTrained, ModelTrainedPayload
+from screwops_contracts.models import saved_model_prefix
+from screwops_errors import InvalidInputError, NotFoundError, UnavailableError
+from screwops_evaluator import handlers
+from screwops_evaluator.config import Gate
+from screwops_evaluator.report import EvaluationReport
+from screwops_evaluator.service import EvaluatorService, evaluation_id_of, held_out_images
+from screwops_evaluator.staging import Staging, StagingArea, staging_version
+from screwops_serving import export_version, versions_present
+from screwops_settings import StackSettings
+
+from tests.fakes import FakeDatabase
+from tests.unit.evaluator.builders import LAX, SHARP, evaluation_set, stage_split_version
+from tests.unit.evaluator.fakes import Emitted, FakeStore, FakeTriton, Objects
+
+STAGING = "staging"
+MODEL = "screws"
+DATASET = "screws"
+
+
+def cutoff(value: float) -> bytes:
+    return f"cutoff:{value}".encode()
+
+
+@dataclass
+class Harness:
+    service: EvaluatorService
+    store: FakeStore
+    objects: Objects
+    triton: FakeTriton
+    emitted: Emitted
+    repository: Path
+    scratch: Path
+    deployed: list[ModelDeployed] = field(default_factory=list)
+
+    def trained(self, run_id: str, behaviour: bytes | None) -> ModelTrained:
+        """The trainer's announcement of a run whose SavedModel answers as ``behaviour`` (None:
+        nothing stored)."""
+        prefix = saved_model_prefix(run_id)
+        if behaviour is not None:
+            self.objects.put_saved_model(prefix, behaviour)
+        return ModelTrained.origin(
+            ModelTrainedPayload(
+                model_name=MODEL,
+                run_id=run_id,
+                dataset_id=DATASET,
+                dataset_version=1,
+                dataset_digest="digest",
+                artifact_key=prefix,
+                metrics={"val_accuracy": 0.99},
+            ),
+            producer="trainer",
+        )
+
+    async def evaluate(self, run_id: str, behaviour: bytes | None) -> Event[Any]:
+        before = len(self.emitted)
+        await self.service.on_model_trained(self.trained(run_id, behaviour))
+        [verdict] = self.emitted[before:]
+        return verdict
+
+    async def deploy(
+        self, version: int, behaviour: bytes, *, at: datetime | None = None, load: bool = True
+    ) -> ModelDeployed:
+        """What the registry does and says: ``version`` of MODEL serves in Triton."""
+        source = self.scratch / f"production-{version}"
+        source.mkdir()
+        (source / "saved_model.pb").write_bytes(behaviour)
+        export_version(source, self.repository, name=MODEL, version=version)
+        if load:
+            await self.triton.load(MODEL)
+        event = ModelDeployed.origin(
+            ModelDeployedPayload(
+                model_name=MODEL,
+                version=version,
+                previous_version=version - 1 or None,
+                triton_model=MODEL,
+                run_id=f"run-v{version}",
+            ),
+            producer="registry",
+        )
+        if at is not None:
+            event = event.model_copy(update={"occurred_at": at})
+        await self.service.on_model_deployed(event)
+        return event
+
+    def staged_versions(self) -> list[int]:
+        return versions_present(self.repository, name=STAGING)
+
+    def report(self, key: str) -> EvaluationReport:
+        return EvaluationReport.model_validate_json(self.objects.objects[(Bucket.MODELS, key)])
+
+
+def checks_of(event: Event[Any]) -> dict[str, AssertionResult]:
+    return {c.name: c for c in event.payload.checks}
+
+
+def make_harness(tmp_path: Path, *, gate: Gate | None = None, max_batch_size: int = 32) -> Harness:
+    repository = tmp_path / "repository"
+    store = FakeStore()
+    objects = Objects()
+    triton = FakeTriton(repository)
+    emitted = Emitted()
+    staging = StagingArea(
+        triton,
+        objects,
+        Staging(repository=repository, model=STAGING, max_batch_size=max_batch_size),
+    )
+    service = EvaluatorService(store, objects, staging, emitted, gate=gate or Gate(), concurrency=4)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return Harness(service, store, objects, triton, emitted, repository, scratch)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> Harness:
+    harness = make_harness(tmp_path)
+    await stage_split_version(harness.objects, DATASET, *evaluation_set())
+    return harness
+
+
+async def test_a_good_first_model_is_approved_with_its_numbers(h: Harness) -> None:
+    trained = h.trained("run-a", cutoff(LAX))
+    await h.service.on_model_trained(trained)
+
+    [approved] = h.emitted
+    assert isinstance(approved, ModelApproved)
+    assert (approved.causation_id, approved.correlation_id) == (
+        trained.event_id,
+        trained.correlation_id,
+    )
+    payload = approved.payload
+    evaluation_id = evaluation_id_of(MODEL, "run-a")
+    assert payload.evaluation_id == evaluation_id
+    assert payload.report_key == f"evaluations/{evaluation_id}.json"
+    assert (payload.run_id, payload.dataset_id, payload.dataset_version) == ("run-a", DATASET, 1)
+    assert payload.artifact_key == saved_model_prefix("run-a")
+    assert payload.champion_version is None
+    assert payload.metrics["accuracy"] == pytest.approx(0.96)
+    assert payload.metrics["recall"] == pytest.approx(0.9)
+    assert payload.metrics["test_images"] == 50
+    assert payload.metrics["recall_scratch_neck"] == 0.0
+    assert payload.metrics["recall_scratch_head"] == 1.0
+    assert payload.metrics["roc_auc"] == 1.0, "the borderline defects still rank above goods"
+    checks = checks_of(approved)
+    assert list(checks) == [
+        "infra_validation",
+        "test_split_size",
+        "accuracy",
+        "defect_recall",
+        "champion_comparison",
+    ]
+    assert all(c.passed for c in checks.values())
+    assert checks["champion_comparison"].message == "no production model yet"
+    assert checks["accuracy"].observed == pytest.approx(0.96)
+
+    version = staging_version(evaluation_id)
+    assert (STAGING, frozenset({version})) in h.triton.loads, "it was loaded in staging"
+    assert h.staged_versions() == [], "and removed from the repository"
+    assert STAGING not in h.triton.loaded, "and unloaded"
+
+    report = h.report(payload.report_key)
+    assert report.passed
+    assert report.infra.served
+    assert (report.infra.triton_model, report.infra.version) == (STAGING, version)
+    assert report.metrics is not None
+    assert report.metrics.confusion.false_negatives == 2
+    assert report.champion is None
+    assert len(report.images) == 50
+    assert report.gate == Gate()
+    assert report.cause_event_id == str(trained.event_id)
+    record = h.store.evaluations[evaluation_id]
+    assert (record.passed, record.metrics, record.checks) == (True, payload.metrics, payload.checks)
+
+
+async def test_a_model_that_guesses_is_rejected_with_each_reason(h: Harness) -> None:
+    rejected = await h.evaluate("run-guess", b"constant:0.3")
+
+    assert isinstance(rejected, ModelRejected)
+    checks = checks_of(rejected)
+    assert checks["infra_validation"].passed
+    accuracy = checks["accuracy"]
+    assert not accuracy.passed
+    assert accuracy.observed == pytest.approx(0.6)
+    assert accuracy.message == "accuracy 0.6000: 30 of 50 test images right at threshold 0.5"
+    recall = checks["defect_recall"]
+    assert (recall.passed, recall.observed) == (False, 0.0)
+    assert rejected.payload.metrics["accuracy"] == pytest.approx(0.6)
+    assert h.staged_versions() == []
+    assert STAGING not in h.triton.loaded
+
+
+async def test_a_model_that_cannot_load_is_rejected_by_infra_validation(h: Harness) -> None:
+    rejected = await h.evaluate("run-broken", b"broken")
+
+    assert isinstance(rejected, ModelRejected)
+    [infra] = rejected.payload.checks
+    assert (infra.name, infra.passed) == ("infra_validation", False)
+    assert "failed to load" in infra.message
+    assert rejected.payload.metrics == {}
+    report = h.report(rejected.payload.report_key)
+    assert not report.infra.served
+    assert report.metrics is None
+    assert report.infra.failure is not None
+    assert h.staged_versions() == []
+    assert STAGING not in h.triton.loaded
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (None, "no usable SavedModel at models/runs/run-x/saved_model"),
+        (b"nan", "answered 50 value(s) that are not probabilities"),
+    ],
+)
+async def test_a_missing_artifact_or_nonsense_answers_fail_infra_validation(
+    h: Harness, behaviour: bytes | None, reason: str
+) -> None:
+    rejected = await h.evaluate("run-x", behaviour)
+
+    assert isinstance(rejected, ModelRejected)
+    [infra] = rejected.payload.checks
+    assert not infra.passed
+    assert reason in infra.message
+    assert h.staged_versions() == []
+
+
+async def test_test_images_are_scored_in_batches_no_larger_than_allowed(tmp_path: Path) -> None:
+    h = make_harness(tmp_path, max_batch_size=8)
+    await stage_split_version(h.objects, DATASET, *evaluation_set())
+
+    await h.evaluate("run-a", cutoff(SHARP))
+
+    sizes = [size for name, _, size in h.triton.inferences if name == STAGING]
+    assert sizes == [1, 8, 8, 8, 8, 8, 8, 2], "the warm-up, then 50 images in batches of 8"
+
+
+async def test_a_candidate_worse_than_production_is_rejected(h: Harness) -> None:
+    await h.deploy(1, cutoff(SHARP))
+
+    rejected = await h.evaluate("run-lax", cutoff(LAX))
+
+    assert isinstance(rejected, ModelRejected)
+    checks = checks_of(rejected)
+    assert [name for name, c in checks.items() if not c.passed] == ["champion_comparison"]
+    comparison = checks["champion_comparison"]
+    assert comparison.observed == pytest.approx(-0.04)
+    assert comparison.message == (
+        "accuracy 0.9600 vs production version 1's 1.0000 (difference -0.0400, allowed drop 0.02)"
+    )
+    assert rejected.payload.metrics["champion_accuracy"] == 1.0
+    assert (MODEL, 1, 32) in h.triton.inferences, "production was pinned to its version"
+    report = h.report(rejected.payload.report_key)
+    assert report.champion is not None
+    assert (report.champion.version, report.champion.run_id) == (1, "run-v1")
+    assert report.champion.metrics is not None
+    assert report.champion.metrics.accuracy == 1.0
+    assert all(score.champion_probability is not None for score in report.images)
+    assert h.triton.loaded[MODEL] == {1: cutoff(SHARP)}, "production is left as it was"
+
+
+async def test_a_candidate_as_good_as_production_is_approved_against_it(h: Harness) -> None:
+    await h.deploy(1, cutoff(LAX))
+
+    approved = await h.evaluate("run-sharp", cutoff(SHARP))
+
+    assert isinstance(approved, ModelApproved)
+    assert approved.payload.champion_version == 1
+    comparison = checks_of(approved)["champion_comparison"]
+    assert comparison.passed
+    assert comparison.observed == pytest.approx(0.04)
+
+
+async def test_production_that_cannot_be_scored_is_skipped(h: Harness) -> None:
+    await h.deploy(1, cutoff(SHARP), load=False)
+
+    approved = await h.evaluate("run-lax", cutoff(LAX))
+
+    assert isinstance(approved, ModelApproved)
+    assert approved.payload.champion_version is None, "nothing was compared"
+    comparison = checks_of(approved)["champion_comparison"]
+    assert comparison.passed
+    assert comparison.message.startswith("skipped: production version 1 could not be scored")
+    report = h.report(approved.payload.report_key)
+    assert report.champion is not None
+    assert report.champion.skipped is not None
+    assert report.champion.metrics is None
+
+
+async def test_production_follows_deployments_and_rollbacks_in_time_order(h: Harness) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    await h.deploy(1, cutoff(SHARP), at=start)
+    await h.deploy(2, cutoff(LAX), at=start + timedelta(minutes=1))
+    champion = await h.store.get_champion(MODEL)
+    assert champion is not None
+    assert (champion.version, champion.run_id) == (2, "run-v2")
+
+    rollback = ModelRolledBack.origin(
+        ModelRolledBackPayload(
+            model_name=MODEL,
+            from_version=2,
+            to_version=1,
+            triton_model=MODEL,
+            actor="ana",
+            reason="false rejects",
+        ),
+        producer="registry",
+    ).model_copy(update={"occurred_at": start + timedelta(minutes=2)})
+    await h.service.on_model_rolled_back(rollback)
+    champion = await h.store.get_champion(MODEL)
+    assert champion is not None
+    assert (champion.version, champion.run_id, champion.triton_model) == (1, "run-v1", MODEL)
+
+    late = ModelDeployed.origin(
+        ModelDeployedPayload(
+            model_name=MODEL, version=2, previous_version=1, triton_model=MODEL, run_id="run-v2"
+        ),
+        producer="registry",
+    ).model_copy(update={"occurred_at": start + timedelta(minutes=1, seconds=30)})
+    await h.service.on_model_deployed(late)  # delivered late, from another topic
+    champion = await h.store.get_champion(MODEL)
+    assert champion is not None
+    assert champion.version == 1, "an older move never overrides a newer one"
+
+
+async def test_a_run_is_judged_once_and_its_verdict_announced_again(h: Harness) -> None:
+    first = h.trained("run-a", cutoff(SHARP))
+    await h.service.on_model_trained(first)
+    await h.service.on_model_trained(first)  # redelivered
+    again = h.trained("run-a", cutoff(SHARP))  # the trainer reusing the run
+    await h.service.on_model_trained(again)
+
+    assert [type(e) for e in h.emitted] == [ModelApproved] * 3
+    assert h.emitted[0].event_id == h.emitted[1].event_id, "same cause, same event"
+    assert h.emitted[2].causation_id == again.event_id
+    assert {e.payload.model_dump_json() for e in h.emitted} == {
+        h.emitted[0].payload.model_dump_json()
+    }
+    assert len([load for load in h.triton.loads if load[0] == STAGING]) == 1, "judged once"
+    assert len(h.store.evaluations) == 1
+
+
+async def test_triton_down_is_transient_and_leaves_nothing_staged(h: Harness) -> None:
+    h.triton.down = True
+
+    with pytest.raises(UnavailableError):
+        await h.service.on_model_trained(h.trained("run-a", cutoff(SHARP)))
+
+    assert h.staged_versions() == []
+    assert h.emitted == []
+    assert h.store.evaluations == {}
+
+
+async def test_another_broken_staging_version_does_not_fail_this_one(h: Harness) -> None:
+    other = h.scratch / "other"
+    other.mkdir()
+    (other / "saved_model.pb").write_bytes(b"broken")
+    export_version(other, h.repository, name=STAGING, version=1)
+
+    approved = await h.evaluate("run-a", cutoff(SHARP))
+
+    assert isinstance(approved, ModelApproved)
+    assert h.staged_versions() == [1], "the other evaluation's version is left alone"
+
+
+def _image(sha: str, defect_type: str | None = None) -> ManifestImage:
+    return ManifestImage(
+        sha256=sha,
+        key=f"raw/{sha[:2]}/{sha}",
+        filename=f"{sha}.png",
+        width=64,
+        height=64,
+        format="PNG",
+        defect_type=defect_type,
+    )
+
+
+def _label(sha: str, label: Label, defect_type: str | None = None) -> ImageLabel:
+    return ImageLabel(
+        sha256=sha, label=label, defect_type=defect_type, source="import", labeled_at=_NOW
+    )
+
+
+_NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_held_out_images_are_the_test_split_with_their_defect_types() -> None:
+    manifest = Manifest(
+        dataset_id="d",
+        version=2,
+        created_at=_NOW,
+        images=[_image("a" * 64, "thread_top"), _image("b" * 64), _image("c" * 64)],
+    )
+    labels = LabelSet(
+        dataset_id="d",
+        version=2,
+        labels=[
+            _label("a" * 64, Label.BAD),
+            _label("b" * 64, Label.BAD, "scratch_head"),
+            _label("c" * 64, Label.GOOD),
+        ],
+    )
+    split = Split(
+        dataset_id="d",
+        version=2,
+        seed=0,
+        assignments={"a" * 64: SplitName.TEST, "b" * 64: SplitName.TEST, "c" * 64: "train"},
+    )
+
+    chosen = held_out_images(manifest, labels, split)
+
+    assert [(i.sha256[0], i.label, i.defect_type) for i in chosen] == [
+        ("a", Label.BAD, "thread_top"),
+        ("b", Label.BAD, "scratch_head"),
+    ]
+    with pytest.raises(InvalidInputError, match="which the label set lacks"):
+        held_out_images(manifest, labels.model_copy(update={"labels": labels.labels[1:]}), split)
+    with pytest.raises(InvalidInputError, match="test split of d v2 is empty"):
+        held_out_images(manifest, labels, split.model_copy(update={"assignments": {}}))
+    with pytest.raises(InvalidInputError, match="the manifest is for d v1"):
+        held_out_images(manifest.model_copy(update={"version": 1}), labels, split)
+
+
+async def test_a_version_without_a_split_is_refused(tmp_path: Path) -> None:
+    h = make_harness(tmp_path)
+    with pytest.raises(NotFoundError, match=r"manifest\.json"):
+        await h.service.on_model_trained(h.trained("run-a", cutoff(SHARP)))
+    assert h.triton.loads == [], "nothing reaches Triton"
+
+
+# --- the handlers on FastStream's in-memory broker ------------------------------------------
+
+
+@dataclass
+class Wired:
+    bus: Bus
+    harness: Harness
+    received: list[Event[Any]]
+
+
+@pytest.fixture
+async def wired(tmp_path: Path) -> AsyncIterator[Wired]:
+    harness = make_harness(tmp_path)
+    await stage_split_version(harness.objects, DATASET, *evaluation_set())
+    bus = Bus(
+        StackSettings(),
+        service="evaluator",
+        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
+        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
+    )
+    staging = StagingArea(
+        harness.triton, harness.objects, Staging(repository=harness.repository, model=STAGING)
+    )
+    service = EvaluatorService(
+        harness.store, harness.objects, staging, bus.emit, gate=Gate(), concurrency=4
+    )
+    handlers.register(bus, service)
+    received: list[Event[Any]] = []
+
+    @bus.broker.subscriber(Topic.MODEL_APPROVED)
+    async def on_approved(event: ModelApproved) -> None:
+        received.append(event)
+
+    @bus.broker.subscriber(Topic.MODEL_REJECTED)
+    async def on_rejected(event: ModelRejected) -> None:
+        received.append(event)
+
+    async with TestKafkaBroker(bus.broker):
+        yield Wired(bus, harness, received)
+
+
+async def test_the_handlers_judge_runs_and_follow_production(wired: Wired) -> None:
+    h = wired.harness
+    source = h.scratch / "production"
+    source.mkdir()
+    (source / "saved_model.pb").write_bytes(cutoff(SHARP))
+    export_version(source, h.repository, name=MODEL, version=4)
+    await h.triton.load(MODEL)
+    await wired.bus.publish(
+        ModelDeployed.origin(
+            ModelDeployedPayload(
+                model_name=MODEL, version=4, previous_version=3, triton_model=MODEL, run_id="r4"
+            ),
+            producer="registry",
+        )
+    )
+    trained = h.trained("run-lax", cutoff(LAX))
+
+    await wired.bus.publish(trained)
+    await wired.bus.publish(trained)  # redelivered: processed once
+
+    [event] = wired.received
+    assert isinstance(event, ModelRejected)
+    assert (event.producer, event.causation_id) == ("evaluator", trained.event_id)
+    assert not checks_of(event)["champion_comparison"].passed
+    assert (
+        json.loads(h.objects.objects[(Bucket.MODELS, event.payload.report_key)])["champion"][
+            "version"
+        ]
+        == 4
+    )
