@@ -6,17 +6,39 @@ running (a developer's), and stops it afterwards only if it started it.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from screwops_settings import StackSettings
 from screwops_stack import processes, supervisor
 
 REPO = Path(__file__).resolve().parents[2]
-PIPELINE = ("ingestion", "labeling", "validation")
+PIPELINE = (
+    "ingestion",
+    "labeling",
+    "validation",
+    "trainer",
+    "evaluator",
+    "registry",
+    "gateway",
+)
+# The end-to-end tests check that the pipeline is wired, not how good a model gets: small data
+# trains briefly, and a gate that such a model can pass lets the run reach the gateway (the real
+# gate and the full-size training are exercised by `make demo` and benchmarks/bench_train.py).
+E2E_ENV = {
+    "SCREWOPS_TRAINER_PARAMS__EPOCHS": "15",
+    "SCREWOPS_TRAINER_PARAMS__PATIENCE": "6",
+    "SCREWOPS_TRAINER_PARAMS__FILTERS": "[8, 16, 32, 64]",
+    "SCREWOPS_EVALUATOR_MIN_ACCURACY": "0.6",
+    "SCREWOPS_EVALUATOR_MIN_DEFECT_RECALL": "0.5",
+    "SCREWOPS_EVALUATOR_MAX_ACCURACY_DROP": "1.0",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,17 +49,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def stack(*args: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "screwops_stack", *args], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "screwops_stack", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **E2E_ENV},
     )
     assert result.returncode == 0, f"screwops-stack {args} failed:\n{result.stdout}{result.stderr}"
 
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[tuple[str, ...]]:
-    """The data-plane services, running under the supervisor."""
+    """The pipeline's services, running under the supervisor."""
     settings = StackSettings()
     started_here = processes.find(supervisor.pidfile(settings)) is None
     stack("services", "up", *PIPELINE)
     yield PIPELINE
     if started_here:
         stack("services", "down")
+
+
+def screwops(*args: str) -> dict[str, Any]:
+    """Run the real CLI with --json and return what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "screwops_cli", *args, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"screwops {args} failed:\n{result.stdout}{result.stderr}"
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed

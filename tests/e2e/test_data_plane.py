@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +16,8 @@ from screwops_settings import StackSettings
 from screwops_storage import ObjectStore
 from screwops_synth import generate
 
+from tests.e2e.conftest import screwops
 from tests.support import eventually, unique
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def screwops(*args: str) -> dict[str, Any]:
-    """Run the real CLI with --json and return what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "screwops_cli", *args, "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"screwops {args} failed:\n{result.stdout}{result.stderr}"
-    parsed: dict[str, Any] = json.loads(result.stdout)
-    return parsed
 
 
 async def outcome(settings: StackSettings, dataset: str) -> DatasetValidated | DatasetRejected:
