@@ -18,7 +18,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
-from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc, inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import EVENTS_BY_TOPIC, Event, Topic
 from screwops_settings import StackSettings
 from screwops_stack.supervisor import available
@@ -54,6 +54,18 @@ def prepare_data(root: Path, console: Console) -> Path:
     summary = generate(data, good=300, defect=300, seed=7, size=256)
     console.print(f"rendered {summary.images} images in {summary.seconds:.1f}s")
     return data
+
+
+def held_out(root: Path) -> dict[str, list[Path]]:
+    """Screws the model never saw (another seed), by class folder, for the inspections."""
+    data = root / "held-out"
+    if not (data / "train").is_dir():
+        generate(data, good=HELD_OUT_GOOD, defect=HELD_OUT_DEFECT, seed=HELD_OUT_SEED, size=256)
+    by_class: dict[str, list[Path]] = {}
+    for split in ("train", "test"):
+        for folder in sorted((data / split).iterdir()):
+            by_class.setdefault(folder.name, []).extend(sorted(folder.glob("*.png")))
+    return {name: paths[:SHOWN_PER_CLASS] for name, paths in sorted(by_class.items())}
 
 
 def import_data(address: str, data: Path, dataset: str) -> tuple[ingestion_pb2.ImportResult, str]:
@@ -112,11 +124,105 @@ async def follow(
     return Outcome(seen, None)
 
 
-def run(settings: StackSettings, *, address: str, dataset: str, timeout: float) -> int:
+# Held-out screws the demo shows the served model: a few per class, rendered with another seed.
+SHOWN_PER_CLASS = 2
+HELD_OUT_SEED = 8
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+HELD_OUT_GOOD = 4
+HELD_OUT_DEFECT = 10
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One inspection the demo made: the file, its true class and the gateway's answer."""
+
+    path: Path
+    truth: str
+    answer: inspection_pb2.InspectResponse | None
+    error: str | None
+
+
+def inspect_samples(
+    gateway: str, samples: dict[str, list[Path]], version: int, *, token: str | None, within: float
+) -> list[Shown]:
+    """Inspect held-out screws of each class through the gateway, unpinned, once the gateway
+    serves ``version`` as production (it switches after Triton's warm-up)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    chosen = [
+        (path, "GOOD" if name == "good" else "DEFECT")
+        for name, paths in samples.items()
+        for path in paths
+    ]
+    with grpc.insecure_channel(gateway) as channel:
+        stub = inspection_pb2_grpc.InspectionServiceStub(channel)
+
+        def inspect(path: Path) -> inspection_pb2.InspectResponse:
+            request = inspection_pb2.InspectRequest(
+                image=path.read_bytes(), line_id="demo-line", camera_id="demo-cam"
+            )
+            answer: inspection_pb2.InspectResponse = stub.Inspect(
+                request, metadata=metadata, timeout=30
+            )
+            return answer
+
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                if inspect(chosen[0][0]).model_version >= version:
+                    break
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:  # nothing deployed yet
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gateway did not serve version {version} in {within:.0f}s")
+            time.sleep(0.5)
+        shown = []
+        for path, truth in chosen:
+            try:
+                shown.append(Shown(path, truth, inspect(path), None))
+            except grpc.RpcError as error:
+                shown.append(Shown(path, truth, None, f"{error.code().name}: {error.details()}"))
+    return shown
+
+
+def show(shown: list[Shown], root: Path, console: Console) -> None:
+    """The verdicts, beside each screw's true class."""
+    table = Table(title="held-out screws inspected through the gateway")
+    for column in ("held-out image", "truth", "verdict", "p(defect)", "version", "ms"):
+        table.add_column(column)
+    for item in shown:
+        name = str(item.path.relative_to(root / "held-out"))
+        if item.answer is None:
+            table.add_row(name, item.truth, f"[red]{item.error}[/red]", "", "", "")
+            continue
+        answer = item.answer
+        verdict = inspection_pb2.Verdict.Name(answer.verdict).removeprefix("VERDICT_")
+        colour = "green" if verdict == item.truth else "yellow"
+        table.add_row(
+            name,
+            item.truth,
+            f"[{colour}]{verdict}[/{colour}]",
+            f"{answer.defect_probability:.3f}",
+            f"v{answer.model_version}",
+            f"{answer.timings.total_ms:.1f}",
+        )
+    console.print(table)
+
+
+def run(
+    settings: StackSettings,
+    *,
+    address: str,
+    dataset: str,
+    timeout: float,
+    gateway: str = "127.0.0.1:50051",
+    token: str | None = None,
+) -> int:
     """The whole demo; returns the process exit code."""
     console = Console()
     began = time.monotonic()
-    data = prepare_data(settings.home / "demo", console)
+    demo_root = settings.home / "demo"
+    data = prepare_data(demo_root, console)
     result, correlation_id = import_data(address, data, dataset)
     state = "new version" if result.created else "nothing new: replaying the earlier run"
     console.print(
@@ -146,5 +252,30 @@ def run(settings: StackSettings, *, address: str, dataset: str, timeout: float) 
     if missing:
         console.print(f"[red]timed out after {elapsed:.0f}s waiting for {missing[0]}[/red]")
         return 1
-    console.print(f"[green]demo finished in {elapsed:.0f}s[/green]")
+    approved = outcome.seen.get(Topic.MODEL_APPROVED)
+    if approved is not None:
+        metrics = approved.payload.metrics
+        figures = ", ".join(f"{k} {metrics[k]:.3f}" for k in HEADLINE_METRICS if k in metrics)
+        console.print(f"approved on the test split: {figures}")
+    deployed = outcome.seen.get(Topic.MODEL_DEPLOYED)
+    if deployed is not None and "gateway" in installed:
+        try:
+            samples = held_out(demo_root)
+            shown = inspect_samples(
+                gateway, samples, deployed.payload.version, token=token, within=120
+            )
+        except (grpc.RpcError, TimeoutError) as error:
+            console.print(f"[red]the gateway did not answer: {error}[/red]")
+            return 1
+        show(shown, demo_root, console)
+        if any(item.answer is None for item in shown):
+            console.print("[red]an inspection failed[/red]")
+            return 1
+        right = sum(
+            inspection_pb2.Verdict.Name(item.answer.verdict).endswith(item.truth)
+            for item in shown
+            if item.answer is not None
+        )
+        console.print(f"{right} of {len(shown)} held-out screws judged right")
+    console.print(f"[green]demo finished in {time.monotonic() - began:.0f}s[/green]")
     return 0

@@ -422,7 +422,10 @@ def _triton(settings: StackSettings, layout: Layout) -> Server:
             f"--metrics-address={BIND_HOST}",
             f"--metrics-port={metrics_port}",
             "--allow-gpu-metrics=false",
-            "--strict-readiness=true",
+            # The server's readiness, not every model's: a candidate that failed to load, or a
+            # staging version the evaluator unloaded, must not make the whole server "not ready";
+            # callers ask for each model's readiness themselves.
+            "--strict-readiness=false",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
         ],
