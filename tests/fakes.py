@@ -1,13 +1,34 @@
-"""In-memory stand-ins for MinIO and the bus's processed-events collections (unit tests only)."""
+"""In-memory stand-ins shared by the unit tests: MinIO, the bus's processed-events collections
+(and a real :class:`Bus` on them), Triton over a real model repository, and a gRPC context."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar, cast
 
+import grpc
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
-from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
+from screwops_bus import Bus, RetryPolicy
+from screwops_contracts import Event
+from screwops_contracts.datasets import Bucket
+from screwops_errors import (
+    FailedPreconditionError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
+from screwops_serving import SAVED_MODEL_DIR, versions_present
+from screwops_settings import StackSettings
 from screwops_storage import StoredObject
+
+P = TypeVar("P", bound=BaseModel)
+
+# A SavedModel graph starting with these bytes fails to load in :class:`RepositoryTriton`.
+BROKEN = b"broken"
 
 
 class FakeObjects:
@@ -52,6 +73,41 @@ class FakeObjects:
             raise InvalidInputError(f"{key} is {len(data)} bytes, over the limit of {max_bytes}")
         return data
 
+    async def put_directory(self, bucket: str, root: Path, *, prefix: str) -> list[StoredObject]:
+        """Every file under ``root`` at ``<prefix>/<relative path>``, as the real store does."""
+        return [await self.put_named(bucket, k, data) for k, data in _tree(root, prefix).items()]
+
+    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]:
+        keys = self.keys(bucket, prefix)
+        if not keys:
+            raise NotFoundError(f"nothing stored under {bucket}/{prefix}/")
+        stored = []
+        for key in keys:
+            path = root / key.removeprefix(f"{prefix}/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = self.objects[(bucket, key)]
+            path.write_bytes(data)
+            stored.append(StoredObject(key, hashlib.sha256(data).hexdigest(), len(data)))
+        return stored
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """The keys stored under ``<prefix>/`` in ``bucket``, sorted."""
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
+
+    def put_saved_model(self, prefix: str, graph: bytes = b"graph") -> str:
+        """What the trainer leaves in the models bucket: a SavedModel directory."""
+        self.objects[(Bucket.MODELS, f"{prefix}/saved_model.pb")] = graph
+        self.objects[(Bucket.MODELS, f"{prefix}/variables/variables.index")] = b"index"
+        return prefix
+
+
+def _tree(root: Path, prefix: str) -> dict[str, bytes]:
+    return {
+        f"{prefix}/{path.relative_to(root).as_posix()}": path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
 
 class FakeCollection:
     """Just what the bus's processed-events record needs."""
@@ -74,3 +130,94 @@ class FakeDatabase(dict[str, FakeCollection]):
     def __missing__(self, name: str) -> FakeCollection:
         self[name] = FakeCollection()
         return self[name]
+
+
+class Emitted(list[Event[Any]]):
+    """Collects what a service emits, built as :meth:`screwops_bus.Bus.emit` of ``producer``
+    would build it (an :class:`screwops_bus.Emit`)."""
+
+    def __init__(self, producer: str) -> None:
+        super().__init__()
+        self.producer = producer
+
+    async def __call__(
+        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
+    ) -> None:
+        self.append(event_type.caused_by(cause, payload, producer=self.producer))
+
+
+def memory_bus(service: str, *, max_attempts: int = 2) -> Bus:
+    """A real :class:`Bus` for ``service`` on in-memory processed-events, with quick retries:
+    run it under FastStream's ``TestKafkaBroker(bus.broker)``, as ``__main__`` would wire it."""
+    return Bus(
+        StackSettings(),
+        service=service,
+        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
+        retry=RetryPolicy(max_attempts=max_attempts, initial_wait=0.001, max_wait=0.002),
+    )
+
+
+class RepositoryTriton:
+    """Triton with explicit model control over a real model repository on disk.
+
+    A load serves every version present (``loaded``: model -> version -> its ``saved_model.pb``
+    bytes, ``loads``: what each load left served); a version whose graph starts with
+    :data:`BROKEN` fails the load while the model's other versions keep serving, as the real
+    Triton does (seen on 2.51). ``down`` makes every call fail as an unreachable server.
+    """
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.loaded: dict[str, dict[int, bytes]] = {}
+        self.loads: list[tuple[str, frozenset[int]]] = []
+        self.down = False
+
+    def _answer(self) -> None:
+        if self.down:
+            raise UnavailableError("Triton did not answer")
+
+    def graph(self, name: str, version: int) -> bytes:
+        path = self.repository / name / str(version) / SAVED_MODEL_DIR / "saved_model.pb"
+        return path.read_bytes()
+
+    async def load(self, name: str) -> None:
+        self._answer()
+        present = versions_present(self.repository, name=name)
+        if not present:
+            raise FailedPreconditionError(f"loading {name}: no version to load")
+        graphs = {v: self.graph(name, v) for v in present}
+        broken = [v for v, g in graphs.items() if g.startswith(BROKEN)]
+        self.loaded[name] = {v: g for v, g in graphs.items() if v not in broken}
+        self.loads.append((name, frozenset(self.loaded[name])))
+        if broken:
+            raise FailedPreconditionError(f"loading {name}: version {broken[0]} failed to load")
+
+    async def unload(self, name: str) -> None:
+        self._answer()
+        self.loaded.pop(name, None)
+
+    async def ready(self, name: str, version: int | None = None) -> bool:
+        self._answer()
+        served = self.loaded.get(name, {})
+        return bool(served) if version is None else version in served
+
+
+class AbortedError(Exception):
+    """What :meth:`FakeContext.abort` raises: the status and details a client would get."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)
+        self.code, self.details = code, details
+
+
+class FakeContext:
+    """The part of a gRPC servicer context the APIs use: abort, and the deadline's remainder."""
+
+    def __init__(self, remaining: float | None = None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise AbortedError(code, details)

@@ -1,4 +1,5 @@
-"""Helpers shared by the test levels: waiting on a condition with a deadline, unique names."""
+"""Helpers shared by the test levels: waiting on a condition with a deadline, unique names, test
+images, the registry's announcements, and MinIO clean-up."""
 
 from __future__ import annotations
 
@@ -7,10 +8,20 @@ import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
+from minio import Minio
 from PIL import Image
+from screwops_contracts import (
+    ModelDeployed,
+    ModelDeployedPayload,
+    ModelRolledBack,
+    ModelRolledBackPayload,
+)
+from screwops_contracts.datasets import ImageLabel, Label, ManifestImage
+from screwops_settings import MinioSettings
 
 T = TypeVar("T")
 
@@ -41,3 +52,82 @@ def png(size: int = 32, *, shade: int = 128, seed: int = 0) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(out, format="PNG")
     return out.getvalue()
+
+
+def manifest_image(sha256: str, defect_type: str | None = None) -> ManifestImage:
+    """A manifest entry for the image ``sha256`` (a 64 px PNG at its content address)."""
+    return ManifestImage(
+        sha256=sha256,
+        key=f"raw/{sha256[:2]}/{sha256}",
+        filename=f"{sha256}.png",
+        width=64,
+        height=64,
+        format="PNG",
+        defect_type=defect_type,
+    )
+
+
+def image_label(sha256: str, label: Label, defect_type: str | None = None) -> ImageLabel:
+    """A person's label for the image ``sha256``."""
+    return ImageLabel(
+        sha256=sha256,
+        label=label,
+        defect_type=defect_type,
+        source="manual",
+        labeled_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def model_deployed(
+    model: str, version: int, *, run_id: str | None = None, at: datetime | None = None
+) -> ModelDeployed:
+    """The registry's ``model.deployed``: ``version`` of ``model`` (served under its own name)
+    replaces the version before it (none for version 1); the run defaults to ``run-<version>``,
+    the time to now."""
+    event = ModelDeployed.origin(
+        ModelDeployedPayload(
+            model_name=model,
+            version=version,
+            previous_version=version - 1 or None,
+            triton_model=model,
+            run_id=run_id or f"run-{version}",
+        ),
+        producer="registry",
+    )
+    return event if at is None else event.model_copy(update={"occurred_at": at})
+
+
+def model_rolled_back(
+    model: str, from_version: int, to_version: int, *, at: datetime | None = None
+) -> ModelRolledBack:
+    """The registry's ``model.rolled_back``: an operator moved ``model`` back."""
+    event = ModelRolledBack.origin(
+        ModelRolledBackPayload(
+            model_name=model,
+            from_version=from_version,
+            to_version=to_version,
+            triton_model=model,
+            actor="ana",
+            reason="false rejects",
+        ),
+        producer="registry",
+    )
+    return event if at is None else event.model_copy(update={"occurred_at": at})
+
+
+def minio_client(settings: MinioSettings) -> Minio:
+    """A plain client of the configured MinIO, for what a test lists, drops or removes itself."""
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key.get_secret_value(),
+        secure=settings.secure,
+    )
+
+
+def remove_objects(client: Minio, bucket: str, *prefixes: str) -> None:
+    """Delete every object under each of ``prefixes`` in ``bucket`` (what a test staged)."""
+    for prefix in prefixes:
+        for item in client.list_objects(bucket, prefix=prefix, recursive=True):
+            if item.object_name is not None:
+                client.remove_object(bucket, item.object_name)

@@ -3,16 +3,19 @@
 Services subscribe and publish on the catalogue's topics; a test that runs a service's real
 wiring in-process gives each of those topics a fresh stand-in (``routes``: catalogue topic ->
 test topic), so events other tests (or the supervised services) put on the real topics never
-reach it.
+reach it. :func:`service_bus` builds such a bus as the services' ``__main__`` do, and
+:class:`RoutedReader` reads back what the services put on the routed topics.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer
+from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
-from screwops_bus import Bus
+from screwops_bus import Bus, RetryPolicy
 from screwops_bus.bus import DEFAULT_MAX_POLL_INTERVAL_MS, Handler
 from screwops_contracts import Event, dlq_topic
 from screwops_settings import StackSettings
@@ -60,3 +63,59 @@ async def routed_topics(
     names = [n for topic in routes.values() for n in (topic, dlq_topic(topic))]
     async for _ in _topics(settings, *names):
         yield routes
+
+
+def service_bus(
+    settings: StackSettings,
+    service: str,
+    db: AsyncIOMotorDatabase[Any],
+    routes: dict[str, str],
+    *,
+    max_wait: float = 0.1,
+) -> RoutedBus:
+    """A service's bus as its ``__main__`` builds it, under a name of this test's own, on this
+    test's topics and database, retrying transient failures quickly (3 attempts)."""
+    return RoutedBus(
+        settings,
+        service=unique(service),
+        db=db,
+        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=max_wait),
+        routes=routes,
+    )
+
+
+class RoutedReader:
+    """Reads the events services put on this test's routed topics, from the first one on.
+
+    ``events`` names the catalogue topics to read and the event each carries; a plain consumer
+    with no group, so it takes nothing from the services' own consumers.
+    """
+
+    def __init__(
+        self,
+        settings: StackSettings,
+        routes: dict[str, str],
+        events: Mapping[str, type[Event[Any]]],
+    ) -> None:
+        self._events = {routes[topic]: event for topic, event in events.items()}
+        self._consumer = AIOKafkaConsumer(
+            *self._events,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def read(self) -> list[Event[Any]]:
+        """The events that arrived since the last read (waiting up to half a second for some)."""
+        batch = await self._consumer.getmany(timeout_ms=500)
+        return [
+            self._events[record.topic].model_validate_json(record.value)
+            for records in batch.values()
+            for record in records
+        ]

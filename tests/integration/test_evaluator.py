@@ -22,15 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import RetryPolicy
 from screwops_contracts import (
     AssertionResult,
     Event,
     ModelApproved,
-    ModelDeployed,
-    ModelDeployedPayload,
     ModelRejected,
     Topic,
 )
@@ -54,9 +50,9 @@ from screwops_settings import StackSettings
 from screwops_stack.servers import triton_model_repository
 from screwops_storage import ObjectStore, content_key, database, sha256_hex
 
-from tests.integration.routing import RoutedBus, routed_topics
+from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.integration.test_serving import keras_saved_model
-from tests.support import eventually, unique
+from tests.support import eventually, minio_client, model_deployed, remove_objects, unique
 from tests.unit.evaluator.builders import (
     LAX,
     SHARP,
@@ -164,20 +160,6 @@ def checks_of(event: Event[Any]) -> dict[str, AssertionResult]:
     return {c.name: c for c in event.payload.checks}
 
 
-def remove_objects(settings: StackSettings, bucket: str, *prefixes: str) -> None:
-    """Delete what the test left in a shared bucket."""
-    client = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
-    for prefix in prefixes:
-        for item in client.list_objects(bucket, prefix=prefix, recursive=True):
-            if item.object_name is not None:
-                client.remove_object(bucket, item.object_name)
-
-
 @pytest.fixture
 async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
     """A fresh topic (and dead-letter twin) for each topic the evaluator consumes or produces."""
@@ -207,13 +189,7 @@ async def evaluator(
     test, other = evaluation_set(note=dataset_id)
     await stage_split_version(objects, dataset_id, test, other)
     # The service's own wiring (see __main__), on this test's own topics, names and database.
-    bus = RoutedBus(
-        settings,
-        service=unique("evaluator"),
-        db=db,
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
-        routes=routes,
-    )
+    bus = service_bus(settings, "evaluator", db, routes)
     store = MongoEvaluatorStore(db)
     await store.ensure_indexes()
     repository = triton_model_repository(settings)
@@ -262,15 +238,16 @@ async def evaluator(
             shutil.rmtree(repository / name, ignore_errors=True)
         await triton.close()
         images = [content_key("raw", sha256_hex(f.data)) for f in (*test, *other)]
+        s3 = minio_client(settings.minio)
         await asyncio.to_thread(
             remove_objects,
-            settings,
+            s3,
             Bucket.MODELS,
             *[f"{saved_model_prefix(run)}/" for run in running.runs],
             *[f"evaluations/{evaluation_id_of(model, run)}.json" for run in running.runs],
         )
-        await asyncio.to_thread(remove_objects, settings, Bucket.DATASETS, f"{dataset_id}/")
-        await asyncio.to_thread(remove_objects, settings, Bucket.IMAGES, *images)
+        await asyncio.to_thread(remove_objects, s3, Bucket.DATASETS, f"{dataset_id}/")
+        await asyncio.to_thread(remove_objects, s3, Bucket.IMAGES, *images)
         db.client.close()
 
 
@@ -340,18 +317,7 @@ async def test_a_candidate_worse_than_production_is_rejected(
         evaluator.saved_models["sharp"], evaluator.repository, name=evaluator.model, version=1
     )
     await evaluator.triton.load(evaluator.model)
-    await evaluator.bus.publish(
-        ModelDeployed.origin(
-            ModelDeployedPayload(
-                model_name=evaluator.model,
-                version=1,
-                previous_version=None,
-                triton_model=evaluator.model,
-                run_id="it-production-run",
-            ),
-            producer="registry",
-        )
-    )
+    await evaluator.bus.publish(model_deployed(evaluator.model, 1, run_id="it-production-run"))
 
     async def production_known() -> int | None:
         champion = await evaluator.store.get_champion(evaluator.model)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,8 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_bus import RetryPolicy
-from screwops_contracts import InspectionCompleted, ModelDeployed, ModelDeployedPayload, Topic
+from screwops_contracts import InspectionCompleted, Topic
 from screwops_contracts.datasets import Bucket
 from screwops_gateway import handlers
 from screwops_gateway.auth import BearerAuth
@@ -35,15 +33,14 @@ from screwops_gateway.prediction_log import LogPolicy, PredictionLog
 from screwops_gateway.service import GatewayService, Policy
 from screwops_gateway.store import MongoServingStateStore
 from screwops_imaging import decode, preprocess
-from screwops_serving import TritonModels, export_version
+from screwops_serving import TritonModels
 from screwops_settings import StackSettings
-from screwops_stack.servers import triton_model_repository
 from screwops_storage import ObjectStore, database
 from screwops_synth import render_screw
 
-from tests.integration.routing import RoutedBus, routed_topics
-from tests.integration.test_serving import keras_saved_model, predictions
-from tests.support import eventually, png, unique
+from tests.integration.routing import RoutedBus, routed_topics, service_bus
+from tests.integration.test_serving import Served, predictions, two_versions_served
+from tests.support import eventually, model_deployed, png, unique
 
 TOKEN = "line-7-camera-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -73,19 +70,9 @@ class Gateway:
         )
         return await self.stub.Inspect(request, metadata=AUTH, timeout=10)
 
-    async def deploy(self, version: int, previous: int | None) -> None:
-        await self.bus.publish(
-            ModelDeployed.origin(
-                ModelDeployedPayload(
-                    model_name=self.model,
-                    version=version,
-                    previous_version=previous,
-                    triton_model=self.model,
-                    run_id=f"run-{version}",
-                ),
-                producer="registry",
-            )
-        )
+    async def deploy(self, version: int) -> None:
+        """The registry's announcement that ``version`` replaced the one before."""
+        await self.bus.publish(model_deployed(self.model, version))
 
     def expected(self, image: bytes, version: int) -> float:
         batch = preprocess(decode(image).image)[np.newaxis]
@@ -99,34 +86,13 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
         yield routes
 
 
-@dataclass
-class Served:
-    """Two versions of a uniquely named model, loaded in Triton, and their Keras originals."""
-
-    model: str
-    triton: TritonModels
-    keras: dict[int, Any]
-
-
 @pytest.fixture(scope="module")
 async def served(
     settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
-    model = unique("it-gateway-model")
-    repository = triton_model_repository(settings)
     scratch = tmp_path_factory.mktemp("gateway-models")
-    keras = {}
-    for version in (1, 2):
-        keras[version] = keras_saved_model(scratch / str(version), seed=version)
-        export_version(scratch / str(version), repository, name=model, version=version)
-    triton = TritonModels(settings.triton.grpc_url)
-    await triton.load(model)
-    try:
-        yield Served(model, triton, keras)
-    finally:
-        await triton.unload(model)
-        await triton.close()
-        shutil.rmtree(repository / model, ignore_errors=True)
+    async with two_versions_served(settings, scratch, unique("it-gateway-model")) as served:
+        yield served
 
 
 @pytest.fixture
@@ -137,17 +103,11 @@ async def gateway(
     served: Served,
 ) -> AsyncIterator[Gateway]:
     """A fresh gateway (nothing deployed) in front of the served model."""
-    model, triton = served.model, served.triton
+    model, triton = served.name, served.triton
     db = database(settings.mongo, mongo_db.name, appname="it-gateway")
     objects = ObjectStore.from_settings(settings.minio)
     await objects.ensure_buckets(Bucket.INSPECTIONS)
-    bus = RoutedBus(
-        settings,
-        service=unique("gateway"),
-        db=db,
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
-        routes=routes,
-    )
+    bus = service_bus(settings, "gateway", db, routes)
     metrics = GatewayMetrics()
     service = GatewayService(
         triton,
@@ -252,7 +212,7 @@ async def test_a_camera_stream_is_answered_in_order(gateway: Gateway) -> None:
 async def test_a_deployment_switches_versions_under_load_without_a_failed_request(
     gateway: Gateway,
 ) -> None:
-    await gateway.deploy(1, None)
+    await gateway.deploy(1)
 
     async def on_version_one() -> bool | None:
         try:
@@ -277,7 +237,7 @@ async def test_a_deployment_switches_versions_under_load_without_a_failed_reques
 
     load = [asyncio.create_task(client()) for _ in range(4)]
     began = time.monotonic()
-    await gateway.deploy(2, 1)
+    await gateway.deploy(2)
 
     async def switched() -> bool | None:
         return True if versions[-8:] == [2] * 8 else None

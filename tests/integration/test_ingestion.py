@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
-from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_bus import Bus
@@ -26,7 +25,7 @@ from screwops_rpc import Api, Server
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore
 
-from tests.support import eventually, png, unique
+from tests.support import eventually, minio_client, png, unique
 
 
 @dataclass
@@ -180,12 +179,7 @@ async def test_a_bucket_drop_reaches_a_dataset_through_minio_notifications(
     settings: StackSettings, ingestion: Running
 ) -> None:
     dataset = unique("drop")
-    s3 = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
+    s3 = minio_client(settings.minio)
 
     def drop(key: str, data: bytes) -> None:
         s3.put_object(Bucket.DROP, f"{dataset}/{key}", io.BytesIO(data), len(data))

@@ -18,7 +18,6 @@ import grpc
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops.v1 import ingestion_pb2, labeling_pb2, labeling_pb2_grpc
-from screwops_bus import RetryPolicy
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -44,7 +43,7 @@ from screwops_rpc import Api, Server
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
 
-from tests.integration.routing import RoutedBus, routed_topics
+from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.support import eventually, unique
 
 
@@ -152,13 +151,7 @@ async def labeling(
     db = database(settings.mongo, mongo_db.name, appname="it-labeling")
     objects = ObjectStore.from_settings(settings.minio)
     await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS, Bucket.INSPECTIONS)
-    bus = RoutedBus(
-        settings,
-        service=unique("labeling"),
-        db=db,
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
-        routes=routes,
-    )
+    bus = service_bus(settings, "labeling", db, routes)
     store = MongoLabelingStore(db)
     await store.ensure_indexes()
     service = LabelingService(

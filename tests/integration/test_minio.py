@@ -8,25 +8,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from minio import Minio
 from screwops_settings import StackSettings
 
-from tests.support import unique
-
-
-def client(settings: StackSettings) -> Minio:
-    return Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
+from tests.support import minio_client, unique
 
 
 @pytest.fixture
 def bucket(settings: StackSettings) -> Iterator[str]:
     name = unique("it")
-    s3 = client(settings)
+    s3 = minio_client(settings.minio)
     s3.make_bucket(name)
     yield name
     for obj in s3.list_objects(name, recursive=True):
@@ -37,7 +27,7 @@ def bucket(settings: StackSettings) -> Iterator[str]:
 def test_a_5mb_object_round_trips_with_its_checksum(settings: StackSettings, bucket: str) -> None:
     payload = os.urandom(5 * 1024 * 1024)
     digest = hashlib.sha256(payload).hexdigest()
-    s3 = client(settings)
+    s3 = minio_client(settings.minio)
     s3.put_object(bucket, "blob", io.BytesIO(payload), len(payload), metadata={"sha256": digest})
 
     response = s3.get_object(bucket, "blob")

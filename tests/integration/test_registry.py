@@ -21,11 +21,9 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import pytest
-from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from screwops.v1 import registry_pb2, registry_pb2_grpc
-from screwops_bus import RetryPolicy
 from screwops_contracts import (
     AssertionResult,
     ModelApproved,
@@ -52,9 +50,9 @@ from screwops_settings import StackSettings
 from screwops_stack.servers import triton_model_repository
 from screwops_storage import ObjectStore, database
 
-from tests.integration.routing import RoutedBus, routed_topics
+from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.integration.test_serving import images, keras_saved_model, predictions
-from tests.support import eventually, unique
+from tests.support import eventually, minio_client, remove_objects, unique
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -140,20 +138,6 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
         yield routes
 
 
-def remove_objects(settings: StackSettings, *prefixes: str) -> None:
-    """Delete what the test left in the shared models bucket."""
-    client = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
-    for prefix in prefixes:
-        for item in client.list_objects(Bucket.MODELS, prefix=f"{prefix}/", recursive=True):
-            if item.object_name is not None:
-                client.remove_object(Bucket.MODELS, item.object_name)
-
-
 @pytest.fixture
 async def registry(
     settings: StackSettings,
@@ -165,13 +149,7 @@ async def registry(
     db = database(settings.mongo, mongo_db.name, appname="it-registry")
     objects = ObjectStore.from_settings(settings.minio)
     await objects.ensure_buckets(Bucket.MODELS)
-    bus = RoutedBus(
-        settings,
-        service=unique("registry"),
-        db=db,
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
-        routes=routes,
-    )
+    bus = service_bus(settings, "registry", db, routes)
     store = MongoRegistryStore(db)
     await store.ensure_indexes()
     repository = triton_model_repository(settings)
@@ -232,7 +210,9 @@ async def registry(
         await triton.close()
         shutil.rmtree(repository / model, ignore_errors=True)
         runs = [saved_model_prefix(f"{model}-run-{n}") for n in range(1, 4)]
-        await asyncio.to_thread(remove_objects, settings, f"triton/{model}", *runs)
+        prefixes = [f"{prefix}/" for prefix in (f"triton/{model}", *runs)]
+        s3 = minio_client(settings.minio)
+        await asyncio.to_thread(remove_objects, s3, Bucket.MODELS, *prefixes)
         db.client.close()
 
 

@@ -15,8 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient
 from screwops_settings import StackSettings
 
-from tests.integration.test_minio import client as minio_client
-from tests.support import unique
+from tests.support import minio_client, unique
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.restart
@@ -58,7 +57,7 @@ async def test_everything_written_before_a_restart_is_there_after_it(
     await first.commit()
     await first.stop()
 
-    s3 = minio_client(settings)
+    s3 = minio_client(settings.minio)
     s3.make_bucket(bucket)
     s3.put_object(bucket, "blob", io.BytesIO(payload), len(payload))
     mongo: AsyncIOMotorClient[Any] = AsyncIOMotorClient(settings.mongo.uri.get_secret_value())

@@ -11,6 +11,7 @@ import shutil
 import statistics
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,14 +74,13 @@ class Served:
     keras: dict[int, Any]
 
 
-@pytest.fixture(scope="module")
-async def served(
-    settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
+@asynccontextmanager
+async def two_versions_served(
+    settings: StackSettings, scratch: Path, name: str
 ) -> AsyncIterator[Served]:
-    """Versions 1 and 2 of a uniquely named model, exported and loaded."""
-    name = unique("it_serving").replace("-", "_")
+    """Versions 1 and 2 of model ``name`` (Keras models of seeds 1 and 2, saved under
+    ``scratch``), exported to the stack's repository and loaded in Triton; removed after."""
     repository = triton_model_repository(settings)
-    scratch = tmp_path_factory.mktemp("saved_models")
     keras_models = {v: keras_saved_model(scratch / str(v), seed=v) for v in (1, 2)}
     for version in keras_models:
         export_version(scratch / str(version), repository, name=name, version=version)
@@ -92,6 +92,17 @@ async def served(
     finally:
         await triton.close()
         shutil.rmtree(repository / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def served(
+    settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
+    """Versions 1 and 2 of a uniquely named model, exported and loaded."""
+    scratch = tmp_path_factory.mktemp("saved_models")
+    name = unique("it_serving").replace("-", "_")
+    async with two_versions_served(settings, scratch, name) as served:
+        yield served
 
 
 async def test_both_versions_are_loaded_and_ready(served: Served) -> None:

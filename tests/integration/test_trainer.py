@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from PIL import Image
-from screwops_bus import RetryPolicy
 from screwops_contracts import (
     DatasetLabeled,
     DatasetValidated,
+    Event,
     Topic,
     TrainingRequested,
     TrainingRequestedPayload,
@@ -51,8 +50,8 @@ from screwops_validation.config import Thresholds
 from screwops_validation.service import ValidationService
 from screwops_validation.store import MongoValidationStore
 
-from tests.integration.routing import RoutedBus, routed_topics
-from tests.support import eventually, unique
+from tests.integration.routing import RoutedBus, RoutedReader, routed_topics, service_bus
+from tests.support import eventually, minio_client, remove_objects, unique
 from tests.unit.validation.builders import File, encode, stage_version
 
 PARAMS = TrainingParams(epochs=2, batch_size=8, filters=(8, 16), patience=2)
@@ -83,35 +82,22 @@ def screws(root: Path, run: str) -> list[File]:
     return files
 
 
-class Announcements:
+class Announcements(RoutedReader):
     """Reads ``model.trained`` (and ``dataset.validated``) from this test's routed topics."""
 
     def __init__(self, settings: StackSettings, routes: dict[str, str]) -> None:
-        self._topics: dict[str, type[ModelTrained] | type[DatasetValidated]] = {
-            routes[Topic.MODEL_TRAINED]: ModelTrained,
-            routes[Topic.DATASET_VALIDATED]: DatasetValidated,
-        }
-        self._consumer = AIOKafkaConsumer(
-            *self._topics,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        super().__init__(
+            settings,
+            routes,
+            {Topic.MODEL_TRAINED: ModelTrained, Topic.DATASET_VALIDATED: DatasetValidated},
         )
-        self.seen: list[ModelTrained | DatasetValidated] = []
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
+        self.seen: list[Event[Any]] = []
 
     async def trained(self, count: int, *, within: float) -> list[ModelTrained]:
         """The first ``count`` ``model.trained`` events (waiting for them as needed)."""
 
         async def probe() -> list[ModelTrained] | None:
-            batch = await self._consumer.getmany(timeout_ms=500)
-            for record in (r for records in batch.values() for r in records):
-                self.seen.append(self._topics[record.topic].model_validate_json(record.value))
+            self.seen.extend(await self.read())
             found = [e for e in self.seen if isinstance(e, ModelTrained)]
             return found[:count] if len(found) >= count else None
 
@@ -140,10 +126,8 @@ class Stack:
 
     def remove_everything_staged(self) -> None:
         for bucket, prefix in self.prefixes:
-            for stored in self.s3.list_objects(bucket, prefix=prefix, recursive=True):
-                self.s3.remove_object(bucket, stored.object_name or "")
-        for key in self.images:
-            self.s3.remove_object(Bucket.IMAGES, key)
+            remove_objects(self.s3, bucket, prefix)
+        remove_objects(self.s3, Bucket.IMAGES, *self.images)
 
 
 @pytest.fixture
@@ -156,19 +140,11 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
 async def stack(
     settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], routes: dict[str, str]
 ) -> AsyncIterator[Stack]:
-    s3 = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
+    s3 = minio_client(settings.minio)
     objects = ObjectStore(s3)
     await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS, Bucket.MODELS)
-    retry = RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.2)
     # Each service's own wiring (see their __main__), on this test's own topics.
-    validation_bus = RoutedBus(
-        settings, service=unique("it-validation"), db=mongo_db, retry=retry, routes=routes
-    )
+    validation_bus = service_bus(settings, "it-validation", mongo_db, routes, max_wait=0.2)
     validation_store = MongoValidationStore(mongo_db)
     await validation_store.ensure_indexes()
     validation_handlers.register(
@@ -178,9 +154,7 @@ async def stack(
         ),
     )
     configure_tensorflow(intra_op_threads=2, inter_op_threads=1)
-    trainer_bus = RoutedBus(
-        settings, service=unique("it-trainer"), db=mongo_db, retry=retry, routes=routes
-    )
+    trainer_bus = service_bus(settings, "it-trainer", mongo_db, routes, max_wait=0.2)
     trainer_store = MongoTrainerStore(mongo_db)
     await trainer_store.ensure_indexes()
     trainer_handlers.register(

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import RetryPolicy
 from screwops_contracts import DatasetLabeled, DatasetRejected, DatasetValidated, Event, Topic
 from screwops_contracts.datasets import Bucket, Label, Split, version_prefix
 from screwops_settings import StackSettings
@@ -25,8 +23,8 @@ from screwops_validation.report import ValidationReport
 from screwops_validation.service import ValidationService
 from screwops_validation.store import REPORTS, MongoValidationStore
 
-from tests.integration.routing import RoutedBus, routed_topics
-from tests.support import eventually, unique
+from tests.integration.routing import RoutedBus, RoutedReader, routed_topics, service_bus
+from tests.support import eventually, minio_client, remove_objects, unique
 from tests.unit.validation.builders import (
     File,
     bad,
@@ -65,34 +63,18 @@ def poisoned_version(run: str) -> list[File]:
     ]
 
 
-class Verdicts:
+class Verdicts(RoutedReader):
     """Reads the service's ``dataset.validated`` and ``dataset.rejected`` (routed topics)."""
 
     def __init__(self, settings: StackSettings, routes: dict[str, str]) -> None:
-        self._routes = {routes[topic]: topic for topic in VERDICTS}
-        self._consumer = AIOKafkaConsumer(
-            *self._routes,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
+        super().__init__(settings, routes, VERDICTS)
 
     async def first_for(self, dataset_id: str) -> Event[Any]:
         """The first verdict about ``dataset_id`` (other tests' verdicts are skipped)."""
         found: list[Event[Any]] = []
 
         async def probe() -> Event[Any] | None:
-            batch = await self._consumer.getmany(timeout_ms=500)
-            for record in (r for records in batch.values() for r in records):
-                body = json.loads(record.value)
-                if body["payload"]["dataset_id"] == dataset_id:
-                    found.append(VERDICTS[self._routes[record.topic]].model_validate(body))
+            found.extend(e for e in await self.read() if e.payload.dataset_id == dataset_id)
             return found[0] if found else None
 
         return await eventually(probe, within=60, what=f"a verdict about {dataset_id}")
@@ -116,13 +98,8 @@ class Stack:
         return dataset_id, await stage_version(self.objects, dataset_id, files)
 
     def remove_everything_staged(self) -> None:
-        for dataset_id in self.datasets:
-            for stored in self.s3.list_objects(
-                Bucket.DATASETS, prefix=f"{dataset_id}/", recursive=True
-            ):
-                self.s3.remove_object(Bucket.DATASETS, stored.object_name or "")
-        for key in self.images:
-            self.s3.remove_object(Bucket.IMAGES, key)
+        remove_objects(self.s3, Bucket.DATASETS, *(f"{d}/" for d in self.datasets))
+        remove_objects(self.s3, Bucket.IMAGES, *self.images)
 
     async def json(self, key: str) -> Any:
         return json.loads(await self.objects.get_verified(Bucket.DATASETS, key))
@@ -140,22 +117,11 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
 async def stack(
     settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], routes: dict[str, str]
 ) -> AsyncIterator[Stack]:
-    s3 = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
+    s3 = minio_client(settings.minio)
     objects = ObjectStore(s3)
     await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
     # The service's own wiring (see __main__), on this test's own topics.
-    bus = RoutedBus(
-        settings,
-        service=unique("it-validation"),
-        db=mongo_db,
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.2),
-        routes=routes,
-    )
+    bus = service_bus(settings, "it-validation", mongo_db, routes, max_wait=0.2)
     store = MongoValidationStore(mongo_db)
     await store.ensure_indexes()
     rules = Thresholds()

@@ -9,29 +9,19 @@ other versions keep serving, as the real Triton does (seen on 2.51).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel
-from screwops_contracts import Event
-from screwops_contracts.datasets import Bucket
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
     NotFoundError,
-    UnavailableError,
 )
 from screwops_evaluator.store import Champion, EvaluationRecord
-from screwops_serving import SAVED_MODEL_DIR, versions_present
-from screwops_storage import StoredObject, sha256_hex
 
-from tests.fakes import FakeObjects
+from tests.fakes import RepositoryTriton
 from tests.unit.evaluator.builders import defect_probability
-
-P = TypeVar("P", bound=BaseModel)
 
 
 class FakeStore:
@@ -68,68 +58,13 @@ class FakeStore:
         return self.runs.get((model_name, version))
 
 
-class Objects(FakeObjects):
-    """MinIO in memory, with the directories SavedModels are stored as."""
+class FakeTriton(RepositoryTriton):
+    """The shared repository Triton, answering inferences as each version's graph says."""
 
-    def put_saved_model(self, prefix: str, behaviour: bytes) -> str:
-        """What the trainer leaves in the models bucket: a SavedModel directory."""
-        self.objects[(Bucket.MODELS, f"{prefix}/saved_model.pb")] = behaviour
-        self.objects[(Bucket.MODELS, f"{prefix}/variables/variables.index")] = b"index"
-        return prefix
-
-    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]:
-        keys = sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
-        if not keys:
-            raise NotFoundError(f"nothing stored under {bucket}/{prefix}/")
-        stored = []
-        for key in keys:
-            path = root / key.removeprefix(f"{prefix}/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = self.objects[(bucket, key)]
-            path.write_bytes(data)
-            stored.append(StoredObject(key, sha256_hex(data), len(data)))
-        return stored
-
-
-@dataclass
-class FakeTriton:
-    """Triton with explicit model control over a real repository directory."""
-
-    repository: Path
-    max_batch_size: int = 32
-    loaded: dict[str, dict[int, bytes]] = field(default_factory=dict)
-    loads: list[tuple[str, frozenset[int]]] = field(default_factory=list)
-    inferences: list[tuple[str, int | None, int]] = field(default_factory=list)
-    down: bool = False
-
-    def _answer(self) -> None:
-        if self.down:
-            raise UnavailableError("Triton did not answer")
-
-    def behaviour(self, name: str, version: int) -> bytes:
-        graph = self.repository / name / str(version) / SAVED_MODEL_DIR / "saved_model.pb"
-        return graph.read_bytes()
-
-    async def load(self, name: str) -> None:
-        self._answer()
-        present = versions_present(self.repository, name=name)
-        if not present:
-            raise FailedPreconditionError(f"loading {name}: no version to load")
-        answers = {v: self.behaviour(name, v) for v in present}
-        self.loaded[name] = {v: b for v, b in answers.items() if b != b"broken"}
-        self.loads.append((name, frozenset(self.loaded[name])))
-        broken = [v for v, b in answers.items() if b == b"broken"]
-        if broken:
-            raise FailedPreconditionError(f"loading {name}: version {broken[0]} failed to load")
-
-    async def unload(self, name: str) -> None:
-        self._answer()
-        self.loaded.pop(name, None)
-
-    async def ready(self, name: str, version: int | None = None) -> bool:
-        self._answer()
-        served = self.loaded.get(name, {})
-        return bool(served) if version is None else version in served
+    def __init__(self, repository: Path, *, max_batch_size: int = 32) -> None:
+        super().__init__(repository)
+        self.max_batch_size = max_batch_size
+        self.inferences: list[tuple[str, int | None, int]] = []
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float:
         if not await self.ready(name, version):
@@ -154,12 +89,3 @@ class FakeTriton:
         if kind == "constant":
             return np.full(len(batch), float(value), dtype=np.float32)
         return np.full(len(batch), np.nan, dtype=np.float32)
-
-
-class Emitted(list[Event[Any]]):
-    """Collects what the service emits, as the bus would build it."""
-
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None:
-        self.append(event_type.caused_by(cause, payload, producer="evaluator"))

@@ -9,30 +9,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from faststream.kafka import TestKafkaBroker
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus
 from screwops_contracts import (
     AssertionResult,
     Event,
     ModelApproved,
     ModelDeployed,
-    ModelDeployedPayload,
     ModelRejected,
-    ModelRolledBack,
-    ModelRolledBackPayload,
     Topic,
 )
 from screwops_contracts.datasets import (
     Bucket,
-    ImageLabel,
     Label,
     LabelSet,
     Manifest,
-    ManifestImage,
     Split,
     SplitName,
 )
@@ -45,11 +39,11 @@ from screwops_evaluator.report import EvaluationReport
 from screwops_evaluator.service import EvaluatorService, evaluation_id_of, held_out_images
 from screwops_evaluator.staging import Staging, StagingArea, staging_version
 from screwops_serving import export_version, versions_present
-from screwops_settings import StackSettings
 
-from tests.fakes import FakeDatabase
+from tests.fakes import Emitted, FakeObjects, memory_bus
+from tests.support import image_label, manifest_image, model_deployed, model_rolled_back
 from tests.unit.evaluator.builders import LAX, SHARP, evaluation_set, stage_split_version
-from tests.unit.evaluator.fakes import Emitted, FakeStore, FakeTriton, Objects
+from tests.unit.evaluator.fakes import FakeStore, FakeTriton
 
 STAGING = "staging"
 MODEL = "screws"
@@ -64,7 +58,7 @@ def cutoff(value: float) -> bytes:
 class Harness:
     service: EvaluatorService
     store: FakeStore
-    objects: Objects
+    objects: FakeObjects
     triton: FakeTriton
     emitted: Emitted
     repository: Path
@@ -106,18 +100,7 @@ class Harness:
         export_version(source, self.repository, name=MODEL, version=version)
         if load:
             await self.triton.load(MODEL)
-        event = ModelDeployed.origin(
-            ModelDeployedPayload(
-                model_name=MODEL,
-                version=version,
-                previous_version=version - 1 or None,
-                triton_model=MODEL,
-                run_id=f"run-v{version}",
-            ),
-            producer="registry",
-        )
-        if at is not None:
-            event = event.model_copy(update={"occurred_at": at})
+        event = model_deployed(MODEL, version, run_id=f"run-v{version}", at=at)
         await self.service.on_model_deployed(event)
         return event
 
@@ -135,9 +118,9 @@ def checks_of(event: Event[Any]) -> dict[str, AssertionResult]:
 def make_harness(tmp_path: Path, *, gate: Gate | None = None, max_batch_size: int = 32) -> Harness:
     repository = tmp_path / "repository"
     store = FakeStore()
-    objects = Objects()
+    objects = FakeObjects()
     triton = FakeTriton(repository)
-    emitted = Emitted()
+    emitted = Emitted("evaluator")
     staging = StagingArea(
         triton,
         objects,
@@ -332,28 +315,13 @@ async def test_production_follows_deployments_and_rollbacks_in_time_order(h: Har
     assert champion is not None
     assert (champion.version, champion.run_id) == (2, "run-v2")
 
-    rollback = ModelRolledBack.origin(
-        ModelRolledBackPayload(
-            model_name=MODEL,
-            from_version=2,
-            to_version=1,
-            triton_model=MODEL,
-            actor="ana",
-            reason="false rejects",
-        ),
-        producer="registry",
-    ).model_copy(update={"occurred_at": start + timedelta(minutes=2)})
+    rollback = model_rolled_back(MODEL, 2, 1, at=start + timedelta(minutes=2))
     await h.service.on_model_rolled_back(rollback)
     champion = await h.store.get_champion(MODEL)
     assert champion is not None
     assert (champion.version, champion.run_id, champion.triton_model) == (1, "run-v1", MODEL)
 
-    late = ModelDeployed.origin(
-        ModelDeployedPayload(
-            model_name=MODEL, version=2, previous_version=1, triton_model=MODEL, run_id="run-v2"
-        ),
-        producer="registry",
-    ).model_copy(update={"occurred_at": start + timedelta(minutes=1, seconds=30)})
+    late = model_deployed(MODEL, 2, run_id="run-v2", at=start + timedelta(minutes=1, seconds=30))
     await h.service.on_model_deployed(late)  # delivered late, from another topic
     champion = await h.store.get_champion(MODEL)
     assert champion is not None
@@ -400,41 +368,24 @@ async def test_another_broken_staging_version_does_not_fail_this_one(h: Harness)
     assert h.staged_versions() == [1], "the other evaluation's version is left alone"
 
 
-def _image(sha: str, defect_type: str | None = None) -> ManifestImage:
-    return ManifestImage(
-        sha256=sha,
-        key=f"raw/{sha[:2]}/{sha}",
-        filename=f"{sha}.png",
-        width=64,
-        height=64,
-        format="PNG",
-        defect_type=defect_type,
-    )
-
-
-def _label(sha: str, label: Label, defect_type: str | None = None) -> ImageLabel:
-    return ImageLabel(
-        sha256=sha, label=label, defect_type=defect_type, source="import", labeled_at=_NOW
-    )
-
-
-_NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
 def test_held_out_images_are_the_test_split_with_their_defect_types() -> None:
     manifest = Manifest(
         dataset_id="d",
         version=2,
-        created_at=_NOW,
-        images=[_image("a" * 64, "thread_top"), _image("b" * 64), _image("c" * 64)],
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        images=[
+            manifest_image("a" * 64, "thread_top"),
+            manifest_image("b" * 64),
+            manifest_image("c" * 64),
+        ],
     )
     labels = LabelSet(
         dataset_id="d",
         version=2,
         labels=[
-            _label("a" * 64, Label.BAD),
-            _label("b" * 64, Label.BAD, "scratch_head"),
-            _label("c" * 64, Label.GOOD),
+            image_label("a" * 64, Label.BAD),
+            image_label("b" * 64, Label.BAD, "scratch_head"),
+            image_label("c" * 64, Label.GOOD),
         ],
     )
     split = Split(
@@ -479,12 +430,7 @@ class Wired:
 async def wired(tmp_path: Path) -> AsyncIterator[Wired]:
     harness = make_harness(tmp_path)
     await stage_split_version(harness.objects, DATASET, *evaluation_set())
-    bus = Bus(
-        StackSettings(),
-        service="evaluator",
-        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
-        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
-    )
+    bus = memory_bus("evaluator")
     staging = StagingArea(
         harness.triton, harness.objects, Staging(repository=harness.repository, model=STAGING)
     )
@@ -513,14 +459,7 @@ async def test_the_handlers_judge_runs_and_follow_production(wired: Wired) -> No
     (source / "saved_model.pb").write_bytes(cutoff(SHARP))
     export_version(source, h.repository, name=MODEL, version=4)
     await h.triton.load(MODEL)
-    await wired.bus.publish(
-        ModelDeployed.origin(
-            ModelDeployedPayload(
-                model_name=MODEL, version=4, previous_version=3, triton_model=MODEL, run_id="r4"
-            ),
-            producer="registry",
-        )
-    )
+    await wired.bus.publish(model_deployed(MODEL, 4, run_id="r4"))
     trained = h.trained("run-lax", cutoff(LAX))
 
     await wired.bus.publish(trained)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -27,6 +27,7 @@ from screwops_gateway.auth import BearerAuth
 from screwops_gateway.grpc_api import Context, GatewayServer, InspectionApi
 from screwops_gateway.prediction_log import LogPolicy
 
+from tests.fakes import AbortedError, FakeContext
 from tests.unit.gateway.fakes import POLICY, harness
 
 DOCUMENTED = frozenset(
@@ -58,23 +59,6 @@ def encoded(width: int, height: int, fmt: str, seed: int) -> bytes:
 
 
 SEEDS = [encoded(64, 64, "PNG", 1), encoded(48, 80, "JPEG", 2), encoded(40, 40, "BMP", 3)]
-
-
-class AbortedError(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    def __init__(self, remaining: float | None) -> None:
-        self.remaining = remaining
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise AbortedError(code, details)
 
 
 @dataclass

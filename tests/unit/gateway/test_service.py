@@ -17,9 +17,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from PIL import Image
 from screwops_contracts import (
     ModelDeployed,
-    ModelDeployedPayload,
-    ModelRolledBack,
-    ModelRolledBackPayload,
 )
 from screwops_errors import (
     DeadlineExceededError,
@@ -36,7 +33,7 @@ from screwops_gateway.service import (
     Verdict,
 )
 
-from tests.support import eventually
+from tests.support import eventually, model_deployed, model_rolled_back
 from tests.unit.gateway.fakes import MODEL, POLICY, START, deployed, harness, png
 
 
@@ -264,17 +261,7 @@ async def test_the_trace_id_is_the_callers_and_reaches_the_event() -> None:
 
 
 def deployment(version: int, *, minutes: int = 1, model: str = MODEL) -> ModelDeployed:
-    event = ModelDeployed.origin(
-        ModelDeployedPayload(
-            model_name=model,
-            version=version,
-            previous_version=version - 1 or None,
-            triton_model=model,
-            run_id=f"run-{version}",
-        ),
-        producer="registry",
-    )
-    return event.model_copy(update={"occurred_at": START + timedelta(minutes=minutes)})
+    return model_deployed(model, version, at=START + timedelta(minutes=minutes))
 
 
 async def test_production_moves_only_after_the_version_is_ready_and_warm() -> None:
@@ -321,17 +308,7 @@ async def test_a_failed_warm_up_leaves_production_alone() -> None:
 async def test_a_rollback_moves_production_back() -> None:
     h = harness(production=2)
     await h.service.refresh()
-    rollback = ModelRolledBack.origin(
-        ModelRolledBackPayload(
-            model_name=MODEL,
-            from_version=2,
-            to_version=1,
-            triton_model=MODEL,
-            actor="ana",
-            reason="false rejects",
-        ),
-        producer="registry",
-    ).model_copy(update={"occurred_at": START + timedelta(minutes=5)})
+    rollback = model_rolled_back(MODEL, 2, 1, at=START + timedelta(minutes=5))
 
     await h.service.on_model_rolled_back(rollback)
 

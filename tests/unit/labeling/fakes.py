@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
+from screwops_bus import Emit
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -17,7 +18,7 @@ from screwops_contracts import (
     InspectionCompletedPayload,
 )
 from screwops_contracts.datasets import Bucket, ImageLabel, Label, Manifest, ManifestImage
-from screwops_labeling.service import Emit, LabelingService, ReviewPolicy
+from screwops_labeling.service import LabelingService, ReviewPolicy
 from screwops_labeling.store import (
     ReviewCursor,
     ReviewItem,

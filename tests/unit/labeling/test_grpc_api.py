@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -11,19 +11,8 @@ from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2
 from screwops_contracts.datasets import Label
 from screwops_labeling.grpc_api import Context, LabelingApi
 
+from tests.fakes import AbortedError, FakeContext
 from tests.unit.labeling.fakes import START, harness, inspection
-
-
-class AbortedError(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise AbortedError(code, details)
-
 
 CONTEXT = cast(Context, FakeContext())
 

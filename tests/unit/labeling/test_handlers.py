@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus
 from screwops_contracts import DatasetLabeled, Topic, dlq_topic
 from screwops_contracts.datasets import Label
 from screwops_labeling import handlers
-from screwops_settings import StackSettings
 
-from tests.fakes import FakeDatabase
+from tests.fakes import memory_bus
 from tests.unit.labeling.fakes import Harness, harness, inspection
 
 
@@ -32,12 +29,7 @@ class Wired:
 
 @pytest.fixture
 async def wired() -> AsyncIterator[Wired]:
-    bus = Bus(
-        StackSettings(),
-        service="labeling",
-        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
-        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
-    )
+    bus = memory_bus("labeling")
     h = harness(emit=bus.emit)  # the service publishes through the bus, as in __main__
     handlers.register(bus, h.service)
     w = Wired(bus=bus, h=h)

@@ -1,9 +1,8 @@
-"""In-memory stand-ins for the registry's store, object store and Triton (unit tests only).
+"""In-memory stand-ins for the registry's store, Triton and bus (unit tests only).
 
-The fake Triton reads the real model repository on disk (the tests export into ``tmp_path`` with
-``screwops_serving``), so eviction and restores are checked on real directories. As the real
-Triton does (seen on 2.51), a version whose SavedModel is broken fails the load while the model's
-other versions keep serving.
+The fake Triton (:class:`tests.fakes.RepositoryTriton`) reads the real model repository on disk
+(the tests export into ``tmp_path`` with ``screwops_serving``), so eviction and restores are
+checked on real directories; the object store is the shared :class:`tests.fakes.FakeObjects`.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from screwops_bus import Bus
 from screwops_contracts import (
     AssertionResult,
     Event,
@@ -22,8 +22,7 @@ from screwops_contracts import (
     ModelRejected,
     ModelRejectedPayload,
 )
-from screwops_contracts.datasets import Bucket
-from screwops_errors import FailedPreconditionError, NotFoundError, UnavailableError
+from screwops_errors import FailedPreconditionError, NotFoundError
 from screwops_registry.service import Deployment, RegistryService
 from screwops_registry.store import (
     Alias,
@@ -32,10 +31,9 @@ from screwops_registry.store import (
     VersionRecord,
     VersionStatus,
 )
-from screwops_serving import SAVED_MODEL_DIR, versions_present
-from screwops_storage import StoredObject, sha256_hex
+from screwops_serving import versions_present
 
-BROKEN = b"broken"
+from tests.fakes import FakeObjects, RepositoryTriton
 
 
 class FakeStore:
@@ -118,86 +116,8 @@ class FakeStore:
         self.rejections.setdefault(rejection.id, rejection)
 
 
-class FakeObjects:
-    """Directories in memory, keyed like MinIO: (bucket, key) -> bytes."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    def put_saved_model(self, prefix: str, graph: bytes = b"graph") -> str:
-        """What the trainer leaves in the models bucket: a SavedModel directory."""
-        self.objects[(Bucket.MODELS, f"{prefix}/saved_model.pb")] = graph
-        self.objects[(Bucket.MODELS, f"{prefix}/variables/variables.index")] = b"index"
-        return prefix
-
-    def keys(self, prefix: str) -> list[str]:
-        return sorted(k for _, k in self.objects if k.startswith(f"{prefix}/"))
-
-    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]:
-        return self._get_directory(bucket, prefix, root)
-
-    def _get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]:
-        keys = [k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/")]
-        if not keys:
-            raise NotFoundError(f"nothing stored under {bucket}/{prefix}/")
-        stored = []
-        for key in sorted(keys):
-            path = root / key.removeprefix(f"{prefix}/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = self.objects[(bucket, key)]
-            path.write_bytes(data)
-            stored.append(StoredObject(key, sha256_hex(data), len(data)))
-        return stored
-
-    async def put_directory(self, bucket: str, root: Path, *, prefix: str) -> list[StoredObject]:
-        return self._put_directory(bucket, root, prefix)
-
-    def _put_directory(self, bucket: str, root: Path, prefix: str) -> list[StoredObject]:
-        stored = []
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            key = f"{prefix}/{path.relative_to(root).as_posix()}"
-            data = path.read_bytes()
-            self.objects[(bucket, key)] = data
-            stored.append(StoredObject(key, sha256_hex(data), len(data)))
-        return stored
-
-
-class FakeTriton:
-    """Triton with explicit model control over a real repository directory."""
-
-    def __init__(self, repository: Path) -> None:
-        self.repository = repository
-        self.loaded: dict[str, set[int]] = {}
-        self.loads = 0
-        self.down = False
-
-    def _answer(self) -> None:
-        if self.down:
-            raise UnavailableError("Triton did not answer")
-
-    def _broken(self, name: str, version: int) -> bool:
-        graph = self.repository / name / str(version) / SAVED_MODEL_DIR / "saved_model.pb"
-        return graph.read_bytes().startswith(BROKEN)
-
-    async def load(self, name: str) -> None:
-        self._answer()
-        self.loads += 1
-        present = versions_present(self.repository, name=name)
-        if not present:
-            raise FailedPreconditionError(f"loading {name}: no version to load")
-        broken = [v for v in present if self._broken(name, v)]
-        self.loaded[name] = {v for v in present if v not in broken}
-        if broken:
-            raise FailedPreconditionError(f"loading {name}: version {broken[0]} failed to load")
-
-    async def unload(self, name: str) -> None:
-        self._answer()
-        self.loaded.pop(name, None)
-
-    async def ready(self, name: str, version: int | None = None) -> bool:
-        self._answer()
-        served = self.loaded.get(name, set())
-        return bool(served) if version is None else version in served
+class FakeTriton(RepositoryTriton):
+    """The shared repository Triton; a served version's check answers 0.5."""
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float:
         self._answer()
@@ -289,7 +209,9 @@ def harness(
     keep_versions: int = 3,
     store: FakeStore | None = None,
     objects: FakeObjects | None = None,
+    bus: Bus | None = None,
 ) -> Harness:
+    """The service on fakes; with ``bus``, it emits and publishes through it, as in __main__."""
     store = store or FakeStore()
     objects = objects or FakeObjects()
     triton = FakeTriton(repository)
@@ -298,8 +220,8 @@ def harness(
         store,
         objects,
         triton,
-        sent.emit,
-        sent.publish,
+        bus.emit if bus else sent.emit,
+        bus.publish if bus else sent.publish,
         deployment=Deployment(repository=repository, keep_versions=keep_versions),
     )
     return Harness(service, store, objects, triton, sent, repository)

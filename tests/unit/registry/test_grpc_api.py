@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import grpc
 import pytest
 from screwops.v1 import registry_pb2
 from screwops_registry.grpc_api import Context, RegistryApi
 
-from tests.unit.registry.fakes import BROKEN, Harness, harness
-
-
-class AbortedError(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)
-        self.code, self.details = code, details
-
-
-class FakeContext:
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise AbortedError(code, details)
-
+from tests.fakes import BROKEN, AbortedError, FakeContext
+from tests.unit.registry.fakes import Harness, harness
 
 CONTEXT = cast(Context, FakeContext())
 

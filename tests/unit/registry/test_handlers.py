@@ -7,20 +7,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus
 from screwops_contracts import ModelDeployed, Topic, dlq_topic
 from screwops_registry import handlers
-from screwops_registry.service import Deployment, RegistryService
-from screwops_settings import StackSettings
 
-from tests.fakes import FakeDatabase
-from tests.unit.registry.fakes import BROKEN, FakeObjects, FakeStore, FakeTriton, Harness, Sent
+from tests.fakes import BROKEN, memory_bus
+from tests.unit.registry.fakes import Harness, harness
 
 
 @dataclass
@@ -33,25 +29,10 @@ class Wired:
 
 @pytest.fixture
 async def wired(tmp_path: Path) -> AsyncIterator[Wired]:
-    bus = Bus(
-        StackSettings(),
-        service="registry",
-        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002),
-    )
-    repository = tmp_path / "repository"
-    store, objects, triton = FakeStore(), FakeObjects(), FakeTriton(repository)
-    # The service publishes through the bus, as in __main__.
-    service = RegistryService(
-        store,
-        objects,
-        triton,
-        bus.emit,
-        bus.publish,
-        deployment=Deployment(repository=repository),
-    )
-    handlers.register(bus, service)
-    w = Wired(bus, Harness(service, store, objects, triton, Sent(), repository))
+    bus = memory_bus("registry", max_attempts=3)
+    h = harness(tmp_path / "repository", bus=bus)
+    handlers.register(bus, h.service)
+    w = Wired(bus, h)
 
     @bus.broker.subscriber(Topic.MODEL_DEPLOYED)
     async def on_model_deployed(event: ModelDeployed) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from screwops_contracts import ModelDeployed, ModelRolledBack
+from screwops_contracts.datasets import Bucket
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -17,7 +18,8 @@ from screwops_errors import (
 from screwops_registry.service import Stage, triton_prefix
 from screwops_registry.store import MoveKind, VersionStatus
 
-from tests.unit.registry.fakes import BROKEN, FakeObjects, FakeStore, Harness, harness, wipe
+from tests.fakes import BROKEN, FakeObjects
+from tests.unit.registry.fakes import FakeStore, Harness, harness, wipe
 
 
 @pytest.fixture
@@ -41,8 +43,10 @@ async def test_an_approval_becomes_the_checked_production_version(h: Harness) ->
     assert record.report_key == "evaluations/eval-run-a.json"
     assert record.correlation_id == approval.correlation_id
     assert await h.production() == 1
-    assert h.triton.loaded[h.model] == {1}
-    assert h.objects.keys(triton_prefix(h.model, 1)), "the Triton files are kept in MinIO"
+    assert set(h.triton.loaded[h.model]) == {1}
+    assert h.objects.keys(Bucket.MODELS, triton_prefix(h.model, 1)), (
+        "the Triton files are kept in MinIO"
+    )
     [deployed] = h.sent.of(ModelDeployed)
     assert deployed.causation_id == approval.event_id
     assert deployed.payload.model_dump() == {
@@ -129,13 +133,13 @@ async def test_every_move_of_the_alias_is_recorded(h: Harness) -> None:
 
 async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> None:
     await h.deploy("run-a", "run-b")
-    loads = h.triton.loads
+    loads = len(h.triton.loads)
 
     change = await h.service.rollback(h.model, actor="ana", reason="drift")
 
     assert (change.move.from_version, change.move.to_version) == (2, 1)
     assert await h.production() == 1
-    assert h.triton.loads == loads, "version 1 was still loaded: nothing to load"
+    assert len(h.triton.loads) == loads, "version 1 was still loaded: nothing to load"
     [rolled_back] = h.sent.of(ModelRolledBack)
     assert rolled_back.producer == "registry"
     assert rolled_back.causation_id is None
@@ -179,9 +183,9 @@ async def test_a_broken_artifact_is_failed_and_the_old_version_keeps_serving(h: 
     assert "version 2 failed to load" in record.failure_reason
     assert await h.production() == 1
     assert h.present() == [1], "the broken version left the repository"
-    assert h.triton.loaded[h.model] == {1}
+    assert set(h.triton.loaded[h.model]) == {1}
     assert [e.payload.version for e in h.sent.of(ModelDeployed)] == [1]
-    assert not h.objects.keys(triton_prefix(h.model, 2))
+    assert not h.objects.keys(Bucket.MODELS, triton_prefix(h.model, 2))
 
 
 async def test_a_failed_first_version_leaves_nothing_loaded(h: Harness) -> None:
@@ -226,7 +230,7 @@ async def test_only_the_newest_versions_production_and_the_rollback_target_stay(
     h = harness(tmp_path / "repository", keep_versions=2)
     await h.deploy("run-1", "run-2", "run-3", "run-4")
     assert h.present() == [3, 4]
-    assert h.triton.loaded[h.model] == {3, 4}
+    assert set(h.triton.loaded[h.model]) == {3, 4}
 
     await h.service.rollback(h.model, actor="ana", reason="r")  # 4 -> 3
     await h.service.rollback(h.model, actor="ana", reason="r")  # 3 -> 2, restored from MinIO
@@ -293,7 +297,7 @@ async def test_restore_puts_production_back_after_the_repository_is_lost(h: Harn
     await h.service.restore()
 
     assert h.present() == [1, 2]
-    assert h.triton.loaded[h.model] == {1, 2}
+    assert set(h.triton.loaded[h.model]) == {1, 2}
 
 
 async def test_a_rejection_is_recorded_and_nothing_is_emitted(h: Harness) -> None:

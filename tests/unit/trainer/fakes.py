@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the trainer's store, object store, emit and the network's fit.
+"""In-memory stand-ins for the trainer's store, emit and the network's fit (unit tests only).
 
 The fake fit calls ``on_epoch`` from the worker thread the service runs it in, as Keras does, so
 the hand-over of epochs to the event loop is exercised for real; it never imports TensorFlow.
@@ -11,55 +11,29 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel
 from screwops_contracts import (
     DatasetLabeled,
     DatasetRejected,
     DatasetRejectedPayload,
     DatasetValidated,
-    Event,
 )
-from screwops_storage import StoredObject
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
 from screwops_trainer.store import DatasetRecord, EpochRecord, RunRecord, RunStatus
 from screwops_validation.config import Thresholds
 from screwops_validation.service import ValidationService
 
-from tests.fakes import FakeObjects
+from tests.fakes import Emitted, FakeObjects
 from tests.unit.validation.builders import File, stage_version
-from tests.unit.validation.fakes import Emitted as ValidationEmitted
 from tests.unit.validation.fakes import FakeStore as ValidationStore
 
-P = TypeVar("P", bound=BaseModel)
 Array = npt.NDArray[np.float32]
 
 PARAMS = TrainingParams(epochs=3, filters=(4,))
 PACKAGES = {"tensorflow": "2.x", "keras": "3.x", "numpy": "1.x", "screwops-trainer": "0.1.0"}
-
-
-class Objects(FakeObjects):
-    """The shared fake MinIO plus the directory upload the trainer stores SavedModels with."""
-
-    async def put_directory(self, bucket: str, root: Path, *, prefix: str) -> list[StoredObject]:
-        return [
-            await self.put_named(bucket, key, data) for key, data in _tree(root, prefix).items()
-        ]
-
-    def keys(self, bucket: str, prefix: str) -> list[str]:
-        return sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
-
-
-def _tree(root: Path, prefix: str) -> dict[str, bytes]:
-    return {
-        f"{prefix}/{path.relative_to(root).as_posix()}": path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 class FakeStore:
@@ -131,15 +105,6 @@ class FakeStore:
             self.runs[record.run_id] = record
 
 
-class Emitted(list[Event[Any]]):
-    """Collects what the service emits, as the bus would build it."""
-
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None:
-        self.append(event_type.caused_by(cause, payload, producer="trainer"))
-
-
 @dataclass
 class FakeTrained:
     """What the fake fit returns: :class:`screwops_trainer.model.Fitted`'s shape."""
@@ -207,8 +172,8 @@ class FakeFit:
 @dataclass
 class Parts:
     store: FakeStore = field(default_factory=FakeStore)
-    objects: Objects = field(default_factory=Objects)
-    emitted: Emitted = field(default_factory=Emitted)
+    objects: FakeObjects = field(default_factory=FakeObjects)
+    emitted: Emitted = field(default_factory=lambda: Emitted("trainer"))
     fit: FakeFit = field(default_factory=FakeFit)
     params: TrainingParams = PARAMS
 
@@ -231,7 +196,7 @@ async def validated(
 ) -> DatasetValidated:
     """Stage a labeled version and run the real validation on it: its split and its event."""
     cause: DatasetLabeled = await stage_version(objects, dataset_id, files, version=version)
-    emitted = ValidationEmitted()
+    emitted = Emitted("validation")
     service = ValidationService(
         ValidationStore(), objects, emitted, rules=Thresholds(), concurrency=4
     )

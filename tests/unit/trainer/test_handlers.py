@@ -5,19 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus
 from screwops_contracts import Topic, TrainingRequested, TrainingRequestedPayload, dlq_topic
 from screwops_contracts.events import ModelTrained
-from screwops_settings import StackSettings
 from screwops_trainer import handlers
 
-from tests.fakes import FakeDatabase
+from tests.fakes import memory_bus
 from tests.unit.trainer.fakes import Parts, rejected, validated
 from tests.unit.validation.builders import balanced
 
@@ -32,12 +29,7 @@ class Wired:
 
 @pytest.fixture
 async def wired() -> AsyncIterator[Wired]:
-    bus = Bus(
-        StackSettings(),
-        service="trainer",
-        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
-        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
-    )
+    bus = memory_bus("trainer")
     parts = Parts()
     # The service emits through the bus, as in __main__.
     parts.emitted = bus.emit  # type: ignore[assignment]

@@ -8,21 +8,22 @@ from pathlib import Path
 
 import pytest
 from screwops_contracts.datasets import (
-    ImageLabel,
     Label,
     LabelSet,
     Manifest,
-    ManifestImage,
     Split,
     SplitName,
+    dataset_digest,
 )
 from screwops_errors import IntegrityError, InvalidInputError
-from screwops_trainer.dataset import check_digest, dataset_digest, examples
+from screwops_trainer.dataset import check_digest, examples
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.provenance import UNKNOWN, git_sha, package_versions
 from screwops_trainer.store import RunRecord, run_id
 from screwops_validation.measures import Sample
-from screwops_validation.split import dataset_digest as validation_digest
+from screwops_validation.service import digest_rows
+
+from tests.support import image_label, manifest_image
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SHAS = [c * 64 for c in "abcdef"]
@@ -30,25 +31,9 @@ SPLITS = [SplitName.TRAIN, SplitName.TRAIN, SplitName.VALIDATION, SplitName.TEST
 
 
 def documents() -> tuple[Manifest, LabelSet, Split]:
-    images = [
-        ManifestImage(
-            sha256=sha,
-            key=f"raw/{sha[:2]}/{sha}",
-            filename=f"{i}.png",
-            width=8,
-            height=8,
-            format="PNG",
-        )
-        for i, sha in enumerate(SHAS)
-    ]
+    images = [manifest_image(sha) for sha in SHAS]
     labels = [
-        ImageLabel(
-            sha256=sha,
-            label=Label.BAD if i % 2 else Label.GOOD,
-            defect_type="scratch_head" if i % 2 else None,
-            source="manual",
-            labeled_at=NOW,
-        )
+        image_label(sha, Label.BAD, "scratch_head") if i % 2 else image_label(sha, Label.GOOD)
         for i, sha in enumerate(SHAS)
     ]
     return (
@@ -85,8 +70,8 @@ def test_the_digest_is_validations_digest_of_the_same_rows() -> None:
     assert [r.target for r in rows] == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     first = {label.sha256: label for label in labels.labels}
     samples = [Sample(image, first[image.sha256], None) for image in manifest.images]
-    assert dataset_digest(rows) == validation_digest(samples, split.assignments)
-    check_digest(rows, dataset_digest(rows), where="screws@v1")
+    announced = dataset_digest(digest_rows(samples, split.assignments))
+    check_digest(rows, announced, where="screws@v1")
     with pytest.raises(IntegrityError, match="screws@v1"):
         check_digest(rows, "0" * 64, where="screws@v1")
 

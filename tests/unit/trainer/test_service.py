@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from screwops_contracts import TrainingRequested, TrainingRequestedPayload
 from screwops_contracts.datasets import Bucket, Split, SplitName
-from screwops_contracts.events import ModelTrained
+from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import run_prefix, saved_model_prefix
 from screwops_errors import (
     FailedPreconditionError,
@@ -121,7 +122,17 @@ async def test_epochs_reach_the_store_in_order_and_all_before_the_run_finishes()
     assert [e.epoch for e in parts.store.runs[payload.run_id].epochs] == [1, 2, 3, 4, 5, 6]
 
 
-async def test_epochs_are_visible_while_the_run_is_still_training() -> None:
+@dataclass
+class Paused:
+    """A run training in the background, its thread held after epoch 1 until ``resume``."""
+
+    parts: Parts
+    run: str
+    resume: threading.Event
+    training: asyncio.Task[ModelTrainedPayload]
+
+
+async def paused_after_epoch_1() -> Paused:
     parts = Parts()
     cause = await validated(parts.objects, "screws", balanced(20))
     run = run_id("screw-classifier", cause.payload.dataset_digest, PARAMS)
@@ -134,9 +145,14 @@ async def test_epochs_are_visible_while_the_run_is_still_training() -> None:
         return True if record is not None and len(record.epochs) == 1 else None
 
     await eventually(first_epoch, within=10, what="epoch 1 in the running record")
-    assert parts.store.runs[run].status == "running"
-    resume.set()
-    assert (await training).reused is False
+    return Paused(parts, run, resume, training)
+
+
+async def test_epochs_are_visible_while_the_run_is_still_training() -> None:
+    paused = await paused_after_epoch_1()
+    assert paused.parts.store.runs[paused.run].status == "running"
+    paused.resume.set()
+    assert (await paused.training).reused is False
 
 
 async def test_a_finished_run_is_reused_for_the_same_data_without_training_again() -> None:
@@ -215,30 +231,19 @@ async def test_a_failed_fit_is_recorded_as_failed_and_raised() -> None:
 
 
 async def test_a_cancelled_run_stops_its_thread_at_the_next_epoch_and_stays_running() -> None:
-    parts = Parts()
-    cause = await validated(parts.objects, "screws", balanced(20))
-    run = run_id("screw-classifier", cause.payload.dataset_digest, PARAMS)
-    resume = threading.Event()
-    parts.fit.between_epochs = lambda epoch: resume.wait(30) if epoch == 1 else None
-    training = asyncio.create_task(parts.service().on_dataset_validated(cause))
-
-    async def some_epochs() -> bool | None:
-        record = parts.store.runs.get(run)
-        return True if record is not None and record.epochs else None
-
-    await eventually(some_epochs, within=10, what="an epoch of the run")
-    training.cancel()
+    paused = await paused_after_epoch_1()
+    paused.training.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await training
-    resume.set()
+        await paused.training
+    paused.resume.set()
 
     async def thread_ended() -> bool | None:
-        return True if parts.fit.ended.is_set() else None
+        return True if paused.parts.fit.ended.is_set() else None
 
     await eventually(thread_ended, within=10, what="the training thread to stop")
-    record = parts.store.runs[run]
+    record = paused.parts.store.runs[paused.run]
     assert (record.status, [e.epoch for e in record.epochs]) == ("running", [1])
-    assert parts.emitted == []
+    assert paused.parts.emitted == []
 
 
 async def test_the_sink_refuses_further_epochs_once_stopped() -> None:

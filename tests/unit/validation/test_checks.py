@@ -17,6 +17,7 @@ from screwops_contracts.datasets import (
     Manifest,
     ManifestImage,
     SplitName,
+    dataset_digest,
 )
 from screwops_errors import InvalidInputError
 from screwops_validation.checks import (
@@ -37,11 +38,11 @@ from screwops_validation.checks import (
 from screwops_validation.config import Thresholds
 from screwops_validation.measures import Measure, Sample, measure
 from screwops_validation.report import NearDuplicates
+from screwops_validation.service import digest_rows
 from screwops_validation.split import (
     SPLITS,
     SplitUnit,
     cluster,
-    dataset_digest,
     split_counts,
     stratified_split,
 )
@@ -407,10 +408,12 @@ def test_a_near_duplicate_group_lands_in_one_split() -> None:
 def test_the_dataset_digest_names_images_labels_and_splits() -> None:
     samples = [sample(1, measured=numbers()), sample(2, Label.BAD, measured=numbers())]
     assignments = {sha(1): SplitName.TRAIN, sha(2): SplitName.TEST}
-    digest = dataset_digest(samples, assignments)
-    assert digest == dataset_digest(list(reversed(samples)), assignments)
+    digest = dataset_digest(digest_rows(samples, assignments))
+    assert digest == dataset_digest(digest_rows(list(reversed(samples)), assignments))
     assert len(digest) == 64
     moved = {sha(1): SplitName.TRAIN, sha(2): SplitName.VALIDATION}
-    assert dataset_digest(samples, moved) != digest
+    assert dataset_digest(digest_rows(samples, moved)) != digest
     relabeled = [samples[0], sample(2, Label.BAD, numbers(), defect_type="thread_top")]
-    assert dataset_digest(relabeled, assignments) != digest
+    assert dataset_digest(digest_rows(relabeled, assignments)) != digest
+    unsplit = {sha(1): SplitName.TRAIN}
+    assert digest_rows(samples, unsplit) == [(sha(1), Label.GOOD, None, SplitName.TRAIN)]

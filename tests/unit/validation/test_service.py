@@ -7,12 +7,11 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from faststream.kafka import TestKafkaBroker
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus
 from screwops_contracts import (
     DatasetLabeled,
     DatasetRejected,
@@ -20,16 +19,14 @@ from screwops_contracts import (
     Event,
     Topic,
 )
-from screwops_contracts.datasets import Bucket, Label, LabelSet, Split
+from screwops_contracts.datasets import Bucket, Label, LabelSet, Split, canonical_json
 from screwops_errors import InvalidInputError, NotFoundError
-from screwops_settings import StackSettings
 from screwops_validation import handlers
 from screwops_validation.config import Thresholds
 from screwops_validation.report import ValidationReport, render_html
 from screwops_validation.service import ValidationService, report_keys
-from screwops_validation.split import canonical_json
 
-from tests.fakes import FakeDatabase, FakeObjects
+from tests.fakes import Emitted, FakeObjects, memory_bus
 from tests.unit.validation.builders import (
     File,
     bad,
@@ -39,7 +36,7 @@ from tests.unit.validation.builders import (
     good,
     stage_version,
 )
-from tests.unit.validation.fakes import Emitted, FakeStore
+from tests.unit.validation.fakes import FakeStore
 
 ASSERTIONS = [
     "images_decode",
@@ -58,7 +55,7 @@ ASSERTIONS = [
 class Parts:
     store: FakeStore = field(default_factory=FakeStore)
     objects: FakeObjects = field(default_factory=FakeObjects)
-    emitted: Emitted = field(default_factory=Emitted)
+    emitted: Emitted = field(default_factory=lambda: Emitted("validation"))
 
     def service(self, rules: Thresholds | None = None) -> ValidationService:
         return ValidationService(
@@ -224,12 +221,7 @@ class Wired:
 @pytest.fixture
 async def wired() -> AsyncIterator[Wired]:
     parts = Parts()
-    bus = Bus(
-        StackSettings(),
-        service="validation",
-        db=cast(AsyncIOMotorDatabase[Any], FakeDatabase()),
-        retry=RetryPolicy(max_attempts=2, initial_wait=0.001, max_wait=0.002),
-    )
+    bus = memory_bus("validation")
     service = ValidationService(
         parts.store, parts.objects, bus.emit, rules=Thresholds(), concurrency=4
     )

@@ -2,16 +2,23 @@
 
 Events carry keys, not data: ``dataset.ingested`` names a manifest, ``dataset.labeled`` a label
 set, ``dataset.validated`` a split. These models are those documents, written as JSON to MinIO by
-their one producer and read by the services downstream.
+their one producer and read by the services downstream; the pure functions at the end are how
+every reader finds, parses and joins them, and the one definition of a version's digest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from screwops_errors import InvalidInputError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Bucket(StrEnum):
@@ -143,3 +150,122 @@ class Split(Document):
 def version_prefix(dataset_id: str, version: int) -> str:
     """Where a version's documents live in the datasets bucket."""
     return f"{dataset_id}/v{version}"
+
+
+def manifest_key(dataset_id: str, version: int) -> str:
+    """Where ingestion writes a version's :class:`Manifest` (datasets bucket)."""
+    return f"{version_prefix(dataset_id, version)}/manifest.json"
+
+
+def labels_key(dataset_id: str, version: int) -> str:
+    """Where labeling writes a version's :class:`LabelSet` (datasets bucket).
+
+    ``dataset.validated`` names only the split; the label set's place is fixed per version.
+    """
+    return f"{version_prefix(dataset_id, version)}/labels.json"
+
+
+def split_key(dataset_id: str, version: int) -> str:
+    """Where validation writes a version's :class:`Split` (datasets bucket)."""
+    return f"{version_prefix(dataset_id, version)}/split.json"
+
+
+def parse_document(model: type[M], key: str, body: bytes) -> M:
+    """``body``, read from ``datasets/<key>``, as the document ``model``.
+
+    Raises:
+        InvalidInputError: the bytes are not a valid ``model``.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
+        ) from exc
+
+
+def check_version(
+    dataset_id: str, version: int, *documents: tuple[str, Manifest | LabelSet | Split]
+) -> None:
+    """Refuse named documents that belong to another version than ``dataset_id`` v``version``.
+
+    Raises:
+        InvalidInputError: a document names another dataset or version.
+    """
+    for name, document in documents:
+        if (document.dataset_id, document.version) != (dataset_id, version):
+            raise InvalidInputError(
+                f"the {name} is for {document.dataset_id} v{document.version}, "
+                f"not {dataset_id} v{version}"
+            )
+
+
+def first_labels(labels: LabelSet) -> dict[str, ImageLabel]:
+    """Each labeled image's label, by sha256: the first one where the set lists several."""
+    first: dict[str, ImageLabel] = {}
+    for label in labels.labels:
+        first.setdefault(label.sha256, label)
+    return first
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    """One image of a version's split with its (first) label: a row of what a run is fed."""
+
+    sha256: str
+    split: SplitName
+    label: Label
+    defect_type: str | None  # the label's (the manifest's, from the import layout, is in image)
+    image: ManifestImage
+
+
+def labeled_split(
+    manifest: Manifest,
+    labels: LabelSet,
+    split: Split,
+    *,
+    splits: Container[SplitName] = frozenset(SplitName),
+) -> list[SplitImage]:
+    """The images the split assigns to one of ``splits``, each with its manifest entry and its
+    (first) label, sorted by sha256.
+
+    Raises:
+        InvalidInputError: the documents are of different versions, or the split assigns one of
+            ``splits`` an image the manifest or the label set lacks.
+    """
+    check_version(split.dataset_id, split.version, ("manifest", manifest), ("label set", labels))
+    images = {image.sha256: image for image in manifest.images}
+    first = first_labels(labels)
+    rows = []
+    for sha256, name in sorted(split.assignments.items()):
+        if name not in splits:
+            continue
+        if sha256 not in images or sha256 not in first:
+            missing = "manifest" if sha256 not in images else "label set"
+            raise InvalidInputError(f"the split names image {sha256}, which the {missing} lacks")
+        label = first[sha256]
+        rows.append(SplitImage(sha256, name, label.label, label.defect_type, images[sha256]))
+    return rows
+
+
+DigestRow = tuple[str, Label, str | None, SplitName]
+"""One image in a version's digest: its sha256, label, defect type and split."""
+
+
+def dataset_digest(rows: Iterable[DigestRow]) -> str:
+    """sha256 over the canonical JSON of sorted (image sha256, label, defect type, split) rows.
+
+    It names exactly what a training run is fed: the same images with the same labels in the
+    same splits give the same digest, whatever the dataset's name or version. Validation
+    announces it in ``dataset.validated``; the trainer recomputes it from the documents it reads.
+    """
+    table = sorted(
+        [sha256, label.value, defect_type, split.value]
+        for sha256, label, defect_type, split in rows
+    )
+    return hashlib.sha256(canonical_json(table)).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte string per value (sorted keys, no spaces), so digests and rewrites are stable."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -2,7 +2,8 @@
 
 One way to serve, so every API behaves alike for its clients: standard health checking and server
 reflection (``grpcurl`` works without proto files), typed errors turned into their one status
-(:func:`map_errors`), and graceful shutdown that lets in-flight calls finish.
+(:func:`map_errors`), graceful shutdown that lets in-flight calls finish, and one reading of
+offset page tokens (:func:`offset_page`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, TypeVar, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from screwops_errors import grpc_status
+from screwops_errors import InvalidInputError, grpc_status
 
-__all__ = ["Api", "Server", "map_errors"]
+__all__ = ["Api", "Server", "map_errors", "offset_page"]
 
 log = logging.getLogger("screwops.rpc")
 
@@ -62,6 +63,25 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, name: str)
     if code == grpc.StatusCode.INTERNAL:
         log.exception("%s failed", name, exc_info=error)
     await context.abort(code, message)
+
+
+def offset_page(page_size: int, page_token: str, *, default: int, most: int) -> tuple[int, int]:
+    """The (offset, limit) a list request asks for, where a page token is the offset of the page
+    (``str(offset + limit)`` of the page before; empty for the first) and a page holds
+    ``page_size`` items (``default`` when 0), never more than ``most``.
+
+    Raises:
+        InvalidInputError: a negative page size, or a token that is not an offset.
+    """
+    if page_size < 0:
+        raise InvalidInputError("page_size must not be negative")
+    try:
+        offset = int(page_token or "0")
+    except ValueError:
+        raise InvalidInputError(f"bad page_token {page_token!r}") from None
+    if offset < 0:
+        raise InvalidInputError(f"bad page_token {page_token!r}")
+    return offset, min(page_size or default, most)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ import numpy as np
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from screwops_bus import Emit
 from screwops_contracts import (
     Event,
     ModelApproved,
@@ -46,12 +47,16 @@ from screwops_contracts import (
 )
 from screwops_contracts.datasets import (
     Bucket,
-    Label,
     LabelSet,
     Manifest,
     Split,
     SplitName,
-    version_prefix,
+    check_version,
+    labeled_split,
+    labels_key,
+    manifest_key,
+    parse_document,
+    split_key,
 )
 from screwops_contracts.events import ModelTrained
 from screwops_errors import (
@@ -86,11 +91,9 @@ from screwops_evaluator.store import Champion, EvaluationRecord, EvaluatorStore
 
 log = logging.getLogger("screwops.evaluator")
 
-P = TypeVar("P", bound=BaseModel)
 D = TypeVar("D", bound=BaseModel)
 
 __all__ = [
-    "Emit",
     "EvaluatorService",
     "Objects",
     "evaluation_id_of",
@@ -103,21 +106,6 @@ def evaluation_id_of(model_name: str, run_id: str) -> str:
     return "eval-" + hashlib.sha256(f"{model_name}/{run_id}".encode()).hexdigest()[:16]
 
 
-def manifest_key(dataset_id: str, version: int) -> str:
-    """Where ingestion wrote the version's manifest (datasets bucket)."""
-    return f"{version_prefix(dataset_id, version)}/manifest.json"
-
-
-def labels_key(dataset_id: str, version: int) -> str:
-    """Where labeling wrote the version's label set (datasets bucket)."""
-    return f"{version_prefix(dataset_id, version)}/labels.json"
-
-
-def split_key(dataset_id: str, version: int) -> str:
-    """Where validation wrote the version's split (datasets bucket)."""
-    return f"{version_prefix(dataset_id, version)}/split.json"
-
-
 def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[LabeledImage]:
     """The test split's images with their (first) label, by sha256.
 
@@ -127,27 +115,10 @@ def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[
         InvalidInputError: the documents are of different versions, the split names an image the
             manifest or the label set lacks, or the test split is empty.
     """
-    version = (split.dataset_id, split.version)
-    for name, document in (("manifest", manifest), ("label set", labels)):
-        if (document.dataset_id, document.version) != version:
-            raise InvalidInputError(
-                f"the {name} is for {document.dataset_id} v{document.version}, "
-                f"not {split.dataset_id} v{split.version}"
-            )
-    images = {image.sha256: image for image in manifest.images}
-    first: dict[str, tuple[Label, str | None]] = {}
-    for label in labels.labels:
-        first.setdefault(label.sha256, (label.label, label.defect_type))
-    chosen = []
-    for sha256, name in sorted(split.assignments.items()):
-        if name is not SplitName.TEST:
-            continue
-        if sha256 not in images or sha256 not in first:
-            missing = "manifest" if sha256 not in images else "label set"
-            raise InvalidInputError(f"the split names image {sha256}, which the {missing} lacks")
-        truth, defect_type = first[sha256]
-        image = images[sha256]
-        chosen.append(LabeledImage(sha256, image.key, truth, defect_type or image.defect_type))
+    chosen = [
+        LabeledImage(row.sha256, row.image.key, row.label, row.defect_type or row.image.defect_type)
+        for row in labeled_split(manifest, labels, split, splits={SplitName.TEST})
+    ]
     if not chosen:
         raise InvalidInputError(f"the test split of {split.dataset_id} v{split.version} is empty")
     return chosen
@@ -166,14 +137,6 @@ class Objects(Protocol):
     async def put_named(
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
-
-
-class Emit(Protocol):
-    """:meth:`screwops_bus.Bus.emit`: publish the event ``cause`` leads to, and wait for it."""
-
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None: ...
 
 
 class EvaluatorService:
@@ -449,20 +412,11 @@ class EvaluatorService:
         manifest = await self._document(Manifest, manifest_key(dataset_id, version))
         labels = await self._document(LabelSet, labels_key(dataset_id, version))
         split = await self._document(Split, split_key(dataset_id, version))
-        if (split.dataset_id, split.version) != (dataset_id, version):
-            raise InvalidInputError(
-                f"the split is for {split.dataset_id} v{split.version}, not {dataset_id} v{version}"
-            )
+        check_version(dataset_id, version, ("split", split))
         return held_out_images(manifest, labels, split)
 
     async def _document(self, model: type[D], key: str) -> D:
-        body = await self._objects.get_verified(Bucket.DATASETS, key)
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            raise InvalidInputError(
-                f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
-            ) from exc
+        return parse_document(model, key, await self._objects.get_verified(Bucket.DATASETS, key))
 
     async def _inputs(self, images: Sequence[LabeledImage]) -> Batch:
         """Every test image fetched (verified against its content address) and preprocessed."""

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Label
 from screwops_errors import InvalidInputError
-from screwops_rpc import map_errors
+from screwops_rpc import map_errors, offset_page
 
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, IngestResult, Outcome
@@ -89,13 +89,9 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
     async def ListDatasets(  # noqa: N802
         self, request: ingestion_pb2.ListDatasetsRequest, context: Context
     ) -> ingestion_pb2.ListDatasetsResponse:
-        if request.page_size < 0:
-            raise InvalidInputError("page_size must not be negative")
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidInputError(f"bad page_token {request.page_token!r}") from None
-        limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        offset, limit = offset_page(
+            request.page_size, request.page_token, default=DEFAULT_PAGE, most=MAX_PAGE
+        )
         versions = await self._service.list_versions(offset=offset, limit=limit + 1)
         more = len(versions) > limit
         return ingestion_pb2.ListDatasetsResponse(

@@ -33,15 +33,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
+from screwops_bus import Emit, Publish
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
     DatasetLabeled,
     DatasetLabeledPayload,
-    Event,
     InspectionCompleted,
     InspectionReviewed,
     InspectionReviewedPayload,
@@ -79,8 +79,6 @@ from screwops_labeling.store import (
 
 log = logging.getLogger("screwops.labeling")
 
-P = TypeVar("P", bound=BaseModel)
-
 LABELS_FILE = "labels.json"
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -98,20 +96,6 @@ class Objects(Protocol):
     async def put_named(
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> object: ...
-
-
-class Emit(Protocol):
-    """Publishes the event ``cause`` leads to (:meth:`screwops_bus.Bus.emit`)."""
-
-    async def __call__(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
-        """Publish and wait for the broker's acknowledgement."""
-
-
-class Publish(Protocol):
-    """Publishes an event that starts its own chain (:meth:`screwops_bus.Bus.publish`)."""
-
-    async def __call__(self, event: Event[Any]) -> None:
-        """Publish and wait for the broker's acknowledgement."""
 
 
 @dataclass(frozen=True)
@@ -758,7 +742,6 @@ def _decode_cursor(token: str) -> ReviewCursor:
 
 __all__ = [
     "ClosedVersion",
-    "Emit",
     "ImportReport",
     "LabelTask",
     "LabelingService",

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.models import DEFAULT_THRESHOLD
 from screwops_errors import InvalidInputError
-from screwops_rpc import map_errors
+from screwops_rpc import map_errors, offset_page
 
 from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
 
@@ -39,15 +39,9 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ListVersionsRequest, context: Context
     ) -> registry_pb2.ListVersionsResponse:
         _require_model(request.model_name)
-        if request.page_size < 0:
-            raise InvalidInputError("page_size must not be negative")
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidInputError(f"bad page_token {request.page_token!r}") from None
-        if offset < 0:
-            raise InvalidInputError(f"bad page_token {request.page_token!r}")
-        limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        offset, limit = offset_page(
+            request.page_size, request.page_token, default=DEFAULT_PAGE, most=MAX_PAGE
+        )
         views = await self._service.versions(request.model_name, offset=offset, limit=limit + 1)
         return registry_pb2.ListVersionsResponse(
             model_versions=[_version(view) for view in views[:limit]],

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from pydantic import BaseModel
+from screwops_bus import Emit, Publish
 from screwops_contracts import (
     Event,
     ModelApproved,
@@ -64,8 +64,6 @@ from screwops_registry.store import (
 )
 
 log = logging.getLogger("screwops.registry")
-
-P = TypeVar("P", bound=BaseModel)
 
 TRITON_PREFIX = "triton"
 # Registrations of one model racing for a number: each loser retries with the next one.
@@ -126,20 +124,6 @@ class Triton(Protocol):
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
-
-
-class Emit(Protocol):
-    """Publishes the event ``cause`` leads to (:meth:`screwops_bus.Bus.emit`)."""
-
-    async def __call__(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
-        """Publish and wait for the broker's acknowledgement."""
-
-
-class Publish(Protocol):
-    """Publishes an event that starts its own chain (:meth:`screwops_bus.Bus.publish`)."""
-
-    async def __call__(self, event: Event[Any]) -> None:
-        """Publish and wait for the broker's acknowledgement."""
 
 
 @dataclass(frozen=True)

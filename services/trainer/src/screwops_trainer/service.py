@@ -31,9 +31,19 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from screwops_bus import Emit
 from screwops_contracts import DatasetRejected, DatasetValidated, Event, TrainingRequested
-from screwops_contracts.datasets import Bucket, LabelSet, Manifest, Split, SplitName
+from screwops_contracts.datasets import (
+    Bucket,
+    LabelSet,
+    Manifest,
+    Split,
+    SplitName,
+    labels_key,
+    manifest_key,
+    parse_document,
+)
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_errors import (
     FailedPreconditionError,
@@ -49,8 +59,6 @@ from screwops_trainer.dataset import (
     arrays,
     check_digest,
     examples,
-    labels_key,
-    manifest_key,
     pixels,
 )
 from screwops_trainer.params import TrainingParams
@@ -64,7 +72,6 @@ from screwops_trainer.store import (
 
 log = logging.getLogger("screwops.trainer")
 
-P = TypeVar("P", bound=BaseModel)
 D = TypeVar("D", bound=BaseModel)
 
 EpochLogs = dict[str, float]
@@ -112,14 +119,6 @@ class Objects(Protocol):
     async def put_directory(
         self, bucket: str, root: Path, *, prefix: str
     ) -> list[StoredObject]: ...
-
-
-class Emit(Protocol):
-    """:meth:`screwops_bus.Bus.emit`: publish the event ``cause`` leads to, and wait for it."""
-
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None: ...
 
 
 class TrainingStoppedError(Exception):
@@ -445,13 +444,7 @@ class TrainerService:
         return rows, dict(fed)
 
     async def _document(self, model: type[D], key: str) -> D:
-        body = await self._objects.get_verified(Bucket.DATASETS, key)
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            raise InvalidInputError(
-                f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
-            ) from exc
+        return parse_document(model, key, await self._objects.get_verified(Bucket.DATASETS, key))
 
 
 def history(record: RunRecord) -> dict[str, Any]:

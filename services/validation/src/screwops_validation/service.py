@@ -17,25 +17,34 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from screwops_bus import Emit
 from screwops_contracts import (
     DatasetLabeled,
     DatasetRejected,
     DatasetRejectedPayload,
     DatasetValidated,
     DatasetValidatedPayload,
-    Event,
 )
 from screwops_contracts.datasets import (
     Bucket,
+    DigestRow,
     ImageLabel,
     LabelSet,
     Manifest,
     ManifestImage,
     Split,
+    SplitName,
+    canonical_json,
+    check_version,
+    dataset_digest,
+    first_labels,
+    manifest_key,
+    parse_document,
+    split_key,
     version_prefix,
 )
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
@@ -68,9 +77,7 @@ from screwops_validation.report import (
 from screwops_validation.split import (
     SPLITS,
     SplitUnit,
-    canonical_json,
     cluster,
-    dataset_digest,
     find_near_duplicates,
     split_counts,
     stratified_split,
@@ -79,7 +86,6 @@ from screwops_validation.store import ReportRecord, ValidationStore
 
 log = logging.getLogger("screwops.validation")
 
-P = TypeVar("P", bound=BaseModel)
 D = TypeVar("D", bound=BaseModel)
 
 
@@ -90,7 +96,7 @@ def report_keys(dataset_id: str, version: int) -> ReportKeys:
     """Where a version's validation outputs live in the datasets bucket (fixed per version)."""
     prefix = version_prefix(dataset_id, version)
     return ReportKeys(
-        split=f"{prefix}/split.json",
+        split=split_key(dataset_id, version),
         report=f"{prefix}/validation/report.json",
         report_html=f"{prefix}/validation/report.html",
     )
@@ -98,10 +104,17 @@ def report_keys(dataset_id: str, version: int) -> ReportKeys:
 
 def labeled_images(manifest: Manifest, labels: LabelSet) -> list[tuple[ManifestImage, ImageLabel]]:
     """The manifest's images that carry a label, each with its (first) label, by sha256."""
-    first: dict[str, ImageLabel] = {}
-    for label in labels.labels:
-        first.setdefault(label.sha256, label)
+    first = first_labels(labels)
     return [(image, first[image.sha256]) for image in manifest.images if image.sha256 in first]
+
+
+def digest_rows(samples: Sequence[Sample], assignments: Mapping[str, SplitName]) -> list[DigestRow]:
+    """The split samples as rows of :func:`~screwops_contracts.datasets.dataset_digest`."""
+    return [
+        (s.image.sha256, s.label.label, s.label.defect_type, assignments[s.image.sha256])
+        for s in samples
+        if s.image.sha256 in assignments
+    ]
 
 
 def analyse(
@@ -210,7 +223,7 @@ def analyse(
         thresholds=rules.rules(),
         keys=keys,
         split_key=keys.split if passed else None,
-        dataset_digest=dataset_digest(usable, assignments) if passed else None,
+        dataset_digest=dataset_digest(digest_rows(usable, assignments)) if passed else None,
     )
     return report, split
 
@@ -226,14 +239,6 @@ class Objects(Protocol):
     async def put_named(
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
-
-
-class Emit(Protocol):
-    """:meth:`screwops_bus.Bus.emit`: publish the event ``cause`` leads to, and wait for it."""
-
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None: ...
 
 
 class ValidationService:
@@ -263,15 +268,11 @@ class ValidationService:
             TransientError: MinIO or MongoDB did not answer (the bus retries).
         """
         payload = event.payload
-        prefix = version_prefix(payload.dataset_id, payload.version)
-        manifest = await self._document(Manifest, f"{prefix}/manifest.json")
+        manifest = await self._document(Manifest, manifest_key(payload.dataset_id, payload.version))
         labels = await self._document(LabelSet, payload.labels_key)
-        for name, document in (("manifest", manifest), ("label set", labels)):
-            if (document.dataset_id, document.version) != (payload.dataset_id, payload.version):
-                raise InvalidInputError(
-                    f"the {name} is for {document.dataset_id} v{document.version}, "
-                    f"not {payload.dataset_id} v{payload.version}"
-                )
+        check_version(
+            payload.dataset_id, payload.version, ("manifest", manifest), ("label set", labels)
+        )
         samples = await self._measure_all(labeled_images(manifest, labels))
         report, split = await asyncio.to_thread(
             analyse, manifest, labels, samples, self._rules, cause=event
@@ -283,13 +284,7 @@ class ValidationService:
         return report
 
     async def _document(self, model: type[D], key: str) -> D:
-        body = await self._objects.get_verified(Bucket.DATASETS, key)
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            raise InvalidInputError(
-                f"datasets/{key} is not a valid {model.__name__}: {exc.error_count()} error(s)"
-            ) from exc
+        return parse_document(model, key, await self._objects.get_verified(Bucket.DATASETS, key))
 
     async def _measure_all(
         self, images: Sequence[tuple[ManifestImage, ImageLabel]]
@@ -360,10 +355,10 @@ class ValidationService:
 
 
 __all__ = [
-    "Emit",
     "Objects",
     "ValidationService",
     "analyse",
+    "digest_rows",
     "labeled_images",
     "report_keys",
 ]

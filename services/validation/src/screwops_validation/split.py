@@ -1,4 +1,4 @@
-"""Near-duplicate groups, the deterministic stratified split, and the dataset digest.
+"""Near-duplicate groups and the deterministic stratified split.
 
 Near-duplicates are found by the Hamming distance of 64-bit perceptual hashes, a block of rows at a
 time; images chained by near-duplicate pairs (or with identical pixels) form one group, and a
@@ -8,11 +8,9 @@ group always lands in one split, so no picture is trained on and tested on at on
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -174,31 +172,10 @@ def split_counts(assignments: Mapping[str, SplitName]) -> SplitCounts:
     return SplitCounts(**{name.value: counted.get(name, 0) for name in SPLITS})
 
 
-def dataset_digest(samples: Sequence[Sample], assignments: Mapping[str, SplitName]) -> str:
-    """sha256 over the canonical JSON of (image sha256, label, defect type, split) rows.
-
-    It names exactly what a training run is fed: the same images with the same labels in the
-    same splits give the same digest, whatever the dataset's name or version.
-    """
-    rows = sorted(
-        [s.image.sha256, s.label.label.value, s.label.defect_type, assignments[s.image.sha256]]
-        for s in samples
-        if s.image.sha256 in assignments
-    )
-    return hashlib.sha256(canonical_json(rows)).hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    """One byte string per value (sorted keys, no spaces), so digests and rewrites are stable."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 __all__ = [
     "SPLITS",
     "SplitUnit",
-    "canonical_json",
     "cluster",
-    "dataset_digest",
     "find_near_duplicates",
     "split_counts",
     "stratified_split",

@@ -1,0 +1,192 @@
+"""What every command shares: the consoles, exit codes, error reporting, JSON and addresses.
+
+Exit codes mean the same for every command:
+
+====  ==========================================================================================
+0     done
+1     failed (the message says why), or some items of a batch failed
+2     bad usage: a wrong option or argument, or a request the service refused as malformed
+3     a service or server could not be reached (or did not answer in time)
+4     not found: the named run, version, dataset, topic or event does not exist
+5     refused in the current state (e.g. promoting a version that cannot be served)
+6     not allowed: missing or wrong credentials
+130   interrupted (Ctrl-C)
+====  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from typing import Annotated, Any, NoReturn
+
+import grpc
+import typer
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.text import Text
+from screwops_errors import ScrewOpsError
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class ExitCode(IntEnum):
+    """The process exit codes (see the module docstring)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    NOT_FOUND = 4
+    REFUSED = 5
+    DENIED = 6
+    INTERRUPTED = 130
+
+
+_BY_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: ExitCode.USAGE,
+    grpc.StatusCode.OUT_OF_RANGE: ExitCode.USAGE,
+    grpc.StatusCode.UNAVAILABLE: ExitCode.UNREACHABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: ExitCode.UNREACHABLE,
+    grpc.StatusCode.NOT_FOUND: ExitCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: ExitCode.REFUSED,
+    grpc.StatusCode.ALREADY_EXISTS: ExitCode.REFUSED,
+    grpc.StatusCode.ABORTED: ExitCode.REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: ExitCode.DENIED,
+    grpc.StatusCode.PERMISSION_DENIED: ExitCode.DENIED,
+}
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+GatewayToken = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SCREWOPS_GATEWAY_TOKEN",
+        help="Bearer token, when the gateway requires one.",
+        show_default=False,
+    ),
+]
+
+
+def exit_code(status: grpc.StatusCode) -> ExitCode:
+    """The exit code of a call that ended with ``status``."""
+    return _BY_STATUS.get(status, ExitCode.FAILED)
+
+
+def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
+    """Print ``message`` on stderr and exit with ``code``."""
+    errors.print(Text(message, style="red"), soft_wrap=True)
+    raise typer.Exit(int(code))
+
+
+def _hint(service: str, code: ExitCode, address: str | None) -> str:
+    if code != ExitCode.UNREACHABLE:
+        return ""
+    where = f" at {address}" if address else ""
+    return f" (is {service} running{where}? `screwops stack services status` shows)"
+
+
+def rpc_failure(service: str, exc: grpc.RpcError, address: str | None = None) -> NoReturn:
+    """Report a failed gRPC call and exit with its code."""
+    code = exit_code(exc.code())
+    fail(f"{service}: {exc.code().name}: {exc.details()}{_hint(service, code, address)}", code)
+
+
+@contextmanager
+def calling(service: str, address: str | None = None) -> Iterator[None]:
+    """Turn a failed call into a one-line message on stderr and a meaningful exit code.
+
+    Covers gRPC statuses, ScrewOps' typed errors (a database or broker that did not answer) and
+    Ctrl-C.
+    """
+    try:
+        yield
+    except grpc.RpcError as exc:
+        rpc_failure(service, exc, address)
+    except ScrewOpsError as exc:
+        code = exit_code(exc.status)
+        fail(f"{service}: {exc.status.name}: {exc.message}{_hint(service, code, address)}", code)
+    except KeyboardInterrupt:
+        fail("interrupted", ExitCode.INTERRUPTED)
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A proto message as JSON-ready data, field names as in the .proto."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def emit(data: Message | Any) -> None:
+    """Print ``data`` (a proto message or JSON-ready data) as JSON."""
+    value = message_dict(data) if isinstance(data, Message) else data
+    console.print_json(json.dumps(value, default=str))
+
+
+def emit_line(data: Any) -> None:
+    """Print ``data`` as one compact JSON line, flushed at once (for streams)."""
+    sys.stdout.write(json.dumps(data, default=str, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+_WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
+
+
+def service_address(service: str) -> str:
+    """``host:port`` of a service's gRPC API, from the service's own settings class.
+
+    Like the stack's supervisor, this reads the port where the service does (its ``config``
+    module, its ``SCREWOPS_<SERVICE>_GRPC_HOST`` / ``_GRPC_PORT`` variables), so the CLI and the
+    service agree; only those two settings are read, so the service's other settings (and their
+    checks, such as the gateway's tokens in production) do not matter here. A wildcard bind host
+    is reached on 127.0.0.1.
+    """
+    try:
+        config = importlib.import_module(f"screwops_{service}.config")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"screwops_{service}", f"screwops_{service}.config"):
+            raise
+        fail(
+            f"the {service} package is not installed here, so its address is unknown: pass "
+            f"--address or set SCREWOPS_{service.upper()}_ADDRESS",
+            ExitCode.USAGE,
+        )
+    settings_class = next(
+        value
+        for value in vars(config).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseSettings)
+        and value is not BaseSettings
+        and "grpc_port" in value.model_fields
+    )
+    fields = settings_class.model_fields
+    prefix = settings_class.model_config.get("env_prefix", "")
+
+    class Endpoint(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
+
+        grpc_host: str = fields["grpc_host"].default
+        grpc_port: int = fields["grpc_port"].default
+
+    endpoint = Endpoint()
+    host = "127.0.0.1" if endpoint.grpc_host in _WILDCARDS else endpoint.grpc_host
+    return f"{host}:{endpoint.grpc_port}"
+
+
+def address_option(service: str, *names: str) -> Any:
+    """The ``--address`` option (or ``names``) of a command that calls ``service`` over gRPC."""
+    return typer.Option(
+        *names,
+        envvar=f"SCREWOPS_{service.upper()}_ADDRESS",
+        help=f"{service.capitalize()}'s gRPC address (default: from its settings).",
+        show_default=False,
+    )
+
+
+def resolve(service: str, address: str | None) -> str:
+    """The address given, or the service's own."""
+    return address or service_address(service)

@@ -1,0 +1,171 @@
+"""``screwops models``: registered model versions and the ``production`` alias, over the
+registry's gRPC admin API."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+import grpc
+import typer
+from rich.table import Table
+from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_contracts.models import MODEL_NAME
+
+from screwops_cli.common import Json, address_option, calling, console, emit, resolve
+
+app = typer.Typer(help="Model versions, their lineage, promotion and rollback (registry).")
+
+Address = Annotated[str | None, address_option("registry")]
+Model = Annotated[str, typer.Option("--model", help="The registered model.")]
+Actor = Annotated[
+    str, typer.Option(help="Who asks, recorded with the change (default: your user name).")
+]
+Reason = Annotated[str, typer.Option(help="Why, recorded with the change.")]
+STAGES = {
+    registry_pb2.MODEL_STAGE_REGISTERED: "registered",
+    registry_pb2.MODEL_STAGE_PRODUCTION: "[green]production[/green]",
+    registry_pb2.MODEL_STAGE_ARCHIVED: "archived",
+    registry_pb2.MODEL_STAGE_FAILED: "[red]failed[/red]",
+}
+TIMEOUT_S = 30.0
+# Promote loads the version in Triton and checks it with a real inference first.
+MOVE_TIMEOUT_S = 600.0
+
+
+def _stub(channel: grpc.Channel) -> registry_pb2_grpc.RegistryServiceStub:
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+@app.command("list")
+def list_versions(
+    model: Model = MODEL_NAME,
+    limit: Annotated[int, typer.Option(min=1, help="The most versions to show.")] = 50,
+    address: Address = None,
+    as_json: Json = False,
+) -> None:
+    """A model's versions, newest first."""
+    target = resolve("registry", address)
+    versions: list[registry_pb2.ModelVersion] = []
+    with calling("registry", target), grpc.insecure_channel(target) as channel:
+        token = ""
+        while len(versions) < limit:
+            request = registry_pb2.ListVersionsRequest(
+                model_name=model, page_size=min(limit - len(versions), 500), page_token=token
+            )
+            page = _stub(channel).ListVersions(request, timeout=TIMEOUT_S)
+            versions.extend(page.model_versions)
+            token = page.next_page_token
+            if not token:
+                break
+    if as_json:
+        emit(registry_pb2.ListVersionsResponse(model_versions=versions, next_page_token=token))
+        return
+    table = Table(title=f"{model} versions")
+    for column in ("version", "stage", "dataset", "run", "accuracy", "threshold", "registered"):
+        table.add_column(column)
+    for v in versions:
+        accuracy = v.metrics.get("accuracy")
+        table.add_row(
+            str(v.version),
+            STAGES.get(v.stage, "?"),
+            f"{v.dataset_id} v{v.dataset_version}",
+            v.run_id,
+            "" if accuracy is None else f"{accuracy:.4f}",
+            f"{v.threshold:.3f}",
+            v.created_at.ToDatetime().isoformat(timespec="seconds"),
+        )
+    console.print(table)
+    if not versions:
+        console.print(f"no versions of {model} yet")
+
+
+@app.command("show")
+def show(
+    version: Annotated[int, typer.Argument(min=1, help="The version number.")],
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    as_json: Json = False,
+) -> None:
+    """One version with its lineage: dataset version, training run, evaluation, metrics."""
+    target = resolve("registry", address)
+    request = registry_pb2.GetLineageRequest(model_name=model, version=version)
+    with calling("registry", target), grpc.insecure_channel(target) as channel:
+        found = _stub(channel).GetLineage(request, timeout=TIMEOUT_S)
+    if as_json:
+        emit(found)
+        return
+    table = Table(title=f"{found.model_name} v{found.version}", show_header=False)
+    rows = [
+        ("stage", STAGES.get(found.stage, "?")),
+        ("aliases", ", ".join(found.aliases)),
+        ("dataset", f"{found.dataset_id} v{found.dataset_version}"),
+        ("run", found.run_id),
+        ("evaluation", found.evaluation_id),
+        ("threshold", f"{found.threshold:.3f}"),
+        *(
+            (name, f"{value:.4f}")
+            for name, value in sorted(found.metrics.items())
+            if name != "threshold"  # shown above: the threshold the version applies
+        ),
+        ("registered", found.created_at.ToDatetime().isoformat(timespec="seconds")),
+        ("report", found.report_key),
+        ("artifact", found.artifact_key),
+        ("failure", found.failure_reason),
+    ]
+    for key, value in rows:
+        if value:
+            table.add_row(key, value)
+    console.print(table)
+
+
+def _print_change(change: registry_pb2.AliasChange) -> None:
+    before = f"v{change.from_version}" if change.HasField("from_version") else "nothing"
+    console.print(
+        f"{change.model_name} {change.alias}: {before} -> [bold]v{change.to_version}[/bold] "
+        f"by {change.actor} ({change.reason}) at "
+        f"{change.changed_at.ToDatetime().isoformat(timespec='seconds')}"
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Argument(min=1, help="The version to serve.")],
+    reason: Reason,
+    actor: Actor = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    as_json: Json = False,
+) -> None:
+    """Point ``production`` at a version (loaded and checked in Triton first)."""
+    target = resolve("registry", address)
+    request = registry_pb2.PromoteRequest(
+        model_name=model, version=version, actor=actor or getpass.getuser(), reason=reason
+    )
+    with calling("registry", target), grpc.insecure_channel(target) as channel:
+        change = _stub(channel).Promote(request, timeout=MOVE_TIMEOUT_S)
+    if as_json:
+        emit(change)
+    else:
+        _print_change(change)
+
+
+@app.command()
+def rollback(
+    reason: Reason,
+    actor: Actor = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    as_json: Json = False,
+) -> None:
+    """Point ``production`` back at the version it named before the latest promotion."""
+    target = resolve("registry", address)
+    request = registry_pb2.RollbackRequest(
+        model_name=model, actor=actor or getpass.getuser(), reason=reason
+    )
+    with calling("registry", target), grpc.insecure_channel(target) as channel:
+        change = _stub(channel).Rollback(request, timeout=MOVE_TIMEOUT_S)
+    if as_json:
+        emit(change)
+    else:
+        _print_change(change)

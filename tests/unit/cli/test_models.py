@@ -1,0 +1,213 @@
+"""``screwops models`` against a fake registry servicer: tables, JSON, and statuses turned into
+exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from screwops.v1 import registry_pb2, registry_pb2_grpc
+
+from tests.unit.cli.support import closed_port, screwops, serving
+
+MODEL = "screw-classifier"
+
+
+def version(
+    number: int, stage: registry_pb2.ModelStage.ValueType = registry_pb2.MODEL_STAGE_REGISTERED
+) -> Any:
+    return registry_pb2.ModelVersion(
+        model_name=MODEL,
+        version=number,
+        stage=stage,
+        dataset_id="screws",
+        dataset_version=number,
+        run_id=f"run-{number:012d}",
+        evaluation_id=f"eval-{number}",
+        metrics={"accuracy": 0.9 + number / 100, "threshold": 0.4},
+        threshold=0.4,
+        created_at=Timestamp(seconds=1_790_000_000 + number),
+    )
+
+
+@dataclass
+class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    versions: list[Any] = field(default_factory=list)
+    production: int | None = None
+    previous: int | None = None
+    requests: list[Any] = field(default_factory=list)
+
+    def ListVersions(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        offset = int(request.page_token or "0")
+        newest = sorted(self.versions, key=lambda v: -v.version)
+        page = newest[offset : offset + request.page_size]
+        more = offset + request.page_size < len(newest)
+        return registry_pb2.ListVersionsResponse(
+            model_versions=page, next_page_token=str(offset + request.page_size) if more else ""
+        )
+
+    def GetLineage(self, request: Any, context: Any) -> Any:  # noqa: N802
+        for v in self.versions:
+            if v.version == request.version:
+                return v
+        context.abort(grpc.StatusCode.NOT_FOUND, f"{MODEL} has no version {request.version}")
+
+    def Promote(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        found = [v for v in self.versions if v.version == request.version]
+        if not found:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.version}")
+        if found[0].stage == registry_pb2.MODEL_STAGE_FAILED:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "version failed to load")
+        change = registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias="production",
+            from_version=self.production,
+            to_version=request.version,
+            actor=request.actor,
+            reason=request.reason,
+            changed_at=Timestamp(seconds=1_790_000_100),
+        )
+        self.previous, self.production = self.production, request.version
+        return change
+
+    def Rollback(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if self.previous is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to go back to")
+            raise AssertionError("abort raises")
+        return registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias="production",
+            from_version=self.production,
+            to_version=self.previous,
+            actor=request.actor,
+            reason=request.reason,
+        )
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[FakeRegistry, str]]:
+    fake = FakeRegistry(
+        versions=[
+            version(1, registry_pb2.MODEL_STAGE_ARCHIVED),
+            version(2, registry_pb2.MODEL_STAGE_PRODUCTION),
+            version(3, registry_pb2.MODEL_STAGE_FAILED),
+        ],
+        production=2,
+        previous=1,
+    )
+    with serving(registry_pb2_grpc.add_RegistryServiceServicer_to_server, fake) as address:
+        yield fake, address
+
+
+def test_list_shows_every_version_newest_first_across_pages(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    fake.versions += [version(n) for n in range(4, 8)]
+
+    result = screwops("models", "list", "--limit", "5", "--address", address, "--json")
+
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)["model_versions"]
+    assert [v["version"] for v in listed] == ["7", "6", "5", "4", "3"]
+
+    table = screwops("models", "list", "--address", address)
+    assert table.exit_code == 0, table.output
+    assert "production" in table.stdout
+    assert "run-000000000002" in table.stdout
+    assert table.stdout.index("run-000000000007") < table.stdout.index("run-000000000001")
+
+
+def test_the_address_comes_from_the_environment(registry: tuple[FakeRegistry, str]) -> None:
+    _, address = registry
+    result = screwops("models", "show", "2", "--json", env={"SCREWOPS_REGISTRY_ADDRESS": address})
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["version"], shown["stage"]) == ("2", "MODEL_STAGE_PRODUCTION")
+
+
+def test_show_prints_the_lineage(registry: tuple[FakeRegistry, str]) -> None:
+    _, address = registry
+    result = screwops("models", "show", "1", "--address", address)
+    assert result.exit_code == 0, result.output
+    for shown in ("archived", "screws v1", "run-000000000001", "eval-1", "accuracy", "0.9100"):
+        assert shown in result.stdout
+
+
+def test_an_unknown_version_exits_4_with_the_registrys_reason(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    _, address = registry
+    result = screwops("models", "show", "42", "--address", address)
+    assert result.exit_code == 4
+    assert "registry: NOT_FOUND: screw-classifier has no version 42" in result.stderr
+
+
+def test_promote_sends_actor_and_reason_and_prints_the_move(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    result = screwops(
+        "models", "promote", "1", "--actor", "ana", "--reason", "back to v1", "--address", address
+    )
+    assert result.exit_code == 0, result.output
+    assert "production: v2 -> v1 by ana (back to v1)" in result.stdout
+    request = fake.requests[-1]
+    assert (request.model_name, request.version, request.actor, request.reason) == (
+        MODEL,
+        1,
+        "ana",
+        "back to v1",
+    )
+
+
+def test_promote_without_an_actor_records_the_user(registry: tuple[FakeRegistry, str]) -> None:
+    fake, address = registry
+    result = screwops("models", "promote", "1", "--reason", "r", "--address", address, "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.requests[-1].actor
+    assert json.loads(result.stdout)["to_version"] == "1"
+
+
+def test_promoting_a_failed_version_exits_5(registry: tuple[FakeRegistry, str]) -> None:
+    _, address = registry
+    result = screwops("models", "promote", "3", "--reason", "try", "--address", address)
+    assert result.exit_code == 5
+    assert "FAILED_PRECONDITION: version failed to load" in result.stderr
+
+
+def test_a_reason_is_required() -> None:
+    result = screwops("models", "promote", "1", "--address", "127.0.0.1:1")
+    assert result.exit_code == 2
+    assert "--reason" in result.output
+
+
+def test_rollback_moves_back_and_refuses_without_history(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    back = screwops("models", "rollback", "--reason", "drift", "--address", address, "--json")
+    assert back.exit_code == 0, back.output
+    change = json.loads(back.stdout)
+    assert (change["from_version"], change["to_version"], change["reason"]) == ("2", "1", "drift")
+
+    fake.previous = None
+    refused = screwops("models", "rollback", "--reason", "again", "--address", address)
+    assert refused.exit_code == 5
+    assert "no earlier version" in refused.stderr
+
+
+def test_an_unreachable_registry_exits_3_and_says_where_it_looked() -> None:
+    address = closed_port()
+    result = screwops("models", "list", "--address", address)
+    assert result.exit_code == 3
+    assert "registry: UNAVAILABLE" in result.stderr
+    assert f"is registry running at {address}?" in result.stderr
