@@ -24,6 +24,8 @@ from screwops_settings import StackSettings
 from screwops_stack.supervisor import available
 from screwops_synth import generate
 
+from screwops_cli.runs import RunStore, epoch_figures, mongo_store
+
 # The happy path, in order, with the service that takes each step and the events that end it
 # badly. The demo waits for the stages whose producer is installed.
 STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -82,10 +84,25 @@ def import_data(address: str, data: Path, dataset: str) -> tuple[ingestion_pb2.I
     return result, version.correlation_id
 
 
+async def training_progress(store: RunStore, dataset: str, correlation_id: str) -> str:
+    """The run's latest epoch, as the trainer records it while it trains; empty before."""
+    runs = await store.list_runs(dataset_id=dataset, limit=5)
+    run = next((r for r in runs if r.correlation_id == correlation_id), None)
+    if run is None or not run.epochs:
+        return ""
+    return f", epoch {len(run.epochs)}/{run.params.get('epochs', '?')}: {epoch_figures(run)}"
+
+
 async def follow(
-    settings: StackSettings, correlation_id: str, console: Console, *, within: float
+    settings: StackSettings,
+    dataset: str,
+    correlation_id: str,
+    console: Console,
+    *,
+    within: float,
 ) -> Outcome:
-    """Watch the run's events arrive, stage by stage, until it ends or ``within`` s pass."""
+    """Watch the run's events arrive, stage by stage, until it ends or ``within`` s pass; while
+    the trainer trains, show its epochs as it records them."""
     installed = {spec.name for spec in available()}
     stages = [stage for stage in STAGES if stage[1] in installed]
     failures = {topic for _, _, bad in stages for topic in bad}
@@ -96,31 +113,46 @@ async def follow(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    seen: dict[str, Event[Any]] = {}
-    began = time.monotonic()
-    deadline = began + within
+    deadline = time.monotonic() + within
     await consumer.start()
     try:
-        with console.status("waiting for dataset.ingested") as status:
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
-                        if event.correlation_id != correlation_id or record.topic in seen:
-                            continue
-                        seen[record.topic] = event
-                        console.print(
-                            f"  [green]✓[/green] {record.topic:<20} from {event.producer}"
-                        )
-                        if record.topic in failures:
-                            return Outcome(seen, event)
-                pending = [topic for topic, _, _ in stages if topic not in seen]
-                if not pending:
-                    return Outcome(seen, None)
-                status.update(f"waiting for {pending[0]} ({time.monotonic() - began:.0f}s)")
+        async with mongo_store() as store:
+            return await _watch(consumer, stages, store, dataset, correlation_id, console, deadline)
     finally:
         await consumer.stop()
+
+
+async def _watch(
+    consumer: AIOKafkaConsumer,
+    stages: list[tuple[str, str, tuple[str, ...]]],
+    store: RunStore,
+    dataset: str,
+    correlation_id: str,
+    console: Console,
+    deadline: float,
+) -> Outcome:
+    failures = {topic for _, _, bad in stages for topic in bad}
+    seen: dict[str, Event[Any]] = {}
+    began = time.monotonic()
+    with console.status("waiting for dataset.ingested") as status:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
+                    if event.correlation_id != correlation_id or record.topic in seen:
+                        continue
+                    seen[record.topic] = event
+                    console.print(f"  [green]✓[/green] {record.topic:<20} from {event.producer}")
+                    if record.topic in failures:
+                        return Outcome(seen, event)
+            pending = [topic for topic, _, _ in stages if topic not in seen]
+            if not pending:
+                return Outcome(seen, None)
+            progress = ""
+            if pending[0] == Topic.MODEL_TRAINED:
+                progress = await training_progress(store, dataset, correlation_id)
+            status.update(f"waiting for {pending[0]} ({time.monotonic() - began:.0f}s{progress})")
     return Outcome(seen, None)
 
 
@@ -230,7 +262,7 @@ def run(
         f"{result.accepted_count} accepted, {result.duplicate_count} duplicates, "
         f"{result.refused_count} refused; run {correlation_id}"
     )
-    outcome = asyncio.run(follow(settings, correlation_id, console, within=timeout))
+    outcome = asyncio.run(follow(settings, dataset, correlation_id, console, within=timeout))
     table = Table(title="where to look")
     table.add_column("what")
     table.add_column("where")

@@ -173,7 +173,7 @@ async def _follow(run_id: str, interval: float, *, quiet: bool) -> RunRecord:
                     task,
                     completed=len(run.epochs),
                     description=f"{run.run_id} ({run.status}, attempt {run.attempts})",
-                    metrics=_latest(run),
+                    metrics=epoch_figures(run),
                 )
                 if run.status != "running":
                     break
@@ -199,7 +199,8 @@ def _planned(run: RunRecord) -> int:
     return planned if isinstance(planned, int) and planned > 0 else max(len(run.epochs), 1)
 
 
-def _latest(run: RunRecord) -> str:
+def epoch_figures(run: RunRecord) -> str:
+    """The latest epoch's metrics, for a progress line."""
     if not run.epochs:
         return ""
     metrics = run.epochs[-1].metrics
