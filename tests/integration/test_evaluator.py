@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from PIL import Image
 from screwops_contracts import (
     AssertionResult,
     Event,
@@ -45,6 +46,7 @@ from screwops_evaluator.store import (
     EvaluationRecord,
     MongoEvaluatorStore,
 )
+from screwops_imaging import preprocess
 from screwops_serving import INPUT_SHAPE, TritonModels, export_version, versions_present
 from screwops_settings import StackSettings
 from screwops_stack.servers import triton_model_repository
@@ -54,9 +56,12 @@ from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.integration.test_serving import keras_saved_model
 from tests.support import eventually, minio_client, model_deployed, remove_objects, unique
 from tests.unit.evaluator.builders import (
+    BAD_LEVEL,
+    GOOD_LEVEL,
     LAX,
     SHARP,
     STEEPNESS,
+    disc_pixels,
     evaluation_set,
     stage_split_version,
 )
@@ -79,14 +84,34 @@ def brightest_pixel_model(directory: Path, *, cutoff: float) -> None:
     model.export(str(directory), verbose=False)
 
 
+def shuffled_labels_model(directory: Path) -> None:
+    """Export the trainer's own network trained, the trainer's way, on screws like the test
+    split's with shuffled labels: within each brightness half are called good and half
+    defective, so the labels say nothing about the picture and there is nothing to learn."""
+    from screwops_trainer.model import TrainingParams, fit
+
+    rng = np.random.default_rng(3)
+    pictures, labels = [], []
+    for offset, level in ((1000, GOOD_LEVEL), (2000, BAD_LEVEL)):
+        pictures += [disc_pixels(offset + i, level) for i in range(20)]
+        labels += list(rng.permutation([0.0, 1.0] * 10))
+    order = rng.permutation(len(labels))
+    images = np.stack([preprocess(Image.fromarray(pictures[i])) for i in order])
+    targets = np.array([labels[i] for i in order], dtype=np.float32)
+    params = TrainingParams(epochs=4, patience=4, filters=(4, 8), batch_size=8)
+    fit(params, (images[:32], targets[:32]), (images[32:], targets[32:])).save(directory)
+
+
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The candidates' SavedModels: sharp (accuracy 1.0), lax (0.96), random weights (guesses)."""
+    """The candidates' SavedModels: sharp (accuracy 1.0), lax (0.96), random weights (guesses),
+    and the trainer's network trained on shuffled labels."""
     root = tmp_path_factory.mktemp("evaluator_models")
     keras_saved_model(root / "random", seed=7)  # first: it bounds TensorFlow's threads
     brightest_pixel_model(root / "sharp", cutoff=SHARP)
     brightest_pixel_model(root / "lax", cutoff=LAX)
-    return {name: root / name for name in ("random", "sharp", "lax")}
+    shuffled_labels_model(root / "shuffled")
+    return {name: root / name for name in ("random", "sharp", "lax", "shuffled")}
 
 
 @dataclass
@@ -396,3 +421,16 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
             await store.save_evaluation(replace(record, evaluation_id="eval-2"))
     finally:
         db.client.close()
+
+
+async def test_a_model_trained_on_shuffled_labels_is_rejected_and_left_unserved(
+    evaluator: Evaluator,
+) -> None:
+    trained = await evaluator.train("shuffled")
+    rejected = await evaluator.verdict(trained)
+    assert isinstance(rejected, ModelRejected), rejected
+    failed = {name for name, c in checks_of(rejected).items() if not c.passed}
+    assert "accuracy" in failed
+    assert checks_of(rejected)["infra_validation"].passed  # it loaded; it just knows nothing
+    # Scored under the staging name only, and taken out of Triton again.
+    await evaluator.left_nothing_in_staging()
