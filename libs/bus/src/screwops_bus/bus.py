@@ -12,26 +12,38 @@ A consumer registered with :meth:`Bus.consumer` gets, around its plain ``async d
 * dead letters: a message that does not parse, fails permanently or exhausts its retries goes to
   ``<topic>.dlq`` with the reason and the original bytes and headers, and the consumer moves on;
 * graceful shutdown: on stop, FastStream lets in-flight handlers finish (``graceful_timeout``);
-  a handler cancelled mid-way commits nothing and its event is delivered again.
+  a handler cancelled mid-way commits nothing and its event is delivered again;
+* metrics: events finished per outcome (processed, duplicate, dead-lettered; each label set
+  exported at 0 from registration, so a dead-letter series exists before the first dead letter),
+  transient failures retried, handler duration, events published per topic, and each consumer's
+  lag per partition (see :meth:`Bus.sample_lag`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry import metrics
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
@@ -55,6 +67,17 @@ P = TypeVar("P", bound=BaseModel)
 # aiokafka's default: a handler may take up to five minutes before the next poll.
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 Handler = Callable[[M], Awaitable[None]]
+OUTCOMES = ("processed", "duplicate", "dead_lettered")
+"""How a consumer finishes an event: the ``outcome`` label of ``screwops_bus_events_total``."""
+# Handler durations in seconds: most events take milliseconds, a training run takes minutes.
+DURATION_BUCKETS_S = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0,
+)  # fmt: skip
+LAG_SAMPLE_SECONDS = 5.0
+"""How often :meth:`Bus.run_lag_sampler` refreshes the lag gauge: Prometheus' scrape interval."""
+# (consumer group, topic, partition)
+_Partition = tuple[str, str, int]
 
 log = logging.getLogger("screwops.bus")
 
@@ -153,6 +176,22 @@ class Bus:
             "screwops_bus_handler_duration",
             unit="s",
             description="Time from receiving an event to committing it, by topic and consumer.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self._published = meter.create_counter(
+            "screwops_bus_published",
+            description="Messages this service published, by topic (dead letters under "
+            "<topic>.dlq).",
+        )
+        self._subscribers: list[tuple[str, Any]] = []
+        self._in_flight: dict[_Partition, int] = {}
+        self._lag: dict[_Partition, int] = {}
+        meter.create_observable_gauge(
+            "screwops_bus_consumer_lag",
+            callbacks=[self._observe_lag],
+            description="Messages on a partition the consumer has not finished yet (the one in "
+            "flight included), by topic, partition and consumer: the partition's last known "
+            "end offset minus the consumer's.",
         )
 
     def consumer(
@@ -189,14 +228,20 @@ class Bus:
                 await self._deliver(message, model, handler, processed, key)
 
             consume.__name__ = handler.__name__
-            self.broker.subscriber(
+            subscriber = self.broker.subscriber(
                 subscribed,
                 group_id=consumer,
                 auto_offset_reset="earliest",
                 ack_policy=AckPolicy.NACK_ON_ERROR,
                 max_poll_interval_ms=max_poll_interval_ms,
                 title=f"{consumer}:{subscribed}",
-            )(consume)
+            )
+            subscriber(consume)
+            self._subscribers.append((consumer, subscriber))
+            labels = {"topic": str(subscribed), "consumer": consumer}
+            for outcome in OUTCOMES:
+                self._outcomes.add(0, labels | {"outcome": outcome})
+            self._retries.add(0, labels)
             return handler
 
         return register
@@ -207,19 +252,38 @@ class Bus:
 
         Awaiting the ack inside a handler is what makes the commit come after the publish.
         """
+        destination = topic or event.TOPIC
         await self.broker.publish(
             event.model_dump_json().encode(),
-            topic=topic or event.TOPIC,
+            topic=destination,
             key=event.key,
             headers={"content-type": "application/json", "event-type": event.type},
             correlation_id=event.correlation_id,
         )
+        self._published.add(1, {"topic": str(destination)})
 
     async def emit(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
         """Publish the event ``cause`` leads to, with an id derived from it (idempotent)."""
         await self.publish(event_type.caused_by(cause, payload, producer=self.service))
 
     async def _deliver(
+        self,
+        message: KafkaMessage,
+        model: type[M],
+        handler: Handler[M],
+        processed: ProcessedEvents,
+        identity: Callable[[M], str],
+    ) -> None:
+        record = message.raw_message
+        topic = str(getattr(record, "topic", ""))
+        where = (processed.consumer, topic, int(getattr(record, "partition", -1)))
+        self._in_flight[where] = int(getattr(record, "offset", -1))
+        try:
+            await self._handle(message, model, handler, processed, identity)
+        finally:
+            self._in_flight.pop(where, None)
+
+    async def _handle(
         self,
         message: KafkaMessage,
         model: type[M],
@@ -300,3 +364,61 @@ class Bus:
             key=getattr(record, "key", None),
             headers=letter.headers(dict(message.headers)),
         )
+        self._published.add(1, {"topic": dlq_topic(topic)})
+
+    # --- consumer lag ---------------------------------------------------------------------------
+
+    async def sample_lag(self) -> dict[_Partition, int]:
+        """Measure every consumer's lag on each partition assigned to it, for the gauge.
+
+        The lag is the partition's end offset (the offset the next message will get) minus the
+        offset of the consumer's message in flight, or of the next one it will take when idle:
+        the messages not yet committed, which is what ``kafka-consumer-groups`` shows. The end
+        offsets are one ListOffsets request per consumer (the high-water mark a consumer learns
+        from its fetches stands still while its handler is busy, which is when lag matters); the
+        positions are the consumer's own state. A partition whose position is not known yet (the
+        group still settling) is left out.
+        """
+        lag: dict[_Partition, int] = {}
+        for group, subscriber in self._subscribers:
+            consumer: AIOKafkaConsumer | None = getattr(subscriber, "consumer", None)
+            if consumer is None or not (assigned := consumer.assignment()):
+                continue
+            try:
+                ends = await asyncio.wait_for(consumer.end_offsets(list(assigned)), timeout=5.0)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("could not read end offsets for %s: %r", group, exc)
+                continue
+            for tp, end in ends.items():
+                position = await _position(consumer, tp)
+                if position is None:
+                    continue
+                where = (group, tp.topic, tp.partition)
+                lag[where] = max(int(end) - self._in_flight.get(where, position), 0)
+        self._lag = lag
+        return lag
+
+    async def run_lag_sampler(self, every: float = LAG_SAMPLE_SECONDS) -> None:
+        """Refresh the lag gauge every ``every`` seconds until cancelled (the runtime starts it
+        once the consumers run)."""
+        while True:
+            try:
+                await self.sample_lag()
+            except Exception:  # a metric must never take the service down
+                log.exception("could not sample consumer lag")
+            await asyncio.sleep(every)
+
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Called from the Prometheus scrape thread: read the last sample, never the consumers.
+        return [
+            Observation(value, {"consumer": group, "topic": topic, "partition": str(partition)})
+            for (group, topic, partition), value in self._lag.items()
+        ]
+
+
+async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The consumer's position on ``tp``: local state once known, None while the group settles
+    (or the partition was revoked meanwhile)."""
+    with contextlib.suppress(IllegalStateError, TimeoutError):
+        return int(await asyncio.wait_for(consumer.position(tp), timeout=1.0))
+    return None

@@ -9,6 +9,8 @@ consumers finish in-flight events, and spans are flushed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +71,7 @@ class Runtime:
     async def serve(self, *, api: Server | None = None, on_start: Sequence[Hook] = ()) -> None:
         """Run until SIGTERM/SIGINT: ``on_start`` hooks, then consumers and the gRPC API."""
         app = FastStream(self.bus.broker, logger=log)
+        samplers: list[asyncio.Task[None]] = []
 
         @app.on_startup
         async def prepare() -> None:
@@ -77,12 +80,18 @@ class Runtime:
 
         @app.after_startup
         async def open_api() -> None:
+            # The consumers run now: their lag can be sampled for Prometheus.
+            samplers.append(asyncio.create_task(self.bus.run_lag_sampler(), name="consumer-lag"))
             if api is not None:
                 await api.start()
                 log.info("%s serving gRPC on port %d", self.settings.service_name, api.port)
 
         @app.on_shutdown
         async def drain_api() -> None:
+            for sampler in samplers:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
             if api is not None:
                 await api.stop()
 

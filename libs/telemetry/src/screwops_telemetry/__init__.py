@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
@@ -32,7 +34,15 @@ from prometheus_client import (
 )
 from screwops_settings import StackSettings
 
-__all__ = ["NAMESPACE", "Telemetry", "TraceContextFilter", "setup_telemetry", "trace_id_hex"]
+__all__ = [
+    "NAMESPACE",
+    "Telemetry",
+    "TraceContextFilter",
+    "resumed_trace",
+    "setup_telemetry",
+    "trace_id_hex",
+    "traceparent",
+]
 
 NAMESPACE = "screwops"
 """``service.namespace`` of every service, so Jaeger and Prometheus can select the whole system."""
@@ -88,6 +98,43 @@ def trace_id_hex() -> str:
     """
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else ""
+
+
+def traceparent() -> str:
+    """The current span as a W3C ``traceparent`` value, or "" outside a trace.
+
+    A service keeps it with work it finishes later (an outbox record, a dataset version waiting
+    for labels), so :func:`resumed_trace` can put that later work back into the same trace.
+    """
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+@contextmanager
+def resumed_trace(
+    parent: str, name: str, *, tracer_provider: trace.TracerProvider | None = None
+) -> Iterator[None]:
+    """Run the block in the trace of ``parent`` (a :func:`traceparent` kept earlier).
+
+    Inside that trace already (the usual case: the work is finished by the request that started
+    it), the block runs as it is. Otherwise (an outbox published after a restart, a version whose
+    last label came from a person hours later) the block runs under a new span ``name``, a child
+    of ``parent``, linked to the span that is current here, so one pipeline run stays one trace
+    and the request that finished it still leads to it.
+    """
+    resumed = trace.get_current_span(propagate.extract({"traceparent": parent}))
+    context = resumed.get_span_context()
+    here = trace.get_current_span().get_span_context()
+    if not context.is_valid or (here.is_valid and here.trace_id == context.trace_id):
+        yield
+        return
+    links = [trace.Link(here)] if here.is_valid else []
+    tracer = trace.get_tracer("screwops.telemetry", tracer_provider=tracer_provider)
+    with tracer.start_as_current_span(
+        name, context=trace.set_span_in_context(resumed), links=links
+    ):
+        yield
 
 
 def setup_telemetry(

@@ -28,6 +28,22 @@ LATENCY_BUCKETS_S = (
     2.5,
     5.0,
 )
+# What an inspection can end in (gRPC status names), and why the prediction log drops: each is
+# exported at 0 from the start, so an error rate, a drop count or an alert reads 0 rather than
+# nothing before the first one of a kind.
+STATUSES = (
+    "OK",
+    "INVALID_ARGUMENT",
+    "UNAUTHENTICATED",
+    "NOT_FOUND",
+    "FAILED_PRECONDITION",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+    "INTERNAL",
+)
+LOG_DROP_REASONS = ("queue_full", "publish_failed", "shutdown")
+IMAGE_DROP_REASONS = ("queue_bytes", "store_failed")
 
 
 class GatewayMetrics:
@@ -72,6 +88,14 @@ class GatewayMetrics:
             description="Production versions adopted, by model, version and how "
             "(event or refresh).",
         )
+        for status in STATUSES:
+            self._requests.add(0, {"status": status})
+            if status != "OK":
+                self._errors.add(0, {"status": status})
+        for reason in LOG_DROP_REASONS:
+            self._log_dropped.add(0, {"reason": reason})
+        for reason in IMAGE_DROP_REASONS:
+            self._images_dropped.add(0, {"reason": reason})
 
     def finished(self, status: str, seconds: float) -> None:
         """Count one inspection that ended with ``status`` (a gRPC status name)."""

@@ -26,6 +26,7 @@ from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
 from screwops_storage import StoredObject
+from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_ingestion import layouts
 from screwops_ingestion.layouts import IncomingFile, Layout
@@ -321,10 +322,13 @@ class IngestionService:
             added_count=len(added),
             event=event,
             created_at=now,
+            traceparent=traceparent(),
         )
 
     async def _announce(self, record: VersionRecord) -> None:
-        await self._publish(record.event)
+        # In the request's trace, also when recover() publishes it after a restart.
+        with resumed_trace(record.traceparent, "ingestion.announce"):
+            await self._publish(record.event)
         await self._store.mark_published(record)
 
     async def _manifest(self, record: VersionRecord) -> Manifest:

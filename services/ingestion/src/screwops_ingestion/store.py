@@ -40,6 +40,9 @@ class VersionRecord:
     event: DatasetIngested
     created_at: datetime
     published: bool = False
+    traceparent: str = ""
+    """The trace of the request that made the version, so the event joins it even when it is
+    published after a restart (W3C ``traceparent``; "" outside a trace)."""
 
     @property
     def id(self) -> str:
@@ -185,6 +188,7 @@ class MongoIngestionStore:
                         "event": record.event.model_dump(mode="json"),
                         "created_at": record.created_at,
                         "published": False,
+                        "traceparent": record.traceparent,
                     }
                 )
         except AlreadyExistsError:
@@ -245,4 +249,5 @@ def _record(doc: dict[str, Any]) -> VersionRecord:
         event=DatasetIngested.model_validate(doc["event"]),
         created_at=doc["created_at"],
         published=doc["published"],
+        traceparent=doc.get("traceparent", ""),
     )

@@ -56,6 +56,7 @@ from screwops_contracts.datasets import (
 )
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from screwops_storage import join_key, validate_digest
+from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_labeling.label_files import (
     ImageIndex,
@@ -563,6 +564,7 @@ class LabelingService:
             image_count=len(manifest.images),
             event=event,
             opened_at=self._clock(),
+            traceparent=traceparent(),
         )
         await self._store.record_version(
             record,
@@ -639,18 +641,20 @@ class LabelingService:
         body = json.dumps(label_set.model_dump(mode="json"), sort_keys=True).encode()
         await self._objects.put_named(Bucket.DATASETS, key, body, content_type="application/json")
         counts = Counter(label.label.value for label in label_set.labels)
-        await self._emit(
-            DatasetLabeled,
-            DatasetLabeledPayload(
-                dataset_id=record.dataset_id,
-                version=record.version,
-                labels_key=key,
-                label_counts={label.value: counts[label.value] for label in Label},
-                excluded_count=len(excluded),
-                closed_by=record.closed_by,
-            ),
-            cause=record.event,
-        )
+        # In the run's trace, also when a person's last label or recover() ends the version.
+        with resumed_trace(record.traceparent, "labeling.announce"):
+            await self._emit(
+                DatasetLabeled,
+                DatasetLabeledPayload(
+                    dataset_id=record.dataset_id,
+                    version=record.version,
+                    labels_key=key,
+                    label_counts={label.value: counts[label.value] for label in Label},
+                    excluded_count=len(excluded),
+                    closed_by=record.closed_by,
+                ),
+                cause=record.event,
+            )
         await self._store.mark_published(record.dataset_id, record.version)
         log.info("%s labeled: %s, %d excluded", record.id, dict(counts), len(label_set.excluded))
 

@@ -96,6 +96,10 @@ class VersionRecord:
     close_reason: str | None = None
     ended_at: datetime | None = None
     published: bool = False
+    traceparent: str = ""
+    """The trace of the ``dataset.ingested`` delivery that opened the version, so
+    ``dataset.labeled`` joins the run's trace even when a person's last label ends the version
+    (W3C ``traceparent``; "" outside a trace)."""
 
     @property
     def id(self) -> str:
@@ -574,6 +578,7 @@ def _version_document(record: VersionRecord) -> Document:
         "close_reason": record.close_reason,
         "ended_at": record.ended_at,
         "published": record.published,
+        "traceparent": record.traceparent,
     }
 
 
@@ -591,6 +596,7 @@ def _version(doc: Document) -> VersionRecord:
         close_reason=doc.get("close_reason"),
         ended_at=doc.get("ended_at"),
         published=doc["published"],
+        traceparent=doc.get("traceparent", ""),
     )
 
 

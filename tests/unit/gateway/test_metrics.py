@@ -1,0 +1,35 @@
+"""The gateway's request and error series exist at 0 from the start, one per status, so a
+dashboard's error rate and the error-rate alert read 0 before the first error, not nothing."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from screwops_gateway.metrics import STATUSES, GatewayMetrics
+
+
+def values(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
+    """Metric ``name``'s value per ``status`` label."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str((point.attributes or {})["status"]): float(getattr(point, "value", 0))
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }
+
+
+def test_every_status_is_exported_at_zero_until_counted() -> None:
+    reader = InMemoryMetricReader()
+    metrics = GatewayMetrics(MeterProvider(metric_readers=[reader]))
+    assert values(reader, "screwops_gateway_requests") == dict.fromkeys(STATUSES, 0.0)
+    errors = dict.fromkeys((s for s in STATUSES if s != "OK"), 0.0)
+    assert values(reader, "screwops_gateway_errors") == errors
+
+    metrics.finished("UNAVAILABLE", 0.01)
+    metrics.finished("OK", 0.01)
+    assert values(reader, "screwops_gateway_errors") == errors | {"UNAVAILABLE": 1.0}
+    assert values(reader, "screwops_gateway_requests")["OK"] == 1.0
