@@ -27,6 +27,7 @@ PIPELINE = (
     "evaluator",
     "registry",
     "gateway",
+    "monitor",
 )
 # The end-to-end tests check that the pipeline is wired, not how good a model gets: small data
 # trains briefly, and a gate that such a model can pass lets the run reach the gateway (the real

@@ -9,6 +9,10 @@ the gateway uses when a request pins none.
 
 from __future__ import annotations
 
+import hashlib
+
+from pydantic import BaseModel, ConfigDict, Field
+
 MODEL_NAME = "screw-classifier"
 # Triton loads a candidate under this name for the evaluator's infra validation.
 STAGING_MODEL_NAME = "screw-classifier-staging"
@@ -21,6 +25,7 @@ DEFAULT_THRESHOLD = 0.5
 # MinIO layout (bucket "models"): runs/<run_id>/saved_model/… for the SavedModel,
 # runs/<run_id>/history.json, evaluations/<evaluation_id>.json, triton/<name>/<version>/… for the
 # exported Triton model repository (the source the local repository is filled from).
+EVALUATIONS_PREFIX = "evaluations"
 
 
 def run_prefix(run_id: str) -> str:
@@ -31,3 +36,46 @@ def run_prefix(run_id: str) -> str:
 def saved_model_prefix(run_id: str) -> str:
     """Where a run's SavedModel directory lives in the models bucket."""
     return f"{run_prefix(run_id)}/saved_model"
+
+
+def evaluation_id_of(model_name: str, run_id: str) -> str:
+    """The evaluation of a run: one per (model, run), whoever evaluates it and however often.
+
+    The evaluator names its record and report with it; the monitor derives it from the run a
+    deployment names to find the production model's test-split scores.
+    """
+    return "eval-" + hashlib.sha256(f"{model_name}/{run_id}".encode()).hexdigest()[:16]
+
+
+def evaluation_report_key(evaluation_id: str) -> str:
+    """Where an evaluation's JSON report lives in the models bucket (fixed per evaluation)."""
+    return f"{EVALUATIONS_PREFIX}/{evaluation_id}.json"
+
+
+class ScoredTestImage(BaseModel):
+    """One test-split image of an evaluation report, as far as other services may rely on it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    probability: float = Field(ge=0.0, le=1.0, description="The candidate's defect probability.")
+
+
+class EvaluationScores(BaseModel):
+    """The part of the evaluator's report that other services read: which run on which data, and
+    the candidate's score on every test image.
+
+    The evaluator writes much more (its gate, checks, the champion's scores); this view ignores
+    the rest, so the report can grow without breaking a reader, and a unit test reads a report
+    the evaluator built through it, so the two cannot drift apart unnoticed.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    evaluation_id: str
+    model_name: str
+    run_id: str
+    dataset_id: str
+    dataset_version: int = Field(ge=1)
+    images: list[ScoredTestImage] = Field(
+        description="Per test image; empty when the candidate could not be served."
+    )

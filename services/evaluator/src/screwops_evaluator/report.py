@@ -1,7 +1,9 @@
 """The evaluation report: everything a person needs to see why a candidate was approved or not.
 
 Written as JSON to ``models/evaluations/<evaluation_id>.json`` (the layout in
-``screwops_contracts.models``); the events carry its key and the headline numbers.
+``screwops_contracts.models``); the events carry its key and the headline numbers. The monitor
+reads the test-split scores back through ``screwops_contracts.models.EvaluationScores`` as its
+baseline, so a field that view names must not change here without it.
 """
 
 from __future__ import annotations
@@ -9,16 +11,20 @@ from __future__ import annotations
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from screwops_contracts import AssertionResult
 from screwops_contracts.datasets import Label
+from screwops_contracts.models import EVALUATIONS_PREFIX
+from screwops_contracts.models import evaluation_report_key as report_key
 
 from screwops_evaluator.config import Gate
 from screwops_evaluator.metrics import SplitMetrics
 
-EVALUATIONS_PREFIX = "evaluations"
-
-
-def report_key(evaluation_id: str) -> str:
-    """Where an evaluation's report lives in the models bucket (fixed per evaluation)."""
-    return f"{EVALUATIONS_PREFIX}/{evaluation_id}.json"
+__all__ = [
+    "EVALUATIONS_PREFIX",
+    "Champion",
+    "EvaluationReport",
+    "ImageScore",
+    "InfraValidation",
+    "report_key",
+]
 
 
 class Section(BaseModel):

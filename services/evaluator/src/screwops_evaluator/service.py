@@ -22,7 +22,6 @@ come in as the interfaces below.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -59,6 +58,7 @@ from screwops_contracts.datasets import (
     split_key,
 )
 from screwops_contracts.events import ModelTrained
+from screwops_contracts.models import evaluation_id_of
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -99,11 +99,6 @@ __all__ = [
     "evaluation_id_of",
     "held_out_images",
 ]
-
-
-def evaluation_id_of(model_name: str, run_id: str) -> str:
-    """The evaluation of a run: one per (model, run), whoever evaluates it and however often."""
-    return "eval-" + hashlib.sha256(f"{model_name}/{run_id}".encode()).hexdigest()[:16]
 
 
 def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[LabeledImage]:

@@ -1,0 +1,128 @@
+"""Monitor's settings (env prefix ``SCREWOPS_MONITOR_``): how much of the stream a signal looks at,
+where each signal alarms and re-arms, and how often retraining may be asked for are operator
+choices, so every one of them is a setting."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+from screwops_settings import ServiceSettings
+
+# Probability bins of the score-drift signal. A classifier's scores pile up near 0 and 1, so the
+# bins are fine at the ends and coarse in the middle: mass moving from "sure" to "unsure" is what
+# a change of lighting or of parts does first.
+DEFAULT_DRIFT_BINS = (0.0, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0)
+
+
+class Rules(BaseModel):
+    """The signals' windows, thresholds and the retraining cooldown.
+
+    Kept apart from the connection settings so the signal math (and its tests) take exactly
+    these. Each alarm has a lower re-arm level (hysteresis): a signal that crossed its threshold
+    fires once and fires again only after it has come back past the re-arm level, so a value
+    hovering at the threshold cannot fire on every inspection.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_size: int = Field(
+        500,
+        ge=1,
+        description="Latest inspections of the production version the score-drift "
+        "and defect-rate signals are computed on.",
+    )
+    min_observations: int = Field(
+        100, ge=1, description="Fewest inspections in the window before those signals are judged."
+    )
+    review_window_size: int = Field(
+        200, ge=1, description="Latest reviewed inspections the rolling accuracy is computed on."
+    )
+    min_reviews: int = Field(
+        30, ge=1, description="Fewest reviewed inspections before the accuracy is judged."
+    )
+    drift_bins: tuple[float, ...] = Field(
+        DEFAULT_DRIFT_BINS,
+        min_length=3,
+        description="Edges of the fixed probability bins the population stability index (PSI) "
+        "compares the window's scores with the baseline's on, from 0 to 1.",
+    )
+    max_psi: float = Field(
+        0.25, gt=0.0, description="PSI above which the scores have drifted (0.25: a major shift)."
+    )
+    psi_rearm: float = Field(
+        0.1, gt=0.0, description="PSI below which the drift alarm re-arms (0.1: no real shift)."
+    )
+    max_defect_rate_shift: float = Field(
+        0.15,
+        gt=0.0,
+        lt=1.0,
+        description="How far the window's share of DEFECT verdicts may move from the share the "
+        "baseline predicts, either way.",
+    )
+    defect_rate_rearm_shift: float = Field(
+        0.075, gt=0.0, lt=1.0, description="Distance within which the defect-rate alarm re-arms."
+    )
+    min_accuracy: float = Field(
+        0.9,
+        gt=0.0,
+        lt=1.0,
+        description="Rolling accuracy on reviewed inspections below which the model has degraded.",
+    )
+    accuracy_rearm: float = Field(
+        0.93, gt=0.0, le=1.0, description="Rolling accuracy at or above which that alarm re-arms."
+    )
+    alpha: float = Field(
+        0.001,
+        gt=0.0,
+        lt=0.5,
+        description="Significance level: the score-drift and defect-rate alarms also need a "
+        "difference that sampling noise of the two sample sizes explains with probability below "
+        "this, so a small test split or a short window never alarms on chance alone.",
+    )
+    cooldown_s: float = Field(
+        4 * 3600.0,
+        ge=0.0,
+        description="Least time between two training requests for one model, whatever signals "
+        "fire meanwhile: a retraining takes its time to be trained, judged and deployed.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        edges = self.drift_bins
+        if edges[0] != 0.0 or edges[-1] != 1.0:
+            raise ValueError(f"drift_bins must run from 0 to 1, not {edges[0]:g} to {edges[-1]:g}")
+        if any(low >= high for low, high in itertools.pairwise(edges)):
+            raise ValueError("drift_bins must be strictly increasing")
+        if self.min_observations > self.window_size:
+            raise ValueError("min_observations must not exceed window_size")
+        if self.min_reviews > self.review_window_size:
+            raise ValueError("min_reviews must not exceed review_window_size")
+        if self.psi_rearm >= self.max_psi:
+            raise ValueError("psi_rearm must be below max_psi")
+        if self.defect_rate_rearm_shift >= self.max_defect_rate_shift:
+            raise ValueError("defect_rate_rearm_shift must be below max_defect_rate_shift")
+        if self.accuracy_rearm <= self.min_accuracy:
+            raise ValueError("accuracy_rearm must be above min_accuracy")
+        return self
+
+    def rules(self) -> Rules:
+        """Just the rules (a settings object is one too), for the service to hold."""
+        return Rules.model_validate({name: getattr(self, name) for name in Rules.model_fields})
+
+
+class MonitorSettings(Rules, ServiceSettings):
+    """What an operator may tune in the monitor: the rules and the basics."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCREWOPS_MONITOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    service_name: str = "monitor"
+    metrics_port: int = Field(9108, ge=1, le=65535)

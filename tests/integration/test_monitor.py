@@ -1,0 +1,346 @@
+"""The monitor on the real stack: the baseline report in the real MinIO, deployments and
+inspections on the real Kafka, its state in FerretDB (or MongoDB), and its announcements read
+back from Kafka.
+
+The service's pieces run in-process, wired as ``__main__`` wires them, except that its bus uses
+this test's own topics (:class:`RoutedBus`) and database and the model name is unique, so nothing
+here meets another test's events or documents.
+
+The scores come from a real shift of the pictures, not from a chosen distribution: screws are
+rendered by ``screwops_synth`` in its normal style and with its lighting drifted
+(``Style.shifted``: 30% brighter, unevenly), put through the gateway's preprocessing, and scored
+by a small classifier trained here on normal renders (gradient-boosted trees on 32x32 thumbnails
+of the preprocessed image, about 0.75 accurate: it stands in for the CNN, which would take
+minutes to train on this machine). Its scores on a held-out normal set are the evaluation
+baseline; another normal set is the stream that must raise nothing, and the drifted set the stream
+that must raise the alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from PIL import Image
+from screwops_bus import RetryPolicy
+from screwops_contracts import (
+    Event,
+    InspectionCompleted,
+    InspectionCompletedPayload,
+    ModelDegraded,
+    Topic,
+    TrainingRequested,
+)
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import evaluation_id_of, evaluation_report_key
+from screwops_imaging import preprocess
+from screwops_monitor import handlers
+from screwops_monitor.config import Rules
+from screwops_monitor.service import MonitorService
+from screwops_monitor.store import TRAINING_REQUESTS, MongoMonitorStore
+from screwops_settings import StackSettings
+from screwops_storage import ObjectStore, database
+from screwops_synth import DEFECT_TYPES, Style, render_screw
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from tests.integration.routing import RoutedBus, RoutedReader, routed_topics
+from tests.support import eventually, minio_client, model_deployed, remove_objects, unique
+from tests.unit.monitor.builders import evaluator_report
+
+SHIFT = 0.3
+IMAGES = 150
+RULES = Rules(window_size=IMAGES, min_observations=100, cooldown_s=3600)
+ANNOUNCED: dict[str, type[Event[Any]]] = {
+    Topic.MODEL_DEGRADED: ModelDegraded,
+    Topic.TRAINING_REQUESTED: TrainingRequested,
+}
+
+Features = npt.NDArray[np.float32]
+
+
+# --- the scores ----------------------------------------------------------------------------------
+
+
+def thumbnails(seed: int, count: int, style: Style | None = None) -> tuple[Features, list[bool]]:
+    """``count`` rendered screws, every other one defective, as the classifier's features."""
+    features, defective = [], []
+    for i in range(count):
+        bad = i % 2 == 1
+        defect = DEFECT_TYPES[(i // 2) % len(DEFECT_TYPES)] if bad else None
+        picture = render_screw(
+            np.random.default_rng([seed, i]), size=256, defect=defect, style=style
+        )
+        aligned = preprocess(picture)[:, :, 0]  # the trainer's and the gateway's preprocessing
+        small = Image.fromarray((aligned * 255).astype(np.uint8)).resize(
+            (32, 32), Image.Resampling.BOX
+        )
+        features.append(np.asarray(small, dtype=np.float32).ravel() / 255)
+        defective.append(bad)
+    return np.stack(features), defective
+
+
+@dataclass(frozen=True)
+class Scores:
+    baseline: list[float]
+    normal: list[float]
+    shifted: list[float]
+
+
+@pytest.fixture(scope="module")
+def scores() -> Scores:
+    features, defective = thumbnails(1, 300)
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(features, defective)
+
+    def score(seed: int, style: Style | None = None) -> list[float]:
+        return [float(p) for p in model.predict_proba(thumbnails(seed, IMAGES, style)[0])[:, 1]]
+
+    return Scores(baseline=score(2), normal=score(3), shifted=score(4, Style().shifted(SHIFT)))
+
+
+# --- the running monitor -------------------------------------------------------------------------
+
+
+@dataclass
+class Monitor:
+    """The running service, the model it watches, and how to drive and read it."""
+
+    settings: StackSettings
+    routes: dict[str, str]
+    db: AsyncIOMotorDatabase[Any]
+    objects: ObjectStore
+    model: str
+    group: str
+    reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+    runs: list[str] = field(default_factory=list)
+    bus: RoutedBus | None = None
+    service: MonitorService | None = None
+
+    async def start(self) -> MonitorService:
+        """Start the monitor as ``__main__`` wires it; again after :meth:`stop`, a restart (the
+        same consumer group and database, a fresh process's memory)."""
+        self.bus = RoutedBus(
+            self.settings,
+            service=self.group,
+            db=self.db,
+            retry=RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=0.1),
+            routes=self.routes,
+        )
+        store = MongoMonitorStore(self.db)
+        await store.ensure_indexes()
+        self.reader = InMemoryMetricReader()
+        self.service = MonitorService(
+            store,
+            self.objects,
+            self.bus.publish,
+            rules=RULES,
+            meter_provider=MeterProvider(metric_readers=[self.reader]),
+        )
+        handlers.register(self.bus, self.service)
+        await self.bus.broker.start()
+        return self.service
+
+    async def stop(self) -> None:
+        if self.bus is not None:
+            await self.bus.broker.stop()
+
+    async def deploy(self, version: int, baseline: list[float]) -> None:
+        """The evaluator's report of the version's run in MinIO, then the registry's event."""
+        assert self.bus is not None
+        run_id = unique(f"run-{version}")
+        self.runs.append(run_id)
+        key = evaluation_report_key(evaluation_id_of(self.model, run_id))
+        report = evaluator_report(self.model, run_id, baseline, dataset_id=f"{self.model}-data")
+        await self.objects.put_named(Bucket.MODELS, key, report, content_type="application/json")
+        await self.bus.publish(model_deployed(self.model, version, run_id=run_id))
+
+    async def inspect(self, version: int, probabilities: Iterable[float]) -> list[str]:
+        """What the gateway announces for each answered inspection; their event ids."""
+        assert self.bus is not None
+        sent = []
+        for i, probability in enumerate(probabilities):
+            event = InspectionCompleted.origin(
+                InspectionCompletedPayload(
+                    request_id=f"req-{i}",
+                    line_id=f"line-{i % 3}",
+                    camera_id="cam-1",
+                    verdict="DEFECT" if probability >= 0.5 else "GOOD",
+                    defect_probability=probability,
+                    threshold=0.5,
+                    model_name=self.model,
+                    model_version=version,
+                    trace_id="0" * 32,
+                    latency_ms=4.0,
+                ),
+                producer="gateway",
+            )
+            await self.bus.publish(event)
+            sent.append(str(event.event_id))
+        return sent
+
+    async def handled(self, topic: str, count: int) -> None:
+        """Wait until the monitor has handled ``count`` events of ``topic`` to the end: then
+        everything it announced for them has been acknowledged by Kafka."""
+        service = self.service
+        assert service is not None
+
+        async def done() -> bool | None:
+            return True if service.handled[topic] >= count else None
+
+        await eventually(done, within=120, what=f"{count} {topic} handled")
+        assert service.handled[topic] == count
+
+    async def announced(self) -> list[Event[Any]]:
+        """Everything the monitor has put on its two topics, read to their ends."""
+        names = {self.routes[topic]: topic for topic in ANNOUNCED}
+        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+        await probe.start()
+        try:
+            ends = await probe.end_offsets([TopicPartition(name, 0) for name in names])
+        finally:
+            await probe.stop()
+        expected = sum(ends.values())
+        reader = RoutedReader(self.settings, self.routes, ANNOUNCED)
+        await reader.start()
+        events: list[Event[Any]] = []
+        try:
+
+            async def all_read() -> list[Event[Any]] | None:
+                events.extend(await reader.read())
+                return events if len(events) >= expected else None
+
+            return await eventually(all_read, within=30, what=f"{expected} announcements")
+        finally:
+            await reader.stop()
+
+    def gauges(self, name: str, by: str = "signal") -> dict[str, float]:
+        """The current value of gauge ``name`` of this model, by label ``by``."""
+        found: dict[str, float] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name != name:
+                        continue
+                    for point in metric.data.data_points:
+                        attributes = dict(point.attributes or {})
+                        if attributes.get("model") == self.model:
+                            found[str(attributes[by])] = float(getattr(point, "value", 0.0))
+        return found
+
+
+@pytest.fixture
+async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
+    """A fresh topic (and dead-letter twin) for each topic the monitor consumes or produces."""
+    used = (
+        Topic.MODEL_DEPLOYED,
+        Topic.MODEL_ROLLED_BACK,
+        Topic.INSPECTION_COMPLETED,
+        Topic.INSPECTION_REVIEWED,
+        *ANNOUNCED,
+    )
+    async for routes in routed_topics(settings, used, "it-monitor"):
+        yield routes
+
+
+@pytest.fixture
+async def monitor(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], routes: dict[str, str]
+) -> AsyncIterator[Monitor]:
+    db = database(settings.mongo, mongo_db.name, appname="it-monitor")
+    objects = ObjectStore.from_settings(settings.minio)
+    await objects.ensure_buckets(Bucket.MODELS)
+    model = unique("it-monitor-model")
+    running = Monitor(settings, routes, db, objects, model, unique("monitor"))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+        keys = [evaluation_report_key(evaluation_id_of(model, run)) for run in running.runs]
+        await asyncio.to_thread(remove_objects, minio_client(settings.minio), Bucket.MODELS, *keys)
+        db.client.close()
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+async def test_a_stream_like_the_baseline_raises_nothing(monitor: Monitor, scores: Scores) -> None:
+    await monitor.deploy(1, scores.baseline)
+    await monitor.handled(Topic.MODEL_DEPLOYED, 1)
+    await monitor.inspect(1, scores.normal)
+
+    await monitor.handled(Topic.INSPECTION_COMPLETED, IMAGES)
+    assert await monitor.announced() == []
+    values = monitor.gauges("screwops_monitor_signal")
+    thresholds = monitor.gauges("screwops_monitor_signal_threshold")
+    print(
+        f"normal light: PSI {values['score_drift']:.3f} (alarm above "
+        f"{thresholds['score_drift']:.3f}), defect rate {values['defect_rate']:.3f}"
+    )
+    assert values["score_drift"] < thresholds["score_drift"]
+
+
+async def test_drifted_light_raises_the_alarm_once_and_asks_for_training_once(
+    monitor: Monitor, scores: Scores
+) -> None:
+    await monitor.deploy(1, scores.baseline)
+    await monitor.handled(Topic.MODEL_DEPLOYED, 1)
+    sent = await monitor.inspect(1, scores.shifted)
+    await monitor.handled(Topic.INSPECTION_COMPLETED, IMAGES)
+
+    announced = await monitor.announced()
+    degraded = [e for e in announced if isinstance(e, ModelDegraded)]
+    [request] = [e for e in announced if isinstance(e, TrainingRequested)]
+    signals = [e.payload.signal for e in degraded]
+    print(
+        "drifted light: "
+        + ", ".join(
+            f"{e.payload.signal} {e.payload.value:.3f} past {e.payload.threshold:.3f}"
+            for e in degraded
+        )
+    )
+    assert "score_drift" in signals
+    assert len(signals) == len(set(signals)), "each signal fires once (hysteresis)"
+    assert all(e.payload.model_version == 1 for e in degraded)
+    assert str(request.causation_id) in sent
+    payload = request.payload
+    assert (payload.model_name, payload.dataset_id, payload.dataset_version) == (
+        monitor.model,
+        f"{monitor.model}-data",
+        None,
+    )
+    assert payload.requested_by == "monitor"
+
+    # Killed and started again: the fired alarm and the window come back from the database.
+    await monitor.stop()
+    service = await monitor.start()
+    await monitor.inspect(1, scores.shifted[:20])
+    await monitor.handled(Topic.INSPECTION_COMPLETED, 20)
+    assert len(await monitor.announced()) == len(announced), "still fired: nothing new"
+    windows = monitor.gauges("screwops_monitor_window", by="window")
+    assert windows["inspections"] == IMAGES, "the window was rebuilt, full"
+
+    # A new version: armed again, fires again; the cooldown (in the database) holds training.
+    await monitor.deploy(2, scores.baseline)
+    await monitor.handled(Topic.MODEL_DEPLOYED, 1)
+    await monitor.inspect(2, scores.shifted)
+    await monitor.handled(Topic.INSPECTION_COMPLETED, 20 + IMAGES)
+    assert service.handled[Topic.INSPECTION_COMPLETED] == 20 + IMAGES
+
+    before = {e.event_id for e in announced}
+    later = [e for e in await monitor.announced() if e.event_id not in before]
+    assert {type(e) for e in later} == {ModelDegraded}, later
+    assert {e.payload.model_version for e in later} == {2}
+    assert "score_drift" in {e.payload.signal for e in later}
+    claim = await monitor.db[TRAINING_REQUESTS].find_one({"_id": monitor.model})
+    assert claim is not None
+    assert claim["cause_event_id"] == str(request.causation_id)

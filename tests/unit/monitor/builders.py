@@ -1,0 +1,53 @@
+"""Evaluation reports as the evaluator writes them, for the monitor's baseline (unit and
+integration tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from screwops_contracts.datasets import Label
+from screwops_contracts.models import evaluation_id_of
+from screwops_evaluator.config import Gate
+from screwops_evaluator.report import EvaluationReport, ImageScore, InfraValidation
+
+
+def evaluator_report(
+    model_name: str,
+    run_id: str,
+    probabilities: Iterable[float],
+    *,
+    dataset_id: str,
+    dataset_version: int = 1,
+) -> bytes:
+    """The evaluator's report of ``run_id`` whose test split the model scored as
+    ``probabilities``, serialised as ``EvaluatorService`` writes it to MinIO."""
+    report = EvaluationReport(
+        evaluation_id=evaluation_id_of(model_name, run_id),
+        model_name=model_name,
+        run_id=run_id,
+        dataset_id=dataset_id,
+        dataset_version=dataset_version,
+        dataset_digest="digest",
+        artifact_key=f"runs/{run_id}/saved_model",
+        cause_event_id="cause",
+        evaluated_at=datetime(2026, 1, 1, tzinfo=UTC),
+        passed=True,
+        gate=Gate(),
+        checks=[],
+        training_metrics={},
+        metrics=None,
+        champion=None,
+        infra=InfraValidation(triton_model="staging", version=1, served=True),
+        images=[
+            ImageScore(
+                sha256=f"{i:064x}",
+                label=Label.BAD if p >= 0.5 else Label.GOOD,
+                defect_type=None,
+                probability=p,
+            )
+            for i, p in enumerate(probabilities)
+        ],
+    )
+    return json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode()
