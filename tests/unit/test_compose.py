@@ -424,10 +424,11 @@ def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) 
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
 def test_every_service_has_an_entry_with_its_own_ports(spec: ServiceSpec) -> None:
     service = _service(spec.name)
-    assert service["build"]["dockerfile"] == "deploy/docker/service.Dockerfile"
-    assert service["build"]["args"] == {"SERVICE": spec.name}
-    wanted = {spec.metrics_port} | ({spec.grpc_port} if spec.grpc_port else set())
-    assert {host for host, _ in _port_mappings(spec.name)} == wanted
+    # Its own Dockerfile (tests/unit/test_dockerfiles.py checks what is in it), from the root.
+    assert service["build"]["context"] == "."
+    assert service["build"]["dockerfile"] == f"services/{spec.name}/Dockerfile"
+    assert "args" not in service["build"]
+    assert {host for host, _ in _port_mappings(spec.name)} == spec.ports
     env = _environment(spec.name)
     assert set(_anchor_env()) <= set(env)
     assert env[f"SCREWOPS_{spec.name.upper()}_METRICS_HOST"] == "0.0.0.0"

@@ -250,11 +250,19 @@ app.add_typer(services_app, name="services")
 
 
 def _service_problem(spec: supervisor.ServiceSpec) -> str:
-    """Empty when the service answers on its metrics port (and gRPC health, if it has an API)."""
+    """Empty when the service answers on its metrics port (and gRPC health, if it has an API;
+    its web app's ``/healthz``, if it serves HTTP)."""
     try:
         httpx.get(f"http://{BIND_HOST}:{spec.metrics_port}/metrics", timeout=2.0)
     except httpx.HTTPError as exc:
         return f"metrics endpoint: {exc!r}"
+    if spec.http_port is not None:
+        try:
+            answer = httpx.get(f"http://{BIND_HOST}:{spec.http_port}/healthz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"web app: {exc!r}"
+        if answer.status_code != 200:
+            return f"web app: /healthz answered {answer.status_code}"
     if spec.grpc_port is None:
         return ""
     with grpc.insecure_channel(f"{BIND_HOST}:{spec.grpc_port}") as channel:

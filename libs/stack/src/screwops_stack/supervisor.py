@@ -52,6 +52,13 @@ class ServiceSpec:
     module: str
     metrics_port: int
     grpc_port: int | None
+    http_port: int | None = None
+    """The web app's port, for a service that serves HTTP (the console)."""
+
+    @property
+    def ports(self) -> set[int]:
+        """Every port the service listens on."""
+        return {p for p in (self.metrics_port, self.grpc_port, self.http_port) if p is not None}
 
     @property
     def argv(self) -> list[str]:
@@ -83,6 +90,7 @@ def available(names: list[str] | None = None) -> list[ServiceSpec]:
                 module=module,
                 metrics_port=settings.metrics_port,
                 grpc_port=getattr(settings, "grpc_port", None),
+                http_port=getattr(settings, "http_port", None),
             )
         )
     return specs

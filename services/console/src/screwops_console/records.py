@@ -1,0 +1,187 @@
+"""What the console reads where no API serves it: training runs and validation reports.
+
+Both are read-only views of what their owner published, parsed leniently (unknown fields are
+ignored) so a field the owner adds never breaks the console:
+
+* the trainer's run records, from its ``training_runs`` collection in MongoDB (the trainer has no
+  API; ``screwops runs`` reads the same records). A unit test checks this view parses a record as
+  the trainer writes it.
+* validation's reports, from the datasets bucket in MinIO, where validation stores them beside
+  the version (``<dataset>/v<n>/validation/report.{json,html}``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pymongo import DESCENDING
+from screwops_contracts.datasets import Bucket, version_prefix
+from screwops_errors import IntegrityError, NotFoundError
+from screwops_storage import ObjectStore, mongo_errors
+
+RUNS_COLLECTION = "training_runs"
+"""The trainer's collection of run records (``screwops_trainer.store.RUNS``)."""
+
+DATASET_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+"""A dataset id as ingestion accepts it (ingestion.proto, UploadHeader.dataset_id)."""
+
+
+def _aware(value: Any) -> Any:
+    # MongoDB hands datetimes back naive unless the client is tz_aware; they are UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class Epoch(BaseModel):
+    """One finished epoch of a run and Keras' metrics for it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    epoch: int
+    metrics: dict[str, float]
+
+
+class Run(BaseModel):
+    """A training run as the pipeline page shows it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str
+    model_name: str = ""
+    status: str
+    dataset_id: str
+    dataset_version: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: list[Epoch] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    best_epoch: int | None = None
+    training_seconds: float | None = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+    _aware = field_validator("started_at", "finished_at", mode="before")(_aware)
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """The epochs the run's params allow (early stopping may end it sooner)."""
+        value = self.params.get("epochs")
+        return value if isinstance(value, int) else None
+
+
+class RunSource(Protocol):
+    """Where the pipeline page gets runs from."""
+
+    async def list_runs(self, limit: int) -> list[Run]:
+        """The latest runs first."""
+        ...
+
+
+class MongoRuns:
+    """:class:`RunSource` over the trainer's collection (read-only)."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+        self._collection = db[RUNS_COLLECTION]
+
+    async def list_runs(self, limit: int) -> list[Run]:
+        with mongo_errors():
+            found = await (
+                self._collection.find({}).sort("started_at", DESCENDING).limit(limit).to_list(limit)
+            )
+        runs = []
+        for document in found:
+            try:
+                runs.append(Run.model_validate(document))
+            except ValidationError:
+                continue  # a record this view cannot show is left out, not fatal to the page
+        return runs
+
+
+class Check(BaseModel):
+    """One assertion of a validation report."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    passed: bool
+    expected: str = ""
+    message: str = ""
+
+
+class ReportSummary(BaseModel):
+    """The verdict of one dataset version's validation report."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    dataset_id: str
+    version: int
+    passed: bool
+    assertions: list[Check] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Check]:
+        """The assertions that failed."""
+        return [check for check in self.assertions if not check.passed]
+
+
+class ReportSource(Protocol):
+    """Where the pipeline page gets validation reports from."""
+
+    async def summary(self, dataset_id: str, version: int) -> ReportSummary | None:
+        """The version's report, or None when it has not been validated (yet)."""
+        ...
+
+    async def html(self, dataset_id: str, version: int) -> bytes | None:
+        """The version's self-contained HTML report, or None."""
+        ...
+
+
+def report_key(dataset_id: str, version: int, suffix: str) -> str:
+    """Where validation stores a version's report (``json`` or ``html``), datasets bucket.
+
+    Raises:
+        ValueError: ``dataset_id`` is not a valid dataset id or ``version`` is below 1, so a key
+            can never be steered outside the version's folder.
+    """
+    if not DATASET_ID.fullmatch(dataset_id) or dataset_id in {".", ".."} or version < 1:
+        raise ValueError(f"no dataset version {dataset_id!r} v{version}")
+    return f"{version_prefix(dataset_id, version)}/validation/report.{suffix}"
+
+
+class Objects(Protocol):
+    """What :class:`MinioReports` needs of :class:`screwops_storage.ObjectStore`."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
+        """The object's bytes, checked against their recorded digest."""
+        ...
+
+
+class MinioReports:
+    """:class:`ReportSource` over the datasets bucket (read-only)."""
+
+    def __init__(self, objects: Objects | ObjectStore) -> None:
+        self._objects = objects
+
+    async def _read(self, key: str) -> bytes | None:
+        try:
+            return await self._objects.get_verified(Bucket.DATASETS, key)
+        except (NotFoundError, IntegrityError):
+            return None
+
+    async def summary(self, dataset_id: str, version: int) -> ReportSummary | None:
+        body = await self._read(report_key(dataset_id, version, "json"))
+        if body is None:
+            return None
+        try:
+            return ReportSummary.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            return None
+
+    async def html(self, dataset_id: str, version: int) -> bytes | None:
+        return await self._read(report_key(dataset_id, version, "html"))

@@ -1,0 +1,420 @@
+"""Fake servicers of the four APIs the console calls, served by one in-process gRPC server, and
+in-memory run records and validation reports.
+
+The servicers keep what they were asked, so a test can check the console sent the right request,
+and answer the way the real services do (statuses included). The browser test serves the same
+fakes, so its page flows are the ones the unit tests check.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from PIL import Image
+from screwops.v1 import (
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    inspection_pb2,
+    inspection_pb2_grpc,
+    labeling_pb2,
+    labeling_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+from screwops_console.records import Epoch, ReportSummary, Run
+
+MODEL = "screw-classifier"
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+def stamp(when: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(when)
+    return value
+
+
+def png(gray: int, size: int = 64) -> bytes:
+    """A uniform gray PNG: the fake gateway answers ``gray / 255`` as its defect probability."""
+    out = io.BytesIO()
+    image = Image.new("L", (size, size), gray)
+    # A darker square, so a screenshot of the image is not one colour.
+    image.paste(max(gray - 60, 0), (size // 4, size // 4, size // 2, size // 2))
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _corner_gray(data: bytes) -> float:
+    with Image.open(io.BytesIO(data)) as image:
+        return float(image.convert("L").getpixel((0, 0)))  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeGateway(inspection_pb2_grpc.InspectionServiceServicer):
+    """Inspect: probability = the image's corner gray level / 255; threshold 0.5."""
+
+    token: str = ""
+    threshold: float = 0.5
+    version: int = 3
+    requests: list[Any] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
+
+    def Inspect(self, request: Any, context: Any) -> Any:  # noqa: N802
+        given = {k: v for k, v in context.invocation_metadata()}
+        self.metadata.append(given)
+        if self.token and given.get("authorization") != f"Bearer {self.token}":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
+        self.requests.append(request)
+        try:
+            probability = _corner_gray(request.image) / 255
+        except OSError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image: not a PNG or JPEG")
+        defect = probability >= self.threshold
+        return inspection_pb2.InspectResponse(
+            verdict=inspection_pb2.VERDICT_DEFECT if defect else inspection_pb2.VERDICT_GOOD,
+            defect_probability=probability,
+            threshold=self.threshold,
+            model_name=MODEL,
+            model_version=self.version,
+            request_id=request.request_id,
+            inspection_id=f"insp-{len(self.requests)}",
+            trace_id="0" * 31 + "1",
+        )
+
+
+def dataset_version(dataset_id: str, version: int, images: int = 10) -> Any:
+    return ingestion_pb2.DatasetVersion(
+        dataset_id=dataset_id,
+        version=version,
+        image_count=images,
+        added_count=images // version,
+        manifest_key=f"{dataset_id}/v{version}/manifest.json",
+        created_at=stamp(T0 + timedelta(hours=version)),
+        correlation_id=f"corr-{dataset_id}-{version}",
+    )
+
+
+@dataclass
+class FakeIngestion(ingestion_pb2_grpc.IngestionServiceServicer):
+    versions: list[Any] = field(default_factory=list)
+    unavailable: bool = False
+
+    def ListDatasets(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if self.unavailable:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "storage briefly unavailable")
+        ordered = sorted(self.versions, key=lambda v: (v.dataset_id, v.version))
+        offset = int(request.page_token or "0")
+        size = request.page_size or 50
+        page = ordered[offset : offset + size]
+        more = offset + size < len(ordered)
+        return ingestion_pb2.ListDatasetsResponse(
+            versions=page, next_page_token=str(offset + size) if more else ""
+        )
+
+
+def label_task(dataset_id: str, number: int, remaining: int) -> Any:
+    return labeling_pb2.LabelTask(
+        image_sha256=f"{number:064x}",
+        dataset_id=dataset_id,
+        dataset_version=2,
+        image=png(40 + number * 20),
+        object_key=f"raw/00/{number:064x}",
+        filename=f"screw-{number:03d}.png",
+        reserved_until=stamp(T0 + timedelta(minutes=10)),
+        remaining_count=remaining,
+    )
+
+
+def review_item(number: int, probability: float = 0.48) -> Any:
+    return labeling_pb2.ReviewItem(
+        inspection_id=f"insp-{number}",
+        image_sha256=f"{number + 100:064x}",
+        object_key=f"inspections/{number}",
+        image=png(90),
+        line_id="line-3",
+        camera_id="cam-a",
+        verdict=inspection_pb2.VERDICT_GOOD,
+        defect_probability=probability,
+        threshold=0.5,
+        model_name=MODEL,
+        model_version=3,
+        inspected_at=stamp(T0),
+        queue_reason="near threshold",
+    )
+
+
+@dataclass
+class FakeLabeling(labeling_pb2_grpc.LabelingServiceServicer):
+    """Unlabeled images handed out in order; labels and reviews recorded."""
+
+    tasks: dict[str, list[Any]] = field(default_factory=dict)
+    queue: list[Any] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    reviews: list[Any] = field(default_factory=list)
+    next_requests: list[Any] = field(default_factory=list)
+    queue_requests: list[Any] = field(default_factory=list)
+
+    def NextUnlabeled(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.next_requests.append(request)
+        if not request.annotator:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "annotator: required")
+        labeled = {label.image_sha256 for label in self.labels}
+        left = [t for t in self.tasks.get(request.dataset_id, []) if t.image_sha256 not in labeled]
+        if not left:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"nothing left to label in {request.dataset_id}"
+            )
+        task = labeling_pb2.LabelTask()
+        task.CopyFrom(left[0])
+        task.remaining_count = len(left)
+        return task
+
+    def SubmitLabel(self, request: Any, context: Any) -> Any:  # noqa: N802
+        known = {t.image_sha256 for t in self.tasks.get(request.dataset_id, [])}
+        if request.image_sha256 not in known:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no image {request.image_sha256[:12]}")
+        self.labels.append(request)
+        labeled = {label.image_sha256 for label in self.labels}
+        return labeling_pb2.SubmitLabelResponse(remaining_count=len(known - labeled))
+
+    def ListReviewQueue(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.queue_requests.append(request)
+        items = []
+        for item in self.queue[: request.page_size or 50]:
+            copy = labeling_pb2.ReviewItem()
+            copy.CopyFrom(item)
+            if not request.include_images:
+                copy.ClearField("image")
+            items.append(copy)
+        return labeling_pb2.ListReviewQueueResponse(review_items=items, total_size=len(self.queue))
+
+    def SubmitReview(self, request: Any, context: Any) -> Any:  # noqa: N802
+        found = [item for item in self.queue if item.inspection_id == request.inspection_id]
+        if not found:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no inspection {request.inspection_id}")
+        self.reviews.append(request)
+        self.queue.remove(found[0])
+        model_said_bad = found[0].verdict == inspection_pb2.VERDICT_DEFECT
+        correct = model_said_bad == (request.label == ingestion_pb2.LABEL_BAD)
+        return labeling_pb2.SubmitReviewResponse(
+            verdict_correct=correct, remaining_count=len(self.queue)
+        )
+
+
+def model_version(number: int, *, aliases: tuple[str, ...] = (), failed: bool = False) -> Any:
+    if failed:
+        stage = registry_pb2.MODEL_STAGE_FAILED
+    elif "production" in aliases:
+        stage = registry_pb2.MODEL_STAGE_PRODUCTION
+    else:
+        stage = registry_pb2.MODEL_STAGE_REGISTERED
+    return registry_pb2.ModelVersion(
+        model_name=MODEL,
+        version=number,
+        stage=stage,
+        aliases=list(aliases),
+        dataset_id="screws",
+        dataset_version=number,
+        run_id=f"run-{number:012d}",
+        evaluation_id=f"eval-{number}",
+        metrics={"accuracy": 0.9 + number / 100, "recall": 0.8},
+        threshold=0.45,
+        created_at=stamp(T0 + timedelta(days=number)),
+        report_key=f"evaluations/eval-{number}.json",
+        artifact_key=f"runs/run-{number:012d}/saved_model",
+        failure_reason="check inference failed" if failed else "",
+    )
+
+
+@dataclass
+class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    """Versions, the production alias and the version a rollback returns to."""
+
+    versions: dict[int, Any] = field(default_factory=dict)
+    production: int | None = None
+    previous: list[int] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)
+
+    def _move(self, to: int, actor: str, reason: str) -> Any:
+        before = self.production
+        for number, version in self.versions.items():
+            version.ClearField("aliases")
+            if number == to:
+                version.aliases.append("production")
+                version.stage = registry_pb2.MODEL_STAGE_PRODUCTION
+            elif version.stage == registry_pb2.MODEL_STAGE_PRODUCTION:
+                version.stage = registry_pb2.MODEL_STAGE_ARCHIVED
+        self.production = to
+        return registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias="production",
+            from_version=before,
+            to_version=to,
+            actor=actor,
+            reason=reason,
+            changed_at=stamp(T0),
+        )
+
+    def ListVersions(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if request.model_name != MODEL:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.model_name}")
+        newest = sorted(self.versions.values(), key=lambda v: -v.version)
+        return registry_pb2.ListVersionsResponse(model_versions=newest)
+
+    def GetLineage(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.version not in self.versions:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.version}")
+        return self.versions[request.version]
+
+    def Promote(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if not request.actor or not request.reason:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "actor and reason are required")
+        found = self.versions.get(request.version)
+        if found is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.version}")
+            raise AssertionError("abort raises")
+        if found.stage == registry_pb2.MODEL_STAGE_FAILED:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "version failed to load")
+        if self.production is not None and self.production != request.version:
+            self.previous.append(self.production)
+        return self._move(request.version, request.actor, request.reason)
+
+    def Rollback(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if not self.previous:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to go back to")
+        return self._move(self.previous.pop(), request.actor, request.reason)
+
+
+@dataclass
+class Fakes:
+    """One of each fake servicer, and the run records and reports the console reads."""
+
+    gateway: FakeGateway = field(default_factory=FakeGateway)
+    ingestion: FakeIngestion = field(default_factory=FakeIngestion)
+    labeling: FakeLabeling = field(default_factory=FakeLabeling)
+    registry: FakeRegistry = field(default_factory=FakeRegistry)
+    runs: FakeRuns = field(default_factory=lambda: FakeRuns())
+    reports: FakeReports = field(default_factory=lambda: FakeReports())
+
+
+def populated() -> Fakes:
+    """Fakes holding a small pipeline's worth of data: what the pages are tested on."""
+    fakes = Fakes()
+    fakes.ingestion.versions = [dataset_version("screws", 1), dataset_version("screws", 2, 20)]
+    fakes.labeling.tasks = {"screws": [label_task("screws", n, 3) for n in (1, 2, 3)]}
+    fakes.labeling.queue = [review_item(7), review_item(8, 0.52)]
+    fakes.registry.versions = {
+        1: model_version(1),
+        2: model_version(2),
+        3: model_version(3, failed=True),
+    }
+    fakes.registry.production = 2
+    fakes.registry.versions[2].aliases.append("production")
+    fakes.registry.versions[2].stage = registry_pb2.MODEL_STAGE_PRODUCTION
+    fakes.registry.previous = [1]
+    fakes.runs.runs = [run_record("run-000000000002", epochs=6), run_record("run-000000000001", 4)]
+    fakes.reports.reports[("screws", 1)] = ReportSummary(
+        dataset_id="screws", version=1, passed=True, assertions=[]
+    )
+    fakes.reports.reports[("screws", 2)] = ReportSummary.model_validate(
+        {
+            "dataset_id": "screws",
+            "version": 2,
+            "passed": False,
+            "assertions": [
+                {"name": "class_balance", "passed": False, "message": "bad is 4% of images"},
+                {"name": "min_images_per_class", "passed": True},
+            ],
+        }
+    )
+    fakes.reports.html_pages[("screws", 1)] = b"<html><body><h1>screws v1 passed</h1></body></html>"
+    return fakes
+
+
+def run_record(run_id: str, epochs: int, status: str = "finished") -> Run:
+    return Run(
+        run_id=run_id,
+        model_name=MODEL,
+        status=status,
+        dataset_id="screws",
+        dataset_version=1,
+        params={"epochs": 10},
+        epochs=[
+            Epoch(
+                epoch=n,
+                metrics={
+                    "loss": 1 / n,
+                    "val_loss": 1.2 / n + 0.05,
+                    "accuracy": 1 - 0.5 / n,
+                    "val_accuracy": 0.95 - 0.5 / n,
+                },
+            )
+            for n in range(1, epochs + 1)
+        ],
+        metrics={"accuracy": 0.93, "auc": 0.97},
+        best_epoch=epochs - 1 if epochs > 1 else None,
+        training_seconds=61.5,
+        started_at=T0,
+        finished_at=T0 + timedelta(minutes=2),
+    )
+
+
+@dataclass
+class FakeRuns:
+    runs: list[Run] = field(default_factory=list)
+    limits: list[int] = field(default_factory=list)
+
+    async def list_runs(self, limit: int) -> list[Run]:
+        self.limits.append(limit)
+        return self.runs[:limit]
+
+
+@dataclass
+class FakeReports:
+    reports: dict[tuple[str, int], ReportSummary] = field(default_factory=dict)
+    html_pages: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    async def summary(self, dataset_id: str, version: int) -> ReportSummary | None:
+        return self.reports.get((dataset_id, version))
+
+    async def html(self, dataset_id: str, version: int) -> bytes | None:
+        return self.html_pages.get((dataset_id, version))
+
+
+@contextmanager
+def serving(fakes: Fakes) -> Iterator[str]:
+    """The four fake servicers (and standard health) on one free port of 127.0.0.1."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    inspection_pb2_grpc.add_InspectionServiceServicer_to_server(fakes.gateway, server)
+    ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(fakes.ingestion, server)
+    labeling_pb2_grpc.add_LabelingServiceServicer_to_server(fakes.labeling, server)
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(fakes.registry, server)
+    checks = health.HealthServicer()
+    checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+def closed_port() -> str:
+    """An address where nothing listens."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    server.stop(None).wait()
+    return f"127.0.0.1:{port}"

@@ -1,0 +1,211 @@
+"""What every page shares: health, the overview, security headers, settings, records, charts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from PIL import Image
+from screwops_console.charts import learning_curve
+from screwops_console.config import ConsoleSettings
+from screwops_console.images import THUMBNAIL_PX, data_uri, thumbnail
+from screwops_console.records import Epoch, MinioReports, Run, report_key
+from screwops_console.web import create_app
+from screwops_contracts.datasets import Bucket
+from screwops_gateway.config import GatewaySettings
+from screwops_ingestion.config import IngestionSettings
+from screwops_labeling.config import LabelingSettings
+from screwops_registry.config import RegistrySettings
+from screwops_trainer.store import EpochRecord, RunRecord
+
+from tests.fakes import FakeObjects
+from tests.unit.console.conftest import Console, settings_for
+from tests.unit.console.fakes import Fakes, closed_port, png
+
+
+def test_healthz_answers(console: TestClient) -> None:
+    assert console.get("/healthz").json() == {"status": "ok", "service": "console"}
+
+
+def test_the_overview_shows_each_services_health(make_console: Console) -> None:
+    page = make_console().get("/").text
+    assert page.count(">SERVING<") == 4
+    page = make_console(registry_address=closed_port()).get("/").text
+    assert page.count(">SERVING<") == 3
+    assert ">UNAVAILABLE<" in page
+
+
+def test_pages_forbid_other_origins_and_inline_scripts(console: TestClient) -> None:
+    headers = console.get("/pipeline").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_form_posted_from_another_site_is_refused(console: TestClient) -> None:
+    answer = console.post(
+        "/pipeline/rollback",
+        data={"actor": "x", "reason": "y"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert answer.status_code == 403
+    same = console.post(
+        "/pipeline/rollback",
+        data={"actor": "x", "reason": "y"},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert same.status_code == 303
+
+
+def test_static_assets_are_served_locally(console: TestClient) -> None:
+    assert "reclassify" in console.get("/static/console.js").text
+    assert console.get("/static/console.css").status_code == 200
+    page = console.get("/inspection").text
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_default_addresses_are_each_services_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GATEWAY", "INGESTION", "LABELING", "REGISTRY", "CONSOLE"):
+        for suffix in ("GRPC_HOST", "GRPC_PORT", "ADDRESS"):
+            monkeypatch.delenv(f"SCREWOPS_{name}_{suffix}", raising=False)
+    settings = ConsoleSettings()
+    for address, service in (
+        (settings.gateway_address, GatewaySettings),
+        (settings.ingestion_address, IngestionSettings),
+        (settings.labeling_address, LabelingSettings),
+        (settings.registry_address, RegistrySettings),
+    ):
+        fields = service.model_fields
+        assert address == f"{fields['grpc_host'].default}:{fields['grpc_port'].default}"
+    assert (settings.metrics_port, settings.http_port) == (9109, 8080)
+
+
+def test_the_run_view_reads_a_record_as_the_trainer_writes_it() -> None:
+    started = datetime(2026, 11, 24, 9, 0)  # naive, as MongoDB hands it back
+    record = RunRecord(
+        run_id="run-0123456789ab",
+        model_name="screw-classifier",
+        status="finished",
+        params={"epochs": 20, "batch_size": 32},
+        seed=7,
+        git_sha="abc",
+        packages={"tensorflow": "2.18"},
+        dataset_id="screws",
+        dataset_version=2,
+        dataset_digest="d" * 64,
+        split_key="screws/v2/split.json",
+        split_counts={"train": 10},
+        cause_event_id="e",
+        correlation_id="c",
+        attempts=1,
+        epochs=[EpochRecord(epoch=1, metrics={"loss": 0.7}, ended_at=started)],
+        metrics={"accuracy": 0.9},
+        best_epoch=1,
+        artifact_key="runs/run-0123456789ab/saved_model",
+        history_key="runs/run-0123456789ab/history.json",
+        record_key="runs/run-0123456789ab/run.json",
+        started_at=started,
+    )
+    run = Run.model_validate(record.document())
+    assert run.run_id == "run-0123456789ab"
+    assert run.epochs == [Epoch(epoch=1, metrics={"loss": 0.7})]
+    assert run.planned_epochs == 20
+    assert run.started_at.tzinfo is not None
+
+
+async def test_reports_are_read_from_the_datasets_bucket() -> None:
+    objects = FakeObjects()
+    body = json.dumps(
+        {
+            "dataset_id": "screws",
+            "version": 2,
+            "passed": False,
+            "assertions": [{"name": "a", "passed": False, "message": "m", "observed": 1}],
+            "split": {},  # the rest of the report is not read
+        }
+    ).encode()
+    await objects.put_named(Bucket.DATASETS, "screws/v2/validation/report.json", body)
+    await objects.put_named(Bucket.DATASETS, "screws/v2/validation/report.html", b"<html>")
+    reports = MinioReports(objects)
+    summary = await reports.summary("screws", 2)
+    assert summary is not None
+    assert not summary.passed
+    assert [check.name for check in summary.failed] == ["a"]
+    assert await reports.html("screws", 2) == b"<html>"
+    assert await reports.summary("screws", 3) is None
+    await objects.put_named(Bucket.DATASETS, "screws/v3/validation/report.json", b"{oops")
+    assert await reports.summary("screws", 3) is None
+
+
+@pytest.mark.parametrize(("dataset", "version"), [("..", 1), ("a/b", 1), ("", 1), ("ok", 0)])
+def test_report_keys_stay_inside_their_version(dataset: str, version: int) -> None:
+    with pytest.raises(ValueError, match="no dataset version"):
+        report_key(dataset, version, "html")
+
+
+def test_a_learning_curve_draws_each_series_it_has() -> None:
+    epochs = [Epoch(epoch=n, metrics={"loss": 1 / n}) for n in range(1, 4)]
+    chart = learning_curve(epochs, ("loss", "val_loss"), title="loss", best_epoch=2)
+    assert chart is not None
+    assert chart.count("<polyline") == 1
+    assert 'data-metric="loss"' in chart
+    assert "best epoch" in chart
+    assert chart == learning_curve(epochs, ("loss", "val_loss"), title="loss", best_epoch=2)
+    assert learning_curve(epochs, ("accuracy",), title="accuracy") is None
+    one = learning_curve(epochs[:1], ("loss",), title="<loss>")
+    assert one is not None
+    assert "<circle" in one
+    assert "&lt;loss&gt;" in one
+
+
+def test_thumbnails_and_data_uris_only_for_images() -> None:
+    small = thumbnail(png(100, size=512))
+    assert small is not None
+    assert small.startswith("data:image/png;base64,")
+    assert thumbnail(b"not an image") is None
+    with Image.open(io.BytesIO(base64.b64decode(small.partition(",")[2]))) as image:
+        assert max(image.size) <= THUMBNAIL_PX
+    assert data_uri(png(1)) is not None
+    assert data_uri(b"<svg/>") is None
+
+
+def test_a_browsers_cross_site_marker_is_refused_too(console: TestClient) -> None:
+    answer = console.post(
+        "/labeling/review",
+        data={"inspection_id": "insp-7", "reviewer": "r", "label": "good"},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert answer.status_code == 403
+
+
+def test_requests_are_counted_by_route_and_status(fakes: Fakes, address: str) -> None:
+    reader = InMemoryMetricReader()
+    app = create_app(
+        settings_for(address),
+        fakes.runs,
+        fakes.reports,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    with TestClient(app) as client:
+        client.get("/healthz")
+        client.get("/reports/screws/v9")
+    data = reader.get_metrics_data()
+    assert data is not None
+    counted = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "screwops_console_requests":
+                    continue
+                for point in metric.data.data_points:
+                    assert isinstance(point, NumberDataPoint)
+                    labels = dict(point.attributes or {})
+                    counted[(labels["route"], labels["status"])] = point.value
+    assert counted == {("/healthz", "200"): 1, ("/reports/{dataset_id}/v{version}", "404"): 1}

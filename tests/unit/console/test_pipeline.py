@@ -1,0 +1,153 @@
+"""The pipeline page: dataset versions with their reports, runs with learning curves, model
+versions with lineage, and promote/rollback through the registry."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi.testclient import TestClient
+from screwops_console.records import Run
+from screwops_errors import UnavailableError
+
+from tests.unit.console.conftest import Console
+from tests.unit.console.fakes import Fakes, closed_port
+
+
+def notice(location: str, name: str = "notice") -> str:
+    return parse_qs(urlsplit(location).query)[name][0]
+
+
+def test_dataset_versions_are_listed_newest_first_with_their_reports(console: TestClient) -> None:
+    page = console.get("/pipeline").text
+    assert page.index('id="dataset-screws-2"') < page.index('id="dataset-screws-1"')
+    v2 = page[page.index('id="dataset-screws-2"') : page.index('id="dataset-screws-1"')]
+    assert "rejected" in v2
+    assert "class_balance: bad is 4% of images" in v2
+    assert "min_images_per_class" not in v2  # passed checks are not listed
+    assert 'href="/reports/screws/v2"' in v2
+    assert "passed" in page[page.index('id="dataset-screws-1"') :]
+
+
+def test_a_version_without_a_report_says_so(console: TestClient, fakes: Fakes) -> None:
+    fakes.reports.reports.clear()
+    assert console.get("/pipeline").text.count("not validated") == 2
+
+
+def test_runs_are_drawn_as_learning_curves(console: TestClient, fakes: Fakes) -> None:
+    page = console.get("/pipeline").text
+    run = page[page.index('id="run-run-000000000002"') : page.index('id="run-run-000000000001"')]
+    assert "6/10 epochs" in run
+    assert "best epoch 5" in run
+    assert run.count("<svg") == 2
+    for metric in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert f'data-metric="{metric}"' in run
+    points = re.search(r'data-metric="loss" points="([^"]+)"', run)
+    assert points is not None
+    assert len(points.group(1).split()) == 6
+    assert fakes.runs.limits == [10]
+
+
+def test_a_run_without_epochs_has_no_chart(console: TestClient, fakes: Fakes) -> None:
+    fakes.runs.runs = [fakes.runs.runs[0].model_copy(update={"epochs": [], "status": "running"})]
+    page = console.get("/pipeline").text
+    assert "No finished epoch yet." in page
+    assert "<svg" not in page
+
+
+def test_model_versions_show_metrics_lineage_and_the_production_alias(
+    console: TestClient,
+) -> None:
+    page = console.get("/pipeline").text
+    assert re.search(r'id="production-version">v2<', page)
+    v2 = page[page.index('id="version-2"') : page.index('id="version-1"')]
+    assert "production" in v2
+    assert "accuracy 0.920" in v2
+    assert 'href="#run-run-000000000002"' in v2
+    assert 'href="#dataset-screws-2"' in v2
+    assert "eval-2" in v2
+    assert "models/evaluations/eval-2.json" in v2
+    # Promote is offered for what can be served: not the production one, not a failed one.
+    assert 'id="promote-1"' in page
+    assert 'id="promote-2"' not in page
+    assert 'id="promote-3"' not in page
+    assert "check inference failed" in page
+    assert 'id="rollback"' in page
+
+
+def test_promote_moves_the_alias_with_actor_and_reason(console: TestClient, fakes: Fakes) -> None:
+    answer = console.post(
+        "/pipeline/promote",
+        data={"version": "1", "actor": "alice", "reason": "fewer false rejects"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    assert notice(answer.headers["location"]) == (
+        "promoted: production v2 → v1 (by alice: fewer false rejects)"
+    )
+    sent = fakes.registry.requests[-1]
+    assert (sent.model_name, sent.version, sent.actor, sent.reason) == (
+        "screw-classifier",
+        1,
+        "alice",
+        "fewer false rejects",
+    )
+    page = console.get(answer.headers["location"]).text
+    assert re.search(r'id="production-version">v1<', page)
+    assert 'value="alice"' in page  # the actor is remembered for the next form
+
+
+def test_promote_needs_an_actor_and_a_reason(console: TestClient, fakes: Fakes) -> None:
+    answer = console.post(
+        "/pipeline/promote", data={"version": "1", "actor": "alice"}, follow_redirects=False
+    )
+    assert notice(answer.headers["location"], "error") == "promoting needs your name and a reason"
+    assert not any(r.DESCRIPTOR.name == "PromoteRequest" for r in fakes.registry.requests)
+
+
+def test_promoting_a_failed_version_shows_the_registrys_refusal(console: TestClient) -> None:
+    page = console.post(
+        "/pipeline/promote", data={"version": "3", "actor": "a", "reason": "r"}
+    ).text
+    assert "registry: FAILED_PRECONDITION: version failed to load" in page
+
+
+def test_rollback_returns_to_the_previous_version(console: TestClient, fakes: Fakes) -> None:
+    answer = console.post(
+        "/pipeline/rollback",
+        data={"actor": "bob", "reason": "false rejects on line 3"},
+        follow_redirects=False,
+    )
+    assert notice(answer.headers["location"]) == (
+        "rolled back: production v2 → v1 (by bob: false rejects on line 3)"
+    )
+    assert fakes.registry.production == 1
+    again = console.post("/pipeline/rollback", data={"actor": "bob", "reason": "again"}).text
+    assert "registry: FAILED_PRECONDITION: no earlier version to go back to" in again
+
+
+def test_rollback_needs_a_reason(console: TestClient, fakes: Fakes) -> None:
+    page = console.post("/pipeline/rollback", data={"actor": "bob"}).text
+    assert "rolling back needs your name and a reason" in page
+    assert fakes.registry.production == 2
+
+
+def test_the_validation_report_is_served_from_storage(console: TestClient) -> None:
+    answer = console.get("/reports/screws/v1")
+    assert answer.status_code == 200
+    assert "screws v1 passed" in answer.text
+    assert "sandbox" in answer.headers["content-security-policy"]
+    assert console.get("/reports/screws/v2").status_code == 404
+    assert console.get("/reports/..%2Fsecrets/v1").status_code == 404
+    assert console.get("/reports/screws/v0").status_code == 404
+
+
+def test_each_section_fails_on_its_own(make_console: Console, fakes: Fakes, address: str) -> None:
+    async def down(limit: int) -> list[Run]:
+        raise UnavailableError("MongoDB did not answer")
+
+    fakes.runs.list_runs = down  # type: ignore[method-assign]
+    page = make_console(registry_address=closed_port(), rpc_timeout_s=2.0).get("/pipeline").text
+    assert "registry: UNAVAILABLE" in page
+    assert "UNAVAILABLE: MongoDB did not answer" in page
+    assert 'id="dataset-screws-1"' in page  # ingestion and the reports still answer
