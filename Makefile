@@ -6,10 +6,11 @@ RUN := $(UV) run --frozen
 STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo protos asyncapi
+.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo protos asyncapi \
+	bench-gateway
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 setup: ## install uv, the Python workspace and the stack's servers (cached after the first run)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -51,6 +52,14 @@ protos: ## regenerate libs/protos from protos/screwops/v1 (never edit the output
 asyncapi: ## regenerate docs/asyncapi.yaml from the event contracts
 	$(RUN) python -m screwops_contracts.asyncapi > docs/asyncapi.yaml
 
+bench-gateway: up ## gateway vs direct Triton: req/s, p50/p99 at concurrency 1/8/32, and ghz's figures
+	$(RUN) python benchmarks/bench_gateway.py
+
 demo: up ## the main job: the stack, the services, and a whole pipeline run with live progress
 	$(STACK) services up
 	$(RUN) screwops demo
+
+.PHONY: k8s-validate
+k8s-validate: ## validate deploy/k8s with kubeconform (offline schemas) and check the Dockerfiles
+	bash deploy/local/install.sh k8s
+	$(RUN) pytest -q tests/unit/test_k8s.py tests/unit/test_dockerfiles.py

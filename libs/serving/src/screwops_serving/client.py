@@ -147,17 +147,22 @@ class TritonModels:
         The index keeps entries for versions that failed to load or were removed, so only
         ``READY`` ones are counted.
         """
+        return (await self.served()).get(name, [])
+
+    async def served(self) -> dict[str, list[int]]:
+        """Every model Triton serves now, with its ready versions ascending (see
+        :meth:`loaded_versions`); a model with no ready version is left out."""
         with _triton_errors("reading the repository index"):
             index: dict[str, Any] = await self._call(
                 lambda c: c.get_model_repository_index(
                     as_json=True, client_timeout=self._call_timeout_s
                 )
             )
-        return sorted(
-            int(entry["version"])
-            for entry in index.get("models", [])
-            if entry.get("name") == name and entry.get("state") == _READY and entry.get("version")
-        )
+        served: dict[str, list[int]] = {}
+        for entry in index.get("models", []):
+            if entry.get("state") == _READY and entry.get("version"):
+                served.setdefault(str(entry["name"]), []).append(int(entry["version"]))
+        return {name: sorted(versions) for name, versions in served.items()}
 
     async def infer(
         self,

@@ -1,0 +1,736 @@
+"""deploy/k8s: valid against the Kubernetes and Strimzi schemas, and in agreement with the code.
+
+No cluster is needed. The manifests are validated by kubeconform against JSON schemas that
+``deploy/local/install.sh k8s`` lays out offline (Kubernetes' own, from the kubernetes-validate
+wheel; Strimzi's, generated from its api jar), strictly: an unknown or misspelt field fails. The
+validation tests skip, saying why, where that step has not run (``make setup`` and
+``make k8s-validate`` run it). The rest reads the YAML and checks what a schema cannot: every
+service has a Deployment with probes on its own ports and resource limits, the topics are the
+event catalogue's with the settings' partitions, the shared settings name Services that exist,
+Triton's replicas share the repository the registry writes, and the copies of the other stacks'
+settings (images, Jaeger's configuration, Prometheus' jobs) have not drifted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import BaseModel, SecretStr
+from screwops_contracts import DLQ_SUFFIX, all_topics
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.minio import NOTIFY_TARGET_ARN
+from screwops_settings import StackSettings, port_of
+from screwops_stack.dockerfiles import UID, dockerfile_path
+from screwops_stack.servers import Layout, minio_notify_env
+from screwops_stack.supervisor import SERVICES, ServiceSpec, available
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "k8s" / "base"
+VERSIONS = ROOT / "deploy" / "local" / "versions.env"
+COMPOSE = ROOT / "docker-compose.yml"
+SCHEMA_TOOL = ROOT / "deploy" / "local" / "k8s_schemas.py"
+
+# Services whose instances must not run side by side (see each one's manifest for why).
+SINGLETONS = {"trainer", "evaluator", "registry", "monitor"}
+# Services that only consume events: instances beyond the partitions would idle.
+CONSUMERS_ONLY = {"validation", "trainer", "evaluator", "monitor"}
+SPECS = available()
+
+Doc = dict[str, Any]
+
+
+# --- reading the manifests ---------------------------------------------------------------------
+
+
+@cache
+def _kustomization() -> Doc:
+    loaded = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@cache
+def _documents() -> tuple[tuple[str, Doc], ...]:
+    """(file, resource) for every resource of every file the kustomization lists."""
+    found = []
+    for name in _kustomization()["resources"]:
+        for doc in yaml.safe_load_all((BASE / name).read_text()):
+            if doc is not None:
+                found.append((name, doc))
+    return tuple(found)
+
+
+def _all(kind: str) -> list[Doc]:
+    return [doc for _, doc in _documents() if doc["kind"] == kind]
+
+
+def _one(kind: str, name: str) -> Doc:
+    matches = [doc for doc in _all(kind) if doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{len(matches)} {kind} named {name}"
+    return matches[0]
+
+
+def _workloads() -> list[Doc]:
+    return [d for k in ("Deployment", "StatefulSet", "Job") for d in _all(k)]
+
+
+def _pod(workload: Doc) -> Doc:
+    pod = workload["spec"]["template"]["spec"]
+    assert isinstance(pod, dict)
+    return pod
+
+
+def _container(workload: Doc, name: str | None = None) -> Doc:
+    containers = _pod(workload)["containers"]
+    name = name or workload["metadata"]["name"]
+    (container,) = [c for c in containers if c["name"] == name]
+    assert isinstance(container, dict)
+    return container
+
+
+def _ports(container: Doc) -> dict[str, int]:
+    return {p["name"]: int(p["containerPort"]) for p in container.get("ports", [])}
+
+
+def _probe_target(container: Doc, probe: Doc) -> tuple[str, int, str | None]:
+    """(kind, port number, HTTP path) of a probe, its named port resolved."""
+    for kind in ("grpc", "httpGet", "tcpSocket"):
+        if kind in probe:
+            port = probe[kind]["port"]
+            number = _ports(container)[port] if isinstance(port, str) else int(port)
+            return kind, number, probe[kind].get("path")
+    raise AssertionError(f"{container['name']}: an exec probe where a port was expected")
+
+
+def _env(container: Doc) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def _config() -> dict[str, str]:
+    data = _one("ConfigMap", "screwops-stack")["data"]
+    assert isinstance(data, dict)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _examples() -> dict[str, dict[str, str]]:
+    """Each generated Secret's keys and example values, from its ``.env.example`` file."""
+    secrets = {}
+    for generator in _kustomization().get("secretGenerator", []):
+        values: dict[str, str] = {}
+        for env_file in generator["envs"]:
+            example = BASE / f"{env_file}.example"
+            assert example.is_file(), f"{env_file} has no {example.name} to start from"
+            for line in example.read_text().splitlines():
+                if line.strip() and not line.startswith("#"):
+                    key, _, value = line.partition("=")
+                    values[key] = value
+        secrets[generator["name"]] = values
+    return secrets
+
+
+def _versions() -> dict[str, str]:
+    pairs = (line.partition("=") for line in VERSIONS.read_text().splitlines())
+    return {k.strip(): v.strip() for k, _, v in pairs if k.strip() and not k.startswith("#")}
+
+
+@cache
+def _compose() -> Doc:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _tag(image: str) -> str:
+    return image.rsplit("/", 1)[-1].partition(":")[2]
+
+
+def _host(address: str) -> str | None:
+    return urlsplit(address if "://" in address else f"//{address}").hostname
+
+
+def _endpoints(settings: StackSettings) -> Iterator[tuple[str, str]]:
+    """(SCREWOPS_* variable, value) for every settings field holding an address with a port."""
+    for section_name in type(settings).model_fields:
+        section = getattr(settings, section_name)
+        if not isinstance(section, BaseModel):
+            continue
+        for field_name in type(section).model_fields:
+            value = getattr(section, field_name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, str):
+                try:
+                    port_of(value)
+                except ValueError:
+                    continue
+                yield f"SCREWOPS_{section_name.upper()}__{field_name.upper()}", value
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No SCREWOPS_* variable of this shell leaks into the settings a test builds."""
+    for name in [n for n in os.environ if n.startswith("SCREWOPS_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def defaults(clean_env: pytest.MonkeyPatch) -> StackSettings:
+    return StackSettings()
+
+
+@pytest.fixture
+def cluster_env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The variables a service's pod gets: the shared ConfigMap and the example credentials."""
+    for name, value in _config().items():
+        clean_env.setenv(name, value)
+    for values in _examples().values():
+        for name, value in values.items():
+            clean_env.setenv(name, value)
+    return clean_env
+
+
+# --- schema validation -----------------------------------------------------------------------
+
+
+def _schemas() -> Path:
+    return Layout(StackSettings().home).opt / "k8s-schemas"
+
+
+def _kubeconform() -> Path:
+    """The installed validator, or a skip saying how to install it; fails on a stale install."""
+    opt = Layout(StackSettings().home).opt
+    binary = opt / "bin" / "kubeconform"
+    marker = opt / ".k8s"
+    if not binary.is_file() or not marker.is_file():
+        pytest.skip("kubeconform and its schemas are not installed: deploy/local/install.sh k8s")
+    versions = _versions()
+    expected = (
+        f"{versions['KUBECONFORM_VERSION']} k8s-{versions['K8S_SCHEMA_VERSION']} "
+        f"kv-{versions['KUBERNETES_VALIDATE_VERSION']} strimzi-{versions['STRIMZI_API_VERSION']}"
+    )
+    assert marker.read_text() == expected, "stale schemas: run deploy/local/install.sh k8s"
+    return binary
+
+
+def _validate(*paths: Path) -> Doc:
+    """kubeconform's JSON report on ``paths``: strict, offline, a missing schema an error."""
+    schemas = _schemas()
+    kinds = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    custom = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
+    result = subprocess.run(
+        [
+            str(_kubeconform()),
+            "-strict",
+            "-summary",
+            "-output",
+            "json",
+            "-ignore-filename-pattern",
+            r"kustomization\.yaml$",
+            "-schema-location",
+            f"{schemas}/kubernetes/{kinds}",
+            "-schema-location",
+            f"{schemas}/crds/{custom}",
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report: Doc = json.loads(result.stdout)
+    report["returncode"] = result.returncode
+    return report
+
+
+def _problems(report: Doc) -> list[str]:
+    return [
+        f"{r['filename']}: {r['kind']} {r['name']}: {r['msg']}"
+        for r in report.get("resources") or []
+        if r["status"] != "statusValid"
+    ]
+
+
+def test_every_manifest_is_valid_against_the_schemas() -> None:
+    report = _validate(BASE)
+    assert _problems(report) == []
+    assert report["returncode"] == 0
+    assert report["summary"]["valid"] == len(_documents())
+    assert report["summary"]["skipped"] == 0
+
+
+def test_the_kustomization_renders_to_valid_resources(tmp_path: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the files themselves are validated above)")
+    _kubeconform()
+    work = tmp_path / "base"
+    shutil.copytree(BASE, work)
+    for example in work.glob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(work)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    (tmp_path / "rendered.yaml").write_text(rendered)
+    report = _validate(tmp_path / "rendered.yaml")
+    assert _problems(report) == []
+    secrets = len(_kustomization()["secretGenerator"])
+    assert report["summary"]["valid"] == len(_documents()) + secrets
+
+
+def test_the_validator_refuses_what_a_cluster_would(tmp_path: Path) -> None:
+    """Unknown fields and wrong types fail, in Kubernetes' kinds and in Strimzi's alike."""
+    deployment = _one("Deployment", "gateway")
+    broken_deployment = json.loads(json.dumps(deployment))
+    broken_deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    kafka = json.loads(json.dumps(_one("Kafka", "screwops")))
+    kafka["spec"]["kafka"]["listeners"][0]["port"] = "9092"
+    topic = json.loads(json.dumps(_all("KafkaTopic")[0]))
+    topic["spec"]["partition"] = 3
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump_all([broken_deployment, kafka, topic]))
+    report = _validate(path)
+    assert report["returncode"] != 0
+    assert report["summary"]["invalid"] == 3, _problems(report)
+
+
+def test_the_schema_tool_makes_crd_schemas_strict() -> None:
+    spec = importlib.util.spec_from_file_location("k8s_schemas", SCHEMA_TOOL)
+    assert spec is not None
+    assert spec.loader is not None
+    tool = ModuleType(spec.name)
+    spec.loader.exec_module(tool)
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {"port": {"x-kubernetes-int-or-string": True}},
+            },
+            "free": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {},
+            },
+            "map": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    strict = tool.strict(schema)
+    assert strict["additionalProperties"] is False
+    assert strict["properties"]["spec"]["additionalProperties"] is False
+    assert strict["properties"]["spec"]["properties"]["port"]["anyOf"] == [
+        {"type": "string"},
+        {"type": "integer"},
+    ]
+    assert "additionalProperties" not in strict["properties"]["free"]
+    assert strict["properties"]["map"]["additionalProperties"] == {"type": "string"}
+    ref = {"$id": "https://kubernetes.io/api/x", "$ref": "/api/_definitions.json#/$defs/y"}
+    assert tool.local_refs(ref) == {"$ref": "_definitions.json#/$defs/y"}
+
+
+# --- the kustomization --------------------------------------------------------------------------
+
+
+def test_the_kustomization_lists_every_manifest() -> None:
+    files = {str(p.relative_to(BASE)) for p in BASE.rglob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(_kustomization()["resources"]) == sorted(files)
+
+
+def test_every_resource_names_the_namespace() -> None:
+    namespace = _kustomization()["namespace"]
+    assert _one("Namespace", namespace)
+    for name, doc in _documents():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == namespace, f"{name}: {doc['kind']}"
+
+
+def test_credentials_come_from_ignored_files_with_examples() -> None:
+    ignored = (BASE / ".gitignore").read_text().split()
+    assert "*.env" in ignored
+    secrets = _examples()
+    referenced: set[tuple[str, str | None]] = set()
+    for workload in _workloads():
+        for container in _pod(workload)["containers"]:
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    referenced.add((source["secretRef"]["name"], None))
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    referenced.add((ref["name"], ref["key"]))
+    for secret, key in referenced:
+        assert secret in secrets, f"{secret} is not generated"
+        assert key is None or key in secrets[secret], f"{secret} has no {key}"
+    assert {secret for secret, _ in referenced} == set(secrets)
+
+
+def test_the_example_credentials_satisfy_production_settings(
+    cluster_env: pytest.MonkeyPatch,
+) -> None:
+    from screwops_console.config import ConsoleSettings
+    from screwops_gateway.config import GatewaySettings
+
+    settings = StackSettings()
+    assert settings.environment == "production"  # which refuses development credentials
+    gateway = GatewaySettings()
+    console = ConsoleSettings()
+    tokens = {t.get_secret_value() for t in gateway.auth_tokens}
+    assert console.gateway_token.get_secret_value() in tokens
+    mongo = _examples()["mongo-credentials"]
+    uri = urlsplit(settings.mongo.uri.get_secret_value())
+    assert uri.username == mongo["MONGO_INITDB_ROOT_USERNAME"]
+    assert uri.password == mongo["MONGO_INITDB_ROOT_PASSWORD"]
+
+
+def test_every_image_is_pinned_to_a_tag() -> None:
+    for workload in _workloads():
+        for container in _pod(workload)["containers"]:
+            tag = _tag(container["image"])
+            assert tag not in ("", "latest"), (
+                f"{workload['metadata']['name']}: {container['image']}"
+            )
+
+
+# --- the shared settings ------------------------------------------------------------------------
+
+
+def _service_ports() -> dict[str, set[int]]:
+    """Each Service's ports, and the Kafka bootstrap Service Strimzi makes from its listeners."""
+    ports = {
+        s["metadata"]["name"]: {int(p["port"]) for p in s["spec"]["ports"]} for s in _all("Service")
+    }
+    for kafka in _all("Kafka"):
+        listeners = {int(listener["port"]) for listener in kafka["spec"]["kafka"]["listeners"]}
+        ports[f"{kafka['metadata']['name']}-kafka-bootstrap"] = listeners
+    return ports
+
+
+def test_the_config_names_every_endpoint_of_the_settings(defaults: StackSettings) -> None:
+    # The MongoDB URI holds the password, so it comes from the Secret every service gets.
+    shared = set(_config()) | set(_examples()["screwops-stack-credentials"])
+    assert {name for name, _ in _endpoints(defaults)} <= shared
+
+
+def test_every_endpoint_is_a_service_on_the_settings_port(
+    defaults: StackSettings, cluster_env: pytest.MonkeyPatch
+) -> None:
+    inside = dict(_endpoints(StackSettings()))
+    services = _service_ports()
+    for name, value in _endpoints(defaults):
+        port = port_of(inside[name])
+        assert port == port_of(value), name
+        host = _host(inside[name])
+        assert host in services, f"{name}: no Service {host}"
+        assert port in services[host], f"{name}: Service {host} has no port {port}"
+
+
+# --- the services --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_deployment_of_its_own_image(name: str) -> None:
+    deployment = _one("Deployment", name)
+    container = _container(deployment)
+    image, _, _ = container["image"].partition(":")
+    assert image == f"screwops/{name}"
+    assert dockerfile_path(name).is_file(), "the image has no Dockerfile"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "service"
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": "screwops-stack"}} in sources
+    assert {"secretRef": {"name": "screwops-stack-credentials"}} in sources
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_service_listens_and_is_scraped_on_its_settings_ports(spec: ServiceSpec) -> None:
+    deployment = _one("Deployment", spec.name)
+    container = _container(deployment)
+    assert set(_ports(container).values()) == spec.ports
+    assert _ports(container)["metrics"] == spec.metrics_port
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == spec.metrics_port
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_service_is_probed_where_it_answers(spec: ServiceSpec) -> None:
+    container = _container(_one("Deployment", spec.name))
+    if spec.grpc_port is not None:
+        expected: tuple[str, int, str | None] = ("grpc", spec.grpc_port, None)
+    elif spec.http_port is not None:
+        expected = ("httpGet", spec.http_port, "/healthz")
+    else:
+        expected = ("httpGet", spec.metrics_port, "/metrics")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert _probe_target(container, container[probe]) == expected, probe
+    # A slow start is the startup probe's to wait for, not the liveness probe's to punish.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_api_has_a_service_on_its_port(spec: ServiceSpec) -> None:
+    api_ports = spec.ports - {spec.metrics_port}
+    if not api_ports:
+        assert not [s for s in _all("Service") if s["metadata"]["name"] == spec.name]
+        return
+    service = _one("Service", spec.name)
+    assert {int(p["port"]) for p in service["spec"]["ports"]} == api_ports
+    container = _container(_one("Deployment", spec.name))
+    for port in service["spec"]["ports"]:
+        target = port["targetPort"]
+        assert (_ports(container)[target] if isinstance(target, str) else target) == port["port"]
+    pod_labels = _one("Deployment", spec.name)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_runs_as_the_images_non_root_user(name: str) -> None:
+    pod = _pod(_one("Deployment", name))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == UID
+    container = _container(_one("Deployment", name))
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # Enough for the bus' graceful_timeout (60 s) and the gRPC drain (10 s).
+    assert pod["terminationGracePeriodSeconds"] >= 70
+
+
+def test_every_container_has_resource_requests_and_limits() -> None:
+    def quantity(value: str | int) -> float:
+        text = str(value)
+        units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+        for suffix, factor in units.items():
+            if text.endswith(suffix):
+                return float(text.removesuffix(suffix)) * factor
+        return float(text)
+
+    for workload in _workloads():
+        for container in _pod(workload)["containers"]:
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            resources = container.get("resources", {})
+            for resource in ("cpu", "memory"):
+                request = resources.get("requests", {}).get(resource)
+                limit = resources.get("limits", {}).get(resource)
+                assert request is not None, f"{where}: {resource} request"
+                assert limit is not None, f"{where}: {resource} limit"
+                assert quantity(request) <= quantity(limit), f"{where}: {resource}"
+
+
+@pytest.mark.parametrize("name", sorted(SINGLETONS))
+def test_singletons_run_once_and_are_replaced_not_rolled(name: str) -> None:
+    deployment = _one("Deployment", name)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+@pytest.mark.parametrize("name", sorted(CONSUMERS_ONLY))
+def test_consumer_replicas_do_not_outnumber_partitions(name: str, defaults: StackSettings) -> None:
+    assert _one("Deployment", name)["spec"]["replicas"] <= defaults.kafka.partitions
+
+
+def test_the_gateway_is_scaled_by_its_autoscaler() -> None:
+    deployment = _one("Deployment", "gateway")
+    assert "replicas" not in deployment["spec"], "applying the file would fight the autoscaler"
+    (hpa,) = [h for h in _all("HorizontalPodAutoscaler") if h["metadata"]["name"] == "gateway"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gateway",
+    }
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # Utilization is measured against the request, so there must be one.
+    assert _container(deployment)["resources"]["requests"]["cpu"]
+
+
+# --- Triton ----------------------------------------------------------------------------------
+
+
+def _mounts(container: Doc) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def _claims(workload: Doc) -> dict[str, str]:
+    return {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in _pod(workload).get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+
+
+def test_triton_runs_several_replicas_on_one_shared_repository() -> None:
+    triton = _one("Deployment", "triton")
+    assert triton["spec"]["replicas"] >= 3
+    server = _container(triton)
+    args = server["args"]
+    assert "--model-control-mode=explicit" in args
+    repository = next(a for a in args if a.startswith("--model-repository=")).partition("=")[2]
+    volume = next(v for v, path in _mounts(server).items() if path == repository)
+    claim = _one("PersistentVolumeClaim", _claims(triton)[volume])
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    sync = _container(triton, "model-sync")
+    assert sync["command"][:3] == ["python", "-m", "screwops_serving.sync"]
+    assert f"--repository={_mounts(sync)[volume]}" in sync["command"]
+    assert f"--triton=127.0.0.1:{_ports(server)['grpc']}" in sync["command"]
+    assert "readinessProbe" in sync, "a replica must not serve before it caught up"
+
+
+@pytest.mark.parametrize("name", ["registry", "evaluator"])
+def test_model_writers_share_tritons_repository(name: str) -> None:
+    triton = _one("Deployment", "triton")
+    writer = _one("Deployment", name)
+    (volume,) = _claims(writer)
+    assert _claims(writer)[volume] == _claims(triton)["models"]
+    path = _mounts(_container(writer))[volume]
+    assert _env(_container(writer))[f"SCREWOPS_{name.upper()}_TRITON_REPOSITORY"] == path
+
+
+def test_triton_serves_the_settings_ports_and_the_compose_image(defaults: StackSettings) -> None:
+    server = _container(_one("Deployment", "triton"))
+    assert set(_ports(server).values()) == {
+        port_of(defaults.triton.http_url),
+        port_of(defaults.triton.grpc_url),
+        port_of(defaults.triton.metrics_url),
+    }
+    assert _tag(server["image"]) == _tag(_compose()["services"]["triton"]["image"])
+
+
+# --- Kafka -----------------------------------------------------------------------------------
+
+
+def test_kafka_runs_the_native_version_in_kraft_mode() -> None:
+    (kafka,) = _all("Kafka")
+    assert kafka["spec"]["kafka"]["version"] == _versions()["KAFKA_VERSION"]
+    annotations = kafka["metadata"]["annotations"]
+    assert annotations["strimzi.io/kraft"] == "enabled"
+    assert annotations["strimzi.io/node-pools"] == "enabled"
+    assert "zookeeper" not in kafka["spec"]
+    pools = [p for p in _all("KafkaNodePool")]
+    assert all(
+        p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for p in pools
+    )
+    roles = {role for pool in pools for role in pool["spec"]["roles"]}
+    assert roles == {"controller", "broker"}
+    assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
+
+
+def test_the_bootstrap_address_is_the_plain_listener(cluster_env: pytest.MonkeyPatch) -> None:
+    (kafka,) = _all("Kafka")
+    (listener,) = [x for x in kafka["spec"]["kafka"]["listeners"] if x["type"] == "internal"]
+    assert listener["tls"] is False  # the services' settings speak plaintext
+    expected = f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
+    assert StackSettings().kafka.bootstrap_servers == expected
+
+
+def test_the_topics_are_the_catalogues_with_the_settings_partitions(
+    defaults: StackSettings,
+) -> None:
+    (kafka,) = _all("Kafka")
+    brokers = sum(p["spec"]["replicas"] for p in _all("KafkaNodePool"))
+    topics = _all("KafkaTopic")
+    names = [t["spec"]["topicName"] for t in topics]
+    assert sorted(names) == sorted(all_topics())
+    assert int(_config()["SCREWOPS_KAFKA__PARTITIONS"]) == defaults.kafka.partitions
+    assert kafka["spec"]["kafka"]["config"]["num.partitions"] == defaults.kafka.partitions
+    for topic in topics:
+        spec = topic["spec"]
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert spec["partitions"] == defaults.kafka.partitions, spec["topicName"]
+        assert 1 < spec["replicas"] <= brokers
+        assert int(spec["config"]["min.insync.replicas"]) < spec["replicas"]
+
+
+def test_dead_letters_are_kept_at_least_as_long_as_events() -> None:
+    retention = {
+        t["spec"]["topicName"]: int(t["spec"]["config"]["retention.ms"]) for t in _all("KafkaTopic")
+    }
+    for topic, kept in retention.items():
+        if topic.endswith(DLQ_SUFFIX):
+            assert kept >= retention[topic.removesuffix(DLQ_SUFFIX)], topic
+
+
+# --- MinIO, MongoDB, Jaeger, Prometheus -------------------------------------------------------
+
+
+def test_minio_notifies_kafka_as_the_native_stack_does(cluster_env: pytest.MonkeyPatch) -> None:
+    minio = _container(_one("StatefulSet", "minio"))
+    env = _env(minio)
+    queue_dir = next(v for k, v in env.items() if k.startswith("MINIO_NOTIFY_KAFKA_QUEUE_DIR"))
+    assert {k: env[k] for k in minio_notify_env(StackSettings(), queue_dir=queue_dir)} == (
+        minio_notify_env(StackSettings(), queue_dir=queue_dir)
+    )
+    assert queue_dir in _mounts(minio).values()
+    init = " ".join(_container(_one("Job", "minio-init"), "mc")["args"])
+    assert NOTIFY_TARGET_ARN in init
+    for bucket in Bucket:
+        assert str(bucket) in init.split("for bucket in ")[1].split(";")[0], bucket
+
+
+def test_minio_and_mongo_listen_on_the_settings_ports(defaults: StackSettings) -> None:
+    minio = _container(_one("StatefulSet", "minio"))
+    assert set(_ports(minio).values()) == {
+        port_of(defaults.minio.endpoint),
+        defaults.minio.console_port,
+    }
+    mongo = _container(_one("StatefulSet", "mongo"))
+    assert set(_ports(mongo).values()) == {port_of(defaults.mongo.uri.get_secret_value())}
+
+
+@pytest.mark.parametrize(
+    ("workload", "kind", "compose_service"),
+    [
+        ("minio", "StatefulSet", "minio"),
+        ("minio-init", "Job", "minio-init"),
+        ("mongo", "StatefulSet", "mongo"),
+        ("jaeger", "Deployment", "jaeger"),
+        ("prometheus", "Deployment", "prometheus"),
+    ],
+)
+def test_servers_run_the_compose_images(workload: str, kind: str, compose_service: str) -> None:
+    (container, *_) = _pod(_one(kind, workload))["containers"]
+    assert container["image"] == _compose()["services"][compose_service]["image"]
+
+
+def test_jaeger_runs_the_shared_configuration_on_the_settings_ports(
+    defaults: StackSettings,
+) -> None:
+    shared = (ROOT / "deploy" / "jaeger" / "config.yaml").read_text()
+    assert _one("ConfigMap", "jaeger-config")["data"]["config.yaml"] == shared
+    env = _env(_container(_one("Deployment", "jaeger")))
+    telemetry = defaults.telemetry
+    assert int(env["JAEGER_QUERY_PORT"]) == port_of(telemetry.jaeger_query_url)
+    assert int(env["JAEGER_OTLP_GRPC_PORT"]) == port_of(telemetry.otlp_grpc_endpoint)
+    assert int(env["JAEGER_OTLP_HTTP_PORT"]) == port_of(telemetry.otlp_http_endpoint)
+
+
+def test_prometheus_has_the_other_stacks_jobs_and_finds_the_services() -> None:
+    config = yaml.safe_load(_one("ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    compose = yaml.safe_load(
+        (ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text()
+    )
+    assert set(jobs) == {job["job_name"] for job in compose["scrape_configs"]}
+    assert config["rule_files"] == compose["rule_files"]
+    services = jobs["screwops-services"]
+    (sd,) = services["kubernetes_sd_configs"]
+    assert sd["selectors"] == [{"role": "pod", "label": "app.kubernetes.io/component=service"}]
+    # The alerting rules group by `service`, as docker-compose's targets are labelled.
+    assert any(r.get("target_label") == "service" for r in services["relabel_configs"])
+    rules_mount = _mounts(_container(_one("Deployment", "prometheus")))["rules"]
+    assert config["rule_files"] == [f"{rules_mount}/*.yml"]
