@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Outcome:
 
     seen: dict[str, Event[Any]]
     failure: Event[Any] | None
+    trace_id: str | None
 
 
 def prepare_data(root: Path, console: Console) -> Path:
@@ -133,6 +135,7 @@ async def _watch(
 ) -> Outcome:
     failures = {topic for _, _, bad in stages for topic in bad}
     seen: dict[str, Event[Any]] = {}
+    trace_id: str | None = None
     began = time.monotonic()
     with console.status("waiting for dataset.ingested") as status:
         while time.monotonic() < deadline:
@@ -143,17 +146,25 @@ async def _watch(
                     if event.correlation_id != correlation_id or record.topic in seen:
                         continue
                     seen[record.topic] = event
+                    trace_id = trace_id or _trace_id(record.headers)
                     console.print(f"  [green]✓[/green] {record.topic:<20} from {event.producer}")
                     if record.topic in failures:
-                        return Outcome(seen, event)
+                        return Outcome(seen, event, trace_id)
             pending = [topic for topic, _, _ in stages if topic not in seen]
             if not pending:
-                return Outcome(seen, None)
+                return Outcome(seen, None, trace_id)
             progress = ""
             if pending[0] == Topic.MODEL_TRAINED:
                 progress = await training_progress(store, dataset, correlation_id)
             status.update(f"waiting for {pending[0]} ({time.monotonic() - began:.0f}s{progress})")
-    return Outcome(seen, None)
+    return Outcome(seen, None, trace_id)
+
+
+def _trace_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The trace id in a record's W3C ``traceparent`` header (version-traceid-spanid-flags)."""
+    value = dict(headers).get("traceparent")
+    parts = value.decode(errors="replace").split("-") if value else []
+    return parts[1] if len(parts) == 4 else None
 
 
 # Held-out screws the demo shows the served model: a few per class, rendered with another seed.
@@ -266,12 +277,17 @@ def run(
     table = Table(title="where to look")
     table.add_column("what")
     table.add_column("where")
+    jaeger = settings.telemetry.jaeger_query_url
     table.add_row(
-        "trace of this run", f"{settings.telemetry.jaeger_query_url}/search?service=ingestion"
+        "trace of this run",
+        f"{jaeger}/trace/{outcome.trace_id}" if outcome.trace_id else f"{jaeger}/search",
     )
     table.add_row("metrics", f"{settings.telemetry.prometheus_url}/targets")
     table.add_row("artifacts", f"http://127.0.0.1:{settings.minio.console_port} (MinIO console)")
-    table.add_row("datasets", "uv run screwops datasets list")
+    web = next((spec for spec in available() if spec.name == "console" and spec.http_port), None)
+    if web is not None:
+        table.add_row("web console", f"http://127.0.0.1:{web.http_port}")
+    table.add_row("the command line", "uv run screwops datasets list / runs list / models list")
     console.print(table)
     elapsed = time.monotonic() - began
     if outcome.failure is not None:
