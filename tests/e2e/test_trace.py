@@ -1,21 +1,29 @@
 """One pipeline run is one trace: from the ingestion's Import call through every Kafka hop to
 ``model.deployed`` (and the gateway adopting it), each consumer's span the child of the span that
-published its event, read back from Jaeger's query API."""
+published its event, read back from Jaeger's query API. One inspection is one trace too: the
+caller's, continued by the gateway through its Triton call and its prediction-log publish."""
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_contracts import Topic
 from screwops_settings import StackSettings
 
-from tests.e2e.runs import HOPS, FinishedRun, finished_run
-from tests.support import eventually
+from tests.e2e.runs import GATEWAY, HOPS, FinishedRun, finished_run
+from tests.support import eventually, png
 
 Span = dict[str, Any]
+# The gateway's request span (gRPC server) and its Triton call (gRPC client), named by method.
+INSPECT = "/screwops.v1.InspectionService/Inspect"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 class Trace:
@@ -112,3 +120,48 @@ async def test_a_pipeline_run_is_one_trace_in_causal_order(tmp_path: Path) -> No
         f"trace {run.trace_id} of run {run.correlation_id}: {len(trace.spans)} spans, "
         f"Import to model.deployed in {took:.0f}s, services {sorted(set(trace.services.values()))}"
     )
+
+
+@pytest.mark.usefixtures("services")
+@pytest.mark.timeout(1200)  # a run of its own when no other test made one: minutes
+async def test_an_inspection_continues_the_callers_trace_through_the_triton_call(
+    tmp_path: Path,
+) -> None:
+    settings = StackSettings()
+    run = await finished_run(settings, tmp_path)
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+
+    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+        gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
+        answer = await gateway.Inspect(
+            inspection_pb2.InspectRequest(
+                image=png(256),
+                line_id="line-e2e",
+                camera_id="cam-trace",
+                model_version=run.deployed.payload.version,
+            ),
+            metadata=(("traceparent", f"00-{trace_id}-{caller_span}-01"),),
+            timeout=30,
+        )
+    assert answer.trace_id == trace_id
+
+    async def spans() -> Trace | None:
+        async with httpx.AsyncClient(base_url=settings.telemetry.jaeger_query_url) as http:
+            response = await http.get(f"/api/traces/{trace_id}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        trace = Trace(response.json()["data"][0])
+        published = trace.named("gateway", f"{Topic.INSPECTION_COMPLETED} create")
+        return trace if published and trace.named("gateway", INSPECT) else None
+
+    trace = await eventually(spans, within=60, what=f"inspection trace {trace_id} in Jaeger")
+    [server] = trace.named("gateway", INSPECT)
+    assert [r["spanID"] for r in server["references"]] == [caller_span]
+    [triton] = trace.named("gateway", MODEL_INFER)
+    assert trace.parent(triton) is server
+    tags = {tag["key"]: tag["value"] for tag in server["tags"]}
+    assert tags["screwops.model_version"] == run.deployed.payload.version
+    assert tags["screwops.inspection_id"] == answer.inspection_id
+    [published] = trace.named("gateway", f"{Topic.INSPECTION_COMPLETED} create")
+    assert server["spanID"] in {s["spanID"] for s in trace.path(published["spanID"])}

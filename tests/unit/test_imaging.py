@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 from screwops_errors import InvalidInputError
-from screwops_imaging import decode, preprocess
+from screwops_imaging import _median_u8, decode, preprocess
 from screwops_synth import render_screw
 
 from tests.support import png
@@ -87,3 +91,10 @@ def test_preprocess_lays_the_screw_along_the_width_head_on_the_left(seed: int) -
     assert columns > 3 * rows
     widths = dark.sum(axis=0)
     assert int(np.argmax(widths)) < tensor.shape[1] // 2
+
+
+@given(
+    arrays(np.uint8, st.integers(1, 600), elements=st.integers(0, 255)),
+)
+def test_the_counting_median_is_numpys_median(values: npt.NDArray[np.uint8]) -> None:
+    assert _median_u8(values) == np.median(values)

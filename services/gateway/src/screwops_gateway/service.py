@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, TracerProvider
+from opentelemetry.trace import TracerProvider
 from screwops_contracts import (
     InspectionCompleted,
     InspectionCompletedPayload,
@@ -235,12 +235,12 @@ class GatewayService:
         """
         began = time.monotonic()
         status = "OK"
+        # The request's span is the transport's (the gRPC server span, whose context the
+        # client's metadata may carry) and the Triton call's is the gRPC client's: a span of our
+        # own around each would double the tracing cost of every inspection and tell nothing new.
+        trace.get_current_span().set_attribute("screwops.line_id", inspection.line_id[:_MAX_TEXT])
         try:
-            with self._tracer.start_as_current_span(
-                "gateway.inspect",
-                attributes={"screwops.line_id": inspection.line_id[:_MAX_TEXT]},
-            ):
-                return await self._inspect(inspection, began, deadline)
+            return await self._inspect(inspection, began, deadline)
         except ScrewOpsError as error:
             status = error.status.name
             raise
@@ -337,6 +337,7 @@ class GatewayService:
         self._metrics.verdict(model_name, version, verdict.value, inspection.line_id)
         trace.get_current_span().set_attributes(
             {
+                "screwops.triton_model": triton_model,
                 "screwops.model_version": version,
                 "screwops.verdict": verdict.value,
                 "screwops.inspection_id": str(event.event_id),
@@ -402,30 +403,23 @@ class GatewayService:
         budget = self.policy.triton_timeout_s
         if deadline is not None:
             budget = min(budget, _check_deadline(deadline))
-        with self._tracer.start_as_current_span(
-            "triton.infer",
-            kind=SpanKind.CLIENT,
-            attributes={"screwops.triton_model": triton_model, "screwops.model_version": version},
-        ):
-            try:
-                probabilities = await self._triton.infer(
-                    triton_model, version, batch, timeout_s=budget
-                )
-            except DeadlineExceededError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceededError("the deadline passed waiting for Triton") from None
-                raise UnavailableError(
-                    f"Triton did not answer within {budget:.3g} s; retry later"
-                ) from None
-            except NotFoundError as error:
-                if pinned:
-                    raise NotFoundError(
-                        f"model_version {version} of {triton_model} is not loaded"
-                    ) from error
-                # The client named no version: production being gone is an outage, not its error.
-                raise UnavailableError(
-                    f"the production version {version} of {triton_model} is not loaded"
+        try:
+            probabilities = await self._triton.infer(triton_model, version, batch, timeout_s=budget)
+        except DeadlineExceededError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceededError("the deadline passed waiting for Triton") from None
+            raise UnavailableError(
+                f"Triton did not answer within {budget:.3g} s; retry later"
+            ) from None
+        except NotFoundError as error:
+            if pinned:
+                raise NotFoundError(
+                    f"model_version {version} of {triton_model} is not loaded"
                 ) from error
+            # The client named no version: production being gone is an outage, not its error.
+            raise UnavailableError(
+                f"the production version {version} of {triton_model} is not loaded"
+            ) from error
         probability = float(probabilities[0])
         if not 0.0 <= probability <= 1.0:  # also refuses NaN
             raise FailedPreconditionError(
