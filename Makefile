@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status clean-stack test test-unit lint fmt typecheck demo protos asyncapi \
+.PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi \
 	bench-gateway
 
 help: ## list the targets
@@ -40,8 +40,11 @@ fmt: ## format and fix with ruff
 typecheck: ## mypy, strict
 	$(RUN) mypy
 
-test: up lint typecheck ## the test command: lint, types, then unit, integration and e2e tests on the real stack
+test: up lint typecheck ## the test command: lint, types, then unit, integration, e2e and chaos tests on the real stack
 	$(RUN) pytest
+
+chaos: up ## the chaos scenarios alone (tests/chaos): servers killed under the running pipeline
+	$(RUN) pytest tests/chaos
 
 test-unit: setup ## unit tests only (no servers)
 	$(RUN) pytest tests/unit

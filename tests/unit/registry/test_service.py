@@ -19,6 +19,7 @@ from screwops_registry.service import Stage, triton_prefix
 from screwops_registry.store import MoveKind, VersionStatus
 
 from tests.fakes import BROKEN, FakeObjects
+from tests.support import eventually
 from tests.unit.registry.fakes import FakeStore, Harness, harness, wipe
 
 
@@ -326,3 +327,37 @@ async def test_versions_show_their_stage(h: Harness) -> None:
     with pytest.raises(NotFoundError):
         await h.service.versions("unknown", offset=0, limit=10)
     assert (await h.service.lineage(h.model, 2)).record.run_id == "run-b"
+
+
+async def test_a_triton_that_came_back_empty_is_served_production_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.deploy("run-a", "run-b")
+    asked = 0
+    ready = h.triton.ready
+
+    async def counted(name: str, version: int | None = None) -> bool:
+        nonlocal asked
+        asked += 1
+        return await ready(name, version)
+
+    monkeypatch.setattr(h.triton, "ready", counted)
+    h.triton.down = True
+    watching = asyncio.create_task(h.service.keep_serving(0.01))
+    try:
+
+        async def tried_twice() -> bool | None:
+            return True if asked >= 2 else None
+
+        # Triton away: each round fails, and the watcher goes on to the next.
+        await eventually(tried_twice, within=5, what="two rounds while Triton is down")
+        assert not watching.done()
+        h.triton.loaded.clear()  # restarted with nothing loaded
+        h.triton.down = False
+
+        async def restored() -> bool | None:
+            return True if set(h.triton.loaded.get(h.model, {})) == {1, 2} else None
+
+        await eventually(restored, within=5, what="production and its rollback target loaded")
+    finally:
+        watching.cancel()

@@ -49,11 +49,18 @@ def main() -> None:
         port=settings.grpc_port,
     )
 
+    watchers: list[asyncio.Task[None]] = []
+
     async def bootstrap() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.MODELS)
 
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.restore]))
+    async def watch_triton() -> None:
+        watchers.append(
+            asyncio.create_task(service.keep_serving(settings.restore_interval_s), name="restore")
+        )
+
+    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.restore, watch_triton]))
 
 
 if __name__ == "__main__":

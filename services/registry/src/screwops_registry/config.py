@@ -44,3 +44,9 @@ class RegistrySettings(ServiceSettings):
     check_timeout_s: float = Field(
         30.0, gt=0, description="Deadline of the check inference a version must pass."
     )
+    restore_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the registry asks Triton whether it still serves the production "
+        "and rollback versions, and restores them when a restarted Triton came back empty.",
+    )

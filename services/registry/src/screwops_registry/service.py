@@ -48,6 +48,7 @@ from screwops_errors import (
     NotFoundError,
     PermanentError,
     ScrewOpsError,
+    TransientError,
     UnavailableError,
 )
 from screwops_serving import export_version, remove_version, restore_version, versions_present
@@ -61,6 +62,7 @@ from screwops_registry.store import (
     Rejection,
     VersionRecord,
     VersionStatus,
+    version_id,
 )
 
 log = logging.getLogger("screwops.registry")
@@ -239,6 +241,32 @@ class RegistryService:
                         version,
                         failure.message,
                     )
+
+    async def keep_serving(self, interval_s: float) -> None:
+        """Every ``interval_s``, :meth:`restore` what Triton no longer serves; runs until
+        cancelled.
+
+        A Triton restarted under the registry comes back empty (explicit model control): nothing
+        else would reload production, and the gateway would answer UNAVAILABLE until an operator
+        acted. Triton or storage being away is logged and tried again next time.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if lost := await self._not_served():
+                    log.warning("Triton no longer serves %s; restoring", ", ".join(lost))
+                    await self.restore()
+            except TransientError as error:
+                log.warning("cannot check what Triton serves yet: %s", error.message)
+
+    async def _not_served(self) -> list[str]:
+        """The production and rollback versions Triton does not report ready."""
+        lost = []
+        for alias in await self._store.aliases(PRODUCTION_ALIAS):
+            for version in (alias.version, alias.rollback_target()):
+                if version is not None and not await self._triton.ready(alias.model_name, version):
+                    lost.append(version_id(alias.model_name, version))
+        return lost
 
     # --- operators -------------------------------------------------------------------------
 
