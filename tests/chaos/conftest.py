@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from screwops_settings import StackSettings
-from screwops_stack import processes
+from screwops_stack import processes, supervisor
 from screwops_stack.servers import Layout
 
 from tests.e2e.conftest import REPO, services
 
-__all__ = ["crash_server", "restart_server", "services"]
+__all__ = ["crash_server", "crash_service", "restart_server", "services"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,6 +40,17 @@ def crash_server(settings: StackSettings, name: str) -> float:
     os.killpg(os.getpgid(process.pid), signal.SIGKILL)
     process.wait(timeout=30)
     return time.monotonic()
+
+
+def crash_service(settings: StackSettings, name: str) -> int:
+    """SIGKILL the supervised service ``name`` (``python -m screwops_<name>``); its pid. The
+    supervisor starts it again after its backoff."""
+    keeper = processes.find(supervisor.pidfile(settings))
+    assert keeper is not None, "the supervisor is not running"
+    [child] = [p for p in keeper.children() if f"screwops_{name}" in " ".join(p.cmdline()[1:3])]
+    child.kill()
+    child.wait(timeout=30)
+    return int(child.pid)
 
 
 def restart_server(name: str) -> None:

@@ -70,8 +70,8 @@ def services() -> Iterator[tuple[str, ...]]:
         stack("services", "down")
 
 
-def screwops(*args: str) -> dict[str, Any]:
-    """Run the real CLI with --json and return what it printed."""
+def screwops(*args: str) -> Any:
+    """Run the real CLI with --json and return what it printed (an object or a list)."""
     result = subprocess.run(
         [sys.executable, "-m", "screwops_cli", *args, "--json"],
         cwd=REPO,
@@ -80,5 +80,4 @@ def screwops(*args: str) -> dict[str, Any]:
         timeout=300,
     )
     assert result.returncode == 0, f"screwops {args} failed:\n{result.stdout}{result.stderr}"
-    parsed: dict[str, Any] = json.loads(result.stdout)
-    return parsed
+    return json.loads(result.stdout)
