@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_contracts import EVENTS_BY_TOPIC, ModelDeployed, Topic
+from screwops_contracts import ModelDeployed, Topic, parse_event
 from screwops_settings import StackSettings
 from screwops_synth import generate
 
@@ -132,7 +132,9 @@ def _finished(
 ) -> FinishedRun | None:
     """The run ``record`` finishes (of ``correlation_id``, when named), if it is a deployment
     caused by a run rather than an operator's promotion or rollback."""
-    event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
+    event = parse_event(record.topic, record.value)
+    if event is None:
+        return None
     if correlation_id is not None and event.correlation_id != correlation_id:
         return None
     if record.topic != Topic.MODEL_DEPLOYED:

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc, registry_pb2, registry_pb2_grpc
-from screwops_contracts import EVENTS_BY_TOPIC, Event, Topic
+from screwops_contracts import Event, Topic, parse_event
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import MODEL_NAME
 from screwops_settings import StackSettings
@@ -63,8 +63,8 @@ async def run_events(
                 for record in records:
                     if record.topic == Topic.INSPECTION_COMPLETED:
                         continue
-                    event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
-                    if event.correlation_id != correlation_id:
+                    event = parse_event(record.topic, record.value)
+                    if event is None or event.correlation_id != correlation_id:
                         continue
                     assert record.topic not in FAILED, f"the run ended in {event}"
                     seen.setdefault(record.topic, event)
@@ -91,8 +91,8 @@ async def inspection_logged(settings: StackSettings, request_ids: set[str]) -> s
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
-                    if event.payload.request_id in request_ids:
+                    event = parse_event(record.topic, record.value)
+                    if event is not None and event.payload.request_id in request_ids:
                         found.add(event.payload.request_id)
             return found if found == request_ids else None
 

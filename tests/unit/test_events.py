@@ -18,6 +18,7 @@ from screwops_contracts import (
     Topic,
     all_topics,
     dlq_topic,
+    parse_event,
 )
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
 
@@ -140,3 +141,13 @@ def test_every_topic_has_one_event_and_a_dead_letter_twin() -> None:
     topics = all_topics()
     assert len(topics) == len(set(topics)) == 2 * (len(Topic) + 1)
     assert all(dlq_topic(t) in topics for t in [*Topic, BUCKET_EVENTS_TOPIC])
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00\xffnot json", b'{"event_id": "x"}', b"[]"], ids=repr)
+def test_a_record_that_is_no_event_parses_to_none(value: bytes) -> None:
+    assert parse_event(Topic.DATASET_INGESTED, value) is None
+
+
+def test_a_record_of_an_event_parses_to_it() -> None:
+    event = ingested()
+    assert parse_event(Topic.DATASET_INGESTED, event.model_dump_json().encode()) == event

@@ -10,7 +10,14 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from screwops_bus import Bus
-from screwops_contracts import Topic, TrainingRequested, TrainingRequestedPayload, dlq_topic
+from screwops_contracts import (
+    ModelDegraded,
+    ModelDegradedPayload,
+    Topic,
+    TrainingRequested,
+    TrainingRequestedPayload,
+    dlq_topic,
+)
 from screwops_contracts.events import ModelTrained
 from screwops_trainer import handlers
 
@@ -42,6 +49,10 @@ async def wired() -> AsyncIterator[Wired]:
 
     @bus.broker.subscriber(dlq_topic(Topic.TRAINING_REQUESTED))
     async def on_dead_letter(message: KafkaMessage) -> None:
+        w.dead.append(message)
+
+    @bus.broker.subscriber(dlq_topic(Topic.MODEL_DEGRADED))
+    async def on_degraded_dead_letter(message: KafkaMessage) -> None:
         w.dead.append(message)
 
     async with TestKafkaBroker(bus.broker):
@@ -84,3 +95,27 @@ async def test_a_request_for_a_rejected_version_is_dead_lettered_with_the_reason
     assert "class 'bad' has 5" in reason
     assert wired.trained == []
     assert wired.parts.fit.calls == []
+
+
+async def test_a_degradation_alone_trains_nothing_and_bad_bytes_are_dead_lettered(
+    wired: Wired,
+) -> None:
+    await wired.bus.publish(await validated(wired.parts.objects, "screws", balanced(20)))
+    degraded = ModelDegraded.origin(
+        ModelDegradedPayload(
+            model_name="screw-classifier",
+            model_version=3,
+            signal="score_drift",
+            value=0.4,
+            threshold=0.2,
+            window=500,
+        ),
+        producer="monitor",
+    )
+
+    await wired.bus.publish(degraded)
+    await wired.bus.broker.publish(b"not an event", topic=Topic.MODEL_DEGRADED)
+
+    assert len(wired.trained) == 1, "only the validated version was trained"
+    [letter] = wired.dead
+    assert letter.headers["x-dlq-reason"].startswith("malformed event")

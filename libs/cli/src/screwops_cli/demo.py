@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc, inspection_pb2, inspection_pb2_grpc
-from screwops_contracts import EVENTS_BY_TOPIC, Event, Topic
+from screwops_contracts import Event, Topic, parse_event
 from screwops_settings import StackSettings
 from screwops_stack.supervisor import available
 from screwops_synth import generate
@@ -142,8 +142,10 @@ async def _watch(
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    event = EVENTS_BY_TOPIC[record.topic].model_validate_json(record.value)
-                    if event.correlation_id != correlation_id or record.topic in seen:
+                    event = parse_event(record.topic, record.value)
+                    if event is None or event.correlation_id != correlation_id:
+                        continue
+                    if record.topic in seen:
                         continue
                     seen[record.topic] = event
                     trace_id = trace_id or _trace_id(record.headers)

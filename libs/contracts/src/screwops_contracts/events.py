@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, ValidationError
 
 from screwops_contracts.envelope import Event, Payload
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
@@ -466,6 +466,18 @@ CATALOGUE: tuple[Route, ...] = (
 EVENTS_BY_TOPIC: dict[str, type[Event[Any]]] = {r.event.TOPIC: r.event for r in CATALOGUE}
 
 
+def parse_event(topic: str, value: bytes | None) -> Event[Any] | None:
+    """The event a record of ``topic`` carries, or None when its bytes are not one.
+
+    The services dead-letter a malformed record; a reader that only follows the stream (the
+    demo, a test waiting on a run) skips it instead of failing on someone else's bad input.
+    """
+    try:
+        return EVENTS_BY_TOPIC[topic].model_validate_json(value or b"")
+    except ValidationError:
+        return None
+
+
 def all_topics() -> list[str]:
     """Every topic the stack creates: the catalogue, MinIO's bucket notifications, and each
     one's dead-letter twin."""
@@ -509,4 +521,5 @@ __all__ = [
     "TrainingRequestedPayload",
     "all_topics",
     "dlq_topic",
+    "parse_event",
 ]

@@ -1,10 +1,11 @@
 """Trainer's event handlers: a validated version, or a request, is trained on; a rejected
-version is remembered so that nothing trains on it."""
+version is remembered so that nothing trains on it; a degradation is logged (the monitor's
+``training.requested`` beside it is what starts a run)."""
 
 from __future__ import annotations
 
 from screwops_bus import Bus
-from screwops_contracts import DatasetRejected, DatasetValidated, TrainingRequested
+from screwops_contracts import DatasetRejected, DatasetValidated, ModelDegraded, TrainingRequested
 
 from screwops_trainer.service import TrainerService
 
@@ -28,3 +29,7 @@ def register(bus: Bus, service: TrainerService, *, max_run_s: float) -> None:
     @bus.consumer(TrainingRequested, max_poll_interval_ms=poll_ms)
     async def on_training_requested(event: TrainingRequested) -> None:
         await service.on_training_requested(event)
+
+    @bus.consumer(ModelDegraded)
+    async def on_model_degraded(event: ModelDegraded) -> None:
+        service.on_model_degraded(event)

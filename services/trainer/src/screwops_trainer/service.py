@@ -33,7 +33,13 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 from screwops_bus import Emit
-from screwops_contracts import DatasetRejected, DatasetValidated, Event, TrainingRequested
+from screwops_contracts import (
+    DatasetRejected,
+    DatasetValidated,
+    Event,
+    ModelDegraded,
+    TrainingRequested,
+)
 from screwops_contracts.datasets import (
     Bucket,
     LabelSet,
@@ -233,6 +239,21 @@ class TrainerService:
             dataset.dataset_id,
             dataset.version,
             "; ".join(dataset.failures),
+        )
+
+    def on_model_degraded(self, event: ModelDegraded) -> None:
+        """Log the degradation, so the trainer's log says why the run that follows was asked
+        for. It starts nothing itself: the monitor sends ``training.requested`` beside it, under
+        its cooldown, and training on both would run twice."""
+        payload = event.payload
+        log.warning(
+            "%s version %d degraded: %s %.4g past %.4g over %d observations",
+            payload.model_name,
+            payload.model_version,
+            payload.signal,
+            payload.value,
+            payload.threshold,
+            payload.window,
         )
 
     async def on_training_requested(self, event: TrainingRequested) -> ModelTrainedPayload:
