@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -131,3 +132,12 @@ def remove_objects(client: Minio, bucket: str, *prefixes: str) -> None:
         for item in client.list_objects(bucket, prefix=prefix, recursive=True):
             if item.object_name is not None:
                 client.remove_object(bucket, item.object_name)
+
+
+def free_port() -> int:
+    """A local port nothing listens on now (bound, then released): for a server a test starts,
+    or for a client that must find nothing there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

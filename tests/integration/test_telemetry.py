@@ -5,7 +5,6 @@ in Prometheus' format, and log records carry the trace id of the span they were 
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any
 
 import httpx
@@ -14,14 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from screwops_settings import StackSettings
 from screwops_telemetry import NAMESPACE, TraceContextFilter, setup_telemetry, trace_id_hex
 
-from tests.support import eventually, unique
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support import eventually, free_port, unique
 
 
 async def test_a_span_reaches_jaeger_under_the_service_name(settings: StackSettings) -> None:

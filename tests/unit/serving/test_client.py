@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import numpy as np
@@ -11,13 +10,7 @@ import pytest
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_serving import INPUT_SHAPE, TritonModels
 
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+from tests.support import free_port
 
 
 @pytest.mark.parametrize(
@@ -32,14 +25,14 @@ def closed_port() -> int:
 async def test_a_batch_of_the_wrong_shape_or_type_is_refused_before_sending(
     batch: npt.NDArray[Any],
 ) -> None:
-    async with TritonModels(f"127.0.0.1:{closed_port()}") as triton:
+    async with TritonModels(f"127.0.0.1:{free_port()}") as triton:
         with pytest.raises(InvalidInputError):
             await triton.infer("m", 1, batch, timeout_s=1)
 
 
 async def test_an_unreachable_triton_is_unavailable_not_missing() -> None:
     """The gateway answers UNAVAILABLE (retry) here, never NOT_FOUND."""
-    async with TritonModels(f"127.0.0.1:{closed_port()}", call_timeout_s=2) as triton:
+    async with TritonModels(f"127.0.0.1:{free_port()}", call_timeout_s=2) as triton:
         with pytest.raises(UnavailableError):
             await triton.ready("m", 1)
         with pytest.raises(UnavailableError):
