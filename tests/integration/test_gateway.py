@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
@@ -109,20 +110,26 @@ async def gateway(
     await objects.ensure_buckets(Bucket.INSPECTIONS)
     bus = service_bus(settings, "gateway", db, routes)
     metrics = GatewayMetrics()
+    tracer_provider = TracerProvider()
     service = GatewayService(
         triton,
         MongoServingStateStore(db),
         PredictionLog(bus.publish, objects, metrics, LogPolicy(image_sample_rate=0.0)),
         metrics,
         Policy(model_name=model, threshold=0.5, max_image_bytes=MAX_IMAGE_BYTES),
-        tracer_provider=TracerProvider(),
+        tracer_provider=tracer_provider,
     )
     handlers.register(bus, service)
     server = GatewayServer(
         service,
         host="127.0.0.1",
         port=0,
-        interceptors=[BearerAuth([SecretStr(TOKEN)], metrics)],
+        # The request's span is the transport's, as setup_telemetry(instrument_grpc=True)
+        # gives every server in a service.
+        interceptors=[
+            aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
+            BearerAuth([SecretStr(TOKEN)], metrics),
+        ],
         max_message_bytes=2 * MAX_IMAGE_BYTES,
     )
     logged: list[InspectionCompleted] = []
