@@ -27,6 +27,7 @@ CONSUMED: dict[str, tuple[str, ...]] = {
     str(BUCKET_EVENTS_TOPIC): ("ingestion",),
 }
 INSPECTIONS_AFTER = 5
+DRAIN_S = 600.0
 LINE = "line-chaos"
 
 
@@ -41,7 +42,7 @@ def poison(topic: str) -> list[bytes]:
 
 
 @pytest.mark.usefixtures("services")
-@pytest.mark.timeout(1200)  # a pipeline run of its own when no other test made one: minutes
+@pytest.mark.timeout(1800)  # a run of its own when no other test made one, then the drain
 async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flow(
     tmp_path: Any,
 ) -> None:
@@ -99,7 +100,9 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
             return True if set(letters) == expected else None
 
         try:
-            await eventually(all_dead_lettered, within=120, what="the dead letters")
+            # Behind a backlog (the suite's earlier inspections) labeling and the monitor take
+            # minutes to reach the poison on a 2-core machine: a deadline, not a wait.
+            await eventually(all_dead_lettered, within=DRAIN_S, what="the dead letters")
         except AssertionError:
             left = expected - set(letters)
             missing = sorted({(sent[body][0], consumer) for body, consumer in left})
@@ -127,7 +130,7 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
                         return None
             return True
 
-        await eventually(caught_up, within=120, what="every group past the poison and after it")
+        await eventually(caught_up, within=DRAIN_S, what="every group past the poison and after it")
     finally:
         await ends_reader.stop()
         await admin.close()
