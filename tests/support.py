@@ -6,24 +6,30 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from PIL import Image
 from screwops_contracts import (
+    DatasetIngested,
+    DatasetIngestedPayload,
     ModelDeployed,
     ModelDeployedPayload,
     ModelRolledBack,
     ModelRolledBackPayload,
 )
 from screwops_contracts.datasets import ImageLabel, Label, ManifestImage
-from screwops_settings import MinioSettings
+from screwops_settings import MinioSettings, StackSettings
 
+REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
@@ -141,3 +147,61 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def dataset_ingested(dataset: str) -> DatasetIngested:
+    """Ingestion's ``dataset.ingested`` for version 1 of ``dataset``: 4 images labeled by layout."""
+    return DatasetIngested.origin(
+        DatasetIngestedPayload(
+            dataset_id=dataset,
+            version=1,
+            manifest_key=f"{dataset}/v1/manifest.json",
+            image_count=4,
+            labeled_by_layout=4,
+            refused_count=0,
+            duplicate_count=0,
+            source="upload",
+        ),
+        producer="it",
+    )
+
+
+async def records_of(
+    settings: StackSettings, topic: str, count: int, *, within: float
+) -> list[Any]:
+    """The first ``count`` records of ``topic``, waiting up to ``within`` s for them."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+
+        async def enough() -> list[Any] | None:
+            batch = await consumer.getmany(timeout_ms=500)
+            records.extend(r for rs in batch.values() for r in rs)
+            return records if len(records) >= count else None
+
+        await eventually(enough, within=within, what=f"{count} records on {topic}")
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """The real ``screwops`` CLI in a subprocess: its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "screwops_cli",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

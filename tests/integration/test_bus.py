@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -21,51 +20,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from screwops_bus import Bus, DeadLetter, RetryPolicy
 from screwops_bus.idempotency import collection_name
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload, DatasetLabeled, dlq_topic
+from screwops_contracts import DatasetIngested, DatasetLabeled, dlq_topic
 from screwops_settings import StackSettings
 
-from tests.support import eventually, unique
+from tests.support import dataset_ingested, eventually, records_of, unique
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def ingested(dataset: str = "screws") -> DatasetIngested:
-    return DatasetIngested.origin(
-        DatasetIngestedPayload(
-            dataset_id=dataset,
-            version=1,
-            manifest_key=f"{dataset}/v1/manifest.json",
-            image_count=4,
-            labeled_by_layout=4,
-            refused_count=0,
-            duplicate_count=0,
-            source="upload",
-        ),
-        producer="it",
-    )
-
-
-async def read_all(settings: StackSettings, topic: str, count: int) -> list[Any]:
-    """The first ``count`` records of ``topic`` (waits for them, up to 30 s)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-
-        async def more() -> list[Any] | None:
-            batch = await consumer.getmany(timeout_ms=500)
-            records.extend(r for rs in batch.values() for r in rs)
-            return records if len(records) >= count else None
-
-        await eventually(more, within=30, what=f"{count} records on {topic}")
-    finally:
-        await consumer.stop()
-    return records
 
 
 @pytest.fixture
@@ -90,7 +50,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing
         handled.append(event)
 
     await bus.broker.start()
-    before, after = ingested("before"), ingested("after")
+    before, after = dataset_ingested("before"), dataset_ingested("after")
     await bus.publish(before, topic=event_topic)
     await bus.broker.publish(b"\x89PNG not json", topic=event_topic, headers={"source": "it"})
     await bus.publish(after, topic=event_topic)
@@ -99,7 +59,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_partition_keeps_flowing
         return handled if len(handled) == 2 else None
 
     assert await eventually(both, within=30, what="both valid events") == [before, after]
-    [letter] = await read_all(settings, dlq_topic(event_topic), 1)
+    [letter] = await records_of(settings, dlq_topic(event_topic), 1, within=30)
     headers = {k: v.decode() for k, v in letter.headers}
     assert letter.value == b"\x89PNG not json"
     assert headers["source"] == "it"
@@ -127,7 +87,7 @@ async def test_the_consumer_span_is_a_child_of_the_producer_span(
 
     await bus.broker.start()
     try:
-        await bus.publish(ingested(), topic=event_topic)
+        await bus.publish(dataset_ingested("screws"), topic=event_topic)
 
         async def done() -> list[DatasetIngested] | None:
             return handled or None
@@ -169,7 +129,7 @@ async def test_a_consumer_killed_after_its_effect_gets_the_event_again_and_the_e
 ) -> None:
     group = unique("crash")
     args = [event_topic, kafka_topic, group, mongo_db.name]
-    event = ingested()
+    event = dataset_ingested("screws")
     publisher = Bus(settings, service="it", db=mongo_db)
     await publisher.broker.start()
     await publisher.publish(event, topic=event_topic)
@@ -210,7 +170,7 @@ async def test_a_consumer_killed_after_its_effect_gets_the_event_again_and_the_e
     # The publish ran twice (at least once), as the same event: downstream dedups it.
     first, second = [
         DatasetLabeled.model_validate_json(r.value)
-        for r in await read_all(settings, kafka_topic, 2)
+        for r in await records_of(settings, kafka_topic, 2, within=30)
     ]
     assert first.event_id == second.event_id
     assert first.causation_id == event.event_id
@@ -221,7 +181,7 @@ async def test_sigterm_lets_the_handler_in_flight_finish_and_commit(
 ) -> None:
     group = unique("graceful")
     args = [event_topic, kafka_topic, group, mongo_db.name]
-    event = ingested()
+    event = dataset_ingested("screws")
     publisher = Bus(settings, service="it", db=mongo_db)
     await publisher.broker.start()
     await publisher.publish(event, topic=event_topic)
@@ -246,7 +206,7 @@ async def test_sigterm_lets_the_handler_in_flight_finish_and_commit(
     # Committed: a new member of the group does not get the event again.
     again = worker()
     try:
-        marker = ingested("marker")
+        marker = dataset_ingested("marker")
         publisher = Bus(settings, service="it", db=mongo_db)
         await publisher.broker.start()
         await publisher.publish(marker, topic=event_topic)

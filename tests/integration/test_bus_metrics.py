@@ -16,8 +16,7 @@ from screwops_bus.bus import OUTCOMES
 from screwops_contracts import DatasetIngested
 from screwops_settings import StackSettings
 
-from tests.integration.test_bus import ingested
-from tests.support import eventually, unique
+from tests.support import dataset_ingested, eventually, unique
 
 
 def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, Any]], float]:
@@ -69,7 +68,7 @@ async def test_outcomes_start_at_zero_and_lag_follows_a_busy_consumer(
 
     await bus.broker.start()
     for n in range(3):
-        await bus.publish(ingested(f"lag-{n}"), topic=event_topic)
+        await bus.publish(dataset_ingested(f"lag-{n}"), topic=event_topic)
     where = (bus.service, event_topic, 0)
 
     async def lag_is(expected: int) -> int | None:

@@ -9,81 +9,27 @@ meets no other test's events and no service's consumer.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import DeadLetter, RetryPolicy, replay_dead_letters
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload, Topic, dlq_topic
+from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError
 from screwops_settings import StackSettings
 
 from tests.integration.routing import RoutedBus, routed_topics
-from tests.support import eventually, unique
+from tests.support import dataset_ingested, eventually, records_of, run_cli, unique
 
-REPO = Path(__file__).resolve().parents[2]
 MALFORMED = b'{"type": "dataset.ingested", "payload": "not a payload"}'
-
-
-def ingested(dataset: str) -> DatasetIngested:
-    return DatasetIngested.origin(
-        DatasetIngestedPayload(
-            dataset_id=dataset,
-            version=1,
-            manifest_key=f"{dataset}/v1/manifest.json",
-            image_count=4,
-            labeled_by_layout=4,
-            refused_count=0,
-            duplicate_count=0,
-            source="upload",
-        ),
-        producer="it",
-    )
-
-
-async def records_of(settings: StackSettings, topic: str, count: int) -> list[Any]:
-    """The first ``count`` records of ``topic``, waiting up to 60 s for them."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-
-        async def enough() -> list[Any] | None:
-            batch = await consumer.getmany(timeout_ms=500)
-            records.extend(r for rs in batch.values() for r in rs)
-            return records if len(records) >= count else None
-
-        await eventually(enough, within=60, what=f"{count} records on {topic}")
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def screwops(*args: str) -> Any:
     """Run the real CLI with --json and return what it printed."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "screwops_cli",
-        *args,
-        "--json",
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, f"screwops {args} failed:\n{out.decode()}{err.decode()}"
+    code, out, err = await run_cli(*args, "--json")
+    assert code == 0, f"screwops {args} failed:\n{out}{err}"
     return json.loads(out)
 
 
@@ -124,7 +70,7 @@ async def test_a_malformed_event_replayed_from_its_dlq_arrives_again_on_its_topi
 
     await bus.broker.start()
     await bus.broker.publish(MALFORMED, topic=topic, key=b"screws", headers={"source": "it"})
-    [dead] = await records_of(settings, dlq_topic(topic), 1)
+    [dead] = await records_of(settings, dlq_topic(topic), 1, within=60)
 
     [listed] = await screwops("dlq", "list", topic)
     assert listed["event_id"] is None
@@ -136,7 +82,7 @@ async def test_a_malformed_event_replayed_from_its_dlq_arrives_again_on_its_topi
     assert (replayed["topic"], replayed["partition"], replayed["offset"]) == (topic, 0, 1)
     assert replayed["from"] == f"{dlq_topic(topic)}@0:0"
 
-    original, again = await records_of(settings, topic, 2)
+    original, again = await records_of(settings, topic, 2, within=60)
     assert again.offset == 1
     assert (again.key, again.value) == (original.key, original.value) == (b"screws", MALFORMED)
     kept = {k: v for k, v in headers_of(dead).items() if not k.startswith("x-dlq-")}
@@ -145,7 +91,7 @@ async def test_a_malformed_event_replayed_from_its_dlq_arrives_again_on_its_topi
     assert not any(k.startswith("x-dlq-") for k in headers_of(again))
 
     # Nothing was fixed, so the consumer dead-letters the replayed copy in its turn.
-    _, second = await records_of(settings, dlq_topic(topic), 2)
+    _, second = await records_of(settings, dlq_topic(topic), 2, within=60)
     letter = DeadLetter.from_headers(headers_of(second))
     assert (letter.topic, letter.offset) == (topic, 1)
     assert letter.reason.startswith("malformed event")
@@ -153,7 +99,7 @@ async def test_a_malformed_event_replayed_from_its_dlq_arrives_again_on_its_topi
     # The DLQ now holds two copies of one message: --all replays it once.
     [once] = await screwops("dlq", "replay", dlq_topic(topic), "--all")
     assert (once["from"], once["offset"]) == (f"{dlq_topic(topic)}@0:0", 2)
-    assert len(await records_of(settings, topic, 3)) == 3
+    assert len(await records_of(settings, topic, 3, within=60)) == 3
     assert handled == []
 
 
@@ -171,9 +117,9 @@ async def test_a_replayed_event_takes_effect_once_and_a_second_replay_changes_no
         effects.append(event)
 
     await bus.broker.start()
-    event = ingested("victim")
+    event = dataset_ingested("victim")
     await bus.publish(event)
-    await records_of(settings, dlq_topic(topic), 1)
+    await records_of(settings, dlq_topic(topic), 1, within=60)
 
     broken = False  # the fix lands
     servers = settings.kafka.bootstrap_servers
@@ -187,7 +133,7 @@ async def test_a_replayed_event_takes_effect_once_and_a_second_replay_changes_no
 
     # Replaying it again: the consumer has processed this event_id, so it skips the copy.
     await replay_dead_letters(servers, dlq_topic(topic), event_ids=[str(event.event_id)])
-    marker = ingested("marker")
+    marker = dataset_ingested("marker")
     await bus.publish(marker)  # same single partition: handled after the second copy
 
     async def marker_done() -> bool | None:

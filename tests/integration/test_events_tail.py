@@ -3,53 +3,17 @@ lines, stopping after --limit; an unknown topic is refused with the catalogue.""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import Bus
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload
+from screwops_contracts import DatasetIngested
 from screwops_settings import StackSettings
 
-from tests.support import unique
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-async def screwops(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "screwops_cli",
-        *args,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def ingested(dataset: str) -> DatasetIngested:
-    return DatasetIngested.origin(
-        DatasetIngestedPayload(
-            dataset_id=dataset,
-            version=1,
-            manifest_key=f"{dataset}/v1/manifest.json",
-            image_count=4,
-            labeled_by_layout=4,
-            refused_count=0,
-            duplicate_count=0,
-            source="upload",
-        ),
-        producer="it",
-    )
+from tests.support import dataset_ingested, run_cli, unique
 
 
 @pytest.fixture
@@ -65,11 +29,11 @@ async def publisher(
 async def test_tail_from_the_beginning_prints_each_event_and_stops_at_the_limit(
     publisher: Bus, kafka_topic: str
 ) -> None:
-    sent = [ingested(f"tail-{n}") for n in range(3)]
+    sent = [dataset_ingested(f"tail-{n}") for n in range(3)]
     for event in sent:
         await publisher.publish(event, topic=kafka_topic)
 
-    code, out, err = await screwops(
+    code, out, err = await run_cli(
         "events", "tail", kafka_topic, "--from-beginning", "--limit", "2", "--json"
     )
 
@@ -78,7 +42,7 @@ async def test_tail_from_the_beginning_prints_each_event_and_stops_at_the_limit(
         sent[:2]
     )
 
-    code, out, err = await screwops(
+    code, out, err = await run_cli(
         "events", "tail", kafka_topic, "--from-beginning", "--limit", "1"
     )
     assert code == 0, err
@@ -87,6 +51,6 @@ async def test_tail_from_the_beginning_prints_each_event_and_stops_at_the_limit(
 
 
 async def test_an_unknown_topic_is_refused_with_the_catalogue() -> None:
-    code, _, err = await screwops("events", "tail", unique("no-such-topic"))
+    code, _, err = await run_cli("events", "tail", unique("no-such-topic"))
     assert code == 2
     assert "the catalogue's topics are: dataset.ingested" in err
