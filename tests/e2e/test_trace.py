@@ -66,18 +66,25 @@ class Trace:
         ]
 
 
+async def fetch_trace(settings: StackSettings, trace_id: str) -> Trace | None:
+    """The trace as Jaeger has it now; None before its first span arrived."""
+    async with httpx.AsyncClient(base_url=settings.telemetry.jaeger_query_url) as http:
+        response = await http.get(f"/api/traces/{trace_id}")
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    [data] = response.json()["data"]
+    return Trace(data)
+
+
 async def complete_trace(settings: StackSettings, run: FinishedRun) -> Trace:
     """The run's trace once every span of the chain reached Jaeger (services export in batches
     every few seconds, so the last hops may arrive a little after the event)."""
 
     async def complete() -> Trace | None:
-        async with httpx.AsyncClient(base_url=settings.telemetry.jaeger_query_url) as http:
-            response = await http.get(f"/api/traces/{run.trace_id}")
-        if response.status_code == 404:
+        trace = await fetch_trace(settings, run.trace_id)
+        if trace is None:
             return None
-        response.raise_for_status()
-        [data] = response.json()["data"]
-        trace = Trace(data)
         consumed = all(trace.named(consumer, f"{topic} process") for _, topic, consumer in HOPS)
         if run.span_id in trace.spans and consumed and not trace.missing_parents():
             return trace
@@ -146,12 +153,9 @@ async def test_an_inspection_continues_the_callers_trace_through_the_triton_call
     assert answer.trace_id == trace_id
 
     async def spans() -> Trace | None:
-        async with httpx.AsyncClient(base_url=settings.telemetry.jaeger_query_url) as http:
-            response = await http.get(f"/api/traces/{trace_id}")
-        if response.status_code == 404:
+        trace = await fetch_trace(settings, trace_id)
+        if trace is None:
             return None
-        response.raise_for_status()
-        trace = Trace(response.json()["data"][0])
         published = trace.named("gateway", f"{Topic.INSPECTION_COMPLETED} create")
         return trace if published and trace.named("gateway", INSPECT) else None
 
