@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pytest
 from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from PIL import Image
@@ -205,3 +206,12 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+def use_production_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production with credentials that are not the development defaults, so only the setting a
+    test leaves out can make the settings refuse to load."""
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "line-7-ops")
+    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", "kJ8#real-minio-secret")
+    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://ops:m0ngo-pass@mongo:27017/")

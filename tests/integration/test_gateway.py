@@ -27,13 +27,13 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import InspectionCompleted, Topic
 from screwops_contracts.datasets import Bucket
 from screwops_gateway import handlers
-from screwops_gateway.auth import BearerAuth
 from screwops_gateway.grpc_api import GatewayServer
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import LogPolicy, PredictionLog
 from screwops_gateway.service import GatewayService, Policy
 from screwops_gateway.store import MongoServingStateStore
 from screwops_imaging import decode, preprocess
+from screwops_rpc import BearerAuth
 from screwops_serving import TritonModels
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
@@ -128,7 +128,7 @@ async def gateway(
         # gives every server in a service.
         interceptors=[
             aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
-            BearerAuth([SecretStr(TOKEN)], metrics),
+            BearerAuth([SecretStr(TOKEN)], metrics.refused),
         ],
         max_message_bytes=2 * MAX_IMAGE_BYTES,
     )

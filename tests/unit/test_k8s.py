@@ -376,18 +376,54 @@ def test_credentials_come_from_ignored_files_with_examples() -> None:
     assert {secret for secret, _ in referenced} == set(secrets)
 
 
+def test_each_pod_gets_only_its_own_api_tokens() -> None:
+    expected = {
+        "gateway": {"SCREWOPS_GATEWAY_AUTH_TOKENS"},
+        "ingestion": {"SCREWOPS_INGESTION_AUTH_TOKENS"},
+        "labeling": {"SCREWOPS_LABELING_AUTH_TOKENS"},
+        "registry": {"SCREWOPS_REGISTRY_AUTH_TOKENS"},
+        "console": {
+            f"SCREWOPS_CONSOLE_{api}_TOKEN"
+            for api in ("GATEWAY", "INGESTION", "LABELING", "REGISTRY")
+        },
+    }
+    given: dict[str, set[str]] = {}
+    for workload in _workloads():
+        for container in _pod(workload)["containers"]:
+            assert {"secretRef": {"name": "api-tokens"}} not in container.get("envFrom", [])
+            keys = {
+                ref["key"]
+                for entry in container.get("env", [])
+                if (ref := entry.get("valueFrom", {}).get("secretKeyRef", {})).get("name")
+                == "api-tokens"
+            }
+            if keys:
+                given[workload["metadata"]["name"]] = keys
+    assert given == expected
+
+
 def test_the_example_credentials_satisfy_production_settings(
     cluster_env: pytest.MonkeyPatch,
 ) -> None:
     from screwops_console.config import ConsoleSettings
     from screwops_gateway.config import GatewaySettings
+    from screwops_ingestion.config import IngestionSettings
+    from screwops_labeling.config import LabelingSettings
+    from screwops_registry.config import RegistrySettings
 
     settings = StackSettings()
-    assert settings.environment == "production"  # which refuses development credentials
-    gateway = GatewaySettings()
+    assert settings.environment == "production"  # which refuses development credentials, and
+    # refuses an API without tokens: loading each API's settings is the check.
+    apis = {
+        "gateway": GatewaySettings(),
+        "ingestion": IngestionSettings(),
+        "labeling": LabelingSettings(),
+        "registry": RegistrySettings(),
+    }
     console = ConsoleSettings()
-    tokens = {t.get_secret_value() for t in gateway.auth_tokens}
-    assert console.gateway_token.get_secret_value() in tokens
+    for name, api in apis.items():
+        tokens = {t.get_secret_value() for t in api.auth_tokens}
+        assert getattr(console, f"{name}_token").get_secret_value() in tokens, name
     mongo = _examples()["mongo-credentials"]
     uri = urlsplit(settings.mongo.uri.get_secret_value())
     assert uri.username == mongo["MONGO_INITDB_ROOT_USERNAME"]

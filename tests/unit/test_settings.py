@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ServiceSettings, StackSettings
+
+from tests.support import use_production_credentials
 
 
 class GatewaySettings(ServiceSettings):
@@ -25,19 +25,7 @@ class MonitorSettings(ServiceSettings):
     metrics_port: int = 9470
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from the defaults, whatever the machine running the tests exports."""
-    for name in list(os.environ):
-        if name.startswith("SCREWOPS_"):
-            monkeypatch.delenv(name)
-
-
-def use_production_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
-    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "line-7-ops")
-    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", "kJ8#real-minio-secret")
-    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://ops:m0ngo-pass@mongo:27017/")
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_the_prefix_and_nested_variables_override_the_defaults(

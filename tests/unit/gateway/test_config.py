@@ -1,29 +1,12 @@
-"""The gateway's settings: authentication is required in production, tokens never leak."""
+"""The gateway's settings (authentication, shared by every API, is in tests/unit/test_rpc_auth)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from pydantic import ValidationError
 from screwops_gateway.config import GatewaySettings
 
-TOKEN = "a-token-of-sufficient-length"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from the defaults, whatever the machine running the tests exports."""
-    for name in list(os.environ):
-        if name.startswith("SCREWOPS_"):
-            monkeypatch.delenv(name)
-
-
-def production(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
-    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "line-7-ops")
-    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", "kJ8#real-minio-secret")
-    monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://ops:m0ngo-pass@mongo:27017/")
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_development_defaults_are_open_and_documented() -> None:
@@ -34,37 +17,11 @@ def test_development_defaults_are_open_and_documented() -> None:
     assert settings.auth_tokens == []
 
 
-def test_production_refuses_to_start_without_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    production(monkeypatch)
-
-    with pytest.raises(ValidationError, match="SCREWOPS_GATEWAY_AUTH_TOKENS"):
-        GatewaySettings()
-
-
-def test_require_auth_refuses_to_start_without_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCREWOPS_GATEWAY_REQUIRE_AUTH", "true")
-
-    with pytest.raises(ValidationError, match="authentication is required"):
-        GatewaySettings()
-
-
-def test_production_starts_with_tokens_from_the_environment(
+def test_an_image_side_range_that_admits_nothing_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    production(monkeypatch)
-    monkeypatch.setenv("SCREWOPS_GATEWAY_AUTH_TOKENS", f'["{TOKEN}", "{TOKEN}-2"]')
+    monkeypatch.setenv("SCREWOPS_GATEWAY_MIN_IMAGE_SIDE", "512")
+    monkeypatch.setenv("SCREWOPS_GATEWAY_MAX_IMAGE_SIDE", "256")
 
-    settings = GatewaySettings()
-
-    assert [t.get_secret_value() for t in settings.auth_tokens] == [TOKEN, f"{TOKEN}-2"]
-    assert TOKEN not in repr(settings)
-
-
-def test_short_tokens_are_refused_without_being_quoted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SCREWOPS_GATEWAY_AUTH_TOKENS", '["s3cret"]')
-
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(ValidationError, match="min_image_side must not exceed max_image_side"):
         GatewaySettings()
-
-    assert "at least 16 characters" in str(error.value)
-    assert "s3cret" not in str(error.value)

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_gateway.auth import BearerAuth
 from screwops_gateway.grpc_api import Context, GatewayServer, InspectionApi
 from screwops_gateway.prediction_log import LogPolicy
+from screwops_rpc import BearerAuth
 
 from tests.fakes import AbortedError, FakeContext
 from tests.unit.gateway.fakes import POLICY, harness
@@ -212,7 +212,7 @@ async def wire() -> AsyncIterator[inspection_pb2_grpc.InspectionServiceAsyncStub
         h.service,
         host="127.0.0.1",
         port=0,
-        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics)],
+        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
         max_message_bytes=4 * LIMIT,
     )
     await server.start()

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_gateway.auth import INVALID, MISSING, BearerAuth
 from screwops_gateway.grpc_api import SERVICE_NAME, GatewayServer
 from screwops_gateway.service import NO_MODEL_DEPLOYED
+from screwops_rpc.auth import INVALID, MISSING, BearerAuth
 
 from tests.unit.gateway.fakes import MODEL, POLICY, Harness, harness, png
 
@@ -39,7 +39,7 @@ async def serving(h: Harness) -> AsyncIterator[Running]:
         h.service,
         host="127.0.0.1",
         port=0,
-        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics)],
+        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
         max_message_bytes=4 * POLICY.max_image_bytes,
     )
     await server.start()

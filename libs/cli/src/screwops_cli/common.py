@@ -64,14 +64,24 @@ _BY_STATUS = {
 }
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-GatewayToken = Annotated[
-    str | None,
-    typer.Option(
-        envvar="SCREWOPS_GATEWAY_TOKEN",
-        help="Bearer token, when the gateway requires one.",
+
+
+def token_option(service: str, *names: str) -> Any:
+    """The ``--token`` option (or ``names``) of a command that calls ``service`` over gRPC.
+
+    Read from ``SCREWOPS_<SERVICE>_TOKEN`` as well, so a token need not appear in the shell's
+    history or the process list.
+    """
+    return typer.Option(
+        *(names or ("--token",)),
+        envvar=f"SCREWOPS_{service.upper()}_TOKEN",
+        help=f"Bearer token, when {service} requires one (one of its "
+        f"SCREWOPS_{service.upper()}_AUTH_TOKENS).",
         show_default=False,
-    ),
-]
+    )
+
+
+GatewayToken = Annotated[str | None, token_option("gateway")]
 
 
 def exit_code(status: grpc.StatusCode) -> ExitCode:
@@ -160,7 +170,7 @@ def service_address(service: str) -> str:
         for value in vars(config).values()
         if isinstance(value, type)
         and issubclass(value, BaseSettings)
-        and value is not BaseSettings
+        and value.__module__ == config.__name__
         and "grpc_port" in value.model_fields
     )
     fields = settings_class.model_fields

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc, inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Event, Topic, parse_event
+from screwops_rpc import open_channel
 from screwops_settings import StackSettings
 from screwops_stack.supervisor import available
 from screwops_synth import generate
@@ -72,9 +73,11 @@ def held_out(root: Path) -> dict[str, list[Path]]:
     return {name: paths[:SHOWN_PER_CLASS] for name, paths in sorted(by_class.items())}
 
 
-def import_data(address: str, data: Path, dataset: str) -> tuple[ingestion_pb2.ImportResult, str]:
+def import_data(
+    address: str, data: Path, dataset: str, token: str | None = None
+) -> tuple[ingestion_pb2.ImportResult, str]:
     """Import through the ingestion service; the run's correlation id comes with the version."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, token) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
         result = stub.Import(
             ingestion_pb2.ImportRequest(path=str(data.resolve()), dataset_id=dataset), timeout=600
@@ -192,22 +195,19 @@ def inspect_samples(
 ) -> list[Shown]:
     """Inspect held-out screws of each class through the gateway, unpinned, once the gateway
     serves ``version`` as production (it switches after Triton's warm-up)."""
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     chosen = [
         (path, "GOOD" if name == "good" else "DEFECT")
         for name, paths in samples.items()
         for path in paths
     ]
-    with grpc.insecure_channel(gateway) as channel:
+    with open_channel(gateway, token) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
 
         def inspect(path: Path) -> inspection_pb2.InspectResponse:
             request = inspection_pb2.InspectRequest(
                 image=path.read_bytes(), line_id="demo-line", camera_id="demo-cam"
             )
-            answer: inspection_pb2.InspectResponse = stub.Inspect(
-                request, metadata=metadata, timeout=30
-            )
+            answer: inspection_pb2.InspectResponse = stub.Inspect(request, timeout=30)
             return answer
 
         deadline = time.monotonic() + within
@@ -260,15 +260,16 @@ def run(
     address: str,
     dataset: str,
     timeout: float,
+    ingestion_token: str | None = None,
     gateway: str = "127.0.0.1:50051",
-    token: str | None = None,
+    gateway_token: str | None = None,
 ) -> int:
     """The whole demo; returns the process exit code."""
     console = Console()
     began = time.monotonic()
     demo_root = settings.home / "demo"
     data = prepare_data(demo_root, console)
-    result, correlation_id = import_data(address, data, dataset)
+    result, correlation_id = import_data(address, data, dataset, ingestion_token)
     state = "new version" if result.created else "nothing new: replaying the earlier run"
     console.print(
         f"imported into {dataset} v{result.dataset_version} ({state}): "
@@ -312,7 +313,7 @@ def run(
         try:
             samples = held_out(demo_root)
             shown = inspect_samples(
-                gateway, samples, deployed.payload.version, token=token, within=120
+                gateway, samples, deployed.payload.version, token=gateway_token, within=120
             )
         except (grpc.RpcError, TimeoutError) as error:
             console.print(f"[red]the gateway did not answer: {error}[/red]")

@@ -19,6 +19,7 @@ import grpc
 import typer
 from rich.table import Table
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_rpc import open_channel
 
 from screwops_cli.common import (
     GatewayToken,
@@ -70,12 +71,9 @@ def inspect(
 ) -> None:
     """Inspect images through the gateway: verdict, probability, model version, latency."""
     target = resolve("gateway", address)
-    metadata: tuple[tuple[str, str | bytes], ...] | None = (
-        (("authorization", f"Bearer {token}"),) if token else None
-    )
     outcomes: list[Outcome] = []
     stopped: grpc.RpcError | None = None
-    with calling("gateway", target), grpc.insecure_channel(target) as channel:
+    with calling("gateway", target), open_channel(target, token) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
         for path in images:
             try:
@@ -92,7 +90,7 @@ def inspect(
             )
             began = time.perf_counter()
             try:
-                answer = stub.Inspect(request, timeout=timeout, metadata=metadata)
+                answer = stub.Inspect(request, timeout=timeout)
             except grpc.RpcError as exc:
                 if exc.code() not in PER_FILE:
                     stopped = exc

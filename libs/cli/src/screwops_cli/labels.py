@@ -19,6 +19,7 @@ import grpc
 import typer
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
+from screwops_rpc import open_channel
 
 from screwops_cli.common import (
     ExitCode,
@@ -30,6 +31,7 @@ from screwops_cli.common import (
     fail,
     message_dict,
     resolve,
+    token_option,
 )
 
 app = typer.Typer(help="Labels: import an export, label images one by one, review inspections.")
@@ -37,6 +39,7 @@ review_app = typer.Typer(help="The review queue: inspections waiting for a perso
 app.add_typer(review_app, name="review", no_args_is_help=True)
 
 Address = Annotated[str | None, address_option("labeling")]
+Token = Annotated[str | None, token_option("labeling")]
 Dataset = Annotated[str, typer.Option(help="The dataset whose open version gets the labels.")]
 TIMEOUT_S = 60.0
 
@@ -98,6 +101,7 @@ def import_labels(
         str, typer.Option(help="Credited where the export names nobody (default: your user).")
     ] = "",
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Apply a CSV or Label Studio export's labels to a dataset's open version."""
@@ -110,7 +114,7 @@ def import_labels(
         annotator=annotator or getpass.getuser(),
     )
     target = resolve("labeling", address)
-    with calling("labeling", target), grpc.insecure_channel(target) as channel:
+    with calling("labeling", target), open_channel(target, token) as channel:
         result = _stub(channel).ImportLabels(request, timeout=TIMEOUT_S)
     if as_json:
         emit(result)
@@ -146,6 +150,7 @@ def next_image(
         ),
     ] = None,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Label unlabeled images one by one: g (good), b (bad) or q (quit) for each.
@@ -157,7 +162,7 @@ def next_image(
     folder.mkdir(parents=True, exist_ok=True)
     target = resolve("labeling", address)
     labeled = 0
-    with calling("labeling", target), grpc.insecure_channel(target) as channel:
+    with calling("labeling", target), open_channel(target, token) as channel:
         stub = _stub(channel)
         while True:
             request = labeling_pb2.NextUnlabeledRequest(dataset_id=dataset, annotator=who)
@@ -215,12 +220,13 @@ def review_list(
     line: Annotated[str, typer.Option(help="Only inspections from this line.")] = "",
     limit: Annotated[int, typer.Option(min=1, help="The most items to show.")] = 50,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Inspections waiting for review, oldest first."""
     target = resolve("labeling", address)
     request = labeling_pb2.ListReviewQueueRequest(line_id=line, page_size=limit)
-    with calling("labeling", target), grpc.insecure_channel(target) as channel:
+    with calling("labeling", target), open_channel(target, token) as channel:
         page = _stub(channel).ListReviewQueue(request, timeout=TIMEOUT_S)
     if as_json:
         emit(page)
@@ -250,6 +256,7 @@ def review_submit(
     ] = None,
     reviewer: Annotated[str, typer.Option(help="Who reviewed (default: your user).")] = "",
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Record your verdict on an inspection; it becomes that inspection's ground truth."""
@@ -260,7 +267,7 @@ def review_submit(
         defect_type=defect_type,
         reviewer=reviewer or getpass.getuser(),
     )
-    with calling("labeling", target), grpc.insecure_channel(target) as channel:
+    with calling("labeling", target), open_channel(target, token) as channel:
         answer = _stub(channel).SubmitReview(request, timeout=TIMEOUT_S)
     if as_json:
         emit(answer)

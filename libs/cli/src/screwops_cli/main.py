@@ -10,17 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import grpc
 import typer
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_rpc import open_channel
 from screwops_settings import StackSettings
 from screwops_stack.cli import app as stack_app
 from screwops_synth.cli import app as data_app
 
 from screwops_cli import dlq, events, labels, models, runs
 from screwops_cli.common import (
-    GatewayToken,
     Json,
     address_option,
     calling,
@@ -28,6 +27,7 @@ from screwops_cli.common import (
     emit,
     message_dict,
     resolve,
+    token_option,
 )
 from screwops_cli.demo import run as run_demo
 from screwops_cli.inspection import inspect
@@ -41,6 +41,7 @@ datasets_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
 IngestionAddress = Annotated[str | None, address_option("ingestion")]
+IngestionToken = Annotated[str | None, token_option("ingestion")]
 
 
 @app.command()
@@ -48,12 +49,13 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Directory or zip: class folders, MVTec or CSV.")],
     dataset: Annotated[str, typer.Option(help="Dataset id to add the images to.")] = "screws",
     address: IngestionAddress = None,
+    token: IngestionToken = None,
     as_json: Json = False,
 ) -> None:
     """Import a directory or zip into a dataset (the ingestion service reads the path)."""
     request = ingestion_pb2.ImportRequest(path=str(path.resolve()), dataset_id=dataset)
     target = resolve("ingestion", address)
-    with calling("ingestion", target), grpc.insecure_channel(target) as channel:
+    with calling("ingestion", target), open_channel(target, token) as channel:
         result = ingestion_pb2_grpc.IngestionServiceStub(channel).Import(request, timeout=600)
     if as_json:
         emit(result)
@@ -76,8 +78,9 @@ def ingest(
 def demo(
     dataset: Annotated[str, typer.Option(help="Dataset id for the demo run.")] = "screws",
     address: IngestionAddress = None,
+    ingestion_token: Annotated[str | None, token_option("ingestion", "--ingestion-token")] = None,
     gateway: Annotated[str | None, address_option("gateway", "--gateway")] = None,
-    token: GatewayToken = None,
+    gateway_token: Annotated[str | None, token_option("gateway", "--gateway-token")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the run.")] = 1200.0,
 ) -> None:
     """The main job: render, import and follow a whole pipeline run on the local stack."""
@@ -88,17 +91,20 @@ def demo(
             address=target,
             dataset=dataset,
             timeout=timeout,
+            ingestion_token=ingestion_token,
             gateway=resolve("gateway", gateway),
-            token=token,
+            gateway_token=gateway_token,
         )
     raise typer.Exit(code)
 
 
 @datasets_app.command("list")
-def datasets_list(address: IngestionAddress = None, as_json: Json = False) -> None:
+def datasets_list(
+    address: IngestionAddress = None, token: IngestionToken = None, as_json: Json = False
+) -> None:
     """Every dataset version."""
     target = resolve("ingestion", address)
-    with calling("ingestion", target), grpc.insecure_channel(target) as channel:
+    with calling("ingestion", target), open_channel(target, token) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
         page = stub.ListDatasets(ingestion_pb2.ListDatasetsRequest(page_size=500), timeout=30)
     if as_json:
@@ -124,12 +130,13 @@ def datasets_show(
     dataset: Annotated[str, typer.Argument(help="Dataset id.")],
     version: Annotated[int | None, typer.Option(help="Version (default: newest).")] = None,
     address: IngestionAddress = None,
+    token: IngestionToken = None,
     as_json: Json = False,
 ) -> None:
     """One dataset version."""
     request = ingestion_pb2.GetDatasetRequest(dataset_id=dataset, version=version)
     target = resolve("ingestion", address)
-    with calling("ingestion", target), grpc.insecure_channel(target) as channel:
+    with calling("ingestion", target), open_channel(target, token) as channel:
         found = ingestion_pb2_grpc.IngestionServiceStub(channel).GetDataset(request, timeout=30)
     if as_json:
         emit(found)

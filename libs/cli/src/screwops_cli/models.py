@@ -11,12 +11,22 @@ import typer
 from rich.table import Table
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.models import MODEL_NAME
+from screwops_rpc import open_channel
 
-from screwops_cli.common import Json, address_option, calling, console, emit, resolve
+from screwops_cli.common import (
+    Json,
+    address_option,
+    calling,
+    console,
+    emit,
+    resolve,
+    token_option,
+)
 
 app = typer.Typer(help="Model versions, their lineage, promotion and rollback (registry).")
 
 Address = Annotated[str | None, address_option("registry")]
+Token = Annotated[str | None, token_option("registry")]
 Model = Annotated[str, typer.Option("--model", help="The registered model.")]
 Actor = Annotated[
     str, typer.Option(help="Who asks, recorded with the change (default: your user name).")
@@ -42,24 +52,25 @@ def list_versions(
     model: Model = MODEL_NAME,
     limit: Annotated[int, typer.Option(min=1, help="The most versions to show.")] = 50,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """A model's versions, newest first."""
     target = resolve("registry", address)
     versions: list[registry_pb2.ModelVersion] = []
-    with calling("registry", target), grpc.insecure_channel(target) as channel:
-        token = ""
+    with calling("registry", target), open_channel(target, token) as channel:
+        page_token = ""
         while len(versions) < limit:
             request = registry_pb2.ListVersionsRequest(
-                model_name=model, page_size=min(limit - len(versions), 500), page_token=token
+                model_name=model, page_size=min(limit - len(versions), 500), page_token=page_token
             )
             page = _stub(channel).ListVersions(request, timeout=TIMEOUT_S)
             versions.extend(page.model_versions)
-            token = page.next_page_token
-            if not token:
+            page_token = page.next_page_token
+            if not page_token:
                 break
     if as_json:
-        emit(registry_pb2.ListVersionsResponse(model_versions=versions, next_page_token=token))
+        emit(registry_pb2.ListVersionsResponse(model_versions=versions, next_page_token=page_token))
         return
     table = Table(title=f"{model} versions")
     for column in ("version", "stage", "dataset", "run", "accuracy", "threshold", "registered"):
@@ -85,12 +96,13 @@ def show(
     version: Annotated[int, typer.Argument(min=1, help="The version number.")],
     model: Model = MODEL_NAME,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """One version with its lineage: dataset version, training run, evaluation, metrics."""
     target = resolve("registry", address)
     request = registry_pb2.GetLineageRequest(model_name=model, version=version)
-    with calling("registry", target), grpc.insecure_channel(target) as channel:
+    with calling("registry", target), open_channel(target, token) as channel:
         found = _stub(channel).GetLineage(request, timeout=TIMEOUT_S)
     if as_json:
         emit(found)
@@ -135,6 +147,7 @@ def promote(
     actor: Actor = "",
     model: Model = MODEL_NAME,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Point ``production`` at a version (loaded and checked in Triton first)."""
@@ -142,7 +155,7 @@ def promote(
     request = registry_pb2.PromoteRequest(
         model_name=model, version=version, actor=actor or getpass.getuser(), reason=reason
     )
-    with calling("registry", target), grpc.insecure_channel(target) as channel:
+    with calling("registry", target), open_channel(target, token) as channel:
         change = _stub(channel).Promote(request, timeout=MOVE_TIMEOUT_S)
     if as_json:
         emit(change)
@@ -156,6 +169,7 @@ def rollback(
     actor: Actor = "",
     model: Model = MODEL_NAME,
     address: Address = None,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Point ``production`` back at the version it named before the latest promotion."""
@@ -163,7 +177,7 @@ def rollback(
     request = registry_pb2.RollbackRequest(
         model_name=model, actor=actor or getpass.getuser(), reason=reason
     )
-    with calling("registry", target), grpc.insecure_channel(target) as channel:
+    with calling("registry", target), open_channel(target, token) as channel:
         change = _stub(channel).Rollback(request, timeout=MOVE_TIMEOUT_S)
     if as_json:
         emit(change)

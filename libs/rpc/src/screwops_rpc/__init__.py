@@ -1,9 +1,10 @@
 """The gRPC server every ScrewOps API runs on.
 
 One way to serve, so every API behaves alike for its clients: standard health checking and server
-reflection (``grpcurl`` works without proto files), typed errors turned into their one status
-(:func:`map_errors`), graceful shutdown that lets in-flight calls finish, and one reading of
-offset page tokens (:func:`offset_page`).
+reflection (``grpcurl`` works without proto files), bearer tokens where configured
+(:mod:`screwops_rpc.auth`), typed errors turned into their one status (:func:`map_errors`),
+graceful shutdown that lets in-flight calls finish, and one reading of offset page tokens
+(:func:`offset_page`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from screwops_errors import InvalidInputError, grpc_status
 
-__all__ = ["Api", "Server", "map_errors", "offset_page"]
+from screwops_rpc.auth import (
+    AUTHORIZATION,
+    BearerAuth,
+    bearer_auth,
+    open_aio_channel,
+    open_channel,
+)
+
+__all__ = [
+    "AUTHORIZATION",
+    "Api",
+    "BearerAuth",
+    "Server",
+    "bearer_auth",
+    "map_errors",
+    "offset_page",
+    "open_aio_channel",
+    "open_channel",
+]
 
 log = logging.getLogger("screwops.rpc")
 

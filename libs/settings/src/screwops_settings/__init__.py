@@ -9,13 +9,15 @@ Values come from ``SCREWOPS_*`` environment variables (nested with ``__``, for e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
+    "ApiSettings",
     "KafkaSettings",
     "MinioSettings",
     "MongoSettings",
@@ -162,3 +164,44 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     stack: StackSettings = Field(default_factory=StackSettings)
+
+
+MIN_TOKEN_CHARS = 16
+
+
+class ApiSettings(ServiceSettings):
+    """What every service with a gRPC API configures the same way: where it listens and who may
+    call it.
+
+    Each subclass sets its own ``grpc_port`` default; its env prefix names the variables, e.g.
+    ``SCREWOPS_REGISTRY_AUTH_TOKENS='["<token>"]'``. Production (or ``require_auth``) refuses to
+    start without tokens, since an API open to anyone on the network could promote models or
+    import data.
+    """
+
+    grpc_host: str = Field(
+        "127.0.0.1", description="Interface of the gRPC API; 0.0.0.0 in containers."
+    )
+    grpc_port: int = Field(ge=1, le=65535, description="Port of the gRPC API.")
+    auth_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens a client may present (JSON list). When any is set, every call "
+        "but health checking and reflection must carry one.",
+    )
+    require_auth: bool = Field(
+        False, description="Refuse to start without auth_tokens (always so in production)."
+    )
+
+    @model_validator(mode="after")
+    def _authentication_where_required(self) -> Self:
+        """The error names the setting, never a token, since it ends up in logs."""
+        required = self.require_auth or self.stack.environment == "production"
+        if required and not self.auth_tokens:
+            variable = f"{self.model_config.get('env_prefix', '')}AUTH_TOKENS"
+            raise ValueError(
+                f"authentication is required: set {variable} "
+                "(a JSON list of bearer tokens, e.g. '[\"<token>\"]')"
+            )
+        if any(len(token.get_secret_value()) < MIN_TOKEN_CHARS for token in self.auth_tokens):
+            raise ValueError(f"every auth token must have at least {MIN_TOKEN_CHARS} characters")
+        return self

@@ -81,7 +81,7 @@ def available(names: list[str] | None = None) -> list[ServiceSpec]:
             for value in vars(config).values()
             if isinstance(value, type)
             and issubclass(value, ServiceSettings)
-            and value is not ServiceSettings
+            and value.__module__ == config.__name__
         )
         settings = settings_class()
         specs.append(

@@ -21,6 +21,7 @@ from screwops.v1 import (
     labeling_pb2_grpc,
     registry_pb2_grpc,
 )
+from screwops_rpc import open_aio_channel
 
 from screwops_console.config import ConsoleSettings
 
@@ -60,7 +61,8 @@ class Backends:
 
     @classmethod
     def connect(cls, settings: ConsoleSettings) -> Backends:
-        """Channels to each service's address (connected lazily, on the first call)."""
+        """Channels to each service's address (connected lazily, on the first call), each
+        presenting that service's token on every call when one is set."""
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -71,8 +73,14 @@ class Backends:
             "labeling": settings.labeling_address,
             "registry": settings.registry_address,
         }
+        tokens = {
+            "gateway": settings.gateway_token,
+            "ingestion": settings.ingestion_token,
+            "labeling": settings.labeling_token,
+            "registry": settings.registry_token,
+        }
         channels = {
-            name: grpc.aio.insecure_channel(address, options=options)
+            name: open_aio_channel(address, tokens[name].get_secret_value(), options)
             for name, address in addresses.items()
         }
         return cls(

@@ -299,11 +299,6 @@ def create_app(
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     templates = _templates()
     timeout = settings.rpc_timeout_s
-    gateway_metadata: tuple[tuple[str, str], ...] | None = (
-        (("authorization", f"Bearer {settings.gateway_token.get_secret_value()}"),)
-        if settings.gateway_token.get_secret_value()
-        else None
-    )
 
     def backends(request: Request) -> Backends:
         found: Backends = request.app.state.backends
@@ -386,7 +381,7 @@ def create_app(
                 try:
                     answer = await call(
                         "gateway",
-                        stub.Inspect(message, timeout=timeout, metadata=gateway_metadata),
+                        stub.Inspect(message, timeout=timeout),
                     )
                 except BackendError as exc:
                     detail = exc.details if exc.code in PER_FILE else str(exc)

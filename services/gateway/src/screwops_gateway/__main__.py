@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from screwops_contracts.datasets import Bucket
+from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime
 from screwops_serving import TritonModels
 
 from screwops_gateway import handlers
-from screwops_gateway.auth import BearerAuth
 from screwops_gateway.config import GatewaySettings
 from screwops_gateway.grpc_api import GatewayServer
 from screwops_gateway.metrics import GatewayMetrics
@@ -57,7 +57,7 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
-        interceptors=[BearerAuth(settings.auth_tokens, metrics)] if settings.auth_tokens else [],
+        interceptors=bearer_auth(settings.auth_tokens, metrics.refused),
         # Images up to twice the limit still arrive, to be refused with their reason.
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
     )

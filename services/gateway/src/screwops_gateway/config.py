@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import DEFAULT_THRESHOLD, MODEL_NAME
 from screwops_imaging import DEFAULT_MAX_BYTES
-from screwops_settings import ServiceSettings
-
-MIN_TOKEN_CHARS = 16
+from screwops_settings import ApiSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ApiSettings):
     """What an operator may tune in the gateway."""
 
     model_config = SettingsConfigDict(
@@ -22,7 +20,6 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     metrics_port: int = Field(9107, ge=1, le=65535)
-    grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=1, le=65535)
 
     model_name: str = Field(
@@ -64,15 +61,6 @@ class GatewaySettings(ServiceSettings):
         "instance follows a switch that another instance's consumer made.",
     )
 
-    auth_tokens: list[SecretStr] = Field(
-        default_factory=list,
-        description="Bearer tokens the line's clients may present (JSON list). When any is set, "
-        "every inspection call must carry one.",
-    )
-    require_auth: bool = Field(
-        False, description="Refuse to start without auth_tokens (always so in production)."
-    )
-
     log_queue_size: int = Field(
         10_000,
         ge=1,
@@ -106,19 +94,7 @@ class GatewaySettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _authentication_where_required(self) -> Self:
-        """Production (or ``require_auth``) refuses to start open to anyone on the network.
-
-        The error names the setting, never a token, since it ends up in logs.
-        """
-        required = self.require_auth or self.stack.environment == "production"
-        if required and not self.auth_tokens:
-            raise ValueError(
-                "authentication is required: set SCREWOPS_GATEWAY_AUTH_TOKENS "
-                "(a JSON list of bearer tokens, e.g. '[\"<token>\"]')"
-            )
-        if any(len(token.get_secret_value()) < MIN_TOKEN_CHARS for token in self.auth_tokens):
-            raise ValueError(f"every auth token must have at least {MIN_TOKEN_CHARS} characters")
+    def _image_sides_agree(self) -> Self:
         if self.min_image_side > self.max_image_side:
             raise ValueError("min_image_side must not exceed max_image_side")
         return self

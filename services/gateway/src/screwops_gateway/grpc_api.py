@@ -3,7 +3,7 @@
 It turns proto messages into the core's types and back, hands the client's deadline to the core
 (``context.time_remaining()``), and lets :func:`screwops_rpc.map_errors` give each typed error its
 status: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE or DEADLINE_EXCEEDED
-(UNAUTHENTICATED comes from :mod:`screwops_gateway.auth`).
+(UNAUTHENTICATED comes from :mod:`screwops_rpc.auth`).
 """
 
 from __future__ import annotations

@@ -105,6 +105,11 @@ class GatewayMetrics:
         if status != "OK":
             self._errors.add(1, labels)
 
+    def refused(self, seconds: float) -> None:
+        """Count one inspection refused for its credentials, so attempts without a valid token
+        show on the error panel like any other failed call."""
+        self.finished("UNAUTHENTICATED", seconds)
+
     def verdict(self, model_name: str, model_version: int, verdict: str, line_id: str) -> None:
         """Count one verdict, so the share of defects can be watched per version and line."""
         self._verdicts.add(

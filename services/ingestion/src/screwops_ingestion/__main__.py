@@ -6,7 +6,7 @@ import asyncio
 
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server
+from screwops_rpc import Api, Server, bearer_auth
 from screwops_runtime import Runtime
 
 from screwops_ingestion import handlers
@@ -42,6 +42,7 @@ def main() -> None:
         ],
         host=settings.grpc_host,
         port=settings.grpc_port,
+        interceptors=bearer_auth(settings.auth_tokens),
         # Files up to 4x the limit still arrive, to be refused one by one with their reason.
         max_message_bytes=4 * settings.max_image_bytes,
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from screwops_settings import ServiceSettings
+from screwops_settings import ApiSettings
 
 
-class IngestionSettings(ServiceSettings):
+class IngestionSettings(ApiSettings):
     """What an operator may tune in ingestion."""
 
     model_config = SettingsConfigDict(
@@ -17,7 +17,6 @@ class IngestionSettings(ServiceSettings):
 
     service_name: str = "ingestion"
     metrics_port: int = Field(9101, ge=1, le=65535)
-    grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50052, ge=1, le=65535)
     max_image_bytes: int = Field(DEFAULT_MAX_BYTES, description="Larger files are refused.")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, description="Larger images are refused.")

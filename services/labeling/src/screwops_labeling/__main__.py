@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from screwops.v1 import labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server
+from screwops_rpc import Api, Server, bearer_auth
 from screwops_runtime import Runtime
 
 from screwops_labeling import handlers
@@ -44,6 +44,7 @@ def main() -> None:
         ],
         host=settings.grpc_host,
         port=settings.grpc_port,
+        interceptors=bearer_auth(settings.auth_tokens),
     )
 
     async def bootstrap() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from screwops_settings import ServiceSettings
+from screwops_settings import ApiSettings
 
 
-class LabelingSettings(ServiceSettings):
+class LabelingSettings(ApiSettings):
     """What an operator may tune in labeling."""
 
     model_config = SettingsConfigDict(
@@ -16,7 +16,6 @@ class LabelingSettings(ServiceSettings):
 
     service_name: str = "labeling"
     metrics_port: int = Field(9102, ge=1, le=65535)
-    grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50053, ge=1, le=65535)
     reservation_seconds: float = Field(
         600.0,

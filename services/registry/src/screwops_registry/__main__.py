@@ -6,7 +6,7 @@ import asyncio
 
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server
+from screwops_rpc import Api, Server, bearer_auth
 from screwops_runtime import Runtime
 from screwops_serving import TritonModels
 
@@ -47,6 +47,7 @@ def main() -> None:
         ],
         host=settings.grpc_host,
         port=settings.grpc_port,
+        interceptors=bearer_auth(settings.auth_tokens),
     )
 
     watchers: list[asyncio.Task[None]] = []

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from screwops_settings import ServiceSettings
+from screwops_settings import ApiSettings
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(ApiSettings):
     """What an operator may tune in the registry."""
 
     model_config = SettingsConfigDict(
@@ -18,7 +18,6 @@ class RegistrySettings(ServiceSettings):
 
     service_name: str = "registry"
     metrics_port: int = Field(9106, ge=1, le=65535)
-    grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50054, ge=1, le=65535)
     triton_repository: Path = Field(
         Path.home() / ".cache" / "screwops" / "data" / "triton" / "models",
