@@ -182,7 +182,9 @@ async def test_an_api_with_tokens_refuses_calls_without_a_valid_one(
         address = ("--address", f"127.0.0.1:{port}", "--json")
         denied, _, complaint = await run_cli(*command, *address)
         allowed, _, _ = await run_cli(*command, *address, "--token", token)
-        assert (denied, allowed) == (ExitCode.DENIED, ExitCode.OK), complaint
+        assert denied == ExitCode.DENIED, complaint
+        # Past authentication, whatever the service answers (a gateway may have no model yet).
+        assert allowed != ExitCode.DENIED
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=60)
