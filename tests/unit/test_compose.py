@@ -8,7 +8,6 @@ side follows.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -178,10 +177,8 @@ def _prometheus_jobs(config: dict[str, Any]) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def defaults(monkeypatch: pytest.MonkeyPatch) -> StackSettings:
+def defaults() -> StackSettings:
     """StackSettings' own defaults, whatever SCREWOPS_* variables this shell happens to set."""
-    for name in [n for n in os.environ if n.startswith("SCREWOPS_")]:
-        monkeypatch.delenv(name)
     return StackSettings()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -179,27 +178,19 @@ def _endpoints(settings: StackSettings) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No SCREWOPS_* variable of this shell leaks into the settings a test builds."""
-    for name in [n for n in os.environ if n.startswith("SCREWOPS_")]:
-        monkeypatch.delenv(name)
-    return monkeypatch
-
-
-@pytest.fixture
-def defaults(clean_env: pytest.MonkeyPatch) -> StackSettings:
+def defaults(clean_environment: pytest.MonkeyPatch) -> StackSettings:
     return StackSettings()
 
 
 @pytest.fixture
-def cluster_env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def cluster_env(clean_environment: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """The variables a service's pod gets: the shared ConfigMap and the example credentials."""
     for name, value in _config().items():
-        clean_env.setenv(name, value)
+        clean_environment.setenv(name, value)
     for values in _examples().values():
         for name, value in values.items():
-            clean_env.setenv(name, value)
-    return clean_env
+            clean_environment.setenv(name, value)
+    return clean_environment
 
 
 # --- schema validation -----------------------------------------------------------------------
