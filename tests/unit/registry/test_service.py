@@ -98,6 +98,27 @@ async def test_a_redelivered_approval_changes_nothing_and_announces_again(h: Har
     assert first.event_id == second.event_id, "consumers keep one of the two"
 
 
+async def test_a_redelivered_approval_that_production_moved_past_is_not_announced(
+    h: Harness,
+) -> None:
+    """Re-reading model.approved from its start (a new consumer group) must not send the
+    gateways back through every deployment ever made."""
+    first = h.approval("run-a")
+    await h.service.on_approved(first)
+    await h.deploy("run-b")
+    await h.service.rollback(h.model, actor="ana@plant-7", reason="false rejects on line 2")
+    await h.deploy("run-c")
+    announced = len(h.sent.of(ModelDeployed))
+
+    await h.service.on_approved(first)
+
+    assert len(h.sent.of(ModelDeployed)) == announced
+    assert await h.production() == 3
+    record = await h.store.get_version(h.model, 1)
+    assert record is not None
+    assert record.status is VersionStatus.DEPLOYED
+
+
 async def test_a_crash_after_the_alias_moved_is_finished_by_the_redelivery(h: Harness) -> None:
     await h.deploy("run-a")
     approval = h.approval("run-b")

@@ -171,7 +171,8 @@ class RegistryService:
 
         A candidate that cannot be served is marked failed and nothing else changes: that is
         the event's outcome, not an error. Outages raise transient errors, so the bus retries;
-        a retry, or a redelivery, finishes the work without a second version or alias move.
+        a retry, or a redelivery, finishes the work without a second version or alias move, and
+        announces the deployment again only while it is still the latest move of production.
         """
         approval = event.payload
         name = approval.model_name
@@ -179,9 +180,19 @@ class RegistryService:
             record = await self._register(event)
             alias = await self._store.get_alias(name, PRODUCTION_ALIAS)
             done = alias.caused_by(str(event.event_id)) if alias else None
-            if done is not None:
-                log.info("%s was deployed by this approval before; announcing it", record.id)
+            if alias is not None and done is not None:
                 await self._store.set_status(name, record.version, VersionStatus.DEPLOYED)
+                # Announcing a move that a later one replaced would send every gateway back to
+                # a version that may no longer be served (a new consumer group re-reading the
+                # topic's whole history, or a redelivery after an operator's rollback).
+                if alias.history[-1] != done:
+                    log.info(
+                        "%s was deployed by this approval before and production has moved "
+                        "since; not announcing it again",
+                        record.id,
+                    )
+                    return
+                log.info("%s was deployed by this approval before; announcing it", record.id)
                 await self._emit(ModelDeployed, _deployed(record, done), cause=event)
                 return
             if alias is not None and alias.version == record.version:
