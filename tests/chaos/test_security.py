@@ -132,11 +132,13 @@ async def test_an_api_with_tokens_refuses_calls_without_a_valid_one(
     port = free_port()
     prefix = f"SCREWOPS_{service.upper()}_"
     log = tmp_path / f"{service}.log"
+    # A second replica of the supervised service: it joins that service's consumer groups and
+    # shares their partitions. A service name of its own would make new groups, which start at
+    # the beginning of every topic and would re-run the whole history of the pipeline (the
+    # registry re-announcing every deployment ever made, for example).
     process = await start(
         f"screwops_{service}",
         {
-            # A group of its own, so it takes no events from the supervised instance.
-            f"{prefix}SERVICE_NAME": f"{service}-security",
             f"{prefix}GRPC_PORT": str(port),
             f"{prefix}METRICS_PORT": str(free_port()),
             f"{prefix}AUTH_TOKENS": json.dumps([token]),
