@@ -26,7 +26,7 @@ down: ## stop the processes the stack started
 status: ## show each server's pid, memory, readiness, ports and log
 	$(STACK) status
 
-clean-stack: ## stop the stack and wipe its data (installed servers stay cached)
+clean-stack: setup ## stop the stack and wipe its data (installed servers stay cached)
 	$(STACK) clean --yes
 
 lint: ## ruff
