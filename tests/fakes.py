@@ -65,6 +65,9 @@ class FakeObjects:
             raise IntegrityError(f"{bucket}/{key} does not hash to {sha256}")
         return data
 
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
+
     async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
         data = self.objects.get((bucket, key))
         if data is None:

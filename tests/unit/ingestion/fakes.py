@@ -17,6 +17,7 @@ class FakeStore:
         self.refusals: dict[str, Refusal] = {}
         self.versions: dict[str, VersionRecord] = {}
         self.staged_images: dict[str, dict[str, ManifestImage]] = {}
+        self.read: dict[str, set[str]] = {}
 
     async def ensure_indexes(self) -> None:
         return None
@@ -60,6 +61,12 @@ class FakeStore:
     async def unstage(self, dataset_id: str, shas: list[str]) -> None:
         for sha in shas:
             self.staged_images.get(dataset_id, {}).pop(sha, None)
+
+    async def mark_read(self, dataset_id: str, key: str) -> None:
+        self.read.setdefault(dataset_id, set()).add(key)
+
+    async def read_keys(self, dataset_id: str) -> set[str]:
+        return set(self.read.get(dataset_id, set()))
 
 
 class Published(list[Event[Any]]):

@@ -228,6 +228,30 @@ def notification(key: str) -> BucketNotification:
     )
 
 
+async def test_a_ready_marker_that_overtook_its_files_still_gets_the_whole_batch(
+    parts: tuple[FakeStore, FakeObjects, Published],
+) -> None:
+    """MinIO's notifications are keyed by object, so ``_READY`` may be handled before some of
+    its batch's files: the version must hold every file dropped before the marker anyway, and
+    the late notifications add nothing."""
+    _, objects, published = parts
+    ingestion = service(parts)
+    keys = ("line8/good/a.png", "line8/good/b.png", "line8/bad/c.png")
+    for seed, key in enumerate(keys):
+        objects.objects[(Bucket.DROP, key)] = png(32, seed=seed)
+    objects.objects[(Bucket.DROP, "line8/_READY")] = b""
+
+    await ingestion.on_bucket_drop(notification(keys[0]))
+    await ingestion.on_bucket_drop(notification("line8/_READY"))
+    for key in keys[1:]:
+        await ingestion.on_bucket_drop(notification(key))
+    await ingestion.on_bucket_drop(notification("line8/_READY"))
+
+    [event] = published
+    assert isinstance(event, DatasetIngested)
+    assert (event.payload.image_count, event.payload.labeled_by_layout) == (3, 3)
+
+
 async def test_bucket_drops_are_staged_until_the_ready_marker(
     parts: tuple[FakeStore, FakeObjects, Published],
 ) -> None:

@@ -90,6 +90,8 @@ class Objects(Protocol):
 
     async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
 
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
+
 
 Publish = Callable[[Event[DatasetIngestedPayload]], Awaitable[None]]
 
@@ -175,7 +177,13 @@ class IngestionService:
             source.close()
 
     async def on_bucket_drop(self, notification: BucketNotification) -> None:
-        """Stage dropped images; the batch becomes a version when ``_READY`` is dropped."""
+        """Stage dropped images; the batch becomes a version when ``_READY`` is dropped.
+
+        MinIO keys its notifications by object, so they reach the topic's partitions in any
+        order and ``_READY`` can arrive before some of its batch: at ``_READY`` the dataset's
+        prefix is listed and whatever no notification brought yet is read then, so the version
+        holds everything dropped before the marker.
+        """
         for record in notification.records:
             key = record.key
             parts = PurePosixPath(key).parts
@@ -184,7 +192,7 @@ class IngestionService:
                 continue
             dataset_id = parts[0]
             if parts[-1] == READY_MARKER:
-                await self._close_drop(dataset_id)
+                await self._close_drop(record.s3.bucket.name, dataset_id)
                 continue
             await self._stage_drop(record.s3.bucket.name, key, dataset_id)
 
@@ -349,11 +357,26 @@ class IngestionService:
         now = datetime.now(UTC)
         if image is None:
             await self._store.record_refusals([_refusal(dataset_id, outcome, "bucket", now)])
-            return
-        await self._store.record_images([image], at=now)
-        await self._store.stage(dataset_id, [image])
+        else:
+            await self._store.record_images([image], at=now)
+            await self._store.stage(dataset_id, [image])
+        await self._store.mark_read(dataset_id, key)
 
-    async def _close_drop(self, dataset_id: str) -> None:
+    async def _close_drop(self, bucket: str, dataset_id: str) -> None:
+        read = await self._store.read_keys(dataset_id)
+        overtaken = [
+            key
+            for key in await self._objects.list_keys(bucket, dataset_id)
+            if key not in read and PurePosixPath(key).name != READY_MARKER
+        ]
+        if overtaken:
+            log.info(
+                "%s/_READY came before %d of its files; reading them now",
+                dataset_id,
+                len(overtaken),
+            )
+        for key in overtaken:
+            await self._stage_drop(bucket, key, dataset_id)
         staged = await self._store.staged(dataset_id)
         if not staged:
             log.info("%s/_READY with nothing staged: no new version", dataset_id)

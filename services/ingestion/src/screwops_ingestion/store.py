@@ -1,4 +1,5 @@
-"""Ingestion's metadata in MongoDB: images, dataset versions, refusals and staged bucket drops.
+"""Ingestion's metadata in MongoDB: images, dataset versions, refusals, staged bucket drops and
+the drop keys already read.
 
 Ingestion owns these collections; no other service reads them. Every write is idempotent (keyed
 by content or by a deterministic id), and the version record doubles as an outbox: it holds the
@@ -24,6 +25,7 @@ INDEXES = (
     IndexSpec("dataset_versions", (("published", 1),)),
     IndexSpec("refusals", (("dataset_id", 1), ("at", 1))),
     IndexSpec("staged_drops", (("dataset_id", 1),)),
+    IndexSpec("drop_keys", (("dataset_id", 1),)),
 )
 
 
@@ -88,6 +90,10 @@ class IngestionStore(Protocol):
     async def staged(self, dataset_id: str) -> list[ManifestImage]: ...
 
     async def unstage(self, dataset_id: str, shas: list[str]) -> None: ...
+
+    async def mark_read(self, dataset_id: str, key: str) -> None: ...
+
+    async def read_keys(self, dataset_id: str) -> set[str]: ...
 
 
 class MongoIngestionStore:
@@ -236,6 +242,19 @@ class MongoIngestionStore:
             await self._db.staged_drops.delete_many(
                 {"_id": {"$in": [f"{dataset_id}:{sha}" for sha in shas]}}
             )
+
+    async def mark_read(self, dataset_id: str, key: str) -> None:
+        with mongo_errors():
+            await self._db.drop_keys.update_one(
+                {"_id": key}, {"$set": {"dataset_id": dataset_id}}, upsert=True
+            )
+
+    async def read_keys(self, dataset_id: str) -> set[str]:
+        with mongo_errors():
+            docs = await self._db.drop_keys.find({"dataset_id": dataset_id}, {"_id": 1}).to_list(
+                None
+            )
+        return {str(d["_id"]) for d in docs}
 
 
 def _record(doc: dict[str, Any]) -> VersionRecord:
