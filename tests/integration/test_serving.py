@@ -184,6 +184,8 @@ async def test_a_removed_version_is_unloaded_by_the_next_load(
             assert versions_present(repository, name=name) == [2]
             assert await triton.loaded_versions(name) == [2]
             assert not await triton.ready(name, 1)
+            # What lets a gateway skip a stale deployment instead of waiting for it.
+            assert (await triton.unloaded(name, 1), await triton.unloaded(name, 2)) == (True, False)
             assert (await triton.infer(name, 2, images(1), timeout_s=30)).shape == (1,)
             await triton.unload(name)
             assert not await triton.ready(name)

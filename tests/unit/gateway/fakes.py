@@ -50,6 +50,7 @@ class FakeTriton:
     gate: asyncio.Event | None = None
     calls: list[tuple[str, int | None, tuple[int, ...], float]] = field(default_factory=list)
     ready_after: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
+    evicted: set[tuple[str, int]] = field(default_factory=set)
 
     async def infer(
         self,
@@ -88,6 +89,11 @@ class FakeTriton:
                 raise DeadlineExceededError(f"{name} v{version} was not ready") from None
         if (name, version or 0) not in self.loaded:
             raise DeadlineExceededError(f"{name} version {version} was not ready")
+
+    async def unloaded(self, name: str, version: int) -> bool:
+        if self.down:
+            raise UnavailableError("reading the repository index: failed to connect")
+        return (name, version) in self.evicted
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float:
         probability = float((await self.infer(name, version, WARM_UP, timeout_s=timeout_s))[0])

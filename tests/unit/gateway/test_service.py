@@ -295,6 +295,23 @@ async def test_a_version_that_never_gets_ready_leaves_production_alone() -> None
     assert h.store.models[MODEL].version == 1
 
 
+async def test_a_deployment_of_a_version_triton_unloaded_is_skipped_without_waiting() -> None:
+    """A gateway catching up after downtime meets deployments that later ones replaced, whose
+    versions the registry has evicted: each is skipped at once, and the latest is adopted."""
+    h = harness(production=1, policy=replace(POLICY, switch_timeout_s=30))
+    await h.service.refresh()
+    h.triton.evicted.add((MODEL, 2))
+    h.triton.loaded[(MODEL, 3)] = 0.3
+
+    await asyncio.wait_for(h.service.on_model_deployed(deployment(2, minutes=2)), timeout=1)
+    assert h.service.production is not None
+    assert h.service.production.version == 1
+    await h.service.on_model_deployed(deployment(3, minutes=3))
+
+    assert (await h.service.inspect(frame())).model_version == 3
+    assert h.store.models[MODEL].version == 3
+
+
 async def test_a_failed_warm_up_leaves_production_alone() -> None:
     h = harness(production=1, loaded={(MODEL, 1): 0.2, (MODEL, 2): float("nan")})
     await h.service.refresh()

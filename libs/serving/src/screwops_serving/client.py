@@ -50,6 +50,8 @@ INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1)
 """One image as the model takes it (``screwops_imaging.preprocess``); a batch adds a first axis."""
 
 _READY = "READY"
+_UNAVAILABLE = "UNAVAILABLE"
+_UNLOADED = "unloaded"
 _NOT_FOUND = "StatusCode.NOT_FOUND"
 _INVALID = "StatusCode.INVALID_ARGUMENT"
 _DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
@@ -149,20 +151,36 @@ class TritonModels:
         """
         return (await self.served()).get(name, [])
 
+    async def unloaded(self, name: str, version: int) -> bool:
+        """Whether this Triton unloaded ``version`` of ``name`` on purpose (its index says
+        ``UNAVAILABLE: unloaded``): it will not come back by waiting, unlike a version that is
+        still loading or that a restarted Triton has not loaded yet."""
+        return any(
+            entry.get("name") == name
+            and entry.get("version") == str(version)
+            and entry.get("state") == _UNAVAILABLE
+            and entry.get("reason") == _UNLOADED
+            for entry in await self._index()
+        )
+
     async def served(self) -> dict[str, list[int]]:
         """Every model Triton serves now, with its ready versions ascending (see
         :meth:`loaded_versions`); a model with no ready version is left out."""
+        served: dict[str, list[int]] = {}
+        for entry in await self._index():
+            if entry.get("state") == _READY and entry.get("version"):
+                served.setdefault(str(entry["name"]), []).append(int(entry["version"]))
+        return {name: sorted(versions) for name, versions in served.items()}
+
+    async def _index(self) -> list[dict[str, Any]]:
+        """The repository index: one entry per model version Triton knows of, with its state."""
         with _triton_errors("reading the repository index"):
             index: dict[str, Any] = await self._call(
                 lambda c: c.get_model_repository_index(
                     as_json=True, client_timeout=self._call_timeout_s
                 )
             )
-        served: dict[str, list[int]] = {}
-        for entry in index.get("models", []):
-            if entry.get("state") == _READY and entry.get("version"):
-                served.setdefault(str(entry["name"]), []).append(int(entry["version"]))
-        return {name: sorted(versions) for name, versions in served.items()}
+        return list(index.get("models", []))
 
     async def infer(
         self,

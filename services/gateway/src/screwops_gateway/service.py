@@ -133,6 +133,8 @@ class Triton(Protocol):
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
 
+    async def unloaded(self, name: str, version: int) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -462,8 +464,9 @@ class GatewayService:
     ) -> None:
         """Adopt ``version`` after Triton reports it ready and a warm-up inference succeeds.
 
-        Events about other models, and events older than the version serving now, change
-        nothing. Until the switch completes, requests keep going to the old version.
+        Events about other models, events older than the version serving now, and events for a
+        version Triton has since unloaded change nothing. Until the switch completes, requests
+        keep going to the old version.
 
         Raises:
             DeadlineExceededError: the version was not ready within ``switch_timeout_s`` (the
@@ -487,6 +490,17 @@ class GatewayService:
         )
         if not candidate.newer_than(self._production):
             log.info("ignoring a switch to %s v%d: not newer than the current", model_name, version)
+            return
+        # The registry unloads only versions that production has moved past, so this event is
+        # stale (a gateway catching up after downtime): waiting for the version would hold the
+        # partition for switch_timeout_s, twice, before the later deployments behind it.
+        if await self._triton.unloaded(triton_model, version):
+            log.warning(
+                "skipping the switch to %s v%d: Triton has unloaded it, so a later deployment "
+                "replaced it",
+                model_name,
+                version,
+            )
             return
         with self._tracer.start_as_current_span(
             "gateway.switch", attributes={"screwops.model_version": version}
