@@ -51,6 +51,7 @@ INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1)
 
 _READY = "READY"
 _UNAVAILABLE = "UNAVAILABLE"
+_UNLOADING = "UNLOADING"
 _UNLOADED = "unloaded"
 _NOT_FOUND = "StatusCode.NOT_FOUND"
 _INVALID = "StatusCode.INVALID_ARGUMENT"
@@ -152,14 +153,17 @@ class TritonModels:
         return (await self.served()).get(name, [])
 
     async def unloaded(self, name: str, version: int) -> bool:
-        """Whether this Triton unloaded ``version`` of ``name`` on purpose (its index says
-        ``UNAVAILABLE: unloaded``): it will not come back by waiting, unlike a version that is
-        still loading or that a restarted Triton has not loaded yet."""
+        """Whether this Triton is unloading ``version`` of ``name``, or has unloaded it, on
+        purpose (its index says ``UNLOADING``, then ``UNAVAILABLE: unloaded``): it will not come
+        back by waiting, unlike a version that is still loading or that a restarted Triton has
+        not loaded yet."""
         return any(
             entry.get("name") == name
             and entry.get("version") == str(version)
-            and entry.get("state") == _UNAVAILABLE
-            and entry.get("reason") == _UNLOADED
+            and (
+                entry.get("state") == _UNLOADING
+                or (entry.get("state") == _UNAVAILABLE and entry.get("reason") == _UNLOADED)
+            )
             for entry in await self._index()
         )
 
