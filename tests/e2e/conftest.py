@@ -30,14 +30,17 @@ PIPELINE = (
     "monitor",
 )
 # The end-to-end tests check that the pipeline is wired, not how good a model gets: small data
-# trains briefly, and a gate that such a model can pass lets the run reach the gateway (the real
+# trains briefly, and a gate that such a model can pass lets the run reach the gateway. Its
+# renders are random (a new seed per run, so each run trains anew), and in one CI run such models
+# scored defect recall 0.47 to 0.87 and accuracy 0.70 to 0.80 at the fixed threshold: the floors
+# sit below that spread, since a rejection fails a scenario that is about something else (the real
 # gate and the full-size training are exercised by `make demo` and benchmarks/bench_train.py).
 E2E_ENV = {
     "SCREWOPS_TRAINER_PARAMS__EPOCHS": "15",
     "SCREWOPS_TRAINER_PARAMS__PATIENCE": "6",
     "SCREWOPS_TRAINER_PARAMS__FILTERS": "[8, 16, 32, 64]",
-    "SCREWOPS_EVALUATOR_MIN_ACCURACY": "0.6",
-    "SCREWOPS_EVALUATOR_MIN_DEFECT_RECALL": "0.5",
+    "SCREWOPS_EVALUATOR_MIN_ACCURACY": "0.55",
+    "SCREWOPS_EVALUATOR_MIN_DEFECT_RECALL": "0.3",
     "SCREWOPS_EVALUATOR_MAX_ACCURACY_DROP": "1.0",
 }
 
