@@ -12,11 +12,12 @@ from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import Bus, DeadLetter, RetryPolicy
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload, Topic, dlq_topic
+from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_settings import StackSettings
 
 from tests.fakes import FakeDatabase
+from tests.support import dataset_ingested
 
 
 @dataclass
@@ -26,22 +27,6 @@ class Harness:
     handled: list[DatasetIngested] = field(default_factory=list)
     dead: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
-
-
-def event() -> DatasetIngested:
-    return DatasetIngested.origin(
-        DatasetIngestedPayload(
-            dataset_id="screws",
-            version=1,
-            manifest_key="screws/v1/manifest.json",
-            image_count=10,
-            labeled_by_layout=10,
-            refused_count=0,
-            duplicate_count=0,
-            source="import",
-        ),
-        producer="ingestion",
-    )
 
 
 @pytest.fixture
@@ -70,7 +55,7 @@ async def harness() -> AsyncIterator[Harness]:
 
 
 async def test_a_valid_event_reaches_the_handler_and_is_recorded(harness: Harness) -> None:
-    sent = event()
+    sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
     assert harness.handled == [sent]
     assert str(sent.event_id) in harness.db["processed_events_labeling"].docs
@@ -78,7 +63,7 @@ async def test_a_valid_event_reaches_the_handler_and_is_recorded(harness: Harnes
 
 
 async def test_a_redelivered_event_has_no_second_effect(harness: Harness) -> None:
-    sent = event()
+    sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
     await harness.bus.publish(sent)
     assert harness.handled == [sent]
@@ -104,7 +89,7 @@ async def test_a_malformed_message_is_dead_lettered_with_its_bytes_and_reason(
 
 async def test_a_permanent_error_is_dead_lettered_without_retrying(harness: Harness) -> None:
     harness.failures.append(InvalidInputError("image 3 is not a PNG"))
-    sent = event()
+    sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
     assert len(harness.handled) == 1
     [(body, headers)] = harness.dead
@@ -118,7 +103,7 @@ async def test_a_permanent_error_is_dead_lettered_without_retrying(harness: Harn
 
 async def test_a_transient_error_is_retried_until_it_succeeds(harness: Harness) -> None:
     harness.failures.extend([UnavailableError("minio down"), ConnectionRefusedError()])
-    sent = event()
+    sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
     assert harness.handled == [sent, sent, sent]
     assert harness.dead == []
@@ -129,7 +114,7 @@ async def test_a_transient_error_that_outlasts_the_retries_is_dead_lettered(
     harness: Harness,
 ) -> None:
     harness.failures.extend(UnavailableError("mongo down") for _ in range(5))
-    await harness.bus.publish(event())
+    await harness.bus.publish(dataset_ingested("screws"))
     assert len(harness.handled) == 3
     [(_, headers)] = harness.dead
     letter = DeadLetter.from_headers(headers)

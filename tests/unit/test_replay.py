@@ -11,27 +11,13 @@ from typing import Any
 import pytest
 from screwops_bus import DeadLetter, DeadLetterRecord, replay
 from screwops_bus.replay import distinct
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload, dlq_topic
+from screwops_contracts import dlq_topic
 from screwops_errors import InvalidInputError
+
+from tests.support import dataset_ingested
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ORIGINAL_HEADERS = {"content-type": "application/json", "traceparent": "00-ab-cd-01"}
-
-
-def ingested() -> DatasetIngested:
-    return DatasetIngested.origin(
-        DatasetIngestedPayload(
-            dataset_id="screws",
-            version=1,
-            manifest_key="screws/v1/manifest.json",
-            image_count=4,
-            labeled_by_layout=4,
-            refused_count=0,
-            duplicate_count=0,
-            source="upload",
-        ),
-        producer="test",
-    )
 
 
 def letter(
@@ -85,7 +71,7 @@ class FakeProducer:
 
 
 def test_a_record_says_why_where_from_and_which_event() -> None:
-    event = ingested()
+    event = dataset_ingested("screws")
     record = letter(event.model_dump_json().encode(), offset=7)
 
     assert record.letter is not None
@@ -130,7 +116,7 @@ def test_replay_headers_are_the_original_ones_byte_for_byte() -> None:
 
 
 def test_copies_of_one_message_are_replayed_once_oldest_first() -> None:
-    event = ingested()
+    event = dataset_ingested("screws")
     body = event.model_dump_json().encode()
     later = T0 + timedelta(seconds=5)
     letters = [
@@ -146,7 +132,7 @@ def test_copies_of_one_message_are_replayed_once_oldest_first() -> None:
 
 
 async def test_replay_puts_the_original_message_back_on_its_topic() -> None:
-    event = ingested()
+    event = dataset_ingested("screws")
     body = event.model_dump_json().encode()
     producer = FakeProducer()
 

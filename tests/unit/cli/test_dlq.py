@@ -15,8 +15,9 @@ from screwops_cli import dlq
 from screwops_contracts import all_topics
 from screwops_errors import NotFoundError
 
+from tests.support import dataset_ingested
 from tests.unit.cli.support import screwops
-from tests.unit.test_replay import ingested, letter
+from tests.unit.test_replay import letter
 
 
 @dataclass
@@ -57,7 +58,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
 
 
 def test_list_shows_why_each_message_failed(broker: FakeBroker) -> None:
-    event = ingested()
+    event = dataset_ingested("screws")
     broker.letters = [letter(event.model_dump_json().encode(), offset=3), letter(b"\x89PNG")]
 
     table = screwops("dlq", "list", "dataset.ingested")
@@ -99,7 +100,7 @@ def test_replay_needs_event_ids_or_all(broker: FakeBroker) -> None:
 
 
 def test_replay_all_and_by_event_id(broker: FakeBroker) -> None:
-    one, two = ingested(), ingested()
+    one, two = dataset_ingested("screws"), dataset_ingested("screws")
     broker.letters = [
         letter(one.model_dump_json().encode(), offset=0),
         letter(two.model_dump_json().encode(), offset=1),
