@@ -7,6 +7,7 @@ this test's own topics (:class:`RoutedBus`) and its own database, and every data
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ from screwops_contracts import (
     InspectionCompletedPayload,
     InspectionReviewed,
     Topic,
+    TrainingRequested,
+    TrainingRequestedPayload,
 )
 from screwops_contracts.datasets import (
     Bucket,
@@ -44,7 +47,7 @@ from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
 
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
-from tests.support import eventually, unique
+from tests.support import eventually, minio_client, png, remove_objects, unique
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Labeling:
     bus: RoutedBus
     objects: ObjectStore
     stub: labeling_pb2_grpc.LabelingServiceAsyncStub
+    store: MongoLabelingStore
     labeled: list[DatasetLabeled] = field(default_factory=list)
     reviewed: list[InspectionReviewed] = field(default_factory=list)
 
@@ -138,6 +142,7 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
         Topic.INSPECTION_COMPLETED,
         Topic.DATASET_LABELED,
         Topic.INSPECTION_REVIEWED,
+        Topic.TRAINING_REQUESTED,
     )
     async for routes in routed_topics(settings, topics, "it-labeling"):
         yield routes
@@ -150,7 +155,7 @@ async def labeling(
     # mongo_db names a fresh database (dropped afterwards); open it the way services do.
     db = database(settings.mongo, mongo_db.name, appname="it-labeling")
     objects = ObjectStore.from_settings(settings.minio)
-    await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS, Bucket.INSPECTIONS)
+    await objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS, Bucket.INSPECTIONS, Bucket.DROP)
     bus = service_bus(settings, "labeling", db, routes)
     store = MongoLabelingStore(db)
     await store.ensure_indexes()
@@ -195,6 +200,7 @@ async def labeling(
             stub=labeling_pb2_grpc.LabelingServiceStub(channel),
             labeled=labeled,
             reviewed=reviewed,
+            store=store,
         )
     finally:
         await channel.close()
@@ -405,6 +411,84 @@ async def test_uncertain_inspections_are_queued_paged_and_reviewed(labeling: Lab
     truth = await eventually(ground_truth, within=30, what="inspection.reviewed for the monitor")
     assert (truth.payload.inspection_id, truth.payload.label) == (reviewed, "bad")
     assert truth.payload.verdict_correct
+
+
+async def test_a_training_request_drops_the_reviewed_inspections_for_ingestion(
+    settings: StackSettings, labeling: Labeling
+) -> None:
+    line, dataset = unique("line"), unique("it-retrain")
+    queued: list[tuple[str, str]] = []
+    for seed in range(3):
+        stored = await labeling.objects.put_content(
+            Bucket.INSPECTIONS, png(24, seed=seed), prefix="raw"
+        )
+        event = InspectionCompleted.origin(
+            InspectionCompletedPayload(
+                request_id=unique("req"),
+                line_id=line,
+                camera_id="cam-1",
+                verdict="GOOD",
+                defect_probability=0.45,
+                threshold=0.5,
+                model_name="screw-classifier",
+                model_version=1,
+                trace_id=uuid.uuid4().hex,
+                image_key=stored.key,
+                latency_ms=5.0,
+            ),
+            producer="it",
+        )
+        await labeling.bus.publish(event)
+        queued.append((str(event.event_id), stored.sha256))
+
+    async def all_queued() -> bool | None:
+        page = await labeling.stub.ListReviewQueue(
+            labeling_pb2.ListReviewQueueRequest(line_id=line)
+        )
+        return True if page.total_size == len(queued) else None
+
+    await eventually(all_queued, within=30, what="the inspections in the review queue")
+    (bad_id, bad), (good_id, good), _pending = queued
+    for inspection_id, label in (
+        (bad_id, ingestion_pb2.LABEL_BAD),
+        (good_id, ingestion_pb2.LABEL_GOOD),
+    ):
+        await labeling.stub.SubmitReview(
+            labeling_pb2.SubmitReviewRequest(
+                inspection_id=inspection_id, label=label, reviewer="rev"
+            )
+        )
+
+    await labeling.bus.publish(
+        TrainingRequested.origin(
+            TrainingRequestedPayload(
+                model_name="screw-classifier",
+                dataset_id=dataset,
+                reason="defect_rate 0.9 past 0.7 over 80 observations",
+                requested_by="it",
+            ),
+            producer="it",
+        )
+    )
+
+    s3 = minio_client(settings.minio)
+
+    async def dropped() -> list[str] | None:
+        keys = await labeling.objects.list_keys(Bucket.DROP, dataset)
+        return keys if f"{dataset}/_READY" in keys else None
+
+    try:
+        keys = await eventually(dropped, within=30, what=f"the drop of {dataset}")
+        assert sorted(keys) == sorted(
+            [f"{dataset}/bad/{bad}", f"{dataset}/good/{good}", f"{dataset}/_READY"]
+        )
+        assert await labeling.store.reviewed_outside(dataset) == []
+        assert {i.inspection_id for i in await labeling.store.reviewed_outside("another")} == {
+            bad_id,
+            good_id,
+        }
+    finally:
+        await asyncio.to_thread(remove_objects, s3, Bucket.DROP, f"{dataset}/")
 
 
 async def test_the_store_repairs_a_labeled_flag_a_crash_left_behind(

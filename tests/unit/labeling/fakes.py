@@ -16,6 +16,8 @@ from screwops_contracts import (
     Event,
     InspectionCompleted,
     InspectionCompletedPayload,
+    TrainingRequested,
+    TrainingRequestedPayload,
 )
 from screwops_contracts.datasets import Bucket, ImageLabel, Label, Manifest, ManifestImage
 from screwops_labeling.service import LabelingService, ReviewPolicy
@@ -174,6 +176,23 @@ class FakeStore:
     async def pending_review_count(self, line_id: str | None) -> int:
         return len(await self.pending_reviews(line_id, None, len(self.reviews)))
 
+    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
+        return sorted(
+            (
+                i
+                for i in self.reviews.values()
+                if i.outcome is not None and dataset_id not in i.contributed_to
+            ),
+            key=lambda i: (i.inspected_at, i.inspection_id),
+        )
+
+    async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
+        for inspection_id in inspection_ids:
+            item = self.reviews[inspection_id]
+            if dataset_id not in item.contributed_to:
+                contributed = (*item.contributed_to, dataset_id)
+                self.reviews[inspection_id] = replace(item, contributed_to=contributed)
+
 
 @dataclass
 class Emitted:
@@ -299,4 +318,16 @@ def inspection(
             latency_ms=6.4,
         ),
         producer="gateway",
+    )
+
+
+def training_requested(dataset_id: str) -> TrainingRequested:
+    return TrainingRequested.origin(
+        TrainingRequestedPayload(
+            model_name="screw-classifier",
+            dataset_id=dataset_id,
+            reason="score_drift 1.2 past 0.9 over 100 observations",
+            requested_by="monitor",
+        ),
+        producer="monitor",
     )

@@ -1,9 +1,10 @@
 """Labeling's handlers on FastStream's in-memory broker: ``dataset.ingested`` in and
 ``dataset.labeled`` out (once, however often the input comes); ``inspection.completed`` into the
-review queue."""
+review queue; ``training.requested`` hands the reviewed inspections to the dataset."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -11,12 +12,16 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from screwops_bus import Bus
-from screwops_contracts import DatasetLabeled, Topic, dlq_topic
-from screwops_contracts.datasets import Label
+from screwops_contracts import (
+    DatasetLabeled,
+    Topic,
+    dlq_topic,
+)
+from screwops_contracts.datasets import Bucket, Label
 from screwops_labeling import handlers
 
 from tests.fakes import memory_bus
-from tests.unit.labeling.fakes import Harness, harness, inspection
+from tests.unit.labeling.fakes import Harness, harness, inspection, training_requested
 
 
 @dataclass
@@ -77,3 +82,18 @@ async def test_an_uncertain_inspection_lands_in_the_review_queue(wired: Wired) -
     await wired.bus.publish(event)
 
     assert list(wired.h.store.reviews) == [str(event.event_id)]
+
+
+async def test_a_training_request_hands_the_reviewed_inspections_over(wired: Wired) -> None:
+    picture = b"reviewed screw"
+    sha = hashlib.sha256(picture).hexdigest()
+    key = f"raw/{sha[:2]}/{sha}"
+    wired.h.objects.objects[(Bucket.INSPECTIONS, key)] = picture
+    queued = inspection(probability=0.52, image_key=key)
+    await wired.bus.publish(queued)
+    await wired.h.service.submit_review(str(queued.event_id), Label.GOOD, reviewer="rev")
+
+    await wired.bus.publish(training_requested("line-7"))
+
+    assert wired.h.objects.objects[(Bucket.DROP, f"line-7/good/{sha}")] == picture
+    assert (Bucket.DROP, "line-7/_READY") in wired.h.objects.objects

@@ -14,7 +14,7 @@ from screwops_contracts.datasets import Bucket, Label, LabelSet
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from screwops_labeling.label_files import LabelFileFormat
 
-from tests.unit.labeling.fakes import Harness, harness, inspection
+from tests.unit.labeling.fakes import Harness, harness, inspection, training_requested
 
 GOOD, BAD = Label.GOOD, Label.BAD
 
@@ -465,6 +465,90 @@ async def test_a_review_records_ground_truth_and_labels_the_review_dataset() -> 
     assert label_set(h, "screws", 1).labels[0].source == "review"
     with pytest.raises(NotFoundError, match="not in the review queue"):
         await h.service.submit_review("nope", GOOD, reviewer="rev")
+
+
+# --- training.requested --------------------------------------------------------------------------
+
+
+async def reviewed(
+    h: Harness, picture: bytes, label: Label, defect_type: str | None = None
+) -> tuple[str, str]:
+    """A kept inspection image, queued and reviewed as ``label``: its inspection id and digest."""
+    sha = hashlib.sha256(picture).hexdigest()
+    key = f"raw/{sha[:2]}/{sha}"
+    h.objects.objects[(Bucket.INSPECTIONS, key)] = picture
+    queued = inspection(probability=0.45, image_key=key)
+    await h.service.on_inspection_completed(queued)
+    await h.service.submit_review(
+        str(queued.event_id), label, reviewer="rev", defect_type=defect_type
+    )
+    return str(queued.event_id), sha
+
+
+def dropped(h: Harness) -> dict[str, bytes]:
+    return {key: data for (bucket, key), data in h.objects.objects.items() if bucket == Bucket.DROP}
+
+
+async def test_a_training_request_hands_the_reviewed_images_to_its_dataset_as_a_drop() -> None:
+    h = harness()
+    _, bad = await reviewed(h, b"scratched screw", BAD, "scratch_neck")
+    _, good = await reviewed(h, b"fine screw", GOOD)
+    await h.service.on_inspection_completed(
+        inspection(probability=0.5, image_key="raw/cd/" + "cd" * 32)
+    )
+
+    await h.service.on_training_requested(training_requested("line-7"))
+
+    assert dropped(h) == {
+        f"line-7/bad/{bad}": b"scratched screw",
+        f"line-7/good/{good}": b"fine screw",
+        "line-7/_READY": b"",
+    }
+    labels = await h.store.labels("line-7", [bad, good])
+    assert {
+        sha: (label.label, label.defect_type, label.source) for sha, label in labels.items()
+    } == {
+        bad: (BAD, "scratch_neck", "review"),
+        good: (GOOD, None, "review"),
+    }
+
+
+async def test_a_second_training_request_hands_over_only_what_was_reviewed_since() -> None:
+    h = harness()
+    await reviewed(h, b"first screw", GOOD)
+    await h.service.on_training_requested(training_requested("line-7"))
+    h.objects.objects = {k: v for k, v in h.objects.objects.items() if k[0] != Bucket.DROP}
+
+    await h.service.on_training_requested(training_requested("line-7"))
+    assert dropped(h) == {}, "nothing new was reviewed: no batch, no _READY"
+
+    _, later = await reviewed(h, b"second screw", BAD)
+    await h.service.on_training_requested(training_requested("line-7"))
+    assert dropped(h) == {f"line-7/bad/{later}": b"second screw", "line-7/_READY": b""}
+
+
+async def test_a_review_changed_after_the_handover_relabels_the_dataset_it_went_to() -> None:
+    h = harness()
+    inspection_id, sha = await reviewed(h, b"screw", GOOD)
+    await h.service.on_training_requested(training_requested("line-7"))
+
+    await h.service.submit_review(inspection_id, BAD, reviewer="lead", defect_type="thread_side")
+
+    [label] = (await h.store.labels("line-7", [sha])).values()
+    assert (label.label, label.defect_type, label.annotator) == (BAD, "thread_side", "lead")
+
+
+async def test_a_reviewed_inspection_whose_image_is_gone_stays_behind_and_the_rest_go() -> None:
+    h = harness()
+    lost_id, lost = await reviewed(h, b"lost screw", GOOD)
+    _, kept = await reviewed(h, b"kept screw", BAD)
+    del h.objects.objects[(Bucket.INSPECTIONS, f"raw/{lost[:2]}/{lost}")]
+
+    await h.service.on_training_requested(training_requested("line-7"))
+
+    assert set(dropped(h)) == {f"line-7/bad/{kept}", "line-7/_READY"}
+    assert h.store.reviews[lost_id].contributed_to == ()
+    assert await h.store.labels("line-7", [lost]) == {}
 
 
 async def test_closing_a_named_version_twice_answers_the_same_and_closes_nothing_else() -> None:

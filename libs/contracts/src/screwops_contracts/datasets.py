@@ -31,6 +31,12 @@ class Bucket(StrEnum):
     DROP = "ingest-drop"  # upstream systems drop files here; MinIO notifies ingestion
 
 
+READY_MARKER = "_READY"
+"""The object a drop's writer puts last, as ``<dataset>/_READY`` in :attr:`Bucket.DROP`, to close
+a batch: the files under ``<dataset>/`` (labeled by a ``good``/``bad`` folder, or not) become a
+new version of the dataset."""
+
+
 class Label(StrEnum):
     """The two classes the model tells apart."""
 

@@ -460,7 +460,7 @@ CATALOGUE: tuple[Route, ...] = (
     Route(InspectionCompleted, "gateway", ("monitor", "labeling")),
     Route(InspectionReviewed, "labeling", ("monitor",)),
     Route(ModelDegraded, "monitor", ("trainer",)),
-    Route(TrainingRequested, "monitor", ("trainer",)),
+    Route(TrainingRequested, "monitor", ("trainer", "labeling")),
 )
 
 EVENTS_BY_TOPIC: dict[str, type[Event[Any]]] = {r.event.TOPIC: r.event for r in CATALOGUE}

@@ -21,7 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
-from screwops_contracts.datasets import LABEL_WORDS, Bucket, Manifest, ManifestImage, version_prefix
+from screwops_contracts.datasets import (
+    LABEL_WORDS,
+    READY_MARKER,
+    Bucket,
+    Manifest,
+    ManifestImage,
+    version_prefix,
+)
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
@@ -35,8 +42,6 @@ from screwops_ingestion.store import IngestionStore, Refusal, VersionRecord
 log = logging.getLogger("screwops.ingestion")
 
 Source = Literal["upload", "import", "bucket"]
-# The object an upstream system drops last, under the dataset's prefix, to close a batch.
-READY_MARKER = "_READY"
 IMAGE_PREFIX = "raw"
 
 
@@ -450,7 +455,6 @@ def _mime(image_format: str) -> str:
 
 
 __all__ = [
-    "READY_MARKER",
     "FileOutcome",
     "IngestResult",
     "IngestionService",

@@ -1,9 +1,10 @@
-"""Labeling's event handlers: new dataset versions to label, and inspections to review."""
+"""Labeling's event handlers: new dataset versions to label, inspections to review, and
+retraining requests to hand the reviewed images to."""
 
 from __future__ import annotations
 
 from screwops_bus import Bus
-from screwops_contracts import DatasetIngested, InspectionCompleted
+from screwops_contracts import DatasetIngested, InspectionCompleted, TrainingRequested
 
 from screwops_labeling.service import LabelingService
 
@@ -18,3 +19,7 @@ def register(bus: Bus, service: LabelingService) -> None:
     @bus.consumer(InspectionCompleted)
     async def on_inspection_completed(event: InspectionCompleted) -> None:
         await service.on_inspection_completed(event)
+
+    @bus.consumer(TrainingRequested)
+    async def on_training_requested(event: TrainingRequested) -> None:
+        await service.on_training_requested(event)

@@ -20,6 +20,10 @@ threshold, whose verdict contradicts a label labeling already holds for the same
 falls in a small deterministic sample is queued (if the gateway kept its image). A reviewer's
 outcome is kept on the queue item as that inspection's ground truth and becomes the image's label
 in the review dataset, so the image arrives labeled if it is later ingested there.
+
+When the monitor asks for retraining (``training.requested``), the reviewed images the requested
+dataset has not had yet become its next version: labeled in it by their reviews, dropped into the
+drop bucket and closed with ``_READY`` (:meth:`LabelingService.on_training_requested`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ from screwops_contracts import (
     InspectionCompleted,
     InspectionReviewed,
     InspectionReviewedPayload,
+    TrainingRequested,
 )
 from screwops_contracts.datasets import (
+    READY_MARKER,
     Bucket,
     ImageLabel,
     Label,
@@ -54,7 +60,12 @@ from screwops_contracts.datasets import (
     Manifest,
     version_prefix,
 )
-from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
+from screwops_errors import (
+    FailedPreconditionError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+)
 from screwops_storage import join_key, validate_digest
 from screwops_telemetry import resumed_trace, traceparent
 
@@ -158,6 +169,16 @@ class ClosedVersion:
     labeled_count: int
     excluded_count: int
     closed_at: datetime
+
+
+@dataclass(frozen=True)
+class _Reviewed:
+    """A reviewed inspection's image on its way to a dataset."""
+
+    inspection_id: str
+    sha256: str
+    outcome: ReviewOutcome
+    data: bytes
 
 
 def _utcnow() -> datetime:
@@ -515,29 +536,89 @@ class LabelingService:
             )
         )
         if item.image_sha256 is not None:
-            dataset_id = self._review.dataset_id
-            await self._store.put_labels(
-                dataset_id,
-                [
-                    ImageLabel(
-                        sha256=item.image_sha256,
-                        label=label,
-                        defect_type=defect,
-                        source="review",
-                        annotator=reviewer,
-                        labeled_at=outcome.reviewed_at,
-                    )
-                ],
-                replace=True,
-            )
-            # The review dataset may have no version yet: the label waits for the image.
-            await self._after_labeling(_still_open(await self._store.versions(dataset_id)))
+            # The review dataset, and every dataset the image was already handed to.
+            for dataset_id in dict.fromkeys((self._review.dataset_id, *item.contributed_to)):
+                await self._label_by_review(dataset_id, [(item.image_sha256, outcome)])
         return ReviewResult(
             verdict_correct=outcome.verdict_correct,
             remaining=await self._store.pending_review_count(None),
         )
 
+    # --- retraining ------------------------------------------------------------------------------
+
+    async def on_training_requested(self, event: TrainingRequested) -> None:
+        """Hand the reviewed inspections the dataset has not had yet to ingestion, so the
+        retraining asked for learns from what production showed the reviewers.
+
+        A model trained again on the same data would come out the same (the trainer reuses the
+        run): what a drift needs is the drifted images, labeled. Each reviewed image is given the
+        reviewer's label in the dataset first (so it arrives labeled with its defect type and the
+        review as provenance), then dropped as ``<dataset>/<good|bad>/<sha256>`` into the drop
+        bucket, then ``<dataset>/_READY`` closes the batch: ingestion cuts a new version and it
+        goes through validation to the trainer like any other. The items are marked handed over
+        last, so a crash before that hands them over again: the same keys and bytes, which
+        ingestion finds already in the dataset.
+        """
+        dataset_id = event.payload.dataset_id
+        handed: list[_Reviewed] = []
+        for item in await self._store.reviewed_outside(dataset_id):
+            if item.outcome is None or item.image_sha256 is None:
+                continue
+            try:
+                data = await self._objects.get_verified(
+                    Bucket.INSPECTIONS, item.object_key, sha256=item.image_sha256
+                )
+            except (NotFoundError, IntegrityError) as unusable:
+                log.error(
+                    "inspection %s is not handed to %s: its image %s/%s is unusable: %s",
+                    item.inspection_id,
+                    dataset_id,
+                    Bucket.INSPECTIONS,
+                    item.object_key,
+                    unusable.message,
+                )
+                continue
+            handed.append(_Reviewed(item.inspection_id, item.image_sha256, item.outcome, data))
+        if not handed:
+            log.info("retraining %s asked for: no reviewed inspection to add to it", dataset_id)
+            return
+        await self._label_by_review(dataset_id, [(r.sha256, r.outcome) for r in handed])
+        for reviewed in handed:
+            key = join_key(dataset_id, f"{reviewed.outcome.label.value}/{reviewed.sha256}")
+            await self._objects.put_named(Bucket.DROP, key, reviewed.data)
+        await self._objects.put_named(Bucket.DROP, join_key(dataset_id, READY_MARKER), b"")
+        await self._store.mark_contributed(dataset_id, [r.inspection_id for r in handed])
+        log.info(
+            "handed %d reviewed inspections to %s for the retraining %s asked for: %s",
+            len(handed),
+            dataset_id,
+            event.payload.requested_by,
+            dict(Counter(r.outcome.label.value for r in handed)),
+        )
+
     # --- internals -------------------------------------------------------------------------------
+
+    async def _label_by_review(
+        self, dataset_id: str, reviewed: Sequence[tuple[str, ReviewOutcome]]
+    ) -> None:
+        """The reviewers' labels become the dataset's (a person's word replaces any other)."""
+        await self._store.put_labels(
+            dataset_id,
+            [
+                ImageLabel(
+                    sha256=sha256,
+                    label=outcome.label,
+                    defect_type=outcome.defect_type,
+                    source="review",
+                    annotator=outcome.reviewer,
+                    labeled_at=outcome.reviewed_at,
+                )
+                for sha256, outcome in reviewed
+            ],
+            replace=True,
+        )
+        # The dataset may have no version holding the images yet: the labels wait for them.
+        await self._after_labeling(_still_open(await self._store.versions(dataset_id)))
 
     async def _record(self, event: DatasetIngested) -> VersionRecord:
         payload = event.payload

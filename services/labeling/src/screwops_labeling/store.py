@@ -12,7 +12,8 @@ Labeling owns these collections; no other service reads them.
 - ``labels``: the current label of each image of a dataset (``<dataset>/<sha256>``). Labels are
   per dataset, not per version, so a new version asks only for its new images.
 - ``reservations``: which annotator holds which unlabeled image, until when.
-- ``review_queue``: inspections queued for review (keyed by inspection id) and their outcomes.
+- ``review_queue``: inspections queued for review (keyed by inspection id), their outcomes, and
+  the datasets each reviewed image was handed to for retraining (``contributed_to``).
 
 Every write is an upsert keyed by what it describes, so repeating it changes nothing. A label is
 written before its ``labeled`` flags; a crash between the two leaves a flag behind its label,
@@ -157,6 +158,8 @@ class ReviewItem:
     queue_reason: str
     queued_at: datetime
     outcome: ReviewOutcome | None = None
+    contributed_to: tuple[str, ...] = ()
+    """Datasets the reviewed image was handed to for retraining."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,12 @@ class LabelingStore(Protocol):
 
     async def pending_review_count(self, line_id: str | None) -> int:
         """How many items wait for review (on one line, or on all)."""
+
+    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
+        """Reviewed items not yet handed to ``dataset_id``, oldest inspection first."""
+
+    async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
+        """Remember that these items' images were handed to ``dataset_id``."""
 
 
 class MongoLabelingStore:
@@ -501,6 +510,24 @@ class MongoLabelingStore:
         with mongo_errors():
             return await self._db[REVIEWS].count_documents(_pending(line_id))
 
+    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
+        query = {"status": ReviewStatus.REVIEWED.value, "contributed_to": {"$ne": dataset_id}}
+        with mongo_errors():
+            docs = (
+                await self._db[REVIEWS]
+                .find(query)
+                .sort([("inspected_at", ASCENDING), ("_id", ASCENDING)])
+                .to_list(None)
+            )
+        return [_review(doc) for doc in docs]
+
+    async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
+        with mongo_errors():
+            await self._db[REVIEWS].update_many(
+                {"_id": {"$in": list(inspection_ids)}},
+                {"$addToSet": {"contributed_to": dataset_id}},
+            )
+
     async def _labeled_among(self, dataset_id: str, shas: Iterable[str]) -> set[str]:
         """Which of ``shas`` have a label, with their ``labeled`` flags brought up to date."""
         labeled = set(await self.labels(dataset_id, shas))
@@ -647,6 +674,7 @@ def _review_document(item: ReviewItem) -> Document:
         "queue_reason": item.queue_reason,
         "queued_at": item.queued_at,
         "outcome": None,
+        "contributed_to": [],
     }
 
 
@@ -675,4 +703,5 @@ def _review(doc: Document) -> ReviewItem:
             reviewed_at=outcome["reviewed_at"],
             verdict_correct=outcome["verdict_correct"],
         ),
+        contributed_to=tuple(doc.get("contributed_to", ())),
     )
