@@ -171,16 +171,6 @@ class ClosedVersion:
     closed_at: datetime
 
 
-@dataclass(frozen=True)
-class _Reviewed:
-    """A reviewed inspection's image on its way to a dataset."""
-
-    inspection_id: str
-    sha256: str
-    outcome: ReviewOutcome
-    data: bytes
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -551,16 +541,17 @@ class LabelingService:
         retraining asked for learns from what production showed the reviewers.
 
         A model trained again on the same data would come out the same (the trainer reuses the
-        run): what a drift needs is the drifted images, labeled. Each reviewed image is given the
-        reviewer's label in the dataset first (so it arrives labeled with its defect type and the
-        review as provenance), then dropped as ``<dataset>/<good|bad>/<sha256>`` into the drop
-        bucket, then ``<dataset>/_READY`` closes the batch: ingestion cuts a new version and it
-        goes through validation to the trainer like any other. The items are marked handed over
-        last, so a crash before that hands them over again: the same keys and bytes, which
-        ingestion finds already in the dataset.
+        run): what a drift needs is the drifted images, labeled. Each reviewed image is dropped
+        as ``<dataset>/<good|bad>/<sha256>`` into the drop bucket (one at a time, so memory does
+        not grow with the batch), the reviewers' labels are recorded for the dataset (so the
+        images arrive labeled with their defect types and the review as provenance), and
+        ``<dataset>/_READY`` closes the batch: ingestion cuts a new version and it goes through
+        validation to the trainer like any other. The items are marked handed over last, so a
+        crash before that hands them over again: the same keys and bytes, which ingestion finds
+        already in the dataset.
         """
         dataset_id = event.payload.dataset_id
-        handed: list[_Reviewed] = []
+        handed: list[tuple[ReviewItem, ReviewOutcome, str]] = []
         for item in await self._store.reviewed_outside(dataset_id):
             if item.outcome is None or item.image_sha256 is None:
                 continue
@@ -578,22 +569,23 @@ class LabelingService:
                     unusable.message,
                 )
                 continue
-            handed.append(_Reviewed(item.inspection_id, item.image_sha256, item.outcome, data))
+            key = join_key(dataset_id, f"{item.outcome.label.value}/{item.image_sha256}")
+            await self._objects.put_named(Bucket.DROP, key, data)
+            handed.append((item, item.outcome, item.image_sha256))
         if not handed:
             log.info("retraining %s asked for: no reviewed inspection to add to it", dataset_id)
             return
-        await self._label_by_review(dataset_id, [(r.sha256, r.outcome) for r in handed])
-        for reviewed in handed:
-            key = join_key(dataset_id, f"{reviewed.outcome.label.value}/{reviewed.sha256}")
-            await self._objects.put_named(Bucket.DROP, key, reviewed.data)
+        await self._label_by_review(dataset_id, [(sha, outcome) for _, outcome, sha in handed])
         await self._objects.put_named(Bucket.DROP, join_key(dataset_id, READY_MARKER), b"")
-        await self._store.mark_contributed(dataset_id, [r.inspection_id for r in handed])
+        await self._store.mark_contributed(
+            dataset_id, [item.inspection_id for item, _, _ in handed]
+        )
         log.info(
             "handed %d reviewed inspections to %s for the retraining %s asked for: %s",
             len(handed),
             dataset_id,
             event.payload.requested_by,
-            dict(Counter(r.outcome.label.value for r in handed)),
+            dict(Counter(outcome.label.value for _, outcome, _ in handed)),
         )
 
     # --- internals -------------------------------------------------------------------------------
