@@ -43,13 +43,13 @@ E2E_ENV = {
     "SCREWOPS_EVALUATOR_MIN_DEFECT_RECALL": "0.3",
     "SCREWOPS_EVALUATOR_MAX_ACCURACY_DROP": "1.0",
     # Drift-triggered retraining (test_retraining.py) needs the shifted screws' images kept and
-    # queued for review, and a window the scenario fills in seconds; the cooldown outlasts one
-    # scenario but not the next session's.
+    # queued for review, and a window the scenario fills in seconds; the cooldown is shorter than
+    # a pipeline run, so a session started right after another can still ask for retraining.
     "SCREWOPS_GATEWAY_IMAGE_SAMPLE_RATE": "1.0",
     "SCREWOPS_LABELING_REVIEW_SAMPLE_RATE": "1.0",
     "SCREWOPS_MONITOR_WINDOW_SIZE": "100",
     "SCREWOPS_MONITOR_MIN_OBSERVATIONS": "60",
-    "SCREWOPS_MONITOR_COOLDOWN_S": "600",
+    "SCREWOPS_MONITOR_COOLDOWN_S": "120",
 }
 
 

@@ -464,6 +464,7 @@ async def test_a_training_request_drops_the_reviewed_inspections_for_ingestion(
             TrainingRequestedPayload(
                 model_name="screw-classifier",
                 dataset_id=dataset,
+                degraded_version=1,
                 reason="defect_rate 0.9 past 0.7 over 80 observations",
                 requested_by="it",
             ),
@@ -482,8 +483,20 @@ async def test_a_training_request_drops_the_reviewed_inspections_for_ingestion(
         assert sorted(keys) == sorted(
             [f"{dataset}/bad/{bad}", f"{dataset}/good/{good}", f"{dataset}/_READY"]
         )
-        assert await labeling.store.reviewed_outside(dataset) == []
-        assert {i.inspection_id for i in await labeling.store.reviewed_outside("another")} == {
+        handed = await labeling.store.reviewed_outside(
+            dataset, model_name="screw-classifier", model_version=1
+        )
+        assert handed == []
+        elsewhere = await labeling.store.reviewed_outside(
+            "another", model_name="screw-classifier", model_version=1
+        )
+        assert (
+            await labeling.store.reviewed_outside(
+                "another", model_name="screw-classifier", model_version=2
+            )
+            == []
+        )
+        assert {i.inspection_id for i in elsewhere} == {
             bad_id,
             good_id,
         }

@@ -176,12 +176,17 @@ class FakeStore:
     async def pending_review_count(self, line_id: str | None) -> int:
         return len(await self.pending_reviews(line_id, None, len(self.reviews)))
 
-    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
+    async def reviewed_outside(
+        self, dataset_id: str, *, model_name: str, model_version: int | None
+    ) -> list[ReviewItem]:
         return sorted(
             (
                 i
                 for i in self.reviews.values()
-                if i.outcome is not None and dataset_id not in i.contributed_to
+                if i.outcome is not None
+                and dataset_id not in i.contributed_to
+                and i.model_name == model_name
+                and model_version in (None, i.model_version)
             ),
             key=lambda i: (i.inspected_at, i.inspection_id),
         )
@@ -302,6 +307,7 @@ def inspection(
     threshold: float = 0.5,
     image_key: str | None = "inspections/ab/" + "ab" * 32,
     line_id: str = "line-2",
+    model_version: int = 4,
 ) -> InspectionCompleted:
     return InspectionCompleted.origin(
         InspectionCompletedPayload(
@@ -312,7 +318,7 @@ def inspection(
             defect_probability=probability,
             threshold=threshold,
             model_name="screw-classifier",
-            model_version=4,
+            model_version=model_version,
             trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
             image_key=image_key,
             latency_ms=6.4,
@@ -321,11 +327,12 @@ def inspection(
     )
 
 
-def training_requested(dataset_id: str) -> TrainingRequested:
+def training_requested(dataset_id: str, *, degraded_version: int | None = 4) -> TrainingRequested:
     return TrainingRequested.origin(
         TrainingRequestedPayload(
             model_name="screw-classifier",
             dataset_id=dataset_id,
+            degraded_version=degraded_version,
             reason="score_drift 1.2 past 0.9 over 100 observations",
             requested_by="monitor",
         ),

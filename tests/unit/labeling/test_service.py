@@ -471,13 +471,14 @@ async def test_a_review_records_ground_truth_and_labels_the_review_dataset() -> 
 
 
 async def reviewed(
-    h: Harness, picture: bytes, label: Label, defect_type: str | None = None
+    h: Harness, picture: bytes, label: Label, defect_type: str | None = None, *, version: int = 4
 ) -> tuple[str, str]:
-    """A kept inspection image, queued and reviewed as ``label``: its inspection id and digest."""
+    """An image ``version`` inspected and kept, queued and reviewed as ``label``: its inspection
+    id and digest."""
     sha = hashlib.sha256(picture).hexdigest()
     key = f"raw/{sha[:2]}/{sha}"
     h.objects.objects[(Bucket.INSPECTIONS, key)] = picture
-    queued = inspection(probability=0.45, image_key=key)
+    queued = inspection(probability=0.45, image_key=key, model_version=version)
     await h.service.on_inspection_completed(queued)
     await h.service.submit_review(
         str(queued.event_id), label, reviewer="rev", defect_type=defect_type
@@ -525,6 +526,20 @@ async def test_a_second_training_request_hands_over_only_what_was_reviewed_since
     _, later = await reviewed(h, b"second screw", BAD)
     await h.service.on_training_requested(training_requested("line-7"))
     assert dropped(h) == {f"line-7/bad/{later}": b"second screw", "line-7/_READY": b""}
+
+
+async def test_the_monitor_s_request_brings_the_degraded_version_s_reviews_an_operator_s_all() -> (
+    None
+):
+    h = harness()
+    _, older = await reviewed(h, b"seen by version 3", GOOD, version=3)
+    _, degraded = await reviewed(h, b"seen by version 4", BAD, version=4)
+
+    await h.service.on_training_requested(training_requested("line-7", degraded_version=4))
+    assert set(dropped(h)) == {f"line-7/bad/{degraded}", "line-7/_READY"}
+
+    await h.service.on_training_requested(training_requested("line-8", degraded_version=None))
+    assert {f"line-8/good/{older}", f"line-8/bad/{degraded}"} <= set(dropped(h))
 
 
 async def test_a_review_changed_after_the_handover_relabels_the_dataset_it_went_to() -> None:

@@ -234,7 +234,7 @@ async def test_a_drifting_stream_fires_each_signal_once_and_asks_for_training_on
         DATASET,
         None,
     )
-    assert payload.requested_by == "monitor"
+    assert (payload.requested_by, payload.degraded_version) == ("monitor", 1)
     assert payload.reason.startswith(f"{MODEL} version 1: score_drift ")
 
 

@@ -424,6 +424,14 @@ class TrainingRequestedPayload(Payload):
         description="Version to train on; null means the newest validated one.",
         examples=[None],
     )
+    degraded_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The production version whose degradation prompted the request: the "
+        "reviews of its inspections are the new data labeling adds. Null when an operator asks "
+        "(every reviewed inspection the dataset lacks is added).",
+        examples=[4],
+    )
     reason: str = Field(description="Why training was asked for.", examples=["score_drift 0.31"])
     requested_by: str = Field(description="Service or person.", examples=["monitor"])
 

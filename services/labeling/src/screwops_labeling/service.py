@@ -21,9 +21,10 @@ falls in a small deterministic sample is queued (if the gateway kept its image).
 outcome is kept on the queue item as that inspection's ground truth and becomes the image's label
 in the review dataset, so the image arrives labeled if it is later ingested there.
 
-When the monitor asks for retraining (``training.requested``), the reviewed images the requested
-dataset has not had yet become its next version: labeled in it by their reviews, dropped into the
-drop bucket and closed with ``_READY`` (:meth:`LabelingService.on_training_requested`).
+When the monitor asks for retraining (``training.requested``), the reviewed images of the
+degraded version's inspections that the requested dataset has not had yet become its next
+version: labeled in it by their reviews, dropped into the drop bucket and closed with ``_READY``
+(:meth:`LabelingService.on_training_requested`).
 """
 
 from __future__ import annotations
@@ -538,7 +539,8 @@ class LabelingService:
 
     async def on_training_requested(self, event: TrainingRequested) -> None:
         """Hand the reviewed inspections the dataset has not had yet to ingestion, so the
-        retraining asked for learns from what production showed the reviewers.
+        retraining asked for learns from what production showed the reviewers: those the
+        degraded version answered, or every one of the model's when an operator asks.
 
         A model trained again on the same data would come out the same (the trainer reuses the
         run): what a drift needs is the drifted images, labeled. Each reviewed image is dropped
@@ -550,9 +552,13 @@ class LabelingService:
         crash before that hands them over again: the same keys and bytes, which ingestion finds
         already in the dataset.
         """
-        dataset_id = event.payload.dataset_id
+        request = event.payload
+        dataset_id = request.dataset_id
+        reviewed = await self._store.reviewed_outside(
+            dataset_id, model_name=request.model_name, model_version=request.degraded_version
+        )
         handed: list[tuple[ReviewItem, ReviewOutcome, str]] = []
-        for item in await self._store.reviewed_outside(dataset_id):
+        for item in reviewed:
             if item.outcome is None or item.image_sha256 is None:
                 continue
             try:
@@ -584,7 +590,7 @@ class LabelingService:
             "handed %d reviewed inspections to %s for the retraining %s asked for: %s",
             len(handed),
             dataset_id,
-            event.payload.requested_by,
+            request.requested_by,
             dict(Counter(outcome.label.value for _, outcome, _ in handed)),
         )
 

@@ -257,8 +257,11 @@ class LabelingStore(Protocol):
     async def pending_review_count(self, line_id: str | None) -> int:
         """How many items wait for review (on one line, or on all)."""
 
-    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
-        """Reviewed items not yet handed to ``dataset_id``, oldest inspection first."""
+    async def reviewed_outside(
+        self, dataset_id: str, *, model_name: str, model_version: int | None
+    ) -> list[ReviewItem]:
+        """Reviewed items of the model's inspections (answered by ``model_version``, unless
+        None) not yet handed to ``dataset_id``, oldest inspection first."""
 
     async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
         """Remember that these items' images were handed to ``dataset_id``."""
@@ -510,8 +513,16 @@ class MongoLabelingStore:
         with mongo_errors():
             return await self._db[REVIEWS].count_documents(_pending(line_id))
 
-    async def reviewed_outside(self, dataset_id: str) -> list[ReviewItem]:
-        query = {"status": ReviewStatus.REVIEWED.value, "contributed_to": {"$ne": dataset_id}}
+    async def reviewed_outside(
+        self, dataset_id: str, *, model_name: str, model_version: int | None
+    ) -> list[ReviewItem]:
+        query: Document = {
+            "status": ReviewStatus.REVIEWED.value,
+            "model_name": model_name,
+            "contributed_to": {"$ne": dataset_id},
+        }
+        if model_version is not None:
+            query["model_version"] = model_version
         with mongo_errors():
             docs = (
                 await self._db[REVIEWS]

@@ -503,6 +503,7 @@ class MonitorService:
                     model_name=watch.model_name,
                     dataset_id=baseline.dataset_id,
                     dataset_version=None,
+                    degraded_version=watch.version,
                     reason=reason,
                     requested_by=self._producer,
                 ),
