@@ -43,8 +43,9 @@ E2E_ENV = {
     "SCREWOPS_EVALUATOR_MIN_DEFECT_RECALL": "0.3",
     "SCREWOPS_EVALUATOR_MAX_ACCURACY_DROP": "1.0",
     # Drift-triggered retraining (test_retraining.py) needs the shifted screws' images kept and
-    # queued for review, and a window the scenario fills in seconds; the cooldown is shorter than
-    # a pipeline run, so a session started right after another can still ask for retraining.
+    # queued for review; its inspections stay below min_observations, so only the reviews'
+    # accuracy can ask for the retraining, and the cooldown is shorter than a pipeline run, so a
+    # session started right after another can still ask.
     "SCREWOPS_GATEWAY_IMAGE_SAMPLE_RATE": "1.0",
     "SCREWOPS_LABELING_REVIEW_SAMPLE_RATE": "1.0",
     "SCREWOPS_MONITOR_WINDOW_SIZE": "100",

@@ -3,20 +3,24 @@
 The line's light changes (``screwops_synth``'s ``Style.shifted``: a failing lamp leaves the hall
 at 15% of its light, unevenly). The pictures go through the gateway, which keeps each image
 (``E2E_ENV`` samples every one) and logs the inspection; labeling queues them for review and a
-reviewer gives the first ones their true labels; the monitor sees the reviews' accuracy fall
-(and, with some models, the scores drift from the evaluation baseline) and asks for a new model;
-labeling hands the degraded version's reviewed images to the production model's dataset through
-the drop bucket; ingestion cuts a new version; and it is validated, trained on, evaluated and
-deployed. The gateway then serves the new version, and a stream of screws under the normal light
-is judged by the monitor against the new version's baseline and raises nothing.
+reviewer gives most of them their true labels; the monitor sees the reviews' accuracy fall and
+asks for a new model; labeling hands the degraded version's reviewed images to the production
+model's dataset through the drop bucket; ingestion cuts a new version; and it is validated,
+trained on, evaluated and deployed. The gateway then serves the new version.
 
-Which signal fires depends on the model: the served network standardises every image, so the
-dim screws move the scores of some small models past the drift and defect-rate thresholds (PSI
-1.06 to 1.84 against 1.04 in runs here) and leave others' below them, while the reviews' accuracy
-(0.50 to 0.63 against 0.90) fell every time. A lamp that dims, not one that blinds: screws three
-times overexposed alarm the scores too, but 15-epoch models trained with 60 of them beside the
-200 normal ones learned nothing in 2 of 3 tries (test accuracy 0.46 to 0.59, best epoch 1), where
-the dark ones gave 0.64 to 0.89.
+The reviews' accuracy is the signal the scenario relies on: it fell every time (0.40 to 0.63
+against 0.90), where the dim screws moved the scores of some small models past the drift and
+defect-rate thresholds (PSI 1.06 to 1.84 against 1.04 in runs here) and left others' below them,
+since the served network standardises every image. That the score signals fire on a real shift,
+and that a normal stream raises nothing, is the monitor's integration test (``test_monitor.py``):
+here the window stays below ``min_observations``, so a score alarm cannot ask for a retraining
+before anything is reviewed. A normal stream judged on the retrained version is no test of
+silence either: its baseline holds the dim screws too, and the monitor rightly saw the normal-only
+stream as a shift (PSI 1.19 against 0.96 in one CI run).
+
+A lamp that dims, not one that blinds: screws three times overexposed alarm the scores too, but
+15-epoch models trained with 60 of them beside the 200 normal ones learned nothing in 2 of 3 tries
+(test accuracy 0.46 to 0.59, best epoch 1), where the dark ones gave 0.64 to 0.89.
 """
 
 from __future__ import annotations
@@ -29,11 +33,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 from screwops.v1 import (
     ingestion_pb2,
     inspection_pb2,
@@ -62,16 +64,14 @@ from tests.e2e.runs import GATEWAY, finished_run
 from tests.support import eventually, unique
 
 LABELING = "127.0.0.1:50053"
-MONITOR_METRICS = "http://127.0.0.1:9108/metrics"
 SHIFT = -0.85
 REVIEWED = 30
 """Shifted inspections a reviewer labels: the monitor's ``min_reviews``, so their accuracy is
 judged once the last review is in."""
-UNREVIEWED = 60
-"""Shifted inspections after the reviews: with them the monitor's window (``E2E_ENV``) holds enough
-to judge the score signals too."""
-NORMAL = 70
-"""Screws under the normal light for the new version: more than ``min_observations``."""
+UNREVIEWED = 6
+"""Shifted inspections nobody reviews, which must not reach the dataset. With the reviewed ones
+they stay below the monitor's ``min_observations`` (``E2E_ENV``), so the scores are not judged
+before the reviews are in: a request made then would find no reviewed images to add."""
 E = TypeVar("E", bound=Event[Any])
 FOLLOWED = (
     Topic.MODEL_DEGRADED,
@@ -113,35 +113,12 @@ class Stream:
 
         return await eventually(found, within=within, what=what)
 
-    async def to_the_end(self) -> list[Event[Any]]:
-        """Every event up to the followed topics' ends as they are now."""
-        ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
-
-        async def caught_up() -> bool | None:
-            await self._read()
-            behind = [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]
-            return None if behind else True
-
-        await eventually(caught_up, within=60, what="the followed topics read to their ends")
-        return self.events
-
     async def _read(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=500)
         for record in (r for records in batch.values() for r in records):
             event = parse_event(record.topic, record.value)
             if event is not None:
                 self.events.append(event)
-
-
-async def monitor_metric(name: str, **labels: str) -> float | None:
-    """The monitor's sample ``name`` with ``labels`` (among others) now; None when absent."""
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(MONITOR_METRICS, timeout=10)).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return float(sample.value)
-    return None
 
 
 def rendered_screws(count: int, style: Style) -> list[tuple[bytes, bool]]:
@@ -196,16 +173,18 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
         labeling: Any = labeling_pb2_grpc.LabelingServiceStub(labeling_channel)
         screws = rendered_screws(REVIEWED + UNREVIEWED, Style().shifted(SHIFT))
 
-        truth = await inspect_all(gateway, screws[:REVIEWED], line, production.version)
+        truth = await inspect_all(gateway, screws, line, production.version)
 
         async def queued() -> bool | None:
             page = await labeling.ListReviewQueue(
                 labeling_pb2.ListReviewQueueRequest(line_id=line), timeout=30
             )
-            return True if page.total_size == REVIEWED else None
+            return True if page.total_size == len(screws) else None
 
-        await eventually(queued, within=120, what=f"{REVIEWED} inspections queued for review")
-        for inspection_id, defective in truth.items():
+        await eventually(queued, within=120, what=f"{len(screws)} inspections queued for review")
+        # The reviewer labels the first REVIEWED (in the order they were sent); the last review
+        # brings the accuracy window to min_reviews, and its alarm asks for retraining at once.
+        for inspection_id, defective in list(truth.items())[:REVIEWED]:
             await labeling.SubmitReview(
                 labeling_pb2.SubmitReviewRequest(
                     inspection_id=inspection_id,
@@ -214,7 +193,6 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
                 ),
                 timeout=30,
             )
-        await inspect_all(gateway, screws[REVIEWED:], line, production.version)
 
         await stream.first(
             ModelDegraded,
@@ -298,35 +276,3 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
             return True if response.model_version == deployed.payload.version else None
 
         await eventually(served, within=180, what=f"the gateway serving {deployed.payload.version}")
-
-        # The new version under the normal light: judged on its own baseline, nothing raised.
-        # The line's inspections share a partition, which the monitor takes in order, and two
-        # more normal screws follow the judged ones: whether or not the monitor counted the
-        # served() probe's inspection (only if it had moved to the new version first), a window
-        # of NORMAL + 2 means every one of the first NORMAL has been judged and announced.
-        retrained = str(deployed.payload.version)
-        normal = rendered_screws(NORMAL + 2, Style())
-        await inspect_all(gateway, normal, line, deployed.payload.version)
-
-        async def taken_in() -> bool | None:
-            window = await monitor_metric(
-                "screwops_monitor_window", version=retrained, window="inspections"
-            )
-            return True if window is not None and window >= NORMAL + 2 else None
-
-        await eventually(taken_in, within=120, what=f"the monitor taking in {NORMAL} inspections")
-        for signal in ("score_drift", "defect_rate"):
-            reading = await monitor_metric(
-                "screwops_monitor_signal", version=retrained, signal=signal
-            )
-            assert reading is not None, f"{signal} of version {retrained} was never judged"
-            fired = await monitor_metric(
-                "screwops_monitor_signal_fired", version=retrained, signal=signal
-            )
-            assert fired == 0, f"{signal} {reading:.3f} alarmed on the normal stream"
-        raised = [
-            e
-            for e in await stream.to_the_end()
-            if isinstance(e, ModelDegraded) and e.payload.model_version == deployed.payload.version
-        ]
-        assert raised == [], "the normal stream raised model.degraded"
