@@ -149,6 +149,8 @@ async def test_a_consumer_killed_after_its_effect_gets_the_event_again_and_the_e
     hanging = worker("--hang")
     try:
         await eventually(lambda: deliveries(1), within=60, what="the first delivery's effect")
+        # Killed only once its publish is on Kafka too: the effect alone lands before the publish.
+        await records_of(settings, kafka_topic, 1, within=60)
     finally:
         hanging.send_signal(signal.SIGKILL)
         hanging.wait(timeout=10)
