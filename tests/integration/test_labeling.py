@@ -27,8 +27,6 @@ from screwops_contracts import (
     InspectionCompletedPayload,
     InspectionReviewed,
     Topic,
-    TrainingRequested,
-    TrainingRequestedPayload,
 )
 from screwops_contracts.datasets import (
     Bucket,
@@ -48,6 +46,7 @@ from screwops_storage import ObjectStore, database
 
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.support import eventually, minio_client, png, remove_objects, unique
+from tests.unit.labeling.fakes import training_requested
 
 
 @dataclass
@@ -132,6 +131,26 @@ class Labeling:
                 raise
 
         return await eventually(task, within=30, what=f"{dataset_id} to be recorded")
+
+
+def inspected(line: str, probability: float, image_key: str) -> InspectionCompleted:
+    """The gateway's ``inspection.completed`` of version 1 at threshold 0.5, with its image kept."""
+    return InspectionCompleted.origin(
+        InspectionCompletedPayload(
+            request_id=unique("req"),
+            line_id=line,
+            camera_id="cam-1",
+            verdict="DEFECT" if probability >= 0.5 else "GOOD",
+            defect_probability=probability,
+            threshold=0.5,
+            model_name="screw-classifier",
+            model_version=1,
+            trace_id=uuid.uuid4().hex,
+            image_key=image_key,
+            latency_ms=5.0,
+        ),
+        producer="it",
+    )
 
 
 @pytest.fixture
@@ -350,22 +369,7 @@ async def test_uncertain_inspections_are_queued_paged_and_reviewed(labeling: Lab
     line = unique("line")
     events = []
     for probability in (0.45, 0.55, 0.02, 0.6):
-        event = InspectionCompleted.origin(
-            InspectionCompletedPayload(
-                request_id=unique("req"),
-                line_id=line,
-                camera_id="cam-1",
-                verdict="DEFECT" if probability >= 0.5 else "GOOD",
-                defect_probability=probability,
-                threshold=0.5,
-                model_name="screw-classifier",
-                model_version=1,
-                trace_id=uuid.uuid4().hex,
-                image_key=f"inspections/{uuid.uuid4().hex}",
-                latency_ms=5.0,
-            ),
-            producer="it",
-        )
+        event = inspected(line, probability, f"inspections/{uuid.uuid4().hex}")
         events.append(event)
         await labeling.bus.publish(event)
     # Oldest first, as stored: MongoDB keeps milliseconds, and ties go by inspection id.
@@ -422,22 +426,7 @@ async def test_a_training_request_drops_the_reviewed_inspections_for_ingestion(
         stored = await labeling.objects.put_content(
             Bucket.INSPECTIONS, png(24, seed=seed), prefix="raw"
         )
-        event = InspectionCompleted.origin(
-            InspectionCompletedPayload(
-                request_id=unique("req"),
-                line_id=line,
-                camera_id="cam-1",
-                verdict="GOOD",
-                defect_probability=0.45,
-                threshold=0.5,
-                model_name="screw-classifier",
-                model_version=1,
-                trace_id=uuid.uuid4().hex,
-                image_key=stored.key,
-                latency_ms=5.0,
-            ),
-            producer="it",
-        )
+        event = inspected(line, 0.45, stored.key)
         await labeling.bus.publish(event)
         queued.append((str(event.event_id), stored.sha256))
 
@@ -459,18 +448,7 @@ async def test_a_training_request_drops_the_reviewed_inspections_for_ingestion(
             )
         )
 
-    await labeling.bus.publish(
-        TrainingRequested.origin(
-            TrainingRequestedPayload(
-                model_name="screw-classifier",
-                dataset_id=dataset,
-                degraded_version=1,
-                reason="defect_rate 0.9 past 0.7 over 80 observations",
-                requested_by="it",
-            ),
-            producer="it",
-        )
-    )
+    await labeling.bus.publish(training_requested(dataset, degraded_version=1))
 
     s3 = minio_client(settings.minio)
 
