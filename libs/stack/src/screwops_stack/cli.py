@@ -85,6 +85,8 @@ def _start(server: Server, layout: Layout) -> Outcome:
     process = None
     if processes.find(layout.pidfile(server.name)) is None:
         try:
+            # A prepare step may log (Kafka formats its storage) before any process has started.
+            layout.logs.mkdir(parents=True, exist_ok=True)
             server.prepare()
         except (OSError, subprocess.CalledProcessError) as exc:
             return Outcome(server, time.monotonic() - began, f"preparing failed: {exc}")
