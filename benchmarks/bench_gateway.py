@@ -28,7 +28,11 @@ run it:
    for ``--duration`` seconds over one connection, with the same requests in a count-delimited
    binary file, and reads its JSON report (ghz reads ``protos/``: it asks server reflection for
    the method's symbol, which Python's reflection server does not resolve);
-6. prints the table, the floors of the issue (gateway >= 0.8x direct+prep requests/s at
+6. accounts, for each measured cell, the CPU time every process spent per request (this script,
+   the gateway, Triton with its backend stubs, Kafka, Jaeger and the rest of the stack, from
+   their recorded pids) and Triton's mean batch (its inference and execution counts): on a
+   machine where they all share the cores, that is where a throughput gap comes from;
+7. prints the tables, the floors of the issue (gateway >= 0.8x direct+prep requests/s at
    concurrency 8; the gateway adds <= 2 ms to p50 at concurrency 1, where no queue hides it)
    marked PASS/FAIL, the command and the machine; then removes the model and stops the gateway.
 
@@ -58,13 +62,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
+import psutil
 import tritonclient.grpc.aio as tritongrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
@@ -74,7 +79,8 @@ from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
 from screwops_imaging import decode, preprocess
 from screwops_serving import TritonModels, export_version
 from screwops_settings import StackSettings
-from screwops_stack.servers import Layout, triton_model_repository
+from screwops_stack import processes
+from screwops_stack.servers import Layout, servers, triton_model_repository
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
 from tritonclient.utils import InferenceServerException
 
@@ -104,10 +110,67 @@ class Cell:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    batch: float = float("nan")
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the processes and Triton had done by one moment of a cell."""
+
+    cpu_s: dict[str, float]
+    inferences: int
+    executions: int
+
+
+class Meter:
+    """Reads the CPU time of each process of the bench and Triton's counts for the model.
+
+    A server's children count with it: Triton runs the model in its Python-backend stubs. This
+    script counts alone, without the gateway it started.
+    """
+
+    def __init__(self, triton: Any, model: str, gateway_pid: int, settings: StackSettings) -> None:
+        self._triton = triton
+        self._model = model
+        layout = Layout(settings.home)
+        self._own = psutil.Process()
+        self._servers: dict[str, psutil.Process] = {"gateway": psutil.Process(gateway_pid)}
+        for server in servers(settings):
+            found = processes.find(layout.pidfile(server.name))
+            if found is not None:
+                self._servers[server.name] = found
+
+    async def read(self) -> Usage:
+        stats = await self._triton.get_inference_statistics(self._model, as_json=True)
+        (model,) = stats["model_stats"]
+        own = self._own.cpu_times()
+        cpu_s = {"client": own.user + own.system}
+        for name, process in self._servers.items():
+            cpu_s[name] = _tree_cpu_s(process)
+        return Usage(cpu_s, int(model["inference_count"]), int(model["execution_count"]))
+
+
+def _tree_cpu_s(process: psutil.Process) -> float:
+    total = 0.0
+    for member in [process, *_children(process)]:
+        try:
+            times = member.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -208,11 +271,13 @@ async def wait_serving(
 # --- measuring -------------------------------------------------------------------------------
 
 
-async def measure(path: str, call: Call, concurrency: int, warmup: float, duration: float) -> Cell:
+async def measure(
+    path: str, call: Call, concurrency: int, warmup: float, duration: float, meter: Meter
+) -> Cell:
     """``concurrency`` closed-loop workers: ``warmup`` s unmeasured, then ``duration`` s timed.
 
     Requests/s counts every request begun within ``duration`` over the time until the last one
-    was answered.
+    was answered; the CPU per request and Triton's batch cover the timed part.
     """
     counter = itertools.count()
     latencies: list[float] = []
@@ -233,11 +298,19 @@ async def measure(path: str, call: Call, concurrency: int, warmup: float, durati
 
     stop_at = time.perf_counter() + warmup
     await asyncio.gather(*(worker(stop_at, False) for _ in range(concurrency)))
+    before = await meter.read()
     began = time.perf_counter()
     await asyncio.gather(*(worker(began + duration, True) for _ in range(concurrency)))
     seconds = time.perf_counter() - began
+    after = await meter.read()
     p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99]) if latencies else (0, 0)
-    return Cell(path, concurrency, len(latencies), errors, seconds, float(p50), float(p99))
+    answered = max(len(latencies), 1)
+    cpu_ms = {k: (after.cpu_s[k] - before.cpu_s[k]) * 1000 / answered for k in after.cpu_s}
+    executions = after.executions - before.executions
+    batch = (after.inferences - before.inferences) / executions if executions else float("nan")
+    return Cell(
+        path, concurrency, len(latencies), errors, seconds, float(p50), float(p99), cpu_ms, batch
+    )
 
 
 def inspect_requests(images: list[bytes]) -> list[inspection_pb2.InspectRequest]:
@@ -411,6 +484,31 @@ def machine() -> str:
     return f"{usable} cores usable ({os.cpu_count()} online), {model}, {platform.system()}"
 
 
+def cpu_table(cells: list[Cell]) -> Table:
+    """CPU milliseconds each process spent per answered request, and Triton's mean batch."""
+    names = list(dict.fromkeys(name for cell in cells for name in cell.cpu_ms))
+    table = Table(
+        title="CPU ms per request by process (children included), Triton's mean batch",
+        title_justify="left",
+    )
+    table.add_column("conc.", justify="right")
+    table.add_column("path")
+    for name in [*names, "total", "cores busy", "Triton batch"]:
+        table.add_column(name, justify="right")
+    for cell in cells:
+        total = sum(cell.cpu_ms.values())
+        table.add_row(
+            str(cell.concurrency),
+            cell.path,
+            *(f"{cell.cpu_ms.get(name, float('nan')):.2f}" for name in names),
+            f"{total:.2f}",
+            f"{total * cell.rate / 1000:.2f}",
+            f"{cell.batch:.2f}",
+            end_section=cell.path == "direct" and cell.concurrency != CONCURRENCIES[-1],
+        )
+    return table
+
+
 def report(
     console: Console,
     cells: list[Cell],
@@ -470,6 +568,7 @@ def report(
     ):
         floors.add_row(floor, measured, "[green]PASS[/]" if passed else "[red]FAIL[/]")
     console.print(floors)
+    console.print(cpu_table(cells))
 
     if timings:
         mean = {
@@ -531,6 +630,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                 stub: inspection_pb2_grpc.InspectionServiceAsyncStub
                 stub = inspection_pb2_grpc.InspectionServiceStub(channel)
                 paths = Paths(stub, triton, model)
+                meter = Meter(triton, model, process.pid, settings)
                 through_gateway, straight = await paths.agree(requests[0])
                 if abs(through_gateway - straight) > 1e-4:
                     console.print(f"the paths disagree: {through_gateway} vs {straight}")
@@ -542,7 +642,9 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                         ("direct+prep", paths.direct_with_preprocessing(images)),
                         ("direct", paths.direct(batches)),
                     ):
-                        cell = await measure(path, call, concurrency, args.warmup, args.duration)
+                        cell = await measure(
+                            path, call, concurrency, args.warmup, args.duration, meter
+                        )
                         console.print(
                             f"  c={concurrency:<2} {path:<12} {cell.rate:7.1f} req/s  "
                             f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms"
