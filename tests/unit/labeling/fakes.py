@@ -236,6 +236,13 @@ class Harness:
     emitted: Emitted
     clock: Clock
 
+    def keep_inspection_image(self, data: bytes) -> tuple[str, str]:
+        """Put ``data`` where the gateway keeps an inspection's image: its key and digest."""
+        sha = hashlib.sha256(data).hexdigest()
+        key = f"inspections/{sha[:2]}/{sha}"
+        self.objects.objects[(Bucket.INSPECTIONS, key)] = data
+        return key, sha
+
     def ingest(
         self,
         dataset_id: str,

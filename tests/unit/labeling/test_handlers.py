@@ -4,7 +4,6 @@ review queue; ``training.requested`` hands the reviewed inspections to the datas
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -12,11 +11,7 @@ import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from screwops_bus import Bus
-from screwops_contracts import (
-    DatasetLabeled,
-    Topic,
-    dlq_topic,
-)
+from screwops_contracts import DatasetLabeled, Topic, dlq_topic
 from screwops_contracts.datasets import Bucket, Label
 from screwops_labeling import handlers
 
@@ -86,9 +81,7 @@ async def test_an_uncertain_inspection_lands_in_the_review_queue(wired: Wired) -
 
 async def test_a_training_request_hands_the_reviewed_inspections_over(wired: Wired) -> None:
     picture = b"reviewed screw"
-    sha = hashlib.sha256(picture).hexdigest()
-    key = f"raw/{sha[:2]}/{sha}"
-    wired.h.objects.objects[(Bucket.INSPECTIONS, key)] = picture
+    key, sha = wired.h.keep_inspection_image(picture)
     queued = inspection(probability=0.52, image_key=key)
     await wired.bus.publish(queued)
     await wired.h.service.submit_review(str(queued.event_id), Label.GOOD, reviewer="rev")

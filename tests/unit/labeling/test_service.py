@@ -3,7 +3,6 @@ imports, closing a version, and the review queue."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -435,9 +434,7 @@ async def test_the_queue_pages_oldest_first_and_filters_by_line() -> None:
 async def test_a_page_with_images_reads_them_from_the_inspections_bucket() -> None:
     h = harness()
     data = b"inspected screw"
-    sha = hashlib.sha256(data).hexdigest()
-    key = f"inspections/{sha[:2]}/{sha}"
-    h.objects.objects[(Bucket.INSPECTIONS, key)] = data
+    key, _ = h.keep_inspection_image(data)
     await h.service.on_inspection_completed(inspection(probability=0.5, image_key=key))
 
     page = await h.service.review_queue("", include_images=True, page_size=10, page_token="")
@@ -475,9 +472,7 @@ async def reviewed(
 ) -> tuple[str, str]:
     """An image ``version`` inspected and kept, queued and reviewed as ``label``: its inspection
     id and digest."""
-    sha = hashlib.sha256(picture).hexdigest()
-    key = f"raw/{sha[:2]}/{sha}"
-    h.objects.objects[(Bucket.INSPECTIONS, key)] = picture
+    key, sha = h.keep_inspection_image(picture)
     queued = inspection(probability=0.45, image_key=key, model_version=version)
     await h.service.on_inspection_completed(queued)
     await h.service.submit_review(
@@ -557,7 +552,7 @@ async def test_a_reviewed_inspection_whose_image_is_gone_stays_behind_and_the_re
     h = harness()
     lost_id, lost = await reviewed(h, b"lost screw", GOOD)
     _, kept = await reviewed(h, b"kept screw", BAD)
-    del h.objects.objects[(Bucket.INSPECTIONS, f"raw/{lost[:2]}/{lost}")]
+    del h.objects.objects[(Bucket.INSPECTIONS, h.store.reviews[lost_id].object_key)]
 
     await h.service.on_training_requested(training_requested("line-7"))
 

@@ -557,7 +557,8 @@ class LabelingService:
         reviewed = await self._store.reviewed_outside(
             dataset_id, model_name=request.model_name, model_version=request.degraded_version
         )
-        handed: list[tuple[ReviewItem, ReviewOutcome, str]] = []
+        handed_ids: list[str] = []
+        reviews: list[tuple[str, ReviewOutcome]] = []
         for item in reviewed:
             if item.outcome is None or item.image_sha256 is None:
                 continue
@@ -577,21 +578,20 @@ class LabelingService:
                 continue
             key = join_key(dataset_id, f"{item.outcome.label.value}/{item.image_sha256}")
             await self._objects.put_named(Bucket.DROP, key, data)
-            handed.append((item, item.outcome, item.image_sha256))
-        if not handed:
+            handed_ids.append(item.inspection_id)
+            reviews.append((item.image_sha256, item.outcome))
+        if not handed_ids:
             log.info("retraining %s asked for: no reviewed inspection to add to it", dataset_id)
             return
-        await self._label_by_review(dataset_id, [(sha, outcome) for _, outcome, sha in handed])
+        await self._label_by_review(dataset_id, reviews)
         await self._objects.put_named(Bucket.DROP, join_key(dataset_id, READY_MARKER), b"")
-        await self._store.mark_contributed(
-            dataset_id, [item.inspection_id for item, _, _ in handed]
-        )
+        await self._store.mark_contributed(dataset_id, handed_ids)
         log.info(
             "handed %d reviewed inspections to %s for the retraining %s asked for: %s",
-            len(handed),
+            len(handed_ids),
             dataset_id,
             request.requested_by,
-            dict(Counter(outcome.label.value for _, outcome, _ in handed)),
+            dict(Counter(outcome.label.value for _, outcome in reviews)),
         )
 
     # --- internals -------------------------------------------------------------------------------

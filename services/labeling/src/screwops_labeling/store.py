@@ -499,15 +499,7 @@ class MongoLabelingStore:
                 {"inspected_at": {"$gt": after.inspected_at}},
                 {"inspected_at": after.inspected_at, "_id": {"$gt": after.inspection_id}},
             ]
-        with mongo_errors():
-            docs = (
-                await self._db[REVIEWS]
-                .find(query)
-                .sort([("inspected_at", ASCENDING), ("_id", ASCENDING)])
-                .limit(limit)
-                .to_list(limit)
-            )
-        return [_review(doc) for doc in docs]
+        return await self._reviews_in_order(query, limit)
 
     async def pending_review_count(self, line_id: str | None) -> int:
         with mongo_errors():
@@ -523,14 +515,7 @@ class MongoLabelingStore:
         }
         if model_version is not None:
             query["model_version"] = model_version
-        with mongo_errors():
-            docs = (
-                await self._db[REVIEWS]
-                .find(query)
-                .sort([("inspected_at", ASCENDING), ("_id", ASCENDING)])
-                .to_list(None)
-            )
-        return [_review(doc) for doc in docs]
+        return await self._reviews_in_order(query, None)
 
     async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
         with mongo_errors():
@@ -538,6 +523,18 @@ class MongoLabelingStore:
                 {"_id": {"$in": list(inspection_ids)}},
                 {"$addToSet": {"contributed_to": dataset_id}},
             )
+
+    async def _reviews_in_order(self, query: Document, limit: int | None) -> list[ReviewItem]:
+        """Review items matching ``query``, oldest inspection first (the id breaks ties, so a
+        cursor over them is stable); at most ``limit`` of them, or all for None."""
+        cursor = (
+            self._db[REVIEWS].find(query).sort([("inspected_at", ASCENDING), ("_id", ASCENDING)])
+        )
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        with mongo_errors():
+            docs = await cursor.to_list(limit)
+        return [_review(doc) for doc in docs]
 
     async def _labeled_among(self, dataset_id: str, shas: Iterable[str]) -> set[str]:
         """Which of ``shas`` have a label, with their ``labeled`` flags brought up to date."""
