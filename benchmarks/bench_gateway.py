@@ -157,20 +157,13 @@ class Meter:
 
 def _tree_cpu_s(process: psutil.Process) -> float:
     total = 0.0
-    for member in [process, *_children(process)]:
+    for member in processes.tree(process):
         try:
             times = member.cpu_times()
         except psutil.Error:
             continue
         total += times.user + times.system
     return total
-
-
-def _children(process: psutil.Process) -> list[psutil.Process]:
-    try:
-        return process.children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 # --- setup -----------------------------------------------------------------------------------

@@ -52,13 +52,21 @@ def find(pidfile: Path) -> psutil.Process | None:
     return process
 
 
+def tree(process: psutil.Process) -> list[psutil.Process]:
+    """The process and its descendants: what a server costs is its backend stubs' share too."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:  # it exited meanwhile: the caller's own calls on it will say so
+        return [process]
+
+
 def running(pidfile: Path) -> Running | None:
     """Pid and resident memory (the whole process group's) of a recorded, live server."""
     process = find(pidfile)
     if process is None:
         return None
     rss = 0
-    for member in [process, *process.children(recursive=True)]:
+    for member in tree(process):
         try:
             rss += member.memory_info().rss
         except psutil.Error:
@@ -99,7 +107,7 @@ def stop(pidfile: Path, *, timeout: float) -> bool:
     if process is None:
         return False
     pgid = process.pid
-    members = [process, *process.children(recursive=True)]
+    members = tree(process)
     _signal_group(pgid, signal.SIGTERM)
     _, alive = psutil.wait_procs(members, timeout=timeout)
     if alive:
