@@ -10,6 +10,7 @@ the gateway uses when a request pins none.
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,18 @@ PRODUCTION_ALIAS = "production"
 INPUT_TENSOR = "IMAGE"  # FP32 [batch, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1]
 OUTPUT_TENSOR = "DEFECT_PROBABILITY"  # FP32 [batch, 1]
 DEFAULT_THRESHOLD = 0.5
+
+
+class ModelKind(StrEnum):
+    """How a model learns what a defect is; chosen per model name in settings.
+
+    A line with few defects cannot feed a classifier: ``good_only`` learns the good screw alone
+    (anomaly detection) and needs no defective image to train, only to be tested. Both kinds
+    export a SavedModel scoring each image in [0, 1], so everything downstream serves them alike.
+    """
+
+    SUPERVISED = "supervised"
+    GOOD_ONLY = "good_only"
 
 # MinIO layout (bucket "models"): runs/<run_id>/saved_model/… for the SavedModel,
 # runs/<run_id>/history.json, evaluations/<evaluation_id>.json, triton/<name>/<version>/… for the
