@@ -21,6 +21,7 @@ from screwops_contracts import (
     parse_event,
 )
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 
 
 def example(model: type[BaseModel]) -> dict[str, Any]:
@@ -151,3 +152,24 @@ def test_a_record_that_is_no_event_parses_to_none(value: bytes) -> None:
 def test_a_record_of_an_event_parses_to_it() -> None:
     event = ingested()
     assert parse_event(Topic.DATASET_INGESTED, event.model_dump_json().encode()) == event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        EVENTS_BY_TOPIC[Topic.MODEL_TRAINED],
+        EVENTS_BY_TOPIC[Topic.MODEL_APPROVED],
+        EVENTS_BY_TOPIC[Topic.MODEL_DEPLOYED],
+        EVENTS_BY_TOPIC[Topic.MODEL_ROLLED_BACK],
+    ],
+    ids=lambda e: e.TOPIC,
+)
+def test_a_model_event_from_before_operating_points_parses_as_a_supervised_model_at_one_half(
+    event: type[Event[Any]],
+) -> None:
+    """Events already on the topics (or in a dead-letter queue) name no threshold or kind."""
+    raw = example(payload_type(event))
+    del raw["threshold"], raw["model_kind"]
+    payload = payload_type(event).model_validate(raw)
+    assert payload.model_dump()["threshold"] == DEFAULT_THRESHOLD
+    assert payload.model_dump()["model_kind"] is ModelKind.SUPERVISED

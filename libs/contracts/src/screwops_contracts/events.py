@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from screwops_contracts.envelope import Event, Payload
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 
 DLQ_SUFFIX = ".dlq"
 
@@ -53,6 +54,27 @@ ModelName = Annotated[
     str, Field(description="Registered model name.", examples=["screw-classifier"])
 ]
 RunId = Annotated[str, Field(description="Training run id.", examples=["run-5f2c9a1e"])]
+# A model's operating point travels with it from the trainer to the gateway. Each use defaults
+# them, so an event written before they existed still parses: such a model was judged and served
+# at 0.5, and only supervised models existed.
+Threshold = Annotated[
+    float,
+    Field(
+        ge=0.0,
+        le=1.0,
+        description="Decision threshold chosen on the validation split: a score at or above it "
+        "is a defect.",
+        examples=[0.37],
+    ),
+]
+Kind = Annotated[
+    ModelKind,
+    Field(
+        description="How the model learnt defects: a supervised classifier or a good-only "
+        "anomaly detector; both score each image in [0, 1].",
+        examples=["supervised"],
+    ),
+]
 
 
 class SplitCounts(Payload):
@@ -220,6 +242,8 @@ class ModelTrainedPayload(Payload):
         description="True when a finished run with the same data and params was reused.",
         examples=[False],
     )
+    threshold: Threshold = DEFAULT_THRESHOLD
+    model_kind: Kind = ModelKind.SUPERVISED
 
 
 class ModelTrained(Event[ModelTrainedPayload]):
@@ -253,6 +277,8 @@ class ModelApprovedPayload(Payload):
         description="MinIO key of the evaluation report.",
         examples=["screw-classifier/run-5f2c9a1e/evaluation.json"],
     )
+    threshold: Threshold = DEFAULT_THRESHOLD
+    model_kind: Kind = ModelKind.SUPERVISED
 
 
 class ModelApproved(Event[ModelApprovedPayload]):
@@ -299,6 +325,8 @@ class ModelDeployedPayload(Payload):
         description="Model name in Triton's repository.", examples=["screw-classifier"]
     )
     run_id: RunId
+    threshold: Threshold = DEFAULT_THRESHOLD
+    model_kind: Kind = ModelKind.SUPERVISED
 
 
 class ModelDeployed(Event[ModelDeployedPayload]):
@@ -319,6 +347,13 @@ class ModelRolledBackPayload(Payload):
     )
     actor: str = Field(description="Who asked for the rollback.", examples=["ana@plant-7"])
     reason: str = Field(description="Why.", examples=["false rejects on line 2"])
+    threshold: Threshold = Field(
+        DEFAULT_THRESHOLD,
+        description="The threshold of the version serving again, which the gateway applies.",
+    )
+    model_kind: Kind = Field(
+        ModelKind.SUPERVISED, description="The kind of the version serving again."
+    )
 
 
 class ModelRolledBack(Event[ModelRolledBackPayload]):
