@@ -43,6 +43,7 @@ from screwops_trainer import handlers as trainer_handlers
 from screwops_trainer.model import configure_tensorflow, fit
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.provenance import git_sha, package_versions
+from screwops_trainer.scoring import score_saved_model
 from screwops_trainer.service import TrainerService
 from screwops_trainer.store import RUNS, MongoTrainerStore
 from screwops_validation import handlers as validation_handlers
@@ -165,6 +166,7 @@ async def stack(
             objects,
             trainer_bus.emit,
             fit,
+            score_saved_model,
             model_name=MODEL_NAME,
             params=PARAMS,
             git_sha=git_sha(),
@@ -210,6 +212,10 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
     assert payload.reused is False
     assert payload.metrics["epochs_run"] == 2.0
     assert 0.0 <= payload.metrics["val_accuracy"] <= 1.0
+    # The threshold was chosen on the exported model's validation scores, for recall >= 0.95.
+    assert 0.0 <= payload.threshold <= 1.0
+    assert payload.model_kind == "supervised"
+    assert payload.metrics["val_recall_at_threshold"] >= 0.95
 
     # The SavedModel in MinIO loads and answers with a probability per preprocessed image.
     local = tmp_path / "saved_model"
@@ -238,6 +244,7 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
     assert record["git_sha"]
     assert set(record["packages"]) == {"tensorflow", "keras", "numpy", "screwops-trainer"}
     assert record["dataset_digest"] == payload.dataset_digest
+    assert record["threshold"] == payload.threshold
     counts = validated.payload.split_counts
     assert record["split_counts"] == {"train": counts.train, "validation": counts.validation}
 

@@ -20,6 +20,7 @@ from screwops_contracts import (
     DatasetRejectedPayload,
     DatasetValidated,
 )
+from screwops_contracts.models import ModelKind
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
 from screwops_trainer.store import DatasetRecord, EpochRecord, RunRecord, RunStatus
@@ -170,12 +171,27 @@ class FakeFit:
 
 
 @dataclass
+class FakeScore:
+    """Scores the exported model as :func:`score_saved_model` would: spread evenly over [0, 1]
+    in the order the images come, after checking a SavedModel was written where it looks."""
+
+    calls: list[tuple[Path, Array]] = field(default_factory=list)
+
+    def __call__(self, directory: Path, images: Array) -> Array:
+        assert (directory / "saved_model.pb").is_file()
+        self.calls.append((directory, images))
+        return np.linspace(0.0, 1.0, len(images), dtype=np.float32)
+
+
+@dataclass
 class Parts:
     store: FakeStore = field(default_factory=FakeStore)
     objects: FakeObjects = field(default_factory=FakeObjects)
     emitted: Emitted = field(default_factory=lambda: Emitted("trainer"))
     fit: FakeFit = field(default_factory=FakeFit)
+    score: FakeScore = field(default_factory=FakeScore)
     params: TrainingParams = PARAMS
+    model_kind: ModelKind = ModelKind.SUPERVISED
 
     def service(self) -> TrainerService:
         return TrainerService(
@@ -183,8 +199,10 @@ class Parts:
             self.objects,
             self.emitted,
             self.fit,
+            self.score,
             model_name="screw-classifier",
             params=self.params,
+            model_kind=self.model_kind,
             git_sha="0123abc",
             packages=PACKAGES,
             concurrency=4,

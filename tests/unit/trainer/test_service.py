@@ -13,7 +13,7 @@ import pytest
 from screwops_contracts import TrainingRequested, TrainingRequestedPayload
 from screwops_contracts.datasets import Bucket, Split, SplitName
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import run_prefix, saved_model_prefix
+from screwops_contracts.models import ModelKind, run_prefix, saved_model_prefix
 from screwops_errors import (
     FailedPreconditionError,
     IntegrityError,
@@ -22,6 +22,7 @@ from screwops_errors import (
 )
 from screwops_trainer.service import EpochSink, TrainingStoppedError
 from screwops_trainer.store import EpochRecord, run_id
+from screwops_trainer.threshold import ThresholdError, choose_threshold
 
 from tests.support import eventually
 from tests.unit.trainer.fakes import PACKAGES, PARAMS, Parts, rejected, validated
@@ -85,6 +86,42 @@ async def test_a_validated_version_is_trained_recorded_stored_and_announced() ->
     assert as_json["status"] == "finished"
     assert as_json["run_id"] == run
     assert parts.store.datasets["screws@v1"].status == "validated"
+
+
+async def test_the_threshold_is_chosen_on_the_exported_models_validation_scores() -> None:
+    parts = Parts()
+    cause = await validated(parts.objects, "screws", balanced(20))
+    payload = await parts.service().on_dataset_validated(cause)
+
+    [call] = parts.fit.calls
+    [(_, scored)] = parts.score.calls
+    x_val, y_val = call.validation
+    assert np.array_equal(scored, x_val)
+    expected = choose_threshold(
+        np.linspace(0.0, 1.0, len(y_val)), y_val, ModelKind.SUPERVISED, min_recall=0.95
+    )
+    assert payload.threshold == pytest.approx(expected.threshold)
+    assert payload.model_kind is ModelKind.SUPERVISED
+    assert payload.metrics["val_recall_at_threshold"] >= 0.95
+    assert payload.metrics["val_false_reject_at_threshold"] == expected.false_reject_rate
+    record = parts.store.runs[payload.run_id]
+    assert record.threshold == payload.threshold
+    assert record.model_kind is ModelKind.SUPERVISED
+
+
+async def test_a_good_only_run_with_too_few_good_validation_images_fails_with_the_reason() -> None:
+    parts = Parts(model_kind=ModelKind.GOOD_ONLY)
+    cause = await validated(parts.objects, "screws", balanced(20))
+    with pytest.raises(ThresholdError, match="needs at least 50 good validation images"):
+        await parts.service().on_dataset_validated(cause)
+
+    [record] = parts.store.runs.values()
+    assert record.status == "failed"
+    assert record.error is not None
+    assert record.error.startswith("no threshold: a good-only threshold")
+    assert record.model_kind is ModelKind.GOOD_ONLY
+    assert parts.emitted == []
+    assert parts.objects.keys(Bucket.MODELS, "runs") == []
 
 
 async def test_the_fit_gets_preprocessed_train_and_validation_images_in_a_worker_thread() -> None:

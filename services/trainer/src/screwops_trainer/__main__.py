@@ -11,6 +11,7 @@ from screwops_trainer import handlers
 from screwops_trainer.config import TrainerSettings
 from screwops_trainer.model import configure_tensorflow, fit
 from screwops_trainer.provenance import git_sha, package_versions
+from screwops_trainer.scoring import score_saved_model
 from screwops_trainer.service import TrainerService
 from screwops_trainer.store import MongoTrainerStore
 
@@ -27,8 +28,11 @@ def main() -> None:
         runtime.objects,
         runtime.bus.emit,
         fit,
+        score_saved_model,
         model_name=settings.model_name,
         params=settings.params,
+        model_kind=settings.model_kind,
+        threshold_rules=settings.threshold,
         git_sha=git_sha(settings.git_sha),
         packages=package_versions(),
         concurrency=settings.image_concurrency,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from screwops_contracts.models import MODEL_NAME
+from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
 
 from screwops_trainer.params import TrainingParams
+from screwops_trainer.threshold import ThresholdRules
 
 
 class TrainerSettings(ServiceSettings):
@@ -34,6 +35,15 @@ class TrainerSettings(ServiceSettings):
     )
     params: TrainingParams = Field(
         default_factory=TrainingParams, description="Hyper-parameters of every run."
+    )
+    model_kind: ModelKind = Field(
+        ModelKind.SUPERVISED,
+        description="The kind of model this trainer trains; it decides how the threshold is "
+        "chosen on the validation split and travels with the model to the gateway.",
+    )
+    threshold: ThresholdRules = Field(
+        default_factory=ThresholdRules,
+        description="How each run's decision threshold is chosen on its validation split.",
     )
     max_run_s: float = Field(
         3600.0,

@@ -11,7 +11,10 @@ A run goes: fetch the version's manifest, label set and split, check they hash t
 digest, fetch and preprocess the train and validation images (the gateway's preprocessing), record
 the run as ``running``, fit in a worker thread while each epoch's metrics reach MongoDB, write the
 SavedModel, ``history.json`` and ``run.json`` to MinIO, record the run as ``finished`` and emit
-``model.trained``. Every key derives from the run id and the event id from its cause, so an event
+``model.trained``. Before the artifacts are stored, the exported SavedModel scores the
+validation split and the run's decision threshold is chosen on those scores
+(:mod:`screwops_trainer.threshold`); it is recorded with the run and announced with the model's
+kind. Every key derives from the run id and the event id from its cause, so an event
 redelivered after a crash rewrites the same objects and emits the same event.
 """
 
@@ -51,6 +54,7 @@ from screwops_contracts.datasets import (
     parse_document,
 )
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -75,6 +79,7 @@ from screwops_trainer.store import (
     TrainerStore,
     run_id,
 )
+from screwops_trainer.threshold import Scores, ThresholdError, ThresholdRules, choose_threshold
 
 log = logging.getLogger("screwops.trainer")
 
@@ -111,6 +116,12 @@ class Fit(Protocol):
         *,
         on_epoch: OnEpoch | None = None,
     ) -> Trained: ...
+
+
+class Score(Protocol):
+    """:func:`screwops_trainer.scoring.score_saved_model`: blocking, one score per image."""
+
+    def __call__(self, directory: Path, images: Images) -> Scores: ...
 
 
 class Objects(Protocol):
@@ -184,9 +195,12 @@ class TrainerService:
         objects: Objects,
         emit: Emit,
         fit: Fit,
+        score: Score,
         *,
         model_name: str,
         params: TrainingParams,
+        model_kind: ModelKind = ModelKind.SUPERVISED,
+        threshold_rules: ThresholdRules | None = None,
         git_sha: str,
         packages: dict[str, str],
         concurrency: int = 8,
@@ -197,8 +211,11 @@ class TrainerService:
         self._objects = objects
         self._emit = emit
         self._fit = fit
+        self._score = score
         self._model_name = model_name
         self._params = params
+        self._model_kind = model_kind
+        self._threshold_rules = threshold_rules or ThresholdRules()
         self._git_sha = git_sha
         self._packages = dict(packages)
         self._concurrency = concurrency
@@ -323,6 +340,9 @@ class TrainerService:
             artifact_key=record.artifact_key,
             metrics=record.metrics,
             reused=reused,
+            # A run finished before thresholds were chosen was judged and served at 0.5.
+            threshold=DEFAULT_THRESHOLD if record.threshold is None else record.threshold,
+            model_kind=record.model_kind,
         )
         await self._emit(ModelTrained, payload, cause=cause)
         self._runs.add(1, {"outcome": "reused" if reused else "trained"})
@@ -352,6 +372,7 @@ class TrainerService:
                     SplitName.TRAIN.value: len(train[1]),
                     SplitName.VALIDATION.value: len(validation[1]),
                 },
+                model_kind=self._model_kind,
                 cause_event_id=str(cause.event_id),
                 correlation_id=cause.correlation_id,
                 started_at=datetime.now(UTC),
@@ -372,7 +393,7 @@ class TrainerService:
         ):
             trained, epochs = await self._fit_in_thread(started, train, validation)
         self._duration.record(trained.seconds)
-        return await self._store_artifacts(started, trained, epochs)
+        return await self._store_artifacts(started, trained, epochs, validation)
 
     async def _fit_in_thread(
         self,
@@ -395,37 +416,64 @@ class TrainerService:
             raise
         except Exception as error:
             await sink.drain()
-            self._runs.add(1, {"outcome": "failed"})
-            await self._store.finish_run(
-                started.model_copy(
-                    update={
-                        "status": "failed",
-                        "epochs": sink.epochs,
-                        "error": repr(error)[:2000],
-                        "finished_at": datetime.now(UTC),
-                    }
-                )
-            )
+            await self._fail(started, sink.epochs, repr(error))
             raise
         await sink.drain()
         return trained, sink.epochs
 
-    async def _store_artifacts(
-        self, started: RunRecord, trained: Trained, epochs: list[EpochRecord]
-    ) -> RunRecord:
-        finished = started.model_copy(
-            update={
-                "status": "finished",
-                "epochs": epochs,
-                "metrics": trained.metrics(),
-                "best_epoch": trained.best_epoch,
-                "training_seconds": round(trained.seconds, 3),
-                "finished_at": datetime.now(UTC),
-            }
+    async def _fail(self, started: RunRecord, epochs: list[EpochRecord], error: str) -> None:
+        self._runs.add(1, {"outcome": "failed"})
+        await self._store.finish_run(
+            started.model_copy(
+                update={
+                    "status": "failed",
+                    "epochs": epochs,
+                    "error": error[:2000],
+                    "finished_at": datetime.now(UTC),
+                }
+            )
         )
+
+    async def _store_artifacts(
+        self,
+        started: RunRecord,
+        trained: Trained,
+        epochs: list[EpochRecord],
+        validation: tuple[Images, Targets],
+    ) -> RunRecord:
         with tempfile.TemporaryDirectory(prefix=f"{started.run_id}-") as scratch:
             directory = Path(scratch) / "saved_model"
             await asyncio.to_thread(trained.save, directory)
+            scores = await asyncio.to_thread(self._score, directory, validation[0])
+            try:
+                point = choose_threshold(
+                    scores,
+                    validation[1],
+                    self._model_kind,
+                    **self._threshold_rules.model_dump(),
+                )
+            except ThresholdError as error:
+                await self._fail(started, epochs, f"no threshold: {error.message}")
+                raise
+            finished = started.model_copy(
+                update={
+                    "status": "finished",
+                    "epochs": epochs,
+                    "metrics": {**trained.metrics(), **point.metrics()},
+                    "best_epoch": trained.best_epoch,
+                    "training_seconds": round(trained.seconds, 3),
+                    "threshold": point.threshold,
+                    "finished_at": datetime.now(UTC),
+                }
+            )
+            log.info(
+                "%s: threshold %.4f (%s; validation false rejects %.4f, recall %s)",
+                started.run_id,
+                point.threshold,
+                point.kind,
+                point.false_reject_rate,
+                "n/a" if point.recall is None else f"{point.recall:.4f}",
+            )
             await self._objects.put_directory(
                 Bucket.MODELS, directory, prefix=finished.artifact_key
             )
@@ -487,6 +535,7 @@ __all__ = [
     "EpochSink",
     "Fit",
     "Objects",
+    "Score",
     "Trained",
     "TrainerService",
     "TrainingStoppedError",

@@ -25,7 +25,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo import DESCENDING, ReturnDocument
 from screwops_contracts import DatasetRejected, DatasetValidated
-from screwops_contracts.models import run_prefix, saved_model_prefix
+from screwops_contracts.models import ModelKind, run_prefix, saved_model_prefix
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
 from screwops_trainer.params import TrainingParams
@@ -171,6 +171,12 @@ class RunRecord(Record):
     metrics: dict[str, float] = Field(default_factory=dict)
     best_epoch: int | None = None
     training_seconds: float | None = None
+    model_kind: ModelKind = ModelKind.SUPERVISED
+    threshold: float | None = Field(
+        None,
+        description="The decision threshold chosen on the validation split once the model was "
+        "exported; None until then (and for runs recorded before thresholds were chosen).",
+    )
     artifact_key: str
     history_key: str
     record_key: str
