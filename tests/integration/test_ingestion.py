@@ -7,6 +7,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_bus import Bus
 from screwops_contracts import DatasetIngested, Topic
-from screwops_contracts.datasets import Bucket, Manifest
+from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_ingestion import handlers
 from screwops_ingestion.grpc_api import IngestionApi
 from screwops_ingestion.service import IngestionService, Limits
@@ -173,6 +174,47 @@ async def test_an_unknown_dataset_is_not_found(ingestion: Running) -> None:
             ingestion_pb2.GetDatasetRequest(dataset_id=unique("nothing")), timeout=10
         )
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_import_maps_other_folder_names_and_refuses_unknown_ones(
+    ingestion: Running, tmp_path: Path
+) -> None:
+    dataset = unique("it-import")
+    for seed, name in enumerate(
+        ["train/good/a.png", "train/rejects/b.png", "test/thread_top/c.png"]
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(png(16, seed=seed))
+    request = ingestion_pb2.ImportRequest(path=str(tmp_path), dataset_id=dataset)
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await ingestion.stub.Import(request, timeout=30)
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "class folder(s) train/rejects" in (unknown.value.details() or "")
+    unlabeled = ingestion_pb2.ImportRequest(
+        path=str(tmp_path),
+        dataset_id=dataset,
+        label_map={"rejects": ingestion_pb2.LABEL_UNSPECIFIED},
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as unspecified:
+        await ingestion.stub.Import(unlabeled, timeout=30)
+    assert unspecified.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await ingestion.db.images.count_documents({}) == 0
+
+    request.label_map["rejects"] = ingestion_pb2.LABEL_BAD
+    result = await ingestion.stub.Import(request, timeout=30)
+    assert (result.accepted_count, result.created) == (3, True)
+    version = await ingestion.stub.GetDataset(
+        ingestion_pb2.GetDatasetRequest(dataset_id=dataset), timeout=10
+    )
+    manifest = Manifest.model_validate_json(
+        await ingestion.objects.get_verified(Bucket.DATASETS, version.manifest_key)
+    )
+    assert {i.filename: (i.label, i.defect_type, i.origin_split) for i in manifest.images} == {
+        "train/good/a.png": (Label.GOOD, None, "train"),
+        "train/rejects/b.png": (Label.BAD, None, "train"),
+        "test/thread_top/c.png": (Label.BAD, "thread_top", "test"),
+    }
 
 
 async def test_a_bucket_drop_reaches_a_dataset_through_minio_notifications(

@@ -21,6 +21,7 @@ from screwops_contracts.datasets import (
     labels_key,
     manifest_key,
     parse_document,
+    parse_label_map,
     split_key,
 )
 from screwops_errors import InvalidInputError
@@ -112,3 +113,18 @@ def test_the_digest_is_the_sha256_of_the_sorted_rows_canonical_json() -> None:
     assert dataset_digest(rows[:1]) != dataset_digest(rows)
     moved = [rows[0], (A, Label.GOOD, None, SplitName.TRAIN)]
     assert dataset_digest(moved) != dataset_digest(rows)
+
+
+def test_a_label_map_is_word_label_pairs_in_the_known_vocabulary() -> None:
+    assert parse_label_map(" Defective=bad,fine = OK ") == {
+        "defective": Label.BAD,
+        "fine": Label.GOOD,
+    }
+    for text, problem in [
+        ("defective", "expected word=label"),
+        ("=bad", "expected word=label"),
+        ("a=bad,A=good", "names 'a' twice"),
+        ("a=maybe", "unknown label 'maybe'"),
+    ]:
+        with pytest.raises(InvalidInputError, match=problem):
+            parse_label_map(text)

@@ -130,30 +130,90 @@ async def test_a_version_left_unpublished_by_a_crash_is_published_at_start(
     assert [v.published for v in store.versions.values()] == [True]
 
 
-async def test_an_import_reads_the_mvtec_layout_with_labels_and_defect_types(
+def tree(root: Path, *names: str) -> None:
+    """A small PNG at each of ``names`` (relative to ``root``), each picture its own."""
+    for seed, name in enumerate(names, start=1):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(png(32, seed=seed))
+
+
+def manifest_of(objects: FakeObjects, dataset_id: str) -> Manifest:
+    return Manifest.model_validate_json(
+        objects.objects[(Bucket.DATASETS, f"{dataset_id}/v1/manifest.json")]
+    )
+
+
+async def test_an_import_reads_the_mvtec_layout_with_labels_defect_types_and_origin_splits(
     parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
 ) -> None:
     _, objects, published = parts
-    for folder, seed in [("train/good", 1), ("test/good", 2), ("test/scratch_head", 3)]:
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "000.png").write_bytes(png(32, seed=seed))
-    (tmp_path / "ground_truth/scratch_head").mkdir(parents=True)
-    (tmp_path / "ground_truth/scratch_head/000_mask.png").write_bytes(png(32, seed=9))
+    tree(
+        tmp_path,
+        "train/good/000.png",
+        "train/not-good/000.png",
+        "test/good/000.png",
+        "test/scratch_head/000.png",
+        "ground_truth/scratch_head/000_mask.png",
+    )
 
     result = await service(parts).import_path("mvtec", str(tmp_path), Layout.AUTO)
 
-    assert result.count(Outcome.ACCEPTED) == 3
-    manifest = Manifest.model_validate_json(
-        objects.objects[(Bucket.DATASETS, "mvtec/v1/manifest.json")]
-    )
-    labels = {i.filename: (i.label, i.defect_type) for i in manifest.images}
-    assert labels == {
-        "train/good/000.png": (Label.GOOD, None),
-        "test/good/000.png": (Label.GOOD, None),
-        "test/scratch_head/000.png": (Label.BAD, "scratch_head"),
+    assert result.count(Outcome.ACCEPTED) == 4
+    images = {
+        i.filename: (i.label, i.defect_type, i.origin_split)
+        for i in manifest_of(objects, "mvtec").images
+    }
+    assert images == {
+        "train/good/000.png": (Label.GOOD, None, "train"),
+        "train/not-good/000.png": (Label.BAD, None, "train"),
+        "test/good/000.png": (Label.GOOD, None, "test"),
+        "test/scratch_head/000.png": (Label.BAD, "scratch_head", "test"),
     }
     assert isinstance(published[0], DatasetIngested)
-    assert published[0].payload.labeled_by_layout == 3
+    assert published[0].payload.labeled_by_layout == 4
+
+
+@pytest.mark.parametrize(
+    ("names", "unknown"),
+    [
+        (("good/a.png", "defective/b.png", "fine/c.png"), "class folder(s) defective, fine"),
+        (("train/good/a.png", "train/rejects/b.png"), "class folder(s) train/rejects"),
+    ],
+)
+async def test_class_folders_that_name_no_label_refuse_the_whole_import(
+    parts: tuple[FakeStore, FakeObjects, Published],
+    tmp_path: Path,
+    names: tuple[str, ...],
+    unknown: str,
+) -> None:
+    store, objects, published = parts
+    tree(tmp_path, *names)
+    with pytest.raises(InvalidInputError, match="--label-map") as refused:
+        await service(parts).import_path("folders", str(tmp_path), Layout.AUTO)
+    assert unknown in refused.value.message
+    assert "nothing was imported" in refused.value.message
+    assert (objects.objects, store.versions, published) == ({}, {}, [])
+
+
+async def test_a_label_map_names_the_labels_of_other_folders_and_csv_words(
+    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+) -> None:
+    _, objects, _ = parts
+    tree(tmp_path / "folders", "Defective/a.png", "ok/b.png", "loose.png")
+    mapping = {"defective": Label.BAD}
+    await service(parts).import_path("folders", str(tmp_path / "folders"), Layout.AUTO, mapping)
+    assert {i.filename: i.label for i in manifest_of(objects, "folders").images} == {
+        "Defective/a.png": Label.BAD,
+        "ok/b.png": Label.GOOD,
+        "loose.png": None,  # in the root: unlabeled, for the labeling service
+    }
+
+    tree(tmp_path / "csv", "x.png")
+    (tmp_path / "csv" / "labels.csv").write_text("filename,label\nx.png,Reject\n")
+    await service(parts).import_path(
+        "csv", str(tmp_path / "csv"), Layout.AUTO, {"reject": Label.BAD}
+    )
+    assert [i.label for i in manifest_of(objects, "csv").images] == [Label.BAD]
 
 
 async def test_a_zip_with_a_csv_refuses_only_its_bad_rows(

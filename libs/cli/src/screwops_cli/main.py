@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_contracts.datasets import parse_label_map
+from screwops_errors import InvalidInputError
 from screwops_rpc import open_channel
 from screwops_settings import StackSettings
 from screwops_stack.cli import app as stack_app
@@ -20,11 +22,13 @@ from screwops_synth.cli import app as data_app
 
 from screwops_cli import dlq, events, labels, models, runs
 from screwops_cli.common import (
+    ExitCode,
     Json,
     address_option,
     calling,
     console,
     emit,
+    fail,
     message_dict,
     resolve,
     token_option,
@@ -48,12 +52,27 @@ IngestionToken = Annotated[str | None, token_option("ingestion")]
 def ingest(
     path: Annotated[Path, typer.Argument(help="Directory or zip: class folders, MVTec or CSV.")],
     dataset: Annotated[str, typer.Option(help="Dataset id to add the images to.")] = "screws",
+    label_map: Annotated[
+        str,
+        typer.Option(
+            help="Labels of class folders (or CSV words) with other names, e.g. "
+            "'defective=bad,fine=good'. Without it such folders refuse the import.",
+        ),
+    ] = "",
     address: IngestionAddress = None,
     token: IngestionToken = None,
     as_json: Json = False,
 ) -> None:
     """Import a directory or zip into a dataset (the ingestion service reads the path)."""
-    request = ingestion_pb2.ImportRequest(path=str(path.resolve()), dataset_id=dataset)
+    try:
+        mapping = parse_label_map(label_map) if label_map else {}
+    except InvalidInputError as exc:
+        fail(f"--label-map: {exc.message}", ExitCode.USAGE)
+    request = ingestion_pb2.ImportRequest(
+        path=str(path.resolve()),
+        dataset_id=dataset,
+        label_map={word: labels.LABELS[labels.LabelWord(label)] for word, label in mapping.items()},
+    )
     target = resolve("ingestion", address)
     with calling("ingestion", target), open_channel(target, token) as channel:
         result = ingestion_pb2_grpc.IngestionServiceStub(channel).Import(request, timeout=600)

@@ -72,6 +72,29 @@ def parse_label(word: str) -> Label:
     return LABEL_WORDS[cleaned]
 
 
+def parse_label_map(text: str) -> dict[str, Label]:
+    """``defective=bad,ok=good`` as {folder or word: label}: how an import names the classes of
+    folders (or CSV words) that are not in :data:`LABEL_WORDS`. Words are matched lower-case.
+
+    Raises:
+        InvalidInputError: an entry is not ``word=label``, names a word twice, or names a label
+            that is not one of :data:`LABEL_WORDS`.
+    """
+    mapping: dict[str, Label] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        word, sign, label = entry.partition("=")
+        word = word.strip().lower()
+        if not sign or not word:
+            raise InvalidInputError(f"label map entry {entry!r}: expected word=label")
+        if word in mapping:
+            raise InvalidInputError(f"label map names {word!r} twice")
+        try:
+            mapping[word] = parse_label(label)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"label map entry {entry!r}: {exc.message}") from exc
+    return mapping
+
+
 DEFECT_TYPES = (
     "manipulated_front",
     "scratch_head",
@@ -79,6 +102,10 @@ DEFECT_TYPES = (
     "thread_side",
     "thread_top",
 )
+
+
+OriginSplit = Literal["train", "test"]
+"""Where a provider's layout put an image: its own ``train/`` or ``test/`` folder."""
 
 
 class Document(BaseModel):
@@ -101,6 +128,12 @@ class ManifestImage(Document):
     )
     defect_type: str | None = Field(
         default=None, description="Defect type from the layout (MVTec folder).", examples=[None]
+    )
+    origin_split: OriginSplit | None = Field(
+        default=None,
+        description="The split the provider put the image in (MVTec's train/ or test/), if the "
+        "layout said; validation never trains on a provider's test image where it can help it.",
+        examples=["test"],
     )
 
 
@@ -145,12 +178,18 @@ class SplitName(StrEnum):
 
 
 class Split(Document):
-    """The deterministic stratified split of a version (``<dataset>/v<n>/split.json``)."""
+    """The stratified split of a version (``<dataset>/v<n>/split.json``): each image's split is
+    decided once, from its content hash, and kept by every later version."""
 
     dataset_id: str
     version: int = Field(ge=1)
     seed: int
     assignments: dict[str, SplitName] = Field(description="sha256 -> split.")
+    inherited_from: int | None = Field(
+        default=None,
+        description="The earlier version whose split this one carries forward: each of its "
+        "images keeps its split here, so an image tested once is never trained on later.",
+    )
 
 
 def version_prefix(dataset_id: str, version: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -74,7 +74,10 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
         if not request.path:
             raise InvalidInputError("path is required")
         result = await self._service.import_path(
-            request.dataset_id, request.path, _LAYOUTS[request.layout]
+            request.dataset_id,
+            request.path,
+            _LAYOUTS[request.layout],
+            _label_map(request.label_map),
         )
         return _result(result)
 
@@ -98,6 +101,20 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
             versions=[_version(v) for v in versions[:limit]],
             next_page_token=str(offset + limit) if more else "",
         )
+
+
+def _label_map(entries: Mapping[str, ingestion_pb2.Label.ValueType]) -> dict[str, Label]:
+    """The request's label map by lower-case word; an entry without a label is refused, since
+    an import that silently ignored it would leave that folder's images unlabeled."""
+    mapping: dict[str, Label] = {}
+    for word, label in entries.items():
+        key = word.strip().lower()
+        if not key or label not in _LABELS:
+            raise InvalidInputError(
+                f"label map entry {word!r} must name a word and a label (good or bad)"
+            )
+        mapping[key] = _LABELS[label]
+    return mapping
 
 
 def _result(result: IngestResult) -> ingestion_pb2.ImportResult:

@@ -1,11 +1,17 @@
 """Reading a directory or zip of images in the layouts real screw data comes in.
 
 - class folders: ``good/``, ``not-good/`` or ``bad/`` (any depth below the root);
-- MVTec AD: ``train/good``, ``test/good``, ``test/<defect_type>`` (``ground_truth`` masks skipped);
+- MVTec AD: ``train/good``, ``train/not-good``, ``test/good``, ``test/<defect_type>``
+  (``ground_truth`` masks skipped), each image remembering whether it came from ``train/`` or
+  ``test/``;
 - a CSV of ``filename,label`` next to the images.
 
 Each file becomes an :class:`IncomingFile` with the label its place implies, so the rest of
-ingestion never cares where the files came from.
+ingestion never cares where the files came from. A class folder whose name is neither one of
+:data:`~screwops_contracts.datasets.LABEL_WORDS` nor in the import's label map refuses the whole
+import before anything is read: images arriving unlabeled in silence would only surface weeks
+later as a labeling queue nobody expected. Images directly in the root stay allowed, unlabeled:
+they are what the labeling flow is for.
 """
 
 from __future__ import annotations
@@ -13,17 +19,17 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from screwops_contracts.datasets import LABEL_WORDS, Label, parse_label
+from screwops_contracts.datasets import LABEL_WORDS, Label, OriginSplit, parse_label
 from screwops_errors import InvalidInputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-GOOD_FOLDERS = frozenset(word for word, label in LABEL_WORDS.items() if label is Label.GOOD)
-BAD_FOLDERS = frozenset(word for word, label in LABEL_WORDS.items() if label is Label.BAD)
+PROVIDER_SPLITS: tuple[OriginSplit, ...] = ("train", "test")
+LabelMap = Mapping[str, Label]
 
 
 class Layout(StrEnum):
@@ -48,6 +54,18 @@ class IncomingFile:
     label: Label | None = None
     defect_type: str | None = None
     problem: str | None = None
+    origin_split: OriginSplit | None = None
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a file's place in the tree says about it; ``unknown`` names a class folder that
+    says nothing the import understands."""
+
+    label: Label | None = None
+    defect_type: str | None = None
+    origin_split: OriginSplit | None = None
+    unknown: str | None = None
 
 
 class Source:
@@ -86,13 +104,17 @@ class Source:
 
 
 def detect(names: list[str]) -> Layout:
-    """The layout a tree most plausibly uses (MVTec before class folders: it has both words)."""
+    """The layout a tree most plausibly uses (MVTec before class folders: it has both words).
+
+    Any image in a folder makes it class folders, so folders with other names are reported by
+    name (see :func:`read`) rather than as a layout nobody can tell.
+    """
     parts = [PurePosixPath(n).parts for n in names]
     if any(p[-1].lower().endswith(".csv") for p in parts):
         return Layout.CSV
-    if any(len(p) >= 3 and p[-3] in ("train", "test") for p in parts):
+    if any(len(p) >= 3 and p[-3] in PROVIDER_SPLITS for p in parts):
         return Layout.MVTEC
-    if any(len(p) >= 2 and p[-2].lower() in GOOD_FOLDERS | BAD_FOLDERS for p in parts):
+    if any(len(p) >= 2 and PurePosixPath(*p).suffix.lower() in IMAGE_SUFFIXES for p in parts):
         return Layout.CLASS_FOLDERS
     raise InvalidInputError(
         "cannot tell the layout: expected class folders (good/, bad/ or not-good/), "
@@ -100,48 +122,81 @@ def detect(names: list[str]) -> Layout:
     )
 
 
-def read(source: Source, *, max_bytes: int, layout: Layout = Layout.AUTO) -> Iterator[IncomingFile]:
-    """Yield the images of ``source`` with their labels, reading one file at a time."""
+def read(
+    source: Source,
+    *,
+    max_bytes: int,
+    layout: Layout = Layout.AUTO,
+    label_map: LabelMap | None = None,
+) -> Iterator[IncomingFile]:
+    """The images of ``source`` with their labels, read one file at a time as iterated.
+
+    ``label_map`` names the label of folders (and CSV words) outside :data:`LABEL_WORDS`, by
+    lower-case name; it overrides the built-in words.
+
+    Raises:
+        InvalidInputError: the layout cannot be told, or a class folder's name is neither a
+            known word nor mapped (raised here, before a single file is read).
+    """
+    words = {**LABEL_WORDS, **(label_map or {})}
     names = source.names()
     chosen = detect(names) if layout == Layout.AUTO else layout
     if chosen == Layout.CSV:
-        yield from _from_csv(source, names, max_bytes)
-        return
-    for name in names:
-        path = PurePosixPath(name)
-        if path.suffix.lower() not in IMAGE_SUFFIXES or "ground_truth" in path.parts:
-            continue
-        label, defect = _label_of(path, chosen)
-        yield _file(source, name, max_bytes, label=label, defect_type=defect)
+        return _from_csv(source, names, max_bytes, words)
+    places = {
+        name: _place(PurePosixPath(name), chosen, words)
+        for name in names
+        if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+        and "ground_truth" not in PurePosixPath(name).parts
+    }
+    unknown = sorted({place.unknown for place in places.values() if place.unknown})
+    if unknown:
+        raise InvalidInputError(
+            f"class folder(s) {', '.join(unknown)} name no label (known: "
+            f"{', '.join(LABEL_WORDS)}); nothing was imported. Name their labels with a label "
+            f"map, e.g. --label-map {PurePosixPath(unknown[0]).name.lower()}=bad (or =good)"
+        )
+    return (_file(source, name, max_bytes, place) for name, place in places.items())
 
 
-def _file(
-    source: Source, name: str, max_bytes: int, *, label: Label | None, defect_type: str | None
-) -> IncomingFile:
+def _file(source: Source, name: str, max_bytes: int, place: Place) -> IncomingFile:
     size = source.size(name)
     if size > max_bytes:
         return IncomingFile(
             filename=name, data=b"", problem=f"file is {size} bytes, over the limit of {max_bytes}"
         )
-    return IncomingFile(name, source.read(name), label=label, defect_type=defect_type)
+    return IncomingFile(
+        name,
+        source.read(name),
+        label=place.label,
+        defect_type=place.defect_type,
+        origin_split=place.origin_split,
+    )
 
 
-def _label_of(path: PurePosixPath, layout: Layout) -> tuple[Label | None, str | None]:
-    folder = path.parent.name.lower() if len(path.parts) > 1 else ""
-    if layout == Layout.MVTEC:
-        if folder == "good":
-            return Label.GOOD, None
-        if len(path.parts) >= 3 and path.parts[-3] == "test":
-            return Label.BAD, folder
-        return None, None
-    if folder in GOOD_FOLDERS:
-        return Label.GOOD, None
-    if folder in BAD_FOLDERS:
-        return Label.BAD, None
-    return None, None
+def _place(path: PurePosixPath, layout: Layout, words: LabelMap) -> Place:
+    """MVTec: ``<train|test>/<class>/<file>``, where a test folder that names no label is a
+    defect type (MVTec's convention) and a train folder that names none is unknown. Elsewhere
+    (and in class-folder layouts) the parent folder is the class; a file in the root has none."""
+    if len(path.parts) < 2:
+        return Place()
+    folder = path.parent.name.lower()
+    provider = path.parts[-3] if len(path.parts) >= 3 else None
+    if layout == Layout.MVTEC and provider in PROVIDER_SPLITS:
+        origin: OriginSplit = "train" if provider == "train" else "test"
+        if folder in words:
+            return Place(words[folder], None, origin)
+        if origin == "test":
+            return Place(Label.BAD, folder, origin)
+        return Place(unknown=f"{provider}/{path.parent.name}")
+    if folder in words:
+        return Place(words[folder])
+    return Place(unknown=path.parent.as_posix())
 
 
-def _from_csv(source: Source, names: list[str], max_bytes: int) -> Iterator[IncomingFile]:
+def _from_csv(
+    source: Source, names: list[str], max_bytes: int, words: LabelMap
+) -> Iterator[IncomingFile]:
     [csv_name, *others] = [n for n in names if n.lower().endswith(".csv")]
     if others:
         raise InvalidInputError(f"more than one CSV in the import: {[csv_name, *others]}")
@@ -160,9 +215,10 @@ def _from_csv(source: Source, names: list[str], max_bytes: int) -> Iterator[Inco
         if name not in names:
             yield IncomingFile(name, b"", problem=f"{where}: no file {row[0].strip()!r}")
             continue
+        word = row[1].strip().lower()
         try:
-            label = parse_label(row[1])
+            label = words[word] if word in words else parse_label(row[1])
         except InvalidInputError as exc:
             yield IncomingFile(name, b"", problem=f"{where}: {exc.message}")
             continue
-        yield _file(source, name, max_bytes, label=label, defect_type=None)
+        yield _file(source, name, max_bytes, Place(label))

@@ -36,7 +36,7 @@ from screwops_storage import StoredObject
 from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_ingestion import layouts
-from screwops_ingestion.layouts import IncomingFile, Layout
+from screwops_ingestion.layouts import IncomingFile, LabelMap, Layout
 from screwops_ingestion.store import IngestionStore, Refusal, VersionRecord
 
 log = logging.getLogger("screwops.ingestion")
@@ -169,14 +169,31 @@ class IngestionService:
         ]
         return IngestResult(dataset_id, version, created, results)
 
-    async def import_path(self, dataset_id: str, path: str, layout: Layout) -> IngestResult:
-        """Import a directory or zip on this server's disk, within the allowed roots."""
+    async def import_path(
+        self,
+        dataset_id: str,
+        path: str,
+        layout: Layout,
+        label_map: LabelMap | None = None,
+    ) -> IngestResult:
+        """Import a directory or zip on this server's disk, within the allowed roots.
+
+        ``label_map`` names the labels of class folders outside the known words.
+
+        Raises:
+            PermissionDeniedError: the path is outside the import roots.
+            InvalidInputError: the layout cannot be told or a class folder names no label
+                (nothing is imported).
+        """
+        _check_dataset_id(dataset_id)
         resolved = await asyncio.to_thread(Path(path).resolve)
         if not any(resolved.is_relative_to(root) for root in self._import_roots):
             raise PermissionDeniedError(f"{path} is outside the import roots")
         source = layouts.Source(resolved)
         try:
-            files = layouts.read(source, max_bytes=self._limits.max_bytes, layout=layout)
+            files = layouts.read(
+                source, max_bytes=self._limits.max_bytes, layout=layout, label_map=label_map
+            )
             return await self.ingest(dataset_id, files, source="import")
         finally:
             source.close()
@@ -269,6 +286,7 @@ class IngestionService:
             format=decoded.format,
             label=file.label,
             defect_type=file.defect_type,
+            origin_split=file.origin_split,
         )
         return FileOutcome(file.filename, Outcome.ACCEPTED, sha), image
 

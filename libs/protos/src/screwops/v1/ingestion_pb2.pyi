@@ -71,12 +71,16 @@ class _LayoutEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Layout.ValueTy
     folders hold class folders, class folders otherwise.
     """
     LAYOUT_CLASS_FOLDERS: _Layout.ValueType  # 2
-    """One folder per class: `good/` is LABEL_GOOD, `not-good/` (or `bad/`, `defect/`) is LABEL_BAD;
-    files outside class folders are imported unlabeled.
+    """One folder per class: `good/` (or `ok/`) is LABEL_GOOD, `not-good/` (or `bad/`, `ng/`,
+    `defect/`) is LABEL_BAD, and ImportRequest.label_map names any other folder's label; a
+    folder that is neither refuses the whole import (INVALID_ARGUMENT naming it). Files directly
+    in the root are imported unlabeled, for the labeling service.
     """
     LAYOUT_MVTEC: _Layout.ValueType  # 3
-    """MVTec AD: `train/good` and `test/good` are LABEL_GOOD, `test/<defect>/` is LABEL_BAD with
-    defect_type `<defect>`; `ground_truth/` masks are skipped.
+    """MVTec AD: `train/good` and `test/good` are LABEL_GOOD, `train/not-good` is LABEL_BAD,
+    `test/<defect>/` is LABEL_BAD with defect_type `<defect>`; `ground_truth/` masks are skipped.
+    Each image records whether it came from `train/` or `test/` (its origin split: validation
+    keeps a provider's test images out of training).
     """
     LAYOUT_CSV: _Layout.ValueType  # 4
     """Images named by a CSV of `filename,label` rows (label `good`/`ok` or `bad`/`not-good`/`ng`),
@@ -94,12 +98,16 @@ LAYOUT_AUTO: Layout.ValueType  # 1
 folders hold class folders, class folders otherwise.
 """
 LAYOUT_CLASS_FOLDERS: Layout.ValueType  # 2
-"""One folder per class: `good/` is LABEL_GOOD, `not-good/` (or `bad/`, `defect/`) is LABEL_BAD;
-files outside class folders are imported unlabeled.
+"""One folder per class: `good/` (or `ok/`) is LABEL_GOOD, `not-good/` (or `bad/`, `ng/`,
+`defect/`) is LABEL_BAD, and ImportRequest.label_map names any other folder's label; a
+folder that is neither refuses the whole import (INVALID_ARGUMENT naming it). Files directly
+in the root are imported unlabeled, for the labeling service.
 """
 LAYOUT_MVTEC: Layout.ValueType  # 3
-"""MVTec AD: `train/good` and `test/good` are LABEL_GOOD, `test/<defect>/` is LABEL_BAD with
-defect_type `<defect>`; `ground_truth/` masks are skipped.
+"""MVTec AD: `train/good` and `test/good` are LABEL_GOOD, `train/not-good` is LABEL_BAD,
+`test/<defect>/` is LABEL_BAD with defect_type `<defect>`; `ground_truth/` masks are skipped.
+Each image records whether it came from `train/` or `test/` (its origin split: validation
+keeps a provider's test images out of training).
 """
 LAYOUT_CSV: Layout.ValueType  # 4
 """Images named by a CSV of `filename,label` rows (label `good`/`ok` or `bad`/`not-good`/`ng`),
@@ -246,9 +254,30 @@ class ImportRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelMapEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: Global___Label.ValueType
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Label.ValueType = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PATH_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
+    LABEL_MAP_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of a directory or a `.zip` file on the server. Must lie under the server's configured
     import root; anything else is refused with PERMISSION_DENIED. Required.
@@ -257,16 +286,24 @@ class ImportRequest(_message.Message):
     """How the files are organised. Unset means LAYOUT_AUTO."""
     dataset_id: _builtins.str
     """The dataset to add the files to, as in UploadHeader.dataset_id. Required."""
+    @_builtins.property
+    def label_map(self) -> _containers.ScalarMap[_builtins.str, Global___Label.ValueType]:
+        """Labels of class folders (and CSV label words) that are not among the known words, by
+        folder name, matched case-insensitively (e.g. {"defective": LABEL_BAD, "fine": LABEL_GOOD});
+        an entry overrides a known word. An entry with LABEL_UNSPECIFIED is INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         layout: Global___Layout.ValueType = ...,
         dataset_id: _builtins.str = ...,
+        label_map: _abc.Mapping[_builtins.str, Global___Label.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "layout", b"layout", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "label_map", b"label_map", "layout", b"layout", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
