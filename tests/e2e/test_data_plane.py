@@ -107,4 +107,4 @@ async def test_a_poisoned_set_is_rejected_naming_each_problem(tmp_path: Path) ->
     failed = {f.name: f for f in verdict.payload.failures}
     assert "min_images_per_class" in failed
     assert failed["min_images_per_class"].observed == 5
-    assert "class_balance" in failed
+    assert "enough_for_model" in failed

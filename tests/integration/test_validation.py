@@ -69,12 +69,16 @@ class Verdicts(RoutedReader):
     def __init__(self, settings: StackSettings, routes: dict[str, str]) -> None:
         super().__init__(settings, routes, VERDICTS)
 
-    async def first_for(self, dataset_id: str) -> Event[Any]:
-        """The first verdict about ``dataset_id`` (other tests' verdicts are skipped)."""
+    async def first_for(self, dataset_id: str, version: int = 1) -> Event[Any]:
+        """The first verdict about ``dataset_id`` v``version`` (others are skipped)."""
         found: list[Event[Any]] = []
 
         async def probe() -> Event[Any] | None:
-            found.extend(e for e in await self.read() if e.payload.dataset_id == dataset_id)
+            found.extend(
+                e
+                for e in await self.read()
+                if (e.payload.dataset_id, e.payload.version) == (dataset_id, version)
+            )
             return found[0] if found else None
 
         return await eventually(probe, within=60, what=f"a verdict about {dataset_id}")
@@ -91,11 +95,13 @@ class Stack:
     datasets: list[str]
     images: list[str]
 
-    async def stage(self, files: list[File]) -> tuple[str, DatasetLabeled]:
-        dataset_id = unique("it-val")
+    async def stage(
+        self, files: list[File], *, dataset_id: str | None = None, version: int = 1
+    ) -> tuple[str, DatasetLabeled]:
+        dataset_id = dataset_id or unique("it-val")
         self.datasets.append(dataset_id)
         self.images.extend(content_key("raw", sha256_hex(f.data)) for f in files)
-        return dataset_id, await stage_version(self.objects, dataset_id, files)
+        return dataset_id, await stage_version(self.objects, dataset_id, files, version=version)
 
     def remove_everything_staged(self) -> None:
         remove_objects(self.s3, Bucket.DATASETS, *(f"{d}/" for d in self.datasets))
@@ -192,13 +198,40 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem(stack: Stack) 
     assert "1 image(s) unlabeled: unlabeled.png" in failures["labels_complete_and_allowed"].message
     assert failures["min_images_per_class"].observed == 5
     assert failures["min_images_per_class"].message == "class 'bad' has 5"
-    assert failures["class_balance"].observed == pytest.approx(26 / 5)
+    assert failures["enough_for_model"].message.startswith("too few defective images in")
 
     assert event.payload.report_key == f"{prefix}/validation/report.json"
     report = ValidationReport.model_validate(await stack.json(event.payload.report_key))
     assert not report.passed
+    assert report.class_ratio == pytest.approx(26 / 5)
     assert report.split_key is None
     assert not await stack.objects.exists(Bucket.DATASETS, f"{prefix}/split.json")
     record = await stack.db[REPORTS].find_one({"_id": f"{dataset_id}@v1"})
     assert record is not None
     assert record["passed"] is False
+
+
+async def test_a_later_version_keeps_the_split_of_the_last_validated_one(stack: Stack) -> None:
+    run = unique("run")
+    first = clean_version(run)
+    dataset_id, cause = await stack.stage(first)
+    await stack.bus.publish(cause)
+    assert isinstance(await stack.verdicts.first_for(dataset_id), DatasetValidated)
+    # v2 is rejected (a corrupt image): it has no split, and v3 inherits v1's.
+    corrupt = File(
+        "good/corrupt.png", encode(circle_pixels(9001, bright=True), note=run)[:300], Label.GOOD
+    )
+    _, rejected = await stack.stage([*first, corrupt], dataset_id=dataset_id, version=2)
+    await stack.bus.publish(rejected)
+    assert isinstance(await stack.verdicts.first_for(dataset_id, 2), DatasetRejected)
+    later = [*first, *[good(200 + i, note=run) for i in range(6)]]
+    _, cause3 = await stack.stage(later, dataset_id=dataset_id, version=3)
+    await stack.bus.publish(cause3)
+
+    event = await stack.verdicts.first_for(dataset_id, 3)
+    assert isinstance(event, DatasetValidated), event
+    v1 = Split.model_validate(await stack.json(f"{version_prefix(dataset_id, 1)}/split.json"))
+    v3 = Split.model_validate(await stack.json(event.payload.split_key))
+    assert v3.inherited_from == 1
+    assert {sha: v3.assignments[sha] for sha in v1.assignments} == v1.assignments
+    assert len(v3.assignments) == 54

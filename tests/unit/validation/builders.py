@@ -20,6 +20,7 @@ from screwops_contracts.datasets import (
     LabelSet,
     Manifest,
     ManifestImage,
+    OriginSplit,
     version_prefix,
 )
 from screwops_storage import StoredObject, sha256_hex
@@ -65,6 +66,7 @@ class File:
     data: bytes
     label: Label | None
     defect_type: str | None = None
+    origin_split: OriginSplit | None = None
 
 
 def good(seed: int, *, note: str = "") -> File:
@@ -110,6 +112,7 @@ async def stage_version(
                 width=64,
                 height=64,
                 format="PNG",
+                origin_split=file.origin_split,
             )
         )
     prefix = version_prefix(dataset_id, version)

@@ -14,3 +14,11 @@ class FakeStore:
 
     async def save_report(self, record: ReportRecord) -> None:
         self.reports[record.id] = record
+
+    async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
+        passed = [
+            r
+            for r in self.reports.values()
+            if r.dataset_id == dataset_id and r.version < before and r.passed
+        ]
+        return max(passed, key=lambda r: r.version).split_key if passed else None

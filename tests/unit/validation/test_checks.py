@@ -19,9 +19,10 @@ from screwops_contracts.datasets import (
     SplitName,
     dataset_digest,
 )
+from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
 from screwops_validation.checks import (
-    check_class_balance,
+    check_enough_for_model,
     check_exact_duplicates,
     check_exact_duplicates_across_splits,
     check_images_decode,
@@ -30,6 +31,7 @@ from screwops_validation.checks import (
     check_near_duplicates,
     check_size_and_mode,
     check_split_drift,
+    class_ratio,
     drift_figures,
     exact_duplicate_groups,
     ks_critical,
@@ -212,15 +214,52 @@ def test_min_images_per_class_names_each_short_class() -> None:
     assert result.message == "class 'bad' has 12"
 
 
-def test_class_balance_is_the_majority_over_the_minority() -> None:
-    at_bound = check_class_balance({"good": 30, "bad": 10}, 3.0)
-    assert (at_bound.passed, at_bound.observed) == (True, 3.0)
-    over = check_class_balance({"good": 31, "bad": 10}, 3.0)
-    assert (over.passed, over.observed) == (False, 3.1)
-    assert over.message == "good 31 / bad 10 = 3.10"
-    empty = check_class_balance({"good": 31, "bad": 0}, 3.0)
-    assert (empty.passed, empty.observed) == (False, None)
-    assert "['bad']" in empty.message
+def test_the_class_ratio_is_reported_never_capped() -> None:
+    assert class_ratio({"good": 361, "bad": 119}) == pytest.approx(3.0336)
+    assert class_ratio({"good": 400, "bad": 20}) == 20.0
+    assert class_ratio({"good": 31, "bad": 0}) is None
+
+
+def per_split(
+    train: tuple[int, int], validation: tuple[int, int], test: tuple[int, int]
+) -> dict[SplitName, dict[str, int]]:
+    """(good, bad) per split."""
+    return {
+        name: {"good": good, "bad": bad}
+        for name, (good, bad) in zip(SPLITS, (train, validation, test), strict=True)
+    }
+
+
+def test_a_supervised_model_needs_defective_images_in_every_split() -> None:
+    mvtec = check_enough_for_model(per_split((253, 83), (54, 18), (54, 18)), RULES)
+    assert (mvtec.passed, mvtec.observed) == (True, 18)
+    assert mvtec.message == "train 83, validation 18, test 18"
+    twenty_to_one = check_enough_for_model(per_split((280, 14), (60, 3), (60, 3)), RULES)
+    assert twenty_to_one.passed
+
+    handful = check_enough_for_model(per_split((253, 3), (54, 1), (54, 1)), RULES)
+    assert (handful.passed, handful.observed) == (False, 1)
+    assert handful.message == (
+        "too few defective images in validation, test for a supervised model: "
+        "train 3, validation 1, test 1"
+    )
+    none = check_enough_for_model(per_split((253, 0), (54, 0), (54, 0)), RULES)
+    assert (none.passed, none.observed) == (False, 0)
+    assert none.message.startswith("no defective image: a supervised model has nothing to learn")
+    assert "SCREWOPS_VALIDATION_MODEL_KIND=good_only" in none.message
+
+
+def test_a_good_only_model_needs_good_images_to_set_its_threshold_and_no_defect() -> None:
+    rules = Thresholds(model_kind=ModelKind.GOOD_ONLY)
+    no_defects = check_enough_for_model(per_split((280, 0), (60, 0), (60, 0)), rules)
+    assert (no_defects.passed, no_defects.observed) == (True, 60)
+
+    few_good = check_enough_for_model(per_split((280, 0), (49, 5), (60, 5)), rules)
+    assert (few_good.passed, few_good.observed) == (False, 49)
+    assert "the validation split has 49 good image(s)" in few_good.message
+    trained_defect = check_enough_for_model(per_split((280, 1), (60, 5), (60, 5)), rules)
+    assert not trained_defect.passed
+    assert "1 defective image(s) in train" in trained_defect.message
 
 
 def test_exact_duplicates_are_identical_pictures_whatever_their_bytes() -> None:
@@ -403,6 +442,65 @@ def test_a_near_duplicate_group_lands_in_one_split() -> None:
         assignments = stratified_split(grouped, RULES.fractions, seed)
         assert len({assignments[u.sha256] for u in grouped if u.group == 0}) == 1
         assert len({assignments[u.sha256] for u in grouped if u.group == 7}) == 1
+
+
+def within_fractions(assignments: dict[str, SplitName], made: list[SplitUnit], slack: int) -> None:
+    for label in ("good", "bad"):
+        mine = [u for u in made if u.label == label]
+        counts = Counter(assignments[u.sha256] for u in mine)
+        for split, fraction in zip(SPLITS, RULES.fractions, strict=True):
+            assert abs(counts[split] - fraction * len(mine)) <= slack, (label, split, counts)
+
+
+def test_images_keep_their_split_in_every_later_version_as_images_are_added() -> None:
+    v1 = units(60, 6)
+    first = stratified_split(v1, RULES.fractions, 0)
+    old = v1[7]
+    twin = SplitUnit(sha(50_000), old.label, old.defect_type, old.group)  # a near-duplicate
+    v2 = [
+        *v1,
+        twin,
+        *[replace(u, sha256=sha(u.group + 20_000), group=u.group + 20_000) for u in v1],
+    ]
+
+    second = stratified_split(v2, RULES.fractions, 0, previous=first)
+
+    assert {u.sha256: second[u.sha256] for u in v1} == first
+    assert second[twin.sha256] == first[old.sha256]
+    within_fractions(second, v2, slack=1)
+    # Placed from scratch, the grown set would move images a version already tested on.
+    fresh = stratified_split(v2, RULES.fractions, 0)
+    assert {u.sha256: fresh[u.sha256] for u in v1} != first
+
+
+def test_a_group_joining_images_of_two_splits_puts_its_new_images_furthest_from_training() -> None:
+    trained, tested = SplitUnit(sha(1), "good", None, 1), SplitUnit(sha(2), "good", None, 1)
+    bridge = SplitUnit(sha(3), "good", None, 1)
+    previous = {sha(1): SplitName.TRAIN, sha(2): SplitName.TEST}
+    assignments = stratified_split([trained, tested, bridge], RULES.fractions, 0, previous=previous)
+    assert assignments == {sha(1): SplitName.TRAIN, sha(2): SplitName.TEST, sha(3): SplitName.TEST}
+
+
+def test_a_providers_test_images_stay_out_of_training_where_it_gave_training_images() -> None:
+    train_good = [SplitUnit(sha(n), "good", None, n, "train") for n in range(80)]
+    test_good = [SplitUnit(sha(n), "good", None, n, "test") for n in range(100, 120)]
+    test_bad = [SplitUnit(sha(n), "bad", "thread_top", n, "test") for n in range(200, 240)]
+    made = [*train_good, *test_good, *test_bad]
+    assignments = stratified_split(made, RULES.fractions, 0)
+    assert {assignments[u.sha256] for u in test_good} == {SplitName.VALIDATION, SplitName.TEST}
+    # MVTec's train/ holds no defect: a supervised model still learns from its test/ defects.
+    assert SplitName.TRAIN in {assignments[u.sha256] for u in test_bad}
+    within_fractions(assignments, made, slack=1)
+
+
+def test_a_good_only_split_never_trains_on_a_defect() -> None:
+    made = units(100, 8)
+    assignments = stratified_split(made, RULES.fractions, 0, model_kind=ModelKind.GOOD_ONLY)
+    defects = Counter(assignments[u.sha256] for u in made if u.label == "bad")
+    assert defects[SplitName.TRAIN] == 0
+    assert abs(defects[SplitName.VALIDATION] - defects[SplitName.TEST]) <= 1
+    good = Counter(assignments[u.sha256] for u in made if u.label == "good")
+    assert good == {SplitName.TRAIN: 70, SplitName.VALIDATION: 15, SplitName.TEST: 15}
 
 
 def test_the_dataset_digest_names_images_labels_and_splits() -> None:

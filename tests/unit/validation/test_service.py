@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -20,7 +20,9 @@ from screwops_contracts import (
     Topic,
 )
 from screwops_contracts.datasets import Bucket, Label, LabelSet, Split, canonical_json
+from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError, NotFoundError
+from screwops_storage import sha256_hex
 from screwops_validation import handlers
 from screwops_validation.config import Thresholds
 from screwops_validation.report import ValidationReport, render_html
@@ -43,7 +45,7 @@ ASSERTIONS = [
     "single_size_and_mode",
     "labels_complete_and_allowed",
     "min_images_per_class",
-    "class_balance",
+    "enough_for_model",
     "no_exact_duplicates",
     "no_exact_duplicates_across_splits",
     "near_duplicates",
@@ -146,7 +148,7 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem_with_its_numbe
         "images_decode",
         "labels_complete_and_allowed",
         "min_images_per_class",
-        "class_balance",
+        "enough_for_model",
         "no_exact_duplicates",
     } <= failures.keys()
     assert failures["images_decode"].observed == 1
@@ -155,7 +157,8 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem_with_its_numbe
     assert "unlabeled.png" in failures["labels_complete_and_allowed"].message
     assert failures["min_images_per_class"].observed == 5
     assert failures["min_images_per_class"].message == "class 'bad' has 5"
-    assert failures["class_balance"].observed == pytest.approx(26 / 5)
+    assert failures["enough_for_model"].message.startswith("too few defective images in")
+    assert report.class_ratio == pytest.approx(26 / 5)
     assert failures["no_exact_duplicates"].observed == 1
     assert "twin-a.png = good/twin-b.png" in failures["no_exact_duplicates"].message
     assert event.payload.report_key == "screws/v1/validation/report.json"
@@ -166,6 +169,71 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem_with_its_numbe
     record = parts.store.reports["screws@v1"]
     assert not record.passed
     assert {a.name for a in record.assertions if not a.passed} == failures.keys()
+
+
+@pytest.mark.parametrize(("good_count", "bad_count"), [(60, 20), (400, 20)])
+async def test_an_imbalanced_set_is_validated_and_its_ratio_reported(
+    good_count: int, bad_count: int
+) -> None:
+    parts = Parts()
+    files = [good(i) for i in range(good_count)] + [bad(1000 + i) for i in range(bad_count)]
+    report = await parts.service().on_dataset_labeled(
+        await stage_version(parts.objects, "screws", files)
+    )
+    assert report.passed, [a for a in report.assertions if not a.passed]
+    assert report.class_ratio == good_count / bad_count
+    assert isinstance(parts.emitted[0], DatasetValidated)
+    assert f"Class ratio (majority / minority): {good_count // bad_count}" in render_html(report)
+
+
+async def test_a_set_without_defects_is_rejected_for_a_supervised_model_not_a_good_only_one() -> (
+    None
+):
+    files = [good(i) for i in range(80)]
+    supervised = Parts()
+    await supervised.service().on_dataset_labeled(
+        await stage_version(supervised.objects, "screws", files)
+    )
+    [rejected] = supervised.emitted
+    assert isinstance(rejected, DatasetRejected)
+    failures = {f.name: f for f in rejected.payload.failures}
+    assert failures["enough_for_model"].message.startswith(
+        "no defective image: a supervised model has nothing to learn defects from"
+    )
+
+    good_only = Parts()
+    rules = Thresholds(model_kind=ModelKind.GOOD_ONLY, min_good_for_threshold=10)
+    report = await good_only.service(rules).on_dataset_labeled(
+        await stage_version(good_only.objects, "screws", files)
+    )
+    assert report.passed, [a for a in report.assertions if not a.passed]
+    assert isinstance(good_only.emitted[0], DatasetValidated)
+
+
+async def test_a_later_version_keeps_every_earlier_image_in_its_split() -> None:
+    parts = Parts()
+    first = [
+        replace(f, origin_split="test") if i % 4 == 0 else replace(f, origin_split="train")
+        for i, f in enumerate(balanced(22))
+    ]
+    await parts.service().on_dataset_labeled(await stage_version(parts.objects, "screws", first))
+    v1 = Split.model_validate(parts.json("screws/v1/split.json"))
+    tested_good = {
+        sha256_hex(f.data) for f in first if f.origin_split == "test" and f.label == Label.GOOD
+    }
+    assert len(tested_good) == 6
+    assert all(v1.assignments[sha] != "train" for sha in tested_good)
+
+    later = [*first, *balanced(8, offset=300)]
+    cause = await stage_version(parts.objects, "screws", later, version=2)
+    report = await parts.service().on_dataset_labeled(cause)
+
+    assert report.passed, [a for a in report.assertions if not a.passed]
+    v2 = Split.model_validate(parts.json("screws/v2/split.json"))
+    assert v2.inherited_from == 1
+    assert {sha: v2.assignments[sha] for sha in v1.assignments} == v1.assignments
+    assert (report.split.inherited_from, report.split.kept) == (1, 44)
+    assert len(v2.assignments) == 60
 
 
 async def test_a_missing_manifest_or_a_label_set_of_another_version_is_refused() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from screwops_contracts import AssertionResult, SplitCounts
 from screwops_contracts.datasets import ImageLabel, Label, LabelSet, Manifest, SplitName
+from screwops_contracts.models import ModelKind
 
 from screwops_validation.config import Thresholds
 from screwops_validation.measures import Measure, Sample
@@ -27,7 +28,7 @@ IMAGES_DECODE = "images_decode"
 SINGLE_SIZE_AND_MODE = "single_size_and_mode"
 LABELS_COMPLETE_AND_ALLOWED = "labels_complete_and_allowed"
 MIN_IMAGES_PER_CLASS = "min_images_per_class"
-CLASS_BALANCE = "class_balance"
+ENOUGH_FOR_MODEL = "enough_for_model"
 NO_EXACT_DUPLICATES = "no_exact_duplicates"
 NO_EXACT_DUPLICATES_ACROSS_SPLITS = "no_exact_duplicates_across_splits"
 NEAR_DUPLICATES = "near_duplicates"
@@ -127,7 +128,8 @@ def check_labels(manifest: Manifest, labels: LabelSet, rules: Thresholds) -> Ass
 
 
 def check_min_per_class(counts: Mapping[str, int], minimum: int) -> AssertionResult:
-    """Each class needs enough images to learn from and still fill every split."""
+    """Each class ``counts`` names needs enough images to learn from and still fill every split
+    (a good-only model's: only the good one)."""
     short = {label: n for label, n in sorted(counts.items()) if n < minimum}
     return AssertionResult(
         name=MIN_IMAGES_PER_CLASS,
@@ -139,30 +141,76 @@ def check_min_per_class(counts: Mapping[str, int], minimum: int) -> AssertionRes
     )
 
 
-def check_class_balance(counts: Mapping[str, int], max_ratio: float) -> AssertionResult:
-    """The majority class may outnumber the minority only so far, or accuracy stops meaning much.
+def class_ratio(counts: Mapping[str, int]) -> float | None:
+    """Majority over minority class size, for the report: imbalance is normal on a line (a
+    defect in twenty screws is a bad day), so it is reported, never capped. None when a class
+    is empty."""
+    if len(counts) < 2 or min(counts.values()) == 0:
+        return None
+    return round(max(counts.values()) / min(counts.values()), 4)
 
-    ``counts`` holds every allowed class, so an empty one fails (with no ratio to report).
+
+def check_enough_for_model(
+    per_split: Mapping[SplitName, Mapping[str, int]], rules: Thresholds
+) -> AssertionResult:
+    """What makes the model of ``rules.model_kind`` unusable, rather than a class ratio.
+
+    Supervised: every split needs defective images, to learn from (train), to choose the
+    threshold on (validation) and to score recall on (test). Good-only: no defect is needed at
+    all, and none may be trained on (the model learns the good screw alone); the validation split
+    needs enough good images to set the threshold for 1 % false rejects.
     """
-    expected = f"majority/minority <= {max_ratio:g}"
-    if not counts or min(counts.values()) == 0:
-        empty = sorted(label for label, n in counts.items() if n == 0)
+    bad, good = Label.BAD.value, Label.GOOD.value
+    if rules.model_kind == ModelKind.GOOD_ONLY:
+        validation_good = per_split[SplitName.VALIDATION].get(good, 0)
+        trained_defects = per_split[SplitName.TRAIN].get(bad, 0)
+        problems = []
+        if validation_good < rules.min_good_for_threshold:
+            problems.append(
+                f"the validation split has {validation_good} good image(s): too few to set a "
+                f"threshold at 1 % false rejects"
+            )
+        if trained_defects:
+            problems.append(
+                f"{trained_defects} defective image(s) in train, kept there by an earlier "
+                "version's split: a good-only model would learn them as good"
+            )
         return AssertionResult(
-            name=CLASS_BALANCE,
-            passed=False,
-            expected=expected,
-            message=f"class(es) {empty} have no usable images" if empty else "no classes",
+            name=ENOUGH_FOR_MODEL,
+            passed=not problems,
+            observed=validation_good,
+            expected=f"good-only model: >= {rules.min_good_for_threshold} good in validation; "
+            "no defective image in train",
+            message="; ".join(problems)
+            or f"{validation_good} good in validation; defects in validation/test only: "
+            + _per_split(per_split, bad),
         )
-    majority = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
-    minority = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
-    ratio = majority[1] / minority[1]
+    counts = {name: per_split[name].get(bad, 0) for name in SPLITS}
+    short = [name.value for name, n in counts.items() if n < rules.min_defective_per_split]
+    if not any(counts.values()):
+        message = (
+            "no defective image: a supervised model has nothing to learn defects from "
+            "(a good-only model accepts this set: SCREWOPS_VALIDATION_MODEL_KIND=good_only)"
+        )
+    elif short:
+        message = (
+            f"too few defective images in {', '.join(short)} for a supervised model: "
+            + _per_split(per_split, bad)
+        )
+    else:
+        message = _per_split(per_split, bad)
     return AssertionResult(
-        name=CLASS_BALANCE,
-        passed=ratio <= max_ratio,
-        observed=round(ratio, 4),
-        expected=expected,
-        message=f"{majority[0]} {majority[1]} / {minority[0]} {minority[1]} = {ratio:.2f}",
+        name=ENOUGH_FOR_MODEL,
+        passed=not short,
+        observed=min(counts.values()),
+        expected=f"supervised model: >= {rules.min_defective_per_split} defective in each of "
+        "train, validation, test",
+        message=message,
     )
+
+
+def _per_split(per_split: Mapping[SplitName, Mapping[str, int]], label: str) -> str:
+    return ", ".join(f"{name.value} {per_split[name].get(label, 0)}" for name in SPLITS)
 
 
 def exact_duplicate_groups(samples: Sequence[Sample]) -> list[list[Sample]]:
@@ -376,8 +424,8 @@ def _listing(headline: str, names: Sequence[str]) -> str:
 
 
 __all__ = [
-    "CLASS_BALANCE",
     "DRIFT_METRICS",
+    "ENOUGH_FOR_MODEL",
     "IMAGES_DECODE",
     "LABELS_COMPLETE_AND_ALLOWED",
     "MIN_IMAGES_PER_CLASS",
@@ -386,7 +434,7 @@ __all__ = [
     "NO_EXACT_DUPLICATES_ACROSS_SPLITS",
     "SINGLE_SIZE_AND_MODE",
     "SPLIT_DRIFT",
-    "check_class_balance",
+    "check_enough_for_model",
     "check_exact_duplicates",
     "check_exact_duplicates_across_splits",
     "check_images_decode",
@@ -395,6 +443,7 @@ __all__ = [
     "check_near_duplicates",
     "check_size_and_mode",
     "check_split_drift",
+    "class_ratio",
     "class_stats",
     "drift_figures",
     "exact_duplicate_groups",

@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.datasets import DEFECT_TYPES, Label
+from screwops_contracts.models import ModelKind
 from screwops_settings import ServiceSettings
 
 
@@ -26,9 +27,32 @@ class Thresholds(BaseModel):
     allowed_defect_types: tuple[str, ...] = Field(
         DEFECT_TYPES, description="Defect types a 'bad' label may name."
     )
-    min_per_class: int = Field(20, ge=1, description="Fewest usable images per allowed label.")
-    max_class_ratio: float = Field(
-        3.0, ge=1.0, description="Largest allowed majority/minority class size ratio."
+    model_kind: ModelKind = Field(
+        ModelKind.SUPERVISED,
+        description="What the data feeds: a supervised model needs defective images in every "
+        "split; a good-only model needs none to train, only enough good ones to set its "
+        "threshold, and never trains on a defect.",
+    )
+    min_per_class: int = Field(
+        20,
+        ge=1,
+        description="Fewest usable images per allowed label (good-only: of the good label; "
+        "defects are optional).",
+    )
+    min_defective_per_split: int = Field(
+        3,
+        ge=1,
+        description="Supervised: fewest defective images in each of train, validation and test. "
+        "Below 3 the validation split cannot choose a threshold (one missed defect swings its "
+        "recall by half or more) and the test split's recall is a coin toss. A line's real set "
+        "of 119 defects gives about 83/18/18; a handful (5) gives 1 to validation and to test.",
+    )
+    min_good_for_threshold: int = Field(
+        50,
+        ge=1,
+        description="Good-only: fewest good images in the validation split, where the threshold "
+        "is set for 1 % false rejects. One rejected image is already 2 % of 50; with fewer, a "
+        "single image is several times the target, so the rate can be neither set nor checked.",
     )
     expected_size: tuple[int, int] | None = Field(
         None, description="Width and height every image must have; None: whatever most have."
@@ -53,7 +77,9 @@ class Thresholds(BaseModel):
     train_fraction: float = Field(0.7, gt=0.0, lt=1.0)
     validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0, description="Seed of the split's per-stratum shuffles.")
+    split_seed: int = Field(
+        0, ge=0, description="Salt of the content hashes that order the new images of a split."
+    )
     drift_max_ks: float = Field(
         0.25,
         gt=0.0,

@@ -112,6 +112,10 @@ class SplitSummary(Document):
     fractions: dict[str, float]
     counts: SplitCounts
     per_class: dict[str, dict[str, int]] = Field(description="label -> split -> images.")
+    inherited_from: int | None = Field(
+        description="The earlier validated version whose split this one keeps; null if none."
+    )
+    kept: int = Field(description="Images whose split that version had decided.")
 
 
 class DriftFigure(Document):
@@ -141,6 +145,10 @@ class ValidationReport(Document):
     passed: bool
     assertions: list[AssertionResult]
     class_stats: list[ClassStats]
+    class_ratio: float | None = Field(
+        description="Majority over minority class size, reported and never capped (null when "
+        "a class is empty)."
+    )
     exact_duplicates: list[DuplicateGroup]
     near_duplicates: NearDuplicates
     undecodable: list[ImageProblem]

@@ -4,9 +4,11 @@ On ``dataset.labeled`` the version's manifest and label set are read, every labe
 fetched, decoded and reduced to a few numbers (size, mode, brightness, contrast, sharpness, a
 perceptual hash and a digest of its pixels), and the version is judged by pure functions over those
 numbers. Near-duplicate images are grouped first so that a group never straddles two splits; the
-split is stratified by (label, defect type) and fully determined by the images, their labels and
-the seed. A version that passes gets its ``split.json`` and ``dataset.validated``; one that fails
-gets ``dataset.rejected`` naming each failed assertion with its numbers. Both get a JSON and an
+split is stratified by (label, defect type), keeps every image the newest earlier validated
+version split where that version put it, and places the new images by content hash, so it is
+fully determined by the images, their labels, the earlier split and the seed. A version that
+passes gets its ``split.json`` and ``dataset.validated``; one that fails gets
+``dataset.rejected`` naming each failed assertion with its numbers. Both get a JSON and an
 HTML report. Every key and id is derived from the version, so a redelivered event rewrites the
 same bytes and emits the same event.
 """
@@ -33,6 +35,7 @@ from screwops_contracts.datasets import (
     Bucket,
     DigestRow,
     ImageLabel,
+    Label,
     LabelSet,
     Manifest,
     ManifestImage,
@@ -47,11 +50,12 @@ from screwops_contracts.datasets import (
     split_key,
     version_prefix,
 )
+from screwops_contracts.models import ModelKind
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
 from screwops_storage import StoredObject
 
 from screwops_validation.checks import (
-    check_class_balance,
+    check_enough_for_model,
     check_exact_duplicates,
     check_exact_duplicates_across_splits,
     check_images_decode,
@@ -60,6 +64,7 @@ from screwops_validation.checks import (
     check_near_duplicates,
     check_size_and_mode,
     check_split_drift,
+    class_ratio,
     class_stats,
     drift_figures,
     exact_duplicate_groups,
@@ -124,10 +129,12 @@ def analyse(
     rules: Thresholds,
     *,
     cause: DatasetLabeled,
+    previous: Split | None = None,
 ) -> tuple[ValidationReport, Split]:
     """Judge a version from its measured samples: every assertion, the split and the report.
 
-    Pure: the same inputs give the same report and split, byte for byte.
+    ``previous`` is the split of the newest earlier validated version: its images keep their
+    split here. Pure: the same inputs give the same report and split, byte for byte.
     """
     keys = report_keys(manifest.dataset_id, manifest.version)
     allowed = [label.value for label in rules.allowed_labels]
@@ -139,17 +146,36 @@ def analyse(
         [m.pixel_digest for m in measures],
         rules.near_duplicate_distance,
     )
+    kept = previous.assignments if previous else {}
     assignments = stratified_split(
         [
-            SplitUnit(s.image.sha256, s.label.label.value, s.label.defect_type, group)
+            SplitUnit(
+                s.image.sha256,
+                s.label.label.value,
+                s.label.defect_type,
+                group,
+                s.image.origin_split,
+            )
             for s, group in zip(usable, groups, strict=True)
         ],
         rules.fractions,
         rules.split_seed,
+        previous=kept,
+        model_kind=rules.model_kind,
     )
     counts = split_counts(assignments)
     per_class = Counter(s.label.label.value for s in usable)
     class_counts = {label: per_class.get(label, 0) for label in allowed}
+    # A good-only model needs no defect at all: only the good class must be big enough.
+    needed = (
+        {Label.GOOD.value: class_counts.get(Label.GOOD.value, 0)}
+        if rules.model_kind == ModelKind.GOOD_ONLY
+        else class_counts
+    )
+    per_split = {
+        name: Counter(s.label.label.value for s in usable if assignments[s.image.sha256] == name)
+        for name in SPLITS
+    }
     duplicates = exact_duplicate_groups(samples)
     near = find_near_duplicates(
         usable,
@@ -163,8 +189,8 @@ def analyse(
         check_images_decode(samples),
         check_size_and_mode([s.measure for s in unique if s.measure is not None], rules),
         check_labels(manifest, labels, rules),
-        check_min_per_class(class_counts, rules.min_per_class),
-        check_class_balance(class_counts, rules.max_class_ratio),
+        check_min_per_class(needed, rules.min_per_class),
+        check_enough_for_model(per_split, rules),
         check_exact_duplicates(duplicates, rules.max_exact_duplicates),
         check_exact_duplicates_across_splits(usable, assignments),
         check_near_duplicates(near, rules.max_cross_split_near_duplicates),
@@ -176,6 +202,7 @@ def analyse(
         version=manifest.version,
         seed=rules.split_seed,
         assignments=dict(sorted(assignments.items())),
+        inherited_from=previous.version if previous else None,
     )
     report = ValidationReport(
         dataset_id=manifest.dataset_id,
@@ -188,6 +215,7 @@ def analyse(
         passed=passed,
         assertions=assertions,
         class_stats=class_stats(usable, allowed),
+        class_ratio=class_ratio(class_counts),
         exact_duplicates=[
             DuplicateGroup(
                 pixel_digest=group[0].measure.pixel_digest if group[0].measure else "",
@@ -207,16 +235,11 @@ def analyse(
             fractions=dict(zip([s.value for s in SPLITS], rules.fractions, strict=True)),
             counts=counts,
             per_class={
-                label: {
-                    name.value: sum(
-                        1
-                        for s in usable
-                        if s.label.label.value == label and assignments[s.image.sha256] == name
-                    )
-                    for name in SPLITS
-                }
+                label: {name.value: per_split[name].get(label, 0) for name in SPLITS}
                 for label in allowed
             },
+            inherited_from=previous.version if previous else None,
+            kept=sum(1 for sha256 in assignments if sha256 in kept),
         ),
         drift=drift,
         # ValidationSettings is a Thresholds too: record the rules, never its connections.
@@ -273,15 +296,31 @@ class ValidationService:
         check_version(
             payload.dataset_id, payload.version, ("manifest", manifest), ("label set", labels)
         )
+        previous = await self._previous_split(payload.dataset_id, payload.version)
         samples = await self._measure_all(labeled_images(manifest, labels))
         report, split = await asyncio.to_thread(
-            analyse, manifest, labels, samples, self._rules, cause=event
+            analyse, manifest, labels, samples, self._rules, cause=event, previous=previous
         )
         await self._write(report, split)
         await self._announce(report, event)
         failed = [a.name for a in report.assertions if not a.passed]
         log.info("%s v%d: %s", report.dataset_id, report.version, failed or "validated")
         return report
+
+    async def _previous_split(self, dataset_id: str, version: int) -> Split | None:
+        """The split of the newest validated version before ``version``: it holds every image
+        an earlier version has split (each version keeps its predecessor's), so it is the only
+        one to read."""
+        key = await self._store.latest_split_key(dataset_id, before=version)
+        if key is None:
+            return None
+        split = await self._document(Split, key)
+        if split.dataset_id != dataset_id or split.version >= version:
+            raise InvalidInputError(
+                f"datasets/{key} is the split of {split.dataset_id} v{split.version}, not of an "
+                f"earlier version of {dataset_id}"
+            )
+        return split
 
     async def _document(self, model: type[D], key: str) -> D:
         return parse_document(model, key, await self._objects.get_verified(Bucket.DATASETS, key))

@@ -1,8 +1,13 @@
-"""Near-duplicate groups and the deterministic stratified split.
+"""Near-duplicate groups and the stable stratified split.
 
 Near-duplicates are found by the Hamming distance of 64-bit perceptual hashes, a block of rows at a
 time; images chained by near-duplicate pairs (or with identical pixels) form one group, and a
 group always lands in one split, so no picture is trained on and tested on at once.
+
+An image's split is decided once and then kept: every image the version's predecessor split
+keeps that split, so an image tested once is never trained on by a later version and a champion
+is never scored on its own training images. Only the new images are placed, in an order fixed by
+their content hashes, each into the split furthest below its share.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from screwops_contracts import SplitCounts
-from screwops_contracts.datasets import SplitName
+from screwops_contracts.datasets import Label, OriginSplit, SplitName
+from screwops_contracts.models import ModelKind
 
 from screwops_validation.measures import Sample
 from screwops_validation.report import NearDuplicatePair, NearDuplicates
@@ -117,53 +123,84 @@ def find_near_duplicates(
 
 @dataclass(frozen=True)
 class SplitUnit:
-    """What the split needs of an image: its stratum and the near-duplicate group it is in."""
+    """What the split needs of an image: its stratum, its near-duplicate group and the split
+    its provider put it in."""
 
     sha256: str
     label: str
     defect_type: str | None
     group: int
+    origin_split: OriginSplit | None = None
+
+
+HELD_OUT = (SplitName.VALIDATION, SplitName.TEST)
 
 
 def stratified_split(
-    units: Sequence[SplitUnit], fractions: Sequence[float], seed: int
+    units: Sequence[SplitUnit],
+    fractions: Sequence[float],
+    seed: int,
+    *,
+    previous: Mapping[str, SplitName] | None = None,
+    model_kind: ModelKind = ModelKind.SUPERVISED,
 ) -> dict[str, SplitName]:
-    """Assign each image to train, validation or test, deterministically.
+    """Assign each image to train, validation or test: the images ``previous`` (the split of an
+    earlier version) names keep their split; the others are placed once, by content hash.
 
-    A near-duplicate group moves as one (to the stratum of its first member), so no group
-    straddles two splits. Within each class the strata (label, defect type) are taken in order,
-    and the groups of a stratum are sorted by their first sha256 and shuffled by a generator
-    seeded from ``seed`` and the stratum (so one stratum's shuffle does not depend on the
-    others'). Each group then goes to the split furthest below its share of the class so far,
-    which keeps every class within one image of its fractions (for single-image groups) and each
-    stratum close to them.
+    A near-duplicate group moves as one (to the stratum of its first member). A group with an
+    image ``previous`` names goes where that image is; where its earlier images sit in several
+    splits (a new image joined them), its new images go to the one furthest from training (test,
+    then validation), and the near-duplicate check reports the pair across splits.
+
+    The new groups of each class are taken held-out ones first, then stratum (label, defect
+    type) by stratum, each in the order of ``sha256(seed:first sha256)``; each goes to the
+    split, of those it may enter, furthest below its share of the class so far, which keeps every
+    class within one image of its fractions (for single-image groups) and each stratum close to
+    them. A group is held out of training (validation or test only) when
+
+    - ``model_kind`` is good-only and it is defective: a good-only model learns the good screw
+      alone, and needs defects only to choose and check its threshold;
+    - its provider put it in ``test/`` and put images of its class in ``train/`` as well: the
+      provider's held-out images stay held out wherever the provider gave others to learn from.
+      (MVTec's ``train/`` holds no defect, so a supervised model still learns from its ``test/``
+      defects.)
     """
+    kept = dict(previous or {})
     members: dict[int, list[SplitUnit]] = defaultdict(list)
     for unit in units:
         members[unit.group].append(unit)
-    strata: dict[str, dict[str, list[list[SplitUnit]]]] = defaultdict(lambda: defaultdict(list))
-    for group in members.values():
-        head = min(group, key=lambda u: u.sha256)
-        strata[head.label][head.defect_type or ""].append(sorted(group, key=lambda u: u.sha256))
+    provided = {u.label for u in units if u.origin_split == "train"}
     assignments: dict[str, SplitName] = {}
-    for label in sorted(strata):
-        assigned = [0] * len(SPLITS)
-        for defect_type in sorted(strata[label]):
-            groups = sorted(strata[label][defect_type], key=lambda g: g[0].sha256)
-            order = _stratum_rng(seed, label, defect_type).permutation(len(groups))
-            for position in order.tolist():
-                group = groups[position]
-                total = sum(assigned) + len(group)
-                deficits = [f * total - n for f, n in zip(fractions, assigned, strict=True)]
-                chosen = max(range(len(SPLITS)), key=lambda k: (deficits[k], -k))
-                assigned[chosen] += len(group)
-                assignments.update((u.sha256, SPLITS[chosen]) for u in group)
+    placed: dict[str, list[int]] = defaultdict(lambda: [0] * len(SPLITS))
+    fresh: dict[str, list[tuple[bool, str, str, list[SplitUnit]]]] = defaultdict(list)
+    for group in members.values():
+        ordered = sorted(group, key=lambda u: u.sha256)
+        head = ordered[0]
+        earlier = {kept[u.sha256] for u in ordered if u.sha256 in kept}
+        if earlier:
+            latest = max(earlier, key=SPLITS.index)
+            for unit in ordered:
+                split = kept.get(unit.sha256, latest)
+                assignments[unit.sha256] = split
+                placed[unit.label][SPLITS.index(split)] += 1
+            continue
+        held_out = any(
+            (model_kind == ModelKind.GOOD_ONLY and u.label == Label.BAD.value)
+            or (u.origin_split == "test" and u.label in provided)
+            for u in ordered
+        )
+        key = hashlib.sha256(f"{seed}:{head.sha256}".encode()).hexdigest()
+        fresh[head.label].append((not held_out, head.defect_type or "", key, ordered))
+    for label in sorted(fresh):
+        assigned = placed[label]
+        for free, _, _, group in sorted(fresh[label], key=lambda g: g[:3]):
+            total = sum(assigned) + len(group)
+            deficits = [f * total - n for f, n in zip(fractions, assigned, strict=True)]
+            allowed = SPLITS if free else HELD_OUT
+            chosen = max(allowed, key=lambda k: (deficits[SPLITS.index(k)], -SPLITS.index(k)))
+            assigned[SPLITS.index(chosen)] += len(group)
+            assignments.update((u.sha256, chosen) for u in group)
     return assignments
-
-
-def _stratum_rng(seed: int, label: str, defect_type: str) -> np.random.Generator:
-    stratum = int.from_bytes(hashlib.sha256(f"{label}/{defect_type}".encode()).digest()[:8], "big")
-    return np.random.default_rng([seed, stratum])
 
 
 def split_counts(assignments: Mapping[str, SplitName]) -> SplitCounts:
@@ -173,6 +210,7 @@ def split_counts(assignments: Mapping[str, SplitName]) -> SplitCounts:
 
 
 __all__ = [
+    "HELD_OUT",
     "SPLITS",
     "SplitUnit",
     "cluster",

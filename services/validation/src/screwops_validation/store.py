@@ -77,6 +77,11 @@ class ValidationStore(Protocol):
         """Insert or replace the record of ``record``'s version (idempotent)."""
         ...
 
+    async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
+        """The split of the newest validated version of ``dataset_id`` older than ``before``
+        (None if there is none): the split a new version carries forward."""
+        ...
+
 
 class MongoValidationStore:
     """:class:`ValidationStore` on motor; works on FerretDB v1 and MongoDB alike."""
@@ -109,3 +114,12 @@ class MongoValidationStore:
                 },
                 upsert=True,
             )
+
+    async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
+        with mongo_errors():
+            found = await self._db[REPORTS].find_one(
+                {"dataset_id": dataset_id, "version": {"$lt": before}, "passed": True},
+                sort=[("version", -1)],
+                projection={"split_key": 1},
+            )
+        return None if found is None else found["split_key"]
