@@ -1,5 +1,5 @@
-"""Evaluation reports as the evaluator writes them, for the monitor's baseline (unit and
-integration tests)."""
+"""Evaluation reports as the evaluator writes them, for the monitor's baseline, and a classifier's
+scores on a line (unit and integration tests)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import numpy as np
 from screwops_contracts.datasets import Label
-from screwops_contracts.models import evaluation_id_of
+from screwops_contracts.models import ModelKind, evaluation_id_of
 from screwops_evaluator.config import Gate
 from screwops_evaluator.report import EvaluationReport, ImageScore, InfraValidation
 
@@ -34,6 +35,8 @@ def evaluator_report(
         cause_event_id="cause",
         evaluated_at=datetime(2026, 1, 1, tzinfo=UTC),
         passed=True,
+        model_kind=ModelKind.SUPERVISED,
+        threshold=0.5,
         gate=Gate(),
         checks=[],
         training_metrics={},
@@ -51,3 +54,15 @@ def evaluator_report(
         ],
     )
     return json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode()
+
+
+def line_scores(
+    rng: np.random.Generator, n: int, *, defects: float = 0.5, shift: float = 0.0
+) -> list[float]:
+    """A classifier's scores on a line where ``defects`` of the screws are defective: confident,
+    with some doubt; ``shift`` moves every logit (what a change of light does to a model that
+    never saw it)."""
+    bad = rng.random(n) < defects
+    p = np.where(bad, rng.beta(8, 1.5, n), rng.beta(1.5, 8, n))
+    logits = np.log(p / (1 - p)) + shift
+    return [float(x) for x in 1 / (1 + np.exp(-logits))]

@@ -21,6 +21,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.production: dict[str, Production] = {}
         self.versions: dict[tuple[str, int], ServedVersion] = {}
+        self.reference_kept: dict[str, tuple[str, int, Observation]] = {}
         self.observations: dict[str, tuple[str, int, Observation]] = {}
         self.reviews: dict[str, tuple[str, int, Review]] = {}
         self.alarms: dict[tuple[str, int, str], tuple[bool, Firing]] = {}
@@ -46,9 +47,17 @@ class FakeStore:
         return self.versions.get((model_name, version))
 
     async def reset(self, model_name: str) -> None:
+        self.reference_kept = {k: v for k, v in self.reference_kept.items() if v[0] != model_name}
         self.observations = {k: v for k, v in self.observations.items() if v[0] != model_name}
         self.reviews = {k: v for k, v in self.reviews.items() if v[0] != model_name}
         self.alarms = {k: v for k, v in self.alarms.items() if k[0] != model_name}
+
+    async def add_reference(self, model_name: str, version: int, item: Observation) -> None:
+        self.reference_kept.setdefault(item.event_id, (model_name, version, item))
+
+    async def reference(self, model_name: str, version: int) -> list[Observation]:
+        items = [o for m, v, o in self.reference_kept.values() if (m, v) == (model_name, version)]
+        return sorted(items, key=lambda o: (o.seen_at, o.event_id))
 
     async def add_observation(self, model_name: str, version: int, item: Observation) -> None:
         self.observations.setdefault(item.event_id, (model_name, version, item))

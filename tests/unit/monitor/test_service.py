@@ -1,7 +1,7 @@
-"""The monitor's core on fakes: the baseline from the evaluation report, alarms that fire once and
-re-arm only after recovering, the cooldown on training requests, a new version starting afresh,
-a restart carrying on from the store, redeliveries, the gauges, and the handlers on FastStream's
-in-memory broker."""
+"""The monitor's core on fakes: the reference from the version's first inspections (not from the
+evaluation's test split), alarms that fire once and re-arm only after recovering, the cooldown on
+training requests, a new version starting afresh, a restart carrying on from the store,
+redeliveries, the gauges, and the handlers on FastStream's in-memory broker."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from faststream.kafka import TestKafkaBroker
 from opentelemetry.sdk.metrics import MeterProvider
@@ -31,23 +32,25 @@ from screwops_contracts.models import evaluation_id_of, evaluation_report_key
 from screwops_monitor import handlers
 from screwops_monitor.config import Rules
 from screwops_monitor.service import MonitorService
+from screwops_monitor.signals import defect_bounds
 
 from tests.fakes import FakeObjects, memory_bus
 from tests.support import model_deployed, model_rolled_back
-from tests.unit.monitor.builders import evaluator_report
+from tests.unit.monitor.builders import evaluator_report, line_scores
 from tests.unit.monitor.fakes import FakeStore, Published
 
 MODEL = "screw-classifier"
 DATASET = "screws"
 T0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
 RULES = Rules(
+    reference_size=100,
     window_size=50,
     min_observations=20,
     review_window_size=20,
     min_reviews=10,
     cooldown_s=3600,
 )
-# The baseline: a confident model on a half-defective test split.
+# A confident model on a half-defective line (and test split): the reference, 100 inspections.
 CONFIDENT = [0.02, 0.1, 0.9, 0.98] * 25
 # What the same model says once the light has changed: unsure about everything.
 UNSURE = [0.35, 0.45, 0.55, 0.65]
@@ -145,13 +148,22 @@ class Harness:
         key = evaluation_report_key(evaluation_id_of(MODEL, run_id))
         self.objects.objects[(Bucket.MODELS, key)] = report_json(run_id, probabilities)
 
-    async def deploy(self, version: int, *, report: Iterable[float] | None = CONFIDENT) -> None:
+    async def deploy(
+        self,
+        version: int,
+        *,
+        report: Iterable[float] | None = CONFIDENT,
+        reference: Iterable[float] = CONFIDENT,
+    ) -> None:
+        """Deploy ``version`` with an evaluation report of test-split scores ``report`` (None: no
+        report), then stream the line's first inspections, ``reference``."""
         run_id = f"run-{version}"
         if report is not None:
             self.put_report(run_id, report)
         await self.service.on_model_deployed(
             model_deployed(MODEL, version, run_id=run_id, at=self.clock())
         )
+        await self.stream(version, reference)
 
     async def stream(
         self, version: int, probabilities: Iterable[float], *, repeat: int = 1
@@ -196,11 +208,11 @@ def harness() -> Harness:
 # --- firing once -------------------------------------------------------------------------------
 
 
-async def test_a_stream_like_the_baseline_fires_nothing(harness: Harness) -> None:
+async def test_a_stream_like_the_reference_fires_nothing(harness: Harness) -> None:
     await harness.deploy(1)
     await harness.stream(1, CONFIDENT, repeat=3)
     assert harness.published == []
-    assert harness.service.handled[Topic.INSPECTION_COMPLETED] == 300
+    assert harness.service.handled[Topic.INSPECTION_COMPLETED] == 400
 
 
 async def test_a_drifting_stream_fires_each_signal_once_and_asks_for_training_once(
@@ -240,14 +252,19 @@ async def test_a_drifting_stream_fires_each_signal_once_and_asks_for_training_on
 
 async def test_the_defect_rate_alarms_when_the_share_of_defects_moves() -> None:
     # Samples large enough for a 0.2 move to stand out of the noise, with scores in the same
-    # bins as the baseline's: the defect rate moves, the score distribution barely.
-    harness = Harness(rules=RULES.model_copy(update={"window_size": 300, "min_observations": 300}))
-    await harness.deploy(1, report=CONFIDENT * 4)
+    # bins as the reference's: the defect rate moves, the score distribution barely.
+    rules = RULES.model_copy(
+        update={"reference_size": 300, "window_size": 300, "min_observations": 300}
+    )
+    harness = Harness(rules=rules)
+    await harness.deploy(1, reference=CONFIDENT * 3)
     await harness.stream(1, [0.02, 0.1, 0.02, 0.9, 0.98, 0.9, 0.98, 0.9, 0.98, 0.9], repeat=30)
     [rate] = harness.degraded()
     assert rate.payload.signal == "defect_rate"
     assert rate.payload.value == pytest.approx(0.7)
-    assert rate.payload.threshold == pytest.approx(0.65)
+    high, _ = defect_bounds(150, 300, 300, rules.alpha, rules.max_defect_rate_shift)
+    assert high is not None
+    assert rate.payload.threshold == (high - 1) / 300
     assert len(harness.requested()) == 1
 
 
@@ -295,6 +312,94 @@ async def test_signals_firing_together_make_one_training_request(harness: Harnes
     assert "defect_rate" in request.payload.reason
 
 
+# --- the reference: the line itself ----------------------------------------------------------
+
+# The operator's defaults for the windows (a 200-inspection reference, 500-inspection window).
+LINE_RULES = Rules(review_window_size=20, min_reviews=10, cooldown_s=3600)
+
+
+async def a_1_percent_line(harness: Harness, rng: np.random.Generator) -> None:
+    """Version 1 of a model whose test split was 30% defective, deployed on a line that makes
+    1% defective screws; its reference is full."""
+    await harness.deploy(
+        1,
+        report=line_scores(rng, 300, defects=0.3),
+        reference=line_scores(rng, LINE_RULES.reference_size, defects=0.01),
+    )
+
+
+async def test_a_line_at_1_percent_is_no_alarm_though_its_test_split_had_30_percent() -> None:
+    harness = Harness(rules=LINE_RULES)
+    rng = np.random.default_rng(11)
+    await a_1_percent_line(harness, rng)
+    await harness.stream(1, line_scores(rng, 3 * LINE_RULES.window_size, defects=0.01))
+
+    assert harness.published == []
+    version = {"model": MODEL, "version": "1"}
+    values = harness.points("screwops_monitor_signal")
+    assert set(values) == {
+        labels(**version, signal="score_drift"),
+        labels(**version, signal="defect_rate"),
+    }, "both judged, on a full window"
+    assert values[labels(**version, signal="defect_rate")] < 0.03
+    figures = harness.points("screwops_monitor_reference")
+    assert figures[labels(**version, figure="defect_rate")] < 0.03
+    assert figures[labels(**version, figure="evaluation_defect_rate")] > 0.2
+    assert figures[labels(**version, figure="evaluation_psi")] > LINE_RULES.max_psi, (
+        "the sanity check shows how unlike its test split the line is"
+    )
+
+
+async def test_a_shift_after_the_reference_raises_the_alarms_once() -> None:
+    harness = Harness(rules=LINE_RULES)
+    rng = np.random.default_rng(12)
+    await a_1_percent_line(harness, rng)
+    await harness.stream(1, line_scores(rng, LINE_RULES.window_size, defects=0.01))
+    assert harness.published == []
+
+    # A new batch of parts, 10% defective, under a lamp that leaves every score less sure.
+    await harness.stream(1, line_scores(rng, LINE_RULES.window_size, defects=0.1, shift=1.0))
+    assert sorted(e.payload.signal for e in harness.degraded()) == ["defect_rate", "score_drift"]
+    [request] = harness.requested()
+    assert request.payload.dataset_id == DATASET, "the dataset the evaluation report names"
+
+
+async def test_nothing_is_judged_on_the_scores_before_the_reference_is_full() -> None:
+    harness = Harness(rules=LINE_RULES)
+    await harness.deploy(1, reference=[])
+    await harness.stream(1, UNSURE, repeat=LINE_RULES.reference_size // 4 - 1)
+    assert harness.published == []
+    assert harness.points("screwops_monitor_signal") == {}
+    assert harness.store.observations == {}, "all of them are the reference"
+    for i in range(10):  # the accuracy needs no reference
+        await harness.service.on_inspection_reviewed(review(1, f"i{i}", correct=i < 5))
+    assert [e.payload.signal for e in harness.degraded()] == ["accuracy"]
+
+
+async def test_the_reference_survives_restarts_filling_and_full() -> None:
+    harness = Harness(rules=LINE_RULES)
+    rng = np.random.default_rng(13)
+    await harness.deploy(1, report=line_scores(rng, 300, defects=0.3), reference=[])
+    first = line_scores(rng, LINE_RULES.reference_size, defects=0.01)
+    await harness.stream(1, first[:150])
+
+    harness.service = harness.start()  # killed while the reference fills
+    await harness.stream(1, first[150:])
+    kept = await harness.store.reference(MODEL, 1)
+    assert [o.probability for o in kept] == first, "the first 200, across the restart"
+    assert harness.store.observations == {}
+    await harness.stream(1, line_scores(rng, 1, defects=0.01))
+    assert len(harness.store.observations) == 1, "full: the next one is the window's"
+
+    harness.service = harness.start()  # killed with the reference full
+    await harness.stream(1, line_scores(rng, LINE_RULES.window_size, defects=0.01))
+    assert harness.published == [], "judged against the rebuilt reference: the line as it was"
+    windows = harness.points("screwops_monitor_window")
+    assert windows[labels(model=MODEL, version="1", window="reference")] == 200
+    await harness.stream(1, line_scores(rng, LINE_RULES.window_size, defects=0.1, shift=1.0))
+    assert {e.payload.signal for e in harness.degraded()} == {"defect_rate", "score_drift"}
+
+
 # --- versions ----------------------------------------------------------------------------------
 
 
@@ -305,6 +410,7 @@ async def test_a_new_version_starts_afresh_and_the_cooldown_outlives_it(harness:
 
     await harness.deploy(2)
     assert harness.store.observations == {}, "the old version's window is forgotten"
+    assert {v for _, v, _ in harness.store.reference_kept.values()} == {2}, "its reference too"
     await harness.stream(1, UNSURE, repeat=10)  # a pinned request to version 1: not production
     assert len(harness.degraded()) == 1
     await harness.stream(2, CONFIDENT[:19])
@@ -326,17 +432,21 @@ async def test_a_new_version_starts_afresh_and_the_cooldown_outlives_it(harness:
     )
 
 
-async def test_a_rollback_returns_to_the_versions_own_baseline(harness: Harness) -> None:
-    await harness.deploy(1, report=[0.3, 0.4, 0.6, 0.7])
+async def test_a_rollback_collects_a_new_reference(harness: Harness) -> None:
+    unsure = [0.3, 0.4, 0.6, 0.7] * 25
+    await harness.deploy(1)
     await harness.deploy(2)
     harness.clock.now += timedelta(seconds=1)
     await harness.service.on_model_rolled_back(model_rolled_back(MODEL, 2, 1, at=harness.clock()))
-
-    await harness.stream(1, [0.35, 0.45, 0.55, 0.65], repeat=10)
-    assert harness.published == [], "version 1 is judged against its own unsure baseline"
     production = await harness.store.get_production(MODEL)
     assert production is not None
     assert production.version == 1
+    assert harness.store.reference_kept == {}, "the line may have changed since version 1 left"
+
+    await harness.stream(1, unsure)  # version 1's new reference: unsure on today's line
+    await harness.stream(1, [0.35, 0.45, 0.55, 0.65], repeat=10)
+    assert harness.published == [], "judged against today's reference, not its first one"
+    assert len(await harness.store.reference(MODEL, 1)) == 100
 
 
 async def test_a_move_older_than_the_recorded_one_is_ignored(harness: Harness) -> None:
@@ -354,33 +464,30 @@ async def test_a_redelivered_move_keeps_the_window(harness: Harness) -> None:
     await harness.service.on_model_deployed(event)
     await harness.stream(1, CONFIDENT[:15])
     await harness.service.on_model_deployed(event)
-    assert len(await harness.store.recent_observations(MODEL, 1, 100)) == 15
+    assert len(await harness.store.reference(MODEL, 1)) == 15
 
 
 async def test_nothing_is_watched_before_a_deployment(harness: Harness) -> None:
     await harness.stream(1, UNSURE, repeat=10)
     assert harness.published == []
     assert harness.store.observations == {}
+    assert harness.store.reference_kept == {}
 
 
-async def test_a_version_without_a_report_is_judged_on_accuracy_but_cannot_ask_for_training(
+async def test_a_version_without_a_report_is_judged_but_cannot_ask_for_training(
     harness: Harness,
 ) -> None:
     await harness.deploy(1, report=None)
     await harness.stream(1, UNSURE, repeat=10)
-    assert harness.published == [], "no baseline: no drift, no defect rate"
-    for i in range(10):
-        await harness.service.on_inspection_reviewed(review(1, f"i{i}", correct=i < 5))
     [degraded] = harness.degraded()
-    assert (degraded.payload.signal, degraded.payload.value, degraded.payload.window) == (
-        "accuracy",
-        0.5,
-        10,
-    )
-    assert harness.requested() == []
+    assert (degraded.payload.signal, degraded.payload.window) == ("score_drift", 20)
+    assert harness.requested() == [], "no report: the dataset to retrain on is unknown"
     assert harness.points("screwops_monitor_training_requests") == {
         labels(model=MODEL, outcome="no_dataset"): 1
     }
+    assert harness.points("screwops_monitor_reference") == {
+        labels(model=MODEL, version="1", figure="defect_rate"): 0.5
+    }, "nothing to set the reference beside"
 
 
 async def test_the_baseline_reads_the_report_the_evaluator_writes(harness: Harness) -> None:
@@ -441,6 +548,7 @@ async def test_a_restarted_monitor_rebuilds_its_window_and_keeps_its_alarms(
     assert len(harness.requested()) == 1
     windows = harness.points("screwops_monitor_window")
     assert windows[labels(model=MODEL, version="1", window="inspections")] == 36
+    assert windows[labels(model=MODEL, version="1", window="reference")] == 100
 
 
 async def test_a_restarted_monitor_carries_on_filling_its_window(harness: Harness) -> None:
@@ -513,6 +621,12 @@ async def test_each_signal_and_its_thresholds_are_gauges_by_model_version_and_si
     assert harness.points("screwops_monitor_alarms") == {
         labels(model=MODEL, signal="score_drift"): 1
     }
+    figures = harness.points("screwops_monitor_reference")
+    assert figures == {
+        labels(**version, figure="defect_rate"): 0.5,
+        labels(**version, figure="evaluation_defect_rate"): 0.5,
+        labels(**version, figure="evaluation_psi"): pytest.approx(0.0, abs=1e-9),
+    }, "the reference is the test split's scores again"
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -552,6 +666,8 @@ async def test_the_handlers_watch_production_and_announce_on_the_topics(wired: W
     harness = wired.harness
     harness.put_report("run-1", CONFIDENT)
     await wired.bus.publish(model_deployed(MODEL, 1, run_id="run-1", at=harness.clock()))
+    for p in CONFIDENT:  # the reference
+        await wired.bus.publish(inspection(1, p))
     sent = [inspection(1, UNSURE[i % 4]) for i in range(20)]
     for event in sent:
         await wired.bus.publish(event)
@@ -562,7 +678,7 @@ async def test_the_handlers_watch_production_and_announce_on_the_topics(wired: W
     assert {e.causation_id for e in wired.received} == {sent[-1].event_id}
     assert wired.service.handled == {
         Topic.MODEL_DEPLOYED: 1,
-        Topic.INSPECTION_COMPLETED: 20,
+        Topic.INSPECTION_COMPLETED: 120,
         Topic.INSPECTION_REVIEWED: 1,
     }
     production = await harness.store.get_production(MODEL)

@@ -1,5 +1,6 @@
-"""The monitor's signal math on numbers: bins and PSI, the noise floors, the windows kept by
-counting, each signal's verdict, and the hysteresis of an alarm."""
+"""The monitor's signal math on numbers: bins and PSI, the noise floors, Fisher's bounds on the
+defect count, the reference and the windows kept by counting, each signal's verdict, and the
+hysteresis of an alarm."""
 
 from __future__ import annotations
 
@@ -9,26 +10,27 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from scipy import stats
 from screwops_monitor.config import DEFAULT_DRIFT_BINS, Rules
 from screwops_monitor.signals import (
-    Baseline,
     Observation,
     Reading,
-    Reference,
+    ReferenceWindow,
     Review,
     ReviewWindow,
     ScoreWindow,
     accuracy,
     bin_of,
-    chi2_quantile,
     decide,
+    defect_bounds,
     defect_rate,
     histogram,
     psi,
     psi_critical,
-    rate_critical,
     score_drift,
 )
+
+from tests.unit.monitor.builders import line_scores
 
 EDGES = DEFAULT_DRIFT_BINS
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,17 +54,14 @@ def window_of(probabilities: list[float], capacity: int | None = None) -> ScoreW
     )
 
 
-def reference(probabilities: list[float]) -> Reference:
-    return Reference(Baseline("eval-1", "run-1", "screws", 1, tuple(probabilities)), EDGES)
-
-
-def scores(rng: np.random.Generator, n: int, *, shift: float = 0.0) -> list[float]:
-    """A classifier's scores on a half-defective stream: confident, with some doubt; ``shift``
-    moves every logit (what a change of light does to a model that never saw it)."""
-    bad = rng.random(n) < 0.5
-    p = np.where(bad, rng.beta(8, 1.5, n), rng.beta(1.5, 8, n))
-    logits = np.log(p / (1 - p)) + shift
-    return [float(x) for x in 1 / (1 + np.exp(-logits))]
+def reference(probabilities: list[float], *, threshold: float = 0.5) -> ReferenceWindow:
+    """A full reference of ``probabilities``, decided at ``threshold``."""
+    return ReferenceWindow(
+        len(probabilities),
+        timedelta(0),
+        EDGES,
+        [observation(-1 - i, p, threshold=threshold) for i, p in enumerate(probabilities)],
+    )
 
 
 # --- bins and PSI ------------------------------------------------------------------------------
@@ -101,32 +100,36 @@ def test_histogram_counts_each_probability_once() -> None:
 
 
 # Upper quantiles of the chi-square distribution, from the tables.
-CHI2_TABLE = {
-    (1, 0.99): 6.635,
-    (1, 0.999): 10.828,
-    (2, 0.99): 9.210,
-    (2, 0.999): 13.816,
-    (5, 0.99): 15.086,
-    (5, 0.999): 20.515,
-    (9, 0.99): 21.666,
-    (9, 0.999): 27.877,
-}
-Z_0_9995 = 3.2905  # the standard normal's 0.9995 quantile (two-sided alpha 0.001)
+CHI2_5_0_999 = 20.515
 
 
-@pytest.mark.parametrize(("df", "p"), sorted(CHI2_TABLE))
-def test_the_chi_square_quantile_is_close_to_the_tables(df: int, p: float) -> None:
-    assert chi2_quantile(p, df) == pytest.approx(CHI2_TABLE[(df, p)], rel=0.035)
-
-
-def test_noise_floors_shrink_with_the_samples() -> None:
+def test_the_psi_noise_floor_is_the_chi_square_bound_and_shrinks_with_the_samples() -> None:
     small = psi_critical(6, 90, 200, 0.001)
-    assert small == pytest.approx(CHI2_TABLE[(5, 0.999)] * (1 / 90 + 1 / 200), rel=0.02)
+    assert small == pytest.approx(CHI2_5_0_999 * (1 / 90 + 1 / 200), rel=1e-4)
     assert psi_critical(6, 1000, 1000, 0.001) < small
-    assert rate_critical(0.3, 100, 400, 0.001) == pytest.approx(
-        Z_0_9995 * math.sqrt(0.3 * 0.7 * (1 / 100 + 1 / 400)), rel=1e-4
-    )
-    assert rate_critical(0.0, 100, 400, 0.001) == 0.0
+
+
+def test_the_defect_bounds_are_where_fishers_test_rejects() -> None:
+    """A 1% reference (2 of 200): the fewest defects in 500 that alarm are where Fisher's exact
+    test (one-sided, as SciPy computes it on the 2x2 table) first drops below alpha / 2."""
+    alpha, shift = 0.001, 0.05
+    high, low = defect_bounds(2, 200, 500, alpha, shift)
+    assert high is not None
+    assert low is None, "fewer than 1% of 500 cannot stand out of 2 in 200"
+
+    def p_above(count: int) -> float:
+        return float(stats.fisher_exact([[count, 500 - count], [2, 198]], "greater").pvalue)
+
+    assert p_above(high) < alpha / 2 <= p_above(high - 1)
+    assert high / 500 > 0.01 + shift
+
+
+def test_the_defect_bounds_need_the_shift_and_the_significance_both() -> None:
+    # Large samples: the operator's shift decides; small ones: the noise does.
+    high, low = defect_bounds(3000, 10000, 5000, 0.001, 0.05)
+    assert (high, low) == (int(0.35 * 5000) + 1, int(0.25 * 5000) - 1)
+    assert defect_bounds(100, 200, 10, 0.001, 0.05) == (None, None), "no share of 10 stands out"
+    assert defect_bounds(2, 200, 20, 0.001, 0.05)[0] == 5
 
 
 def test_the_psi_floor_holds_sampling_noise_below_it() -> None:
@@ -137,7 +140,9 @@ def test_the_psi_floor_holds_sampling_noise_below_it() -> None:
     crossings, bare = 0, 0
     trials = 400
     for _ in range(trials):
-        reading = score_drift(window_of(scores(rng, 200)), reference(scores(rng, 90)), rules)
+        reading = score_drift(
+            window_of(line_scores(rng, 200)), reference(line_scores(rng, 90)), rules
+        )
         assert reading is not None
         crossings += reading.crossed
         bare += reading.value > rules.max_psi
@@ -169,6 +174,36 @@ def test_the_score_window_takes_an_inspection_once() -> None:
     assert (len(window), window.defects, "e1" in window) == (1, 1, True)
 
 
+def test_the_reference_takes_its_first_inspections_and_then_no_more() -> None:
+    ref = ReferenceWindow(3, timedelta(0), EDGES)
+    assert [ref.add(observation(i, p)) for i, p in enumerate([0.1, 0.9, 0.3])] == [True] * 3
+    assert ref.full
+    assert not ref.add(observation(3, 0.2))
+    assert not ref.add(observation(0, 0.1)), "in already"
+    assert (len(ref), "e3" in ref, ref.counts.tolist()) == (3, False, [0, 1, 1, 0, 1, 0])
+    assert ref.latest == observation(2, 0.3)
+
+
+def test_a_reference_with_a_minimum_span_fills_until_both_hold() -> None:
+    ref = ReferenceWindow(3, timedelta(seconds=10), EDGES)
+    for i in range(10):
+        ref.add(observation(i, 0.1))  # seconds 0 to 9
+    assert (len(ref), ref.full) == (10, False), "three are in, but they span nine seconds"
+    assert ref.add(observation(10, 0.1))
+    assert ref.full
+    kept = ReferenceWindow(
+        3, timedelta(seconds=10), EDGES, [observation(i, 0.1) for i in range(11)]
+    )
+    assert (len(kept), kept.full) == (11, True), "as kept: rebuilt whole"
+
+
+def test_the_references_share_follows_the_gateways_threshold() -> None:
+    ref = reference([0.1] * 50 + [0.6] * 25 + [0.9] * 25)
+    assert ref.defect_rate(0.5) == pytest.approx(0.5)
+    assert ref.defect_rate(0.7) == pytest.approx(0.25)
+    assert ref.defects(0.6) == 50, "at the threshold is defective"
+
+
 def test_a_second_review_replaces_the_first_and_counts_as_the_latest() -> None:
     window = ReviewWindow(3)
     for i, correct in enumerate([True, False, True]):
@@ -185,12 +220,16 @@ def test_a_second_review_replaces_the_first_and_counts_as_the_latest() -> None:
 # --- readings ----------------------------------------------------------------------------------
 
 
-def test_drift_is_not_judged_before_the_window_has_enough() -> None:
+def test_neither_score_signal_is_judged_before_the_reference_is_full() -> None:
     rules = Rules(window_size=100, min_observations=50)
-    base = reference([0.1] * 50 + [0.9] * 50)
-    assert score_drift(window_of([0.5] * 49, capacity=100), base, rules) is None
-    assert score_drift(window_of([0.5] * 50, capacity=100), None, rules) is None
-    reading = score_drift(window_of([0.5] * 50, capacity=100), base, rules)
+    kept = [observation(-1 - i, p) for i, p in enumerate([0.1] * 50 + [0.9] * 50)]
+    filling = ReferenceWindow(101, timedelta(0), EDGES, kept)
+    window = window_of([0.5] * 50, capacity=100)
+    assert score_drift(window, filling, rules) is None
+    assert defect_rate(window, filling, rules) is None
+    full = reference([0.1] * 50 + [0.9] * 50)
+    assert score_drift(window_of([0.5] * 49, capacity=100), full, rules) is None
+    reading = score_drift(window, full, rules)
     assert reading is not None
     assert reading.crossed
 
@@ -198,9 +237,9 @@ def test_drift_is_not_judged_before_the_window_has_enough() -> None:
 def test_a_shifted_stream_drifts_and_the_same_one_does_not() -> None:
     rng = np.random.default_rng(3)
     rules = Rules(window_size=300, min_observations=100)
-    base = reference(scores(rng, 300))
-    same = score_drift(window_of(scores(rng, 300)), base, rules)
-    shifted = score_drift(window_of(scores(rng, 300, shift=1.5)), base, rules)
+    base = reference(line_scores(rng, 300))
+    same = score_drift(window_of(line_scores(rng, 300)), base, rules)
+    shifted = score_drift(window_of(line_scores(rng, 300, shift=1.5)), base, rules)
     assert same is not None
     assert shifted is not None
     assert not same.crossed
@@ -219,42 +258,52 @@ def test_a_small_baseline_raises_the_drift_threshold_and_the_rearm_level_with_it
     assert reading.threshold > rules.max_psi
 
 
-def test_defect_rate_alarms_either_way_around_the_baselines_share() -> None:
-    rules = Rules(window_size=200, min_observations=100, max_defect_rate_shift=0.15)
-    base = reference([0.1] * 700 + [0.9] * 300)  # calls 30% defective at 0.5
+def test_defect_rate_alarms_either_way_around_the_references_share() -> None:
+    # A shift no share of 200 lands on exactly, so floating point decides nothing here.
+    rules = Rules(window_size=200, min_observations=100, max_defect_rate_shift=0.1475)
+    base = reference([0.1] * 700 + [0.9] * 300)  # 30% defective at 0.5
     more = defect_rate(window_of([0.9] * 110 + [0.1] * 90), base, rules)
     fewer = defect_rate(window_of([0.9] * 10 + [0.1] * 190), base, rules)
     usual = defect_rate(window_of([0.9] * 62 + [0.1] * 138), base, rules)
     assert more is not None
     assert fewer is not None
     assert usual is not None
-    assert more.value == pytest.approx(0.55)
-    assert more.crossed
-    assert more.threshold == pytest.approx(0.45)
-    assert fewer.value == pytest.approx(0.05)
-    assert fewer.crossed
-    assert fewer.threshold == pytest.approx(0.15)
+    high, low = defect_bounds(300, 1000, 200, rules.alpha, rules.max_defect_rate_shift)
+    assert (high, low) == (90, 30), "past the shift either way: the operator's shift decides"
+    assert dict(more.bounds) == {"upper": 0.445, "lower": 0.155}
+    assert (more.value, more.crossed, more.threshold) == (0.55, True, 0.445)
+    assert (fewer.value, fewer.crossed, fewer.threshold) == (0.05, True, 0.155)
     assert not usual.crossed
     assert usual.recovered
-    assert dict(more.bounds) == {"upper": pytest.approx(0.45), "lower": pytest.approx(0.15)}
 
 
-def test_the_baselines_share_follows_the_gateways_threshold() -> None:
-    base = reference([0.1] * 50 + [0.6] * 25 + [0.9] * 25)
-    assert base.defect_rate(0.5) == pytest.approx(0.5)
-    assert base.defect_rate(0.7) == pytest.approx(0.25)
-    assert base.defect_rate(0.6) == pytest.approx(0.5), "at the threshold is defective"
-    rules = Rules(window_size=100, min_observations=100)
+def test_a_short_reference_widens_the_defect_bounds_to_its_noise() -> None:
+    """A 1% line, 2 defects in a 200-inspection reference: a window at 6.2% is past the 0.05
+    shift but no alarm, since 2 in 200 could well be a 3% line; at 10% the line has changed."""
+    rules = Rules(window_size=500, min_observations=100)
+    base = reference([0.9] * 2 + [0.1] * 198)
+
+    def at(defects: int) -> Reading:
+        reading = defect_rate(window_of([0.9] * defects + [0.1] * (500 - defects)), base, rules)
+        assert reading is not None
+        return reading
+
+    assert dict(at(50).bounds)["upper"] > 0.01 + rules.max_defect_rate_shift, "noise sets it"
+    assert (at(5).crossed, at(31).crossed, at(50).crossed) == (False, False, True)
+
+
+def test_the_window_is_judged_at_the_gateways_latest_threshold() -> None:
+    base = reference([0.1] * 50 + [0.6] * 25 + [0.9] * 25)  # 25% at 0.7, 50% at 0.5
+    rules = Rules(window_size=100, min_observations=100, max_defect_rate_shift=0.15)
     window = ScoreWindow(
         100, EDGES, [observation(i, 0.6 if i % 2 else 0.1, threshold=0.7) for i in range(100)]
     )
     reading = defect_rate(window, base, rules)
     assert reading is not None
     assert reading.value == 0.0, "nothing at or above 0.7"
-    # 100 against 100 is noisy: the margin is the noise floor's, wider than the 0.15 asked for.
-    margin = rate_critical((0.25 * 100 + 0.0) / 200, 100, 100, rules.alpha)
-    assert margin > rules.max_defect_rate_shift
-    assert dict(reading.bounds)["lower"] == pytest.approx(0.25 - margin)
+    _, low = defect_bounds(25, 100, 100, rules.alpha, 0.15)
+    assert low is not None
+    assert dict(reading.bounds)["lower"] == (low + 1) / 100 < 0.25 - 0.15, "wider than asked"
     assert reading.crossed
 
 

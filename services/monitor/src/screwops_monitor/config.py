@@ -1,6 +1,6 @@
-"""Monitor's settings (env prefix ``SCREWOPS_MONITOR_``): how much of the stream a signal looks at,
-where each signal alarms and re-arms, and how often retraining may be asked for are operator
-choices, so every one of them is a setting."""
+"""Monitor's settings (env prefix ``SCREWOPS_MONITOR_``): how much of a version's first stream is
+its reference, how much of the stream a signal looks at, where each signal alarms and re-arms, and
+how often retraining may be asked for are operator choices, so every one of them is a setting."""
 
 from __future__ import annotations
 
@@ -28,11 +28,25 @@ class Rules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    reference_size: int = Field(
+        200,
+        ge=1,
+        description="First inspections of a production version that make its reference: the "
+        "score distribution and defect rate of the line as this version found it, which the "
+        "score-drift and defect-rate signals are judged against.",
+    )
+    reference_min_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="Least time the reference spans, from its first inspection to its last: it "
+        "takes inspections until it has both reference_size of them and this span (a shift or a "
+        "day of the line rather than its first minutes; every one is kept meanwhile).",
+    )
     window_size: int = Field(
         500,
         ge=1,
-        description="Latest inspections of the production version the score-drift "
-        "and defect-rate signals are computed on.",
+        description="Latest inspections of the production version after its reference the "
+        "score-drift and defect-rate signals are computed on.",
     )
     min_observations: int = Field(
         100, ge=1, description="Fewest inspections in the window before those signals are judged."
@@ -47,7 +61,7 @@ class Rules(BaseModel):
         DEFAULT_DRIFT_BINS,
         min_length=3,
         description="Edges of the fixed probability bins the population stability index (PSI) "
-        "compares the window's scores with the baseline's on, from 0 to 1.",
+        "compares the window's scores with the reference's on, from 0 to 1.",
     )
     max_psi: float = Field(
         0.25, gt=0.0, description="PSI above which the scores have drifted (0.25: a major shift)."
@@ -56,14 +70,18 @@ class Rules(BaseModel):
         0.1, gt=0.0, description="PSI below which the drift alarm re-arms (0.1: no real shift)."
     )
     max_defect_rate_shift: float = Field(
-        0.15,
+        0.05,
         gt=0.0,
         lt=1.0,
-        description="How far the window's share of DEFECT verdicts may move from the share the "
-        "baseline predicts, either way.",
+        description="How far the window's share of DEFECT verdicts may move from the reference's "
+        "share, either way (absolute: 0.05 is a 1% line at 6%).",
     )
     defect_rate_rearm_shift: float = Field(
-        0.075, gt=0.0, lt=1.0, description="Distance within which the defect-rate alarm re-arms."
+        0.025,
+        gt=0.0,
+        lt=1.0,
+        description="How near the reference's share the window's must come back for the "
+        "defect-rate alarm to re-arm (widened in proportion where noise widens an alarm bound).",
     )
     min_accuracy: float = Field(
         0.9,
@@ -79,8 +97,9 @@ class Rules(BaseModel):
         gt=0.0,
         lt=0.5,
         description="Significance level: the score-drift and defect-rate alarms also need a "
-        "difference that sampling noise of the two sample sizes explains with probability below "
-        "this, so a small test split or a short window never alarms on chance alone.",
+        "difference that sampling noise of the reference and the window explains with "
+        "probability below this (a chi-square bound on PSI, Fisher's exact test on the defect "
+        "counts), so a short reference or window never alarms on chance alone.",
     )
     cooldown_s: float = Field(
         4 * 3600.0,

@@ -1,12 +1,23 @@
 """The monitor's domain logic: the production model's inspections in, alarms and retraining out.
 
 The monitor follows ``production`` from the registry's ``model.deployed`` and
-``model.rolled_back``. For each deployed version it reads the evaluation report of the run the
-version came from (``models/evaluations/<evaluation id>.json``, the id derived from the run as
-the evaluator derives it) and keeps that model's scores on its test split as the baseline, with
-the dataset it was trained on.
+``model.rolled_back``. Each time production moves, the version starts a reference window: its
+first inspections on the line (``reference_size`` of them, over at least ``reference_min_s``).
+The reference, not the version's evaluation, is the baseline of the score-drift and defect-rate
+signals: the evaluation's test split is balanced for judging a model (a quarter to a half
+defective), a line may run at 1%, and a line should raise no alarm for being itself. Until the
+reference is full neither signal is judged; the accuracy on reviews needs no reference and is
+judged from the start.
 
-Every ``inspection.completed`` of the production version goes into a window of the latest
+The evaluation report of the run the version came from (``models/evaluations/<evaluation id>.json``,
+the id derived from the run as the evaluator derives it) is still read, for two things: the
+dataset it was trained on, which a retraining request names, and its test-split scores, set beside
+the full reference as a sanity check (gauge ``screwops_monitor_reference``: PSI between the two
+and both defect rates). A line unlike the test data from its first inspection is a shift the
+reference takes in as normal, so that check is what shows it; it raises no alarm, since the class
+mix alone makes the two differ.
+
+Every later ``inspection.completed`` of the production version goes into a window of the latest
 inspections, and every ``inspection.reviewed`` into a window of the latest reviews; the signals
 of :mod:`screwops_monitor.signals` are judged on them after each event and exposed as gauges.
 When a signal crosses its threshold the monitor announces ``model.degraded`` and asks the trainer
@@ -14,13 +25,13 @@ for a new model with ``training.requested`` (on the production model's dataset, 
 whatever the reviews have added since). Two brakes keep that from looping: an alarm fires once
 and re-arms only after its signal has come back past a lower level (hysteresis), and a model gets
 at most one training request per cooldown, whichever signals fire. A new production version
-starts with empty windows and armed alarms; the cooldown outlives it.
+starts with an empty reference, empty windows and armed alarms; the cooldown outlives it.
 
 Everything needed to carry on after a restart is in MongoDB (see :mod:`screwops_monitor.store`):
-the windows are rebuilt from the kept observations the first time a model's event arrives, and
-the alarms and the cooldown are claims written before the events that announce them, naming the
-event that caused them, so a redelivered cause announces again with the same event ids (which
-consumers drop) and a later one finds the alarm fired or the cooldown running.
+the reference and the windows are rebuilt from the kept observations the first time a model's
+event arrives, and the alarms and the cooldown are claims written before the events that announce
+them, naming the event that caused them, so a redelivered cause announces again with the same
+event ids (which consumers drop) and a later one finds the alarm fired or the cooldown running.
 
 The windows live in this process, so the monitor runs as one instance: a second one would see
 only the inspections of its partitions. The claims keep even two from asking twice.
@@ -68,13 +79,15 @@ from screwops_monitor.signals import (
     Baseline,
     Observation,
     Reading,
-    Reference,
+    ReferenceWindow,
     Review,
     ReviewWindow,
     ScoreWindow,
     accuracy,
     decide,
     defect_rate,
+    histogram,
+    psi,
     score_drift,
 )
 from screwops_monitor.store import (
@@ -91,6 +104,7 @@ __all__ = ["MonitorService", "Objects", "Watch"]
 
 INSPECTIONS = "inspections"
 REVIEWS = "reviews"
+REFERENCE = "reference"
 
 
 class Objects(Protocol):
@@ -101,16 +115,18 @@ class Objects(Protocol):
 
 @dataclass
 class Watch:
-    """What the monitor holds of one model in production: the version, its baseline, the two
-    windows, the fired alarms (signal -> the event that fired it) and the latest readings."""
+    """What the monitor holds of one model in production: the version, its baseline, its
+    reference, the two windows, the fired alarms (signal -> the event that fired it), the latest
+    readings and, once the reference is full, its figures beside the evaluation's."""
 
     production: Production
     served: ServedVersion | None
-    reference: Reference | None
+    reference: ReferenceWindow
     scores: ScoreWindow
     reviews: ReviewWindow
     fired: dict[str, str]
     readings: dict[str, Reading] = field(default_factory=dict)
+    figures: dict[str, float] = field(default_factory=dict)
     unpruned: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -171,7 +187,16 @@ class MonitorService:
         meter.create_observable_gauge(
             "screwops_monitor_window",
             callbacks=[self._observe_windows],
-            description="Observations in each window (inspections, reviews), by model and version.",
+            description="Observations in each window (reference, inspections, reviews), by model "
+            "and version.",
+        )
+        meter.create_observable_gauge(
+            "screwops_monitor_reference",
+            callbacks=[self._observe_reference],
+            description="The full reference window beside the version's evaluation, by model, "
+            "version and figure (defect_rate: the reference's share of DEFECT at the latest "
+            "threshold; evaluation_defect_rate: the test split's; evaluation_psi: PSI between the "
+            "two score distributions). A sanity check, never alarmed on.",
         )
         self._observed = meter.create_counter(
             "screwops_monitor_observations",
@@ -219,7 +244,8 @@ class MonitorService:
         self.handled[event.TOPIC] += 1
 
     async def on_inspection_completed(self, event: InspectionCompleted) -> None:
-        """One more inspection in the window; judge score drift and the defect rate."""
+        """One more inspection in the reference, or once it is full in the window; judge score
+        drift and the defect rate."""
         inspected = event.payload
         async with self._locks[inspected.model_name]:
             watch = await self._watch(inspected.model_name)
@@ -233,8 +259,16 @@ class MonitorService:
                     threshold=inspected.threshold,
                     seen_at=self._now(),
                 )
-                # A retry of this event after a failed announcement has it in the window already.
-                if observation.event_id not in watch.scores:
+                # A retry of this event after a failed announcement has it in already.
+                if observation.event_id in watch.reference or observation.event_id in watch.scores:
+                    pass
+                elif not watch.reference.full:
+                    await self._store.add_reference(watch.model_name, watch.version, observation)
+                    watch.reference.add(observation)
+                    self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
+                    if watch.reference.full:
+                        self._compare_with_evaluation(watch)
+                else:
                     await self._store.add_observation(watch.model_name, watch.version, observation)
                     watch.scores.add(observation)
                     self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
@@ -346,11 +380,15 @@ class MonitorService:
             return None
         rules, version = self._rules, production.version
         served = await self._store.get_version(model_name, version)
-        baseline = served.baseline if served is not None else None
         watch = Watch(
             production=production,
             served=served,
-            reference=None if baseline is None else Reference(baseline, rules.drift_bins),
+            reference=ReferenceWindow(
+                rules.reference_size,
+                timedelta(seconds=rules.reference_min_s),
+                rules.drift_bins,
+                await self._store.reference(model_name, version),
+            ),
             scores=ScoreWindow(
                 rules.window_size,
                 rules.drift_bins,
@@ -362,16 +400,45 @@ class MonitorService:
             ),
             fired=await self._store.fired(model_name, version),
         )
+        if watch.reference.full:
+            self._compare_with_evaluation(watch)
         self._watches[model_name] = watch
         log.info(
-            "watching %s version %d: %d inspections and %d reviews in the windows, %s",
+            "watching %s version %d: %d inspections in the reference (%s), %d inspections and %d "
+            "reviews in the windows, %s",
             model_name,
             version,
+            len(watch.reference),
+            "full" if watch.reference.full else "filling",
             len(watch.scores),
             len(watch.reviews),
             f"fired: {', '.join(sorted(watch.fired))}" if watch.fired else "all alarms armed",
         )
         return watch
+
+    def _compare_with_evaluation(self, watch: Watch) -> None:
+        """The full reference beside the version's test split: the sanity check's figures, at
+        the threshold the gateway last decided with."""
+        latest = watch.reference.latest
+        if latest is None:
+            return
+        threshold = latest.threshold
+        figures = {"defect_rate": watch.reference.defect_rate(threshold)}
+        baseline = watch.served.baseline if watch.served is not None else None
+        if baseline is not None:
+            scores = baseline.probabilities
+            figures["evaluation_defect_rate"] = sum(p >= threshold for p in scores) / len(scores)
+            figures["evaluation_psi"] = psi(
+                histogram(scores, watch.reference.edges), watch.reference.counts
+            )
+        watch.figures = figures
+        log.info(
+            "the reference of %s version %d is full: %d inspections, %s",
+            watch.model_name,
+            watch.version,
+            len(watch.reference),
+            ", ".join(f"{name} {value:.4f}" for name, value in figures.items()),
+        )
 
     async def _prune(self, watch: Watch, window: str) -> None:
         """Drop kept observations the window has moved past, once per window's worth of new
@@ -540,8 +607,14 @@ class MonitorService:
 
     def _observe_windows(self, options: CallbackOptions) -> Iterable[Measurement]:
         for watch in self._watched():
+            yield Measurement(len(watch.reference), _labels(watch) | {"window": REFERENCE})
             yield Measurement(len(watch.scores), _labels(watch) | {"window": INSPECTIONS})
             yield Measurement(len(watch.reviews), _labels(watch) | {"window": REVIEWS})
+
+    def _observe_reference(self, options: CallbackOptions) -> Iterable[Measurement]:
+        for watch in self._watched():
+            for figure, value in list(watch.figures.items()):
+                yield Measurement(value, _labels(watch) | {"figure": figure})
 
     def _now(self) -> datetime:
         return _millis(self._clock())

@@ -3,42 +3,47 @@
 Three signals watch the version in production:
 
 * ``score_drift``: the population stability index (PSI) between the defect probabilities of the
-  latest inspections and the production model's own probabilities on its evaluation test split
-  (the baseline), over fixed probability bins;
-* ``defect_rate``: the window's share of DEFECT verdicts against the share the baseline predicts
-  at the threshold the gateway decided with;
+  latest inspections and those of the version's reference window, over fixed probability bins;
+* ``defect_rate``: the window's share of DEFECT verdicts against the reference's share at the
+  threshold the gateway decided with;
 * ``accuracy``: the share of reviewed inspections (a person's ground truth) the model got right.
 
-Why PSI and not the Kolmogorov-Smirnov statistic: the baseline then is a histogram, fixed once
-per deployment, and the window's histogram is kept by adding and removing one count per
-inspection, so every inspection is judged in constant time; KS needs both samples sorted. PSI adds
-up every bin's change, so mass leaving the confident ends for the uncertain middle (what a lamp
-drifting or a new batch of parts does to a classifier first) counts wherever it happens, where KS
-sees only the single largest gap between the two distribution functions. And operators know its
-scale: below 0.1 nothing moved, above 0.25 the population changed.
+The reference is the version's own first inspections on the line (:class:`ReferenceWindow`), not
+its evaluation's test split: a test split is balanced for training and judging (a quarter to a
+half defective), a line may run at 1%, and a monitor comparing the two would alarm on the line
+being itself. Until the reference is full neither score signal is judged.
 
-PSI's weakness is sampling noise: two samples of one distribution have a PSI of about
-``(bins - 1) * (1/n + 1/m)`` (it is Jeffreys' divergence, which tends to a chi-square with
-``bins - 1`` degrees of freedom scaled by that factor), which for a 90-image test split is already
-0.08. So a drift alarm needs a PSI above both the operator's threshold and the chi-square critical
-value at ``alpha`` for these two sample sizes; the defect rate is treated alike with the normal
-approximation of a difference of two proportions. The accuracy is compared with a requirement,
-not with a sample, and has a plain floor.
+Why PSI and not the Kolmogorov-Smirnov statistic: the reference is a histogram, fixed once full,
+and the window's histogram is kept by adding and removing one count per inspection, so every
+inspection is judged in constant time; KS needs both samples sorted. PSI adds up every bin's
+change, so mass leaving the confident ends for the uncertain middle (what a lamp drifting or a
+new batch of parts does to a classifier first) counts wherever it happens, where KS sees only the
+single largest gap between the two distribution functions. And operators know its scale: below
+0.1 nothing moved, above 0.25 the population changed.
+
+Both score signals are tested against sampling noise as well as the operator's bar. Two samples of
+one distribution have a PSI of about ``(bins - 1) * (1/n + 1/m)`` (it is Jeffreys' divergence,
+which tends to a chi-square with ``bins - 1`` degrees of freedom scaled by that factor), so a
+drift alarm needs a PSI above both ``max_psi`` and that chi-square's critical value at ``alpha``.
+The defect counts are few on a good line (two in a 200-inspection reference at 1%), too few for a
+normal approximation and too uncertain to take the reference's share as known, so the defect rate
+is judged with Fisher's exact test of the window's counts against the reference's. The accuracy is
+compared with a requirement, not with a sample, and has a plain floor.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
+import functools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from statistics import NormalDist
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from screwops_monitor.config import Rules
 
@@ -51,19 +56,18 @@ __all__ = [
     "Baseline",
     "Observation",
     "Reading",
-    "Reference",
+    "ReferenceWindow",
     "Review",
     "ReviewWindow",
     "ScoreWindow",
     "Signal",
     "accuracy",
-    "chi2_quantile",
     "decide",
+    "defect_bounds",
     "defect_rate",
     "histogram",
     "psi",
     "psi_critical",
-    "rate_critical",
     "score_drift",
 ]
 
@@ -110,27 +114,35 @@ def psi(expected: Counts, actual: Counts, *, smoothing: float = SMOOTHING) -> fl
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def chi2_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of a chi-square with ``df`` degrees of freedom.
-
-    The Wilson-Hilferty approximation, which keeps the monitor free of SciPy: in the upper tail
-    it is within about 1% of the exact value from 5 degrees of freedom on, 3% below that.
-    """
-    z = NormalDist().inv_cdf(p)
-    spread = 2.0 / (9.0 * df)
-    return df * (1.0 - spread + z * math.sqrt(spread)) ** 3
-
-
 def psi_critical(bins: int, n_expected: int, n_actual: int, alpha: float) -> float:
     """The PSI that two samples of one distribution exceed with probability ``alpha``."""
-    return chi2_quantile(1.0 - alpha, bins - 1) * (1.0 / n_expected + 1.0 / n_actual)
+    return float(stats.chi2.isf(alpha, bins - 1)) * (1.0 / n_expected + 1.0 / n_actual)
 
 
-def rate_critical(rate: float, n_expected: int, n_actual: int, alpha: float) -> float:
-    """The difference of two shares that samples of one share ``rate`` exceed (either way)
-    with probability ``alpha``."""
-    spread = rate * (1.0 - rate) * (1.0 / n_expected + 1.0 / n_actual)
-    return NormalDist().inv_cdf(1.0 - alpha / 2) * math.sqrt(spread)
+@functools.lru_cache(maxsize=4096)
+def defect_bounds(
+    reference_defects: int, reference_size: int, window_size: int, alpha: float, min_shift: float
+) -> tuple[int | None, int | None]:
+    """The window's DEFECT counts that alarm against a reference with ``reference_defects`` of
+    ``reference_size``: the fewest that alarm high and the most that alarm low (None: no count
+    can, the samples are too small).
+
+    A count alarms when its share is more than ``min_shift`` from the reference's and Fisher's
+    exact test puts it in a tail of ``alpha / 2``. That test takes the defects of both samples
+    together as given, so the window's count is hypergeometric; SciPy's hypergeometric
+    distribution gives both tails for every possible count at once. The bounds depend on the sizes
+    and the reference's count only, hence the cache: a full window asks the same question at
+    every inspection.
+    """
+    counts = np.arange(window_size + 1)
+    shift = counts / window_size - reference_defects / reference_size
+    together = counts + reference_defects
+    population = reference_size + window_size
+    above = stats.hypergeom.sf(counts - 1, population, together, window_size)
+    below = stats.hypergeom.cdf(counts, population, together, window_size)
+    high = np.flatnonzero((shift > min_shift) & (above < alpha / 2))
+    low = np.flatnonzero((shift < -min_shift) & (below < alpha / 2))
+    return (int(high[0]) if high.size else None, int(low[-1]) if low.size else None)
 
 
 # --- the baseline --------------------------------------------------------------------------
@@ -138,29 +150,18 @@ def rate_critical(rate: float, n_expected: int, n_actual: int, alpha: float) -> 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The production model's scores on its evaluation test split, and where they came from."""
+    """The production model's scores on its evaluation test split, and where they came from.
+
+    Not what the score signals are judged against (that is the reference window): it names the
+    dataset a retraining is asked on, and set beside the reference it shows how unlike its test
+    data the line was from the start, a shift no later alarm can see.
+    """
 
     evaluation_id: str
     run_id: str
     dataset_id: str
     dataset_version: int
     probabilities: tuple[float, ...]
-
-
-class Reference:
-    """A baseline prepared for the signals: its histogram and its scores sorted."""
-
-    def __init__(self, baseline: Baseline, edges: Sequence[float]) -> None:
-        self.baseline = baseline
-        self.counts = histogram(baseline.probabilities, edges)
-        self._sorted = sorted(baseline.probabilities)
-
-    def __len__(self) -> int:
-        return len(self._sorted)
-
-    def defect_rate(self, threshold: float) -> float:
-        """Share of the test split the model calls defective at ``threshold``."""
-        return (len(self._sorted) - bisect.bisect_left(self._sorted, threshold)) / len(self)
 
 
 # --- the windows ---------------------------------------------------------------------------
@@ -224,6 +225,71 @@ class ScoreWindow:
     def _count(self, observation: Observation, step: int) -> None:
         self.counts[bin_of(observation.probability, self.edges)] += step
         self.defects += step if observation.defect else 0
+
+
+class ReferenceWindow:
+    """A production version's first inspections on the line: its score distribution and defect
+    rate as the version found them, what the score signals are later judged against.
+
+    It takes inspections until it holds ``size`` of them spanning at least ``min_span`` (from the
+    first one's time to the latest's), then is full and takes no more. Observations given to the
+    constructor are taken whatever their number: they are the reference as it was kept.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        min_span: timedelta,
+        edges: Sequence[float],
+        observations: Iterable[Observation] = (),
+    ) -> None:
+        self.size = size
+        self.min_span = min_span
+        self.edges = tuple(edges)
+        self.counts: Counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self._items: dict[str, Observation] = {}
+        self._sorted: list[float] = []
+        self._first: datetime | None = None
+        self.latest: Observation | None = None
+        """The reference's latest inspection (by the time it was seen)."""
+        for observation in observations:
+            self._take(observation)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._items
+
+    @property
+    def full(self) -> bool:
+        if len(self._items) < self.size or self._first is None or self.latest is None:
+            return False
+        return self.latest.seen_at - self._first >= self.min_span
+
+    def add(self, observation: Observation) -> bool:
+        """Take ``observation`` in unless full or already in; True if taken."""
+        if self.full or observation.event_id in self._items:
+            return False
+        self._take(observation)
+        return True
+
+    def defects(self, threshold: float) -> int:
+        """How many of the reference's inspections score at or above ``threshold``: its DEFECT
+        count had the gateway decided them all at that threshold."""
+        return len(self._sorted) - bisect.bisect_left(self._sorted, threshold)
+
+    def defect_rate(self, threshold: float) -> float:
+        return self.defects(threshold) / len(self) if self._items else 0.0
+
+    def _take(self, observation: Observation) -> None:
+        self._items[observation.event_id] = observation
+        self.counts[bin_of(observation.probability, self.edges)] += 1
+        bisect.insort(self._sorted, observation.probability)
+        seen = observation.seen_at
+        self._first = seen if self._first is None else min(self._first, seen)
+        if self.latest is None or seen >= self.latest.seen_at:
+            self.latest = observation
 
 
 @dataclass(frozen=True)
@@ -292,9 +358,10 @@ class Reading:
     bounds: tuple[tuple[str, float], ...]
 
 
-def score_drift(window: ScoreWindow, reference: Reference | None, rules: Rules) -> Reading | None:
-    """PSI of the window against the baseline; None until both have enough to compare."""
-    if reference is None or len(reference) == 0 or len(window) < rules.min_observations:
+def score_drift(window: ScoreWindow, reference: ReferenceWindow, rules: Rules) -> Reading | None:
+    """PSI of the window against the reference; None until the reference is full and the window
+    has enough to compare."""
+    if not reference.full or len(window) < rules.min_observations:
         return None
     value = psi(reference.counts, window.counts)
     bins = len(window.counts)
@@ -311,31 +378,40 @@ def score_drift(window: ScoreWindow, reference: Reference | None, rules: Rules) 
     )
 
 
-def defect_rate(window: ScoreWindow, reference: Reference | None, rules: Rules) -> Reading | None:
-    """The window's share of DEFECT verdicts against the baseline's at the gateway's threshold.
+def defect_rate(window: ScoreWindow, reference: ReferenceWindow, rules: Rules) -> Reading | None:
+    """The window's share of DEFECT verdicts against the reference's at the gateway's threshold;
+    None until the reference is full and the window has enough to compare.
 
-    The threshold is the latest inspection's: the gateway's policy decides it, and the baseline
-    holds every probability, so the expected share follows any change of it.
+    The threshold is the latest inspection's: the gateway's policy decides it, and the reference
+    keeps every probability, so its share follows any change of it. The bounds are the shares
+    just short of the counts :func:`defect_bounds` finds alarming (0 or 1 where no count is), and
+    the re-arm band is the same fraction of each side's margin as ``defect_rate_rearm_shift`` is
+    of ``max_defect_rate_shift``.
     """
     latest = window.latest
-    if reference is None or len(reference) == 0 or latest is None:
+    if not reference.full or latest is None or len(window) < rules.min_observations:
         return None
-    if len(window) < rules.min_observations:
-        return None
+    n = len(window)
     expected = reference.defect_rate(latest.threshold)
+    high, low = defect_bounds(
+        reference.defects(latest.threshold),
+        len(reference),
+        n,
+        rules.alpha,
+        rules.max_defect_rate_shift,
+    )
+    upper = 1.0 if high is None else (high - 1) / n
+    lower = 0.0 if low is None else (low + 1) / n
     rate = window.defect_rate
-    n_ref, n_win = len(reference), len(window)
-    pooled = (expected * n_ref + rate * n_win) / (n_ref + n_win)
-    margin = max(rules.max_defect_rate_shift, rate_critical(pooled, n_ref, n_win, rules.alpha))
-    rearm = rules.defect_rate_rearm_shift * margin / rules.max_defect_rate_shift
-    upper, lower = min(expected + margin, 1.0), max(expected - margin, 0.0)
+    band = rules.defect_rate_rearm_shift / rules.max_defect_rate_shift
+    near = expected - band * (expected - lower) < rate < expected + band * (upper - expected)
     return Reading(
         signal=DEFECT_RATE,
         value=rate,
         threshold=upper if rate >= expected else lower,
-        observations=n_win,
+        observations=n,
         crossed=rate > upper or rate < lower,
-        recovered=abs(rate - expected) < rearm,
+        recovered=near,
         bounds=(("upper", upper), ("lower", lower)),
     )
 

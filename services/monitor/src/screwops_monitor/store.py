@@ -1,4 +1,5 @@
-"""The monitor's state in MongoDB: production, baselines, the windows, the alarms, the cooldown.
+"""The monitor's state in MongoDB: production, baselines, references, the windows, the alarms, the
+cooldown.
 
 The monitor owns these collections; no other service reads them.
 
@@ -9,7 +10,10 @@ The monitor owns these collections; no other service reads them.
 * ``monitor_versions`` — one per deployed version, ``_id`` ``<name>@v<N>``: its run and its
   baseline (the test-split scores of its evaluation), since ``model.rolled_back`` names only the
   version it returns to.
-* ``monitor_observations`` — one per inspection of the production version, ``_id`` the
+* ``monitor_reference`` — one per inspection in the production version's reference window (its
+  first inspections), ``_id`` the inspection's event id; a restart rebuilds the reference from all
+  of them, full or still filling. Never pruned: only the next move deletes them.
+* ``monitor_observations`` — one per later inspection of the production version, ``_id`` the
   inspection's event id (a redelivery writes the same document); the score window is rebuilt
   from the latest of them after a restart, and older ones are pruned as the window moves on.
 * ``monitor_reviews`` — one per reviewed inspection, ``_id`` the inspection's id (a second review
@@ -21,8 +25,9 @@ The monitor owns these collections; no other service reads them.
 * ``monitor_training_requests`` — one per model, ``_id`` the model name: the last training
   request, claimed the same way, so the cooldown holds across restarts and instances.
 
-Production moving to another version deletes the model's observations, reviews and alarms: a new
-version starts with an empty window and armed alarms; the cooldown stays.
+Production moving to another version deletes the model's reference, observations, reviews and
+alarms: a new version (or one rolled back to) starts with a reference to fill, an empty window and
+armed alarms; the cooldown stays.
 
 :class:`MonitorStore` is the interface; :class:`MongoMonitorStore` implements it on motor for
 FerretDB v1 and MongoDB alike (no transactions: every write is one idempotent document write);
@@ -43,6 +48,7 @@ from screwops_monitor.signals import Baseline, Observation, Review
 
 PRODUCTION = "monitor_production"
 VERSIONS = "monitor_versions"
+REFERENCE = "monitor_reference"
 OBSERVATIONS = "monitor_observations"
 REVIEWS = "monitor_reviews"
 ALARMS = "monitor_alarms"
@@ -50,6 +56,7 @@ TRAINING_REQUESTS = "monitor_training_requests"
 
 INDEXES = (
     IndexSpec(VERSIONS, (("model_name", 1), ("version", 1)), unique=True),
+    IndexSpec(REFERENCE, (("model_name", 1), ("version", 1), ("seen_at", 1))),
     IndexSpec(OBSERVATIONS, (("model_name", 1), ("version", 1), ("seen_at", 1))),
     IndexSpec(REVIEWS, (("model_name", 1), ("version", 1), ("seen_at", 1))),
     IndexSpec(ALARMS, (("model_name", 1), ("version", 1))),
@@ -134,7 +141,15 @@ class MonitorStore(Protocol):
         ...
 
     async def reset(self, model_name: str) -> None:
-        """Forget the model's observations, reviews and alarms (production moved)."""
+        """Forget the model's reference, observations, reviews and alarms (production moved)."""
+        ...
+
+    async def add_reference(self, model_name: str, version: int, item: Observation) -> None:
+        """Keep an inspection of the version's reference window (idempotent by its event id)."""
+        ...
+
+    async def reference(self, model_name: str, version: int) -> list[Observation]:
+        """The version's reference window as kept, oldest first."""
         ...
 
     async def add_observation(self, model_name: str, version: int, item: Observation) -> None:
@@ -283,15 +298,33 @@ class MongoMonitorStore:
         return ServedVersion(doc["model_name"], doc["version"], doc["run_id"], baseline)
 
     async def reset(self, model_name: str) -> None:
-        for collection in (OBSERVATIONS, REVIEWS, ALARMS):
+        for collection in (REFERENCE, OBSERVATIONS, REVIEWS, ALARMS):
             with mongo_errors():
                 await self._db[collection].delete_many({"model_name": model_name})
 
     # --- the windows -----------------------------------------------------------------------
 
-    async def add_observation(self, model_name: str, version: int, item: Observation) -> None:
+    async def add_reference(self, model_name: str, version: int, item: Observation) -> None:
+        await self._keep(REFERENCE, model_name, version, item)
+
+    async def reference(self, model_name: str, version: int) -> list[Observation]:
         with mongo_errors():
-            await self._db[OBSERVATIONS].update_one(
+            cursor = (
+                self._db[REFERENCE]
+                .find({"model_name": model_name, "version": version})
+                .sort([("seen_at", 1), ("_id", 1)])
+            )
+            docs: list[dict[str, Any]] = await cursor.to_list(length=None)
+        return [_observation(doc) for doc in docs]
+
+    async def add_observation(self, model_name: str, version: int, item: Observation) -> None:
+        await self._keep(OBSERVATIONS, model_name, version, item)
+
+    async def _keep(
+        self, collection: str, model_name: str, version: int, item: Observation
+    ) -> None:
+        with mongo_errors():
+            await self._db[collection].update_one(
                 {"_id": item.event_id},
                 {
                     "$setOnInsert": {
@@ -310,16 +343,7 @@ class MongoMonitorStore:
         self, model_name: str, version: int, limit: int
     ) -> list[Observation]:
         docs = await self._latest(OBSERVATIONS, model_name, version, limit)
-        return [
-            Observation(
-                event_id=doc["_id"],
-                probability=doc["probability"],
-                defect=doc["defect"],
-                threshold=doc["threshold"],
-                seen_at=doc["seen_at"],
-            )
-            for doc in docs
-        ]
+        return [_observation(doc) for doc in docs]
 
     async def prune_observations(self, model_name: str, version: int, before: datetime) -> int:
         return await self._prune(OBSERVATIONS, model_name, version, before)
@@ -460,3 +484,13 @@ class MongoMonitorStore:
             requested_at=doc["requested_at"],
             reason=doc["reason"],
         )
+
+
+def _observation(doc: dict[str, Any]) -> Observation:
+    return Observation(
+        event_id=doc["_id"],
+        probability=doc["probability"],
+        defect=doc["defect"],
+        threshold=doc["threshold"],
+        seen_at=doc["seen_at"],
+    )
