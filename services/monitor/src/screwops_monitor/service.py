@@ -216,7 +216,7 @@ class MonitorService:
     # --- events ----------------------------------------------------------------------------
 
     async def on_model_deployed(self, event: ModelDeployed) -> None:
-        """A new production version: read its baseline, start its windows afresh."""
+        """A new production version: read its evaluation, start its reference and windows afresh."""
         deployed = event.payload
         baseline = await self._baseline(deployed.model_name, deployed.run_id)
         await self._store.save_version(
@@ -226,7 +226,8 @@ class MonitorService:
         self.handled[event.TOPIC] += 1
 
     async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
-        """Production went back to an earlier version: watch it afresh, on its own baseline."""
+        """Production went back to an earlier version: watch it afresh, from a new reference (the
+        line may have changed since it left); its own evaluation still names its dataset."""
         rolled = event.payload
         served = await self._store.get_version(rolled.model_name, rolled.to_version)
         if served is None:
@@ -259,26 +260,30 @@ class MonitorService:
                     threshold=inspected.threshold,
                     seen_at=self._now(),
                 )
-                # A retry of this event after a failed announcement has it in already.
-                if observation.event_id in watch.reference or observation.event_id in watch.scores:
-                    pass
-                elif not watch.reference.full:
-                    await self._store.add_reference(watch.model_name, watch.version, observation)
-                    watch.reference.add(observation)
-                    self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
-                    if watch.reference.full:
-                        self._compare_with_evaluation(watch)
-                else:
-                    await self._store.add_observation(watch.model_name, watch.version, observation)
-                    watch.scores.add(observation)
-                    self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
-                    await self._prune(watch, INSPECTIONS)
+                await self._take(watch, observation)
                 readings = (
                     score_drift(watch.scores, watch.reference, self._rules),
                     defect_rate(watch.scores, watch.reference, self._rules),
                 )
                 await self._judge(watch, readings, event)
         self.handled[event.TOPIC] += 1
+
+    async def _take(self, watch: Watch, observation: Observation) -> None:
+        """Keep an inspection in the reference while it fills, else in the window; a retry of
+        its event after a failed announcement finds it in either already."""
+        if observation.event_id in watch.reference or observation.event_id in watch.scores:
+            return
+        if not watch.reference.full:
+            await self._store.add_reference(watch.model_name, watch.version, observation)
+            watch.reference.add(observation)
+            self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
+            if watch.reference.full:
+                self._compare_with_evaluation(watch)
+            return
+        await self._store.add_observation(watch.model_name, watch.version, observation)
+        watch.scores.add(observation)
+        self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
+        await self._prune(watch, INSPECTIONS)
 
     async def on_inspection_reviewed(self, event: InspectionReviewed) -> None:
         """One more reviewed inspection; judge the rolling accuracy."""

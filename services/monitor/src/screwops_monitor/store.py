@@ -153,7 +153,8 @@ class MonitorStore(Protocol):
         ...
 
     async def add_observation(self, model_name: str, version: int, item: Observation) -> None:
-        """Keep an inspection of the production version (idempotent by its event id)."""
+        """Keep an inspection of the production version after its reference (idempotent by its
+        event id)."""
         ...
 
     async def recent_observations(
