@@ -33,7 +33,7 @@ from screwops_contracts import (
 )
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import saved_model_prefix
+from screwops_contracts.models import ModelKind, saved_model_prefix
 from screwops_errors import AlreadyExistsError
 from screwops_evaluator import handlers
 from screwops_evaluator.config import Gate
@@ -355,12 +355,14 @@ async def test_a_candidate_worse_than_production_is_rejected(
     rejected = await evaluator.verdict(worse)
     assert isinstance(rejected, ModelRejected), rejected
     failed = [name for name, c in checks_of(rejected).items() if not c.passed]
-    assert failed == ["champion_comparison"]
+    assert failed == ["champion_comparison", "champion_recall_comparison"]
     comparison = checks_of(rejected)["champion_comparison"]
     assert comparison.observed == pytest.approx(-0.04)
     assert comparison.message == (
-        "accuracy 0.9600 vs production version 1's 1.0000 (difference -0.0400, allowed drop 0.02)"
+        "accuracy 0.9600 vs production version 1's 1.0000 at its threshold 0.5 "
+        "(difference -0.0400, allowed drop 0.02)"
     )
+    assert checks_of(rejected)["champion_recall_comparison"].observed == pytest.approx(-0.1)
     assert rejected.payload.metrics["champion_accuracy"] == 1.0
     report = await evaluator.report(rejected)
     assert report.champion is not None
@@ -383,7 +385,13 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
 
         def production(version: int, minutes: int) -> Champion:
             return Champion(
-                "m", version, "m", f"run-{version}", start + timedelta(minutes=minutes), "e"
+                "m",
+                version,
+                "m",
+                f"run-{version}",
+                start + timedelta(minutes=minutes),
+                "e",
+                threshold=version / 10,
             )
 
         assert await store.get_champion("m") is None
@@ -412,6 +420,8 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
             report_key="evaluations/eval-1.json",
             cause_event_id="c",
             evaluated_at=start,
+            threshold=0.27,
+            model_kind=ModelKind.GOOD_ONLY,
         )
         await store.save_evaluation(record)
         await store.save_evaluation(record)

@@ -46,7 +46,48 @@ def test_counts_and_rates_with_bad_as_the_positive_class() -> None:
         "images": 1,
         "caught": 0,
         "recall": 0.0,
+        # Wilson's interval for 0 of 1: z^2 / (1 + z^2) at the top.
+        "interval": {"low": 0.0, "high": pytest.approx(0.7935, abs=1e-4), "method": "wilson"},
     }
+
+
+def test_each_rate_comes_with_its_95_percent_interval() -> None:
+    split = images(*[GOOD] * 40, *[(Label.BAD, "scratch_head")] * 10)
+    probabilities = scores(*[0.1] * 38, 0.6, 0.7, *[0.9] * 8, 0.2, 0.3)
+
+    metrics = compute_metrics(split, probabilities, threshold=0.5)
+
+    assert metrics.accuracy == pytest.approx(46 / 50)
+    assert metrics.recall == pytest.approx(0.8)
+    # Wilson's intervals for 46 of 50 and 8 of 10, worked out by hand from the formula.
+    assert metrics.accuracy_interval.model_dump() == {
+        "low": pytest.approx(0.8116, abs=1e-4),
+        "high": pytest.approx(0.9685, abs=1e-4),
+        "method": "wilson",
+    }
+    assert metrics.recall_interval is not None
+    assert metrics.recall_interval.low == pytest.approx(0.4902, abs=1e-4)
+    assert metrics.recall_interval.high == pytest.approx(0.9433, abs=1e-4)
+    auc = metrics.roc_auc_interval
+    assert auc is not None
+    assert auc.method == "bootstrap"
+    assert metrics.roc_auc is not None
+    assert auc.low < metrics.roc_auc <= auc.high <= 1.0
+    assert compute_metrics(split, probabilities, threshold=0.5) == metrics, "seeded: reproducible"
+    flat = metrics.flat()
+    assert (flat["recall_ci_low"], flat["roc_auc_ci_high"]) == (
+        metrics.recall_interval.low,
+        auc.high,
+    )
+
+
+def test_a_perfect_ranking_keeps_its_auc_interval_at_one() -> None:
+    split = images(GOOD, GOOD, GOOD, (Label.BAD, None), (Label.BAD, None))
+
+    metrics = compute_metrics(split, scores(0.1, 0.2, 0.3, 0.8, 0.9), threshold=0.5)
+
+    assert metrics.roc_auc_interval is not None
+    assert (metrics.roc_auc_interval.low, metrics.roc_auc_interval.high) == (1.0, 1.0)
 
 
 def test_a_probability_at_the_threshold_counts_as_defective() -> None:

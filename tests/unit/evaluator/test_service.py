@@ -31,7 +31,7 @@ from screwops_contracts.datasets import (
     SplitName,
 )
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import saved_model_prefix
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind, saved_model_prefix
 from screwops_errors import InvalidInputError, NotFoundError, UnavailableError
 from screwops_evaluator import handlers
 from screwops_evaluator.config import Gate
@@ -65,9 +65,11 @@ class Harness:
     scratch: Path
     deployed: list[ModelDeployed] = field(default_factory=list)
 
-    def trained(self, run_id: str, behaviour: bytes | None) -> ModelTrained:
+    def trained(
+        self, run_id: str, behaviour: bytes | None, *, threshold: float = DEFAULT_THRESHOLD
+    ) -> ModelTrained:
         """The trainer's announcement of a run whose SavedModel answers as ``behaviour`` (None:
-        nothing stored)."""
+        nothing stored), with the threshold the run chose."""
         prefix = saved_model_prefix(run_id)
         if behaviour is not None:
             self.objects.put_saved_model(prefix, behaviour)
@@ -80,20 +82,30 @@ class Harness:
                 dataset_digest="digest",
                 artifact_key=prefix,
                 metrics={"val_accuracy": 0.99},
+                threshold=threshold,
             ),
             producer="trainer",
         )
 
-    async def evaluate(self, run_id: str, behaviour: bytes | None) -> Event[Any]:
+    async def evaluate(
+        self, run_id: str, behaviour: bytes | None, *, threshold: float = DEFAULT_THRESHOLD
+    ) -> Event[Any]:
         before = len(self.emitted)
-        await self.service.on_model_trained(self.trained(run_id, behaviour))
+        await self.service.on_model_trained(self.trained(run_id, behaviour, threshold=threshold))
         [verdict] = self.emitted[before:]
         return verdict
 
     async def deploy(
-        self, version: int, behaviour: bytes, *, at: datetime | None = None, load: bool = True
+        self,
+        version: int,
+        behaviour: bytes,
+        *,
+        at: datetime | None = None,
+        load: bool = True,
+        threshold: float = DEFAULT_THRESHOLD,
     ) -> ModelDeployed:
-        """What the registry does and says: ``version`` of MODEL serves in Triton."""
+        """What the registry does and says: ``version`` of MODEL serves in Triton at
+        ``threshold``."""
         source = self.scratch / f"production-{version}"
         source.mkdir()
         (source / "saved_model.pb").write_bytes(behaviour)
@@ -101,6 +113,9 @@ class Harness:
         if load:
             await self.triton.load(MODEL)
         event = model_deployed(MODEL, version, run_id=f"run-v{version}", at=at)
+        event = event.model_copy(
+            update={"payload": event.payload.model_copy(update={"threshold": threshold})}
+        )
         await self.service.on_model_deployed(event)
         return event
 
@@ -168,9 +183,17 @@ async def test_a_good_first_model_is_approved_with_its_numbers(h: Harness) -> No
         "test_split_size",
         "accuracy",
         "defect_recall",
+        "defect_type_recall",
+        "roc_auc",
         "champion_comparison",
+        "champion_recall_comparison",
     ]
     assert all(c.passed for c in checks.values())
+    assert (payload.threshold, payload.model_kind) == (0.5, ModelKind.SUPERVISED)
+    assert payload.metrics["accuracy_ci_low"] < 0.96 < payload.metrics["accuracy_ci_high"]
+    assert payload.metrics["recall_ci_low"] < 0.9 < payload.metrics["recall_ci_high"]
+    # 6 test images of each plain defect type are gated; 2 of scratch_neck are too few.
+    assert checks["defect_type_recall"].message.endswith("not gated (< 5 images): scratch_neck")
     assert checks["champion_comparison"].message == "no production model yet"
     assert checks["accuracy"].observed == pytest.approx(0.96)
 
@@ -202,7 +225,9 @@ async def test_a_model_that_guesses_is_rejected_with_each_reason(h: Harness) -> 
     accuracy = checks["accuracy"]
     assert not accuracy.passed
     assert accuracy.observed == pytest.approx(0.6)
-    assert accuracy.message == "accuracy 0.6000: 30 of 50 test images right at threshold 0.5"
+    assert accuracy.message == (
+        "accuracy 0.6000 (95% CI 0.4618-0.7239): 30 of 50 test images right at threshold 0.5"
+    )
     recall = checks["defect_recall"]
     assert (recall.passed, recall.observed) == (False, 0.0)
     assert rejected.payload.metrics["accuracy"] == pytest.approx(0.6)
@@ -262,12 +287,17 @@ async def test_a_candidate_worse_than_production_is_rejected(h: Harness) -> None
 
     assert isinstance(rejected, ModelRejected)
     checks = checks_of(rejected)
-    assert [name for name, c in checks.items() if not c.passed] == ["champion_comparison"]
+    assert [name for name, c in checks.items() if not c.passed] == [
+        "champion_comparison",
+        "champion_recall_comparison",
+    ]
     comparison = checks["champion_comparison"]
     assert comparison.observed == pytest.approx(-0.04)
     assert comparison.message == (
-        "accuracy 0.9600 vs production version 1's 1.0000 (difference -0.0400, allowed drop 0.02)"
+        "accuracy 0.9600 vs production version 1's 1.0000 at its threshold 0.5 "
+        "(difference -0.0400, allowed drop 0.02)"
     )
+    assert checks["champion_recall_comparison"].observed == pytest.approx(-0.1)
     assert rejected.payload.metrics["champion_accuracy"] == 1.0
     assert (MODEL, 1, 32) in h.triton.inferences, "production was pinned to its version"
     report = h.report(rejected.payload.report_key)
@@ -277,6 +307,37 @@ async def test_a_candidate_worse_than_production_is_rejected(h: Harness) -> None
     assert report.champion.metrics.accuracy == 1.0
     assert all(score.champion_probability is not None for score in report.images)
     assert h.triton.loaded[MODEL] == {1: cutoff(SHARP)}, "production is left as it was"
+
+
+async def test_a_candidate_is_judged_at_the_threshold_its_run_chose(h: Harness) -> None:
+    """LAX scores its borderline defects about 0.0006 and good screws under 1e-8: at 0.5 it
+    misses them, at the 0.0001 its run chose on validation it catches every defect."""
+    await h.deploy(1, cutoff(SHARP))
+
+    approved = await h.evaluate("run-lax", cutoff(LAX), threshold=0.0001)
+
+    assert isinstance(approved, ModelApproved)
+    assert approved.payload.threshold == 0.0001
+    assert approved.payload.metrics["threshold"] == 0.0001
+    assert approved.payload.metrics["accuracy"] == 1.0
+    assert checks_of(approved)["accuracy"].message.endswith("right at threshold 0.0001")
+    report = h.report(approved.payload.report_key)
+    assert report.threshold == 0.0001
+    assert h.store.evaluations[approved.payload.evaluation_id].threshold == 0.0001
+
+
+async def test_production_is_judged_at_its_own_threshold(h: Harness) -> None:
+    await h.deploy(1, cutoff(LAX), threshold=0.0001)
+
+    rejected = await h.evaluate("run-lax-at-half", cutoff(LAX))
+
+    assert isinstance(rejected, ModelRejected)
+    comparison = checks_of(rejected)["champion_comparison"]
+    assert comparison.observed == pytest.approx(-0.04), "production caught the borderline two"
+    assert "production version 1's 1.0000 at its threshold 0.0001" in comparison.message
+    report = h.report(rejected.payload.report_key)
+    assert report.champion is not None
+    assert report.champion.threshold == 0.0001
 
 
 async def test_a_candidate_as_good_as_production_is_approved_against_it(h: Harness) -> None:

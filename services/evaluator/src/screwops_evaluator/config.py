@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
-from screwops_contracts.models import DEFAULT_THRESHOLD, STAGING_MODEL_NAME
+from screwops_contracts.models import STAGING_MODEL_NAME
 from screwops_settings import ServiceSettings
 
 
@@ -15,18 +15,14 @@ class Gate(BaseModel):
     """What a candidate must score on its version's test split to be approved.
 
     Kept apart from the connection settings so the gate (and its tests) take exactly these, and
-    so the evaluation report can record the rules a candidate was judged by.
+    so the evaluation report can record the rules a candidate was judged by. There is no
+    threshold here: each candidate is judged at the one its run chose on validation data (and
+    production at its own), the threshold the gateway will apply, so the gate measures what the
+    line will see.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    threshold: float = Field(
-        DEFAULT_THRESHOLD,
-        gt=0.0,
-        lt=1.0,
-        description="Defect probability at or above which a screw counts as defective; the "
-        "gateway's default decision threshold, so the gate measures what the line will see.",
-    )
     min_accuracy: float = Field(
         0.95, ge=0.0, lt=1.0, description="Test accuracy a candidate must exceed (strictly)."
     )
@@ -36,6 +32,23 @@ class Gate(BaseModel):
         le=1.0,
         description="Share of the test split's defective screws a candidate must catch.",
     )
+    min_roc_auc: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Image ROC AUC a candidate must reach: how well its scores rank defective "
+        "screws above good ones, whatever the threshold.",
+    )
+    min_type_recall: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Recall every defect type with at least min_type_images test images must "
+        "reach; unset: min_defect_recall, so no type may hide behind the others.",
+    )
+    min_type_images: int = Field(
+        5, ge=1, description="Test images a defect type needs before its own recall is gated."
+    )
     max_accuracy_drop: float = Field(
         0.02,
         ge=0.0,
@@ -43,7 +56,24 @@ class Gate(BaseModel):
         description="How far below production's accuracy on the same test split a candidate's "
         "accuracy may be.",
     )
+    max_recall_drop: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="How far below production's defect recall on the same test split a "
+        "candidate's may be; unset: max_accuracy_drop.",
+    )
     min_test_images: int = Field(5, ge=1, description="Fewest test images a verdict may rest on.")
+
+    @property
+    def type_recall_floor(self) -> float:
+        """The recall each well-represented defect type must reach."""
+        return self.min_defect_recall if self.min_type_recall is None else self.min_type_recall
+
+    @property
+    def recall_drop_allowed(self) -> float:
+        """How far below production's recall a candidate's may be."""
+        return self.max_accuracy_drop if self.max_recall_drop is None else self.max_recall_drop
 
     def rules(self) -> Gate:
         """Just the gate (a settings object is one too), for the report to record."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from screwops_contracts import AssertionResult
 from screwops_contracts.datasets import Label
-from screwops_contracts.models import EVALUATIONS_PREFIX
+from screwops_contracts.models import EVALUATIONS_PREFIX, ModelKind
 from screwops_contracts.models import evaluation_report_key as report_key
 
 from screwops_evaluator.config import Gate
@@ -46,11 +46,13 @@ class InfraValidation(Section):
 
 
 class Champion(Section):
-    """The production version the candidate was compared with, on the same test split."""
+    """The production version the candidate was compared with, on the same test split, at its
+    own threshold."""
 
     version: int
     triton_model: str
     run_id: str | None
+    threshold: float
     metrics: SplitMetrics | None = None
     skipped: str | None = Field(default=None, description="Why it could not be scored.")
 
@@ -78,6 +80,10 @@ class EvaluationReport(Section):
     cause_event_id: str
     evaluated_at: AwareDatetime
     passed: bool
+    model_kind: ModelKind
+    threshold: float = Field(
+        description="The threshold the run chose on its validation split, judged at here."
+    )
     gate: Gate = Field(description="The rules the candidate was judged by.")
     checks: list[AssertionResult]
     training_metrics: dict[str, float] = Field(description="What the trainer reported.")

@@ -9,6 +9,11 @@ gate's checks, the model in production is scored on the same images for comparis
 verdict is written (a JSON report in MinIO, a record in MongoDB) and announced: ``model.approved``
 for the registry to deploy, or ``model.rejected`` with every check and its numbers.
 
+The candidate is judged at the threshold its run chose on the validation split (announced in
+``model.trained``), and production at its own (announced in ``model.deployed`` /
+``model.rolled_back``): each at the threshold the gateway applies to it, so the comparison is
+between what the line would see from either. The test split never chooses a threshold.
+
 The evaluation id is derived from the run, so a run is judged once: a redelivered (or re-sent)
 ``model.trained`` finds the record and announces the same verdict again, with an event id derived
 from its cause like every emitted event. The production version is learnt from the registry's
@@ -213,13 +218,21 @@ class EvaluatorService:
             deployed.version,
             deployed.triton_model,
             deployed.run_id,
+            deployed.threshold,
         )
 
     async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
         """Follow production back to the version a rollback returned to."""
         rolled = event.payload
         run_id = await self._store.served_run(rolled.model_name, rolled.to_version)
-        await self._follow(event, rolled.model_name, rolled.to_version, rolled.triton_model, run_id)
+        await self._follow(
+            event,
+            rolled.model_name,
+            rolled.to_version,
+            rolled.triton_model,
+            run_id,
+            rolled.threshold,
+        )
 
     # --- the steps -------------------------------------------------------------------------
 
@@ -230,6 +243,7 @@ class EvaluatorService:
         version: int,
         triton_model: str,
         run_id: str | None,
+        threshold: float,
     ) -> None:
         champion = Champion(
             model_name=model_name,
@@ -238,6 +252,7 @@ class EvaluatorService:
             run_id=run_id,
             since=_millis(event.occurred_at),
             event_id=str(event.event_id),
+            threshold=threshold,
         )
         if await self._store.set_champion(champion):
             log.info("production of %s is version %d (%s)", model_name, version, event.type)
@@ -288,9 +303,7 @@ class EvaluatorService:
         if staged is None:
             checks = [infra_check]
         else:
-            candidate = compute_metrics(
-                images, staged.probabilities, threshold=self._gate.threshold
-            )
+            candidate = compute_metrics(images, staged.probabilities, threshold=trained.threshold)
             champion, champion_scores = await self._champion(trained.model_name, images, inputs)
             comparison = (
                 Comparison()
@@ -311,6 +324,8 @@ class EvaluatorService:
             cause_event_id=str(event.event_id),
             evaluated_at=now,
             passed=passed,
+            model_kind=trained.model_kind,
+            threshold=trained.threshold,
             gate=self._gate,
             checks=checks,
             training_metrics=dict(trained.metrics),
@@ -329,6 +344,8 @@ class EvaluatorService:
         numbers = candidate.flat() if candidate else {}
         if champion is not None and champion.metrics is not None:
             numbers["champion_accuracy"] = champion.metrics.accuracy
+            if champion.metrics.recall is not None:
+                numbers["champion_recall"] = champion.metrics.recall
         record = EvaluationRecord(
             evaluation_id=evaluation_id,
             model_name=trained.model_name,
@@ -345,6 +362,8 @@ class EvaluatorService:
             report_key=key,
             cause_event_id=str(event.event_id),
             evaluated_at=now,
+            threshold=trained.threshold,
+            model_kind=trained.model_kind,
         )
         await self._store.save_evaluation(record)
         return record
@@ -389,6 +408,7 @@ class EvaluatorService:
                         version=champion.version,
                         triton_model=champion.triton_model,
                         run_id=champion.run_id,
+                        threshold=champion.threshold,
                         skipped=failure.message,
                     ),
                     None,
@@ -398,7 +418,8 @@ class EvaluatorService:
                 version=champion.version,
                 triton_model=champion.triton_model,
                 run_id=champion.run_id,
-                metrics=compute_metrics(images, probabilities, threshold=self._gate.threshold),
+                threshold=champion.threshold,
+                metrics=compute_metrics(images, probabilities, threshold=champion.threshold),
             ),
             probabilities,
         )
@@ -442,6 +463,8 @@ class EvaluatorService:
                     checks=record.checks,
                     champion_version=record.champion_version,
                     report_key=record.report_key,
+                    threshold=record.threshold,
+                    model_kind=record.model_kind,
                 ),
                 cause=cause,
             )

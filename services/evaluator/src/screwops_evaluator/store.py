@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
@@ -56,11 +57,14 @@ class EvaluationRecord:
     report_key: str
     cause_event_id: str
     evaluated_at: datetime
+    threshold: float = DEFAULT_THRESHOLD
+    model_kind: ModelKind = ModelKind.SUPERVISED
 
 
 @dataclass(frozen=True)
 class Champion:
-    """The version behind ``production`` of a model, where Triton serves it, and since when."""
+    """The version behind ``production`` of a model, where Triton serves it, since when, and the
+    threshold it decides at (it is compared at its own, as the line sees it)."""
 
     model_name: str
     version: int
@@ -68,6 +72,7 @@ class Champion:
     run_id: str | None
     since: datetime
     event_id: str
+    threshold: float = DEFAULT_THRESHOLD
 
 
 class EvaluatorStore(Protocol):
@@ -134,6 +139,9 @@ class MongoEvaluatorStore:
             report_key=doc["report_key"],
             cause_event_id=doc["cause_event_id"],
             evaluated_at=doc["evaluated_at"],
+            # Records from before operating points were judged at 0.5, and were supervised.
+            threshold=doc.get("threshold", DEFAULT_THRESHOLD),
+            model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
         )
 
     async def save_evaluation(self, record: EvaluationRecord) -> None:
@@ -153,6 +161,8 @@ class MongoEvaluatorStore:
                     "report_key": record.report_key,
                     "cause_event_id": record.cause_event_id,
                     "evaluated_at": record.evaluated_at,
+                    "threshold": record.threshold,
+                    "model_kind": record.model_kind.value,
                 },
                 upsert=True,
             )
@@ -169,6 +179,7 @@ class MongoEvaluatorStore:
             run_id=doc["run_id"],
             since=doc["since"],
             event_id=doc["event_id"],
+            threshold=doc.get("threshold", DEFAULT_THRESHOLD),
         )
 
     async def set_champion(self, champion: Champion) -> bool:
@@ -178,6 +189,7 @@ class MongoEvaluatorStore:
             "run_id": champion.run_id,
             "since": champion.since,
             "event_id": champion.event_id,
+            "threshold": champion.threshold,
         }
         # Update if older, else insert if absent; an insert that loses a race to another
         # instance's tries the update once more, so the newer of the two always stays.
