@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from screwops_synth import (
     DEFECT_TYPES,
+    HOLDOUT,
+    MVTEC_SCREW,
+    PRESETS,
+    SHIFTED_STYLE,
+    DefectMeasure,
     Style,
     contact_sheet,
     defect_counts,
     generate,
     image_rng,
+    measure_defects,
+    render_dataset,
     render_sample,
     render_screw,
 )
+from screwops_synth.cli import PresetName, StyleName, app
+from screwops_synth.render import STYLES
+from typer.testing import CliRunner
 
 SIZE = 64
+REAL_SIZE = 1024  # the MVTec frames the issue's defect statistics are stated for
+MEASURED_SEEDS = range(6)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -171,3 +184,176 @@ def test_contact_sheet_is_a_labelled_non_blank_png(dataset: Path, tmp_path: Path
 def test_contact_sheet_needs_images(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         contact_sheet(tmp_path, tmp_path / "sheet.png")
+
+
+@pytest.fixture(scope="module")
+def subtle_defects() -> list[DefectMeasure]:
+    """Every defect type, subtle, on six screws of 1024 px: 30 defects measured against the good."""
+    return measure_defects(MEASURED_SEEDS, size=REAL_SIZE, look="subtle")
+
+
+def test_subtle_defects_are_as_small_as_real_ones(subtle_defects: list[DefectMeasure]) -> None:
+    assert {m.defect for m in subtle_defects} == set(DEFECT_TYPES)
+    areas = [m.area_fraction for m in subtle_defects]
+    assert min(areas) > 0, "every defect must be in its mask"
+    assert np.median(areas) < 0.0005  # about 500 px of 1024 x 1024
+
+
+def test_a_quarter_of_subtle_defects_are_faint(subtle_defects: list[DefectMeasure]) -> None:
+    faint = [m for m in subtle_defects if m.contrast <= 15]
+    assert len(faint) >= len(subtle_defects) / 4
+
+
+def test_subtle_defects_stay_visible(subtle_defects: list[DefectMeasure]) -> None:
+    # The sensor noise is 1.5-4 grey levels: a defect must stand out from it somewhere.
+    assert min(m.peak for m in subtle_defects) >= 5
+
+
+def test_the_obvious_look_is_bigger_and_stronger_than_the_subtle_one(
+    subtle_defects: list[DefectMeasure],
+) -> None:
+    obvious = measure_defects(MEASURED_SEEDS[:2], size=REAL_SIZE // 4, look="obvious")
+    subtle = [m for m in subtle_defects if m.seed in MEASURED_SEEDS[:2]]
+    assert np.median([m.area_fraction for m in obvious]) > 5 * np.median(
+        [m.area_fraction for m in subtle]
+    )
+    assert np.median([m.contrast for m in obvious]) > np.median([m.contrast for m in subtle])
+
+
+@pytest.mark.parametrize("defect", DEFECT_TYPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_subtle_defect_changes_the_same_screw_inside_its_mask(defect: str, seed: int) -> None:
+    good = render_sample(np.random.default_rng(seed), size=512, defect=None)
+    bad = render_sample(np.random.default_rng(seed), size=512, defect=defect, look="subtle")
+    change = np.abs(_pixels(bad.image) - _pixels(good.image))
+    near = _pixels(bad.mask.filter(ImageFilter.MaxFilter(5))) > 0
+    # A changed outline moves the screw's soft shadow too, by a grey level or two and far past
+    # the mask; what the mask must hold is every change that stands out of the sensor noise.
+    visible = change > 3
+    assert visible.any()
+    assert visible[near].sum() / visible.sum() >= 0.95
+
+
+def test_the_default_look_is_the_obvious_one() -> None:
+    for defect in DEFECT_TYPES:
+        default = render_sample(image_rng(2, "x", 0), size=SIZE, defect=defect)
+        obvious = render_sample(image_rng(2, "x", 0), size=SIZE, defect=defect, look="obvious")
+        assert default.image.tobytes() == obvious.image.tobytes()
+
+
+def test_an_unknown_look_is_refused() -> None:
+    with pytest.raises(ValueError, match="look"):
+        render_sample(np.random.default_rng(0), size=SIZE, defect=None, look="loud")  # type: ignore[arg-type]
+
+
+def _plain(**dimensions: float) -> Style:
+    """Even light on a white table, no blur or noise: only the screw and its shadow are darker."""
+    return Style(
+        background=(250.0, 250.0),
+        gradient=0.0,
+        vignette=0.0,
+        noise_sigma=(0.0, 0.0),
+        blur_radius=(0.0, 0.0),
+        **dimensions,
+    )
+
+
+def _screw_pixels(style: Style) -> int:
+    image = render_screw(np.random.default_rng(4), size=256, defect=None, style=style)
+    return int((_pixels(image) < 249).sum())
+
+
+def test_style_dimensions_change_the_screw_within_real_tolerances() -> None:
+    nominal = _screw_pixels(_plain())
+    assert (
+        _screw_pixels(_plain(length_scale=0.95)) < nominal < _screw_pixels(_plain(head_scale=1.05))
+    )
+    for name in ("length_scale", "head_scale", "pitch_scale"):
+        assert 0.02 <= abs(getattr(SHIFTED_STYLE, name) - 1) <= 0.1
+        beyond: dict[str, Any] = {name: 1.2}
+        with pytest.raises(ValueError, match=name):
+            Style(**beyond)
+
+
+def test_the_shifted_style_has_other_light_and_screws() -> None:
+    default = [
+        _pixels(render_screw(image_rng(9, "s", i), size=SIZE, defect=None)) for i in range(4)
+    ]
+    shifted = [
+        _pixels(render_screw(image_rng(9, "s", i), size=SIZE, defect=None, style=SHIFTED_STYLE))
+        for i in range(4)
+    ]
+    # The table fills most of the frame, so its median is the table's grey.
+    assert np.median(shifted) < np.median(default) - 20
+    assert _screw_pixels(_plain(length_scale=SHIFTED_STYLE.length_scale)) != _screw_pixels(_plain())
+    assert STYLES[StyleName.SHIFTED.value] is SHIFTED_STYLE
+
+
+def test_the_presets_have_the_mvtec_screw_counts_and_a_separate_hold_out() -> None:
+    assert {p.value for p in PresetName} == set(PRESETS)
+    assert MVTEC_SCREW.size == HOLDOUT.size == REAL_SIZE
+    assert MVTEC_SCREW.counts["train/good"] == 320
+    assert MVTEC_SCREW.counts["test/good"] == 41
+    assert sum(MVTEC_SCREW.counts[f"test/{d}"] for d in DEFECT_TYPES) == 119
+    assert "train/good" not in HOLDOUT.counts, "the hold-out set is never trained on"
+    assert HOLDOUT.counts["test/good"] >= 1000
+    assert all(HOLDOUT.counts[f"test/{d}"] >= 100 for d in DEFECT_TYPES)
+    assert HOLDOUT.seed != MVTEC_SCREW.seed
+    assert MVTEC_SCREW.look == HOLDOUT.look == "subtle"
+
+
+def test_the_cli_renders_a_preset_in_its_layout_with_masks(tmp_path: Path) -> None:
+    out = tmp_path / "mvtec"
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--preset",
+            "mvtec_screw",
+            "--size",
+            "32",
+            "--workers",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for folder, count in MVTEC_SCREW.counts.items():
+        assert len(list((out / folder).iterdir())) == count
+        defect = folder.removeprefix("test/")
+        if defect in DEFECT_TYPES:
+            assert len(list((out / "ground_truth" / defect).glob("*_mask.png"))) == count
+    with Image.open(out / "test" / "good" / "040.png") as image:
+        assert image.size == (32, 32)
+
+
+def test_the_cli_refuses_counts_beside_a_preset(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["generate", "--out", str(tmp_path / "x"), "--preset", "holdout", "--good", "3"]
+    )
+    assert result.exit_code == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_worker_count_does_not_change_a_byte(dataset: Path, tmp_path: Path) -> None:
+    again = tmp_path / "workers"
+    generate(again, good=5, defect=7, seed=3, size=SIZE, workers=2)
+    assert _digests(again) == _digests(dataset)
+
+
+@pytest.mark.parametrize(
+    ("counts", "workers", "match"),
+    [
+        ({"train/scratch_head": 1}, 1, "class folder"),
+        ({"test/rust": 1}, 1, "class folder"),
+        ({"test/good": -1}, 1, ">= 0"),
+        ({"test/good": 1}, 0, "workers"),
+    ],
+)
+def test_render_dataset_refuses_bad_requests(
+    counts: dict[str, int], workers: int, match: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        render_dataset(tmp_path / "bad", counts, seed=1, size=SIZE, workers=workers)
+    assert not (tmp_path / "bad").exists()

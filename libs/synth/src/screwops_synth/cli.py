@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,10 +10,42 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from screwops_synth.dataset import contact_sheet, generate
+from screwops_synth.dataset import (
+    PRESETS,
+    GenerateSummary,
+    contact_sheet,
+    generate,
+    generate_preset,
+)
+from screwops_synth.render import STYLES
 
 app = typer.Typer(help="Synthetic screw images in the MVTec AD layout.", no_args_is_help=True)
 console = Console()
+DEFAULT_GOOD = 300
+DEFAULT_DEFECT = 300
+DEFAULT_SEED = 7
+DEFAULT_SIZE = 256
+
+
+class PresetName(StrEnum):
+    """The named data sets of ``screwops_synth.PRESETS``."""
+
+    MVTEC_SCREW = "mvtec_screw"
+    HOLDOUT = "holdout"
+
+
+class StyleName(StrEnum):
+    """The named photographic styles of ``screwops_synth.STYLES``."""
+
+    DEFAULT = "default"
+    SHIFTED = "shifted"
+
+
+class LookName(StrEnum):
+    """How defects look: the renderer's ``DEFECT_LOOKS``."""
+
+    OBVIOUS = "obvious"
+    SUBTLE = "subtle"
 
 
 # A callback keeps ``generate`` a named subcommand although it is the only one.
@@ -24,29 +57,93 @@ def main() -> None:
 @app.command(name="generate")
 def generate_command(
     out: Annotated[Path, typer.Option("--out", help="Empty or new directory to write into.")],
-    good: Annotated[int, typer.Option("--good", min=0, help="Good screws in all.")] = 300,
+    preset: Annotated[
+        PresetName | None,
+        typer.Option(
+            "--preset",
+            help="A named data set at 1024 px with subtle defects: mvtec_screw (MVTec AD's "
+            "screw counts) or holdout (1,000 good and 100 per defect type, never ingested).",
+        ),
+    ] = None,
+    style: Annotated[
+        StyleName,
+        typer.Option("--style", help="Photographic style: default, or shifted (another line)."),
+    ] = StyleName.DEFAULT,
+    good: Annotated[
+        int | None,
+        typer.Option("--good", min=0, help=f"Good screws in all [default: {DEFAULT_GOOD}]."),
+    ] = None,
     defect: Annotated[
-        int, typer.Option("--defect", min=0, help="Defective screws, spread over the 5 types.")
-    ] = 300,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 7,
-    size: Annotated[int, typer.Option("--size", min=32, help="Image side in pixels.")] = 256,
+        int | None,
+        typer.Option(
+            "--defect",
+            min=0,
+            help=f"Defective screws, spread over the 5 types [default: {DEFAULT_DEFECT}].",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help=f"Same seed, same bytes [default: the preset's, else {DEFAULT_SEED}]."
+        ),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            min=32,
+            help=f"Image side in pixels [default: the preset's, else {DEFAULT_SIZE}].",
+        ),
+    ] = None,
+    look: Annotated[
+        LookName | None,
+        typer.Option(
+            "--look", help="Defect look [default: the preset's, else obvious]; not with --preset."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes rendering at once; same bytes.")
+    ] = 1,
     sheet: Annotated[
         Path | None,
         typer.Option("--contact-sheet", help="Also write a PNG of samples per class here."),
     ] = None,
 ) -> None:
     """Render a seeded synthetic screw data set in the MVTec layout."""
+    chosen = STYLES[style.value]
     try:
-        summary = generate(out, good=good, defect=defect, seed=seed, size=size)
+        if preset is not None:
+            if good is not None or defect is not None or look is not None:
+                raise typer.BadParameter(
+                    "--good, --defect and --look do not go with --preset, which sets them"
+                )
+            summary = generate_preset(
+                out, PRESETS[preset.value], style=chosen, seed=seed, size=size, workers=workers
+            )
+        else:
+            summary = generate(
+                out,
+                good=DEFAULT_GOOD if good is None else good,
+                defect=DEFAULT_DEFECT if defect is None else defect,
+                seed=DEFAULT_SEED if seed is None else seed,
+                size=DEFAULT_SIZE if size is None else size,
+                style=chosen,
+                look=(look or LookName.OBVIOUS).value,
+                workers=workers,
+            )
     except FileExistsError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    table = Table(title=f"{summary.images} screws of {size}x{size} px in {out}")
+    _report(summary, style)
+    if sheet is not None:
+        console.print(f"contact sheet: {contact_sheet(out, sheet)}")
+
+
+def _report(summary: GenerateSummary, style: StyleName) -> None:
+    table = Table(title=f"{summary.images} screws in {summary.out} ({style.value} style)")
     table.add_column("class folder")
     table.add_column("images", justify="right")
     for folder, count in summary.counts.items():
         table.add_row(folder, str(count))
     console.print(table)
-    console.print(f"{summary.seconds:.1f}s, {summary.images_per_second:.0f} images/s (seed {seed})")
-    if sheet is not None:
-        console.print(f"contact sheet: {contact_sheet(out, sheet)}")
+    console.print(f"{summary.seconds:.1f}s, {summary.images_per_second:.1f} images/s")

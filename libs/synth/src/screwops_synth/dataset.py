@@ -11,15 +11,18 @@ the pipeline cannot tell the two apart::
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import zlib
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from screwops_synth.render import DEFECT_TYPES, Style, render_sample
+from screwops_synth.render import DEFECT_TYPES, DefectLook, Style, render_sample
 
 GOOD = "good"
 TRAIN_GOOD = f"train/{GOOD}"
@@ -44,6 +47,44 @@ class GenerateSummary:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named data set: images per class folder, their size, their seed and the defects' look."""
+
+    name: str
+    counts: Mapping[str, int]
+    size: int
+    seed: int
+    look: DefectLook
+
+
+MVTEC_SCREW = Preset(
+    name="mvtec_screw",
+    # The real MVTec AD screw category, folder by folder.
+    counts={
+        TRAIN_GOOD: 320,
+        TEST_GOOD: 41,
+        "test/manipulated_front": 24,
+        "test/scratch_head": 24,
+        "test/scratch_neck": 25,
+        "test/thread_side": 23,
+        "test/thread_top": 23,
+    },
+    size=1024,
+    seed=17,
+    look="subtle",
+)
+HOLDOUT = Preset(
+    name="holdout",
+    # Test folders only and a seed of its own: it is never ingested, so no model has seen it.
+    counts={TEST_GOOD: 1000, **{f"test/{name}": 100 for name in DEFECT_TYPES}},
+    size=1024,
+    seed=1017,
+    look="subtle",
+)
+PRESETS = {preset.name: preset for preset in (MVTEC_SCREW, HOLDOUT)}
 
 
 def defect_counts(defect: int) -> dict[str, int]:
@@ -73,6 +114,8 @@ def generate(
     size: int,
     style: Style | None = None,
     test_fraction_good: float = 0.2,
+    look: DefectLook = "obvious",
+    workers: int = 1,
 ) -> GenerateSummary:
     """Write a seeded synthetic screw data set; the same arguments give byte-identical files.
 
@@ -84,6 +127,8 @@ def generate(
         size: Width and height of the square images, in pixels.
         style: Photographic conditions; the default imitates the MVTec screw photos.
         test_fraction_good: Share of the good screws held out for testing, as MVTec does.
+        look: How the defects look (``obvious`` or ``subtle``).
+        workers: Processes rendering at once; the files are the same for any number.
 
     Returns:
         The images written per class folder and how long it took.
@@ -96,30 +141,151 @@ def generate(
         raise ValueError(f"counts must be >= 0, got good={good} defect={defect}")
     if not 0 <= test_fraction_good <= 1:
         raise ValueError(f"test_fraction_good must be in [0, 1], got {test_fraction_good}")
+    test_good = round(good * test_fraction_good)
+    counts = {
+        TRAIN_GOOD: good - test_good,
+        TEST_GOOD: test_good,
+        **{f"test/{name}": n for name, n in defect_counts(defect).items()},
+    }
+    return render_dataset(
+        out, counts, seed=seed, size=size, style=style, look=look, workers=workers
+    )
+
+
+def generate_preset(
+    out: Path,
+    preset: Preset,
+    *,
+    style: Style | None = None,
+    seed: int | None = None,
+    size: int | None = None,
+    workers: int = 1,
+) -> GenerateSummary:
+    """Write a preset's data set, in ``style`` (e.g. ``SHIFTED_STYLE``) when given.
+
+    ``seed`` and ``size`` replace the preset's own, for a second draw or a quick small copy.
+    """
+    return render_dataset(
+        out,
+        preset.counts,
+        seed=preset.seed if seed is None else seed,
+        size=preset.size if size is None else size,
+        style=style,
+        look=preset.look,
+        workers=workers,
+    )
+
+
+def render_dataset(
+    out: Path,
+    counts: Mapping[str, int],
+    *,
+    seed: int,
+    size: int,
+    style: Style | None = None,
+    look: DefectLook = "obvious",
+    workers: int = 1,
+) -> GenerateSummary:
+    """Write explicit counts per class folder, with a ground-truth mask per defective image.
+
+    Every image's generator comes from ``image_rng(seed, folder, index)``, so an image is the same
+    whichever process renders it and whatever else is rendered beside it.
+
+    Args:
+        out: An empty or missing directory to write into.
+        counts: Images per class folder: ``train/good``, ``test/good`` or ``test/<defect type>``.
+        seed: Seed every image's generator derives from.
+        size: Width and height of the square images, in pixels.
+        style: Photographic conditions; the default imitates the MVTec screw photos.
+        look: How the defects look (``obvious`` or ``subtle``).
+        workers: Processes rendering at once (1 renders in this process).
+
+    Returns:
+        The images written per class folder and how long it took.
+
+    Raises:
+        ValueError: A folder is not a class folder, a count is negative, or ``workers`` < 1.
+        FileExistsError: ``out`` already holds files, which stale images would mix with.
+    """
+    jobs = _jobs(out, counts, seed=seed, size=size, style=style, look=look)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new or empty directory")
     began = time.perf_counter()
-    test_good = round(good * test_fraction_good)
-    plan: list[tuple[str, str | None, int]] = [
-        (TRAIN_GOOD, None, good - test_good),
-        (TEST_GOOD, None, test_good),
-        *((f"test/{name}", name, n) for name, n in defect_counts(defect).items()),
-    ]
-    counts: dict[str, int] = {}
-    for folder, defect_type, count in plan:
-        images = out / folder
-        images.mkdir(parents=True, exist_ok=True)
-        masks = out / "ground_truth" / defect_type if defect_type else None
-        if masks is not None:
-            masks.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            rng = image_rng(seed, folder, index)
-            sample = render_sample(rng, size=size, defect=defect_type, style=style)
-            sample.image.save(images / f"{index:03d}.png", optimize=False, compress_level=1)
-            if masks is not None:
-                sample.mask.save(masks / f"{index:03d}_mask.png", optimize=False, compress_level=1)
-        counts[folder] = count
-    return GenerateSummary(out, counts, time.perf_counter() - began)
+    for folder in counts:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        defect_type = _defect_of(folder)
+        if defect_type is not None:
+            (out / "ground_truth" / defect_type).mkdir(parents=True, exist_ok=True)
+    if workers == 1:
+        for job in jobs:
+            _write(job)
+    else:
+        # Forked: a spawned worker would first run the caller's main script again, which an
+        # unguarded script (no ``if __name__ == "__main__"``) cannot survive.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for _ in pool.map(_write, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+                pass
+    return GenerateSummary(out, dict(counts), time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One image to render and write: everything a worker process needs, and nothing shared."""
+
+    out: Path
+    folder: str
+    index: int
+    seed: int
+    size: int
+    style: Style | None
+    look: DefectLook
+
+
+def _defect_of(folder: str) -> str | None:
+    """The defect type a class folder holds (None for good screws).
+
+    Raises:
+        ValueError: ``folder`` is not ``train/good``, ``test/good`` or ``test/<defect type>``.
+    """
+    if folder in (TRAIN_GOOD, TEST_GOOD):
+        return None
+    split, _, name = folder.partition("/")
+    if split != "test" or name not in DEFECT_TYPES:
+        known = ", ".join([TRAIN_GOOD, TEST_GOOD, *(f"test/{d}" for d in DEFECT_TYPES)])
+        raise ValueError(f"unknown class folder {folder!r}; known: {known}")
+    return name
+
+
+def _jobs(
+    out: Path,
+    counts: Mapping[str, int],
+    *,
+    seed: int,
+    size: int,
+    style: Style | None,
+    look: DefectLook,
+) -> list[_Job]:
+    jobs: list[_Job] = []
+    for folder, count in counts.items():
+        _defect_of(folder)
+        if count < 0:
+            raise ValueError(f"counts must be >= 0, got {folder}={count}")
+        jobs += [_Job(out, folder, index, seed, size, style, look) for index in range(count)]
+    return jobs
+
+
+def _write(job: _Job) -> None:
+    defect_type = _defect_of(job.folder)
+    rng = image_rng(job.seed, job.folder, job.index)
+    sample = render_sample(rng, size=job.size, defect=defect_type, style=job.style, look=job.look)
+    name = f"{job.index:03d}"
+    sample.image.save(job.out / job.folder / f"{name}.png", optimize=False, compress_level=1)
+    if defect_type is not None:
+        masks = job.out / "ground_truth" / defect_type
+        sample.mask.save(masks / f"{name}_mask.png", optimize=False, compress_level=1)
 
 
 def contact_sheet(out: Path, sheet: Path, *, per_class: int = 6) -> Path:

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,10 +33,17 @@ DEFECT_TYPES = (
     "thread_top",
 )
 
+DefectLook = Literal["obvious", "subtle"]
+"""How a defect looks: ``obvious`` (large, high-contrast; what the demo trains on) or ``subtle``
+(as small and faint as the real MVTec screw defects: a few hundred pixels of a 1024-px frame)."""
+DEFECT_LOOKS: tuple[DefectLook, ...] = get_args(DefectLook)
+
 _SUPERSAMPLE = 2
 _FRAME_MARGIN = 0.03  # of the frame, kept free around the screw
 _MIN_SIZE = 32
 _MAX_BEND = 0.13  # of the screw's length: how far a bent tip may move sideways
+# Real screws of one type differ by a few per cent; a style may not stray further than this.
+_DIMENSION_TOLERANCE = 0.1
 
 # Grey levels (before lighting) of what a defect paints onto the metal.
 _SCRATCH_RIM = 30.0
@@ -55,6 +63,9 @@ class Style:
     Ranges are ``(low, high)`` and each picture draws its own value from them. Grey levels are on
     the 0-255 scale; blur radii are in pixels of a 256-pixel picture and scale with the size.
     ``lighting_shift`` is a relative change of exposure (0.2: everything 20% brighter).
+    ``length_scale``, ``head_scale`` and ``pitch_scale`` scale the screw's length, its head (length
+    and radius) and its thread pitch from their nominal values, within the tolerance of a real
+    batch (at most 10% either way): a new supplier's screws, not another kind of screw.
     """
 
     background: tuple[float, float] = (150.0, 215.0)
@@ -64,6 +75,9 @@ class Style:
     noise_sigma: tuple[float, float] = (1.5, 4.0)
     blur_radius: tuple[float, float] = (0.0, 0.9)
     lighting_shift: float = 0.0
+    length_scale: float = 1.0
+    head_scale: float = 1.0
+    pitch_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("background", "noise_sigma", "blur_radius"):
@@ -74,6 +88,12 @@ class Style:
             raise ValueError(f"Style.screw_brightness must be > 0, got {self.screw_brightness}")
         if self.lighting_shift <= -1:
             raise ValueError(f"Style.lighting_shift must be > -1, got {self.lighting_shift}")
+        for name in ("length_scale", "head_scale", "pitch_scale"):
+            scale = getattr(self, name)
+            if abs(scale - 1) > _DIMENSION_TOLERANCE:
+                raise ValueError(
+                    f"Style.{name} must be within {_DIMENSION_TOLERANCE:.0%} of 1, got {scale}"
+                )
 
     def shifted(self, amount: float) -> Style:
         """A style whose light has drifted, for monitoring to detect.
@@ -87,6 +107,25 @@ class Style:
             lighting_shift=self.lighting_shift + amount,
             gradient=self.gradient + abs(amount) / 2,
         )
+
+
+SHIFTED_STYLE = Style(
+    background=(115.0, 170.0),
+    screw_brightness=0.92,
+    gradient=0.22,
+    vignette=0.2,
+    noise_sigma=(2.5, 5.0),
+    blur_radius=(0.5, 1.3),
+    lighting_shift=-0.06,
+    length_scale=0.96,
+    head_scale=1.05,
+    pitch_scale=1.04,
+)
+"""Another line's photos of another batch: a darker table under dimmer, more uneven light, a
+softer lens and a noisier sensor, and screws 4% shorter with a 5% bigger head and a 4% coarser
+thread, all within what a real batch and camera vary by. The hold-out set's style-shifted copy."""
+
+STYLES = {"default": Style(), "shifted": SHIFTED_STYLE}
 
 
 @dataclass(frozen=True)
@@ -155,6 +194,7 @@ class _Mark:
     level: float
     width: float = 0.0
     span: tuple[float, float] | None = None  # the part of the axis it stays on
+    opacity: float = 1.0  # how far the metal goes towards ``level``: a faint mark stays below 1
 
 
 @dataclass
@@ -167,33 +207,47 @@ class _Flaw:
 
 
 def render_screw(
-    rng: np.random.Generator, *, size: int, defect: str | None, style: Style | None = None
+    rng: np.random.Generator,
+    *,
+    size: int,
+    defect: str | None,
+    style: Style | None = None,
+    look: DefectLook = "obvious",
 ) -> Image.Image:
     """A picture of a good or defective screw, for callers that do not need the defect's mask."""
-    return render_sample(rng, size=size, defect=defect, style=style).image
+    return render_sample(rng, size=size, defect=defect, style=style, look=look).image
 
 
 def render_sample(
-    rng: np.random.Generator, *, size: int, defect: str | None, style: Style | None = None
+    rng: np.random.Generator,
+    *,
+    size: int,
+    defect: str | None,
+    style: Style | None = None,
+    look: DefectLook = "obvious",
 ) -> Sample:
     """A picture and its defect mask, both ``size`` x ``size`` 8-bit grayscale.
 
     Everything random comes from ``rng``, so a seeded generator makes the picture reproducible,
-    and the same generator state gives the same screw whatever ``defect`` is.
+    and the same generator state gives the same screw whatever ``defect`` and ``look`` are.
 
     Raises:
-        ValueError: ``defect`` is not one of ``DEFECT_TYPES`` or ``size`` is below 32 pixels.
+        ValueError: ``defect`` is not one of ``DEFECT_TYPES``, ``look`` not one of
+            ``DEFECT_LOOKS``, or ``size`` is below 32 pixels.
     """
     if defect is not None and defect not in DEFECT_TYPES:
         raise ValueError(f"unknown defect {defect!r}; known: {', '.join(DEFECT_TYPES)}")
+    if look not in DEFECT_LOOKS:
+        raise ValueError(f"unknown defect look {look!r}; known: {', '.join(DEFECT_LOOKS)}")
     if size < _MIN_SIZE:
         raise ValueError(f"size must be at least {_MIN_SIZE} pixels, got {size}")
     style = style or Style()
     shape_rng, look_rng, noise_rng, flaw_rng = rng.spawn(4)
-    screw = _sample_screw(shape_rng, size)
+    screw = _sample_screw(shape_rng, size, style)
     good_outline = _outline(screw, _end_face(screw), {})
     pose = _sample_pose(shape_rng, screw, good_outline, size)
-    flaw = _FLAWS[defect](flaw_rng, screw) if defect else _Flaw(good_outline)
+    flaws = _SUBTLE_FLAWS if look == "subtle" else _FLAWS
+    flaw = flaws[defect](flaw_rng, screw) if defect else _Flaw(good_outline)
 
     u, v = _local_coordinates(pose, screw, size)
     if flaw.bend is not None:
@@ -203,7 +257,7 @@ def render_sample(
     mask = np.zeros((size, size), dtype=np.float32)
     for mark in flaw.marks:
         coverage = _paint(mark, pose, screw, flaw.bend, u, size) * alpha
-        metal += (mark.level * style.screw_brightness - metal) * coverage
+        metal += (mark.level * style.screw_brightness - metal) * coverage * mark.opacity
         mask = np.maximum(mask, coverage)
     if defect:
         good_alpha = _fill(_to_image(good_outline, pose, screw, None), size)
@@ -217,15 +271,17 @@ def render_sample(
     return Sample(image, mask_image)
 
 
-def _sample_screw(rng: np.random.Generator, size: int) -> _Screw:
-    length = size * rng.uniform(0.52, 0.66)
-    head_length = length * rng.uniform(0.12, 0.16)
-    head_radius = length * rng.uniform(0.105, 0.13)
-    neck_radius = head_radius * rng.uniform(0.5, 0.58)
+def _sample_screw(rng: np.random.Generator, size: int, style: Style) -> _Screw:
+    length = size * rng.uniform(0.52, 0.66) * style.length_scale
+    head_length = length * rng.uniform(0.12, 0.16) * style.head_scale
+    # The neck follows the nominal head, so a bigger head does not thicken the shank.
+    nominal_head = length * rng.uniform(0.105, 0.13)
+    neck_radius = nominal_head * rng.uniform(0.5, 0.58)
     thread_start = head_length + length * rng.uniform(0.14, 0.2)
     tip_length = length * rng.uniform(0.1, 0.14)
     major = neck_radius * rng.uniform(1.0, 1.08)
-    pitch = (length - thread_start) / rng.uniform(8.0, 11.0)
+    pitch = (length - thread_start) / rng.uniform(8.0, 11.0) * style.pitch_scale
+    head_radius = nominal_head * style.head_scale
     return _Screw(
         length=length,
         head_length=head_length,
@@ -489,6 +545,142 @@ _FLAWS = {
     "scratch_neck": _scratch_neck,
     "thread_side": _thread_side,
     "thread_top": _thread_top,
+}
+
+
+# The subtle look: defects as small and faint as those of the real MVTec screws, where most cover
+# a few hundred pixels of a 1024-pixel frame and a scratch is a hairline a few grey levels off.
+
+
+def _hairline(
+    rng: np.random.Generator, span: tuple[float, float], radius: float, size_hint: float
+) -> _Mark:
+    """A thin, faint, nearly straight scratch somewhere on a part of ``radius`` along ``span``.
+
+    ``size_hint`` (the screw's length) sets the line's width, a couple of pixels at 1024 px.
+    """
+    start, end = span
+    length = radius * rng.uniform(0.5, 1.1)
+    angle = rng.uniform(0.0, math.pi)
+    du, dv = 0.5 * length * math.cos(angle), 0.5 * length * math.sin(angle)
+    cu = rng.uniform(start + 0.2 * (end - start), end - 0.2 * (end - start))
+    cv = rng.uniform(-0.5, 0.5) * radius
+    bow = rng.uniform(-0.08, 0.08) * length
+    points = [
+        (cu - du, cv - dv),
+        (cu - dv * bow / length, cv + du * bow / length),
+        (cu + du, cv + dv),
+    ]
+    level = _SCRATCH_CORE if rng.random() < 0.8 else _SCRATCH_RIM
+    width = max(1.0, size_hint * rng.uniform(0.004, 0.006))
+    return _Mark(points, level, width=width, span=span, opacity=rng.uniform(0.1, 0.32))
+
+
+def _subtle_scratch_head(rng: np.random.Generator, screw: _Screw) -> _Flaw:
+    mark = _hairline(rng, (0.0, screw.head_length), screw.head_radius, screw.length)
+    return _Flaw(_outline(screw, _end_face(screw), {}), marks=[mark])
+
+
+def _subtle_scratch_neck(rng: np.random.Generator, screw: _Screw) -> _Flaw:
+    span = (screw.head_length, screw.thread_start)
+    mark = _hairline(rng, span, screw.neck_radius, screw.length)
+    return _Flaw(_outline(screw, _end_face(screw), {}), marks=[mark])
+
+
+def _subtle_thread_side(rng: np.random.Generator, screw: _Screw) -> _Flaw:
+    """One crest of the thread dented: its top pushed in part of the way to the root."""
+    sign = int(rng.choice((-1, 1)))
+    side = _side(screw, sign, None)
+    crests = [
+        i
+        for i in range(1, len(side) - 1)
+        if abs(side[i][1]) == screw.major
+        and screw.thread_start + screw.pitch < side[i][0] < screw.shank_end - screw.pitch
+    ]
+    i = crests[int(rng.integers(len(crests)))]
+    before, crest, after = side[i - 1], side[i], side[i + 1]
+
+    def toward(target: Point, t: float) -> Point:
+        return (crest[0] + t * (target[0] - crest[0]), crest[1] + t * (target[1] - crest[1]))
+
+    depth = rng.uniform(0.35, 0.7)
+    lean = rng.uniform(-0.3, 0.3)
+    dent = (
+        crest[0] + lean * 0.25 * screw.pitch,
+        crest[1] - sign * depth * (screw.major - screw.minor),
+    )
+    left, right = toward(before, rng.uniform(0.5, 0.9)), toward(after, rng.uniform(0.5, 0.9))
+    replacement = [left, toward(dent, 1.0), right]
+    outline = _outline(
+        screw, _end_face(screw), {sign: (crest[0] - 1e-6, crest[0] + 1e-6, replacement)}
+    )
+    torn = _Mark([left, dent, right], _TORN, opacity=rng.uniform(0.2, 0.5))
+    return _Flaw(outline, marks=[torn])
+
+
+def _subtle_thread_top(rng: np.random.Generator, screw: _Screw) -> _Flaw:
+    """A tip slightly bent sideways, or its last bit of thread knocked off, leaving it blunt."""
+    sign = float(rng.choice((-1.0, 1.0)))
+    good = _outline(screw, _end_face(screw), {})
+    if rng.random() < 0.5:
+        start = screw.length - screw.tip_length * rng.uniform(0.6, 0.9)
+        offset = sign * screw.length * rng.uniform(0.005, 0.011)
+        return _Flaw(good, bend=_Bend(start, screw.length, offset))
+    cut = screw.length - screw.tip_length * rng.uniform(0.12, 0.3)
+    face = _Mark(
+        [(cut - 0.02 * screw.pitch, -screw.major), (cut - 0.02 * screw.pitch, screw.major)],
+        _CUT_FACE,
+        width=max(1.0, 0.08 * screw.pitch),
+        opacity=rng.uniform(0.2, 0.5),
+    )
+    return _Flaw(_clip(good, (1.0, 0.0), cut), marks=[face])
+
+
+def _subtle_manipulated_front(rng: np.random.Generator, screw: _Screw) -> _Flaw:
+    """A head knocked out of shape: a small corner chipped off, or a dent pressed into its end."""
+    sign = float(rng.choice((-1.0, 1.0)))
+    hw, hl = screw.head_radius, screw.head_length
+    if rng.random() < 0.5:
+        corner = (screw.dome + hl * rng.uniform(0.08, 0.2), sign * hw)
+        v = sign * hw * (1 - rng.uniform(0.12, 0.3))
+        end = (_dome(screw, v), v)
+        du, dv = end[0] - corner[0], end[1] - corner[1]
+        normal = (dv, -du)
+        if normal[0] * (screw.length / 2 - corner[0]) + normal[1] * -corner[1] > 0:
+            normal = (-normal[0], -normal[1])
+        offset = normal[0] * corner[0] + normal[1] * corner[1]
+        outline = _clip(_outline(screw, _end_face(screw), {}), normal, offset)
+        depth = 0.06 * hw / math.hypot(*normal)
+        inset = [(p[0] - normal[0] * depth, p[1] - normal[1] * depth) for p in (end, corner)]
+        cut_face = _Mark([corner, end, *inset], _CUT_FACE, opacity=rng.uniform(0.2, 0.5))
+        return _Flaw(outline, marks=[cut_face])
+    half_slot = screw.slot_width / 2
+    width = hw * rng.uniform(0.1, 0.2)
+    centre = sign * rng.uniform(half_slot + width, hw - width)
+    depth = hl * rng.uniform(0.04, 0.09)
+    dent = [
+        (
+            _dome(screw, float(v)) + depth * math.cos(math.pi * (float(v) - centre) / (2 * width)),
+            float(v),
+        )
+        for v in np.linspace(centre - width, centre + width, 9)
+    ]
+    # The end face runs from -v to +v, so the dent goes in where its stretch of v was.
+    face = _end_face(screw)
+    dented = [
+        *(p for p in face if p[1] < centre - width),
+        *dent,
+        *(p for p in face if p[1] > centre + width),
+    ]
+    return _Flaw(_outline(screw, dented, {}))
+
+
+_SUBTLE_FLAWS = {
+    "manipulated_front": _subtle_manipulated_front,
+    "scratch_head": _subtle_scratch_head,
+    "scratch_neck": _subtle_scratch_neck,
+    "thread_side": _subtle_thread_side,
+    "thread_top": _subtle_thread_top,
 }
 
 
