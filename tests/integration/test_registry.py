@@ -72,8 +72,11 @@ class Registry:
     deployed: list[ModelDeployed] = field(default_factory=list)
     rolled_back: list[ModelRolledBack] = field(default_factory=list)
 
-    async def approve(self, run_id: str, saved_model: Path) -> ModelApproved:
-        """Put a run's SavedModel in MinIO and publish the evaluator's approval of it."""
+    async def approve(
+        self, run_id: str, saved_model: Path, *, threshold: float = 0.5
+    ) -> ModelApproved:
+        """Put a run's SavedModel in MinIO and publish the evaluator's approval of it at the
+        threshold the run chose."""
         prefix = saved_model_prefix(run_id)
         await self.objects.put_directory(Bucket.MODELS, saved_model, prefix=prefix)
         approval = ModelApproved.origin(
@@ -88,16 +91,19 @@ class Registry:
                 checks=[AssertionResult(name="accuracy", passed=True, observed=0.97)],
                 champion_version=None,
                 report_key=f"evaluations/eval-{run_id}.json",
+                threshold=threshold,
             ),
             producer="evaluator",
         )
         await self.bus.publish(approval)
         return approval
 
-    async def approve_keras(self, run_id: str, *, seed: int) -> ModelApproved:
+    async def approve_keras(
+        self, run_id: str, *, seed: int, threshold: float = 0.5
+    ) -> ModelApproved:
         directory = self.scratch / run_id
         model = keras_saved_model(directory, seed=seed)
-        approval = await self.approve(run_id, directory)
+        approval = await self.approve(run_id, directory, threshold=threshold)
         self.keras[len(self.keras) + 1] = model
         return approval
 
@@ -219,7 +225,7 @@ async def registry(
 async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry) -> None:
     model = registry.model
 
-    first = await registry.approve_keras(f"{model}-run-1", seed=1)
+    first = await registry.approve_keras(f"{model}-run-1", seed=1, threshold=0.35)
     deployed = await registry.deployment_of(1)
     assert deployed.causation_id == first.event_id
     assert (deployed.payload.previous_version, deployed.payload.triton_model) == (None, model)
@@ -227,12 +233,15 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
     assert lineage.stage == registry_pb2.MODEL_STAGE_PRODUCTION
     assert (lineage.run_id, lineage.evaluation_id) == (f"{model}-run-1", f"eval-{model}-run-1")
     assert (lineage.dataset_id, lineage.dataset_version) == ("it-screws", 1)
+    assert lineage.threshold == pytest.approx(0.35)  # float32 on the wire
+    assert lineage.model_kind == registry_pb2.MODEL_KIND_SUPERVISED
+    assert deployed.payload.threshold == 0.35
     assert await registry.triton.ready(model, 1)
     assert await registry.answers_like(1, keras_version=1)
     kept = await registry.objects.list_keys(Bucket.MODELS, triton_prefix(model, 1))
     assert f"{triton_prefix(model, 1)}/model.py" in kept
 
-    await registry.approve_keras(f"{model}-run-2", seed=2)
+    await registry.approve_keras(f"{model}-run-2", seed=2, threshold=0.6)
     deployed = await registry.deployment_of(2)
     assert deployed.payload.previous_version == 1
     assert await registry.production() == 2
@@ -261,6 +270,8 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
         "triton_model": model,
         "actor": "it@plant-7",
         "reason": "false rejects",
+        "threshold": 0.35,
+        "model_kind": "supervised",
     }
     assert await registry.production() == 1
     assert (await registry.lineage(2)).stage == registry_pb2.MODEL_STAGE_ARCHIVED

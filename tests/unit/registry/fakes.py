@@ -22,6 +22,7 @@ from screwops_contracts import (
     ModelRejected,
     ModelRejectedPayload,
 )
+from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, NotFoundError
 from screwops_registry.service import Deployment, RegistryService
 from screwops_registry.store import (
@@ -159,8 +160,16 @@ class Harness:
     repository: Path
     model: str = "screws"
 
-    def approval(self, run_id: str, *, graph: bytes = b"graph") -> ModelApproved:
-        """The evaluator's approval of a run whose SavedModel is in the models bucket."""
+    def approval(
+        self,
+        run_id: str,
+        *,
+        graph: bytes = b"graph",
+        threshold: float = 0.4,
+        kind: ModelKind = ModelKind.SUPERVISED,
+    ) -> ModelApproved:
+        """The evaluator's approval of a run whose SavedModel is in the models bucket, at the
+        threshold the run chose."""
         artifact = self.objects.put_saved_model(f"runs/{run_id}/saved_model", graph)
         return ModelApproved.origin(
             ModelApprovedPayload(
@@ -170,10 +179,12 @@ class Harness:
                 dataset_id="screws",
                 dataset_version=3,
                 artifact_key=artifact,
-                metrics={"accuracy": 0.98, "threshold": 0.4},
+                metrics={"accuracy": 0.98, "threshold": threshold},
                 checks=[AssertionResult(name="accuracy", passed=True, observed=0.98)],
                 champion_version=None,
                 report_key=f"evaluations/eval-{run_id}.json",
+                threshold=threshold,
+                model_kind=kind,
             ),
             producer="evaluator",
         )

@@ -56,6 +56,7 @@ async def test_versions_are_listed_newest_first_with_their_lineage(h: Harness) -
     assert (production.dataset_id, production.dataset_version) == ("screws", 3)
     assert dict(production.metrics) == pytest.approx({"accuracy": 0.98, "threshold": 0.4})
     assert production.threshold == pytest.approx(0.4)
+    assert production.model_kind == registry_pb2.MODEL_KIND_SUPERVISED
     assert production.report_key == "evaluations/eval-run-b.json"
     assert production.artifact_key == "runs/run-b/saved_model"
     assert production.created_at.seconds > 0

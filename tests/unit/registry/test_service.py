@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from screwops_contracts import ModelDeployed, ModelRolledBack
 from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import ModelKind
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -56,7 +57,10 @@ async def test_an_approval_becomes_the_checked_production_version(h: Harness) ->
         "previous_version": None,
         "triton_model": h.model,
         "run_id": "run-a",
+        "threshold": 0.4,
+        "model_kind": ModelKind.SUPERVISED,
     }
+    assert (record.threshold, record.model_kind) == (0.4, ModelKind.SUPERVISED)
 
 
 async def test_versions_are_numbered_per_model_one_per_run(h: Harness) -> None:
@@ -154,7 +158,8 @@ async def test_every_move_of_the_alias_is_recorded(h: Harness) -> None:
 
 
 async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> None:
-    await h.deploy("run-a", "run-b")
+    await h.service.on_approved(h.approval("run-a", threshold=0.3, kind=ModelKind.GOOD_ONLY))
+    await h.service.on_approved(h.approval("run-b", threshold=0.6))
     loads = len(h.triton.loads)
 
     change = await h.service.rollback(h.model, actor="ana", reason="drift")
@@ -172,6 +177,9 @@ async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> Non
         "triton_model": h.model,
         "actor": "ana",
         "reason": "drift",
+        # The version serving again brings its own operating point back with it.
+        "threshold": 0.3,
+        "model_kind": ModelKind.GOOD_ONLY,
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2, registry_pb2_grpc
-from screwops_contracts.models import DEFAULT_THRESHOLD
+from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
 from screwops_rpc import map_errors, offset_page
 
@@ -22,8 +22,10 @@ _STAGES = {
     Stage.ARCHIVED: registry_pb2.MODEL_STAGE_ARCHIVED,
     Stage.FAILED: registry_pb2.MODEL_STAGE_FAILED,
 }
-# The evaluator reports the decision threshold it chose among a version's metrics.
-THRESHOLD_METRIC = "threshold"
+_KINDS = {
+    ModelKind.SUPERVISED: registry_pb2.MODEL_KIND_SUPERVISED,
+    ModelKind.GOOD_ONLY: registry_pb2.MODEL_KIND_GOOD_ONLY,
+}
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
@@ -106,7 +108,8 @@ def _version(view: VersionView) -> registry_pb2.ModelVersion:
         run_id=record.run_id,
         evaluation_id=record.evaluation_id,
         metrics=record.metrics,
-        threshold=record.metrics.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD),
+        threshold=record.threshold,
+        model_kind=_KINDS[record.model_kind],
         created_at=_timestamp(record.created_at),
         report_key=record.report_key,
         artifact_key=record.artifact_key,

@@ -8,6 +8,11 @@ object storage (``triton/<name>/<N>/``, the repository's source of truth), the `
 moved to it and ``model.deployed`` emitted. A version that cannot load or answer is marked failed
 and taken out of the repository; the alias, and what Triton serves, stay as they were.
 
+A version keeps the threshold and kind its approval carries (the trainer chose the threshold on
+validation data, the evaluator judged the model at it), and every ``model.deployed`` and
+``model.rolled_back`` names those of the version it puts in production: the gateway decides with
+that threshold.
+
 Triton serves every version in the repository (see ``screwops_serving.repository``) and the
 gateway pins the version the latest event names, so promoting or rolling back to a version still
 in the repository only moves the alias: it takes effect as soon as the event arrives. Only the
@@ -416,6 +421,8 @@ class RegistryService:
                 correlation_id=event.correlation_id,
                 approved_by=event.producer,
                 created_at=_now(),
+                threshold=approval.threshold,
+                model_kind=approval.model_kind,
             )
             if await self._store.create_version(record):
                 log.info("registered %s from run %s", record.id, record.run_id)
@@ -574,6 +581,8 @@ class RegistryService:
                     triton_model=record.model_name,
                     actor=move.actor,
                     reason=move.reason,
+                    threshold=record.threshold,
+                    model_kind=record.model_kind,
                 ),
                 producer=self._producer,
                 key=key,
@@ -616,6 +625,8 @@ def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:
         previous_version=move.from_version,
         triton_model=record.model_name,
         run_id=record.run_id,
+        threshold=record.threshold,
+        model_kind=record.model_kind,
     )
 
 

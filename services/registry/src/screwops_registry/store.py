@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
@@ -73,6 +74,10 @@ class VersionRecord:
     created_at: datetime
     status: VersionStatus = VersionStatus.REGISTERED
     failure_reason: str = ""
+    # The operating point the version was approved at and is served at (0.5 and supervised
+    # for versions registered before thresholds were chosen per run).
+    threshold: float = DEFAULT_THRESHOLD
+    model_kind: ModelKind = ModelKind.SUPERVISED
 
     @property
     def id(self) -> str:
@@ -248,6 +253,8 @@ class MongoRegistryStore:
                         "created_at": record.created_at,
                         "status": str(record.status),
                         "failure_reason": record.failure_reason,
+                        "threshold": record.threshold,
+                        "model_kind": record.model_kind.value,
                     }
                 )
         except AlreadyExistsError:
@@ -374,6 +381,8 @@ def _version(doc: dict[str, Any]) -> VersionRecord:
         created_at=doc["created_at"],
         status=VersionStatus(doc["status"]),
         failure_reason=doc["failure_reason"],
+        threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
+        model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
     )
 
 

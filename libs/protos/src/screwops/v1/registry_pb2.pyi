@@ -68,6 +68,30 @@ failure_reason).
 """
 Global___ModelStage: _TypeAlias = ModelStage  # noqa: Y015
 
+class _ModelKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_KIND_UNSPECIFIED: _ModelKind.ValueType  # 0
+    """Not recorded; versions registered before kinds were recorded are supervised."""
+    MODEL_KIND_SUPERVISED: _ModelKind.ValueType  # 1
+    """A classifier trained on good and defective images."""
+    MODEL_KIND_GOOD_ONLY: _ModelKind.ValueType  # 2
+    """An anomaly detector trained on good images only."""
+
+class ModelKind(_ModelKind, metaclass=_ModelKindEnumTypeWrapper):
+    """How a version learnt what a defect is; both kinds score each image in [0, 1]."""
+
+MODEL_KIND_UNSPECIFIED: ModelKind.ValueType  # 0
+"""Not recorded; versions registered before kinds were recorded are supervised."""
+MODEL_KIND_SUPERVISED: ModelKind.ValueType  # 1
+"""A classifier trained on good and defective images."""
+MODEL_KIND_GOOD_ONLY: ModelKind.ValueType  # 2
+"""An anomaly detector trained on good images only."""
+Global___ModelKind: _TypeAlias = ModelKind  # noqa: Y015
+
 @_typing.final
 class ModelVersion(_message.Message):
     """A registered model version and where it came from."""
@@ -108,6 +132,7 @@ class ModelVersion(_message.Message):
     REPORT_KEY_FIELD_NUMBER: _builtins.int
     ARTIFACT_KEY_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    MODEL_KIND_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model (e.g. "screw-classifier")."""
     version: _builtins.int
@@ -134,6 +159,8 @@ class ModelVersion(_message.Message):
     """The object prefix (bucket "models") of the SavedModel the version was exported from."""
     failure_reason: _builtins.str
     """Why the version could not be served; empty unless stage is MODEL_STAGE_FAILED."""
+    model_kind: Global___ModelKind.ValueType
+    """How the version learnt defects; its threshold was chosen on validation data accordingly."""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The aliases that name this version now (e.g. "production"); empty for most versions."""
@@ -165,10 +192,11 @@ class ModelVersion(_message.Message):
         report_key: _builtins.str = ...,
         artifact_key: _builtins.str = ...,
         failure_reason: _builtins.str = ...,
+        model_kind: Global___ModelKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_key", b"artifact_key", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "failure_reason", b"failure_reason", "metrics", b"metrics", "model_name", b"model_name", "report_key", b"report_key", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_key", b"artifact_key", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "failure_reason", b"failure_reason", "metrics", b"metrics", "model_kind", b"model_kind", "model_name", b"model_name", "report_key", b"report_key", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
