@@ -71,9 +71,12 @@ class Gateway:
         )
         return await self.stub.Inspect(request, metadata=AUTH, timeout=10)
 
-    async def deploy(self, version: int) -> None:
-        """The registry's announcement that ``version`` replaced the one before."""
-        await self.bus.publish(model_deployed(self.model, version))
+    async def deploy(self, version: int, *, threshold: float = 0.5) -> None:
+        """The registry's announcement that ``version``, deciding at ``threshold``, replaced the
+        one before."""
+        event = model_deployed(self.model, version)
+        payload = event.payload.model_copy(update={"threshold": threshold})
+        await self.bus.publish(event.model_copy(update={"payload": payload}))
 
     def expected(self, image: bytes, version: int) -> float:
         batch = preprocess(decode(image).image)[np.newaxis]
@@ -116,7 +119,7 @@ async def gateway(
         MongoServingStateStore(db),
         PredictionLog(bus.publish, objects, metrics, LogPolicy(image_sample_rate=0.0)),
         metrics,
-        Policy(model_name=model, threshold=0.5, max_image_bytes=MAX_IMAGE_BYTES),
+        Policy(model_name=model, max_image_bytes=MAX_IMAGE_BYTES),
         tracer_provider=tracer_provider,
     )
     handlers.register(bus, service)
@@ -244,7 +247,7 @@ async def test_a_deployment_switches_versions_under_load_without_a_failed_reques
 
     load = [asyncio.create_task(client()) for _ in range(4)]
     began = time.monotonic()
-    await gateway.deploy(2)
+    await gateway.deploy(2, threshold=0.3)
 
     async def switched() -> bool | None:
         return True if versions[-8:] == [2] * 8 else None
@@ -259,6 +262,14 @@ async def test_a_deployment_switches_versions_under_load_without_a_failed_reques
     first_two = versions.index(2)
     assert all(v == 2 for v in versions[first_two:]), "a request went back to version 1"
     print(f"switched after {time.monotonic() - began:.2f}s, {len(versions)} requests, 0 failed")
+    answer = await gateway.inspect(image)
+    assert answer.threshold == pytest.approx(0.3), "version 2 decides at its own threshold"
+    wanted = (
+        inspection_pb2.VERDICT_DEFECT
+        if answer.defect_probability >= 0.3
+        else inspection_pb2.VERDICT_GOOD
+    )
+    assert answer.verdict == wanted
 
 
 async def test_an_unreachable_triton_answers_unavailable_within_the_deadline(
@@ -278,7 +289,6 @@ async def test_an_unreachable_triton_answers_unavailable_within_the_deadline(
         metrics,
         Policy(
             model_name=unique("it-gateway-down"),
-            threshold=0.5,
             max_image_bytes=MAX_IMAGE_BYTES,
             triton_timeout_s=1.0,
         ),

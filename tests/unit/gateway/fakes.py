@@ -29,7 +29,7 @@ from tests.fakes import FakeObjects as SharedFakeObjects
 MODEL = "screw-classifier"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 WARM_UP = np.zeros((1, 128, 128, 1), dtype=np.float32)
-POLICY = Policy(model_name=MODEL, threshold=0.5, max_image_bytes=100_000)
+POLICY = Policy(model_name=MODEL, max_image_bytes=100_000)
 
 
 def png(width: int = 64, height: int | None = None, *, shade: int = 128) -> bytes:

@@ -18,6 +18,7 @@ from PIL import Image
 from screwops_contracts import (
     ModelDeployed,
 )
+from screwops_contracts.models import DEFAULT_THRESHOLD
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -260,8 +261,67 @@ async def test_the_trace_id_is_the_callers_and_reaches_the_event() -> None:
 # --- switching ---------------------------------------------------------------------------------
 
 
-def deployment(version: int, *, minutes: int = 1, model: str = MODEL) -> ModelDeployed:
-    return model_deployed(model, version, at=START + timedelta(minutes=minutes))
+def deployment(
+    version: int, *, minutes: int = 1, model: str = MODEL, threshold: float = DEFAULT_THRESHOLD
+) -> ModelDeployed:
+    event = model_deployed(model, version, at=START + timedelta(minutes=minutes))
+    payload = event.payload.model_copy(update={"threshold": threshold})
+    return event.model_copy(update={"payload": payload})
+
+
+async def test_the_served_versions_own_threshold_decides_and_is_reported() -> None:
+    """Version 2 answers 0.9: a defect at 0.5, a good screw at the 0.95 its run chose."""
+    h = harness(production=1, log_policy=LogPolicy(image_sample_rate=0))
+    await h.service.start()
+
+    await h.service.on_model_deployed(deployment(2, threshold=0.95))
+    result = await h.service.inspect(frame())
+    await h.service.stop()
+
+    assert (result.model_version, result.threshold, result.verdict) == (2, 0.95, Verdict.GOOD)
+    [event] = h.published.events
+    assert (event.payload.threshold, event.payload.verdict) == (0.95, "GOOD")
+    assert h.store.models[MODEL].threshold == 0.95, "a restarted instance decides alike"
+
+
+async def test_a_rollback_brings_back_its_versions_threshold() -> None:
+    h = harness(production=2)
+    await h.service.refresh()
+    rollback = model_rolled_back(MODEL, 2, 1, at=START + timedelta(minutes=5))
+    rollback = rollback.model_copy(
+        update={"payload": rollback.payload.model_copy(update={"threshold": 0.1})}
+    )
+
+    await h.service.on_model_rolled_back(rollback)
+    result = await h.service.inspect(frame())
+
+    assert (result.model_version, result.threshold) == (1, 0.1)
+    assert result.verdict == Verdict.DEFECT, "version 1 answers 0.2"
+
+
+async def test_a_recorded_production_is_served_at_its_recorded_threshold() -> None:
+    h = harness(production=None)
+    h.store.models[MODEL] = replace(deployed(2), threshold=0.95)
+
+    await h.service.refresh()
+    result = await h.service.inspect(frame())
+
+    assert (result.model_version, result.threshold, result.verdict) == (2, 0.95, Verdict.GOOD)
+
+
+async def test_a_pinned_version_is_judged_at_its_announced_threshold_else_the_default() -> None:
+    h = harness(production=None)
+    await h.service.on_model_deployed(deployment(1, minutes=10, threshold=0.1))
+    # Older than production: not adopted, but version 2's threshold is learnt from it.
+    await h.service.on_model_deployed(deployment(2, minutes=5, threshold=0.95))
+
+    two = await h.service.inspect(frame(model_version=2))
+    h.triton.loaded[(MODEL, 3)] = 0.6
+    three = await h.service.inspect(frame(model_version=3))
+
+    assert (two.threshold, two.verdict) == (0.95, Verdict.GOOD)
+    assert (three.threshold, three.verdict) == (DEFAULT_THRESHOLD, Verdict.DEFECT)
+    assert (await h.service.inspect(frame())).threshold == 0.1
 
 
 async def test_production_moves_only_after_the_version_is_ready_and_warm() -> None:

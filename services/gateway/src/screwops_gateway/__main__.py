@@ -41,7 +41,6 @@ def main() -> None:
         metrics,
         Policy(
             model_name=settings.model_name,
-            threshold=settings.threshold,
             max_image_bytes=settings.max_image_bytes,
             min_image_side=settings.min_image_side,
             max_image_side=settings.max_image_side,

@@ -6,13 +6,17 @@ from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-from screwops_contracts.models import DEFAULT_THRESHOLD, MODEL_NAME
+from screwops_contracts.models import MODEL_NAME
 from screwops_imaging import DEFAULT_MAX_BYTES
 from screwops_settings import ApiSettings
 
 
 class GatewaySettings(ApiSettings):
-    """What an operator may tune in the gateway."""
+    """What an operator may tune in the gateway.
+
+    Not the decision threshold: each model version brings its own, chosen on validation data
+    and judged by the evaluator (see ``screwops_gateway.service``).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="SCREWOPS_GATEWAY_", env_nested_delimiter="__", hide_input_in_errors=True
@@ -25,12 +29,6 @@ class GatewaySettings(ApiSettings):
     model_name: str = Field(
         MODEL_NAME,
         description="The registered model this gateway serves; events about others are ignored.",
-    )
-    threshold: float = Field(
-        DEFAULT_THRESHOLD,
-        ge=0,
-        le=1,
-        description="Decision threshold: a defect probability at or above it is a DEFECT.",
     )
     max_image_bytes: int = Field(
         DEFAULT_MAX_BYTES, ge=1, description="Larger images are refused with INVALID_ARGUMENT."

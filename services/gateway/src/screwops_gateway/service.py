@@ -11,6 +11,13 @@ Deadlines hold end to end: the Triton call gets whatever is left of the caller's
 most ``triton_timeout_s``), so a dead or stalled Triton turns into UNAVAILABLE in time, never a
 hang.
 
+The decision threshold is the served version's own, chosen on validation data by the trainer and
+judged at by the evaluator; the deployment events carry it. A request pinning another version is
+judged at that version's threshold if this instance has seen it announced, else at
+``DEFAULT_THRESHOLD``; the response always names the threshold applied. There is no operator
+override: a threshold no gate has measured would put an unjudged operating point on the line, and
+a different one is a new version (or a rollback) away.
+
 Switching models: on ``model.deployed`` / ``model.rolled_back`` the new version is adopted only
 after Triton reports it ready and a warm-up inference on it succeeds. Until then every request
 keeps going to the old version, so a switch fails no request. The choice is recorded in the
@@ -42,6 +49,7 @@ from screwops_contracts import (
     ModelDeployed,
     ModelRolledBack,
 )
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -141,7 +149,6 @@ class Policy:
     """The limits and timings an operator sets (see ``GatewaySettings``)."""
 
     model_name: str
-    threshold: float
     max_image_bytes: int
     min_image_side: int = 32
     max_image_side: int = 4096
@@ -171,6 +178,9 @@ class GatewayService:
         self.policy = policy
         self._tracer = trace.get_tracer("screwops.gateway", tracer_provider=tracer_provider)
         self._production: ServingModel | None = None
+        # The threshold of every version of this gateway's model announced to this instance,
+        # for requests pinning a version other than production.
+        self._thresholds: dict[int, float] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     @property
@@ -310,13 +320,12 @@ class GatewayService:
         decoded_at = time.monotonic()
         batch = preprocess(decoded.image)[np.newaxis]
         preprocessed_at = time.monotonic()
-        model_name, triton_model, version = self._resolve(inspection.model_version)
+        model_name, triton_model, version, threshold = self._resolve(inspection.model_version)
         probability = await self._infer(
             triton_model, version, batch, deadline, pinned=inspection.model_version is not None
         )
         inferred_at = time.monotonic()
 
-        threshold = self.policy.threshold
         verdict = Verdict.DEFECT if probability >= threshold else Verdict.GOOD
         trace_id = trace_id_hex()
         total_ms = (time.monotonic() - began) * 1000
@@ -383,15 +392,21 @@ class GatewayService:
             )
         return decoded
 
-    def _resolve(self, pinned: int | None) -> tuple[str, str, int]:
-        """(registered name, Triton name, version) of the model that answers."""
+    def _resolve(self, pinned: int | None) -> tuple[str, str, int, float]:
+        """(registered name, Triton name, version, threshold) of the model that answers."""
         production = self._production
         if pinned is not None:
             triton_model = production.triton_model if production else self.policy.model_name
-            return self.policy.model_name, triton_model, pinned
+            threshold = self._thresholds.get(pinned, DEFAULT_THRESHOLD)
+            return self.policy.model_name, triton_model, pinned, threshold
         if production is None:
             raise FailedPreconditionError(NO_MODEL_DEPLOYED)
-        return production.model_name, production.triton_model, production.version
+        return (
+            production.model_name,
+            production.triton_model,
+            production.version,
+            production.threshold,
+        )
 
     async def _infer(
         self,
@@ -440,6 +455,8 @@ class GatewayService:
             version=payload.version,
             changed_at=event.occurred_at,
             cause=str(event.event_id),
+            threshold=payload.threshold,
+            model_kind=payload.model_kind,
         )
 
     async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
@@ -451,6 +468,8 @@ class GatewayService:
             version=payload.to_version,
             changed_at=event.occurred_at,
             cause=str(event.event_id),
+            threshold=payload.threshold,
+            model_kind=payload.model_kind,
         )
 
     async def switch(
@@ -461,12 +480,16 @@ class GatewayService:
         version: int,
         changed_at: datetime,
         cause: str,
+        threshold: float = DEFAULT_THRESHOLD,
+        model_kind: ModelKind = ModelKind.SUPERVISED,
     ) -> None:
-        """Adopt ``version`` after Triton reports it ready and a warm-up inference succeeds.
+        """Adopt ``version``, deciding at ``threshold``, after Triton reports it ready and a
+        warm-up inference succeeds.
 
         Events about other models, events older than the version serving now, and events for a
-        version Triton has since unloaded change nothing. Until the switch completes, requests
-        keep going to the old version.
+        version Triton has since unloaded change nothing, but teach the version's threshold for
+        requests pinning it. Until the switch completes, requests keep going to the old version
+        at its own threshold.
 
         Raises:
             DeadlineExceededError: the version was not ready within ``switch_timeout_s`` (the
@@ -481,12 +504,15 @@ class GatewayService:
                 self.policy.model_name,
             )
             return
+        self._thresholds[version] = threshold
         candidate = ServingModel(
             model_name=model_name,
             triton_model=triton_model,
             version=version,
             changed_at=changed_at,
             cause=cause,
+            threshold=threshold,
+            model_kind=model_kind,
         )
         if not candidate.newer_than(self._production):
             log.info("ignoring a switch to %s v%d: not newer than the current", model_name, version)
@@ -517,11 +543,14 @@ class GatewayService:
             return
         previous = self._production
         self._production = model
+        self._thresholds[model.version] = model.threshold
         self._metrics.switched(model.model_name, model.version, how)
         log.info(
-            "production of %s is now version %d (was %s; by %s)",
+            "production of %s is now version %d at threshold %.4g (%s; was %s; by %s)",
             model.model_name,
             model.version,
+            model.threshold,
+            model.model_kind,
             previous.version if previous else "none",
             how,
         )

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
 from screwops_storage import mongo_errors
 
@@ -21,13 +22,16 @@ SERVING_STATE = "serving_state"
 
 @dataclass(frozen=True)
 class ServingModel:
-    """The version behind the ``production`` alias, and the event that put it there."""
+    """The version behind the ``production`` alias, the threshold it decides at, and the event
+    that put it there."""
 
     model_name: str
     triton_model: str
     version: int
     changed_at: datetime
     cause: str
+    threshold: float = DEFAULT_THRESHOLD
+    model_kind: ModelKind = ModelKind.SUPERVISED
 
     def newer_than(self, other: ServingModel | None) -> bool:
         """Whether this change supersedes ``other`` (events about one model arrive in order,
@@ -71,6 +75,8 @@ class MongoServingStateStore:
                             "version": model.version,
                             "changed_at": model.changed_at,
                             "cause": model.cause,
+                            "threshold": model.threshold,
+                            "model_kind": model.model_kind.value,
                         }
                     },
                     upsert=True,
@@ -88,4 +94,7 @@ def _model(doc: dict[str, Any]) -> ServingModel:
         version=doc["version"],
         changed_at=doc["changed_at"],
         cause=doc["cause"],
+        # Recorded before thresholds travelled with versions: served at 0.5, supervised.
+        threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
+        model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
     )
