@@ -29,8 +29,13 @@ def version(
         dataset_version=number,
         run_id=f"run-{number:012d}",
         evaluation_id=f"eval-{number}",
-        metrics={"accuracy": 0.9 + number / 100, "threshold": 0.4},
-        threshold=0.4,
+        metrics={"accuracy": 0.9 + number / 100, "threshold": 0.0372},
+        threshold=0.0372,
+        model_kind=(
+            registry_pb2.MODEL_KIND_GOOD_ONLY
+            if number == 1
+            else registry_pb2.MODEL_KIND_UNSPECIFIED
+        ),
         created_at=Timestamp(seconds=1_790_000_000 + number),
     )
 
@@ -140,6 +145,10 @@ def test_show_prints_the_lineage(registry: tuple[FakeRegistry, str]) -> None:
     assert result.exit_code == 0, result.output
     for shown in ("archived", "screws v1", "run-000000000001", "eval-1", "accuracy", "0.9100"):
         assert shown in result.stdout
+    assert "good-only" in result.stdout
+    assert "0.0372 (chosen on the validation split)" in result.stdout, "not rounded to 0.037"
+    as_json = json.loads(screwops("models", "show", "1", "--address", address, "--json").stdout)
+    assert (as_json["model_kind"], as_json["threshold"]) == ("MODEL_KIND_GOOD_ONLY", 0.0372)
 
 
 def test_an_unknown_version_exits_4_with_the_registrys_reason(

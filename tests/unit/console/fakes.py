@@ -226,7 +226,10 @@ def model_version(number: int, *, aliases: tuple[str, ...] = (), failed: bool = 
         run_id=f"run-{number:012d}",
         evaluation_id=f"eval-{number}",
         metrics={"accuracy": 0.9 + number / 100, "recall": 0.8},
-        threshold=0.45,
+        threshold=0.0372 if number == 2 else 0.45,
+        model_kind=(
+            registry_pb2.MODEL_KIND_GOOD_ONLY if number == 2 else registry_pb2.MODEL_KIND_SUPERVISED
+        ),
         created_at=stamp(T0 + timedelta(days=number)),
         report_key=f"evaluations/eval-{number}.json",
         artifact_key=f"runs/run-{number:012d}/saved_model",

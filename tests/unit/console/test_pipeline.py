@@ -63,6 +63,10 @@ def test_model_versions_show_metrics_lineage_and_the_production_alias(
     v2 = page[page.index('id="version-2"') : page.index('id="version-1"')]
     assert "production" in v2
     assert "accuracy 0.920" in v2
+    # The kind and the threshold the version is served with, not rounded away.
+    assert '<td class="kind">good-only</td>' in v2
+    assert ">0.0372</td>" in v2
+    assert re.search(r'\(good-only, threshold <span id="production-threshold">0\.0372<', page)
     assert 'href="#run-run-000000000002"' in v2
     assert 'href="#dataset-screws-2"' in v2
     assert "eval-2" in v2

@@ -38,6 +38,10 @@ STAGES = {
     registry_pb2.MODEL_STAGE_ARCHIVED: "archived",
     registry_pb2.MODEL_STAGE_FAILED: "[red]failed[/red]",
 }
+KINDS = {
+    registry_pb2.MODEL_KIND_SUPERVISED: "supervised",
+    registry_pb2.MODEL_KIND_GOOD_ONLY: "good-only",
+}
 TIMEOUT_S = 30.0
 # Promote loads the version in Triton and checks it with a real inference first.
 MOVE_TIMEOUT_S = 600.0
@@ -73,17 +77,19 @@ def list_versions(
         emit(registry_pb2.ListVersionsResponse(model_versions=versions, next_page_token=page_token))
         return
     table = Table(title=f"{model} versions")
-    for column in ("version", "stage", "dataset", "run", "accuracy", "threshold", "registered"):
+    columns = ("version", "stage", "kind", "dataset", "run", "accuracy", "threshold", "registered")
+    for column in columns:
         table.add_column(column)
     for v in versions:
         accuracy = v.metrics.get("accuracy")
         table.add_row(
             str(v.version),
             STAGES.get(v.stage, "?"),
+            KINDS.get(v.model_kind, ""),
             f"{v.dataset_id} v{v.dataset_version}",
             v.run_id,
             "" if accuracy is None else f"{accuracy:.4f}",
-            f"{v.threshold:.3f}",
+            f"{v.threshold:.4g}",
             v.created_at.ToDatetime().isoformat(timespec="seconds"),
         )
     console.print(table)
@@ -99,7 +105,8 @@ def show(
     token: Token = None,
     as_json: Json = False,
 ) -> None:
-    """One version with its lineage: dataset version, training run, evaluation, metrics."""
+    """One version with its lineage: dataset version, training run, evaluation, metrics, and the
+    kind and threshold it is served with."""
     target = resolve("registry", address)
     request = registry_pb2.GetLineageRequest(model_name=model, version=version)
     with calling("registry", target), open_channel(target, token) as channel:
@@ -114,7 +121,8 @@ def show(
         ("dataset", f"{found.dataset_id} v{found.dataset_version}"),
         ("run", found.run_id),
         ("evaluation", found.evaluation_id),
-        ("threshold", f"{found.threshold:.3f}"),
+        ("kind", KINDS.get(found.model_kind, "")),
+        ("threshold", f"{found.threshold:.4g} (chosen on the validation split)"),
         *(
             (name, f"{value:.4f}")
             for name, value in sorted(found.metrics.items())

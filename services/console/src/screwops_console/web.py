@@ -130,6 +130,7 @@ class VersionRow:
     evaluation_id: str
     metrics: list[tuple[str, float]]
     threshold: float
+    model_kind: str  # "supervised", "good-only", or "" when the registry recorded none
     created_at: datetime | None
     report_key: str
     artifact_key: str
@@ -156,11 +157,18 @@ class VersionRow:
             evaluation_id=message.evaluation_id,
             metrics=sorted(message.metrics.items()),
             threshold=message.threshold,
+            model_kind=_kind(message.model_kind),
             created_at=_time(message.created_at),
             report_key=message.report_key,
             artifact_key=message.artifact_key,
             failure_reason=message.failure_reason,
         )
+
+
+def _kind(kind: registry_pb2.ModelKind.ValueType) -> str:
+    if kind == registry_pb2.MODEL_KIND_UNSPECIFIED:
+        return ""
+    return registry_pb2.ModelKind.Name(kind).removeprefix("MODEL_KIND_").lower().replace("_", "-")
 
 
 @dataclass(frozen=True)
