@@ -180,6 +180,13 @@ HELD_OUT_GOOD = 4
 HELD_OUT_DEFECT = 10
 
 
+def _figure(metrics: dict[str, float], name: str) -> str:
+    """``name value``, with its 95 % interval where the evaluator gave one."""
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    interval = "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+    return f"{name} {metrics[name]:.3f}{interval}"
+
+
 @dataclass(frozen=True)
 class Shown:
     """One inspection the demo made: the file, its true class and the gateway's answer."""
@@ -306,8 +313,11 @@ def run(
     approved = outcome.seen.get(Topic.MODEL_APPROVED)
     if approved is not None:
         metrics = approved.payload.metrics
-        figures = ", ".join(f"{k} {metrics[k]:.3f}" for k in HEADLINE_METRICS if k in metrics)
-        console.print(f"approved on the test split: {figures}")
+        figures = ", ".join(_figure(metrics, k) for k in HEADLINE_METRICS if k in metrics)
+        console.print(
+            f"approved on the test split at threshold {approved.payload.threshold:.4g} "
+            f"({approved.payload.model_kind}, chosen on validation): {figures}"
+        )
     deployed = outcome.seen.get(Topic.MODEL_DEPLOYED)
     if deployed is not None and "gateway" in installed:
         try:
