@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from screwops_synth import (
+    DEFECT_LOOKS,
     DEFECT_TYPES,
     HOLDOUT,
     MVTEC_SCREW,
     PRESETS,
     SHIFTED_STYLE,
+    DefectLook,
     DefectMeasure,
     Style,
     contact_sheet,
@@ -27,6 +29,7 @@ from screwops_synth import (
     render_screw,
 )
 from screwops_synth.cli import PresetName, StyleName, app
+from screwops_synth.measure import zoom_sheet
 from screwops_synth.render import STYLES
 from typer.testing import CliRunner
 
@@ -111,9 +114,12 @@ def test_images_are_8_bit_grayscale_of_the_requested_size(dataset: Path) -> None
             assert image.size == (SIZE, SIZE)
 
 
+@pytest.mark.parametrize("look", DEFECT_LOOKS)
 @pytest.mark.parametrize("defect", [None, *DEFECT_TYPES])
-def test_masks_mark_only_defects_and_stay_inside_the_frame(defect: str | None) -> None:
-    sample = render_sample(np.random.default_rng(11), size=96, defect=defect)
+def test_masks_mark_only_defects_and_stay_inside_the_frame(
+    defect: str | None, look: DefectLook
+) -> None:
+    sample = render_sample(np.random.default_rng(11), size=96, defect=defect, look=look)
     mask = _pixels(sample.mask)
     assert set(np.unique(mask)) <= {0.0, 255.0}
     if defect is None:
@@ -179,6 +185,38 @@ def test_contact_sheet_is_a_labelled_non_blank_png(dataset: Path, tmp_path: Path
         assert image.height >= 6 * SIZE  # good and the five defect types
         assert image.width > 3 * SIZE  # the row labels sit left of the images
         assert _pixels(image).std() > 20
+
+
+def test_contact_sheet_tiles_can_be_smaller(dataset: Path, tmp_path: Path) -> None:
+    sheet = contact_sheet(dataset, tmp_path / "small.png", per_class=3, tile=32)
+    with Image.open(sheet) as image:
+        assert image.height == 6 * (32 + 4) + 4  # six rows of 32-px tiles and their gaps
+
+
+def test_the_zoom_sheet_shows_each_defect_up_close(tmp_path: Path) -> None:
+    panel, gap = 64, 4
+    sheet = zoom_sheet(tmp_path / "zoom.png", [0], size=128, crop=32, zoom=2)
+    with Image.open(sheet) as image:
+        pixels = _pixels(image)
+    assert pixels.shape[0] == len(DEFECT_TYPES) * (panel + gap) + gap
+    left = pixels.shape[1] - (3 * panel + 4 * gap)  # the labels' column
+    for row in range(len(DEFECT_TYPES)):
+        top = gap + row * (panel + gap)
+        bad, good, mask = (
+            pixels[top : top + panel, x : x + panel]
+            for x in (left, left + panel + gap, left + 2 * (panel + gap))
+        )
+        assert np.abs(bad - good).max() > 0, "the defect shows beside the same good screw"
+        assert (mask == 255).any(), "and its mask beside them"
+
+
+def test_the_measure_command_prints_every_type() -> None:
+    result = CliRunner().invoke(
+        app, ["measure", "--size", "128", "--seeds", "1"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    for name in (*DEFECT_TYPES, "all", "contrast quartile"):
+        assert name in result.output
 
 
 def test_contact_sheet_needs_images(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,8 @@ from screwops_synth.dataset import (
     generate,
     generate_preset,
 )
-from screwops_synth.render import STYLES
+from screwops_synth.measure import DefectMeasure, measure_defects, zoom_sheet
+from screwops_synth.render import DEFECT_TYPES, STYLES
 
 app = typer.Typer(help="Synthetic screw images in the MVTec AD layout.", no_args_is_help=True)
 console = Console()
@@ -48,7 +50,6 @@ class LookName(StrEnum):
     SUBTLE = "subtle"
 
 
-# A callback keeps ``generate`` a named subcommand although it is the only one.
 @app.callback()
 def main() -> None:
     """Synthetic screw images in the MVTec AD layout."""
@@ -147,3 +148,53 @@ def _report(summary: GenerateSummary, style: StyleName) -> None:
         table.add_row(folder, str(count))
     console.print(table)
     console.print(f"{summary.seconds:.1f}s, {summary.images_per_second:.1f} images/s")
+
+
+@app.command(name="measure")
+def measure_command(
+    size: Annotated[int, typer.Option("--size", min=32, help="Frame side in pixels.")] = 1024,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Screws, each drawn with every defect type.")
+    ] = 40,
+    style: Annotated[StyleName, typer.Option("--style", help="Photographic style.")] = (
+        StyleName.DEFAULT
+    ),
+    look: Annotated[LookName, typer.Option("--look", help="Defect look.")] = LookName.SUBTLE,
+    zoom: Annotated[
+        Path | None,
+        typer.Option(
+            "--zoom-sheet", help="Also write a PNG of the first 3 screws' defects up close."
+        ),
+    ] = None,
+) -> None:
+    """How big and how faint the defects are: area and contrast against the same good screw."""
+    chosen = STYLES[style.value]
+    measures = measure_defects(range(seeds), size=size, look=look.value, style=chosen)
+    table = Table(
+        title=f"{look.value} defects on {seeds} screws of {size}x{size} px ({style.value} style)"
+    )
+    for column in ("defect", "median area px", "median area %", "median contrast", "<= 15 grey"):
+        table.add_column(column, justify="left" if column == "defect" else "right", no_wrap=True)
+    for name in (*DEFECT_TYPES, "all"):
+        table.add_row(name, *_figures([m for m in measures if name in (m.defect, "all")], size))
+    console.print(table)
+    contrasts = [m.contrast for m in measures]
+    console.print(
+        f"contrast quartile {np.percentile(contrasts, 25):.1f} grey levels; "
+        f"faintest peak {min(m.peak for m in measures):.0f}"
+    )
+    if zoom is not None:
+        shown = range(min(3, seeds))
+        written = zoom_sheet(zoom, shown, size=size, look=look.value, style=chosen)
+        console.print(f"zoom sheet: {written}")
+
+
+def _figures(measures: list[DefectMeasure], size: int) -> list[str]:
+    areas = [m.area_fraction for m in measures]
+    contrasts = [m.contrast for m in measures]
+    return [
+        f"{np.median(areas) * size * size:.0f}",
+        f"{np.median(areas) * 100:.4f}",
+        f"{np.median(contrasts):.1f}",
+        f"{np.mean(np.asarray(contrasts) <= 15):.0%}",
+    ]

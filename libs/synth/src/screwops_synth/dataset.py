@@ -288,12 +288,12 @@ def _write(job: _Job) -> None:
         sample.mask.save(masks / f"{name}_mask.png", optimize=False, compress_level=1)
 
 
-def contact_sheet(out: Path, sheet: Path, *, per_class: int = 6) -> Path:
+def contact_sheet(out: Path, sheet: Path, *, per_class: int = 6, tile: int = _SHEET_TILE) -> Path:
     """Write one PNG with a row of sample images per class, so a person can judge the data set.
 
     Works on any MVTec-layout directory, real or synthetic: the good row comes from
     ``train/good`` (``test/good`` when there is no training folder), then one row per defect
-    folder under ``test``.
+    folder under ``test``. Each image is shrunk to fit a ``tile``-pixel square.
 
     Raises:
         FileNotFoundError: ``out`` holds no images in the MVTec layout.
@@ -301,20 +301,20 @@ def contact_sheet(out: Path, sheet: Path, *, per_class: int = 6) -> Path:
     rows = [(name, files) for name, files in _sheet_rows(out, per_class) if files]
     if not rows:
         raise FileNotFoundError(f"no images in the MVTec layout under {out}")
-    tiles = [[_thumbnail(path) for path in files] for _, files in rows]
-    tile = max(t.width for row in tiles for t in row)
+    tiles = [[_thumbnail(path, tile) for path in files] for _, files in rows]
+    side = max(t.width for row in tiles for t in row)
     font = ImageFont.load_default(size=16)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     label_width = max(int(probe.textlength(name, font=font)) for name, _ in rows) + 2 * _SHEET_GAP
-    width = label_width + per_class * (tile + _SHEET_GAP)
-    height = len(rows) * (tile + _SHEET_GAP) + _SHEET_GAP
+    width = label_width + per_class * (side + _SHEET_GAP)
+    height = len(rows) * (side + _SHEET_GAP) + _SHEET_GAP
     canvas = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(canvas)
     for r, ((name, _), row) in enumerate(zip(rows, tiles, strict=True)):
-        top = _SHEET_GAP + r * (tile + _SHEET_GAP)
-        draw.text((_SHEET_GAP, top + tile // 2), name, fill=0, font=font, anchor="lm")
+        top = _SHEET_GAP + r * (side + _SHEET_GAP)
+        draw.text((_SHEET_GAP, top + side // 2), name, fill=0, font=font, anchor="lm")
         for c, thumb in enumerate(row):
-            canvas.paste(thumb, (label_width + c * (tile + _SHEET_GAP), top))
+            canvas.paste(thumb, (label_width + c * (side + _SHEET_GAP), top))
     sheet.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(sheet)
     return sheet
@@ -335,8 +335,8 @@ def _images(folder: Path, limit: int) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)[:limit]
 
 
-def _thumbnail(path: Path) -> Image.Image:
+def _thumbnail(path: Path, tile: int) -> Image.Image:
     with Image.open(path) as image:
         thumb = image.convert("L")
-    thumb.thumbnail((_SHEET_TILE, _SHEET_TILE))
+    thumb.thumbnail((tile, tile))
     return thumb

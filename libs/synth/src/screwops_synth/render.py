@@ -114,8 +114,8 @@ SHIFTED_STYLE = Style(
     screw_brightness=0.92,
     gradient=0.22,
     vignette=0.2,
-    noise_sigma=(2.5, 5.0),
-    blur_radius=(0.5, 1.3),
+    noise_sigma=(2.0, 4.5),
+    blur_radius=(0.2, 1.0),
     lighting_shift=-0.06,
     length_scale=0.96,
     head_scale=1.05,
@@ -265,7 +265,11 @@ def render_sample(
 
     scene = _compose(look_rng, alpha, metal, size, style)
     image = _develop(look_rng, noise_rng, scene, size, style)
-    mask_image = Image.fromarray(np.where(mask > 0.3, 255, 0).astype(np.uint8), mode="L")
+    threshold = 0.3
+    if defect and look == "subtle":
+        # A defect smaller than a pixel of a small frame still marks the pixel it covers most.
+        threshold = min(threshold, 0.99 * float(mask.max()))
+    mask_image = Image.fromarray(np.where(mask > threshold, 255, 0).astype(np.uint8), mode="L")
     if defect:
         mask_image = mask_image.filter(ImageFilter.MaxFilter(3))
     return Sample(image, mask_image)
