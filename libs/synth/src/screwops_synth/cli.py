@@ -98,9 +98,7 @@ def generate_command(
     ] = None,
     look: Annotated[
         LookName | None,
-        typer.Option(
-            "--look", help="Defect look [default: the preset's, else obvious]; not with --preset."
-        ),
+        typer.Option("--look", help="Defect look [default: obvious]; a preset sets its own."),
     ] = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Processes rendering at once; same bytes.")
