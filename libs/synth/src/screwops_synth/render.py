@@ -557,11 +557,12 @@ _FLAWS = {
 
 
 def _hairline(
-    rng: np.random.Generator, span: tuple[float, float], radius: float, size_hint: float
+    rng: np.random.Generator, span: tuple[float, float], radius: float, screw_length: float
 ) -> _Mark:
     """A thin, faint, nearly straight scratch somewhere on a part of ``radius`` along ``span``.
 
-    ``size_hint`` (the screw's length) sets the line's width, a couple of pixels at 1024 px.
+    Its width follows the whole screw, not the part, so that a scratch is a couple of pixels wide
+    at 1024 px on the head and on the neck alike.
     """
     start, end = span
     length = radius * rng.uniform(0.5, 1.1)
@@ -576,7 +577,7 @@ def _hairline(
         (cu + du, cv + dv),
     ]
     level = _SCRATCH_CORE if rng.random() < 0.8 else _SCRATCH_RIM
-    width = max(1.0, size_hint * rng.uniform(0.004, 0.006))
+    width = max(1.0, screw_length * rng.uniform(0.004, 0.006))
     return _Mark(points, level, width=width, span=span, opacity=rng.uniform(0.1, 0.32))
 
 
