@@ -1,6 +1,6 @@
-"""The monitor on the real stack: the baseline report in the real MinIO, deployments and
-inspections on the real Kafka, its state in FerretDB (or MongoDB), and its announcements read
-back from Kafka.
+"""The monitor on the real stack: the evaluation report in the real MinIO, deployments and
+inspections on the real Kafka, its state (the reference window among it) in FerretDB (or MongoDB),
+and its announcements read back from Kafka.
 
 The service's pieces run in-process, wired as ``__main__`` wires them, except that its bus uses
 this test's own topics (:class:`RoutedBus`) and database and the model name is unique, so nothing
@@ -11,9 +11,9 @@ rendered by ``screwops_synth`` in its normal style and with its lighting drifted
 (``Style.shifted``: 30% brighter, unevenly), put through the gateway's preprocessing, and scored
 by a small classifier trained here on normal renders (gradient-boosted trees on 32x32 thumbnails
 of the preprocessed image, about 0.75 accurate: it stands in for the CNN, which would take
-minutes to train on this machine). Its scores on a held-out normal set are the evaluation
-baseline; another normal set is the stream that must raise nothing, and the drifted set the stream
-that must raise the alarm.
+minutes to train on this machine). Its scores on a held-out normal set are the evaluation's; the
+line's first inspections, the reference the signals are judged against, are another normal set;
+the evaluation's set streamed after them must raise nothing, and the drifted set the alarm.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from tests.unit.monitor.builders import evaluator_report
 
 SHIFT = 0.3
 IMAGES = 150
-RULES = Rules(window_size=IMAGES, min_observations=100, cooldown_s=3600)
+RULES = Rules(reference_size=IMAGES, window_size=IMAGES, min_observations=100, cooldown_s=3600)
 ANNOUNCED: dict[str, type[Event[Any]]] = {
     Topic.MODEL_DEGRADED: ModelDegraded,
     Topic.TRAINING_REQUESTED: TrainingRequested,
@@ -221,6 +221,14 @@ class Monitor:
         finally:
             await reader.stop()
 
+    async def reference(self, version: int, probabilities: list[float]) -> None:
+        """The line's first inspections of a newly deployed version: its reference, full."""
+        await self.inspect(version, probabilities)
+        await self.handled(Topic.INSPECTION_COMPLETED, len(probabilities))
+        assert (
+            self.gauges("screwops_monitor_window", by="window")["reference"] == RULES.reference_size
+        )
+
     def gauges(self, name: str, by: str = "signal") -> dict[str, float]:
         """The current value of gauge ``name`` of this model, by label ``by``."""
         found: dict[str, float] = {}
@@ -273,20 +281,25 @@ async def monitor(
 # --- the tests -----------------------------------------------------------------------------------
 
 
-async def test_a_stream_like_the_baseline_raises_nothing(monitor: Monitor, scores: Scores) -> None:
+async def test_a_stream_like_the_reference_raises_nothing(monitor: Monitor, scores: Scores) -> None:
     await monitor.deploy(1, scores.baseline)
     await monitor.handled(Topic.MODEL_DEPLOYED, 1)
-    await monitor.inspect(1, scores.normal)
+    await monitor.reference(1, scores.normal)
+    await monitor.inspect(1, scores.baseline)
 
-    await monitor.handled(Topic.INSPECTION_COMPLETED, IMAGES)
+    await monitor.handled(Topic.INSPECTION_COMPLETED, 2 * IMAGES)
     assert await monitor.announced() == []
     values = monitor.gauges("screwops_monitor_signal")
     thresholds = monitor.gauges("screwops_monitor_signal_threshold")
+    figures = monitor.gauges("screwops_monitor_reference", by="figure")
     print(
         f"normal light: PSI {values['score_drift']:.3f} (alarm above "
-        f"{thresholds['score_drift']:.3f}), defect rate {values['defect_rate']:.3f}"
+        f"{thresholds['score_drift']:.3f}), defect rate {values['defect_rate']:.3f}; reference: "
+        f"defect rate {figures['defect_rate']:.3f}, the test split's "
+        f"{figures['evaluation_defect_rate']:.3f}, PSI between them {figures['evaluation_psi']:.3f}"
     )
     assert values["score_drift"] < thresholds["score_drift"]
+    assert set(figures) == {"defect_rate", "evaluation_defect_rate", "evaluation_psi"}
 
 
 async def test_drifted_light_raises_the_alarm_once_and_asks_for_training_once(
@@ -294,8 +307,9 @@ async def test_drifted_light_raises_the_alarm_once_and_asks_for_training_once(
 ) -> None:
     await monitor.deploy(1, scores.baseline)
     await monitor.handled(Topic.MODEL_DEPLOYED, 1)
+    await monitor.reference(1, scores.normal)
     sent = await monitor.inspect(1, scores.shifted)
-    await monitor.handled(Topic.INSPECTION_COMPLETED, IMAGES)
+    await monitor.handled(Topic.INSPECTION_COMPLETED, 2 * IMAGES)
 
     announced = await monitor.announced()
     degraded = [e for e in announced if isinstance(e, ModelDegraded)]
@@ -320,21 +334,25 @@ async def test_drifted_light_raises_the_alarm_once_and_asks_for_training_once(
     )
     assert payload.requested_by == "monitor"
 
-    # Killed and started again: the fired alarm and the window come back from the database.
+    # Killed and started again: the fired alarm, the reference and the window come back from
+    # the database.
     await monitor.stop()
     service = await monitor.start()
     await monitor.inspect(1, scores.shifted[:20])
     await monitor.handled(Topic.INSPECTION_COMPLETED, 20)
     assert len(await monitor.announced()) == len(announced), "still fired: nothing new"
     windows = monitor.gauges("screwops_monitor_window", by="window")
-    assert windows["inspections"] == IMAGES, "the window was rebuilt, full"
+    assert windows == {"reference": IMAGES, "inspections": IMAGES, "reviews": 0}, "rebuilt, full"
 
-    # A new version: armed again, fires again; the cooldown (in the database) holds training.
+    # A new version: a new reference, armed again, fires again; the cooldown (in the database)
+    # holds training.
     await monitor.deploy(2, scores.baseline)
     await monitor.handled(Topic.MODEL_DEPLOYED, 1)
-    await monitor.inspect(2, scores.shifted)
+    await monitor.inspect(2, scores.normal)
     await monitor.handled(Topic.INSPECTION_COMPLETED, 20 + IMAGES)
-    assert service.handled[Topic.INSPECTION_COMPLETED] == 20 + IMAGES
+    await monitor.inspect(2, scores.shifted)
+    await monitor.handled(Topic.INSPECTION_COMPLETED, 20 + 2 * IMAGES)
+    assert service.handled[Topic.INSPECTION_COMPLETED] == 20 + 2 * IMAGES
 
     before = {e.event_id for e in announced}
     later = [e for e in await monitor.announced() if e.event_id not in before]
