@@ -35,6 +35,7 @@ class ModelKind(StrEnum):
     SUPERVISED = "supervised"
     GOOD_ONLY = "good_only"
 
+
 # MinIO layout (bucket "models"): runs/<run_id>/saved_model/… for the SavedModel,
 # runs/<run_id>/history.json, evaluations/<evaluation_id>.json, triton/<name>/<version>/… for the
 # exported Triton model repository (the source the local repository is filled from).
