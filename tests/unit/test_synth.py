@@ -30,7 +30,7 @@ from screwops_synth import (
 )
 from screwops_synth.cli import PresetName, StyleName, app
 from screwops_synth.measure import zoom_sheet
-from screwops_synth.render import STYLES
+from screwops_synth.render import STYLES, _sample_screw
 from typer.testing import CliRunner
 
 SIZE = 64
@@ -311,6 +311,22 @@ def test_style_dimensions_change_the_screw_within_real_tolerances() -> None:
         beyond: dict[str, Any] = {name: 1.2}
         with pytest.raises(ValueError, match=name):
             Style(**beyond)
+
+
+def test_one_batch_is_one_product_when_its_spread_is_small() -> None:
+    def spread_of(style: Style, field: str) -> float:
+        values = [
+            getattr(_sample_screw(image_rng(3, "p", i), 1024, style), field) for i in range(40)
+        ]
+        return float(np.ptp(values) / np.mean(values))
+
+    # The whole range draws every screw as another product; a line's batch varies by a few %.
+    for field in ("length", "head_radius", "pitch"):
+        assert spread_of(Style(), field) > 0.15
+        assert spread_of(Style(dimension_spread=0.1), field) < 0.05
+    assert MVTEC_SCREW.dimension_spread == HOLDOUT.dimension_spread <= 0.1
+    with pytest.raises(ValueError, match="dimension_spread"):
+        Style(dimension_spread=1.5)
 
 
 def test_the_shifted_style_has_other_light_and_screws() -> None:

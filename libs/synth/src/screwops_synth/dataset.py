@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +51,15 @@ class GenerateSummary:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named data set: images per class folder, their size, their seed and the defects' look."""
+    """A named data set: images per class folder, their size, their seed, the defects' look and
+    how much the screws' shape varies (``Style.dimension_spread``)."""
 
     name: str
     counts: Mapping[str, int]
     size: int
     seed: int
     look: DefectLook
+    dimension_spread: float = 1.0
 
 
 MVTEC_SCREW = Preset(
@@ -75,6 +77,8 @@ MVTEC_SCREW = Preset(
     size=1024,
     seed=17,
     look="subtle",
+    # One product, as on a real line: its screws differ by a per cent or two.
+    dimension_spread=0.1,
 )
 HOLDOUT = Preset(
     name="holdout",
@@ -83,6 +87,7 @@ HOLDOUT = Preset(
     size=1024,
     seed=1017,
     look="subtle",
+    dimension_spread=0.1,
 )
 PRESETS = {preset.name: preset for preset in (MVTEC_SCREW, HOLDOUT)}
 
@@ -163,14 +168,16 @@ def generate_preset(
 ) -> GenerateSummary:
     """Write a preset's data set, in ``style`` (e.g. ``SHIFTED_STYLE``) when given.
 
-    ``seed`` and ``size`` replace the preset's own, for a second draw or a quick small copy.
+    ``seed`` and ``size`` replace the preset's own, for a second draw or a quick small copy. The
+    preset's dimension spread applies in any style: a shifted style moves the nominal screw, not
+    how much one batch varies.
     """
     return render_dataset(
         out,
         preset.counts,
         seed=preset.seed if seed is None else seed,
         size=preset.size if size is None else size,
-        style=style,
+        style=replace(style or Style(), dimension_spread=preset.dimension_spread),
         look=preset.look,
         workers=workers,
     )

@@ -66,6 +66,11 @@ class Style:
     ``length_scale``, ``head_scale`` and ``pitch_scale`` scale the screw's length, its head (length
     and radius) and its thread pitch from their nominal values, within the tolerance of a real
     batch (at most 10% either way): a new supplier's screws, not another kind of screw.
+    ``dimension_spread`` is the share of the renderer's whole range of screw shapes that one batch
+    spans around the nominal screw: 1.0 draws every screw as a different product (lengths +-12%,
+    8 to 11 turns), as the demo's set does; a real line makes one product, whose screws differ by
+    a per cent or two (0.1), which is what lets a model learn the good screw from good screws
+    alone. The thread's phase and the pose stay random whatever the spread.
     """
 
     background: tuple[float, float] = (150.0, 215.0)
@@ -78,6 +83,7 @@ class Style:
     length_scale: float = 1.0
     head_scale: float = 1.0
     pitch_scale: float = 1.0
+    dimension_spread: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("background", "noise_sigma", "blur_radius"):
@@ -88,6 +94,10 @@ class Style:
             raise ValueError(f"Style.screw_brightness must be > 0, got {self.screw_brightness}")
         if self.lighting_shift <= -1:
             raise ValueError(f"Style.lighting_shift must be > -1, got {self.lighting_shift}")
+        if not 0 <= self.dimension_spread <= 1:
+            raise ValueError(
+                f"Style.dimension_spread must be in [0, 1], got {self.dimension_spread}"
+            )
         for name in ("length_scale", "head_scale", "pitch_scale"):
             scale = getattr(self, name)
             if abs(scale - 1) > _DIMENSION_TOLERANCE:
@@ -276,27 +286,36 @@ def render_sample(
 
 
 def _sample_screw(rng: np.random.Generator, size: int, style: Style) -> _Screw:
-    length = size * rng.uniform(0.52, 0.66) * style.length_scale
-    head_length = length * rng.uniform(0.12, 0.16) * style.head_scale
+    spread = style.dimension_spread
+
+    def draw(low: float, high: float) -> float:
+        value = float(rng.uniform(low, high))
+        if spread == 1.0:  # the whole range, drawn exactly as before the spread existed
+            return value
+        middle = (low + high) / 2
+        return middle + (value - middle) * spread
+
+    length = size * draw(0.52, 0.66) * style.length_scale
+    head_length = length * draw(0.12, 0.16) * style.head_scale
     # The neck follows the nominal head, so a bigger head does not thicken the shank.
-    nominal_head = length * rng.uniform(0.105, 0.13)
-    neck_radius = nominal_head * rng.uniform(0.5, 0.58)
-    thread_start = head_length + length * rng.uniform(0.14, 0.2)
-    tip_length = length * rng.uniform(0.1, 0.14)
-    major = neck_radius * rng.uniform(1.0, 1.08)
-    pitch = (length - thread_start) / rng.uniform(8.0, 11.0) * style.pitch_scale
+    nominal_head = length * draw(0.105, 0.13)
+    neck_radius = nominal_head * draw(0.5, 0.58)
+    thread_start = head_length + length * draw(0.14, 0.2)
+    tip_length = length * draw(0.1, 0.14)
+    major = neck_radius * draw(1.0, 1.08)
+    pitch = (length - thread_start) / draw(8.0, 11.0) * style.pitch_scale
     head_radius = nominal_head * style.head_scale
     return _Screw(
         length=length,
         head_length=head_length,
         head_radius=head_radius,
-        dome=head_length * rng.uniform(0.15, 0.3),
-        slot_width=head_radius * rng.uniform(0.35, 0.5),
-        slot_depth=head_length * rng.uniform(0.3, 0.45),
+        dome=head_length * draw(0.15, 0.3),
+        slot_width=head_radius * draw(0.35, 0.5),
+        slot_depth=head_length * draw(0.3, 0.45),
         neck_radius=neck_radius,
         thread_start=thread_start,
         major=major,
-        minor=major * rng.uniform(0.68, 0.76),
+        minor=major * draw(0.68, 0.76),
         pitch=pitch,
         phase=thread_start + pitch * rng.uniform(0.2, 0.6),
         # Half a pitch of slant across the diameter: a helix seen from the side.
