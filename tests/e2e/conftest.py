@@ -45,6 +45,11 @@ E2E_ENV = {
     # The gate's other floors sit as low: ROC AUC here; per defect type recall and the allowed
     # recall drop follow MIN_DEFECT_RECALL and MAX_ACCURACY_DROP when unset.
     "SCREWOPS_EVALUATOR_MIN_ROC_AUC": "0.5",
+    # The operating point asks for 95 % validation recall; a weak small-data model reaches it only
+    # at a threshold that rejects most good screws (a chaos run's model: AUROC 0.71, threshold
+    # 0.075, accuracy 0.53). Half the validation defects keep these models near their balanced
+    # accuracy, so the scenarios test the wiring, and the threshold is still the trainer's choice.
+    "SCREWOPS_TRAINER_THRESHOLD__MIN_RECALL": "0.5",
     # Drift-triggered retraining (test_retraining.py) needs the shifted screws' images kept and
     # queued for review; its inspections stay below min_observations, so only the reviews'
     # accuracy can ask for the retraining, and the cooldown is shorter than a pipeline run, so a
