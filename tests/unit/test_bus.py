@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
+from aiokafka.errors import RecordTooLargeError, UnknownTopicOrPartitionError
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus, DeadLetter, RetryPolicy
+from screwops_bus import Bus, DeadLetter, RetryPolicy, is_transient
 from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_settings import StackSettings
@@ -120,3 +121,9 @@ async def test_a_transient_error_that_outlasts_the_retries_is_dead_lettered(
     letter = DeadLetter.from_headers(headers)
     assert letter.reason.startswith("gave up after 3 attempts")
     assert letter.attempts == 3
+
+
+def test_kafka_errors_a_retry_can_cure_are_transient_and_the_others_not() -> None:
+    # Right after a broker restart a topic's leader is not known yet: retry, never dead-letter.
+    assert is_transient(UnknownTopicOrPartitionError())
+    assert not is_transient(RecordTooLargeError())

@@ -99,6 +99,10 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, _TRANSIENT):
         return True
+    # aiokafka marks the errors a retry can cure (a topic's leader not elected yet right after a
+    # broker restart: UnknownTopicOrPartition, NotLeaderForPartition...) as retriable.
+    if isinstance(error, KafkaError) and error.retriable:
+        return True
     # urllib3 (under the MinIO client) wraps refused connections in its own hierarchy.
     return type(error).__module__.startswith("urllib3") and "Error" in type(error).__name__
 
