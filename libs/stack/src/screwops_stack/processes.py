@@ -1,9 +1,13 @@
 """Start, find and stop the stack's server processes by the pid each start recorded.
 
-A pid file holds the pid and the process's start time, so ``down`` never signals a process that
-merely reuses an old pid, and never looks processes up by name. Each server is started as the
-leader of its own session, so stopping it also stops the children it spawned (Triton's backend
-stubs, for instance) and nothing else.
+A pid file holds the pid and when the process started, so ``down`` never signals a process that
+merely reuses an old pid, and never looks processes up by name. The start is kept as seconds after
+boot, not as a wall-clock time: Linux derives the boot time that psutil adds to a process's start
+from the wall clock, rounded to whole seconds, at every read, so an NTP adjustment can move every
+``create_time()`` by a second at once (seen in CI: mid-run, every live server looked gone).
+
+Each server is started as the leader of its own session, so stopping it also stops the children it
+spawned (Triton's backend stubs, for instance) and nothing else.
 """
 
 from __future__ import annotations
@@ -27,10 +31,25 @@ class Running:
     rss_bytes: int
 
 
+# How far apart two readings of one process's start may be: the boot time's rounding moves a
+# reading by a whole second. A pid reused by another process that started within this margin would
+# need the whole pid space to wrap in that time.
+_SAME_START_S = 1.5
+
+
+def _since_boot(process: psutil.Process) -> float:
+    """Seconds from boot to the process's start: no wall-clock adjustment moves it."""
+    return process.create_time() - psutil.boot_time()
+
+
 def _read_pidfile(pidfile: Path) -> tuple[int, float] | None:
     try:
         record = json.loads(pidfile.read_text())
-        return int(record["pid"]), float(record["create_time"])
+        pid = int(record["pid"])
+        if "since_boot" in record:
+            return pid, float(record["since_boot"])
+        # Written by a stack from before the start was kept after boot: still running servers.
+        return pid, float(record["create_time"]) - psutil.boot_time()
     except (FileNotFoundError, ValueError, KeyError):
         return None
 
@@ -40,10 +59,10 @@ def find(pidfile: Path) -> psutil.Process | None:
     record = _read_pidfile(pidfile)
     if record is None:
         return None
-    pid, create_time = record
+    pid, since_boot = record
     try:
         process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > 0.01 or not process.is_running():
+        if abs(_since_boot(process) - since_boot) > _SAME_START_S or not process.is_running():
             return None
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -92,8 +111,8 @@ def start(
             env=env,
             start_new_session=True,
         )
-    create_time = psutil.Process(process.pid).create_time()
-    pidfile.write_text(json.dumps({"pid": process.pid, "create_time": create_time, "argv": argv}))
+    since_boot = _since_boot(psutil.Process(process.pid))
+    pidfile.write_text(json.dumps({"pid": process.pid, "since_boot": since_boot, "argv": argv}))
     return process
 
 
