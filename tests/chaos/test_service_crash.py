@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from screwops_contracts import Topic
+from screwops_contracts.runs import RUNS
 from screwops_settings import StackSettings
 from screwops_storage import database
-from screwops_trainer.store import RUNS
 
 from tests.chaos.conftest import crash_service
 from tests.chaos.pipeline import RUN_WITHIN_S, deployed_once, run_pipeline

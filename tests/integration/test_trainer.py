@@ -35,6 +35,7 @@ from screwops_contracts import (
 from screwops_contracts.datasets import Bucket, Label
 from screwops_contracts.events import ModelTrained
 from screwops_contracts.models import MODEL_NAME, run_prefix, saved_model_prefix
+from screwops_contracts.runs import RUNS
 from screwops_imaging import decode, preprocess
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, content_key, sha256_hex
@@ -45,7 +46,7 @@ from screwops_trainer.params import TrainingParams
 from screwops_trainer.provenance import git_sha, package_versions
 from screwops_trainer.scoring import score_saved_model
 from screwops_trainer.service import TrainerService
-from screwops_trainer.store import RUNS, MongoTrainerStore
+from screwops_trainer.store import MongoTrainerStore
 from screwops_validation import handlers as validation_handlers
 from screwops_validation.config import Thresholds
 from screwops_validation.service import ValidationService

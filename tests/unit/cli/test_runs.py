@@ -1,4 +1,4 @@
-"""``screwops runs`` over an in-memory stand-in for the trainer's store: lists, one run, and
+"""``screwops runs`` over an in-memory stand-in for the trainer's records: lists, one run, and
 following a run's epochs until it finishes or fails."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from screwops_cli import runs
+from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
 from screwops_errors import UnavailableError
-from screwops_trainer.store import EpochRecord, RunRecord, RunStatus
 
 from tests.unit.cli.support import screwops
 
@@ -210,14 +210,16 @@ def test_an_unreachable_database_exits_3(store: FakeStore) -> None:
     assert "UNAVAILABLE: MongoDB did not answer" in result.stderr
 
 
-def test_importing_the_trainers_store_does_not_import_tensorflow() -> None:
+def test_the_runs_commands_load_neither_the_trainer_nor_tensorflow() -> None:
     import subprocess
     import sys
 
     probe = (
-        "import sys, screwops_cli.main, screwops_trainer.store; print('tensorflow' in sys.modules)"
+        "import sys, screwops_cli.main, screwops_cli.runs; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('screwops_trainer', 'tensorflow')))"
     )
     found = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
-    assert found.stdout.strip() == "False"
+    assert found.stdout.strip() == "[]"

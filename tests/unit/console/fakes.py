@@ -30,7 +30,8 @@ from screwops.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from screwops_console.records import Epoch, ReportSummary, Run
+from screwops_console.records import ReportSummary
+from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
 
 MODEL = "screw-classifier"
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -345,16 +346,25 @@ def populated() -> Fakes:
     return fakes
 
 
-def run_record(run_id: str, epochs: int, status: str = "finished") -> Run:
-    return Run(
+def run_record(run_id: str, epochs: int, status: RunStatus = "finished") -> RunRecord:
+    return RunRecord(
         run_id=run_id,
         model_name=MODEL,
         status=status,
+        params={"epochs": 10},
+        seed=7,
+        git_sha="abc123",
+        packages={"tensorflow": "2.18"},
         dataset_id="screws",
         dataset_version=1,
-        params={"epochs": 10},
+        dataset_digest="d" * 64,
+        split_key="screws/v1/split.json",
+        split_counts={"train": 140, "validation": 30},
+        cause_event_id="e" * 8,
+        correlation_id="corr-1",
+        attempts=1,
         epochs=[
-            Epoch(
+            EpochRecord(
                 epoch=n,
                 metrics={
                     "loss": 1 / n,
@@ -362,12 +372,14 @@ def run_record(run_id: str, epochs: int, status: str = "finished") -> Run:
                     "accuracy": 1 - 0.5 / n,
                     "val_accuracy": 0.95 - 0.5 / n,
                 },
+                ended_at=T0 + timedelta(seconds=10 * n),
             )
             for n in range(1, epochs + 1)
         ],
         metrics={"accuracy": 0.93, "auc": 0.97},
         best_epoch=epochs - 1 if epochs > 1 else None,
         training_seconds=61.5,
+        **RunRecord.keys(run_id),
         started_at=T0,
         finished_at=T0 + timedelta(minutes=2),
     )
@@ -375,10 +387,10 @@ def run_record(run_id: str, epochs: int, status: str = "finished") -> Run:
 
 @dataclass
 class FakeRuns:
-    runs: list[Run] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
     limits: list[int] = field(default_factory=list)
 
-    async def list_runs(self, limit: int) -> list[Run]:
+    async def list_runs(self, limit: int) -> list[RunRecord]:
         self.limits.append(limit)
         return self.runs[:limit]
 

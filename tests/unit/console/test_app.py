@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,14 +15,14 @@ from PIL import Image
 from screwops_console.charts import learning_curve
 from screwops_console.config import ConsoleSettings
 from screwops_console.images import THUMBNAIL_PX, data_uri, thumbnail
-from screwops_console.records import Epoch, MinioReports, Run, report_key
+from screwops_console.records import MinioReports, report_key
 from screwops_console.web import create_app
 from screwops_contracts.datasets import Bucket
+from screwops_contracts.runs import EpochRecord
 from screwops_gateway.config import GatewaySettings
 from screwops_ingestion.config import IngestionSettings
 from screwops_labeling.config import LabelingSettings
 from screwops_registry.config import RegistrySettings
-from screwops_trainer.store import EpochRecord, RunRecord
 
 from tests.fakes import FakeObjects
 from tests.unit.console.conftest import Console, settings_for
@@ -87,39 +87,6 @@ def test_default_addresses_are_each_services_own(monkeypatch: pytest.MonkeyPatch
     assert (settings.metrics_port, settings.http_port) == (9109, 8080)
 
 
-def test_the_run_view_reads_a_record_as_the_trainer_writes_it() -> None:
-    started = datetime(2026, 11, 24, 9, 0)  # naive, as MongoDB hands it back
-    record = RunRecord(
-        run_id="run-0123456789ab",
-        model_name="screw-classifier",
-        status="finished",
-        params={"epochs": 20, "batch_size": 32},
-        seed=7,
-        git_sha="abc",
-        packages={"tensorflow": "2.18"},
-        dataset_id="screws",
-        dataset_version=2,
-        dataset_digest="d" * 64,
-        split_key="screws/v2/split.json",
-        split_counts={"train": 10},
-        cause_event_id="e",
-        correlation_id="c",
-        attempts=1,
-        epochs=[EpochRecord(epoch=1, metrics={"loss": 0.7}, ended_at=started)],
-        metrics={"accuracy": 0.9},
-        best_epoch=1,
-        artifact_key="runs/run-0123456789ab/saved_model",
-        history_key="runs/run-0123456789ab/history.json",
-        record_key="runs/run-0123456789ab/run.json",
-        started_at=started,
-    )
-    run = Run.model_validate(record.document())
-    assert run.run_id == "run-0123456789ab"
-    assert run.epochs == [Epoch(epoch=1, metrics={"loss": 0.7})]
-    assert run.planned_epochs == 20
-    assert run.started_at.tzinfo is not None
-
-
 async def test_reports_are_read_from_the_datasets_bucket() -> None:
     objects = FakeObjects()
     body = json.dumps(
@@ -151,7 +118,8 @@ def test_report_keys_stay_inside_their_version(dataset: str, version: int) -> No
 
 
 def test_a_learning_curve_draws_each_series_it_has() -> None:
-    epochs = [Epoch(epoch=n, metrics={"loss": 1 / n}) for n in range(1, 4)]
+    ended = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    epochs = [EpochRecord(epoch=n, metrics={"loss": 1 / n}, ended_at=ended) for n in range(1, 4)]
     chart = learning_curve(epochs, ("loss", "val_loss"), title="loss", best_epoch=2)
     assert chart is not None
     assert chart.count("<polyline") == 1

@@ -7,7 +7,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi.testclient import TestClient
-from screwops_console.records import Run
+from screwops_contracts.runs import RunRecord
 from screwops_errors import UnavailableError
 
 from tests.unit.console.conftest import Console
@@ -147,7 +147,7 @@ def test_the_validation_report_is_served_from_storage(console: TestClient) -> No
 
 
 def test_each_section_fails_on_its_own(make_console: Console, fakes: Fakes, address: str) -> None:
-    async def down(limit: int) -> list[Run]:
+    async def down(limit: int) -> list[RunRecord]:
         raise UnavailableError("MongoDB did not answer")
 
     fakes.runs.list_runs = down  # type: ignore[method-assign]

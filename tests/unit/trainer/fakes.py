@@ -21,9 +21,10 @@ from screwops_contracts import (
     DatasetValidated,
 )
 from screwops_contracts.models import ModelKind
+from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
-from screwops_trainer.store import DatasetRecord, EpochRecord, RunRecord, RunStatus
+from screwops_trainer.store import DatasetRecord
 from screwops_validation.config import Thresholds
 from screwops_validation.service import ValidationService
 

@@ -15,11 +15,12 @@ from screwops_contracts.datasets import (
     SplitName,
     dataset_digest,
 )
+from screwops_contracts.runs import RunRecord
 from screwops_errors import IntegrityError, InvalidInputError
 from screwops_trainer.dataset import check_digest, examples
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.provenance import UNKNOWN, git_sha, package_versions
-from screwops_trainer.store import RunRecord, run_id
+from screwops_trainer.store import run_id
 from screwops_validation.measures import Sample
 from screwops_validation.service import digest_rows
 

@@ -14,6 +14,7 @@ from screwops_contracts import TrainingRequested, TrainingRequestedPayload
 from screwops_contracts.datasets import Bucket, Split, SplitName
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import ModelKind, run_prefix, saved_model_prefix
+from screwops_contracts.runs import EpochRecord
 from screwops_errors import (
     FailedPreconditionError,
     IntegrityError,
@@ -21,7 +22,7 @@ from screwops_errors import (
     NotFoundError,
 )
 from screwops_trainer.service import EpochSink, TrainingStoppedError
-from screwops_trainer.store import EpochRecord, run_id
+from screwops_trainer.store import run_id
 from screwops_trainer.threshold import ThresholdError, choose_threshold
 
 from tests.support import eventually

@@ -2,8 +2,9 @@
 
 The trainer writes a run's record when it starts, adds each epoch's metrics as training goes and
 completes it when the model is stored (``finished``) or the run failed (``failed``). These
-commands read those records through the trainer's own store (``screwops_trainer.store``, which
-does not import TensorFlow), so they show exactly what the trainer wrote.
+commands read those records through their contract (``screwops_contracts.runs``, the schema the
+trainer writes them with), so they show exactly what the trainer wrote without the trainer
+package.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from screwops_contracts.runs import RUNS, RunRecord, RunStatus, run_record
 from screwops_errors import TransientError
 from screwops_settings import StackSettings
+from screwops_storage import Document, database, mongo_errors
 
 from screwops_cli.common import ExitCode, Json, calling, console, emit, fail
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from screwops_trainer.store import RunRecord, RunStatus
+    from motor.motor_asyncio import AsyncIOMotorDatabase
 
 app = typer.Typer(help="Training runs, with their epochs (from the trainer's records).")
 
@@ -33,7 +36,7 @@ SHOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class RunStore(Protocol):
-    """What these commands read (``screwops_trainer.store.MongoTrainerStore`` has it)."""
+    """What these commands read."""
 
     async def run(self, run: str) -> RunRecord | None:
         """One run's record."""
@@ -46,18 +49,38 @@ class RunStore(Protocol):
         ...
 
 
+class MongoRuns:
+    """:class:`RunStore` over the trainer's collection (read-only)."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self._collection = db[RUNS]
+
+    async def run(self, run: str) -> RunRecord | None:
+        with mongo_errors():
+            found = await self._collection.find_one({"_id": run})
+        return None if found is None else run_record(found)
+
+    async def list_runs(
+        self, *, limit: int = 50, dataset_id: str | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
+        query: dict[str, Any] = {}
+        if dataset_id is not None:
+            query["dataset_id"] = dataset_id
+        if status is not None:
+            query["status"] = status
+        with mongo_errors():
+            found = await (
+                self._collection.find(query).sort("started_at", -1).limit(limit).to_list(limit)
+            )
+        return [run_record(document) for document in found]
+
+
 @asynccontextmanager
 async def mongo_store() -> AsyncIterator[RunStore]:
-    """The trainer's store on the stack's MongoDB (the trainer package imported only here)."""
-    try:
-        from screwops_trainer.store import MongoTrainerStore
-    except ModuleNotFoundError:
-        fail("the trainer package is not installed here (uv sync installs it)", ExitCode.USAGE)
-    from screwops_storage import database
-
+    """The trainer's runs on the stack's MongoDB."""
     db = database(StackSettings().mongo, appname="screwops-cli")
     try:
-        yield MongoTrainerStore(db)
+        yield MongoRuns(db)
     finally:
         db.client.close()
 
@@ -194,9 +217,8 @@ async def _reread(store: RunStore, last: RunRecord) -> RunRecord:
 
 
 def _planned(run: RunRecord) -> int:
-    """Epochs the run may take: its params' ``epochs`` (early stopping may end it sooner)."""
-    planned = run.params.get("epochs")
-    return planned if isinstance(planned, int) and planned > 0 else max(len(run.epochs), 1)
+    """Epochs the run may take, for a progress bar: at least those it took, and never 0."""
+    return run.planned_epochs or max(len(run.epochs), 1)
 
 
 def epoch_figures(run: RunRecord) -> str:

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from html import escape
 
 from markupsafe import Markup
-
-from screwops_console.records import Epoch
+from screwops_contracts.runs import EpochRecord
 
 # Training series solid, validation series dashed in the same colour.
 COLOURS = ("#1f6feb", "#d9480f", "#2b8a3e", "#862e9c")
@@ -33,7 +32,7 @@ def _range(values: Sequence[float]) -> tuple[float, float]:
 
 
 def learning_curve(
-    epochs: Sequence[Epoch],
+    epochs: Sequence[EpochRecord],
     metrics: Sequence[str],
     *,
     title: str,

@@ -3,9 +3,8 @@
 Both are read-only views of what their owner published, parsed leniently (unknown fields are
 ignored) so a field the owner adds never breaks the console:
 
-* the trainer's run records, from its ``training_runs`` collection in MongoDB (the trainer has no
-  API; ``screwops runs`` reads the same records). A unit test checks this view parses a record as
-  the trainer writes it.
+* the trainer's run records, from its collection in MongoDB (the trainer has no API; ``screwops
+  runs`` reads the same records), through their contract ``screwops_contracts.runs``.
 * validation's reports, from the datasets bucket in MinIO, where validation stores them beside
   the version (``<dataset>/v<n>/validation/report.{json,html}``).
 """
@@ -14,71 +13,24 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import DESCENDING
 from screwops_contracts.datasets import Bucket, version_prefix
+from screwops_contracts.runs import RUNS, RunRecord, run_record
 from screwops_errors import IntegrityError, NotFoundError
 from screwops_storage import ObjectStore, mongo_errors
-
-RUNS_COLLECTION = "training_runs"
-"""The trainer's collection of run records (``screwops_trainer.store.RUNS``)."""
 
 DATASET_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 """A dataset id as ingestion accepts it (ingestion.proto, UploadHeader.dataset_id)."""
 
 
-def _aware(value: Any) -> Any:
-    # MongoDB hands datetimes back naive unless the client is tz_aware; they are UTC.
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-class Epoch(BaseModel):
-    """One finished epoch of a run and Keras' metrics for it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    epoch: int
-    metrics: dict[str, float]
-
-
-class Run(BaseModel):
-    """A training run as the pipeline page shows it."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    run_id: str
-    model_name: str = ""
-    status: str
-    dataset_id: str
-    dataset_version: int
-    params: dict[str, Any] = Field(default_factory=dict)
-    epochs: list[Epoch] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    best_epoch: int | None = None
-    training_seconds: float | None = None
-    error: str | None = None
-    started_at: datetime
-    finished_at: datetime | None = None
-
-    _aware = field_validator("started_at", "finished_at", mode="before")(_aware)
-
-    @property
-    def planned_epochs(self) -> int | None:
-        """The epochs the run's params allow (early stopping may end it sooner)."""
-        value = self.params.get("epochs")
-        return value if isinstance(value, int) else None
-
-
 class RunSource(Protocol):
     """Where the pipeline page gets runs from."""
 
-    async def list_runs(self, limit: int) -> list[Run]:
+    async def list_runs(self, limit: int) -> list[RunRecord]:
         """The latest runs first."""
         ...
 
@@ -87,9 +39,9 @@ class MongoRuns:
     """:class:`RunSource` over the trainer's collection (read-only)."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
-        self._collection = db[RUNS_COLLECTION]
+        self._collection = db[RUNS]
 
-    async def list_runs(self, limit: int) -> list[Run]:
+    async def list_runs(self, limit: int) -> list[RunRecord]:
         with mongo_errors():
             found = await (
                 self._collection.find({}).sort("started_at", DESCENDING).limit(limit).to_list(limit)
@@ -97,7 +49,7 @@ class MongoRuns:
         runs = []
         for document in found:
             try:
-                runs.append(Run.model_validate(document))
+                runs.append(run_record(document))
             except ValidationError:
                 continue  # a record this view cannot show is left out, not fatal to the page
         return runs

@@ -40,6 +40,7 @@ from screwops.v1 import (
 )
 from screwops_contracts.datasets import DEFECT_TYPES
 from screwops_contracts.models import PRODUCTION_ALIAS
+from screwops_contracts.runs import RunRecord
 from screwops_errors import ScrewOpsError
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
@@ -47,13 +48,7 @@ from screwops_console.backends import BackendError, Backends, call
 from screwops_console.charts import learning_curve
 from screwops_console.config import ConsoleSettings
 from screwops_console.images import data_uri, thumbnail
-from screwops_console.records import (
-    DATASET_ID,
-    ReportSource,
-    ReportSummary,
-    Run,
-    RunSource,
-)
+from screwops_console.records import DATASET_ID, ReportSource, ReportSummary, RunSource
 
 log = logging.getLogger("screwops.console")
 
@@ -175,7 +170,7 @@ def _kind(kind: registry_pb2.ModelKind.ValueType) -> str:
 class RunRow:
     """A training run with its learning curves."""
 
-    run: Run
+    run: RunRecord
     loss_chart: Any
     accuracy_chart: Any
 

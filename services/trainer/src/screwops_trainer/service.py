@@ -55,6 +55,7 @@ from screwops_contracts.datasets import (
 )
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.runs import EpochRecord, RunRecord
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -72,13 +73,7 @@ from screwops_trainer.dataset import (
     pixels,
 )
 from screwops_trainer.params import TrainingParams
-from screwops_trainer.store import (
-    DatasetRecord,
-    EpochRecord,
-    RunRecord,
-    TrainerStore,
-    run_id,
-)
+from screwops_trainer.store import DatasetRecord, TrainerStore, run_id
 from screwops_trainer.threshold import Scores, ThresholdError, ThresholdRules, choose_threshold
 
 log = logging.getLogger("screwops.trainer")

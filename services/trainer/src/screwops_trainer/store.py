@@ -1,16 +1,14 @@
 """Trainer's metadata in MongoDB: its training runs, and the dataset versions it has heard of.
 
-Trainer owns two collections and no other service reads them:
+Trainer owns two collections and is the only service that writes them:
 
-* ``training_runs``: one record per run, ``_id`` the run id (derived from the model name, the
-  data's digest and the params), so training the same thing again finds the same record. The
-  record is written when a run starts (status ``running``), gets each epoch's metrics as training
-  goes, and is completed once the artifacts are stored (``finished``) or the run failed
-  (``failed``). ``attempts`` counts starts: a run a killed trainer left ``running`` is started
-  again, and an epoch of the old attempt can never land in the new one.
+* ``training_runs`` (:data:`screwops_contracts.runs.RUNS`): one record per run. Its schema is a
+  contract, :class:`screwops_contracts.runs.RunRecord`, because the console and ``screwops runs``
+  read it (the trainer has no API for its runs); that module says how a record goes through a run.
 * ``trainer_datasets``: the verdict on each version, from ``dataset.validated`` and
   ``dataset.rejected``. Services share only events, so this is how the trainer knows the newest
-  validated version when ``training.requested`` names none, and refuses a rejected one.
+  validated version when ``training.requested`` names none, and refuses a rejected one. No other
+  service reads it.
 """
 
 from __future__ import annotations
@@ -18,19 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from pymongo import DESCENDING, ReturnDocument
 from screwops_contracts import DatasetRejected, DatasetValidated
-from screwops_contracts.models import ModelKind, run_prefix, saved_model_prefix
+from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord, RunStatus
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
 from screwops_trainer.params import TrainingParams
 
-RUNS = "training_runs"
 DATASETS = "trainer_datasets"
 
 INDEXES = (
@@ -43,7 +40,6 @@ INDEXES = (
 
 R = TypeVar("R", bound="Record")
 
-RunStatus = Literal["running", "finished", "failed"]
 Verdict = Literal["validated", "rejected"]
 
 
@@ -61,30 +57,6 @@ def run_id(model_name: str, dataset_digest: str, params: TrainingParams) -> str:
 def dataset_record_id(dataset_id: str, version: int) -> str:
     """The ``_id`` of a version's verdict: one per version, however often it is announced."""
     return f"{dataset_id}@v{version}"
-
-
-def _utc(value: datetime) -> datetime:
-    # MongoDB stores UTC; a client without tz_aware hands it back naive.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-class Record(BaseModel):
-    """Base of the stored records: unknown fields refused, datetimes always aware."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _aware(cls, value: Any) -> Any:
-        return _utc(value) if isinstance(value, datetime) else value
-
-    def document(self) -> dict[str, Any]:
-        """The MongoDB document: the record's fields, its id as ``_id``."""
-        return {"_id": self.key, **self.model_dump(mode="python")}
-
-    @property
-    def key(self) -> str:
-        raise NotImplementedError
 
 
 class DatasetRecord(Record):
@@ -132,70 +104,6 @@ class DatasetRecord(Record):
             event_id=str(event.event_id),
             announced_at=event.occurred_at,
         )
-
-
-class EpochRecord(BaseModel):
-    """One finished epoch: its number (from 1), Keras' metrics and when it ended."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epoch: int = Field(ge=1)
-    metrics: dict[str, float]
-    ended_at: datetime
-
-    @field_validator("ended_at", mode="before")
-    @classmethod
-    def _aware(cls, value: Any) -> Any:
-        return _utc(value) if isinstance(value, datetime) else value
-
-
-class RunRecord(Record):
-    """One training run: what it was fed and with what, how it went, and where its model is."""
-
-    run_id: str
-    model_name: str
-    status: RunStatus
-    params: dict[str, Any] = Field(description="TrainingParams, as JSON.")
-    seed: int
-    git_sha: str
-    packages: dict[str, str]
-    dataset_id: str
-    dataset_version: int
-    dataset_digest: str
-    split_key: str
-    split_counts: dict[str, int]
-    cause_event_id: str = Field(description="The event that started the latest attempt.")
-    correlation_id: str
-    attempts: int = Field(0, ge=0)
-    epochs: list[EpochRecord] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    best_epoch: int | None = None
-    training_seconds: float | None = None
-    model_kind: ModelKind = ModelKind.SUPERVISED
-    threshold: float | None = Field(
-        None,
-        description="The decision threshold chosen on the validation split once the model was "
-        "exported; None until then (and for runs recorded before thresholds were chosen).",
-    )
-    artifact_key: str
-    history_key: str
-    record_key: str
-    error: str | None = None
-    started_at: datetime
-    finished_at: datetime | None = None
-
-    @property
-    def key(self) -> str:
-        return self.run_id
-
-    @staticmethod
-    def keys(run: str) -> dict[str, str]:
-        """Where a run's artifacts go in the models bucket (fixed by its id)."""
-        return {
-            "artifact_key": saved_model_prefix(run),
-            "history_key": f"{run_prefix(run)}/history.json",
-            "record_key": f"{run_prefix(run)}/run.json",
-        }
 
 
 class TrainerStore(Protocol):
@@ -345,13 +253,8 @@ def _load(model: type[R], document: Mapping[str, Any] | None) -> R | None:
 __all__ = [
     "DATASETS",
     "INDEXES",
-    "RUNS",
     "DatasetRecord",
-    "EpochRecord",
     "MongoTrainerStore",
-    "Record",
-    "RunRecord",
-    "RunStatus",
     "TrainerStore",
     "dataset_record_id",
     "run_id",
