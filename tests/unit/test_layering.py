@@ -1,6 +1,10 @@
 """Libs sit below services: a lib that imports a service drags the service (and whatever it
 imports, TensorFlow included) into every lib user, and hides a contract in a service's module.
-What services share goes in a lib (``screwops_contracts`` for the records they exchange)."""
+What services share goes in a lib (``screwops_contracts`` for the records they exchange).
+
+Every service has the same shape (docs/adding-a-service.md), so knowing one means knowing all,
+and no function grows past a screen, so each can be read and tested as one piece. What deviates
+today is listed here with its reason, exactly: a list entry that is no longer needed fails too."""
 
 from __future__ import annotations
 
@@ -24,10 +28,47 @@ REFLECTIVE = {
     "libs/cli/src/screwops_cli/common.py",
 }
 
+MODULES = ("__main__", "config", "service", "store")
+"""The modules of every service; one that consumes events has ``handlers`` too."""
+
+# (service, module) pairs missing today, each with why the service may lack it.
+MISSING_MODULES = {
+    # issue 23 item 1: console routers. A web app over the other services' APIs: its pages
+    # (web.py) stand where service.py would, and it owns no collection or bucket (records.py
+    # only reads what the trainer and validation publish).
+    ("console", "service"),
+    ("console", "store"),
+}
+
+MAX_FUNCTION_LINES = 80
+
+# Functions and methods longer than that today, each with which change will split it.
+LONG_FUNCTIONS = {
+    # issue 23 item 1: console routers; each page's routes move out of create_app.
+    "services/console/src/screwops_console/web.py::create_app",
+    # issue 23: one SVG helper each for the grid, the axes, the series and the legend.
+    "services/console/src/screwops_console/charts.py::learning_curve",
+    # issue 23: infra validation, the report and the record each get their own method.
+    "services/evaluator/src/screwops_evaluator/service.py::EvaluatorService._evaluate",
+    # issue 23: the split, the assertions and the report each get their own pure function.
+    "services/validation/src/screwops_validation/service.py::analyse",
+}
+
+
+def sources(pattern: str, root: Path = ROOT) -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(root.glob(pattern)):
+        yield path.relative_to(root).as_posix(), ast.parse(path.read_text(), filename=str(path))
+
 
 def lib_sources() -> Iterator[tuple[str, ast.Module]]:
-    for path in sorted(ROOT.glob("libs/*/src/**/*.py")):
-        yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(), filename=str(path))
+    return sources("libs/*/src/**/*.py")
+
+
+def written_sources() -> Iterator[tuple[str, ast.Module]]:
+    """Lib and service sources, without the code generated from the protos."""
+    for name, tree in [*lib_sources(), *sources("services/*/src/**/*.py")]:
+        if not name.startswith("libs/protos/"):
+            yield name, tree
 
 
 def imported_modules(tree: ast.Module) -> Iterator[tuple[int, str]]:
@@ -38,19 +79,53 @@ def imported_modules(tree: ast.Module) -> Iterator[tuple[int, str]]:
             yield node.lineno, node.module
 
 
-def calls_import_module(tree: ast.Module) -> bool:
+def called_names(tree: ast.Module) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            if name == "import_module":
-                return True
-    return False
+            if name is not None:
+                yield name
+
+
+def calls_import_module(tree: ast.Module) -> bool:
+    return "import_module" in called_names(tree)
+
+
+def consumes_events(tree: ast.Module) -> bool:
+    """Whether the module registers a consumer: ``@bus.consumer(...)``, or a broker's own
+    ``subscriber(...)`` for a service that went around the bus."""
+    return not {"consumer", "subscriber"}.isdisjoint(called_names(tree))
+
+
+def missing_modules(package: Path) -> set[str]:
+    """The house modules ``package`` lacks; a module is a ``.py`` file or a subpackage."""
+    trees = [tree for _, tree in sources("**/*.py", package)]
+    required = {*MODULES, "handlers"} if any(map(consumes_events, trees)) else set(MODULES)
+    present = {path.stem for path in package.glob("*.py")}
+    present |= {path.parent.name for path in package.glob("*/__init__.py")}
+    return required - present
+
+
+def functions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """Every function and method under ``node``, nested ones too, by qualified name (``Class.
+    method``, ``outer.inner``) with its length in lines, decorators excluded."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            name = prefix + child.name
+            yield name, (child.end_lineno or child.lineno) - child.lineno + 1
+            yield from functions(child, f"{name}.")
+        elif isinstance(child, ast.ClassDef):
+            yield from functions(child, f"{prefix}{child.name}.")
+        else:
+            yield from functions(child, prefix)
 
 
 def test_there_are_services_and_libs_to_check() -> None:
     assert {"trainer", "console", "gateway"} <= set(SERVICES)
     assert any(name.startswith("libs/cli/") for name, _ in lib_sources())
+    assert any(name.startswith("services/trainer/") for name, _ in written_sources())
+    assert not any(name.startswith("libs/protos/") for name, _ in written_sources())
 
 
 def test_no_lib_imports_a_service() -> None:
@@ -67,3 +142,43 @@ def test_no_lib_imports_a_service() -> None:
 def test_only_the_listed_lib_modules_import_by_name() -> None:
     reflective = {name for name, tree in lib_sources() if calls_import_module(tree)}
     assert reflective == REFLECTIVE
+
+
+def test_every_service_has_the_house_modules() -> None:
+    missing = {
+        (service, module)
+        for service in SERVICES
+        for module in missing_modules(ROOT / "services" / service / "src" / f"screwops_{service}")
+    }
+    assert missing == MISSING_MODULES
+
+
+def test_a_service_that_consumes_events_needs_handlers(tmp_path: Path) -> None:
+    for module in MODULES:
+        (tmp_path / f"{module}.py").write_text('"""A module."""\n')
+    assert missing_modules(tmp_path) == set()
+    (tmp_path / "wiring.py").write_text("@bus.consumer(DatasetLabeled)\nasync def on(e): ...\n")
+    assert missing_modules(tmp_path) == {"handlers"}
+    (tmp_path / "handlers").mkdir()
+    (tmp_path / "handlers" / "__init__.py").write_text("")
+    (tmp_path / "store.py").unlink()
+    assert missing_modules(tmp_path) == {"store"}
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    found = {
+        f"{name}::{function}"
+        for name, tree in written_sources()
+        for function, lines in functions(tree)
+        if lines > MAX_FUNCTION_LINES
+    }
+    assert found == LONG_FUNCTIONS
+
+
+def test_functions_are_measured_by_qualified_name() -> None:
+    head = "class Outer:\n    @property\n    async def method(self):\n"
+    body = "        x = 1\n" * (MAX_FUNCTION_LINES - 1) + "        def inner(): ...\n"
+    assert dict(functions(ast.parse(head + body))) == {
+        "Outer.method": MAX_FUNCTION_LINES + 1,
+        "Outer.method.inner": 1,
+    }
