@@ -30,3 +30,11 @@ def test_an_unknown_param_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCREWOPS_TRAINER_PARAMS__EPOCS", "3")
     with pytest.raises(ValueError, match="epocs"):
         TrainerSettings()
+
+
+def test_a_good_only_trainer_is_refused_at_start_not_trained_as_a_classifier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREWOPS_TRAINER_MODEL_KIND", "good_only")
+    with pytest.raises(ValueError, match="'good_only' has no learner in this trainer yet"):
+        TrainerSettings()

@@ -8,7 +8,7 @@ so the stack's supervisor can read the ports cheaply.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
@@ -63,3 +63,21 @@ class TrainerSettings(ServiceSettings):
         description="Commit the trainer was built from, recorded with each run; unset: asked "
         "of git at start, 'unknown' where there is no checkout (a container).",
     )
+
+    @field_validator("model_kind")
+    @classmethod
+    def _a_learner_exists(cls, kind: ModelKind) -> ModelKind:
+        """Refuse a kind this trainer has no learner for, rather than mislabel a model.
+
+        The only network here is the supervised classifier: fitted on good screws alone, it learns
+        that everything is good, and a run labelled ``good_only`` would then serve that as an
+        anomaly detector. Validation, the threshold rules, the registry and the gateway know the
+        kind already; the learner is what docs/model.md measures and designs.
+        """
+        if kind is not ModelKind.SUPERVISED:
+            raise ValueError(
+                f"model_kind {kind.value!r} has no learner in this trainer yet: it trains the "
+                "supervised classifier only (docs/model.md, 'Where the model stands on subtle "
+                "defects')"
+            )
+        return kind
