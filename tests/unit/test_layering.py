@@ -48,8 +48,6 @@ LONG_FUNCTIONS = {
     "services/console/src/screwops_console/web.py::create_app",
     # issue 23: infra validation, the report and the record each get their own method.
     "services/evaluator/src/screwops_evaluator/service.py::EvaluatorService._evaluate",
-    # issue 23: the split, the assertions and the report each get their own pure function.
-    "services/validation/src/screwops_validation/service.py::analyse",
 }
 
 

@@ -20,16 +20,19 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 from screwops_bus import Emit
 from screwops_contracts import (
+    AssertionResult,
     DatasetLabeled,
     DatasetRejected,
     DatasetRejectedPayload,
     DatasetValidated,
     DatasetValidatedPayload,
+    SplitCounts,
 )
 from screwops_contracts.datasets import (
     Bucket,
@@ -72,8 +75,10 @@ from screwops_validation.checks import (
 from screwops_validation.config import Thresholds
 from screwops_validation.measures import Sample, measure
 from screwops_validation.report import (
+    DriftFigure,
     DuplicateGroup,
     ImageProblem,
+    NearDuplicates,
     ReportKeys,
     SplitSummary,
     ValidationReport,
@@ -122,31 +127,36 @@ def digest_rows(samples: Sequence[Sample], assignments: Mapping[str, SplitName])
     ]
 
 
-def analyse(
-    manifest: Manifest,
-    labels: LabelSet,
-    samples: Sequence[Sample],
-    rules: Thresholds,
-    *,
-    cause: DatasetLabeled,
-    previous: Split | None = None,
-) -> tuple[ValidationReport, Split]:
-    """Judge a version from its measured samples: every assertion, the split and the report.
+@dataclass(frozen=True)
+class _Findings:
+    """What a version's assertions judge and its report shows, worked out once for both."""
 
-    ``previous`` is the split of the newest earlier validated version: its images keep their
-    split here. Pure: the same inputs give the same report and split, byte for byte.
-    """
-    keys = report_keys(manifest.dataset_id, manifest.version)
-    allowed = [label.value for label in rules.allowed_labels]
-    unique = list({s.image.sha256: s for s in samples}.values())
-    usable = [s for s in unique if s.measure is not None and s.label.label.value in allowed]
+    unique: list[Sample]
+    """Each image once, decoded or not."""
+    usable: list[Sample]
+    """The decoded images with an allowed label: the ones that are split."""
+    assignments: dict[str, SplitName]
+    kept: Mapping[str, SplitName]
+    """The earlier version's split, which the usable images it names keep."""
+    counts: SplitCounts
+    class_counts: dict[str, int]
+    per_split: dict[SplitName, Counter[str]]
+    duplicates: list[list[Sample]]
+    near: NearDuplicates
+    drift: list[DriftFigure]
+
+
+def _split_usable(
+    usable: Sequence[Sample], rules: Thresholds, kept: Mapping[str, SplitName]
+) -> tuple[list[int], dict[str, SplitName]]:
+    """Each usable sample's near-duplicate group, and the split that keeps every group in one
+    split and every image of ``kept`` where it was."""
     measures = [s.measure for s in usable if s.measure is not None]
     groups = cluster(
         [m.phash for m in measures],
         [m.pixel_digest for m in measures],
         rules.near_duplicate_distance,
     )
-    kept = previous.assignments if previous else {}
     assignments = stratified_split(
         [
             SplitUnit(
@@ -163,48 +173,86 @@ def analyse(
         previous=kept,
         model_kind=rules.model_kind,
     )
-    counts = split_counts(assignments)
+    return groups, assignments
+
+
+def _findings(samples: Sequence[Sample], rules: Thresholds, previous: Split | None) -> _Findings:
+    """Split the usable samples and count, group and compare what the assertions judge."""
+    allowed = [label.value for label in rules.allowed_labels]
+    unique = list({s.image.sha256: s for s in samples}.values())
+    usable = [s for s in unique if s.measure is not None and s.label.label.value in allowed]
+    kept = previous.assignments if previous else {}
+    groups, assignments = _split_usable(usable, rules, kept)
     per_class = Counter(s.label.label.value for s in usable)
-    class_counts = {label: per_class.get(label, 0) for label in allowed}
+    return _Findings(
+        unique=unique,
+        usable=usable,
+        assignments=assignments,
+        kept=kept,
+        counts=split_counts(assignments),
+        class_counts={label: per_class.get(label, 0) for label in allowed},
+        per_split={
+            name: Counter(
+                s.label.label.value for s in usable if assignments[s.image.sha256] == name
+            )
+            for name in SPLITS
+        },
+        duplicates=exact_duplicate_groups(samples),
+        near=find_near_duplicates(
+            usable,
+            groups,
+            assignments,
+            max_distance=rules.near_duplicate_distance,
+            listed=rules.max_reported_pairs,
+        ),
+        drift=drift_figures(usable, assignments, rules),
+    )
+
+
+def _assertions(
+    manifest: Manifest,
+    labels: LabelSet,
+    samples: Sequence[Sample],
+    found: _Findings,
+    rules: Thresholds,
+) -> list[AssertionResult]:
+    """Every assertion a version must pass, in the order the report lists them."""
     # A good-only model needs no defect at all: only the good class must be big enough.
     needed = (
-        {Label.GOOD.value: class_counts.get(Label.GOOD.value, 0)}
+        {Label.GOOD.value: found.class_counts.get(Label.GOOD.value, 0)}
         if rules.model_kind == ModelKind.GOOD_ONLY
-        else class_counts
+        else found.class_counts
     )
-    per_split = {
-        name: Counter(s.label.label.value for s in usable if assignments[s.image.sha256] == name)
-        for name in SPLITS
-    }
-    duplicates = exact_duplicate_groups(samples)
-    near = find_near_duplicates(
-        usable,
-        groups,
-        assignments,
-        max_distance=rules.near_duplicate_distance,
-        listed=rules.max_reported_pairs,
-    )
-    drift = drift_figures(usable, assignments, rules)
-    assertions = [
+    return [
         check_images_decode(samples),
-        check_size_and_mode([s.measure for s in unique if s.measure is not None], rules),
+        check_size_and_mode([s.measure for s in found.unique if s.measure is not None], rules),
         check_labels(manifest, labels, rules),
         check_min_per_class(needed, rules.min_per_class),
-        check_enough_for_model(per_split, rules),
-        check_exact_duplicates(duplicates, rules.max_exact_duplicates),
-        check_exact_duplicates_across_splits(usable, assignments),
-        check_near_duplicates(near, rules.max_cross_split_near_duplicates),
-        check_split_drift(drift, counts, rules),
+        check_enough_for_model(found.per_split, rules),
+        check_exact_duplicates(found.duplicates, rules.max_exact_duplicates),
+        check_exact_duplicates_across_splits(found.usable, found.assignments),
+        check_near_duplicates(found.near, rules.max_cross_split_near_duplicates),
+        check_split_drift(found.drift, found.counts, rules),
     ]
-    passed = all(a.passed for a in assertions)
-    split = Split(
-        dataset_id=manifest.dataset_id,
-        version=manifest.version,
-        seed=rules.split_seed,
-        assignments=dict(sorted(assignments.items())),
-        inherited_from=previous.version if previous else None,
-    )
-    report = ValidationReport(
+
+
+def _report(
+    manifest: Manifest,
+    labels: LabelSet,
+    samples: Sequence[Sample],
+    found: _Findings,
+    judged: list[AssertionResult],
+    rules: Thresholds,
+    *,
+    cause: DatasetLabeled,
+    previous: Split | None,
+) -> ValidationReport:
+    """The version's report: the assertions with the numbers behind them, and, when it passes,
+    where its split is and the digest training will be fed."""
+    keys = report_keys(manifest.dataset_id, manifest.version)
+    allowed = [label.value for label in rules.allowed_labels]
+    passed = all(a.passed for a in judged)
+    return ValidationReport(
         dataset_id=manifest.dataset_id,
         version=manifest.version,
         cause_event_id=str(cause.event_id),
@@ -213,18 +261,18 @@ def analyse(
         labeled_count=len(labels.labels),
         excluded_count=len(labels.excluded),
         passed=passed,
-        assertions=assertions,
-        class_stats=class_stats(usable, allowed),
-        class_ratio=class_ratio(class_counts),
+        assertions=judged,
+        class_stats=class_stats(found.usable, allowed),
+        class_ratio=class_ratio(found.class_counts),
         exact_duplicates=[
             DuplicateGroup(
                 pixel_digest=group[0].measure.pixel_digest if group[0].measure else "",
                 filenames=[s.image.filename for s in group],
                 sha256s=[s.image.sha256 for s in group],
             )
-            for group in duplicates
+            for group in found.duplicates
         ],
-        near_duplicates=near,
+        near_duplicates=found.near,
         undecodable=[
             ImageProblem(sha256=s.image.sha256, filename=s.image.filename, reason=s.problem)
             for s in samples
@@ -233,22 +281,52 @@ def analyse(
         split=SplitSummary(
             seed=rules.split_seed,
             fractions=dict(zip([s.value for s in SPLITS], rules.fractions, strict=True)),
-            counts=counts,
+            counts=found.counts,
             per_class={
-                label: {name.value: per_split[name].get(label, 0) for name in SPLITS}
+                label: {name.value: found.per_split[name].get(label, 0) for name in SPLITS}
                 for label in allowed
             },
             inherited_from=previous.version if previous else None,
-            kept=sum(1 for sha256 in assignments if sha256 in kept),
+            kept=sum(1 for sha256 in found.assignments if sha256 in found.kept),
         ),
-        drift=drift,
+        drift=found.drift,
         # ValidationSettings is a Thresholds too: record the rules, never its connections.
         thresholds=rules.rules(),
         keys=keys,
         split_key=keys.split if passed else None,
-        dataset_digest=dataset_digest(digest_rows(usable, assignments)) if passed else None,
+        dataset_digest=(
+            dataset_digest(digest_rows(found.usable, found.assignments)) if passed else None
+        ),
     )
-    return report, split
+
+
+def analyse(
+    manifest: Manifest,
+    labels: LabelSet,
+    samples: Sequence[Sample],
+    rules: Thresholds,
+    *,
+    cause: DatasetLabeled,
+    previous: Split | None = None,
+) -> tuple[ValidationReport, Split]:
+    """Judge a version from its measured samples: every assertion, the split and the report.
+
+    ``previous`` is the split of the newest earlier validated version: its images keep their
+    split here. Pure: the same inputs give the same report and split, byte for byte.
+    """
+    found = _findings(samples, rules, previous)
+    judged = _assertions(manifest, labels, samples, found, rules)
+    split = Split(
+        dataset_id=manifest.dataset_id,
+        version=manifest.version,
+        seed=rules.split_seed,
+        assignments=dict(sorted(found.assignments.items())),
+        inherited_from=previous.version if previous else None,
+    )
+    return (
+        _report(manifest, labels, samples, found, judged, rules, cause=cause, previous=previous),
+        split,
+    )
 
 
 # --- the service -------------------------------------------------------------------------------
