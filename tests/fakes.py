@@ -1,8 +1,10 @@
-"""In-memory stand-ins shared by the unit tests: MinIO, the bus's processed-events collections
-(and a real :class:`Bus` on them), Triton over a real model repository, and a gRPC context."""
+"""In-memory stand-ins shared by the unit tests: MinIO, the bus (one that records what was sent,
+and a real :class:`Bus` on in-memory processed-events collections), Triton over a real model
+repository, and a gRPC context."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
@@ -26,6 +28,7 @@ from screwops_settings import StackSettings
 from screwops_storage import StoredObject
 
 P = TypeVar("P", bound=BaseModel)
+E = TypeVar("E", bound=Event[Any])
 
 # A SavedModel graph starting with these bytes fails to load in :class:`RepositoryTriton`.
 BROKEN = b"broken"
@@ -135,18 +138,38 @@ class FakeDatabase(dict[str, FakeCollection]):
         return self[name]
 
 
-class Emitted(list[Event[Any]]):
-    """Collects what a service emits, built as :meth:`screwops_bus.Bus.emit` of ``producer``
-    would build it (an :class:`screwops_bus.Emit`)."""
+class RecordingBus(list[Event[Any]]):
+    """The bus's sending side as services are handed it (:meth:`emit`, an
+    :class:`screwops_bus.Emit`; :meth:`publish`, a :class:`screwops_bus.Publish`), keeping what
+    went out in order, each event built as :class:`screwops_bus.Bus` of ``producer`` builds it.
+
+    A broker in trouble, for the tests that need one: while ``gate`` is an unset event, every send
+    waits on it (Kafka stalls); while ``down``, every send fails (an outage); ``failures`` are
+    raised by the next sends, one each (the broker did not acknowledge them).
+    """
 
     def __init__(self, producer: str) -> None:
         super().__init__()
         self.producer = producer
+        self.gate: asyncio.Event | None = None
+        self.down = False
+        self.failures: list[Exception] = []
 
-    async def __call__(
-        self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]
-    ) -> None:
-        self.append(event_type.caused_by(cause, payload, producer=self.producer))
+    async def emit(self, event_type: type[Event[P]], payload: P, /, *, cause: Event[Any]) -> None:
+        await self.publish(event_type.caused_by(cause, payload, producer=self.producer))
+
+    async def publish(self, event: Event[Any], /) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise UnavailableError("Kafka did not answer")
+        if self.failures:
+            raise self.failures.pop(0)
+        self.append(event)
+
+    def of(self, event_type: type[E]) -> list[E]:
+        """What went out as ``event_type``: the events sent to its topic."""
+        return [e for e in self if isinstance(e, event_type)]
 
 
 def memory_bus(service: str, *, max_attempts: int = 2) -> Bus:

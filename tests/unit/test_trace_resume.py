@@ -97,7 +97,7 @@ async def test_a_version_ended_by_a_persons_last_label_is_announced_in_the_runs_
 
     async def emit(event_type: type[Event[Any]], payload: Any, *, cause: Event[Any]) -> None:
         traces.append(current_trace_id())
-        await h.emitted(event_type, payload, cause=cause)
+        await h.emitted.emit(event_type, payload, cause=cause)
 
     h = harness(emit=emit)
     event, [image] = h.ingest("screws", 1, [("0.png", None)])
@@ -107,5 +107,5 @@ async def test_a_version_ended_by_a_persons_last_label_is_announced_in_the_runs_
     with tracer.start_as_current_span("SubmitLabel"):
         await h.service.submit_label("screws", image.sha256, Label.GOOD, annotator="ana")
 
-    assert [type(e) for e in h.emitted.events] == [DatasetLabeled]
+    assert [type(e) for e in h.emitted] == [DatasetLabeled]
     assert traces == [delivery.get_span_context().trace_id]

@@ -40,7 +40,7 @@ from screwops_evaluator.service import EvaluatorService, evaluation_id_of, held_
 from screwops_evaluator.staging import Staging, StagingArea, staging_version
 from screwops_serving import export_version, versions_present
 
-from tests.fakes import Emitted, FakeObjects, memory_bus
+from tests.fakes import FakeObjects, RecordingBus, memory_bus
 from tests.support import image_label, manifest_image, model_deployed, model_rolled_back
 from tests.unit.evaluator.builders import LAX, SHARP, evaluation_set, stage_split_version
 from tests.unit.evaluator.fakes import FakeStore, FakeTriton
@@ -60,7 +60,7 @@ class Harness:
     store: FakeStore
     objects: FakeObjects
     triton: FakeTriton
-    emitted: Emitted
+    emitted: RecordingBus
     repository: Path
     scratch: Path
     deployed: list[ModelDeployed] = field(default_factory=list)
@@ -135,13 +135,15 @@ def make_harness(tmp_path: Path, *, gate: Gate | None = None, max_batch_size: in
     store = FakeStore()
     objects = FakeObjects()
     triton = FakeTriton(repository)
-    emitted = Emitted("evaluator")
+    emitted = RecordingBus("evaluator")
     staging = StagingArea(
         triton,
         objects,
         Staging(repository=repository, model=STAGING, max_batch_size=max_batch_size),
     )
-    service = EvaluatorService(store, objects, staging, emitted, gate=gate or Gate(), concurrency=4)
+    service = EvaluatorService(
+        store, objects, staging, emitted.emit, gate=gate or Gate(), concurrency=4
+    )
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     return Harness(service, store, objects, triton, emitted, repository, scratch)

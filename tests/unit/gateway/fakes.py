@@ -1,5 +1,6 @@
-"""In-memory stand-ins for Triton, the serving-state store, MinIO and the bus (unit tests only),
-and a harness that wires them into the gateway's core as ``__main__`` does."""
+"""In-memory stand-ins for Triton, the serving-state store and MinIO (unit tests only), and a
+harness that wires them and the shared recording bus into the gateway's core as ``__main__``
+does."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from screwops_contracts import InspectionCompleted
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -25,6 +25,7 @@ from screwops_gateway.store import ServingModel
 from screwops_storage import StoredObject
 
 from tests.fakes import FakeObjects as SharedFakeObjects
+from tests.fakes import RecordingBus
 
 MODEL = "screw-classifier"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -50,6 +51,7 @@ class FakeTriton:
     gate: asyncio.Event | None = None
     calls: list[tuple[str, int | None, tuple[int, ...], float]] = field(default_factory=list)
     ready_after: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
+    asked_ready: list[tuple[str, int]] = field(default_factory=list)
     evicted: set[tuple[str, int]] = field(default_factory=set)
 
     async def infer(
@@ -79,6 +81,7 @@ class FakeTriton:
     async def wait_ready(
         self, name: str, version: int | None, *, timeout_s: float, interval_s: float = 0.25
     ) -> None:
+        self.asked_ready.append((name, version or 0))
         if self.down:
             raise UnavailableError("asking whether it is ready: failed to connect")
         gate = self.ready_after.get((name, version or 0))
@@ -140,22 +143,6 @@ class FakeObjects(SharedFakeObjects):
         return await super().put_content(bucket, data, prefix=prefix)
 
 
-@dataclass
-class Published:
-    """What the prediction log published, and a switch to make publishing fail or stall."""
-
-    events: list[InspectionCompleted] = field(default_factory=list)
-    fail: bool = False
-    gate: asyncio.Event | None = None
-
-    async def __call__(self, event: InspectionCompleted) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise UnavailableError("Kafka did not answer")
-        self.events.append(event)
-
-
 class CountingMetrics(GatewayMetrics):
     """The real metrics (on the no-op meter), plus what was counted, for assertions."""
 
@@ -189,7 +176,7 @@ class Harness:
     triton: FakeTriton
     store: FakeStateStore
     objects: FakeObjects
-    published: Published
+    published: RecordingBus
     metrics: CountingMetrics
     log: PredictionLog
 
@@ -207,9 +194,9 @@ def harness(
     if production is not None:
         store.models[MODEL] = deployed(production)
     objects = FakeObjects()
-    published = Published()
+    published = RecordingBus("gateway")
     metrics = CountingMetrics()
-    prediction_log = PredictionLog(published, objects, metrics, log_policy or LogPolicy())
+    prediction_log = PredictionLog(published.publish, objects, metrics, log_policy or LogPolicy())
     service = GatewayService(
         triton,
         store,

@@ -11,7 +11,9 @@ from screwops_contracts.datasets import Bucket
 from screwops_gateway.prediction_log import IMAGE_PREFIX, LogPolicy, PredictionLog
 from screwops_storage import content_key, sha256_hex
 
-from tests.unit.gateway.fakes import MODEL, CountingMetrics, FakeObjects, Published, png
+from tests.fakes import RecordingBus
+from tests.support import eventually
+from tests.unit.gateway.fakes import MODEL, CountingMetrics, FakeObjects, png
 
 
 def completed(probability: float) -> InspectionCompleted:
@@ -34,10 +36,10 @@ def completed(probability: float) -> InspectionCompleted:
 
 class Rig:
     def __init__(self, policy: LogPolicy) -> None:
-        self.published = Published()
+        self.published = RecordingBus("gateway")
         self.objects = FakeObjects()
         self.metrics = CountingMetrics()
-        self.log = PredictionLog(self.published, self.objects, self.metrics, policy)
+        self.log = PredictionLog(self.published.publish, self.objects, self.metrics, policy)
 
 
 async def test_an_uncertain_verdict_keeps_its_image_and_a_confident_one_does_not() -> None:
@@ -49,7 +51,7 @@ async def test_an_uncertain_verdict_keeps_its_image_and_a_confident_one_does_not
     rig.log.record(completed(0.95), png(40))
     await rig.log.stop()
 
-    uncertain, confident = rig.published.events
+    uncertain, confident = rig.published
     key = content_key(IMAGE_PREFIX, sha256_hex(image))
     assert uncertain.payload.image_key == key
     assert rig.objects.objects == {(Bucket.INSPECTIONS, key): image}
@@ -64,7 +66,7 @@ async def test_a_sampled_share_keeps_its_image_however_confident() -> None:
         rig.log.record(completed(0.01), png(40, shade=shade))
     await rig.log.stop()
 
-    assert all(e.payload.image_key for e in rig.published.events)
+    assert all(e.payload.image_key for e in rig.published)
     assert len(rig.objects.objects) == 10
 
 
@@ -78,17 +80,21 @@ async def test_sampling_follows_the_inspection_id_so_the_share_holds() -> None:
 
 async def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
     rig = Rig(LogPolicy(queue_size=3, concurrency=1, image_sample_rate=0))
-    rig.published.gate = asyncio.Event()
+    rig.published.gate = asyncio.Event()  # Kafka stalls
     rig.log.start()
+    rig.log.record(completed(0.9), b"")
 
-    for _ in range(10):
+    async def worker_stalled() -> bool | None:
+        return rig.log.pending == 0 or None  # the worker took the event, and waits on Kafka
+
+    await eventually(worker_stalled, within=5, what="the worker to take the event", interval=0.001)
+    for _ in range(9):
         rig.log.record(completed(0.9), b"")
-    await asyncio.sleep(0)
     rig.published.gate.set()
     await rig.log.stop()
 
-    assert len(rig.published.events) + rig.metrics.dropped["queue_full"] == 10
-    assert rig.metrics.dropped["queue_full"] >= 6
+    assert len(rig.published) + rig.metrics.dropped["queue_full"] == 10
+    assert rig.metrics.dropped["queue_full"] == 6  # one in flight, three queued
 
 
 async def test_images_over_the_byte_budget_are_dropped_and_their_events_still_go_out() -> None:
@@ -100,7 +106,7 @@ async def test_images_over_the_byte_budget_are_dropped_and_their_events_still_go
     rig.log.start()
     await rig.log.stop()
 
-    assert [e.payload.image_key is None for e in rig.published.events] == [False, True]
+    assert [e.payload.image_key is None for e in rig.published] == [False, True]
     assert rig.metrics.images_dropped == {"queue_bytes": 1}
 
 
@@ -112,14 +118,14 @@ async def test_a_minio_outage_loses_the_image_but_not_the_event() -> None:
     rig.log.record(completed(0.5), png(40))
     await rig.log.stop()
 
-    [event] = rig.published.events
+    [event] = rig.published
     assert event.payload.image_key is None
     assert rig.metrics.images_dropped == {"store_failed": 1}
 
 
 async def test_a_kafka_outage_is_counted() -> None:
     rig = Rig(LogPolicy(image_sample_rate=0))
-    rig.published.fail = True
+    rig.published.down = True
     rig.log.start()
 
     rig.log.record(completed(0.9), b"")
@@ -138,7 +144,7 @@ async def test_what_cannot_be_published_by_shutdown_is_counted() -> None:
         rig.log.record(completed(0.9), b"")
     await rig.log.stop(timeout_s=0.05)
 
-    assert rig.published.events == []
+    assert rig.published == []
     assert rig.metrics.dropped == {"shutdown": 3}  # the fourth was in flight when cancelled
 
 

@@ -65,7 +65,7 @@ async def test_a_low_probability_is_good_and_reports_everything_needed_to_trust_
     [call] = h.triton.calls
     assert call[:3] == (MODEL, 1, (1, 128, 128, 1))
     await h.service.stop()
-    [event] = h.published.events
+    [event] = h.published
     assert str(event.event_id) == result.inspection_id
     assert event.payload.model_dump(exclude={"latency_ms"}) == {
         "request_id": "req-1",
@@ -254,7 +254,7 @@ async def test_the_trace_id_is_the_callers_and_reaches_the_event() -> None:
     await service.stop()
 
     assert result.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
-    [event] = h.published.events
+    [event] = h.published
     assert event.payload.trace_id == result.trace_id
 
 
@@ -279,7 +279,7 @@ async def test_the_served_versions_own_threshold_decides_and_is_reported() -> No
     await h.service.stop()
 
     assert (result.model_version, result.threshold, result.verdict) == (2, 0.95, Verdict.GOOD)
-    [event] = h.published.events
+    [event] = h.published
     assert (event.payload.threshold, event.payload.verdict) == (0.95, "GOOD")
     assert h.store.models[MODEL].threshold == 0.95, "a restarted instance decides alike"
 
@@ -331,7 +331,11 @@ async def test_production_moves_only_after_the_version_is_ready_and_warm() -> No
     h.triton.ready_after[(MODEL, 2)] = gate
 
     switching = asyncio.create_task(h.service.on_model_deployed(deployment(2)))
-    await asyncio.sleep(0.01)
+
+    async def waiting_for_v2() -> bool | None:
+        return (MODEL, 2) in h.triton.asked_ready or None
+
+    await eventually(waiting_for_v2, within=5, what="the switch to wait for v2", interval=0.001)
     during = await h.service.inspect(frame())
     gate.set()
     await switching
@@ -434,9 +438,7 @@ async def test_the_log_never_delays_an_answer() -> None:
     assert h.log.pending >= 4
     h.published.gate.set()
     await h.service.stop()
-    assert sorted(str(e.event_id) for e in h.published.events) == sorted(
-        r.inspection_id for r in results
-    )
+    assert sorted(str(e.event_id) for e in h.published) == sorted(r.inspection_id for r in results)
 
 
 async def test_every_inspection_gets_its_own_id_even_with_the_same_request_id() -> None:

@@ -11,6 +11,7 @@ import pytest
 from screwops_errors import NotFoundError
 from screwops_gateway.service import Inspection, InspectionResult
 
+from tests.support import eventually
 from tests.unit.gateway.fakes import POLICY, harness, png
 
 IMAGE = png()
@@ -47,8 +48,12 @@ async def test_a_slow_model_stops_the_gateway_reading_frames_beyond_the_window()
         async for result in h.service.inspect_stream(camera.frames()):
             answered.append(result)
 
+    async def window_full() -> bool | None:
+        return len(h.triton.calls) >= 3 or None
+
     consumer = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
+    # Polled every 50 ms: a gateway that reads beyond the window has read on by the time it is seen.
+    await eventually(window_full, within=5, what="3 frames in Triton", interval=0.05)
     pulled_while_blocked = camera.pulled
     in_triton = len(h.triton.calls)
     h.triton.gate.set()
@@ -89,6 +94,9 @@ async def test_a_failed_frame_ends_the_stream_and_abandons_the_frames_behind_it(
 
     with pytest.raises(NotFoundError, match=r"^frame 'a': model_version 9 of"):
         await collect()
-    await asyncio.sleep(0.01)
 
+    async def all_answered() -> bool | None:
+        return len(h.metrics.statuses) >= 4 or None
+
+    await eventually(all_answered, within=5, what="a status for each frame", interval=0.001)
     assert h.metrics.statuses == ["NOT_FOUND", "CANCELLED", "CANCELLED", "CANCELLED"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-from screwops_contracts import Event
 from screwops_contracts.datasets import ManifestImage
 from screwops_ingestion.store import Refusal, VersionRecord
 
@@ -67,10 +65,3 @@ class FakeStore:
 
     async def read_keys(self, dataset_id: str) -> set[str]:
         return set(self.read.get(dataset_id, set()))
-
-
-class Published(list[Event[Any]]):
-    """Collects what the service publishes."""
-
-    async def __call__(self, event: Event[Any]) -> None:
-        self.append(event)

@@ -14,24 +14,24 @@ from screwops_errors import InvalidInputError, PermissionDeniedError
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Limits, Outcome
 
-from tests.fakes import FakeObjects
+from tests.fakes import FakeObjects, RecordingBus
 from tests.support import png
-from tests.unit.ingestion.fakes import FakeStore, Published
+from tests.unit.ingestion.fakes import FakeStore
 
 
 @pytest.fixture
-def parts() -> tuple[FakeStore, FakeObjects, Published]:
-    return FakeStore(), FakeObjects(), Published()
+def parts() -> tuple[FakeStore, FakeObjects, RecordingBus]:
+    return FakeStore(), FakeObjects(), RecordingBus("ingestion")
 
 
 def service(
-    parts: tuple[FakeStore, FakeObjects, Published], *, roots: list[str] | None = None
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], *, roots: list[str] | None = None
 ) -> IngestionService:
     store, objects, published = parts
     return IngestionService(
         store,
         objects,
-        published,
+        published.publish,
         limits=Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=4),
         import_roots=roots or ["/"],
     )
@@ -42,7 +42,7 @@ def files(*seeds: int, label: Label | None = Label.GOOD) -> list[IncomingFile]:
 
 
 async def test_bad_files_are_refused_one_by_one_and_the_rest_go_in(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
     store, objects, published = parts
     batch = [
@@ -75,7 +75,7 @@ async def test_bad_files_are_refused_one_by_one_and_the_rest_go_in(
 
 
 async def test_offering_the_same_files_again_creates_nothing(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
     store, _, published = parts
     ingestion = service(parts)
@@ -89,7 +89,7 @@ async def test_offering_the_same_files_again_creates_nothing(
 
 
 async def test_a_new_version_holds_the_earlier_images_and_the_new_ones(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
     published = parts[2]
     ingestion = service(parts)
@@ -110,18 +110,13 @@ async def test_a_new_version_holds_the_earlier_images_and_the_new_ones(
 
 
 async def test_a_version_left_unpublished_by_a_crash_is_published_at_start(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
-    store, objects, published = parts
+    store, _, published = parts
+    published.failures.append(ConnectionError("kafka went away"))
 
-    async def crash(event: object) -> None:
-        raise ConnectionError("kafka went away")
-
-    crashing = IngestionService(
-        store, objects, crash, limits=Limits(50_000, 512 * 512, 2), import_roots=["/"]
-    )
     with pytest.raises(ConnectionError):
-        await crashing.ingest("screws", files(1), source="upload")
+        await service(parts).ingest("screws", files(1), source="upload")
     assert [v.published for v in store.versions.values()] == [False]
 
     await service(parts).recover()
@@ -144,7 +139,7 @@ def manifest_of(objects: FakeObjects, dataset_id: str) -> Manifest:
 
 
 async def test_an_import_reads_the_mvtec_layout_with_labels_defect_types_and_origin_splits(
-    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
 ) -> None:
     _, objects, published = parts
     tree(
@@ -181,7 +176,7 @@ async def test_an_import_reads_the_mvtec_layout_with_labels_defect_types_and_ori
     ],
 )
 async def test_class_folders_that_name_no_label_refuse_the_whole_import(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
     tmp_path: Path,
     names: tuple[str, ...],
     unknown: str,
@@ -196,7 +191,7 @@ async def test_class_folders_that_name_no_label_refuse_the_whole_import(
 
 
 async def test_a_label_map_names_the_labels_of_other_folders_and_csv_words(
-    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
 ) -> None:
     _, objects, _ = parts
     tree(tmp_path / "folders", "Defective/a.png", "ok/b.png", "loose.png")
@@ -217,7 +212,7 @@ async def test_a_label_map_names_the_labels_of_other_folders_and_csv_words(
 
 
 async def test_a_zip_with_a_csv_refuses_only_its_bad_rows(
-    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
 ) -> None:
     archive = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -237,7 +232,7 @@ async def test_a_zip_with_a_csv_refuses_only_its_bad_rows(
 
 
 async def test_class_folders_give_labels(
-    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
 ) -> None:
     _, objects, _ = parts
     for folder, seed in [("good", 1), ("not-good", 2)]:
@@ -254,7 +249,7 @@ async def test_class_folders_give_labels(
 
 
 async def test_an_import_outside_the_allowed_roots_is_refused(
-    parts: tuple[FakeStore, FakeObjects, Published], tmp_path: Path
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
 ) -> None:
     with pytest.raises(PermissionDeniedError, match="outside the import roots"):
         await service(parts, roots=[str(tmp_path / "allowed")]).import_path(
@@ -264,7 +259,7 @@ async def test_an_import_outside_the_allowed_roots_is_refused(
 
 @pytest.mark.parametrize("dataset_id", ["", "a/b", "../etc", ".hidden", "x" * 65])
 async def test_a_bad_dataset_id_is_refused(
-    parts: tuple[FakeStore, FakeObjects, Published], dataset_id: str
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], dataset_id: str
 ) -> None:
     with pytest.raises(InvalidInputError, match="dataset id"):
         await service(parts).ingest(dataset_id, files(1), source="upload")
@@ -289,7 +284,7 @@ def notification(key: str) -> BucketNotification:
 
 
 async def test_a_ready_marker_that_overtook_its_files_still_gets_the_whole_batch(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
     """MinIO's notifications are keyed by object, so ``_READY`` may be handled before some of
     its batch's files: the version must hold every file dropped before the marker anyway, and
@@ -313,7 +308,7 @@ async def test_a_ready_marker_that_overtook_its_files_still_gets_the_whole_batch
 
 
 async def test_bucket_drops_are_staged_until_the_ready_marker(
-    parts: tuple[FakeStore, FakeObjects, Published],
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
     _, objects, published = parts
     ingestion = service(parts)

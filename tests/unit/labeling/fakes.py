@@ -1,19 +1,18 @@
-"""In-memory stand-ins for labeling's store, MinIO and the bus, plus builders for its inputs."""
+"""In-memory stand-ins for labeling's store and clock, the service wired to them, and builders for
+its inputs."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel
 from screwops_bus import Emit
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
-    Event,
     InspectionCompleted,
     InspectionCompletedPayload,
     TrainingRequested,
@@ -31,9 +30,7 @@ from screwops_labeling.store import (
     VersionStatus,
 )
 
-from tests.fakes import FakeObjects
-
-P = TypeVar("P", bound=BaseModel)
+from tests.fakes import FakeObjects, RecordingBus
 
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -199,20 +196,6 @@ class FakeStore:
                 self.reviews[inspection_id] = replace(item, contributed_to=contributed)
 
 
-@dataclass
-class Emitted:
-    """Collects what the service emits, built exactly as the bus builds it."""
-
-    events: list[Event[Any]] = field(default_factory=list)
-
-    async def __call__(self, event_type: type[Event[P]], payload: P, *, cause: Event[Any]) -> None:
-        self.events.append(event_type.caused_by(cause, payload, producer="labeling"))
-
-    async def publish(self, event: Event[Any]) -> None:
-        """What the bus's ``publish`` gets (events that start their own chain)."""
-        self.events.append(event)
-
-
 class Clock:
     """A clock the test moves by hand (reservations expire, labels get times)."""
 
@@ -233,7 +216,7 @@ class Harness:
     service: LabelingService
     store: FakeStore
     objects: FakeObjects
-    emitted: Emitted
+    emitted: RecordingBus
     clock: Clock
 
     def keep_inspection_image(self, data: bytes) -> tuple[str, str]:
@@ -294,11 +277,11 @@ class Harness:
 
 def harness(*, band: float = 0.15, sample_rate: float = 0.0, emit: Emit | None = None) -> Harness:
     """The service on fakes; it emits into ``emitted`` unless given another ``emit`` (a bus)."""
-    store, objects, emitted, clock = FakeStore(), FakeObjects(), Emitted(), Clock()
+    store, objects, emitted, clock = FakeStore(), FakeObjects(), RecordingBus("labeling"), Clock()
     service = LabelingService(
         store,
         objects,
-        emit or emitted,
+        emit or emitted.emit,
         emitted.publish,
         reservation=timedelta(minutes=10),
         review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),

@@ -19,7 +19,7 @@ GOOD, BAD = Label.GOOD, Label.BAD
 
 
 def labeled_events(h: Harness) -> list[DatasetLabeled]:
-    return [e for e in h.emitted.events if isinstance(e, DatasetLabeled)]
+    return [e for e in h.emitted if isinstance(e, DatasetLabeled)]
 
 
 def label_set(h: Harness, dataset_id: str, version: int) -> LabelSet:

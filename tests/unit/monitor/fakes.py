@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the monitor's store and the bus's publish (unit tests).
+"""An in-memory stand-in for the monitor's store (unit tests).
 
 :class:`FakeStore` keeps the same rules as the Mongo store: a production move only if it is later,
 an alarm or a training request claimed by one cause, and the cooldown measured from the last
@@ -8,9 +8,7 @@ request. Two services built on one fake store are a monitor before and after a r
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-from screwops_contracts import Event
 from screwops_monitor.signals import Observation, Review
 from screwops_monitor.store import Firing, Production, ServedVersion, TrainingClaim
 
@@ -124,21 +122,3 @@ class FakeStore:
 
     async def last_training(self, model_name: str) -> TrainingClaim | None:
         return self.training.get(model_name)
-
-
-class Published(list[Event[Any]]):
-    """Collects what the service publishes (an :class:`screwops_bus.Publish`); ``fail`` makes
-    the next ``fail`` publishes raise, as a broker that did not acknowledge."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail = 0
-
-    async def __call__(self, event: Event[Any], /) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise ConnectionError("Kafka did not acknowledge")
-        self.append(event)
-
-    def of(self, event_type: type[Event[Any]]) -> list[Event[Any]]:
-        return [e for e in self if isinstance(e, event_type)]

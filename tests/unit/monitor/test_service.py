@@ -34,10 +34,10 @@ from screwops_monitor.config import Rules
 from screwops_monitor.service import MonitorService
 from screwops_monitor.signals import defect_bounds
 
-from tests.fakes import FakeObjects, memory_bus
+from tests.fakes import FakeObjects, RecordingBus, memory_bus
 from tests.support import model_deployed, model_rolled_back
 from tests.unit.monitor.builders import evaluator_report, line_scores
-from tests.unit.monitor.fakes import FakeStore, Published
+from tests.unit.monitor.fakes import FakeStore
 
 MODEL = "screw-classifier"
 DATASET = "screws"
@@ -123,7 +123,7 @@ def review(version: int, inspection_id: str, *, correct: bool) -> InspectionRevi
 class Harness:
     store: FakeStore = field(default_factory=FakeStore)
     objects: FakeObjects = field(default_factory=FakeObjects)
-    published: Published = field(default_factory=Published)
+    published: RecordingBus = field(default_factory=lambda: RecordingBus("monitor"))
     clock: Clock = field(default_factory=Clock)
     reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
     rules: Rules = RULES
@@ -138,7 +138,7 @@ class Harness:
         return MonitorService(
             self.store,
             self.objects,
-            self.published,
+            self.published.publish,
             rules=self.rules,
             clock=self.clock,
             meter_provider=MeterProvider(metric_readers=[self.reader]),
@@ -177,10 +177,10 @@ class Harness:
         return sent
 
     def degraded(self) -> list[ModelDegraded]:
-        return [e for e in self.published if isinstance(e, ModelDegraded)]
+        return self.published.of(ModelDegraded)
 
     def requested(self) -> list[TrainingRequested]:
-        return [e for e in self.published if isinstance(e, TrainingRequested)]
+        return self.published.of(TrainingRequested)
 
     def points(self, name: str) -> dict[frozenset[tuple[str, Any]], float]:
         found: dict[frozenset[tuple[str, Any]], float] = {}
@@ -566,7 +566,7 @@ async def test_a_cause_whose_announcement_failed_announces_again_with_the_same_i
     await harness.stream(1, [0.45, 0.55], repeat=9)
     await harness.stream(1, [0.45])
     tipping = inspection(1, 0.55)  # the 20th: the window is judged, and has drifted
-    harness.published.fail = 1
+    harness.published.failures.append(ConnectionError("Kafka did not acknowledge"))
     with pytest.raises(ConnectionError):
         await harness.service.on_inspection_completed(tipping)
     assert harness.published == []

@@ -1,22 +1,20 @@
-"""In-memory stand-ins for the registry's store, Triton and bus (unit tests only).
+"""In-memory stand-ins for the registry's store and Triton (unit tests only).
 
 The fake Triton (:class:`tests.fakes.RepositoryTriton`) reads the real model repository on disk
 (the tests export into ``tmp_path`` with ``screwops_serving``), so eviction and restores are
-checked on real directories; the object store is the shared :class:`tests.fakes.FakeObjects`.
+checked on real directories; the object store and the bus are the shared
+:class:`tests.fakes.FakeObjects` and :class:`tests.fakes.RecordingBus`.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
 from screwops_bus import Bus
 from screwops_contracts import (
     AssertionResult,
-    Event,
     ModelApproved,
     ModelApprovedPayload,
     ModelRejected,
@@ -34,7 +32,7 @@ from screwops_registry.store import (
 )
 from screwops_serving import versions_present
 
-from tests.fakes import FakeObjects, RepositoryTriton
+from tests.fakes import FakeObjects, RecordingBus, RepositoryTriton
 
 
 class FakeStore:
@@ -128,27 +126,6 @@ class FakeTriton(RepositoryTriton):
 
 
 @dataclass
-class Sent:
-    """What the service emitted (caused events) and published (operators' events)."""
-
-    events: list[Event[Any]] = field(default_factory=list)
-    failures: list[Exception] = field(default_factory=list)
-
-    async def emit(
-        self, event_type: type[Event[Any]], payload: BaseModel, *, cause: Event[Any]
-    ) -> None:
-        await self.publish(event_type.caused_by(cause, payload, producer="registry"))
-
-    async def publish(self, event: Event[Any]) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
-        self.events.append(event)
-
-    def of(self, event_type: type[Event[Any]]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, event_type)]
-
-
-@dataclass
 class Harness:
     """A registry service on fakes, and helpers to feed it approvals."""
 
@@ -156,7 +133,7 @@ class Harness:
     store: FakeStore
     objects: FakeObjects
     triton: FakeTriton
-    sent: Sent
+    sent: RecordingBus
     repository: Path
     model: str = "screws"
 
@@ -226,7 +203,7 @@ def harness(
     store = store or FakeStore()
     objects = objects or FakeObjects()
     triton = FakeTriton(repository)
-    sent = Sent()
+    sent = RecordingBus("registry")
     service = RegistryService(
         store,
         objects,

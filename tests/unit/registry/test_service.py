@@ -224,7 +224,7 @@ async def test_a_failed_first_version_leaves_nothing_loaded(h: Harness) -> None:
     assert await h.production() is None
     assert h.present() == []
     assert h.model not in h.triton.loaded
-    assert h.sent.events == []
+    assert h.sent == []
 
 
 async def test_a_missing_artifact_fails_the_version(h: Harness) -> None:
@@ -338,7 +338,7 @@ async def test_a_rejection_is_recorded_and_nothing_is_emitted(h: Harness) -> Non
     [rejection] = h.store.rejections.values()
     assert (rejection.run_id, rejection.evaluation_id) == ("run-x", "eval-run-x")
     assert rejection.checks[0].passed is False
-    assert h.sent.events == []
+    assert h.sent == []
 
 
 async def test_versions_show_their_stage(h: Harness) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from screwops_contracts.models import MODEL_NAME, STAGING_MODEL_NAME
 from screwops_errors import FailedPreconditionError, UnavailableError
 from screwops_serving import CONFIG_FILE
 from screwops_serving.sync import RepositorySync, models_present
+
+from tests.support import eventually
 
 
 class FakeTriton:
@@ -21,9 +24,11 @@ class FakeTriton:
         self.calls: list[tuple[str, str]] = []
         self.broken: set[str] = set()
         self.down = False
+        self.refused = 0
 
     async def served(self) -> dict[str, list[int]]:
         if self.down:
+            self.refused += 1
             raise UnavailableError("triton is down")
         return {name: list(v) for name, v in self.models.items() if v}
 
@@ -139,16 +144,23 @@ async def test_the_ready_file_waits_for_a_pass_that_reached_triton(
     ready = tmp_path / "synced"
     sync = RepositorySync(triton, repository)
 
-    async def passes(n: int) -> None:
-        task = asyncio.create_task(sync.run(every_s=0.01, ready_file=ready))
-        await asyncio.sleep(0.01 * n + 0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async def three_refused() -> bool | None:
+        return triton.refused >= 3 or None
 
-    await passes(3)
+    async def touched() -> bool | None:
+        return ready.exists() or None
+
+    async def sync_until(probe: Callable[[], Awaitable[bool | None]], what: str) -> None:
+        task = asyncio.create_task(sync.run(every_s=0.01, ready_file=ready))
+        try:
+            await eventually(probe, within=5, what=what, interval=0.01)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    await sync_until(three_refused, "three passes Triton refused")
     assert not ready.exists()
     triton.down = False
-    await passes(3)
-    assert ready.exists()
+    await sync_until(touched, "the ready file after Triton answered")
     assert triton.models == {MODEL_NAME: [1]}

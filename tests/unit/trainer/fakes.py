@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from screwops_bus import Emit
 from screwops_contracts import (
     DatasetLabeled,
     DatasetRejected,
@@ -28,7 +29,7 @@ from screwops_trainer.store import DatasetRecord
 from screwops_validation.config import Thresholds
 from screwops_validation.service import ValidationService
 
-from tests.fakes import Emitted, FakeObjects
+from tests.fakes import FakeObjects, RecordingBus
 from tests.unit.validation.builders import File, stage_version
 from tests.unit.validation.fakes import FakeStore as ValidationStore
 
@@ -188,17 +189,18 @@ class FakeScore:
 class Parts:
     store: FakeStore = field(default_factory=FakeStore)
     objects: FakeObjects = field(default_factory=FakeObjects)
-    emitted: Emitted = field(default_factory=lambda: Emitted("trainer"))
+    emitted: RecordingBus = field(default_factory=lambda: RecordingBus("trainer"))
     fit: FakeFit = field(default_factory=FakeFit)
     score: FakeScore = field(default_factory=FakeScore)
     params: TrainingParams = PARAMS
     model_kind: ModelKind = ModelKind.SUPERVISED
+    emit: Emit | None = None  # a real bus's, as in __main__; else into ``emitted``
 
     def service(self) -> TrainerService:
         return TrainerService(
             self.store,
             self.objects,
-            self.emitted,
+            self.emit or self.emitted.emit,
             self.fit,
             self.score,
             model_name="screw-classifier",
@@ -215,9 +217,9 @@ async def validated(
 ) -> DatasetValidated:
     """Stage a labeled version and run the real validation on it: its split and its event."""
     cause: DatasetLabeled = await stage_version(objects, dataset_id, files, version=version)
-    emitted = Emitted("validation")
+    emitted = RecordingBus("validation")
     service = ValidationService(
-        ValidationStore(), objects, emitted, rules=Thresholds(), concurrency=4
+        ValidationStore(), objects, emitted.emit, rules=Thresholds(), concurrency=4
     )
     await service.on_dataset_labeled(cause)
     [event] = emitted

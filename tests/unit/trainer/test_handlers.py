@@ -37,9 +37,7 @@ class Wired:
 @pytest.fixture
 async def wired() -> AsyncIterator[Wired]:
     bus = memory_bus("trainer")
-    parts = Parts()
-    # The service emits through the bus, as in __main__.
-    parts.emitted = bus.emit  # type: ignore[assignment]
+    parts = Parts(emit=bus.emit)  # the service emits through the bus, as in __main__
     handlers.register(bus, parts.service(), max_run_s=600)
     w = Wired(bus, parts)
 

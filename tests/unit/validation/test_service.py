@@ -28,7 +28,7 @@ from screwops_validation.config import Thresholds
 from screwops_validation.report import ValidationReport, render_html
 from screwops_validation.service import ValidationService, report_keys
 
-from tests.fakes import Emitted, FakeObjects, memory_bus
+from tests.fakes import FakeObjects, RecordingBus, memory_bus
 from tests.unit.validation.builders import (
     File,
     bad,
@@ -57,11 +57,11 @@ ASSERTIONS = [
 class Parts:
     store: FakeStore = field(default_factory=FakeStore)
     objects: FakeObjects = field(default_factory=FakeObjects)
-    emitted: Emitted = field(default_factory=lambda: Emitted("validation"))
+    emitted: RecordingBus = field(default_factory=lambda: RecordingBus("validation"))
 
     def service(self, rules: Thresholds | None = None) -> ValidationService:
         return ValidationService(
-            self.store, self.objects, self.emitted, rules=rules or Thresholds(), concurrency=4
+            self.store, self.objects, self.emitted.emit, rules=rules or Thresholds(), concurrency=4
         )
 
     def json(self, key: str) -> Any:
