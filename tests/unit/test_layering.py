@@ -46,8 +46,6 @@ MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS = {
     # issue 23 item 1: console routers; each page's routes move out of create_app.
     "services/console/src/screwops_console/web.py::create_app",
-    # issue 23: infra validation, the report and the record each get their own method.
-    "services/evaluator/src/screwops_evaluator/service.py::EvaluatorService._evaluate",
 }
 
 

@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +42,7 @@ from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 from screwops_bus import Emit
 from screwops_contracts import (
+    AssertionResult,
     Event,
     ModelApproved,
     ModelApprovedPayload,
@@ -62,7 +64,7 @@ from screwops_contracts.datasets import (
     parse_document,
     split_key,
 )
-from screwops_contracts.events import ModelTrained
+from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import evaluation_id_of
 from screwops_errors import (
     FailedPreconditionError,
@@ -268,11 +270,37 @@ class EvaluatorService:
         trained = event.payload
         images = await self._held_out_images(trained.dataset_id, trained.dataset_version)
         inputs = await self._inputs(images)
+        staged, infra = await self._infra_validation(trained, evaluation_id, inputs)
+        verdict = await self._judge(trained, images, inputs, staged, infra)
+        now = _millis(datetime.now(UTC))
+        report = self._report(
+            event,
+            evaluation_id,
+            now,
+            verdict,
+            infra,
+            _image_scores(images, staged, verdict.champion_scores),
+        )
+        key = report_key(evaluation_id)
+        await self._objects.put_named(
+            Bucket.MODELS,
+            key,
+            json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
+            content_type="application/json",
+        )
+        record = _record(event, evaluation_id, now, verdict, key)
+        await self._store.save_evaluation(record)
+        return record
+
+    async def _infra_validation(
+        self, trained: ModelTrainedPayload, evaluation_id: str, inputs: Batch
+    ) -> tuple[Staged | None, InfraValidation]:
+        """The candidate served under the staging name and scored on ``inputs``, or why it could
+        not be: that is an outcome to report, not an error."""
         version = staging_version(evaluation_id)
-        triton_model = self._staging.staging.model
         with self._tracer.start_as_current_span(
             "evaluator.infra_validation",
-            attributes={"screwops.run_id": trained.run_id, "screwops.images": len(images)},
+            attributes={"screwops.run_id": trained.run_id, "screwops.images": len(inputs)},
         ):
             try:
                 staged: Staged | None = await self._staging.serve_and_score(
@@ -283,7 +311,7 @@ class EvaluatorService:
                 staged, failure = None, unservable.reason
                 log.warning("run %s cannot be served: %s", trained.run_id, failure)
         infra = InfraValidation(
-            triton_model=triton_model,
+            triton_model=self._staging.staging.model,
             version=version,
             served=staged is not None,
             check_probability=staged.check_probability if staged else None,
@@ -291,29 +319,47 @@ class EvaluatorService:
             load_seconds=staged.load_seconds if staged else None,
             scoring_seconds=staged.scoring_seconds if staged else None,
         )
+        return staged, infra
+
+    async def _judge(
+        self,
+        trained: ModelTrainedPayload,
+        images: Sequence[LabeledImage],
+        inputs: Batch,
+        staged: Staged | None,
+        infra: InfraValidation,
+    ) -> _Verdict:
+        """The gate's checks; a candidate that served is scored and compared with production,
+        one that did not fails infra validation alone."""
         infra_check = check_infra(
-            triton_model,
-            version,
+            infra.triton_model,
+            infra.version,
             probability=infra.check_probability,
-            failure=failure,
+            failure=infra.failure,
         )
-        candidate: SplitMetrics | None = None
-        champion: ChampionSummary | None = None
-        champion_scores: Probabilities | None = None
         if staged is None:
-            checks = [infra_check]
-        else:
-            candidate = compute_metrics(images, staged.probabilities, threshold=trained.threshold)
-            champion, champion_scores = await self._champion(trained.model_name, images, inputs)
-            comparison = (
-                Comparison()
-                if champion is None
-                else Comparison(champion.version, champion.metrics, champion.skipped)
-            )
-            checks = judge(infra_check, candidate, comparison, self._gate)
-        passed = all(c.passed for c in checks)
-        now = _millis(datetime.now(UTC))
-        report = EvaluationReport(
+            return _Verdict([infra_check])
+        candidate = compute_metrics(images, staged.probabilities, threshold=trained.threshold)
+        champion, champion_scores = await self._champion(trained.model_name, images, inputs)
+        comparison = (
+            Comparison()
+            if champion is None
+            else Comparison(champion.version, champion.metrics, champion.skipped)
+        )
+        checks = judge(infra_check, candidate, comparison, self._gate)
+        return _Verdict(checks, candidate, champion, champion_scores)
+
+    def _report(
+        self,
+        event: ModelTrained,
+        evaluation_id: str,
+        now: datetime,
+        verdict: _Verdict,
+        infra: InfraValidation,
+        images: list[ImageScore],
+    ) -> EvaluationReport:
+        trained = event.payload
+        return EvaluationReport(
             evaluation_id=evaluation_id,
             model_name=trained.model_name,
             run_id=trained.run_id,
@@ -323,50 +369,17 @@ class EvaluatorService:
             artifact_key=trained.artifact_key,
             cause_event_id=str(event.event_id),
             evaluated_at=now,
-            passed=passed,
+            passed=verdict.passed,
             model_kind=trained.model_kind,
             threshold=trained.threshold,
             gate=self._gate,
-            checks=checks,
+            checks=verdict.checks,
             training_metrics=dict(trained.metrics),
-            metrics=candidate,
-            champion=champion,
+            metrics=verdict.candidate,
+            champion=verdict.champion,
             infra=infra,
-            images=_image_scores(images, staged, champion_scores),
+            images=images,
         )
-        key = report_key(evaluation_id)
-        await self._objects.put_named(
-            Bucket.MODELS,
-            key,
-            json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
-            content_type="application/json",
-        )
-        numbers = candidate.flat() if candidate else {}
-        if champion is not None and champion.metrics is not None:
-            numbers["champion_accuracy"] = champion.metrics.accuracy
-            if champion.metrics.recall is not None:
-                numbers["champion_recall"] = champion.metrics.recall
-        record = EvaluationRecord(
-            evaluation_id=evaluation_id,
-            model_name=trained.model_name,
-            run_id=trained.run_id,
-            dataset_id=trained.dataset_id,
-            dataset_version=trained.dataset_version,
-            artifact_key=trained.artifact_key,
-            passed=passed,
-            metrics=numbers,
-            checks=checks,
-            champion_version=(
-                champion.version if champion is not None and champion.metrics else None
-            ),
-            report_key=key,
-            cause_event_id=str(event.event_id),
-            evaluated_at=now,
-            threshold=trained.threshold,
-            model_kind=trained.model_kind,
-        )
-        await self._store.save_evaluation(record)
-        return record
 
     async def _champion(
         self, model_name: str, images: Sequence[LabeledImage], inputs: Batch
@@ -481,6 +494,52 @@ class EvaluatorService:
             ),
             cause=cause,
         )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The gate's checks with the scores behind them, kept together for the report and the
+    record; a candidate that could not be served has no scores."""
+
+    checks: list[AssertionResult]
+    candidate: SplitMetrics | None = None
+    champion: ChampionSummary | None = None
+    champion_scores: Probabilities | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def _record(
+    event: ModelTrained, evaluation_id: str, now: datetime, verdict: _Verdict, key: str
+) -> EvaluationRecord:
+    """The verdict as kept and announced: the candidate's numbers flat, with production's
+    accuracy and recall beside them when it was scored."""
+    trained = event.payload
+    champion = verdict.champion
+    numbers = verdict.candidate.flat() if verdict.candidate else {}
+    if champion is not None and champion.metrics is not None:
+        numbers["champion_accuracy"] = champion.metrics.accuracy
+        if champion.metrics.recall is not None:
+            numbers["champion_recall"] = champion.metrics.recall
+    return EvaluationRecord(
+        evaluation_id=evaluation_id,
+        model_name=trained.model_name,
+        run_id=trained.run_id,
+        dataset_id=trained.dataset_id,
+        dataset_version=trained.dataset_version,
+        artifact_key=trained.artifact_key,
+        passed=verdict.passed,
+        metrics=numbers,
+        checks=verdict.checks,
+        champion_version=champion.version if champion is not None and champion.metrics else None,
+        report_key=key,
+        cause_event_id=str(event.event_id),
+        evaluated_at=now,
+        threshold=trained.threshold,
+        model_kind=trained.model_kind,
+    )
 
 
 def _image_scores(
