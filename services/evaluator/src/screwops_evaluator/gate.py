@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from screwops_contracts import AssertionResult
 
 from screwops_evaluator.config import Gate
-from screwops_evaluator.metrics import SplitMetrics
+from screwops_evaluator.scoring import SplitMetrics
 
 __all__ = [
     "INFRA_VALIDATION",

@@ -76,7 +76,6 @@ from screwops_storage import StoredObject
 
 from screwops_evaluator.config import Gate
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
-from screwops_evaluator.metrics import LabeledImage, Probabilities, SplitMetrics, compute_metrics
 from screwops_evaluator.report import (
     Champion as ChampionSummary,
 )
@@ -86,6 +85,7 @@ from screwops_evaluator.report import (
     InfraValidation,
     report_key,
 )
+from screwops_evaluator.scoring import LabeledImage, Probabilities, SplitMetrics, compute_metrics
 from screwops_evaluator.staging import (
     Batch,
     Staged,

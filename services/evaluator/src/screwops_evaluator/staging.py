@@ -42,7 +42,7 @@ from screwops_errors import (
 from screwops_serving import export_version, remove_version, versions_present
 from screwops_storage import StoredObject
 
-from screwops_evaluator.metrics import Probabilities
+from screwops_evaluator.scoring import Probabilities
 
 log = logging.getLogger("screwops.evaluator")
 

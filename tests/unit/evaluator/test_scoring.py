@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from screwops_contracts.datasets import Label
-from screwops_evaluator.metrics import (
+from screwops_evaluator.scoring import (
     UNSPECIFIED_DEFECT,
     LabeledImage,
     Probabilities,
