@@ -36,7 +36,8 @@ from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import PRODUCTION_ALIAS, saved_model_prefix
 from screwops_registry import handlers
 from screwops_registry.grpc_api import RegistryApi
-from screwops_registry.service import Deployment, RegistryService, triton_prefix
+from screwops_registry.placement import Deployment, Placement, triton_prefix
+from screwops_registry.service import RegistryService
 from screwops_registry.store import (
     AliasMove,
     MongoRegistryStore,
@@ -162,11 +163,9 @@ async def registry(
     triton = TritonModels(settings.triton.grpc_url)
     service = RegistryService(
         store,
-        objects,
-        triton,
+        Placement(objects, triton, Deployment(repository=repository, keep_versions=3)),
         bus.emit,
         bus.publish,
-        deployment=Deployment(repository=repository, keep_versions=3),
         producer="registry",
     )
     handlers.register(bus, service)

@@ -22,7 +22,8 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, NotFoundError
-from screwops_registry.service import Deployment, RegistryService
+from screwops_registry.placement import Deployment, Placement
+from screwops_registry.service import RegistryService
 from screwops_registry.store import (
     Alias,
     AliasMove,
@@ -206,11 +207,9 @@ def harness(
     sent = RecordingBus("registry")
     service = RegistryService(
         store,
-        objects,
-        triton,
+        Placement(objects, triton, Deployment(repository=repository, keep_versions=keep_versions)),
         bus.emit if bus else sent.emit,
         bus.publish if bus else sent.publish,
-        deployment=Deployment(repository=repository, keep_versions=keep_versions),
     )
     return Harness(service, store, objects, triton, sent, repository)
 

@@ -16,7 +16,8 @@ from screwops_errors import (
     NotFoundError,
     UnavailableError,
 )
-from screwops_registry.service import Stage, triton_prefix
+from screwops_registry.placement import triton_prefix
+from screwops_registry.service import Stage
 from screwops_registry.store import MoveKind, VersionStatus
 
 from tests.fakes import BROKEN, FakeObjects

@@ -13,7 +13,8 @@ from screwops_serving import TritonModels
 from screwops_registry import handlers
 from screwops_registry.config import RegistrySettings
 from screwops_registry.grpc_api import RegistryApi
-from screwops_registry.service import Deployment, RegistryService
+from screwops_registry.placement import Deployment, Placement
+from screwops_registry.service import RegistryService
 from screwops_registry.store import MongoRegistryStore
 
 
@@ -23,17 +24,19 @@ def main() -> None:
     store = MongoRegistryStore(runtime.db)
     service = RegistryService(
         store,
-        runtime.objects,
-        TritonModels(settings.stack.triton.grpc_url, load_timeout_s=settings.load_timeout_s),
+        Placement(
+            runtime.objects,
+            TritonModels(settings.stack.triton.grpc_url, load_timeout_s=settings.load_timeout_s),
+            Deployment(
+                repository=settings.triton_repository,
+                keep_versions=settings.keep_versions,
+                max_batch_size=settings.max_batch_size,
+                queue_delay_us=settings.queue_delay_us,
+                check_timeout_s=settings.check_timeout_s,
+            ),
+        ),
         runtime.bus.emit,
         runtime.bus.publish,
-        deployment=Deployment(
-            repository=settings.triton_repository,
-            keep_versions=settings.keep_versions,
-            max_batch_size=settings.max_batch_size,
-            queue_delay_us=settings.queue_delay_us,
-            check_timeout_s=settings.check_timeout_s,
-        ),
         producer=settings.service_name,
     )
     handlers.register(runtime.bus, service)

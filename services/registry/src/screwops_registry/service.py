@@ -1,12 +1,11 @@
 """The registry's domain logic: approved candidates become served versions, and operators move
 ``production`` between them.
 
-An approval is numbered (the next version of its model, one version per training run), its
-SavedModel is exported into Triton's model repository as that version, Triton loads it, and one
-real inference checks that it answers with a probability. Only then are its Triton files kept in
-object storage (``triton/<name>/<N>/``, the repository's source of truth), the ``production`` alias
-moved to it and ``model.deployed`` emitted. A version that cannot load or answer is marked failed
-and taken out of the repository; the alias, and what Triton serves, stay as they were.
+An approval is numbered (the next version of its model, one version per training run) and put
+where Triton serves it (``placement``: exported into Triton's model repository, loaded, checked
+by one real inference, its Triton files kept in object storage). Only then is the ``production``
+alias moved to it and ``model.deployed`` emitted. A version that cannot load or answer is marked
+failed and taken out of the repository; the alias, and what Triton serves, stay as they were.
 
 A version keeps the threshold and kind its approval carries (the trainer chose the threshold on
 validation data, the evaluator judged the model at it), and every ``model.deployed`` and
@@ -19,21 +18,18 @@ in the repository only moves the alias: it takes effect as soon as the event arr
 newest ``keep_versions``, the production version and the one a rollback would return to stay in
 the repository; a version evicted from it comes back from object storage when it is needed.
 
-Nothing here imports a broker, driver or gRPC: the store, the object store, Triton and the bus
-come in as the interfaces below.
+Nothing here imports a broker, driver or gRPC: the store, the placement (over the object store
+and Triton) and the bus come in from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from screwops_bus import Emit, Publish
 from screwops_contracts import (
@@ -45,20 +41,17 @@ from screwops_contracts import (
     ModelRolledBack,
     ModelRolledBackPayload,
 )
-from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import PRODUCTION_ALIAS
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
     NotFoundError,
     PermanentError,
-    ScrewOpsError,
     TransientError,
     UnavailableError,
 )
-from screwops_serving import export_version, remove_version, restore_version, versions_present
-from screwops_storage import StoredObject
 
+from screwops_registry.placement import Placement
 from screwops_registry.store import (
     Alias,
     AliasMove,
@@ -72,16 +65,10 @@ from screwops_registry.store import (
 
 log = logging.getLogger("screwops.registry")
 
-TRITON_PREFIX = "triton"
 # Registrations of one model racing for a number: each loser retries with the next one.
 ALLOCATION_ATTEMPTS = 20
 # Operators moving the alias while an approval deploys: the approval re-reads it and moves again.
 MOVE_ATTEMPTS = 5
-
-
-def triton_prefix(model_name: str, version: int) -> str:
-    """Where a deployed version's Triton files are kept (bucket ``models``)."""
-    return f"{TRITON_PREFIX}/{model_name}/{version}"
 
 
 class Stage(StrEnum):
@@ -111,59 +98,22 @@ class AliasChange:
     move: AliasMove
 
 
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` the registry uses."""
-
-    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
-
-    async def put_directory(
-        self, bucket: str, root: Path, *, prefix: str
-    ) -> list[StoredObject]: ...
-
-
-class Triton(Protocol):
-    """The part of :class:`screwops_serving.TritonModels` the registry uses."""
-
-    async def load(self, name: str) -> None: ...
-
-    async def unload(self, name: str) -> None: ...
-
-    async def ready(self, name: str, version: int | None = None) -> bool: ...
-
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """Where versions are served, how many stay there, and how they are checked."""
-
-    repository: Path
-    keep_versions: int = 3
-    max_batch_size: int = 32
-    queue_delay_us: int = 2000
-    check_timeout_s: float = 30.0
-
-
 class RegistryService:
     """Registers, deploys, promotes and rolls back model versions (see the module docstring)."""
 
     def __init__(
         self,
         store: RegistryStore,
-        objects: Objects,
-        triton: Triton,
+        placement: Placement,
         emit: Emit,
         publish: Publish,
         *,
-        deployment: Deployment,
         producer: str = "registry",
     ) -> None:
         self._store = store
-        self._objects = objects
-        self._triton = triton
+        self._placement = placement
         self._emit = emit
         self._publish = publish
-        self._deployment = deployment
         self._producer = producer
         # Triton loads a model as a whole: one repository change per model at a time in this
         # process. Across processes the alias's compare-and-set keeps the alias consistent.
@@ -207,7 +157,7 @@ class RegistryService:
                 log.warning(
                     "%s failed before (%s); not deploying", record.id, record.failure_reason
                 )
-                await self._discard(name, record.version)
+                await self._placement.discard(name, record.version)
                 return
             try:
                 await self._bring_up(record)
@@ -280,7 +230,9 @@ class RegistryService:
         lost = []
         for alias in await self._store.aliases(PRODUCTION_ALIAS):
             for version in (alias.version, alias.rollback_target()):
-                if version is not None and not await self._triton.ready(alias.model_name, version):
+                if version is not None and not await self._placement.ready(
+                    alias.model_name, version
+                ):
                     lost.append(version_id(alias.model_name, version))
         return lost
 
@@ -438,10 +390,10 @@ class RegistryService:
         The fast path (a deployed version still loaded) takes no lock and only checks it
         answers, which is what makes a rollback immediate.
         """
-        if record.status is VersionStatus.DEPLOYED and await self._triton.ready(
+        if record.status is VersionStatus.DEPLOYED and await self._placement.ready(
             record.model_name, record.version
         ):
-            await self._check(record)
+            await self._placement.check(record)
             return False
         async with self._lock(record.model_name):
             await self._bring_up(record)
@@ -458,15 +410,7 @@ class RegistryService:
         if record.status is VersionStatus.FAILED:
             raise FailedPreconditionError(f"{record.id} failed: {record.failure_reason}")
         try:
-            await self._place(record)
-            await self._triton.load(record.model_name)
-            await self._check(record)
-            if record.status is VersionStatus.REGISTERED:
-                await self._objects.put_directory(
-                    Bucket.MODELS,
-                    self._deployment.repository / record.model_name / str(record.version),
-                    prefix=triton_prefix(record.model_name, record.version),
-                )
+            await self._placement.bring_up(record)
         except PermanentError as error:
             if record.status is VersionStatus.REGISTERED:
                 await self._fail(record, error.message)
@@ -474,61 +418,12 @@ class RegistryService:
                 f"{record.id} cannot be served: {error.message}"
             ) from error
 
-    async def _place(self, record: VersionRecord) -> None:
-        """Put the version's files in Triton's repository.
-
-        A version never served is exported afresh from its SavedModel (replacing whatever a
-        crashed attempt left); a deployed one comes back, unchanged, from the copy kept when it
-        was first checked, unless it is still there.
-        """
-        name, version = record.model_name, record.version
-        repository = self._deployment.repository
-        deployed = record.status is VersionStatus.DEPLOYED
-        if deployed and version in await asyncio.to_thread(versions_present, repository, name=name):
-            return
-        place = functools.partial(
-            restore_version if deployed else export_version,
-            repository=repository,
-            name=name,
-            version=version,
-            max_batch_size=self._deployment.max_batch_size,
-            queue_delay_us=self._deployment.queue_delay_us,
-        )
-        source = triton_prefix(name, version) if deployed else record.artifact_key
-        with tempfile.TemporaryDirectory(prefix="screwops-registry-") as scratch:
-            await self._objects.get_directory(Bucket.MODELS, source, Path(scratch))
-            await asyncio.to_thread(place, Path(scratch))
-
-    async def _check(self, record: VersionRecord) -> None:
-        """One real inference through Triton: readiness alone does not prove the version answers."""
-        try:
-            probability = await self._triton.check(
-                record.model_name, record.version, timeout_s=self._deployment.check_timeout_s
-            )
-        except PermanentError as error:
-            raise FailedPreconditionError(
-                f"{record.id} failed its check: {error.message}"
-            ) from error
-        log.info("%s answered %.4f for a blank image", record.id, probability)
-
     async def _fail(self, record: VersionRecord, reason: str) -> None:
         log.error("%s cannot be served: %s", record.id, reason)
         await self._store.set_status(
             record.model_name, record.version, VersionStatus.FAILED, reason=reason
         )
-        await self._discard(record.model_name, record.version)
-
-    async def _discard(self, model_name: str, version: int) -> None:
-        """Take a version out of the repository and reload: the versions left keep serving."""
-        repository = self._deployment.repository
-        if not await asyncio.to_thread(
-            remove_version, repository, name=model_name, version=version
-        ):
-            return
-        if await asyncio.to_thread(versions_present, repository, name=model_name):
-            await self._triton.load(model_name)
-        else:
-            await self._triton.unload(model_name)
+        await self._placement.discard(record.model_name, record.version)
 
     async def _deploy_alias(self, record: VersionRecord, event: ModelApproved) -> AliasMove:
         """Move production to the approved version, whatever it names by now."""
@@ -592,30 +487,10 @@ class RegistryService:
         await self._publish(event)
 
     async def _evict(self, model_name: str) -> None:
-        """Keep the newest versions, production and the rollback target; remove the rest.
-
-        Housekeeping: Triton keeps serving removed versions until the reload, and a failed
-        reload is logged and done again after the next deployment, never failing a move.
-        """
-        repository = self._deployment.repository
-        present = await asyncio.to_thread(versions_present, repository, name=model_name)
-        keep = set(present[-self._deployment.keep_versions :])
+        """Keep the newest versions, production and the rollback target in the repository."""
         alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
-        if alias is not None:
-            keep.add(alias.version)
-            target = alias.rollback_target()
-            if target is not None:
-                keep.add(target)
-        stale = [version for version in present if version not in keep]
-        if not stale:
-            return
-        for version in stale:
-            await asyncio.to_thread(remove_version, repository, name=model_name, version=version)
-        log.info("evicting versions %s of %s from Triton", stale, model_name)
-        try:
-            await self._triton.load(model_name)
-        except ScrewOpsError as error:
-            log.warning("reloading %s after eviction failed: %s", model_name, error.message)
+        keep = (alias.version, alias.rollback_target()) if alias else ()
+        await self._placement.evict(model_name, keep=[v for v in keep if v is not None])
 
 
 def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:

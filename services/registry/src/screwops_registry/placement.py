@@ -1,0 +1,181 @@
+"""Placement: a version put where Triton serves it, or taken away again.
+
+A version is served from Triton's model repository (``screwops_serving.repository``): placing it
+exports its SavedModel there as that version number, Triton loads the model, and one real
+inference checks that the version answers with a probability (readiness alone does not prove
+it). The files of a version that passed are kept in object storage (``triton/<name>/<N>/``, the
+repository's source of truth), so a version evicted from the repository, or a repository lost
+with its volume, comes back from there unchanged.
+
+Triton loads a model as a whole: taking a version out of the repository reloads the model while
+other versions are left (they keep serving) and unloads it only when none are. Which versions the
+registry needs kept, and which version is production, is the service's business; this module only
+keeps the newest ``keep_versions`` besides those it is told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from screwops_contracts.datasets import Bucket
+from screwops_errors import FailedPreconditionError, PermanentError, ScrewOpsError
+from screwops_serving import export_version, remove_version, restore_version, versions_present
+from screwops_storage import StoredObject
+
+from screwops_registry.store import VersionRecord, VersionStatus
+
+log = logging.getLogger("screwops.registry")
+
+TRITON_PREFIX = "triton"
+
+
+def triton_prefix(model_name: str, version: int) -> str:
+    """Where a deployed version's Triton files are kept (bucket ``models``)."""
+    return f"{TRITON_PREFIX}/{model_name}/{version}"
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` placement uses."""
+
+    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
+
+    async def put_directory(
+        self, bucket: str, root: Path, *, prefix: str
+    ) -> list[StoredObject]: ...
+
+
+class Triton(Protocol):
+    """The part of :class:`screwops_serving.TritonModels` placement uses."""
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+    async def ready(self, name: str, version: int | None = None) -> bool: ...
+
+    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where versions are served, how many stay there, and how they are checked."""
+
+    repository: Path
+    keep_versions: int = 3
+    max_batch_size: int = 32
+    queue_delay_us: int = 2000
+    check_timeout_s: float = 30.0
+
+
+class Placement:
+    """Puts versions where Triton serves them and takes them away (see the module docstring).
+
+    It changes the repository without locking: the caller makes one change per model at a time.
+    """
+
+    def __init__(self, objects: Objects, triton: Triton, deployment: Deployment) -> None:
+        self._objects = objects
+        self._triton = triton
+        self._deployment = deployment
+
+    async def ready(self, model_name: str, version: int) -> bool:
+        """Whether Triton reports the version ready (loaded, not necessarily answering)."""
+        return await self._triton.ready(model_name, version)
+
+    async def bring_up(self, record: VersionRecord) -> None:
+        """Place the version in the repository, load it and check it; the files of a version
+        never served before are kept in object storage once it answered.
+
+        Raises:
+            PermanentError: it cannot be served; nothing is taken away (see :meth:`discard`).
+            TransientError: Triton or storage did not answer.
+        """
+        await self._place(record)
+        await self._triton.load(record.model_name)
+        await self.check(record)
+        if record.status is VersionStatus.REGISTERED:
+            await self._objects.put_directory(
+                Bucket.MODELS,
+                self._deployment.repository / record.model_name / str(record.version),
+                prefix=triton_prefix(record.model_name, record.version),
+            )
+
+    async def check(self, record: VersionRecord) -> None:
+        """One real inference through Triton: readiness alone does not prove the version answers.
+
+        Raises:
+            FailedPreconditionError: it did not answer with a probability.
+        """
+        try:
+            probability = await self._triton.check(
+                record.model_name, record.version, timeout_s=self._deployment.check_timeout_s
+            )
+        except PermanentError as error:
+            raise FailedPreconditionError(
+                f"{record.id} failed its check: {error.message}"
+            ) from error
+        log.info("%s answered %.4f for a blank image", record.id, probability)
+
+    async def discard(self, model_name: str, version: int) -> None:
+        """Take a version out of the repository and reload: the versions left keep serving."""
+        repository = self._deployment.repository
+        if not await asyncio.to_thread(
+            remove_version, repository, name=model_name, version=version
+        ):
+            return
+        if await asyncio.to_thread(versions_present, repository, name=model_name):
+            await self._triton.load(model_name)
+        else:
+            await self._triton.unload(model_name)
+
+    async def evict(self, model_name: str, *, keep: Iterable[int]) -> None:
+        """Keep the newest versions and those in ``keep``; remove the rest.
+
+        Housekeeping: Triton keeps serving removed versions until the reload, and a failed
+        reload is logged and done again after the next deployment, never failing a move.
+        """
+        repository = self._deployment.repository
+        present = await asyncio.to_thread(versions_present, repository, name=model_name)
+        kept = {*present[-self._deployment.keep_versions :], *keep}
+        stale = [version for version in present if version not in kept]
+        if not stale:
+            return
+        for version in stale:
+            await asyncio.to_thread(remove_version, repository, name=model_name, version=version)
+        log.info("evicting versions %s of %s from Triton", stale, model_name)
+        try:
+            await self._triton.load(model_name)
+        except ScrewOpsError as error:
+            log.warning("reloading %s after eviction failed: %s", model_name, error.message)
+
+    async def _place(self, record: VersionRecord) -> None:
+        """Put the version's files in Triton's repository.
+
+        A version never served is exported afresh from its SavedModel (replacing whatever a
+        crashed attempt left); a deployed one comes back, unchanged, from the copy kept when it
+        was first checked, unless it is still there.
+        """
+        name, version = record.model_name, record.version
+        repository = self._deployment.repository
+        deployed = record.status is VersionStatus.DEPLOYED
+        if deployed and version in await asyncio.to_thread(versions_present, repository, name=name):
+            return
+        place = functools.partial(
+            restore_version if deployed else export_version,
+            repository=repository,
+            name=name,
+            version=version,
+            max_batch_size=self._deployment.max_batch_size,
+            queue_delay_us=self._deployment.queue_delay_us,
+        )
+        source = triton_prefix(name, version) if deployed else record.artifact_key
+        with tempfile.TemporaryDirectory(prefix="screwops-registry-") as scratch:
+            await self._objects.get_directory(Bucket.MODELS, source, Path(scratch))
+            await asyncio.to_thread(place, Path(scratch))
