@@ -1,0 +1,175 @@
+"""The labeling page: label the next unlabeled image of a dataset, review the gateway's
+verdicts waiting in the review queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import grpc
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from screwops.v1 import ingestion_pb2, labeling_pb2
+from screwops_contracts.datasets import DEFECT_TYPES
+
+from screwops_console.backends import BackendError, Backends, call
+from screwops_console.config import ConsoleSettings
+from screwops_console.images import data_uri
+from screwops_console.routes.common import (
+    VERDICTS,
+    AppBackends,
+    AppSettings,
+    Section,
+    dataset_versions,
+    load,
+    page,
+    redirect,
+    user,
+)
+
+LABELS = {"good": ingestion_pb2.LABEL_GOOD, "bad": ingestion_pb2.LABEL_BAD}
+
+router = APIRouter()
+
+
+@router.get("/labeling", response_class=HTMLResponse, name="labeling")
+async def labeling(
+    request: Request,
+    settings: AppSettings,
+    backends: AppBackends,
+    dataset: str = "",
+    annotator: str = "",
+) -> HTMLResponse:
+    annotator = annotator.strip() or user(request)
+    datasets, tasks, reviews = await asyncio.gather(
+        load(_dataset_ids(backends, settings)),
+        load(_task(backends, settings, dataset, annotator)),
+        _queue(backends, settings),
+    )
+    current = tasks.items[0] if tasks.items else None
+    context = {
+        "dataset": dataset,
+        "annotator": annotator,
+        "datasets": datasets,
+        "task": current,
+        "task_error": tasks.error,
+        "task_image": data_uri(current.image) if current is not None else None,
+        "reviews": reviews,
+        "defect_types": DEFECT_TYPES,
+        "verdicts": VERDICTS,
+    }
+    return page(request, "labeling.html.j2", context)
+
+
+async def _dataset_ids(backends: Backends, settings: ConsoleSettings) -> list[str]:
+    return sorted({v.dataset_id for v in await dataset_versions(backends, settings)})
+
+
+async def _task(
+    backends: Backends, settings: ConsoleSettings, dataset: str, annotator: str
+) -> list[labeling_pb2.LabelTask]:
+    """The next image for ``annotator`` to label in ``dataset``; none when all are labeled."""
+    if not (dataset and annotator):
+        return []
+    try:
+        found = await call(
+            "labeling",
+            backends.labeling.NextUnlabeled(
+                labeling_pb2.NextUnlabeledRequest(dataset_id=dataset, annotator=annotator),
+                timeout=settings.rpc_timeout_s,
+            ),
+        )
+    except BackendError as exc:
+        if exc.code == grpc.StatusCode.NOT_FOUND:
+            return []
+        raise
+    return [found]
+
+
+async def _queue(backends: Backends, settings: ConsoleSettings) -> Section:
+    """The review queue's first page, each item with its image, and the queue's length."""
+    try:
+        answer = await call(
+            "labeling",
+            backends.labeling.ListReviewQueue(
+                labeling_pb2.ListReviewQueueRequest(
+                    include_images=True, page_size=settings.review_page_size
+                ),
+                timeout=settings.rpc_timeout_s,
+            ),
+        )
+    except BackendError as exc:
+        return Section(error=str(exc))
+    items = [(item, data_uri(item.image)) for item in answer.review_items]
+    return Section(items=items, total=answer.total_size)
+
+
+@router.post("/labeling/label")
+async def submit_label(
+    settings: AppSettings,
+    backends: AppBackends,
+    image_sha256: Annotated[str, Form()] = "",
+    dataset: Annotated[str, Form()] = "",
+    annotator: Annotated[str, Form()] = "",
+    label: Annotated[str, Form()] = "",
+    defect_type: Annotated[str, Form()] = "",
+    filename: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    annotator = annotator.strip()
+    back = {"dataset": dataset, "annotator": annotator}
+    if label not in LABELS or not (image_sha256 and dataset and annotator):
+        return redirect("/labeling", error="a label needs an image, a dataset, a name", **back)
+    message = labeling_pb2.SubmitLabelRequest(
+        image_sha256=image_sha256,
+        dataset_id=dataset,
+        label=LABELS[label],
+        annotator=annotator,
+        defect_type=(defect_type.strip() or None) if label == "bad" else None,
+    )
+    message.labeled_at.GetCurrentTime()
+    try:
+        answer = await call(
+            "labeling", backends.labeling.SubmitLabel(message, timeout=settings.rpc_timeout_s)
+        )
+    except BackendError as exc:
+        return redirect("/labeling", annotator, error=str(exc), **back)
+    done = f"labeled {filename or image_sha256[:12]} {label}"
+    return redirect(
+        "/labeling",
+        annotator,
+        notice=f"{done}; {answer.remaining_count} left to label",
+        **back,
+    )
+
+
+@router.post("/labeling/review")
+async def submit_review(
+    settings: AppSettings,
+    backends: AppBackends,
+    inspection_id: Annotated[str, Form()] = "",
+    reviewer: Annotated[str, Form()] = "",
+    label: Annotated[str, Form()] = "",
+    dataset: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    reviewer = reviewer.strip()
+    back = {"dataset": dataset, "annotator": reviewer}
+    if label not in LABELS or not (inspection_id and reviewer):
+        return redirect("/labeling", error="a review needs a label and your name", **back)
+    message = labeling_pb2.SubmitReviewRequest(
+        inspection_id=inspection_id, label=LABELS[label], reviewer=reviewer
+    )
+    message.reviewed_at.GetCurrentTime()
+    try:
+        answer = await call(
+            "labeling", backends.labeling.SubmitReview(message, timeout=settings.rpc_timeout_s)
+        )
+    except BackendError as exc:
+        return redirect("/labeling", reviewer, error=str(exc), **back)
+    right = "right" if answer.verdict_correct else "wrong"
+    return redirect(
+        "/labeling",
+        reviewer,
+        notice=f"review recorded: the model was {right}; {answer.remaining_count} left "
+        "in the queue",
+        **back,
+    )

@@ -1,0 +1,28 @@
+"""Liveness of the web app, and the overview: each service's address and gRPC health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from screwops_console.routes.common import AppBackends, AppSettings, page
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz(settings: AppSettings) -> JSONResponse:
+    """Liveness: the web app answers (the services' own health is on the overview)."""
+    return JSONResponse({"status": "ok", "service": settings.service_name})
+
+
+@router.get("/", response_class=HTMLResponse, name="overview")
+async def overview(request: Request, settings: AppSettings, backends: AppBackends) -> HTMLResponse:
+    health = await backends.health(deadline_s=min(settings.rpc_timeout_s, 2.0))
+    addresses = {
+        "gateway": settings.gateway_address,
+        "ingestion": settings.ingestion_address,
+        "labeling": settings.labeling_address,
+        "registry": settings.registry_address,
+    }
+    return page(request, "overview.html.j2", {"health": health, "addresses": addresses})

@@ -1,0 +1,260 @@
+"""The pipeline page: dataset versions with their validation verdicts, training runs with their
+learning curves, and the model's versions, with promote and rollback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from google.protobuf.timestamp_pb2 import Timestamp
+from screwops.v1 import registry_pb2
+from screwops_contracts.models import PRODUCTION_ALIAS
+from screwops_contracts.runs import RunRecord
+
+from screwops_console.backends import BackendError, Backends, call
+from screwops_console.charts import learning_curve
+from screwops_console.config import ConsoleSettings
+from screwops_console.records import ReportSource, ReportSummary, RunSource
+from screwops_console.routes.common import (
+    AppBackends,
+    AppReports,
+    AppRuns,
+    AppSettings,
+    dataset_versions,
+    load,
+    page,
+    redirect,
+    user,
+)
+
+T = TypeVar("T")
+
+router = APIRouter()
+
+
+def _time(stamp: Timestamp) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """A dataset version and its validation report's verdict."""
+
+    dataset_id: str
+    version: int
+    image_count: int
+    added_count: int
+    created_at: datetime | None
+    correlation_id: str
+    report: ReportSummary | None
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """A registered model version with its lineage."""
+
+    version: int
+    stage: str
+    aliases: list[str]
+    dataset_id: str
+    dataset_version: int
+    run_id: str
+    evaluation_id: str
+    metrics: list[tuple[str, float]]
+    threshold: float
+    model_kind: str  # "supervised", "good-only", or "" when the registry recorded none
+    created_at: datetime | None
+    report_key: str
+    artifact_key: str
+    failure_reason: str
+
+    @property
+    def in_production(self) -> bool:
+        return PRODUCTION_ALIAS in self.aliases
+
+    @property
+    def promotable(self) -> bool:
+        return not self.in_production and self.stage != "failed"
+
+    @classmethod
+    def of(cls, message: registry_pb2.ModelVersion) -> VersionRow:
+        stage = registry_pb2.ModelStage.Name(message.stage).removeprefix("MODEL_STAGE_").lower()
+        return cls(
+            version=message.version,
+            stage=stage,
+            aliases=list(message.aliases),
+            dataset_id=message.dataset_id,
+            dataset_version=message.dataset_version,
+            run_id=message.run_id,
+            evaluation_id=message.evaluation_id,
+            metrics=sorted(message.metrics.items()),
+            threshold=message.threshold,
+            model_kind=_kind(message.model_kind),
+            created_at=_time(message.created_at),
+            report_key=message.report_key,
+            artifact_key=message.artifact_key,
+            failure_reason=message.failure_reason,
+        )
+
+
+def _kind(kind: registry_pb2.ModelKind.ValueType) -> str:
+    if kind == registry_pb2.MODEL_KIND_UNSPECIFIED:
+        return ""
+    return registry_pb2.ModelKind.Name(kind).removeprefix("MODEL_KIND_").lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A training run with its learning curves."""
+
+    run: RunRecord
+    loss_chart: Any
+    accuracy_chart: Any
+
+
+@router.get("/pipeline", response_class=HTMLResponse, name="pipeline")
+async def pipeline(
+    request: Request,
+    settings: AppSettings,
+    backends: AppBackends,
+    runs: AppRuns,
+    reports: AppReports,
+) -> HTMLResponse:
+    dataset_section, run_section, model_section = await asyncio.gather(
+        load(_datasets(backends, reports, settings)),
+        load(_run_rows(runs, settings.runs_shown)),
+        load(_versions(backends, settings)),
+    )
+    production = next((v for v in model_section.items if v.in_production), None)
+    context = {
+        "datasets": dataset_section,
+        "runs": run_section,
+        "models": model_section,
+        "production": production,
+        "model_name": settings.model_name,
+        "user": user(request),
+    }
+    return page(request, "pipeline.html.j2", context)
+
+
+async def _datasets(
+    backends: Backends, reports: ReportSource, settings: ConsoleSettings
+) -> list[DatasetRow]:
+    """The newest dataset versions, each with its validation report's summary."""
+    versions = sorted(
+        await dataset_versions(backends, settings),
+        key=lambda v: (v.created_at.seconds, v.created_at.nanos, v.dataset_id, v.version),
+        reverse=True,
+    )[: settings.datasets_shown]
+    summaries = await _bounded(
+        [reports.summary(v.dataset_id, v.version) for v in versions], limit=8
+    )
+    return [
+        DatasetRow(
+            dataset_id=v.dataset_id,
+            version=v.version,
+            image_count=v.image_count,
+            added_count=v.added_count,
+            created_at=_time(v.created_at),
+            correlation_id=v.correlation_id,
+            report=summary,
+        )
+        for v, summary in zip(versions, summaries, strict=True)
+    ]
+
+
+async def _run_rows(runs: RunSource, shown: int) -> list[RunRow]:
+    return [
+        RunRow(
+            run=run,
+            loss_chart=learning_curve(
+                run.epochs, ("loss", "val_loss"), title="loss", best_epoch=run.best_epoch
+            ),
+            accuracy_chart=learning_curve(
+                run.epochs,
+                ("accuracy", "val_accuracy"),
+                title="accuracy",
+                best_epoch=run.best_epoch,
+            ),
+        )
+        for run in await runs.list_runs(shown)
+    ]
+
+
+async def _versions(backends: Backends, settings: ConsoleSettings) -> list[VersionRow]:
+    answer = await call(
+        "registry",
+        backends.registry.ListVersions(
+            registry_pb2.ListVersionsRequest(model_name=settings.model_name, page_size=50),
+            timeout=settings.rpc_timeout_s,
+        ),
+    )
+    return [VersionRow.of(v) for v in answer.model_versions]
+
+
+@router.post("/pipeline/promote")
+async def promote(
+    settings: AppSettings,
+    backends: AppBackends,
+    version: Annotated[int, Form(ge=1)],
+    actor: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    actor, reason = actor.strip(), reason.strip()
+    if not (actor and reason):
+        return redirect("/pipeline", error="promoting needs your name and a reason")
+    message = registry_pb2.PromoteRequest(
+        model_name=settings.model_name, version=version, actor=actor, reason=reason
+    )
+    try:
+        change = await call(
+            "registry", backends.registry.Promote(message, timeout=settings.promote_timeout_s)
+        )
+    except BackendError as exc:
+        return redirect("/pipeline", actor, error=str(exc))
+    return redirect("/pipeline", actor, notice=_moved("promoted", change))
+
+
+@router.post("/pipeline/rollback")
+async def rollback(
+    settings: AppSettings,
+    backends: AppBackends,
+    actor: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    actor, reason = actor.strip(), reason.strip()
+    if not (actor and reason):
+        return redirect("/pipeline", error="rolling back needs your name and a reason")
+    message = registry_pb2.RollbackRequest(
+        model_name=settings.model_name, actor=actor, reason=reason
+    )
+    try:
+        change = await call(
+            "registry", backends.registry.Rollback(message, timeout=settings.rpc_timeout_s)
+        )
+    except BackendError as exc:
+        return redirect("/pipeline", actor, error=str(exc))
+    return redirect("/pipeline", actor, notice=_moved("rolled back", change))
+
+
+def _moved(action: str, change: registry_pb2.AliasChange) -> str:
+    before = f"v{change.from_version}" if change.HasField("from_version") else "none"
+    return (
+        f"{action}: {change.alias} {before} → v{change.to_version} "
+        f"(by {change.actor}: {change.reason})"
+    )
+
+
+async def _bounded(calls: Sequence[Awaitable[T]], *, limit: int) -> list[T]:
+    slots = asyncio.Semaphore(limit)
+
+    async def one(pending: Awaitable[T]) -> T:
+        async with slots:
+            return await pending
+
+    return list(await asyncio.gather(*(one(pending) for pending in calls)))
