@@ -78,9 +78,9 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
 from screwops_imaging import decode, preprocess
 from screwops_serving import TritonModels, export_version
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, triton_model_repository
 from screwops_stack import processes
-from screwops_stack.servers import Layout, servers, triton_model_repository
+from screwops_stack.servers import Layout, servers
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
 from tritonclient.utils import InferenceServerException
 
@@ -593,7 +593,7 @@ def report(
 
 async def bench(args: argparse.Namespace, console: Console) -> int:
     settings = StackSettings()
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     model = f"bench-gateway-{uuid.uuid4().hex[:12]}"
     grpc_port = free_port()
     address = f"127.0.0.1:{grpc_port}"

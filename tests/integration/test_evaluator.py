@@ -48,8 +48,7 @@ from screwops_evaluator.store import (
 )
 from screwops_imaging import preprocess
 from screwops_serving import INPUT_SHAPE, TritonModels, export_version, versions_present
-from screwops_settings import StackSettings
-from screwops_stack.servers import triton_model_repository
+from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, content_key, database, sha256_hex
 
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
@@ -217,7 +216,7 @@ async def evaluator(
     bus = service_bus(settings, "evaluator", db, routes)
     store = MongoEvaluatorStore(db)
     await store.ensure_indexes()
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     triton = TritonModels(settings.triton.grpc_url)
     service = EvaluatorService(
         store,

@@ -47,8 +47,7 @@ from screwops_registry.store import (
 )
 from screwops_rpc import Api, Server
 from screwops_serving import TritonModels, versions_present
-from screwops_settings import StackSettings
-from screwops_stack.servers import triton_model_repository
+from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, database
 
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
@@ -159,7 +158,7 @@ async def registry(
     bus = service_bus(settings, "registry", db, routes)
     store = MongoRegistryStore(db)
     await store.ensure_indexes()
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     triton = TritonModels(settings.triton.grpc_url)
     service = RegistryService(
         store,

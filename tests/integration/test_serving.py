@@ -27,8 +27,7 @@ from screwops_serving import (
     remove_version,
     versions_present,
 )
-from screwops_settings import StackSettings
-from screwops_stack.servers import triton_model_repository
+from screwops_settings import StackSettings, triton_model_repository
 
 from tests.support import unique
 
@@ -80,7 +79,7 @@ async def two_versions_served(
 ) -> AsyncIterator[Served]:
     """Versions 1 and 2 of model ``name`` (Keras models of seeds 1 and 2, saved under
     ``scratch``), exported to the stack's repository and loaded in Triton; removed after."""
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     keras_models = {v: keras_saved_model(scratch / str(v), seed=v) for v in (1, 2)}
     for version in keras_models:
         export_version(scratch / str(version), repository, name=name, version=version)
@@ -169,7 +168,7 @@ async def test_a_removed_version_is_unloaded_by_the_next_load(
 ) -> None:
     """Eviction as the registry does it: remove the directory, load again; the rest serves."""
     name = unique("it_evict").replace("-", "_")
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     keras_saved_model(tmp_path / "sm", seed=3)
     for version in (1, 2):
         export_version(tmp_path / "sm", repository, name=name, version=version)

@@ -10,8 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as triton
-from screwops_settings import StackSettings
-from screwops_stack.servers import triton_model_repository
+from screwops_settings import StackSettings, triton_model_repository
 
 from tests.support import eventually, unique
 
@@ -44,7 +43,7 @@ class TritonPythonModel:
 async def model(settings: StackSettings) -> AsyncIterator[str]:
     """A doubling model placed in Triton's repository and loaded through the repository API."""
     name = unique("doubler").replace("-", "_")
-    directory = triton_model_repository(settings) / name
+    directory = triton_model_repository(settings.home) / name
     (directory / "1").mkdir(parents=True)
     (directory / "config.pbtxt").write_text(CONFIG.format(name=name))
     (directory / "1" / "model.py").write_text(MODEL)
@@ -81,7 +80,7 @@ async def test_loaded_model_is_ready_and_answers(settings: StackSettings, model:
 
 async def test_unloaded_model_is_no_longer_ready(settings: StackSettings) -> None:
     name = unique("short_lived").replace("-", "_")
-    directory = triton_model_repository(settings) / name
+    directory = triton_model_repository(settings.home) / name
     (directory / "1").mkdir(parents=True)
     (directory / "config.pbtxt").write_text(CONFIG.format(name=name))
     (directory / "1" / "model.py").write_text(MODEL)

@@ -22,8 +22,9 @@ from screwops_contracts import all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import StackSettings, port_of
+from screwops_settings.services import Service
 from screwops_stack.servers import Layout, minio_notify_env, prometheus_config
-from screwops_stack.supervisor import ServiceSpec, available
+from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -419,7 +420,7 @@ def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) 
 
 
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
-def test_every_service_has_an_entry_with_its_own_ports(spec: ServiceSpec) -> None:
+def test_every_service_has_an_entry_with_its_own_ports(spec: Service) -> None:
     service = _service(spec.name)
     # Its own Dockerfile (tests/unit/test_dockerfiles.py checks what is in it), from the root.
     assert service["build"]["context"] == "."
@@ -432,7 +433,7 @@ def test_every_service_has_an_entry_with_its_own_ports(spec: ServiceSpec) -> Non
 
 
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
-def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: ServiceSpec) -> None:
+def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: Service) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text())
     assert f"{spec.name}:{spec.metrics_port}" in _prometheus_jobs(config)["screwops-services"]
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from screwops_settings.services import Service
 from screwops_stack.dockerfiles import GENERATOR, UID, dockerfile_path, render
-from screwops_stack.supervisor import ServiceSpec, available
+from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = available()
@@ -59,7 +60,7 @@ def parse(text: str) -> list[Stage]:
     return stages[1:]
 
 
-def _stages(spec: ServiceSpec) -> list[Stage]:
+def _stages(spec: Service) -> list[Stage]:
     return parse(dockerfile_path(spec.name).read_text())
 
 
@@ -73,7 +74,7 @@ def _env(stage: Stage) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_dockerfile_is_rendered_from_the_recipe(spec: ServiceSpec) -> None:
+def test_dockerfile_is_rendered_from_the_recipe(spec: Service) -> None:
     path = dockerfile_path(spec.name)
     assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run `{GENERATOR}`"
     assert path.read_text() == render(spec), f"{path.relative_to(ROOT)} is stale: run `{GENERATOR}`"
@@ -85,7 +86,7 @@ def test_every_service_package_has_a_dockerfile() -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_dependencies_are_installed_before_any_source_is_copied(spec: ServiceSpec) -> None:
+def test_dependencies_are_installed_before_any_source_is_copied(spec: Service) -> None:
     stages = {stage.name: stage for stage in _stages(spec)}
     manifests, build = stages["manifests"], stages["build"]
     # The manifests stage hands on only the lock and the pyproject.toml files.
@@ -107,7 +108,7 @@ def test_dependencies_are_installed_before_any_source_is_copied(spec: ServiceSpe
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_the_runtime_runs_as_a_non_root_user(spec: ServiceSpec) -> None:
+def test_the_runtime_runs_as_a_non_root_user(spec: Service) -> None:
     runtime = _stages(spec)[-1]
     users = runtime.all("USER")
     assert users, "the runtime stage never leaves root"
@@ -117,13 +118,13 @@ def test_the_runtime_runs_as_a_non_root_user(spec: ServiceSpec) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_the_runtime_starts_the_services_module(spec: ServiceSpec) -> None:
+def test_the_runtime_starts_the_services_module(spec: Service) -> None:
     runtime = _stages(spec)[-1]
     assert json.loads(runtime.all("CMD")[-1]) == ["python", "-m", spec.module]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_the_runtime_exposes_and_binds_exactly_the_settings_ports(spec: ServiceSpec) -> None:
+def test_the_runtime_exposes_and_binds_exactly_the_settings_ports(spec: Service) -> None:
     runtime = _stages(spec)[-1]
     exposed = {int(port) for args in runtime.all("EXPOSE") for port in args.split()}
     assert exposed == spec.ports
@@ -137,7 +138,7 @@ def test_the_runtime_exposes_and_binds_exactly_the_settings_ports(spec: ServiceS
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_the_health_check_asks_the_service_on_its_port(spec: ServiceSpec) -> None:
+def test_the_health_check_asks_the_service_on_its_port(spec: Service) -> None:
     runtime = _stages(spec)[-1]
     (check,) = runtime.all("HEALTHCHECK")
     prefix = f"SCREWOPS_{spec.name.upper()}_"

@@ -31,9 +31,10 @@ from screwops_contracts import DLQ_SUFFIX, all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import StackSettings, port_of
+from screwops_settings.services import SERVICES, Service
 from screwops_stack.dockerfiles import UID, dockerfile_path
 from screwops_stack.servers import Layout, minio_notify_env
-from screwops_stack.supervisor import SERVICES, ServiceSpec, available
+from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
@@ -466,7 +467,7 @@ def test_every_endpoint_is_a_service_on_the_settings_port(
 # --- the services --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", [entry.name for entry in SERVICES])
 def test_every_service_has_a_deployment_of_its_own_image(name: str) -> None:
     deployment = _one("Deployment", name)
     container = _container(deployment)
@@ -482,7 +483,7 @@ def test_every_service_has_a_deployment_of_its_own_image(name: str) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_every_service_listens_and_is_scraped_on_its_settings_ports(spec: ServiceSpec) -> None:
+def test_every_service_listens_and_is_scraped_on_its_settings_ports(spec: Service) -> None:
     deployment = _one("Deployment", spec.name)
     container = _container(deployment)
     assert set(_ports(container).values()) == spec.ports
@@ -494,7 +495,7 @@ def test_every_service_listens_and_is_scraped_on_its_settings_ports(spec: Servic
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_every_service_is_probed_where_it_answers(spec: ServiceSpec) -> None:
+def test_every_service_is_probed_where_it_answers(spec: Service) -> None:
     container = _container(_one("Deployment", spec.name))
     if spec.grpc_port is not None:
         expected: tuple[str, int, str | None] = ("grpc", spec.grpc_port, None)
@@ -510,7 +511,7 @@ def test_every_service_is_probed_where_it_answers(spec: ServiceSpec) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_every_api_has_a_service_on_its_port(spec: ServiceSpec) -> None:
+def test_every_api_has_a_service_on_its_port(spec: Service) -> None:
     api_ports = spec.ports - {spec.metrics_port}
     if not api_ports:
         assert not [s for s in _all("Service") if s["metadata"]["name"] == spec.name]
@@ -525,7 +526,7 @@ def test_every_api_has_a_service_on_its_port(spec: ServiceSpec) -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", [entry.name for entry in SERVICES])
 def test_every_service_runs_as_the_images_non_root_user(name: str) -> None:
     pod = _pod(_one("Deployment", name))
     assert pod["securityContext"]["runAsNonRoot"] is True

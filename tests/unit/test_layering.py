@@ -21,12 +21,7 @@ SERVICES = sorted(
 )
 
 # Lib modules that reach services by name through importlib, each with why it still may.
-REFLECTIVE = {
-    # issue 23 item 3: one table of services. The supervisor reads each service's config module
-    # for its ports and the CLI for its gRPC address, until one table in a lib says both.
-    "libs/stack/src/screwops_stack/supervisor.py",
-    "libs/cli/src/screwops_cli/common.py",
-}
+REFLECTIVE: set[str] = set()
 
 MODULES = ("__main__", "config", "service", "store")
 """The modules of every service; one that consumes events has ``handlers`` too."""

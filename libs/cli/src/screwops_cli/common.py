@@ -16,7 +16,6 @@ Exit codes mean the same for every command:
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.text import Text
 from screwops_errors import ScrewOpsError
+from screwops_settings import ApiSettings, services
 
 console = Console()
 errors = Console(stderr=True)
@@ -147,40 +147,31 @@ _WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
 
 
 def service_address(service: str) -> str:
-    """``host:port`` of a service's gRPC API, from the service's own settings class.
+    """``host:port`` of a service's gRPC API, from the table of services and its variables.
 
-    Like the stack's supervisor, this reads the port where the service does (its ``config``
-    module, its ``SCREWOPS_<SERVICE>_GRPC_HOST`` / ``_GRPC_PORT`` variables), so the CLI and the
-    service agree; only those two settings are read, so the service's other settings (and their
-    checks, such as the gateway's tokens in production) do not matter here. A wildcard bind host
-    is reached on 127.0.0.1.
+    Like the stack's supervisor, this reads the port where the service does (the default in its
+    entry of ``screwops_settings.services``, its ``SCREWOPS_<SERVICE>_GRPC_HOST`` / ``_GRPC_PORT``
+    variables), so the CLI and the service agree without importing the service; only those two
+    settings are read, so the service's other settings (and their checks, such as the gateway's
+    tokens in production) do not matter here. A wildcard bind host is reached on 127.0.0.1.
     """
     try:
-        config = importlib.import_module(f"screwops_{service}.config")
-    except ModuleNotFoundError as exc:
-        if exc.name not in (f"screwops_{service}", f"screwops_{service}.config"):
-            raise
+        entry = services.service(service)
+    except KeyError:
+        entry = None
+    if entry is None or entry.grpc_port is None:
         fail(
-            f"the {service} package is not installed here, so its address is unknown: pass "
+            f"no service {service!r} with a gRPC API is known, so its address is unknown: pass "
             f"--address or set SCREWOPS_{service.upper()}_ADDRESS",
             ExitCode.USAGE,
         )
-    settings_class = next(
-        value
-        for value in vars(config).values()
-        if isinstance(value, type)
-        and issubclass(value, BaseSettings)
-        and value.__module__ == config.__name__
-        and "grpc_port" in value.model_fields
-    )
-    fields = settings_class.model_fields
-    prefix = settings_class.model_config.get("env_prefix", "")
+    prefix, port = entry.env_prefix, entry.grpc_port
 
     class Endpoint(BaseSettings):
         model_config = SettingsConfigDict(env_prefix=prefix, extra="ignore")
 
-        grpc_host: str = fields["grpc_host"].default
-        grpc_port: int = fields["grpc_port"].default
+        grpc_host: str = ApiSettings.model_fields["grpc_host"].default
+        grpc_port: int = port
 
     endpoint = Endpoint()
     host = "127.0.0.1" if endpoint.grpc_host in _WILDCARDS else endpoint.grpc_host

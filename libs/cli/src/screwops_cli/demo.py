@@ -267,8 +267,8 @@ def run(
     address: str,
     dataset: str,
     timeout: float,
+    gateway: str,
     ingestion_token: str | None = None,
-    gateway: str = "127.0.0.1:50051",
     gateway_token: str | None = None,
 ) -> int:
     """The whole demo; returns the process exit code."""

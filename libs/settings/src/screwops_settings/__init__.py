@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "DEFAULT_HOME",
     "MIN_TOKEN_CHARS",
     "ApiSettings",
     "KafkaSettings",
@@ -26,7 +27,20 @@ __all__ = [
     "TelemetrySettings",
     "TritonSettings",
     "port_of",
+    "triton_model_repository",
 ]
+
+DEFAULT_HOME = Path.home() / ".cache" / "screwops"
+"""``SCREWOPS_HOME`` unless set: the native stack's installs, data, logs and pid files."""
+
+
+def triton_model_repository(home: Path = DEFAULT_HOME) -> Path:
+    """The directory the native stack's tritonserver serves models from, under ``home``.
+
+    Named once here because the stack starts Triton on it and the registry and the evaluator,
+    which may not import the stack, write the versions they load into it.
+    """
+    return home / "data" / "triton" / "models"
 
 
 def port_of(address: str) -> int:
@@ -99,7 +113,7 @@ class StackSettings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     home: Path = Field(
-        Path.home() / ".cache" / "screwops",
+        DEFAULT_HOME,
         description="Native stack only: installed servers, their data, logs and pid files.",
     )
     kafka: KafkaSettings = KafkaSettings()

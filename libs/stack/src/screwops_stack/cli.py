@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 from screwops_settings import StackSettings
+from screwops_settings.services import Service
 
 from screwops_stack import processes, supervisor
 from screwops_stack.servers import BIND_HOST, DEPLOY, Layout, NotReadyError, Server, servers
@@ -251,7 +252,7 @@ services_app = typer.Typer(help="The ScrewOps services, supervised, on the nativ
 app.add_typer(services_app, name="services")
 
 
-def _service_problem(spec: supervisor.ServiceSpec) -> str:
+def _service_problem(spec: Service) -> str:
     """Empty when the service answers on its metrics port (and gRPC health, if it has an API;
     its web app's ``/healthz``, if it serves HTTP)."""
     try:

@@ -10,7 +10,7 @@ and the health check. Docker has no include, and a ``FROM`` on another file's st
 image built and tagged first (pushed to a registry, or built in a fixed order), which
 ``docker build -f services/x/Dockerfile .`` alone could not do. So the recipe lives once, here,
 and ``python -m screwops_stack.dockerfiles`` writes each service's file from the service's own
-settings (the ports of ``screwops_<name>.config``, as the supervisor reads them);
+entry in the table of services (``screwops_settings.services``, as the supervisor reads it);
 ``tests/unit/test_dockerfiles.py`` fails when a file differs from what this module renders, and
 checks what each file promises on its own (cached dependency layer, non-root user, ports, module).
 
@@ -32,7 +32,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from screwops_stack.supervisor import ServiceSpec, available
+from screwops_settings.services import Service
+
+from screwops_stack.supervisor import available
 
 __all__ = ["UID", "UV_IMAGE", "dockerfile_path", "main", "render"]
 
@@ -96,11 +98,7 @@ def dockerfile_path(name: str, root: Path = REPO_ROOT) -> Path:
     return root / "services" / name / "Dockerfile"
 
 
-def _prefix(spec: ServiceSpec) -> str:
-    return f"SCREWOPS_{spec.name.upper()}_"
-
-
-def _listeners(spec: ServiceSpec) -> list[tuple[str, int]]:
+def _listeners(spec: Service) -> list[tuple[str, int]]:
     """(setting stem, default port) of everything the service listens on."""
     listeners = [("METRICS", spec.metrics_port)]
     if spec.grpc_port is not None:
@@ -110,9 +108,9 @@ def _listeners(spec: ServiceSpec) -> list[tuple[str, int]]:
     return listeners
 
 
-def _healthcheck(spec: ServiceSpec) -> str:
+def _healthcheck(spec: Service) -> str:
     """A shell command (ports from the service's variables, defaulting to its settings)."""
-    prefix = _prefix(spec)
+    prefix = spec.env_prefix
     if spec.grpc_port is not None:
         address = f"127.0.0.1:${{{prefix}GRPC_PORT:-{spec.grpc_port}}}"
         return (
@@ -129,10 +127,10 @@ def _healthcheck(spec: ServiceSpec) -> str:
     return f"python -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=4)\""
 
 
-def render(spec: ServiceSpec) -> str:
+def render(spec: Service) -> str:
     """Service ``spec``'s Dockerfile."""
     listeners = _listeners(spec)
-    hosts = " \\\n".join(f"    {_prefix(spec)}{stem}_HOST=0.0.0.0" for stem, _ in listeners)
+    hosts = " \\\n".join(f"    {spec.env_prefix}{stem}_HOST=0.0.0.0" for stem, _ in listeners)
     values = {
         "@GENERATOR@": GENERATOR,
         "@NAME@": spec.name,

@@ -29,7 +29,7 @@ from pymongo import MongoClient
 from screwops_contracts import all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC, NOTIFY_TARGET_ARN, NOTIFY_TARGET_ID
-from screwops_settings import StackSettings, port_of
+from screwops_settings import StackSettings, port_of, triton_model_repository
 
 DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
 BIND_HOST = "127.0.0.1"
@@ -380,15 +380,10 @@ def _site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def triton_model_repository(settings: StackSettings) -> Path:
-    """The directory Triton serves models from (the registry exports versions into it)."""
-    return Layout(settings.home).data("triton") / "models"
-
-
 def _triton(settings: StackSettings, layout: Layout) -> Server:
     pytriton = _site_packages() / "pytriton" / "tritonserver"
     backends = layout.opt / "triton" / "backends"
-    repository = triton_model_repository(settings)
+    repository = triton_model_repository(settings.home)
     http_port = port_of(settings.triton.http_url)
     grpc_port = port_of(settings.triton.grpc_url)
     metrics_port = port_of(settings.triton.metrics_url)

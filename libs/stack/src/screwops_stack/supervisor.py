@@ -6,100 +6,49 @@ start, exit and restart to ``logs/supervisor.log``, and writes a Prometheus file
 running service so Prometheus scrapes it as it appears. SIGTERM stops the services gracefully (they
 finish in-flight events) and then the supervisor.
 
-Ports come from each service's own settings class (``screwops_<name>.config``), so the supervisor,
-the service and Prometheus agree by construction.
+Which services there are and their ports come from the table of services
+(``screwops_settings.services``) with the overrides of each service's own variables; each
+service's settings take their defaults from the same table, so the supervisor, the service and
+Prometheus agree by construction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from screwops_settings import ServiceSettings, StackSettings
+from screwops_settings import StackSettings
+from screwops_settings.services import SERVICES, Service, service
 
 from screwops_stack.servers import BIND_HOST, Layout, prometheus_targets_dir
-
-# Start order: producers after their consumers' topics exist (all topics exist after `up`), so
-# the order only matters for a readable log.
-SERVICES = (
-    "ingestion",
-    "labeling",
-    "validation",
-    "trainer",
-    "evaluator",
-    "registry",
-    "gateway",
-    "monitor",
-    "console",
-)
 
 log = logging.getLogger("screwops.supervisor")
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How to run one service and where it answers."""
-
-    name: str
-    module: str
-    metrics_port: int
-    grpc_port: int | None
-    http_port: int | None = None
-    """The web app's port, for a service that serves HTTP (the console)."""
-
-    @property
-    def ports(self) -> set[int]:
-        """Every port the service listens on."""
-        return {p for p in (self.metrics_port, self.grpc_port, self.http_port) if p is not None}
-
-    @property
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", self.module]
-
-
-def available(names: list[str] | None = None) -> list[ServiceSpec]:
-    """The services installed in this environment (all of ``SERVICES`` once they have landed)."""
+def available(names: list[str] | None = None) -> list[Service]:
+    """The services installed in this environment (every one in the table once all have landed),
+    each with the ports its variables set, where it will listen."""
     specs = []
-    for name in names or SERVICES:
-        module = f"screwops_{name}"
-        try:
-            config = importlib.import_module(f"{module}.config")
-        except ModuleNotFoundError:
+    for entry in [service(name) for name in names] if names else SERVICES:
+        if importlib.util.find_spec(entry.module) is None:
             if names:
-                raise
+                raise ModuleNotFoundError(f"No module named {entry.module!r}", name=entry.module)
             continue
-        settings_class = next(
-            value
-            for value in vars(config).values()
-            if isinstance(value, type)
-            and issubclass(value, ServiceSettings)
-            and value.__module__ == config.__name__
-        )
-        settings = settings_class()
-        specs.append(
-            ServiceSpec(
-                name=name,
-                module=module,
-                metrics_port=settings.metrics_port,
-                grpc_port=getattr(settings, "grpc_port", None),
-                http_port=getattr(settings, "http_port", None),
-            )
-        )
+        specs.append(entry.configured())
     return specs
 
 
 class Supervisor:
     """Keeps each service running; see the module docstring."""
 
-    def __init__(self, specs: list[ServiceSpec], settings: StackSettings) -> None:
+    def __init__(self, specs: list[Service], settings: StackSettings) -> None:
         self._specs = specs
         self._layout = Layout(settings.home)
         self._targets = prometheus_targets_dir(settings)
@@ -120,7 +69,7 @@ class Supervisor:
             watcher.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
 
-    async def _keep_running(self, spec: ServiceSpec) -> None:
+    async def _keep_running(self, spec: Service) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
             started = time.monotonic()
@@ -144,12 +93,14 @@ class Supervisor:
             except TimeoutError:
                 continue
 
-    async def _start(self, spec: ServiceSpec) -> asyncio.subprocess.Process:
+    async def _start(self, spec: Service) -> asyncio.subprocess.Process:
         logfile = self._layout.log(spec.name)
         with logfile.open("ab") as out:
             out.write(f"\n=== started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             process = await asyncio.create_subprocess_exec(
-                *spec.argv,
+                sys.executable,
+                "-m",
+                spec.module,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

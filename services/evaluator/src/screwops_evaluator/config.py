@@ -8,7 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import STAGING_MODEL_NAME
-from screwops_settings import ServiceSettings
+from screwops_settings import ServiceSettings, triton_model_repository
+from screwops_settings.services import EVALUATOR
 
 
 class Gate(BaseModel):
@@ -84,20 +85,20 @@ class EvaluatorSettings(Gate, ServiceSettings):
     """What an operator may tune in the evaluator: the gate, Triton and the basics."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_EVALUATOR_",
+        env_prefix=EVALUATOR.env_prefix,
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
         hide_input_in_errors=True,
     )
 
-    service_name: str = "evaluator"
-    metrics_port: int = Field(9105, ge=1, le=65535)
+    service_name: str = EVALUATOR.name
+    metrics_port: int = Field(EVALUATOR.metrics_port, ge=1, le=65535)
     triton_repository: Path = Field(
-        Path.home() / ".cache" / "screwops" / "data" / "triton" / "models",
+        triton_model_repository(),
         description="Triton's model repository as this process sees it. The default is where "
-        "the native stack starts tritonserver (screwops_stack.servers.triton_model_repository "
-        "under the default SCREWOPS_HOME); in docker-compose the evaluator and Triton mount the "
+        "the native stack starts tritonserver (screwops_settings.triton_model_repository under "
+        "the default SCREWOPS_HOME); in docker-compose the evaluator and Triton mount the "
         "same volume (Triton at /models) and this names the evaluator's mount point.",
     )
     staging_model: str = Field(

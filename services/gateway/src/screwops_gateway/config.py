@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME
 from screwops_imaging import DEFAULT_MAX_BYTES
 from screwops_settings import ApiSettings
+from screwops_settings.services import GATEWAY
 
 
 class GatewaySettings(ApiSettings):
@@ -19,12 +20,12 @@ class GatewaySettings(ApiSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_GATEWAY_", env_nested_delimiter="__", hide_input_in_errors=True
+        env_prefix=GATEWAY.env_prefix, env_nested_delimiter="__", hide_input_in_errors=True
     )
 
-    service_name: str = "gateway"
-    metrics_port: int = Field(9107, ge=1, le=65535)
-    grpc_port: int = Field(50051, ge=1, le=65535)
+    service_name: str = GATEWAY.name
+    metrics_port: int = Field(GATEWAY.metrics_port, ge=1, le=65535)
+    grpc_port: int = Field(GATEWAY.grpc_port, ge=1, le=65535)
 
     model_name: str = Field(
         MODEL_NAME,

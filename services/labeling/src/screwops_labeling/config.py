@@ -5,18 +5,19 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ApiSettings
+from screwops_settings.services import LABELING
 
 
 class LabelingSettings(ApiSettings):
     """What an operator may tune in labeling."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_LABELING_", env_nested_delimiter="__", hide_input_in_errors=True
+        env_prefix=LABELING.env_prefix, env_nested_delimiter="__", hide_input_in_errors=True
     )
 
-    service_name: str = "labeling"
-    metrics_port: int = Field(9102, ge=1, le=65535)
-    grpc_port: int = Field(50053, ge=1, le=65535)
+    service_name: str = LABELING.name
+    metrics_port: int = Field(LABELING.metrics_port, ge=1, le=65535)
+    grpc_port: int = Field(LABELING.grpc_port, ge=1, le=65535)
     reservation_seconds: float = Field(
         600.0,
         gt=0,

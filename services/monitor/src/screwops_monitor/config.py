@@ -10,6 +10,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ServiceSettings
+from screwops_settings.services import MONITOR
 
 # Probability bins of the score-drift signal. A classifier's scores pile up near 0 and 1, so the
 # bins are fine at the ends and coarse in the middle: mass moving from "sure" to "unsure" is what
@@ -136,12 +137,12 @@ class MonitorSettings(Rules, ServiceSettings):
     """What an operator may tune in the monitor: the rules and the basics."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_MONITOR_",
+        env_prefix=MONITOR.env_prefix,
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
         hide_input_in_errors=True,
     )
 
-    service_name: str = "monitor"
-    metrics_port: int = Field(9108, ge=1, le=65535)
+    service_name: str = MONITOR.name
+    metrics_port: int = Field(MONITOR.metrics_port, ge=1, le=65535)

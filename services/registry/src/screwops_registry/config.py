@@ -6,24 +6,25 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from screwops_settings import ApiSettings
+from screwops_settings import ApiSettings, triton_model_repository
+from screwops_settings.services import REGISTRY
 
 
 class RegistrySettings(ApiSettings):
     """What an operator may tune in the registry."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_REGISTRY_", env_nested_delimiter="__", hide_input_in_errors=True
+        env_prefix=REGISTRY.env_prefix, env_nested_delimiter="__", hide_input_in_errors=True
     )
 
-    service_name: str = "registry"
-    metrics_port: int = Field(9106, ge=1, le=65535)
-    grpc_port: int = Field(50054, ge=1, le=65535)
+    service_name: str = REGISTRY.name
+    metrics_port: int = Field(REGISTRY.metrics_port, ge=1, le=65535)
+    grpc_port: int = Field(REGISTRY.grpc_port, ge=1, le=65535)
     triton_repository: Path = Field(
-        Path.home() / ".cache" / "screwops" / "data" / "triton" / "models",
+        triton_model_repository(),
         description="Triton's model repository as this process sees it. The default is where "
-        "the native stack starts tritonserver (screwops_stack.servers.triton_model_repository "
-        "under the default SCREWOPS_HOME); in docker-compose the registry and Triton mount the "
+        "the native stack starts tritonserver (screwops_settings.triton_model_repository under "
+        "the default SCREWOPS_HOME); in docker-compose the registry and Triton mount the "
         "same volume (Triton at /models) and this names the registry's mount point.",
     )
     keep_versions: int = Field(

@@ -3,7 +3,7 @@
 The hyper-parameters are one nested setting, so an operator (or a test that must train in
 seconds) overrides any of them alone: ``SCREWOPS_TRAINER_PARAMS__EPOCHS=3``,
 ``SCREWOPS_TRAINER_PARAMS__FILTERS=[8,16]``. Importing this module does not import TensorFlow,
-so the stack's supervisor can read the ports cheaply.
+so reading the settings stays cheap.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
+from screwops_settings.services import TRAINER
 
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.threshold import ThresholdRules
@@ -21,15 +22,15 @@ class TrainerSettings(ServiceSettings):
     """What an operator may tune in the trainer: the params, TensorFlow's threads, the basics."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_TRAINER_",
+        env_prefix=TRAINER.env_prefix,
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
         hide_input_in_errors=True,
     )
 
-    service_name: str = "trainer"
-    metrics_port: int = Field(9104, ge=1, le=65535)
+    service_name: str = TRAINER.name
+    metrics_port: int = Field(TRAINER.metrics_port, ge=1, le=65535)
     model_name: str = Field(
         MODEL_NAME, description="The model this trainer trains; training.requested names it."
     )

@@ -1,8 +1,7 @@
 """A run's hyper-parameters, apart from TensorFlow.
 
 Settings, the run record and the run id all need :class:`TrainingParams`; keeping it free of
-TensorFlow lets them be read (by the stack's supervisor, by a CLI listing runs) without paying
-for TensorFlow's import.
+TensorFlow lets them be read without paying for TensorFlow's import.
 """
 
 from __future__ import annotations

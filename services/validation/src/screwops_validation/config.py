@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from screwops_contracts.datasets import DEFECT_TYPES, Label
 from screwops_contracts.models import ModelKind
 from screwops_settings import ServiceSettings
+from screwops_settings.services import VALIDATION
 
 
 class Thresholds(BaseModel):
@@ -123,15 +124,15 @@ class ValidationSettings(Thresholds, ServiceSettings):
     """What an operator may tune in validation: the thresholds, concurrency and the basics."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_VALIDATION_",
+        env_prefix=VALIDATION.env_prefix,
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
         hide_input_in_errors=True,
     )
 
-    service_name: str = "validation"
-    metrics_port: int = Field(9103, ge=1, le=65535)
+    service_name: str = VALIDATION.name
+    metrics_port: int = Field(VALIDATION.metrics_port, ge=1, le=65535)
     concurrency: int = Field(
         8, ge=1, description="Images fetched and measured at once; bounds memory as well."
     )
