@@ -28,9 +28,9 @@ MODULES = ("__main__", "config", "service", "store")
 
 # (service, module) pairs missing today, each with why the service may lack it.
 MISSING_MODULES = {
-    # issue 23 item 1: console routers. A web app over the other services' APIs: its pages
-    # (web.py) stand where service.py would, and it owns no collection or bucket (records.py
-    # only reads what the trainer and validation publish).
+    # A web app over the other services' APIs: its pages (routes/) stand where service.py
+    # would, and it owns no collection or bucket (records.py only reads what the trainer and
+    # validation publish).
     ("console", "service"),
     ("console", "store"),
 }

@@ -26,6 +26,7 @@ __all__ = [
     "VALIDATION",
     "ApiService",
     "Service",
+    "WebService",
     "service",
 ]
 
@@ -78,6 +79,13 @@ class ApiService(Service):
     grpc_port: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class WebService(Service):
+    """A service that serves a web app, so its settings' ``http_port`` default is an int."""
+
+    http_port: int
+
+
 class _Ports(BaseSettings):
     """The port variables of one service (the prefix is given at construction); unset ones stay
     None, and ``Service.configured`` ignores one for a port the service does not have, as the
@@ -98,7 +106,7 @@ EVALUATOR = Service("evaluator", metrics_port=9105)
 REGISTRY = ApiService("registry", metrics_port=9106, grpc_port=50054)
 GATEWAY = ApiService("gateway", metrics_port=9107, grpc_port=50051)
 MONITOR = Service("monitor", metrics_port=9108)
-CONSOLE = Service("console", metrics_port=9109, http_port=8080)
+CONSOLE = WebService("console", metrics_port=9109, http_port=8080)
 
 # Start order: producers after their consumers' topics exist (all topics exist after `up`), so
 # the order only matters for a readable log.

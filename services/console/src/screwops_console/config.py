@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME
 from screwops_settings import ServiceSettings
+from screwops_settings.services import CONSOLE, GATEWAY, INGESTION, LABELING, REGISTRY
 
 
 class ConsoleSettings(ServiceSettings):
@@ -17,22 +18,30 @@ class ConsoleSettings(ServiceSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="SCREWOPS_CONSOLE_", env_nested_delimiter="__", hide_input_in_errors=True
+        env_prefix=CONSOLE.env_prefix, env_nested_delimiter="__", hide_input_in_errors=True
     )
 
-    service_name: str = "console"
-    metrics_port: int = Field(9109, ge=1, le=65535)
+    service_name: str = CONSOLE.name
+    metrics_port: int = Field(CONSOLE.metrics_port, ge=1, le=65535)
     http_host: str = Field(
         "127.0.0.1",
         description="Interface of the web app; 0.0.0.0 in containers. The console has no login "
         "of its own (it can promote and roll back models): keep it on loopback or behind an "
         "authenticating proxy.",
     )
-    http_port: int = Field(8080, ge=1, le=65535, description="Port of the web app.")
-    gateway_address: str = Field("127.0.0.1:50051", examples=["gateway:50051"])
-    ingestion_address: str = Field("127.0.0.1:50052", examples=["ingestion:50052"])
-    labeling_address: str = Field("127.0.0.1:50053", examples=["labeling:50053"])
-    registry_address: str = Field("127.0.0.1:50054", examples=["registry:50054"])
+    http_port: int = Field(CONSOLE.http_port, ge=1, le=65535, description="Port of the web app.")
+    gateway_address: str = Field(
+        f"127.0.0.1:{GATEWAY.grpc_port}", examples=[f"gateway:{GATEWAY.grpc_port}"]
+    )
+    ingestion_address: str = Field(
+        f"127.0.0.1:{INGESTION.grpc_port}", examples=[f"ingestion:{INGESTION.grpc_port}"]
+    )
+    labeling_address: str = Field(
+        f"127.0.0.1:{LABELING.grpc_port}", examples=[f"labeling:{LABELING.grpc_port}"]
+    )
+    registry_address: str = Field(
+        f"127.0.0.1:{REGISTRY.grpc_port}", examples=[f"registry:{REGISTRY.grpc_port}"]
+    )
     gateway_token: SecretStr = Field(
         SecretStr(""),
         description="Bearer token sent to the gateway, when it requires one (one of its "
