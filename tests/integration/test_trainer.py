@@ -24,6 +24,7 @@ import tensorflow as tf
 from minio import Minio
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from PIL import Image
+from screwops_cli.runs import MongoRuns
 from screwops_contracts import (
     DatasetLabeled,
     DatasetValidated,
@@ -273,8 +274,8 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
     assert unchanged is not None
     assert (unchanged["attempts"], unchanged["started_at"]) == (1, record["started_at"])
 
-    # What the runs CLI will read: the listing and one run.
-    runs = MongoTrainerStore(stack.db)
+    # What the runs CLI reads: the listing and one run.
+    runs = MongoRuns(stack.db)
     [listed] = await runs.list_runs(dataset_id=dataset_id, status="finished")
     assert listed.run_id == run
     assert [e.epoch for e in listed.epochs] == [1, 2]

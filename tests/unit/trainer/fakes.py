@@ -22,7 +22,7 @@ from screwops_contracts import (
     DatasetValidated,
 )
 from screwops_contracts.models import ModelKind
-from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
+from screwops_contracts.runs import EpochRecord, RunRecord
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
 from screwops_trainer.store import DatasetRecord
@@ -67,16 +67,6 @@ class FakeStore:
 
     async def run(self, run: str) -> RunRecord | None:
         return self.runs.get(run)
-
-    async def list_runs(
-        self, *, limit: int = 50, dataset_id: str | None = None, status: RunStatus | None = None
-    ) -> list[RunRecord]:
-        runs = [
-            r
-            for r in self.runs.values()
-            if dataset_id in (None, r.dataset_id) and status in (None, r.status)
-        ]
-        return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
 
     async def start_run(self, record: RunRecord) -> RunRecord:
         previous = self.runs.get(record.run_id)

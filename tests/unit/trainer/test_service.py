@@ -387,18 +387,3 @@ async def test_requests_that_cannot_be_trained_are_refused_with_the_reason() -> 
         await service.on_training_requested(request("screws", 1, model_name="other-model"))
     assert parts.fit.calls == []
     assert parts.emitted == []
-
-
-async def test_runs_are_listed_latest_first_and_shown_one_by_one() -> None:
-    parts = Parts()
-    service = parts.service()
-    v1 = await validated(parts.objects, "screws", balanced(20))
-    v2 = await validated(parts.objects, "screws", balanced(20, offset=300), version=2)
-    one = await service.on_dataset_validated(v1)
-    two = await service.on_dataset_validated(v2)
-
-    listed = await parts.store.list_runs()
-    assert [r.run_id for r in listed] == [two.run_id, one.run_id]
-    shown = await parts.store.run(one.run_id)
-    assert shown is not None
-    assert shown.dataset_version == 1

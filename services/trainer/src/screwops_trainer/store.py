@@ -23,7 +23,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import Field
 from pymongo import DESCENDING, ReturnDocument
 from screwops_contracts import DatasetRejected, DatasetValidated
-from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord, RunStatus
+from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
 from screwops_trainer.params import TrainingParams
@@ -129,16 +129,6 @@ class TrainerStore(Protocol):
         """One run's record."""
         ...
 
-    async def list_runs(
-        self,
-        *,
-        limit: int = 50,
-        dataset_id: str | None = None,
-        status: RunStatus | None = None,
-    ) -> list[RunRecord]:
-        """The latest runs first, optionally of one dataset or in one status."""
-        ...
-
     async def start_run(self, record: RunRecord) -> RunRecord:
         """Write ``record`` as a new attempt (status running, no epochs; attempts + 1) and
         return it as stored."""
@@ -189,28 +179,6 @@ class MongoTrainerStore:
         with mongo_errors():
             found = await self._db[RUNS].find_one({"_id": run})
         return _load(RunRecord, found)
-
-    async def list_runs(
-        self,
-        *,
-        limit: int = 50,
-        dataset_id: str | None = None,
-        status: RunStatus | None = None,
-    ) -> list[RunRecord]:
-        query: dict[str, Any] = {}
-        if dataset_id is not None:
-            query["dataset_id"] = dataset_id
-        if status is not None:
-            query["status"] = status
-        with mongo_errors():
-            found = await (
-                self._db[RUNS]
-                .find(query)
-                .sort("started_at", DESCENDING)
-                .limit(limit)
-                .to_list(limit)
-            )
-        return [RunRecord.model_validate(_fields(document)) for document in found]
 
     async def start_run(self, record: RunRecord) -> RunRecord:
         fields = record.document()
