@@ -26,8 +26,7 @@ from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import InspectionCompleted, Topic
 from screwops_contracts.datasets import Bucket
-from screwops_gateway import handlers
-from screwops_gateway.grpc_api import GatewayServer
+from screwops_gateway import grpc_api, handlers
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import LogPolicy, PredictionLog
 from screwops_gateway.service import GatewayService, Policy
@@ -123,7 +122,7 @@ async def gateway(
         tracer_provider=tracer_provider,
     )
     handlers.register(bus, service)
-    server = GatewayServer(
+    api = grpc_api.server(
         service,
         host="127.0.0.1",
         port=0,
@@ -142,8 +141,9 @@ async def gateway(
         logged.append(event)
 
     await bus.broker.start()
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    await service.start()
+    await api.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
     try:
         yield Gateway(
             model=model,
@@ -155,7 +155,8 @@ async def gateway(
         )
     finally:
         await channel.close()
-        await server.stop(grace=1)
+        await api.stop(grace=1)
+        await service.stop()
         await bus.broker.stop()
         db.client.close()
 
@@ -293,10 +294,11 @@ async def test_an_unreachable_triton_answers_unavailable_within_the_deadline(
             triton_timeout_s=1.0,
         ),
     )
-    server = GatewayServer(service, host="127.0.0.1", port=0, max_message_bytes=1 << 20)
-    await server.start()
+    api = grpc_api.server(service, host="127.0.0.1", port=0, max_message_bytes=1 << 20)
+    await service.start()
+    await api.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{api.port}") as channel:
             stub: inspection_pb2_grpc.InspectionServiceAsyncStub
             stub = inspection_pb2_grpc.InspectionServiceStub(channel)
             request = inspection_pb2.InspectRequest(
@@ -308,5 +310,6 @@ async def test_an_unreachable_triton_answers_unavailable_within_the_deadline(
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - began < 5
     finally:
-        await server.stop(grace=1)
+        await api.stop(grace=1)
+        await service.stop()
     assert published == []

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_gateway.grpc_api import Context, GatewayServer, InspectionApi
+from screwops_gateway.grpc_api import Context, InspectionApi, server
 from screwops_gateway.prediction_log import LogPolicy
 from screwops_rpc import BearerAuth
 
@@ -208,20 +208,22 @@ async def test_fuzz_fields_and_versions(
 @pytest.fixture(scope="module")
 async def wire() -> AsyncIterator[inspection_pb2_grpc.InspectionServiceAsyncStub]:
     h = harness(policy=FUZZ_POLICY, log_policy=LogPolicy(queue_size=50))
-    server = GatewayServer(
+    api = server(
         h.service,
         host="127.0.0.1",
         port=0,
         interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
         max_message_bytes=4 * LIMIT,
     )
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    await h.service.start()
+    await api.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
     try:
         yield inspection_pb2_grpc.InspectionServiceStub(channel)
     finally:
         await channel.close()
-        await server.stop(grace=1)
+        await api.stop(grace=1)
+        await h.service.stop()
 
 
 printable = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=60)

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_gateway.grpc_api import SERVICE_NAME, GatewayServer
+from screwops_gateway.grpc_api import SERVICE_NAME, server
 from screwops_gateway.service import NO_MODEL_DEPLOYED
 from screwops_rpc.auth import INVALID, MISSING, BearerAuth
 
@@ -35,20 +35,22 @@ class Running:
 @asynccontextmanager
 async def serving(h: Harness) -> AsyncIterator[Running]:
     """The gateway's server as __main__ builds it, with bearer auth, on a free port."""
-    server = GatewayServer(
+    api = server(
         h.service,
         host="127.0.0.1",
         port=0,
         interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
         max_message_bytes=4 * POLICY.max_image_bytes,
     )
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    await h.service.start()
+    await api.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
     try:
         yield Running(h, inspection_pb2_grpc.InspectionServiceStub(channel), channel)
     finally:
         await channel.close()
-        await server.stop(grace=1)
+        await api.stop(grace=1)
+        await h.service.stop()
 
 
 @pytest.fixture

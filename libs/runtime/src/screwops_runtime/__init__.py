@@ -3,8 +3,10 @@
 Every service's ``__main__`` builds its settings, asks :meth:`Runtime.create` for the shared
 machinery (telemetry, MongoDB, MinIO, the bus), wires its own store, domain service, handlers and
 gRPC API, and calls :meth:`Runtime.serve`. Start-up order and graceful shutdown are therefore the
-same everywhere: stores ready, then the gRPC API and the consumers; on SIGTERM the API drains, the
-consumers finish in-flight events, and spans are flushed.
+same everywhere: stores ready, then the consumers, the background work and the gRPC API; on SIGTERM
+the API drains, the background work stops, the consumers finish in-flight events, and spans are
+flushed. A service never starts or cancels its own asyncio tasks in ``__main__``: it hands them to
+:meth:`Runtime.serve` as :class:`Background` work (a loop is wrapped in a :class:`Task`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from faststream import FastStream
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -24,11 +26,42 @@ from screwops_settings import ServiceSettings
 from screwops_storage import ObjectStore, database
 from screwops_telemetry import Telemetry, setup_telemetry
 
-__all__ = ["Runtime"]
+__all__ = ["Background", "Runtime", "Task"]
 
 log = logging.getLogger("screwops.runtime")
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class Background(Protocol):
+    """Work that runs beside the API: started before the port opens (so the first call finds it
+    running), stopped once in-flight calls drained (so what they left behind is still handled)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Task:
+    """A loop that runs until cancelled, as :class:`Background` work."""
+
+    run: Callable[[], Coroutine[Any, Any, None]]
+    name: str
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    async def start(self) -> None:
+        """Start the loop in the serving event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait until it has ended."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +101,19 @@ class Runtime:
             bus=bus,
         )
 
-    async def serve(self, *, api: Server | None = None, on_start: Sequence[Hook] = ()) -> None:
-        """Run until SIGTERM/SIGINT: ``on_start`` hooks, then consumers and the gRPC API."""
+    async def serve(
+        self,
+        *,
+        api: Server | None = None,
+        on_start: Sequence[Hook] = (),
+        background: Sequence[Background] = (),
+    ) -> None:
+        """Run until SIGTERM/SIGINT: ``on_start`` hooks, then the consumers, ``background`` (in
+        order) and the gRPC API; on shutdown the API drains, then ``background`` stops (in
+        reverse order) before the consumers do."""
         app = FastStream(self.bus.broker, logger=log)
-        samplers: list[asyncio.Task[None]] = []
+        # The consumers run once the app started: only then can their lag be sampled.
+        sampler = Task(self.bus.run_lag_sampler, name="consumer-lag")
 
         @app.on_startup
         async def prepare() -> None:
@@ -80,20 +122,20 @@ class Runtime:
 
         @app.after_startup
         async def open_api() -> None:
-            # The consumers run now: their lag can be sampled for Prometheus.
-            samplers.append(asyncio.create_task(self.bus.run_lag_sampler(), name="consumer-lag"))
+            await sampler.start()
+            for work in background:
+                await work.start()
             if api is not None:
                 await api.start()
                 log.info("%s serving gRPC on port %d", self.settings.service_name, api.port)
 
         @app.on_shutdown
         async def drain_api() -> None:
-            for sampler in samplers:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+            await sampler.stop()
             if api is not None:
                 await api.stop()
+            for work in reversed(background):
+                await work.stop()
 
         @app.after_shutdown
         async def release() -> None:

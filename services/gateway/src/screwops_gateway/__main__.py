@@ -9,9 +9,8 @@ from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime
 from screwops_serving import TritonModels
 
-from screwops_gateway import handlers
+from screwops_gateway import grpc_api, handlers
 from screwops_gateway.config import GatewaySettings
-from screwops_gateway.grpc_api import GatewayServer
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import LogPolicy, PredictionLog
 from screwops_gateway.service import GatewayService, Policy
@@ -52,7 +51,7 @@ def main() -> None:
         tracer_provider=runtime.telemetry.tracer_provider,
     )
     handlers.register(runtime.bus, service)
-    api = GatewayServer(
+    api = grpc_api.server(
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
@@ -64,7 +63,7 @@ def main() -> None:
     async def bootstrap() -> None:
         await runtime.objects.ensure_buckets(Bucket.INSPECTIONS)
 
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap]))
+    asyncio.run(runtime.serve(api=api, on_start=[bootstrap], background=[service]))
 
 
 if __name__ == "__main__":

@@ -49,43 +49,29 @@ class InspectionApi(inspection_pb2_grpc.InspectionServiceServicer):
             yield _response(result)
 
 
-class GatewayServer(Server):
-    """The gRPC server whose lifetime the core shares: it loads the production version before
-    the port opens, and publishes the prediction log's backlog after in-flight calls drained."""
-
-    def __init__(
-        self,
-        service: GatewayService,
-        *,
-        host: str,
-        port: int,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        max_message_bytes: int,
-    ) -> None:
-        super().__init__(
-            [
-                Api(
-                    name=SERVICE_NAME,
-                    add=inspection_pb2_grpc.add_InspectionServiceServicer_to_server,
-                    servicer=InspectionApi(service),
-                )
-            ],
-            host=host,
-            port=port,
-            interceptors=interceptors,
-            max_message_bytes=max_message_bytes,
-        )
-        self._service = service
-
-    async def start(self) -> None:
-        """Start the core, then serve."""
-        await self._service.start()
-        await super().start()
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Drain in-flight calls, then let the core publish what it still holds."""
-        await super().stop(grace)
-        await self._service.stop()
+def server(
+    service: GatewayService,
+    *,
+    host: str,
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_message_bytes: int,
+) -> Server:
+    """The gRPC server of the inspection API; the runtime starts ``service`` before it opens and
+    stops it after in-flight calls drained."""
+    return Server(
+        [
+            Api(
+                name=SERVICE_NAME,
+                add=inspection_pb2_grpc.add_InspectionServiceServicer_to_server,
+                servicer=InspectionApi(service),
+            )
+        ],
+        host=host,
+        port=port,
+        interceptors=interceptors,
+        max_message_bytes=max_message_bytes,
+    )
 
 
 def _deadline(context: Context) -> float | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.datasets import Bucket
 from screwops_rpc import Api, Server, bearer_auth
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 from screwops_serving import TritonModels
 
 from screwops_registry import handlers
@@ -53,18 +54,16 @@ def main() -> None:
         interceptors=bearer_auth(settings.auth_tokens),
     )
 
-    watchers: list[asyncio.Task[None]] = []
-
     async def bootstrap() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.MODELS)
 
-    async def watch_triton() -> None:
-        watchers.append(
-            asyncio.create_task(service.keep_serving(settings.restore_interval_s), name="restore")
-        )
-
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.restore, watch_triton]))
+    watch_triton = Task(
+        functools.partial(service.keep_serving, settings.restore_interval_s), name="restore"
+    )
+    asyncio.run(
+        runtime.serve(api=api, on_start=[bootstrap, service.restore], background=[watch_triton])
+    )
 
 
 if __name__ == "__main__":
