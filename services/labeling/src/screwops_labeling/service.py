@@ -1,175 +1,31 @@
-"""Labeling's domain logic: every image of a dataset version gets a label, then ``dataset.labeled``.
+"""Labeling's domain logic, behind one facade the API and the handlers call.
 
-A version arrives with ``dataset.ingested``: its images are recorded, the labels its import layout
-gave become labels with provenance ``import``, and images the dataset already had a label for
-keep it (labels belong to a dataset and an image, not to a version, so a new version asks only for
-its new images). People then label the rest one by one (:meth:`LabelingService.next_unlabeled`,
-:meth:`LabelingService.submit_label`) or in bulk from a labeling tool's export
-(:meth:`LabelingService.import_labels`). When the last image of a version gets its label, or an
-operator closes the version with the unlabeled images excluded, the version's ``LabelSet`` is
-written next to its manifest and ``dataset.labeled`` is emitted, caused by the version's
-``dataset.ingested``: its id derives from that cause, so announcing a version twice (after a crash,
-or from two racing callers) publishes one event twice, which the next consumer drops.
-
-Several versions of a dataset may be open at once (a new version is ingested while the previous
-one is still being labeled). "The dataset's open version" is then the oldest open one: images are
-handed out, counted and closed in version order, so versions are announced in order too.
-
-The review queue is fed by ``inspection.completed``: an inspection whose score lies near its
-threshold, whose verdict contradicts a label labeling already holds for the same image, or that
-falls in a small deterministic sample is queued (if the gateway kept its image). A reviewer's
-outcome is kept on the queue item as that inspection's ground truth and becomes the image's label
-in the review dataset, so the image arrives labeled if it is later ingested there.
-
-When the monitor asks for retraining (``training.requested``), the reviewed images of the
-degraded version's inspections that the requested dataset has not had yet become its next
-version: labeled in it by their reviews, dropped into the drop bucket and closed with ``_READY``
-(:meth:`LabelingService.on_training_requested`).
+Labeling does two things: it labels dataset versions, every image of a version getting a label
+before ``dataset.labeled`` announces it (:mod:`screwops_labeling.versions`), and it keeps the
+review queue, where people judge the gateway's inspections and the images they reviewed are
+handed on for retraining (:mod:`screwops_labeling.review`). A review's outcome is also a label:
+the queue labels through the versions' labeling, so a review can complete a version.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
-from pydantic import ValidationError
 from screwops_bus import Emit, Publish
-from screwops_contracts import (
-    DatasetIngested,
-    DatasetIngestedPayload,
-    DatasetLabeled,
-    DatasetLabeledPayload,
-    InspectionCompleted,
-    InspectionReviewed,
-    InspectionReviewedPayload,
-    TrainingRequested,
+from screwops_contracts import DatasetIngested, InspectionCompleted, TrainingRequested
+from screwops_contracts.datasets import Label
+
+from screwops_labeling.label_files import LabelFileFormat
+from screwops_labeling.review import ReviewPage, ReviewPolicy, ReviewQueue, ReviewResult
+from screwops_labeling.store import LabelingStore
+from screwops_labeling.versions import (
+    ClosedVersion,
+    ImportReport,
+    LabelTask,
+    Objects,
+    VersionLabeling,
 )
-from screwops_contracts.datasets import (
-    READY_MARKER,
-    Bucket,
-    ImageLabel,
-    Label,
-    LabelSet,
-    Manifest,
-    version_prefix,
-)
-from screwops_errors import (
-    FailedPreconditionError,
-    IntegrityError,
-    InvalidInputError,
-    NotFoundError,
-)
-from screwops_storage import join_key, validate_digest
-from screwops_telemetry import resumed_trace, traceparent
-
-from screwops_labeling.label_files import (
-    ImageIndex,
-    LabelFileFormat,
-    LabelRow,
-    RowProblem,
-    defect_type_for,
-    digest_named_by,
-    read_labels,
-)
-from screwops_labeling.store import (
-    LabelingStore,
-    ReviewCursor,
-    ReviewItem,
-    ReviewOutcome,
-    VersionEnd,
-    VersionImage,
-    VersionRecord,
-    VersionStatus,
-)
-
-log = logging.getLogger("screwops.labeling")
-
-LABELS_FILE = "labels.json"
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
-MAX_PROBLEMS = 1000
-"""Import problems reported back; the counts are always complete."""
-
-_SAMPLE_SCALE = 1_000_000
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` labeling uses."""
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
-    ) -> object: ...
-
-
-@dataclass(frozen=True)
-class ReviewPolicy:
-    """Which inspections are queued for review, and where review outcomes become labels."""
-
-    band: float
-    sample_rate: float
-    dataset_id: str
-
-
-@dataclass(frozen=True)
-class LabelTask:
-    """An image handed to an annotator, reserved for them until ``reserved_until``."""
-
-    image: VersionImage
-    data: bytes
-    reserved_until: datetime
-    remaining: int
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    """What an import changed, row by row."""
-
-    applied: int
-    unchanged: int
-    unmatched: int
-    invalid: int
-    problems: list[RowProblem]
-    remaining: int
-
-
-@dataclass(frozen=True)
-class ReviewPage:
-    """A page of the review queue; ``images`` by inspection id when they were asked for."""
-
-    items: list[ReviewItem]
-    images: dict[str, bytes]
-    next_token: str
-    total: int
-
-
-@dataclass(frozen=True)
-class ReviewResult:
-    """The outcome of one review, and how many items still wait."""
-
-    verdict_correct: bool
-    remaining: int
-
-
-@dataclass(frozen=True)
-class ClosedVersion:
-    """A version an operator closed, and the version labeling continues with."""
-
-    dataset_id: str
-    closed_version: int
-    open_version: int
-    labeled_count: int
-    excluded_count: int
-    closed_at: datetime
 
 
 def _utcnow() -> datetime:
@@ -177,7 +33,11 @@ def _utcnow() -> datetime:
 
 
 class LabelingService:
-    """Labels dataset versions and keeps the review queue (see the module docstring)."""
+    """Labels dataset versions and keeps the review queue (see the module docstring).
+
+    Each method is :class:`VersionLabeling`'s or :class:`ReviewQueue`'s of the same name (the
+    queue's ``page`` for :meth:`review_queue`); their docstrings say what each raises.
+    """
 
     def __init__(
         self,
@@ -190,98 +50,29 @@ class LabelingService:
         review: ReviewPolicy,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self._store = store
-        self._objects = objects
-        self._emit = emit
-        self._publish = publish
-        self._reservation = reservation
-        self._review = review
-        self._clock = clock
+        self._versions = VersionLabeling(store, objects, emit, reservation=reservation, clock=clock)
+        self._review = ReviewQueue(
+            store, objects, publish, self._versions, policy=review, clock=clock
+        )
 
     # --- events ----------------------------------------------------------------------------------
 
     async def on_dataset_ingested(self, event: DatasetIngested) -> None:
-        """Record a new version and its layout labels; announce it if nothing is left to label.
-
-        Raises:
-            NotFoundError: the manifest is not in MinIO.
-            InvalidInputError: the manifest is not a manifest of this version.
-            FailedPreconditionError: another event already announced this version.
-        """
-        payload = event.payload
-        record = await self._store.get_version(payload.dataset_id, payload.version)
-        if record is None:
-            record = await self._record(event)
-        elif record.event.event_id != event.event_id:
-            raise FailedPreconditionError(
-                f"{record.id} was already announced by event {record.event.event_id}; "
-                "versions are immutable"
-            )
-        await self._settle(record)
+        await self._versions.on_dataset_ingested(event)
 
     async def on_inspection_completed(self, event: InspectionCompleted) -> None:
-        """Queue the inspection for review when its verdict is uncertain, disputed or sampled.
+        await self._review.on_inspection_completed(event)
 
-        Only inspections whose image the gateway kept can be reviewed; the others are skipped.
-        """
-        payload = event.payload
-        if payload.image_key is None:
-            return
-        sha256 = digest_named_by(payload.image_key)
-        reason = await self._review_reason(event, sha256)
-        if reason is None:
-            return
-        await self._store.enqueue_review(
-            ReviewItem(
-                inspection_id=str(event.event_id),
-                image_sha256=sha256,
-                object_key=payload.image_key,
-                line_id=payload.line_id,
-                camera_id=payload.camera_id,
-                verdict=payload.verdict,
-                defect_probability=payload.defect_probability,
-                threshold=payload.threshold,
-                model_name=payload.model_name,
-                model_version=payload.model_version,
-                inspected_at=event.occurred_at,
-                queue_reason=reason,
-                queued_at=self._clock(),
-            )
-        )
+    async def on_training_requested(self, event: TrainingRequested) -> None:
+        await self._review.on_training_requested(event)
 
     async def recover(self) -> None:
-        """Finish what a crash interrupted: versions fully labeled but not yet announced."""
-        for record in await self._store.unpublished():
-            await self._settle(record)
+        await self._versions.recover()
 
     # --- annotators ------------------------------------------------------------------------------
 
     async def next_unlabeled(self, dataset_id: str, annotator: str) -> LabelTask:
-        """Reserve the next unlabeled image of the dataset's open version for ``annotator``.
-
-        Raises:
-            InvalidInputError: a required field is empty.
-            NotFoundError: unknown dataset, or every image is labeled or reserved by others.
-        """
-        dataset_id = _required("dataset_id", dataset_id)
-        annotator = _required("annotator", annotator)
-        now = self._clock()
-        until = now + self._reservation
-        for record in await self._open_versions(dataset_id):
-            image = await self._store.reserve_next(
-                dataset_id, record.version, annotator, now=now, until=until
-            )
-            if image is None:
-                # Looking may have repaired labeled flags, and so completed the version.
-                await self._settle(record)
-                continue
-            data = await self._objects.get_verified(Bucket.IMAGES, image.key, sha256=image.sha256)
-            remaining = await self._store.unlabeled_count(dataset_id, record.version)
-            return LabelTask(image=image, data=data, reserved_until=until, remaining=remaining)
-        raise NotFoundError(
-            f"nothing to label in dataset {dataset_id!r}: every image of its open versions is "
-            "labeled or reserved"
-        )
+        return await self._versions.next_unlabeled(dataset_id, annotator)
 
     async def submit_label(
         self,
@@ -293,185 +84,32 @@ class LabelingService:
         defect_type: str | None = None,
         labeled_at: datetime | None = None,
     ) -> int:
-        """Label one image of an open version; return how many are left in the open version.
-
-        Raises:
-            InvalidInputError: a required field is empty, the digest is malformed, or a good
-                image was given a defect type.
-            NotFoundError: unknown dataset, or the image is in none of its open versions.
-            FailedPreconditionError: the dataset has no open version.
-        """
-        dataset_id = _required("dataset_id", dataset_id)
-        annotator = _required("annotator", annotator)
-        validate_digest(sha256)
-        defect = defect_type_for(label, defect_type)
-        versions = await self._require_open(dataset_id)
-        if await self._store.find_image(dataset_id, sha256, [r.version for r in versions]) is None:
-            raise NotFoundError(f"image {sha256} is in no open version of dataset {dataset_id!r}")
-        labeled = ImageLabel(
-            sha256=sha256,
-            label=label,
-            defect_type=defect,
-            source="manual",
+        return await self._versions.submit_label(
+            dataset_id,
+            sha256,
+            label,
             annotator=annotator,
-            labeled_at=labeled_at or self._clock(),
+            defect_type=defect_type,
+            labeled_at=labeled_at,
         )
-        await self._store.put_labels(dataset_id, [labeled], replace=True)
-        return await self._after_labeling(versions)
 
     async def import_labels(
         self, dataset_id: str, fmt: LabelFileFormat, content: bytes, *, annotator: str
     ) -> ImportReport:
-        """Apply a labeling tool's export to the dataset's open versions, row by row.
-
-        Rows are matched to images by SHA-256 or by name (see :class:`ImageIndex`); a later row
-        for the same image wins. Labels get provenance ``file`` and the export's annotator, or
-        ``annotator`` when the export names none.
-
-        Raises:
-            InvalidInputError: a required field is empty, or the content is not ``fmt`` at all.
-            NotFoundError: unknown dataset.
-            FailedPreconditionError: the dataset has no open version.
-        """
-        dataset_id = _required("dataset_id", dataset_id)
-        annotator = _required("annotator", annotator)
-        if not content:
-            raise InvalidInputError("content is empty")
-        parsed = read_labels(fmt, content)
-        versions = await self._require_open(dataset_id)
-        images = await self._store.images(dataset_id, [r.version for r in versions])
-        index = ImageIndex((image.sha256, image.filename) for image in images)
-        current = await self._store.labels(dataset_id, {image.sha256 for image in images})
-        problems = list(parsed.problems)
-        applied = unchanged = unmatched = 0
-        updates: dict[str, ImageLabel] = {}
-        now = self._clock()
-        for row in parsed.rows:
-            try:
-                sha256 = index.match(row.reference)
-            except InvalidInputError as exc:
-                problems.append(RowProblem(row.row, row.reference, exc.message))
-                continue
-            if sha256 is None:
-                unmatched += 1
-                problems.append(
-                    RowProblem(row.row, row.reference, "names no image of an open version")
-                )
-                continue
-            if _agrees(updates.get(sha256) or current.get(sha256), row):
-                unchanged += 1
-                continue
-            applied += 1
-            updates[sha256] = ImageLabel(
-                sha256=sha256,
-                label=row.label,
-                defect_type=row.defect_type,
-                source="file",
-                annotator=row.annotator or annotator,
-                labeled_at=now,
-            )
-        await self._store.put_labels(dataset_id, list(updates.values()), replace=True)
-        return ImportReport(
-            applied=applied,
-            unchanged=unchanged,
-            unmatched=unmatched,
-            invalid=len(problems) - unmatched,
-            problems=sorted(problems, key=lambda p: p.row)[:MAX_PROBLEMS],
-            remaining=await self._after_labeling(versions),
-        )
+        return await self._versions.import_labels(dataset_id, fmt, content, annotator=annotator)
 
     async def close_version(
         self, dataset_id: str, operator: str, reason: str = "", version: int | None = None
     ) -> ClosedVersion:
-        """End an open version now (the oldest, unless ``version`` names one): its unlabeled
-        images are excluded and counted.
-
-        Naming the version makes a retried call safe: a version that is already labeled or
-        closed is answered as it was stored, and nothing else is closed.
-
-        Raises:
-            InvalidInputError: a required field is empty.
-            NotFoundError: unknown dataset or version.
-            FailedPreconditionError: no open version, or it has no labeled image.
-        """
-        dataset_id = _required("dataset_id", dataset_id)
-        operator = _required("operator", operator)
-        if version is None:
-            record = (await self._require_open(dataset_id))[0]
-        else:
-            record = await self._stored(dataset_id, version)
-            if record.status is not VersionStatus.OPEN:
-                return await self._closed(record, record.ended_at or self._clock())
-        excluded = await self._store.unlabeled(dataset_id, record.version)
-        if len(excluded) >= record.image_count:
-            raise FailedPreconditionError(
-                f"version {record.version} of dataset {dataset_id!r} has no labeled image; "
-                "label some before closing it"
-            )
-        now = self._clock()
-        end = (
-            VersionEnd(
-                VersionStatus.CLOSED,
-                at=now,
-                excluded=tuple(excluded),
-                closed_by=operator,
-                reason=reason.strip() or None,
-            )
-            if excluded
-            else VersionEnd(VersionStatus.LABELED, at=now)
-        )
-        await self._store.end_version(dataset_id, record.version, end)
-        # Whoever ended it (this call or a racing one), announce what was stored.
-        ended = await self._stored(dataset_id, record.version)
-        if not ended.published:
-            await self._announce(ended)
-        return await self._closed(ended, now)
-
-    async def _closed(self, ended: VersionRecord, now: datetime) -> ClosedVersion:
-        versions = await self._store.versions(ended.dataset_id)
-        still_open = [later.version for later in _still_open(versions)]
-        return ClosedVersion(
-            dataset_id=ended.dataset_id,
-            closed_version=ended.version,
-            # The next version labeling holds open, else the number ingestion gives the next one.
-            open_version=still_open[0] if still_open else versions[-1].version + 1,
-            labeled_count=ended.image_count - len(ended.excluded),
-            excluded_count=len(ended.excluded),
-            closed_at=ended.ended_at or now,
-        )
+        return await self._versions.close_version(dataset_id, operator, reason, version)
 
     # --- reviewers -------------------------------------------------------------------------------
 
     async def review_queue(
         self, line_id: str, *, include_images: bool, page_size: int, page_token: str
     ) -> ReviewPage:
-        """A page of the inspections waiting for review, oldest first.
-
-        Raises:
-            InvalidInputError: a negative page size, or a page token this server did not give.
-        """
-        if page_size < 0:
-            raise InvalidInputError("page_size must not be negative")
-        limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        line = line_id.strip() or None
-        after = _decode_cursor(page_token) if page_token else None
-        items = await self._store.pending_reviews(line, after, limit + 1)
-        page, more = items[:limit], len(items) > limit
-        images = (
-            {
-                item.inspection_id: await self._objects.get_verified(
-                    Bucket.INSPECTIONS, item.object_key, sha256=item.image_sha256
-                )
-                for item in page
-            }
-            if include_images
-            else {}
-        )
-        return ReviewPage(
-            items=page,
-            images=images,
-            next_token=_encode_cursor(page[-1]) if more else "",
-            total=await self._store.pending_review_count(line),
+        return await self._review.page(
+            line_id, include_images=include_images, page_size=page_size, page_token=page_token
         )
 
     async def submit_review(
@@ -483,344 +121,13 @@ class LabelingService:
         defect_type: str | None = None,
         reviewed_at: datetime | None = None,
     ) -> ReviewResult:
-        """Record a reviewer's ground truth for an inspection; it leaves the queue.
-
-        A later review of the same inspection replaces the earlier outcome.
-
-        Raises:
-            InvalidInputError: a required field is empty, or a good image was given a defect type.
-            NotFoundError: the inspection was never queued.
-        """
-        inspection_id = _required("inspection_id", inspection_id)
-        reviewer = _required("reviewer", reviewer)
-        defect = defect_type_for(label, defect_type)
-        item = await self._store.get_review(inspection_id)
-        if item is None:
-            raise NotFoundError(f"inspection {inspection_id!r} is not in the review queue")
-        outcome = ReviewOutcome(
-            label=label,
-            defect_type=defect,
+        return await self._review.submit_review(
+            inspection_id,
+            label,
             reviewer=reviewer,
-            reviewed_at=reviewed_at or self._clock(),
-            verdict_correct=(item.verdict == "DEFECT") == (label is Label.BAD),
+            defect_type=defect_type,
+            reviewed_at=reviewed_at,
         )
-        await self._store.record_review(inspection_id, outcome)
-        # The monitor's ground truth. The id is derived from the decision, so a retried call
-        # publishes the same event and the monitor counts it once.
-        await self._publish(
-            InspectionReviewed.origin(
-                InspectionReviewedPayload(
-                    inspection_id=inspection_id,
-                    line_id=item.line_id,
-                    model_name=item.model_name,
-                    model_version=item.model_version,
-                    verdict=item.verdict,
-                    defect_probability=item.defect_probability,
-                    label="bad" if label is Label.BAD else "good",
-                    defect_type=defect,
-                    verdict_correct=outcome.verdict_correct,
-                    reviewer=reviewer,
-                    reviewed_at=outcome.reviewed_at,
-                ),
-                producer="labeling",
-                key=f"{inspection_id}/{label}/{defect}/{reviewer}",
-            )
-        )
-        if item.image_sha256 is not None:
-            # The review dataset, and every dataset the image was already handed to.
-            for dataset_id in dict.fromkeys((self._review.dataset_id, *item.contributed_to)):
-                await self._label_by_review(dataset_id, [(item.image_sha256, outcome)])
-        return ReviewResult(
-            verdict_correct=outcome.verdict_correct,
-            remaining=await self._store.pending_review_count(None),
-        )
-
-    # --- retraining ------------------------------------------------------------------------------
-
-    async def on_training_requested(self, event: TrainingRequested) -> None:
-        """Hand the reviewed inspections the dataset has not had yet to ingestion, so the
-        retraining asked for learns from what production showed the reviewers: those the
-        degraded version answered, or every one of the model's when an operator asks.
-
-        A model trained again on the same data would come out the same (the trainer reuses the
-        run): what a drift needs is the drifted images, labeled. Each reviewed image is dropped
-        as ``<dataset>/<good|bad>/<sha256>`` into the drop bucket (one at a time, so memory does
-        not grow with the batch), the reviewers' labels are recorded for the dataset (so the
-        images arrive labeled with their defect types and the review as provenance), and
-        ``<dataset>/_READY`` closes the batch: ingestion cuts a new version and it goes through
-        validation to the trainer like any other. The items are marked handed over last, so a
-        crash before that hands them over again: the same keys and bytes, which ingestion finds
-        already in the dataset.
-        """
-        request = event.payload
-        dataset_id = request.dataset_id
-        reviewed = await self._store.reviewed_outside(
-            dataset_id, model_name=request.model_name, model_version=request.degraded_version
-        )
-        handed_ids: list[str] = []
-        reviews: list[tuple[str, ReviewOutcome]] = []
-        for item in reviewed:
-            if item.outcome is None or item.image_sha256 is None:
-                continue
-            try:
-                data = await self._objects.get_verified(
-                    Bucket.INSPECTIONS, item.object_key, sha256=item.image_sha256
-                )
-            except (NotFoundError, IntegrityError) as unusable:
-                log.error(
-                    "inspection %s is not handed to %s: its image %s/%s is unusable: %s",
-                    item.inspection_id,
-                    dataset_id,
-                    Bucket.INSPECTIONS,
-                    item.object_key,
-                    unusable.message,
-                )
-                continue
-            key = join_key(dataset_id, f"{item.outcome.label.value}/{item.image_sha256}")
-            await self._objects.put_named(Bucket.DROP, key, data)
-            handed_ids.append(item.inspection_id)
-            reviews.append((item.image_sha256, item.outcome))
-        if not handed_ids:
-            log.info("retraining %s asked for: no reviewed inspection to add to it", dataset_id)
-            return
-        await self._label_by_review(dataset_id, reviews)
-        await self._objects.put_named(Bucket.DROP, join_key(dataset_id, READY_MARKER), b"")
-        await self._store.mark_contributed(dataset_id, handed_ids)
-        log.info(
-            "handed %d reviewed inspections to %s for the retraining %s asked for: %s",
-            len(handed_ids),
-            dataset_id,
-            request.requested_by,
-            dict(Counter(outcome.label.value for _, outcome in reviews)),
-        )
-
-    # --- internals -------------------------------------------------------------------------------
-
-    async def _label_by_review(
-        self, dataset_id: str, reviewed: Sequence[tuple[str, ReviewOutcome]]
-    ) -> None:
-        """The reviewers' labels become the dataset's (a person's word replaces any other)."""
-        await self._store.put_labels(
-            dataset_id,
-            [
-                ImageLabel(
-                    sha256=sha256,
-                    label=outcome.label,
-                    defect_type=outcome.defect_type,
-                    source="review",
-                    annotator=outcome.reviewer,
-                    labeled_at=outcome.reviewed_at,
-                )
-                for sha256, outcome in reviewed
-            ],
-            replace=True,
-        )
-        # The dataset may have no version holding the images yet: the labels wait for them.
-        await self._after_labeling(_still_open(await self._store.versions(dataset_id)))
-
-    async def _record(self, event: DatasetIngested) -> VersionRecord:
-        payload = event.payload
-        manifest = await self._manifest(payload)
-        await self._store.put_labels(
-            payload.dataset_id,
-            [
-                ImageLabel(
-                    sha256=image.sha256,
-                    label=image.label,
-                    defect_type=image.defect_type,
-                    source="import",
-                    labeled_at=manifest.created_at,
-                )
-                for image in manifest.images
-                if image.label is not None
-            ],
-            replace=False,
-        )
-        record = VersionRecord(
-            dataset_id=payload.dataset_id,
-            version=payload.version,
-            manifest_key=payload.manifest_key,
-            image_count=len(manifest.images),
-            event=event,
-            opened_at=self._clock(),
-            traceparent=traceparent(),
-        )
-        await self._store.record_version(
-            record,
-            [
-                VersionImage(
-                    dataset_id=payload.dataset_id,
-                    version=payload.version,
-                    sha256=image.sha256,
-                    key=image.key,
-                    filename=image.filename,
-                )
-                for image in manifest.images
-            ],
-        )
-        log.info(
-            "recorded %s: %d images, %d labeled by layout",
-            record.id,
-            record.image_count,
-            sum(1 for image in manifest.images if image.label is not None),
-        )
-        return record
-
-    async def _manifest(self, payload: DatasetIngestedPayload) -> Manifest:
-        body = await self._objects.get_verified(Bucket.DATASETS, payload.manifest_key)
-        try:
-            manifest = Manifest.model_validate_json(body)
-        except ValidationError as exc:
-            raise InvalidInputError(
-                f"{payload.manifest_key} is not a manifest ({exc.error_count()} errors): {exc}"
-            ) from None
-        if (manifest.dataset_id, manifest.version) != (payload.dataset_id, payload.version):
-            raise InvalidInputError(
-                f"{payload.manifest_key} describes {manifest.dataset_id} v{manifest.version}, "
-                f"not {payload.dataset_id} v{payload.version}"
-            )
-        return manifest
-
-    async def _settle(self, record: VersionRecord) -> bool:
-        """End the version if every image has a label, announce it if ended; True if still open."""
-        if record.status is VersionStatus.OPEN:
-            if await self._store.unlabeled_count(record.dataset_id, record.version):
-                return True
-            await self._store.end_version(
-                record.dataset_id,
-                record.version,
-                VersionEnd(VersionStatus.LABELED, at=self._clock()),
-            )
-            record = await self._stored(record.dataset_id, record.version)
-        if not record.published:
-            await self._announce(record)
-        return False
-
-    async def _announce(self, record: VersionRecord) -> None:
-        """Write the version's LabelSet and emit ``dataset.labeled``; repeating it is harmless."""
-        excluded = set(record.excluded)
-        kept = sorted(
-            image.sha256
-            for image in await self._store.images(record.dataset_id, [record.version])
-            if image.sha256 not in excluded
-        )
-        labels = await self._store.labels(record.dataset_id, kept)
-        missing = [sha for sha in kept if sha not in labels]
-        if missing:
-            raise FailedPreconditionError(
-                f"{record.id} ended with {len(missing)} images unlabeled (e.g. {missing[0]})"
-            )
-        label_set = LabelSet(
-            dataset_id=record.dataset_id,
-            version=record.version,
-            labels=[labels[sha] for sha in kept],
-            excluded=sorted(excluded),
-        )
-        key = join_key(version_prefix(record.dataset_id, record.version), LABELS_FILE)
-        body = json.dumps(label_set.model_dump(mode="json"), sort_keys=True).encode()
-        await self._objects.put_named(Bucket.DATASETS, key, body, content_type="application/json")
-        counts = Counter(label.label.value for label in label_set.labels)
-        # In the run's trace, also when a person's last label or recover() ends the version.
-        with resumed_trace(record.traceparent, "labeling.announce"):
-            await self._emit(
-                DatasetLabeled,
-                DatasetLabeledPayload(
-                    dataset_id=record.dataset_id,
-                    version=record.version,
-                    labels_key=key,
-                    label_counts={label.value: counts[label.value] for label in Label},
-                    excluded_count=len(excluded),
-                    closed_by=record.closed_by,
-                ),
-                cause=record.event,
-            )
-        await self._store.mark_published(record.dataset_id, record.version)
-        log.info("%s labeled: %s, %d excluded", record.id, dict(counts), len(label_set.excluded))
-
-    async def _after_labeling(self, versions: Sequence[VersionRecord]) -> int:
-        """Settle the versions new labels may have completed; the unlabeled left in the oldest."""
-        still_open = [record for record in versions if await self._settle(record)]
-        if not still_open:
-            return 0
-        return await self._store.unlabeled_count(still_open[0].dataset_id, still_open[0].version)
-
-    async def _open_versions(self, dataset_id: str) -> list[VersionRecord]:
-        """The open versions of a dataset a request names, oldest first (maybe none).
-
-        Raises:
-            NotFoundError: no version of the dataset was ever ingested.
-        """
-        versions = await self._store.versions(dataset_id)
-        if not versions:
-            raise NotFoundError(f"unknown dataset {dataset_id!r}: no version of it was ingested")
-        return _still_open(versions)
-
-    async def _require_open(self, dataset_id: str) -> list[VersionRecord]:
-        versions = await self._open_versions(dataset_id)
-        if not versions:
-            raise FailedPreconditionError(
-                f"dataset {dataset_id!r} has no open version: every version is labeled or closed"
-            )
-        return versions
-
-    async def _stored(self, dataset_id: str, version: int) -> VersionRecord:
-        record = await self._store.get_version(dataset_id, version)
-        if record is None:
-            raise NotFoundError(f"version {version} of dataset {dataset_id!r} is not recorded")
-        return record
-
-    async def _review_reason(self, event: InspectionCompleted, sha256: str | None) -> str | None:
-        """Why the inspection of image ``sha256`` needs a person's eyes, or None."""
-        payload = event.payload
-        if abs(payload.defect_probability - payload.threshold) < self._review.band:
-            return (
-                f"near threshold: defect probability {payload.defect_probability:.3f}, "
-                f"threshold {payload.threshold:.3f}"
-            )
-        if sha256 is not None:
-            known = await self._store.labels_of_image(sha256)
-            for dataset_id, label in sorted(known.items()):
-                if (label.label is Label.BAD) != (payload.verdict == "DEFECT"):
-                    return (
-                        f"disputed: verdict {payload.verdict} but the image is labeled "
-                        f"{label.label.value} in dataset {dataset_id!r}"
-                    )
-        if _sampled(event.event_id, self._review.sample_rate):
-            return "random sample"
-        return None
-
-
-def _agrees(known: ImageLabel | None, row: LabelRow) -> bool:
-    return known is not None and (known.label, known.defect_type) == (row.label, row.defect_type)
-
-
-def _still_open(versions: Sequence[VersionRecord]) -> list[VersionRecord]:
-    return [record for record in versions if record.status is VersionStatus.OPEN]
-
-
-def _required(name: str, value: str) -> str:
-    cleaned = value.strip()
-    if not cleaned:
-        raise InvalidInputError(f"{name} is required")
-    return cleaned
-
-
-def _sampled(event_id: uuid.UUID, rate: float) -> bool:
-    """A sample decided by the event id, so a redelivered event is sampled the same way."""
-    return event_id.int % _SAMPLE_SCALE < rate * _SAMPLE_SCALE
-
-
-def _encode_cursor(item: ReviewItem) -> str:
-    raw = json.dumps({"at": item.inspected_at.isoformat(), "id": item.inspection_id})
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(token: str) -> ReviewCursor:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return ReviewCursor(datetime.fromisoformat(raw["at"]), str(raw["id"]))
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidInputError(f"page_token {token!r} was not given out by this server") from None
 
 
 __all__ = [
