@@ -18,11 +18,9 @@ from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_bus import Bus
 from screwops_contracts import DatasetIngested, Topic
 from screwops_contracts.datasets import Bucket, Label, Manifest
-from screwops_ingestion import handlers
-from screwops_ingestion.grpc_api import IngestionApi
+from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.service import IngestionService, Limits
 from screwops_ingestion.store import MongoIngestionStore
-from screwops_rpc import Api, Server
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore
 
@@ -54,15 +52,8 @@ async def ingestion(
         import_roots=["/"],
     )
     handlers.register(bus, service)
-    name = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
-    api = Server(
-        [
-            Api(
-                name,
-                ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
-                IngestionApi(service),
-            )
-        ],
+    api = grpc_api.server(
+        service,
         host="127.0.0.1",
         port=0,
     )

@@ -36,11 +36,9 @@ from screwops_contracts.datasets import (
     Manifest,
     ManifestImage,
 )
-from screwops_labeling import handlers
-from screwops_labeling.grpc_api import LabelingApi
+from screwops_labeling import grpc_api, handlers
 from screwops_labeling.service import LabelingService, ReviewPolicy
 from screwops_labeling.store import MongoLabelingStore, VersionImage, VersionRecord
-from screwops_rpc import Api, Server
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
 
@@ -187,14 +185,8 @@ async def labeling(
         review=ReviewPolicy(band=0.15, sample_rate=0.0, dataset_id=unique("it-review")),
     )
     handlers.register(bus, service)
-    server = Server(
-        [
-            Api(
-                name=labeling_pb2.DESCRIPTOR.services_by_name["LabelingService"].full_name,
-                add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
-                servicer=LabelingApi(service),
-            )
-        ],
+    server = grpc_api.server(
+        service,
         host="127.0.0.1",
         port=0,
     )

@@ -34,8 +34,7 @@ from screwops_contracts import (
 )
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import PRODUCTION_ALIAS, saved_model_prefix
-from screwops_registry import handlers
-from screwops_registry.grpc_api import RegistryApi
+from screwops_registry import grpc_api, handlers
 from screwops_registry.placement import Deployment, Placement, triton_prefix
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
@@ -45,7 +44,6 @@ from screwops_registry.store import (
     VersionRecord,
     VersionStatus,
 )
-from screwops_rpc import Api, Server
 from screwops_serving import TritonModels, versions_present
 from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, database
@@ -168,14 +166,8 @@ async def registry(
         producer="registry",
     )
     handlers.register(bus, service)
-    server = Server(
-        [
-            Api(
-                name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-                add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-                servicer=RegistryApi(service),
-            )
-        ],
+    server = grpc_api.server(
+        service,
         host="127.0.0.1",
         port=0,
     )

@@ -31,6 +31,7 @@ from screwops_rpc.auth import (
 
 __all__ = [
     "AUTHORIZATION",
+    "DEFAULT_MESSAGE_BYTES",
     "Api",
     "BearerAuth",
     "Server",
@@ -44,6 +45,9 @@ __all__ = [
 log = logging.getLogger("screwops.rpc")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest message a :class:`Server` receives or sends unless told otherwise."""
 
 
 def map_errors(method: F) -> F:
@@ -127,7 +131,7 @@ class Server:
         host: str,
         port: int,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
     ) -> None:
         self._apis = list(apis)
         self._address = f"{host}:{port}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_rpc import Api, Server, map_errors
+from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors
 
 from screwops_gateway.service import GatewayService, Inspection, InspectionResult, Verdict
 
@@ -55,7 +55,7 @@ def server(
     host: str,
     port: int,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int,
+    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
 ) -> Server:
     """The gRPC server of the inspection API; the runtime starts ``service`` before it opens and
     stops it after in-flight calls drained."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server, bearer_auth
+from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime
 
-from screwops_ingestion import handlers
+from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.config import IngestionSettings
-from screwops_ingestion.grpc_api import IngestionApi
 from screwops_ingestion.service import IngestionService, Limits
 from screwops_ingestion.store import MongoIngestionStore
 
@@ -32,14 +30,8 @@ def main() -> None:
         import_roots=settings.import_roots,
     )
     handlers.register(runtime.bus, service)
-    api = Server(
-        [
-            Api(
-                name=ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name,
-                add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
-                servicer=IngestionApi(service),
-            )
-        ],
+    api = grpc_api.server(
+        service,
         host=settings.grpc_host,
         port=settings.grpc_port,
         interceptors=bearer_auth(settings.auth_tokens),

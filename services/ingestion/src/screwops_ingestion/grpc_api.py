@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -10,13 +10,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Label
 from screwops_errors import InvalidInputError
-from screwops_rpc import map_errors, offset_page
+from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors, offset_page
 
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, IngestResult, Outcome
 from screwops_ingestion.store import VersionRecord
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
 
 _LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
 _LAYOUTS = {
@@ -101,6 +103,30 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
             versions=[_version(v) for v in versions[:limit]],
             next_page_token=str(offset + limit) if more else "",
         )
+
+
+def server(
+    service: IngestionService,
+    *,
+    host: str,
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+) -> Server:
+    """The one way the ingestion API is served, so ``__main__`` and the tests serve the same."""
+    return Server(
+        [
+            Api(
+                name=SERVICE_NAME,
+                add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
+                servicer=IngestionApi(service),
+            )
+        ],
+        host=host,
+        port=port,
+        interceptors=interceptors,
+        max_message_bytes=max_message_bytes,
+    )
 
 
 def _label_map(entries: Mapping[str, ingestion_pb2.Label.ValueType]) -> dict[str, Label]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from screwops.v1 import labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server, bearer_auth
+from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime
 
-from screwops_labeling import handlers
+from screwops_labeling import grpc_api, handlers
 from screwops_labeling.config import LabelingSettings
-from screwops_labeling.grpc_api import LabelingApi
 from screwops_labeling.service import LabelingService, ReviewPolicy
 from screwops_labeling.store import MongoLabelingStore
 
@@ -34,14 +32,8 @@ def main() -> None:
         ),
     )
     handlers.register(runtime.bus, service)
-    api = Server(
-        [
-            Api(
-                name=labeling_pb2.DESCRIPTOR.services_by_name["LabelingService"].full_name,
-                add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
-                servicer=LabelingApi(service),
-            )
-        ],
+    api = grpc_api.server(
+        service,
         host=settings.grpc_host,
         port=settings.grpc_port,
         interceptors=bearer_auth(settings.auth_tokens),

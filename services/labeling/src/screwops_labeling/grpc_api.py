@@ -8,6 +8,7 @@ so a client retries it only after checking which version is open.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,13 +17,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Label
 from screwops_errors import InvalidInputError
-from screwops_rpc import map_errors
+from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors
 
 from screwops_labeling.label_files import LabelFileFormat
 from screwops_labeling.service import LabelingService
 from screwops_labeling.store import ReviewItem
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = labeling_pb2.DESCRIPTOR.services_by_name["LabelingService"].full_name
 
 _LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
 _FORMATS = {
@@ -147,6 +150,30 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
             excluded_count=closed.excluded_count,
             closed_at=_timestamp(closed.closed_at),
         )
+
+
+def server(
+    service: LabelingService,
+    *,
+    host: str,
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+) -> Server:
+    """The one way the labeling API is served, so ``__main__`` and the tests serve the same."""
+    return Server(
+        [
+            Api(
+                name=SERVICE_NAME,
+                add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
+                servicer=LabelingApi(service),
+            )
+        ],
+        host=host,
+        port=port,
+        interceptors=interceptors,
+        max_message_bytes=max_message_bytes,
+    )
 
 
 def _label(value: ingestion_pb2.Label.ValueType) -> Label:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.datasets import Bucket
-from screwops_rpc import Api, Server, bearer_auth
+from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime, Task
 from screwops_serving import TritonModels
 
-from screwops_registry import handlers
+from screwops_registry import grpc_api, handlers
 from screwops_registry.config import RegistrySettings
-from screwops_registry.grpc_api import RegistryApi
 from screwops_registry.placement import Deployment, Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import MongoRegistryStore
@@ -41,14 +39,8 @@ def main() -> None:
         producer=settings.service_name,
     )
     handlers.register(runtime.bus, service)
-    api = Server(
-        [
-            Api(
-                name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-                add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-                servicer=RegistryApi(service),
-            )
-        ],
+    api = grpc_api.server(
+        service,
         host=settings.grpc_host,
         port=settings.grpc_port,
         interceptors=bearer_auth(settings.auth_tokens),
