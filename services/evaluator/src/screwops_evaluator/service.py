@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from opentelemetry import metrics, trace
@@ -72,7 +72,6 @@ from screwops_errors import (
     NotFoundError,
 )
 from screwops_imaging import decode, preprocess
-from screwops_storage import StoredObject
 
 from screwops_evaluator.config import Gate
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
@@ -94,7 +93,7 @@ from screwops_evaluator.staging import (
     score,
     staging_version,
 )
-from screwops_evaluator.store import Champion, EvaluationRecord, EvaluatorStore
+from screwops_evaluator.store import Champion, EvaluationRecord, EvaluatorStore, Objects
 
 log = logging.getLogger("screwops.evaluator")
 
@@ -102,7 +101,6 @@ D = TypeVar("D", bound=BaseModel)
 
 __all__ = [
     "EvaluatorService",
-    "Objects",
     "evaluation_id_of",
     "held_out_images",
 ]
@@ -129,16 +127,6 @@ def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[
 def pixels(data: bytes) -> Batch:
     """The model's input for one stored image: the trainer's and the gateway's preprocessing."""
     return preprocess(decode(data).image)
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` the evaluator uses."""
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
-    ) -> StoredObject: ...
 
 
 class EvaluatorService:

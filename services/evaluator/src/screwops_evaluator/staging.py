@@ -40,9 +40,9 @@ from screwops_errors import (
     UnavailableError,
 )
 from screwops_serving import export_version, remove_version, versions_present
-from screwops_storage import StoredObject
 
 from screwops_evaluator.scoring import Probabilities
+from screwops_evaluator.store import Objects
 
 log = logging.getLogger("screwops.evaluator")
 
@@ -65,12 +65,6 @@ class Triton(Protocol):
     async def infer(
         self, name: str, version: int | None, batch: Batch, *, timeout_s: float
     ) -> Probabilities: ...
-
-
-class Directories(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` staging uses."""
-
-    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
 
 
 class Unservable(Exception):  # noqa: N818 (an outcome, not a fault)
@@ -144,7 +138,7 @@ async def score(
 class StagingArea:
     """Stages, validates and scores candidates in Triton (see the module docstring)."""
 
-    def __init__(self, triton: Triton, objects: Directories, staging: Staging) -> None:
+    def __init__(self, triton: Triton, objects: Objects, staging: Staging) -> None:
         self.triton = triton
         self.staging = staging
         self._objects = objects

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
-from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
 EVALUATIONS = "evaluations"
 CHAMPIONS = "evaluator_champions"
@@ -73,6 +74,19 @@ class Champion:
     since: datetime
     event_id: str
     threshold: float = DEFAULT_THRESHOLD
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the evaluator uses: reading test images,
+    writing reports, and fetching candidates for staging."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
 
 
 class EvaluatorStore(Protocol):

@@ -17,14 +17,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from opentelemetry import context as otel_context
 from screwops_contracts import InspectionCompleted
 from screwops_contracts.datasets import Bucket
-from screwops_storage import StoredObject
 
 from screwops_gateway.metrics import GatewayMetrics
+from screwops_gateway.store import Objects
 
 log = logging.getLogger("screwops.gateway.prediction_log")
 
@@ -33,20 +32,6 @@ IMAGE_PREFIX = "inspections"
 _SAMPLE_SCALE = 10_000
 
 Publish = Callable[[InspectionCompleted], Awaitable[None]]
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` the log uses."""
-
-    async def put_content(
-        self,
-        bucket: str,
-        data: bytes,
-        *,
-        prefix: str,
-        content_type: str = ...,
-        check_existing: bool = ...,
-    ) -> StoredObject: ...
 
 
 @dataclass(frozen=True)

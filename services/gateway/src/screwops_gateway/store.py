@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
-from screwops_storage import mongo_errors
+from screwops_storage import StoredObject, mongo_errors
 
 SERVING_STATE = "serving_state"
 
@@ -37,6 +37,20 @@ class ServingModel:
         """Whether this change supersedes ``other`` (events about one model arrive in order,
         but a redelivery or a stale read may not)."""
         return other is None or self.changed_at > other.changed_at
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the prediction log uses."""
+
+    async def put_content(
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        prefix: str,
+        content_type: str = ...,
+        check_existing: bool = ...,
+    ) -> StoredObject: ...
 
 
 class ServingStateStore(Protocol):

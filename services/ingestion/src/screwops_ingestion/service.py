@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Literal, Protocol
+from typing import Literal
 
 from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
 from screwops_contracts.datasets import (
@@ -32,12 +32,11 @@ from screwops_contracts.datasets import (
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
-from screwops_storage import StoredObject
 from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_ingestion import layouts
 from screwops_ingestion.layouts import IncomingFile, LabelMap, Layout
-from screwops_ingestion.store import IngestionStore, Refusal, VersionRecord
+from screwops_ingestion.store import IngestionStore, Objects, Refusal, VersionRecord
 
 log = logging.getLogger("screwops.ingestion")
 
@@ -72,30 +71,6 @@ class IngestResult:
 
     def count(self, status: Outcome) -> int:
         return sum(1 for f in self.files if f.status == status)
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` ingestion uses."""
-
-    async def put_content(
-        self,
-        bucket: str,
-        data: bytes,
-        *,
-        prefix: str,
-        content_type: str = ...,
-        check_existing: bool = ...,
-    ) -> StoredObject: ...
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
-    ) -> StoredObject: ...
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
-
-    async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
-
-    async def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
 
 
 Publish = Callable[[Event[DatasetIngestedPayload]], Awaitable[None]]

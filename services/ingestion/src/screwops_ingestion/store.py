@@ -18,7 +18,7 @@ from pymongo import UpdateOne
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ManifestImage
 from screwops_errors import AlreadyExistsError
-from screwops_storage import IndexSpec, bulk_write, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, StoredObject, bulk_write, ensure_indexes, mongo_errors
 
 INDEXES = (
     IndexSpec("dataset_versions", (("dataset_id", 1), ("version", 1)), unique=True),
@@ -62,6 +62,30 @@ class Refusal:
     reason: str
     source: str
     at: datetime
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` ingestion uses."""
+
+    async def put_content(
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        prefix: str,
+        content_type: str = ...,
+        check_existing: bool = ...,
+    ) -> StoredObject: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes: ...
+
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]: ...
 
 
 class IngestionStore(Protocol):

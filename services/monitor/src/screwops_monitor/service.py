@@ -48,7 +48,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider
@@ -93,6 +93,7 @@ from screwops_monitor.signals import (
 from screwops_monitor.store import (
     Firing,
     MonitorStore,
+    Objects,
     Production,
     ServedVersion,
     TrainingClaim,
@@ -100,17 +101,11 @@ from screwops_monitor.store import (
 
 log = logging.getLogger("screwops.monitor")
 
-__all__ = ["MonitorService", "Objects", "Watch"]
+__all__ = ["MonitorService", "Watch"]
 
 INSPECTIONS = "inspections"
 REVIEWS = "reviews"
 REFERENCE = "reference"
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` the monitor uses."""
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
 
 
 @dataclass

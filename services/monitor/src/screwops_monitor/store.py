@@ -113,6 +113,12 @@ class TrainingClaim:
     reason: str
 
 
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the monitor uses."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+
 class MonitorStore(Protocol):
     """What the monitor needs from its database."""
 

@@ -27,9 +27,8 @@ from typing import Protocol
 from screwops_contracts.datasets import Bucket
 from screwops_errors import FailedPreconditionError, PermanentError, ScrewOpsError
 from screwops_serving import export_version, remove_version, restore_version, versions_present
-from screwops_storage import StoredObject
 
-from screwops_registry.store import VersionRecord, VersionStatus
+from screwops_registry.store import Objects, VersionRecord, VersionStatus
 
 log = logging.getLogger("screwops.registry")
 
@@ -39,16 +38,6 @@ TRITON_PREFIX = "triton"
 def triton_prefix(model_name: str, version: int) -> str:
     """Where a deployed version's Triton files are kept (bucket ``models``)."""
     return f"{TRITON_PREFIX}/{model_name}/{version}"
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` placement uses."""
-
-    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
-
-    async def put_directory(
-        self, bucket: str, root: Path, *, prefix: str
-    ) -> list[StoredObject]: ...
 
 
 class Triton(Protocol):

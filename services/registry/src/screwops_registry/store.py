@@ -22,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
-from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
 INDEXES = (
     IndexSpec("model_versions", (("model_name", 1), ("version", 1)), unique=True),
@@ -153,6 +154,16 @@ def version_id(model_name: str, version: int) -> str:
 def alias_id(model_name: str, alias: str) -> str:
     """The ``_id`` of an alias's document."""
     return f"{model_name}:{alias}"
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the registry uses: placing versions."""
+
+    async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
+
+    async def put_directory(
+        self, bucket: str, root: Path, *, prefix: str
+    ) -> list[StoredObject]: ...
 
 
 class RegistryStore(Protocol):

@@ -61,7 +61,6 @@ from screwops_errors import (
     InvalidInputError,
     NotFoundError,
 )
-from screwops_storage import StoredObject
 
 from screwops_trainer.dataset import (
     Example,
@@ -73,7 +72,7 @@ from screwops_trainer.dataset import (
     pixels,
 )
 from screwops_trainer.params import TrainingParams
-from screwops_trainer.store import DatasetRecord, TrainerStore, run_id
+from screwops_trainer.store import DatasetRecord, Objects, TrainerStore, run_id
 from screwops_trainer.threshold import Scores, ThresholdError, ThresholdRules, choose_threshold
 
 log = logging.getLogger("screwops.trainer")
@@ -117,20 +116,6 @@ class Score(Protocol):
     """:func:`screwops_trainer.scoring.score_saved_model`: blocking, one score per image."""
 
     def __call__(self, directory: Path, images: Images) -> Scores: ...
-
-
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` the trainer uses."""
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
-    ) -> StoredObject: ...
-
-    async def put_directory(
-        self, bucket: str, root: Path, *, prefix: str
-    ) -> list[StoredObject]: ...
 
 
 class TrainingStoppedError(Exception):
@@ -529,7 +514,6 @@ __all__ = [
     "FED",
     "EpochSink",
     "Fit",
-    "Objects",
     "Score",
     "Trained",
     "TrainerService",

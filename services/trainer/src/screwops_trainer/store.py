@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -24,7 +25,7 @@ from pydantic import Field
 from pymongo import DESCENDING, ReturnDocument
 from screwops_contracts import DatasetRejected, DatasetValidated
 from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord
-from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
 from screwops_trainer.params import TrainingParams
 
@@ -104,6 +105,20 @@ class DatasetRecord(Record):
             event_id=str(event.event_id),
             announced_at=event.occurred_at,
         )
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` the trainer uses."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
+    async def put_directory(
+        self, bucket: str, root: Path, *, prefix: str
+    ) -> list[StoredObject]: ...
 
 
 class TrainerStore(Protocol):

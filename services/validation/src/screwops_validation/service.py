@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 from screwops_bus import Emit
@@ -55,7 +55,6 @@ from screwops_contracts.datasets import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
-from screwops_storage import StoredObject
 
 from screwops_validation.checks import (
     check_enough_for_model,
@@ -92,7 +91,7 @@ from screwops_validation.split import (
     split_counts,
     stratified_split,
 )
-from screwops_validation.store import ReportRecord, ValidationStore
+from screwops_validation.store import Objects, ReportRecord, ValidationStore
 
 log = logging.getLogger("screwops.validation")
 
@@ -332,16 +331,6 @@ def analyse(
 # --- the service -------------------------------------------------------------------------------
 
 
-class Objects(Protocol):
-    """The part of :class:`screwops_storage.ObjectStore` validation uses."""
-
-    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
-
-    async def put_named(
-        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
-    ) -> StoredObject: ...
-
-
 class ValidationService:
     """Judges labeled versions (see the module docstring)."""
 
@@ -472,7 +461,6 @@ class ValidationService:
 
 
 __all__ = [
-    "Objects",
     "ValidationService",
     "analyse",
     "digest_rows",

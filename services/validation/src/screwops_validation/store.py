@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
-from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
+from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
 from screwops_validation.report import ValidationReport
 
@@ -64,6 +64,16 @@ class ReportRecord:
             split_counts=report.split.counts.model_dump(),
             assertions=list(report.assertions),
         )
+
+
+class Objects(Protocol):
+    """The part of :class:`screwops_storage.ObjectStore` validation uses."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
+
+    async def put_named(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
 
 
 class ValidationStore(Protocol):
