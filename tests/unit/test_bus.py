@@ -1,24 +1,30 @@
 """The bus's delivery rules, in memory (FastStream's TestKafkaBroker, a fake processed-events
-store): parse or dead-letter, skip duplicates, retry transient failures, dead-letter the rest."""
+store): parse or dead-letter, skip duplicates, retry transient failures, dead-letter the rest,
+the processed-events check and record included."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from aiokafka.errors import RecordTooLargeError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaConnectionError, RecordTooLargeError, UnknownTopicOrPartitionError
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo.errors import AutoReconnect, OperationFailure
 from screwops_bus import Bus, DeadLetter, RetryPolicy, is_transient
 from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_settings import StackSettings
 
-from tests.fakes import FakeDatabase
+from tests.fakes import FakeCollection, FakeDatabase
 from tests.support import dataset_ingested
+
+QUICK = RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002)
 
 
 @dataclass
@@ -28,22 +34,27 @@ class Harness:
     handled: list[DatasetIngested] = field(default_factory=list)
     dead: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
+    # How long each attempt works before it returns or fails, one each.
+    durations: list[float] = field(default_factory=list)
+
+    @property
+    def processed(self) -> FakeCollection:
+        return self.db["processed_events_labeling"]
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def open_harness(retry: RetryPolicy) -> AsyncIterator[Harness]:
     db = FakeDatabase()
     bus = Bus(
-        StackSettings(),
-        service="labeling",
-        db=cast(AsyncIOMotorDatabase[Any], db),
-        retry=RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002),
+        StackSettings(), service="labeling", db=cast(AsyncIOMotorDatabase[Any], db), retry=retry
     )
     h = Harness(bus=bus, db=db)
 
     @bus.consumer(DatasetIngested)
     async def on_dataset_ingested(ingested: DatasetIngested) -> None:
         h.handled.append(ingested)
+        if h.durations:
+            await asyncio.sleep(h.durations.pop(0))
         if h.failures:
             raise h.failures.pop(0)
 
@@ -55,11 +66,17 @@ async def harness() -> AsyncIterator[Harness]:
         yield h
 
 
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with open_harness(QUICK) as h:
+        yield h
+
+
 async def test_a_valid_event_reaches_the_handler_and_is_recorded(harness: Harness) -> None:
     sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
     assert harness.handled == [sent]
-    assert str(sent.event_id) in harness.db["processed_events_labeling"].docs
+    assert str(sent.event_id) in harness.processed.docs
     assert harness.dead == []
 
 
@@ -99,7 +116,7 @@ async def test_a_permanent_error_is_dead_lettered_without_retrying(harness: Harn
     assert letter.error_type == "InvalidInputError"
     assert "image 3 is not a PNG" in letter.reason
     assert letter.attempts == 1
-    assert str(sent.event_id) not in harness.db["processed_events_labeling"].docs
+    assert str(sent.event_id) not in harness.processed.docs
 
 
 async def test_a_transient_error_is_retried_until_it_succeeds(harness: Harness) -> None:
@@ -108,7 +125,7 @@ async def test_a_transient_error_is_retried_until_it_succeeds(harness: Harness) 
     await harness.bus.publish(sent)
     assert harness.handled == [sent, sent, sent]
     assert harness.dead == []
-    assert str(sent.event_id) in harness.db["processed_events_labeling"].docs
+    assert str(sent.event_id) in harness.processed.docs
 
 
 async def test_a_transient_error_that_outlasts_the_retries_is_dead_lettered(
@@ -121,6 +138,104 @@ async def test_a_transient_error_that_outlasts_the_retries_is_dead_lettered(
     letter = DeadLetter.from_headers(headers)
     assert letter.reason.startswith("gave up after 3 attempts")
     assert letter.attempts == 3
+
+
+async def test_a_handler_that_works_past_the_budget_is_still_retried_when_it_fails() -> None:
+    # A training run that works longer than the whole retry budget, then meets a storage blip:
+    # the budget counts from that failure, not from the handler's start.
+    async with open_harness(RetryPolicy(max_seconds=0.2, initial_wait=0.001, max_wait=0.002)) as h:
+        h.durations.append(0.3)
+        h.failures.append(UnavailableError("minio down"))
+        sent = dataset_ingested("screws")
+        await h.bus.publish(sent)
+    assert h.handled == [sent, sent]
+    assert h.dead == []
+    assert str(sent.event_id) in h.processed.docs
+
+
+async def test_a_transient_failure_is_retried_for_max_seconds_from_its_first_failure() -> None:
+    policy = RetryPolicy(max_seconds=0.05, max_attempts=10_000, initial_wait=0.01, max_wait=0.01)
+    async with open_harness(policy) as h:
+        h.failures.extend(UnavailableError("mongo down") for _ in range(10_000))
+        await h.bus.publish(dataset_ingested("screws"))
+    [(_, headers)] = h.dead
+    letter = DeadLetter.from_headers(headers)
+    assert letter.reason.startswith(f"gave up after {letter.attempts} attempts")
+    # Waits of 10 to 20 ms within 50 ms of the first failure: a handful, never the 10,000.
+    assert 2 <= letter.attempts <= 7
+
+
+async def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise OperationFailure("not authorized on screwops")
+
+
+async def _unreachable(*args: Any, **kwargs: Any) -> Any:
+    raise AutoReconnect("mongo down")
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason", "attempts"),
+    [
+        (_refuse, "processed-events check failed: OperationFailure(", 1),
+        (_unreachable, "processed-events check failed: gave up after 3 attempts: ", 3),
+    ],
+    ids=["permanent", "transient"],
+)
+async def test_a_processed_events_check_that_fails_for_good_dead_letters_the_event(
+    harness: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Any,
+    reason: str,
+    attempts: int,
+) -> None:
+    # Raising instead would nack the message and have it redelivered at once, in a tight loop.
+    monkeypatch.setattr(harness.processed, "find_one", failure)
+    sent = dataset_ingested("screws")
+    await harness.bus.publish(sent)
+    assert harness.handled == []
+    [(body, headers)] = harness.dead
+    letter = DeadLetter.from_headers(headers)
+    assert DatasetIngested.model_validate_json(body) == sent
+    assert letter.reason.startswith(reason)
+    assert letter.attempts == attempts
+
+
+async def test_a_record_that_fails_for_good_dead_letters_the_event_saying_the_handler_ran(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as broken:
+        broken.setattr(harness.processed, "insert_one", _refuse)
+        sent = dataset_ingested("screws")
+        await harness.bus.publish(sent)
+    assert harness.handled == [sent]
+    [(body, headers)] = harness.dead
+    letter = DeadLetter.from_headers(headers)
+    assert letter.reason.startswith("handler ran, but recording the event as processed failed")
+    assert letter.attempts == 1
+    assert str(sent.event_id) not in harness.processed.docs
+    # `dlq replay` puts it back: the handler runs again (it is idempotent), and this time it is
+    # recorded.
+    await harness.bus.broker.publish(body, topic=Topic.DATASET_INGESTED)
+    assert harness.handled == [sent, sent]
+    assert str(sent.event_id) in harness.processed.docs
+
+
+async def test_a_dead_letter_kafka_does_not_take_is_nacked_for_redelivery(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish = harness.bus.broker.publish
+
+    async def publish_but_dead_letters(body: Any, *, topic: str, **kwargs: Any) -> Any:
+        if topic == dlq_topic(Topic.DATASET_INGESTED):
+            raise KafkaConnectionError("Kafka away")
+        return await publish(body, topic=topic, **kwargs)
+
+    monkeypatch.setattr(harness.bus.broker, "publish", publish_but_dead_letters)
+    monkeypatch.setattr(harness.processed, "find_one", _refuse)
+    # The error reaches FastStream, which nacks: nothing is committed and the message comes again.
+    with pytest.raises(KafkaConnectionError):
+        await harness.bus.publish(dataset_ingested("screws"))
+    assert harness.dead == []
 
 
 def test_kafka_errors_a_retry_can_cure_are_transient_and_the_others_not() -> None:

@@ -8,9 +8,11 @@ A consumer registered with :meth:`Bus.consumer` gets, around its plain ``async d
   publishes are awaited inside it, so a crash at any point means redelivery, never loss;
 * idempotency: a processed-events record per (consumer, event_id) skips redelivered events;
 * retries: transient failures (a server briefly down) are retried with exponential backoff and
-  jitter (tenacity);
-* dead letters: a message that does not parse, fails permanently or exhausts its retries goes to
-  ``<topic>.dlq`` with the reason and the original bytes and headers, and the consumer moves on;
+  jitter (tenacity), each step (the processed-events check, the handler, the record) on its own
+  budget, counted from its first failure;
+* dead letters: a message that does not parse, or whose check, handler or record fails
+  permanently or exhausts its retries, goes to ``<topic>.dlq`` with the reason and the original
+  bytes and headers, and the consumer moves on;
 * graceful shutdown: on stop, FastStream lets in-flight handlers finish (``graceful_timeout``);
   a handler cancelled mid-way commits nothing and its event is delivered again;
 * metrics: events finished per outcome (processed, duplicate, dead-lettered; each label set
@@ -28,7 +30,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
@@ -55,15 +59,16 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from screwops_bus.deadletter import DeadLetter
 from screwops_bus.idempotency import ProcessedEvents
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
 # aiokafka's default: a handler may take up to five minutes before the next poll.
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 Handler = Callable[[M], Awaitable[None]]
@@ -111,12 +116,34 @@ def _event_identity(event: BaseModel) -> str:
     return str(event.event_id) if isinstance(event, Event) else ""
 
 
+class StopAfterFailingFor(stop_base):
+    """Stop once a call has kept failing for ``max_seconds``, counted from its first failure.
+
+    Tenacity's ``stop_after_delay`` counts from the first attempt's start, so a handler that works
+    for minutes (a training run, a Triton load) and then meets a storage blip would have spent its
+    whole budget before it failed once, and be dead-lettered without a single retry.
+    """
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds
+        # Per call, so one controller may serve several calls.
+        self._first_failure: WeakKeyDictionary[RetryCallState, float] = WeakKeyDictionary()
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        failed_at = retry_state.outcome_timestamp
+        if failed_at is None:
+            raise RuntimeError("asked whether to stop before an attempt finished")
+        first = self._first_failure.setdefault(retry_state, failed_at)
+        return failed_at - first >= self.max_seconds
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long a transient failure is retried before the event is dead-lettered.
 
-    The defaults ride out a server restart of tens of seconds (the reliability scenarios stop
-    Kafka, MinIO or the database for 20 s).
+    The budget starts at a call's first failure, not when the call began, so a long handler gets
+    the same retries as a short one. The defaults ride out a server restart of tens of seconds
+    (the reliability scenarios stop Kafka, MinIO or the database for 20 s).
     """
 
     max_seconds: float = 90.0
@@ -128,13 +155,48 @@ class RetryPolicy:
         """A tenacity controller for one unit of work under this policy."""
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_delay(self.max_seconds) | stop_after_attempt(self.max_attempts),
+            stop=StopAfterFailingFor(self.max_seconds) | stop_after_attempt(self.max_attempts),
             wait=wait_exponential_jitter(
                 multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
             ),
             before_sleep=on_retry,
             reraise=True,
         )
+
+
+class _Step(Enum):
+    """A step of handling an event, by what its dead letter's reason says when it fails for good.
+
+    The processed-events check and record are retried and dead-lettered like the handler because
+    an error escaping the consumer is nacked and redelivered at once, with no backoff, for as long
+    as MongoDB keeps failing.
+    """
+
+    CHECK = "processed-events check failed"
+    HANDLER = "handler failed"
+    # Replaying it is safe: handlers are idempotent (deterministic ids, events derived from their
+    # cause), as they must be for a crash between the effects and the record.
+    RECORD = (
+        "handler ran, but recording the event as processed failed (a replay runs the handler "
+        "again, which is idempotent)"
+    )
+
+    def reason(self, error: Exception, attempts: int) -> str:
+        """The dead letter's reason for ``error``, after ``attempts`` attempts."""
+        if not is_transient(error):
+            return f"{self.value}: {error!r}"
+        gave_up = f"gave up after {attempts} attempts: {error!r}"
+        return gave_up if self is _Step.HANDLER else f"{self.value}: {gave_up}"
+
+
+class _StepFailedError(Exception):
+    """A step of handling an event failed for good: the event is to be dead-lettered."""
+
+    def __init__(self, step: _Step, error: Exception, attempts: int) -> None:
+        super().__init__(step, error, attempts)
+        self.error = error
+        self.attempts = attempts
+        self.reason = step.reason(error, attempts)
 
 
 class Bus:
@@ -302,7 +364,8 @@ class Bus:
         try:
             event = model.model_validate_json(message.body)
         except ValidationError as exc:
-            await self._dead_letter(message, processed.consumer, exc, attempts=0)
+            reason = f"malformed event: {exc.error_count()} validation error(s): {exc}"
+            await self._dead_letter(message, processed.consumer, exc, reason=reason, attempts=0)
             self._finish(labels, "dead_lettered", began)
             return
 
@@ -318,37 +381,52 @@ class Bus:
                 state.outcome.exception() if state.outcome else None,
             )
 
-        if await self.retry.retrying(on_retry)(processed.seen, event_id):
-            log.info("skipping %s %s: already processed", topic, event_id)
-            self._finish(labels, "duplicate", began)
-            return
-
-        retrying = self.retry.retrying(on_retry)
         try:
-            await retrying(handler, event)
-        except Exception as exc:  # every failure is dead-lettered with its reason, none is lost
-            attempts = int(retrying.statistics.get("attempt_number", 1))
-            await self._dead_letter(message, processed.consumer, exc, attempts=attempts)
+            if await self._retried(_Step.CHECK, on_retry, processed.seen, event_id):
+                log.info("skipping %s %s: already processed", topic, event_id)
+                self._finish(labels, "duplicate", began)
+                return
+            await self._retried(_Step.HANDLER, on_retry, handler, event)
+            await self._retried(_Step.RECORD, on_retry, processed.record, event_id, topic=topic)
+        except _StepFailedError as failed:  # dead-lettered with its reason, never lost
+            await self._dead_letter(
+                message,
+                processed.consumer,
+                failed.error,
+                reason=failed.reason,
+                attempts=failed.attempts,
+            )
             self._finish(labels, "dead_lettered", began)
             return
-        await self.retry.retrying(on_retry)(processed.record, event_id, topic=topic)
         self._finish(labels, "processed", began)
+
+    async def _retried(
+        self,
+        step: _Step,
+        on_retry: Callable[[RetryCallState], None],
+        work: Callable[..., Awaitable[R]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> R:
+        """Run one step under a retry budget of its own, so a slow handler leaves the record its
+        full budget; :class:`_StepFailedError` when the step fails for good."""
+        retrying = self.retry.retrying(on_retry)
+        try:
+            result: R = await retrying(work, *args, **kwargs)
+        except Exception as exc:
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            raise _StepFailedError(step, exc, attempts) from exc
+        return result
 
     def _finish(self, labels: dict[str, str], outcome: str, began: float) -> None:
         self._outcomes.add(1, labels | {"outcome": outcome})
         self._duration.record(time.perf_counter() - began, labels)
 
     async def _dead_letter(
-        self, message: KafkaMessage, consumer: str, error: Exception, *, attempts: int
+        self, message: KafkaMessage, consumer: str, error: Exception, *, reason: str, attempts: int
     ) -> None:
         record = message.raw_message
         topic = str(getattr(record, "topic", ""))
-        if isinstance(error, ValidationError):
-            reason = f"malformed event: {error.error_count()} validation error(s): {error}"
-        elif attempts and is_transient(error):
-            reason = f"gave up after {attempts} attempts: {error!r}"
-        else:
-            reason = f"handler failed: {error!r}"
         letter = DeadLetter(
             reason=reason,
             error_type=type(error).__name__,
