@@ -5,6 +5,7 @@ the processed-events check and record included."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -188,7 +189,8 @@ async def test_a_processed_events_check_that_fails_for_good_dead_letters_the_eve
     reason: str,
     attempts: int,
 ) -> None:
-    # Raising instead would nack the message and have it redelivered at once, in a tight loop.
+    # Raising instead would nack the message and have it redelivered for as long as MongoDB
+    # fails, holding up the partition.
     monkeypatch.setattr(harness.processed, "find_one", failure)
     sent = dataset_ingested("screws")
     await harness.bus.publish(sent)
@@ -220,22 +222,105 @@ async def test_a_record_that_fails_for_good_dead_letters_the_event_saying_the_ha
     assert str(sent.event_id) in harness.processed.docs
 
 
-async def test_a_dead_letter_kafka_does_not_take_is_nacked_for_redelivery(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class DeadLetterKafka:
+    """Kafka refusing dead letters while ``away``, and when each refusal happened."""
+
+    away: bool = True
+    refused_at: list[float] = field(default_factory=list)
+    refused: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def refuse_dead_letters(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> DeadLetterKafka:
+    kafka = DeadLetterKafka()
     publish = harness.bus.broker.publish
 
     async def publish_but_dead_letters(body: Any, *, topic: str, **kwargs: Any) -> Any:
-        if topic == dlq_topic(Topic.DATASET_INGESTED):
+        if kafka.away and topic == dlq_topic(Topic.DATASET_INGESTED):
+            kafka.refused_at.append(time.monotonic())
+            kafka.refused.set()
             raise KafkaConnectionError("Kafka away")
         return await publish(body, topic=topic, **kwargs)
 
     monkeypatch.setattr(harness.bus.broker, "publish", publish_but_dead_letters)
+    return kafka
+
+
+async def test_a_dead_letter_kafka_does_not_take_is_nacked_for_redelivery(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_dead_letters(harness, monkeypatch)
     monkeypatch.setattr(harness.processed, "find_one", _refuse)
     # The error reaches FastStream, which nacks: nothing is committed and the message comes again.
     with pytest.raises(KafkaConnectionError):
         await harness.bus.publish(dataset_ingested("screws"))
     assert harness.dead == []
+
+
+async def _redeliver(h: Harness, kafka: DeadLetterKafka, body: bytes) -> float:
+    """Deliver ``body`` again, as Kafka does after a nack (the in-memory broker gives every
+    message partition 0, offset 0), and return how long the consumer held it after its dead
+    letter was refused."""
+    with pytest.raises(KafkaConnectionError):
+        await h.bus.broker.publish(body, topic=Topic.DATASET_INGESTED)
+    return time.monotonic() - kafka.refused_at[-1]
+
+
+async def test_a_message_whose_dead_letter_kafka_refuses_comes_back_after_growing_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = RetryPolicy(max_attempts=1, initial_wait=0.01, max_wait=0.5)
+    async with open_harness(policy) as h:
+        kafka = refuse_dead_letters(h, monkeypatch)
+        h.failures.extend(InvalidInputError("image 3 is not a PNG") for _ in range(7))
+        sent = dataset_ingested("screws")
+        body = sent.model_dump_json().encode()
+        held = [await _redeliver(h, kafka, body) for _ in range(6)]
+        # Each wait is at least initial_wait * 2 ** (failures - 1); back to back redeliveries
+        # would be held for nothing.
+        least = [0.01 * 2**n for n in range(6)]
+        assert all(wait >= floor for wait, floor in zip(held, least, strict=True)), held
+        assert h.dead == []
+
+        # Kafka takes dead letters again: the message, redelivered, is dead-lettered once.
+        kafka.away = False
+        await h.bus.broker.publish(body, topic=Topic.DATASET_INGESTED)
+        assert h.handled == [sent] * 7
+        [(dead_body, headers)] = h.dead
+        assert DatasetIngested.model_validate_json(dead_body) == sent
+        assert "image 3 is not a PNG" in DeadLetter.from_headers(headers).reason
+
+        # The partition moved on: the next refusal waits initial_wait again, not max_wait.
+        kafka.away = True
+        h.failures.append(InvalidInputError("image 4 is not a PNG"))
+        other = dataset_ingested("bolts").model_dump_json().encode()
+        assert await _redeliver(h, kafka, other) < 0.3
+
+
+async def test_a_shutdown_ends_the_wait_before_a_redelivery_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_harness(RetryPolicy(max_attempts=1, initial_wait=60, max_wait=60)) as h:
+        kafka = refuse_dead_letters(h, monkeypatch)
+        h.failures.append(InvalidInputError("image 3 is not a PNG"))
+        delivery = asyncio.create_task(h.bus.publish(dataset_ingested("screws")))
+        await asyncio.wait_for(kafka.refused.wait(), timeout=5)
+        await asyncio.sleep(0.05)
+        assert not delivery.done()  # held for its backoff
+
+        cancelled_at = time.monotonic()
+        delivery.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(delivery, timeout=5)
+        assert time.monotonic() - cancelled_at < 1
+    assert h.dead == []
+
+
+def test_the_backoff_doubles_with_each_failure_in_a_row_up_to_max_wait() -> None:
+    policy = RetryPolicy(initial_wait=1.0, max_wait=8.0)
+    for failures in range(1, 10):
+        least = min(2.0 ** (failures - 1), 8.0)
+        assert least <= policy.backoff(failures) <= min(least + 1.0, 8.0)
 
 
 def test_kafka_errors_a_retry_can_cure_are_transient_and_the_others_not() -> None:

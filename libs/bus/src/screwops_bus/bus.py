@@ -13,6 +13,9 @@ A consumer registered with :meth:`Bus.consumer` gets, around its plain ``async d
 * dead letters: a message that does not parse, or whose check, handler or record fails
   permanently or exhausts its retries, goes to ``<topic>.dlq`` with the reason and the original
   bytes and headers, and the consumer moves on;
+* redelivery backoff: a message whose error leaves the consumer after all (its dead letter refused
+  by Kafka) is held, with the retries' exponential backoff and jitter, before FastStream nacks it
+  and it comes again, so a consumer does not spin on it while Kafka is away;
 * graceful shutdown: on stop, FastStream lets in-flight handlers finish (``graceful_timeout``);
   a handler cancelled mid-way commits nothing and its event is delivered again;
 * metrics: events finished per outcome (processed, duplicate, dead-lettered; each label set
@@ -62,6 +65,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from screwops_bus.deadletter import DeadLetter
 from screwops_bus.idempotency import ProcessedEvents
@@ -156,11 +160,22 @@ class RetryPolicy:
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
             stop=StopAfterFailingFor(self.max_seconds) | stop_after_attempt(self.max_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
-            ),
+            wait=self._wait(),
             before_sleep=on_retry,
             reraise=True,
+        )
+
+    def backoff(self, failures: int) -> float:
+        """The wait after ``failures`` failures in a row, as between a step's attempts: a message
+        about to be nacked for redelivery is held this long, so it does not come straight back."""
+        wait = self._wait()
+        state = RetryCallState(AsyncRetrying(wait=wait), fn=None, args=(), kwargs={})
+        state.attempt_number = failures
+        return wait(state)
+
+    def _wait(self) -> wait_base:
+        return wait_exponential_jitter(
+            multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
         )
 
 
@@ -168,8 +183,8 @@ class _Step(Enum):
     """A step of handling an event, by what its dead letter's reason says when it fails for good.
 
     The processed-events check and record are retried and dead-lettered like the handler because
-    an error escaping the consumer is nacked and redelivered at once, with no backoff, for as long
-    as MongoDB keeps failing.
+    an error escaping the consumer is nacked and redelivered, again and again for as long as
+    MongoDB keeps failing, holding up its partition.
     """
 
     CHECK = "processed-events check failed"
@@ -251,6 +266,8 @@ class Bus:
         )
         self._subscribers: list[tuple[str, Any]] = []
         self._in_flight: dict[_Partition, int] = {}
+        # The offset nacked last on each partition, and how many times in a row.
+        self._nacked: dict[_Partition, tuple[int, int]] = {}
         self._lag: dict[_Partition, int] = {}
         meter.create_observable_gauge(
             "screwops_bus_consumer_lag",
@@ -343,11 +360,42 @@ class Bus:
         record = message.raw_message
         topic = str(getattr(record, "topic", ""))
         where = (processed.consumer, topic, int(getattr(record, "partition", -1)))
-        self._in_flight[where] = int(getattr(record, "offset", -1))
+        offset = int(getattr(record, "offset", -1))
+        self._in_flight[where] = offset
         try:
             await self._handle(message, model, handler, processed, identity)
+        except Exception:
+            await self._back_off(where, offset)
+            raise
+        else:
+            self._nacked.pop(where, None)
         finally:
             self._in_flight.pop(where, None)
+
+    async def _back_off(self, where: _Partition, offset: int) -> None:
+        """Hold a message whose error is about to leave the consumer, before FastStream nacks it.
+
+        A nacked message comes straight back, and each turn runs the processed-events check and
+        maybe the handler again: without a wait the consumer would spin on it for as long as Kafka
+        refuses its dead letter. The wait grows with the offset's failures in a row like a
+        retry's, up to the policy's ``max_wait``, and starts over once the partition moves on. A
+        shutdown that cancels the consumer ends it at once.
+        """
+        last, failures = self._nacked.get(where, (offset, 0))
+        failures = failures + 1 if last == offset else 1
+        self._nacked[where] = (offset, failures)
+        wait = self.retry.backoff(failures)
+        group, topic, partition = where
+        log.warning(
+            "%s: %s[%d]@%d failed %d time(s) in a row; delivering it again in %.1f s",
+            group,
+            topic,
+            partition,
+            offset,
+            failures,
+            wait,
+        )
+        await asyncio.sleep(wait)
 
     async def _handle(
         self,
@@ -438,8 +486,8 @@ class Bus:
             failed_at=datetime.now(UTC),
         )
         log.error("dead-lettering %s@%d: %s", topic, letter.offset, reason)
-        # If this publish fails the exception propagates: FastStream nacks, nothing is committed,
-        # and the message is delivered again rather than lost.
+        # If this publish fails the exception propagates: after a backoff FastStream nacks,
+        # nothing is committed, and the message is delivered again rather than lost.
         await self.broker.publish(
             message.body,
             topic=dlq_topic(topic),
