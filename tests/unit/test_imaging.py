@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +58,109 @@ def test_an_oversized_payload_is_refused_before_decoding() -> None:
 def test_too_many_pixels_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="64x64, over the limit of 1000 pixels"):
         decode(png(64), max_pixels=1000)
+
+
+def sixteen_bit(values: npt.NDArray[np.uint16], fmt: str) -> bytes:
+    return encoded(Image.fromarray(values), fmt)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_sixteen_bit_gray_spans_its_full_range_instead_of_clipping_white(fmt: str) -> None:
+    mid_grey = np.full((8, 8), 128 * 257, np.uint16)
+    decoded = decode(sixteen_bit(mid_grey, fmt))
+    assert (decoded.image.mode, decoded.original_mode) == ("L", "I;16")
+    assert np.asarray(decoded.image).tolist() == np.full((8, 8), 128).tolist()
+
+
+def test_sixteen_bit_values_are_divided_by_257_and_rounded() -> None:
+    values = np.array([[0, 128, 129, 257 * 100 + 128, 257 * 100 + 129, 65535]], np.uint16)
+    assert np.asarray(decode(sixteen_bit(values, "PNG")).image).tolist() == [
+        [0, 0, 1, 100, 101, 255]
+    ]
+
+
+def twelve_bit_tiff(samples: list[int]) -> bytes:
+    """One row of 12-bit gray samples (an even number), as a Mono12 camera writes them; Pillow
+    cannot write this."""
+    packed = b"".join(
+        bytes([a >> 4, (a & 0xF) << 4 | b >> 8, b & 0xFF])
+        for a, b in zip(samples[::2], samples[1::2], strict=True)
+    )
+    tags = [(256, len(samples)), (257, 1), (258, 12), (259, 1), (262, 1)]
+    tags += [(273, 8 + 2 + 12 * 9 + 4), (277, 1), (278, 1), (279, len(packed))]
+    directory = b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in tags)
+    return b"II*\x00" + struct.pack("<IH", 8, len(tags)) + directory + bytes(4) + packed
+
+
+def test_a_twelve_bit_tiff_is_scaled_from_its_own_white() -> None:
+    decoded = decode(twelve_bit_tiff([0, 1024, 2048, 4095]))
+    assert np.asarray(decoded.image).tolist() == [[0, 64, 128, 255]]
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (Image.new("F", (8, 8), 0.5), "float images are not supported: send 8- or 16-bit"),
+        (
+            Image.new("I", (8, 8), 128 * 257),
+            "signed or 32-bit integer images are not supported: send 8- or 16-bit",
+        ),
+        (Image.new("LAB", (8, 8)), "LAB images are not supported"),
+    ],
+)
+def test_pixels_with_no_gray_meaning_are_refused_with_the_reason(
+    image: Image.Image, reason: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        decode(encoded(image, "TIFF"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("LA", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("P", "TIFF"), ("CMYK", "TIFF"), ("RGB", "BMP")],
+)
+def test_every_other_mode_comes_out_as_its_gray(mode: str, fmt: str) -> None:
+    decoded = decode(encoded(Image.new("L", (8, 8), 128).convert(mode), fmt))
+    assert decoded.original_mode == mode
+    assert np.asarray(decoded.image).tolist() == np.full((8, 8), 128).tolist()
+
+
+def several(fmt: str, frames: int) -> bytes:
+    first, *rest = [Image.new("L", (8, 8), shade) for shade in range(frames)]
+    out = io.BytesIO()
+    first.save(out, format=fmt, save_all=True, append_images=rest)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "frames", "said"), [("PNG", 3, "3"), ("TIFF", 2, "2"), ("TIFF", 101, "more than 100")]
+)
+def test_an_image_of_several_frames_is_refused_saying_how_many(
+    fmt: str, frames: int, said: str
+) -> None:
+    with pytest.raises(InvalidInputError) as error:
+        decode(several(fmt, frames))
+    assert error.value.message == (
+        f"image has {said} frames; one is expected (a camera frame is one image)"
+    )
+
+
+def test_a_damaged_later_page_is_refused_as_corrupt() -> None:
+    data = bytearray(several("TIFF", 2))
+    (first,) = struct.unpack_from("<I", data, 4)
+    (entries,) = struct.unpack_from("<H", data, first)
+    (second,) = struct.unpack_from("<I", data, first + 2 + 12 * entries)
+    (entries,) = struct.unpack_from("<H", data, second)
+    for entry in range(second + 2, second + 2 + 12 * entries, 12):
+        if struct.unpack_from("<H", data, entry) == (256,):
+            struct.pack_into("<H", data, entry, 65000)  # the page loses its width
+    with pytest.raises(InvalidInputError, match="corrupt or truncated TIFF image: page 2"):
+        decode(bytes(data))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_file_written_as_an_animation_of_one_frame_is_one_image(fmt: str) -> None:
+    assert decode(several(fmt, 1)).width == 8
 
 
 def test_preprocess_gives_the_model_input_in_unit_range() -> None:

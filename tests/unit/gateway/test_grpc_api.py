@@ -4,6 +4,7 @@ proto fields, statuses, deadlines, authentication, health, reflection and stream
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_gateway.grpc_api import SERVICE_NAME, server
@@ -111,6 +113,27 @@ async def test_each_error_becomes_its_status_with_its_reason(gateway: Running) -
     assert await status_of(gateway, request(model_version=9)) == (
         "NOT_FOUND",
         f"model_version 9 of {MODEL} is not loaded",
+    )
+
+
+def encoded(frames: list[Image.Image], fmt: str) -> bytes:
+    out = io.BytesIO()
+    frames[0].save(out, format=fmt, save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+async def test_an_image_that_is_not_one_gray_frame_is_invalid_with_its_reason(
+    gateway: Running,
+) -> None:
+    animated = encoded([Image.new("L", (64, 64), shade) for shade in (0, 255)], "PNG")
+    assert await status_of(gateway, request(image=animated)) == (
+        "INVALID_ARGUMENT",
+        "image has 2 frames; one is expected (a camera frame is one image)",
+    )
+    floating = encoded([Image.new("F", (64, 64), 0.5)], "TIFF")
+    assert await status_of(gateway, request(image=floating)) == (
+        "INVALID_ARGUMENT",
+        "float images are not supported: send 8- or 16-bit",
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 from screwops_errors import InvalidInputError
 
 __all__ = [
@@ -66,6 +66,15 @@ def decode(
 
     Every pixel is decoded here (not just the header), so a truncated file is caught at the door
     rather than in the middle of a training run.
+
+    What comes out is always 8-bit gray, made from what the file means rather than its raw
+    numbers: 16-bit gray spans its full range (0..65535 becomes 0..255, value/257 rounded; a
+    12-bit TIFF 0..4095 likewise), since clipping at 255 would turn a normal 16-bit photo white.
+    16-bit colour comes through Pillow's own reduction to 8 bits (the high byte, within one grey
+    level of that scaling). Alpha is ignored. Float and signed or 32-bit integer pixels are
+    refused: they have no fixed range to scale from. A file with several frames (a multi-page
+    TIFF, an animated PNG) is refused rather than read as its first frame, since a camera frame is
+    one image and taking the first would hide a wrong upload.
     """
     if not data:
         raise InvalidInputError("empty image: 0 bytes")
@@ -86,6 +95,11 @@ def decode(
                     f"image is {opened.width}x{opened.height}, over the limit of {max_pixels} "
                     "pixels"
                 )
+            frames = _frames(opened)
+            if frames is not None:
+                raise InvalidInputError(
+                    f"image has {frames} frames; one is expected (a camera frame is one image)"
+                )
             opened.load()
     except UnidentifiedImageError as exc:
         raise InvalidInputError("not an image: the bytes match no known image format") from exc
@@ -93,9 +107,76 @@ def decode(
         raise InvalidInputError(f"image refused as a decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(f"corrupt or truncated {image_format} image: {exc}") from exc
-    original_mode = opened.mode
-    gray = opened if opened.mode == "L" else opened.convert("L")
-    return DecodedImage(image=gray, format=image_format, original_mode=original_mode)
+    return DecodedImage(image=_gray(opened), format=image_format, original_mode=opened.mode)
+
+
+# Modes Pillow turns into gray itself, faithfully (alpha dropped, palette looked up, CMYK and
+# YCbCr converted; Pillow already reduced 16-bit colour to these 8-bit modes on reading).
+_GRAY_BY_PILLOW = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+_SIXTEEN_BIT_GRAY = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# A multi-page TIFF's pages are counted by walking its chain of directories, which a small file
+# can make tens of thousands long (seconds of work): the count stops after this many.
+_MAX_FRAMES_COUNTED = 100
+
+
+def _frames(opened: Image.Image) -> str | None:
+    """How many frames ``opened`` holds, as a refusal says it, or None when it holds one.
+
+    An animated PNG states its count in its header; a TIFF's pages are counted by walking them.
+    Pillow checks only a TIFF's first directory on opening; a damaged later one fails the walk
+    with errors of its own, refused here as the corrupt file it is.
+    """
+    if not getattr(opened, "is_animated", False):
+        return None
+    if isinstance(opened, PngImagePlugin.PngImageFile):
+        return str(opened.n_frames)
+    for frame in range(1, _MAX_FRAMES_COUNTED + 1):
+        try:
+            opened.seek(frame)
+        except EOFError:
+            return str(frame)
+        except (KeyError, TypeError) as exc:
+            raise InvalidInputError(
+                f"corrupt or truncated TIFF image: page {frame + 1}: {exc}"
+            ) from exc
+    return f"more than {_MAX_FRAMES_COUNTED}"
+
+
+def _gray(opened: Image.Image) -> Image.Image:
+    """``opened`` as 8-bit gray, or :class:`InvalidInputError` when its pixels cannot be."""
+    mode = opened.mode
+    if mode == "L":
+        return opened
+    if mode in _GRAY_BY_PILLOW:
+        return opened.convert("L")
+    if mode in _SIXTEEN_BIT_GRAY:
+        return _scaled_to_8_bits(opened)
+    if mode == "F":
+        raise InvalidInputError("float images are not supported: send 8- or 16-bit")
+    if mode == "I":
+        raise InvalidInputError(
+            "signed or 32-bit integer images are not supported: send 8- or 16-bit"
+        )
+    raise InvalidInputError(
+        f"{mode} images are not supported: send 8- or 16-bit grayscale or colour"
+    )
+
+
+def _scaled_to_8_bits(opened: Image.Image) -> Image.Image:
+    """Unsigned 16-bit gray on 0..255, white staying white: Pillow's ``convert("L")`` clips
+    instead, which turns every value above 255 (nearly all of a 16-bit photo) white.
+
+    A TIFF may say its samples have fewer bits (12, from a Mono12 camera): its white is then
+    4095, not 65535. Values above white (which such a file should not hold) stay white.
+    """
+    bits = 16
+    if isinstance(opened, TiffImagePlugin.TiffImageFile):
+        declared = opened.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE, (16,))
+        bits = int(declared[0] if isinstance(declared, tuple) else declared)
+    white = (1 << bits) - 1
+    levels = np.minimum(np.arange(1 << 16), white) * 255 / white
+    table = np.floor(levels + 0.5).astype(np.uint8)
+    return Image.fromarray(table[np.asarray(opened)])
 
 
 def preprocess(image: Image.Image, *, size: int = MODEL_INPUT_SIZE) -> npt.NDArray[np.float32]:

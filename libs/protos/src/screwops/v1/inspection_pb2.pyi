@@ -68,9 +68,11 @@ class InspectRequest(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     FRAME_ID_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
-    """The encoded image as the camera produced it: PNG or JPEG bytes, grayscale or colour, any size
-    up to the gateway's message limit. The gateway decodes and preprocesses it exactly as training
-    did. Required.
+    """The encoded image as the camera produced it: PNG, JPEG, BMP or TIFF bytes, grayscale or
+    colour, 8 or 16 bits per sample (16-bit gray is scaled over its full range), one frame, any
+    size up to the gateway's message limit. Float, signed or 32-bit pixels and multi-frame files
+    (animated PNG, multi-page TIFF) are INVALID_ARGUMENT with the reason. The gateway decodes and
+    preprocesses it exactly as training did. Required.
     """
     line_id: _builtins.str
     """The production line the camera belongs to (e.g. "line-3"). Recorded with the inspection and
