@@ -202,3 +202,9 @@ def test_preprocess_lays_the_screw_along_the_width_head_on_the_left(seed: int) -
 )
 def test_the_counting_median_is_numpys_median(values: npt.NDArray[np.uint8]) -> None:
     assert _median_u8(values) == np.median(values)
+
+
+def test_a_header_that_breaks_before_its_format_is_known_is_refused_as_corrupt() -> None:
+    truncated_ihdr = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR\x00\x00"
+    with pytest.raises(InvalidInputError, match="corrupt or truncated image header"):
+        decode(truncated_ihdr)

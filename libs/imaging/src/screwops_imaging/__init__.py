@@ -80,6 +80,7 @@ def decode(
         raise InvalidInputError("empty image: 0 bytes")
     if len(data) > max_bytes:
         raise InvalidInputError(f"image is {len(data)} bytes, over the limit of {max_bytes}")
+    image_format = ""  # known once the header is read: a header that breaks names no format
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -105,8 +106,10 @@ def decode(
         raise InvalidInputError("not an image: the bytes match no known image format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInputError(f"image refused as a decompression bomb: {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInputError(f"corrupt or truncated {image_format} image: {exc}") from exc
+    # Pillow also raises TypeError on some damaged TIFF tags (a rational where an int belongs).
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        what = f"{image_format} image" if image_format else "image header"
+        raise InvalidInputError(f"corrupt or truncated {what}: {exc}") from exc
     return DecodedImage(image=_gray(opened), format=image_format, original_mode=opened.mode)
 
 
