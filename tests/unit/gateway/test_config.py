@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from screwops_gateway.config import GatewaySettings
+from screwops_gateway.config import GatewaySettings, Policy
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -25,3 +25,28 @@ def test_an_image_side_range_that_admits_nothing_is_refused(
 
     with pytest.raises(ValidationError, match="min_image_side must not exceed max_image_side"):
         GatewaySettings()
+
+
+def test_the_rules_carry_every_limit_and_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "MODEL_NAME": "bolt-classifier",
+        "MAX_IMAGE_BYTES": "1000",
+        "MIN_IMAGE_SIDE": "16",
+        "MAX_IMAGE_SIDE": "2048",
+        "TRITON_TIMEOUT_S": "1.5",
+        "SWITCH_TIMEOUT_S": "30",
+        "STATE_REFRESH_S": "2.5",
+        "STREAM_WINDOW": "4",
+    }.items():
+        monkeypatch.setenv(f"SCREWOPS_GATEWAY_{name}", value)
+
+    assert GatewaySettings().rules() == Policy(
+        model_name="bolt-classifier",
+        max_image_bytes=1000,
+        min_image_side=16,
+        max_image_side=2048,
+        triton_timeout_s=1.5,
+        switch_timeout_s=30.0,
+        state_refresh_s=2.5,
+        stream_window=4,
+    )

@@ -13,7 +13,7 @@ from screwops_gateway import grpc_api, handlers
 from screwops_gateway.config import GatewaySettings
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import LogPolicy, PredictionLog
-from screwops_gateway.service import GatewayService, Policy
+from screwops_gateway.service import GatewayService
 from screwops_gateway.store import MongoServingStateStore
 
 
@@ -38,16 +38,7 @@ def main() -> None:
         MongoServingStateStore(runtime.db),
         prediction_log,
         metrics,
-        Policy(
-            model_name=settings.model_name,
-            max_image_bytes=settings.max_image_bytes,
-            min_image_side=settings.min_image_side,
-            max_image_side=settings.max_image_side,
-            triton_timeout_s=settings.triton_timeout_s,
-            switch_timeout_s=settings.switch_timeout_s,
-            state_refresh_s=settings.state_refresh_s,
-            stream_window=settings.stream_window,
-        ),
+        settings.rules(),
         tracer_provider=runtime.telemetry.tracer_provider,
     )
     handlers.register(runtime.bus, service)

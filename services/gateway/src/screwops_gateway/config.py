@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Self
 
 from pydantic import Field, model_validator
@@ -10,6 +11,20 @@ from screwops_contracts.models import MODEL_NAME
 from screwops_imaging import DEFAULT_MAX_BYTES
 from screwops_settings import ApiSettings
 from screwops_settings.services import GATEWAY
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits and timings an operator sets (see ``GatewaySettings``)."""
+
+    model_name: str
+    max_image_bytes: int
+    min_image_side: int = 32
+    max_image_side: int = 4096
+    triton_timeout_s: float = 2.0
+    switch_timeout_s: float = 60.0
+    state_refresh_s: float = 5.0
+    stream_window: int = 8
 
 
 class GatewaySettings(ApiSettings):
@@ -97,3 +112,16 @@ class GatewaySettings(ApiSettings):
         if self.min_image_side > self.max_image_side:
             raise ValueError("min_image_side must not exceed max_image_side")
         return self
+
+    def rules(self) -> Policy:
+        """The limits and timings the service takes, so it never sees connection settings."""
+        return Policy(
+            model_name=self.model_name,
+            max_image_bytes=self.max_image_bytes,
+            min_image_side=self.min_image_side,
+            max_image_side=self.max_image_side,
+            triton_timeout_s=self.triton_timeout_s,
+            switch_timeout_s=self.switch_timeout_s,
+            state_refresh_s=self.state_refresh_s,
+            stream_window=self.stream_window,
+        )

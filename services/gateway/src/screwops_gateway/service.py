@@ -61,6 +61,7 @@ from screwops_errors import (
 from screwops_imaging import DecodedImage, decode, preprocess
 from screwops_telemetry import trace_id_hex
 
+from screwops_gateway.config import Policy
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.store import ServingModel, ServingStateStore
@@ -142,20 +143,6 @@ class Triton(Protocol):
     async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
 
     async def unloaded(self, name: str, version: int) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The limits and timings an operator sets (see ``GatewaySettings``)."""
-
-    model_name: str
-    max_image_bytes: int
-    min_image_side: int = 32
-    max_image_side: int = 4096
-    triton_timeout_s: float = 2.0
-    switch_timeout_s: float = 60.0
-    state_refresh_s: float = 5.0
-    stream_window: int = 8
 
 
 class GatewayService:
