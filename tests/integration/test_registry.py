@@ -35,7 +35,8 @@ from screwops_contracts import (
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import PRODUCTION_ALIAS, saved_model_prefix
 from screwops_registry import grpc_api, handlers
-from screwops_registry.placement import Deployment, Placement, triton_prefix
+from screwops_registry.config import Deployment
+from screwops_registry.placement import Placement, triton_prefix
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
     AliasMove,

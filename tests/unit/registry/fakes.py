@@ -22,7 +22,8 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, NotFoundError
-from screwops_registry.placement import Deployment, Placement
+from screwops_registry.config import Deployment
+from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
     Alias,

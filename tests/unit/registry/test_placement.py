@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from screwops_contracts.datasets import Bucket
 from screwops_errors import NotFoundError
-from screwops_registry.placement import Deployment, Placement
+from screwops_registry.config import Deployment
+from screwops_registry.placement import Placement
 from screwops_registry.store import VersionStatus
 
 from tests.unit.registry.fakes import Harness, harness

@@ -12,7 +12,7 @@ from screwops_serving import TritonModels
 
 from screwops_registry import grpc_api, handlers
 from screwops_registry.config import RegistrySettings
-from screwops_registry.placement import Deployment, Placement
+from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import MongoRegistryStore
 
@@ -26,13 +26,7 @@ def main() -> None:
         Placement(
             runtime.objects,
             TritonModels(settings.stack.triton.grpc_url, load_timeout_s=settings.load_timeout_s),
-            Deployment(
-                repository=settings.triton_repository,
-                keep_versions=settings.keep_versions,
-                max_batch_size=settings.max_batch_size,
-                queue_delay_us=settings.queue_delay_us,
-                check_timeout_s=settings.check_timeout_s,
-            ),
+            settings.rules(),
         ),
         runtime.bus.emit,
         runtime.bus.publish,

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ApiSettings, triton_model_repository
 from screwops_settings.services import REGISTRY
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where versions are served, how many stay there, and how they are checked."""
+
+    repository: Path
+    keep_versions: int = 3
+    max_batch_size: int = 32
+    queue_delay_us: int = 2000
+    check_timeout_s: float = 30.0
 
 
 class RegistrySettings(ApiSettings):
@@ -50,3 +62,13 @@ class RegistrySettings(ApiSettings):
         description="How often the registry asks Triton whether it still serves the production "
         "and rollback versions, and restores them when a restarted Triton came back empty.",
     )
+
+    def rules(self) -> Deployment:
+        """Where and how versions are placed, for the placement to hold without the connections."""
+        return Deployment(
+            repository=self.triton_repository,
+            keep_versions=self.keep_versions,
+            max_batch_size=self.max_batch_size,
+            queue_delay_us=self.queue_delay_us,
+            check_timeout_s=self.check_timeout_s,
+        )

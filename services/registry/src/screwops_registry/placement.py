@@ -20,7 +20,6 @@ import functools
 import logging
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +27,7 @@ from screwops_contracts.datasets import Bucket
 from screwops_errors import FailedPreconditionError, PermanentError, ScrewOpsError
 from screwops_serving import export_version, remove_version, restore_version, versions_present
 
+from screwops_registry.config import Deployment
 from screwops_registry.store import Objects, VersionRecord, VersionStatus
 
 log = logging.getLogger("screwops.registry")
@@ -50,17 +50,6 @@ class Triton(Protocol):
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
     async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """Where versions are served, how many stay there, and how they are checked."""
-
-    repository: Path
-    keep_versions: int = 3
-    max_batch_size: int = 32
-    queue_delay_us: int = 2000
-    check_timeout_s: float = 30.0
 
 
 class Placement:

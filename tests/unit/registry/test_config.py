@@ -1,0 +1,31 @@
+"""The registry's settings (authentication, shared by every API, is in tests/unit/test_rpc_auth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from screwops_registry.config import Deployment, RegistrySettings
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
+
+def test_the_rules_carry_every_placement_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in {
+        "TRITON_REPOSITORY": str(tmp_path),
+        "KEEP_VERSIONS": "5",
+        "MAX_BATCH_SIZE": "16",
+        "QUEUE_DELAY_US": "500",
+        "CHECK_TIMEOUT_S": "12.5",
+    }.items():
+        monkeypatch.setenv(f"SCREWOPS_REGISTRY_{name}", value)
+
+    assert RegistrySettings().rules() == Deployment(
+        repository=tmp_path,
+        keep_versions=5,
+        max_batch_size=16,
+        queue_delay_us=500,
+        check_timeout_s=12.5,
+    )
