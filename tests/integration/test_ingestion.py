@@ -19,7 +19,8 @@ from screwops_bus import Bus
 from screwops_contracts import DatasetIngested, Topic
 from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_ingestion import grpc_api, handlers
-from screwops_ingestion.service import IngestionService, Limits
+from screwops_ingestion.config import Limits, Rules
+from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import MongoIngestionStore
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore
@@ -48,8 +49,10 @@ async def ingestion(
         store,
         objects,
         bus.publish,
-        limits=Limits(max_bytes=200_000, max_pixels=2048 * 2048, concurrency=8),
-        import_roots=["/"],
+        rules=Rules(
+            limits=Limits(max_bytes=200_000, max_pixels=2048 * 2048, concurrency=8),
+            import_roots=("/",),
+        ),
     )
     handlers.register(bus, service)
     api = grpc_api.server(

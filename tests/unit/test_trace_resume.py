@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from screwops_contracts import DatasetLabeled, Event
 from screwops_contracts.datasets import Label
+from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.layouts import IncomingFile
-from screwops_ingestion.service import IngestionService, Limits
+from screwops_ingestion.service import IngestionService
 from screwops_telemetry import resumed_trace, traceparent
 
 from tests.fakes import FakeObjects
@@ -72,14 +73,14 @@ def test_work_resumed_in_its_own_trace_adds_no_span() -> None:
 async def test_an_outbox_published_after_a_crash_joins_the_trace_of_its_request() -> None:
     provider, _ = tracing()
     store, objects = FakeStore(), FakeObjects()
-    limits = Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=2)
+    rules = Rules(Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=2), ("/",))
 
     async def crash(event: Event[Any]) -> None:
         raise ConnectionError("kafka went away")
 
     files = [IncomingFile("0.png", png(32, seed=1), label=Label.GOOD)]
     with provider.get_tracer("test").start_as_current_span("Import") as request:
-        crashing = IngestionService(store, objects, crash, limits=limits, import_roots=["/"])
+        crashing = IngestionService(store, objects, crash, rules=rules)
         with pytest.raises(ConnectionError):
             await crashing.ingest("screws", files, source="upload")
     published: list[int] = []
@@ -87,7 +88,7 @@ async def test_an_outbox_published_after_a_crash_joins_the_trace_of_its_request(
     async def publish(event: Event[Any]) -> None:
         published.append(current_trace_id())
 
-    await IngestionService(store, objects, publish, limits=limits, import_roots=["/"]).recover()
+    await IngestionService(store, objects, publish, rules=rules).recover()
     assert published == [request.get_span_context().trace_id]
 
 

@@ -11,8 +11,9 @@ from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, PermissionDeniedError
+from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.layouts import IncomingFile, Layout
-from screwops_ingestion.service import IngestionService, Limits, Outcome
+from screwops_ingestion.service import IngestionService, Outcome
 
 from tests.fakes import FakeObjects, RecordingBus
 from tests.support import png
@@ -32,8 +33,10 @@ def service(
         store,
         objects,
         published.publish,
-        limits=Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=4),
-        import_roots=roots or ["/"],
+        rules=Rules(
+            limits=Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=4),
+            import_roots=tuple(roots or ["/"]),
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from screwops_runtime import Runtime
 
 from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.config import IngestionSettings
-from screwops_ingestion.service import IngestionService, Limits
+from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import MongoIngestionStore
 
 
@@ -22,12 +22,7 @@ def main() -> None:
         store,
         runtime.objects,
         runtime.bus.publish,
-        limits=Limits(
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            concurrency=settings.upload_concurrency,
-        ),
-        import_roots=settings.import_roots,
+        rules=settings.rules(),
     )
     handlers.register(runtime.bus, service)
     api = grpc_api.server(

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from screwops_settings import ApiSettings
 from screwops_settings.services import INGESTION
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-file limits and how many files are checked and stored at once."""
+
+    max_bytes: int
+    max_pixels: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Everything the service takes from the settings, in one object so it never sees the rest."""
+
+    limits: Limits
+    import_roots: tuple[str, ...]
 
 
 class IngestionSettings(ApiSettings):
@@ -28,3 +47,14 @@ class IngestionSettings(ApiSettings):
         default_factory=lambda: ["/"],
         description="Server-side directories an Import request may read from.",
     )
+
+    def rules(self) -> Rules:
+        """Built beside the fields, so a new setting reaches the service in one place."""
+        return Rules(
+            limits=Limits(
+                max_bytes=self.max_image_bytes,
+                max_pixels=self.max_image_pixels,
+                concurrency=self.upload_concurrency,
+            ),
+            import_roots=tuple(self.import_roots),
+        )

@@ -35,6 +35,7 @@ from screwops_imaging import decode, sha256_hex
 from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_ingestion import layouts
+from screwops_ingestion.config import Rules
 from screwops_ingestion.layouts import IncomingFile, LabelMap, Layout
 from screwops_ingestion.store import IngestionStore, Objects, Refusal, VersionRecord
 
@@ -85,15 +86,6 @@ class Batch:
     refused: int
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-file limits and how many files are checked and stored at once."""
-
-    max_bytes: int
-    max_pixels: int
-    concurrency: int
-
-
 class IngestionService:
     """Turns offered files into dataset versions (see the module docstring)."""
 
@@ -103,14 +95,13 @@ class IngestionService:
         objects: Objects,
         publish: Publish,
         *,
-        limits: Limits,
-        import_roots: Iterable[str],
+        rules: Rules,
     ) -> None:
         self._store = store
         self._objects = objects
         self._publish = publish
-        self._limits = limits
-        self._import_roots = [Path(root).resolve() for root in import_roots]
+        self._limits = rules.limits
+        self._import_roots = [Path(root).resolve() for root in rules.import_roots]
         # One version at a time per dataset in this process; across processes the unique
         # (dataset_id, version) index decides and the loser retries with the next number.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -451,6 +442,5 @@ __all__ = [
     "FileOutcome",
     "IngestResult",
     "IngestionService",
-    "Limits",
     "Outcome",
 ]

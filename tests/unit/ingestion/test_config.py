@@ -1,0 +1,23 @@
+"""Ingestion's settings (authentication, shared by every API, is in tests/unit/test_rpc_auth)."""
+
+from __future__ import annotations
+
+import pytest
+from screwops_ingestion.config import IngestionSettings, Limits, Rules
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
+
+def test_the_rules_carry_every_limit_and_import_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "MAX_IMAGE_BYTES": "1000",
+        "MAX_IMAGE_PIXELS": "4096",
+        "UPLOAD_CONCURRENCY": "3",
+        "IMPORT_ROOTS": '["/data", "/mnt/line"]',
+    }.items():
+        monkeypatch.setenv(f"SCREWOPS_INGESTION_{name}", value)
+
+    assert IngestionSettings().rules() == Rules(
+        limits=Limits(max_bytes=1000, max_pixels=4096, concurrency=3),
+        import_roots=("/data", "/mnt/line"),
+    )
