@@ -37,7 +37,8 @@ from screwops_contracts.datasets import (
     ManifestImage,
 )
 from screwops_labeling import grpc_api, handlers
-from screwops_labeling.service import LabelingService, ReviewPolicy
+from screwops_labeling.config import ReviewPolicy, Rules
+from screwops_labeling.service import LabelingService
 from screwops_labeling.store import MongoLabelingStore, VersionImage, VersionRecord
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
@@ -181,8 +182,10 @@ async def labeling(
         objects,
         bus.emit,
         bus.publish,
-        reservation=timedelta(minutes=10),
-        review=ReviewPolicy(band=0.15, sample_rate=0.0, dataset_id=unique("it-review")),
+        rules=Rules(
+            reservation=timedelta(minutes=10),
+            review=ReviewPolicy(band=0.15, sample_rate=0.0, dataset_id=unique("it-review")),
+        ),
     )
     handlers.register(bus, service)
     server = grpc_api.server(

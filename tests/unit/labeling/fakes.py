@@ -19,7 +19,8 @@ from screwops_contracts import (
     TrainingRequestedPayload,
 )
 from screwops_contracts.datasets import Bucket, ImageLabel, Label, Manifest, ManifestImage
-from screwops_labeling.service import LabelingService, ReviewPolicy
+from screwops_labeling.config import ReviewPolicy, Rules
+from screwops_labeling.service import LabelingService
 from screwops_labeling.store import (
     ReviewCursor,
     ReviewItem,
@@ -283,8 +284,10 @@ def harness(*, band: float = 0.15, sample_rate: float = 0.0, emit: Emit | None =
         objects,
         emit or emitted.emit,
         emitted.publish,
-        reservation=timedelta(minutes=10),
-        review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),
+        rules=Rules(
+            reservation=timedelta(minutes=10),
+            review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),
+        ),
         clock=clock,
     )
     return Harness(service, store, objects, emitted, clock)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from screwops_contracts.datasets import Bucket
 from screwops_rpc import bearer_auth
@@ -11,7 +10,7 @@ from screwops_runtime import Runtime
 
 from screwops_labeling import grpc_api, handlers
 from screwops_labeling.config import LabelingSettings
-from screwops_labeling.service import LabelingService, ReviewPolicy
+from screwops_labeling.service import LabelingService
 from screwops_labeling.store import MongoLabelingStore
 
 
@@ -24,12 +23,7 @@ def main() -> None:
         runtime.objects,
         runtime.bus.emit,
         runtime.bus.publish,
-        reservation=timedelta(seconds=settings.reservation_seconds),
-        review=ReviewPolicy(
-            band=settings.review_band,
-            sample_rate=settings.review_sample_rate,
-            dataset_id=settings.review_dataset_id,
-        ),
+        rules=settings.rules(),
     )
     handlers.register(runtime.bus, service)
     api = grpc_api.server(

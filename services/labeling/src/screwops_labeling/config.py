@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ApiSettings
 from screwops_settings.services import LABELING
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    """Which inspections are queued for review, and where review outcomes become labels."""
+
+    band: float
+    sample_rate: float
+    dataset_id: str
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Everything the service takes from the settings, in one object so it never sees the rest."""
+
+    reservation: timedelta
+    review: ReviewPolicy
 
 
 class LabelingSettings(ApiSettings):
@@ -43,3 +63,14 @@ class LabelingSettings(ApiSettings):
         description="Dataset whose labels a review outcome joins, so a reviewed image that is "
         "ingested into it later arrives labeled.",
     )
+
+    def rules(self) -> Rules:
+        """Built beside the fields, so a new setting reaches the service in one place."""
+        return Rules(
+            reservation=timedelta(seconds=self.reservation_seconds),
+            review=ReviewPolicy(
+                band=self.review_band,
+                sample_rate=self.review_sample_rate,
+                dataset_id=self.review_dataset_id,
+            ),
+        )

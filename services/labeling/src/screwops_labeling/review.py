@@ -35,6 +35,7 @@ from screwops_contracts.datasets import READY_MARKER, Bucket, ImageLabel, Label
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
 from screwops_storage import join_key
 
+from screwops_labeling.config import ReviewPolicy
 from screwops_labeling.label_files import defect_type_for, digest_named_by
 from screwops_labeling.store import LabelingStore
 from screwops_labeling.store.review import ReviewCursor, ReviewItem, ReviewOutcome
@@ -46,15 +47,6 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
 _SAMPLE_SCALE = 1_000_000
-
-
-@dataclass(frozen=True)
-class ReviewPolicy:
-    """Which inspections are queued for review, and where review outcomes become labels."""
-
-    band: float
-    sample_rate: float
-    dataset_id: str
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ the queue labels through the versions' labeling, so a review can complete a vers
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from screwops_bus import Emit, Publish
 from screwops_contracts import DatasetIngested, InspectionCompleted, TrainingRequested
 from screwops_contracts.datasets import Label
 
+from screwops_labeling.config import Rules
 from screwops_labeling.label_files import LabelFileFormat
-from screwops_labeling.review import ReviewPage, ReviewPolicy, ReviewQueue, ReviewResult
+from screwops_labeling.review import ReviewPage, ReviewQueue, ReviewResult
 from screwops_labeling.store import LabelingStore
 from screwops_labeling.versions import (
     ClosedVersion,
@@ -46,13 +47,14 @@ class LabelingService:
         emit: Emit,
         publish: Publish,
         *,
-        reservation: timedelta,
-        review: ReviewPolicy,
+        rules: Rules,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self._versions = VersionLabeling(store, objects, emit, reservation=reservation, clock=clock)
+        self._versions = VersionLabeling(
+            store, objects, emit, reservation=rules.reservation, clock=clock
+        )
         self._review = ReviewQueue(
-            store, objects, publish, self._versions, policy=review, clock=clock
+            store, objects, publish, self._versions, policy=rules.review, clock=clock
         )
 
     # --- events ----------------------------------------------------------------------------------
@@ -137,6 +139,5 @@ __all__ = [
     "LabelingService",
     "Objects",
     "ReviewPage",
-    "ReviewPolicy",
     "ReviewResult",
 ]
