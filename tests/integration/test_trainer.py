@@ -42,6 +42,7 @@ from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, content_key, sha256_hex
 from screwops_synth import generate
 from screwops_trainer import handlers as trainer_handlers
+from screwops_trainer.config import Rules
 from screwops_trainer.model import configure_tensorflow, fit
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.provenance import git_sha, package_versions
@@ -169,8 +170,7 @@ async def stack(
             trainer_bus.emit,
             fit,
             score_saved_model,
-            model_name=MODEL_NAME,
-            params=PARAMS,
+            rules=Rules(model_name=MODEL_NAME, params=PARAMS),
             git_sha=git_sha(),
             packages=package_versions(),
         ),

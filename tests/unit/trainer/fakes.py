@@ -23,6 +23,7 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_contracts.runs import EpochRecord, RunRecord
+from screwops_trainer.config import Rules
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
 from screwops_trainer.store import DatasetRecord
@@ -193,12 +194,14 @@ class Parts:
             self.emit or self.emitted.emit,
             self.fit,
             self.score,
-            model_name="screw-classifier",
-            params=self.params,
-            model_kind=self.model_kind,
+            rules=Rules(
+                model_name="screw-classifier",
+                params=self.params,
+                model_kind=self.model_kind,
+                concurrency=4,
+            ),
             git_sha="0123abc",
             packages=PACKAGES,
-            concurrency=4,
         )
 
 

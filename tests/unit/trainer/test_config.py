@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from screwops_contracts.models import MODEL_NAME
-from screwops_trainer.config import TrainerSettings
+from screwops_contracts.models import MODEL_NAME, ModelKind
+from screwops_trainer.config import Rules, TrainerSettings
 from screwops_trainer.params import TrainingParams
+from screwops_trainer.threshold import ThresholdRules
 
 
 def test_defaults_bound_tensorflow_and_train_with_the_default_params() -> None:
@@ -38,3 +39,25 @@ def test_a_good_only_trainer_is_refused_at_start_not_trained_as_a_classifier(
     monkeypatch.setenv("SCREWOPS_TRAINER_MODEL_KIND", "good_only")
     with pytest.raises(ValueError, match="'good_only' has no learner in this trainer yet"):
         TrainerSettings()
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_rules_carry_the_model_its_params_its_threshold_and_the_concurrency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "MODEL_NAME": "bolt-classifier",
+        "PARAMS__EPOCHS": "3",
+        "MODEL_KIND": "supervised",
+        "THRESHOLD__MIN_RECALL": "0.9",
+        "IMAGE_CONCURRENCY": "2",
+    }.items():
+        monkeypatch.setenv(f"SCREWOPS_TRAINER_{name}", value)
+
+    assert TrainerSettings().rules() == Rules(
+        model_name="bolt-classifier",
+        params=TrainingParams(epochs=3),
+        model_kind=ModelKind.SUPERVISED,
+        threshold_rules=ThresholdRules(min_recall=0.9),
+        concurrency=2,
+    )

@@ -8,6 +8,8 @@ so reading the settings stays cheap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
@@ -16,6 +18,18 @@ from screwops_settings.services import TRAINER
 
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.threshold import ThresholdRules
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What every run is trained and judged by, in one object so the service never sees the
+    connection settings or TensorFlow's threads."""
+
+    model_name: str
+    params: TrainingParams
+    model_kind: ModelKind = ModelKind.SUPERVISED
+    threshold_rules: ThresholdRules = field(default_factory=ThresholdRules)
+    concurrency: int = 8
 
 
 class TrainerSettings(ServiceSettings):
@@ -82,3 +96,13 @@ class TrainerSettings(ServiceSettings):
                 "defects')"
             )
         return kind
+
+    def rules(self) -> Rules:
+        """Built beside the fields, so a new setting reaches the service in one place."""
+        return Rules(
+            model_name=self.model_name,
+            params=self.params,
+            model_kind=self.model_kind,
+            threshold_rules=self.threshold,
+            concurrency=self.image_concurrency,
+        )

@@ -54,7 +54,7 @@ from screwops_contracts.datasets import (
     parse_document,
 )
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD
 from screwops_contracts.runs import EpochRecord, RunRecord
 from screwops_errors import (
     FailedPreconditionError,
@@ -62,6 +62,7 @@ from screwops_errors import (
     NotFoundError,
 )
 
+from screwops_trainer.config import Rules
 from screwops_trainer.dataset import (
     Example,
     Images,
@@ -73,7 +74,7 @@ from screwops_trainer.dataset import (
 )
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.store import DatasetRecord, Objects, TrainerStore, run_id
-from screwops_trainer.threshold import Scores, ThresholdError, ThresholdRules, choose_threshold
+from screwops_trainer.threshold import Scores, ThresholdError, choose_threshold
 
 log = logging.getLogger("screwops.trainer")
 
@@ -177,13 +178,9 @@ class TrainerService:
         fit: Fit,
         score: Score,
         *,
-        model_name: str,
-        params: TrainingParams,
-        model_kind: ModelKind = ModelKind.SUPERVISED,
-        threshold_rules: ThresholdRules | None = None,
+        rules: Rules,
         git_sha: str,
         packages: dict[str, str],
-        concurrency: int = 8,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
@@ -192,13 +189,13 @@ class TrainerService:
         self._emit = emit
         self._fit = fit
         self._score = score
-        self._model_name = model_name
-        self._params = params
-        self._model_kind = model_kind
-        self._threshold_rules = threshold_rules or ThresholdRules()
+        self._model_name = rules.model_name
+        self._params = rules.params
+        self._model_kind = rules.model_kind
+        self._threshold_rules = rules.threshold_rules
         self._git_sha = git_sha
         self._packages = dict(packages)
-        self._concurrency = concurrency
+        self._concurrency = rules.concurrency
         # One run at a time per process: TensorFlow's threads are bounded for one run, and a
         # second event for the same run waits here and then finds it finished.
         self._training = asyncio.Lock()
