@@ -45,6 +45,18 @@ def test_supervised_threshold_sits_midway_not_on_the_weakest_caught_defect() -> 
     assert point.false_reject_rate == 0.0
 
 
+def test_supervised_catches_every_defect_it_can_at_no_more_false_rejects() -> None:
+    """Recall 0.5 needs only 0.98, but every defect above the highest good screw (0.2) is caught
+    at the same false-reject rate (none): the threshold goes down to just above 0.2."""
+    scores, targets = split([0.1, 0.2], [0.3, 0.6, 0.98, 0.99])
+
+    point = choose_threshold(scores, targets, SUPERVISED, min_recall=0.5)
+
+    assert point.threshold == pytest.approx((0.3 + 0.2) / 2)
+    assert point.recall == 1.0
+    assert point.false_reject_rate == 0.0
+
+
 def test_supervised_weakest_defect_below_every_good_screw_costs_false_rejects() -> None:
     scores, targets = split([0.2, 0.5, 0.6], [0.1, 0.9])
 

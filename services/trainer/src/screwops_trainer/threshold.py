@@ -5,7 +5,8 @@ good-only model it means nothing at all, so the threshold is chosen from the run
 split (never the test split, which the evaluator alone sees) and travels with the model:
 
 * **supervised**: the lowest false-reject rate (good screws called defective) among thresholds
-  that catch at least ``min_recall`` of the validation defects;
+  that catch at least ``min_recall`` of the validation defects, and at that rate the most
+  defects (a threshold lowered to just above the next good screw rejects no more good screws);
 * **good-only**: the ``1 - target_false_reject`` quantile of the good validation scores, which
   needs enough good images to mean something (``min_good``).
 
@@ -145,7 +146,8 @@ def choose_threshold(
                 "a supervised threshold needs defective validation images to reach a defect "
                 f"recall of at least {min_recall:g}; the validation split holds none"
             )
-        threshold = _midway_below(values, _weakest_required(defect_scores, min_recall))
+        required = _weakest_required(defect_scores, min_recall)
+        threshold = _midway_below(values, _weakest_free(good_scores, defect_scores, required))
     return OperatingPoint(
         kind=kind,
         threshold=threshold,
@@ -160,6 +162,21 @@ def _weakest_required(defect_scores: npt.NDArray[np.float64], min_recall: float)
     """The score of the weakest defect a threshold must still catch for ``min_recall``."""
     must_catch = math.ceil(min_recall * defect_scores.size - 1e-9)
     return float(np.sort(defect_scores)[::-1][must_catch - 1])
+
+
+def _weakest_free(
+    good_scores: npt.NDArray[np.float64], defect_scores: npt.NDArray[np.float64], required: float
+) -> float:
+    """The weakest defect caught at the false rejects that catching ``required`` already costs.
+
+    Every defect scored between ``required`` and the highest good screw below it is caught by
+    lowering the threshold to just above that good screw, which rejects no more good screws. On
+    a small validation split, stopping at ``required`` instead would serve a threshold far above
+    the good screws that lets half the line's defects through for nothing.
+    """
+    below = good_scores[good_scores < required]
+    floor = float(below.max()) if below.size else -math.inf
+    return float(defect_scores[defect_scores > floor].min())
 
 
 def _midway_below(values: npt.NDArray[np.float64], score: float) -> float:
