@@ -5,8 +5,9 @@ machinery (telemetry, MongoDB, MinIO, the bus), wires its own store, domain serv
 gRPC API, and calls :meth:`Runtime.serve`. Start-up order and graceful shutdown are therefore the
 same everywhere: stores ready, then the consumers, the background work and the gRPC API; on SIGTERM
 the API drains, the background work stops, the consumers finish in-flight events, and spans are
-flushed. A service never starts or cancels its own asyncio tasks in ``__main__``: it hands them to
-:meth:`Runtime.serve` as :class:`Background` work (a loop is wrapped in a :class:`Task`).
+flushed; a start that fails undoes what had started the same way and raises. A service never starts
+or cancels its own asyncio tasks in ``__main__``: it hands them to :meth:`Runtime.serve` as
+:class:`Background` work (a loop is wrapped in a :class:`Task`).
 """
 
 from __future__ import annotations
@@ -110,10 +111,17 @@ class Runtime:
     ) -> None:
         """Run until SIGTERM/SIGINT: ``on_start`` hooks, then the consumers, ``background`` (in
         order) and the gRPC API; on shutdown the API drains, then ``background`` stops (in
-        reverse order) before the consumers do."""
+        reverse order) before the consumers do.
+
+        A start that fails (the API's port is taken, a hook raises) stops whatever had started, as
+        a shutdown would, and re-raises: FastStream runs no shutdown hooks for an app that never
+        finished starting, and background work left running would keep the process alive."""
         app = FastStream(self.bus.broker, logger=log)
         # The consumers run once the app started: only then can their lag be sampled.
         sampler = Task(self.bus.run_lag_sampler, name="consumer-lag")
+        # What runs, in start order; stopped in reverse, so the API drains before its background.
+        running: list[Background] = []
+        opened = False
 
         @app.on_startup
         async def prepare() -> None:
@@ -122,24 +130,36 @@ class Runtime:
 
         @app.after_startup
         async def open_api() -> None:
-            await sampler.start()
-            for work in background:
+            nonlocal opened
+            for work in (sampler, *background):
                 await work.start()
+                running.append(work)
             if api is not None:
                 await api.start()
+                running.append(api)
                 log.info("%s serving gRPC on port %d", self.settings.service_name, api.port)
+            opened = True
 
         @app.on_shutdown
         async def drain_api() -> None:
-            await sampler.stop()
-            if api is not None:
-                await api.stop()
-            for work in reversed(background):
-                await work.stop()
+            while running:
+                await running.pop().stop()
 
         @app.after_shutdown
         async def release() -> None:
             self.db.client.close()
             self.telemetry.shutdown()
 
-        await app.run()
+        try:
+            await app.run()
+        except Exception as error:
+            if opened:
+                raise
+            log.error("%s could not start: %s", self.settings.service_name, error)
+            try:
+                await app.stop()
+            except Exception:
+                log.exception(
+                    "%s did not stop cleanly after a failed start", self.settings.service_name
+                )
+            raise
