@@ -206,7 +206,7 @@ class RepositoryTriton:
         path = self.repository / name / str(version) / SAVED_MODEL_DIR / "saved_model.pb"
         return path.read_bytes()
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, *, timeout_s: float | None = None) -> None:
         self._answer()
         present = versions_present(self.repository, name=name)
         if not present:
@@ -218,7 +218,7 @@ class RepositoryTriton:
         if broken:
             raise FailedPreconditionError(f"loading {name}: version {broken[0]} failed to load")
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, *, timeout_s: float | None = None) -> None:
         self._answer()
         self.loaded.pop(name, None)
 

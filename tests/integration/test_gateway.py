@@ -27,9 +27,9 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import InspectionCompleted, Topic
 from screwops_contracts.datasets import Bucket
 from screwops_gateway import grpc_api, handlers
-from screwops_gateway.config import Policy
+from screwops_gateway.config import LogPolicy, Policy
 from screwops_gateway.metrics import GatewayMetrics
-from screwops_gateway.prediction_log import LogPolicy, PredictionLog
+from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import MongoServingStateStore
 from screwops_imaging import decode, preprocess

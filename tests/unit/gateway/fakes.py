@@ -18,9 +18,9 @@ from screwops_errors import (
     NotFoundError,
     UnavailableError,
 )
-from screwops_gateway.config import Policy
+from screwops_gateway.config import LogPolicy, Policy
 from screwops_gateway.metrics import GatewayMetrics
-from screwops_gateway.prediction_log import LogPolicy, PredictionLog
+from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import ServingModel
 from screwops_storage import StoredObject

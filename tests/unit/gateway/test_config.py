@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from screwops_gateway.config import GatewaySettings, Policy
+from screwops_gateway.config import GatewaySettings, LogPolicy, Policy
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -37,6 +37,11 @@ def test_the_rules_carry_every_limit_and_timing(monkeypatch: pytest.MonkeyPatch)
         "SWITCH_TIMEOUT_S": "30",
         "STATE_REFRESH_S": "2.5",
         "STREAM_WINDOW": "4",
+        "LOG_QUEUE_SIZE": "50",
+        "LOG_QUEUE_BYTES": "1024",
+        "LOG_CONCURRENCY": "2",
+        "IMAGE_SAMPLE_RATE": "0.5",
+        "LOW_CONFIDENCE_BAND": "0.1",
     }.items():
         monkeypatch.setenv(f"SCREWOPS_GATEWAY_{name}", value)
 
@@ -49,4 +54,11 @@ def test_the_rules_carry_every_limit_and_timing(monkeypatch: pytest.MonkeyPatch)
         switch_timeout_s=30.0,
         state_refresh_s=2.5,
         stream_window=4,
+        log=LogPolicy(
+            queue_size=50,
+            queue_bytes=1024,
+            concurrency=2,
+            image_sample_rate=0.5,
+            low_confidence_band=0.1,
+        ),
     )

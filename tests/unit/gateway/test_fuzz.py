@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_gateway.config import LogPolicy
 from screwops_gateway.grpc_api import Context, InspectionApi, server
-from screwops_gateway.prediction_log import LogPolicy
 from screwops_rpc import BearerAuth
 
 from tests.fakes import AbortedError, FakeContext

@@ -8,7 +8,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from screwops_contracts import InspectionCompleted, InspectionCompletedPayload
 from screwops_contracts.datasets import Bucket
-from screwops_gateway.prediction_log import IMAGE_PREFIX, LogPolicy, PredictionLog
+from screwops_gateway.config import LogPolicy
+from screwops_gateway.prediction_log import IMAGE_PREFIX, PredictionLog
 from screwops_storage import content_key, sha256_hex
 
 from tests.fakes import RecordingBus

@@ -26,7 +26,7 @@ from screwops_errors import (
     NotFoundError,
     UnavailableError,
 )
-from screwops_gateway.prediction_log import LogPolicy
+from screwops_gateway.config import LogPolicy
 from screwops_gateway.service import (
     NO_MODEL_DEPLOYED,
     GatewayService,

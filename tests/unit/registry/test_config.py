@@ -18,7 +18,9 @@ def test_the_rules_carry_every_placement_setting(
         "KEEP_VERSIONS": "5",
         "MAX_BATCH_SIZE": "16",
         "QUEUE_DELAY_US": "500",
+        "LOAD_TIMEOUT_S": "90",
         "CHECK_TIMEOUT_S": "12.5",
+        "RESTORE_INTERVAL_S": "2",
     }.items():
         monkeypatch.setenv(f"SCREWOPS_REGISTRY_{name}", value)
 
@@ -27,5 +29,7 @@ def test_the_rules_carry_every_placement_setting(
         keep_versions=5,
         max_batch_size=16,
         queue_delay_us=500,
+        load_timeout_s=90.0,
         check_timeout_s=12.5,
+        restore_interval_s=2.0,
     )

@@ -73,8 +73,8 @@ class TritonModels:
 
     Args:
         url: Triton's gRPC address, ``host:port``.
-        load_timeout_s: how long a load or unload may take; loading a TensorFlow version takes
-            seconds to tens of seconds on a busy CPU.
+        load_timeout_s: how long a load or unload may take unless the call says otherwise;
+            loading a TensorFlow version takes seconds to tens of seconds on a busy CPU.
         call_timeout_s: how long the cheap calls (readiness, the repository index) may take.
     """
 
@@ -98,8 +98,9 @@ class TritonModels:
             client, self._client = self._client, None
             await client.close()
 
-    async def load(self, name: str) -> None:
-        """Load (or reload) every version of ``name`` present in the repository.
+    async def load(self, name: str, *, timeout_s: float | None = None) -> None:
+        """Load (or reload) every version of ``name`` present in the repository, within
+        ``timeout_s`` (unset: the client's ``load_timeout_s``).
 
         Versions already loaded and unchanged keep serving throughout; versions removed from
         the repository are unloaded; added ones are loaded. Returns once Triton has finished.
@@ -109,13 +110,16 @@ class TritonModels:
                 config); the versions that did load keep serving.
             UnavailableError, DeadlineExceededError: Triton did not answer in time.
         """
+        timeout = self._load_timeout_s if timeout_s is None else timeout_s
         with _triton_errors(f"loading {name}", load=True):
-            await self._call(lambda c: c.load_model(name, client_timeout=self._load_timeout_s))
+            await self._call(lambda c: c.load_model(name, client_timeout=timeout))
 
-    async def unload(self, name: str) -> None:
-        """Stop serving every version of ``name`` (its files stay in the repository)."""
+    async def unload(self, name: str, *, timeout_s: float | None = None) -> None:
+        """Stop serving every version of ``name`` (its files stay in the repository), within
+        ``timeout_s`` (unset: the client's ``load_timeout_s``)."""
+        timeout = self._load_timeout_s if timeout_s is None else timeout_s
         with _triton_errors(f"unloading {name}"):
-            await self._call(lambda c: c.unload_model(name, client_timeout=self._load_timeout_s))
+            await self._call(lambda c: c.unload_model(name, client_timeout=timeout))
 
     async def ready(self, name: str, version: int | None = None) -> bool:
         """Whether ``version`` of ``name`` (any version when None) can answer now."""

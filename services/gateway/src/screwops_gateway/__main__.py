@@ -12,7 +12,7 @@ from screwops_serving import TritonModels
 from screwops_gateway import grpc_api, handlers
 from screwops_gateway.config import GatewaySettings
 from screwops_gateway.metrics import GatewayMetrics
-from screwops_gateway.prediction_log import LogPolicy, PredictionLog
+from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import MongoServingStateStore
 
@@ -20,25 +20,15 @@ from screwops_gateway.store import MongoServingStateStore
 def main() -> None:
     settings = GatewaySettings()
     runtime = Runtime.create(settings, instrument_grpc=True)
+    rules = settings.rules()
     metrics = GatewayMetrics(runtime.telemetry.meter_provider)
-    prediction_log = PredictionLog(
-        runtime.bus.publish,
-        runtime.objects,
-        metrics,
-        LogPolicy(
-            queue_size=settings.log_queue_size,
-            queue_bytes=settings.log_queue_bytes,
-            concurrency=settings.log_concurrency,
-            image_sample_rate=settings.image_sample_rate,
-            low_confidence_band=settings.low_confidence_band,
-        ),
-    )
+    prediction_log = PredictionLog(runtime.bus.publish, runtime.objects, metrics, rules.log)
     service = GatewayService(
         TritonModels(settings.stack.triton.grpc_url),
         MongoServingStateStore(runtime.db),
         prediction_log,
         metrics,
-        settings.rules(),
+        rules,
         tracer_provider=runtime.telemetry.tracer_provider,
     )
     handlers.register(runtime.bus, service)

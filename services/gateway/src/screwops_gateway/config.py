@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Self
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -12,10 +12,35 @@ from screwops_imaging import DEFAULT_MAX_BYTES
 from screwops_settings import ApiSettings
 from screwops_settings.services import GATEWAY
 
+if TYPE_CHECKING:
+    from screwops_contracts import InspectionCompleted
+
+# An image is sampled by its inspection id: the id modulo this, against the rate times this.
+_SAMPLE_SCALE = 10_000
+
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """How much the prediction log may hold and which images it keeps."""
+
+    queue_size: int = 10_000
+    queue_bytes: int = 256 * 1024 * 1024
+    concurrency: int = 8
+    image_sample_rate: float = 0.05
+    low_confidence_band: float = 0.15
+
+    def keeps_image(self, event: InspectionCompleted) -> bool:
+        """Whether the inspection's image is worth storing: sampled, or close to the threshold."""
+        payload = event.payload
+        if abs(payload.defect_probability - payload.threshold) < self.low_confidence_band:
+            return True
+        return event.event_id.int % _SAMPLE_SCALE < self.image_sample_rate * _SAMPLE_SCALE
+
 
 @dataclass(frozen=True)
 class Policy:
-    """The limits and timings an operator sets (see ``GatewaySettings``)."""
+    """The limits and timings an operator sets (see ``GatewaySettings``), the prediction log's
+    among them, so one object carries every rule of the gateway."""
 
     model_name: str
     max_image_bytes: int
@@ -25,6 +50,7 @@ class Policy:
     switch_timeout_s: float = 60.0
     state_refresh_s: float = 5.0
     stream_window: int = 8
+    log: LogPolicy = field(default_factory=LogPolicy)
 
 
 class GatewaySettings(ApiSettings):
@@ -124,4 +150,11 @@ class GatewaySettings(ApiSettings):
             switch_timeout_s=self.switch_timeout_s,
             state_refresh_s=self.state_refresh_s,
             stream_window=self.stream_window,
+            log=LogPolicy(
+                queue_size=self.log_queue_size,
+                queue_bytes=self.log_queue_bytes,
+                concurrency=self.log_concurrency,
+                image_sample_rate=self.image_sample_rate,
+                low_confidence_band=self.low_confidence_band,
+            ),
         )

@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from screwops_contracts import InspectionCompleted
 from screwops_contracts.datasets import Bucket
 
+from screwops_gateway.config import LogPolicy
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.store import Objects
 
@@ -29,27 +30,8 @@ log = logging.getLogger("screwops.gateway.prediction_log")
 
 # Key prefix inside the inspections bucket: inspections/<sha[:2]>/<sha>, content-addressed.
 IMAGE_PREFIX = "inspections"
-_SAMPLE_SCALE = 10_000
 
 Publish = Callable[[InspectionCompleted], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class LogPolicy:
-    """How much the log may hold and which images it keeps."""
-
-    queue_size: int = 10_000
-    queue_bytes: int = 256 * 1024 * 1024
-    concurrency: int = 8
-    image_sample_rate: float = 0.05
-    low_confidence_band: float = 0.15
-
-    def keeps_image(self, event: InspectionCompleted) -> bool:
-        """Whether the inspection's image is worth storing: sampled, or close to the threshold."""
-        payload = event.payload
-        if abs(payload.defect_probability - payload.threshold) < self.low_confidence_band:
-            return True
-        return event.event_id.int % _SAMPLE_SCALE < self.image_sample_rate * _SAMPLE_SCALE
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,11 @@ from screwops_registry.store import MongoRegistryStore
 def main() -> None:
     settings = RegistrySettings()
     runtime = Runtime.create(settings, instrument_grpc=True)
+    rules = settings.rules()
     store = MongoRegistryStore(runtime.db)
     service = RegistryService(
         store,
-        Placement(
-            runtime.objects,
-            TritonModels(settings.stack.triton.grpc_url, load_timeout_s=settings.load_timeout_s),
-            settings.rules(),
-        ),
+        Placement(runtime.objects, TritonModels(settings.stack.triton.grpc_url), rules),
         runtime.bus.emit,
         runtime.bus.publish,
         producer=settings.service_name,
@@ -45,7 +42,7 @@ def main() -> None:
         await runtime.objects.ensure_buckets(Bucket.MODELS)
 
     watch_triton = Task(
-        functools.partial(service.keep_serving, settings.restore_interval_s), name="restore"
+        functools.partial(service.keep_serving, rules.restore_interval_s), name="restore"
     )
     asyncio.run(
         runtime.serve(api=api, on_start=[bootstrap, service.restore], background=[watch_triton])

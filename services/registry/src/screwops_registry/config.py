@@ -13,13 +13,16 @@ from screwops_settings.services import REGISTRY
 
 @dataclass(frozen=True)
 class Deployment:
-    """Where versions are served, how many stay there, and how they are checked."""
+    """Where versions are served, how many stay there, how long loading them may take, and how
+    (and how often) they are checked."""
 
     repository: Path
     keep_versions: int = 3
     max_batch_size: int = 32
     queue_delay_us: int = 2000
+    load_timeout_s: float = 300.0
     check_timeout_s: float = 30.0
+    restore_interval_s: float = 5.0
 
 
 class RegistrySettings(ApiSettings):
@@ -64,11 +67,14 @@ class RegistrySettings(ApiSettings):
     )
 
     def rules(self) -> Deployment:
-        """Where and how versions are placed, for the placement to hold without the connections."""
+        """Where and how versions are placed and kept served, for the placement and the
+        service to hold without the connections."""
         return Deployment(
             repository=self.triton_repository,
             keep_versions=self.keep_versions,
             max_batch_size=self.max_batch_size,
             queue_delay_us=self.queue_delay_us,
+            load_timeout_s=self.load_timeout_s,
             check_timeout_s=self.check_timeout_s,
+            restore_interval_s=self.restore_interval_s,
         )

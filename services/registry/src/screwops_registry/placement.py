@@ -43,9 +43,9 @@ def triton_prefix(model_name: str, version: int) -> str:
 class Triton(Protocol):
     """The part of :class:`screwops_serving.TritonModels` placement uses."""
 
-    async def load(self, name: str) -> None: ...
+    async def load(self, name: str, *, timeout_s: float) -> None: ...
 
-    async def unload(self, name: str) -> None: ...
+    async def unload(self, name: str, *, timeout_s: float) -> None: ...
 
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
@@ -76,7 +76,7 @@ class Placement:
             TransientError: Triton or storage did not answer.
         """
         await self._place(record)
-        await self._triton.load(record.model_name)
+        await self._triton.load(record.model_name, timeout_s=self._deployment.load_timeout_s)
         await self.check(record)
         if record.status is VersionStatus.REGISTERED:
             await self._objects.put_directory(
@@ -109,9 +109,9 @@ class Placement:
         ):
             return
         if await asyncio.to_thread(versions_present, repository, name=model_name):
-            await self._triton.load(model_name)
+            await self._triton.load(model_name, timeout_s=self._deployment.load_timeout_s)
         else:
-            await self._triton.unload(model_name)
+            await self._triton.unload(model_name, timeout_s=self._deployment.load_timeout_s)
 
     async def evict(self, model_name: str, *, keep: Iterable[int]) -> None:
         """Keep the newest versions and those in ``keep``; remove the rest.
@@ -129,7 +129,7 @@ class Placement:
             await asyncio.to_thread(remove_version, repository, name=model_name, version=version)
         log.info("evicting versions %s of %s from Triton", stale, model_name)
         try:
-            await self._triton.load(model_name)
+            await self._triton.load(model_name, timeout_s=self._deployment.load_timeout_s)
         except ScrewOpsError as error:
             log.warning("reloading %s after eviction failed: %s", model_name, error.message)
 
