@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MESSAGE_BYTES",
     "Api",
     "BearerAuth",
+    "ServedApi",
     "Server",
     "bearer_auth",
     "map_errors",
@@ -45,6 +46,7 @@ __all__ = [
 log = logging.getLogger("screwops.rpc")
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 DEFAULT_MESSAGE_BYTES = 16 * 1024 * 1024
 """The largest message a :class:`Server` receives or sends unless told otherwise."""
@@ -174,3 +176,35 @@ class Server:
             return
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
+
+
+@dataclass(frozen=True)
+class ServedApi(Generic[S]):
+    """One proto service served over a domain service ``S``: its full name, the generated
+    ``add_*`` function and the servicer class built from ``S``.
+
+    A service's ``grpc_api`` says only that and exports ``server = ServedApi(...).server``, so
+    every ``__main__`` and test builds its :class:`Server` the one way written here.
+    """
+
+    name: str
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Callable[[S], object]
+
+    def server(
+        self,
+        service: S,
+        *,
+        host: str,
+        port: int,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+    ) -> Server:
+        """The :class:`Server` of this API over ``service``."""
+        return Server(
+            [Api(name=self.name, add=self.add, servicer=self.servicer(service))],
+            host=host,
+            port=port,
+            interceptors=interceptors,
+            max_message_bytes=max_message_bytes,
+        )

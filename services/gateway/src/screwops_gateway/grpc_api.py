@@ -9,12 +9,12 @@ status: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE or DEADLIN
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors
+from screwops_rpc import ServedApi, map_errors
 
 from screwops_gateway.service import GatewayService, Inspection, InspectionResult, Verdict
 
@@ -49,29 +49,13 @@ class InspectionApi(inspection_pb2_grpc.InspectionServiceServicer):
             yield _response(result)
 
 
-def server(
-    service: GatewayService,
-    *,
-    host: str,
-    port: int,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-) -> Server:
-    """The gRPC server of the inspection API; the runtime starts ``service`` before it opens and
-    stops it after in-flight calls drained."""
-    return Server(
-        [
-            Api(
-                name=SERVICE_NAME,
-                add=inspection_pb2_grpc.add_InspectionServiceServicer_to_server,
-                servicer=InspectionApi(service),
-            )
-        ],
-        host=host,
-        port=port,
-        interceptors=interceptors,
-        max_message_bytes=max_message_bytes,
-    )
+server = ServedApi(
+    name=SERVICE_NAME,
+    add=inspection_pb2_grpc.add_InspectionServiceServicer_to_server,
+    servicer=InspectionApi,
+).server
+"""The gRPC server of the inspection API; the runtime starts the service before it opens and
+stops it after in-flight calls drained (``serve(background=[service])`` in ``__main__``)."""
 
 
 def _deadline(context: Context) -> float | None:

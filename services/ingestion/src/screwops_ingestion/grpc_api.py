@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Label
 from screwops_errors import InvalidInputError
-from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors, offset_page
+from screwops_rpc import ServedApi, map_errors, offset_page
 
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, IngestResult, Outcome
@@ -105,28 +105,11 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
         )
 
 
-def server(
-    service: IngestionService,
-    *,
-    host: str,
-    port: int,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-) -> Server:
-    """The one way the ingestion API is served, so ``__main__`` and the tests serve the same."""
-    return Server(
-        [
-            Api(
-                name=SERVICE_NAME,
-                add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
-                servicer=IngestionApi(service),
-            )
-        ],
-        host=host,
-        port=port,
-        interceptors=interceptors,
-        max_message_bytes=max_message_bytes,
-    )
+server = ServedApi(
+    name=SERVICE_NAME,
+    add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
+    servicer=IngestionApi,
+).server
 
 
 def _label_map(entries: Mapping[str, ingestion_pb2.Label.ValueType]) -> dict[str, Label]:

@@ -8,7 +8,6 @@ so a client retries it only after checking which version is open.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Label
 from screwops_errors import InvalidInputError
-from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors
+from screwops_rpc import ServedApi, map_errors
 
 from screwops_labeling.label_files import LabelFileFormat
 from screwops_labeling.service import LabelingService
@@ -152,28 +151,11 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
         )
 
 
-def server(
-    service: LabelingService,
-    *,
-    host: str,
-    port: int,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-) -> Server:
-    """The one way the labeling API is served, so ``__main__`` and the tests serve the same."""
-    return Server(
-        [
-            Api(
-                name=SERVICE_NAME,
-                add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
-                servicer=LabelingApi(service),
-            )
-        ],
-        host=host,
-        port=port,
-        interceptors=interceptors,
-        max_message_bytes=max_message_bytes,
-    )
+server = ServedApi(
+    name=SERVICE_NAME,
+    add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
+    servicer=LabelingApi,
+).server
 
 
 def _label(value: ingestion_pb2.Label.ValueType) -> Label:

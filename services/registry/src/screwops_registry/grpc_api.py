@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
-from screwops_rpc import DEFAULT_MESSAGE_BYTES, Api, Server, map_errors, offset_page
+from screwops_rpc import ServedApi, map_errors, offset_page
 
 from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
 
@@ -83,28 +82,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         return _change(change)
 
 
-def server(
-    service: RegistryService,
-    *,
-    host: str,
-    port: int,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-    max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-) -> Server:
-    """The one way the registry API is served, so ``__main__`` and the tests serve the same."""
-    return Server(
-        [
-            Api(
-                name=SERVICE_NAME,
-                add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-                servicer=RegistryApi(service),
-            )
-        ],
-        host=host,
-        port=port,
-        interceptors=interceptors,
-        max_message_bytes=max_message_bytes,
-    )
+server = ServedApi(
+    name=SERVICE_NAME,
+    add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+    servicer=RegistryApi,
+).server
 
 
 def _require_model(model_name: str) -> None:
