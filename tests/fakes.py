@@ -5,6 +5,7 @@ repository, and a gRPC context."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
@@ -13,6 +14,7 @@ import grpc
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
+from pymongo.results import UpdateResult
 from screwops_bus import Bus, RetryPolicy
 from screwops_contracts import Event
 from screwops_contracts.datasets import Bucket
@@ -116,22 +118,62 @@ def _tree(root: Path, prefix: str) -> dict[str, bytes]:
 
 
 class FakeCollection:
-    """Just what the bus's processed-events record needs."""
+    """Just what the bus's processed-events record and outbox need: ``_id`` lookups, filters of
+    equal fields and ``$exists``, and updates by ``$set``, ``$unset`` and ``$push``."""
 
     def __init__(self) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
+        self.docs: dict[Any, dict[str, Any]] = {}
+        self.updated = 0
+        """Updates that matched a document."""
 
     async def find_one(self, query: dict[str, Any], projection: Any = None) -> Any:
-        return self.docs.get(query["_id"])
+        return copy.deepcopy(self.docs.get(query["_id"]))
+
+    def find(self, query: dict[str, Any], projection: Any = None) -> _FakeCursor:
+        return _FakeCursor([copy.deepcopy(d) for d in self.docs.values() if _matches(d, query)])
 
     async def insert_one(self, doc: dict[str, Any]) -> None:
         if doc["_id"] in self.docs:
             raise DuplicateKeyError("duplicate")
-        self.docs[doc["_id"]] = doc
+        self.docs[doc["_id"]] = copy.deepcopy(doc)
+
+    async def update_one(self, query: dict[str, Any], update: dict[str, Any]) -> UpdateResult:
+        doc = self.docs.get(query["_id"])
+        if doc is None or not _matches(doc, query):
+            return UpdateResult({"n": 0, "nModified": 0}, acknowledged=True)
+        for field, value in update.get("$set", {}).items():
+            doc[field] = copy.deepcopy(value)
+        for field in update.get("$unset", {}):
+            doc.pop(field, None)
+        for field, value in update.get("$push", {}).items():
+            doc.setdefault(field, []).append(copy.deepcopy(value))
+        self.updated += 1
+        return UpdateResult({"n": 1, "nModified": 1}, acknowledged=True)
+
+
+class _FakeCursor:
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self._docs = docs
+
+    def limit(self, count: int) -> _FakeCursor:
+        return _FakeCursor(self._docs[:count])
+
+    async def to_list(self, length: int | None) -> list[dict[str, Any]]:
+        return self._docs[:length]
+
+
+def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
+    for field, wanted in query.items():
+        if isinstance(wanted, dict) and "$exists" in wanted:
+            if (field in doc) != wanted["$exists"]:
+                return False
+        elif doc.get(field) != wanted:
+            return False
+    return True
 
 
 class FakeDatabase(dict[str, FakeCollection]):
-    """The processed-events collections the bus keeps, in memory."""
+    """The processed-events collections the bus keeps, or documents with an outbox, in memory."""
 
     def __missing__(self, name: str) -> FakeCollection:
         self[name] = FakeCollection()

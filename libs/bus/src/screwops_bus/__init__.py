@@ -1,10 +1,21 @@
 """The event bus: FastStream + aiokafka with tracing, at-least-once commits, idempotency,
 retries and dead letters. See :mod:`screwops_bus.bus`; dead letters are read back and replayed
-with :mod:`screwops_bus.replay`."""
+with :mod:`screwops_bus.replay`; a write's announcements go out through
+:mod:`screwops_bus.outbox`."""
 
 from screwops_bus.bus import Bus, RetryPolicy, is_transient
 from screwops_bus.deadletter import DeadLetter, original_headers
 from screwops_bus.idempotency import ProcessedEvents
+from screwops_bus.outbox import (
+    OUTBOX,
+    Announcement,
+    MongoOutbox,
+    Outbox,
+    Pending,
+    Relay,
+    mark_sent,
+    pending_in,
+)
 from screwops_bus.ports import Emit, Publish
 from screwops_bus.replay import (
     DeadLetterRecord,
@@ -15,16 +26,24 @@ from screwops_bus.replay import (
 )
 
 __all__ = [
+    "OUTBOX",
+    "Announcement",
     "Bus",
     "DeadLetter",
     "DeadLetterRecord",
     "Emit",
+    "MongoOutbox",
+    "Outbox",
+    "Pending",
     "ProcessedEvents",
     "Publish",
+    "Relay",
     "Replayed",
     "RetryPolicy",
     "is_transient",
+    "mark_sent",
     "original_headers",
+    "pending_in",
     "read_dead_letters",
     "replay",
     "replay_dead_letters",

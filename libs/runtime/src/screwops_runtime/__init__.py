@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from faststream import FastStream
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import Bus
+from screwops_bus import Bus, MongoOutbox, Relay
 from screwops_rpc import Server
 from screwops_settings import ServiceSettings
 from screwops_storage import ObjectStore, database
@@ -101,6 +101,18 @@ class Runtime:
             objects=ObjectStore.from_settings(settings.stack.minio),
             bus=bus,
         )
+
+    def outbox_relay(self, collections: Iterable[str]) -> Task:
+        """The background work that publishes what the service's writes in ``collections``
+        still owe Kafka (see :mod:`screwops_bus.outbox`), every ``outbox_interval_s``."""
+        relay = Relay(
+            MongoOutbox(self.db, collections),
+            self.bus.publish,
+            interval=self.settings.outbox_interval_s,
+            retry=self.bus.retry,
+            meter_provider=self.telemetry.meter_provider,
+        )
+        return Task(relay.run, name="outbox-relay")
 
     async def serve(
         self,

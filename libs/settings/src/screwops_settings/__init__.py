@@ -177,6 +177,12 @@ class ServiceSettings(BaseSettings):
         "127.0.0.1", description="Interface of the metrics endpoint; 0.0.0.0 in containers."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    outbox_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the outbox relay of a service that writes, then announces, looks "
+        "for announcements Kafka has not acknowledged yet (after a failure it backs off instead).",
+    )
     stack: StackSettings = Field(default_factory=StackSettings)
 
 

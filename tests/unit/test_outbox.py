@@ -1,0 +1,101 @@
+"""The outbox and its relay, on in-memory documents: what a write owes Kafka goes out until Kafka
+acknowledges it, each entry removed once and only its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import OUTBOX, Announcement, MongoOutbox, Relay, RetryPolicy, mark_sent
+from screwops_contracts import DatasetIngested
+
+from tests.fakes import FakeDatabase, RecordingBus
+from tests.support import dataset_ingested, eventually
+
+QUICK = RetryPolicy(initial_wait=0.001, max_wait=0.002)
+
+
+def owing(*datasets: str) -> tuple[FakeDatabase, list[DatasetIngested]]:
+    """A collection with one document per dataset, each owing its ``dataset.ingested``."""
+    db = FakeDatabase()
+    events = [dataset_ingested(dataset) for dataset in datasets]
+    for event in events:
+        db["versions"].docs[event.payload.dataset_id] = {
+            "_id": event.payload.dataset_id,
+            OUTBOX: [Announcement(event).document()],
+        }
+    return db, events
+
+
+def outbox(db: FakeDatabase) -> MongoOutbox:
+    return MongoOutbox(cast(AsyncIOMotorDatabase[Any], db), ["versions"])
+
+
+async def test_a_pass_publishes_what_is_pending_and_removes_it() -> None:
+    db, events = owing("a", "b")
+    bus = RecordingBus("ingestion")
+
+    assert await Relay(outbox(db), bus.publish).relay() == 2
+
+    assert [e.event_id for e in bus] == [e.event_id for e in events]
+    assert all(OUTBOX not in doc for doc in db["versions"].docs.values())
+    assert await Relay(outbox(db), bus.publish).relay() == 0
+
+
+async def test_two_relays_at_once_publish_each_entry_at_least_once_and_remove_it_once() -> None:
+    db, events = owing("a", "b", "c")
+    bus = RecordingBus("ingestion")
+    # Both passes read the outbox before either publishes.
+    bus.gate = asyncio.Event()
+    passes = [asyncio.create_task(Relay(outbox(db), bus.publish).relay()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    bus.gate.set()
+    await asyncio.gather(*passes)
+
+    assert {e.event_id for e in bus} == {e.event_id for e in events}
+    assert len(bus) <= 2 * len(events)
+    assert all(OUTBOX not in doc for doc in db["versions"].docs.values())
+    assert db["versions"].updated == len(events)
+
+
+async def test_marking_one_entry_sent_keeps_one_written_meanwhile() -> None:
+    db, [first] = owing("a")
+    versions = db["versions"]
+    later = dataset_ingested("a-later")
+    await versions.update_one({"_id": "a"}, {"$push": {OUTBOX: Announcement(later).document()}})
+
+    await mark_sent(cast(Any, versions), "a", str(first.event_id))
+
+    [left] = versions.docs["a"][OUTBOX]
+    assert left["id"] == str(later.event_id)
+
+
+async def test_the_relay_backs_off_while_kafka_is_away_and_delivers_once_it_is_back() -> None:
+    db, [event] = owing("a")
+    bus = RecordingBus("ingestion")
+    bus.down = True
+    relay = Relay(outbox(db), bus.publish, interval=0.01, retry=QUICK)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert not bus
+        assert OUTBOX in db["versions"].docs["a"]
+        bus.down = False
+
+        async def sent() -> bool | None:
+            return OUTBOX not in db["versions"].docs["a"] or None
+
+        await eventually(sent, within=2, what="the relay to deliver", interval=0.01)
+    finally:
+        task.cancel()
+    assert [e.event_id for e in bus] == [event.event_id]
+
+
+async def test_a_relayed_event_is_the_one_written() -> None:
+    db, [event] = owing("a")
+    bus = RecordingBus("ingestion")
+
+    await Relay(outbox(db), bus.publish).relay()
+
+    assert bus == [event]
