@@ -4,7 +4,8 @@ verdicts waiting in the review queue."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import grpc
 from fastapi import APIRouter, Form, Request
@@ -26,6 +27,8 @@ from screwops_console.routes.common import (
     redirect,
     user,
 )
+
+T = TypeVar("T")
 
 LABELS = {"good": ingestion_pb2.LABEL_GOOD, "bad": ingestion_pb2.LABEL_BAD}
 
@@ -127,18 +130,12 @@ async def submit_label(
         defect_type=(defect_type.strip() or None) if label == "bad" else None,
     )
     message.labeled_at.GetCurrentTime()
-    try:
-        answer = await call(
-            "labeling", backends.labeling.SubmitLabel(message, timeout=settings.rpc_timeout_s)
-        )
-    except BackendError as exc:
-        return redirect("/labeling", annotator, error=str(exc), **back)
     done = f"labeled {filename or image_sha256[:12]} {label}"
-    return redirect(
-        "/labeling",
+    return await _submit(
+        backends.labeling.SubmitLabel(message, timeout=settings.rpc_timeout_s),
         annotator,
-        notice=f"{done}; {answer.remaining_count} left to label",
-        **back,
+        back,
+        lambda answer: f"{done}; {answer.remaining_count} left to label",
     )
 
 
@@ -159,17 +156,25 @@ async def submit_review(
         inspection_id=inspection_id, label=LABELS[label], reviewer=reviewer
     )
     message.reviewed_at.GetCurrentTime()
-    try:
-        answer = await call(
-            "labeling", backends.labeling.SubmitReview(message, timeout=settings.rpc_timeout_s)
-        )
-    except BackendError as exc:
-        return redirect("/labeling", reviewer, error=str(exc), **back)
-    right = "right" if answer.verdict_correct else "wrong"
-    return redirect(
-        "/labeling",
+    return await _submit(
+        backends.labeling.SubmitReview(message, timeout=settings.rpc_timeout_s),
         reviewer,
-        notice=f"review recorded: the model was {right}; {answer.remaining_count} left "
-        "in the queue",
-        **back,
+        back,
+        lambda answer: (
+            "review recorded: the model was "
+            f"{'right' if answer.verdict_correct else 'wrong'}; {answer.remaining_count} left "
+            "in the queue"
+        ),
     )
+
+
+async def _submit(
+    pending: Awaitable[T], person: str, back: dict[str, str], notice: Callable[[T], str]
+) -> RedirectResponse:
+    """Post/redirect/get back to the labeling page, remembering ``person`` for the next form,
+    with the answer's ``notice`` or why the labeling service refused."""
+    try:
+        answer = await call("labeling", pending)
+    except BackendError as exc:
+        return redirect("/labeling", person, error=str(exc), **back)
+    return redirect("/labeling", person, notice=notice(answer), **back)
