@@ -35,6 +35,20 @@ MISSING_MODULES = {
     ("console", "store"),
 }
 
+INSTRUMENTS = frozenset(
+    {
+        "create_counter",
+        "create_histogram",
+        "create_up_down_counter",
+        "create_gauge",
+        "create_observable_counter",
+        "create_observable_gauge",
+        "create_observable_up_down_counter",
+    }
+)
+"""The meter's calls that create an instrument: in a service, only its ``metrics`` module makes
+them, so every metric name, unit and description is declared in one place per service."""
+
 MAX_FUNCTION_LINES = 80
 
 # Functions and methods longer than that today, each with which change will split it.
@@ -93,6 +107,12 @@ def missing_modules(package: Path) -> set[str]:
     return required - present
 
 
+def is_metrics_module(name: str) -> bool:
+    """Whether ``name`` is ``services/<service>/src/screwops_<service>/metrics.py``."""
+    parts = Path(name).parts
+    return len(parts) == 5 and parts[3] == f"screwops_{parts[1]}" and parts[4] == "metrics.py"
+
+
 def functions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
     """Every function and method under ``node``, nested ones too, by qualified name (``Class.
     method``, ``outer.inner``) with its length in lines, decorators excluded."""
@@ -149,6 +169,21 @@ def test_a_service_that_consumes_events_needs_handlers(tmp_path: Path) -> None:
     (tmp_path / "handlers" / "__init__.py").write_text("")
     (tmp_path / "store.py").unlink()
     assert missing_modules(tmp_path) == {"store"}
+
+
+def test_only_a_services_metrics_module_creates_instruments() -> None:
+    found = {
+        name
+        for name, tree in sources("services/*/src/**/*.py")
+        if not is_metrics_module(name) and not INSTRUMENTS.isdisjoint(called_names(tree))
+    }
+    assert found == set()
+
+
+def test_only_the_top_metrics_module_counts_as_one() -> None:
+    assert is_metrics_module("services/gateway/src/screwops_gateway/metrics.py")
+    assert not is_metrics_module("services/console/src/screwops_console/routes/metrics.py")
+    assert not is_metrics_module("services/gateway/src/screwops_gateway/service.py")
 
 
 def test_no_function_is_longer_than_the_limit() -> None:

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from screwops_console.backends import Backends
 from screwops_console.config import ConsoleSettings
+from screwops_console.metrics import ConsoleMetrics
 from screwops_console.records import ReportSource, RunSource
 from screwops_console.routes import ROUTERS
 from screwops_console.routes.common import templates
@@ -65,27 +65,18 @@ class RequestMetrics(BaseHTTPMiddleware):
 
     def __init__(self, app: Any, meter_provider: MeterProvider | None = None) -> None:
         super().__init__(app)
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.console")
-        self._requests = meter.create_counter(
-            "screwops_console_requests", description="HTTP requests, by route and status."
-        )
-        self._latency = meter.create_histogram(
-            "screwops_console_request_duration",
-            unit="s",
-            description="Time to answer an HTTP request, by route and status.",
-        )
+        self._metrics = ConsoleMetrics(meter_provider)
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         began = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
-        labels = {
-            "route": getattr(route, "path", "unmatched"),
-            "method": request.method,
-            "status": str(response.status_code),
-        }
-        self._requests.add(1, labels)
-        self._latency.record(time.perf_counter() - began, labels)
+        self._metrics.answered(
+            getattr(route, "path", "unmatched"),
+            request.method,
+            response.status_code,
+            time.perf_counter() - began,
+        )
         return response
 
 

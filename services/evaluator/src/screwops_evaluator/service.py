@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
@@ -75,6 +75,7 @@ from screwops_imaging import decode, preprocess
 
 from screwops_evaluator.config import Gate
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
+from screwops_evaluator.metrics import EvaluatorMetrics
 from screwops_evaluator.report import (
     Champion as ChampionSummary,
 )
@@ -154,17 +155,7 @@ class EvaluatorService:
         # model, and a second event for the same run waits here and then finds it judged.
         self._evaluating = asyncio.Lock()
         self._tracer = trace.get_tracer("screwops.evaluator", tracer_provider=tracer_provider)
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.evaluator")
-        self._verdicts = meter.create_counter(
-            "screwops_evaluator_evaluations",
-            description="Runs judged, by verdict (approved, rejected) and whether the candidate "
-            "could be served.",
-        )
-        self._duration = meter.create_histogram(
-            "screwops_evaluator_evaluation_duration",
-            unit="s",
-            description="Time to judge one run: fetching, serving, scoring and comparing.",
-        )
+        self._metrics = EvaluatorMetrics(meter_provider)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -191,9 +182,9 @@ class EvaluatorService:
             record = await self._evaluate(event, evaluation_id)
             await self._announce(record, event)
         served = not any(c.name == INFRA_VALIDATION and not c.passed for c in record.checks)
-        outcome = {"verdict": "approved" if record.passed else "rejected", "served": served}
-        self._verdicts.add(1, outcome)
-        self._duration.record(time.perf_counter() - began, outcome)
+        self._metrics.judged(
+            passed=record.passed, served=served, seconds=time.perf_counter() - began
+        )
         failed = [c.name for c in record.checks if not c.passed]
         log.info("run %s of %s: %s", trained.run_id, trained.model_name, failed or "approved")
         return record

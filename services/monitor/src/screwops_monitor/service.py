@@ -50,7 +50,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider
 from opentelemetry.metrics import Observation as Measurement
 from pydantic import ValidationError
@@ -75,6 +74,7 @@ from screwops_contracts.models import (
 from screwops_errors import NotFoundError
 
 from screwops_monitor.config import Rules
+from screwops_monitor.metrics import MonitorMetrics
 from screwops_monitor.signals import (
     Baseline,
     Observation,
@@ -161,51 +161,13 @@ class MonitorService:
         self.handled: Counter[str] = Counter()
         """Events handled to the end (their announcements acknowledged), by topic."""
 
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.monitor")
-        meter.create_observable_gauge(
-            "screwops_monitor_signal",
-            callbacks=[self._observe_values],
-            description="Each signal's value over its window, by model, version and signal "
-            "(score_drift: PSI; defect_rate: share of DEFECT verdicts; accuracy: share right).",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_signal_threshold",
-            callbacks=[self._observe_thresholds],
-            description="Where each signal alarms, by model, version, signal and bound (upper: "
-            "alarms above it, lower: below it).",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_signal_fired",
-            callbacks=[self._observe_fired],
-            description="1 while a signal's alarm has fired and not re-armed, else 0.",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_window",
-            callbacks=[self._observe_windows],
-            description="Observations in each window (reference, inspections, reviews), by model "
-            "and version.",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_reference",
-            callbacks=[self._observe_reference],
-            description="The full reference window beside the version's evaluation, by model, "
-            "version and figure (defect_rate: the reference's share of DEFECT at the latest "
-            "threshold; evaluation_defect_rate: the test split's; evaluation_psi: PSI between the "
-            "two score distributions). A sanity check, never alarmed on.",
-        )
-        self._observed = meter.create_counter(
-            "screwops_monitor_observations",
-            description="Inspections and reviews taken in (outcome counted) or left out because "
-            "another version answered them (outcome not_production).",
-        )
-        self._alarms = meter.create_counter(
-            "screwops_monitor_alarms",
-            description="model.degraded announced, by model and signal.",
-        )
-        self._requests = meter.create_counter(
-            "screwops_monitor_training_requests",
-            description="Retraining decisions, by model and outcome (requested; cooldown: "
-            "suppressed by the cooldown; no_dataset: no baseline names the data to train on).",
+        self._metrics = MonitorMetrics(
+            signals=self._observe_values,
+            thresholds=self._observe_thresholds,
+            fired=self._observe_fired,
+            windows=self._observe_windows,
+            reference=self._observe_reference,
+            meter_provider=meter_provider,
         )
 
     # --- events ----------------------------------------------------------------------------
@@ -246,7 +208,7 @@ class MonitorService:
         async with self._locks[inspected.model_name]:
             watch = await self._watch(inspected.model_name)
             if watch is None or watch.version != inspected.model_version:
-                self._observed.add(1, {"kind": INSPECTIONS, "outcome": "not_production"})
+                self._metrics.observed(INSPECTIONS, "not_production")
             else:
                 observation = Observation(
                     event_id=str(event.event_id),
@@ -271,13 +233,13 @@ class MonitorService:
         if not watch.reference.full:
             await self._store.add_reference(watch.model_name, watch.version, observation)
             watch.reference.add(observation)
-            self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
+            self._metrics.observed(INSPECTIONS, "counted")
             if watch.reference.full:
                 self._compare_with_evaluation(watch)
             return
         await self._store.add_observation(watch.model_name, watch.version, observation)
         watch.scores.add(observation)
-        self._observed.add(1, {"kind": INSPECTIONS, "outcome": "counted"})
+        self._metrics.observed(INSPECTIONS, "counted")
         await self._prune(watch, INSPECTIONS)
 
     async def on_inspection_reviewed(self, event: InspectionReviewed) -> None:
@@ -286,14 +248,14 @@ class MonitorService:
         async with self._locks[reviewed.model_name]:
             watch = await self._watch(reviewed.model_name)
             if watch is None or watch.version != reviewed.model_version:
-                self._observed.add(1, {"kind": REVIEWS, "outcome": "not_production"})
+                self._metrics.observed(REVIEWS, "not_production")
             else:
                 earlier = watch.reviews.get(reviewed.inspection_id)
                 if earlier is None or earlier.correct != reviewed.verdict_correct:
                     review = Review(reviewed.inspection_id, reviewed.verdict_correct, self._now())
                     await self._store.add_review(watch.model_name, watch.version, review)
                     watch.reviews.add(review)
-                    self._observed.add(1, {"kind": REVIEWS, "outcome": "counted"})
+                    self._metrics.observed(REVIEWS, "counted")
                     await self._prune(watch, REVIEWS)
                 await self._judge(watch, (accuracy(watch.reviews, self._rules),), event)
         self.handled[event.TOPIC] += 1
@@ -525,7 +487,7 @@ class MonitorService:
                 discriminator=reading.signal,
             )
         )
-        self._alarms.add(1, {"model": watch.model_name, "signal": reading.signal})
+        self._metrics.alarmed(watch.model_name, reading.signal)
 
     async def _request_training(
         self, watch: Watch, fired: Sequence[Reading], cause: Event[Any]
@@ -536,7 +498,6 @@ class MonitorService:
         the newest validated one: retraining on the very data production was trained on would
         give back the same run.
         """
-        labels = {"model": watch.model_name}
         baseline = watch.served.baseline if watch.served is not None else None
         if baseline is None:
             log.error(
@@ -545,7 +506,7 @@ class MonitorService:
                 watch.model_name,
                 watch.version,
             )
-            self._requests.add(1, labels | {"outcome": "no_dataset"})
+            self._metrics.training_decided(watch.model_name, "no_dataset")
             return
         reason = "; ".join(
             f"{r.signal} {r.value:.4f} past {r.threshold:.4f} over {r.observations} observations"
@@ -561,7 +522,7 @@ class MonitorService:
                 last.requested_at.isoformat() if last else "?",
                 self._cooldown,
             )
-            self._requests.add(1, labels | {"outcome": "cooldown"})
+            self._metrics.training_decided(watch.model_name, "cooldown")
             return
         await self._publish(
             TrainingRequested.caused_by(
@@ -578,7 +539,7 @@ class MonitorService:
             )
         )
         log.warning("asked to retrain %s on %s: %s", watch.model_name, baseline.dataset_id, reason)
-        self._requests.add(1, labels | {"outcome": "requested"})
+        self._metrics.training_decided(watch.model_name, "requested")
 
     # --- gauges ----------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
@@ -72,6 +72,7 @@ from screwops_trainer.dataset import (
     examples,
     pixels,
 )
+from screwops_trainer.metrics import TrainerMetrics
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.store import DatasetRecord, Objects, TrainerStore, run_id
 from screwops_trainer.threshold import Scores, ThresholdError, choose_threshold
@@ -200,17 +201,7 @@ class TrainerService:
         # second event for the same run waits here and then finds it finished.
         self._training = asyncio.Lock()
         self._tracer = trace.get_tracer("screwops.trainer", tracer_provider=tracer_provider)
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.trainer")
-        self._runs = meter.create_counter(
-            "screwops_trainer_runs",
-            description="Runs answered with model.trained or failed, by outcome "
-            "(trained, reused, failed).",
-        )
-        self._duration = meter.create_histogram(
-            "screwops_trainer_training_duration",
-            unit="s",
-            description="Time spent fitting a network, per trained run.",
-        )
+        self._metrics = TrainerMetrics(meter_provider)
 
     async def on_dataset_validated(self, event: DatasetValidated) -> ModelTrainedPayload:
         """Record the version as validated and train on it.
@@ -322,7 +313,7 @@ class TrainerService:
             model_kind=record.model_kind,
         )
         await self._emit(ModelTrained, payload, cause=cause)
-        self._runs.add(1, {"outcome": "reused" if reused else "trained"})
+        self._metrics.answered("reused" if reused else "trained")
         log.info("%s: %s on %s", run, "reused" if reused else "trained", dataset.key)
         return payload
 
@@ -369,7 +360,7 @@ class TrainerService:
             "trainer.fit", attributes={"run_id": run, "attempt": started.attempts}
         ):
             trained, epochs = await self._fit_in_thread(started, train, validation)
-        self._duration.record(trained.seconds)
+        self._metrics.fitted(trained.seconds)
         return await self._store_artifacts(started, trained, epochs, validation)
 
     async def _fit_in_thread(
@@ -399,7 +390,7 @@ class TrainerService:
         return trained, sink.epochs
 
     async def _fail(self, started: RunRecord, epochs: list[EpochRecord], error: str) -> None:
-        self._runs.add(1, {"outcome": "failed"})
+        self._metrics.answered("failed")
         await self._store.finish_run(
             started.model_copy(
                 update={
