@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from screwops_bus import Pending
 from screwops_contracts.datasets import ManifestImage
-from screwops_ingestion.store import Refusal, VersionRecord
+from screwops_ingestion.store import VERSIONS, Refusal, VersionRecord
 
 
 class FakeStore:
+    """The store, and the outbox its versions keep (:class:`screwops_bus.Outbox`)."""
+
     def __init__(self) -> None:
         self.images: dict[str, ManifestImage] = {}
         self.refusals: dict[str, Refusal] = {}
@@ -41,14 +44,17 @@ class FakeStore:
     async def create_version(self, record: VersionRecord) -> bool:
         if record.id in self.versions:
             return False
-        self.versions[record.id] = record
+        self.versions[record.id] = replace(record, pending=(record.announcement,))
         return True
 
     async def mark_published(self, record: VersionRecord) -> None:
-        self.versions[record.id] = replace(self.versions[record.id], published=True)
+        self.versions[record.id] = replace(self.versions[record.id], pending=())
 
-    async def unpublished(self) -> list[VersionRecord]:
-        return [v for v in self.versions.values() if not v.published]
+    async def pending(self) -> list[Pending]:
+        return [Pending(VERSIONS, v.id, a) for v in self.versions.values() for a in v.pending]
+
+    async def sent(self, pending: Pending) -> None:
+        await self.mark_published(self.versions[pending.document_id])
 
     async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None:
         self.staged_images.setdefault(dataset_id, {}).update({i.sha256: i for i in images})

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
+from screwops_bus import Relay
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_contracts.minio import BucketNotification
-from screwops_errors import InvalidInputError, PermissionDeniedError
+from screwops_errors import InvalidInputError, PermissionDeniedError, UnavailableError
 from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Outcome
 
 from tests.fakes import FakeObjects, RecordingBus
-from tests.support import png
+from tests.support import eventually, png
 from tests.unit.ingestion.fakes import FakeStore
 
 
@@ -112,20 +115,61 @@ async def test_a_new_version_holds_the_earlier_images_and_the_new_ones(
     assert latest.correlation_id != published[0].correlation_id
 
 
-async def test_a_version_left_unpublished_by_a_crash_is_published_at_start(
+async def relayed(store: FakeStore, published: RecordingBus, count: int) -> None:
+    """Run the outbox relay as ``__main__`` does, beside the service, until ``count`` events
+    went out and nothing is pending."""
+    relay = asyncio.create_task(Relay(store, published.publish, interval=0.01).run())
+
+    async def done() -> bool | None:
+        return (len(published) >= count and not await store.pending()) or None
+
+    try:
+        await eventually(done, within=2, what="the outbox relay", interval=0.01)
+    finally:
+        relay.cancel()
+
+
+async def test_an_upload_whose_announcement_kafka_refused_is_announced_by_the_relay(
     parts: tuple[FakeStore, FakeObjects, RecordingBus],
 ) -> None:
+    """Issue 18, finding 1: the version is made; its event, refused at that moment, goes out
+    once Kafka is back, without a restart and without another request."""
     store, _, published = parts
     published.failures.append(ConnectionError("kafka went away"))
 
-    with pytest.raises(ConnectionError):
-        await service(parts).ingest("screws", files(1), source="upload")
-    assert [v.published for v in store.versions.values()] == [False]
+    result = await service(parts).ingest("screws", files(1), source="upload")
+    assert (result.version, result.created) == (1, True)
+    [version] = store.versions.values()
+    assert not published
+    assert [a.id for a in version.pending] == [str(version.event.event_id)]
 
-    await service(parts).recover()
-    [event] = published
-    assert event.event_id == next(iter(store.versions.values())).event.event_id
-    assert [v.published for v in store.versions.values()] == [True]
+    await relayed(store, published, 1)
+    assert published == [version.event]
+
+
+async def test_a_bucket_drop_whose_announcement_kafka_refused_does_not_stall_the_dataset(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
+) -> None:
+    """Issue 18, finding 1, as reproduced: Kafka down when ``_READY`` cuts the version; the
+    handler's retry finds nothing new, yet ``dataset.ingested`` arrives once Kafka is back."""
+    store, objects, published = parts
+    ingestion = service(parts)
+    objects.objects[(Bucket.DROP, "line9/good/a.png")] = png(32, seed=1)
+    objects.objects[(Bucket.DROP, "line9/_READY")] = b""
+    await ingestion.on_bucket_drop(notification("line9/good/a.png"))
+
+    published.down = True
+    for _ in range(2):  # the handler, and the bus's retry of it had it failed
+        with contextlib.suppress(UnavailableError):
+            await ingestion.on_bucket_drop(notification("line9/_READY"))
+    assert not published
+    assert [v.version for v in store.versions.values()] == [1]
+
+    published.down = False
+    await relayed(store, published, 1)
+    [event] = published.of(DatasetIngested)
+    assert (event.payload.dataset_id, event.payload.version) == ("line9", 1)
+    assert event == store.versions["line9@v1"].event
 
 
 def tree(root: Path, *names: str) -> None:

@@ -11,7 +11,7 @@ from screwops_runtime import Runtime
 from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.config import IngestionSettings
 from screwops_ingestion.service import IngestionService
-from screwops_ingestion.store import MongoIngestionStore
+from screwops_ingestion.store import OUTBOXES, MongoIngestionStore
 
 
 def main() -> None:
@@ -38,7 +38,9 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
 
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.recover]))
+    asyncio.run(
+        runtime.serve(api=api, on_start=[bootstrap], background=[runtime.outbox_relay(OUTBOXES)])
+    )
 
 
 if __name__ == "__main__":

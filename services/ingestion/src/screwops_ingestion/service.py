@@ -32,7 +32,7 @@ from screwops_contracts.datasets import (
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
-from screwops_telemetry import resumed_trace, traceparent
+from screwops_telemetry import traceparent
 
 from screwops_ingestion import layouts
 from screwops_ingestion.config import Rules
@@ -184,12 +184,6 @@ class IngestionService:
                 continue
             await self._stage_drop(record.s3.bucket.name, key, dataset_id)
 
-    async def recover(self) -> None:
-        """Publish versions whose event a crash left unpublished (the outbox's second half)."""
-        for record in await self._store.unpublished():
-            log.info("publishing %s left unpublished by an earlier run", record.id)
-            await self._announce(record)
-
     async def get_version(self, dataset_id: str, version: int | None) -> VersionRecord:
         """A version of a dataset (the newest if ``version`` is None)."""
         found = (
@@ -323,10 +317,14 @@ class IngestionService:
         )
 
     async def _announce(self, record: VersionRecord) -> None:
-        # In the request's trace, also when recover() publishes it after a restart.
-        with resumed_trace(record.traceparent, "ingestion.announce"):
+        """Publish the new version's event at once; if that fails, the version is made all the
+        same and its event stays pending in the version's outbox, for the outbox relay to
+        publish once Kafka answers (a retry would find nothing new to announce)."""
+        try:
             await self._publish(record.event)
-        await self._store.mark_published(record)
+            await self._store.mark_published(record)
+        except Exception as exc:
+            log.warning("%s: dataset.ingested left to the outbox relay: %r", record.id, exc)
 
     async def _manifest(self, record: VersionRecord) -> Manifest:
         body = await self._objects.get_verified(

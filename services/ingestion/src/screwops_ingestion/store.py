@@ -2,9 +2,9 @@
 the drop keys already read.
 
 Ingestion owns these collections; no other service reads them. Every write is idempotent (keyed
-by content or by a deterministic id), and the version record doubles as an outbox: it holds the
-``dataset.ingested`` event it will publish and a ``published`` flag, so a crash between writing a
-version and publishing it is repaired at the next start.
+by content or by a deterministic id), and the version record is inserted with its
+``dataset.ingested`` pending in its outbox (:mod:`screwops_bus.outbox`), so a failed publish or a
+crash between writing a version and publishing it is repaired by the service's outbox relay.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
+from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ManifestImage
 from screwops_errors import AlreadyExistsError
 from screwops_storage import IndexSpec, StoredObject, bulk_write, ensure_indexes, mongo_errors
 
+VERSIONS = "dataset_versions"
+OUTBOXES = (VERSIONS,)
+"""The collections whose documents hold announcements (see :mod:`screwops_bus.outbox`)."""
+
 INDEXES = (
     IndexSpec("dataset_versions", (("dataset_id", 1), ("version", 1)), unique=True),
-    IndexSpec("dataset_versions", (("published", 1),)),
     IndexSpec("refusals", (("dataset_id", 1), ("at", 1))),
     IndexSpec("staged_drops", (("dataset_id", 1),)),
     IndexSpec("drop_keys", (("dataset_id", 1),)),
@@ -41,10 +45,15 @@ class VersionRecord:
     added_count: int
     event: DatasetIngested
     created_at: datetime
-    published: bool = False
     traceparent: str = ""
-    """The trace of the request that made the version, so the event joins it even when it is
-    published after a restart (W3C ``traceparent``; "" outside a trace)."""
+    """The trace of the request that made the version, so the event joins it even when the
+    outbox relay publishes it (W3C ``traceparent``; "" outside a trace)."""
+    pending: tuple[Announcement, ...] = ()
+    """Its ``dataset.ingested`` until Kafka acknowledged it."""
+
+    @property
+    def announcement(self) -> Announcement:
+        return Announcement(self.event, self.traceparent)
 
     @property
     def id(self) -> str:
@@ -106,8 +115,6 @@ class IngestionStore(Protocol):
     async def create_version(self, record: VersionRecord) -> bool: ...
 
     async def mark_published(self, record: VersionRecord) -> None: ...
-
-    async def unpublished(self) -> list[VersionRecord]: ...
 
     async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None: ...
 
@@ -217,8 +224,8 @@ class MongoIngestionStore:
                         "added_count": record.added_count,
                         "event": record.event.model_dump(mode="json"),
                         "created_at": record.created_at,
-                        "published": False,
                         "traceparent": record.traceparent,
+                        OUTBOX: [record.announcement.document()],
                     }
                 )
         except AlreadyExistsError:
@@ -226,15 +233,7 @@ class MongoIngestionStore:
         return True
 
     async def mark_published(self, record: VersionRecord) -> None:
-        with mongo_errors():
-            await self._db.dataset_versions.update_one(
-                {"_id": record.id}, {"$set": {"published": True}}
-            )
-
-    async def unpublished(self) -> list[VersionRecord]:
-        with mongo_errors():
-            docs = await self._db.dataset_versions.find({"published": False}).to_list(None)
-        return sorted((_record(d) for d in docs), key=lambda r: (r.dataset_id, r.version))
+        await mark_sent(self._db[VERSIONS], record.id, record.announcement.id)
 
     async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None:
         if not images:
@@ -291,6 +290,6 @@ def _record(doc: dict[str, Any]) -> VersionRecord:
         added_count=doc["added_count"],
         event=DatasetIngested.model_validate(doc["event"]),
         created_at=doc["created_at"],
-        published=doc["published"],
         traceparent=doc.get("traceparent", ""),
+        pending=pending_in(doc),
     )
