@@ -75,6 +75,18 @@ Kind = Annotated[
         examples=["supervised"],
     ),
 ]
+# Alias moves are ordered by the registry, not by clocks: a producer's occurred_at can be late,
+# early or forged. 0 in events written before the registry numbered its moves.
+AliasSequence = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="The move's number, issued by the registry and increasing with every move "
+        "of the model's `production` alias; a gateway applies a move only when it is higher than "
+        "the one it serves. 0 in events from before moves were numbered.",
+        examples=[7],
+    ),
+]
 
 
 class SplitCounts(Payload):
@@ -327,6 +339,7 @@ class ModelDeployedPayload(Payload):
     run_id: RunId
     threshold: Threshold = DEFAULT_THRESHOLD
     model_kind: Kind = ModelKind.SUPERVISED
+    sequence: AliasSequence = 0
 
 
 class ModelDeployed(Event[ModelDeployedPayload]):
@@ -354,6 +367,7 @@ class ModelRolledBackPayload(Payload):
     model_kind: Kind = Field(
         ModelKind.SUPERVISED, description="The kind of the version serving again."
     )
+    sequence: AliasSequence = 0
 
 
 class ModelRolledBack(Event[ModelRolledBackPayload]):

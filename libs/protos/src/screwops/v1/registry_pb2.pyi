@@ -11,8 +11,9 @@ AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
-meanwhile), UNAVAILABLE (Triton or storage briefly unavailable; safe to retry: promoting the
-version the alias already names changes nothing).
+meanwhile, or not naming the expected version), UNAVAILABLE (Triton or storage briefly
+unavailable; safe to retry with the same request_id: a retried move answers what the first one
+did and never moves the alias twice).
 """
 
 from collections import abc as _abc
@@ -296,6 +297,8 @@ class PromoteRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECT_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model. Required."""
     version: _builtins.int
@@ -304,6 +307,15 @@ class PromoteRequest(_message.Message):
     """Who asks (a user name or email), recorded in the AliasChange. Required."""
     reason: _builtins.str
     """Why, recorded in the AliasChange (e.g. "accuracy 0.97 on v12 beats v11"). Required."""
+    request_id: _builtins.str
+    """Names this move (a UUID, chosen once per operator action and sent again on every retry).
+    A call whose request_id already moved the alias moves nothing and answers that move.
+    Required.
+    """
+    expect_version: _builtins.int
+    """The version production must name now; FAILED_PRECONDITION when it names another (or none).
+    Unset: whatever it names.
+    """
     def __init__(
         self,
         *,
@@ -311,12 +323,16 @@ class PromoteRequest(_message.Message):
         version: _builtins.int = ...,
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        expect_version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version", "expect_version", b"expect_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "model_name", b"model_name", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version", "actor", b"actor", "expect_version", b"expect_version", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expect_version: _TypeAlias = _typing.Literal["expect_version"]  # noqa: Y015
+    _WhichOneofArgType__expect_version: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expect_version) -> _WhichOneofReturnType__expect_version | None: ...
 
 Global___PromoteRequest: _TypeAlias = PromoteRequest  # noqa: Y015
 
@@ -329,24 +345,38 @@ class RollbackRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECT_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model. Required."""
     actor: _builtins.str
     """Who asks, recorded in the AliasChange. Required."""
     reason: _builtins.str
     """Why (e.g. "false rejects on line 3"), recorded in the AliasChange. Required."""
+    request_id: _builtins.str
+    """Names this move, as in PromoteRequest: a retry with the same id never rolls back twice.
+    Required.
+    """
+    expect_version: _builtins.int
+    """The version production must name now (the one being rolled back); FAILED_PRECONDITION when
+    it names another. Unset: whatever it names.
+    """
     def __init__(
         self,
         *,
         model_name: _builtins.str = ...,
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        expect_version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version", "expect_version", b"expect_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "model_name", b"model_name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version", "actor", b"actor", "expect_version", b"expect_version", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expect_version: _TypeAlias = _typing.Literal["expect_version"]  # noqa: Y015
+    _WhichOneofArgType__expect_version: _TypeAlias = _typing.Literal["_expect_version", b"_expect_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expect_version) -> _WhichOneofReturnType__expect_version | None: ...
 
 Global___RollbackRequest: _TypeAlias = RollbackRequest  # noqa: Y015
 
@@ -363,6 +393,8 @@ class AliasChange(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model."""
     alias: _builtins.str
@@ -375,6 +407,12 @@ class AliasChange(_message.Message):
     """Who asked for the move."""
     reason: _builtins.str
     """Why."""
+    sequence: _builtins.int
+    """The alias's move number, issued by the registry and increasing with every move of it; the
+    deployment events carry it, and gateways apply only moves newer than the one they serve.
+    """
+    request_id: _builtins.str
+    """The request_id of the call that made the move (empty for a deployment of an approval)."""
     @_builtins.property
     def changed_at(self) -> _timestamp_pb2.Timestamp:
         """When the alias moved."""
@@ -389,10 +427,12 @@ class AliasChange(_message.Message):
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
+        sequence: _builtins.int = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "changed_at", b"changed_at", "from_version", b"from_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "actor", b"actor", "alias", b"alias", "changed_at", b"changed_at", "from_version", b"from_version", "model_name", b"model_name", "reason", b"reason", "to_version", b"to_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "actor", b"actor", "alias", b"alias", "changed_at", b"changed_at", "from_version", b"from_version", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "sequence", b"sequence", "to_version", b"to_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__from_version: _TypeAlias = _typing.Literal["from_version"]  # noqa: Y015
     _WhichOneofArgType__from_version: _TypeAlias = _typing.Literal["_from_version", b"_from_version"]  # noqa: Y015

@@ -11,8 +11,9 @@ AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_
 Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
-meanwhile), UNAVAILABLE (Triton or storage briefly unavailable; safe to retry: promoting the
-version the alias already names changes nothing).
+meanwhile, or not naming the expected version), UNAVAILABLE (Triton or storage briefly
+unavailable; safe to retry with the same request_id: a retried move answers what the first one
+did and never moves the alias twice).
 """
 
 from collections import abc as _abc
