@@ -13,7 +13,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,12 +24,14 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_bus import Announcement
 from screwops_contracts import (
     AssertionResult,
     ModelApproved,
     ModelApprovedPayload,
     ModelDeployed,
     ModelRolledBack,
+    ModelRolledBackPayload,
     Topic,
 )
 from screwops_contracts.datasets import Bucket
@@ -162,7 +164,6 @@ async def registry(
     service = RegistryService(
         store,
         Placement(objects, triton, Deployment(repository=repository, keep_versions=3)),
-        bus.emit,
         bus.publish,
         producer="registry",
     )
@@ -241,7 +242,12 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
 
     started = time.perf_counter()
     change = await registry.stub.Rollback(
-        registry_pb2.RollbackRequest(model_name=model, actor="it@plant-7", reason="false rejects")
+        registry_pb2.RollbackRequest(
+            request_id=unique("rollback"),
+            model_name=model,
+            actor="it@plant-7",
+            reason="false rejects",
+        )
     )
 
     async def rolled_back() -> ModelRolledBack | None:
@@ -269,7 +275,9 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
 
     announced = len(registry.deployed)
     change = await registry.stub.Promote(
-        registry_pb2.PromoteRequest(model_name=model, version=2, actor="it", reason="fixed")
+        registry_pb2.PromoteRequest(
+            request_id=unique("promote"), model_name=model, version=2, actor="it", reason="fixed"
+        )
     )
     assert (change.from_version, change.to_version) == (1, 2)
 
@@ -332,16 +340,33 @@ async def test_the_mongo_store_keeps_numbers_and_the_alias_safe(
         assert failed is not None
         assert (failed.status, failed.failure_reason) == (VersionStatus.FAILED, "broken")
 
-        first = _move(None, 1, MoveKind.DEPLOY)
-        assert await store.move_alias("m", "production", expected=None, move=first)
-        assert not await store.move_alias("m", "production", expected=None, move=first)
-        second = _move(1, 2, MoveKind.PROMOTE)
-        assert not await store.move_alias("m", "production", expected=7, move=second)
-        assert await store.move_alias("m", "production", expected=1, move=second)
+        first, deployed = _move(None, 1, MoveKind.DEPLOY, sequence=1)
+        assert await store.move_alias(
+            "m", "production", expected=None, move=first, announcement=deployed
+        )
+        assert not await store.move_alias(
+            "m", "production", expected=None, move=first, announcement=deployed
+        )
+        moved = await store.get_alias("m", "production")
+        assert moved is not None
+        second, promoted = _move(1, 2, MoveKind.PROMOTE, sequence=2)
+        stale = replace(moved, sequence=7)
+        assert not await store.move_alias(
+            "m", "production", expected=stale, move=second, announcement=promoted
+        )
+        assert await store.move_alias(
+            "m", "production", expected=moved, move=second, announcement=promoted
+        )
         alias = await store.get_alias("m", "production")
         assert alias is not None
-        assert alias.version == 2
+        assert (alias.version, alias.sequence) == (2, 2)
         assert alias.history == (first, second)
+        assert alias.made_by("req-2") == second
+        assert alias.pending == (deployed, promoted), "both queued by their moves"
+        await store.announced("m", "production", deployed.id)
+        alias = await store.get_alias("m", "production")
+        assert alias is not None
+        assert alias.pending == (promoted,)
         assert [a.model_name for a in await store.aliases("production")] == ["m"]
     finally:
         db.client.close()
@@ -372,5 +397,31 @@ def _record(model: str, version: int, run_id: str) -> VersionRecord:
     )
 
 
-def _move(source: int | None, target: int, kind: MoveKind) -> AliasMove:
-    return AliasMove(source, target, kind, actor="it", reason="r", at=_now(), cause=None)
+def _move(
+    source: int | None, target: int, kind: MoveKind, *, sequence: int
+) -> tuple[AliasMove, Announcement]:
+    """A move and an announcement of it, as the service would queue it."""
+    move = AliasMove(
+        source,
+        target,
+        kind,
+        actor="it",
+        reason="r",
+        at=_now(),
+        cause=None,
+        sequence=sequence,
+        request_id=f"req-{sequence}",
+    )
+    event = ModelRolledBack.origin(
+        ModelRolledBackPayload(
+            model_name="m",
+            from_version=source or target,
+            to_version=target,
+            triton_model="m",
+            actor="it",
+            reason="r",
+            sequence=sequence,
+        ),
+        producer="it",
+    )
+    return move, Announcement(event)

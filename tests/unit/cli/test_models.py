@@ -186,6 +186,41 @@ def test_promote_without_an_actor_records_the_user(registry: tuple[FakeRegistry,
     assert json.loads(result.stdout)["to_version"] == "1"
 
 
+def test_a_move_sends_a_new_request_id_and_shows_it_for_a_retry(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    result = screwops("models", "rollback", "--reason", "r", "--address", address)
+    assert result.exit_code == 0, result.output
+    request = fake.requests[-1]
+    assert len(request.request_id) == 36
+    assert f"retry with --request-id {request.request_id}" in result.stderr
+    assert not request.HasField("expect_version")
+
+
+def test_a_retry_sends_the_given_request_id_and_expected_version(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    result = screwops(
+        "models",
+        "promote",
+        "1",
+        "--reason",
+        "r",
+        "--request-id",
+        "rq-7",
+        "--expect-version",
+        "2",
+        "--address",
+        address,
+    )
+    assert result.exit_code == 0, result.output
+    request = fake.requests[-1]
+    assert (request.request_id, request.expect_version) == ("rq-7", 2)
+    assert "request id" not in result.stderr
+
+
 def test_promoting_a_failed_version_exits_5(registry: tuple[FakeRegistry, str]) -> None:
     _, address = registry
     result = screwops("models", "promote", "3", "--reason", "try", "--address", address)

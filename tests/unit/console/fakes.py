@@ -279,10 +279,20 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.version}")
         return self.versions[request.version]
 
+    def _check(self, request: Any, context: Any) -> None:
+        if not request.actor or not request.reason or not request.request_id:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "actor, reason and request_id are required"
+            )
+        if request.HasField("expect_version") and request.expect_version != self.production:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"production is v{self.production}, not v{request.expect_version}",
+            )
+
     def Promote(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.requests.append(request)
-        if not request.actor or not request.reason:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "actor and reason are required")
+        self._check(request, context)
         found = self.versions.get(request.version)
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no version {request.version}")
@@ -295,6 +305,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
 
     def Rollback(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.requests.append(request)
+        self._check(request, context)
         if not self.previous:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to go back to")
         return self._move(self.previous.pop(), request.actor, request.reason)

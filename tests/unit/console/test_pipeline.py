@@ -101,6 +101,35 @@ def test_promote_moves_the_alias_with_actor_and_reason(console: TestClient, fake
     assert 'value="alice"' in page  # the actor is remembered for the next form
 
 
+def test_each_move_form_carries_its_own_request_id_and_the_production_it_saw(
+    console: TestClient, fakes: Fakes
+) -> None:
+    page = console.get("/pipeline").text
+    ids = re.findall(r'name="request_id" value="([0-9a-f-]{36})"', page)
+    assert len(ids) == len(set(ids)) == 2, "the rollback form and version 1's promote form"
+    assert page.count('name="expect_version" value="2"') == 2
+
+
+def test_a_resent_form_sends_the_same_request_id_and_expected_version(
+    console: TestClient, fakes: Fakes
+) -> None:
+    form = {"actor": "bob", "reason": "r", "request_id": "rq-1", "expect_version": "2"}
+    console.post("/pipeline/rollback", data=form, follow_redirects=False)
+
+    sent = fakes.registry.requests[-1]
+    assert (sent.request_id, sent.expect_version) == ("rq-1", 2)
+    stale = console.post("/pipeline/promote", data={**form, "version": "1"}).text
+    assert "registry: FAILED_PRECONDITION: production is v1, not v2" in stale
+
+
+def test_a_form_without_a_request_id_gets_one(console: TestClient, fakes: Fakes) -> None:
+    console.post("/pipeline/rollback", data={"actor": "bob", "reason": "r"}, follow_redirects=False)
+
+    sent = fakes.registry.requests[-1]
+    assert len(sent.request_id) == 36
+    assert not sent.HasField("expect_version")
+
+
 def test_promote_needs_an_actor_and_a_reason(console: TestClient, fakes: Fakes) -> None:
     answer = console.post(
         "/pipeline/promote", data={"version": "1", "actor": "alice"}, follow_redirects=False

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from uuid import uuid4
 
-from screwops_bus import Bus
+from screwops_bus import Announcement, Bus, Pending
 from screwops_contracts import (
     AssertionResult,
     ModelApproved,
@@ -26,11 +27,13 @@ from screwops_registry.config import Deployment
 from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
+    ALIASES,
     Alias,
     AliasMove,
     Rejection,
     VersionRecord,
     VersionStatus,
+    alias_id,
 )
 from screwops_serving import versions_present
 
@@ -38,7 +41,8 @@ from tests.fakes import FakeObjects, RecordingBus, RepositoryTriton
 
 
 class FakeStore:
-    """:class:`RegistryStore` in memory, with the unique keys the Mongo indexes enforce."""
+    """:class:`RegistryStore` in memory, with the unique keys the Mongo indexes enforce, and the
+    outbox its aliases keep (:class:`screwops_bus.Outbox`)."""
 
     def __init__(self) -> None:
         self.versions: dict[str, VersionRecord] = {}
@@ -103,15 +107,49 @@ class FakeStore:
         )
 
     async def move_alias(
-        self, model_name: str, alias: str, *, expected: int | None, move: AliasMove
+        self,
+        model_name: str,
+        alias: str,
+        *,
+        expected: Alias | None,
+        move: AliasMove,
+        announcement: Announcement,
     ) -> bool:
-        key = f"{model_name}:{alias}"
+        key = alias_id(model_name, alias)
         current = self.alias_docs.get(key)
-        if (current.version if current else None) != expected:
+
+        def state(a: Alias | None) -> tuple[int, int] | None:
+            return (a.version, a.sequence) if a else None
+
+        if state(current) != state(expected):
             return False
-        history = current.history if current else ()
-        self.alias_docs[key] = Alias(model_name, alias, move.to_version, (*history, move))
+        history, pending = (current.history, current.pending) if current else ((), ())
+        self.alias_docs[key] = Alias(
+            model_name,
+            alias,
+            move.to_version,
+            (*history, move),
+            move.sequence,
+            (*pending, announcement),
+        )
         return True
+
+    async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
+        key = alias_id(model_name, alias)
+        current = self.alias_docs[key]
+        pending = tuple(a for a in current.pending if a.id != announcement_id)
+        self.alias_docs[key] = replace(current, pending=pending)
+
+    async def pending(self) -> list[Pending]:
+        return [
+            Pending(ALIASES, key, a)
+            for key, alias in self.alias_docs.items()
+            for a in alias.pending
+        ]
+
+    async def sent(self, pending: Pending) -> None:
+        alias = self.alias_docs[pending.document_id]
+        await self.announced(alias.model_name, alias.name, pending.announcement.id)
 
     async def record_rejection(self, rejection: Rejection) -> None:
         self.rejections.setdefault(rejection.id, rejection)
@@ -201,7 +239,7 @@ def harness(
     objects: FakeObjects | None = None,
     bus: Bus | None = None,
 ) -> Harness:
-    """The service on fakes; with ``bus``, it emits and publishes through it, as in __main__."""
+    """The service on fakes; with ``bus``, it publishes through it, as in __main__."""
     store = store or FakeStore()
     objects = objects or FakeObjects()
     triton = FakeTriton(repository)
@@ -209,10 +247,14 @@ def harness(
     service = RegistryService(
         store,
         Placement(objects, triton, Deployment(repository=repository, keep_versions=keep_versions)),
-        bus.emit if bus else sent.emit,
         bus.publish if bus else sent.publish,
     )
     return Harness(service, store, objects, triton, sent, repository)
+
+
+def new_id() -> str:
+    """A request id, as the CLI and the console make one per operator action."""
+    return str(uuid4())
 
 
 def wipe(repository: Path) -> None:

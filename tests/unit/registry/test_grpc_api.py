@@ -11,7 +11,7 @@ from screwops.v1 import registry_pb2
 from screwops_registry.grpc_api import Context, RegistryApi
 
 from tests.fakes import BROKEN, AbortedError, FakeContext
-from tests.unit.registry.fakes import Harness, harness
+from tests.unit.registry.fakes import Harness, harness, new_id
 
 CONTEXT = cast(Context, FakeContext())
 
@@ -66,10 +66,15 @@ async def test_rollback_and_promote_return_the_alias_change(h: Harness) -> None:
     api = RegistryApi(h.service)
 
     back = await api.Rollback(
-        registry_pb2.RollbackRequest(model_name=h.model, actor="ana", reason="drift"), CONTEXT
+        registry_pb2.RollbackRequest(
+            request_id=new_id(), model_name=h.model, actor="ana", reason="drift"
+        ),
+        CONTEXT,
     )
     forth = await api.Promote(
-        registry_pb2.PromoteRequest(model_name=h.model, version=2, actor="bo", reason="fixed"),
+        registry_pb2.PromoteRequest(
+            request_id=new_id(), model_name=h.model, version=2, actor="bo", reason="fixed"
+        ),
         CONTEXT,
     )
 
@@ -85,7 +90,9 @@ async def test_a_first_deployment_has_no_from_version(tmp_path: Path) -> None:
     api = RegistryApi(h.service)
 
     change = await api.Promote(
-        registry_pb2.PromoteRequest(model_name=h.model, version=1, actor="bo", reason="again"),
+        registry_pb2.PromoteRequest(
+            request_id=new_id(), model_name=h.model, version=1, actor="bo", reason="again"
+        ),
         CONTEXT,
     )
 
@@ -127,20 +134,29 @@ async def test_errors_become_their_status(h: Harness) -> None:
     )
     assert (
         await status_of(
-            api.Promote(promote(model_name=h.model, version=3, actor="a", reason="r"), CONTEXT)
+            api.Promote(
+                promote(request_id=new_id(), model_name=h.model, version=3, actor="a", reason="r"),
+                CONTEXT,
+            )
         )
         == grpc.StatusCode.FAILED_PRECONDITION
     )
     assert (
         await status_of(
-            api.Promote(promote(model_name=h.model, version=1, actor="", reason="r"), CONTEXT)
+            api.Promote(
+                promote(request_id=new_id(), model_name=h.model, version=1, actor="", reason="r"),
+                CONTEXT,
+            )
         )
         == grpc.StatusCode.INVALID_ARGUMENT
     )
     assert (
         await status_of(
             api.Rollback(
-                registry_pb2.RollbackRequest(model_name="nope", actor="a", reason="r"), CONTEXT
+                registry_pb2.RollbackRequest(
+                    request_id=new_id(), model_name="nope", actor="a", reason="r"
+                ),
+                CONTEXT,
             )
         )
         == grpc.StatusCode.NOT_FOUND
@@ -150,7 +166,10 @@ async def test_errors_become_their_status(h: Harness) -> None:
     assert (
         await status_of(
             api.Rollback(
-                registry_pb2.RollbackRequest(model_name=h.model, actor="a", reason="r"), CONTEXT
+                registry_pb2.RollbackRequest(
+                    request_id=new_id(), model_name=h.model, actor="a", reason="r"
+                ),
+                CONTEXT,
             )
         )
         == grpc.StatusCode.UNAVAILABLE

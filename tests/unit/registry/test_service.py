@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from screwops_bus import Relay
 from screwops_contracts import ModelDeployed, ModelRolledBack
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import ModelKind
@@ -17,12 +18,12 @@ from screwops_errors import (
     UnavailableError,
 )
 from screwops_registry.placement import triton_prefix
-from screwops_registry.service import Stage
+from screwops_registry.service import AliasChange, Stage
 from screwops_registry.store import MoveKind, VersionStatus
 
 from tests.fakes import BROKEN, FakeObjects
 from tests.support import eventually
-from tests.unit.registry.fakes import FakeStore, Harness, harness, wipe
+from tests.unit.registry.fakes import FakeStore, Harness, harness, new_id, wipe
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ async def test_an_approval_becomes_the_checked_production_version(h: Harness) ->
         "run_id": "run-a",
         "threshold": 0.4,
         "model_kind": ModelKind.SUPERVISED,
+        "sequence": 1,
     }
     assert (record.threshold, record.model_kind) == (0.4, ModelKind.SUPERVISED)
 
@@ -111,7 +113,9 @@ async def test_a_redelivered_approval_that_production_moved_past_is_not_announce
     first = h.approval("run-a")
     await h.service.on_approved(first)
     await h.deploy("run-b")
-    await h.service.rollback(h.model, actor="ana@plant-7", reason="false rejects on line 2")
+    await h.service.rollback(
+        h.model, request_id=new_id(), actor="ana@plant-7", reason="false rejects on line 2"
+    )
     await h.deploy("run-c")
     announced = len(h.sent.of(ModelDeployed))
 
@@ -124,26 +128,139 @@ async def test_a_redelivered_approval_that_production_moved_past_is_not_announce
     assert record.status is VersionStatus.DEPLOYED
 
 
-async def test_a_crash_after_the_alias_moved_is_finished_by_the_redelivery(h: Harness) -> None:
+async def relayed(h: Harness, count: int) -> None:
+    """Run the outbox relay as ``__main__`` does, beside the service, until ``count`` events
+    went out and nothing is pending."""
+    relay = asyncio.create_task(Relay(h.store, h.sent.publish, interval=0.01).run())
+
+    async def done() -> bool | None:
+        return (len(h.sent) >= count and not await h.store.pending()) or None
+
+    try:
+        await eventually(done, within=2, what="the outbox relay", interval=0.01)
+    finally:
+        relay.cancel()
+
+
+async def test_a_deployment_kafka_refused_is_announced_by_the_relay(h: Harness) -> None:
+    """Issue 18, finding 3: the alias moves and its model.deployed, refused at that moment,
+    goes out once Kafka answers, without a redelivery or a restart."""
     await h.deploy("run-a")
     approval = h.approval("run-b")
     h.sent.failures.append(UnavailableError("Kafka did not answer"))
 
-    with pytest.raises(UnavailableError):
-        await h.service.on_approved(approval)
-    assert await h.production() == 2
     await h.service.on_approved(approval)
 
+    assert await h.production() == 2
+    assert len(h.sent.of(ModelDeployed)) == 1
+    await relayed(h, 2)
     [*_, deployed] = h.sent.of(ModelDeployed)
     assert (deployed.payload.version, deployed.payload.previous_version) == (2, 1)
+    assert deployed.causation_id == approval.event_id
     alias = await h.store.get_alias(h.model, "production")
     assert alias is not None
     assert [m.to_version for m in alias.history] == [1, 2]
+    # A redelivery of the approval announces the same event again.
+    await h.service.on_approved(approval)
+    assert h.sent.of(ModelDeployed)[-1].event_id == deployed.event_id
+
+
+@pytest.mark.parametrize("move", ["promote", "rollback"])
+async def test_a_move_kafka_refused_is_announced_by_the_relay_and_its_retry_moves_nothing(
+    h: Harness, move: str
+) -> None:
+    """Issue 18, finding 3, as reproduced: Kafka away when the operator moves production. The
+    move stands; the operator's retry (same request id) answers it instead of moving again
+    (before, it rolled back a second time: v1); the relay announces it once Kafka is back."""
+    await h.deploy("run-a", "run-b", "run-c")
+    h.sent.down = True
+    request = new_id()
+
+    async def call() -> AliasChange:
+        if move == "promote":
+            return await h.service.promote(h.model, 2, actor="bo", reason="r", request_id=request)
+        return await h.service.rollback(h.model, actor="bo", reason="r", request_id=request)
+
+    first = await call()
+    retried = await call()
+
+    assert retried == first
+    assert (first.move.from_version, first.move.to_version) == (3, 2)
+    assert await h.production() == 2
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert len(alias.history) == 4, "moved once"
+    assert not h.sent.of(ModelRolledBack)
+    assert len(h.sent) == 3
+    [pending] = alias.pending
+    h.sent.down = False
+    await relayed(h, 4)
+    announced = h.sent[-1]
+    assert announced == pending.event
+    assert isinstance(announced, ModelRolledBack if move == "rollback" else ModelDeployed)
+    assert announced.payload.sequence == first.move.sequence == 4
+
+
+async def test_racing_retries_of_one_request_move_once(h: Harness) -> None:
+    """The client's deadline passed and it retried while the first call still ran."""
+    await h.deploy("run-a", "run-b", "run-c")
+    request = new_id()
+
+    changes = await asyncio.gather(
+        *(h.service.rollback(h.model, actor="bo", reason="r", request_id=request) for _ in range(3))
+    )
+
+    assert {c.move for c in changes} == {changes[0].move}
+    assert await h.production() == 2
+    assert len(h.sent.of(ModelRolledBack)) == 1
+
+
+async def test_a_move_from_another_version_than_expected_is_refused(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+
+    with pytest.raises(FailedPreconditionError, match="not 1 as expected"):
+        await h.service.rollback(
+            h.model, actor="bo", reason="r", request_id=new_id(), expect_version=1
+        )
+    with pytest.raises(FailedPreconditionError, match="not 1 as expected"):
+        await h.service.promote(
+            h.model, 1, actor="bo", reason="r", request_id=new_id(), expect_version=1
+        )
+    assert await h.production() == 2
+    assert not h.sent.of(ModelRolledBack)
+
+    change = await h.service.promote(
+        h.model, 1, actor="bo", reason="r", request_id=new_id(), expect_version=2
+    )
+    assert change.move.to_version == 1
+
+
+async def test_a_move_needs_a_request_id(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+
+    with pytest.raises(InvalidInputError, match="request_id"):
+        await h.service.rollback(h.model, actor="bo", reason="r", request_id=" ")
+    with pytest.raises(InvalidInputError, match="request_id"):
+        await h.service.promote(h.model, 1, actor="bo", reason="r", request_id="")
+
+
+async def test_every_move_is_numbered_by_the_registry(h: Harness) -> None:
+    await h.deploy("run-a", "run-b")
+    await h.service.rollback(h.model, actor="ana", reason="r", request_id=new_id())
+    await h.service.promote(h.model, 2, actor="ana", reason="r", request_id=new_id())
+
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert [m.sequence for m in alias.history] == [1, 2, 3, 4]
+    assert alias.sequence == 4
+    assert [e.payload.sequence for e in h.sent] == [1, 2, 3, 4]
 
 
 async def test_every_move_of_the_alias_is_recorded(h: Harness) -> None:
     await h.deploy("run-a", "run-b")
-    await h.service.rollback(h.model, actor="ana@plant-7", reason="false rejects on line 2")
+    await h.service.rollback(
+        h.model, request_id=new_id(), actor="ana@plant-7", reason="false rejects on line 2"
+    )
 
     alias = await h.store.get_alias(h.model, "production")
     assert alias is not None
@@ -163,7 +280,7 @@ async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> Non
     await h.service.on_approved(h.approval("run-b", threshold=0.6))
     loads = len(h.triton.loads)
 
-    change = await h.service.rollback(h.model, actor="ana", reason="drift")
+    change = await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="drift")
 
     assert (change.move.from_version, change.move.to_version) == (2, 1)
     assert await h.production() == 1
@@ -181,25 +298,26 @@ async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> Non
         # The version serving again brings its own operating point back with it.
         "threshold": 0.3,
         "model_kind": ModelKind.GOOD_ONLY,
+        "sequence": 3,
     }
 
 
 async def test_rollbacks_walk_back_through_promotions(h: Harness) -> None:
     await h.deploy("run-a", "run-b", "run-c")
 
-    await h.service.rollback(h.model, actor="ana", reason="r")
-    await h.service.rollback(h.model, actor="ana", reason="r")
+    await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
+    await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
     assert await h.production() == 1
     with pytest.raises(FailedPreconditionError, match="no earlier version"):
-        await h.service.rollback(h.model, actor="ana", reason="r")
+        await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
 
 
 async def test_rollback_with_nothing_to_return_to_is_refused(h: Harness) -> None:
     with pytest.raises(NotFoundError):
-        await h.service.rollback(h.model, actor="ana", reason="r")
+        await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
     await h.deploy("run-a")
     with pytest.raises(FailedPreconditionError):
-        await h.service.rollback(h.model, actor="ana", reason="r")
+        await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
     assert h.sent.of(ModelRolledBack) == []
 
 
@@ -263,8 +381,10 @@ async def test_only_the_newest_versions_production_and_the_rollback_target_stay(
     assert h.present() == [3, 4]
     assert set(h.triton.loaded[h.model]) == {3, 4}
 
-    await h.service.rollback(h.model, actor="ana", reason="r")  # 4 -> 3
-    await h.service.rollback(h.model, actor="ana", reason="r")  # 3 -> 2, restored from MinIO
+    await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")  # 4 -> 3
+    await h.service.rollback(
+        h.model, request_id=new_id(), actor="ana", reason="r"
+    )  # 3 -> 2, restored from MinIO
     assert await h.production() == 2
     assert h.present() == [2, 3, 4], "production 2 is back beside the newest two"
 
@@ -280,7 +400,9 @@ async def test_promote_brings_an_evicted_version_back_from_object_storage(
     await h.deploy("run-1", "run-2", "run-3")
     assert 1 not in h.present()
 
-    change = await h.service.promote(h.model, 1, actor="bo", reason="v1 was better on line 3")
+    change = await h.service.promote(
+        h.model, 1, request_id=new_id(), actor="bo", reason="v1 was better on line 3"
+    )
 
     assert (change.move.from_version, change.move.to_version) == (3, 1)
     assert change.move.kind is MoveKind.PROMOTE
@@ -296,21 +418,23 @@ async def test_promote_refuses_what_cannot_serve(h: Harness) -> None:
     await h.service.on_approved(h.approval("run-b", graph=BROKEN))
 
     with pytest.raises(FailedPreconditionError, match="failed"):
-        await h.service.promote(h.model, 2, actor="bo", reason="r")
+        await h.service.promote(h.model, 2, request_id=new_id(), actor="bo", reason="r")
     with pytest.raises(NotFoundError):
-        await h.service.promote(h.model, 9, actor="bo", reason="r")
+        await h.service.promote(h.model, 9, request_id=new_id(), actor="bo", reason="r")
     with pytest.raises(InvalidInputError):
-        await h.service.promote(h.model, 1, actor=" ", reason="r")
+        await h.service.promote(h.model, 1, request_id=new_id(), actor=" ", reason="r")
     with pytest.raises(InvalidInputError):
-        await h.service.promote(h.model, 1, actor="bo", reason="")
+        await h.service.promote(h.model, 1, request_id=new_id(), actor="bo", reason="")
     assert await h.production() == 1
 
 
 async def test_promoting_the_production_version_only_announces_it_again(h: Harness) -> None:
     await h.deploy("run-a", "run-b")
-    await h.service.promote(h.model, 1, actor="bo", reason="r")
+    await h.service.promote(h.model, 1, request_id=new_id(), actor="bo", reason="r")
 
-    first = await h.service.promote(h.model, 1, actor="bo", reason="retried call")
+    first = await h.service.promote(
+        h.model, 1, request_id=new_id(), actor="bo", reason="retried call"
+    )
 
     assert first.move.reason == "r"
     alias = await h.store.get_alias(h.model, "production")
@@ -345,7 +469,7 @@ async def test_a_rejection_is_recorded_and_nothing_is_emitted(h: Harness) -> Non
 async def test_versions_show_their_stage(h: Harness) -> None:
     await h.deploy("run-a", "run-b")
     await h.service.on_approved(h.approval("run-c", graph=BROKEN))
-    await h.service.rollback(h.model, actor="ana", reason="r")
+    await h.service.rollback(h.model, request_id=new_id(), actor="ana", reason="r")
 
     views = await h.service.versions(h.model, offset=0, limit=10)
 

@@ -4,6 +4,7 @@ registry's gRPC admin API."""
 from __future__ import annotations
 
 import getpass
+import uuid
 from typing import Annotated
 
 import grpc
@@ -19,6 +20,7 @@ from screwops_cli.common import (
     calling,
     console,
     emit,
+    errors,
     resolve,
     token_option,
 )
@@ -32,6 +34,20 @@ Actor = Annotated[
     str, typer.Option(help="Who asks, recorded with the change (default: your user name).")
 ]
 Reason = Annotated[str, typer.Option(help="Why, recorded with the change.")]
+RequestId = Annotated[
+    str,
+    typer.Option(
+        help="Names this move; a retry with the same id answers what the first call did and "
+        "never moves production twice (default: a new UUID, printed on stderr for a retry)."
+    ),
+]
+ExpectVersion = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Refuse (FAILED_PRECONDITION, exit 5) unless production names this version now.",
+    ),
+]
 STAGES = {
     registry_pb2.MODEL_STAGE_REGISTERED: "registered",
     registry_pb2.MODEL_STAGE_PRODUCTION: "[green]production[/green]",
@@ -145,7 +161,17 @@ def _print_change(change: registry_pb2.AliasChange) -> None:
         f"{change.model_name} {change.alias}: {before} -> [bold]v{change.to_version}[/bold] "
         f"by {change.actor} ({change.reason}) at "
         f"{change.changed_at.ToDatetime().isoformat(timespec='seconds')}"
+        + (f", move {change.sequence}" if change.sequence else "")
     )
+
+
+def _request_id(given: str) -> str:
+    """The operator's request id, or a new one, shown so that a lost answer can be retried."""
+    if given.strip():
+        return given.strip()
+    made = str(uuid.uuid4())
+    errors.print(f"request id {made} (if the answer is lost, retry with --request-id {made})")
+    return made
 
 
 @app.command()
@@ -153,6 +179,8 @@ def promote(
     version: Annotated[int, typer.Argument(min=1, help="The version to serve.")],
     reason: Reason,
     actor: Actor = "",
+    request_id: RequestId = "",
+    expect_version: ExpectVersion = None,
     model: Model = MODEL_NAME,
     address: Address = None,
     token: Token = None,
@@ -161,7 +189,12 @@ def promote(
     """Point ``production`` at a version (loaded and checked in Triton first)."""
     target = resolve("registry", address)
     request = registry_pb2.PromoteRequest(
-        model_name=model, version=version, actor=actor or getpass.getuser(), reason=reason
+        model_name=model,
+        version=version,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+        expect_version=expect_version,
     )
     with calling("registry", target), open_channel(target, token) as channel:
         change = _stub(channel).Promote(request, timeout=MOVE_TIMEOUT_S)
@@ -175,6 +208,8 @@ def promote(
 def rollback(
     reason: Reason,
     actor: Actor = "",
+    request_id: RequestId = "",
+    expect_version: ExpectVersion = None,
     model: Model = MODEL_NAME,
     address: Address = None,
     token: Token = None,
@@ -183,7 +218,11 @@ def rollback(
     """Point ``production`` back at the version it named before the latest promotion."""
     target = resolve("registry", address)
     request = registry_pb2.RollbackRequest(
-        model_name=model, actor=actor or getpass.getuser(), reason=reason
+        model_name=model,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+        expect_version=expect_version,
     )
     with calling("registry", target), open_channel(target, token) as channel:
         change = _stub(channel).Rollback(request, timeout=MOVE_TIMEOUT_S)

@@ -14,7 +14,7 @@ from screwops_registry import grpc_api, handlers
 from screwops_registry.config import RegistrySettings
 from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
-from screwops_registry.store import MongoRegistryStore
+from screwops_registry.store import OUTBOXES, MongoRegistryStore
 
 
 def main() -> None:
@@ -25,7 +25,6 @@ def main() -> None:
     service = RegistryService(
         store,
         Placement(runtime.objects, TritonModels(settings.stack.triton.grpc_url), rules),
-        runtime.bus.emit,
         runtime.bus.publish,
         producer=settings.service_name,
     )
@@ -45,7 +44,11 @@ def main() -> None:
         functools.partial(service.keep_serving, rules.restore_interval_s), name="restore"
     )
     asyncio.run(
-        runtime.serve(api=api, on_start=[bootstrap, service.restore], background=[watch_triton])
+        runtime.serve(
+            api=api,
+            on_start=[bootstrap, service.restore],
+            background=[watch_triton, runtime.outbox_relay(OUTBOXES)],
+        )
     )
 
 

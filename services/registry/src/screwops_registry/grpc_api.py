@@ -67,7 +67,12 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         _require_model(request.model_name)
         _require_version(request.version)
         change = await self._service.promote(
-            request.model_name, request.version, actor=request.actor, reason=request.reason
+            request.model_name,
+            request.version,
+            actor=request.actor,
+            reason=request.reason,
+            request_id=request.request_id,
+            expect_version=_expected(request),
         )
         return _change(change)
 
@@ -77,7 +82,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         change = await self._service.rollback(
-            request.model_name, actor=request.actor, reason=request.reason
+            request.model_name,
+            actor=request.actor,
+            reason=request.reason,
+            request_id=request.request_id,
+            expect_version=_expected(request),
         )
         return _change(change)
 
@@ -97,6 +106,10 @@ def _require_model(model_name: str) -> None:
 def _require_version(version: int) -> None:
     if version < 1:
         raise InvalidInputError(f"version is required and starts at 1, not {version}")
+
+
+def _expected(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequest) -> int | None:
+    return request.expect_version if request.HasField("expect_version") else None
 
 
 def _timestamp(at: datetime) -> Timestamp:
@@ -136,4 +149,6 @@ def _change(change: AliasChange) -> registry_pb2.AliasChange:
         actor=move.actor,
         reason=move.reason,
         changed_at=_timestamp(move.at),
+        sequence=move.sequence,
+        request_id=move.request_id,
     )

@@ -7,6 +7,16 @@ by one real inference, its Triton files kept in object storage). Only then is th
 alias moved to it and ``model.deployed`` emitted. A version that cannot load or answer is marked
 failed and taken out of the repository; the alias, and what Triton serves, stay as they were.
 
+Every move of the alias is announced without fail (issue 18): its ``model.deployed`` or
+``model.rolled_back`` is queued in the alias document's outbox by the very update that moves it,
+published at once, and, when Kafka refused it or the caller went away meanwhile, published by the
+service's outbox relay (:mod:`screwops_bus.outbox`) once Kafka answers. The move is numbered by
+that update (the alias's ``sequence``, one more per move) and the event carries the number, so
+gateways apply moves in the registry's order whatever order they arrive in. An operator's move is
+named by its request id: a retried call finds the move its first attempt made and answers it
+instead of moving again, and ``expect_version`` refuses a move from a version the operator did
+not see.
+
 A version keeps the threshold and kind its approval carries (the trainer chose the threshold on
 validation data, the evaluator judged the model at it), and every ``model.deployed`` and
 ``model.rolled_back`` names those of the version it puts in production: the gateway decides with
@@ -31,7 +41,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from screwops_bus import Emit, Publish
+from screwops_bus import Announcement, Publish
 from screwops_contracts import (
     Event,
     ModelApproved,
@@ -50,6 +60,7 @@ from screwops_errors import (
     TransientError,
     UnavailableError,
 )
+from screwops_telemetry import traceparent
 
 from screwops_registry.placement import Placement
 from screwops_registry.store import (
@@ -105,14 +116,12 @@ class RegistryService:
         self,
         store: RegistryStore,
         placement: Placement,
-        emit: Emit,
         publish: Publish,
         *,
         producer: str = "registry",
     ) -> None:
         self._store = store
         self._placement = placement
-        self._emit = emit
         self._publish = publish
         self._producer = producer
         # Triton loads a model as a whole: one repository change per model at a time in this
@@ -148,7 +157,7 @@ class RegistryService:
                     )
                     return
                 log.info("%s was deployed by this approval before; announcing it", record.id)
-                await self._emit(ModelDeployed, _deployed(record, done), cause=event)
+                await self._publish(self._event(record, done, cause=event))
                 return
             if alias is not None and alias.version == record.version:
                 log.info("%s is production already; nothing to deploy", record.id)
@@ -164,9 +173,9 @@ class RegistryService:
             except FailedPreconditionError as failure:
                 log.error("not deploying %s: %s", record.id, failure.message)
                 return
-            move = await self._deploy_alias(record, event)
+            announcement = await self._deploy_alias(record, event)
             await self._store.set_status(name, record.version, VersionStatus.DEPLOYED)
-            await self._emit(ModelDeployed, _deployed(record, move), cause=event)
+            await self._announce(name, announcement)
             await self._evict(name)
 
     async def on_rejected(self, event: ModelRejected) -> None:
@@ -239,61 +248,90 @@ class RegistryService:
     # --- operators -------------------------------------------------------------------------
 
     async def promote(
-        self, model_name: str, version: int, *, actor: str, reason: str
+        self,
+        model_name: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str,
+        expect_version: int | None = None,
     ) -> AliasChange:
         """Point ``production`` at ``version`` once Triton serves it, and announce it.
 
-        Promoting the version production already names changes nothing and announces it again
-        (so a retried call whose first attempt moved the alias still reaches the gateway).
+        A call whose ``request_id`` moved the alias before (a retry) answers that move and moves
+        nothing. Promoting the version production already names changes nothing and announces
+        its latest move again.
 
         Raises:
-            InvalidInputError: no actor or reason.
+            InvalidInputError: no actor, reason or request id.
             NotFoundError: no such model version.
-            FailedPreconditionError: the version failed or cannot be served, or the alias moved
-                meanwhile.
+            FailedPreconditionError: production does not name ``expect_version``; the version
+                failed or cannot be served; the alias moved meanwhile.
         """
-        _require_who(actor, reason)
+        _require_who(actor, reason, request_id)
         record = await self._version(model_name, version)
         alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        if alias is not None and (done := alias.made_by(request_id)) is not None:
+            return AliasChange(model_name, PRODUCTION_ALIAS, done)
+        _expect(model_name, alias, expect_version)
         if alias is not None and alias.version == version and alias.history:
-            await self._announce(record, alias.history[-1])
+            await self._publish(self._event(record, alias.history[-1]))
             return AliasChange(model_name, PRODUCTION_ALIAS, alias.history[-1])
         placed = await self._ensure_serving(record)
-        move = AliasMove(
-            from_version=alias.version if alias else None,
-            to_version=version,
-            kind=MoveKind.PROMOTE,
-            actor=actor,
-            reason=reason,
-            at=_now(),
+        move = await self._move(
+            model_name,
+            alias,
+            record,
+            AliasMove(
+                from_version=alias.version if alias else None,
+                to_version=version,
+                kind=MoveKind.PROMOTE,
+                actor=actor,
+                reason=reason,
+                at=_now(),
+                sequence=_next(alias),
+                request_id=request_id,
+            ),
         )
-        await self._move(model_name, move)
         if record.status is not VersionStatus.DEPLOYED:
             await self._store.set_status(model_name, version, VersionStatus.DEPLOYED)
-        await self._announce(record, move)
         if placed:
             async with self._lock(model_name):
                 await self._evict(model_name)
         return AliasChange(model_name, PRODUCTION_ALIAS, move)
 
-    async def rollback(self, model_name: str, *, actor: str, reason: str) -> AliasChange:
+    async def rollback(
+        self,
+        model_name: str,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str,
+        expect_version: int | None = None,
+    ) -> AliasChange:
         """Point ``production`` back at the version served before the latest promotion.
 
         That version is normally still loaded, so only the alias moves and ``model.rolled_back``
-        is published: the gateway switches as soon as the event arrives.
+        is published: the gateway switches as soon as the event arrives. A call whose
+        ``request_id`` moved the alias before (a retry) answers that move and rolls back nothing.
 
         Raises:
-            InvalidInputError: no actor or reason.
+            InvalidInputError: no actor, reason or request id.
             NotFoundError: no such model.
-            FailedPreconditionError: no production version, or none served before it; the
-                version to return to cannot be served; the alias moved meanwhile.
+            FailedPreconditionError: production does not name ``expect_version``; no production
+                version, or none served before it; the version to return to cannot be served;
+                the alias moved meanwhile.
         """
-        _require_who(actor, reason)
+        _require_who(actor, reason, request_id)
         alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        if alias is not None and (done := alias.made_by(request_id)) is not None:
+            return AliasChange(model_name, PRODUCTION_ALIAS, done)
         if alias is None:
             if await self._store.latest_version(model_name) == 0:
                 raise NotFoundError(f"no model named {model_name!r}")
             raise FailedPreconditionError(f"{model_name} has no production version")
+        _expect(model_name, alias, expect_version)
         target = alias.rollback_target()
         if target is None:
             raise FailedPreconditionError(
@@ -302,16 +340,21 @@ class RegistryService:
             )
         record = await self._version(model_name, target)
         placed = await self._ensure_serving(record)
-        move = AliasMove(
-            from_version=alias.version,
-            to_version=target,
-            kind=MoveKind.ROLLBACK,
-            actor=actor,
-            reason=reason,
-            at=_now(),
+        move = await self._move(
+            model_name,
+            alias,
+            record,
+            AliasMove(
+                from_version=alias.version,
+                to_version=target,
+                kind=MoveKind.ROLLBACK,
+                actor=actor,
+                reason=reason,
+                at=_now(),
+                sequence=_next(alias),
+                request_id=request_id,
+            ),
         )
-        await self._move(model_name, move)
-        await self._announce(record, move)
         if placed:
             async with self._lock(model_name):
                 await self._evict(model_name)
@@ -425,8 +468,9 @@ class RegistryService:
         )
         await self._placement.discard(record.model_name, record.version)
 
-    async def _deploy_alias(self, record: VersionRecord, event: ModelApproved) -> AliasMove:
-        """Move production to the approved version, whatever it names by now."""
+    async def _deploy_alias(self, record: VersionRecord, event: ModelApproved) -> Announcement:
+        """Move production to the approved version, whatever it names by now; the move's
+        announcement, pending in the alias's outbox."""
         for _ in range(MOVE_ATTEMPTS):
             alias = await self._store.get_alias(record.model_name, PRODUCTION_ALIAS)
             move = AliasMove(
@@ -437,21 +481,40 @@ class RegistryService:
                 reason=f"approved by evaluation {event.payload.evaluation_id}",
                 at=_now(),
                 cause=str(event.event_id),
+                sequence=_next(alias),
             )
+            announcement = Announcement(self._event(record, move, cause=event), traceparent())
             if await self._store.move_alias(
-                record.model_name, PRODUCTION_ALIAS, expected=move.from_version, move=move
+                record.model_name,
+                PRODUCTION_ALIAS,
+                expected=alias,
+                move=move,
+                announcement=announcement,
             ):
                 log.info("%s is production (was %s)", record.id, move.from_version)
-                return move
+                return announcement
         raise UnavailableError(f"production of {record.model_name} kept moving; retrying")
 
-    async def _move(self, model_name: str, move: AliasMove) -> None:
+    async def _move(
+        self, model_name: str, alias: Alias | None, record: VersionRecord, move: AliasMove
+    ) -> AliasMove:
+        """Make an operator's move and announce it; the move that stands for its request.
+
+        Raises:
+            FailedPreconditionError: someone else moved the alias since ``alias`` was read.
+        """
+        announcement = Announcement(self._event(record, move), traceparent())
         if not await self._store.move_alias(
-            model_name, PRODUCTION_ALIAS, expected=move.from_version, move=move
+            model_name, PRODUCTION_ALIAS, expected=alias, move=move, announcement=announcement
         ):
+            # A concurrent retry of the same request may have won: that is its answer.
+            now = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+            if now is not None and (done := now.made_by(move.request_id)) is not None:
+                return done
             raise FailedPreconditionError(
                 f"production of {model_name} moved meanwhile; read it again and retry"
             )
+        await self._announce(model_name, announcement)
         log.info(
             "%s moved production of %s from %s to %s (%s): %s",
             move.actor,
@@ -461,10 +524,27 @@ class RegistryService:
             move.kind,
             move.reason,
         )
+        return move
 
-    async def _announce(self, record: VersionRecord, move: AliasMove) -> None:
-        """Publish the event of an operator's move, with an id derived from the move, so
-        announcing one move twice gives consumers one event."""
+    async def _announce(self, model_name: str, announcement: Announcement) -> None:
+        """Publish a move's announcement at once and take it out of the outbox; when Kafka
+        refuses it, the move stands all the same and the outbox relay publishes it later (a
+        retried request finds the move made and would announce nothing)."""
+        try:
+            await self._publish(announcement.event)
+            await self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id)
+        except Exception as exc:
+            log.warning(
+                "%s: %s left to the outbox relay: %r", model_name, announcement.event.TOPIC, exc
+            )
+
+    def _event(
+        self, record: VersionRecord, move: AliasMove, *, cause: ModelApproved | None = None
+    ) -> Event[Any]:
+        """The event announcing ``move``, with an id derived from the move (or from the
+        approval it deploys), so announcing one move twice gives consumers one event."""
+        if cause is not None:
+            return ModelDeployed.caused_by(cause, _deployed(record, move), producer=self._producer)
         key = f"{record.model_name}/{move.kind}/{move.to_version}/{move.at.isoformat()}"
         event: Event[Any]
         if move.kind is MoveKind.ROLLBACK and move.from_version is not None:
@@ -478,13 +558,14 @@ class RegistryService:
                     reason=move.reason,
                     threshold=record.threshold,
                     model_kind=record.model_kind,
+                    sequence=move.sequence,
                 ),
                 producer=self._producer,
                 key=key,
             )
         else:
             event = ModelDeployed.origin(_deployed(record, move), producer=self._producer, key=key)
-        await self._publish(event)
+        return event
 
     async def _evict(self, model_name: str) -> None:
         """Keep the newest versions, production and the rollback target in the repository."""
@@ -502,7 +583,22 @@ def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:
         run_id=record.run_id,
         threshold=record.threshold,
         model_kind=record.model_kind,
+        sequence=move.sequence,
     )
+
+
+def _next(alias: Alias | None) -> int:
+    """The sequence number of the alias's next move."""
+    return (alias.sequence if alias else 0) + 1
+
+
+def _expect(model_name: str, alias: Alias | None, expect_version: int | None) -> None:
+    current = alias.version if alias else None
+    if expect_version is not None and current != expect_version:
+        raise FailedPreconditionError(
+            f"production of {model_name} is version {current}, not {expect_version} as "
+            "expected; read it again and retry"
+        )
 
 
 def _view(record: VersionRecord, alias: Alias | None) -> VersionView:
@@ -518,7 +614,11 @@ def _view(record: VersionRecord, alias: Alias | None) -> VersionView:
     return VersionView(record, stage, (PRODUCTION_ALIAS,) if production else ())
 
 
-def _require_who(actor: str, reason: str) -> None:
+def _require_who(actor: str, reason: str, request_id: str) -> None:
+    if not request_id.strip():
+        raise InvalidInputError(
+            "request_id is required: a retried move sends the first call's id again"
+        )
     if not actor.strip():
         raise InvalidInputError("actor is required: who moves the alias is recorded")
     if not reason.strip():

@@ -8,8 +8,11 @@ The registry owns these collections; no other service reads them.
   transactions (two registrations racing for one number: one insert fails and retries with the
   next) and an approval idempotent (a redelivered one finds its run's version).
 * ``aliases`` — one document per alias, ``_id`` ``<name>:<alias>``, naming a version and holding
-  every move of it (from, to, kind, actor, reason, at, cause). A move is a compare-and-set on the
-  version it replaces, so two movers never both win.
+  every move of it (from, to, kind, actor, reason, at, cause, sequence, request id), the number of
+  its latest move (``sequence``) and, in its ``outbox``, the announcements of its moves that Kafka
+  has not acknowledged yet (:mod:`screwops_bus.outbox`). A move is one compare-and-set on the
+  version and the sequence it replaces that also numbers it and queues its announcement, so two
+  movers never both win and no move goes unannounced.
 * ``rejections`` — one document per rejected evaluation, ``_id`` ``<name>:<evaluation_id>``.
 
 :class:`RegistryStore` is the interface (each method's contract and errors are documented there,
@@ -26,10 +29,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
 from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
+
+ALIASES = "aliases"
+OUTBOXES = (ALIASES,)
+"""The collections whose documents hold announcements (see :mod:`screwops_bus.outbox`)."""
 
 INDEXES = (
     IndexSpec("model_versions", (("model_name", 1), ("version", 1)), unique=True),
@@ -96,6 +104,12 @@ class AliasMove:
     reason: str
     at: datetime
     cause: str | None = None  # event_id of the approval that a DEPLOY move deployed
+    sequence: int = 0
+    """The alias's move number: one more than the move before (0 for moves recorded before
+    moves were numbered)."""
+    request_id: str = ""
+    """The operator's request that made the move, so a retry of it finds it (empty for
+    deployments and moves recorded before requests were named)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,11 @@ class Alias:
     name: str
     version: int
     history: tuple[AliasMove, ...] = field(default=())
+    sequence: int = 0
+    """The number of its latest move (an alias recorded before moves were numbered counts its
+    history)."""
+    pending: tuple[Announcement, ...] = ()
+    """Announcements of its moves that Kafka has not acknowledged yet, oldest first."""
 
     def rollback_target(self) -> int | None:
         """The version a rollback returns to; None when nothing was served before.
@@ -126,6 +145,10 @@ class Alias:
     def caused_by(self, event_id: str) -> AliasMove | None:
         """The move that deployed approval ``event_id``, if it happened (redeliveries)."""
         return next((m for m in self.history if m.cause == event_id), None)
+
+    def made_by(self, request_id: str) -> AliasMove | None:
+        """The move that operator request ``request_id`` made, if it made one (retries)."""
+        return next((m for m in self.history if request_id and m.request_id == request_id), None)
 
 
 @dataclass(frozen=True)
@@ -220,14 +243,26 @@ class RegistryStore(Protocol):
         """The alias of every model that has it (to restore what Triton serves at start-up)."""
 
     async def move_alias(
-        self, model_name: str, alias: str, *, expected: int | None, move: AliasMove
+        self,
+        model_name: str,
+        alias: str,
+        *,
+        expected: Alias | None,
+        move: AliasMove,
+        announcement: Announcement,
     ) -> bool:
-        """Point the alias at ``move.to_version`` and append ``move`` to its history, only if it
-        still names ``expected`` (None: only if it does not exist yet).
+        """In one update: point the alias at ``move.to_version``, append ``move`` to its
+        history, set its sequence to ``move.sequence`` and queue ``announcement`` in its outbox,
+        only if it is still ``expected`` (its version and sequence; None: only if it does not
+        exist yet).
 
         Returns:
             True when moved; False, changing nothing, when someone else moved it first.
         """
+
+    async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
+        """Take announcement ``announcement_id`` out of the alias's outbox: Kafka acknowledged
+        it."""
 
     async def record_rejection(self, rejection: Rejection) -> None:
         """Keep a rejected candidate; recording the same evaluation again changes nothing."""
@@ -329,7 +364,13 @@ class MongoRegistryStore:
         return sorted((_alias(d) for d in docs), key=lambda a: a.model_name)
 
     async def move_alias(
-        self, model_name: str, alias: str, *, expected: int | None, move: AliasMove
+        self,
+        model_name: str,
+        alias: str,
+        *,
+        expected: Alias | None,
+        move: AliasMove,
+        announcement: Announcement,
     ) -> bool:
         entry = _move_doc(move)
         if expected is None:
@@ -342,6 +383,8 @@ class MongoRegistryStore:
                             "alias": alias,
                             "version": move.to_version,
                             "history": [entry],
+                            "sequence": move.sequence,
+                            OUTBOX: [announcement.document()],
                         }
                     )
             except AlreadyExistsError:
@@ -349,10 +392,25 @@ class MongoRegistryStore:
             return True
         with mongo_errors():
             result = await self._db.aliases.update_one(
-                {"_id": alias_id(model_name, alias), "version": expected},
-                {"$set": {"version": move.to_version}, "$push": {"history": entry}},
+                {
+                    "_id": alias_id(model_name, alias),
+                    "version": expected.version,
+                    # An alias recorded before moves were numbered has no sequence: its first
+                    # numbered move sets it.
+                    "$or": [
+                        {"sequence": expected.sequence},
+                        {"sequence": {"$exists": False}},
+                    ],
+                },
+                {
+                    "$set": {"version": move.to_version, "sequence": move.sequence},
+                    "$push": {"history": entry, OUTBOX: announcement.document()},
+                },
             )
         return result.matched_count == 1
+
+    async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
+        await mark_sent(self._db[ALIASES], alias_id(model_name, alias), announcement_id)
 
     async def record_rejection(self, rejection: Rejection) -> None:
         with mongo_errors():
@@ -406,24 +464,31 @@ def _move_doc(move: AliasMove) -> dict[str, Any]:
         "reason": move.reason,
         "at": move.at,
         "cause": move.cause,
+        "sequence": move.sequence,
+        "request_id": move.request_id,
     }
 
 
 def _alias(doc: dict[str, Any]) -> Alias:
+    history = tuple(
+        AliasMove(
+            from_version=entry["from"],
+            to_version=int(entry["to"]),
+            kind=MoveKind(entry["kind"]),
+            actor=entry["actor"],
+            reason=entry["reason"],
+            at=entry["at"],
+            cause=entry["cause"],
+            sequence=int(entry.get("sequence", 0)),
+            request_id=entry.get("request_id", ""),
+        )
+        for entry in doc["history"]
+    )
     return Alias(
         model_name=doc["model_name"],
         name=doc["alias"],
         version=int(doc["version"]),
-        history=tuple(
-            AliasMove(
-                from_version=entry["from"],
-                to_version=int(entry["to"]),
-                kind=MoveKind(entry["kind"]),
-                actor=entry["actor"],
-                reason=entry["reason"],
-                at=entry["at"],
-                cause=entry["cause"],
-            )
-            for entry in doc["history"]
-        ),
+        history=history,
+        sequence=int(doc.get("sequence", len(history))),
+        pending=pending_in(doc),
     )

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
+from uuid import uuid4
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -138,8 +139,16 @@ async def pipeline(
         "production": production,
         "model_name": settings.model_name,
         "user": user(request),
+        "new_request_id": new_request_id,
     }
     return page(request, "pipeline.html.j2", context)
+
+
+def new_request_id() -> str:
+    """The id of one operator move: each promote and rollback form carries its own, so a form
+    sent again (the answer was lost) finds the move its first sending made, instead of moving
+    production once more."""
+    return str(uuid4())
 
 
 async def _datasets(
@@ -204,12 +213,19 @@ async def promote(
     version: Annotated[int, Form(ge=1)],
     actor: Annotated[str, Form()] = "",
     reason: Annotated[str, Form()] = "",
+    request_id: Annotated[str, Form()] = "",
+    expect_version: Annotated[int | None, Form(ge=1)] = None,
 ) -> RedirectResponse:
     actor, reason = actor.strip(), reason.strip()
     if not (actor and reason):
         return redirect("/pipeline", error="promoting needs your name and a reason")
     message = registry_pb2.PromoteRequest(
-        model_name=settings.model_name, version=version, actor=actor, reason=reason
+        model_name=settings.model_name,
+        version=version,
+        actor=actor,
+        reason=reason,
+        request_id=request_id.strip() or new_request_id(),
+        expect_version=expect_version,
     )
     try:
         change = await call(
@@ -226,12 +242,18 @@ async def rollback(
     backends: AppBackends,
     actor: Annotated[str, Form()] = "",
     reason: Annotated[str, Form()] = "",
+    request_id: Annotated[str, Form()] = "",
+    expect_version: Annotated[int | None, Form(ge=1)] = None,
 ) -> RedirectResponse:
     actor, reason = actor.strip(), reason.strip()
     if not (actor and reason):
         return redirect("/pipeline", error="rolling back needs your name and a reason")
     message = registry_pb2.RollbackRequest(
-        model_name=settings.model_name, actor=actor, reason=reason
+        model_name=settings.model_name,
+        actor=actor,
+        reason=reason,
+        request_id=request_id.strip() or new_request_id(),
+        expect_version=expect_version,
     )
     try:
         change = await call(
