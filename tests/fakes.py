@@ -15,7 +15,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 from pymongo.results import UpdateResult
-from screwops_bus import Bus, RetryPolicy
+from screwops_bus import Bus, Outbox, Relay, RetryPolicy
 from screwops_contracts import Event
 from screwops_contracts.datasets import Bucket
 from screwops_errors import (
@@ -28,6 +28,8 @@ from screwops_errors import (
 from screwops_serving import SAVED_MODEL_DIR, versions_present
 from screwops_settings import StackSettings
 from screwops_storage import StoredObject
+
+from tests.support import eventually
 
 P = TypeVar("P", bound=BaseModel)
 E = TypeVar("E", bound=Event[Any])
@@ -212,6 +214,20 @@ class RecordingBus(list[Event[Any]]):
     def of(self, event_type: type[E]) -> list[E]:
         """What went out as ``event_type``: the events sent to its topic."""
         return [e for e in self if isinstance(e, event_type)]
+
+
+async def relayed(outbox: Outbox, published: RecordingBus, count: int) -> None:
+    """Run the outbox relay as a service's ``__main__`` does, beside the service, until
+    ``count`` events went out and nothing is pending."""
+    relay = asyncio.create_task(Relay(outbox, published.publish, interval=0.01).run())
+
+    async def done() -> bool | None:
+        return (len(published) >= count and not await outbox.pending()) or None
+
+    try:
+        await eventually(done, within=2, what="the outbox relay", interval=0.01)
+    finally:
+        relay.cancel()
 
 
 def memory_bus(service: str, *, max_attempts: int = 2) -> Bus:

@@ -1,16 +1,17 @@
 """Work finished later stays in the trace that started it: ``traceparent`` keeps the current
-span, ``resumed_trace`` puts later work back under it. Ingestion's outbox, published after a
-crash, and a labeling version ended by a person's last label emit in the run's trace."""
+span, ``resumed_trace`` puts later work back under it. Ingestion's announcement, relayed after
+Kafka refused it, and a labeling version ended by a person's last label go out in the run's
+trace."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from screwops_bus import Relay
 from screwops_contracts import DatasetLabeled, Event
 from screwops_contracts.datasets import Label
 from screwops_ingestion.config import Limits, Rules
@@ -70,7 +71,9 @@ def test_work_resumed_in_its_own_trace_adds_no_span() -> None:
     assert [s.name for s in exporter.get_finished_spans()] == ["request"]
 
 
-async def test_an_outbox_published_after_a_crash_joins_the_trace_of_its_request() -> None:
+async def test_an_announcement_relayed_after_a_refused_publish_joins_the_trace_of_its_request() -> (
+    None
+):
     provider, _ = tracing()
     store, objects = FakeStore(), FakeObjects()
     rules = Rules(Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=2), ("/",))
@@ -80,15 +83,15 @@ async def test_an_outbox_published_after_a_crash_joins_the_trace_of_its_request(
 
     files = [IncomingFile("0.png", png(32, seed=1), label=Label.GOOD)]
     with provider.get_tracer("test").start_as_current_span("Import") as request:
-        crashing = IngestionService(store, objects, crash, rules=rules)
-        with pytest.raises(ConnectionError):
-            await crashing.ingest("screws", files, source="upload")
+        await IngestionService(store, objects, crash, rules=rules).ingest(
+            "screws", files, source="upload"
+        )
     published: list[int] = []
 
     async def publish(event: Event[Any]) -> None:
         published.append(current_trace_id())
 
-    await IngestionService(store, objects, publish, rules=rules).recover()
+    await Relay(store, publish).relay()
     assert published == [request.get_span_context().trace_id]
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import zipfile
 from pathlib import Path
 
 import pytest
-from screwops_bus import Relay
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_contracts.minio import BucketNotification
@@ -18,8 +16,8 @@ from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Outcome
 
-from tests.fakes import FakeObjects, RecordingBus
-from tests.support import eventually, png
+from tests.fakes import FakeObjects, RecordingBus, relayed
+from tests.support import png
 from tests.unit.ingestion.fakes import FakeStore
 
 
@@ -113,20 +111,6 @@ async def test_a_new_version_holds_the_earlier_images_and_the_new_ones(
     assert (latest.payload.version, latest.payload.image_count) == (2, 3)
     assert latest.payload.duplicate_count == 2
     assert latest.correlation_id != published[0].correlation_id
-
-
-async def relayed(store: FakeStore, published: RecordingBus, count: int) -> None:
-    """Run the outbox relay as ``__main__`` does, beside the service, until ``count`` events
-    went out and nothing is pending."""
-    relay = asyncio.create_task(Relay(store, published.publish, interval=0.01).run())
-
-    async def done() -> bool | None:
-        return (len(published) >= count and not await store.pending()) or None
-
-    try:
-        await eventually(done, within=2, what="the outbox relay", interval=0.01)
-    finally:
-        relay.cancel()
 
 
 async def test_an_upload_whose_announcement_kafka_refused_is_announced_by_the_relay(
