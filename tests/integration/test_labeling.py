@@ -180,7 +180,6 @@ async def labeling(
     service = LabelingService(
         store,
         objects,
-        bus.emit,
         bus.publish,
         rules=Rules(
             reservation=timedelta(minutes=10),

@@ -99,11 +99,11 @@ async def test_a_version_ended_by_a_persons_last_label_is_announced_in_the_runs_
     provider, _ = tracing()
     traces: list[int] = []
 
-    async def emit(event_type: type[Event[Any]], payload: Any, *, cause: Event[Any]) -> None:
+    async def publish(event: Event[Any]) -> None:
         traces.append(current_trace_id())
-        await h.emitted.emit(event_type, payload, cause=cause)
+        await h.emitted.publish(event)
 
-    h = harness(emit=emit)
+    h = harness(publish=publish)
     event, [image] = h.ingest("screws", 1, [("0.png", None)])
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("dataset.ingested process") as delivery:

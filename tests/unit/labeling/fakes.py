@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from screwops_bus import Emit
+from screwops_bus import Announcement, Pending, Publish
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -22,6 +22,8 @@ from screwops_contracts.datasets import Bucket, ImageLabel, Label, Manifest, Man
 from screwops_labeling.config import ReviewPolicy, Rules
 from screwops_labeling.service import LabelingService
 from screwops_labeling.store import (
+    REVIEWS,
+    VERSIONS,
     ReviewCursor,
     ReviewItem,
     ReviewOutcome,
@@ -37,7 +39,8 @@ START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 class FakeStore:
-    """:class:`screwops_labeling.store.LabelingStore` in dictionaries, same contract."""
+    """:class:`screwops_labeling.store.LabelingStore` in dictionaries, same contract, and the
+    outbox its versions and reviews keep (:class:`screwops_bus.Outbox`)."""
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, int], VersionRecord] = {}
@@ -63,10 +66,17 @@ class FakeStore:
     async def get_version(self, dataset_id: str, version: int) -> VersionRecord | None:
         return self.records.get((dataset_id, version))
 
-    async def unpublished(self) -> list[VersionRecord]:
-        return [r for _, r in sorted(self.records.items()) if not r.published]
+    async def open_versions(self) -> list[VersionRecord]:
+        return [r for _, r in sorted(self.records.items()) if r.status is VersionStatus.OPEN]
 
-    async def end_version(self, dataset_id: str, version: int, end: VersionEnd) -> None:
+    async def claim_end(self, dataset_id: str, version: int, end: VersionEnd) -> None:
+        record = self.records[(dataset_id, version)]
+        if record.status is VersionStatus.OPEN and record.ending is None:
+            self.records[(dataset_id, version)] = replace(record, ending=end)
+
+    async def end_version(
+        self, dataset_id: str, version: int, end: VersionEnd, announcement: Announcement
+    ) -> None:
         record = self.records[(dataset_id, version)]
         if record.status is not VersionStatus.OPEN:
             return
@@ -77,11 +87,14 @@ class FakeStore:
             excluded=end.excluded,
             closed_by=end.closed_by,
             close_reason=end.reason,
+            ending=None,
+            pending=(announcement,),
         )
 
-    async def mark_published(self, dataset_id: str, version: int) -> None:
+    async def mark_published(self, dataset_id: str, version: int, announcement_id: str) -> None:
         record = self.records[(dataset_id, version)]
-        self.records[(dataset_id, version)] = replace(record, published=True)
+        pending = tuple(a for a in record.pending if a.id != announcement_id)
+        self.records[(dataset_id, version)] = replace(record, pending=pending)
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         return [
@@ -149,8 +162,29 @@ class FakeStore:
     async def get_review(self, inspection_id: str) -> ReviewItem | None:
         return self.reviews.get(inspection_id)
 
-    async def record_review(self, inspection_id: str, outcome: ReviewOutcome) -> None:
-        self.reviews[inspection_id] = replace(self.reviews[inspection_id], outcome=outcome)
+    async def record_review(
+        self, inspection_id: str, outcome: ReviewOutcome, announcement: Announcement
+    ) -> None:
+        item = self.reviews[inspection_id]
+        pending = (*item.pending, announcement)
+        self.reviews[inspection_id] = replace(item, outcome=outcome, pending=pending)
+
+    async def mark_review_published(self, inspection_id: str, announcement_id: str) -> None:
+        item = self.reviews[inspection_id]
+        pending = tuple(a for a in item.pending if a.id != announcement_id)
+        self.reviews[inspection_id] = replace(item, pending=pending)
+
+    async def pending(self) -> list[Pending]:
+        return [
+            Pending(VERSIONS, r.id, a) for _, r in sorted(self.records.items()) for a in r.pending
+        ] + [Pending(REVIEWS, i.inspection_id, a) for i in self.reviews.values() for a in i.pending]
+
+    async def sent(self, pending: Pending) -> None:
+        if pending.collection == REVIEWS:
+            await self.mark_review_published(pending.document_id, pending.announcement.id)
+            return
+        [record] = [r for r in self.records.values() if r.id == pending.document_id]
+        await self.mark_published(record.dataset_id, record.version, pending.announcement.id)
 
     async def pending_reviews(
         self, line_id: str | None, after: ReviewCursor | None, limit: int
@@ -276,14 +310,16 @@ class Harness:
         return event, entries
 
 
-def harness(*, band: float = 0.15, sample_rate: float = 0.0, emit: Emit | None = None) -> Harness:
-    """The service on fakes; it emits into ``emitted`` unless given another ``emit`` (a bus)."""
+def harness(
+    *, band: float = 0.15, sample_rate: float = 0.0, publish: Publish | None = None
+) -> Harness:
+    """The service on fakes; it publishes into ``emitted`` unless given another ``publish`` (a
+    bus)."""
     store, objects, emitted, clock = FakeStore(), FakeObjects(), RecordingBus("labeling"), Clock()
     service = LabelingService(
         store,
         objects,
-        emit or emitted.emit,
-        emitted.publish,
+        publish or emitted.publish,
         rules=Rules(
             reservation=timedelta(minutes=10),
             review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),

@@ -30,7 +30,7 @@ class Wired:
 @pytest.fixture
 async def wired() -> AsyncIterator[Wired]:
     bus = memory_bus("labeling")
-    h = harness(emit=bus.emit)  # the service publishes through the bus, as in __main__
+    h = harness(publish=bus.publish)  # the service publishes through the bus, as in __main__
     handlers.register(bus, h.service)
     w = Wired(bus=bus, h=h)
 

@@ -8,18 +8,27 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from screwops_contracts import DatasetLabeled, InspectionCompleted
-from screwops_contracts.datasets import Bucket, Label, LabelSet
+from screwops_bus import Announcement
+from screwops_contracts import DatasetLabeled, InspectionCompleted, InspectionReviewed
+from screwops_contracts.datasets import Bucket, ImageLabel, Label, LabelSet
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from screwops_labeling.label_files import LabelFileFormat
+from screwops_labeling.store import VersionEnd, VersionStatus
 
-from tests.unit.labeling.fakes import Harness, harness, inspection, training_requested
+from tests.fakes import relayed
+from tests.unit.labeling.fakes import START, Harness, harness, inspection, training_requested
 
 GOOD, BAD = Label.GOOD, Label.BAD
 
 
 def labeled_events(h: Harness) -> list[DatasetLabeled]:
     return [e for e in h.emitted if isinstance(e, DatasetLabeled)]
+
+
+def label(sha256: str, value: Label) -> ImageLabel:
+    return ImageLabel(
+        sha256=sha256, label=value, source="manual", annotator="ana", labeled_at=START
+    )
 
 
 def label_set(h: Harness, dataset_id: str, version: int) -> LabelSet:
@@ -67,28 +76,74 @@ async def test_a_redelivery_after_a_crash_before_the_ack_emits_the_same_event_ag
     h = harness()
     event, _ = h.ingest("screws", 1, [("good/0.png", GOOD)])
     await h.service.on_dataset_ingested(event)
+    [sent] = labeled_events(h)
     record = h.store.records[("screws", 1)]
-    # The crash: the event went out but the version was not marked published.
-    h.store.records[("screws", 1)] = replace(record, published=False)
+    # The crash: the event went out but was not removed from the version's outbox.
+    h.store.records[("screws", 1)] = replace(record, pending=(Announcement(sent),))
 
     await h.service.on_dataset_ingested(event)
 
-    first, second = labeled_events(h)
-    assert first.event_id == second.event_id
-    assert h.store.records[("screws", 1)].published
+    assert labeled_events(h) == [sent, sent]
+    assert h.store.records[("screws", 1)].pending == ()
 
 
-async def test_recover_announces_a_version_that_ended_before_a_crash() -> None:
+async def test_recover_ends_a_version_a_crash_left_open_though_fully_labeled() -> None:
     h = harness()
-    event, _ = h.ingest("screws", 1, [("good/0.png", GOOD)])
+    event, [image] = h.ingest("screws", 1, [("a.png", None)])
     await h.service.on_dataset_ingested(event)
-    record = h.store.records[("screws", 1)]
-    h.store.records[("screws", 1)] = replace(record, published=False)
+    # The crash: the last label was stored, the version not yet ended.
+    await h.store.put_labels("screws", [label(image.sha256, GOOD)], replace=True)
 
     await h.service.recover()
 
-    assert len(labeled_events(h)) == 2
-    assert h.store.records[("screws", 1)].published
+    [labeled] = labeled_events(h)
+    assert labeled.payload.label_counts == {"good": 1, "bad": 0}
+    record = h.store.records[("screws", 1)]
+    assert (record.status, record.pending) == (VersionStatus.LABELED, ())
+
+
+async def test_a_last_label_whose_announcement_kafka_refused_is_announced_by_the_relay() -> None:
+    """Issue 18, finding 2: the last label ends the version while Kafka is away; its
+    dataset.labeled goes out once Kafka is back, without a restart and without another request
+    (none would come: the version is no longer open)."""
+    h = harness()
+    event, [image] = h.ingest("screws", 1, [("a.png", None)])
+    await h.service.on_dataset_ingested(event)
+
+    h.emitted.down = True
+    assert await h.service.submit_label("screws", image.sha256, BAD, annotator="ana") == 0
+    record = h.store.records[("screws", 1)]
+    assert record.status is VersionStatus.LABELED
+    assert labeled_events(h) == []
+    [pending] = record.pending
+    assert label_set(h, "screws", 1).labels[0].label is BAD, "written before it is announced"
+
+    h.emitted.down = False
+    await relayed(h.store, h.emitted, 1)
+    assert labeled_events(h) == [pending.event]
+    assert pending.event.causation_id == event.event_id
+    assert pending.event.payload.labels_key == "screws/v1/labels.json"
+
+
+async def test_a_version_ends_the_way_its_end_was_claimed_first() -> None:
+    """A close that claimed the end (and crashed, or was overtaken) wins over the last label
+    that came after it: the version is closed, labels.json and the event say so."""
+    h = harness()
+    event, images = h.ingest("screws", 1, [("a.png", None), ("b.png", None)])
+    await h.service.on_dataset_ingested(event)
+    first, last = (image.sha256 for image in images)
+    await h.service.submit_label("screws", first, GOOD, annotator="ana")
+    close = VersionEnd(VersionStatus.CLOSED, at=h.clock.now, excluded=(last,), closed_by="op")
+    await h.store.claim_end("screws", 1, close)
+
+    await h.service.submit_label("screws", last, BAD, annotator="ana")
+
+    record = h.store.records[("screws", 1)]
+    assert (record.status, record.excluded, record.ending) == (VersionStatus.CLOSED, (last,), None)
+    [labeled] = labeled_events(h)
+    assert (labeled.payload.closed_by, labeled.payload.excluded_count) == ("op", 1)
+    written = label_set(h, "screws", 1)
+    assert ([lab.sha256 for lab in written.labels], written.excluded) == ([first], [last])
 
 
 async def test_another_event_for_a_recorded_version_is_refused() -> None:
@@ -460,8 +515,33 @@ async def test_a_review_records_ground_truth_and_labels_the_review_dataset() -> 
     [labeled] = labeled_events(h)
     assert labeled.payload.label_counts == {"good": 0, "bad": 1}
     assert label_set(h, "screws", 1).labels[0].source == "review"
+    [reviewed] = h.emitted.of(InspectionReviewed)
+    assert (reviewed.payload.inspection_id, reviewed.payload.label) == (
+        str(queued.event_id),
+        "bad",
+    )
+    assert h.store.reviews[str(queued.event_id)].pending == ()
     with pytest.raises(NotFoundError, match="not in the review queue"):
         await h.service.submit_review("nope", GOOD, reviewer="rev")
+
+
+async def test_a_review_whose_announcement_kafka_refused_is_announced_by_the_relay() -> None:
+    """The reviewer's ground truth is recorded while Kafka is away; its inspection.reviewed
+    reaches the monitor once Kafka is back, without another review."""
+    h = harness()
+    queued = inspection(verdict="DEFECT", probability=0.45)
+    await h.service.on_inspection_completed(queued)
+
+    h.emitted.down = True
+    result = await h.service.submit_review(str(queued.event_id), GOOD, reviewer="rev")
+    assert (result.verdict_correct, result.remaining) == (False, 0)
+    assert h.emitted.of(InspectionReviewed) == []
+    [pending] = h.store.reviews[str(queued.event_id)].pending
+
+    h.emitted.down = False
+    await relayed(h.store, h.emitted, 1)
+    assert h.emitted.of(InspectionReviewed) == [pending.event]
+    assert pending.event.payload.verdict_correct is False
 
 
 # --- training.requested --------------------------------------------------------------------------

@@ -11,20 +11,14 @@ from screwops_runtime import Runtime
 from screwops_labeling import grpc_api, handlers
 from screwops_labeling.config import LabelingSettings
 from screwops_labeling.service import LabelingService
-from screwops_labeling.store import MongoLabelingStore
+from screwops_labeling.store import OUTBOXES, MongoLabelingStore
 
 
 def main() -> None:
     settings = LabelingSettings()
     runtime = Runtime.create(settings, instrument_grpc=True)
     store = MongoLabelingStore(runtime.db)
-    service = LabelingService(
-        store,
-        runtime.objects,
-        runtime.bus.emit,
-        runtime.bus.publish,
-        rules=settings.rules(),
-    )
+    service = LabelingService(store, runtime.objects, runtime.bus.publish, rules=settings.rules())
     handlers.register(runtime.bus, service)
     api = grpc_api.server(
         service,
@@ -37,7 +31,13 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.DATASETS)
 
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap, service.recover]))
+    asyncio.run(
+        runtime.serve(
+            api=api,
+            on_start=[bootstrap, service.recover],
+            background=[runtime.outbox_relay(OUTBOXES)],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from screwops_bus import Publish
+from screwops_bus import Announcement, Publish
 from screwops_contracts import (
     InspectionCompleted,
     InspectionReviewed,
@@ -34,12 +34,13 @@ from screwops_contracts import (
 from screwops_contracts.datasets import READY_MARKER, Bucket, ImageLabel, Label
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
 from screwops_storage import join_key
+from screwops_telemetry import traceparent
 
 from screwops_labeling.config import ReviewPolicy
 from screwops_labeling.label_files import defect_type_for, digest_named_by
 from screwops_labeling.store import LabelingStore
 from screwops_labeling.store.review import ReviewCursor, ReviewItem, ReviewOutcome
-from screwops_labeling.versions import Objects, VersionLabeling, required
+from screwops_labeling.versions import PRODUCER, Objects, VersionLabeling, required
 
 log = logging.getLogger("screwops.labeling")
 
@@ -187,10 +188,9 @@ class ReviewQueue:
             reviewed_at=reviewed_at or self._clock(),
             verdict_correct=(item.verdict == "DEFECT") == (label is Label.BAD),
         )
-        await self._store.record_review(inspection_id, outcome)
         # The monitor's ground truth. The id is derived from the decision, so a retried call
         # publishes the same event and the monitor counts it once.
-        await self._publish(
+        announcement = Announcement(
             InspectionReviewed.origin(
                 InspectionReviewedPayload(
                     inspection_id=inspection_id,
@@ -205,10 +205,13 @@ class ReviewQueue:
                     reviewer=reviewer,
                     reviewed_at=outcome.reviewed_at,
                 ),
-                producer="labeling",
+                producer=PRODUCER,
                 key=f"{inspection_id}/{label}/{defect}/{reviewer}",
-            )
+            ),
+            traceparent(),
         )
+        await self._store.record_review(inspection_id, outcome, announcement)
+        await self._announce(inspection_id, announcement)
         if item.image_sha256 is not None:
             # The review dataset, and every dataset the image was already handed to.
             for dataset_id in dict.fromkeys((self._policy.dataset_id, *item.contributed_to)):
@@ -278,6 +281,15 @@ class ReviewQueue:
         )
 
     # --- internals -------------------------------------------------------------------------------
+
+    async def _announce(self, inspection_id: str, announcement: Announcement) -> None:
+        """Publish the review's event at once; if Kafka refuses it, the review is recorded all
+        the same and the event stays pending in its item's outbox for the outbox relay."""
+        try:
+            await self._publish(announcement.event)
+            await self._store.mark_review_published(inspection_id, announcement.id)
+        except Exception as exc:
+            log.warning("%s: inspection.reviewed left to the outbox relay: %r", inspection_id, exc)
 
     async def _label_by_review(
         self, dataset_id: str, reviewed: Sequence[tuple[str, ReviewOutcome]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from screwops_bus import Emit, Publish
+from screwops_bus import Publish
 from screwops_contracts import DatasetIngested, InspectionCompleted, TrainingRequested
 from screwops_contracts.datasets import Label
 
@@ -44,14 +44,13 @@ class LabelingService:
         self,
         store: LabelingStore,
         objects: Objects,
-        emit: Emit,
         publish: Publish,
         *,
         rules: Rules,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._versions = VersionLabeling(
-            store, objects, emit, reservation=rules.reservation, clock=clock
+            store, objects, publish, reservation=rules.reservation, clock=clock
         )
         self._review = ReviewQueue(
             store, objects, publish, self._versions, policy=rules.review, clock=clock

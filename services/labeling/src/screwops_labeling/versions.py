@@ -6,10 +6,19 @@ keep it (labels belong to a dataset and an image, not to a version, so a new ver
 its new images). People then label the rest one by one (:meth:`VersionLabeling.next_unlabeled`,
 :meth:`VersionLabeling.submit_label`) or in bulk from a labeling tool's export
 (:meth:`VersionLabeling.import_labels`). When the last image of a version gets its label, or an
-operator closes the version with the unlabeled images excluded, the version's ``LabelSet`` is
-written next to its manifest and ``dataset.labeled`` is emitted, caused by the version's
-``dataset.ingested``: its id derives from that cause, so announcing a version twice (after a crash,
-or from two racing callers) publishes one event twice, which the next consumer drops.
+operator closes the version with the unlabeled images excluded, the version ends and
+``dataset.labeled`` announces it, caused by the version's ``dataset.ingested`` (its id derives from
+that cause, so publishing it twice, after a crash or from two racing callers, publishes one event
+twice, which the next consumer drops).
+
+Ending goes in three steps, each safe to repeat by whoever finds it undone: the end is claimed
+(the first claim wins, so a close and a last label racing each other end the version one way);
+the ``LabelSet`` of the claimed end is written next to the manifest; then one update ends the
+version with its ``dataset.labeled`` pending in its outbox (:mod:`screwops_bus.outbox`), so the
+event never names a ``labels.json`` that is not there and is never lost. It is published at once;
+if Kafka refuses it, the service's outbox relay publishes it once Kafka is back. A crash between
+the steps leaves the version open: the next call that meets it, or the start-up
+(:meth:`VersionLabeling.recover`), finishes the end.
 
 Several versions of a dataset may be open at once (a new version is ingested while the previous
 one is still being labeled). "The dataset's open version" is then the oldest open one: images are
@@ -27,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
-from screwops_bus import Emit
+from screwops_bus import Announcement, Publish
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -40,10 +49,10 @@ from screwops_contracts.datasets import (
     Label,
     LabelSet,
     Manifest,
-    version_prefix,
+    labels_key,
 )
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
-from screwops_storage import join_key, validate_digest
+from screwops_storage import validate_digest
 from screwops_telemetry import resumed_trace, traceparent
 
 from screwops_labeling.label_files import (
@@ -64,7 +73,7 @@ from screwops_labeling.store.versions import (
 
 log = logging.getLogger("screwops.labeling")
 
-LABELS_FILE = "labels.json"
+PRODUCER = "labeling"
 MAX_PROBLEMS = 1000
 """Import problems reported back; the counts are always complete."""
 
@@ -120,14 +129,14 @@ class VersionLabeling:
         self,
         store: VersionStore,
         objects: Objects,
-        emit: Emit,
+        publish: Publish,
         *,
         reservation: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._objects = objects
-        self._emit = emit
+        self._publish = publish
         self._reservation = reservation
         self._clock = clock
 
@@ -153,8 +162,9 @@ class VersionLabeling:
         await self._settle(record)
 
     async def recover(self) -> None:
-        """Finish what a crash interrupted: versions fully labeled but not yet announced."""
-        for record in await self._store.unpublished():
+        """Finish the ends a crash interrupted: versions still open though fully labeled, or
+        whose end was claimed. (What ended versions owe Kafka is the outbox relay's.)"""
+        for record in await self._store.open_versions():
             await self._settle(record)
 
     # --- annotators ------------------------------------------------------------------------------
@@ -323,11 +333,8 @@ class VersionLabeling:
             if excluded
             else VersionEnd(VersionStatus.LABELED, at=now)
         )
-        await self._store.end_version(dataset_id, record.version, end)
-        # Whoever ended it (this call or a racing one), announce what was stored.
-        ended = await self._stored(dataset_id, record.version)
-        if not ended.published:
-            await self._announce(ended)
+        # Whoever claimed the end first (this call or a racing one), it is the stored one.
+        ended = await self._end(record, end)
         return await self._closed(ended, now)
 
     async def _closed(self, ended: VersionRecord, now: datetime) -> ClosedVersion:
@@ -418,23 +425,43 @@ class VersionLabeling:
         return manifest
 
     async def _settle(self, record: VersionRecord) -> bool:
-        """End the version if every image has a label, announce it if ended; True if still open."""
-        if record.status is VersionStatus.OPEN:
+        """End the version if every image has a label (or finish an end claimed for it), and
+        publish what it still owes; True if it stays open."""
+        if record.status is VersionStatus.OPEN and record.ending is None:
             if await self._store.unlabeled_count(record.dataset_id, record.version):
                 return True
-            await self._store.end_version(
-                record.dataset_id,
-                record.version,
-                VersionEnd(VersionStatus.LABELED, at=self._clock()),
-            )
-            record = await self._stored(record.dataset_id, record.version)
-        if not record.published:
-            await self._announce(record)
+            await self._end(record, VersionEnd(VersionStatus.LABELED, at=self._clock()))
+        else:
+            await self._finish(record)
         return False
 
-    async def _announce(self, record: VersionRecord) -> None:
-        """Write the version's LabelSet and emit ``dataset.labeled``; repeating it is harmless."""
-        excluded = set(record.excluded)
+    async def _end(self, record: VersionRecord, end: VersionEnd) -> VersionRecord:
+        """Claim ``end`` for an open version and finish it; the version as it ended (the first
+        claim's way, when another caller claimed first)."""
+        if record.status is VersionStatus.OPEN and record.ending is None:
+            await self._store.claim_end(record.dataset_id, record.version, end)
+            record = await self._stored(record.dataset_id, record.version)
+        return await self._finish(record)
+
+    async def _finish(self, record: VersionRecord) -> VersionRecord:
+        """Write the claimed end's LabelSet and end the version with its announcement pending,
+        then publish what it owes; the version as stored."""
+        if record.status is VersionStatus.OPEN and record.ending is not None:
+            announcement = await self._write_label_set(record, record.ending)
+            await self._store.end_version(
+                record.dataset_id, record.version, record.ending, announcement
+            )
+            record = await self._stored(record.dataset_id, record.version)
+        for pending in record.pending:
+            await self._announce(record, pending)
+        return record
+
+    async def _write_label_set(self, record: VersionRecord, end: VersionEnd) -> Announcement:
+        """Write the version's LabelSet as ``end`` leaves it; the ``dataset.labeled`` naming it.
+
+        Only a claimed end is written, so every writer of ``labels.json`` writes the same end.
+        """
+        excluded = set(end.excluded)
         kept = sorted(
             image.sha256
             for image in await self._store.images(record.dataset_id, [record.version])
@@ -452,26 +479,36 @@ class VersionLabeling:
             labels=[labels[sha] for sha in kept],
             excluded=sorted(excluded),
         )
-        key = join_key(version_prefix(record.dataset_id, record.version), LABELS_FILE)
+        key = labels_key(record.dataset_id, record.version)
         body = json.dumps(label_set.model_dump(mode="json"), sort_keys=True).encode()
         await self._objects.put_named(Bucket.DATASETS, key, body, content_type="application/json")
         counts = Counter(label.label.value for label in label_set.labels)
-        # In the run's trace, also when a person's last label or recover() ends the version.
-        with resumed_trace(record.traceparent, "labeling.announce"):
-            await self._emit(
-                DatasetLabeled,
-                DatasetLabeledPayload(
-                    dataset_id=record.dataset_id,
-                    version=record.version,
-                    labels_key=key,
-                    label_counts={label.value: counts[label.value] for label in Label},
-                    excluded_count=len(excluded),
-                    closed_by=record.closed_by,
-                ),
-                cause=record.event,
-            )
-        await self._store.mark_published(record.dataset_id, record.version)
         log.info("%s labeled: %s, %d excluded", record.id, dict(counts), len(label_set.excluded))
+        event = DatasetLabeled.caused_by(
+            record.event,
+            DatasetLabeledPayload(
+                dataset_id=record.dataset_id,
+                version=record.version,
+                labels_key=key,
+                label_counts={label.value: counts[label.value] for label in Label},
+                excluded_count=len(excluded),
+                closed_by=end.closed_by,
+            ),
+            producer=PRODUCER,
+        )
+        return Announcement(event, record.traceparent)
+
+    async def _announce(self, record: VersionRecord, announcement: Announcement) -> None:
+        """Publish the version's ``dataset.labeled`` at once; if Kafka refuses it, the version
+        has ended all the same and the event stays pending in its outbox for the outbox relay
+        (no request or delivery is left to announce it again)."""
+        try:
+            # In the run's trace, also when a person's last label ends the version.
+            with resumed_trace(announcement.traceparent, "labeling.announce"):
+                await self._publish(announcement.event)
+            await self._store.mark_published(record.dataset_id, record.version, announcement.id)
+        except Exception as exc:
+            log.warning("%s: dataset.labeled left to the outbox relay: %r", record.id, exc)
 
     async def _after_labeling(self, versions: Sequence[VersionRecord]) -> int:
         """Settle the versions new labels may have completed; the unlabeled left in the oldest."""

@@ -17,6 +17,7 @@ from screwops_storage import ensure_indexes
 
 from screwops_labeling.store.review import INDEXES as REVIEW_INDEXES
 from screwops_labeling.store.review import (
+    REVIEWS,
     MongoReviewStore,
     ReviewCursor,
     ReviewItem,
@@ -25,6 +26,7 @@ from screwops_labeling.store.review import (
 )
 from screwops_labeling.store.versions import INDEXES as VERSION_INDEXES
 from screwops_labeling.store.versions import (
+    VERSIONS,
     MongoVersionStore,
     VersionEnd,
     VersionImage,
@@ -34,6 +36,8 @@ from screwops_labeling.store.versions import (
 )
 
 INDEXES = VERSION_INDEXES + REVIEW_INDEXES
+OUTBOXES = (VERSIONS, REVIEWS)
+"""The collections whose documents hold announcements (see :mod:`screwops_bus.outbox`)."""
 
 
 class LabelingStore(VersionStore, ReviewStore, Protocol):
@@ -52,6 +56,9 @@ class MongoLabelingStore(MongoVersionStore, MongoReviewStore):
 
 __all__ = [
     "INDEXES",
+    "OUTBOXES",
+    "REVIEWS",
+    "VERSIONS",
     "LabelingStore",
     "MongoLabelingStore",
     "ReviewCursor",

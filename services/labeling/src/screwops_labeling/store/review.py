@@ -1,7 +1,10 @@
 """Labeling's review queue in MongoDB.
 
 - ``review_queue``: inspections queued for review (keyed by inspection id), their outcomes, and
-  the datasets each reviewed image was handed to for retraining (``contributed_to``).
+  the datasets each reviewed image was handed to for retraining (``contributed_to``). The update
+  that records an outcome also leaves its ``inspection.reviewed`` pending in the item's
+  ``outbox`` (:mod:`screwops_bus.outbox`), for the service's outbox relay should the publish that
+  follows fail.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Literal, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING
+from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
 from screwops_contracts.datasets import Label
 from screwops_storage import Document, IndexSpec, mongo_errors
 
@@ -63,6 +67,8 @@ class ReviewItem:
     outcome: ReviewOutcome | None = None
     contributed_to: tuple[str, ...] = ()
     """Datasets the reviewed image was handed to for retraining."""
+    pending: tuple[Announcement, ...] = ()
+    """Its ``inspection.reviewed`` events from their review until Kafka acknowledged them."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,14 @@ class ReviewStore(Protocol):
     async def get_review(self, inspection_id: str) -> ReviewItem | None:
         """One queued inspection, reviewed or not, or None."""
 
-    async def record_review(self, inspection_id: str, outcome: ReviewOutcome) -> None:
-        """Store a review outcome; the item leaves the pending queue."""
+    async def record_review(
+        self, inspection_id: str, outcome: ReviewOutcome, announcement: Announcement
+    ) -> None:
+        """Store a review outcome, with ``announcement`` pending in the item's outbox, in one
+        update; the item leaves the pending queue."""
+
+    async def mark_review_published(self, inspection_id: str, announcement_id: str) -> None:
+        """Remove the announcement from the item's outbox: Kafka acknowledged it."""
 
     async def pending_reviews(
         self, line_id: str | None, after: ReviewCursor | None, limit: int
@@ -122,7 +134,9 @@ class MongoReviewStore:
             doc = await self._db[REVIEWS].find_one({"_id": inspection_id})
         return _review(doc) if doc else None
 
-    async def record_review(self, inspection_id: str, outcome: ReviewOutcome) -> None:
+    async def record_review(
+        self, inspection_id: str, outcome: ReviewOutcome, announcement: Announcement
+    ) -> None:
         with mongo_errors():
             await self._db[REVIEWS].update_one(
                 {"_id": inspection_id},
@@ -130,9 +144,13 @@ class MongoReviewStore:
                     "$set": {
                         "status": ReviewStatus.REVIEWED.value,
                         "outcome": _outcome_document(outcome),
-                    }
+                    },
+                    "$push": {OUTBOX: announcement.document()},
                 },
             )
+
+    async def mark_review_published(self, inspection_id: str, announcement_id: str) -> None:
+        await mark_sent(self._db[REVIEWS], inspection_id, announcement_id)
 
     async def pending_reviews(
         self, line_id: str | None, after: ReviewCursor | None, limit: int
@@ -244,4 +262,5 @@ def _review(doc: Document) -> ReviewItem:
             verdict_correct=outcome["verdict_correct"],
         ),
         contributed_to=tuple(doc.get("contributed_to", ())),
+        pending=pending_in(doc),
     )

@@ -3,8 +3,10 @@
 - ``label_versions``: one document per dataset version (``<dataset>@v<n>``), from the
   ``dataset.ingested`` event that announced it (kept whole, as the cause of ``dataset.labeled``)
   to its end: ``labeled`` when every image got a label, ``closed`` when an operator closed it.
-  Its ``published`` flag makes it an outbox: a version that ended but whose ``dataset.labeled``
-  was not yet acknowledged is announced again at the next start.
+  An end is claimed first (``ending``, by the first caller only), so the version's
+  ``labels.json`` is written from that one end before the version ends; the update that ends it
+  also leaves its ``dataset.labeled`` pending in its ``outbox`` (:mod:`screwops_bus.outbox`) for
+  the service's outbox relay, should the publish that follows fail.
 - ``version_images``: the images of each version, with a ``labeled`` flag copied from ``labels``
   so the unlabeled ones are one indexed query away (FerretDB has no ``$lookup``).
 - ``labels``: the current label of each image of a dataset (``<dataset>/<sha256>``). Labels are
@@ -26,6 +28,7 @@ from typing import Literal, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING, UpdateOne
+from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ImageLabel
 from screwops_errors import AlreadyExistsError
@@ -38,7 +41,6 @@ RESERVATIONS = "reservations"
 
 INDEXES = (
     IndexSpec(VERSIONS, (("dataset_id", 1), ("version", 1)), unique=True),
-    IndexSpec(VERSIONS, (("published", 1),)),
     IndexSpec(
         IMAGES,
         (
@@ -55,6 +57,7 @@ INDEXES = (
 
 # Unlabeled images looked at per round trip while looking for one to reserve.
 _BATCH = 100
+_ENDING = "ending"
 
 
 class VersionStatus(StrEnum):
@@ -80,11 +83,14 @@ class VersionRecord:
     closed_by: str | None = None
     close_reason: str | None = None
     ended_at: datetime | None = None
-    published: bool = False
     traceparent: str = ""
     """The trace of the ``dataset.ingested`` delivery that opened the version, so
     ``dataset.labeled`` joins the run's trace even when a person's last label ends the version
     (W3C ``traceparent``; "" outside a trace)."""
+    ending: VersionEnd | None = None
+    """The end claimed for a version still open: its ``labels.json`` is being written."""
+    pending: tuple[Announcement, ...] = ()
+    """Its ``dataset.labeled`` from the end until Kafka acknowledged it."""
 
     @property
     def id(self) -> str:
@@ -133,14 +139,21 @@ class VersionStore(Protocol):
     async def get_version(self, dataset_id: str, version: int) -> VersionRecord | None:
         """One version, or None if it was never recorded."""
 
-    async def unpublished(self) -> list[VersionRecord]:
-        """Versions whose ``dataset.labeled`` is not yet acknowledged (the open ones included)."""
+    async def open_versions(self) -> list[VersionRecord]:
+        """Every dataset's open versions, by dataset then version."""
 
-    async def end_version(self, dataset_id: str, version: int, end: VersionEnd) -> None:
-        """End an open version; one that already ended keeps the end it had (first one wins)."""
+    async def claim_end(self, dataset_id: str, version: int, end: VersionEnd) -> None:
+        """Claim ``end`` for an open version; one already claimed keeps its claim (first one
+        wins), so its ``labels.json`` is written for one end only."""
 
-    async def mark_published(self, dataset_id: str, version: int) -> None:
-        """Remember that the version's ``dataset.labeled`` was acknowledged by Kafka."""
+    async def end_version(
+        self, dataset_id: str, version: int, end: VersionEnd, announcement: Announcement
+    ) -> None:
+        """End an open version as claimed, with ``announcement`` pending in its outbox, in one
+        update; one that already ended keeps its end and its announcement."""
+
+    async def mark_published(self, dataset_id: str, version: int, announcement_id: str) -> None:
+        """Remove the announcement from the version's outbox: Kafka acknowledged it."""
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         """The images of the given versions, sorted by version then digest."""
@@ -231,12 +244,25 @@ class MongoVersionStore:
             doc = await self._db[VERSIONS].find_one({"_id": version_id(dataset_id, version)})
         return _version(doc) if doc else None
 
-    async def unpublished(self) -> list[VersionRecord]:
+    async def open_versions(self) -> list[VersionRecord]:
         with mongo_errors():
-            docs = await self._db[VERSIONS].find({"published": False}).to_list(None)
+            docs = await self._db[VERSIONS].find({"status": VersionStatus.OPEN.value}).to_list(None)
         return sorted((_version(doc) for doc in docs), key=lambda r: (r.dataset_id, r.version))
 
-    async def end_version(self, dataset_id: str, version: int, end: VersionEnd) -> None:
+    async def claim_end(self, dataset_id: str, version: int, end: VersionEnd) -> None:
+        with mongo_errors():
+            await self._db[VERSIONS].update_one(
+                {
+                    "_id": version_id(dataset_id, version),
+                    "status": VersionStatus.OPEN.value,
+                    _ENDING: {"$exists": False},
+                },
+                {"$set": {_ENDING: _end_document(end)}},
+            )
+
+    async def end_version(
+        self, dataset_id: str, version: int, end: VersionEnd, announcement: Announcement
+    ) -> None:
         with mongo_errors():
             await self._db[VERSIONS].update_one(
                 {"_id": version_id(dataset_id, version), "status": VersionStatus.OPEN.value},
@@ -247,15 +273,14 @@ class MongoVersionStore:
                         "excluded": list(end.excluded),
                         "closed_by": end.closed_by,
                         "close_reason": end.reason,
-                    }
+                        OUTBOX: [announcement.document()],
+                    },
+                    "$unset": {_ENDING: ""},
                 },
             )
 
-    async def mark_published(self, dataset_id: str, version: int) -> None:
-        with mongo_errors():
-            await self._db[VERSIONS].update_one(
-                {"_id": version_id(dataset_id, version)}, {"$set": {"published": True}}
-            )
+    async def mark_published(self, dataset_id: str, version: int, announcement_id: str) -> None:
+        await mark_sent(self._db[VERSIONS], version_id(dataset_id, version), announcement_id)
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         with mongo_errors():
@@ -445,9 +470,28 @@ def _version_document(record: VersionRecord) -> Document:
         "closed_by": record.closed_by,
         "close_reason": record.close_reason,
         "ended_at": record.ended_at,
-        "published": record.published,
         "traceparent": record.traceparent,
     }
+
+
+def _end_document(end: VersionEnd) -> Document:
+    return {
+        "status": end.status.value,
+        "at": end.at,
+        "excluded": list(end.excluded),
+        "closed_by": end.closed_by,
+        "reason": end.reason,
+    }
+
+
+def _end(doc: Document) -> VersionEnd:
+    return VersionEnd(
+        VersionStatus.CLOSED if doc["status"] == VersionStatus.CLOSED else VersionStatus.LABELED,
+        at=doc["at"],
+        excluded=tuple(doc.get("excluded", ())),
+        closed_by=doc.get("closed_by"),
+        reason=doc.get("reason"),
+    )
 
 
 def _version(doc: Document) -> VersionRecord:
@@ -463,8 +507,9 @@ def _version(doc: Document) -> VersionRecord:
         closed_by=doc.get("closed_by"),
         close_reason=doc.get("close_reason"),
         ended_at=doc.get("ended_at"),
-        published=doc["published"],
         traceparent=doc.get("traceparent", ""),
+        ending=_end(doc[_ENDING]) if doc.get(_ENDING) else None,
+        pending=pending_in(doc),
     )
 
 
