@@ -87,10 +87,16 @@ def image_label(sha256: str, label: Label, defect_type: str | None = None) -> Im
 
 
 def model_deployed(
-    model: str, version: int, *, run_id: str | None = None, at: datetime | None = None
+    model: str,
+    version: int,
+    *,
+    run_id: str | None = None,
+    at: datetime | None = None,
+    sequence: int | None = None,
 ) -> ModelDeployed:
     """The registry's ``model.deployed``: ``version`` of ``model`` (served under its own name)
-    replaces the version before it (none for version 1); the run defaults to ``run-<version>``,
+    replaces the version before it (none for version 1), as the registry's move ``sequence``
+    (default: ``version``, one deployment per version); the run defaults to ``run-<version>``,
     the time to now."""
     event = ModelDeployed.origin(
         ModelDeployedPayload(
@@ -99,6 +105,7 @@ def model_deployed(
             previous_version=version - 1 or None,
             triton_model=model,
             run_id=run_id or f"run-{version}",
+            sequence=version if sequence is None else sequence,
         ),
         producer="registry",
     )
@@ -106,9 +113,15 @@ def model_deployed(
 
 
 def model_rolled_back(
-    model: str, from_version: int, to_version: int, *, at: datetime | None = None
+    model: str,
+    from_version: int,
+    to_version: int,
+    *,
+    at: datetime | None = None,
+    sequence: int | None = None,
 ) -> ModelRolledBack:
-    """The registry's ``model.rolled_back``: an operator moved ``model`` back."""
+    """The registry's ``model.rolled_back``: an operator moved ``model`` back, as the registry's
+    move ``sequence`` (default: the one after ``from_version``'s deployment)."""
     event = ModelRolledBack.origin(
         ModelRolledBackPayload(
             model_name=model,
@@ -117,6 +130,7 @@ def model_rolled_back(
             triton_model=model,
             actor="ana",
             reason="false rejects",
+            sequence=from_version + 1 if sequence is None else sequence,
         ),
         producer="registry",
     )

@@ -117,7 +117,7 @@ class FakeStateStore:
 
     async def set_production(self, model: ServingModel) -> ServingModel:
         current = self.models.get(model.model_name)
-        if current is not None and current.changed_at >= model.changed_at:
+        if current is not None and current.sequence >= model.sequence:
             return current
         self.models[model.model_name] = model
         return model
@@ -208,11 +208,13 @@ def harness(
     return Harness(service, triton, store, objects, published, metrics, prediction_log)
 
 
-def deployed(version: int, *, minutes: int = 0) -> ServingModel:
+def deployed(version: int, *, sequence: int = 0) -> ServingModel:
+    """A recorded production: ``version`` put there by the registry's move ``sequence``."""
     return ServingModel(
         model_name=MODEL,
         triton_model=MODEL,
         version=version,
-        changed_at=START + timedelta(minutes=minutes),
-        cause=f"event-{version}-{minutes}",
+        changed_at=START + timedelta(minutes=sequence),
+        cause=f"event-{version}-{sequence}",
+        sequence=sequence,
     )

@@ -7,7 +7,7 @@ import io
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -262,9 +262,18 @@ async def test_the_trace_id_is_the_callers_and_reaches_the_event() -> None:
 
 
 def deployment(
-    version: int, *, minutes: int = 1, model: str = MODEL, threshold: float = DEFAULT_THRESHOLD
+    version: int,
+    *,
+    sequence: int = 1,
+    model: str = MODEL,
+    threshold: float = DEFAULT_THRESHOLD,
+    at: datetime | None = None,
 ) -> ModelDeployed:
-    event = model_deployed(model, version, at=START + timedelta(minutes=minutes))
+    """The registry's move ``sequence`` deploying ``version`` (its clock ``sequence`` minutes
+    after START unless ``at``)."""
+    event = model_deployed(
+        model, version, at=at or START + timedelta(minutes=sequence), sequence=sequence
+    )
     payload = event.payload.model_copy(update={"threshold": threshold})
     return event.model_copy(update={"payload": payload})
 
@@ -311,9 +320,9 @@ async def test_a_recorded_production_is_served_at_its_recorded_threshold() -> No
 
 async def test_a_pinned_version_is_judged_at_its_announced_threshold_else_the_default() -> None:
     h = harness(production=None)
-    await h.service.on_model_deployed(deployment(1, minutes=10, threshold=0.1))
+    await h.service.on_model_deployed(deployment(1, sequence=10, threshold=0.1))
     # Older than production: not adopted, but version 2's threshold is learnt from it.
-    await h.service.on_model_deployed(deployment(2, minutes=5, threshold=0.95))
+    await h.service.on_model_deployed(deployment(2, sequence=5, threshold=0.95))
 
     two = await h.service.inspect(frame(model_version=2))
     h.triton.loaded[(MODEL, 3)] = 0.6
@@ -367,10 +376,10 @@ async def test_a_deployment_of_a_version_triton_unloaded_is_skipped_without_wait
     h.triton.evicted.add((MODEL, 2))
     h.triton.loaded[(MODEL, 3)] = 0.3
 
-    await asyncio.wait_for(h.service.on_model_deployed(deployment(2, minutes=2)), timeout=1)
+    await asyncio.wait_for(h.service.on_model_deployed(deployment(2, sequence=2)), timeout=1)
     assert h.service.production is not None
     assert h.service.production.version == 1
-    await h.service.on_model_deployed(deployment(3, minutes=3))
+    await h.service.on_model_deployed(deployment(3, sequence=3))
 
     assert (await h.service.inspect(frame())).model_version == 3
     assert h.store.models[MODEL].version == 3
@@ -398,27 +407,58 @@ async def test_a_rollback_moves_production_back() -> None:
 
 async def test_stale_events_and_other_models_change_nothing() -> None:
     h = harness(production=None)
-    await h.service.on_model_deployed(deployment(2, minutes=10))
+    await h.service.on_model_deployed(deployment(2, sequence=10))
 
-    await h.service.on_model_deployed(deployment(1, minutes=5))
-    await h.service.on_model_deployed(deployment(1, minutes=20, model="other-model"))
+    await h.service.on_model_deployed(deployment(1, sequence=5))
+    await h.service.on_model_deployed(deployment(1, sequence=20, model="other-model"))
 
     assert h.service.production is not None
     assert h.service.production.version == 2
     assert h.store.models[MODEL].version == 2
 
 
+async def test_a_move_the_registry_numbered_earlier_never_wins_whatever_its_clock() -> None:
+    """Issue 18: the outbox relay publishes a refused rollback (move 3) after a later
+    promotion (move 4) went out at once; the late event's occurred_at is the newest."""
+    h = harness(production=None)
+    await h.service.on_model_deployed(deployment(2, sequence=4))
+
+    late = model_rolled_back(MODEL, 2, 1, at=START + timedelta(hours=1), sequence=3)
+    await h.service.on_model_rolled_back(late)
+
+    assert h.service.production is not None
+    assert (h.service.production.version, h.service.production.sequence) == (2, 4)
+    assert h.store.models[MODEL].version == 2
+
+
+async def test_a_replayed_old_event_with_a_later_time_cannot_pin_production() -> None:
+    """An old model.deployed replayed (or forged) with occurred_at in the future used to win
+    over every later switch."""
+    h = harness(production=None, loaded={(MODEL, v): 0.5 for v in (1, 2, 3)})
+    await h.service.on_model_deployed(deployment(1, sequence=1))
+    await h.service.on_model_deployed(deployment(2, sequence=2))
+
+    replayed = deployment(1, sequence=1, at=datetime(2099, 1, 1, tzinfo=START.tzinfo))
+    await h.service.on_model_deployed(replayed)
+    assert h.service.production is not None
+    assert h.service.production.version == 2
+    await h.service.on_model_deployed(deployment(3, sequence=3))
+
+    assert h.service.production.version == 3
+    assert (h.store.models[MODEL].version, h.store.models[MODEL].sequence) == (3, 3)
+
+
 async def test_an_instance_follows_a_switch_recorded_by_another() -> None:
     h = harness(production=1, policy=replace(POLICY, state_refresh_s=0.01))
     await h.service.start()
-    h.store.models[MODEL] = deployed(2, minutes=3)
+    h.store.models[MODEL] = deployed(2, sequence=3)
 
     async def switched() -> int | None:
         production = h.service.production
         return production.version if production and production.version == 2 else None
 
     await eventually(switched, within=1, what="the refresh to adopt v2", interval=0.005)
-    h.store.models[MODEL] = deployed(1, minutes=1)  # an older record never wins
+    h.store.models[MODEL] = deployed(1, sequence=1)  # an older record never wins
     await h.service.refresh()
     await h.service.stop()
 

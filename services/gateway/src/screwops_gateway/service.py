@@ -19,10 +19,13 @@ override: a threshold no gate has measured would put an unjudged operating point
 a different one is a new version (or a rollback) away.
 
 Switching models: on ``model.deployed`` / ``model.rolled_back`` the new version is adopted only
-after Triton reports it ready and a warm-up inference on it succeeds. Until then every request
-keeps going to the old version, so a switch fails no request. The choice is recorded in the
-gateway's database, so a restarted instance serves the right version at once, and every instance
-re-reads it periodically, so instances whose consumer did not see the event follow too.
+after Triton reports it ready and a warm-up inference on it succeeds, and only when the registry
+numbered the move later than the one served (the events' ``sequence``; never their
+``occurred_at``, which a late relay, a replay or a forgery can set to anything). Until then
+every request keeps going to the old version, so a switch fails no request. The choice is
+recorded in the gateway's database, so a restarted instance serves the right version at once,
+and every instance re-reads it periodically, so instances whose consumer did not see the event
+follow too.
 """
 
 from __future__ import annotations
@@ -440,6 +443,7 @@ class GatewayService:
             model_name=payload.model_name,
             triton_model=payload.triton_model,
             version=payload.version,
+            sequence=payload.sequence,
             changed_at=event.occurred_at,
             cause=str(event.event_id),
             threshold=payload.threshold,
@@ -453,6 +457,7 @@ class GatewayService:
             model_name=payload.model_name,
             triton_model=payload.triton_model,
             version=payload.to_version,
+            sequence=payload.sequence,
             changed_at=event.occurred_at,
             cause=str(event.event_id),
             threshold=payload.threshold,
@@ -465,6 +470,7 @@ class GatewayService:
         model_name: str,
         triton_model: str,
         version: int,
+        sequence: int,
         changed_at: datetime,
         cause: str,
         threshold: float = DEFAULT_THRESHOLD,
@@ -473,10 +479,10 @@ class GatewayService:
         """Adopt ``version``, deciding at ``threshold``, after Triton reports it ready and a
         warm-up inference succeeds.
 
-        Events about other models, events older than the version serving now, and events for a
-        version Triton has since unloaded change nothing, but teach the version's threshold for
-        requests pinning it. Until the switch completes, requests keep going to the old version
-        at its own threshold.
+        Events about other models, moves the registry numbered no later than the one serving
+        now (``sequence``), and events for a version Triton has since unloaded change nothing,
+        but teach the version's threshold for requests pinning it. Until the switch completes,
+        requests keep going to the old version at its own threshold.
 
         Raises:
             DeadlineExceededError: the version was not ready within ``switch_timeout_s`` (the
@@ -500,6 +506,7 @@ class GatewayService:
             cause=cause,
             threshold=threshold,
             model_kind=model_kind,
+            sequence=sequence,
         )
         if not candidate.newer_than(self._production):
             log.info("ignoring a switch to %s v%d: not newer than the current", model_name, version)

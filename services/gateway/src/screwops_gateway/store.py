@@ -3,7 +3,8 @@
 The gateway owns the ``serving_state`` collection (one document per model); no other service
 reads it. It lets a restarted gateway, or a second instance whose consumer did not see the event,
 serve the right version at once. A change is recorded only if it is newer than the one stored
-(by the time its event occurred), so a redelivered or late event never moves production back.
+by the registry's count of the alias's moves (the events' ``sequence``), not by any clock, so a
+redelivered, late, replayed or out-of-order event never moves production back.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ class ServingModel:
     cause: str
     threshold: float = DEFAULT_THRESHOLD
     model_kind: ModelKind = ModelKind.SUPERVISED
+    sequence: int = 0
+    """The registry's number of the move that put it there (0: recorded, or announced, before
+    the registry numbered its moves)."""
 
     def newer_than(self, other: ServingModel | None) -> bool:
-        """Whether this change supersedes ``other`` (events about one model arrive in order,
-        but a redelivery or a stale read may not)."""
-        return other is None or self.changed_at > other.changed_at
+        """Whether this change supersedes ``other``: the registry numbered it later. The event's
+        ``occurred_at`` is the producer's clock, which a relay publishing a move late, a replayed
+        or a forged event can put anywhere."""
+        return other is None or self.sequence > other.sequence
 
 
 class Objects(Protocol):
@@ -77,12 +82,19 @@ class MongoServingStateStore:
         return _model(doc) if doc else None
 
     async def set_production(self, model: ServingModel) -> ServingModel:
-        # The filter matches only an older record; when a newer (or the same) change is stored,
-        # the upsert collides with its _id, which says "keep what is there".
+        # The filter matches only an older record (one recorded before moves were numbered is
+        # older than any); when a newer (or the same) change is stored, the upsert collides with
+        # its _id, which says "keep what is there".
         try:
             with mongo_errors():
                 await self._collection.update_one(
-                    {"_id": model.model_name, "changed_at": {"$lt": model.changed_at}},
+                    {
+                        "_id": model.model_name,
+                        "$or": [
+                            {"sequence": {"$lt": model.sequence}},
+                            {"sequence": {"$exists": False}},
+                        ],
+                    },
                     {
                         "$set": {
                             "triton_model": model.triton_model,
@@ -91,6 +103,7 @@ class MongoServingStateStore:
                             "cause": model.cause,
                             "threshold": model.threshold,
                             "model_kind": model.model_kind.value,
+                            "sequence": model.sequence,
                         }
                     },
                     upsert=True,
@@ -111,4 +124,5 @@ def _model(doc: dict[str, Any]) -> ServingModel:
         # Recorded before thresholds travelled with versions: served at 0.5, supervised.
         threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
         model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
+        sequence=int(doc.get("sequence", 0)),
     )
