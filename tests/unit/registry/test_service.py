@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from screwops_bus import Relay
 from screwops_contracts import ModelDeployed, ModelRolledBack
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import ModelKind
@@ -21,7 +20,7 @@ from screwops_registry.placement import triton_prefix
 from screwops_registry.service import AliasChange, Stage
 from screwops_registry.store import MoveKind, VersionStatus
 
-from tests.fakes import BROKEN, FakeObjects
+from tests.fakes import BROKEN, FakeObjects, relayed
 from tests.support import eventually
 from tests.unit.registry.fakes import FakeStore, Harness, harness, new_id, wipe
 
@@ -128,20 +127,6 @@ async def test_a_redelivered_approval_that_production_moved_past_is_not_announce
     assert record.status is VersionStatus.DEPLOYED
 
 
-async def relayed(h: Harness, count: int) -> None:
-    """Run the outbox relay as ``__main__`` does, beside the service, until ``count`` events
-    went out and nothing is pending."""
-    relay = asyncio.create_task(Relay(h.store, h.sent.publish, interval=0.01).run())
-
-    async def done() -> bool | None:
-        return (len(h.sent) >= count and not await h.store.pending()) or None
-
-    try:
-        await eventually(done, within=2, what="the outbox relay", interval=0.01)
-    finally:
-        relay.cancel()
-
-
 async def test_a_deployment_kafka_refused_is_announced_by_the_relay(h: Harness) -> None:
     """Issue 18, finding 3: the alias moves and its model.deployed, refused at that moment,
     goes out once Kafka answers, without a redelivery or a restart."""
@@ -153,7 +138,7 @@ async def test_a_deployment_kafka_refused_is_announced_by_the_relay(h: Harness) 
 
     assert await h.production() == 2
     assert len(h.sent.of(ModelDeployed)) == 1
-    await relayed(h, 2)
+    await relayed(h.store, h.sent, 2)
     [*_, deployed] = h.sent.of(ModelDeployed)
     assert (deployed.payload.version, deployed.payload.previous_version) == (2, 1)
     assert deployed.causation_id == approval.event_id
@@ -194,7 +179,7 @@ async def test_a_move_kafka_refused_is_announced_by_the_relay_and_its_retry_move
     assert len(h.sent) == 3
     [pending] = alias.pending
     h.sent.down = False
-    await relayed(h, 4)
+    await relayed(h.store, h.sent, 4)
     announced = h.sent[-1]
     assert announced == pending.event
     assert isinstance(announced, ModelRolledBack if move == "rollback" else ModelDeployed)
