@@ -15,7 +15,11 @@ from screwops_contracts import (
     DatasetLabeled,
     DatasetLabeledPayload,
     Event,
+    InspectionCompleted,
+    InspectionReviewed,
+    ModelRolledBack,
     Topic,
+    TrainingRequested,
     all_topics,
     dlq_topic,
     parse_event,
@@ -114,6 +118,27 @@ def test_an_unknown_field_is_refused_rather_than_dropped() -> None:
     raw["payload"]["surprise"] = 1
     with pytest.raises(ValidationError, match=r"payload\.surprise\s+Extra inputs"):
         DatasetIngested.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("event", "field", "limit"),
+    [
+        (ModelRolledBack, "reason", 1024),
+        (ModelRolledBack, "actor", 128),
+        (InspectionCompleted, "line_id", 64),
+        (InspectionCompleted, "camera_id", 64),
+        (InspectionReviewed, "reviewer", 128),
+        (TrainingRequested, "reason", 1024),
+        (DatasetIngested, "dataset_id", 64),
+    ],
+)
+def test_free_text_past_its_limit_is_refused_naming_the_field(
+    event: type[Event[Any]], field: str, limit: int
+) -> None:
+    fields = example(payload_type(event))
+    fields[field] = "x" * (limit + 1)
+    with pytest.raises(ValidationError, match=rf"{field}\s+String should have at most {limit}"):
+        payload_type(event).model_validate(fields)
 
 
 def test_an_event_of_another_type_is_refused() -> None:

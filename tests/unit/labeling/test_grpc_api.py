@@ -88,6 +88,43 @@ async def test_an_annotator_labels_through_the_api() -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "page_size must not be negative",
         ),
+        (
+            labeling_pb2.CloseVersionRequest(dataset_id="s", operator="o", reason="r" * 1025),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "reason is 1025 characters, over the limit of 1024",
+        ),
+        (
+            labeling_pb2.NextUnlabeledRequest(dataset_id="s", annotator="a" * 129),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "annotator is 129 characters, over the limit of 128",
+        ),
+        (
+            labeling_pb2.SubmitLabelRequest(
+                dataset_id="s", annotator="a", label=ingestion_pb2.LABEL_BAD, defect_type="d" * 65
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "defect_type is 65 characters, over the limit of 64",
+        ),
+        (
+            labeling_pb2.ImportLabelsRequest(
+                dataset_id="s" * 65,
+                annotator="a",
+                content=b"x",
+                format=labeling_pb2.LABEL_FORMAT_CSV,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dataset_id is 65 characters, over the limit of 64",
+        ),
+        (
+            labeling_pb2.SubmitReviewRequest(inspection_id="i", reviewer="r" * 129),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "reviewer is 129 characters, over the limit of 128",
+        ),
+        (
+            labeling_pb2.ListReviewQueueRequest(line_id="l" * 65),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "line_id is 65 characters, over the limit of 64",
+        ),
     ],
 )
 async def test_each_error_becomes_its_status(

@@ -174,3 +174,33 @@ async def test_errors_become_their_status(h: Harness) -> None:
         )
         == grpc.StatusCode.UNAVAILABLE
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "details"),
+    [
+        ({"actor": "a" * 129}, "actor is 129 characters, over the limit of 128"),
+        ({"reason": "r" * 1025}, "reason is 1025 characters, over the limit of 1024"),
+        ({"request_id": "i" * 129}, "request_id is 129 characters, over the limit of 128"),
+        ({"model_name": "m" * 129}, "model_name is 129 characters, over the limit of 128"),
+    ],
+)
+async def test_a_move_with_overlong_text_is_refused_before_the_alias_moves(
+    h: Harness, fields: dict[str, Any], details: str
+) -> None:
+    api = RegistryApi(h.service)
+    before = [view.stage for view in await h.service.versions(h.model, offset=0, limit=9)]
+    request = registry_pb2.RollbackRequest(
+        request_id=new_id(), model_name=h.model, actor="a", reason="r"
+    )
+    request.MergeFrom(registry_pb2.RollbackRequest(**fields))
+
+    with pytest.raises(AbortedError) as aborted:
+        await api.Rollback(request, CONTEXT)
+
+    assert (aborted.value.code, aborted.value.details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        details,
+    )
+    after = [view.stage for view in await h.service.versions(h.model, offset=0, limit=9)]
+    assert after == before

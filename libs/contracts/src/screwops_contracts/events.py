@@ -15,6 +15,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field, ValidationError
 
 from screwops_contracts.envelope import Event, Payload
+from screwops_contracts.limits import (
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    MAX_REASON_CHARS,
+)
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 
@@ -46,14 +51,32 @@ def dlq_topic(topic: str) -> str:
 
 # --- shared field types ------------------------------------------------------------------------
 
-DatasetId = Annotated[str, Field(description="Dataset (aggregate) id.", examples=["screws"])]
+DatasetId = Annotated[
+    str,
+    Field(description="Dataset (aggregate) id.", examples=["screws"], max_length=MAX_ID_CHARS),
+]
 DatasetVersion = Annotated[
     int, Field(description="Immutable version of the dataset, from 1.", examples=[3], ge=1)
 ]
 ModelName = Annotated[
-    str, Field(description="Registered model name.", examples=["screw-classifier"])
+    str,
+    Field(
+        description="Registered model name.",
+        examples=["screw-classifier"],
+        max_length=MAX_NAME_CHARS,
+    ),
 ]
-RunId = Annotated[str, Field(description="Training run id.", examples=["run-5f2c9a1e"])]
+RunId = Annotated[
+    str,
+    Field(description="Training run id.", examples=["run-5f2c9a1e"], max_length=MAX_NAME_CHARS),
+]
+# Free text a person or client chose: the limits of screwops_contracts.limits, which the gRPC
+# APIs enforce, so an event breaking one was not made by this system and is dead-lettered.
+Who = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Why = Annotated[str, Field(max_length=MAX_REASON_CHARS)]
+LineId = Annotated[
+    str, Field(description="Production line.", examples=["line-2"], max_length=MAX_ID_CHARS)
+]
 # A model's operating point travels with it from the trainer to the gateway. Each use defaults
 # them, so an event written before they existed still parses: such a model was judged and served
 # at 0.5, and only supervised models existed.
@@ -164,7 +187,7 @@ class DatasetLabeledPayload(Payload):
         examples=[0],
         ge=0,
     )
-    closed_by: str | None = Field(
+    closed_by: Who | None = Field(
         default=None,
         description="Operator who closed the version early; null when every image was labeled.",
         examples=[None],
@@ -358,8 +381,8 @@ class ModelRolledBackPayload(Payload):
     triton_model: str = Field(
         description="Model name in Triton's repository.", examples=["screw-classifier"]
     )
-    actor: str = Field(description="Who asked for the rollback.", examples=["ana@plant-7"])
-    reason: str = Field(description="Why.", examples=["false rejects on line 2"])
+    actor: Who = Field(description="Who asked for the rollback.", examples=["ana@plant-7"])
+    reason: Why = Field(description="Why.", examples=["false rejects on line 2"])
     threshold: Threshold = Field(
         DEFAULT_THRESHOLD,
         description="The threshold of the version serving again, which the gateway applies.",
@@ -383,9 +406,11 @@ class ModelRolledBack(Event[ModelRolledBackPayload]):
 class InspectionCompletedPayload(Payload):
     """One answered inspection: the prediction log's record."""
 
-    request_id: str = Field(description="Gateway request id.", examples=["req-7c1e"])
-    line_id: str = Field(description="Production line.", examples=["line-2"])
-    camera_id: str = Field(description="Camera on the line.", examples=["cam-4"])
+    request_id: Who = Field(description="Gateway request id.", examples=["req-7c1e"])
+    line_id: LineId
+    camera_id: str = Field(
+        description="Camera on the line.", examples=["cam-4"], max_length=MAX_ID_CHARS
+    )
     verdict: Literal["GOOD", "DEFECT"] = Field(description="Verdict returned.", examples=["GOOD"])
     defect_probability: float = Field(
         description="Model score for 'defect'.", examples=[0.03], ge=0.0, le=1.0
@@ -416,7 +441,7 @@ class InspectionReviewedPayload(Payload):
         description="event_id of the inspection.completed reviewed.",
         examples=["0b8f3f52-5c0e-4d1e-9a57-5d9f5a3b2c11"],
     )
-    line_id: str = Field(description="Production line.", examples=["line-2"])
+    line_id: LineId
     model_name: ModelName
     model_version: int = Field(description="Version that answered.", examples=[4], ge=1)
     verdict: Literal["GOOD", "DEFECT"] = Field(
@@ -427,10 +452,13 @@ class InspectionReviewedPayload(Payload):
     )
     label: Literal["good", "bad"] = Field(description="What the reviewer saw.", examples=["bad"])
     defect_type: str | None = Field(
-        default=None, description="Defect type the reviewer named.", examples=["scratch_head"]
+        default=None,
+        description="Defect type the reviewer named.",
+        examples=["scratch_head"],
+        max_length=MAX_ID_CHARS,
     )
     verdict_correct: bool = Field(description="Whether the model was right.", examples=[False])
-    reviewer: str = Field(description="Who reviewed.", examples=["ana@plant-7"])
+    reviewer: Who = Field(description="Who reviewed.", examples=["ana@plant-7"])
     reviewed_at: AwareDatetime = Field(
         description="When the review was made.", examples=["2026-11-24T10:20:00Z"]
     )
@@ -481,8 +509,8 @@ class TrainingRequestedPayload(Payload):
         "(every reviewed inspection the dataset lacks is added).",
         examples=[4],
     )
-    reason: str = Field(description="Why training was asked for.", examples=["score_drift 0.31"])
-    requested_by: str = Field(description="Service or person.", examples=["monitor"])
+    reason: Why = Field(description="Why training was asked for.", examples=["score_drift 0.31"])
+    requested_by: Who = Field(description="Service or person.", examples=["monitor"])
 
 
 class TrainingRequested(Event[TrainingRequestedPayload]):

@@ -52,6 +52,7 @@ from screwops_contracts import (
     ModelDeployed,
     ModelRolledBack,
 )
+from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import (
     DeadlineExceededError,
@@ -77,8 +78,8 @@ NO_MODEL_DEPLOYED = "no model deployed yet: pin a loaded model_version, or deplo
 # request on the event loop; smaller ones decode faster than a thread hop costs.
 _OFFLOAD_BYTES = 256 * 1024
 # Line and camera ids label metrics and key Kafka messages: short, plain and printable.
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_MAX_TEXT = 128
+_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_ID_CHARS - 1}}}")
+_MAX_TEXT = MAX_NAME_CHARS
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -572,8 +573,8 @@ def _check_fields(inspection: Inspection) -> None:
             raise InvalidInputError(f"{name} is required")
         if not _ID.fullmatch(value):
             raise InvalidInputError(
-                f"{name} must be 1-64 letters, digits or . _ : - (starting with a letter or "
-                f"digit), not {value[:_MAX_TEXT]!r}"
+                f"{name} must be 1-{MAX_ID_CHARS} letters, digits or . _ : - (starting with a "
+                f"letter or digit), not {value[:_MAX_TEXT]!r}"
             )
     for name, value in (("request_id", inspection.request_id), ("frame_id", inspection.frame_id)):
         if len(value) > _MAX_TEXT:

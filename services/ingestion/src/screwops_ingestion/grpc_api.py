@@ -9,6 +9,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import Label
+from screwops_contracts.limits import (
+    MAX_FILENAME_CHARS,
+    MAX_ID_CHARS,
+    MAX_PATH_CHARS,
+    bounded,
+)
 from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, map_errors, offset_page
 
@@ -58,6 +64,8 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
                 if message.WhichOneof("payload") != "file":
                     raise InvalidInputError("only the first message of an upload is a header")
                 file = message.file
+                bounded("filename", file.filename, MAX_FILENAME_CHARS)
+                bounded("defect_type", file.defect_type, MAX_ID_CHARS)
                 label = _LABELS.get(file.label) if file.HasField("label") else default
                 yield IncomingFile(
                     filename=file.filename or "(unnamed)",
@@ -75,6 +83,7 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
     ) -> ingestion_pb2.ImportResult:
         if not request.path:
             raise InvalidInputError("path is required")
+        bounded("path", request.path, MAX_PATH_CHARS)
         result = await self._service.import_path(
             request.dataset_id,
             request.path,
@@ -117,7 +126,7 @@ def _label_map(entries: Mapping[str, ingestion_pb2.Label.ValueType]) -> dict[str
     an import that silently ignored it would leave that folder's images unlabeled."""
     mapping: dict[str, Label] = {}
     for word, label in entries.items():
-        key = word.strip().lower()
+        key = bounded("label map word", word, MAX_ID_CHARS).strip().lower()
         if not key or label not in _LABELS:
             raise InvalidInputError(
                 f"label map entry {word!r} must name a word and a label (good or bad)"

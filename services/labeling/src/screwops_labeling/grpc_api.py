@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Label
+from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, map_errors
 
@@ -45,6 +46,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     async def NextUnlabeled(  # noqa: N802 (the proto's method name)
         self, request: labeling_pb2.NextUnlabeledRequest, context: Context
     ) -> labeling_pb2.LabelTask:
+        _bound_who(request.dataset_id, "annotator", request.annotator)
         task = await self._service.next_unlabeled(request.dataset_id, request.annotator)
         return labeling_pb2.LabelTask(
             image_sha256=task.image.sha256,
@@ -61,6 +63,8 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     async def SubmitLabel(  # noqa: N802
         self, request: labeling_pb2.SubmitLabelRequest, context: Context
     ) -> labeling_pb2.SubmitLabelResponse:
+        _bound_who(request.dataset_id, "annotator", request.annotator)
+        bounded("defect_type", request.defect_type, MAX_ID_CHARS)
         remaining = await self._service.submit_label(
             request.dataset_id,
             request.image_sha256,
@@ -81,6 +85,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
                 "format is required: LABEL_FORMAT_CSV, LABEL_FORMAT_LABEL_STUDIO_JSON or "
                 "LABEL_FORMAT_LABEL_STUDIO_JSON_MIN"
             )
+        _bound_who(request.dataset_id, "annotator", request.annotator)
         report = await self._service.import_labels(
             request.dataset_id, fmt, request.content, annotator=request.annotator
         )
@@ -102,6 +107,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     async def ListReviewQueue(  # noqa: N802
         self, request: labeling_pb2.ListReviewQueueRequest, context: Context
     ) -> labeling_pb2.ListReviewQueueResponse:
+        bounded("line_id", request.line_id, MAX_ID_CHARS)
         page = await self._service.review_queue(
             request.line_id,
             include_images=request.include_images,
@@ -120,6 +126,9 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     async def SubmitReview(  # noqa: N802
         self, request: labeling_pb2.SubmitReviewRequest, context: Context
     ) -> labeling_pb2.SubmitReviewResponse:
+        bounded("inspection_id", request.inspection_id, MAX_NAME_CHARS)
+        bounded("reviewer", request.reviewer, MAX_NAME_CHARS)
+        bounded("defect_type", request.defect_type, MAX_ID_CHARS)
         result = await self._service.submit_review(
             request.inspection_id,
             _label(request.label),
@@ -135,6 +144,8 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     async def CloseVersion(  # noqa: N802
         self, request: labeling_pb2.CloseVersionRequest, context: Context
     ) -> labeling_pb2.CloseVersionResponse:
+        _bound_who(request.dataset_id, "operator", request.operator)
+        bounded("reason", request.reason, MAX_REASON_CHARS)
         closed = await self._service.close_version(
             request.dataset_id,
             request.operator,
@@ -156,6 +167,11 @@ server = ServedApi(
     add=labeling_pb2_grpc.add_LabelingServiceServicer_to_server,
     servicer=LabelingApi,
 ).server
+
+
+def _bound_who(dataset_id: str, role: str, who: str) -> None:
+    bounded("dataset_id", dataset_id, MAX_ID_CHARS)
+    bounded(role, who, MAX_NAME_CHARS)
 
 
 def _label(value: ingestion_pb2.Label.ValueType) -> Label:

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_contracts.limits import MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, map_errors, offset_page
@@ -66,6 +67,7 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         _require_version(request.version)
+        _bound_move(request)
         change = await self._service.promote(
             request.model_name,
             request.version,
@@ -81,6 +83,7 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.RollbackRequest, context: Context
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
+        _bound_move(request)
         change = await self._service.rollback(
             request.model_name,
             actor=request.actor,
@@ -101,6 +104,13 @@ server = ServedApi(
 def _require_model(model_name: str) -> None:
     if not model_name:
         raise InvalidInputError("model_name is required")
+    bounded("model_name", model_name, MAX_NAME_CHARS)
+
+
+def _bound_move(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequest) -> None:
+    bounded("actor", request.actor, MAX_NAME_CHARS)
+    bounded("reason", request.reason, MAX_REASON_CHARS)
+    bounded("request_id", request.request_id, MAX_NAME_CHARS)
 
 
 def _require_version(version: int) -> None:
