@@ -43,7 +43,11 @@ class FakeObjects:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
+        self.buckets: set[str] = set()
         self.puts = 0
+
+    async def ensure_buckets(self, *names: str) -> None:
+        self.buckets.update(names)
 
     async def put_content(
         self,

@@ -1,10 +1,12 @@
 """The bus's delivery rules, in memory (FastStream's TestKafkaBroker, a fake processed-events
 store): parse or dead-letter, skip duplicates, retry transient failures, dead-letter the rest,
-the processed-events check and record included."""
+the processed-events check and record included, and a body too large for its dead letter kept in
+the object store."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,18 +14,26 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, RecordTooLargeError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    UnknownTopicOrPartitionError,
+)
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import AutoReconnect, OperationFailure
-from screwops_bus import Bus, DeadLetter, RetryPolicy, is_transient
+from screwops_bus import Bus, DeadLetter, DeadLetterRecord, RetryPolicy, StoredBody, is_transient
+from screwops_bus.deadletter import record_bytes
+from screwops_bus.replay import replay
 from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError, UnavailableError
 from screwops_settings import StackSettings
 
-from tests.fakes import FakeCollection, FakeDatabase
+from tests.fakes import FakeCollection, FakeDatabase, FakeObjects
 from tests.support import dataset_ingested
+from tests.unit.test_replay import FakeProducer
 
 QUICK = RetryPolicy(max_attempts=3, initial_wait=0.001, max_wait=0.002)
 
@@ -44,10 +54,16 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_harness(retry: RetryPolicy) -> AsyncIterator[Harness]:
+async def open_harness(
+    retry: RetryPolicy, *, bodies: FakeObjects | None = None
+) -> AsyncIterator[Harness]:
     db = FakeDatabase()
     bus = Bus(
-        StackSettings(), service="labeling", db=cast(AsyncIOMotorDatabase[Any], db), retry=retry
+        StackSettings(),
+        service="labeling",
+        db=cast(AsyncIOMotorDatabase[Any], db),
+        retry=retry,
+        bodies=bodies,
     )
     h = Harness(bus=bus, db=db)
 
@@ -327,3 +343,133 @@ def test_kafka_errors_a_retry_can_cure_are_transient_and_the_others_not() -> Non
     # Right after a broker restart a topic's leader is not known yet: retry, never dead-letter.
     assert is_transient(UnknownTopicOrPartitionError())
     assert not is_transient(RecordTooLargeError())
+
+
+# --- dead letters too large for Kafka -----------------------------------------------------------
+
+LIMIT = StackSettings().kafka.max_request_bytes
+# A handler's error message, as long as a reason may be: the dead letter's headers near 2 KiB.
+LONG_FAILURE = "image 3 is not a PNG: " + "x" * 2000
+
+
+def refuse_oversized_records(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Kafka refusing a record over the producer's limit, headers included, as the broker does
+    (aiokafka's own check leaves headers out); returns the topics of the refused records."""
+    refused: list[str] = []
+    publish = harness.bus.broker.publish
+
+    async def publish_within_limit(body: Any, *, topic: str, **kwargs: Any) -> Any:
+        headers = kwargs.get("headers") or {}
+        if record_bytes(kwargs.get("key"), body, headers) > LIMIT:
+            refused.append(topic)
+            raise MessageSizeTooLargeError(f"a record to {topic} is over {LIMIT} bytes")
+        return await publish(body, topic=topic, **kwargs)
+
+    monkeypatch.setattr(harness.bus.broker, "publish", publish_within_limit)
+    return refused
+
+
+def event_of(size: int) -> DatasetIngested:
+    """A ``dataset.ingested`` whose JSON is ``size`` bytes."""
+    event = dataset_ingested("screws")
+    padding = size - len(event.model_dump_json().encode())
+    payload = event.payload.model_copy(
+        update={"manifest_key": event.payload.manifest_key + "m" * padding}
+    )
+    padded = event.model_copy(update={"payload": payload})
+    assert len(padded.model_dump_json().encode()) == size
+    return padded
+
+
+async def test_an_event_that_fits_its_topic_but_not_its_dead_letter_keeps_its_body_in_minio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeObjects()
+    async with open_harness(QUICK, bodies=store) as h:
+        refused = refuse_oversized_records(h, monkeypatch)
+        h.failures.append(InvalidInputError(LONG_FAILURE))
+        sent = event_of(LIMIT - 600)
+        body = sent.model_dump_json().encode()
+        # The event itself fits; its dead letter would not. Before, Kafka refused the dead letter,
+        # the message was nacked and came back, and was refused again: the partition stopped.
+        await h.bus.publish(sent)
+        # The partition moves on.
+        await h.bus.publish(dataset_ingested("bolts"))
+
+    assert refused == []
+    assert [event.payload.dataset_id for event in h.handled] == ["screws", "bolts"]
+    [(value, headers)] = h.dead
+    stored = StoredBody.from_headers(headers)
+    assert stored is not None
+    assert json.loads(value) == {
+        "stored_body": stored.ref,
+        "sha256": stored.sha256,
+        "size": len(body),
+    }
+    assert stored.bucket == "dead-letters"
+    assert (stored.size, stored.event_id) == (len(body), str(sent.event_id))
+    assert store.objects == {(stored.bucket, stored.key): body}
+    assert stored.key.startswith(f"{Topic.DATASET_INGESTED}/0/0-")
+    letter = DeadLetter.from_headers(headers)
+    assert "image 3 is not a PNG" in letter.reason
+
+    # `dlq replay` puts back the very message: its bytes from MinIO, its headers from the record.
+    record = DeadLetterRecord(
+        topic=dlq_topic(Topic.DATASET_INGESTED),
+        partition=0,
+        offset=0,
+        timestamp=letter.failed_at,
+        key=b"screws",
+        value=value,
+        headers=tuple((name, text.encode()) for name, text in headers.items()),
+    )
+    assert record.event_id == str(sent.event_id)
+    producer = FakeProducer()
+    await replay(producer, [record], bodies=store)
+    [again] = producer.sent
+    assert again["topic"] == Topic.DATASET_INGESTED
+    assert again["value"] == body
+    assert not any(name.startswith("x-dlq-") for name, _ in again["headers"])
+    assert dict(again["headers"])["event-type"] == b"dataset.ingested"
+
+
+async def test_a_small_event_is_still_dead_lettered_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeObjects()
+    async with open_harness(QUICK, bodies=store) as h:
+        refuse_oversized_records(h, monkeypatch)
+        h.failures.append(InvalidInputError(LONG_FAILURE))
+        sent = dataset_ingested("screws")
+        await h.bus.publish(sent)
+    [(value, headers)] = h.dead
+    assert DatasetIngested.model_validate_json(value) == sent
+    assert StoredBody.from_headers(headers) is None
+    assert store.objects == {}
+
+
+async def test_a_body_minio_does_not_take_is_nacked_and_dead_lettered_once_minio_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeObjects()
+    policy = RetryPolicy(max_attempts=1, initial_wait=0.001, max_wait=0.002)
+    async with open_harness(policy, bodies=store) as h:
+        refuse_oversized_records(h, monkeypatch)
+        h.failures.extend(InvalidInputError(LONG_FAILURE) for _ in range(2))
+        body = event_of(LIMIT - 600).model_dump_json().encode()
+        with monkeypatch.context() as down:
+            down.setattr(store, "put_named", _minio_down)
+            # Held for its backoff, then nacked: delivered again rather than lost.
+            with pytest.raises(UnavailableError):
+                await h.bus.broker.publish(body, topic=Topic.DATASET_INGESTED)
+        assert h.dead == []
+        await h.bus.broker.publish(body, topic=Topic.DATASET_INGESTED)
+    [(value, headers)] = h.dead
+    stored = StoredBody.from_headers(headers)
+    assert stored is not None
+    assert value == stored.placeholder()
+    assert store.objects[(stored.bucket, stored.key)] == body
+
+
+async def _minio_down(*args: Any, **kwargs: Any) -> Any:
+    raise UnavailableError("MinIO did not answer")

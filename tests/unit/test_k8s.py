@@ -706,7 +706,7 @@ def test_minio_notifies_kafka_as_the_native_stack_does(cluster_env: pytest.Monke
     assert queue_dir in _mounts(minio).values()
     init = " ".join(_container(_one("Job", "minio-init"), "mc")["args"])
     assert NOTIFY_TARGET_ARN in init
-    for bucket in Bucket:
+    for bucket in [*Bucket, StackSettings().minio.dead_letter_bucket]:
         assert str(bucket) in init.split("for bucket in ")[1].split(";")[0], bucket
 
 

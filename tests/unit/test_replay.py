@@ -1,5 +1,5 @@
 """Dead letters read back and replayed, without a broker: what a record says, which records are
-one message, and what goes back on which topic."""
+one message, and what goes back on which topic, a body kept in the object store included."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from screwops_bus import DeadLetter, DeadLetterRecord, replay
+from screwops_bus import DeadLetter, DeadLetterRecord, StoredBody, replay
 from screwops_bus.replay import distinct
 from screwops_contracts import dlq_topic
-from screwops_errors import InvalidInputError
+from screwops_errors import IntegrityError, InvalidInputError
 
+from tests.fakes import FakeObjects
 from tests.support import dataset_ingested
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -182,4 +183,74 @@ async def test_a_record_on_another_topics_dlq_is_refused_and_nothing_is_sent() -
     producer = FakeProducer()
     with pytest.raises(InvalidInputError, match="not replaying"):
         await replay(producer, [good, misplaced])
+    assert producer.sent == []
+
+
+def stored_letter(
+    body: bytes, store: FakeObjects, *, offset: int = 0, key: bytes | None = b"screws"
+) -> DeadLetterRecord:
+    """A record as the bus writes it when ``body`` is too large for it: the body in ``store``."""
+    stored = StoredBody.of(
+        body, bucket="dead-letters", topic="dataset.ingested", partition=0, offset=offset
+    )
+    store.objects[(stored.bucket, stored.key)] = body
+    record = letter(stored.placeholder(), offset=offset, key=key)
+    return DeadLetterRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=record.timestamp,
+        key=record.key,
+        value=record.value,
+        headers=record.headers + tuple((k, v.encode()) for k, v in stored.headers().items()),
+    )
+
+
+async def test_a_body_kept_in_minio_is_replayed_as_it_was_and_named_without_fetching_it() -> None:
+    store = FakeObjects()
+    event = dataset_ingested("screws")
+    body = event.model_dump_json().encode()
+    record = stored_letter(body, store)
+    assert record.event_id == str(event.event_id)
+    producer = FakeProducer()
+
+    await replay(producer, [record], bodies=store)
+
+    assert producer.sent == [
+        {
+            "topic": "dataset.ingested",
+            "value": body,
+            "key": b"screws",
+            "headers": [(k, v.encode()) for k, v in ORIGINAL_HEADERS.items()],
+        }
+    ]
+
+
+def test_kept_bodies_without_an_event_id_are_told_apart_by_their_bytes() -> None:
+    store = FakeObjects()
+    png = stored_letter(b"\x89PNG one", store)
+    assert png.event_id is None
+    assert png.identity.startswith("sha256:")
+    assert png.identity == stored_letter(b"\x89PNG one", store, offset=3).identity
+    assert png.identity != stored_letter(b"\x89PNG two", store).identity
+    assert png.identity != stored_letter(b"\x89PNG one", store, key=b"other").identity
+
+
+async def test_a_kept_body_that_changed_in_minio_is_refused_and_nothing_is_sent() -> None:
+    store = FakeObjects()
+    good = letter(b"{}")
+    tampered = stored_letter(b"original bytes", store, offset=1)
+    stored = tampered.stored_body
+    assert stored is not None
+    store.objects[(stored.bucket, stored.key)] = b"other bytes"
+    producer = FakeProducer()
+    with pytest.raises(IntegrityError):
+        await replay(producer, [good, tampered], bodies=store)
+    assert producer.sent == []
+
+
+async def test_a_kept_body_needs_the_object_store_to_be_replayed() -> None:
+    producer = FakeProducer()
+    with pytest.raises(InvalidInputError, match="s3://dead-letters/"):
+        await replay(producer, [stored_letter(b"{}", FakeObjects())])
     assert producer.sent == []

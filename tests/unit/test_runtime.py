@@ -19,11 +19,12 @@ from screwops_settings import ServiceSettings
 from screwops_storage import ObjectStore
 from screwops_telemetry import Telemetry
 
-from tests.fakes import memory_bus
+from tests.fakes import FakeObjects, memory_bus
 
 
 async def test_an_api_whose_port_is_taken_stops_the_background_work_and_raises() -> None:
     closed: list[str] = []
+    objects = FakeObjects()
     bus = memory_bus("runtime")
     runtime = Runtime(
         settings=ServiceSettings(service_name="runtime", metrics_port=9464),
@@ -32,7 +33,7 @@ async def test_an_api_whose_port_is_taken_stops_the_background_work_and_raises()
             AsyncIOMotorDatabase[Any],
             SimpleNamespace(client=SimpleNamespace(close=lambda: closed.append("db"))),
         ),
-        objects=cast(ObjectStore, object()),
+        objects=cast(ObjectStore, objects),
         bus=bus,
     )
     cancelled = asyncio.Event()
@@ -56,3 +57,5 @@ async def test_an_api_whose_port_is_taken_stops_the_background_work_and_raises()
 
     assert cancelled.is_set()
     assert closed == ["db"]
+    # Started before the consumers: any of them may have to keep a dead letter's body there.
+    assert objects.buckets == {"dead-letters"}

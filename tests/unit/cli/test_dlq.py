@@ -14,6 +14,7 @@ from screwops_bus.replay import UnknownTopicError
 from screwops_cli import dlq
 from screwops_contracts import all_topics
 from screwops_errors import NotFoundError
+from screwops_settings import StackSettings
 
 from tests.support import dataset_ingested
 from tests.unit.cli.support import screwops
@@ -36,7 +37,7 @@ class FakeBroker:
         return [r for r in self.letters if r.topic in topics]
 
     async def replay(
-        self, servers: str, topic: str, event_ids: Sequence[str] | None
+        self, settings: StackSettings, topic: str, event_ids: Sequence[str] | None
     ) -> list[Replayed]:
         self.replays.append({"topic": topic, "event_ids": event_ids})
         if topic.startswith("it-gone"):

@@ -4,7 +4,7 @@ with :mod:`screwops_bus.replay`; a write's announcements go out through
 :mod:`screwops_bus.outbox`."""
 
 from screwops_bus.bus import Bus, RetryPolicy, is_transient
-from screwops_bus.deadletter import DeadLetter, original_headers
+from screwops_bus.deadletter import BodyStore, DeadLetter, StoredBody, original_headers
 from screwops_bus.idempotency import ProcessedEvents
 from screwops_bus.outbox import (
     OUTBOX,
@@ -28,6 +28,7 @@ from screwops_bus.replay import (
 __all__ = [
     "OUTBOX",
     "Announcement",
+    "BodyStore",
     "Bus",
     "DeadLetter",
     "DeadLetterRecord",
@@ -40,6 +41,7 @@ __all__ = [
     "Relay",
     "Replayed",
     "RetryPolicy",
+    "StoredBody",
     "is_transient",
     "mark_sent",
     "original_headers",

@@ -12,7 +12,9 @@ A consumer registered with :meth:`Bus.consumer` gets, around its plain ``async d
   budget, counted from its first failure;
 * dead letters: a message that does not parse, or whose check, handler or record fails
   permanently or exhausts its retries, goes to ``<topic>.dlq`` with the reason and the original
-  bytes and headers, and the consumer moves on;
+  bytes and headers, and the consumer moves on; a body whose dead letter would exceed the
+  producer's limit (``kafka.max_request_bytes``) is kept in the object store instead and the
+  record points to it (see :mod:`screwops_bus.deadletter`);
 * redelivery backoff: a message whose error leaves the consumer after all (its dead letter refused
   by Kafka) is held, with the retries' exponential backoff and jitter, before FastStream nacks it
   and it comes again, so a consumer does not spin on it while Kafka is away;
@@ -67,7 +69,13 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from screwops_bus.deadletter import DeadLetter
+from screwops_bus.deadletter import (
+    RECORD_MARGIN_BYTES,
+    BodyStore,
+    DeadLetter,
+    StoredBody,
+    record_bytes,
+)
 from screwops_bus.idempotency import ProcessedEvents
 
 M = TypeVar("M", bound=BaseModel)
@@ -227,15 +235,22 @@ class Bus:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         graceful_timeout: float = 60.0,
+        bodies: BodyStore | None = None,
     ) -> None:
+        """``bodies`` keeps the bodies of dead letters too large for Kafka, in
+        ``minio.dead_letter_bucket``; without it (unit tests) they are sent inline."""
         self.service = service
         self.retry = retry or RetryPolicy()
         self._db = db
+        self._bodies = bodies
+        self._bodies_bucket = settings.minio.dead_letter_bucket
+        self._max_record_bytes = settings.kafka.max_request_bytes
         self.broker = KafkaBroker(
             settings.kafka.bootstrap_servers,
             client_id=service,
             acks="all",
             enable_idempotence=True,
+            max_request_size=settings.kafka.max_request_bytes,
             graceful_timeout=graceful_timeout,
             middlewares=[
                 KafkaTelemetryMiddleware(
@@ -475,6 +490,7 @@ class Bus:
     ) -> None:
         record = message.raw_message
         topic = str(getattr(record, "topic", ""))
+        key = getattr(record, "key", None)
         letter = DeadLetter(
             reason=reason,
             error_type=type(error).__name__,
@@ -486,14 +502,18 @@ class Bus:
             failed_at=datetime.now(UTC),
         )
         log.error("dead-lettering %s@%d: %s", topic, letter.offset, reason)
-        # If this publish fails the exception propagates: after a backoff FastStream nacks,
-        # nothing is committed, and the message is delivered again rather than lost.
-        await self.broker.publish(
-            message.body,
-            topic=dlq_topic(topic),
-            key=getattr(record, "key", None),
-            headers=letter.headers(dict(message.headers)),
-        )
+        body = message.body
+        headers = letter.headers(dict(message.headers))
+        # If storing the body or this publish fails the exception propagates: after a backoff
+        # FastStream nacks, nothing is committed, and the message is delivered again rather
+        # than lost.
+        bodies = self._bodies
+        if bodies is not None and (
+            record_bytes(key, body, headers) > self._max_record_bytes - RECORD_MARGIN_BYTES
+        ):
+            stored = await _store_body(bodies, self._bodies_bucket, body, letter)
+            body, headers = stored.placeholder(), headers | stored.headers()
+        await self.broker.publish(body, topic=dlq_topic(topic), key=key, headers=headers)
         self._published.add(1, {"topic": dlq_topic(topic)})
 
     # --- consumer lag ---------------------------------------------------------------------------
@@ -552,3 +572,22 @@ async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | Non
     with contextlib.suppress(IllegalStateError, TimeoutError):
         return int(await asyncio.wait_for(consumer.position(tp), timeout=1.0))
     return None
+
+
+async def _store_body(
+    bodies: BodyStore, bucket: str, body: bytes, letter: DeadLetter
+) -> StoredBody:
+    """Keep the body of a dead letter Kafka would refuse in ``bucket``: a record refused for its
+    size is refused on every redelivery, and its partition would never move again."""
+    stored = StoredBody.of(
+        body, bucket=bucket, topic=letter.topic, partition=letter.partition, offset=letter.offset
+    )
+    await bodies.put_named(stored.bucket, stored.key, body)
+    log.warning(
+        "%s@%d: a %d-byte body does not fit its dead letter; kept in %s",
+        letter.topic,
+        letter.offset,
+        stored.size,
+        stored.ref,
+    )
+    return stored

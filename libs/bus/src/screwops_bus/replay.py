@@ -12,13 +12,16 @@ effect only where the event had none. A message that fails again is dead-lettere
 record on the DLQ; Kafka never removes the old one). Several records of one message (dead-
 lettered by two consumer groups, or again after an earlier replay) are replayed once: records
 are told apart by their ``event_id``, or by their bytes where the value names none.
+
+A dead letter whose body was too large for its record (:class:`~screwops_bus.deadletter.StoredBody`)
+is replayed with the body read back from the object store, checked against the sha256 and size
+the record names: the original message goes back, never the empty placeholder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -29,9 +32,16 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from screwops_contracts import DLQ_SUFFIX, dlq_topic
-from screwops_errors import InvalidInputError, NotFoundError, UnavailableError
+from screwops_errors import IntegrityError, InvalidInputError, NotFoundError, UnavailableError
 
-from screwops_bus.deadletter import PREFIX, DeadLetter
+from screwops_bus.deadletter import (
+    PREFIX,
+    RECORD_MARGIN_BYTES,
+    BodyStore,
+    DeadLetter,
+    StoredBody,
+    envelope_event_id,
+)
 
 __all__ = [
     "DeadLetterRecord",
@@ -51,6 +61,8 @@ class UnknownTopicError(NotFoundError):
 
 # How long reading a topic to its end may make no progress before the broker is given up on.
 STALL_SECONDS = 30.0
+# aiokafka's default max_request_size, as the settings' kafka.max_request_bytes.
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,23 +110,30 @@ class DeadLetterRecord:
         return letter.topic if letter is not None else self.topic.removesuffix(DLQ_SUFFIX)
 
     @property
+    def stored_body(self) -> StoredBody | None:
+        """Where the body is kept when it did not fit the record; None when it is the value.
+
+        Raises:
+            ValueError: the record's pointer is malformed.
+        """
+        return StoredBody.from_headers(self.header_map)
+
+    @property
     def event_id(self) -> str | None:
-        """The event's id, when the value is an event envelope (a malformed one may not be)."""
-        try:
-            envelope = json.loads(self.value)
-        except ValueError:
-            return None
-        found = envelope.get("event_id") if isinstance(envelope, dict) else None
-        return found if isinstance(found, str) and found else None
+        """The event's id, when the value is an event envelope (a malformed one may not be);
+        for a body kept in the object store, the id its pointer recorded."""
+        stored = _pointer(self)
+        return stored.event_id if stored is not None else envelope_event_id(self.value)
 
     @property
     def identity(self) -> str:
         """What tells two copies of one message apart from two messages."""
         if (event_id := self.event_id) is not None:
             return event_id
+        stored = _pointer(self)
         digest = hashlib.sha256(len(self.key or b"").to_bytes(8, "big"))
         digest.update(self.key or b"")
-        digest.update(self.value)
+        digest.update(self.value if stored is None else f"stored:{stored.sha256}".encode())
         return f"sha256:{digest.hexdigest()}"
 
     def replay_headers(self) -> list[tuple[str, bytes]]:
@@ -159,30 +178,56 @@ def distinct(letters: Iterable[DeadLetterRecord]) -> list[DeadLetterRecord]:
     return kept
 
 
-async def replay(producer: Producer, letters: Iterable[DeadLetterRecord]) -> list[Replayed]:
-    """Publish each distinct message of ``letters`` to its original topic, oldest first.
+async def replay(
+    producer: Producer, letters: Iterable[DeadLetterRecord], *, bodies: BodyStore | None = None
+) -> list[Replayed]:
+    """Publish each distinct message of ``letters`` to its original topic, oldest first, a body
+    kept in the object store read back from ``bodies``.
 
     Raises:
         InvalidInputError: a record is not on the dead-letter twin of the topic it names (it
-            would be replayed somewhere it never came from); nothing is published then.
+            would be replayed somewhere it never came from), or keeps its body in the object
+            store and no ``bodies`` was given; nothing is published then.
+        NotFoundError: a kept body is missing; nothing is published then.
+        IntegrityError: a kept body does not match the sha256 or size its record names;
+            nothing is published then.
     """
     chosen = distinct(letters)
+    values = []
     for letter in chosen:
         if letter.topic != dlq_topic(letter.original_topic):
             raise InvalidInputError(
                 f"{letter.topic}@{letter.partition}:{letter.offset} names original topic "
                 f"{letter.original_topic!r}, whose dead letters go elsewhere; not replaying"
             )
+        values.append(await _original_value(letter, bodies))
     done = []
-    for letter in chosen:
+    for letter, value in zip(chosen, values, strict=True):
         sent = await producer.send_and_wait(
             letter.original_topic,
-            value=letter.value,
+            value=value,
             key=letter.key,
             headers=letter.replay_headers(),
         )
         done.append(Replayed(letter, letter.original_topic, sent.partition, sent.offset))
     return done
+
+
+async def _original_value(letter: DeadLetterRecord, bodies: BodyStore | None) -> bytes:
+    """The message's value: the record's, or the body its pointer names, verified."""
+    where = f"{letter.topic}@{letter.partition}:{letter.offset}"
+    try:
+        stored = letter.stored_body
+    except ValueError as exc:
+        raise InvalidInputError(f"{where} has a malformed body pointer: {exc}") from exc
+    if stored is None:
+        return letter.value
+    if bodies is None:
+        raise InvalidInputError(f"{where} keeps its body in {stored.ref}: no object store given")
+    value = await bodies.get_verified(stored.bucket, stored.key, sha256=stored.sha256)
+    if len(value) != stored.size:
+        raise IntegrityError(f"{stored.ref} holds {len(value)} bytes, {where} names {stored.size}")
+    return value
 
 
 async def read_dead_letters(
@@ -278,13 +323,21 @@ async def _read_to_end(
 
 
 async def replay_dead_letters(
-    bootstrap_servers: str, topic: str, *, event_ids: Collection[str] | None = None
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    event_ids: Collection[str] | None = None,
+    bodies: BodyStore | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> list[Replayed]:
     """Replay the messages of DLQ ``topic`` (all, or those of ``event_ids``) onto their topic.
 
     ``topic`` may name the DLQ (``dataset.ingested.dlq``) or the topic it guards. ``event_ids``
     name messages by :attr:`DeadLetterRecord.identity`: the event's id, or for a message that
-    names none (a malformed one) the ``sha256:...`` of its bytes.
+    names none (a malformed one) the ``sha256:...`` of its bytes. Bodies kept in the object
+    store are read from ``bodies``; as they did not fit the producer's ``max_request_bytes``,
+    the replay's producer takes the largest of them and compresses, as the message must have
+    been to fit its topic in the first place.
 
     Raises:
         UnknownTopicError: the DLQ does not exist on the broker.
@@ -302,17 +355,28 @@ async def replay_dead_letters(
             raise NotFoundError(f"{dlq} holds no dead letter of {', '.join(sorted(missing))}")
     if not letters:
         return []
+    kept = [stored.size for letter in letters if (stored := _pointer(letter)) is not None]
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,
         client_id="screwops-dlq-replay",
+        max_request_size=max([max_request_bytes, *(size + RECORD_MARGIN_BYTES for size in kept)]),
+        compression_type="gzip" if kept else None,
     )
     try:
         async with _running(producer, bootstrap_servers):
-            return await replay(producer, letters)
+            return await replay(producer, letters, bodies=bodies)
     except KafkaError as exc:
         raise UnavailableError(f"Kafka failed while replaying {dlq}: {exc}") from exc
+
+
+def _pointer(letter: DeadLetterRecord) -> StoredBody | None:
+    """The record's body pointer; a malformed one is left for :func:`replay` to refuse."""
+    try:
+        return letter.stored_body
+    except ValueError:
+        return None
 
 
 @asynccontextmanager

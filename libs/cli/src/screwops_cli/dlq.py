@@ -3,7 +3,9 @@
 A consumer that cannot process a message (malformed, failing permanently, or still failing after
 its retries) puts it on ``<topic>.dlq`` with ``x-dlq-*`` headers saying why, and moves on.
 ``dlq list`` shows those records; ``dlq replay`` puts the original messages back on their topic
-(:mod:`screwops_bus.replay`), for instance once the cause is fixed.
+(:mod:`screwops_bus.replay`), for instance once the cause is fixed. A message too large for its
+dead letter has its body in MinIO (``minio.dead_letter_bucket``) and the record points to it:
+``dlq list`` shows where, and ``dlq replay`` reads it back and checks its sha256.
 
 Replaying is safe for events that were in fact processed: the message reaches every consumer
 group of the topic again, but each skips an ``event_id`` it already processed, so only the groups
@@ -42,12 +44,20 @@ async def read_letters(
 
 
 async def replay_letters(
-    servers: str, topic: str, event_ids: Sequence[str] | None
+    settings: StackSettings, topic: str, event_ids: Sequence[str] | None
 ) -> list[Replayed]:
-    """Replay DLQ ``topic`` (all of it, or the messages of ``event_ids``)."""
+    """Replay DLQ ``topic`` (all of it, or the messages of ``event_ids``), bodies kept in MinIO
+    read back from there."""
     from screwops_bus.replay import replay_dead_letters
+    from screwops_storage import ObjectStore
 
-    return await replay_dead_letters(servers, topic, event_ids=event_ids)
+    return await replay_dead_letters(
+        settings.kafka.bootstrap_servers,
+        topic,
+        event_ids=event_ids,
+        bodies=ObjectStore.from_settings(settings.minio),
+        max_request_bytes=settings.kafka.max_request_bytes,
+    )
 
 
 def dlq_name(topic: str) -> str:
@@ -133,11 +143,12 @@ def replay(
     """Put dead-lettered messages back on their topic, as they were first published."""
     if bool(event_id) == replay_all:
         fail("name the messages to replay: --event-id ID (repeatable) or --all", ExitCode.USAGE)
-    servers = StackSettings().kafka.bootstrap_servers
+    settings = StackSettings()
+    servers = settings.kafka.bootstrap_servers
     dlq = dlq_name(topic)
     with calling("Kafka", servers):
         try:
-            done = asyncio.run(replay_letters(servers, dlq, None if replay_all else event_id))
+            done = asyncio.run(replay_letters(settings, dlq, None if replay_all else event_id))
         except NotFoundError as exc:
             _not_found(dlq, exc)
     if as_json:
@@ -175,6 +186,10 @@ def replay(
 
 def _letter_dict(letter: DeadLetterRecord) -> dict[str, Any]:
     dead = letter.letter
+    try:
+        stored = letter.stored_body
+    except ValueError:
+        stored = None
     return {
         "dlq_topic": letter.topic,
         "partition": letter.partition,
@@ -185,6 +200,7 @@ def _letter_dict(letter: DeadLetterRecord) -> dict[str, Any]:
         "identity": letter.identity,
         "key": letter.key.decode(errors="replace") if letter.key is not None else None,
         "value": letter.value.decode(errors="replace"),
+        "stored_body": stored.ref if stored else None,
         "headers": letter.header_map,
         "reason": dead.reason if dead else None,
         "error_type": dead.error_type if dead else None,

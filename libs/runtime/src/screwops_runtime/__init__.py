@@ -87,20 +87,16 @@ class Runtime:
             log_level=settings.log_level,
         )
         db = database(settings.stack.mongo, appname=settings.service_name)
+        objects = ObjectStore.from_settings(settings.stack.minio)
         bus = Bus(
             settings.stack,
             service=settings.service_name,
             db=db,
             tracer_provider=telemetry.tracer_provider,
             meter_provider=telemetry.meter_provider,
+            bodies=objects,
         )
-        return cls(
-            settings=settings,
-            telemetry=telemetry,
-            db=db,
-            objects=ObjectStore.from_settings(settings.stack.minio),
-            bus=bus,
-        )
+        return cls(settings=settings, telemetry=telemetry, db=db, objects=objects, bus=bus)
 
     def outbox_relay(self, collections: Iterable[str]) -> Task:
         """The background work that publishes what the service's writes in ``collections``
@@ -121,9 +117,9 @@ class Runtime:
         on_start: Sequence[Hook] = (),
         background: Sequence[Background] = (),
     ) -> None:
-        """Run until SIGTERM/SIGINT: ``on_start`` hooks, then the consumers, ``background`` (in
-        order) and the gRPC API; on shutdown the API drains, then ``background`` stops (in
-        reverse order) before the consumers do.
+        """Run until SIGTERM/SIGINT: the dead-letter bucket ensured and ``on_start`` hooks, then
+        the consumers, ``background`` (in order) and the gRPC API; on shutdown the API drains,
+        then ``background`` stops (in reverse order) before the consumers do.
 
         A start that fails (the API's port is taken, a hook raises) stops whatever had started, as
         a shutdown would, and re-raises: FastStream runs no shutdown hooks for an app that never
@@ -137,6 +133,8 @@ class Runtime:
 
         @app.on_startup
         async def prepare() -> None:
+            # Any consumer may have to keep a dead letter's body there.
+            await self.objects.ensure_buckets(self.settings.stack.minio.dead_letter_bucket)
             for hook in on_start:
                 await hook()
 

@@ -62,6 +62,13 @@ class KafkaSettings(BaseModel):
         3,
         description="Partitions per topic: enough for two instances of a consumer group to share.",
     )
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="The largest record a service's producer sends (aiokafka's max_request_size; "
+        "keep it at or below the topics' max.message.bytes). A dead letter that would be larger "
+        "keeps its body in minio.dead_letter_bucket instead.",
+    )
 
 
 class MinioSettings(BaseModel):
@@ -72,6 +79,11 @@ class MinioSettings(BaseModel):
     access_key: str = "screwops"
     secret_key: SecretStr = SecretStr("screwops-dev-secret")
     secure: bool = False
+    dead_letter_bucket: str = Field(
+        "dead-letters",
+        description="Where the bus keeps the bodies of dead letters too large for Kafka; "
+        "`dlq replay` reads them back from here.",
+    )
 
 
 class MongoSettings(BaseModel):
