@@ -23,7 +23,7 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, NotFoundError
-from screwops_registry.config import Deployment
+from screwops_registry.config import DEFAULT_HISTORY_LIMIT, Deployment
 from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
@@ -44,7 +44,8 @@ class FakeStore:
     """:class:`RegistryStore` in memory, with the unique keys the Mongo indexes enforce, and the
     outbox its aliases keep (:class:`screwops_bus.Outbox`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+        self.history_limit = history_limit
         self.versions: dict[str, VersionRecord] = {}
         self.alias_docs: dict[str, Alias] = {}
         self.rejections: dict[str, Rejection] = {}
@@ -123,12 +124,12 @@ class FakeStore:
 
         if state(current) != state(expected):
             return False
-        history, pending = (current.history, current.pending) if current else ((), ())
+        pending = current.pending if current else ()
         self.alias_docs[key] = Alias(
             model_name,
             alias,
             move.to_version,
-            (*history, move),
+            current.history_after(move, self.history_limit) if current else (move,),
             move.sequence,
             (*pending, announcement),
         )

@@ -260,6 +260,37 @@ async def test_every_move_of_the_alias_is_recorded(h: Harness) -> None:
     assert deploy.at <= rollback.at
 
 
+async def test_the_history_keeps_the_newest_moves_and_recognises_their_retries(
+    tmp_path: Path,
+) -> None:
+    """The alias document stays bounded however often production moves; rollbacks and retried
+    requests work within the moves kept, and a retry older than them is a new request, which
+    the expected version it carries refuses."""
+    h = harness(tmp_path / "repository", store=FakeStore(history_limit=2))
+    await h.deploy("run-a", "run-b", "run-c")
+    old = new_id()
+    await h.service.promote(h.model, 2, actor="bo", reason="r", request_id=old, expect_version=3)
+    await h.service.promote(h.model, 3, actor="bo", reason="r", request_id=new_id())
+    recent = new_id()
+    change = await h.service.promote(h.model, 2, actor="bo", reason="r", request_id=recent)
+
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert ([m.sequence for m in alias.history], alias.sequence) == ([5, 6], 6)
+    assert await h.service.promote(h.model, 2, actor="bo", reason="r", request_id=recent) == (
+        change
+    )
+    with pytest.raises(FailedPreconditionError, match="not 3 as expected"):
+        await h.service.promote(
+            h.model, 2, actor="bo", reason="r", request_id=old, expect_version=3
+        )
+    back = await h.service.rollback(h.model, actor="bo", reason="r", request_id=new_id())
+    assert (back.move.from_version, back.move.to_version, back.move.sequence) == (2, 3, 7)
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    assert [m.sequence for m in alias.history] == [6, 7]
+
+
 async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> None:
     await h.service.on_approved(h.approval("run-a", threshold=0.3, kind=ModelKind.GOOD_ONLY))
     await h.service.on_approved(h.approval("run-b", threshold=0.6))

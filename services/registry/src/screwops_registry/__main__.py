@@ -21,7 +21,7 @@ def main() -> None:
     settings = RegistrySettings()
     runtime = Runtime.create(settings, instrument_grpc=True)
     rules = settings.rules()
-    store = MongoRegistryStore(runtime.db)
+    store = MongoRegistryStore(runtime.db, history_limit=settings.alias_history_limit)
     service = RegistryService(
         store,
         Placement(runtime.objects, TritonModels(settings.stack.triton.grpc_url), rules),

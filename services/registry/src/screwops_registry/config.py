@@ -10,6 +10,9 @@ from pydantic_settings import SettingsConfigDict
 from screwops_settings import ApiSettings, triton_model_repository
 from screwops_settings.services import REGISTRY
 
+DEFAULT_HISTORY_LIMIT = 100
+"""Moves an alias's history keeps unless ``alias_history_limit`` says otherwise."""
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -58,6 +61,14 @@ class RegistrySettings(ApiSettings):
     )
     check_timeout_s: float = Field(
         30.0, gt=0, description="Deadline of the check inference a version must pass."
+    )
+    alias_history_limit: int = Field(
+        DEFAULT_HISTORY_LIMIT,
+        ge=2,
+        description="Moves of an alias kept in its history (its MongoDB document): the newest "
+        "ones. A rollback reaches back that many moves at most, and a promote or rollback "
+        "retried with the same request id is recognised while its move is among them; an older "
+        "retry counts as a new request (send --expect-version to have it refused instead).",
     )
     restore_interval_s: float = Field(
         5.0,

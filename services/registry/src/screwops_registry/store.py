@@ -8,7 +8,8 @@ The registry owns these collections; no other service reads them.
   transactions (two registrations racing for one number: one insert fails and retries with the
   next) and an approval idempotent (a redelivered one finds its run's version).
 * ``aliases`` — one document per alias, ``_id`` ``<name>:<alias>``, naming a version and holding
-  every move of it (from, to, kind, actor, reason, at, cause, sequence, request id), the number of
+  its newest moves (from, to, kind, actor, reason, at, cause, sequence, request id; as many as
+  ``alias_history_limit``, so the document stays bounded), the number of
   its latest move (``sequence``) and, in its ``outbox``, the announcements of its moves that Kafka
   has not acknowledged yet (:mod:`screwops_bus.outbox`). A move is one compare-and-set on the
   version and the sequence it replaces that also numbers it and queues its announcement, so two
@@ -34,6 +35,8 @@ from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
 from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
+
+from screwops_registry.config import DEFAULT_HISTORY_LIMIT
 
 ALIASES = "aliases"
 OUTBOXES = (ALIASES,)
@@ -95,7 +98,7 @@ class VersionRecord:
 
 @dataclass(frozen=True)
 class AliasMove:
-    """One move of an alias, kept forever in its history."""
+    """One move of an alias, kept in its history while it is among the newest moves."""
 
     from_version: int | None
     to_version: int
@@ -149,6 +152,13 @@ class Alias:
     def made_by(self, request_id: str) -> AliasMove | None:
         """The move that operator request ``request_id`` made, if it made one (retries)."""
         return next((m for m in self.history if request_id and m.request_id == request_id), None)
+
+    def history_after(self, move: AliasMove, keep: int) -> tuple[AliasMove, ...]:
+        """The history once ``move`` is made: the newest ``keep`` moves, so an alias moved
+        every day for years still fits its document (MongoDB's 16 MiB). Rollbacks reach back
+        ``keep`` moves at most, and a retried request or redelivered approval is recognised
+        while its move is among them."""
+        return (*self.history, move)[-keep:]
 
 
 @dataclass(frozen=True)
@@ -252,9 +262,10 @@ class RegistryStore(Protocol):
         announcement: Announcement,
     ) -> bool:
         """In one update: point the alias at ``move.to_version``, append ``move`` to its
-        history, set its sequence to ``move.sequence`` and queue ``announcement`` in its outbox,
-        only if it is still ``expected`` (its version and sequence; None: only if it does not
-        exist yet).
+        history (keeping as many of the newest moves as the store was made to keep, see
+        :meth:`Alias.history_after`), set its sequence to ``move.sequence``
+        and queue ``announcement`` in its outbox, only if it is still ``expected`` (its version
+        and sequence; None: only if it does not exist yet).
 
         Returns:
             True when moved; False, changing nothing, when someone else moved it first.
@@ -271,8 +282,11 @@ class RegistryStore(Protocol):
 class MongoRegistryStore:
     """:class:`RegistryStore` on motor; works on FerretDB v1 and MongoDB alike."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Any]) -> None:
+    def __init__(
+        self, db: AsyncIOMotorDatabase[Any], *, history_limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> None:
         self._db = db
+        self.history_limit = history_limit
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self._db, INDEXES)
@@ -372,7 +386,6 @@ class MongoRegistryStore:
         move: AliasMove,
         announcement: Announcement,
     ) -> bool:
-        entry = _move_doc(move)
         if expected is None:
             try:
                 with mongo_errors():
@@ -382,7 +395,7 @@ class MongoRegistryStore:
                             "model_name": model_name,
                             "alias": alias,
                             "version": move.to_version,
-                            "history": [entry],
+                            "history": [_move_doc(move)],
                             "sequence": move.sequence,
                             OUTBOX: [announcement.document()],
                         }
@@ -402,9 +415,17 @@ class MongoRegistryStore:
                         {"sequence": {"$exists": False}},
                     ],
                 },
+                # The whole kept history is set rather than pushed and sliced: the update is
+                # conditional on the sequence read with it, so it replaces exactly what was read.
                 {
-                    "$set": {"version": move.to_version, "sequence": move.sequence},
-                    "$push": {"history": entry, OUTBOX: announcement.document()},
+                    "$set": {
+                        "version": move.to_version,
+                        "sequence": move.sequence,
+                        "history": [
+                            _move_doc(m) for m in expected.history_after(move, self.history_limit)
+                        ],
+                    },
+                    "$push": {OUTBOX: announcement.document()},
                 },
             )
         return result.matched_count == 1
