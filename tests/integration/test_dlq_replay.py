@@ -1,7 +1,9 @@
 """Dead letters replayed on the real broker: a malformed message goes through a bus consumer to
 its DLQ, ``screwops dlq replay`` puts it back on its topic byte for byte (and, since nothing was
 fixed, the consumer dead-letters it again, and copies of it are replayed once); an event replayed
-once its handler is fixed takes effect once, and replaying it again changes nothing.
+once its handler is fixed takes effect once, and replaying it again changes nothing; an event
+that fits its topic (produced compressed) but not its dead letter keeps its body in MinIO, the
+partition keeps flowing, and ``dlq replay`` restores the body from there.
 
 Each test has its own stand-in for ``dataset.ingested`` and its DLQ (:func:`routed_topics`), so it
 meets no other test's events and no service's consumer.
@@ -14,11 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import DeadLetter, RetryPolicy, replay_dead_letters
+from screwops_bus import DeadLetter, RetryPolicy, StoredBody, replay_dead_letters
 from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError
 from screwops_settings import StackSettings
+from screwops_storage import ObjectStore
 
 from tests.integration.routing import RoutedBus, routed_topics
 from tests.support import dataset_ingested, eventually, records_of, run_cli, unique
@@ -141,3 +145,82 @@ async def test_a_replayed_event_takes_effect_once_and_a_second_replay_changes_no
 
     await eventually(marker_done, within=60, what="the event after the second replay")
     assert effects == [event, marker]
+
+
+async def test_an_event_too_large_for_its_dead_letter_keeps_its_body_in_minio_and_is_replayed(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], routes: dict[str, str]
+) -> None:
+    topic = routes[Topic.DATASET_INGESTED]
+    store = ObjectStore.from_settings(settings.minio)
+    await store.ensure_buckets(settings.minio.dead_letter_bucket)
+    bus = RoutedBus(
+        settings,
+        service=unique("it-dlq-big"),
+        db=mongo_db,
+        retry=RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02),
+        routes=routes,
+        bodies=store,
+    )
+    handled: list[str] = []
+
+    @bus.consumer(DatasetIngested)
+    async def on_dataset_ingested(event: DatasetIngested) -> None:
+        handled.append(event.payload.dataset_id)
+        if event.payload.dataset_id == "screws":
+            raise InvalidInputError("image 3 is not a PNG")
+
+    # Over the producer's 1 MiB uncompressed, well under the topic's max.message.bytes gzipped:
+    # the topic takes it, its dead letter (sent uncompressed, headers added) would not fit.
+    event = dataset_ingested("screws")
+    payload = event.payload.model_copy(
+        update={"manifest_key": event.payload.manifest_key + "m" * (1100 * 1024)}
+    )
+    big = event.model_copy(update={"payload": payload})
+    body = big.model_dump_json().encode()
+    assert len(body) > settings.kafka.max_request_bytes
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        compression_type="gzip",
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, body, key=b"screws", headers=[("content-type", b"application/json")]
+        )
+        # Same key, same partition: handled only if the partition moved past the big one.
+        small = dataset_ingested("bolts").model_dump_json().encode()
+        await producer.send_and_wait(
+            topic, small, key=b"screws", headers=[("content-type", b"application/json")]
+        )
+    finally:
+        await producer.stop()
+
+    await bus.broker.start()
+    try:
+        [dead] = await records_of(settings, dlq_topic(topic), 1, within=60)
+
+        async def flowed() -> bool | None:
+            return True if handled[-1:] == ["bolts"] else None
+
+        await eventually(flowed, within=60, what="the event after the oversized one")
+        assert handled == ["screws", "bolts"]
+
+        stored = StoredBody.from_headers(headers_of(dead))
+        assert stored is not None
+        assert stored.bucket == settings.minio.dead_letter_bucket
+        assert (stored.size, stored.event_id) == (len(body), str(big.event_id))
+        assert dead.value == stored.placeholder()
+        assert await store.get_verified(stored.bucket, stored.key, sha256=stored.sha256) == body
+
+        [listed] = await screwops("dlq", "list", topic)
+        assert listed["stored_body"] == stored.ref
+        assert listed["event_id"] == str(big.event_id)
+
+        [replayed] = await screwops("dlq", "replay", topic, "--event-id", str(big.event_id))
+        assert (replayed["topic"], replayed["offset"]) == (topic, 2)
+        *_, again = await records_of(settings, topic, 3, within=60)
+        assert (again.key, again.value) == (b"screws", body)
+        assert not any(k.startswith("x-dlq-") for k in headers_of(again))
+    finally:
+        await bus.broker.stop()
