@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from screwops_gateway.metrics import STATUSES, GatewayMetrics
+from screwops_gateway.config import LineLabels
+from screwops_gateway.metrics import OTHER, STATUSES, GatewayMetrics
 
 
 def values(reader: InMemoryMetricReader, name: str) -> dict[str, float]:
@@ -33,3 +34,37 @@ def test_every_status_is_exported_at_zero_until_counted() -> None:
     metrics.finished("OK", 0.01)
     assert values(reader, "screwops_gateway_errors") == errors | {"UNAVAILABLE": 1.0}
     assert values(reader, "screwops_gateway_requests")["OK"] == 1.0
+
+
+def verdict_lines(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str((point.attributes or {})["line_id"]): float(getattr(point, "value", 0))
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "screwops_gateway_verdicts"
+        for point in metric.data.data_points
+    }
+
+
+def test_lines_past_the_first_ones_seen_are_counted_as_other() -> None:
+    reader = InMemoryMetricReader()
+    metrics = GatewayMetrics(MeterProvider(metric_readers=[reader]), lines=LineLabels(most=2))
+
+    for line in ("line-1", "line-2", "line-3", "line-1", "line-4"):
+        metrics.verdict("m", 1, "GOOD", line)
+
+    assert verdict_lines(reader) == {"line-1": 2.0, "line-2": 1.0, OTHER: 2.0}
+
+
+def test_only_the_listed_lines_are_named() -> None:
+    reader = InMemoryMetricReader()
+    lines = LineLabels(known=("line-2",), most=5)
+    metrics = GatewayMetrics(MeterProvider(metric_readers=[reader]), lines=lines)
+
+    for line in ("line-1", "line-2", "line-3"):
+        metrics.verdict("m", 1, "DEFECT", line)
+
+    assert verdict_lines(reader) == {"line-2": 1.0, OTHER: 2.0}

@@ -21,7 +21,7 @@ def main() -> None:
     settings = GatewaySettings()
     runtime = Runtime.create(settings, instrument_grpc=True)
     rules = settings.rules()
-    metrics = GatewayMetrics(runtime.telemetry.meter_provider)
+    metrics = GatewayMetrics(runtime.telemetry.meter_provider, lines=rules.lines)
     prediction_log = PredictionLog(runtime.bus.publish, runtime.objects, metrics, rules.log)
     service = GatewayService(
         TritonModels(settings.stack.triton.grpc_url),

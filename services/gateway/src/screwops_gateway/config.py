@@ -38,6 +38,17 @@ class LogPolicy:
 
 
 @dataclass(frozen=True)
+class LineLabels:
+    """Which production lines get their own series in the metrics; the rest count as
+    ``other``. Every distinct label value is a series Prometheus keeps, and ``line_id`` is
+    whatever a client sends, so without a bound one client could create millions."""
+
+    known: tuple[str, ...] = ()
+    """The lines named in the metrics; empty: the first ``most`` lines seen."""
+    most: int = 32
+
+
+@dataclass(frozen=True)
 class Policy:
     """The limits and timings an operator sets (see ``GatewaySettings``), the prediction log's
     among them, so one object carries every rule of the gateway."""
@@ -51,6 +62,7 @@ class Policy:
     state_refresh_s: float = 5.0
     stream_window: int = 8
     log: LogPolicy = field(default_factory=LogPolicy)
+    lines: LineLabels = field(default_factory=LineLabels)
 
 
 class GatewaySettings(ApiSettings):
@@ -133,6 +145,19 @@ class GatewaySettings(ApiSettings):
         "when one is answered, so a fast camera is slowed by flow control, not queued.",
     )
 
+    metric_lines: tuple[str, ...] = Field(
+        (),
+        description="Production lines named in the gateway's metrics (a JSON list); verdicts "
+        "of other lines are counted under line_id 'other'. Empty: the first metric_max_lines "
+        "lines this instance sees are named, later ones are 'other'.",
+    )
+    metric_max_lines: int = Field(
+        32,
+        ge=1,
+        description="With metric_lines empty, how many distinct lines the metrics name before "
+        "counting the rest as 'other'.",
+    )
+
     @model_validator(mode="after")
     def _image_sides_agree(self) -> Self:
         if self.min_image_side > self.max_image_side:
@@ -157,4 +182,5 @@ class GatewaySettings(ApiSettings):
                 image_sample_rate=self.image_sample_rate,
                 low_confidence_band=self.low_confidence_band,
             ),
+            lines=LineLabels(known=self.metric_lines, most=self.metric_max_lines),
         )

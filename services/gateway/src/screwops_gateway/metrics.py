@@ -10,6 +10,8 @@ from __future__ import annotations
 from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
 
+from screwops_gateway.config import LineLabels
+
 # Latency buckets in seconds: an inspection takes milliseconds, a deadline ends it within seconds.
 LATENCY_BUCKETS_S = (
     0.001,
@@ -44,12 +46,18 @@ STATUSES = (
 )
 LOG_DROP_REASONS = ("queue_full", "publish_failed", "shutdown")
 IMAGE_DROP_REASONS = ("queue_bytes", "store_failed")
+OTHER = "other"
+"""The label value of every line the metrics do not name (:class:`LineLabels`)."""
 
 
 class GatewayMetrics:
     """Requests, latency, verdicts, errors and what the prediction log had to drop."""
 
-    def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(
+        self, meter_provider: MeterProvider | None = None, *, lines: LineLabels | None = None
+    ) -> None:
+        self._lines = lines or LineLabels()
+        self._named: set[str] = set(self._lines.known)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.gateway")
         self._requests = meter.create_counter(
             "screwops_gateway_requests",
@@ -118,9 +126,19 @@ class GatewayMetrics:
                 "model_name": model_name,
                 "model_version": str(model_version),
                 "verdict": verdict,
-                "line_id": line_id,
+                "line_id": self._line(line_id),
             },
         )
+
+    def _line(self, line_id: str) -> str:
+        """``line_id`` if the metrics name it (listed, or among the first lines seen), else
+        ``other``."""
+        if line_id in self._named:
+            return line_id
+        if self._lines.known or len(self._named) >= self._lines.most:
+            return OTHER
+        self._named.add(line_id)
+        return line_id
 
     def log_dropped(self, reason: str, count: int = 1) -> None:
         """Count prediction-log events lost under pressure: dropping is never silent."""
