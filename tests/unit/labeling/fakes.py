@@ -230,6 +230,16 @@ class FakeStore:
                 contributed = (*item.contributed_to, dataset_id)
                 self.reviews[inspection_id] = replace(item, contributed_to=contributed)
 
+    async def expire_reviews(self, before: datetime) -> int:
+        expired = [
+            i.inspection_id
+            for i in self.reviews.values()
+            if i.inspected_at < before and not i.pending
+        ]
+        for inspection_id in expired:
+            del self.reviews[inspection_id]
+        return len(expired)
+
 
 class Clock:
     """A clock the test moves by hand (reservations expire, labels get times)."""
@@ -311,7 +321,11 @@ class Harness:
 
 
 def harness(
-    *, band: float = 0.15, sample_rate: float = 0.0, publish: Publish | None = None
+    *,
+    band: float = 0.15,
+    sample_rate: float = 0.0,
+    publish: Publish | None = None,
+    retention: timedelta | None = None,
 ) -> Harness:
     """The service on fakes; it publishes into ``emitted`` unless given another ``publish`` (a
     bus)."""
@@ -322,7 +336,9 @@ def harness(
         publish or emitted.publish,
         rules=Rules(
             reservation=timedelta(minutes=10),
-            review=ReviewPolicy(band=band, sample_rate=sample_rate, dataset_id="screws"),
+            review=ReviewPolicy(
+                band=band, sample_rate=sample_rate, dataset_id="screws", retention=retention
+            ),
         ),
         clock=clock,
     )

@@ -3,6 +3,7 @@ imports, closing a version, and the review queue."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -542,6 +543,33 @@ async def test_a_review_whose_announcement_kafka_refused_is_announced_by_the_rel
     await relayed(h.store, h.emitted, 1)
     assert h.emitted.of(InspectionReviewed) == [pending.event]
     assert pending.event.payload.verdict_correct is False
+
+
+async def test_inspections_past_the_retention_leave_the_queue_unless_unannounced() -> None:
+    """The queue stays bounded when nobody reviews: items older than the retention go, reviewed
+    or not, except a review whose inspection.reviewed Kafka has not acknowledged yet."""
+    h = harness(retention=timedelta(days=30))
+
+    async def queued(age: timedelta) -> str:
+        event = inspection(probability=0.45).model_copy(update={"occurred_at": START - age})
+        await h.service.on_inspection_completed(event)
+        return str(event.event_id)
+
+    stale, reviewed, unannounced, recent = [
+        await queued(timedelta(days=days)) for days in (40, 40, 40, 1)
+    ]
+    await h.service.submit_review(reviewed, GOOD, reviewer="rev")
+    h.emitted.down = True
+    await h.service.submit_review(unannounced, GOOD, reviewer="rev")
+    sweeper = asyncio.create_task(h.service.keep_expiring(3600))
+    await asyncio.sleep(0)  # it expires once at start, then sleeps
+    sweeper.cancel()
+
+    assert stale not in h.store.reviews
+    assert set(h.store.reviews) == {unannounced, recent}
+    assert (
+        await h.service.review_queue("", include_images=False, page_size=0, page_token="")
+    ).total == 1
 
 
 # --- training.requested --------------------------------------------------------------------------

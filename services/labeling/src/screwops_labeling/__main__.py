@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from screwops_contracts.datasets import Bucket
 from screwops_rpc import bearer_auth
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 
 from screwops_labeling import grpc_api, handlers
 from screwops_labeling.config import LabelingSettings
-from screwops_labeling.service import LabelingService
+from screwops_labeling.service import EXPIRY_INTERVAL_S, LabelingService
 from screwops_labeling.store import OUTBOXES, MongoLabelingStore
 
 
@@ -31,11 +32,14 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.DATASETS)
 
+    expire_reviews = Task(
+        functools.partial(service.keep_expiring, EXPIRY_INTERVAL_S), name="expire-reviews"
+    )
     asyncio.run(
         runtime.serve(
             api=api,
             on_start=[bootstrap, service.recover],
-            background=[runtime.outbox_relay(OUTBOXES)],
+            background=[expire_reviews, runtime.outbox_relay(OUTBOXES)],
         )
     )
 

@@ -18,6 +18,8 @@ class ReviewPolicy:
     band: float
     sample_rate: float
     dataset_id: str
+    retention: timedelta | None = None
+    """How long an inspection stays in the queue, reviewed or not; None: for ever."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,15 @@ class LabelingSettings(ApiSettings):
         "ingested into it later arrives labeled.",
     )
 
+    review_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days an inspection stays in the review queue, reviewed or not, counted "
+        "from the inspection; older ones are deleted hourly (0: kept for ever). Keep it at most "
+        "the gateway's inspection_retention_days: an item whose image expired cannot be "
+        "reviewed or handed to retraining.",
+    )
+
     def rules(self) -> Rules:
         """Built beside the fields, so a new setting reaches the service in one place."""
         return Rules(
@@ -72,5 +83,10 @@ class LabelingSettings(ApiSettings):
                 band=self.review_band,
                 sample_rate=self.review_sample_rate,
                 dataset_id=self.review_dataset_id,
+                retention=(
+                    timedelta(days=self.review_retention_days)
+                    if self.review_retention_days
+                    else None
+                ),
             ),
         )

@@ -92,6 +92,20 @@ class ReviewQueue:
         self._policy = policy
         self._clock = clock
 
+    async def expire(self) -> int:
+        """Delete the items older than the policy's retention, so the queue (and the review
+        collection) stays bounded when nobody reviews; how many went."""
+        if self._policy.retention is None:
+            return 0
+        expired = await self._store.expire_reviews(self._clock() - self._policy.retention)
+        if expired:
+            log.info(
+                "%d inspections older than %s left the review queue",
+                expired,
+                self._policy.retention,
+            )
+        return expired
+
     # --- events ----------------------------------------------------------------------------------
 
     async def on_inspection_completed(self, event: InspectionCompleted) -> None:

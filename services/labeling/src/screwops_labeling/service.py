@@ -9,12 +9,15 @@ the queue labels through the versions' labeling, so a review can complete a vers
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from screwops_bus import Publish
 from screwops_contracts import DatasetIngested, InspectionCompleted, TrainingRequested
 from screwops_contracts.datasets import Label
+from screwops_errors import TransientError
 
 from screwops_labeling.config import Rules
 from screwops_labeling.label_files import LabelFileFormat
@@ -27,6 +30,11 @@ from screwops_labeling.versions import (
     Objects,
     VersionLabeling,
 )
+
+log = logging.getLogger("screwops.labeling")
+
+EXPIRY_INTERVAL_S = 3600.0
+"""How often review items past their retention are deleted."""
 
 
 def _utcnow() -> datetime:
@@ -69,6 +77,16 @@ class LabelingService:
 
     async def recover(self) -> None:
         await self._versions.recover()
+
+    async def keep_expiring(self, interval_s: float) -> None:
+        """Every ``interval_s``, from the start, drop review items past their retention; runs
+        until cancelled. A database away is logged and tried again next time."""
+        while True:
+            try:
+                await self._review.expire()
+            except TransientError as error:
+                log.warning("cannot expire old review items yet: %s", error.message)
+            await asyncio.sleep(interval_s)
 
     # --- annotators ------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
   the datasets each reviewed image was handed to for retraining (``contributed_to``). The update
   that records an outcome also leaves its ``inspection.reviewed`` pending in the item's
   ``outbox`` (:mod:`screwops_bus.outbox`), for the service's outbox relay should the publish that
-  follows fail.
+  follows fail. Items older than ``review_retention_days`` (counted from the inspection) are
+  deleted, unless their announcement is still pending, so the collection stays bounded.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class ReviewStore(Protocol):
     async def mark_contributed(self, dataset_id: str, inspection_ids: Sequence[str]) -> None:
         """Remember that these items' images were handed to ``dataset_id``."""
 
+    async def expire_reviews(self, before: datetime) -> int:
+        """Delete the items inspected before ``before``, reviewed or not, except those whose
+        ``inspection.reviewed`` Kafka has not acknowledged yet; how many were deleted."""
+
 
 class MongoReviewStore:
     """:class:`ReviewStore` on motor; works on FerretDB v1 and MongoDB alike."""
@@ -185,6 +190,13 @@ class MongoReviewStore:
                 {"_id": {"$in": list(inspection_ids)}},
                 {"$addToSet": {"contributed_to": dataset_id}},
             )
+
+    async def expire_reviews(self, before: datetime) -> int:
+        with mongo_errors():
+            result = await self._db[REVIEWS].delete_many(
+                {"inspected_at": {"$lt": before}, OUTBOX: {"$exists": False}}
+            )
+        return int(result.deleted_count)
 
     async def _reviews_in_order(self, query: Document, limit: int | None) -> list[ReviewItem]:
         """Review items matching ``query``, oldest inspection first (the id breaks ties, so a
