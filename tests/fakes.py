@@ -19,6 +19,7 @@ from screwops_bus import Bus, Outbox, Relay, RetryPolicy
 from screwops_contracts import Event
 from screwops_contracts.datasets import Bucket
 from screwops_errors import (
+    AlreadyExistsError,
     FailedPreconditionError,
     IntegrityError,
     InvalidInputError,
@@ -45,9 +46,13 @@ class FakeObjects:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.buckets: set[str] = set()
         self.puts = 0
+        self.retention_days: dict[str, int | None] = {}
 
     async def ensure_buckets(self, *names: str) -> None:
         self.buckets.update(names)
+
+    async def expire_after(self, bucket: str, days: int | None) -> None:
+        self.retention_days[bucket] = days
 
     async def put_content(
         self,
@@ -67,6 +72,15 @@ class FakeObjects:
         self.puts += 1
         self.objects[(bucket, key)] = data
         return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data))
+
+    async def put_once(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ""
+    ) -> StoredObject:
+        """As :meth:`screwops_storage.ObjectStore.put_once`: other bytes are never written."""
+        held = self.objects.get((bucket, key))
+        if held is not None and held != data:
+            raise AlreadyExistsError(f"{bucket}/{key} already holds other bytes")
+        return await self.put_named(bucket, key, data)
 
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
         data = self.objects.get((bucket, key))

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.datatypes import Object
 from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from screwops_errors import (
+    AlreadyExistsError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
@@ -149,6 +152,30 @@ class ObjectStore:
         validate_key(key)
         return await asyncio.to_thread(self._put, bucket, key, data, content_type)
 
+    async def put_once(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+    ) -> StoredObject:
+        """Store a named artifact that must never change once written.
+
+        Writing the same bytes again is a no-op, so a retried or redelivered step can repeat it;
+        different bytes are refused rather than replacing what a reader may already have checked
+        against a recorded digest. The check and the upload are two requests, so this does not
+        arbitrate between concurrent writers: the key must be one that only its writer can own,
+        derived from something it claimed in MongoDB first (a version number under a unique
+        index); this is the guard that turns a bug in that claim into an error, not a silent
+        overwrite.
+
+        Raises:
+            AlreadyExistsError: ``key`` holds other bytes (their digest is in the message).
+        """
+        validate_key(key)
+        return await asyncio.to_thread(self._put_once, bucket, key, data, content_type)
+
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
         """The object's bytes, only if they hash to ``sha256`` (or to the recorded digest).
 
@@ -180,6 +207,12 @@ class ObjectStore:
         """Whether ``key`` is stored, so callers can skip work whose output already exists."""
         validate_key(key)
         return await asyncio.to_thread(self._stat, bucket, key) is not None
+
+    async def expire_after(self, bucket: str, days: int | None) -> None:
+        """Have MinIO delete ``bucket``'s objects ``days`` after each was written (a lifecycle
+        rule, which MinIO applies itself, so no process has to list the bucket); None removes
+        the rule and objects are kept for ever. Setting the same rule again changes nothing."""
+        await asyncio.to_thread(self._expire_after, bucket, days)
 
     async def list_keys(self, bucket: str, prefix: str) -> list[str]:
         """Every key under the directory-like ``prefix`` (``prefix/…``), sorted."""
@@ -242,6 +275,24 @@ class ObjectStore:
                     if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
+    def _expire_after(self, bucket: str, days: int | None) -> None:
+        _validate_bucket(bucket)
+        with _s3_errors(bucket):
+            if days is None:
+                try:
+                    self._client.delete_bucket_lifecycle(bucket)
+                except S3Error as error:
+                    if error.code != "NoSuchLifecycleConfiguration":
+                        raise
+                return
+            rule = Rule(
+                ENABLED,
+                rule_filter=Filter(prefix=""),
+                rule_id="screwops-retention",
+                expiration=Expiration(days=days),
+            )
+            self._client.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
+
     def _stat(self, bucket: str, key: str) -> Object | None:
         _validate_bucket(bucket)
         with _s3_errors(bucket, key):
@@ -271,6 +322,18 @@ class ObjectStore:
                     metadata={"sha256": stored.sha256},
                 )
         return stored
+
+    def _put_once(self, bucket: str, key: str, data: bytes, content_type: str) -> StoredObject:
+        stored = StoredObject(key=key, sha256=sha256_hex(data), size=len(data))
+        stat = self._stat(bucket, key)
+        if stat is None:
+            return self._put(bucket, key, data, content_type, check_existing=False)
+        if stat.size == stored.size and _recorded(stat.metadata) == stored.sha256:
+            return stored
+        raise AlreadyExistsError(
+            f"{bucket}/{key} already holds other bytes (sha256 {_recorded(stat.metadata)}, "
+            f"not {stored.sha256}); a named artifact is never overwritten"
+        )
 
     def _get(self, bucket: str, key: str, expected: str | None) -> bytes:
         _validate_bucket(bucket)
