@@ -7,7 +7,7 @@ from datetime import datetime
 
 from screwops_bus import Pending
 from screwops_contracts.datasets import ManifestImage
-from screwops_ingestion.store import VERSIONS, Refusal, VersionRecord
+from screwops_ingestion.store import VERSIONS, Claim, ClaimState, Refusal, VersionRecord
 
 
 class FakeStore:
@@ -17,6 +17,9 @@ class FakeStore:
         self.images: dict[str, ManifestImage] = {}
         self.refusals: dict[str, Refusal] = {}
         self.versions: dict[str, VersionRecord] = {}
+        """The complete versions."""
+        self.claims: dict[str, Claim] = {}
+        """Every version number claimed, and the state of its claim."""
         self.staged_images: dict[str, dict[str, ManifestImage]] = {}
         self.read: dict[str, set[str]] = {}
 
@@ -41,10 +44,27 @@ class FakeStore:
         ordered = sorted(self.versions.values(), key=lambda v: (v.dataset_id, v.version))
         return ordered[offset : offset + limit]
 
-    async def create_version(self, record: VersionRecord) -> bool:
-        if record.id in self.versions:
+    async def newest_claim(self, dataset_id: str) -> Claim | None:
+        mine = [c for c in self.claims.values() if c.dataset_id == dataset_id]
+        return max(mine, key=lambda c: c.version, default=None)
+
+    async def claim_version(self, claim: Claim) -> bool:
+        if claim.document_id in self.claims:
             return False
+        self.claims[claim.document_id] = claim
+        return True
+
+    async def complete_version(self, record: VersionRecord, claim: Claim) -> bool:
+        if self.claims.get(record.id) != claim:
+            return False
+        self.claims[record.id] = replace(claim, state=ClaimState.COMPLETE)
         self.versions[record.id] = replace(record, pending=(record.announcement,))
+        return True
+
+    async def abandon_version(self, claim: Claim) -> bool:
+        if self.claims.get(claim.document_id) != claim:
+            return False
+        self.claims[claim.document_id] = replace(claim, state=ClaimState.ABANDONED)
         return True
 
     async def mark_published(self, record: VersionRecord) -> None:

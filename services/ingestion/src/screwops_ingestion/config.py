@@ -26,6 +26,9 @@ class Rules:
 
     limits: Limits
     import_roots: tuple[str, ...]
+    claim_timeout_s: float = 120.0
+    """How long another ingest waits on a version number claimed but not completed before it
+    abandons the claim (its claimant is taken to have crashed) and skips the number."""
 
 
 class IngestionSettings(ApiSettings):
@@ -48,6 +51,15 @@ class IngestionSettings(ApiSettings):
         description="Server-side directories an Import request may read from.",
     )
 
+    version_claim_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "A version number claimed this long ago and never completed (its ingest crashed) is "
+            "abandoned and skipped; until then the dataset's next version waits for it."
+        ),
+    )
+
     def rules(self) -> Rules:
         """Built beside the fields, so a new setting reaches the service in one place."""
         return Rules(
@@ -57,4 +69,5 @@ class IngestionSettings(ApiSettings):
                 concurrency=self.upload_concurrency,
             ),
             import_roots=tuple(self.import_roots),
+            claim_timeout_s=self.version_claim_timeout_s,
         )

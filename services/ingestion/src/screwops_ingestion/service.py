@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -27,7 +27,7 @@ from screwops_contracts.datasets import (
     Bucket,
     Manifest,
     ManifestImage,
-    version_prefix,
+    manifest_key,
 )
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
@@ -37,12 +37,21 @@ from screwops_telemetry import traceparent
 from screwops_ingestion import layouts
 from screwops_ingestion.config import Rules
 from screwops_ingestion.layouts import IncomingFile, LabelMap, Layout
-from screwops_ingestion.store import IngestionStore, Objects, Refusal, VersionRecord
+from screwops_ingestion.store import (
+    Claim,
+    ClaimState,
+    IngestionStore,
+    Objects,
+    Refusal,
+    VersionRecord,
+)
 
 log = logging.getLogger("screwops.ingestion")
 
 Source = Literal["upload", "import", "bucket"]
 IMAGE_PREFIX = "raw"
+_CLAIM_POLL_S = 0.05
+"""How often an ingest looks again at a version number another ingest is completing."""
 
 
 class Outcome(StrEnum):
@@ -102,8 +111,9 @@ class IngestionService:
         self._publish = publish
         self._limits = rules.limits
         self._import_roots = [Path(root).resolve() for root in rules.import_roots]
-        # One version at a time per dataset in this process; across processes the unique
-        # (dataset_id, version) index decides and the loser retries with the next number.
+        self._claim_timeout_s = rules.claim_timeout_s
+        # One version at a time per dataset in this process; across processes the claim under
+        # the unique (dataset_id, version) index decides (see _new_version).
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def ingest(
@@ -253,42 +263,78 @@ class IngestionService:
     async def _new_version(
         self, dataset_id: str, accepted: list[ManifestImage], batch: Batch
     ) -> tuple[int | None, bool, set[str]]:
-        """The version the batch lands in, whether it was created, and which images are new."""
+        """The version the batch lands in, whether it was created, and which images are new.
+
+        The number is claimed in MongoDB before the manifest is written to the key derived from
+        it, so two replicas never write the same key. A version is cut only on top of the
+        newest one being complete: while another ingest holds the newest number, this one
+        waits for it (or abandons it once it is older than the claim timeout), so every version
+        holds all the images of the one before it.
+        """
         lock = self._locks.setdefault(dataset_id, asyncio.Lock())
         async with lock:
             while True:
+                newest = await self._store.newest_claim(dataset_id)
+                if newest is not None and newest.state is ClaimState.RESERVED:
+                    await self._wait_or_abandon(newest)
+                    continue
                 latest = await self._store.latest_version(dataset_id)
                 previous = await self._manifest(latest) if latest else None
                 known = {image.sha256: image for image in previous.images} if previous else {}
                 fresh = {i.sha256: i for i in accepted if i.sha256 not in known}
                 if not fresh:
                     return (latest.version if latest else None), False, set()
-                record = await self._write_version(
-                    dataset_id,
-                    (latest.version + 1) if latest else 1,
-                    sorted([*known.values(), *fresh.values()], key=lambda i: i.sha256),
-                    added=list(fresh.values()),
-                    batch=batch,
+                claim = Claim(
+                    dataset_id=dataset_id,
+                    version=(newest.version + 1) if newest else 1,
+                    id=uuid.uuid4().hex,
+                    state=ClaimState.RESERVED,
+                    claimed_at=datetime.now(UTC),
                 )
-                if await self._store.create_version(record):
+                if not await self._store.claim_version(claim):
+                    log.info("version %s was claimed by a concurrent import", claim.document_id)
+                    continue
+                try:
+                    record = await self._write_version(
+                        claim,
+                        sorted([*known.values(), *fresh.values()], key=lambda i: i.sha256),
+                        added=list(fresh.values()),
+                        batch=batch,
+                    )
+                    completed = await self._store.complete_version(record, claim)
+                except BaseException:
+                    await _give_up(self._store, claim)
+                    raise
+                if completed:
                     await self._announce(record)
                     return record.version, True, set(fresh)
-                log.info("version %s was taken by a concurrent import; retrying", record.id)
+                log.warning("claim on %s was abandoned before it completed", record.id)
+
+    async def _wait_or_abandon(self, claim: Claim) -> None:
+        """Let another ingest finish the version it claimed, unless it is stale (crashed)."""
+        if datetime.now(UTC) - claim.claimed_at < timedelta(seconds=self._claim_timeout_s):
+            await asyncio.sleep(_CLAIM_POLL_S)
+        elif await self._store.abandon_version(claim):
+            log.warning(
+                "%s was claimed at %s and never completed: abandoned, its number is skipped",
+                claim.document_id,
+                claim.claimed_at.isoformat(),
+            )
 
     async def _write_version(
         self,
-        dataset_id: str,
-        version: int,
+        claim: Claim,
         images: list[ManifestImage],
         *,
         added: list[ManifestImage],
         batch: Batch,
     ) -> VersionRecord:
+        dataset_id, version = claim.dataset_id, claim.version
         now = datetime.now(UTC)
         manifest = Manifest(dataset_id=dataset_id, version=version, created_at=now, images=images)
         body = json.dumps(manifest.model_dump(mode="json"), sort_keys=True).encode()
-        key = f"{version_prefix(dataset_id, version)}/manifest.json"
-        stored = await self._objects.put_named(
+        key = manifest_key(dataset_id, version)
+        stored = await self._objects.put_once(
             Bucket.DATASETS, key, body, content_type="application/json"
         )
         event = DatasetIngested.origin(
@@ -372,6 +418,16 @@ class IngestionService:
             dataset_id, staged, Batch(source="bucket", offered=len(staged), refused=0)
         )
         await self._store.unstage(dataset_id, [image.sha256 for image in staged])
+
+
+async def _give_up(store: IngestionStore, claim: Claim) -> None:
+    """Abandon a claim whose version could not be written, so the next ingest need not wait
+    out the claim timeout; if MongoDB is away too, the timeout does it. A completion that was
+    applied but whose answer was lost stays complete: only a reserved claim is abandoned."""
+    try:
+        await store.abandon_version(claim)
+    except Exception as exc:
+        log.warning("%s: claim left to time out: %r", claim.document_id, exc)
 
 
 def _check_dataset_id(dataset_id: str) -> None:

@@ -2,15 +2,22 @@
 the drop keys already read.
 
 Ingestion owns these collections; no other service reads them. Every write is idempotent (keyed
-by content or by a deterministic id), and the version record is inserted with its
-``dataset.ingested`` pending in its outbox (:mod:`screwops_bus.outbox`), so a failed publish or a
-crash between writing a version and publishing it is repaired by the service's outbox relay.
+by content or by a deterministic id). A version number is claimed before its manifest is written:
+the claim is the version's document, inserted under the unique ``(dataset_id, version)`` index in
+state ``reserved`` with a claim id, so one claimant alone owns the number and the manifest key
+derived from it. The claimant completes it, by compare-and-swap on that claim id, with the
+manifest's digest and its ``dataset.ingested`` pending in its outbox (:mod:`screwops_bus.outbox`),
+so a failed publish or a crash between completing a version and publishing it is repaired by the
+service's outbox relay. A claim that is never completed (its claimant crashed) is marked
+``abandoned`` once it is older than the service's claim timeout, and its number is skipped.
+Readers see complete versions only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -31,6 +38,34 @@ INDEXES = (
     IndexSpec("staged_drops", (("dataset_id", 1),)),
     IndexSpec("drop_keys", (("dataset_id", 1),)),
 )
+
+
+class ClaimState(StrEnum):
+    """Where a version's claim stands; documents from before claims have no state and are
+    complete."""
+
+    RESERVED = "reserved"
+    COMPLETE = "complete"
+    ABANDONED = "abandoned"
+
+
+_COMPLETE = {"state": {"$nin": [ClaimState.RESERVED.value, ClaimState.ABANDONED.value]}}
+"""The filter of versions readers may see."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A dataset's version number as claimed by one ingest, whatever became of it."""
+
+    dataset_id: str
+    version: int
+    id: str
+    state: ClaimState
+    claimed_at: datetime
+
+    @property
+    def document_id(self) -> str:
+        return f"{self.dataset_id}@v{self.version}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +121,7 @@ class Objects(Protocol):
         check_existing: bool = ...,
     ) -> StoredObject: ...
 
-    async def put_named(
+    async def put_once(
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
 
@@ -112,7 +147,23 @@ class IngestionStore(Protocol):
 
     async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]: ...
 
-    async def create_version(self, record: VersionRecord) -> bool: ...
+    async def newest_claim(self, dataset_id: str) -> Claim | None:
+        """The dataset's highest-numbered version, complete or not."""
+        ...
+
+    async def claim_version(self, claim: Claim) -> bool:
+        """Reserve ``claim.version``; False when another ingest claimed that number first."""
+        ...
+
+    async def complete_version(self, record: VersionRecord, claim: Claim) -> bool:
+        """Complete the version under ``claim``, its event pending in its outbox; False when
+        the claim is no longer reserved under that id (it was abandoned as stale)."""
+        ...
+
+    async def abandon_version(self, claim: Claim) -> bool:
+        """Give up a reserved claim, so the next ingest skips its number; False when it is no
+        longer reserved under that id (completed, or abandoned already)."""
+        ...
 
     async def mark_published(self, record: VersionRecord) -> None: ...
 
@@ -184,24 +235,20 @@ class MongoIngestionStore:
         )
 
     async def latest_version(self, dataset_id: str) -> VersionRecord | None:
-        with mongo_errors():
-            docs = (
-                await self._db.dataset_versions.find({"dataset_id": dataset_id})
-                .sort("version", -1)
-                .limit(1)
-                .to_list(1)
-            )
+        docs = await self._newest({"dataset_id": dataset_id, **_COMPLETE})
         return _record(docs[0]) if docs else None
 
     async def get_version(self, dataset_id: str, version: int) -> VersionRecord | None:
         with mongo_errors():
-            doc = await self._db.dataset_versions.find_one({"_id": f"{dataset_id}@v{version}"})
+            doc = await self._db.dataset_versions.find_one(
+                {"_id": f"{dataset_id}@v{version}", **_COMPLETE}
+            )
         return _record(doc) if doc else None
 
     async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]:
         with mongo_errors():
             docs = (
-                await self._db.dataset_versions.find({})
+                await self._db.dataset_versions.find(_COMPLETE)
                 .sort([("dataset_id", 1), ("version", 1)])
                 .skip(offset)
                 .limit(limit)
@@ -209,15 +256,34 @@ class MongoIngestionStore:
             )
         return [_record(d) for d in docs]
 
-    async def create_version(self, record: VersionRecord) -> bool:
-        """Insert the version; False when another import took that number first."""
+    async def newest_claim(self, dataset_id: str) -> Claim | None:
+        docs = await self._newest({"dataset_id": dataset_id})
+        return _claim(docs[0]) if docs else None
+
+    async def claim_version(self, claim: Claim) -> bool:
         try:
             with mongo_errors():
                 await self._db.dataset_versions.insert_one(
                     {
-                        "_id": record.id,
-                        "dataset_id": record.dataset_id,
-                        "version": record.version,
+                        "_id": claim.document_id,
+                        "dataset_id": claim.dataset_id,
+                        "version": claim.version,
+                        "state": ClaimState.RESERVED.value,
+                        "claim": claim.id,
+                        "claimed_at": claim.claimed_at,
+                    }
+                )
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def complete_version(self, record: VersionRecord, claim: Claim) -> bool:
+        with mongo_errors():
+            result = await self._db.dataset_versions.update_one(
+                {"_id": record.id, "state": ClaimState.RESERVED.value, "claim": claim.id},
+                {
+                    "$set": {
+                        "state": ClaimState.COMPLETE.value,
                         "manifest_key": record.manifest_key,
                         "manifest_sha256": record.manifest_sha256,
                         "image_count": record.image_count,
@@ -227,10 +293,23 @@ class MongoIngestionStore:
                         "traceparent": record.traceparent,
                         OUTBOX: [record.announcement.document()],
                     }
-                )
-        except AlreadyExistsError:
-            return False
-        return True
+                },
+            )
+        return result.matched_count == 1
+
+    async def abandon_version(self, claim: Claim) -> bool:
+        with mongo_errors():
+            result = await self._db.dataset_versions.update_one(
+                {"_id": claim.document_id, "state": ClaimState.RESERVED.value, "claim": claim.id},
+                {"$set": {"state": ClaimState.ABANDONED.value}},
+            )
+        return result.matched_count == 1
+
+    async def _newest(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        with mongo_errors():
+            return (
+                await self._db.dataset_versions.find(query).sort("version", -1).limit(1).to_list(1)
+            )
 
     async def mark_published(self, record: VersionRecord) -> None:
         await mark_sent(self._db[VERSIONS], record.id, record.announcement.id)
@@ -278,6 +357,16 @@ class MongoIngestionStore:
                 None
             )
         return {str(d["_id"]) for d in docs}
+
+
+def _claim(doc: dict[str, Any]) -> Claim:
+    return Claim(
+        dataset_id=doc["dataset_id"],
+        version=doc["version"],
+        id=doc.get("claim", ""),
+        state=ClaimState(doc.get("state", ClaimState.COMPLETE.value)),
+        claimed_at=doc.get("claimed_at") or doc["created_at"],
+    )
 
 
 def _record(doc: dict[str, Any]) -> VersionRecord:
