@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-from screwops_gateway.config import GatewaySettings, LogPolicy, Policy
+from screwops_gateway.config import GatewaySettings, LineLabels, LogPolicy, Policy
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -42,6 +42,8 @@ def test_the_rules_carry_every_limit_and_timing(monkeypatch: pytest.MonkeyPatch)
         "LOG_CONCURRENCY": "2",
         "IMAGE_SAMPLE_RATE": "0.5",
         "LOW_CONFIDENCE_BAND": "0.1",
+        "INSPECTION_RETENTION_DAYS": "0",
+        "METRIC_LINES": '["line-1", "line-2"]',
     }.items():
         monkeypatch.setenv(f"SCREWOPS_GATEWAY_{name}", value)
 
@@ -60,5 +62,7 @@ def test_the_rules_carry_every_limit_and_timing(monkeypatch: pytest.MonkeyPatch)
             concurrency=2,
             image_sample_rate=0.5,
             low_confidence_band=0.1,
+            image_retention_days=None,
         ),
+        lines=LineLabels(known=("line-1", "line-2")),
     )

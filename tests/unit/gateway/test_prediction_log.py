@@ -163,3 +163,12 @@ async def test_the_publish_runs_in_the_inspections_trace() -> None:
     await log.stop()
 
     assert seen == [span.get_span_context().trace_id]
+
+
+async def test_the_inspections_bucket_expires_images_after_the_retention() -> None:
+    rig = Rig(LogPolicy(image_retention_days=7))
+
+    await rig.log.prepare()
+
+    assert Bucket.INSPECTIONS in rig.objects.buckets
+    assert rig.objects.retention_days == {Bucket.INSPECTIONS: 7}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from screwops_contracts.datasets import Bucket
 from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime
 from screwops_serving import TritonModels
@@ -41,10 +40,7 @@ def main() -> None:
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
     )
 
-    async def bootstrap() -> None:
-        await runtime.objects.ensure_buckets(Bucket.INSPECTIONS)
-
-    asyncio.run(runtime.serve(api=api, on_start=[bootstrap], background=[service]))
+    asyncio.run(runtime.serve(api=api, on_start=[prediction_log.prepare], background=[service]))
 
 
 if __name__ == "__main__":

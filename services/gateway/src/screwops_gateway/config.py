@@ -28,6 +28,8 @@ class LogPolicy:
     concurrency: int = 8
     image_sample_rate: float = 0.05
     low_confidence_band: float = 0.15
+    image_retention_days: int | None = 30
+    """Days a stored image is kept in the inspections bucket; None: for ever."""
 
     def keeps_image(self, event: InspectionCompleted) -> bool:
         """Whether the inspection's image is worth storing: sampled, or close to the threshold."""
@@ -138,6 +140,13 @@ class GatewaySettings(ApiSettings):
         description="An inspection whose probability lies closer than this to the threshold "
         "has its image stored, for review.",
     )
+    inspection_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Days MinIO keeps a stored inspection image (a lifecycle rule on the "
+        "inspections bucket, set at start-up); 0 keeps them for ever. At least labeling's "
+        "review_retention_days, so a queued review still finds its image.",
+    )
     stream_window: int = Field(
         8,
         ge=1,
@@ -181,6 +190,7 @@ class GatewaySettings(ApiSettings):
                 concurrency=self.log_concurrency,
                 image_sample_rate=self.image_sample_rate,
                 low_confidence_band=self.low_confidence_band,
+                image_retention_days=self.inspection_retention_days or None,
             ),
             lines=LineLabels(known=self.metric_lines, most=self.metric_max_lines),
         )

@@ -84,6 +84,12 @@ class PredictionLog:
         if kept is not None:
             self._held_bytes += len(kept)
 
+    async def prepare(self) -> None:
+        """Create the inspections bucket and have MinIO expire its images after the policy's
+        retention, so the bucket stays bounded however many inspections are logged."""
+        await self._objects.ensure_buckets(Bucket.INSPECTIONS)
+        await self._objects.expire_after(Bucket.INSPECTIONS, self.policy.image_retention_days)
+
     def start(self) -> None:
         """Start the workers, inside the event loop that serves requests."""
         if not self._workers:

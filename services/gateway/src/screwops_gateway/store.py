@@ -47,6 +47,10 @@ class ServingModel:
 class Objects(Protocol):
     """The part of :class:`screwops_storage.ObjectStore` the prediction log uses."""
 
+    async def ensure_buckets(self, *names: str) -> None: ...
+
+    async def expire_after(self, bucket: str, days: int | None) -> None: ...
+
     async def put_content(
         self,
         bucket: str,
