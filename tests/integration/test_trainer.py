@@ -210,7 +210,7 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
         1,
     )
     assert payload.dataset_digest == validated.payload.dataset_digest
-    assert payload.artifact_key == saved_model_prefix(run)
+    assert payload.artifact_key == saved_model_prefix(run, 1)
     assert payload.reused is False
     assert payload.metrics["epochs_run"] == 2.0
     assert 0.0 <= payload.metrics["val_accuracy"] <= 1.0
@@ -228,11 +228,11 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
     assert probabilities.shape == (4, 1)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
     history = json.loads(
-        await stack.objects.get_verified(Bucket.MODELS, f"{run_prefix(run)}/history.json")
+        await stack.objects.get_verified(Bucket.MODELS, f"{run_prefix(run, 1)}/history.json")
     )
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     record_json = json.loads(
-        await stack.objects.get_verified(Bucket.MODELS, f"{run_prefix(run)}/run.json")
+        await stack.objects.get_verified(Bucket.MODELS, f"{run_prefix(run, 1)}/run.json")
     )
     assert record_json["status"] == "finished"
 

@@ -71,13 +71,15 @@ class FakeStore:
 
     async def start_run(self, record: RunRecord) -> RunRecord:
         previous = self.runs.get(record.run_id)
+        attempt = (previous.attempts if previous else 0) + 1
         started = record.model_copy(
             update={
                 "status": "running",
                 "epochs": [],
                 "error": None,
                 "finished_at": None,
-                "attempts": (previous.attempts if previous else 0) + 1,
+                "attempts": attempt,
+                **RunRecord.keys(record.run_id, attempt),
             }
         )
         self.runs[record.run_id] = started
@@ -92,11 +94,18 @@ class FakeStore:
         if record is not None and record.attempts == attempt and record.status == "running":
             self.runs[run] = record.model_copy(update={"epochs": [*record.epochs, epoch]})
 
-    async def finish_run(self, record: RunRecord) -> None:
+    async def finish_run(self, record: RunRecord) -> bool:
         self.epochs_at_finish.append(len([a for a in self.appended if a[0] == record.run_id]))
         stored = self.runs.get(record.run_id)
-        if stored is not None and stored.attempts == record.attempts:
-            self.runs[record.run_id] = record
+        if stored is None:
+            return False
+        if record.status == "finished":
+            may = stored.status in ("running", "failed")
+        else:
+            may = stored.attempts == record.attempts and stored.status == "running"
+        if may:
+            self.runs[record.run_id] = record.model_copy(update={"attempts": stored.attempts})
+        return may
 
 
 @dataclass

@@ -62,6 +62,9 @@ def test_the_run_id_names_model_data_and_params_and_nothing_else() -> None:
     keys = RunRecord.keys(one)
     assert keys["artifact_key"] == f"runs/{one}/saved_model"
     assert keys["history_key"] == f"runs/{one}/history.json"
+    second = RunRecord.keys(one, 2)
+    assert second["artifact_key"] == f"runs/{one}/attempts/2/saved_model"
+    assert second["record_key"] == f"runs/{one}/attempts/2/run.json"
 
 
 def test_the_digest_is_validations_digest_of_the_same_rows() -> None:

@@ -52,7 +52,7 @@ async def test_a_validated_version_is_trained_recorded_stored_and_announced() ->
 
     run = run_id("screw-classifier", cause.payload.dataset_digest, PARAMS)
     assert payload.run_id == run
-    assert payload.artifact_key == saved_model_prefix(run)
+    assert payload.artifact_key == saved_model_prefix(run, 1)
     assert (payload.dataset_id, payload.dataset_version) == ("screws", 1)
     assert payload.dataset_digest == cause.payload.dataset_digest
     assert payload.reused is False
@@ -62,11 +62,13 @@ async def test_a_validated_version_is_trained_recorded_stored_and_announced() ->
     assert (event.causation_id, event.correlation_id) == (cause.event_id, cause.correlation_id)
     assert event.payload == payload
 
-    assert parts.objects.keys(Bucket.MODELS, saved_model_prefix(run)) == [
-        f"{saved_model_prefix(run)}/saved_model.pb",
-        f"{saved_model_prefix(run)}/variables/variables.index",
+    assert parts.objects.keys(Bucket.MODELS, saved_model_prefix(run, 1)) == [
+        f"{saved_model_prefix(run, 1)}/saved_model.pb",
+        f"{saved_model_prefix(run, 1)}/variables/variables.index",
     ]
-    stored = json.loads(parts.objects.objects[(Bucket.MODELS, f"{run_prefix(run)}/history.json")])
+    stored = json.loads(
+        parts.objects.objects[(Bucket.MODELS, f"{run_prefix(run, 1)}/history.json")]
+    )
     assert [e["epoch"] for e in stored["epochs"]] == [1, 2, 3]
     assert stored["best_epoch"] == 3
     assert stored["params"] == PARAMS.model_dump(mode="json")
@@ -83,7 +85,7 @@ async def test_a_validated_version_is_trained_recorded_stored_and_announced() ->
     assert record.cause_event_id == str(cause.event_id)
     assert record.finished_at is not None
     assert record.finished_at >= record.started_at
-    as_json = json.loads(parts.objects.objects[(Bucket.MODELS, f"{run_prefix(run)}/run.json")])
+    as_json = json.loads(parts.objects.objects[(Bucket.MODELS, f"{run_prefix(run, 1)}/run.json")])
     assert as_json["status"] == "finished"
     assert as_json["run_id"] == run
     assert parts.store.datasets["screws@v1"].status == "validated"

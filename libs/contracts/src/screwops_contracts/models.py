@@ -36,20 +36,29 @@ class ModelKind(StrEnum):
     GOOD_ONLY = "good_only"
 
 
-# MinIO layout (bucket "models"): runs/<run_id>/saved_model/… for the SavedModel,
-# runs/<run_id>/history.json, evaluations/<evaluation_id>.json, triton/<name>/<version>/… for the
-# exported Triton model repository (the source the local repository is filled from).
+# MinIO layout (bucket "models"): runs/<run_id>/attempts/<n>/saved_model/… for the SavedModel of
+# a run's attempt n, runs/<run_id>/attempts/<n>/history.json and run.json beside it (runs recorded
+# before attempts were kept apart have them at runs/<run_id>/…), evaluations/<evaluation_id>.json
+# (and the attempt's own evaluations/<evaluation_id>/attempts/<n>.json), triton/<name>/<version>/…
+# for the exported Triton model repository (the source the local repository is filled from).
 EVALUATIONS_PREFIX = "evaluations"
 
 
-def run_prefix(run_id: str) -> str:
-    """Where a training run's artifacts live in the models bucket."""
-    return f"runs/{run_id}"
+def run_prefix(run_id: str, attempt: int | None = None) -> str:
+    """Where a training run's artifacts live in the models bucket.
+
+    Each attempt (the number its start claimed in the run record) has a prefix of its own, so two
+    attempts running at once (a rebalance) never write each other's files; the record names the
+    one whose artifacts it holds. ``attempt`` None is the run's own prefix, where runs recorded
+    before attempts were kept apart have theirs.
+    """
+    prefix = f"runs/{run_id}"
+    return prefix if attempt is None else f"{prefix}/attempts/{attempt}"
 
 
-def saved_model_prefix(run_id: str) -> str:
-    """Where a run's SavedModel directory lives in the models bucket."""
-    return f"{run_prefix(run_id)}/saved_model"
+def saved_model_prefix(run_id: str, attempt: int | None = None) -> str:
+    """Where a run's (attempt's) SavedModel directory lives in the models bucket."""
+    return f"{run_prefix(run_id, attempt)}/saved_model"
 
 
 def evaluation_id_of(model_name: str, run_id: str) -> str:

@@ -11,7 +11,9 @@ training the same thing again finds the same record. The record is written when 
 (status ``running``), gets each epoch's metrics as training goes, and is completed once the
 artifacts are stored (``finished``) or the run failed (``failed``). ``attempts`` counts starts: a
 run a killed trainer left ``running`` is started again, and an epoch of the old attempt can never
-land in the new one.
+land in the new one. Each start claims its attempt's number (the increment of ``attempts``) and
+writes its artifacts under that attempt's prefix; the first attempt to finish completes the
+record, which then names its artifacts and no other attempt's.
 """
 
 from __future__ import annotations
@@ -115,12 +117,13 @@ class RunRecord(Record):
         return planned if isinstance(planned, int) and planned > 0 else None
 
     @staticmethod
-    def keys(run: str) -> dict[str, str]:
-        """Where a run's artifacts go in the models bucket (fixed by its id)."""
+    def keys(run: str, attempt: int | None = None) -> dict[str, str]:
+        """Where a run's artifacts go in the models bucket: fixed by its id and the attempt
+        that writes them (see :func:`~screwops_contracts.models.run_prefix`)."""
         return {
-            "artifact_key": saved_model_prefix(run),
-            "history_key": f"{run_prefix(run)}/history.json",
-            "record_key": f"{run_prefix(run)}/run.json",
+            "artifact_key": saved_model_prefix(run, attempt),
+            "history_key": f"{run_prefix(run, attempt)}/history.json",
+            "record_key": f"{run_prefix(run, attempt)}/run.json",
         }
 
 

@@ -14,8 +14,15 @@ SavedModel, ``history.json`` and ``run.json`` to MinIO, record the run as ``fini
 ``model.trained``. Before the artifacts are stored, the exported SavedModel scores the
 validation split and the run's decision threshold is chosen on those scores
 (:mod:`screwops_trainer.threshold`); it is recorded with the run and announced with the model's
-kind. Every key derives from the run id and the event id from its cause, so an event
-redelivered after a crash rewrites the same objects and emits the same event.
+kind.
+
+Recording the run as ``running`` claims an attempt (its number, from one atomic increment), and
+the attempt writes its artifacts under its own prefix (``runs/<run>/attempts/<n>/``) once each.
+The first attempt to finish completes the record; one that finishes after it (two trainers
+handling one event at once, in a rebalance) leaves its files unreferenced and announces the
+record as it stands, so the record, ``run.json`` and ``model.trained`` always name one attempt's
+SavedModel. The event id derives from the cause, so a redelivered event announces the same run
+the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from screwops_contracts.models import DEFAULT_THRESHOLD
 from screwops_contracts.runs import EpochRecord, RunRecord
 from screwops_errors import (
     FailedPreconditionError,
+    IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
@@ -447,11 +455,21 @@ class TrainerService:
             )
         await self._put_json(finished.history_key, history(finished))
         await self._put_json(finished.record_key, finished.model_dump(mode="json"))
-        await self._store.finish_run(finished)
-        return finished
+        if await self._store.finish_run(finished):
+            return finished
+        stored = await self._store.run(started.run_id)
+        if stored is None or stored.status != "finished":
+            raise IntegrityError(f"{started.run_id}: attempt {started.attempts} lost its record")
+        log.info(
+            "%s: attempt %d finished after another; announcing %s",
+            started.run_id,
+            started.attempts,
+            stored.artifact_key,
+        )
+        return stored
 
     async def _put_json(self, key: str, value: Any) -> None:
-        await self._objects.put_named(
+        await self._objects.put_once(
             Bucket.MODELS,
             key,
             json.dumps(value, sort_keys=True, indent=2).encode(),

@@ -112,7 +112,7 @@ class Objects(Protocol):
 
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
 
-    async def put_named(
+    async def put_once(
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
 
@@ -145,16 +145,25 @@ class TrainerStore(Protocol):
         ...
 
     async def start_run(self, record: RunRecord) -> RunRecord:
-        """Write ``record`` as a new attempt (status running, no epochs; attempts + 1) and
-        return it as stored."""
+        """Claim a new attempt: write ``record`` with status running, no epochs and attempts
+        + 1 (one atomic increment, so two starts never get one number), with the artifact keys
+        of that attempt, and return it as stored."""
         ...
 
     async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
         """Add a finished epoch to attempt ``attempt`` of a running run (else ignore it)."""
         ...
 
-    async def finish_run(self, record: RunRecord) -> None:
-        """Write the completed record of attempt ``record.attempts`` (finished or failed)."""
+    async def finish_run(self, record: RunRecord) -> bool:
+        """Complete the run with attempt ``record.attempts``'s outcome, if it still may.
+
+        A finished attempt completes a run that no attempt has finished (the first to finish
+        wins, so the record names one attempt's artifacts); a failed one is recorded only while
+        it is the run's latest attempt and still running.
+
+        Returns:
+            True when recorded; False when another attempt's outcome stands.
+        """
         ...
 
 
@@ -207,7 +216,13 @@ class MongoTrainerStore:
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
-        return RunRecord.model_validate(_fields(stored))
+            started = RunRecord.model_validate(_fields(stored))
+            keys = RunRecord.keys(started.run_id, started.attempts)
+            await self._db[RUNS].update_one(
+                {"_id": started.run_id, "attempts": started.attempts, "status": "running"},
+                {"$set": keys},
+            )
+        return started.model_copy(update=keys)
 
     async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
         with mongo_errors():
@@ -216,13 +231,18 @@ class MongoTrainerStore:
                 {"$push": {"epochs": epoch.model_dump(mode="python")}},
             )
 
-    async def finish_run(self, record: RunRecord) -> None:
+    async def finish_run(self, record: RunRecord) -> bool:
         fields = record.document()
         fields.pop("_id")
+        fields.pop("attempts")
+        claim: dict[str, Any] = (
+            {"_id": record.run_id, "status": {"$in": ["running", "failed"]}}
+            if record.status == "finished"
+            else {"_id": record.run_id, "attempts": record.attempts, "status": "running"}
+        )
         with mongo_errors():
-            await self._db[RUNS].update_one(
-                {"_id": record.run_id, "attempts": record.attempts}, {"$set": fields}
-            )
+            done = await self._db[RUNS].update_one(claim, {"$set": fields})
+        return done.matched_count == 1
 
 
 def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
