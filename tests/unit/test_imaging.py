@@ -60,6 +60,22 @@ def test_too_many_pixels_are_refused() -> None:
         decode(png(64), max_pixels=1000)
 
 
+@pytest.mark.parametrize(
+    ("width", "height", "reason"),
+    [
+        (5000, 40, "5000x40, larger than the maximum of 4096x4096"),
+        (20, 64, "20x64, smaller than the minimum of 32x32"),
+    ],
+)
+def test_sides_are_checked_from_the_header_before_any_pixel_is_decoded(
+    width: int, height: int, reason: str
+) -> None:
+    """The file is cut after its header: had its pixels been decoded, it would be corrupt."""
+    header_only = encoded(Image.new("L", (width, height)), "PNG")[:64]
+    with pytest.raises(InvalidInputError, match=reason):
+        decode(header_only, min_side=32, max_side=4096)
+
+
 def sixteen_bit(values: npt.NDArray[np.uint16], fmt: str) -> bytes:
     return encoded(Image.fromarray(values), fmt)
 

@@ -18,6 +18,7 @@ __all__ = [
     "NotFoundError",
     "PermanentError",
     "PermissionDeniedError",
+    "ResourceExhaustedError",
     "ScrewOpsError",
     "TransientError",
     "UnauthenticatedError",
@@ -90,6 +91,12 @@ class PermissionDeniedError(PermanentError):
 
 class UnavailableError(TransientError):
     """A server the operation needs (Triton, MinIO, MongoDB, Kafka) did not answer."""
+
+
+class ResourceExhaustedError(TransientError):
+    """Too much is in progress to take this on now (a queue is full); retry later, backing off."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceededError(TransientError):

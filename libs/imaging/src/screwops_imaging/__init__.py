@@ -60,7 +60,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def decode(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = 1,
+    max_side: int | None = None,
 ) -> DecodedImage:
     """Decode ``data`` fully, or raise :class:`InvalidInputError` saying exactly why not.
 
@@ -75,6 +80,11 @@ def decode(
     refused: they have no fixed range to scale from. A file with several frames (a multi-page
     TIFF, an animated PNG) is refused rather than read as its first frame, since a camera frame is
     one image and taking the first would hide a wrong upload.
+
+    Every size limit (``max_pixels``, ``min_side``, ``max_side``) is checked on the header's
+    dimensions before a pixel is decoded: a small file can declare a huge image (a PNG of one
+    colour compresses about 1000:1), and decoding it only to refuse it would cost the full
+    decode.
     """
     if not data:
         raise InvalidInputError("empty image: 0 bytes")
@@ -96,6 +106,7 @@ def decode(
                     f"image is {opened.width}x{opened.height}, over the limit of {max_pixels} "
                     "pixels"
                 )
+            _check_sides(opened.width, opened.height, min_side, max_side)
             frames = _frames(opened)
             if frames is not None:
                 raise InvalidInputError(
@@ -111,6 +122,17 @@ def decode(
         what = f"{image_format} image" if image_format else "image header"
         raise InvalidInputError(f"corrupt or truncated {what}: {exc}") from exc
     return DecodedImage(image=_gray(opened), format=image_format, original_mode=opened.mode)
+
+
+def _check_sides(width: int, height: int, min_side: int, max_side: int | None) -> None:
+    if min(width, height) < min_side:
+        raise InvalidInputError(
+            f"image is {width}x{height}, smaller than the minimum of {min_side}x{min_side}"
+        )
+    if max_side is not None and max(width, height) > max_side:
+        raise InvalidInputError(
+            f"image is {width}x{height}, larger than the maximum of {max_side}x{max_side}"
+        )
 
 
 # Modes Pillow turns into gray itself, faithfully (alpha dropped, palette looked up, CMYK and

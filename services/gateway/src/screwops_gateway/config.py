@@ -63,6 +63,8 @@ class Policy:
     switch_timeout_s: float = 60.0
     state_refresh_s: float = 5.0
     stream_window: int = 8
+    decode_workers: int = 4
+    decode_queue: int = 64
     log: LogPolicy = field(default_factory=LogPolicy)
     lines: LineLabels = field(default_factory=LineLabels)
 
@@ -154,6 +156,32 @@ class GatewaySettings(ApiSettings):
         "when one is answered, so a fast camera is slowed by flow control, not queued.",
     )
 
+    decode_workers: int = Field(
+        4,
+        ge=1,
+        description="Threads that decode and preprocess images, off the event loop (a small "
+        "PNG can declare 16 megapixels and take 100 ms to decode).",
+    )
+    decode_queue: int = Field(
+        64,
+        ge=0,
+        description="Images that may wait for a decode thread; past it an inspection is "
+        "refused with RESOURCE_EXHAUSTED at once instead of queueing without end.",
+    )
+    max_concurrent_rpcs: int | None = Field(
+        256,
+        ge=1,
+        description="Calls the gRPC server runs at once; past it a new call is refused with "
+        "RESOURCE_EXHAUSTED (null: no limit). A stream counts as one call however many frames "
+        "it carries.",
+    )
+    max_concurrent_streams: int = Field(
+        100,
+        ge=1,
+        description="HTTP/2 streams (calls in flight) one client connection may open at once "
+        "(grpc.max_concurrent_streams); more wait in the client.",
+    )
+
     metric_lines: tuple[str, ...] = Field(
         (),
         description="Production lines named in the gateway's metrics (a JSON list); verdicts "
@@ -184,6 +212,8 @@ class GatewaySettings(ApiSettings):
             switch_timeout_s=self.switch_timeout_s,
             state_refresh_s=self.state_refresh_s,
             stream_window=self.stream_window,
+            decode_workers=self.decode_workers,
+            decode_queue=self.decode_queue,
             log=LogPolicy(
                 queue_size=self.log_queue_size,
                 queue_bytes=self.log_queue_bytes,

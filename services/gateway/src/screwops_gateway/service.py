@@ -35,8 +35,10 @@ import contextlib
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -59,6 +61,7 @@ from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
     NotFoundError,
+    ResourceExhaustedError,
     ScrewOpsError,
     UnavailableError,
 )
@@ -74,9 +77,6 @@ log = logging.getLogger("screwops.gateway")
 
 PRODUCER = "gateway"
 NO_MODEL_DEPLOYED = "no model deployed yet: pin a loaded model_version, or deploy one first"
-# Larger payloads are decoded in a worker thread, so one big image does not stall every other
-# request on the event loop; smaller ones decode faster than a thread hop costs.
-_OFFLOAD_BYTES = 256 * 1024
 # Line and camera ids label metrics and key Kafka messages: short, plain and printable.
 _ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_ID_CHARS - 1}}}")
 _MAX_TEXT = MAX_NAME_CHARS
@@ -173,6 +173,14 @@ class GatewayService:
         # for requests pinning a version other than production.
         self._thresholds: dict[int, float] = {}
         self._refresher: asyncio.Task[None] | None = None
+        # Every image is decoded and preprocessed here, never on the event loop: how long a
+        # decode takes is not known from the byte count (a 16 KB PNG can hold 16 megapixels of
+        # one colour, 100 ms of inflating), and a loop stalled that long stalls every call.
+        # Pillow and NumPy release the GIL while they work, so threads suffice.
+        self._decoders = ThreadPoolExecutor(policy.decode_workers, thread_name_prefix="decode")
+        # Images decoding or waiting for a thread; released when the work ends, not when its
+        # caller gives up, so cancelled calls cannot queue more work than the bound.
+        self._decoding = threading.BoundedSemaphore(policy.decode_workers + policy.decode_queue)
 
     @property
     def production(self) -> ServingModel | None:
@@ -201,6 +209,7 @@ class GatewayService:
                 await self._refresher
             self._refresher = None
         await self._log.stop()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
     async def refresh(self) -> None:
         """Adopt the recorded production version if it is newer than the one in memory."""
@@ -234,6 +243,8 @@ class GatewayService:
                 model's answer is not a probability.
             NotFoundError: the pinned version is not loaded in Triton.
             UnavailableError: Triton did not answer in time or is down.
+            ResourceExhaustedError: ``decode_workers + decode_queue`` images are already being
+                decoded or waiting to be.
             DeadlineExceededError: the caller's deadline passed.
         """
         began = time.monotonic()
@@ -307,10 +318,9 @@ class GatewayService:
     ) -> InspectionResult:
         _check_fields(inspection)
         _check_deadline(deadline)
-        decoded = await self._decode(inspection.image)
-        decoded_at = time.monotonic()
-        batch = preprocess(decoded.image)[np.newaxis]
+        batch, preprocess_s = await self._prepare(inspection.image)
         preprocessed_at = time.monotonic()
+        decoded_at = preprocessed_at - preprocess_s
         model_name, triton_model, version, threshold = self._resolve(inspection.model_version)
         probability = await self._infer(
             triton_model, version, batch, deadline, pinned=inspection.model_version is not None
@@ -363,25 +373,26 @@ class GatewayService:
             ),
         )
 
-    async def _decode(self, data: bytes) -> DecodedImage:
+    async def _prepare(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
+        """The model's batch of one for ``data`` and the seconds its preprocessing took, made in
+        a decode thread; refused at once when ``decode_workers + decode_queue`` images are
+        already in hand, so a flood is answered RESOURCE_EXHAUSTED instead of queueing."""
         policy = self.policy
-        limits = {"max_bytes": policy.max_image_bytes, "max_pixels": policy.max_image_side**2}
-        if len(data) > _OFFLOAD_BYTES:
-            decoded = await asyncio.to_thread(_decode_untrusted, data, **limits)
-        else:
-            decoded = _decode_untrusted(data, **limits)
-        width, height = decoded.width, decoded.height
-        if min(width, height) < policy.min_image_side:
-            raise InvalidInputError(
-                f"image is {width}x{height}, smaller than the minimum of "
-                f"{policy.min_image_side}x{policy.min_image_side}"
+        if not self._decoding.acquire(blocking=False):
+            raise ResourceExhaustedError(
+                f"{policy.decode_workers + policy.decode_queue} images are being decoded or "
+                "waiting to be; retry later"
             )
-        if max(width, height) > policy.max_image_side:
-            raise InvalidInputError(
-                f"image is {width}x{height}, larger than the maximum of "
-                f"{policy.max_image_side}x{policy.max_image_side}"
-            )
-        return decoded
+        try:
+            work = self._decoders.submit(_prepare, data, policy)
+        except BaseException:
+            self._decoding.release()
+            raise
+        work.add_done_callback(self._decoded)
+        return await asyncio.wrap_future(work)
+
+    def _decoded(self, _: Future[tuple[npt.NDArray[np.float32], float]]) -> None:
+        self._decoding.release()
 
     def _resolve(self, pinned: int | None) -> tuple[str, str, int, float]:
         """(registered name, Triton name, version, threshold) of the model that answers."""
@@ -551,7 +562,23 @@ class GatewayService:
         )
 
 
-def _decode_untrusted(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+def _prepare(data: bytes, policy: Policy) -> tuple[npt.NDArray[np.float32], float]:
+    """Decode ``data`` within ``policy``'s limits and preprocess it (in a decode thread)."""
+    decoded = _decode_untrusted(
+        data,
+        max_bytes=policy.max_image_bytes,
+        max_pixels=policy.max_image_side**2,
+        min_side=policy.min_image_side,
+        max_side=policy.max_image_side,
+    )
+    began = time.monotonic()
+    batch = preprocess(decoded.image)[np.newaxis]
+    return batch, time.monotonic() - began
+
+
+def _decode_untrusted(
+    data: bytes, *, max_bytes: int, max_pixels: int, min_side: int, max_side: int
+) -> DecodedImage:
     """``decode``, with whatever else the image library raises on hostile bytes refused too.
 
     ``decode`` names the reason for every failure it knows; Pillow's plugins can raise others
@@ -559,7 +586,9 @@ def _decode_untrusted(data: bytes, *, max_bytes: int, max_pixels: int) -> Decode
     naming the exception, and are logged with their traceback to be fixed where they arise.
     """
     try:
-        return decode(data, max_bytes=max_bytes, max_pixels=max_pixels)
+        return decode(
+            data, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side, max_side=max_side
+        )
     except InvalidInputError:
         raise
     except Exception as error:

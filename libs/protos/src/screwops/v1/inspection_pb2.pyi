@@ -9,7 +9,8 @@ also published as an `inspection.completed` event (for the monitor and the revie
 
 Errors are gRPC statuses: INVALID_ARGUMENT (empty, undecodable or oversized image, missing
 line_id or camera_id), NOT_FOUND (a pinned model_version that is not loaded), UNAVAILABLE
-(Triton not ready; safe to retry), DEADLINE_EXCEEDED (the client's deadline passed).
+(Triton not ready; safe to retry), RESOURCE_EXHAUSTED (too many images in hand or too many calls
+at once; retry with backoff), DEADLINE_EXCEEDED (the client's deadline passed).
 """
 
 from google.protobuf import descriptor as _descriptor
