@@ -422,12 +422,16 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
             threshold=0.27,
             model_kind=ModelKind.GOOD_ONLY,
         )
-        await store.save_evaluation(record)
-        await store.save_evaluation(record)
+        assert await store.claim_evaluation("eval-1", "m", "run-9") == 1
+        assert await store.claim_evaluation("eval-1", "m", "run-9") == 2
+        assert await store.get_evaluation("eval-1") is None, "a claim is not a verdict"
+        assert await store.complete_evaluation(record)
+        assert not await store.complete_evaluation(replace(record, passed=True))
         assert await store.get_evaluation("eval-1") == record
+        assert await store.claim_evaluation("eval-1", "m", "run-9") == record
         assert await db[EVALUATIONS].count_documents({"run_id": "run-9"}) == 1
         with pytest.raises(AlreadyExistsError):
-            await store.save_evaluation(replace(record, evaluation_id="eval-2"))
+            await store.claim_evaluation("eval-2", "m", "run-9")
     finally:
         db.client.close()
 

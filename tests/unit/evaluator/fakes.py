@@ -25,10 +25,12 @@ from tests.unit.evaluator.builders import defect_probability
 
 
 class FakeStore:
-    """:class:`EvaluatorStore` in memory, with the compare-and-set on the champion's time."""
+    """:class:`EvaluatorStore` in memory, with the compare-and-set on the champion's time and the
+    claim and completion of evaluations."""
 
     def __init__(self) -> None:
         self.evaluations: dict[str, EvaluationRecord] = {}
+        self.attempts: dict[str, int] = {}
         self.champions: dict[str, Champion] = {}
         self.runs: dict[tuple[str, int], str] = {}
 
@@ -38,8 +40,20 @@ class FakeStore:
     async def get_evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
         return self.evaluations.get(evaluation_id)
 
-    async def save_evaluation(self, record: EvaluationRecord) -> None:
+    async def claim_evaluation(
+        self, evaluation_id: str, model_name: str, run_id: str
+    ) -> int | EvaluationRecord:
+        done = self.evaluations.get(evaluation_id)
+        if done is not None:
+            return done
+        self.attempts[evaluation_id] = self.attempts.get(evaluation_id, 0) + 1
+        return self.attempts[evaluation_id]
+
+    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
+        if record.evaluation_id in self.evaluations:
+            return False
         self.evaluations[record.evaluation_id] = record
+        return True
 
     async def get_champion(self, model_name: str) -> Champion | None:
         return self.champions.get(model_name)

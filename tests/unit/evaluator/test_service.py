@@ -169,7 +169,11 @@ async def test_a_good_first_model_is_approved_with_its_numbers(h: Harness) -> No
     payload = approved.payload
     evaluation_id = evaluation_id_of(MODEL, "run-a")
     assert payload.evaluation_id == evaluation_id
-    assert payload.report_key == f"evaluations/{evaluation_id}.json"
+    assert payload.report_key == f"evaluations/{evaluation_id}/attempts/1.json"
+    assert (
+        h.objects.objects[(Bucket.MODELS, f"evaluations/{evaluation_id}.json")]
+        == (h.objects.objects[(Bucket.MODELS, payload.report_key)])
+    )
     assert (payload.run_id, payload.dataset_id, payload.dataset_version) == ("run-a", DATASET, 1)
     assert payload.artifact_key == saved_model_prefix("run-a")
     assert payload.champion_version is None

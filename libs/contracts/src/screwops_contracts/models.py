@@ -70,9 +70,16 @@ def evaluation_id_of(model_name: str, run_id: str) -> str:
     return "eval-" + hashlib.sha256(f"{model_name}/{run_id}".encode()).hexdigest()[:16]
 
 
-def evaluation_report_key(evaluation_id: str) -> str:
-    """Where an evaluation's JSON report lives in the models bucket (fixed per evaluation)."""
-    return f"{EVALUATIONS_PREFIX}/{evaluation_id}.json"
+def evaluation_report_key(evaluation_id: str, attempt: int | None = None) -> str:
+    """Where an evaluation's JSON report lives in the models bucket.
+
+    Each attempt (the number its claim of the evaluation got) writes its own report; the one
+    the evaluation's record names is then copied, once the record is complete, to the key fixed
+    per evaluation (``attempt`` None), where the monitor, knowing only the run, reads it.
+    """
+    if attempt is None:
+        return f"{EVALUATIONS_PREFIX}/{evaluation_id}.json"
+    return f"{EVALUATIONS_PREFIX}/{evaluation_id}/attempts/{attempt}.json"
 
 
 class ScoredTestImage(BaseModel):

@@ -1,9 +1,11 @@
 """The evaluation report: everything a person needs to see why a candidate was approved or not.
 
-Written as JSON to ``models/evaluations/<evaluation_id>.json`` (the layout in
-``screwops_contracts.models``); the events carry its key and the headline numbers. The monitor
-reads the test-split scores back through ``screwops_contracts.models.EvaluationScores`` as its
-baseline, so a field that view names must not change here without it.
+Written as JSON to ``models/evaluations/<evaluation_id>/attempts/<n>.json`` by the attempt that
+claimed number n, and the recorded one copied to ``models/evaluations/<evaluation_id>.json`` (the
+layout in ``screwops_contracts.models``); the events carry its key and the headline numbers.
+The monitor reads the test-split scores back through
+``screwops_contracts.models.EvaluationScores`` as its baseline, so a field that view names must
+not change here without it.
 """
 
 from __future__ import annotations

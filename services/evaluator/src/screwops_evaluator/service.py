@@ -16,9 +16,17 @@ between what the line would see from either. The test split never chooses a thre
 
 The evaluation id is derived from the run, so a run is judged once: a redelivered (or re-sent)
 ``model.trained`` finds the record and announces the same verdict again, with an event id derived
-from its cause like every emitted event. The production version is learnt from the registry's
-``model.deployed`` and ``model.rolled_back`` events and kept in the evaluator's own collection;
-the evaluator never reads the registry's.
+from its cause like every emitted event. An evaluation is claimed in MongoDB before anything is
+written: the claim's attempt number names the attempt's report
+(``evaluations/<id>/attempts/<n>.json``, written once), and the first attempt to complete the
+record fixes the verdict; one completing after it (two evaluators handling one event at once, in
+a rebalance) announces the recorded verdict instead of its own. The recorded report is then
+copied to ``evaluations/<id>.json``, where the monitor finds it from the run alone; only holders
+of the complete record write that key, always with the recorded report's bytes.
+
+The production version is learnt from the registry's ``model.deployed`` and
+``model.rolled_back`` events and kept in the evaluator's own collection; the evaluator never
+reads the registry's.
 
 Nothing here imports a broker, driver or gRPC: the store, the object store, Triton and the bus
 come in as the interfaces below.
@@ -68,6 +76,7 @@ from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import evaluation_id_of
 from screwops_errors import (
     FailedPreconditionError,
+    IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
@@ -172,14 +181,18 @@ class EvaluatorService:
         trained = event.payload
         evaluation_id = evaluation_id_of(trained.model_name, trained.run_id)
         async with self._evaluating:
-            done = await self._store.get_evaluation(evaluation_id)
-            if done is not None:
-                verdict = "approved" if done.passed else "rejected"
+            claimed = await self._store.claim_evaluation(
+                evaluation_id, trained.model_name, trained.run_id
+            )
+            if isinstance(claimed, EvaluationRecord):
+                verdict = "approved" if claimed.passed else "rejected"
                 log.info("run %s was %s before; announcing it again", trained.run_id, verdict)
-                await self._announce(done, event)
-                return done
+                await self._publish(claimed)
+                await self._announce(claimed, event)
+                return claimed
             began = time.perf_counter()
-            record = await self._evaluate(event, evaluation_id)
+            record = await self._evaluate(event, evaluation_id, claimed)
+            await self._publish(record)
             await self._announce(record, event)
         served = not any(c.name == INFRA_VALIDATION and not c.passed for c in record.checks)
         self._metrics.judged(
@@ -245,7 +258,9 @@ class EvaluatorService:
                 version,
             )
 
-    async def _evaluate(self, event: ModelTrained, evaluation_id: str) -> EvaluationRecord:
+    async def _evaluate(
+        self, event: ModelTrained, evaluation_id: str, attempt: int
+    ) -> EvaluationRecord:
         trained = event.payload
         images = await self._held_out_images(trained.dataset_id, trained.dataset_version)
         inputs = await self._inputs(images)
@@ -260,16 +275,36 @@ class EvaluatorService:
             infra,
             _image_scores(images, staged, verdict.champion_scores),
         )
-        key = report_key(evaluation_id)
-        await self._objects.put_named(
+        key = report_key(evaluation_id, attempt)
+        await self._objects.put_once(
             Bucket.MODELS,
             key,
             json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
             content_type="application/json",
         )
         record = _record(event, evaluation_id, now, verdict, key)
-        await self._store.save_evaluation(record)
-        return record
+        if await self._store.complete_evaluation(record):
+            return record
+        done = await self._store.get_evaluation(evaluation_id)
+        if done is None:
+            raise IntegrityError(f"evaluation {evaluation_id}: attempt {attempt} lost its record")
+        log.info(
+            "run %s: attempt %d was judged after another; announcing %s",
+            trained.run_id,
+            attempt,
+            done.report_key,
+        )
+        return done
+
+    async def _publish(self, record: EvaluationRecord) -> None:
+        """Copy the recorded report to the evaluation's fixed key (see the module docstring);
+        a record from before attempts were kept apart is there already."""
+        fixed = report_key(record.evaluation_id)
+        if record.report_key != fixed:
+            data = await self._objects.get_verified(Bucket.MODELS, record.report_key)
+            await self._objects.put_named(
+                Bucket.MODELS, fixed, data, content_type="application/json"
+            )
 
     async def _infra_validation(
         self, trained: ModelTrainedPayload, evaluation_id: str, inputs: Batch

@@ -5,7 +5,10 @@ The evaluator owns these collections; no other service reads them.
 * ``evaluations`` — one document per evaluation, ``_id`` the evaluation id, which is derived from
   the training run: evaluating a run again (a redelivered or re-sent ``model.trained``) finds its
   record and announces the same verdict instead of judging it a second time. A unique index on
-  (model_name, run_id) holds the same rule at the database.
+  (model_name, run_id) holds the same rule at the database. Each evaluation is claimed first: the
+  document is upserted ``evaluating`` with ``attempts`` incremented, and that number names the
+  attempt's report; the first attempt to complete the document (by a conditional update on
+  ``evaluating``) fixes its verdict and report, and readers see complete documents only.
 * ``evaluator_champions`` — one document per model, ``_id`` the model name: the version behind
   ``production`` as the registry last announced it (``model.deployed``, ``model.rolled_back``).
   The two topics are not ordered with each other, so a move is kept only if it happened after the
@@ -19,12 +22,14 @@ FerretDB v1 and MongoDB alike; the unit tests use an in-memory fake.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReturnDocument
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
@@ -33,6 +38,8 @@ from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_erro
 EVALUATIONS = "evaluations"
 CHAMPIONS = "evaluator_champions"
 SERVED_RUNS = "evaluator_served_runs"
+EVALUATING = "evaluating"
+"""The status of an evaluation's document while it is claimed and not yet complete."""
 
 INDEXES = (
     IndexSpec(EVALUATIONS, (("model_name", 1), ("run_id", 1)), unique=True),
@@ -86,6 +93,10 @@ class Objects(Protocol):
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
 
+    async def put_once(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
     async def get_directory(self, bucket: str, prefix: str, root: Path) -> list[StoredObject]: ...
 
 
@@ -100,8 +111,19 @@ class EvaluatorStore(Protocol):
         """The evaluation with this id, if it was finished."""
         ...
 
-    async def save_evaluation(self, record: EvaluationRecord) -> None:
-        """Insert or replace the record of ``record.evaluation_id`` (idempotent)."""
+    async def claim_evaluation(
+        self, evaluation_id: str, model_name: str, run_id: str
+    ) -> int | EvaluationRecord:
+        """Claim a new attempt at an unfinished evaluation: its number (one atomic increment,
+        so two claims never get one), or the finished record when there is one."""
+        ...
+
+    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
+        """Record ``record`` as the evaluation's verdict unless an attempt completed it first.
+
+        Returns:
+            True when recorded; False when the evaluation was complete already.
+        """
         ...
 
     async def get_champion(self, model_name: str) -> Champion | None:
@@ -137,49 +159,39 @@ class MongoEvaluatorStore:
     async def get_evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
         with mongo_errors():
             doc = await self._db[EVALUATIONS].find_one({"_id": evaluation_id})
-        if doc is None:
-            return None
-        return EvaluationRecord(
-            evaluation_id=doc["_id"],
-            model_name=doc["model_name"],
-            run_id=doc["run_id"],
-            dataset_id=doc["dataset_id"],
-            dataset_version=doc["dataset_version"],
-            artifact_key=doc["artifact_key"],
-            passed=doc["passed"],
-            metrics=dict(doc["metrics"]),
-            checks=[AssertionResult.model_validate(c) for c in doc["checks"]],
-            champion_version=doc["champion_version"],
-            report_key=doc["report_key"],
-            cause_event_id=doc["cause_event_id"],
-            evaluated_at=doc["evaluated_at"],
-            # Records from before operating points were judged at 0.5, and were supervised.
-            threshold=doc.get("threshold", DEFAULT_THRESHOLD),
-            model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
-        )
+        return _evaluation(doc)
 
-    async def save_evaluation(self, record: EvaluationRecord) -> None:
+    async def claim_evaluation(
+        self, evaluation_id: str, model_name: str, run_id: str
+    ) -> int | EvaluationRecord:
+        # The upsert inserts the claim when there is no document; one that loses that insert
+        # to another instance's claims again, and a complete document refuses it (its _id).
+        for _ in range(2):
+            try:
+                with mongo_errors():
+                    claimed = await self._db[EVALUATIONS].find_one_and_update(
+                        {"_id": evaluation_id, "status": EVALUATING},
+                        {
+                            "$inc": {"attempts": 1},
+                            "$setOnInsert": {"model_name": model_name, "run_id": run_id},
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                return int(claimed["attempts"])
+            except AlreadyExistsError:
+                done = await self.get_evaluation(evaluation_id)
+                if done is not None:
+                    return done
+        raise AlreadyExistsError(f"evaluation {evaluation_id} could not be claimed")
+
+    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
         with mongo_errors():
-            await self._db[EVALUATIONS].replace_one(
-                {"_id": record.evaluation_id},
-                {
-                    "model_name": record.model_name,
-                    "run_id": record.run_id,
-                    "dataset_id": record.dataset_id,
-                    "dataset_version": record.dataset_version,
-                    "artifact_key": record.artifact_key,
-                    "passed": record.passed,
-                    "metrics": record.metrics,
-                    "checks": [c.model_dump(mode="json") for c in record.checks],
-                    "champion_version": record.champion_version,
-                    "report_key": record.report_key,
-                    "cause_event_id": record.cause_event_id,
-                    "evaluated_at": record.evaluated_at,
-                    "threshold": record.threshold,
-                    "model_kind": record.model_kind.value,
-                },
-                upsert=True,
+            done = await self._db[EVALUATIONS].update_one(
+                {"_id": record.evaluation_id, "status": EVALUATING},
+                {"$set": _evaluation_fields(record), "$unset": {"status": ""}},
             )
+        return done.matched_count == 1
 
     async def get_champion(self, model_name: str) -> Champion | None:
         with mongo_errors():
@@ -235,3 +247,46 @@ class MongoEvaluatorStore:
         with mongo_errors():
             doc = await self._db[SERVED_RUNS].find_one({"_id": f"{model_name}@v{version}"})
         return None if doc is None else str(doc["run_id"])
+
+
+def _evaluation(doc: Mapping[str, Any] | None) -> EvaluationRecord | None:
+    """The record of a complete evaluation document; None for none or a claim."""
+    if doc is None or doc.get("status") == EVALUATING:
+        return None
+    return EvaluationRecord(
+        evaluation_id=doc["_id"],
+        model_name=doc["model_name"],
+        run_id=doc["run_id"],
+        dataset_id=doc["dataset_id"],
+        dataset_version=doc["dataset_version"],
+        artifact_key=doc["artifact_key"],
+        passed=doc["passed"],
+        metrics=dict(doc["metrics"]),
+        checks=[AssertionResult.model_validate(c) for c in doc["checks"]],
+        champion_version=doc["champion_version"],
+        report_key=doc["report_key"],
+        cause_event_id=doc["cause_event_id"],
+        evaluated_at=doc["evaluated_at"],
+        # Records from before operating points were judged at 0.5, and were supervised.
+        threshold=doc.get("threshold", DEFAULT_THRESHOLD),
+        model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
+    )
+
+
+def _evaluation_fields(record: EvaluationRecord) -> dict[str, Any]:
+    return {
+        "model_name": record.model_name,
+        "run_id": record.run_id,
+        "dataset_id": record.dataset_id,
+        "dataset_version": record.dataset_version,
+        "artifact_key": record.artifact_key,
+        "passed": record.passed,
+        "metrics": record.metrics,
+        "checks": [c.model_dump(mode="json") for c in record.checks],
+        "champion_version": record.champion_version,
+        "report_key": record.report_key,
+        "cause_event_id": record.cause_event_id,
+        "evaluated_at": record.evaluated_at,
+        "threshold": record.threshold,
+        "model_kind": record.model_kind.value,
+    }

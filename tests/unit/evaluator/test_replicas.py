@@ -1,0 +1,101 @@
+"""Two evaluators judging one run at once (a rebalance hands ``model.trained`` to a second
+replica while the first still judges it): the record, the report it names, the report the
+monitor reads and both announcements are one attempt's verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.events import ModelTrained, ModelTrainedPayload
+from screwops_contracts.models import evaluation_id_of, evaluation_report_key, saved_model_prefix
+from screwops_evaluator.config import Gate
+from screwops_evaluator.report import EvaluationReport
+from screwops_evaluator.service import EvaluatorService
+from screwops_evaluator.staging import Staging, StagingArea
+from screwops_evaluator.store import EvaluatorStore
+
+from tests.fakes import FakeObjects, RecordingBus
+from tests.unit.evaluator.builders import SHARP, evaluation_set, stage_split_version
+from tests.unit.evaluator.fakes import FakeStore, FakeTriton
+
+MODEL = "screws"
+DATASET = "screws"
+
+
+class Held:
+    """The shared store as one replica sees it: its verdict's write waits until released, after
+    its report is written."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if name not in ("save_evaluation", "complete_evaluation"):
+            return method
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.release.wait()
+            return await method(*args, **kwargs)
+
+        return held
+
+
+def replica(
+    tmp_path: Path, name: str, store: EvaluatorStore, objects: FakeObjects
+) -> tuple[EvaluatorService, RecordingBus]:
+    repository = tmp_path / name
+    emitted = RecordingBus("evaluator")
+    staging = StagingArea(
+        FakeTriton(repository), objects, Staging(repository=repository, model="staging")
+    )
+    service = EvaluatorService(store, objects, staging, emitted.emit, gate=Gate(), concurrency=4)
+    return service, emitted
+
+
+async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_report(
+    tmp_path: Path,
+) -> None:
+    store, objects = FakeStore(), FakeObjects()
+    await stage_split_version(objects, DATASET, *evaluation_set())
+    prefix = objects.put_saved_model(saved_model_prefix("run-a"), f"cutoff:{SHARP}".encode())
+    trained = ModelTrained.origin(
+        ModelTrainedPayload(
+            model_name=MODEL,
+            run_id="run-a",
+            dataset_id=DATASET,
+            dataset_version=1,
+            dataset_digest="digest",
+            artifact_key=prefix,
+            metrics={"val_accuracy": 0.99},
+        ),
+        producer="trainer",
+    )
+    held = Held(store)
+    first, first_said = replica(tmp_path, "first", cast(EvaluatorStore, held), objects)
+    second, second_said = replica(tmp_path, "second", store, objects)
+
+    slow = asyncio.create_task(first.on_model_trained(trained))
+    await asyncio.wait_for(held.reached.wait(), 10)
+    await asyncio.sleep(0.01)  # a later millisecond: the two reports differ
+    await second.on_model_trained(trained)
+    held.release.set()
+    await slow
+
+    evaluation_id = evaluation_id_of(MODEL, "run-a")
+    record = store.evaluations[evaluation_id]
+    recorded = objects.objects[(Bucket.MODELS, record.report_key)]
+    report = EvaluationReport.model_validate_json(recorded)
+    assert report.evaluated_at == record.evaluated_at
+    assert report.cause_event_id == record.cause_event_id
+    assert objects.objects[(Bucket.MODELS, evaluation_report_key(evaluation_id))] == recorded
+    [one], [two] = second_said, first_said
+    assert one.event_id == two.event_id
+    assert one.payload == two.payload
+    assert one.payload.report_key == record.report_key
