@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sized
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +21,7 @@ from screwops_gateway.grpc_api import SERVICE_NAME, server
 from screwops_gateway.service import NO_MODEL_DEPLOYED
 from screwops_rpc.auth import INVALID, MISSING, BearerAuth
 
+from tests.support import eventually
 from tests.unit.gateway.fakes import MODEL, POLICY, Harness, harness, png
 
 TOKEN = "line-3-camera-token-0123456789"
@@ -35,7 +36,7 @@ class Running:
 
 
 @asynccontextmanager
-async def serving(h: Harness) -> AsyncIterator[Running]:
+async def serving(h: Harness, **limits: int) -> AsyncIterator[Running]:
     """The gateway's server as __main__ builds it, with bearer auth, on a free port."""
     api = server(
         h.service,
@@ -43,6 +44,7 @@ async def serving(h: Harness) -> AsyncIterator[Running]:
         port=0,
         interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
         max_message_bytes=4 * POLICY.max_image_bytes,
+        **limits,
     )
     await h.service.start()
     await api.start()
@@ -140,6 +142,47 @@ async def test_an_image_that_is_not_one_gray_frame_is_invalid_with_its_reason(
 async def test_nothing_deployed_yet_is_a_failed_precondition() -> None:
     async with serving(harness(production=None)) as fresh:
         assert await status_of(fresh, request()) == ("FAILED_PRECONDITION", NO_MODEL_DEPLOYED)
+
+
+async def _at_least(calls: Sized, count: int) -> bool | None:
+    return True if len(calls) >= count else None
+
+
+async def answer(running: Running) -> inspection_pb2.InspectResponse:
+    response: inspection_pb2.InspectResponse = await running.stub.Inspect(
+        request(), timeout=5, metadata=AUTH
+    )
+    return response
+
+
+async def test_calls_past_maximum_concurrent_rpcs_are_resource_exhausted() -> None:
+    async with serving(harness(), max_concurrent_rpcs=2) as running:
+        running.h.triton.gate = asyncio.Event()  # Triton holds every call
+        held = [asyncio.create_task(answer(running)) for _ in range(2)]
+        await eventually(
+            lambda: _at_least(running.h.triton.calls, 2), within=5, what="two calls in Triton"
+        )
+
+        code, _ = await status_of(running, request())
+
+        running.h.triton.gate.set()
+        assert code == "RESOURCE_EXHAUSTED"
+        assert all(answer.verdict for answer in await asyncio.gather(*held))
+
+
+async def test_a_connection_opens_no_more_streams_than_max_concurrent_streams() -> None:
+    async with serving(harness(), max_concurrent_streams=1) as running:
+        running.h.triton.gate = asyncio.Event()
+        first = asyncio.create_task(answer(running))
+        second = asyncio.create_task(answer(running))
+        await asyncio.sleep(0.5)
+
+        reached = len(running.h.triton.calls)
+        running.h.triton.gate.set()
+        await asyncio.gather(first, second)
+
+        assert reached == 1  # the second call waited in the client for the first's stream
+        assert len(running.h.triton.calls) == 2
 
 
 async def test_triton_down_is_unavailable(gateway: Running) -> None:

@@ -124,6 +124,11 @@ class Server:
     The grpc.aio server is built in :meth:`start`, inside the event loop that will run it (an
     aio server made outside a loop is bound to the wrong one). ``port`` is the bound port once
     started, so ``port=0`` picks a free one.
+
+    ``max_concurrent_rpcs`` bounds the calls the server runs at once (a call past it is refused
+    with RESOURCE_EXHAUSTED before any handler runs), ``max_concurrent_streams`` the calls one
+    connection may have open (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: the client holds back
+    the rest); None leaves gRPC's own (no limit, and 100 streams per connection).
     """
 
     def __init__(
@@ -134,23 +139,31 @@ class Server:
         port: int,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+        max_concurrent_rpcs: int | None = None,
+        max_concurrent_streams: int | None = None,
     ) -> None:
         self._apis = list(apis)
         self._address = f"{host}:{port}"
         self._interceptors = list(interceptors)
         self._max_message_bytes = max_message_bytes
+        self._max_concurrent_rpcs = max_concurrent_rpcs
+        self._max_concurrent_streams = max_concurrent_streams
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port = port
 
     async def start(self) -> None:
         """Start serving and report every API as SERVING to health checks."""
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", self._max_message_bytes),
+            ("grpc.max_send_message_length", self._max_message_bytes),
+        ]
+        if self._max_concurrent_streams is not None:
+            options.append(("grpc.max_concurrent_streams", self._max_concurrent_streams))
         server = grpc.aio.server(
             interceptors=self._interceptors,
-            options=[
-                ("grpc.max_receive_message_length", self._max_message_bytes),
-                ("grpc.max_send_message_length", self._max_message_bytes),
-            ],
+            options=options,
+            maximum_concurrent_rpcs=self._max_concurrent_rpcs,
         )
         for api in self._apis:
             api.add(api.servicer, server)
@@ -199,6 +212,8 @@ class ServedApi(Generic[S]):
         port: int,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+        max_concurrent_rpcs: int | None = None,
+        max_concurrent_streams: int | None = None,
     ) -> Server:
         """The :class:`Server` of this API over ``service``."""
         return Server(
@@ -207,4 +222,6 @@ class ServedApi(Generic[S]):
             port=port,
             interceptors=interceptors,
             max_message_bytes=max_message_bytes,
+            max_concurrent_rpcs=max_concurrent_rpcs,
+            max_concurrent_streams=max_concurrent_streams,
         )

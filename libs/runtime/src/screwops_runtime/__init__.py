@@ -25,7 +25,7 @@ from screwops_bus import Bus, MongoOutbox, Relay
 from screwops_rpc import Server
 from screwops_settings import ServiceSettings
 from screwops_storage import ObjectStore, database
-from screwops_telemetry import Telemetry, setup_telemetry
+from screwops_telemetry import LoopLag, Telemetry, setup_telemetry
 
 __all__ = ["Background", "Runtime", "Task"]
 
@@ -127,6 +127,7 @@ class Runtime:
         app = FastStream(self.bus.broker, logger=log)
         # The consumers run once the app started: only then can their lag be sampled.
         sampler = Task(self.bus.run_lag_sampler, name="consumer-lag")
+        ticker = Task(LoopLag(self.telemetry.meter_provider).run, name="event-loop-lag")
         # What runs, in start order; stopped in reverse, so the API drains before its background.
         running: list[Background] = []
         opened = False
@@ -141,7 +142,7 @@ class Runtime:
         @app.after_startup
         async def open_api() -> None:
             nonlocal opened
-            for work in (sampler, *background):
+            for work in (ticker, sampler, *background):
                 await work.start()
                 running.append(work)
             if api is not None:

@@ -34,8 +34,12 @@ from prometheus_client import (
 )
 from screwops_settings import StackSettings
 
+from screwops_telemetry.loop_lag import LOOP_LAG_BUCKETS_S, LoopLag
+
 __all__ = [
+    "LOOP_LAG_BUCKETS_S",
     "NAMESPACE",
+    "LoopLag",
     "Telemetry",
     "TraceContextFilter",
     "resumed_trace",

@@ -38,6 +38,8 @@ def main() -> None:
         interceptors=bearer_auth(settings.auth_tokens, metrics.refused),
         # Images up to twice the limit still arrive, to be refused with their reason.
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        max_concurrent_streams=settings.max_concurrent_streams,
     )
 
     asyncio.run(runtime.serve(api=api, on_start=[prediction_log.prepare], background=[service]))
