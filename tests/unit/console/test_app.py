@@ -144,6 +144,30 @@ def test_thumbnails_and_data_uris_only_for_images() -> None:
     assert data_uri(b"<svg/>") is None
 
 
+def _encoded(image: Image.Image, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # 25 megapixels of one colour in about 25 KB: past the gateway's 4096x4096.
+        _encoded(Image.new("L", (5000, 5000))),
+        # An animated PNG: the gateway refuses it, so no first frame is shown for it either.
+        _encoded(
+            Image.new("L", (64, 64)),
+            save_all=True,
+            append_images=[Image.new("L", (64, 64), 255)],
+        ),
+    ],
+    ids=["huge-in-a-small-file", "two-frames"],
+)
+def test_thumbnails_obey_the_gateways_decode_limits(data: bytes) -> None:
+    assert thumbnail(data) is None
+
+
 def test_a_browsers_cross_site_marker_is_refused_too(console: TestClient) -> None:
     answer = console.post(
         "/labeling/review",
