@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from screwops_settings import StackSettings
 from screwops_stack import processes
+from screwops_stack.supervisor import IMPORT_ROOTS, service_env
 
 
 @pytest.fixture
@@ -74,3 +77,16 @@ def test_a_pid_file_written_with_a_wall_clock_start_still_finds_its_server(sleep
 
     assert found is not None
     assert found.pid == record["pid"]
+
+
+def test_the_local_stack_names_ingestions_import_roots_unless_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ingestion imports nothing by default; the demo and the tests import from these."""
+    settings = StackSettings(home=tmp_path)
+    monkeypatch.delenv(IMPORT_ROOTS, raising=False)
+    roots = json.loads(service_env(settings)[IMPORT_ROOTS])
+    assert roots == [str(Path.home()), tempfile.gettempdir(), str(tmp_path)]
+
+    monkeypatch.setenv(IMPORT_ROOTS, '["/data"]')
+    assert service_env(settings)[IMPORT_ROOTS] == '["/data"]'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import stat
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, PermissionDeniedError, UnavailableError
 from screwops_ingestion.config import Limits, Rules
-from screwops_ingestion.layouts import IncomingFile, Layout
+from screwops_ingestion.layouts import SYMLINK, IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Outcome
 
 from tests.fakes import FakeObjects, RecordingBus, relayed
@@ -27,7 +28,10 @@ def parts() -> tuple[FakeStore, FakeObjects, RecordingBus]:
 
 
 def service(
-    parts: tuple[FakeStore, FakeObjects, RecordingBus], *, roots: list[str] | None = None
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
+    *,
+    roots: list[str] | None = None,
+    max_csv_bytes: int = 10_000,
 ) -> IngestionService:
     store, objects, published = parts
     return IngestionService(
@@ -35,8 +39,13 @@ def service(
         objects,
         published.publish,
         rules=Rules(
-            limits=Limits(max_bytes=50_000, max_pixels=512 * 512, concurrency=4),
-            import_roots=tuple(roots or ["/"]),
+            limits=Limits(
+                max_bytes=50_000,
+                max_pixels=512 * 512,
+                concurrency=4,
+                max_csv_bytes=max_csv_bytes,
+            ),
+            import_roots=tuple(["/"] if roots is None else roots),
         ),
     )
 
@@ -286,6 +295,92 @@ async def test_an_import_outside_the_allowed_roots_is_refused(
         await service(parts, roots=[str(tmp_path / "allowed")]).import_path(
             "x", str(tmp_path / "allowed" / ".." / "other"), Layout.AUTO
         )
+
+
+async def test_nothing_is_importable_until_import_roots_are_configured(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
+) -> None:
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "a.png").write_bytes(png(32, seed=1))
+
+    with pytest.raises(PermissionDeniedError, match="no import roots are configured"):
+        await service(parts, roots=[]).import_path("x", str(tmp_path), Layout.AUTO)
+
+
+async def test_symbolic_links_are_refused_with_the_reason_not_followed(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
+) -> None:
+    _, objects, _ = parts
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png(32, seed=9))
+    root = tmp_path / "import"
+    (root / "good").mkdir(parents=True)
+    (root / "good" / "a.png").write_bytes(png(32, seed=1))
+    (root / "good" / "link.png").symlink_to(outside / "secret.png")
+    (root / "bad").symlink_to(outside, target_is_directory=True)
+
+    result = await service(parts).import_path("links", str(root), Layout.AUTO)
+
+    outcomes = {f.filename: (f.status, f.reason) for f in result.files}
+    assert outcomes == {
+        "bad": (Outcome.REFUSED, SYMLINK),
+        "good/link.png": (Outcome.REFUSED, SYMLINK),
+        "good/a.png": (Outcome.ACCEPTED, ""),
+    }
+    assert [i.filename for i in manifest_of(objects, "links").images] == ["good/a.png"]
+
+
+async def test_a_link_inside_a_zip_is_refused_too(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
+) -> None:
+    archive = tmp_path / "links.zip"
+    link = zipfile.ZipInfo("good/passwd.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("good/a.png", png(32, seed=1))
+        z.writestr(link, "/etc/passwd")
+
+    result = await service(parts).import_path("zipped-link", str(archive), Layout.AUTO)
+
+    outcomes = {f.filename: (f.status, f.reason) for f in result.files}
+    assert outcomes["good/passwd.png"] == (Outcome.REFUSED, SYMLINK)
+    assert outcomes["good/a.png"][0] == Outcome.ACCEPTED
+
+
+async def test_a_corrupt_zip_entry_is_refused_alone_and_the_rest_imported(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
+) -> None:
+    _, objects, _ = parts
+    damaged = png(32, seed=2)
+    archive = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("good/a.png", png(32, seed=1))
+        z.writestr("good/b.png", damaged)
+        z.writestr("good/c.png", png(32, seed=3))
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(damaged[200:240]) + 10] ^= 0xFF  # b.png's CRC no longer matches
+    archive.write_bytes(bytes(raw))
+
+    result = await service(parts).import_path("damaged", str(archive), Layout.AUTO)
+
+    outcomes = {f.filename: (f.status, f.reason) for f in result.files}
+    assert outcomes["good/b.png"][0] == Outcome.REFUSED
+    assert outcomes["good/b.png"][1].startswith("unreadable: Bad CRC-32")
+    assert sorted(i.filename for i in manifest_of(objects, "damaged").images) == [
+        "good/a.png",
+        "good/c.png",
+    ]
+
+
+async def test_a_csv_over_its_limit_refuses_the_import_before_it_is_read(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], tmp_path: Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(png(32, seed=1))
+    (tmp_path / "labels.csv").write_text("filename,label\n" + "a.png,good\n" * 20)
+
+    with pytest.raises(InvalidInputError, match="over the CSV limit of 100; nothing was"):
+        await service(parts, max_csv_bytes=100).import_path("csv", str(tmp_path), Layout.AUTO)
 
 
 @pytest.mark.parametrize("dataset_id", ["", "a/b", "../etc", ".hidden", "x" * 65])

@@ -21,11 +21,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from screwops_settings import StackSettings
-from screwops_settings.services import SERVICES, Service, service
+from screwops_settings.services import INGESTION, SERVICES, Service, service
 
 from screwops_stack.servers import BIND_HOST, Layout, prometheus_targets_dir
 
@@ -45,12 +46,30 @@ def available(names: list[str] | None = None) -> list[Service]:
     return specs
 
 
+IMPORT_ROOTS = f"{INGESTION.env_prefix}IMPORT_ROOTS"
+
+
+def service_env(settings: StackSettings) -> dict[str, str]:
+    """The environment each service runs in: the supervisor's, with ingestion's import roots
+    set to the developer's home, the temporary directory and the stack's home unless set already.
+
+    Ingestion imports nothing until its roots are configured; on the local stack the developer
+    is the only client, and the demo (under the stack's home) and the tests (under the
+    temporary directory) import from there.
+    """
+    env = dict(os.environ)
+    roots = [str(Path.home()), tempfile.gettempdir(), str(settings.home)]
+    env.setdefault(IMPORT_ROOTS, json.dumps(roots))
+    return env
+
+
 class Supervisor:
     """Keeps each service running; see the module docstring."""
 
     def __init__(self, specs: list[Service], settings: StackSettings) -> None:
         self._specs = specs
         self._layout = Layout(settings.home)
+        self._env = service_env(settings)
         self._targets = prometheus_targets_dir(settings)
         self._stopping = asyncio.Event()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
@@ -104,7 +123,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=dict(os.environ),
+                env=self._env,
             )
         self._processes[spec.name] = process
         log.info("started %s (pid %d)", spec.name, process.pid)

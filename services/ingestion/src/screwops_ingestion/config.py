@@ -18,6 +18,7 @@ class Limits:
     max_bytes: int
     max_pixels: int
     concurrency: int
+    max_csv_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,15 @@ class IngestionSettings(ApiSettings):
         8, ge=1, description="Images checked and stored at once per upload or import."
     )
     import_roots: list[str] = Field(
-        default_factory=lambda: ["/"],
-        description="Server-side directories an Import request may read from.",
+        default_factory=list,
+        description="Server-side directories an Import request may read from (a JSON list). "
+        "Empty, the default: nothing is importable until an operator names them.",
+    )
+    max_csv_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="A CSV layout's index file larger than this refuses the import: it is read "
+        "whole before any image.",
     )
 
     version_claim_timeout_s: float = Field(
@@ -67,6 +75,7 @@ class IngestionSettings(ApiSettings):
                 max_bytes=self.max_image_bytes,
                 max_pixels=self.max_image_pixels,
                 concurrency=self.upload_concurrency,
+                max_csv_bytes=self.max_csv_bytes,
             ),
             import_roots=tuple(self.import_roots),
             claim_timeout_s=self.version_claim_timeout_s,

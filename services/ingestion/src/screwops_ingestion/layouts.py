@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import os
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,6 +34,12 @@ from screwops_errors import InvalidInputError
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 PROVIDER_SPLITS: tuple[OriginSplit, ...] = ("train", "test")
 LabelMap = Mapping[str, Label]
+SYMLINK = "a symbolic link: not followed (import the files themselves)"
+NOT_A_FILE = "not a regular file"
+# What reading one damaged zip entry raises: a bad CRC or header (BadZipFile), a broken deflate
+# stream (zlib.error), a truncated one (EOFError), an unknown compression
+# (NotImplementedError) or a password (RuntimeError).
+_BAD_ENTRY = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
 
 
 class Layout(StrEnum):
@@ -69,7 +79,12 @@ class Place:
 
 
 class Source:
-    """A directory or a zip file, read the same way."""
+    """A directory or a zip file, read the same way.
+
+    Symbolic links are never followed, in a directory or a zip: a link under an import root can
+    point anywhere the service can read. Each one, and anything else that is not a regular file
+    (a FIFO would block the read for ever), is listed in ``refused`` with the reason instead.
+    """
 
     def __init__(self, path: Path) -> None:
         if not path.exists():
@@ -78,25 +93,53 @@ class Source:
         self._zip = zipfile.ZipFile(path) if path.is_file() else None
         if path.is_file() and not zipfile.is_zipfile(path):
             raise InvalidInputError(f"import path {path} is neither a directory nor a zip file")
+        self.refused: dict[str, str] = {}
+        self._names = self._zip_names(self._zip) if self._zip is not None else self._tree_names()
+
+    def _zip_names(self, archive: zipfile.ZipFile) -> list[str]:
+        names = []
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                self.refused[info.filename] = SYMLINK
+            else:
+                names.append(info.filename)
+        return sorted(names)
+
+    def _tree_names(self) -> list[str]:
+        names = []
+        for folder, dirs, files in os.walk(self.path, followlinks=False):
+            here = Path(folder)
+            for name in [*dirs, *files]:
+                entry = here / name
+                relative = entry.relative_to(self.path).as_posix()
+                mode = entry.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    self.refused[relative] = SYMLINK
+                elif stat.S_ISREG(mode):
+                    names.append(relative)
+                elif not stat.S_ISDIR(mode):
+                    self.refused[relative] = NOT_A_FILE
+        return sorted(names)
 
     def names(self) -> list[str]:
-        """Every file's path relative to the root, POSIX style, sorted."""
-        if self._zip is not None:
-            return sorted(n for n in self._zip.namelist() if not n.endswith("/"))
-        return sorted(
-            p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()
-        )
+        """Every regular file's path relative to the root, POSIX style, sorted."""
+        return self._names
 
     def size(self, name: str) -> int:
         """Uncompressed size, known before reading (so a zip bomb is never inflated)."""
         if self._zip is not None:
             return self._zip.getinfo(name).file_size
-        return (self.path / name).stat().st_size
+        return (self.path / name).lstat().st_size
 
     def read(self, name: str) -> bytes:
+        """The file's bytes; a file swapped for a link since it was listed is not followed."""
         if self._zip is not None:
             return self._zip.read(name)
-        return (self.path / name).read_bytes()
+        fd = os.open(self.path / name, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as file:
+            return file.read()
 
     def close(self) -> None:
         if self._zip is not None:
@@ -128,21 +171,27 @@ def read(
     max_bytes: int,
     layout: Layout = Layout.AUTO,
     label_map: LabelMap | None = None,
+    max_csv_bytes: int = 16 * 1024 * 1024,
 ) -> Iterator[IncomingFile]:
     """The images of ``source`` with their labels, read one file at a time as iterated.
 
     ``label_map`` names the label of folders (and CSV words) outside :data:`LABEL_WORDS`, by
-    lower-case name; it overrides the built-in words.
+    lower-case name; it overrides the built-in words. The links and other entries the source
+    refused come first, each refused with its reason; a zip entry that cannot be read (bad CRC,
+    broken compression) is refused alone, the rest still imported.
 
     Raises:
-        InvalidInputError: the layout cannot be told, or a class folder's name is neither a
-            known word nor mapped (raised here, before a single file is read).
+        InvalidInputError: the layout cannot be told, a class folder's name is neither a
+            known word nor mapped, or a CSV index is over ``max_csv_bytes`` or unreadable
+            (raised here, before a single image is read).
     """
     words = {**LABEL_WORDS, **(label_map or {})}
     names = source.names()
+    refused = [IncomingFile(name, b"", problem=why) for name, why in source.refused.items()]
     chosen = detect(names) if layout == Layout.AUTO else layout
     if chosen == Layout.CSV:
-        return _from_csv(source, names, max_bytes, words)
+        rows = _csv_rows(source, names, max_csv_bytes)
+        return itertools.chain(refused, _from_csv(source, names, rows, max_bytes, words))
     places = {
         name: _place(PurePosixPath(name), chosen, words)
         for name in names
@@ -156,7 +205,9 @@ def read(
             f"{', '.join(LABEL_WORDS)}); nothing was imported. Name their labels with a label "
             f"map, e.g. --label-map {PurePosixPath(unknown[0]).name.lower()}=bad (or =good)"
         )
-    return (_file(source, name, max_bytes, place) for name, place in places.items())
+    return itertools.chain(
+        refused, (_file(source, name, max_bytes, place) for name, place in places.items())
+    )
 
 
 def _file(source: Source, name: str, max_bytes: int, place: Place) -> IncomingFile:
@@ -165,9 +216,13 @@ def _file(source: Source, name: str, max_bytes: int, place: Place) -> IncomingFi
         return IncomingFile(
             filename=name, data=b"", problem=f"file is {size} bytes, over the limit of {max_bytes}"
         )
+    try:
+        data = source.read(name)
+    except _BAD_ENTRY as exc:
+        return IncomingFile(filename=name, data=b"", problem=f"unreadable: {exc}")
     return IncomingFile(
         name,
-        source.read(name),
+        data,
         label=place.label,
         defect_type=place.defect_type,
         origin_split=place.origin_split,
@@ -194,14 +249,35 @@ def _place(path: PurePosixPath, layout: Layout, words: LabelMap) -> Place:
     return Place(unknown=path.parent.as_posix())
 
 
-def _from_csv(
-    source: Source, names: list[str], max_bytes: int, words: LabelMap
-) -> Iterator[IncomingFile]:
-    [csv_name, *others] = [n for n in names if n.lower().endswith(".csv")]
+def _csv_rows(source: Source, names: list[str], max_bytes: int) -> tuple[str, list[list[str]]]:
+    """The import's one CSV, by name, and its rows; read whole, so its size is capped first."""
+    found = [n for n in names if n.lower().endswith(".csv")]
+    if not found:
+        raise InvalidInputError("no CSV of filename,label in the import")
+    [csv_name, *others] = found
     if others:
         raise InvalidInputError(f"more than one CSV in the import: {[csv_name, *others]}")
+    size = source.size(csv_name)
+    if size > max_bytes:
+        raise InvalidInputError(
+            f"{csv_name} is {size} bytes, over the CSV limit of {max_bytes}; nothing was imported"
+        )
+    try:
+        text = source.read(csv_name).decode("utf-8-sig")
+    except (*_BAD_ENTRY, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{csv_name} cannot be read: {exc}") from exc
+    return csv_name, list(csv.reader(io.StringIO(text)))
+
+
+def _from_csv(
+    source: Source,
+    names: list[str],
+    index: tuple[str, list[list[str]]],
+    max_bytes: int,
+    words: LabelMap,
+) -> Iterator[IncomingFile]:
+    csv_name, rows = index
     base = PurePosixPath(csv_name).parent
-    rows = csv.reader(io.StringIO(source.read(csv_name).decode("utf-8-sig")))
     for number, row in enumerate(rows, start=1):
         if not row or (
             number == 1 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]
@@ -212,6 +288,8 @@ def _from_csv(
             yield IncomingFile(where, b"", problem=f"{where}: expected filename,label")
             continue
         name = (base / row[0].strip()).as_posix() if str(base) != "." else row[0].strip()
+        if name in source.refused:
+            continue  # refused already, with its reason
         if name not in names:
             yield IncomingFile(name, b"", problem=f"{where}: no file {row[0].strip()!r}")
             continue

@@ -157,18 +157,28 @@ class IngestionService:
         ``label_map`` names the labels of class folders outside the known words.
 
         Raises:
-            PermissionDeniedError: the path is outside the import roots.
+            PermissionDeniedError: no import roots are configured, or the path is outside
+                them.
             InvalidInputError: the layout cannot be told or a class folder names no label
                 (nothing is imported).
         """
         _check_dataset_id(dataset_id)
+        if not self._import_roots:
+            raise PermissionDeniedError(
+                "no import roots are configured (import_roots), so nothing is importable here: "
+                "upload the images, or have an operator name the directories imports may read"
+            )
         resolved = await asyncio.to_thread(Path(path).resolve)
         if not any(resolved.is_relative_to(root) for root in self._import_roots):
             raise PermissionDeniedError(f"{path} is outside the import roots")
-        source = layouts.Source(resolved)
+        source = await asyncio.to_thread(layouts.Source, resolved)
         try:
             files = layouts.read(
-                source, max_bytes=self._limits.max_bytes, layout=layout, label_map=label_map
+                source,
+                max_bytes=self._limits.max_bytes,
+                layout=layout,
+                label_map=label_map,
+                max_csv_bytes=self._limits.max_csv_bytes,
             )
             return await self.ingest(dataset_id, files, source="import")
         finally:
