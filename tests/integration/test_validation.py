@@ -155,9 +155,14 @@ async def test_a_clean_version_is_validated_and_its_split_and_reports_are_stored
     assert event.causation_id == cause.event_id
     payload = event.payload
     prefix = version_prefix(dataset_id, 1)
-    assert payload.split_key == f"{prefix}/split.json"
-    assert payload.report_key == f"{prefix}/validation/report.json"
-    assert payload.report_html_key == f"{prefix}/validation/report.html"
+    assert payload.split_key == f"{prefix}/validation/attempts/1/split.json"
+    assert payload.report_key == f"{prefix}/validation/attempts/1/report.json"
+    assert payload.report_html_key == f"{prefix}/validation/attempts/1/report.html"
+    for recorded, fixed in (
+        (payload.split_key, f"{prefix}/split.json"),
+        (payload.report_key, f"{prefix}/validation/report.json"),
+    ):
+        assert await stack.json(fixed) == await stack.json(recorded)
 
     counts = payload.split_counts
     assert counts.train + counts.validation + counts.test == 48
@@ -200,7 +205,7 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem(stack: Stack) 
     assert failures["min_images_per_class"].message == "class 'bad' has 5"
     assert failures["enough_for_model"].message.startswith("too few defective images in")
 
-    assert event.payload.report_key == f"{prefix}/validation/report.json"
+    assert event.payload.report_key == f"{prefix}/validation/attempts/1/report.json"
     report = ValidationReport.model_validate(await stack.json(event.payload.report_key))
     assert not report.passed
     assert report.class_ratio == pytest.approx(26 / 5)

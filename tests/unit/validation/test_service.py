@@ -90,14 +90,21 @@ async def test_a_clean_version_is_validated_with_its_split_reports_and_digest() 
     [event] = parts.emitted
     assert isinstance(event, DatasetValidated)
     assert event.causation_id == cause.event_id
-    keys = report_keys("screws", 1)
+    keys = report_keys("screws", 1, 1)
     payload = event.payload
     assert (payload.split_key, payload.report_key, payload.report_html_key) == (
-        "screws/v1/split.json",
-        "screws/v1/validation/report.json",
-        "screws/v1/validation/report.html",
+        "screws/v1/validation/attempts/1/split.json",
+        "screws/v1/validation/attempts/1/report.json",
+        "screws/v1/validation/attempts/1/report.html",
     )
     assert payload.report_key == keys.report
+    fixed = report_keys("screws", 1)
+    for recorded, copy in zip(keys.model_dump().values(), fixed.model_dump().values(), strict=True):
+        assert (
+            parts.objects.objects[(Bucket.DATASETS, copy)]
+            == (parts.objects.objects[(Bucket.DATASETS, recorded)])
+        )
+    assert fixed.split == "screws/v1/split.json"
     counts = payload.split_counts
     assert counts.train + counts.validation + counts.test == 50
     for per_split in report.split.per_class.values():
@@ -161,8 +168,9 @@ async def test_a_poisoned_version_is_rejected_naming_each_problem_with_its_numbe
     assert report.class_ratio == pytest.approx(26 / 5)
     assert failures["no_exact_duplicates"].observed == 1
     assert "twin-a.png = good/twin-b.png" in failures["no_exact_duplicates"].message
-    assert event.payload.report_key == "screws/v1/validation/report.json"
-    assert (Bucket.DATASETS, "screws/v1/split.json") not in parts.objects.objects
+    assert event.payload.report_key == "screws/v1/validation/attempts/1/report.json"
+    assert (Bucket.DATASETS, "screws/v1/validation/report.json") in parts.objects.objects
+    assert not [key for _, key in parts.objects.objects if key.endswith("split.json")]
     assert (Bucket.DATASETS, "screws/v1/validation/report.html") in parts.objects.objects
     assert report.dataset_digest is None
     assert [u.filename for u in report.undecodable] == ["good/corrupt.png"]

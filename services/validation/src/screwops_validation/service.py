@@ -9,8 +9,17 @@ version split where that version put it, and places the new images by content ha
 fully determined by the images, their labels, the earlier split and the seed. A version that
 passes gets its ``split.json`` and ``dataset.validated``; one that fails gets
 ``dataset.rejected`` naming each failed assertion with its numbers. Both get a JSON and an
-HTML report. Every key and id is derived from the version, so a redelivered event rewrites the
-same bytes and emits the same event.
+HTML report.
+
+A validation is claimed in MongoDB before anything is written: the claim's attempt number names
+the attempt's split and reports (``<dataset>/v<N>/validation/attempts/<n>/``, each written
+once), and the first attempt to complete the version's record fixes the verdict. One completing
+after it (two replicas handling one event at once, in a rebalance, when the split they inherit
+differed) announces the recorded verdict instead of its own, and a redelivered event finds the
+record and announces it again, with the same event id. The recorded split and reports are then
+copied to the version's fixed keys (``split.json``, ``validation/report.json`` and ``.html``),
+where the evaluator and the console find them from the version alone; only holders of the
+complete record write those keys, always with the recorded bytes.
 """
 
 from __future__ import annotations
@@ -101,13 +110,22 @@ D = TypeVar("D", bound=BaseModel)
 # --- judging a version -------------------------------------------------------------------------
 
 
-def report_keys(dataset_id: str, version: int) -> ReportKeys:
-    """Where a version's validation outputs live in the datasets bucket (fixed per version)."""
+def report_keys(dataset_id: str, version: int, attempt: int | None = None) -> ReportKeys:
+    """Where a version's validation outputs live in the datasets bucket: those of the attempt
+    its claim numbered ``attempt``, or (None) the version's fixed keys the recorded attempt's are
+    copied to."""
     prefix = version_prefix(dataset_id, version)
+    if attempt is None:
+        return ReportKeys(
+            split=split_key(dataset_id, version),
+            report=f"{prefix}/validation/report.json",
+            report_html=f"{prefix}/validation/report.html",
+        )
+    folder = f"{prefix}/validation/attempts/{attempt}"
     return ReportKeys(
-        split=split_key(dataset_id, version),
-        report=f"{prefix}/validation/report.json",
-        report_html=f"{prefix}/validation/report.html",
+        split=f"{folder}/split.json",
+        report=f"{folder}/report.json",
+        report_html=f"{folder}/report.html",
     )
 
 
@@ -245,10 +263,11 @@ def _report(
     *,
     cause: DatasetLabeled,
     previous: Split | None,
+    attempt: int | None,
 ) -> ValidationReport:
     """The version's report: the assertions with the numbers behind them, and, when it passes,
     where its split is and the digest training will be fed."""
-    keys = report_keys(manifest.dataset_id, manifest.version)
+    keys = report_keys(manifest.dataset_id, manifest.version, attempt)
     allowed = [label.value for label in rules.allowed_labels]
     passed = all(a.passed for a in judged)
     return ValidationReport(
@@ -307,11 +326,13 @@ def analyse(
     *,
     cause: DatasetLabeled,
     previous: Split | None = None,
+    attempt: int | None = None,
 ) -> tuple[ValidationReport, Split]:
     """Judge a version from its measured samples: every assertion, the split and the report.
 
     ``previous`` is the split of the newest earlier validated version: its images keep their
-    split here. Pure: the same inputs give the same report and split, byte for byte.
+    split here. ``attempt`` is the claim's number the report's keys are of (None: the version's
+    fixed keys). Pure: the same inputs give the same report and split, byte for byte.
     """
     found = _findings(samples, rules, previous)
     judged = _assertions(manifest, labels, samples, found, rules)
@@ -323,7 +344,17 @@ def analyse(
         inherited_from=previous.version if previous else None,
     )
     return (
-        _report(manifest, labels, samples, found, judged, rules, cause=cause, previous=previous),
+        _report(
+            manifest,
+            labels,
+            samples,
+            found,
+            judged,
+            rules,
+            cause=cause,
+            previous=previous,
+            attempt=attempt,
+        ),
         split,
     )
 
@@ -358,6 +389,16 @@ class ValidationService:
             TransientError: MinIO or MongoDB did not answer (the bus retries).
         """
         payload = event.payload
+        claimed = await self._store.claim_report(payload.dataset_id, payload.version)
+        if isinstance(claimed, ReportRecord):
+            log.info(
+                "%s v%d was validated before; announcing it again",
+                claimed.dataset_id,
+                claimed.version,
+            )
+            recorded = await self._publish(claimed)
+            await self._announce(claimed, event)
+            return parse_document(ValidationReport, claimed.report_key, recorded)
         manifest = await self._document(Manifest, manifest_key(payload.dataset_id, payload.version))
         labels = await self._document(LabelSet, payload.labels_key)
         check_version(
@@ -366,10 +407,20 @@ class ValidationService:
         previous = await self._previous_split(payload.dataset_id, payload.version)
         samples = await self._measure_all(labeled_images(manifest, labels))
         report, split = await asyncio.to_thread(
-            analyse, manifest, labels, samples, self._rules, cause=event, previous=previous
+            analyse,
+            manifest,
+            labels,
+            samples,
+            self._rules,
+            cause=event,
+            previous=previous,
+            attempt=claimed,
         )
-        await self._write(report, split)
-        await self._announce(report, event)
+        record = await self._record(report, split, claimed)
+        recorded = await self._publish(record)
+        if record.report_key != report.keys.report:
+            report = parse_document(ValidationReport, record.report_key, recorded)
+        await self._announce(record, event)
         failed = [a.name for a in report.assertions if not a.passed]
         log.info("%s v%d: %s", report.dataset_id, report.version, failed or "validated")
         return report
@@ -409,41 +460,71 @@ class ValidationService:
 
         return list(await asyncio.gather(*(one(image, label) for image, label in images)))
 
-    async def _write(self, report: ValidationReport, split: Split) -> None:
+    async def _record(self, report: ValidationReport, split: Split, attempt: int) -> ReportRecord:
+        """Write the attempt's split and reports once under its keys and complete the version's
+        record with them; the record as it stands when another attempt completed it first."""
         keys = report.keys
         if report.passed:
-            await self._objects.put_named(
+            await self._objects.put_once(
                 Bucket.DATASETS,
                 keys.split,
                 canonical_json(split.model_dump(mode="json")),
                 content_type="application/json",
             )
-        await self._objects.put_named(
+        await self._objects.put_once(
             Bucket.DATASETS,
             keys.report,
             json.dumps(report.model_dump(mode="json"), sort_keys=True, indent=2).encode(),
             content_type="application/json",
         )
-        await self._objects.put_named(
+        await self._objects.put_once(
             Bucket.DATASETS,
             keys.report_html,
             render_html(report).encode(),
             content_type="text/html; charset=utf-8",
         )
-        await self._store.save_report(ReportRecord.of(report))
+        record = ReportRecord.of(report)
+        if await self._store.complete_report(record):
+            return record
+        done = await self._store.get_report(report.dataset_id, report.version)
+        if done is None:
+            raise IntegrityError(f"{record.id}: attempt {attempt} lost its record")
+        log.info(
+            "%s: attempt %d was validated after another; announcing %s",
+            record.id,
+            attempt,
+            done.report_key,
+        )
+        return done
 
-    async def _announce(self, report: ValidationReport, cause: DatasetLabeled) -> None:
-        if report.passed and report.dataset_digest is not None:
+    async def _publish(self, record: ReportRecord) -> bytes:
+        """Copy the recorded split and reports to the version's fixed keys (see the module
+        docstring); the recorded JSON report. A record from before attempts were kept apart
+        names those keys already."""
+        fixed = report_keys(record.dataset_id, record.version)
+        if record.split_key is not None:
+            await self._copy(record.split_key, fixed.split, "application/json")
+        await self._copy(record.report_html_key, fixed.report_html, "text/html; charset=utf-8")
+        return await self._copy(record.report_key, fixed.report, "application/json")
+
+    async def _copy(self, recorded: str, fixed: str, content_type: str) -> bytes:
+        data = await self._objects.get_verified(Bucket.DATASETS, recorded)
+        if recorded != fixed:
+            await self._objects.put_named(Bucket.DATASETS, fixed, data, content_type=content_type)
+        return data
+
+    async def _announce(self, record: ReportRecord, cause: DatasetLabeled) -> None:
+        if record.passed and record.dataset_digest is not None and record.split_key is not None:
             await self._emit(
                 DatasetValidated,
                 DatasetValidatedPayload(
-                    dataset_id=report.dataset_id,
-                    version=report.version,
-                    dataset_digest=report.dataset_digest,
-                    split_key=report.keys.split,
-                    split_counts=report.split.counts,
-                    report_key=report.keys.report,
-                    report_html_key=report.keys.report_html,
+                    dataset_id=record.dataset_id,
+                    version=record.version,
+                    dataset_digest=record.dataset_digest,
+                    split_key=record.split_key,
+                    split_counts=SplitCounts.model_validate(record.split_counts),
+                    report_key=record.report_key,
+                    report_html_key=record.report_html_key,
                 ),
                 cause=cause,
             )
@@ -451,10 +532,10 @@ class ValidationService:
         await self._emit(
             DatasetRejected,
             DatasetRejectedPayload(
-                dataset_id=report.dataset_id,
-                version=report.version,
-                failures=[a for a in report.assertions if not a.passed],
-                report_key=report.keys.report,
+                dataset_id=record.dataset_id,
+                version=record.version,
+                failures=[a for a in record.assertions if not a.passed],
+                report_key=record.report_key,
             ),
             cause=cause,
         )

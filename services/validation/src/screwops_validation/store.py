@@ -1,23 +1,31 @@
 """Validation's metadata in MongoDB: one report record per dataset version.
 
 Validation owns ``validation_reports``; no other service reads it (they read the reports in MinIO
-and the events). The record's ``_id`` is derived from (dataset id, version), so validating a
-version again overwrites its one record instead of adding another.
+and the events). The record's ``_id`` is derived from (dataset id, version), under a unique index
+on the pair, so a version has one record however often it is validated. A validation is claimed
+first: the document is upserted ``validating`` with ``attempts`` incremented, and that number
+names the attempt's split and reports; the first attempt to complete the document (a conditional
+update on ``validating``) fixes the verdict, and readers see complete documents only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ReturnDocument
 from screwops_contracts import AssertionResult
+from screwops_errors import AlreadyExistsError
 from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
 from screwops_validation.report import ValidationReport
 
 REPORTS = "validation_reports"
+VALIDATING = "validating"
+"""The status of a report's document while it is claimed and not yet complete."""
 
 INDEXES = (
     IndexSpec(REPORTS, (("dataset_id", 1), ("version", 1)), unique=True),
@@ -75,6 +83,10 @@ class Objects(Protocol):
         self, bucket: str, key: str, data: bytes, *, content_type: str = ...
     ) -> StoredObject: ...
 
+    async def put_once(
+        self, bucket: str, key: str, data: bytes, *, content_type: str = ...
+    ) -> StoredObject: ...
+
 
 class ValidationStore(Protocol):
     """What the validation service needs from its database."""
@@ -83,8 +95,22 @@ class ValidationStore(Protocol):
         """Create the indexes of the collections validation owns."""
         ...
 
-    async def save_report(self, record: ReportRecord) -> None:
-        """Insert or replace the record of ``record``'s version (idempotent)."""
+    async def get_report(self, dataset_id: str, version: int) -> ReportRecord | None:
+        """The version's record, if its validation was completed."""
+        ...
+
+    async def claim_report(self, dataset_id: str, version: int) -> int | ReportRecord:
+        """Claim a new attempt at validating a version not validated yet: its number (one
+        atomic increment, so two claims never get one), or the complete record when there is
+        one."""
+        ...
+
+    async def complete_report(self, record: ReportRecord) -> bool:
+        """Record ``record`` as its version's verdict unless an attempt completed it first.
+
+        Returns:
+            True when recorded; False when the version's record was complete already.
+        """
         ...
 
     async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
@@ -102,14 +128,44 @@ class MongoValidationStore:
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self._db, INDEXES)
 
-    async def save_report(self, record: ReportRecord) -> None:
+    async def get_report(self, dataset_id: str, version: int) -> ReportRecord | None:
         with mongo_errors():
-            await self._db[REPORTS].update_one(
-                {"_id": record.id},
+            doc = await self._db[REPORTS].find_one({"_id": report_id(dataset_id, version)})
+        return _record(doc)
+
+    async def claim_report(self, dataset_id: str, version: int) -> int | ReportRecord:
+        # The upsert inserts the claim when there is no document; one that loses that insert
+        # to another instance's claims again, and a complete document refuses it (its _id).
+        # The pair is set on insert only: the unique index holds it, and it never changes.
+        for _ in range(2):
+            try:
+                with mongo_errors():
+                    claimed = await self._db[REPORTS].find_one_and_update(
+                        {"_id": report_id(dataset_id, version), "status": VALIDATING},
+                        {
+                            "$inc": {"attempts": 1},
+                            "$setOnInsert": {
+                                "dataset_id": dataset_id,
+                                "version": version,
+                                "created_at": datetime.now(UTC),
+                            },
+                        },
+                        upsert=True,
+                        return_document=ReturnDocument.AFTER,
+                    )
+                return int(claimed["attempts"])
+            except AlreadyExistsError:
+                done = await self.get_report(dataset_id, version)
+                if done is not None:
+                    return done
+        raise AlreadyExistsError(f"{report_id(dataset_id, version)} could not be claimed")
+
+    async def complete_report(self, record: ReportRecord) -> bool:
+        with mongo_errors():
+            done = await self._db[REPORTS].update_one(
+                {"_id": record.id, "status": VALIDATING},
                 {
                     "$set": {
-                        "dataset_id": record.dataset_id,
-                        "version": record.version,
                         "passed": record.passed,
                         "cause_event_id": record.cause_event_id,
                         "report_key": record.report_key,
@@ -120,10 +176,10 @@ class MongoValidationStore:
                         "assertions": [a.model_dump(mode="json") for a in record.assertions],
                         "updated_at": datetime.now(UTC),
                     },
-                    "$setOnInsert": {"created_at": datetime.now(UTC)},
+                    "$unset": {"status": ""},
                 },
-                upsert=True,
             )
+        return done.matched_count == 1
 
     async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
         with mongo_errors():
@@ -133,3 +189,21 @@ class MongoValidationStore:
                 projection={"split_key": 1},
             )
         return None if found is None else found["split_key"]
+
+
+def _record(doc: Mapping[str, Any] | None) -> ReportRecord | None:
+    """The record of a complete report document; None for none or a claim."""
+    if doc is None or doc.get("status") == VALIDATING:
+        return None
+    return ReportRecord(
+        dataset_id=doc["dataset_id"],
+        version=doc["version"],
+        passed=doc["passed"],
+        cause_event_id=doc["cause_event_id"],
+        report_key=doc["report_key"],
+        report_html_key=doc["report_html_key"],
+        split_key=doc["split_key"],
+        dataset_digest=doc["dataset_digest"],
+        split_counts=dict(doc["split_counts"]),
+        assertions=[AssertionResult.model_validate(a) for a in doc["assertions"]],
+    )
