@@ -269,6 +269,7 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
         "reason": "false rejects",
         "threshold": 0.35,
         "model_kind": "supervised",
+        "sequence": 3,  # approvals of v1 and v2 were moves 1 and 2
     }
     assert await registry.production() == 1
     assert (await registry.lineage(2)).stage == registry_pb2.MODEL_STAGE_ARCHIVED
