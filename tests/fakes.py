@@ -139,7 +139,8 @@ def _tree(root: Path, prefix: str) -> dict[str, bytes]:
 
 class FakeCollection:
     """Just what the bus's processed-events record and outbox need: ``_id`` lookups, filters of
-    equal fields and ``$exists``, and updates by ``$set``, ``$unset`` and ``$push``."""
+    equal fields and ``$exists``, and updates (of one document or many) by ``$set``, ``$unset``
+    and ``$push``."""
 
     def __init__(self) -> None:
         self.docs: dict[Any, dict[str, Any]] = {}
@@ -161,6 +162,16 @@ class FakeCollection:
         doc = self.docs.get(query["_id"])
         if doc is None or not _matches(doc, query):
             return UpdateResult({"n": 0, "nModified": 0}, acknowledged=True)
+        self._update(doc, update)
+        return UpdateResult({"n": 1, "nModified": 1}, acknowledged=True)
+
+    async def update_many(self, query: dict[str, Any], update: dict[str, Any]) -> UpdateResult:
+        matched = [doc for doc in self.docs.values() if _matches(doc, query)]
+        for doc in matched:
+            self._update(doc, update)
+        return UpdateResult({"n": len(matched), "nModified": len(matched)}, acknowledged=True)
+
+    def _update(self, doc: dict[str, Any], update: dict[str, Any]) -> None:
         for field, value in update.get("$set", {}).items():
             doc[field] = copy.deepcopy(value)
         for field in update.get("$unset", {}):
@@ -168,7 +179,6 @@ class FakeCollection:
         for field, value in update.get("$push", {}).items():
             doc.setdefault(field, []).append(copy.deepcopy(value))
         self.updated += 1
-        return UpdateResult({"n": 1, "nModified": 1}, acknowledged=True)
 
 
 class _FakeCursor:

@@ -7,7 +7,16 @@ import asyncio
 from typing import Any, cast
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import OUTBOX, Announcement, MongoOutbox, Relay, RetryPolicy, mark_sent
+from screwops_bus import (
+    OUTBOX,
+    PENDING,
+    Announcement,
+    MongoOutbox,
+    Relay,
+    RetryPolicy,
+    mark_sent,
+    pending_index,
+)
 from screwops_contracts import DatasetIngested
 
 from tests.fakes import FakeDatabase, RecordingBus
@@ -16,14 +25,16 @@ from tests.support import dataset_ingested, eventually
 QUICK = RetryPolicy(initial_wait=0.001, max_wait=0.002)
 
 
-def owing(*datasets: str) -> tuple[FakeDatabase, list[DatasetIngested]]:
-    """A collection with one document per dataset, each owing its ``dataset.ingested``."""
+def owing(*datasets: str, flagged: bool = True) -> tuple[FakeDatabase, list[DatasetIngested]]:
+    """A collection with one document per dataset, each owing its ``dataset.ingested``, and
+    flagged pending as writers flag it (``flagged`` False: as written before the flag)."""
     db = FakeDatabase()
     events = [dataset_ingested(dataset) for dataset in datasets]
     for event in events:
         db["versions"].docs[event.payload.dataset_id] = {
             "_id": event.payload.dataset_id,
             OUTBOX: [Announcement(event).document()],
+            **({PENDING: True} if flagged else {}),
         }
     return db, events
 
@@ -40,7 +51,54 @@ async def test_a_pass_publishes_what_is_pending_and_removes_it() -> None:
 
     assert [e.event_id for e in bus] == [e.event_id for e in events]
     assert all(OUTBOX not in doc for doc in db["versions"].docs.values())
+    assert all(PENDING not in doc for doc in db["versions"].docs.values())
     assert await Relay(outbox(db), bus.publish).relay() == 0
+
+
+async def test_the_relay_finds_pending_documents_by_their_indexed_flag_alone() -> None:
+    db, [event] = owing("a")
+    # What FerretDB v1 answers from an index: the flag. A document the query does not name
+    # is not relayed, whatever its outbox holds.
+    db["versions"].docs["stray"] = {
+        "_id": "stray",
+        OUTBOX: [Announcement(dataset_ingested("stray")).document()],
+        PENDING: False,
+    }
+    bus = RecordingBus("ingestion")
+
+    assert await Relay(outbox(db), bus.publish).relay() == 1
+
+    assert [e.event_id for e in bus] == [event.event_id]
+    assert pending_index("versions").keys == ((PENDING, 1),)
+
+
+async def test_documents_written_before_the_flag_are_relayed_once_flagged_at_start() -> None:
+    db, events = owing("a", "b", flagged=False)
+    bus = RecordingBus("ingestion")
+    one = outbox(db)
+
+    assert await Relay(one, bus.publish).relay() == 2
+
+    assert [e.event_id for e in bus] == [e.event_id for e in events]
+    assert all(OUTBOX not in doc and PENDING not in doc for doc in db["versions"].docs.values())
+    # A later pass of the same relay asks by the flag alone.
+    later = dataset_ingested("c")
+    db["versions"].docs["c"] = {"_id": "c", OUTBOX: [Announcement(later).document()]}
+    assert await Relay(one, bus.publish).relay() == 0
+
+
+async def test_an_entry_left_after_one_is_sent_keeps_its_document_flagged() -> None:
+    db, [first] = owing("a", flagged=False)
+    versions = db["versions"]
+    later = dataset_ingested("a-later")
+    await versions.update_one({"_id": "a"}, {"$push": {OUTBOX: Announcement(later).document()}})
+
+    await mark_sent(cast(Any, versions), "a", str(first.event_id))
+
+    assert versions.docs["a"][PENDING] is True
+    await mark_sent(cast(Any, versions), "a", str(later.event_id))
+    assert OUTBOX not in versions.docs["a"]
+    assert PENDING not in versions.docs["a"]
 
 
 async def test_two_relays_at_once_publish_each_entry_at_least_once_and_remove_it_once() -> None:

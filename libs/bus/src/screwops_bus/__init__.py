@@ -8,6 +8,7 @@ from screwops_bus.deadletter import BodyStore, DeadLetter, StoredBody, original_
 from screwops_bus.idempotency import ProcessedEvents
 from screwops_bus.outbox import (
     OUTBOX,
+    PENDING,
     Announcement,
     MongoOutbox,
     Outbox,
@@ -15,6 +16,7 @@ from screwops_bus.outbox import (
     Relay,
     mark_sent,
     pending_in,
+    pending_index,
 )
 from screwops_bus.ports import Emit, Publish
 from screwops_bus.replay import (
@@ -27,6 +29,7 @@ from screwops_bus.replay import (
 
 __all__ = [
     "OUTBOX",
+    "PENDING",
     "Announcement",
     "BodyStore",
     "Bus",
@@ -46,6 +49,7 @@ __all__ = [
     "mark_sent",
     "original_headers",
     "pending_in",
+    "pending_index",
     "read_dead_letters",
     "replay",
     "replay_dead_letters",

@@ -15,6 +15,12 @@ and the consumers' processed-events record drops the repeats. An entry is remove
 compare-and-swap on the document's outbox, so two relays (or a relay and the request that wrote
 it) at worst publish an entry twice, and never drop one they did not publish. Only operations
 FerretDB v1 has are used: ``$exists``, equality, ``$set``, ``$unset`` (and ``$push`` by writers).
+
+A relay finds pending documents by the scalar flag ``outbox_pending`` (:data:`PENDING`), which
+the update that writes an entry sets and the one that removes the last unsets, under an index
+each service declares (:func:`pending_index`): FerretDB v1 pushes an equality on an indexed
+field down to its index, and scans the whole collection for ``$exists``. Documents written
+before the flag existed are flagged once, when a relay starts (the old ``$exists`` query).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from screwops_contracts import EVENTS_BY_TOPIC, Event
-from screwops_storage import Document, mongo_errors
+from screwops_storage import Document, IndexSpec, mongo_errors
 from screwops_telemetry import resumed_trace
 
 from screwops_bus.bus import RetryPolicy
@@ -37,6 +43,9 @@ from screwops_bus.ports import Publish
 
 OUTBOX = "outbox"
 """The field of a document that holds its pending announcements, oldest first; absent when none."""
+PENDING = "outbox_pending"
+"""True while a document holds pending announcements, absent when none: set by every update
+that writes an entry into :data:`OUTBOX`, unset with it by :func:`mark_sent`."""
 RELAY_INTERVAL_S = 1.0
 """How often a relay looks for pending announcements when the last pass went well."""
 RELAY_BATCH = 100
@@ -75,6 +84,12 @@ class Announcement:
         return cls(event, entry.get("traceparent", ""))
 
 
+def pending_index(collection: str) -> IndexSpec:
+    """The index a relay finds ``collection``'s pending documents by (see the module docstring);
+    declared with the collection's other indexes."""
+    return IndexSpec(collection, ((PENDING, 1),))
+
+
 def pending_in(doc: Document) -> tuple[Announcement, ...]:
     """The announcements a document still owes, oldest first."""
     return tuple(Announcement.from_document(entry) for entry in doc.get(OUTBOX) or ())
@@ -105,14 +120,18 @@ class MongoOutbox:
     def __init__(self, db: AsyncIOMotorDatabase[Document], collections: Iterable[str]) -> None:
         self._db = db
         self.collections = tuple(collections)
+        self._flagged = False
 
     async def pending(self) -> list[Pending]:
+        if not self._flagged:
+            await self._flag_unflagged()
+            self._flagged = True
         found = []
         for name in self.collections:
             with mongo_errors():
                 docs = (
                     await self._db[name]
-                    .find({OUTBOX: {"$exists": True}}, {OUTBOX: 1})
+                    .find({PENDING: True}, {OUTBOX: 1})
                     .limit(RELAY_BATCH)
                     .to_list(RELAY_BATCH)
                 )
@@ -122,6 +141,16 @@ class MongoOutbox:
     async def sent(self, pending: Pending) -> None:
         await mark_sent(self._db[pending.collection], pending.document_id, pending.announcement.id)
 
+    async def _flag_unflagged(self) -> None:
+        """Flag the documents written before :data:`PENDING` existed that still owe
+        announcements, so the flag finds them too; once per relay, the only full scan."""
+        for name in self.collections:
+            with mongo_errors():
+                await self._db[name].update_many(
+                    {OUTBOX: {"$exists": True}, PENDING: {"$exists": False}},
+                    {"$set": {PENDING: True}},
+                )
+
 
 async def mark_sent(
     collection: AsyncIOMotorCollection[Document], document_id: Any, announcement_id: str
@@ -129,7 +158,9 @@ async def mark_sent(
     """Remove the entry ``announcement_id`` from the document's outbox, and only that one.
 
     The outbox is swapped only if it is still what was read, so an entry written meanwhile
-    survives; the field goes once it is empty, so pending documents are those that have it.
+    survives; the field goes once it is empty, with the :data:`PENDING` flag, so pending
+    documents are those that have it. (The flag is set again with what is left, so a document
+    written without it is still found.)
     """
     for _ in range(_SWAPS):
         with mongo_errors():
@@ -138,7 +169,11 @@ async def mark_sent(
         rest = [entry for entry in entries if entry.get("id") != announcement_id]
         if len(rest) == len(entries):
             return  # sent and removed by someone else
-        update = {"$set": {OUTBOX: rest}} if rest else {"$unset": {OUTBOX: ""}}
+        update = (
+            {"$set": {OUTBOX: rest, PENDING: True}}
+            if rest
+            else {"$unset": {OUTBOX: "", PENDING: ""}}
+        )
         with mongo_errors():
             result = await collection.update_one({"_id": document_id, OUTBOX: entries}, update)
         if result.matched_count:
@@ -240,6 +275,7 @@ class Relay:
 
 __all__ = [
     "OUTBOX",
+    "PENDING",
     "Announcement",
     "MongoOutbox",
     "Outbox",
@@ -247,4 +283,5 @@ __all__ = [
     "Relay",
     "mark_sent",
     "pending_in",
+    "pending_index",
 ]

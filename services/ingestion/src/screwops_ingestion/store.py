@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
-from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
+from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ManifestImage
 from screwops_errors import AlreadyExistsError
@@ -37,6 +37,7 @@ INDEXES = (
     IndexSpec("refusals", (("dataset_id", 1), ("at", 1))),
     IndexSpec("staged_drops", (("dataset_id", 1),)),
     IndexSpec("drop_keys", (("dataset_id", 1),)),
+    pending_index(VERSIONS),
 )
 
 
@@ -292,6 +293,7 @@ class MongoIngestionStore:
                         "created_at": record.created_at,
                         "traceparent": record.traceparent,
                         OUTBOX: [record.announcement.document()],
+                        PENDING: True,
                     }
                 },
             )

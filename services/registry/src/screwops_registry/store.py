@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
+from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
@@ -47,6 +47,7 @@ INDEXES = (
     IndexSpec("model_versions", (("model_name", 1), ("run_id", 1)), unique=True),
     IndexSpec("aliases", (("alias", 1),)),
     IndexSpec("rejections", (("model_name", 1), ("rejected_at", 1))),
+    pending_index(ALIASES),
 )
 
 
@@ -398,6 +399,7 @@ class MongoRegistryStore:
                             "history": [_move_doc(move)],
                             "sequence": move.sequence,
                             OUTBOX: [announcement.document()],
+                            PENDING: True,
                         }
                     )
             except AlreadyExistsError:
@@ -424,6 +426,7 @@ class MongoRegistryStore:
                         "history": [
                             _move_doc(m) for m in expected.history_after(move, self.history_limit)
                         ],
+                        PENDING: True,
                     },
                     "$push": {OUTBOX: announcement.document()},
                 },

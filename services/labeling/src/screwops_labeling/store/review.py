@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING
-from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
+from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts.datasets import Label
 from screwops_storage import Document, IndexSpec, mongo_errors
 
@@ -27,6 +27,7 @@ REVIEWS = "review_queue"
 INDEXES = (
     IndexSpec(REVIEWS, (("status", 1), ("inspected_at", 1))),
     IndexSpec(REVIEWS, (("status", 1), ("line_id", 1), ("inspected_at", 1))),
+    pending_index(REVIEWS),
 )
 
 
@@ -149,6 +150,7 @@ class MongoReviewStore:
                     "$set": {
                         "status": ReviewStatus.REVIEWED.value,
                         "outcome": _outcome_document(outcome),
+                        PENDING: True,
                     },
                     "$push": {OUTBOX: announcement.document()},
                 },

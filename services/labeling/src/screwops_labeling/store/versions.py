@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING, UpdateOne
-from screwops_bus import OUTBOX, Announcement, mark_sent, pending_in
+from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ImageLabel
 from screwops_errors import AlreadyExistsError
@@ -53,6 +53,7 @@ INDEXES = (
     IndexSpec(IMAGES, (("dataset_id", 1), ("sha256", 1))),
     IndexSpec(LABELS, (("sha256", 1),)),
     IndexSpec(RESERVATIONS, (("dataset_id", 1), ("annotator", 1))),
+    pending_index(VERSIONS),
 )
 
 # Unlabeled images looked at per round trip while looking for one to reserve.
@@ -274,6 +275,7 @@ class MongoVersionStore:
                         "closed_by": end.closed_by,
                         "close_reason": end.reason,
                         OUTBOX: [announcement.document()],
+                        PENDING: True,
                     },
                     "$unset": {_ENDING: ""},
                 },
