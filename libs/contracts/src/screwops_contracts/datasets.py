@@ -211,7 +211,11 @@ def labels_key(dataset_id: str, version: int) -> str:
 
 
 def split_key(dataset_id: str, version: int) -> str:
-    """Where validation writes a version's :class:`Split` (datasets bucket)."""
+    """Where a version's :class:`Split` is found from the version alone (datasets bucket).
+
+    Validation writes each attempt's split under that attempt's keys and copies the recorded one
+    here; ``dataset.validated`` names the recorded attempt's own key.
+    """
     return f"{version_prefix(dataset_id, version)}/split.json"
 
 

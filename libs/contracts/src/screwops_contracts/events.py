@@ -211,17 +211,18 @@ class DatasetValidatedPayload(Payload):
         examples=["9f2c…e1"],
     )
     split_key: str = Field(
-        description="MinIO key of the deterministic stratified split.",
-        examples=["screws/v3/split.json"],
+        description="MinIO key of the deterministic stratified split, the recorded attempt's "
+        "(a copy is at <dataset>/v<N>/split.json).",
+        examples=["screws/v3/validation/attempts/1/split.json"],
     )
     split_counts: SplitCounts = Field(description="Images per split.")
     report_key: str = Field(
-        description="MinIO key of the JSON validation report.",
-        examples=["screws/v3/validation/report.json"],
+        description="MinIO key of the JSON validation report, the recorded attempt's.",
+        examples=["screws/v3/validation/attempts/1/report.json"],
     )
     report_html_key: str = Field(
-        description="MinIO key of the self-contained HTML report.",
-        examples=["screws/v3/validation/report.html"],
+        description="MinIO key of the self-contained HTML report, the recorded attempt's.",
+        examples=["screws/v3/validation/attempts/1/report.html"],
     )
 
 
@@ -241,8 +242,8 @@ class DatasetRejectedPayload(Payload):
         description="Each failed assertion with its numbers.", min_length=1
     )
     report_key: str = Field(
-        description="MinIO key of the JSON validation report.",
-        examples=["screws/v3/validation/report.json"],
+        description="MinIO key of the JSON validation report, the recorded attempt's.",
+        examples=["screws/v3/validation/attempts/1/report.json"],
     )
 
 
