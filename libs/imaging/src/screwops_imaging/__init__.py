@@ -36,6 +36,11 @@ SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF"})
 # The model's input side in pixels: large enough for a scratch on a 1024 px screw to survive.
 MODEL_INPUT_SIZE = 128
 
+# Pillow imports its plugins on the first file that is not PNG, JPEG, BMP, GIF or PPM: 0.1 s of
+# imports under the import lock, which stalled the gateway's event loop on its first TIFF.
+# Loading them with this module moves that cost to start-up.
+Image.init()
+
 
 @dataclass(frozen=True)
 class DecodedImage:

@@ -63,7 +63,7 @@ class Policy:
     switch_timeout_s: float = 60.0
     state_refresh_s: float = 5.0
     stream_window: int = 8
-    decode_workers: int = 4
+    decode_workers: int = 2
     decode_queue: int = 64
     log: LogPolicy = field(default_factory=LogPolicy)
     lines: LineLabels = field(default_factory=LineLabels)
@@ -157,10 +157,11 @@ class GatewaySettings(ApiSettings):
     )
 
     decode_workers: int = Field(
-        4,
+        2,
         ge=1,
         description="Threads that decode and preprocess images, off the event loop (a small "
-        "PNG can declare 16 megapixels and take 100 ms to decode).",
+        "PNG can declare 16 megapixels and take 100 ms to decode). At most the gateway's cores "
+        "less one: more busy threads than cores delay the event loop itself.",
     )
     decode_queue: int = Field(
         64,
