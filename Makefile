@@ -7,7 +7,7 @@ STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi \
-	bench-gateway
+	bench-gateway bench-fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ asyncapi: ## regenerate docs/asyncapi.yaml from the event contracts
 
 bench-gateway: up ## gateway vs direct Triton: req/s, p50/p99 at concurrency 1/8/32, and ghz's figures
 	$(RUN) python benchmarks/bench_gateway.py
+
+bench-fuzz: up ## 10,000 hostile images at the running gateway: statuses, crashes, event-loop lag p99.9
+	$(RUN) python benchmarks/fuzz_gateway.py $(ARGS)
 
 demo: up ## the main job: the stack, the services, and a whole pipeline run with live progress
 	$(STACK) services up

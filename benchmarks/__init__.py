@@ -1,0 +1,1 @@
+"""Benchmarks run against the stack (``make bench-*``); a package, so tests import helpers."""
