@@ -33,7 +33,7 @@ from screwops_contracts import (
 )
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import ModelKind, saved_model_prefix
+from screwops_contracts.models import ModelKind, evaluation_report_key, saved_model_prefix
 from screwops_errors import AlreadyExistsError
 from screwops_evaluator import handlers
 from screwops_evaluator.config import Gate
@@ -286,9 +286,10 @@ async def test_a_good_first_model_is_approved_and_a_guessing_one_rejected(
     assert approved.correlation_id == good.correlation_id
     payload = approved.payload
     evaluation_id = evaluation_id_of(evaluator.model, good.payload.run_id)
+    # The event names the report its (first and only) attempt wrote.
     assert (payload.evaluation_id, payload.report_key) == (
         evaluation_id,
-        f"evaluations/{evaluation_id}.json",
+        evaluation_report_key(evaluation_id, 1),
     )
     assert payload.champion_version is None
     assert payload.metrics["accuracy"] == pytest.approx(0.96)
