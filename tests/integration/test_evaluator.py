@@ -36,10 +36,10 @@ from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import ModelKind, evaluation_report_key, saved_model_prefix
 from screwops_errors import AlreadyExistsError
 from screwops_evaluator import handlers
-from screwops_evaluator.config import Gate
+from screwops_evaluator.config import Rules, Staging
 from screwops_evaluator.report import EvaluationReport
 from screwops_evaluator.service import EvaluatorService, evaluation_id_of
-from screwops_evaluator.staging import Staging, StagingArea, staging_version
+from screwops_evaluator.staging import StagingArea, staging_version
 from screwops_evaluator.store import (
     EVALUATIONS,
     Champion,
@@ -218,13 +218,9 @@ async def evaluator(
     await store.ensure_indexes()
     repository = triton_model_repository(settings.home)
     triton = TritonModels(settings.triton.grpc_url)
+    rules = Rules(Staging(repository=repository, model=staging))
     service = EvaluatorService(
-        store,
-        objects,
-        StagingArea(triton, objects, Staging(repository=repository, model=staging)),
-        bus.emit,
-        gate=Gate(),
-        concurrency=8,
+        store, objects, StagingArea(triton, objects, rules.staging), bus.emit, rules=rules
     )
     handlers.register(bus, service)
     verdicts: list[Event[Any]] = []

@@ -50,7 +50,7 @@ from screwops_trainer.scoring import score_saved_model
 from screwops_trainer.service import TrainerService
 from screwops_trainer.store import MongoTrainerStore
 from screwops_validation import handlers as validation_handlers
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules as ValidationRules
 from screwops_validation.service import ValidationService
 from screwops_validation.store import MongoValidationStore
 
@@ -154,9 +154,7 @@ async def stack(
     await validation_store.ensure_indexes()
     validation_handlers.register(
         validation_bus,
-        ValidationService(
-            validation_store, objects, validation_bus.emit, rules=Thresholds(), concurrency=8
-        ),
+        ValidationService(validation_store, objects, validation_bus.emit, rules=ValidationRules()),
     )
     configure_tensorflow(intra_op_threads=2, inter_op_threads=1)
     trainer_bus = service_bus(settings, "it-trainer", mongo_db, routes, max_wait=0.2)

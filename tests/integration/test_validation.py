@@ -18,7 +18,7 @@ from screwops_contracts.datasets import Bucket, Label, Split, version_prefix
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, content_key, sha256_hex
 from screwops_validation import handlers
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules
 from screwops_validation.report import ValidationReport
 from screwops_validation.service import ValidationService
 from screwops_validation.store import REPORTS, MongoValidationStore
@@ -130,8 +130,7 @@ async def stack(
     bus = service_bus(settings, "it-validation", mongo_db, routes, max_wait=0.2)
     store = MongoValidationStore(mongo_db)
     await store.ensure_indexes()
-    rules = Thresholds()
-    handlers.register(bus, ValidationService(store, objects, bus.emit, rules=rules, concurrency=8))
+    handlers.register(bus, ValidationService(store, objects, bus.emit, rules=Rules()))
     verdicts = Verdicts(settings, routes)
     await verdicts.start()
     await bus.broker.start()

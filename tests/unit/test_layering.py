@@ -159,6 +159,50 @@ def test_every_service_has_the_house_modules() -> None:
     assert missing == MISSING_MODULES
 
 
+def defines_rules(tree: ast.Module) -> bool:
+    """Whether a class in ``tree`` has a ``rules`` method (a service's settings building its
+    rules)."""
+    return any(
+        isinstance(node, ast.FunctionDef) and node.name == "rules"
+        for cls in ast.walk(tree)
+        if isinstance(cls, ast.ClassDef)
+        for node in cls.body
+    )
+
+
+def calls_settings_rules(tree: ast.Module) -> bool:
+    """Whether ``tree`` calls ``settings.rules()``."""
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "rules"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "settings"
+        for node in ast.walk(tree)
+    )
+
+
+def test_every_main_takes_the_rules_from_the_settings() -> None:
+    """A service whose settings build rules has its ``__main__`` hand the parts
+    ``settings.rules()`` (or pieces of it), so what the service's logic takes reaches it in one
+    place (docs/adding-a-service.md, Settings)."""
+    found = set()
+    for service in SERVICES:
+        package = ROOT / "services" / service / "src" / f"screwops_{service}"
+        config = ast.parse((package / "config.py").read_text())
+        main = ast.parse((package / "__main__.py").read_text())
+        if defines_rules(config) and not calls_settings_rules(main):
+            found.add(service)
+    assert found == set()
+
+
+def test_rules_are_found_where_a_settings_class_builds_them() -> None:
+    assert defines_rules(ast.parse("class S:\n    def rules(self): ...\n"))
+    assert not defines_rules(ast.parse("def rules(): ...\n"))
+    assert calls_settings_rules(ast.parse("x = f(rules=settings.rules())\n"))
+    assert not calls_settings_rules(ast.parse("x = f(gate=settings.gate())\n"))
+
+
 def test_a_service_that_consumes_events_needs_handlers(tmp_path: Path) -> None:
     for module in MODULES:
         (tmp_path / f"{module}.py").write_text('"""A module."""\n')

@@ -218,7 +218,7 @@ def test_thresholds_are_settings_and_the_report_records_only_them(
     settings = EvaluatorSettings()
     assert (settings.service_name, settings.metrics_port) == ("evaluator", 9105)
     assert settings.staging_model == "it-staging"
-    rules = settings.rules()
+    rules = settings.rules().gate
     assert type(rules) is Gate
     assert (rules.min_accuracy, rules.max_accuracy_drop, rules.min_defect_recall) == (
         0.97,

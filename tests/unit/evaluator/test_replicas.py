@@ -11,10 +11,10 @@ from typing import Any, cast
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import evaluation_id_of, evaluation_report_key, saved_model_prefix
-from screwops_evaluator.config import Gate
+from screwops_evaluator.config import Rules, Staging
 from screwops_evaluator.report import EvaluationReport
 from screwops_evaluator.service import EvaluatorService
-from screwops_evaluator.staging import Staging, StagingArea
+from screwops_evaluator.staging import StagingArea
 from screwops_evaluator.store import EvaluatorStore
 
 from tests.fakes import FakeObjects, RecordingBus
@@ -52,10 +52,9 @@ def replica(
 ) -> tuple[EvaluatorService, RecordingBus]:
     repository = tmp_path / name
     emitted = RecordingBus("evaluator")
-    staging = StagingArea(
-        FakeTriton(repository), objects, Staging(repository=repository, model="staging")
-    )
-    service = EvaluatorService(store, objects, staging, emitted.emit, gate=Gate(), concurrency=4)
+    rules = Rules(Staging(repository=repository, model="staging"), concurrency=4)
+    staging = StagingArea(FakeTriton(repository), objects, rules.staging)
+    service = EvaluatorService(store, objects, staging, emitted.emit, rules=rules)
     return service, emitted
 
 

@@ -34,10 +34,10 @@ from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind, saved_model_prefix
 from screwops_errors import InvalidInputError, NotFoundError, UnavailableError
 from screwops_evaluator import handlers
-from screwops_evaluator.config import Gate
+from screwops_evaluator.config import Gate, Rules, Staging
 from screwops_evaluator.report import EvaluationReport
 from screwops_evaluator.service import EvaluatorService, evaluation_id_of, held_out_images
-from screwops_evaluator.staging import Staging, StagingArea, staging_version
+from screwops_evaluator.staging import StagingArea, staging_version
 from screwops_serving import export_version, versions_present
 
 from tests.fakes import FakeObjects, RecordingBus, memory_bus
@@ -136,14 +136,13 @@ def make_harness(tmp_path: Path, *, gate: Gate | None = None, max_batch_size: in
     objects = FakeObjects()
     triton = FakeTriton(repository)
     emitted = RecordingBus("evaluator")
-    staging = StagingArea(
-        triton,
-        objects,
+    rules = Rules(
         Staging(repository=repository, model=STAGING, max_batch_size=max_batch_size),
+        gate=gate or Gate(),
+        concurrency=4,
     )
-    service = EvaluatorService(
-        store, objects, staging, emitted.emit, gate=gate or Gate(), concurrency=4
-    )
+    staging = StagingArea(triton, objects, rules.staging)
+    service = EvaluatorService(store, objects, staging, emitted.emit, rules=rules)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     return Harness(service, store, objects, triton, emitted, repository, scratch)
@@ -498,12 +497,9 @@ async def wired(tmp_path: Path) -> AsyncIterator[Wired]:
     harness = make_harness(tmp_path)
     await stage_split_version(harness.objects, DATASET, *evaluation_set())
     bus = memory_bus("evaluator")
-    staging = StagingArea(
-        harness.triton, harness.objects, Staging(repository=harness.repository, model=STAGING)
-    )
-    service = EvaluatorService(
-        harness.store, harness.objects, staging, bus.emit, gate=Gate(), concurrency=4
-    )
+    rules = Rules(Staging(repository=harness.repository, model=STAGING), concurrency=4)
+    staging = StagingArea(harness.triton, harness.objects, rules.staging)
+    service = EvaluatorService(harness.store, harness.objects, staging, bus.emit, rules=rules)
     handlers.register(bus, service)
     received: list[Event[Any]] = []
 

@@ -27,7 +27,7 @@ from screwops_trainer.config import Rules
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
 from screwops_trainer.store import DatasetRecord
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules as ValidationRules
 from screwops_validation.service import ValidationService
 
 from tests.fakes import FakeObjects, RecordingBus
@@ -221,7 +221,7 @@ async def validated(
     cause: DatasetLabeled = await stage_version(objects, dataset_id, files, version=version)
     emitted = RecordingBus("validation")
     service = ValidationService(
-        ValidationStore(), objects, emitted.emit, rules=Thresholds(), concurrency=4
+        ValidationStore(), objects, emitted.emit, rules=ValidationRules(concurrency=4)
     )
     await service.on_dataset_labeled(cause)
     [event] = emitted

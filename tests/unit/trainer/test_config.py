@@ -42,7 +42,7 @@ def test_a_good_only_trainer_is_refused_at_start_not_trained_as_a_classifier(
 
 
 @pytest.mark.usefixtures("clean_environment")
-def test_the_rules_carry_the_model_its_params_its_threshold_and_the_concurrency(
+def test_the_rules_carry_the_model_its_params_its_threshold_concurrency_and_run_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in {
@@ -51,6 +51,7 @@ def test_the_rules_carry_the_model_its_params_its_threshold_and_the_concurrency(
         "MODEL_KIND": "supervised",
         "THRESHOLD__MIN_RECALL": "0.9",
         "IMAGE_CONCURRENCY": "2",
+        "MAX_RUN_S": "900",
     }.items():
         monkeypatch.setenv(f"SCREWOPS_TRAINER_{name}", value)
 
@@ -60,4 +61,5 @@ def test_the_rules_carry_the_model_its_params_its_threshold_and_the_concurrency(
         model_kind=ModelKind.SUPERVISED,
         threshold_rules=ThresholdRules(min_recall=0.9),
         concurrency=2,
+        max_run_s=900,
     )

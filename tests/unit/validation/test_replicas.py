@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from screwops_contracts import DatasetValidated
 from screwops_contracts.datasets import Bucket, Split
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules
 from screwops_validation.report import ValidationReport
 from screwops_validation.service import ValidationService, report_keys
 from screwops_validation.store import ValidationStore
@@ -44,7 +44,7 @@ class Held:
 
 def replica(store: ValidationStore, objects: FakeObjects) -> tuple[ValidationService, RecordingBus]:
     emitted = RecordingBus("validation")
-    service = ValidationService(store, objects, emitted.emit, rules=Thresholds(), concurrency=4)
+    service = ValidationService(store, objects, emitted.emit, rules=Rules(concurrency=4))
     return service, emitted
 
 

@@ -24,7 +24,7 @@ from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError, NotFoundError
 from screwops_storage import sha256_hex
 from screwops_validation import handlers
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules, Thresholds
 from screwops_validation.report import ValidationReport, render_html
 from screwops_validation.service import ValidationService, report_keys
 
@@ -61,7 +61,10 @@ class Parts:
 
     def service(self, rules: Thresholds | None = None) -> ValidationService:
         return ValidationService(
-            self.store, self.objects, self.emitted.emit, rules=rules or Thresholds(), concurrency=4
+            self.store,
+            self.objects,
+            self.emitted.emit,
+            rules=Rules(rules or Thresholds(), concurrency=4),
         )
 
     def json(self, key: str) -> Any:
@@ -298,9 +301,7 @@ class Wired:
 async def wired() -> AsyncIterator[Wired]:
     parts = Parts()
     bus = memory_bus("validation")
-    service = ValidationService(
-        parts.store, parts.objects, bus.emit, rules=Thresholds(), concurrency=4
-    )
+    service = ValidationService(parts.store, parts.objects, bus.emit, rules=Rules(concurrency=4))
     handlers.register(bus, service)
     received: list[Event[Any]] = []
 

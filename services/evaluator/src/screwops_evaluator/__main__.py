@@ -11,32 +11,24 @@ from screwops_serving import TritonModels
 from screwops_evaluator import handlers
 from screwops_evaluator.config import EvaluatorSettings
 from screwops_evaluator.service import EvaluatorService
-from screwops_evaluator.staging import Staging, StagingArea
+from screwops_evaluator.staging import StagingArea
 from screwops_evaluator.store import MongoEvaluatorStore
 
 
 def main() -> None:
     settings = EvaluatorSettings()
     runtime = Runtime.create(settings)
+    rules = settings.rules()
     store = MongoEvaluatorStore(runtime.db)
     staging = StagingArea(
-        TritonModels(settings.stack.triton.grpc_url, load_timeout_s=settings.load_timeout_s),
-        runtime.objects,
-        Staging(
-            repository=settings.triton_repository,
-            model=settings.staging_model,
-            max_batch_size=settings.max_batch_size,
-            check_timeout_s=settings.check_timeout_s,
-            infer_timeout_s=settings.infer_timeout_s,
-        ),
+        TritonModels(settings.stack.triton.grpc_url), runtime.objects, rules.staging
     )
     service = EvaluatorService(
         store,
         runtime.objects,
         staging,
         runtime.bus.emit,
-        gate=settings.rules(),
-        concurrency=settings.concurrency,
+        rules=rules,
         tracer_provider=runtime.telemetry.tracer_provider,
         meter_provider=runtime.telemetry.meter_provider,
     )

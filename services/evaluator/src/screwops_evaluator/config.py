@@ -3,6 +3,7 @@ choices, so every one of them is a setting, and so are the Triton names a test m
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,9 +77,27 @@ class Gate(BaseModel):
         """How far below production's recall a candidate's may be."""
         return self.max_accuracy_drop if self.max_recall_drop is None else self.max_recall_drop
 
-    def rules(self) -> Gate:
-        """Just the gate (a settings object is one too), for the report to record."""
-        return Gate.model_validate({name: getattr(self, name) for name in Gate.model_fields})
+
+@dataclass(frozen=True)
+class Staging:
+    """Where candidates are staged and how they are loaded, checked and scored."""
+
+    repository: Path
+    model: str
+    max_batch_size: int = 32
+    load_timeout_s: float = 300.0
+    check_timeout_s: float = 30.0
+    infer_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What every evaluation is staged and judged by, in one object so the service never sees
+    the connection settings; the staging area takes ``staging``, the report records ``gate``."""
+
+    staging: Staging
+    gate: Gate = field(default_factory=Gate)
+    concurrency: int = 8
 
 
 class EvaluatorSettings(Gate, ServiceSettings):
@@ -119,3 +138,19 @@ class EvaluatorSettings(Gate, ServiceSettings):
     concurrency: int = Field(
         8, ge=1, description="Test images fetched and decoded at once; bounds memory as well."
     )
+
+    def rules(self) -> Rules:
+        """Built beside the fields, so a new setting reaches the service in one place; the gate
+        is a plain :class:`Gate` (a settings object is one too), so the report records only it."""
+        return Rules(
+            staging=Staging(
+                repository=self.triton_repository,
+                model=self.staging_model,
+                max_batch_size=self.max_batch_size,
+                load_timeout_s=self.load_timeout_s,
+                check_timeout_s=self.check_timeout_s,
+                infer_timeout_s=self.infer_timeout_s,
+            ),
+            gate=Gate.model_validate({name: getattr(self, name) for name in Gate.model_fields}),
+            concurrency=self.concurrency,
+        )

@@ -82,7 +82,7 @@ from screwops_errors import (
 )
 from screwops_imaging import decode, preprocess
 
-from screwops_evaluator.config import Gate
+from screwops_evaluator.config import Rules
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
 from screwops_evaluator.metrics import EvaluatorMetrics
 from screwops_evaluator.report import (
@@ -149,8 +149,7 @@ class EvaluatorService:
         staging: StagingArea,
         emit: Emit,
         *,
-        gate: Gate,
-        concurrency: int = 8,
+        rules: Rules,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -158,8 +157,8 @@ class EvaluatorService:
         self._objects = objects
         self._staging = staging
         self._emit = emit
-        self._gate = gate.rules()
-        self._concurrency = concurrency
+        self._gate = rules.gate
+        self._concurrency = rules.concurrency
         # One evaluation at a time per process: the machine's cores go to Triton scoring one
         # model, and a second event for the same run waits here and then finds it judged.
         self._evaluating = asyncio.Lock()

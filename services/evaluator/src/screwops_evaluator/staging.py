@@ -41,6 +41,7 @@ from screwops_errors import (
 )
 from screwops_serving import export_version, remove_version, versions_present
 
+from screwops_evaluator.config import Staging
 from screwops_evaluator.scoring import Probabilities
 from screwops_evaluator.store import Objects
 
@@ -54,9 +55,9 @@ _VERSION_SPACE = 2**31 - 1
 class Triton(Protocol):
     """The part of :class:`screwops_serving.TritonModels` the evaluator uses."""
 
-    async def load(self, name: str) -> None: ...
+    async def load(self, name: str, *, timeout_s: float) -> None: ...
 
-    async def unload(self, name: str) -> None: ...
+    async def unload(self, name: str, *, timeout_s: float) -> None: ...
 
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
@@ -73,17 +74,6 @@ class Unservable(Exception):  # noqa: N818 (an outcome, not a fault)
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Staging:
-    """Where candidates are staged and how they are loaded, checked and scored."""
-
-    repository: Path
-    model: str
-    max_batch_size: int = 32
-    check_timeout_s: float = 30.0
-    infer_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -210,7 +200,7 @@ class StagingArea:
     async def _load(self, version: int) -> None:
         name = self.staging.model
         try:
-            await self.triton.load(name)
+            await self.triton.load(name, timeout_s=self.staging.load_timeout_s)
         except FailedPreconditionError as failure:
             if await self.triton.ready(name, version):
                 log.warning("another staging version failed to load: %s", failure.message)
@@ -224,8 +214,8 @@ class StagingArea:
             return
         try:
             if await asyncio.to_thread(versions_present, repository, name=name):
-                await self.triton.load(name)
+                await self.triton.load(name, timeout_s=self.staging.load_timeout_s)
             else:
-                await self.triton.unload(name)
+                await self.triton.unload(name, timeout_s=self.staging.load_timeout_s)
         except FailedPreconditionError as failure:
             log.warning("reloading %s after removing version %d: %s", name, version, failure)

@@ -22,6 +22,7 @@ def main() -> None:
         intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads
     )
     runtime = Runtime.create(settings)
+    rules = settings.rules()
     store = MongoTrainerStore(runtime.db)
     service = TrainerService(
         store,
@@ -29,13 +30,13 @@ def main() -> None:
         runtime.bus.emit,
         fit,
         score_saved_model,
-        rules=settings.rules(),
+        rules=rules,
         git_sha=git_sha(settings.git_sha),
         packages=package_versions(),
         meter_provider=runtime.telemetry.meter_provider,
         tracer_provider=runtime.telemetry.tracer_provider,
     )
-    handlers.register(runtime.bus, service, max_run_s=settings.max_run_s)
+    handlers.register(runtime.bus, service, max_run_s=rules.max_run_s)
 
     async def bootstrap() -> None:
         await store.ensure_indexes()

@@ -22,14 +22,15 @@ from screwops_trainer.threshold import ThresholdRules
 
 @dataclass(frozen=True)
 class Rules:
-    """What every run is trained and judged by, in one object so the service never sees the
-    connection settings or TensorFlow's threads."""
+    """What every run is trained and judged by, and how long it may take, in one object so the
+    service never sees the connection settings or TensorFlow's threads."""
 
     model_name: str
     params: TrainingParams
     model_kind: ModelKind = ModelKind.SUPERVISED
     threshold_rules: ThresholdRules = field(default_factory=ThresholdRules)
     concurrency: int = 8
+    max_run_s: float = 3600.0
 
 
 class TrainerSettings(ServiceSettings):
@@ -105,4 +106,5 @@ class TrainerSettings(ServiceSettings):
             model_kind=self.model_kind,
             threshold_rules=self.threshold,
             concurrency=self.image_concurrency,
+            max_run_s=self.max_run_s,
         )

@@ -22,7 +22,6 @@ def main() -> None:
         runtime.objects,
         runtime.bus.emit,
         rules=settings.rules(),
-        concurrency=settings.concurrency,
     )
     handlers.register(runtime.bus, service)
 

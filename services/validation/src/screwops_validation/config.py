@@ -3,6 +3,7 @@ and the split are operator choices, so every one of them is a setting."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -113,11 +114,15 @@ class Thresholds(BaseModel):
         """Train, validation and test fractions, in the order of ``SplitName``."""
         return (self.train_fraction, self.validation_fraction, self.test_fraction)
 
-    def rules(self) -> Thresholds:
-        """Just the thresholds (a settings object is one too), for the report to record."""
-        return Thresholds.model_validate(
-            {name: getattr(self, name) for name in Thresholds.model_fields}
-        )
+
+@dataclass(frozen=True)
+class Rules:
+    """What every version is judged by, and how many of its images are measured at once, in one
+    object so the service never sees the connection settings; the report records
+    ``thresholds``."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    concurrency: int = 8
 
 
 class ValidationSettings(Thresholds, ServiceSettings):
@@ -136,3 +141,14 @@ class ValidationSettings(Thresholds, ServiceSettings):
     concurrency: int = Field(
         8, ge=1, description="Images fetched and measured at once; bounds memory as well."
     )
+
+    def rules(self) -> Rules:
+        """Built beside the fields, so a new setting reaches the service in one place; the
+        thresholds are a plain :class:`Thresholds` (a settings object is one too), so the report
+        records only them."""
+        return Rules(
+            thresholds=Thresholds.model_validate(
+                {name: getattr(self, name) for name in Thresholds.model_fields}
+            ),
+            concurrency=self.concurrency,
+        )

@@ -80,7 +80,7 @@ from screwops_validation.checks import (
     drift_figures,
     exact_duplicate_groups,
 )
-from screwops_validation.config import Thresholds
+from screwops_validation.config import Rules, Thresholds
 from screwops_validation.measures import Sample, measure
 from screwops_validation.report import (
     DriftFigure,
@@ -308,8 +308,7 @@ def _report(
             kept=sum(1 for sha256 in found.assignments if sha256 in found.kept),
         ),
         drift=found.drift,
-        # ValidationSettings is a Thresholds too: record the rules, never its connections.
-        thresholds=rules.rules(),
+        thresholds=rules,
         keys=keys,
         split_key=keys.split if passed else None,
         dataset_digest=(
@@ -371,14 +370,13 @@ class ValidationService:
         objects: Objects,
         emit: Emit,
         *,
-        rules: Thresholds,
-        concurrency: int,
+        rules: Rules,
     ) -> None:
         self._store = store
         self._objects = objects
         self._emit = emit
-        self._rules = rules
-        self._concurrency = concurrency
+        self._rules = rules.thresholds
+        self._concurrency = rules.concurrency
 
     async def on_dataset_labeled(self, event: DatasetLabeled) -> ValidationReport:
         """Validate the version ``event`` names, store its outputs and emit the verdict.
