@@ -333,3 +333,27 @@ class FakeContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         raise AbortedError(code, details)
+
+
+class HeldStore:
+    """A shared store as one replica sees it: its calls named in ``held`` wait until
+    :attr:`release` is set (:attr:`reached` says one got there), so a test can let a second
+    replica run the same work to the end in between."""
+
+    def __init__(self, store: Any, *held: str) -> None:
+        self._store = store
+        self._held = held
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+        if name not in self._held:
+            return method
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.release.wait()
+            return await method(*args, **kwargs)
+
+        return held

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
@@ -17,34 +17,12 @@ from screwops_evaluator.service import EvaluatorService
 from screwops_evaluator.staging import StagingArea
 from screwops_evaluator.store import EvaluatorStore
 
-from tests.fakes import FakeObjects, RecordingBus
+from tests.fakes import FakeObjects, HeldStore, RecordingBus
 from tests.unit.evaluator.builders import SHARP, evaluation_set, stage_split_version
 from tests.unit.evaluator.fakes import FakeStore, FakeTriton
 
 MODEL = "screws"
 DATASET = "screws"
-
-
-class Held:
-    """The shared store as one replica sees it: its verdict's write waits until released, after
-    its report is written."""
-
-    def __init__(self, store: FakeStore) -> None:
-        self._store = store
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._store, name)
-        if name not in ("save_evaluation", "complete_evaluation"):
-            return method
-
-        async def held(*args: Any, **kwargs: Any) -> Any:
-            self.reached.set()
-            await self.release.wait()
-            return await method(*args, **kwargs)
-
-        return held
 
 
 def replica(
@@ -76,7 +54,7 @@ async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_rep
         ),
         producer="trainer",
     )
-    held = Held(store)
+    held = HeldStore(store, "complete_evaluation")
     first, first_said = replica(tmp_path, "first", cast(EvaluatorStore, held), objects)
     second, second_said = replica(tmp_path, "second", store, objects)
 

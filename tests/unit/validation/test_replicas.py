@@ -6,7 +6,7 @@ announcements are one attempt's."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 from screwops_contracts import DatasetValidated
 from screwops_contracts.datasets import Bucket, Split
@@ -15,31 +15,9 @@ from screwops_validation.report import ValidationReport
 from screwops_validation.service import ValidationService, report_keys
 from screwops_validation.store import ValidationStore
 
-from tests.fakes import FakeObjects, RecordingBus
+from tests.fakes import FakeObjects, HeldStore, RecordingBus
 from tests.unit.validation.builders import balanced, stage_version
 from tests.unit.validation.fakes import FakeStore
-
-
-class Held:
-    """The shared store as one replica sees it: its verdict's write waits until released, after
-    its split and reports are written."""
-
-    def __init__(self, store: FakeStore) -> None:
-        self._store = store
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._store, name)
-        if name not in ("save_report", "complete_report"):
-            return method
-
-        async def held(*args: Any, **kwargs: Any) -> Any:
-            self.reached.set()
-            await self.release.wait()
-            return await method(*args, **kwargs)
-
-        return held
 
 
 def replica(store: ValidationStore, objects: FakeObjects) -> tuple[ValidationService, RecordingBus]:
@@ -53,7 +31,7 @@ async def test_two_validations_of_one_version_at_once_record_one_split_and_its_r
     first_files = balanced(22)
     v1 = await stage_version(objects, "screws", first_files)
     v2 = await stage_version(objects, "screws", [*first_files, *balanced(8, offset=300)], version=2)
-    held = Held(store)
+    held = HeldStore(store, "complete_report")
     first, first_said = replica(cast(ValidationStore, held), objects)
     second, second_said = replica(store, objects)
 
