@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import (
     OUTBOX,
@@ -16,7 +17,9 @@ from screwops_bus import (
     RetryPolicy,
     mark_sent,
     pending_index,
+    publish_now,
 )
+from screwops_bus import outbox as outbox_module
 from screwops_contracts import DatasetIngested
 
 from tests.fakes import FakeDatabase, RecordingBus
@@ -157,3 +160,17 @@ async def test_a_relayed_event_is_the_one_written() -> None:
     await Relay(outbox(db), bus.publish).relay()
 
     assert bus == [event]
+
+
+async def test_a_publish_kafka_never_acknowledges_is_given_up_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The producer retries a send until Kafka is back; the request that wrote the entry
+    waits only :data:`PUBLISH_NOW_S` and leaves the rest to the relay."""
+    monkeypatch.setattr(outbox_module, "PUBLISH_NOW_S", 0.05)
+    sent = RecordingBus("ingestion")
+    sent.gate = asyncio.Event()
+
+    with pytest.raises(TimeoutError):
+        await publish_now(sent.publish(dataset_ingested("screws")))
+    assert not sent

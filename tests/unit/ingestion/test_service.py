@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import stat
@@ -9,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from screwops_bus import outbox
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
 from screwops_contracts.minio import BucketNotification
@@ -451,3 +453,22 @@ async def test_bucket_drops_are_staged_until_the_ready_marker(
     assert isinstance(event, DatasetIngested)
     assert (event.payload.source, event.payload.image_count) == ("bucket", 2)
     assert event.payload.labeled_by_layout == 2
+
+
+async def test_an_upload_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka away: the producer waits for it rather than failing, and the upload waited with
+    it until its caller's deadline; the version's event is left pending instead."""
+    monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
+    store, _, published = parts
+    published.gate = asyncio.Event()
+
+    result = await asyncio.wait_for(service(parts).ingest("screws", files(1), source="upload"), 1)
+
+    assert result.version == 1
+    assert not published
+    published.gate.set()
+    await relayed(store, published, 1)
+    [event] = published.of(DatasetIngested)
+    assert event == store.versions["screws@v1"].event

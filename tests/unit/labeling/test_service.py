@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from screwops_bus import Announcement
+from screwops_bus import Announcement, outbox
 from screwops_contracts import DatasetLabeled, InspectionCompleted, InspectionReviewed
 from screwops_contracts.datasets import Bucket, ImageLabel, Label, LabelSet
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
@@ -124,6 +124,26 @@ async def test_a_last_label_whose_announcement_kafka_refused_is_announced_by_the
     assert labeled_events(h) == [pending.event]
     assert pending.event.causation_id == event.event_id
     assert pending.event.payload.labels_key == "screws/v1/labels.json"
+
+
+async def test_a_last_label_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka away: the producer waits for it rather than failing, and the last label waited
+    with it until its caller's deadline; the version's event is left pending instead."""
+    monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
+    h = harness()
+    event, [image] = h.ingest("screws", 1, [("a.png", None)])
+    await h.service.on_dataset_ingested(event)
+    h.emitted.gate = asyncio.Event()
+
+    labeling = h.service.submit_label("screws", image.sha256, BAD, annotator="ana")
+    assert await asyncio.wait_for(labeling, 1) == 0
+
+    [pending] = h.store.records[("screws", 1)].pending
+    h.emitted.gate.set()
+    await relayed(h.store, h.emitted, 1)
+    assert labeled_events(h) == [pending.event]
 
 
 async def test_a_version_ends_the_way_its_end_was_claimed_first() -> None:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from screwops_bus import outbox
 from screwops_contracts import ModelDeployed, ModelRolledBack
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import ModelKind
@@ -184,6 +185,27 @@ async def test_a_move_kafka_refused_is_announced_by_the_relay_and_its_retry_move
     assert announced == pending.event
     assert isinstance(announced, ModelRolledBack if move == "rollback" else ModelDeployed)
     assert announced.payload.sequence == first.move.sequence == 4
+
+
+async def test_a_move_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka away: the producer waits for it rather than failing, and the promotion waited with
+    it past its caller's deadline; the move is left pending instead."""
+    monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
+    await h.deploy("run-a", "run-b")
+    h.sent.gate = asyncio.Event()
+
+    change = await asyncio.wait_for(
+        h.service.promote(h.model, 1, actor="bo", reason="r", request_id=new_id()), 1
+    )
+
+    assert await h.production() == 1
+    h.sent.gate.set()
+    await relayed(h.store, h.sent, 3)
+    announced = h.sent[-1]
+    assert isinstance(announced, ModelDeployed)
+    assert announced.payload.sequence == change.move.sequence
 
 
 async def test_racing_retries_of_one_request_move_once(h: Harness) -> None:

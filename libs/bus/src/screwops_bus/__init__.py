@@ -17,6 +17,7 @@ from screwops_bus.outbox import (
     mark_sent,
     pending_in,
     pending_index,
+    publish_now,
 )
 from screwops_bus.ports import Emit, Publish
 from screwops_bus.replay import (
@@ -50,6 +51,7 @@ __all__ = [
     "original_headers",
     "pending_in",
     "pending_index",
+    "publish_now",
     "read_dead_letters",
     "replay",
     "replay_dead_letters",

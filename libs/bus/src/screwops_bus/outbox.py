@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +48,9 @@ PENDING = "outbox_pending"
 that writes an entry into :data:`OUTBOX`, unset with it by :func:`mark_sent`."""
 RELAY_INTERVAL_S = 1.0
 """How often a relay looks for pending announcements when the last pass went well."""
+PUBLISH_NOW_S = 5.0
+"""How long :func:`publish_now` waits for Kafka's acknowledgement before leaving the entry to
+the relay."""
 RELAY_BATCH = 100
 """Documents a relay takes per collection and pass."""
 _SWAPS = 5
@@ -179,6 +182,19 @@ async def mark_sent(
         if result.matched_count:
             return
     log.warning("%s: %s stays pending; the outbox kept changing", document_id, announcement_id)
+
+
+async def publish_now(sending: Awaitable[None]) -> None:
+    """Wait for ``sending``, the publish of an announcement just written, at most
+    :data:`PUBLISH_NOW_S` for Kafka's acknowledgement (:class:`TimeoutError` past it).
+
+    The entry is in its document already, so the request that wrote it need not wait for Kafka:
+    the producer is idempotent and retries a send until the broker comes back, so an unbounded
+    wait held the request (an upload, a label, a promotion) for as long as Kafka was away, and its
+    caller's deadline went first. A send given up here may still be delivered once Kafka is
+    back, and the relay publishes the entry too: the same event id twice, which consumers drop.
+    """
+    await asyncio.wait_for(sending, PUBLISH_NOW_S)
 
 
 class Relay:

@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from screwops_bus import publish_now
 from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
 from screwops_contracts.datasets import (
     LABEL_WORDS,
@@ -377,7 +378,7 @@ class IngestionService:
         same and its event stays pending in the version's outbox, for the outbox relay to
         publish once Kafka answers (a retry would find nothing new to announce)."""
         try:
-            await self._publish(record.event)
+            await publish_now(self._publish(record.event))
             await self._store.mark_published(record)
         except Exception as exc:
             log.warning("%s: dataset.ingested left to the outbox relay: %r", record.id, exc)

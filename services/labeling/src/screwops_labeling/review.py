@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from screwops_bus import Announcement, Publish
+from screwops_bus import Announcement, Publish, publish_now
 from screwops_contracts import (
     InspectionCompleted,
     InspectionReviewed,
@@ -300,7 +300,7 @@ class ReviewQueue:
         """Publish the review's event at once; if Kafka refuses it, the review is recorded all
         the same and the event stays pending in its item's outbox for the outbox relay."""
         try:
-            await self._publish(announcement.event)
+            await publish_now(self._publish(announcement.event))
             await self._store.mark_review_published(inspection_id, announcement.id)
         except Exception as exc:
             log.warning("%s: inspection.reviewed left to the outbox relay: %r", inspection_id, exc)

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
-from screwops_bus import Announcement, Publish
+from screwops_bus import Announcement, Publish, publish_now
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -505,7 +505,7 @@ class VersionLabeling:
         try:
             # In the run's trace, also when a person's last label ends the version.
             with resumed_trace(announcement.traceparent, "labeling.announce"):
-                await self._publish(announcement.event)
+                await publish_now(self._publish(announcement.event))
             await self._store.mark_published(record.dataset_id, record.version, announcement.id)
         except Exception as exc:
             log.warning("%s: dataset.labeled left to the outbox relay: %r", record.id, exc)

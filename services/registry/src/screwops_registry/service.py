@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from screwops_bus import Announcement, Publish
+from screwops_bus import Announcement, Publish, publish_now
 from screwops_contracts import (
     Event,
     ModelApproved,
@@ -531,7 +531,7 @@ class RegistryService:
         refuses it, the move stands all the same and the outbox relay publishes it later (a
         retried request finds the move made and would announce nothing)."""
         try:
-            await self._publish(announcement.event)
+            await publish_now(self._publish(announcement.event))
             await self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id)
         except Exception as exc:
             log.warning(
