@@ -215,7 +215,9 @@ def gateway_process(
             "SCREWOPS_GATEWAY_MODEL_NAME": model,
             "SCREWOPS_GATEWAY_GRPC_PORT": str(grpc_port),
             "SCREWOPS_GATEWAY_METRICS_PORT": str(free_port()),
-            "SCREWOPS_GATEWAY_AUTH_TOKENS": json.dumps([TOKEN]),
+            "SCREWOPS_GATEWAY_AUTH_TOKENS": json.dumps(
+                [{"principal": "bench", "role": "line", "token": TOKEN}]
+            ),
             "SCREWOPS_GATEWAY_IMAGE_SAMPLE_RATE": "0",
             "SCREWOPS_GATEWAY_LOW_CONFIDENCE_BAND": "0",
         }

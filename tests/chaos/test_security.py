@@ -141,7 +141,9 @@ async def test_an_api_with_tokens_refuses_calls_without_a_valid_one(
         {
             f"{prefix}GRPC_PORT": str(port),
             f"{prefix}METRICS_PORT": str(free_port()),
-            f"{prefix}AUTH_TOKENS": json.dumps([token]),
+            f"{prefix}AUTH_TOKENS": json.dumps(
+                [{"principal": "chaos-admin", "role": "admin", "token": token}]
+            ),
         },
         log,
     )

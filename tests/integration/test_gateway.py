@@ -35,7 +35,7 @@ from screwops_gateway.store import MongoServingStateStore
 from screwops_imaging import decode, preprocess
 from screwops_rpc import BearerAuth
 from screwops_serving import TritonModels
-from screwops_settings import StackSettings
+from screwops_settings import ApiToken, Role, StackSettings
 from screwops_storage import ObjectStore, database
 from screwops_synth import render_screw
 
@@ -131,7 +131,11 @@ async def gateway(
         # gives every server in a service.
         interceptors=[
             aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
-            BearerAuth([SecretStr(TOKEN)], metrics.refused),
+            BearerAuth(
+                [ApiToken(principal="line-1", role=Role.LINE, token=SecretStr(TOKEN))],
+                grpc_api.ROLES,
+                metrics.refused,
+            ),
         ],
         max_message_bytes=2 * MAX_IMAGE_BYTES,
     )

@@ -1,35 +1,57 @@
-"""Every gRPC API authenticates alike: the four services' settings demand tokens in production,
-and the clients' channels present a token on every kind of call, which the server checks."""
+"""Every gRPC API authenticates alike: the four services' settings demand a token table in
+production, the clients' channels present a token on every kind of call, and the server checks it,
+checks the principal's role against the method's, and serves the call as that principal."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FileDescriptor
 from pydantic import SecretStr, ValidationError
 from screwops.v1 import (
     ingestion_pb2,
     ingestion_pb2_grpc,
     inspection_pb2,
     inspection_pb2_grpc,
+    labeling_pb2,
     registry_pb2,
     registry_pb2_grpc,
 )
+from screwops_gateway import grpc_api as gateway_api
 from screwops_gateway.config import GatewaySettings
+from screwops_ingestion import grpc_api as ingestion_api
 from screwops_ingestion.config import IngestionSettings
+from screwops_labeling import grpc_api as labeling_api
 from screwops_labeling.config import LabelingSettings
+from screwops_registry import grpc_api as registry_api
 from screwops_registry.config import RegistrySettings
-from screwops_rpc import Api, Server, bearer_auth, open_aio_channel, open_channel
+from screwops_rpc import (
+    Api,
+    Server,
+    bearer_auth,
+    current_principal,
+    method_roles,
+    open_aio_channel,
+    open_channel,
+)
 from screwops_rpc.auth import INVALID, MISSING
-from screwops_settings import ApiSettings
+from screwops_settings import ApiSettings, ApiToken, Role
 
 from tests.support import use_production_credentials
 
 TOKEN = "a-token-of-sufficient-length"
+VIEWER_TOKEN = "a-viewer-token-of-sufficient-length"
+TABLE = [
+    ApiToken(principal="ops-alice", role=Role.OPERATOR, token=SecretStr(TOKEN)),
+    ApiToken(principal="dash", role=Role.VIEWER, token=SecretStr(VIEWER_TOKEN)),
+]
 APIS: list[tuple[type[ApiSettings], str]] = [
     (GatewaySettings, "SCREWOPS_GATEWAY_"),
     (IngestionSettings, "SCREWOPS_INGESTION_"),
@@ -71,11 +93,18 @@ def test_production_starts_with_tokens_from_the_environment_and_hides_them(
     settings: type[ApiSettings], prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_production_credentials(monkeypatch)
-    monkeypatch.setenv(f"{prefix}AUTH_TOKENS", f'["{TOKEN}", "{TOKEN}-2"]')
+    table = [
+        {"principal": "ops-alice", "role": "operator", "token": TOKEN},
+        {"principal": "line-3", "role": "line", "token": f"{TOKEN}-2"},
+    ]
+    monkeypatch.setenv(f"{prefix}AUTH_TOKENS", json.dumps(table))
 
     loaded = settings()
 
-    assert [t.get_secret_value() for t in loaded.auth_tokens] == [TOKEN, f"{TOKEN}-2"]
+    assert [(t.principal, t.role, t.token.get_secret_value()) for t in loaded.auth_tokens] == [
+        ("ops-alice", Role.OPERATOR, TOKEN),
+        ("line-3", Role.LINE, f"{TOKEN}-2"),
+    ]
     assert TOKEN not in repr(loaded)
 
 
@@ -83,7 +112,8 @@ def test_production_starts_with_tokens_from_the_environment_and_hides_them(
 def test_short_tokens_are_refused_without_being_quoted(
     settings: type[ApiSettings], prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(f"{prefix}AUTH_TOKENS", '["s3cret"]')
+    table = [{"principal": "ops-alice", "role": "operator", "token": "s3cret"}]
+    monkeypatch.setenv(f"{prefix}AUTH_TOKENS", json.dumps(table))
 
     with pytest.raises(ValidationError) as error:
         settings()
@@ -92,27 +122,127 @@ def test_short_tokens_are_refused_without_being_quoted(
     assert "s3cret" not in str(error.value)
 
 
+@pytest.mark.parametrize(("settings", "prefix"), APIS)
+def test_a_bare_token_names_no_principal_and_is_refused_without_being_quoted(
+    settings: type[ApiSettings], prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"{prefix}AUTH_TOKENS", json.dumps([TOKEN]))
+
+    with pytest.raises(ValidationError) as error:
+        settings()
+
+    assert '{"principal": "<name>", "role":' in str(error.value)
+    assert TOKEN not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"principal": "ops-alice", "role": "root", "token": TOKEN},
+        {"principal": "ops alice", "role": "operator", "token": TOKEN},
+        {"principal": "", "role": "operator", "token": TOKEN},
+        {"role": "operator", "token": TOKEN},
+    ],
+)
+def test_a_token_needs_a_known_role_and_a_plain_principal(
+    entry: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCREWOPS_REGISTRY_AUTH_TOKENS", json.dumps([entry]))
+
+    with pytest.raises(ValidationError) as error:
+        RegistrySettings()
+
+    assert TOKEN not in str(error.value)
+
+
+def test_one_token_names_one_principal(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = [
+        {"principal": "ops-alice", "role": "operator", "token": TOKEN},
+        {"principal": "dash", "role": "viewer", "token": TOKEN},
+    ]
+    monkeypatch.setenv("SCREWOPS_REGISTRY_AUTH_TOKENS", json.dumps(table))
+
+    with pytest.raises(ValidationError, match="share a token") as error:
+        RegistrySettings()
+
+    assert TOKEN not in str(error.value)
+
+
+def test_each_role_allows_what_the_ones_before_it_allow() -> None:
+    order = [Role.VIEWER, Role.LINE, Role.LABELER, Role.OPERATOR, Role.ADMIN]
+    for rank, role in enumerate(order):
+        assert [role.allows(needed) for needed in order] == [i <= rank for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("roles", "proto", "service"),
+    [
+        (gateway_api.ROLES, inspection_pb2.DESCRIPTOR, "InspectionService"),
+        (ingestion_api.ROLES, ingestion_pb2.DESCRIPTOR, "IngestionService"),
+        (labeling_api.ROLES, labeling_pb2.DESCRIPTOR, "LabelingService"),
+        (registry_api.ROLES, registry_pb2.DESCRIPTOR, "RegistryService"),
+    ],
+)
+def test_every_method_of_every_api_has_a_role(
+    roles: dict[str, Role], proto: FileDescriptor, service: str
+) -> None:
+    described = proto.services_by_name[service]
+    assert set(roles) == {f"/{described.full_name}/{method.name}" for method in described.methods}
+
+
+def test_the_apis_give_each_method_its_least_role() -> None:
+    def named(roles: dict[str, Role]) -> dict[str, Role]:
+        return {method.rsplit("/", 1)[1]: role for method, role in roles.items()}
+
+    assert set(named(gateway_api.ROLES).values()) == {Role.LINE}
+    assert named(registry_api.ROLES) == {
+        "ListVersions": Role.VIEWER,
+        "GetLineage": Role.VIEWER,
+        "Promote": Role.OPERATOR,
+        "Rollback": Role.OPERATOR,
+    }
+    assert named(ingestion_api.ROLES)["Import"] is Role.OPERATOR
+    assert named(ingestion_api.ROLES)["Upload"] is Role.OPERATOR
+    assert named(labeling_api.ROLES)["SubmitLabel"] is Role.LABELER
+    assert named(labeling_api.ROLES)["CloseVersion"] is Role.OPERATOR
+
+
 def test_no_tokens_means_no_interceptor() -> None:
-    assert bearer_auth([]) == []
-    assert len(bearer_auth([SecretStr(TOKEN)])) == 1
+    assert bearer_auth([], ROLES) == []
+    assert len(bearer_auth(TABLE, ROLES)) == 1
+
+
+def _caller() -> str:
+    principal = current_principal()
+    return "nobody" if principal is None else principal.name
 
 
 class Echo(inspection_pb2_grpc.InspectionServiceServicer):
-    """Answers whatever passed authentication: unary and bidirectional calls."""
+    """Answers whatever passed authentication, naming who called: unary and bidirectional calls."""
 
     async def Inspect(self, request: Any, context: Any) -> inspection_pb2.InspectResponse:  # noqa: N802
-        return inspection_pb2.InspectResponse(request_id=request.request_id)
+        return inspection_pb2.InspectResponse(request_id=f"{request.request_id} by {_caller()}")
 
     async def InspectStream(self, requests: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         async for request in requests:
-            yield inspection_pb2.InspectResponse(request_id=request.request_id)
+            yield inspection_pb2.InspectResponse(request_id=f"{request.request_id} by {_caller()}")
 
 
 class Uploads(ingestion_pb2_grpc.IngestionServiceServicer):
-    """Answers a client stream, the third kind of call."""
+    """Answers a client stream, the third kind of call, naming who called."""
 
     async def Upload(self, requests: Any, context: Any) -> ingestion_pb2.ImportResult:  # noqa: N802
-        return ingestion_pb2.ImportResult(accepted_count=len([r async for r in requests]))
+        accepted = len([r async for r in requests])
+        return ingestion_pb2.ImportResult(accepted_count=accepted, dataset_id=_caller())
+
+
+ROLES = {
+    **method_roles(
+        "screwops.v1.InspectionService", {"Inspect": Role.LINE, "InspectStream": Role.LINE}
+    ),
+    **method_roles("screwops.v1.IngestionService", {"Upload": Role.OPERATOR}),
+    **method_roles("screwops.v1.RegistryService", {"ListVersions": Role.VIEWER}),
+}
 
 
 @dataclass
@@ -149,7 +279,7 @@ async def server() -> AsyncIterator[Guarded]:
         ],
         host="127.0.0.1",
         port=0,
-        interceptors=bearer_auth([SecretStr(TOKEN)], refused.append),
+        interceptors=bearer_auth(TABLE, ROLES, refused.append),
     )
     await running.start()
     yield Guarded(running.port, refused)
@@ -201,8 +331,68 @@ async def test_an_aio_channel_with_the_token_passes_on_every_kind_of_call(server
         streamed = await _first(gateway.InspectStream(iter([request]), timeout=5))
         uploaded = await ingestion.Upload(_uploads(), timeout=5)
 
-    assert (answer.request_id, streamed.request_id, uploaded.accepted_count) == ("r-1", "r-1", 2)
+    assert (answer.request_id, streamed.request_id) == ("r-1 by ops-alice",) * 2
+    assert (uploaded.accepted_count, uploaded.dataset_id) == (2, "ops-alice")
     assert server.refused == []
+
+
+async def test_a_role_below_the_methods_is_refused_naming_the_role_on_every_kind_of_call(
+    server: Guarded,
+) -> None:
+    async with open_aio_channel(f"127.0.0.1:{server.port}", VIEWER_TOKEN) as channel:
+        gateway = inspection_pb2_grpc.InspectionServiceStub(channel)
+        ingestion = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("Inspect needs the line role", lambda: gateway.Inspect(_inspect(), timeout=5)),
+            (
+                "InspectStream needs the line role",
+                lambda: _first(gateway.InspectStream(iter([_inspect()]), timeout=5)),
+            ),
+            ("Upload needs the operator role", lambda: ingestion.Upload(_uploads(), timeout=5)),
+        ]
+        for needed, call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await call()
+            assert (failure.value.code(), failure.value.details()) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{needed}; dash is viewer",
+            )
+    assert len(server.refused) == 3
+
+
+async def test_a_method_the_table_leaves_out_is_refused_to_every_role(server: Guarded) -> None:
+    async with open_aio_channel(f"127.0.0.1:{server.port}", TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await registry.GetLineage(registry_pb2.GetLineageRequest(), timeout=5)
+
+    assert failure.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert failure.value.details() == "GetLineage is given to no role"
+
+
+async def test_no_token_appears_in_a_refusal_or_a_log(
+    server: Guarded, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    details: list[str] = []
+    async with open_aio_channel(f"127.0.0.1:{server.port}", VIEWER_TOKEN) as channel:
+        for token in (VIEWER_TOKEN, f"{TOKEN}x"):
+            stub = inspection_pb2_grpc.InspectionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.Inspect(
+                    _inspect(), timeout=5, metadata=(("authorization", f"Bearer {token}"),)
+                )
+            details.append(str(failure.value.details()))
+    async with open_aio_channel(f"127.0.0.1:{server.port}", TOKEN) as channel:
+        await inspection_pb2_grpc.InspectionServiceStub(channel).Inspect(_inspect(), timeout=5)
+
+    for secret in (TOKEN, VIEWER_TOKEN):
+        assert secret not in caplog.text
+        assert not any(secret in detail for detail in details)
+
+
+def _inspect() -> inspection_pb2.InspectRequest:
+    return inspection_pb2.InspectRequest(request_id="r-1")
 
 
 async def test_a_blocking_channel_presents_its_token_and_only_then_passes(

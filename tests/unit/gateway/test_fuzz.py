@@ -24,8 +24,9 @@ from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_gateway.config import LogPolicy
-from screwops_gateway.grpc_api import Context, InspectionApi, server
+from screwops_gateway.grpc_api import ROLES, Context, InspectionApi, server
 from screwops_rpc import BearerAuth
+from screwops_settings import ApiToken, Role
 
 from tests.fakes import AbortedError, FakeContext
 from tests.unit.gateway.fakes import POLICY, harness
@@ -213,7 +214,13 @@ async def wire() -> AsyncIterator[inspection_pb2_grpc.InspectionServiceAsyncStub
         h.service,
         host="127.0.0.1",
         port=0,
-        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
+        interceptors=[
+            BearerAuth(
+                [ApiToken(principal="fuzzer", role=Role.LINE, token=SecretStr(TOKEN))],
+                ROLES,
+                h.metrics.refused,
+            )
+        ],
         max_message_bytes=4 * LIMIT,
     )
     await h.service.start()

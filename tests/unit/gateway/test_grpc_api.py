@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_gateway.grpc_api import SERVICE_NAME, server
+from screwops_gateway.grpc_api import ROLES, SERVICE_NAME, server
 from screwops_gateway.service import NO_MODEL_DEPLOYED
 from screwops_rpc.auth import INVALID, MISSING, BearerAuth
+from screwops_settings import ApiToken, Role
 
 from tests.support import eventually
 from tests.unit.gateway.fakes import MODEL, POLICY, Harness, harness, png
@@ -42,7 +43,13 @@ async def serving(h: Harness, **limits: int) -> AsyncIterator[Running]:
         h.service,
         host="127.0.0.1",
         port=0,
-        interceptors=[BearerAuth([SecretStr(TOKEN)], h.metrics.refused)],
+        interceptors=[
+            BearerAuth(
+                [ApiToken(principal="line-3", role=Role.LINE, token=SecretStr(TOKEN))],
+                ROLES,
+                h.metrics.refused,
+            )
+        ],
         max_message_bytes=4 * POLICY.max_image_bytes,
         **limits,
     )

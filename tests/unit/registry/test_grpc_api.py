@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
 import pytest
-from screwops.v1 import registry_pb2
-from screwops_registry.grpc_api import Context, RegistryApi
+from pydantic import SecretStr
+from screwops.v1 import registry_pb2, registry_pb2_grpc
+from screwops_contracts.events import ModelRolledBack
+from screwops_registry.grpc_api import ROLES, Context, RegistryApi, server
+from screwops_rpc import bearer_auth, open_aio_channel
+from screwops_settings import ApiToken, Role
 
 from tests.fakes import BROKEN, AbortedError, FakeContext
 from tests.unit.registry.fakes import Harness, harness, new_id
@@ -204,3 +209,63 @@ async def test_a_move_with_overlong_text_is_refused_before_the_alias_moves(
     )
     after = [view.stage for view in await h.service.versions(h.model, offset=0, limit=9)]
     assert after == before
+
+
+OPERATOR_TOKEN = "ops-alice-token-0123456789"
+VIEWER_TOKEN = "viewer-token-0123456789abc"
+
+
+@pytest.fixture
+async def guarded(h: Harness) -> AsyncIterator[str]:
+    """The registry's API over ``h`` with a token table of an operator and a viewer, as
+    ``__main__`` serves it; yields its address."""
+    table = [
+        ApiToken(principal="ops-alice", role=Role.OPERATOR, token=SecretStr(OPERATOR_TOKEN)),
+        ApiToken(principal="dash", role=Role.VIEWER, token=SecretStr(VIEWER_TOKEN)),
+    ]
+    running = server(h.service, host="127.0.0.1", port=0, interceptors=bearer_auth(table, ROLES))
+    await running.start()
+    yield f"127.0.0.1:{running.port}"
+    await running.stop(grace=0)
+
+
+async def test_a_move_records_the_tokens_principal_not_the_name_it_gives(
+    h: Harness, guarded: str
+) -> None:
+    async with open_aio_channel(guarded, OPERATOR_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        back = await registry.Rollback(
+            registry_pb2.RollbackRequest(
+                request_id=new_id(), model_name=h.model, actor="mallory", reason="drift"
+            ),
+            timeout=5,
+        )
+        forth = await registry.Promote(
+            registry_pb2.PromoteRequest(
+                request_id=new_id(), model_name=h.model, version=2, reason="fixed"
+            ),
+            timeout=5,
+        )
+
+    assert (back.actor, forth.actor) == ("ops-alice", "ops-alice")
+    assert [e.payload.actor for e in h.sent.of(ModelRolledBack)] == ["ops-alice"]
+
+
+async def test_a_viewer_may_read_but_not_move_the_alias(h: Harness, guarded: str) -> None:
+    async with open_aio_channel(guarded, VIEWER_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        listed = await registry.ListVersions(
+            registry_pb2.ListVersionsRequest(model_name=h.model), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry.Rollback(
+                registry_pb2.RollbackRequest(
+                    request_id=new_id(), model_name=h.model, actor="dash", reason="drift"
+                ),
+                timeout=5,
+            )
+
+    assert len(listed.model_versions) == 3
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == "Rollback needs the operator role; dash is viewer"
+    assert h.sent.of(ModelRolledBack) == []

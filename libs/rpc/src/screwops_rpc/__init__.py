@@ -1,7 +1,7 @@
 """The gRPC server every ScrewOps API runs on.
 
 One way to serve, so every API behaves alike for its clients: standard health checking and server
-reflection (``grpcurl`` works without proto files), bearer tokens where configured
+reflection (``grpcurl`` works without proto files), bearer tokens and roles where configured
 (:mod:`screwops_rpc.auth`), typed errors turned into their one status (:func:`map_errors`),
 graceful shutdown that lets in-flight calls finish, and one reading of offset page tokens
 (:func:`offset_page`).
@@ -24,7 +24,10 @@ from screwops_errors import InvalidInputError, grpc_status
 from screwops_rpc.auth import (
     AUTHORIZATION,
     BearerAuth,
+    Principal,
     bearer_auth,
+    current_principal,
+    method_roles,
     open_aio_channel,
     open_channel,
 )
@@ -34,10 +37,13 @@ __all__ = [
     "DEFAULT_MESSAGE_BYTES",
     "Api",
     "BearerAuth",
+    "Principal",
     "ServedApi",
     "Server",
     "bearer_auth",
+    "current_principal",
     "map_errors",
+    "method_roles",
     "offset_page",
     "open_aio_channel",
     "open_channel",

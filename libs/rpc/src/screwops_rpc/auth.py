@@ -1,10 +1,17 @@
-"""Bearer-token authentication for every ScrewOps gRPC API, on both ends of the channel.
+"""Bearer-token authentication and role checks for every ScrewOps gRPC API, on both ends of the
+channel.
 
-A client presents ``authorization: Bearer <token>`` metadata; a call without one, or with a token
-that is not configured, ends UNAUTHENTICATED before the servicer runs. Health checking and
-reflection stay open, so load balancers, probes and ``grpcurl`` work without a token. Tokens are
-compared in constant time, against every configured token, so timing reveals neither a token nor
-which one nearly matched.
+Each API has a token table (:class:`~screwops_settings.ApiToken`): a token names a principal and
+its role. A client presents ``authorization: Bearer <token>`` metadata; a call without one, or
+with a token that is not in the table, ends UNAUTHENTICATED before the servicer runs. Each API
+declares the least role each of its methods needs (:func:`method_roles`); a principal whose role
+is below it gets PERMISSION_DENIED naming the role, and so does any method the table leaves out,
+so a new method is closed until someone gives it a role. The servicer learns who is calling from
+:func:`current_principal`, never from the request, so a caller cannot act under another name.
+
+Health checking and reflection stay open, so load balancers, probes and ``grpcurl`` work without
+a token. Tokens are compared in constant time, against every configured token, so timing reveals
+neither a token nor which one nearly matched; no refusal quotes the token presented.
 
 Clients (the CLI, the console, the demo) open their channels with :func:`open_channel` or
 :func:`open_aio_channel`, which add the token to every call, so no call site can forget it.
@@ -13,15 +20,18 @@ Clients (the CLI, the console, the demo) open their channels with :func:`open_ch
 from __future__ import annotations
 
 import collections
+import contextvars
 import hmac
+import inspect
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
-from pydantic import SecretStr
+from screwops_settings import ApiToken, Role
 
 AUTHORIZATION = "authorization"
 _SCHEME = "bearer "
@@ -38,27 +48,63 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who an authenticated call acts as: the name its token maps to, and that name's role."""
+
+    name: str
+    role: Role
+
+
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "screwops_principal", default=None
+)
+
+
+def current_principal() -> Principal | None:
+    """The principal the call being served authenticated as; None on an API without tokens
+    (a development stack), where nobody is authenticated."""
+    return _CALLER.get()
+
+
+def method_roles(service: str, roles: Mapping[str, Role]) -> dict[str, Role]:
+    """The role table of proto service ``service`` (its full name), from the least role each
+    method (by its proto name) needs, keyed the way gRPC names the method of a call."""
+    return {f"/{service}/{method}": role for method, role in roles.items()}
+
+
 def bearer_auth(
-    tokens: Sequence[SecretStr], on_refused: Callable[[float], None] | None = None
+    tokens: Sequence[ApiToken],
+    roles: Mapping[str, Role],
+    on_refused: Callable[[float], None] | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors a server needs for ``tokens``: none when no token is configured (the
-    settings refuse that in production), so a development stack stays open."""
-    return [BearerAuth(tokens, on_refused)] if tokens else []
+    """The interceptors a server needs for the token table ``tokens`` and the role table
+    ``roles``: none when no token is configured (the settings refuse that in production), so a
+    development stack stays open."""
+    return [BearerAuth(tokens, roles, on_refused)] if tokens else []
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):
-    """Refuses API calls without a configured bearer token (see the module docstring).
+    """Refuses API calls without a configured bearer token or the method's role (see the module
+    docstring), and serves the rest as their principal.
 
     ``on_refused`` is told how long each refused call took, for servers that count calls by
     status (the gateway's request metrics).
     """
 
     def __init__(
-        self, tokens: Sequence[SecretStr], on_refused: Callable[[float], None] | None = None
+        self,
+        tokens: Sequence[ApiToken],
+        roles: Mapping[str, Role],
+        on_refused: Callable[[float], None] | None = None,
     ) -> None:
         if not tokens:
             raise ValueError("BearerAuth needs at least one token")
-        self._tokens = [token.get_secret_value().encode() for token in tokens]
+        self._tokens = [
+            (entry.token.get_secret_value().encode(), Principal(entry.principal, entry.role))
+            for entry in tokens
+        ]
+        self._roles = dict(roles)
         self._on_refused = on_refused
 
     async def intercept_service(
@@ -68,20 +114,26 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Req, Resp] | None:
-        """Pass authenticated and open calls on; answer the rest UNAUTHENTICATED."""
+        """Pass open calls on, and authorised ones as their principal; refuse the rest."""
         began = time.monotonic()
+        method = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_OPEN_PREFIXES):
+        if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        refusal = self.refusal(handler_call_details.invocation_metadata)
-        if refusal is None:
-            return handler
+        caller = self.authenticate(handler_call_details.invocation_metadata)
+        if isinstance(caller, Principal):
+            refusal = self._forbidden(method, caller)
+            if refusal is None:
+                return _acting_as(handler, caller)
+            code = grpc.StatusCode.PERMISSION_DENIED
+        else:
+            code, refusal = grpc.StatusCode.UNAUTHENTICATED, caller
         if self._on_refused is not None:
             self._on_refused(time.monotonic() - began)
-        return _refusing(handler, refusal)
+        return _refusing(handler, code, refusal)
 
-    def refusal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
-        """Why the call's metadata does not authenticate it; None when it does."""
+    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal | str:
+        """The principal the call's metadata authenticates, or why it authenticates none."""
         presented = [value for key, value in metadata or () if key.lower() == AUTHORIZATION]
         if not presented:
             return MISSING
@@ -90,20 +142,65 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         if not text.lower().startswith(_SCHEME):
             return MISSING
         given = text[len(_SCHEME) :].strip().encode()
-        matched = False
-        for token in self._tokens:
-            matched |= hmac.compare_digest(token, given)
-        return None if matched else INVALID
+        found: Principal | None = None
+        for token, principal in self._tokens:
+            if hmac.compare_digest(token, given):
+                found = principal
+        return INVALID if found is None else found
+
+    def _forbidden(self, method: str, caller: Principal) -> str | None:
+        """Why ``caller`` may not call ``method``; None when it may."""
+        name = method.rsplit("/", 1)[-1]
+        needed = self._roles.get(method)
+        if needed is None:
+            return f"{name} is given to no role"
+        if caller.role.allows(needed):
+            return None
+        return f"{name} needs the {needed} role; {caller.name} is {caller.role}"
+
+
+def _acting_as(
+    handler: grpc.RpcMethodHandler[Req, Resp], caller: Principal
+) -> grpc.RpcMethodHandler[Req, Resp]:
+    """``handler``, serving its call with ``caller`` as :func:`current_principal` (each call runs
+    in a task of its own, so the principal of one never reaches another)."""
+    behaviour: Any = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        _CALLER.set(caller)
+        return await behaviour(request, context)
+
+    async def stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        _CALLER.set(caller)
+        answer = behaviour(request, context)
+        if inspect.isasyncgen(answer):
+            async for item in answer:
+                yield item
+        else:
+            await answer
+
+    return _same_kind(handler, stream if handler.response_streaming else unary)
 
 
 def _refusing(
-    handler: grpc.RpcMethodHandler[Req, Resp], reason: str
+    handler: grpc.RpcMethodHandler[Req, Resp], code: grpc.StatusCode, reason: str
 ) -> grpc.RpcMethodHandler[Req, Resp]:
     """A handler of the same kind as ``handler`` that only refuses the call."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        await context.abort(code, reason)
 
+    return _same_kind(handler, refuse)
+
+
+def _same_kind(
+    handler: grpc.RpcMethodHandler[Req, Resp], behaviour: Callable[..., Any]
+) -> grpc.RpcMethodHandler[Req, Resp]:
+    """A handler of the same kind and (de)serialisers as ``handler`` that runs ``behaviour``."""
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -112,7 +209,7 @@ def _refusing(
     }
     make = kinds[(handler.request_streaming, handler.response_streaming)]
     return make(
-        refuse,
+        behaviour,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )

@@ -8,20 +8,23 @@ Values come from ``SCREWOPS_*`` environment variables (nested with ``__``, for e
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "DEFAULT_HOME",
     "MIN_TOKEN_CHARS",
     "ApiSettings",
+    "ApiToken",
     "KafkaSettings",
     "MinioSettings",
     "MongoSettings",
+    "Role",
     "ServiceSettings",
     "StackSettings",
     "TelemetrySettings",
@@ -199,6 +202,55 @@ class ServiceSettings(BaseSettings):
 
 
 MIN_TOKEN_CHARS = 16
+PRINCIPAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+
+
+class Role(StrEnum):
+    """What a principal may do on an API, each role allowing all that the ones before it allow.
+
+    ``line`` is a production line's client (a camera): it may inspect images and nothing else,
+    and is below ``labeler`` so that people who may label can also send an image to inspect.
+    """
+
+    VIEWER = "viewer"
+    LINE = "line"
+    LABELER = "labeler"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        """Whether this role may call a method that needs ``needed``."""
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
+
+class ApiToken(BaseModel):
+    """One bearer token an API accepts, and the principal and role a call presenting it acts as.
+
+    The principal is what the API records as the actor of what the call changes (the registry's
+    promotions and rollbacks), so a caller cannot name someone else.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    principal: str = Field(
+        pattern=PRINCIPAL_PATTERN, description="Who presents the token, e.g. ops-alice or console."
+    )
+    role: Role = Field(description="The most the principal may do on this API.")
+    token: SecretStr = Field(description=f"The secret itself, {MIN_TOKEN_CHARS}+ characters.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        """A bare token (this setting's shape before principals) names no one, so it is refused
+        rather than given a role by default; the message says the shape to write instead."""
+        if isinstance(value, str):
+            raise ValueError(
+                "a bare token names no principal: write each token as "
+                '{"principal": "<name>", "role": "<viewer|line|labeler|operator|admin>", '
+                '"token": "<token>"}'
+            )
+        return value
 
 
 class ApiSettings(ServiceSettings):
@@ -206,19 +258,19 @@ class ApiSettings(ServiceSettings):
     call it.
 
     Each subclass sets its own ``grpc_port`` default; its env prefix names the variables, e.g.
-    ``SCREWOPS_REGISTRY_AUTH_TOKENS='["<token>"]'``. Production (or ``require_auth``) refuses to
-    start without tokens, since an API open to anyone on the network could promote models or
-    import data.
+    ``SCREWOPS_REGISTRY_AUTH_TOKENS='[{"principal": "ops-alice", "role": "operator",
+    "token": "<token>"}]'``. Production (or ``require_auth``) refuses to start without tokens,
+    since an API open to anyone on the network could promote models or import data.
     """
 
     grpc_host: str = Field(
         "127.0.0.1", description="Interface of the gRPC API; 0.0.0.0 in containers."
     )
     grpc_port: int = Field(ge=1, le=65535, description="Port of the gRPC API.")
-    auth_tokens: list[SecretStr] = Field(
+    auth_tokens: list[ApiToken] = Field(
         default_factory=list,
-        description="Bearer tokens a client may present (JSON list). When any is set, every call "
-        "but health checking and reflection must carry one.",
+        description="The token table (JSON list of {principal, role, token}). When any is set, "
+        "every call but health checking and reflection must carry one, and the method's role.",
     )
     require_auth: bool = Field(
         False, description="Refuse to start without auth_tokens (always so in production)."
@@ -231,9 +283,12 @@ class ApiSettings(ServiceSettings):
         if required and not self.auth_tokens:
             variable = f"{self.model_config.get('env_prefix', '')}AUTH_TOKENS"
             raise ValueError(
-                f"authentication is required: set {variable} "
-                "(a JSON list of bearer tokens, e.g. '[\"<token>\"]')"
+                f"authentication is required: set {variable} (a JSON list of "
+                '{"principal": "<name>", "role": "<role>", "token": "<token>"})'
             )
-        if any(len(token.get_secret_value()) < MIN_TOKEN_CHARS for token in self.auth_tokens):
+        secrets = [entry.token.get_secret_value() for entry in self.auth_tokens]
+        if any(len(secret) < MIN_TOKEN_CHARS for secret in secrets):
             raise ValueError(f"every auth token must have at least {MIN_TOKEN_CHARS} characters")
+        if len(set(secrets)) < len(secrets):
+            raise ValueError("two entries of auth_tokens share a token: each names one principal")
         return self

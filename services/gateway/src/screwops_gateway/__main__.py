@@ -35,7 +35,7 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
-        interceptors=bearer_auth(settings.auth_tokens, metrics.refused),
+        interceptors=bearer_auth(settings.auth_tokens, grpc_api.ROLES, metrics.refused),
         # Images up to twice the limit still arrive, to be refused with their reason.
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,

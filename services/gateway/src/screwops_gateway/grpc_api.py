@@ -14,13 +14,19 @@ from typing import Any
 
 import grpc
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_rpc import ServedApi, map_errors
+from screwops_rpc import ServedApi, map_errors, method_roles
+from screwops_settings import Role
 
 from screwops_gateway.service import GatewayService, Inspection, InspectionResult, Verdict
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = inspection_pb2.DESCRIPTOR.services_by_name["InspectionService"].full_name
+ROLES = method_roles(
+    SERVICE_NAME,
+    # A production line's cameras hold the line role, which may inspect and nothing else.
+    {"Inspect": Role.LINE, "InspectStream": Role.LINE},
+)
 _VERDICTS = {
     Verdict.GOOD: inspection_pb2.VERDICT_GOOD,
     Verdict.DEFECT: inspection_pb2.VERDICT_DEFECT,

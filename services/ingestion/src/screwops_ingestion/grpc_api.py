@@ -16,7 +16,8 @@ from screwops_contracts.limits import (
     bounded,
 )
 from screwops_errors import InvalidInputError
-from screwops_rpc import ServedApi, map_errors, offset_page
+from screwops_rpc import ServedApi, map_errors, method_roles, offset_page
+from screwops_settings import Role
 
 from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, IngestResult, Outcome
@@ -25,6 +26,15 @@ from screwops_ingestion.store import VersionRecord
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name
+ROLES = method_roles(
+    SERVICE_NAME,
+    {
+        "Upload": Role.OPERATOR,
+        "Import": Role.OPERATOR,
+        "GetDataset": Role.VIEWER,
+        "ListDatasets": Role.VIEWER,
+    },
+)
 
 _LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
 _LAYOUTS = {

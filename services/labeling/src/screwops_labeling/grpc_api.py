@@ -17,7 +17,8 @@ from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb
 from screwops_contracts.datasets import Label
 from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_errors import InvalidInputError
-from screwops_rpc import ServedApi, map_errors
+from screwops_rpc import ServedApi, map_errors, method_roles
+from screwops_settings import Role
 
 from screwops_labeling.label_files import LabelFileFormat
 from screwops_labeling.service import LabelingService
@@ -26,6 +27,18 @@ from screwops_labeling.store import ReviewItem
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = labeling_pb2.DESCRIPTOR.services_by_name["LabelingService"].full_name
+ROLES = method_roles(
+    SERVICE_NAME,
+    {
+        "NextUnlabeled": Role.LABELER,  # reserves an image for the caller
+        "SubmitLabel": Role.LABELER,
+        "ImportLabels": Role.LABELER,
+        "ListReviewQueue": Role.VIEWER,
+        "SubmitReview": Role.LABELER,
+        # Closing a version freezes a dataset and starts validation and training.
+        "CloseVersion": Role.OPERATOR,
+    },
+)
 
 _LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
 _FORMATS = {

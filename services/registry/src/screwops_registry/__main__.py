@@ -33,7 +33,7 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
-        interceptors=bearer_auth(settings.auth_tokens),
+        interceptors=bearer_auth(settings.auth_tokens, grpc_api.ROLES),
     )
 
     async def bootstrap() -> None:

@@ -11,13 +11,23 @@ from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.limits import MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
-from screwops_rpc import ServedApi, map_errors, offset_page
+from screwops_rpc import ServedApi, current_principal, map_errors, method_roles, offset_page
+from screwops_settings import Role
 
 from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+ROLES = method_roles(
+    SERVICE_NAME,
+    {
+        "ListVersions": Role.VIEWER,
+        "GetLineage": Role.VIEWER,
+        "Promote": Role.OPERATOR,
+        "Rollback": Role.OPERATOR,
+    },
+)
 
 _STAGES = {
     Stage.REGISTERED: registry_pb2.MODEL_STAGE_REGISTERED,
@@ -71,7 +81,7 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         change = await self._service.promote(
             request.model_name,
             request.version,
-            actor=request.actor,
+            actor=_actor(request),
             reason=request.reason,
             request_id=request.request_id,
             expect_version=_expected(request),
@@ -86,7 +96,7 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         _bound_move(request)
         change = await self._service.rollback(
             request.model_name,
-            actor=request.actor,
+            actor=_actor(request),
             reason=request.reason,
             request_id=request.request_id,
             expect_version=_expected(request),
@@ -111,6 +121,14 @@ def _bound_move(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequ
     bounded("actor", request.actor, MAX_NAME_CHARS)
     bounded("reason", request.reason, MAX_REASON_CHARS)
     bounded("request_id", request.request_id, MAX_NAME_CHARS)
+
+
+def _actor(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequest) -> str:
+    """Who moves the alias: the authenticated principal, whatever name the request gives, so a
+    caller cannot act under another name; the request's ``actor`` only where the API has no
+    tokens (a development stack), since nobody is authenticated there."""
+    caller = current_principal()
+    return request.actor if caller is None else caller.name
 
 
 def _require_version(version: int) -> None:

@@ -8,7 +8,9 @@ The registry registers every version the evaluator approved. The `production` al
 version the gateway serves; Promote and Rollback move it, and each move is recorded as an
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
-Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
+Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
+tokens), PERMISSION_DENIED (Promote and Rollback need the operator role, reads the viewer role),
+INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
 meanwhile, or not naming the expected version), UNAVAILABLE (Triton or storage briefly
@@ -304,7 +306,9 @@ class PromoteRequest(_message.Message):
     version: _builtins.int
     """The version to serve; it must be approved. Required."""
     actor: _builtins.str
-    """Who asks (a user name or email), recorded in the AliasChange. Required."""
+    """Who asks (a user name or email), recorded in the AliasChange. Ignored when the API has tokens:
+    the AliasChange then records the principal the caller's token names. Required without tokens.
+    """
     reason: _builtins.str
     """Why, recorded in the AliasChange (e.g. "accuracy 0.97 on v12 beats v11"). Required."""
     request_id: _builtins.str
@@ -350,7 +354,9 @@ class RollbackRequest(_message.Message):
     model_name: _builtins.str
     """The registered model. Required."""
     actor: _builtins.str
-    """Who asks, recorded in the AliasChange. Required."""
+    """Who asks, recorded in the AliasChange. Ignored when the API has tokens: the AliasChange then
+    records the principal the caller's token names. Required without tokens.
+    """
     reason: _builtins.str
     """Why (e.g. "false rejects on line 3"), recorded in the AliasChange. Required."""
     request_id: _builtins.str

@@ -8,7 +8,9 @@ The registry registers every version the evaluator approved. The `production` al
 version the gateway serves; Promote and Rollback move it, and each move is recorded as an
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
-Errors are gRPC statuses: INVALID_ARGUMENT (malformed request, empty actor or reason),
+Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
+tokens), PERMISSION_DENIED (Promote and Rollback need the operator role, reads the viewer role),
+INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
 meanwhile, or not naming the expected version), UNAVAILABLE (Triton or storage briefly
