@@ -30,7 +30,7 @@ from pydantic import BaseModel, SecretStr
 from screwops_contracts import DLQ_SUFFIX, all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
-from screwops_settings import StackSettings, port_of
+from screwops_settings import Role, StackSettings, port_of
 from screwops_settings.services import SERVICES, Service
 from screwops_stack.dockerfiles import UID, dockerfile_path
 from screwops_stack.servers import Layout, minio_notify_env
@@ -413,9 +413,18 @@ def test_the_example_credentials_satisfy_production_settings(
         "registry": RegistrySettings(),
     }
     console = ConsoleSettings()
+    # The console's own principal, with the least role its pages need on each API.
+    needs = {
+        "gateway": Role.LINE,
+        "ingestion": Role.VIEWER,
+        "labeling": Role.LABELER,
+        "registry": Role.OPERATOR,
+    }
     for name, api in apis.items():
-        tokens = {t.get_secret_value() for t in api.auth_tokens}
-        assert getattr(console, f"{name}_token").get_secret_value() in tokens, name
+        table = {t.token.get_secret_value(): (t.principal, t.role) for t in api.auth_tokens}
+        sent = getattr(console, f"{name}_token").get_secret_value()
+        assert table.get(sent) == ("console", needs[name]), name
+        assert ("ops-alice", Role.OPERATOR) in table.values(), name
     mongo = _examples()["mongo-credentials"]
     uri = urlsplit(settings.mongo.uri.get_secret_value())
     assert uri.username == mongo["MONGO_INITDB_ROOT_USERNAME"]

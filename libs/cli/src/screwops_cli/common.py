@@ -75,8 +75,8 @@ def token_option(service: str, *names: str) -> Any:
     return typer.Option(
         *(names or ("--token",)),
         envvar=f"SCREWOPS_{service.upper()}_TOKEN",
-        help=f"Bearer token, when {service} requires one (one of its "
-        f"SCREWOPS_{service.upper()}_AUTH_TOKENS).",
+        help=f"Bearer token, when {service} requires one (an entry of its "
+        f"SCREWOPS_{service.upper()}_AUTH_TOKENS: the principal and role you act as).",
         show_default=False,
     )
 

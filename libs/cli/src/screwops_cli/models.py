@@ -31,7 +31,11 @@ Address = Annotated[str | None, address_option("registry")]
 Token = Annotated[str | None, token_option("registry")]
 Model = Annotated[str, typer.Option("--model", help="The registered model.")]
 Actor = Annotated[
-    str, typer.Option(help="Who asks, recorded with the change (default: your user name).")
+    str,
+    typer.Option(
+        help="Who asks, recorded with the change (default: your user name) where the registry "
+        "has no tokens; where it has, it records your token's principal instead."
+    ),
 ]
 Reason = Annotated[str, typer.Option(help="Why, recorded with the change.")]
 RequestId = Annotated[

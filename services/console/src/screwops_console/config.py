@@ -44,23 +44,23 @@ class ConsoleSettings(ServiceSettings):
     )
     gateway_token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token sent to the gateway, when it requires one (one of its "
-        "SCREWOPS_GATEWAY_AUTH_TOKENS); empty sends none.",
+        description="Bearer token sent to the gateway, when it requires one: the console's "
+        "principal's entry (role line) in SCREWOPS_GATEWAY_AUTH_TOKENS; empty sends none.",
     )
     ingestion_token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token sent to ingestion, when it requires one (one of its "
-        "SCREWOPS_INGESTION_AUTH_TOKENS); empty sends none.",
+        description="Bearer token sent to ingestion, when it requires one: the console's "
+        "principal's entry (role viewer) in SCREWOPS_INGESTION_AUTH_TOKENS; empty sends none.",
     )
     labeling_token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token sent to labeling, when it requires one (one of its "
-        "SCREWOPS_LABELING_AUTH_TOKENS); empty sends none.",
+        description="Bearer token sent to labeling, when it requires one: the console's "
+        "principal's entry (role labeler) in SCREWOPS_LABELING_AUTH_TOKENS; empty sends none.",
     )
     registry_token: SecretStr = Field(
         SecretStr(""),
-        description="Bearer token sent to the registry, when it requires one (one of its "
-        "SCREWOPS_REGISTRY_AUTH_TOKENS); empty sends none.",
+        description="Bearer token sent to the registry, when it requires one: the console's "
+        "principal's entry (role operator) in SCREWOPS_REGISTRY_AUTH_TOKENS; empty sends none.",
     )
     model_name: str = Field(MODEL_NAME, description="The registered model the pipeline page shows.")
     line_id: str = Field("console", description="Production line recorded with inspections.")
