@@ -165,8 +165,8 @@ async def test_a_relayed_event_is_the_one_written() -> None:
 async def test_a_publish_kafka_never_acknowledges_is_given_up_after_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The producer retries a send until Kafka is back; the request that wrote the entry
-    waits only :data:`PUBLISH_NOW_S` and leaves the rest to the relay."""
+    """The producer holds a send while Kafka is away; the request that wrote the entry waits
+    only :data:`PUBLISH_NOW_S` and leaves the rest to the relay."""
     monkeypatch.setattr(outbox_module, "PUBLISH_NOW_S", 0.05)
     sent = RecordingBus("ingestion")
     sent.gate = asyncio.Event()

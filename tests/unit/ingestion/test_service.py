@@ -458,8 +458,8 @@ async def test_bucket_drops_are_staged_until_the_ready_marker(
 async def test_an_upload_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
     parts: tuple[FakeStore, FakeObjects, RecordingBus], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Kafka away: the producer waits for it rather than failing, and the upload waited with
-    it until its caller's deadline; the version's event is left pending instead."""
+    """Kafka away: the producer holds the send (on the real stack an upload answered after
+    42 s, past the console's deadline); the version's event is left pending instead."""
     monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
     store, _, published = parts
     published.gate = asyncio.Event()

@@ -129,8 +129,8 @@ async def test_a_last_label_whose_announcement_kafka_refused_is_announced_by_the
 async def test_a_last_label_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Kafka away: the producer waits for it rather than failing, and the last label waited
-    with it until its caller's deadline; the version's event is left pending instead."""
+    """Kafka away: the producer holds the send, and the last label with it, past its caller's
+    deadline; the version's event is left pending instead."""
     monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
     h = harness()
     event, [image] = h.ingest("screws", 1, [("a.png", None)])

@@ -190,8 +190,8 @@ async def test_a_move_kafka_refused_is_announced_by_the_relay_and_its_retry_move
 async def test_a_move_while_kafka_stalls_answers_and_leaves_its_event_to_the_relay(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Kafka away: the producer waits for it rather than failing, and the promotion waited with
-    it past its caller's deadline; the move is left pending instead."""
+    """Kafka away: the producer holds the send, and the promotion with it, past its caller's
+    deadline; the move is left pending instead."""
     monkeypatch.setattr(outbox, "PUBLISH_NOW_S", 0.05)
     await h.deploy("run-a", "run-b")
     h.sent.gate = asyncio.Event()

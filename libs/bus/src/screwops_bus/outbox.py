@@ -188,11 +188,12 @@ async def publish_now(sending: Awaitable[None]) -> None:
     """Wait for ``sending``, the publish of an announcement just written, at most
     :data:`PUBLISH_NOW_S` for Kafka's acknowledgement (:class:`TimeoutError` past it).
 
-    The entry is in its document already, so the request that wrote it need not wait for Kafka:
-    the producer is idempotent and retries a send until the broker comes back, so an unbounded
-    wait held the request (an upload, a label, a promotion) for as long as Kafka was away, and its
-    caller's deadline went first. A send given up here may still be delivered once Kafka is
-    back, and the relay publishes the entry too: the same event id twice, which consumers drop.
+    The entry is in its document already, so the request that wrote it need not wait for Kafka.
+    With the broker gone, the producer holds a send until its request timeout (40 s) or, while
+    the partition's leader is still known, until the broker is back (an idempotent batch does not
+    expire then): an upload with Kafka stopped answered after 42 s, past the console's 10 s
+    deadline. A send given up here may still be delivered once Kafka is back, and the relay
+    publishes the entry too: the same event id twice, which consumers drop.
     """
     await asyncio.wait_for(sending, PUBLISH_NOW_S)
 
