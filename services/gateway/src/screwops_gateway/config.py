@@ -176,11 +176,15 @@ class GatewaySettings(ApiSettings):
         "RESOURCE_EXHAUSTED (null: no limit). A stream counts as one call however many frames "
         "it carries.",
     )
-    max_concurrent_streams: int = Field(
-        100,
+    max_concurrent_streams: int | None = Field(
+        None,
         ge=1,
-        description="HTTP/2 streams (calls in flight) one client connection may open at once "
-        "(grpc.max_concurrent_streams); more wait in the client.",
+        description="HTTP/2 streams one client connection may have open at once "
+        "(grpc.max_concurrent_streams; null: gRPC's own, no limit). Off by default: the "
+        "server seems to count a stream it answered with an error until the client has closed "
+        "its side, so under a flood of bad images a cap of 100 refused valid calls "
+        "(REFUSED_STREAM, seen as UNAVAILABLE) at 32 calls in flight; max_concurrent_rpcs "
+        "bounds the work instead.",
     )
 
     metric_lines: tuple[str, ...] = Field(
