@@ -119,6 +119,13 @@ async def deployed_once(run: Run) -> dict[str, Any]:
         assert await objects.exists(bucket, key), f"{bucket}/{key} is missing"
 
     version = int(model["version"])
+    await served(version, within=60)
+    return {"version": version, "attempts": runs[0]["attempts"]}
+
+
+async def served(version: int, *, within: float) -> float:
+    """Wait for the gateway to answer with ``version``; seconds it took."""
+    began = time.monotonic()
     async with grpc.aio.insecure_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
 
@@ -134,5 +141,5 @@ async def deployed_once(run: Run) -> dict[str, Any]:
                 return None
             return answer.model_version if answer.model_version == version else None
 
-        await eventually(serving, within=60, what=f"the gateway serving version {version}")
-    return {"version": version, "attempts": runs[0]["attempts"]}
+        await eventually(serving, within=within, what=f"the gateway serving version {version}")
+    return time.monotonic() - began

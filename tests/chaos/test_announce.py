@@ -31,8 +31,6 @@ from aiokafka import AIOKafkaConsumer
 from screwops.v1 import (
     ingestion_pb2,
     ingestion_pb2_grpc,
-    inspection_pb2,
-    inspection_pb2_grpc,
     labeling_pb2,
     labeling_pb2_grpc,
     registry_pb2,
@@ -48,9 +46,8 @@ from screwops_stack.servers import Layout
 from screwops_storage import Document, database
 
 from tests.chaos.conftest import crash_server, restart_server
-from tests.chaos.pipeline import RUN_WITHIN_S, deployed_once, run_pipeline
+from tests.chaos.pipeline import RUN_WITHIN_S, deployed_once, run_pipeline, served
 from tests.e2e.conftest import PIPELINE
-from tests.e2e.runs import GATEWAY
 from tests.support import eventually, png, unique
 
 INGESTION = "127.0.0.1:50052"
@@ -318,30 +315,6 @@ async def production(registry: Any) -> tuple[int, list[int]]:
     return current, sorted(others, reverse=True)
 
 
-async def served(version: int) -> float:
-    """Wait for the gateway to answer with ``version``; seconds it took."""
-    began = time.monotonic()
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
-        gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
-
-        async def serving() -> int | None:
-            try:
-                answer = await gateway.Inspect(
-                    inspection_pb2.InspectRequest(
-                        image=png(256), line_id="line-chaos", camera_id="cam-1"
-                    ),
-                    timeout=10,
-                )
-            except grpc.aio.AioRpcError:
-                return None
-            return answer.model_version if answer.model_version == version else None
-
-        await eventually(
-            serving, within=ARRIVES_WITHIN_S, what=f"the gateway serving version {version}"
-        )
-    return time.monotonic() - began
-
-
 @pytest.mark.usefixtures("services")
 @pytest.mark.timeout(900)
 async def test_a_promotion_while_kafka_is_down_reaches_the_gateway_once_it_is_back() -> None:
@@ -354,7 +327,7 @@ async def test_a_promotion_while_kafka_is_down_reaches_the_gateway_once_it_is_ba
         before, others = await production(registry)
         assert others, "the registry has no other version to promote"
         target = others[0]
-        await served(before)
+        await served(before, within=ARRIVES_WITHIN_S)
         request = registry_pb2.PromoteRequest(
             model_name=MODEL_NAME,
             version=target,
@@ -369,7 +342,7 @@ async def test_a_promotion_while_kafka_is_down_reaches_the_gateway_once_it_is_ba
             answered = time.monotonic() - began
             assert (moved.from_version, moved.to_version) == (before, target)
             await pending(settings, "aliases", f"{MODEL_NAME}:production")
-        switched = await served(target)
+        switched = await served(target, within=ARRIVES_WITHIN_S)
         arrived = time.monotonic() - began
         await relayed(settings, "aliases", f"{MODEL_NAME}:production")
         again = await registry.Promote(request, timeout=CALL_TIMEOUT_S)
@@ -387,7 +360,7 @@ async def test_a_promotion_while_kafka_is_down_reaches_the_gateway_once_it_is_ba
             ),
             timeout=CALL_TIMEOUT_S,
         )
-        await served(before)
+        await served(before, within=ARRIVES_WITHIN_S)
     assert service_pids(settings) == outage.pids, "a service was restarted"
     print(
         f"v{before} -> v{target} (move {moved.sequence}): Promote answered in {answered:.1f}s "
