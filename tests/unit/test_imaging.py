@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 from screwops_errors import InvalidInputError
-from screwops_imaging import _median_u8, decode, preprocess
+from screwops_imaging import _median_u8, decode, fit_frame, preprocess
 from screwops_synth import render_screw
 
 from tests.support import png
@@ -224,3 +224,42 @@ def test_a_header_that_breaks_before_its_format_is_known_is_refused_as_corrupt()
     truncated_ihdr = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR\x00\x00"
     with pytest.raises(InvalidInputError, match="corrupt or truncated image header"):
         decode(truncated_ihdr)
+
+
+def test_fit_frame_passes_a_frame_of_the_model_size_through_bit_for_bit() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)
+    frame = fit_frame(Image.fromarray(pixels), 64)
+    assert frame.dtype == np.uint8
+    assert frame.shape == (64, 64, 1)
+    assert np.array_equal(frame[:, :, 0], pixels)
+
+
+def test_fit_frame_keeps_the_aspect_and_pads_with_the_images_median_grey() -> None:
+    # 200 x 100 of grey 90 with a bright square in the middle: shrunk to 100 x 50, centred.
+    pixels = np.full((100, 200), 90, dtype=np.uint8)
+    pixels[40:60, 90:110] = 250
+    frame = fit_frame(Image.fromarray(pixels), 100)[:, :, 0]
+    assert frame.shape == (100, 100)
+    assert (frame[:25] == 90).all()
+    assert (frame[75:] == 90).all()
+    image_rows = frame[25:75]
+    assert (image_rows[:, :40] == 90).all()
+    # The square stays square (10 x 10 after halving): the aspect is kept.
+    bright = np.argwhere(image_rows == 250)
+    assert np.ptp(bright[:, 0]) == np.ptp(bright[:, 1]) == 9
+
+
+def test_fit_frame_area_averages_when_shrinking_and_enlarges_a_small_image() -> None:
+    stripes = np.zeros((64, 64), dtype=np.uint8)
+    stripes[:, ::2] = 200  # one-pixel lines: averaged to 100, not dropped
+    assert (fit_frame(Image.fromarray(stripes), 32) == 100).all()
+    small = fit_frame(Image.fromarray(np.full((8, 16), 30, np.uint8)), 64)
+    assert small.shape == (64, 64, 1)
+    assert (small == 30).all()
+
+
+def test_fit_frame_turns_colour_into_grey_and_refuses_an_empty_frame() -> None:
+    rgb = Image.new("RGB", (10, 10), (255, 255, 255))
+    assert (fit_frame(rgb, 10) == 255).all()
+    with pytest.raises(InvalidInputError, match="frame size"):
+        fit_frame(rgb, 0)

@@ -67,6 +67,7 @@ def test_stored_documents_keep_their_collection_and_field_names() -> None:
         "training_seconds",
         "model_kind",
         "threshold",
+        "frame_size",
         "artifact_key",
         "history_key",
         "record_key",

@@ -21,7 +21,7 @@ from screwops_contracts.limits import (
     MAX_REASON_CHARS,
 )
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
 
 DLQ_SUFFIX = ".dlq"
 
@@ -96,6 +96,16 @@ Kind = Annotated[
         description="How the model learnt defects: a supervised classifier or a good-only "
         "anomaly detector; both score each image in [0, 1].",
         examples=["supervised"],
+    ),
+]
+FrameSize = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="The side in pixels of the square grey frame the model takes (its input is "
+        "the decoded full frame, fitted to this size). 0 for a model exported before models took "
+        "full frames: it must be retrained to be served.",
+        examples=[1024],
     ),
 ]
 # Alias moves are ordered by the registry, not by clocks: a producer's occurred_at can be late,
@@ -280,6 +290,7 @@ class ModelTrainedPayload(Payload):
     )
     threshold: Threshold = DEFAULT_THRESHOLD
     model_kind: Kind = ModelKind.SUPERVISED
+    frame_size: FrameSize = NO_FRAME_SIZE
 
 
 class ModelTrained(Event[ModelTrainedPayload]):
@@ -315,6 +326,7 @@ class ModelApprovedPayload(Payload):
     )
     threshold: Threshold = DEFAULT_THRESHOLD
     model_kind: Kind = ModelKind.SUPERVISED
+    frame_size: FrameSize = NO_FRAME_SIZE
 
 
 class ModelApproved(Event[ModelApprovedPayload]):
@@ -363,6 +375,7 @@ class ModelDeployedPayload(Payload):
     run_id: RunId
     threshold: Threshold = DEFAULT_THRESHOLD
     model_kind: Kind = ModelKind.SUPERVISED
+    frame_size: FrameSize = NO_FRAME_SIZE
     sequence: AliasSequence = 0
 
 
@@ -391,6 +404,7 @@ class ModelRolledBackPayload(Payload):
     model_kind: Kind = Field(
         ModelKind.SUPERVISED, description="The kind of the version serving again."
     )
+    frame_size: FrameSize = NO_FRAME_SIZE
     sequence: AliasSequence = 0
 
 

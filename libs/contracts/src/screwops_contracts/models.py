@@ -1,9 +1,13 @@
 """The model contract between the trainer, the evaluator, the registry and the gateway.
 
-The trainer exports a TensorFlow SavedModel whose serving signature takes a batch of preprocessed
-images (``screwops_imaging.preprocess``: ``MODEL_INPUT_SIZE`` square, one channel, float32 in
-[0, 1]) and returns the probability that each screw is defective. Triton serves it under
-``MODEL_NAME`` with the tensor names below; the registry's ``production`` alias names the version
+The trainer exports a TensorFlow SavedModel whose ``SERVING_SIGNATURE`` takes a batch of decoded
+full frames (``FRAMES_INPUT``: uint8 ``[n, S, S, 1]``, S the model's frame size) and returns, per
+frame, the probability that the screw is defective (``PROBABILITY_OUTPUT``, float32 ``[n, 1]`` in
+[0, 1]) and whether a screw was found at all (``PART_FOUND_OUTPUT``, float32 ``[n, 1]``, 1.0 found,
+0.0 none: the probability of such a frame means nothing). Finding and aligning the screw is part
+of the model's graph, so the trainer, Triton and every export run the same steps, and a client
+only fits its image to the frame (``screwops_imaging.fit_frame``). Triton serves it under
+``MODEL_NAME`` with the same tensor names; the registry's ``production`` alias names the version
 the gateway uses when a request pins none.
 """
 
@@ -19,9 +23,27 @@ MODEL_NAME = "screw-classifier"
 STAGING_MODEL_NAME = "screw-classifier-staging"
 PRODUCTION_ALIAS = "production"
 
-INPUT_TENSOR = "IMAGE"  # FP32 [batch, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1]
-OUTPUT_TENSOR = "DEFECT_PROBABILITY"  # FP32 [batch, 1]
+SERVING_SIGNATURE = "serving_default"
+FRAMES_INPUT = "frames"  # UINT8 [batch, S, S, 1]: decoded grey frames of the model's frame size
+PROBABILITY_OUTPUT = "defect_probability"  # FP32 [batch, 1] in [0, 1]
+PART_FOUND_OUTPUT = "part_found"  # FP32 [batch, 1]: 1.0 a screw was found in the frame, 0.0 none
+# A frame whose part_found is below this holds no screw: it is refused, never judged.
+PART_FOUND_MIN = 0.5
 DEFAULT_THRESHOLD = 0.5
+# The frame size of a model exported before models took full frames (it took a 128 px crop that
+# every client preprocessed): such a version cannot serve the frames contract and must be
+# retrained. Records and events written before frame sizes existed read as this.
+NO_FRAME_SIZE = 0
+
+
+def frame_size_problem(frame_size: int) -> str | None:
+    """Why a version of this frame size cannot be served, or None when it can."""
+    if frame_size > NO_FRAME_SIZE:
+        return None
+    return (
+        "it was exported before models took full frames (it has no frame size): retrain it "
+        "to serve it"
+    )
 
 
 class ModelKind(StrEnum):

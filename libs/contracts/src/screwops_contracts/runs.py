@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from screwops_contracts.models import ModelKind, run_prefix, saved_model_prefix
+from screwops_contracts.models import NO_FRAME_SIZE, ModelKind, run_prefix, saved_model_prefix
 
 RUNS = "training_runs"
 
@@ -98,6 +98,12 @@ class RunRecord(Record):
         None,
         description="The decision threshold chosen on the validation split once the model was "
         "exported; None until then (and for runs recorded before thresholds were chosen).",
+    )
+    frame_size: int = Field(
+        NO_FRAME_SIZE,
+        ge=0,
+        description="The side of the square frame the exported model takes; 0 for runs "
+        "recorded before models took full frames (such a model must be retrained to be served).",
     )
     artifact_key: str
     history_key: str

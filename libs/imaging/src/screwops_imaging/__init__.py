@@ -1,8 +1,10 @@
 """Decoding, checking and preprocessing screw images, the same way everywhere.
 
-Ingestion refuses what :func:`decode` refuses, validation measures what it decodes, and the trainer
-and the gateway both feed the model through :func:`preprocess`, so a model never sees pixels
-prepared differently at serving time than at training time.
+Ingestion refuses what :func:`decode` refuses, validation measures what it decodes, and the
+trainer, the evaluator and the gateway all fit a decoded image to the model's frame with
+:func:`fit_frame`, so a model never sees pixels prepared differently at serving time than at
+training time. (The model finds and aligns the screw itself, inside its graph; :func:`preprocess`
+is the older client-side alignment, kept until the trainer moves to full frames.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "DecodedImage",
     "decode",
+    "fit_frame",
     "preprocess",
     "preprocess_batch",
     "sha256_hex",
@@ -207,6 +210,38 @@ def _scaled_to_8_bits(opened: Image.Image) -> Image.Image:
     levels = np.minimum(np.arange(1 << 16), white) * 255 / white
     table = np.floor(levels + 0.5).astype(np.uint8)
     return Image.fromarray(table[np.asarray(opened)])
+
+
+def fit_frame(image: Image.Image, size: int) -> npt.NDArray[np.uint8]:
+    """``image`` as the model's input frame: ``size`` x ``size`` x 1, uint8 grey.
+
+    A frame of the model's size is passed through bit for bit: a camera that matches the model
+    costs a copy, and nothing a resampling would blur is lost. Any other image keeps its aspect
+    (a screw stretched along one axis would be a different screw): its longer side is scaled to
+    ``size`` (area-averaged when shrinking, so a thin scratch stays visible; bilinear when
+    enlarging) and it is centred on a canvas of its own median grey, which reads as background
+    to the model's part finder rather than as an edge.
+
+    Raises:
+        InvalidInputError: ``size`` is not positive.
+    """
+    if size < 1:
+        raise InvalidInputError(f"a frame size is at least 1 pixel, not {size}")
+    gray = image if image.mode == "L" else image.convert("L")
+    if gray.size != (size, size):
+        scale = size / max(gray.width, gray.height)
+        fitted = (
+            min(size, max(1, round(gray.width * scale))),
+            min(size, max(1, round(gray.height * scale))),
+        )
+        if fitted != gray.size:
+            resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+            gray = gray.resize(fitted, resample)
+        pixels = np.asarray(gray)
+        canvas = Image.new("L", (size, size), round(_median_u8(pixels)))
+        canvas.paste(gray, ((size - gray.width) // 2, (size - gray.height) // 2))
+        gray = canvas
+    return np.asarray(gray, dtype=np.uint8)[:, :, np.newaxis]
 
 
 def preprocess(image: Image.Image, *, size: int = MODEL_INPUT_SIZE) -> npt.NDArray[np.float32]:
