@@ -15,6 +15,7 @@ from screwops_bus import (
     MongoOutbox,
     Relay,
     RetryPolicy,
+    announce_now,
     mark_sent,
     pending_index,
     publish_now,
@@ -174,3 +175,46 @@ async def test_a_publish_kafka_never_acknowledges_is_given_up_after_its_bound(
     with pytest.raises(TimeoutError):
         await publish_now(sent.publish(dataset_ingested("screws")))
     assert not sent
+
+
+async def test_announce_now_marks_an_acknowledged_announcement_sent() -> None:
+    db, [event] = owing("a")
+    bus = RecordingBus("ingestion")
+    collection = cast(AsyncIOMotorDatabase[Any], db)["versions"]
+
+    went = await announce_now(
+        bus.publish,
+        Announcement(event),
+        lambda: mark_sent(collection, "a", str(event.event_id)),
+        subject="a",
+    )
+
+    assert went
+    assert bus == [event]
+    assert OUTBOX not in db["versions"].docs["a"]
+
+
+@pytest.mark.parametrize("broken", ["publish", "mark"])
+async def test_announce_now_leaves_the_entry_to_the_relay_when_either_step_fails(
+    broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change whose at-once publish (or the removal of its entry) fails stands: the caller is
+    answered, the entry stays pending and the log names the document and the topic."""
+    monkeypatch.setattr(outbox_module, "PUBLISH_NOW_S", 0.05)
+    db, [event] = owing("a")
+    bus = RecordingBus("ingestion")
+    if broken == "publish":
+        bus.gate = asyncio.Event()
+    marked: list[str] = []
+
+    async def mark() -> None:
+        if broken == "mark":
+            raise ConnectionError("MongoDB went away")
+        marked.append("a")
+
+    went = await announce_now(bus.publish, Announcement(event), mark, subject="screws@v1")
+
+    assert not went
+    assert not marked
+    assert db["versions"].docs["a"][OUTBOX]
+    assert "screws@v1: dataset.ingested left to the outbox relay" in caplog.text

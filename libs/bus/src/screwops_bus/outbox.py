@@ -6,9 +6,9 @@ the write would lose the event, and a retried request finds the fact already wri
 nothing left to announce. So the announcement is written first, as a pending entry in the
 ``outbox`` array of the very document the fact changes, by the same single-document update
 (:meth:`Announcement.document` builds the entry). The service then publishes it at once and
-removes the entry (:func:`mark_sent`); whatever is still pending after that (a failed publish, a
-crash, a replica that died) is published by the service's :class:`Relay`, at start-up and then
-continuously, until Kafka acknowledges it.
+removes the entry (:func:`announce_now`, with :func:`mark_sent`); whatever is still pending after
+that (a failed publish, a crash, a replica that died) is published by the service's
+:class:`Relay`, at start-up and then continuously, until Kafka acknowledges it.
 
 The event id is fixed when the entry is written, so every publish of an entry is the same event
 and the consumers' processed-events record drops the repeats. An entry is removed only by a
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -198,6 +198,31 @@ async def publish_now(sending: Awaitable[None]) -> None:
     await asyncio.wait_for(sending, PUBLISH_NOW_S)
 
 
+async def announce_now(
+    publish: Callable[[Event[Any]], Awaitable[None]],
+    announcement: Announcement,
+    sent: Callable[[], Awaitable[None]],
+    *,
+    subject: str,
+) -> bool:
+    """Publish an announcement just written, in its change's trace, and call ``sent`` (which
+    removes its entry) once Kafka acknowledged it; whether it went out.
+
+    A failure of either is only logged: the change stands and its entry stays pending for the
+    relay, since a retried request finds the change made and has nothing left to announce. The
+    wait for Kafka is bounded by :func:`publish_now`. ``subject`` names the changed document in
+    the log.
+    """
+    try:
+        with resumed_trace(announcement.traceparent, "outbox.announce"):
+            await publish_now(publish(announcement.event))
+        await sent()
+    except Exception as exc:
+        log.warning("%s: %s left to the outbox relay: %r", subject, announcement.event.TOPIC, exc)
+        return False
+    return True
+
+
 class Relay:
     """Publishes pending announcements until Kafka acknowledges them, then marks them sent.
 
@@ -298,7 +323,9 @@ __all__ = [
     "Outbox",
     "Pending",
     "Relay",
+    "announce_now",
     "mark_sent",
     "pending_in",
     "pending_index",
+    "publish_now",
 ]

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from screwops_bus import publish_now
+from screwops_bus import announce_now
 from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
 from screwops_contracts.datasets import (
     LABEL_WORDS,
@@ -377,11 +377,12 @@ class IngestionService:
         """Publish the new version's event at once; if that fails, the version is made all the
         same and its event stays pending in the version's outbox, for the outbox relay to
         publish once Kafka answers (a retry would find nothing new to announce)."""
-        try:
-            await publish_now(self._publish(record.event))
-            await self._store.mark_published(record)
-        except Exception as exc:
-            log.warning("%s: dataset.ingested left to the outbox relay: %r", record.id, exc)
+        await announce_now(
+            self._publish,
+            record.announcement,
+            lambda: self._store.mark_published(record),
+            subject=record.id,
+        )
 
     async def _manifest(self, record: VersionRecord) -> Manifest:
         body = await self._objects.get_verified(

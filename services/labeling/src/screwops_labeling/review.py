@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from screwops_bus import Announcement, Publish, publish_now
+from screwops_bus import Announcement, Publish, announce_now
 from screwops_contracts import (
     InspectionCompleted,
     InspectionReviewed,
@@ -299,11 +299,12 @@ class ReviewQueue:
     async def _announce(self, inspection_id: str, announcement: Announcement) -> None:
         """Publish the review's event at once; if Kafka refuses it, the review is recorded all
         the same and the event stays pending in its item's outbox for the outbox relay."""
-        try:
-            await publish_now(self._publish(announcement.event))
-            await self._store.mark_review_published(inspection_id, announcement.id)
-        except Exception as exc:
-            log.warning("%s: inspection.reviewed left to the outbox relay: %r", inspection_id, exc)
+        await announce_now(
+            self._publish,
+            announcement,
+            lambda: self._store.mark_review_published(inspection_id, announcement.id),
+            subject=inspection_id,
+        )
 
     async def _label_by_review(
         self, dataset_id: str, reviewed: Sequence[tuple[str, ReviewOutcome]]

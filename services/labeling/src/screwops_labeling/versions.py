@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
-from screwops_bus import Announcement, Publish, publish_now
+from screwops_bus import Announcement, Publish, announce_now
 from screwops_contracts import (
     DatasetIngested,
     DatasetIngestedPayload,
@@ -53,7 +53,7 @@ from screwops_contracts.datasets import (
 )
 from screwops_errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from screwops_storage import validate_digest
-from screwops_telemetry import resumed_trace, traceparent
+from screwops_telemetry import traceparent
 
 from screwops_labeling.label_files import (
     ImageIndex,
@@ -502,13 +502,12 @@ class VersionLabeling:
         """Publish the version's ``dataset.labeled`` at once; if Kafka refuses it, the version
         has ended all the same and the event stays pending in its outbox for the outbox relay
         (no request or delivery is left to announce it again)."""
-        try:
-            # In the run's trace, also when a person's last label ends the version.
-            with resumed_trace(announcement.traceparent, "labeling.announce"):
-                await publish_now(self._publish(announcement.event))
-            await self._store.mark_published(record.dataset_id, record.version, announcement.id)
-        except Exception as exc:
-            log.warning("%s: dataset.labeled left to the outbox relay: %r", record.id, exc)
+        await announce_now(
+            self._publish,
+            announcement,
+            lambda: self._store.mark_published(record.dataset_id, record.version, announcement.id),
+            subject=record.id,
+        )
 
     async def _after_labeling(self, versions: Sequence[VersionRecord]) -> int:
         """Settle the versions new labels may have completed; the unlabeled left in the oldest."""

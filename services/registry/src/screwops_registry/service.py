@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from screwops_bus import Announcement, Publish, publish_now
+from screwops_bus import Announcement, Publish, announce_now
 from screwops_contracts import (
     Event,
     ModelApproved,
@@ -530,13 +530,12 @@ class RegistryService:
         """Publish a move's announcement at once and take it out of the outbox; when Kafka
         refuses it, the move stands all the same and the outbox relay publishes it later (a
         retried request finds the move made and would announce nothing)."""
-        try:
-            await publish_now(self._publish(announcement.event))
-            await self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id)
-        except Exception as exc:
-            log.warning(
-                "%s: %s left to the outbox relay: %r", model_name, announcement.event.TOPIC, exc
-            )
+        await announce_now(
+            self._publish,
+            announcement,
+            lambda: self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id),
+            subject=model_name,
+        )
 
     def _event(
         self, record: VersionRecord, move: AliasMove, *, cause: ModelApproved | None = None
