@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from screwops_errors import InvalidInputError, UnavailableError
-from screwops_serving import INPUT_SHAPE, TritonModels
+from screwops_serving import Scores, TritonModels, frame_shape
 
 from tests.support import free_port
 
@@ -16,10 +16,11 @@ from tests.support import free_port
 @pytest.mark.parametrize(
     "batch",
     [
-        np.zeros((1, *INPUT_SHAPE), dtype=np.float64),
-        np.zeros(INPUT_SHAPE, dtype=np.float32),
-        np.zeros((1, 64, 64, 1), dtype=np.float32),
-        np.zeros((0, *INPUT_SHAPE), dtype=np.float32),
+        np.zeros((1, *frame_shape(64)), dtype=np.float32),
+        np.zeros(frame_shape(64), dtype=np.uint8),
+        np.zeros((1, 64, 32, 1), dtype=np.uint8),
+        np.zeros((1, 64, 64, 3), dtype=np.uint8),
+        np.zeros((0, *frame_shape(64)), dtype=np.uint8),
     ],
 )
 async def test_a_batch_of_the_wrong_shape_or_type_is_refused_before_sending(
@@ -38,4 +39,11 @@ async def test_an_unreachable_triton_is_unavailable_not_missing() -> None:
         with pytest.raises(UnavailableError):
             await triton.load("m")
         with pytest.raises(UnavailableError):
-            await triton.infer("m", None, np.zeros((1, *INPUT_SHAPE), np.float32), timeout_s=2)
+            await triton.infer("m", None, np.zeros((1, *frame_shape(64)), np.uint8), timeout_s=2)
+
+
+def test_scores_say_where_a_part_was_found() -> None:
+    scores = Scores(
+        probability=np.array([0.9, 0.2], np.float32), found=np.array([0.0, 1.0], np.float32)
+    )
+    assert scores.part_found.tolist() == [False, True]

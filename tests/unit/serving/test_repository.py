@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
+from screwops_contracts.models import FRAMES_INPUT, PART_FOUND_OUTPUT, PROBABILITY_OUTPUT
 from screwops_errors import InvalidInputError
-from screwops_imaging import MODEL_INPUT_SIZE
 from screwops_serving import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -21,6 +20,9 @@ from screwops_serving import (
     restore_version,
     versions_present,
 )
+
+# The frame size every test but the contract's own exports at.
+SIZE = 64
 
 
 def saved_model(root: Path, content: bytes = b"graph") -> Path:
@@ -36,16 +38,16 @@ def hidden(directory: Path) -> list[str]:
 
 
 def test_config_declares_the_model_contract() -> None:
-    config = model_config("screw-classifier", max_batch_size=16, queue_delay_us=500)
+    config = model_config(
+        "screw-classifier", frame_size=1024, max_batch_size=16, queue_delay_us=500
+    )
 
-    size = MODEL_INPUT_SIZE
     assert 'name: "screw-classifier"' in config
     assert 'backend: "python"' in config
     assert "max_batch_size: 16" in config
-    assert (
-        f'{{ name: "{INPUT_TENSOR}", data_type: TYPE_FP32, dims: [ {size}, {size}, 1 ] }}' in config
-    )
-    assert f'{{ name: "{OUTPUT_TENSOR}", data_type: TYPE_FP32, dims: [ 1 ] }}' in config
+    assert f'{{ name: "{FRAMES_INPUT}", data_type: TYPE_UINT8, dims: [ 1024, 1024, 1 ] }}' in config
+    assert f'{{ name: "{PROBABILITY_OUTPUT}", data_type: TYPE_FP32, dims: [ 1 ] }}' in config
+    assert f'{{ name: "{PART_FOUND_OUTPUT}", data_type: TYPE_FP32, dims: [ 1 ] }}' in config
     assert "dynamic_batching { max_queue_delay_microseconds: 500 }" in config
     assert "instance_group [ { kind: KIND_CPU, count: 1 } ]" in config
     assert "version_policy: { all: {} }" in config
@@ -54,27 +56,43 @@ def test_config_declares_the_model_contract() -> None:
 @pytest.mark.parametrize("name", ["", "../etc", "a/b", "-x", "a..b", "x" * 200])
 def test_names_that_could_leave_the_repository_are_refused(name: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
-        export_version(saved_model(tmp_path / "sm"), tmp_path / "repo", name=name, version=1)
+        export_version(
+            saved_model(tmp_path / "sm"), tmp_path / "repo", name=name, version=1, frame_size=SIZE
+        )
 
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(InvalidInputError):
-        model_config("m", max_batch_size=0)
+        model_config("m", frame_size=SIZE, max_batch_size=0)
     with pytest.raises(InvalidInputError):
-        model_config("m", queue_delay_us=-1)
+        model_config("m", frame_size=SIZE, queue_delay_us=-1)
+
+
+def test_a_model_from_before_frame_input_is_refused_saying_to_retrain(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="retrain"):
+        model_config("m", frame_size=0)
+    with pytest.raises(InvalidInputError, match="retrain"):
+        export_version(
+            saved_model(tmp_path / "sm"), tmp_path / "repo", name="m", version=1, frame_size=0
+        )
+    assert not (tmp_path / "repo").exists()
 
 
 def test_export_lays_out_a_python_backend_version(tmp_path: Path) -> None:
     source = saved_model(tmp_path / "sm")
     repository = tmp_path / "repo"
 
-    directory = export_version(source, repository, name="m", version=3, max_batch_size=8)
+    directory = export_version(
+        source, repository, name="m", version=3, frame_size=SIZE, max_batch_size=8
+    )
 
     assert directory == repository / "m" / "3"
     assert (directory / MODEL_FILE).read_text() == model_template()
     assert (directory / SAVED_MODEL_DIR / "saved_model.pb").read_bytes() == b"graph"
     assert (directory / SAVED_MODEL_DIR / "variables" / "variables.index").is_file()
-    assert (repository / "m" / CONFIG_FILE).read_text() == model_config("m", max_batch_size=8)
+    assert (repository / "m" / CONFIG_FILE).read_text() == model_config(
+        "m", frame_size=SIZE, max_batch_size=8
+    )
     assert (source / "saved_model.pb").is_file(), "the source is copied, not moved"
     assert hidden(repository / "m") == [], "no staging directory is left behind"
     assert versions_present(repository, name="m") == [3]
@@ -83,14 +101,18 @@ def test_export_lays_out_a_python_backend_version(tmp_path: Path) -> None:
 def test_export_without_a_saved_model_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError):
-        export_version(tmp_path / "empty", tmp_path / "repo", name="m", version=1)
+        export_version(tmp_path / "empty", tmp_path / "repo", name="m", version=1, frame_size=SIZE)
     assert not (tmp_path / "repo").exists()
 
 
 def test_exporting_a_version_again_replaces_it(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
-    export_version(saved_model(tmp_path / "a", b"old"), repository, name="m", version=1)
-    export_version(saved_model(tmp_path / "b", b"new"), repository, name="m", version=1)
+    export_version(
+        saved_model(tmp_path / "a", b"old"), repository, name="m", version=1, frame_size=SIZE
+    )
+    export_version(
+        saved_model(tmp_path / "b", b"new"), repository, name="m", version=1, frame_size=SIZE
+    )
 
     model = repository / "m" / "1" / SAVED_MODEL_DIR / "saved_model.pb"
     assert model.read_bytes() == b"new"
@@ -101,16 +123,22 @@ def test_a_failed_export_leaves_the_served_version_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repository = tmp_path / "repo"
-    export_version(saved_model(tmp_path / "a", b"old"), repository, name="m", version=1)
+    export_version(
+        saved_model(tmp_path / "a", b"old"), repository, name="m", version=1, frame_size=SIZE
+    )
 
     def broken_copy(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(shutil, "copytree", broken_copy)
     with pytest.raises(OSError, match="disk full"):
-        export_version(saved_model(tmp_path / "b", b"new"), repository, name="m", version=1)
+        export_version(
+            saved_model(tmp_path / "b", b"new"), repository, name="m", version=1, frame_size=SIZE
+        )
     with pytest.raises(OSError, match="disk full"):
-        export_version(saved_model(tmp_path / "c", b"new"), repository, name="m", version=2)
+        export_version(
+            saved_model(tmp_path / "c", b"new"), repository, name="m", version=2, frame_size=SIZE
+        )
 
     assert (repository / "m" / "1" / SAVED_MODEL_DIR / "saved_model.pb").read_bytes() == b"old"
     assert versions_present(repository, name="m") == [1]
@@ -119,14 +147,21 @@ def test_a_failed_export_leaves_the_served_version_untouched(
 
 def test_the_config_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
-    export_version(saved_model(tmp_path / "a"), repository, name="m", version=1)
+    export_version(saved_model(tmp_path / "a"), repository, name="m", version=1, frame_size=SIZE)
     config = repository / "m" / CONFIG_FILE
     before = config.stat().st_mtime_ns
 
-    export_version(saved_model(tmp_path / "b"), repository, name="m", version=2)
+    export_version(saved_model(tmp_path / "b"), repository, name="m", version=2, frame_size=SIZE)
     assert config.stat().st_mtime_ns == before, "Triton would reload every version"
 
-    export_version(saved_model(tmp_path / "c"), repository, name="m", version=3, queue_delay_us=9)
+    export_version(
+        saved_model(tmp_path / "c"),
+        repository,
+        name="m",
+        version=3,
+        frame_size=SIZE,
+        queue_delay_us=9,
+    )
     assert "max_queue_delay_microseconds: 9" in config.read_text()
 
 
@@ -134,7 +169,11 @@ def test_versions_present_ignores_what_triton_ignores(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     for version in (2, 10, 1):
         export_version(
-            saved_model(tmp_path / f"sm{version}"), repository, name="m", version=version
+            saved_model(tmp_path / f"sm{version}"),
+            repository,
+            name="m",
+            version=version,
+            frame_size=SIZE,
         )
     for stray in ("01", ".staging-4-x", "latest"):
         (repository / "m" / stray).mkdir()
@@ -145,8 +184,8 @@ def test_versions_present_ignores_what_triton_ignores(tmp_path: Path) -> None:
 
 def test_remove_version(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
-    export_version(saved_model(tmp_path / "a"), repository, name="m", version=1)
-    export_version(saved_model(tmp_path / "b"), repository, name="m", version=2)
+    export_version(saved_model(tmp_path / "a"), repository, name="m", version=1, frame_size=SIZE)
+    export_version(saved_model(tmp_path / "b"), repository, name="m", version=2, frame_size=SIZE)
 
     assert remove_version(repository, name="m", version=1)
     assert not remove_version(repository, name="m", version=1)
@@ -156,16 +195,18 @@ def test_remove_version(tmp_path: Path) -> None:
 
 def test_restore_puts_an_exported_version_back_unchanged(tmp_path: Path) -> None:
     first = tmp_path / "first"
-    exported = export_version(saved_model(tmp_path / "sm", b"graph"), first, name="m", version=4)
+    exported = export_version(
+        saved_model(tmp_path / "sm", b"graph"), first, name="m", version=4, frame_size=SIZE
+    )
     (exported / MODEL_FILE).write_text("# the model.py of its time\n")
 
-    restored = restore_version(exported, tmp_path / "repo", name="m", version=4)
+    restored = restore_version(exported, tmp_path / "repo", name="m", version=4, frame_size=SIZE)
 
     assert (restored / MODEL_FILE).read_text() == "# the model.py of its time\n"
     assert (restored / SAVED_MODEL_DIR / "saved_model.pb").read_bytes() == b"graph"
     assert (tmp_path / "repo" / "m" / CONFIG_FILE).is_file()
     with pytest.raises(InvalidInputError):
-        restore_version(tmp_path / "sm", tmp_path / "repo", name="m", version=5)
+        restore_version(tmp_path / "sm", tmp_path / "repo", name="m", version=5, frame_size=SIZE)
 
 
 def test_the_model_template_imports_nothing_from_screwops() -> None:

@@ -9,7 +9,7 @@ both, the evaluator validates candidates under ``STAGING_MODEL_NAME`` and the ga
 what the shared repository holds.
 """
 
-from screwops_serving.client import INPUT_SHAPE, TritonModels
+from screwops_serving.client import Scores, TritonModels, frame_shape
 from screwops_serving.repository import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -24,11 +24,12 @@ from screwops_serving.repository import (
 
 __all__ = [
     "CONFIG_FILE",
-    "INPUT_SHAPE",
     "MODEL_FILE",
     "SAVED_MODEL_DIR",
+    "Scores",
     "TritonModels",
     "export_version",
+    "frame_shape",
     "model_config",
     "model_template",
     "remove_version",

@@ -25,12 +25,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
-from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
+from screwops_contracts.models import (
+    FRAMES_INPUT,
+    PART_FOUND_MIN,
+    PART_FOUND_OUTPUT,
+    PROBABILITY_OUTPUT,
+)
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -39,15 +45,36 @@ from screwops_errors import (
     ScrewOpsError,
     UnavailableError,
 )
-from screwops_imaging import MODEL_INPUT_SIZE
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["INPUT_SHAPE", "TritonModels"]
+__all__ = ["Scores", "TritonModels", "frame_shape"]
 
 T = TypeVar("T")
 
-INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1)
-"""One image as the model takes it (``screwops_imaging.preprocess``); a batch adds a first axis."""
+
+def frame_shape(frame_size: int) -> tuple[int, int, int]:
+    """One frame as a model of ``frame_size`` takes it (``screwops_imaging.fit_frame``); a batch
+    adds a first axis."""
+    return (frame_size, frame_size, 1)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's answer for a batch of frames, one entry per frame.
+
+    ``probability`` is the defect probability in [0, 1]; ``found`` is 1.0 where the model found a
+    screw in the frame and 0.0 where it found none, where the probability was computed on
+    background and must not be used (see :attr:`part_found`).
+    """
+
+    probability: npt.NDArray[np.float32]
+    found: npt.NDArray[np.float32]
+
+    @property
+    def part_found(self) -> npt.NDArray[np.bool_]:
+        """Whether each frame held a screw, the probability of which may then be used."""
+        return self.found >= PART_FOUND_MIN
+
 
 _READY = "READY"
 _UNAVAILABLE = "UNAVAILABLE"
@@ -194,28 +221,33 @@ class TritonModels:
         self,
         name: str,
         version: int | None,
-        batch: npt.NDArray[np.float32],
+        frames: npt.NDArray[np.uint8],
         *,
         timeout_s: float,
-    ) -> npt.NDArray[np.float32]:
-        """Defect probabilities, shape ``[n]``, for a batch of preprocessed images.
+    ) -> Scores:
+        """The model's scores for a batch of frames.
 
-        ``batch`` is ``[n, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 1]`` float32 in [0, 1]
-        (``screwops_imaging.preprocess``). ``version`` pins the version that answers; None lets
-        Triton choose (the highest loaded), which callers that must report the version avoid.
+        ``frames`` is uint8 ``[n, S, S, 1]``, S the version's frame size
+        (``screwops_imaging.fit_frame``); Triton refuses another size. ``version`` pins the
+        version that answers; None lets Triton choose (the highest loaded), which callers that
+        must report the version avoid.
 
         Raises:
-            InvalidInputError: the batch has the wrong shape or type, or is larger than the
-                model's max_batch_size.
+            InvalidInputError: the batch has the wrong shape or type (here, or the model's frame
+                size, in Triton), or is larger than the model's max_batch_size.
             NotFoundError: no such model or version is loaded.
             DeadlineExceededError: no answer within ``timeout_s``.
             UnavailableError: Triton did not answer or is overloaded.
-            FailedPreconditionError: the model failed while answering.
+            FailedPreconditionError: the model failed while answering, or answered outputs of
+                the wrong shape.
         """
-        _check_batch(batch)
-        tensor = grpcclient.InferInput(INPUT_TENSOR, list(batch.shape), "FP32")
-        tensor.set_data_from_numpy(batch)
-        requested = [grpcclient.InferRequestedOutput(OUTPUT_TENSOR)]
+        _check_batch(frames)
+        tensor = grpcclient.InferInput(FRAMES_INPUT, list(frames.shape), "UINT8")
+        tensor.set_data_from_numpy(frames)
+        requested = [
+            grpcclient.InferRequestedOutput(PROBABILITY_OUTPUT),
+            grpcclient.InferRequestedOutput(PART_FOUND_OUTPUT),
+        ]
         with _triton_errors(f"inference on {_label(name, version)}"):
             result = await self._call(
                 lambda c: c.infer(
@@ -226,37 +258,39 @@ class TritonModels:
                     client_timeout=timeout_s,
                 )
             )
-        output = result.as_numpy(OUTPUT_TENSOR)
-        if output is None or output.shape != (len(batch), 1):
-            raise FailedPreconditionError(
-                f"{_label(name, version)} answered {None if output is None else output.shape}, "
-                f"expected ({len(batch)}, 1)"
-            )
-        probabilities: npt.NDArray[np.float32] = output.reshape(-1).astype(np.float32)
-        return probabilities
+        probability, found = (
+            _output(result.as_numpy(output), len(frames), _label(name, version), output)
+            for output in (PROBABILITY_OUTPUT, PART_FOUND_OUTPUT)
+        )
+        return Scores(probability=probability, found=found)
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
-        """Prove a loaded version answers: one inference on a blank image; its probability.
+    async def check(self, name: str, version: int, *, frame_size: int, timeout_s: float) -> Scores:
+        """Prove a loaded version answers: one inference on a blank frame of ``frame_size``.
 
         Readiness only says Triton loaded the version; a real request through the whole path
-        (config, tensor names, the model's signature) is what deserves the traffic.
+        (config, tensor names, the model's signature) is what deserves the traffic. A blank frame
+        holds no screw, so its ``found`` is expected to be 0; only the outputs' ranges are
+        checked.
 
         Raises:
-            FailedPreconditionError: the version is not ready, fails, or answers something that
-                is not a probability.
+            FailedPreconditionError: the version is not ready, fails, takes frames of another
+                size, or answers something that is not a probability and a found flag.
             UnavailableError, DeadlineExceededError: Triton did not answer in time.
         """
         label = _label(name, version)
         if not await self.ready(name, version):
             raise FailedPreconditionError(f"{label} is not ready in Triton")
-        blank = np.zeros((1, *INPUT_SHAPE), dtype=np.float32)
+        blank = np.zeros((1, *frame_shape(frame_size)), dtype=np.uint8)
         try:
-            probability = float((await self.infer(name, version, blank, timeout_s=timeout_s))[0])
+            scores = await self.infer(name, version, blank, timeout_s=timeout_s)
         except (NotFoundError, InvalidInputError) as error:
             raise FailedPreconditionError(f"{label} did not answer: {error.message}") from error
+        probability, found = float(scores.probability[0]), float(scores.found[0])
         if not 0.0 <= probability <= 1.0:
             raise FailedPreconditionError(f"{label} answered {probability}, not a probability")
-        return probability
+        if not 0.0 <= found <= 1.0:
+            raise FailedPreconditionError(f"{label} answered part_found {found}, not 0 or 1")
+        return scores
 
     async def _call(self, call: Callable[[grpcclient.InferenceServerClient], Awaitable[T]]) -> T:
         if self._client is None:
@@ -264,13 +298,30 @@ class TritonModels:
         return await call(self._client)
 
 
-def _check_batch(batch: npt.NDArray[Any]) -> None:
-    if batch.dtype != np.float32:
-        raise InvalidInputError(f"a batch is float32, not {batch.dtype}")
-    if batch.ndim != 4 or batch.shape[1:] != INPUT_SHAPE or batch.shape[0] < 1:
-        raise InvalidInputError(
-            f"a batch is [n >= 1, {', '.join(map(str, INPUT_SHAPE))}], not {list(batch.shape)}"
+def _check_batch(frames: npt.NDArray[Any]) -> None:
+    if frames.dtype != np.uint8:
+        raise InvalidInputError(f"frames are uint8, not {frames.dtype}")
+    if (
+        frames.ndim != 4
+        or frames.shape[0] < 1
+        or frames.shape[1] != frames.shape[2]
+        or frames.shape[3] != 1
+        or frames.shape[1] < 1
+    ):
+        raise InvalidInputError(f"a batch of frames is [n >= 1, S, S, 1], not {list(frames.shape)}")
+
+
+def _output(
+    output: npt.NDArray[Any] | None, count: int, label: str, name: str
+) -> npt.NDArray[np.float32]:
+    """One of the model's outputs as float32 ``[count]``, or why it is not one."""
+    if output is None or output.shape != (count, 1):
+        raise FailedPreconditionError(
+            f"{label} answered {name} {None if output is None else output.shape}, "
+            f"expected ({count}, 1)"
         )
+    values: npt.NDArray[np.float32] = output.reshape(-1).astype(np.float32)
+    return values
 
 
 def _version(version: int | None) -> str:

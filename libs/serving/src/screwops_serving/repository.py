@@ -28,9 +28,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
+from screwops_contracts.models import (
+    FRAMES_INPUT,
+    PART_FOUND_OUTPUT,
+    PROBABILITY_OUTPUT,
+    frame_size_problem,
+)
 from screwops_errors import InvalidInputError
-from screwops_imaging import MODEL_INPUT_SIZE
 
 __all__ = [
     "CONFIG_FILE",
@@ -57,27 +61,34 @@ _VERSION_DIR = re.compile(r"[1-9][0-9]*")
 _Build = Callable[[Path], None]
 
 
-def model_config(name: str, *, max_batch_size: int = 32, queue_delay_us: int = 2000) -> str:
-    """The ``config.pbtxt`` of a ScrewOps model: the tensor contract of ``screwops_contracts``.
+def model_config(
+    name: str, *, frame_size: int, max_batch_size: int = 32, queue_delay_us: int = 2000
+) -> str:
+    """The ``config.pbtxt`` of a ScrewOps model: the tensor contract of ``screwops_contracts``
+    for frames of ``frame_size`` pixels square.
 
     Dynamic batching lets Triton merge requests from several cameras that arrive within
     ``queue_delay_us`` into one model call; one CPU instance keeps the shared machine usable.
+    The config is the model's, not a version's: every version of a name is served with the
+    frame size of the latest one placed, so versions of one name are meant to share it.
     """
     _check_name(name)
+    _check_frame_size(frame_size)
     if max_batch_size < 1:
         raise InvalidInputError(f"max_batch_size must be at least 1, not {max_batch_size}")
     if queue_delay_us < 0:
         raise InvalidInputError(f"queue_delay_us must not be negative, not {queue_delay_us}")
-    size = MODEL_INPUT_SIZE
+    size = frame_size
     return f"""# Written by screwops_serving; the registry rewrites it, do not edit.
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch_size}
 input [
-  {{ name: "{INPUT_TENSOR}", data_type: TYPE_FP32, dims: [ {size}, {size}, 1 ] }}
+  {{ name: "{FRAMES_INPUT}", data_type: TYPE_UINT8, dims: [ {size}, {size}, 1 ] }}
 ]
 output [
-  {{ name: "{OUTPUT_TENSOR}", data_type: TYPE_FP32, dims: [ 1 ] }}
+  {{ name: "{PROBABILITY_OUTPUT}", data_type: TYPE_FP32, dims: [ 1 ] }},
+  {{ name: "{PART_FOUND_OUTPUT}", data_type: TYPE_FP32, dims: [ 1 ] }}
 ]
 dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
 instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
@@ -96,6 +107,7 @@ def export_version(
     *,
     name: str,
     version: int,
+    frame_size: int,
     max_batch_size: int = 32,
     queue_delay_us: int = 2000,
 ) -> Path:
@@ -106,10 +118,12 @@ def export_version(
     left as it was.
 
     Raises:
-        InvalidInputError: a bad name or version, or ``saved_model_dir`` holds no SavedModel.
+        InvalidInputError: a bad name, version or frame size (0: a model from before frame
+            input), or ``saved_model_dir`` holds no SavedModel.
     """
     _check_name(name)
     _check_version(version)
+    _check_frame_size(frame_size)
     if not (saved_model_dir / _SAVED_MODEL_PROTO).is_file():
         raise InvalidInputError(f"{saved_model_dir} holds no {_SAVED_MODEL_PROTO}")
 
@@ -117,7 +131,9 @@ def export_version(
         (staging / MODEL_FILE).write_text(model_template())
         shutil.copytree(saved_model_dir, staging / SAVED_MODEL_DIR, symlinks=False)
 
-    config = model_config(name, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us)
+    config = model_config(
+        name, frame_size=frame_size, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us
+    )
     return _install(repository, name, version, build, config)
 
 
@@ -127,6 +143,7 @@ def restore_version(
     *,
     name: str,
     version: int,
+    frame_size: int,
     max_batch_size: int = 32,
     queue_delay_us: int = 2000,
 ) -> Path:
@@ -136,10 +153,12 @@ def restore_version(
     in object storage: the files that were checked when it was first deployed, unchanged.
 
     Raises:
-        InvalidInputError: a bad name or version, or ``version_dir`` is not an exported version.
+        InvalidInputError: a bad name, version or frame size, or ``version_dir`` is not an
+            exported version.
     """
     _check_name(name)
     _check_version(version)
+    _check_frame_size(frame_size)
     if (
         not (version_dir / MODEL_FILE).is_file()
         or not (version_dir / SAVED_MODEL_DIR / _SAVED_MODEL_PROTO).is_file()
@@ -149,7 +168,9 @@ def restore_version(
     def build(staging: Path) -> None:
         shutil.copytree(version_dir, staging, symlinks=False, dirs_exist_ok=True)
 
-    config = model_config(name, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us)
+    config = model_config(
+        name, frame_size=frame_size, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us
+    )
     return _install(repository, name, version, build, config)
 
 
@@ -229,3 +250,9 @@ def _check_name(name: str) -> None:
 def _check_version(version: int) -> None:
     if version < 1:
         raise InvalidInputError(f"model versions start at 1, not {version}")
+
+
+def _check_frame_size(frame_size: int) -> None:
+    problem = frame_size_problem(frame_size)
+    if problem is not None:
+        raise InvalidInputError(f"frame size {frame_size}: {problem}")

@@ -24,7 +24,11 @@ import tensorflow as tf
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 SAVED_MODEL_DIR = "model.savedmodel"
+# The contract of screwops_contracts.models, restated: this file cannot import it.
 SIGNATURE = "serving_default"
+FRAMES = "frames"
+PROBABILITY = "defect_probability"
+PART_FOUND = "part_found"
 # The stack's two CPU cores are shared by every server and service: one instance, few threads.
 INTRA_OP_THREADS = 2
 INTER_OP_THREADS = 1
@@ -36,32 +40,40 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         """Load the SavedModel and answer one warm-up batch, so "ready" means "can answer".
 
-        A version whose artifact is broken fails here, and Triton reports its load as failed
-        instead of serving a model that errors on the first request.
+        A version whose artifact is broken, or whose signature is not the frames contract,
+        fails here, and Triton reports its load as failed instead of serving a model that errors
+        on the first request. The warm-up frame is blank (no screw found: a fine answer).
         """
         tf.config.threading.set_intra_op_parallelism_threads(INTRA_OP_THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(INTER_OP_THREADS)
         config = json.loads(args["model_config"])
-        self.input_name: str = config["input"][0]["name"]
-        self.output_name: str = config["output"][0]["name"]
         dims = [int(d) for d in config["input"][0]["dims"]]
         path = os.path.join(args["model_repository"], args["model_version"], SAVED_MODEL_DIR)
         self.model = tf.saved_model.load(path)
         self.signature = self.model.signatures[SIGNATURE]
         _, arguments = self.signature.structured_input_signature
-        if len(arguments) != 1:
-            raise ValueError(f"{SIGNATURE} takes {sorted(arguments)}, expected one image input")
-        (self.argument,) = arguments
-        outputs = self.signature.structured_outputs
-        if len(outputs) != 1:
-            raise ValueError(f"{SIGNATURE} returns {sorted(outputs)}, expected one probability")
-        (self.output_key,) = outputs
-        self.predict(np.zeros([1, *dims], dtype=np.float32))
+        if sorted(arguments) != [FRAMES]:
+            raise ValueError(f"{SIGNATURE} takes {sorted(arguments)}, expected [{FRAMES!r}]")
+        frames = arguments[FRAMES]
+        if frames.dtype != tf.uint8 or frames.shape.as_list()[1:] != dims:
+            raise ValueError(
+                f"{SIGNATURE} takes {FRAMES} as {frames.dtype.name} {frames.shape}, expected "
+                f"uint8 [None, {', '.join(map(str, dims))}] (config.pbtxt)"
+            )
+        outputs = sorted(self.signature.structured_outputs)
+        if outputs != sorted([PROBABILITY, PART_FOUND]):
+            raise ValueError(f"{SIGNATURE} returns {outputs}, expected {PROBABILITY}, {PART_FOUND}")
+        self.predict(np.zeros([1, *dims], dtype=np.uint8))
 
-    def predict(self, batch: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, Any]:
-        """Probabilities as FP32 [n, 1], the shape config.pbtxt declares."""
-        result = self.signature(**{self.argument: tf.constant(batch)})[self.output_key]
-        return np.asarray(result, dtype=np.float32).reshape(-1, 1)
+    def predict(
+        self, batch: np.ndarray[Any, np.dtype[np.uint8]]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(defect probabilities, part found) for a batch of frames, each FP32 [n, 1] as
+        config.pbtxt declares."""
+        result = self.signature(**{FRAMES: tf.constant(batch, dtype=tf.uint8)})
+        probability = np.asarray(result[PROBABILITY], dtype=np.float32).reshape(-1, 1)
+        found = np.asarray(result[PART_FOUND], dtype=np.float32).reshape(-1, 1)
+        return probability, found
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Answer every request of a dynamic batch with one call of the model.
@@ -71,11 +83,10 @@ class TritonPythonModel:
         fail the whole batch without telling the clients why).
         """
         batches = [
-            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            for request in requests
+            pb_utils.get_input_tensor_by_name(request, FRAMES).as_numpy() for request in requests
         ]
         try:
-            probabilities = self.predict(np.concatenate(batches))
+            probabilities, found = self.predict(np.concatenate(batches))
         except Exception as error:  # the model's own failure, reported to every caller
             return [
                 pb_utils.InferenceResponse(error=pb_utils.TritonError(f"model failed: {error}"))
@@ -83,6 +94,10 @@ class TritonPythonModel:
             ]
         bounds = np.cumsum([len(batch) for batch in batches])[:-1]
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, part)])
-            for part in np.split(probabilities, bounds)
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor(PROBABILITY, probability), pb_utils.Tensor(PART_FOUND, part)]
+            )
+            for probability, part in zip(
+                np.split(probabilities, bounds), np.split(found, bounds), strict=True
+            )
         ]
