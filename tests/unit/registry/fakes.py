@@ -135,6 +135,16 @@ class FakeStore:
         )
         return True
 
+    async def queue_announcement(
+        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+    ) -> bool:
+        key = alias_id(model_name, alias)
+        current = self.alias_docs.get(key)
+        if current is None or current.version != version:
+            return False
+        self.alias_docs[key] = replace(current, pending=(*current.pending, announcement))
+        return True
+
     async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
         key = alias_id(model_name, alias)
         current = self.alias_docs[key]

@@ -482,6 +482,44 @@ async def test_promoting_the_production_version_only_announces_it_again(h: Harne
     assert promoted.event_id == again.event_id, "the same move, the same event"
 
 
+async def test_promoting_the_production_version_with_kafka_away_leaves_it_to_the_relay(
+    h: Harness,
+) -> None:
+    """The repeated announcement goes through the outbox like the move's own: the call answers
+    (a plain publish raised, or waited while the producer held the send) and the relay
+    publishes the same event once Kafka is back."""
+    await h.deploy("run-a", "run-b")
+    await h.service.promote(h.model, 1, request_id=new_id(), actor="bo", reason="r")
+    [*_, promoted] = h.sent.of(ModelDeployed)
+    h.sent.down = True
+
+    change = await h.service.promote(h.model, 1, request_id=new_id(), actor="bo", reason="again")
+
+    assert change.move.to_version == 1
+    alias = await h.store.get_alias(h.model, "production")
+    assert alias is not None
+    [pending] = alias.pending
+    assert pending.event.event_id == promoted.event_id
+    h.sent.down = False
+    await relayed(h.store, h.sent, len(h.sent) + 1)
+    assert h.sent[-1].event_id == promoted.event_id
+
+
+async def test_a_redelivered_approval_with_kafka_away_is_announced_by_the_relay(
+    h: Harness,
+) -> None:
+    approval = h.approval("run-a")
+    await h.service.on_approved(approval)
+    [deployed] = h.sent.of(ModelDeployed)
+    h.sent.down = True
+
+    await h.service.on_approved(approval)
+
+    h.sent.down = False
+    await relayed(h.store, h.sent, 2)
+    assert [e.event_id for e in h.sent.of(ModelDeployed)] == [deployed.event_id] * 2
+
+
 async def test_restore_puts_production_back_after_the_repository_is_lost(h: Harness) -> None:
     await h.deploy("run-a", "run-b")
     wipe(h.repository)

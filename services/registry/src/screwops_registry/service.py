@@ -157,7 +157,7 @@ class RegistryService:
                     )
                     return
                 log.info("%s was deployed by this approval before; announcing it", record.id)
-                await self._publish(self._event(record, done, cause=event))
+                await self._announce_again(alias, self._event(record, done, cause=event))
                 return
             if alias is not None and alias.version == record.version:
                 log.info("%s is production already; nothing to deploy", record.id)
@@ -276,7 +276,7 @@ class RegistryService:
             return AliasChange(model_name, PRODUCTION_ALIAS, done)
         _expect(model_name, alias, expect_version)
         if alias is not None and alias.version == version and alias.history:
-            await self._publish(self._event(record, alias.history[-1]))
+            await self._announce_again(alias, self._event(record, alias.history[-1]))
             return AliasChange(model_name, PRODUCTION_ALIAS, alias.history[-1])
         placed = await self._ensure_serving(record)
         move = await self._move(
@@ -536,6 +536,18 @@ class RegistryService:
             lambda: self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id),
             subject=model_name,
         )
+
+    async def _announce_again(self, alias: Alias, event: Event[Any]) -> None:
+        """Announce a move made before (a promotion of the production version, a redelivered
+        approval) as every move is announced: queued in the alias's outbox, then published
+        within the at-once bound, the relay publishing it if Kafka refuses; a plain publish
+        waited for Kafka as long as the producer held the send. Not queued when production
+        moved meanwhile: that move's own announcement is the one that counts."""
+        announcement = Announcement(event, traceparent())
+        if await self._store.queue_announcement(
+            alias.model_name, PRODUCTION_ALIAS, version=alias.version, announcement=announcement
+        ):
+            await self._announce(alias.model_name, announcement)
 
     def _event(
         self, record: VersionRecord, move: AliasMove, *, cause: ModelApproved | None = None

@@ -272,6 +272,12 @@ class RegistryStore(Protocol):
             True when moved; False, changing nothing, when someone else moved it first.
         """
 
+    async def queue_announcement(
+        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+    ) -> bool:
+        """Queue ``announcement`` in the alias's outbox, only if the alias still names
+        ``version``; whether it was queued."""
+
     async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
         """Take announcement ``announcement_id`` out of the alias's outbox: Kafka acknowledged
         it."""
@@ -430,6 +436,16 @@ class MongoRegistryStore:
                     },
                     "$push": {OUTBOX: announcement.document()},
                 },
+            )
+        return result.matched_count == 1
+
+    async def queue_announcement(
+        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+    ) -> bool:
+        with mongo_errors():
+            result = await self._db.aliases.update_one(
+                {"_id": alias_id(model_name, alias), "version": version},
+                {"$set": {PENDING: True}, "$push": {OUTBOX: announcement.document()}},
             )
         return result.matched_count == 1
 
