@@ -9,12 +9,14 @@ from typing import Any, cast
 import pytest
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import (
+    LEGACY_FLAG,
     OUTBOX,
     PENDING,
     Announcement,
     MongoOutbox,
     Relay,
     RetryPolicy,
+    adopt_unannounced,
     announce_now,
     mark_sent,
     pending_index,
@@ -218,3 +220,32 @@ async def test_announce_now_leaves_the_entry_to_the_relay_when_either_step_fails
     assert not marked
     assert db["versions"].docs["a"][OUTBOX]
     assert "screws@v1: dataset.ingested left to the outbox relay" in caplog.text
+
+
+async def test_documents_from_before_the_outbox_are_adopted_once() -> None:
+    """``published: false`` documents get the entry ``announcement_of`` builds (none for one
+    that owes nothing yet) and lose the flag, as the published ones do, so a second start (or
+    a second replica) adopts nothing more."""
+    db = FakeDatabase()
+    docs = db["versions"].docs
+    docs["owes"] = {"_id": "owes", "dataset": "a", "published": False}
+    docs["not-yet"] = {"_id": "not-yet", "dataset": None, "published": False}
+    docs["sent"] = {"_id": "sent", "dataset": "c", "published": True}
+    collection = cast(AsyncIOMotorDatabase[Any], db)["versions"]
+    built: list[str] = []
+
+    async def owed(doc: dict[str, Any]) -> Announcement | None:
+        if doc["dataset"] is None:
+            return None
+        built.append(doc["_id"])
+        return Announcement(dataset_ingested(doc["dataset"]))
+
+    assert await adopt_unannounced(collection, owed) == 1
+    assert await adopt_unannounced(collection, owed) == 0
+
+    assert built == ["owes"]
+    assert all(LEGACY_FLAG not in doc for doc in docs.values())
+    assert docs["owes"][PENDING] is True
+    assert len(docs["owes"][OUTBOX]) == 1
+    assert OUTBOX not in docs["not-yet"]
+    assert OUTBOX not in docs["sent"]

@@ -4,7 +4,7 @@ its inputs."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -48,6 +48,8 @@ class FakeStore:
         self.label_docs: dict[tuple[str, str], ImageLabel] = {}
         self.reservations: dict[tuple[str, str], tuple[str, datetime]] = {}
         self.reviews: dict[str, ReviewItem] = {}
+        self.unannounced: set[tuple[str, int]] = set()
+        """Versions written before the outbox, whose ``published`` flag was still false."""
 
     async def ensure_indexes(self) -> None:
         return None
@@ -95,6 +97,18 @@ class FakeStore:
         record = self.records[(dataset_id, version)]
         pending = tuple(a for a in record.pending if a.id != announcement_id)
         self.records[(dataset_id, version)] = replace(record, pending=pending)
+
+    async def adopt_unannounced(
+        self, announcement_of: Callable[[VersionRecord], Awaitable[Announcement | None]]
+    ) -> int:
+        adopted = 0
+        for key in sorted(self.unannounced):
+            self.unannounced.discard(key)
+            record = self.records[key]
+            if (announcement := await announcement_of(record)) is not None:
+                self.records[key] = replace(record, pending=(*record.pending, announcement))
+                adopted += 1
+        return adopted
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         return [

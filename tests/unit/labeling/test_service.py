@@ -103,6 +103,32 @@ async def test_recover_ends_a_version_a_crash_left_open_though_fully_labeled() -
     assert (record.status, record.pending) == (VersionStatus.LABELED, ())
 
 
+async def test_recover_queues_what_versions_ended_before_the_outbox_still_owed() -> None:
+    """A version that ended before the outbox with ``published: false`` was announced only by
+    the start-up pass the outbox replaced: recover() queues its dataset.labeled (with its
+    labels.json) for the relay, once; an open one owes nothing until it ends."""
+    h = harness()
+    event, [image] = h.ingest("screws", 1, [("a.png", None)])
+    await h.service.on_dataset_ingested(event)
+    other, _ = h.ingest("bolts", 1, [("b.png", None)])
+    await h.service.on_dataset_ingested(other)
+    await h.store.put_labels("screws", [label(image.sha256, BAD)], replace=True)
+    record = h.store.records[("screws", 1)]
+    h.store.records[("screws", 1)] = replace(record, status=VersionStatus.LABELED, ended_at=START)
+    h.store.unannounced = {("screws", 1), ("bolts", 1)}
+
+    await h.service.recover()
+    await h.service.recover()
+
+    [owed] = h.store.records[("screws", 1)].pending
+    assert h.store.records[("bolts", 1)].pending == ()
+    assert label_set(h, "screws", 1).labels[0].label is BAD
+    await relayed(h.store, h.emitted, 1)
+    assert labeled_events(h) == [owed.event]
+    assert owed.event.causation_id == event.event_id
+    assert owed.event.payload.label_counts == {"good": 0, "bad": 1}
+
+
 async def test_a_last_label_whose_announcement_kafka_refused_is_announced_by_the_relay() -> None:
     """Issue 18, finding 2: the last label ends the version while Kafka is away; its
     dataset.labeled goes out once Kafka is back, without a restart and without another request

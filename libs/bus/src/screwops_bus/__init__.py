@@ -7,6 +7,7 @@ from screwops_bus.bus import Bus, RetryPolicy, is_transient
 from screwops_bus.deadletter import BodyStore, DeadLetter, StoredBody, original_headers
 from screwops_bus.idempotency import ProcessedEvents
 from screwops_bus.outbox import (
+    LEGACY_FLAG,
     OUTBOX,
     PENDING,
     Announcement,
@@ -14,6 +15,7 @@ from screwops_bus.outbox import (
     Outbox,
     Pending,
     Relay,
+    adopt_unannounced,
     announce_now,
     mark_sent,
     pending_in,
@@ -30,6 +32,7 @@ from screwops_bus.replay import (
 )
 
 __all__ = [
+    "LEGACY_FLAG",
     "OUTBOX",
     "PENDING",
     "Announcement",
@@ -47,6 +50,7 @@ __all__ = [
     "Replayed",
     "RetryPolicy",
     "StoredBody",
+    "adopt_unannounced",
     "announce_now",
     "is_transient",
     "mark_sent",

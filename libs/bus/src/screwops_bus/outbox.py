@@ -20,7 +20,9 @@ A relay finds pending documents by the scalar flag ``outbox_pending`` (:data:`PE
 the update that writes an entry sets and the one that removes the last unsets, under an index
 each service declares (:func:`pending_index`): FerretDB v1 pushes an equality on an indexed
 field down to its index, and scans the whole collection for ``$exists``. Documents written
-before the flag existed are flagged once, when a relay starts (the old ``$exists`` query).
+before the flag existed are flagged once, when a relay starts (the old ``$exists`` query);
+those written before the outbox, with a ``published`` flag, are adopted once, when their service
+starts (:func:`adopt_unannounced`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ OUTBOX = "outbox"
 PENDING = "outbox_pending"
 """True while a document holds pending announcements, absent when none: set by every update
 that writes an entry into :data:`OUTBOX`, unset with it by :func:`mark_sent`."""
+LEGACY_FLAG = "published"
+"""The flag documents carried before the outbox: false until their event was acknowledged
+(see :func:`adopt_unannounced`)."""
 RELAY_INTERVAL_S = 1.0
 """How often a relay looks for pending announcements when the last pass went well."""
 PUBLISH_NOW_S = 5.0
@@ -223,6 +228,38 @@ async def announce_now(
     return True
 
 
+async def adopt_unannounced(
+    collection: AsyncIOMotorCollection[Document],
+    announcement_of: Callable[[Document], Awaitable[Announcement | None]],
+) -> int:
+    """Give the documents written before the outbox that still owe their announcement (their
+    :data:`LEGACY_FLAG` false) an outbox entry, for the relay; how many were given one.
+
+    Before the outbox, a service kept its event in the document (or rebuilt it from it) with a
+    ``published`` flag and announced the unpublished ones at its next start; that start-up pass
+    is gone, so without this they would never be announced. ``announcement_of`` builds the
+    event a document owes, or None when it owes none yet (it will be announced the new way).
+    Each update is conditional on the flag and removes it, with the flag of the published ones,
+    so a document is adopted once whatever the number of starts or replicas.
+    """
+    with mongo_errors():
+        docs = await collection.find({LEGACY_FLAG: False}).to_list(None)
+    adopted = 0
+    for doc in docs:
+        announcement = await announcement_of(doc)
+        update: Document = {"$unset": {LEGACY_FLAG: ""}}
+        if announcement is not None:
+            update |= {"$set": {PENDING: True}, "$push": {OUTBOX: announcement.document()}}
+        with mongo_errors():
+            result = await collection.update_one({"_id": doc["_id"], LEGACY_FLAG: False}, update)
+        if announcement is not None and result.matched_count:
+            adopted += 1
+            log.info("%s: %s adopted by the outbox", doc["_id"], announcement.event.TOPIC)
+    with mongo_errors():
+        await collection.update_many({LEGACY_FLAG: True}, {"$unset": {LEGACY_FLAG: ""}})
+    return adopted
+
+
 class Relay:
     """Publishes pending announcements until Kafka acknowledges them, then marks them sent.
 
@@ -316,6 +353,7 @@ class Relay:
 
 
 __all__ = [
+    "LEGACY_FLAG",
     "OUTBOX",
     "PENDING",
     "Announcement",
@@ -323,6 +361,7 @@ __all__ = [
     "Outbox",
     "Pending",
     "Relay",
+    "adopt_unannounced",
     "announce_now",
     "mark_sent",
     "pending_in",

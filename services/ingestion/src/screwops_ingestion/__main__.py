@@ -36,6 +36,7 @@ def main() -> None:
 
     async def bootstrap() -> None:
         await store.ensure_indexes()
+        await store.adopt_unannounced()
         await runtime.objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
 
     asyncio.run(

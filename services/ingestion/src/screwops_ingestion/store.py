@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
-from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
+from screwops_bus import (
+    OUTBOX,
+    PENDING,
+    Announcement,
+    adopt_unannounced,
+    mark_sent,
+    pending_in,
+    pending_index,
+)
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ManifestImage
 from screwops_errors import AlreadyExistsError
@@ -315,6 +323,17 @@ class MongoIngestionStore:
 
     async def mark_published(self, record: VersionRecord) -> None:
         await mark_sent(self._db[VERSIONS], record.id, record.announcement.id)
+
+    async def adopt_unannounced(self) -> int:
+        """Queue the ``dataset.ingested`` of versions written before the outbox and never
+        acknowledged (``published: false``) for the relay; how many (see
+        :func:`screwops_bus.adopt_unannounced`). Such a version kept its event whole."""
+
+        async def owed(doc: dict[str, Any]) -> Announcement:
+            event = DatasetIngested.model_validate(doc["event"])
+            return Announcement(event, doc.get("traceparent", ""))
+
+        return await adopt_unannounced(self._db[VERSIONS], owed)
 
     async def stage(self, dataset_id: str, images: list[ManifestImage]) -> None:
         if not images:

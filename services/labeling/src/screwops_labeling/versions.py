@@ -163,9 +163,28 @@ class VersionLabeling:
 
     async def recover(self) -> None:
         """Finish the ends a crash interrupted: versions still open though fully labeled, or
-        whose end was claimed. (What ended versions owe Kafka is the outbox relay's.)"""
+        whose end was claimed. (What ended versions owe Kafka is the outbox relay's, those that
+        ended before the outbox and were never announced included: they are queued first.)"""
+        await self._store.adopt_unannounced(self._owed_before_the_outbox)
         for record in await self._store.open_versions():
             await self._settle(record)
+
+    async def _owed_before_the_outbox(self, record: VersionRecord) -> Announcement | None:
+        """What a version written before the outbox owes: an ended one, its ``labels.json``
+        (written again, from the same end, as the start-up pass of then did) and the
+        ``dataset.labeled`` naming it; an open one nothing yet."""
+        if record.status is VersionStatus.OPEN:
+            return None
+        end = VersionEnd(
+            VersionStatus.CLOSED
+            if record.status is VersionStatus.CLOSED
+            else VersionStatus.LABELED,
+            at=record.ended_at or self._clock(),
+            excluded=record.excluded,
+            closed_by=record.closed_by,
+            reason=record.close_reason,
+        )
+        return await self._write_label_set(record, end)
 
     # --- annotators ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ flags when they meet them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +28,15 @@ from typing import Literal, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING, UpdateOne
-from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
+from screwops_bus import (
+    OUTBOX,
+    PENDING,
+    Announcement,
+    adopt_unannounced,
+    mark_sent,
+    pending_in,
+    pending_index,
+)
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import ImageLabel
 from screwops_errors import AlreadyExistsError
@@ -155,6 +163,13 @@ class VersionStore(Protocol):
 
     async def mark_published(self, dataset_id: str, version: int, announcement_id: str) -> None:
         """Remove the announcement from the version's outbox: Kafka acknowledged it."""
+
+    async def adopt_unannounced(
+        self, announcement_of: Callable[[VersionRecord], Awaitable[Announcement | None]]
+    ) -> int:
+        """Queue, in their outboxes, what the versions written before the outbox and never
+        acknowledged (``published: false``) owe: ``announcement_of`` each (None: nothing yet);
+        once per version (see :func:`screwops_bus.adopt_unannounced`). How many were queued."""
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         """The images of the given versions, sorted by version then digest."""
@@ -283,6 +298,14 @@ class MongoVersionStore:
 
     async def mark_published(self, dataset_id: str, version: int, announcement_id: str) -> None:
         await mark_sent(self._db[VERSIONS], version_id(dataset_id, version), announcement_id)
+
+    async def adopt_unannounced(
+        self, announcement_of: Callable[[VersionRecord], Awaitable[Announcement | None]]
+    ) -> int:
+        async def owed(doc: Document) -> Announcement | None:
+            return await announcement_of(_version(doc))
+
+        return await adopt_unannounced(self._db[VERSIONS], owed)
 
     async def images(self, dataset_id: str, versions: Iterable[int]) -> list[VersionImage]:
         with mongo_errors():
