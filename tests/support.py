@@ -86,6 +86,10 @@ def image_label(sha256: str, label: Label, defect_type: str | None = None) -> Im
     )
 
 
+# The frame size the unit tests' model events announce: the side of the gateway tests' images.
+FRAME_SIZE = 64
+
+
 def model_deployed(
     model: str,
     version: int,
@@ -93,11 +97,12 @@ def model_deployed(
     run_id: str | None = None,
     at: datetime | None = None,
     sequence: int | None = None,
+    frame_size: int = FRAME_SIZE,
 ) -> ModelDeployed:
-    """The registry's ``model.deployed``: ``version`` of ``model`` (served under its own name)
-    replaces the version before it (none for version 1), as the registry's move ``sequence``
-    (default: ``version``, one deployment per version); the run defaults to ``run-<version>``,
-    the time to now."""
+    """The registry's ``model.deployed``: ``version`` of ``model`` (served under its own name,
+    taking frames of ``frame_size``) replaces the version before it (none for version 1), as the
+    registry's move ``sequence`` (default: ``version``, one deployment per version); the run
+    defaults to ``run-<version>``, the time to now."""
     event = ModelDeployed.origin(
         ModelDeployedPayload(
             model_name=model,
@@ -105,6 +110,7 @@ def model_deployed(
             previous_version=version - 1 or None,
             triton_model=model,
             run_id=run_id or f"run-{version}",
+            frame_size=frame_size,
             sequence=version if sequence is None else sequence,
         ),
         producer="registry",
@@ -130,6 +136,7 @@ def model_rolled_back(
             triton_model=model,
             actor="ana",
             reason="false rejects",
+            frame_size=FRAME_SIZE,
             sequence=from_version + 1 if sequence is None else sequence,
         ),
         producer="registry",

@@ -23,14 +23,15 @@ from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import ServingModel
+from screwops_serving import Scores, frame_shape
 from screwops_storage import StoredObject
 
 from tests.fakes import FakeObjects as SharedFakeObjects
 from tests.fakes import RecordingBus
+from tests.support import FRAME_SIZE
 
 MODEL = "screw-classifier"
 START = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-WARM_UP = np.zeros((1, 128, 128, 1), dtype=np.float32)
 POLICY = Policy(model_name=MODEL, max_image_bytes=100_000)
 
 
@@ -43,7 +44,8 @@ def png(width: int = 64, height: int | None = None, *, shade: int = 128) -> byte
 
 @dataclass
 class FakeTriton:
-    """Answers each (model, version) it has loaded with a fixed probability."""
+    """Answers each (model, version) it has loaded with a fixed probability, a part found in
+    every frame but those of the versions in ``no_part``."""
 
     loaded: dict[tuple[str, int], float] = field(default_factory=dict)
     down: bool = False
@@ -54,16 +56,20 @@ class FakeTriton:
     ready_after: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
     asked_ready: list[tuple[str, int]] = field(default_factory=list)
     evicted: set[tuple[str, int]] = field(default_factory=set)
+    no_part: set[int] = field(default_factory=set)
+    served_frame_size: int = FRAME_SIZE
+    frames: list[npt.NDArray[np.uint8]] = field(default_factory=list)
 
     async def infer(
         self,
         name: str,
         version: int | None,
-        batch: npt.NDArray[np.float32],
+        batch: npt.NDArray[np.uint8],
         *,
         timeout_s: float,
-    ) -> npt.NDArray[np.float32]:
+    ) -> Scores:
         self.calls.append((name, version, batch.shape, timeout_s))
+        self.frames.append(batch)
         if self.down:
             raise UnavailableError(f"inference on {name}: failed to connect to all addresses")
         if self.gate is not None:
@@ -77,7 +83,11 @@ class FakeTriton:
         key = (name, version or 0)
         if key not in self.loaded:
             raise NotFoundError(f"inference on {name} version {version}: unknown version")
-        return np.full(len(batch), self.loaded[key], dtype=np.float32)
+        found = 0.0 if (version or 0) in self.no_part else 1.0
+        return Scores(
+            probability=np.full(len(batch), self.loaded[key], dtype=np.float32),
+            found=np.full(len(batch), found, dtype=np.float32),
+        )
 
     async def wait_ready(
         self, name: str, version: int | None, *, timeout_s: float, interval_s: float = 0.25
@@ -99,11 +109,19 @@ class FakeTriton:
             raise UnavailableError("reading the repository index: failed to connect")
         return (name, version) in self.evicted
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
-        probability = float((await self.infer(name, version, WARM_UP, timeout_s=timeout_s))[0])
-        if not 0.0 <= probability <= 1.0:
-            raise FailedPreconditionError(f"{name} v{version} answered {probability}")
-        return probability
+    async def frame_size(self, name: str) -> int:
+        if self.down:
+            raise UnavailableError(f"reading the config of {name}: failed to connect")
+        if not any(model == name for model, _ in self.loaded):
+            raise NotFoundError(f"reading the config of {name}: unknown model")
+        return self.served_frame_size
+
+    async def check(self, name: str, version: int, *, frame_size: int, timeout_s: float) -> Scores:
+        blank = np.zeros((1, *frame_shape(frame_size)), dtype=np.uint8)
+        scores = await self.infer(name, version, blank, timeout_s=timeout_s)
+        if not 0.0 <= float(scores.probability[0]) <= 1.0:
+            raise FailedPreconditionError(f"{name} v{version} answered {scores.probability[0]}")
+        return scores
 
 
 class FakeStateStore:
@@ -153,6 +171,7 @@ class CountingMetrics(GatewayMetrics):
         self.dropped: dict[str, int] = {}
         self.images_dropped: dict[str, int] = {}
         self.switches: list[tuple[int, str]] = []
+        self.unjudged_frames: dict[str, int] = {}
 
     def finished(self, status: str, seconds: float) -> None:
         super().finished(status, seconds)
@@ -165,6 +184,10 @@ class CountingMetrics(GatewayMetrics):
     def image_dropped(self, reason: str) -> None:
         super().image_dropped(reason)
         self.images_dropped[reason] = self.images_dropped.get(reason, 0) + 1
+
+    def unjudged(self, reason: str) -> None:
+        super().unjudged(reason)
+        self.unjudged_frames[reason] = self.unjudged_frames.get(reason, 0) + 1
 
     def switched(self, model_name: str, model_version: int, how: str) -> None:
         super().switched(model_name, model_version, how)
@@ -188,9 +211,11 @@ def harness(
     loaded: dict[tuple[str, int], float] | None = None,
     policy: Policy = POLICY,
     log_policy: LogPolicy | None = None,
+    triton: FakeTriton | None = None,
 ) -> Harness:
-    """The core on fakes: version ``production`` deployed, versions 1 and 2 loaded."""
-    triton = FakeTriton(loaded=dict(loaded or {(MODEL, 1): 0.2, (MODEL, 2): 0.9}))
+    """The core on fakes: version ``production`` deployed, versions 1 and 2 loaded (unless
+    ``triton`` is given)."""
+    triton = triton or FakeTriton(loaded=dict(loaded or {(MODEL, 1): 0.2, (MODEL, 2): 0.9}))
     store = FakeStateStore()
     if production is not None:
         store.models[MODEL] = deployed(production)
@@ -208,13 +233,15 @@ def harness(
     return Harness(service, triton, store, objects, published, metrics, prediction_log)
 
 
-def deployed(version: int, *, sequence: int = 0) -> ServingModel:
-    """A recorded production: ``version`` put there by the registry's move ``sequence``."""
+def deployed(version: int, *, sequence: int = 0, frame_size: int = FRAME_SIZE) -> ServingModel:
+    """A recorded production: ``version`` (taking frames of ``frame_size``) put there by the
+    registry's move ``sequence``."""
     return ServingModel(
         model_name=MODEL,
         triton_model=MODEL,
         version=version,
         changed_at=START + timedelta(minutes=sequence),
         cause=f"event-{version}-{sequence}",
+        frame_size=frame_size,
         sequence=sequence,
     )

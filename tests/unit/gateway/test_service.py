@@ -38,7 +38,7 @@ from screwops_gateway.service import (
     Verdict,
 )
 
-from tests.support import eventually, model_deployed, model_rolled_back
+from tests.support import FRAME_SIZE, eventually, model_deployed, model_rolled_back
 from tests.unit.gateway.fakes import MODEL, POLICY, START, deployed, harness, png
 
 
@@ -67,7 +67,8 @@ async def test_a_low_probability_is_good_and_reports_everything_needed_to_trust_
     assert min(t.decode_ms, t.preprocess_ms, t.inference_ms) >= 0
     assert t.total_ms >= t.decode_ms + t.preprocess_ms + t.inference_ms
     [call] = h.triton.calls
-    assert call[:3] == (MODEL, 1, (1, 128, 128, 1))
+    assert call[:3] == (MODEL, 1, (1, FRAME_SIZE, FRAME_SIZE, 1))
+    assert h.triton.frames[0].dtype == np.uint8
     await h.service.stop()
     [event] = h.published
     assert str(event.event_id) == result.inspection_id

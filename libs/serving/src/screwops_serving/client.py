@@ -207,6 +207,27 @@ class TritonModels:
                 served.setdefault(str(entry["name"]), []).append(int(entry["version"]))
         return {name: sorted(versions) for name, versions in served.items()}
 
+    async def frame_size(self, name: str) -> int:
+        """The frame size ``name`` takes, from the config Triton serves it with (one for all its
+        versions: the config is the model's).
+
+        Raises:
+            NotFoundError: Triton knows no such model.
+            FailedPreconditionError: its config is not the frames contract.
+            UnavailableError, DeadlineExceededError: Triton did not answer in time.
+        """
+        with _triton_errors(f"reading the config of {name}"):
+            answer: dict[str, Any] = await self._call(
+                lambda c: c.get_model_config(
+                    name, as_json=True, client_timeout=self._call_timeout_s
+                )
+            )
+        inputs = answer.get("config", {}).get("input", [])
+        dims = [int(d) for d in inputs[0].get("dims", [])] if len(inputs) == 1 else []
+        if inputs and inputs[0].get("name") == FRAMES_INPUT and len(dims) == 3 and dims[0] > 0:
+            return dims[0]
+        raise FailedPreconditionError(f"{name}'s config takes {inputs}, not {FRAMES_INPUT}")
+
     async def _index(self) -> list[dict[str, Any]]:
         """The repository index: one entry per model version Triton knows of, with its state."""
         with _triton_errors("reading the repository index"):

@@ -47,6 +47,8 @@ STATUSES = (
 )
 LOG_DROP_REASONS = ("queue_full", "publish_failed", "shutdown")
 IMAGE_DROP_REASONS = ("queue_bytes", "store_failed")
+NO_PART = "no_part"
+UNJUDGED_REASONS = (NO_PART,)
 OTHER = "other"
 """The label value of every line the metrics do not name (:class:`LineLabels`)."""
 
@@ -92,6 +94,11 @@ class GatewayMetrics:
             "screwops_gateway_prediction_log_published",
             description="inspection.completed events published, by whether an image was stored.",
         )
+        self._unjudged = meter.create_counter(
+            "screwops_gateway_unjudged_frames",
+            description="Frames answered without a verdict although the model answered, by "
+            "reason (no_part: the model found no screw in the frame).",
+        )
         self._switches = meter.create_counter(
             "screwops_gateway_model_switches",
             description="Production versions adopted, by model, version and how "
@@ -105,6 +112,8 @@ class GatewayMetrics:
             self._log_dropped.add(0, {"reason": reason})
         for reason in IMAGE_DROP_REASONS:
             self._images_dropped.add(0, {"reason": reason})
+        for reason in UNJUDGED_REASONS:
+            self._unjudged.add(0, {"reason": reason})
 
     def finished(self, status: str, seconds: float) -> None:
         """Count one inspection that ended with ``status`` (a gRPC status name)."""
@@ -130,6 +139,11 @@ class GatewayMetrics:
                 "line_id": self._line(line_id),
             },
         )
+
+    def unjudged(self, reason: str) -> None:
+        """Count a frame the model answered but no verdict was given for: a line whose camera
+        sees no screw in many frames shows here, not as a run of GOOD verdicts."""
+        self._unjudged.add(1, {"reason": reason})
 
     def _line(self, line_id: str) -> str:
         """``line_id`` if the metrics name it (listed, or among the first lines seen), else

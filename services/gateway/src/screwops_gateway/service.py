@@ -1,11 +1,20 @@
 """The gateway's core: an image in, a verdict out, with no gRPC, broker or driver in sight.
 
 One inspection: the fields are checked; the bytes are decoded by the one decoder
-(``screwops_imaging.decode``, whose refusals say exactly why) and turned into the model input by
-the function the trainer uses (``preprocess``); the production version (or the pinned one) of the
-model answers through Triton, whose own dynamic batching merges concurrent requests; the verdict
-goes back with the model version, the threshold, the trace id and where the time went, and an
-``inspection.completed`` is queued for the prediction log without delaying the answer.
+(``screwops_imaging.decode``, whose refusals say exactly why) and fitted to the answering
+version's frame size by the function the trainer uses (``fit_frame``: a frame of that size
+passes through unchanged); the production version (or the pinned one) of the model finds the
+screw in the frame, aligns it and scores it, all inside its own graph, through Triton, whose own
+dynamic batching merges concurrent requests; the verdict goes back with the model version, the
+threshold, the trace id and where the time went, and an ``inspection.completed`` is queued for
+the prediction log without delaying the answer.
+
+A frame in which the model finds no screw (its ``part_found`` output below ``PART_FOUND_MIN``)
+gets no verdict: the call answers FAILED_PRECONDITION ``NO_PART_FOUND``, counted by the
+``screwops_gateway_unjudged_frames`` metric (reason ``no_part``) and not recorded as an
+inspection, since a score computed on background would put a meaningless GOOD or DEFECT on the
+line. A version from before models took full frames (frame size 0) is refused too, saying that
+it must be retrained.
 
 Deadlines hold end to end: the Triton call gets whatever is left of the caller's deadline (at
 most ``triton_timeout_s``), so a dead or stalled Triton turns into UNAVAILABLE in time, never a
@@ -55,7 +64,12 @@ from screwops_contracts import (
     ModelRolledBack,
 )
 from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import (
+    DEFAULT_THRESHOLD,
+    NO_FRAME_SIZE,
+    ModelKind,
+    frame_size_problem,
+)
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -65,11 +79,12 @@ from screwops_errors import (
     ScrewOpsError,
     UnavailableError,
 )
-from screwops_imaging import DecodedImage, decode, preprocess
+from screwops_imaging import DecodedImage, decode, fit_frame
+from screwops_serving import Scores
 from screwops_telemetry import trace_id_hex
 
 from screwops_gateway.config import Policy
-from screwops_gateway.metrics import GatewayMetrics
+from screwops_gateway.metrics import NO_PART, GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.store import ServingModel, ServingStateStore
 
@@ -77,6 +92,7 @@ log = logging.getLogger("screwops.gateway")
 
 PRODUCER = "gateway"
 NO_MODEL_DEPLOYED = "no model deployed yet: pin a loaded model_version, or deploy one first"
+NO_PART_FOUND = "no screw found in the frame"
 # Line and camera ids label metrics and key Kafka messages: short, plain and printable.
 _ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_ID_CHARS - 1}}}")
 _MAX_TEXT = MAX_NAME_CHARS
@@ -135,18 +151,22 @@ class Triton(Protocol):
         self,
         name: str,
         version: int | None,
-        batch: npt.NDArray[np.float32],
+        frames: npt.NDArray[np.uint8],
         *,
         timeout_s: float,
-    ) -> npt.NDArray[np.float32]: ...
+    ) -> Scores: ...
 
     async def wait_ready(
         self, name: str, version: int | None, *, timeout_s: float, interval_s: float = ...
     ) -> None: ...
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
+    async def check(
+        self, name: str, version: int, *, frame_size: int, timeout_s: float
+    ) -> Scores: ...
 
     async def unloaded(self, name: str, version: int) -> bool: ...
+
+    async def frame_size(self, name: str) -> int: ...
 
 
 class GatewayService:
@@ -169,9 +189,10 @@ class GatewayService:
         self.policy = policy
         self._tracer = trace.get_tracer("screwops.gateway", tracer_provider=tracer_provider)
         self._production: ServingModel | None = None
-        # The threshold of every version of this gateway's model announced to this instance,
-        # for requests pinning a version other than production.
+        # The threshold and frame size of every version of this gateway's model announced to
+        # this instance, for requests pinning a version other than production.
         self._thresholds: dict[int, float] = {}
+        self._frame_sizes: dict[int, int] = {}
         self._refresher: asyncio.Task[None] | None = None
         # Every image is decoded and preprocessed here, never on the event loop: how long a
         # decode takes is not known from the byte count (a 16 KB PNG can hold 16 megapixels of
@@ -239,8 +260,9 @@ class GatewayService:
         Raises:
             InvalidInputError: a missing or malformed field; empty, oversized, undecodable or
                 wrongly sized image.
-            FailedPreconditionError: nothing is deployed and no version is pinned, or the
-                model's answer is not a probability.
+            FailedPreconditionError: nothing is deployed and no version is pinned; the version
+                is from before frame input (to be retrained); the model found no screw in the
+                frame (``NO_PART_FOUND``); or its answer is not a probability.
             NotFoundError: the pinned version is not loaded in Triton.
             UnavailableError: Triton did not answer in time or is down.
             ResourceExhaustedError: ``decode_workers + decode_queue`` images are already being
@@ -318,14 +340,19 @@ class GatewayService:
     ) -> InspectionResult:
         _check_fields(inspection)
         _check_deadline(deadline)
-        batch, preprocess_s = await self._prepare(inspection.image)
+        model_name, triton_model, version, threshold, frame_size = await self._resolve(
+            inspection.model_version
+        )
+        batch, preprocess_s = await self._prepare(inspection.image, frame_size)
         preprocessed_at = time.monotonic()
         decoded_at = preprocessed_at - preprocess_s
-        model_name, triton_model, version, threshold = self._resolve(inspection.model_version)
         probability = await self._infer(
             triton_model, version, batch, deadline, pinned=inspection.model_version is not None
         )
         inferred_at = time.monotonic()
+        if probability is None:
+            self._metrics.unjudged(NO_PART)
+            raise FailedPreconditionError(NO_PART_FOUND)
 
         verdict = Verdict.DEFECT if probability >= threshold else Verdict.GOOD
         trace_id = trace_id_hex()
@@ -373,10 +400,11 @@ class GatewayService:
             ),
         )
 
-    async def _prepare(self, data: bytes) -> tuple[npt.NDArray[np.float32], float]:
-        """The model's batch of one for ``data`` and the seconds its preprocessing took, made in
-        a decode thread; refused at once when ``decode_workers + decode_queue`` images are
-        already in hand, so a flood is answered RESOURCE_EXHAUSTED instead of queueing."""
+    async def _prepare(self, data: bytes, frame_size: int) -> tuple[npt.NDArray[np.uint8], float]:
+        """The model's batch of one frame of ``frame_size`` for ``data`` and the seconds fitting
+        it took, made in a decode thread; refused at once when ``decode_workers + decode_queue``
+        images are already in hand, so a flood is answered RESOURCE_EXHAUSTED instead of
+        queueing."""
         policy = self.policy
         if not self._decoding.acquire(blocking=False):
             raise ResourceExhaustedError(
@@ -384,46 +412,64 @@ class GatewayService:
                 "waiting to be; retry later"
             )
         try:
-            work = self._decoders.submit(_prepare, data, policy)
+            work = self._decoders.submit(_prepare, data, frame_size, policy)
         except BaseException:
             self._decoding.release()
             raise
         work.add_done_callback(self._decoded)
         return await asyncio.wrap_future(work)
 
-    def _decoded(self, _: Future[tuple[npt.NDArray[np.float32], float]]) -> None:
+    def _decoded(self, _: Future[tuple[npt.NDArray[np.uint8], float]]) -> None:
         self._decoding.release()
 
-    def _resolve(self, pinned: int | None) -> tuple[str, str, int, float]:
-        """(registered name, Triton name, version, threshold) of the model that answers."""
+    async def _resolve(self, pinned: int | None) -> tuple[str, str, int, float, int]:
+        """(registered name, Triton name, version, threshold, frame size) of the model that
+        answers.
+
+        A pinned version not announced to this instance takes the frame size of the config
+        Triton serves the model with (the config is the model's, shared by all its versions).
+        """
         production = self._production
         if pinned is not None:
             triton_model = production.triton_model if production else self.policy.model_name
             threshold = self._thresholds.get(pinned, DEFAULT_THRESHOLD)
-            return self.policy.model_name, triton_model, pinned, threshold
+            frame_size = self._frame_sizes.get(pinned)
+            if frame_size is None:
+                frame_size = await self._served_frame_size(triton_model)
+            _check_frame_size(self.policy.model_name, pinned, frame_size)
+            return self.policy.model_name, triton_model, pinned, threshold, frame_size
         if production is None:
             raise FailedPreconditionError(NO_MODEL_DEPLOYED)
+        _check_frame_size(production.model_name, production.version, production.frame_size)
         return (
             production.model_name,
             production.triton_model,
             production.version,
             production.threshold,
+            production.frame_size,
         )
+
+    async def _served_frame_size(self, triton_model: str) -> int:
+        try:
+            return await self._triton.frame_size(triton_model)
+        except NotFoundError as error:
+            raise NotFoundError(f"{triton_model} is not loaded in Triton") from error
 
     async def _infer(
         self,
         triton_model: str,
         version: int,
-        batch: npt.NDArray[np.float32],
+        batch: npt.NDArray[np.uint8],
         deadline: float | None,
         *,
         pinned: bool,
-    ) -> float:
+    ) -> float | None:
+        """The defect probability of the frame, or None when the model found no screw in it."""
         budget = self.policy.triton_timeout_s
         if deadline is not None:
             budget = min(budget, _check_deadline(deadline))
         try:
-            probabilities = await self._triton.infer(triton_model, version, batch, timeout_s=budget)
+            scores = await self._triton.infer(triton_model, version, batch, timeout_s=budget)
         except DeadlineExceededError:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceededError("the deadline passed waiting for Triton") from None
@@ -439,7 +485,9 @@ class GatewayService:
             raise UnavailableError(
                 f"the production version {version} of {triton_model} is not loaded"
             ) from error
-        probability = float(probabilities[0])
+        if not scores.part_found[0]:
+            return None
+        probability = float(scores.probability[0])
         if not 0.0 <= probability <= 1.0:  # also refuses NaN
             raise FailedPreconditionError(
                 f"{triton_model} version {version} answered {probability}, not a probability"
@@ -460,6 +508,7 @@ class GatewayService:
             cause=str(event.event_id),
             threshold=payload.threshold,
             model_kind=payload.model_kind,
+            frame_size=payload.frame_size,
         )
 
     async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
@@ -474,6 +523,7 @@ class GatewayService:
             cause=str(event.event_id),
             threshold=payload.threshold,
             model_kind=payload.model_kind,
+            frame_size=payload.frame_size,
         )
 
     async def switch(
@@ -487,20 +537,24 @@ class GatewayService:
         cause: str,
         threshold: float = DEFAULT_THRESHOLD,
         model_kind: ModelKind = ModelKind.SUPERVISED,
+        frame_size: int = NO_FRAME_SIZE,
     ) -> None:
         """Adopt ``version``, deciding at ``threshold``, after Triton reports it ready and a
         warm-up inference succeeds.
 
         Events about other models, moves the registry numbered no later than the one serving
         now (``sequence``), and events for a version Triton has since unloaded change nothing,
-        but teach the version's threshold for requests pinning it. Until the switch completes,
-        requests keep going to the old version at its own threshold.
+        but teach the version's threshold and frame size for requests pinning it. Until the
+        switch completes, requests keep going to the old version at its own threshold. A version
+        from before frame input (``frame_size`` 0) is never switched to.
 
         Raises:
             DeadlineExceededError: the version was not ready within ``switch_timeout_s`` (the
                 bus retries the event).
             UnavailableError: Triton did not answer.
-            FailedPreconditionError: the warm-up answered something that is not a probability.
+            FailedPreconditionError: the version is from before frame input and must be
+                retrained (the event is dead-lettered with that reason), or the warm-up answered
+                something that is not a probability.
         """
         if model_name != self.policy.model_name:
             log.info(
@@ -510,6 +564,7 @@ class GatewayService:
             )
             return
         self._thresholds[version] = threshold
+        self._frame_sizes[version] = frame_size
         candidate = ServingModel(
             model_name=model_name,
             triton_model=triton_model,
@@ -518,11 +573,13 @@ class GatewayService:
             cause=cause,
             threshold=threshold,
             model_kind=model_kind,
+            frame_size=frame_size,
             sequence=sequence,
         )
         if not candidate.newer_than(self._production):
             log.info("ignoring a switch to %s v%d: not newer than the current", model_name, version)
             return
+        _check_frame_size(model_name, version, frame_size)
         # The registry unloads only versions that production has moved past, so this event is
         # stale (a gateway catching up after downtime): waiting for the version would hold the
         # partition for switch_timeout_s, twice, before the later deployments behind it.
@@ -540,7 +597,12 @@ class GatewayService:
             await self._triton.wait_ready(
                 triton_model, version, timeout_s=self.policy.switch_timeout_s
             )
-            await self._triton.check(triton_model, version, timeout_s=self.policy.switch_timeout_s)
+            await self._triton.check(
+                triton_model,
+                version,
+                frame_size=frame_size,
+                timeout_s=self.policy.switch_timeout_s,
+            )
             recorded = await self._store.set_production(candidate)
             self._adopt(recorded, how="event")
 
@@ -550,6 +612,7 @@ class GatewayService:
         previous = self._production
         self._production = model
         self._thresholds[model.version] = model.threshold
+        self._frame_sizes[model.version] = model.frame_size
         self._metrics.switched(model.model_name, model.version, how)
         log.info(
             "production of %s is now version %d at threshold %.4g (%s; was %s; by %s)",
@@ -562,8 +625,9 @@ class GatewayService:
         )
 
 
-def _prepare(data: bytes, policy: Policy) -> tuple[npt.NDArray[np.float32], float]:
-    """Decode ``data`` within ``policy``'s limits and preprocess it (in a decode thread)."""
+def _prepare(data: bytes, frame_size: int, policy: Policy) -> tuple[npt.NDArray[np.uint8], float]:
+    """Decode ``data`` within ``policy``'s limits and fit it to the model's frame (in a decode
+    thread)."""
     decoded = _decode_untrusted(
         data,
         max_bytes=policy.max_image_bytes,
@@ -572,7 +636,7 @@ def _prepare(data: bytes, policy: Policy) -> tuple[npt.NDArray[np.float32], floa
         max_side=policy.max_image_side,
     )
     began = time.monotonic()
-    batch = preprocess(decoded.image)[np.newaxis]
+    batch = fit_frame(decoded.image, frame_size)[np.newaxis]
     return batch, time.monotonic() - began
 
 
@@ -594,6 +658,12 @@ def _decode_untrusted(
     except Exception as error:
         log.warning("the decoder failed unexpectedly on %d bytes", len(data), exc_info=error)
         raise InvalidInputError(f"undecodable image: {type(error).__name__}") from error
+
+
+def _check_frame_size(model_name: str, version: int, frame_size: int) -> None:
+    problem = frame_size_problem(frame_size)
+    if problem is not None:
+        raise FailedPreconditionError(f"{model_name} version {version} cannot be served: {problem}")
 
 
 def _check_fields(inspection: Inspection) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
 from screwops_errors import AlreadyExistsError
 from screwops_storage import StoredObject, mongo_errors
 
@@ -33,6 +33,9 @@ class ServingModel:
     cause: str
     threshold: float = DEFAULT_THRESHOLD
     model_kind: ModelKind = ModelKind.SUPERVISED
+    frame_size: int = NO_FRAME_SIZE
+    """The side of the frames the version takes; ``NO_FRAME_SIZE`` for a version from before
+    frame input (recorded before frame sizes were), which the gateway refuses to serve."""
     sequence: int = 0
     """The registry's number of the move that put it there (0: recorded, or announced, before
     the registry numbered its moves)."""
@@ -107,6 +110,7 @@ class MongoServingStateStore:
                             "cause": model.cause,
                             "threshold": model.threshold,
                             "model_kind": model.model_kind.value,
+                            "frame_size": model.frame_size,
                             "sequence": model.sequence,
                         }
                     },
@@ -128,5 +132,6 @@ def _model(doc: dict[str, Any]) -> ServingModel:
         # Recorded before thresholds travelled with versions: served at 0.5, supervised.
         threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
         model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
+        frame_size=int(doc.get("frame_size", NO_FRAME_SIZE)),
         sequence=int(doc.get("sequence", 0)),
     )

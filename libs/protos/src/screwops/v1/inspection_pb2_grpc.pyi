@@ -3,14 +3,18 @@
 isort:skip_file
 The gateway's API: production-line cameras send an image and get a verdict back in milliseconds.
 
-The gateway validates the image, runs the shared preprocessing, calls the model served by Triton
-and answers with the verdict and the exact model version that produced it. Every inspection is
-also published as an `inspection.completed` event (for the monitor and the review queue).
+The gateway validates and decodes the image, fits it to the model's frame size (the aspect kept),
+calls the model served by Triton, which finds, aligns and scores the screw itself, and answers
+with the verdict and the exact model version that produced it. Every inspection is also
+published as an `inspection.completed` event (for the monitor and the review queue).
 
 Errors are gRPC statuses: INVALID_ARGUMENT (empty, undecodable or oversized image, missing
-line_id or camera_id), NOT_FOUND (a pinned model_version that is not loaded), UNAVAILABLE
-(Triton not ready; safe to retry), RESOURCE_EXHAUSTED (too many images in hand or too many calls
-at once; retry with backoff), DEADLINE_EXCEEDED (the client's deadline passed).
+line_id or camera_id), NOT_FOUND (a pinned model_version that is not loaded), FAILED_PRECONDITION
+("no screw found in the frame": the model found no part to judge, so no verdict is given and no
+inspection is recorded; also no model deployed yet, or a version exported before models took
+full frames, which must be retrained), UNAVAILABLE (Triton not ready; safe to retry),
+RESOURCE_EXHAUSTED (too many images in hand or too many calls at once; retry with backoff),
+DEADLINE_EXCEEDED (the client's deadline passed).
 """
 
 from collections import abc as _abc
