@@ -138,9 +138,9 @@ def _tree(root: Path, prefix: str) -> dict[str, bytes]:
 
 
 class FakeCollection:
-    """Just what the bus's processed-events record and outbox need: ``_id`` lookups, filters of
-    equal fields and ``$exists``, and updates (of one document or many) by ``$set``, ``$unset``
-    and ``$push``."""
+    """Just what the bus's processed-events record and outbox and the claims of attempts need:
+    ``_id`` lookups, filters of equal fields and ``$exists``, and updates (of one document or
+    many) by ``$set``, ``$unset`` and ``$push``, and an upserting ``$inc`` of one."""
 
     def __init__(self) -> None:
         self.docs: dict[Any, dict[str, Any]] = {}
@@ -170,6 +170,31 @@ class FakeCollection:
         for doc in matched:
             self._update(doc, update)
         return UpdateResult({"n": len(matched), "nModified": len(matched)}, acknowledged=True)
+
+    async def find_one_and_update(
+        self,
+        query: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        upsert: bool = False,
+        return_document: Any = None,
+    ) -> dict[str, Any] | None:
+        """The updated document (``return_document`` AFTER is the one kind used); an upsert
+        whose ``_id`` is taken by a document the query does not match raises as MongoDB does."""
+        doc = self.docs.get(query["_id"])
+        if doc is None or not _matches(doc, query):
+            if not upsert:
+                return None
+            if doc is not None:
+                raise DuplicateKeyError("duplicate")
+            doc = self.docs[query["_id"]] = {
+                field: value for field, value in query.items() if not isinstance(value, dict)
+            }
+            doc.update(copy.deepcopy(update.get("$setOnInsert", {})))
+        for field, step in update.get("$inc", {}).items():
+            doc[field] = doc.get(field, 0) + step
+        self._update(doc, update)
+        return copy.deepcopy(doc)
 
     def _update(self, doc: dict[str, Any], update: dict[str, Any]) -> None:
         for field, value in update.get("$set", {}).items():

@@ -419,16 +419,18 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
             threshold=0.27,
             model_kind=ModelKind.GOOD_ONLY,
         )
-        assert await store.claim_evaluation("eval-1", "m", "run-9") == 1
-        assert await store.claim_evaluation("eval-1", "m", "run-9") == 2
+        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == 1
+        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == 2
+        taken = await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=0)
+        assert taken == 2, "an abandoned claim is taken over, not numbered again"
         assert await store.get_evaluation("eval-1") is None, "a claim is not a verdict"
         assert await store.complete_evaluation(record)
         assert not await store.complete_evaluation(replace(record, passed=True))
         assert await store.get_evaluation("eval-1") == record
-        assert await store.claim_evaluation("eval-1", "m", "run-9") == record
+        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == record
         assert await db[EVALUATIONS].count_documents({"run_id": "run-9"}) == 1
         with pytest.raises(AlreadyExistsError):
-            await store.claim_evaluation("eval-2", "m", "run-9")
+            await store.claim_evaluation("eval-2", "m", "run-9", stale_after_s=60)
     finally:
         db.client.close()
 

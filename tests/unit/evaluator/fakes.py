@@ -41,7 +41,7 @@ class FakeStore:
         return self.evaluations.get(evaluation_id)
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str
+        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
     ) -> int | EvaluationRecord:
         done = self.evaluations.get(evaluation_id)
         if done is not None:

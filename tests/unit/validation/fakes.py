@@ -18,7 +18,9 @@ class FakeStore:
     async def get_report(self, dataset_id: str, version: int) -> ReportRecord | None:
         return self.reports.get(report_id(dataset_id, version))
 
-    async def claim_report(self, dataset_id: str, version: int) -> int | ReportRecord:
+    async def claim_report(
+        self, dataset_id: str, version: int, *, stale_after_s: float
+    ) -> int | ReportRecord:
         key = report_id(dataset_id, version)
         done = self.reports.get(key)
         if done is not None:

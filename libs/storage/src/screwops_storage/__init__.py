@@ -9,9 +9,11 @@ support; :func:`mongo_errors` turns driver errors into the typed errors of ``scr
 from screwops_storage.keys import content_key, join_key, sha256_hex, validate_digest, validate_key
 from screwops_storage.mongo import (
     BULK_CHUNK,
+    CLAIMED_AT,
     Document,
     IndexSpec,
     bulk_write,
+    claim_attempt,
     database,
     ensure_indexes,
     mongo_client,
@@ -21,12 +23,14 @@ from screwops_storage.objects import SHA256_METADATA, ObjectStore, StoredObject
 
 __all__ = [
     "BULK_CHUNK",
+    "CLAIMED_AT",
     "SHA256_METADATA",
     "Document",
     "IndexSpec",
     "ObjectStore",
     "StoredObject",
     "bulk_write",
+    "claim_attempt",
     "content_key",
     "database",
     "ensure_indexes",

@@ -98,6 +98,9 @@ class Rules:
     staging: Staging
     gate: Gate = field(default_factory=Gate)
     concurrency: int = 8
+    max_run_s: float = 1800.0
+    """How long one evaluation may take: a claim older than that was abandoned (its worker
+    crashed), and the next delivery takes over its attempt instead of claiming another."""
 
 
 class EvaluatorSettings(Gate, ServiceSettings):
@@ -138,6 +141,13 @@ class EvaluatorSettings(Gate, ServiceSettings):
     concurrency: int = Field(
         8, ge=1, description="Test images fetched and decoded at once; bounds memory as well."
     )
+    max_run_s: float = Field(
+        1800.0,
+        gt=0,
+        description="How long one evaluation may take (loads, checks and scoring included); a "
+        "claim older than that is taken as abandoned (its worker crashed) and a redelivery takes "
+        "over its attempt.",
+    )
 
     def rules(self) -> Rules:
         """Built beside the fields, so a new setting reaches the service in one place; the gate
@@ -153,4 +163,5 @@ class EvaluatorSettings(Gate, ServiceSettings):
             ),
             gate=Gate.model_validate({name: getattr(self, name) for name in Gate.model_fields}),
             concurrency=self.concurrency,
+            max_run_s=self.max_run_s,
         )

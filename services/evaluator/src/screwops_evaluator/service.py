@@ -159,6 +159,7 @@ class EvaluatorService:
         self._emit = emit
         self._gate = rules.gate
         self._concurrency = rules.concurrency
+        self._max_run_s = rules.max_run_s
         # One evaluation at a time per process: the machine's cores go to Triton scoring one
         # model, and a second event for the same run waits here and then finds it judged.
         self._evaluating = asyncio.Lock()
@@ -181,7 +182,7 @@ class EvaluatorService:
         evaluation_id = evaluation_id_of(trained.model_name, trained.run_id)
         async with self._evaluating:
             claimed = await self._store.claim_evaluation(
-                evaluation_id, trained.model_name, trained.run_id
+                evaluation_id, trained.model_name, trained.run_id, stale_after_s=self._max_run_s
             )
             if isinstance(claimed, EvaluationRecord):
                 verdict = "approved" if claimed.passed else "rejected"

@@ -29,11 +29,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
 from screwops_contracts import AssertionResult
 from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import AlreadyExistsError
-from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
+from screwops_storage import (
+    IndexSpec,
+    StoredObject,
+    claim_attempt,
+    ensure_indexes,
+    mongo_errors,
+)
 
 EVALUATIONS = "evaluations"
 CHAMPIONS = "evaluator_champions"
@@ -112,10 +117,12 @@ class EvaluatorStore(Protocol):
         ...
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str
+        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
     ) -> int | EvaluationRecord:
-        """Claim a new attempt at an unfinished evaluation: its number (one atomic increment,
-        so two claims never get one), or the finished record when there is one."""
+        """Claim an attempt at an unfinished evaluation: its number (one atomic increment, so
+        two claims never get one; the abandoned attempt's own when the latest claim is older
+        than ``stale_after_s``, see :func:`screwops_storage.claim_attempt`), or the finished
+        record when there is one."""
         ...
 
     async def complete_evaluation(self, record: EvaluationRecord) -> bool:
@@ -162,28 +169,21 @@ class MongoEvaluatorStore:
         return _evaluation(doc)
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str
+        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
     ) -> int | EvaluationRecord:
-        # The upsert inserts the claim when there is no document; one that loses that insert
-        # to another instance's claims again, and a complete document refuses it (its _id).
-        for _ in range(2):
-            try:
-                with mongo_errors():
-                    claimed = await self._db[EVALUATIONS].find_one_and_update(
-                        {"_id": evaluation_id, "status": EVALUATING},
-                        {
-                            "$inc": {"attempts": 1},
-                            "$setOnInsert": {"model_name": model_name, "run_id": run_id},
-                        },
-                        upsert=True,
-                        return_document=ReturnDocument.AFTER,
-                    )
-                return int(claimed["attempts"])
-            except AlreadyExistsError:
-                done = await self.get_evaluation(evaluation_id)
-                if done is not None:
-                    return done
-        raise AlreadyExistsError(f"evaluation {evaluation_id} could not be claimed")
+        attempt = await claim_attempt(
+            self._db[EVALUATIONS],
+            evaluation_id,
+            status=EVALUATING,
+            on_insert={"model_name": model_name, "run_id": run_id},
+            stale_after_s=stale_after_s,
+        )
+        if attempt is not None:
+            return attempt
+        done = await self.get_evaluation(evaluation_id)
+        if done is None:
+            raise AlreadyExistsError(f"evaluation {evaluation_id} could not be claimed")
+        return done
 
     async def complete_evaluation(self, record: EvaluationRecord) -> bool:
         with mongo_errors():

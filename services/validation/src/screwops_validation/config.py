@@ -123,6 +123,9 @@ class Rules:
 
     thresholds: Thresholds = field(default_factory=Thresholds)
     concurrency: int = 8
+    max_run_s: float = 900.0
+    """How long one validation may take: a claim older than that was abandoned (its worker
+    crashed), and the next delivery takes over its attempt instead of claiming another."""
 
 
 class ValidationSettings(Thresholds, ServiceSettings):
@@ -141,6 +144,12 @@ class ValidationSettings(Thresholds, ServiceSettings):
     concurrency: int = Field(
         8, ge=1, description="Images fetched and measured at once; bounds memory as well."
     )
+    max_run_s: float = Field(
+        900.0,
+        gt=0,
+        description="How long one validation may take; a claim older than that is taken as "
+        "abandoned (its worker crashed) and a redelivery takes over its attempt.",
+    )
 
     def rules(self) -> Rules:
         """Built beside the fields, so a new setting reaches the service in one place; the
@@ -151,4 +160,5 @@ class ValidationSettings(Thresholds, ServiceSettings):
                 {name: getattr(self, name) for name in Thresholds.model_fields}
             ),
             concurrency=self.concurrency,
+            max_run_s=self.max_run_s,
         )

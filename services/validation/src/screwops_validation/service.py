@@ -377,6 +377,7 @@ class ValidationService:
         self._emit = emit
         self._rules = rules.thresholds
         self._concurrency = rules.concurrency
+        self._max_run_s = rules.max_run_s
 
     async def on_dataset_labeled(self, event: DatasetLabeled) -> ValidationReport:
         """Validate the version ``event`` names, store its outputs and emit the verdict.
@@ -387,7 +388,9 @@ class ValidationService:
             TransientError: MinIO or MongoDB did not answer (the bus retries).
         """
         payload = event.payload
-        claimed = await self._store.claim_report(payload.dataset_id, payload.version)
+        claimed = await self._store.claim_report(
+            payload.dataset_id, payload.version, stale_after_s=self._max_run_s
+        )
         if isinstance(claimed, ReportRecord):
             log.info(
                 "%s v%d was validated before; announcing it again",

@@ -16,10 +16,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
 from screwops_contracts import AssertionResult
 from screwops_errors import AlreadyExistsError
-from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
+from screwops_storage import (
+    IndexSpec,
+    StoredObject,
+    claim_attempt,
+    ensure_indexes,
+    mongo_errors,
+)
 
 from screwops_validation.report import ValidationReport
 
@@ -99,10 +104,13 @@ class ValidationStore(Protocol):
         """The version's record, if its validation was completed."""
         ...
 
-    async def claim_report(self, dataset_id: str, version: int) -> int | ReportRecord:
-        """Claim a new attempt at validating a version not validated yet: its number (one
-        atomic increment, so two claims never get one), or the complete record when there is
-        one."""
+    async def claim_report(
+        self, dataset_id: str, version: int, *, stale_after_s: float
+    ) -> int | ReportRecord:
+        """Claim an attempt at validating a version not validated yet: its number (one atomic
+        increment, so two claims never get one; the abandoned attempt's own when the latest
+        claim is older than ``stale_after_s``, see :func:`screwops_storage.claim_attempt`), or
+        the complete record when there is one."""
         ...
 
     async def complete_report(self, record: ReportRecord) -> bool:
@@ -133,32 +141,27 @@ class MongoValidationStore:
             doc = await self._db[REPORTS].find_one({"_id": report_id(dataset_id, version)})
         return _record(doc)
 
-    async def claim_report(self, dataset_id: str, version: int) -> int | ReportRecord:
-        # The upsert inserts the claim when there is no document; one that loses that insert
-        # to another instance's claims again, and a complete document refuses it (its _id).
+    async def claim_report(
+        self, dataset_id: str, version: int, *, stale_after_s: float
+    ) -> int | ReportRecord:
         # The pair is set on insert only: the unique index holds it, and it never changes.
-        for _ in range(2):
-            try:
-                with mongo_errors():
-                    claimed = await self._db[REPORTS].find_one_and_update(
-                        {"_id": report_id(dataset_id, version), "status": VALIDATING},
-                        {
-                            "$inc": {"attempts": 1},
-                            "$setOnInsert": {
-                                "dataset_id": dataset_id,
-                                "version": version,
-                                "created_at": datetime.now(UTC),
-                            },
-                        },
-                        upsert=True,
-                        return_document=ReturnDocument.AFTER,
-                    )
-                return int(claimed["attempts"])
-            except AlreadyExistsError:
-                done = await self.get_report(dataset_id, version)
-                if done is not None:
-                    return done
-        raise AlreadyExistsError(f"{report_id(dataset_id, version)} could not be claimed")
+        attempt = await claim_attempt(
+            self._db[REPORTS],
+            report_id(dataset_id, version),
+            status=VALIDATING,
+            on_insert={
+                "dataset_id": dataset_id,
+                "version": version,
+                "created_at": datetime.now(UTC),
+            },
+            stale_after_s=stale_after_s,
+        )
+        if attempt is not None:
+            return attempt
+        done = await self.get_report(dataset_id, version)
+        if done is None:
+            raise AlreadyExistsError(f"{report_id(dataset_id, version)} could not be claimed")
+        return done
 
     async def complete_report(self, record: ReportRecord) -> bool:
         with mongo_errors():
