@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import uuid4
 
+import numpy as np
 from screwops_bus import Announcement, Bus, Pending
 from screwops_contracts import (
     AssertionResult,
@@ -35,9 +36,10 @@ from screwops_registry.store import (
     VersionStatus,
     alias_id,
 )
-from screwops_serving import versions_present
+from screwops_serving import CONFIG_FILE, Scores, versions_present
 
 from tests.fakes import FakeObjects, RecordingBus, RepositoryTriton
+from tests.support import FRAME_SIZE
 
 
 class FakeStore:
@@ -167,13 +169,19 @@ class FakeStore:
 
 
 class FakeTriton(RepositoryTriton):
-    """The shared repository Triton; a served version's check answers 0.5."""
+    """The shared repository Triton; a served version's check answers 0.5, no part found (the
+    blank frame holds none), for frames of the size its config takes."""
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
+    async def check(self, name: str, version: int, *, frame_size: int, timeout_s: float) -> Scores:
         self._answer()
         if not await self.ready(name, version):
             raise FailedPreconditionError(f"{name} version {version} is not ready in Triton")
-        return 0.5
+        if f"dims: [ {frame_size}, {frame_size}, 1 ]" not in self.config(name):
+            raise FailedPreconditionError(f"{name} takes frames of another size")
+        return Scores(probability=np.array([0.5], np.float32), found=np.zeros(1, np.float32))
+
+    def config(self, name: str) -> str:
+        return (self.repository / name / CONFIG_FILE).read_text()
 
 
 @dataclass
@@ -195,6 +203,7 @@ class Harness:
         graph: bytes = b"graph",
         threshold: float = 0.4,
         kind: ModelKind = ModelKind.SUPERVISED,
+        frame_size: int = FRAME_SIZE,
     ) -> ModelApproved:
         """The evaluator's approval of a run whose SavedModel is in the models bucket, at the
         threshold the run chose."""
@@ -213,6 +222,7 @@ class Harness:
                 report_key=f"evaluations/eval-{run_id}.json",
                 threshold=threshold,
                 model_kind=kind,
+                frame_size=frame_size,
             ),
             producer="evaluator",
         )

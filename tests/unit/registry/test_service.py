@@ -22,7 +22,7 @@ from screwops_registry.service import AliasChange, Stage
 from screwops_registry.store import MoveKind, VersionStatus
 
 from tests.fakes import BROKEN, FakeObjects, relayed
-from tests.support import eventually
+from tests.support import FRAME_SIZE, eventually
 from tests.unit.registry.fakes import FakeStore, Harness, harness, new_id, wipe
 
 
@@ -61,9 +61,24 @@ async def test_an_approval_becomes_the_checked_production_version(h: Harness) ->
         "run_id": "run-a",
         "threshold": 0.4,
         "model_kind": ModelKind.SUPERVISED,
+        "frame_size": FRAME_SIZE,
         "sequence": 1,
     }
     assert (record.threshold, record.model_kind) == (0.4, ModelKind.SUPERVISED)
+    assert record.frame_size == FRAME_SIZE
+
+
+async def test_a_version_from_before_frame_input_is_never_deployed_and_says_to_retrain(
+    h: Harness,
+) -> None:
+    await h.service.on_approved(h.approval("run-old", frame_size=0))
+
+    record = await h.store.get_version(h.model, 1)
+    assert record is not None
+    assert record.status is VersionStatus.FAILED
+    assert "retrain" in record.failure_reason
+    assert h.present() == [], "nothing is placed in Triton"
+    assert not h.sent.of(ModelDeployed)
 
 
 async def test_versions_are_numbered_per_model_one_per_run(h: Harness) -> None:
@@ -336,6 +351,7 @@ async def test_rollback_moves_only_the_alias_and_announces_it(h: Harness) -> Non
         # The version serving again brings its own operating point back with it.
         "threshold": 0.3,
         "model_kind": ModelKind.GOOD_ONLY,
+        "frame_size": FRAME_SIZE,
         "sequence": 3,
     }
 

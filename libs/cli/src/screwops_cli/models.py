@@ -97,7 +97,17 @@ def list_versions(
         emit(registry_pb2.ListVersionsResponse(model_versions=versions, next_page_token=page_token))
         return
     table = Table(title=f"{model} versions")
-    columns = ("version", "stage", "kind", "dataset", "run", "accuracy", "threshold", "registered")
+    columns = (
+        "version",
+        "stage",
+        "kind",
+        "dataset",
+        "run",
+        "accuracy",
+        "threshold",
+        "frame",
+        "registered",
+    )
     for column in columns:
         table.add_column(column)
     for v in versions:
@@ -110,6 +120,7 @@ def list_versions(
             v.run_id,
             "" if accuracy is None else f"{accuracy:.4f}",
             f"{v.threshold:.4g}",
+            f"{v.frame_size} px" if v.frame_size else "none",
             v.created_at.ToDatetime().isoformat(timespec="seconds"),
         )
     console.print(table)
@@ -126,7 +137,7 @@ def show(
     as_json: Json = False,
 ) -> None:
     """One version with its lineage: dataset version, training run, evaluation, metrics, and the
-    kind and threshold it is served with."""
+    kind, threshold and frame size it is served with."""
     target = resolve("registry", address)
     request = registry_pb2.GetLineageRequest(model_name=model, version=version)
     with calling("registry", target), open_channel(target, token) as channel:
@@ -143,6 +154,12 @@ def show(
         ("evaluation", found.evaluation_id),
         ("kind", KINDS.get(found.model_kind, "")),
         ("threshold", f"{found.threshold:.4g} (chosen on the validation split)"),
+        (
+            "frame",
+            f"{found.frame_size} x {found.frame_size} px (the full frame it takes)"
+            if found.frame_size
+            else "none: exported before models took full frames; retrain it to serve it",
+        ),
         *(
             (name, f"{value:.4f}")
             for name, value in sorted(found.metrics.items())

@@ -160,6 +160,7 @@ def _version(view: VersionView) -> registry_pb2.ModelVersion:
         metrics=record.metrics,
         threshold=record.threshold,
         model_kind=_KINDS[record.model_kind],
+        frame_size=record.frame_size,
         created_at=_timestamp(record.created_at),
         report_key=record.report_key,
         artifact_key=record.artifact_key,

@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import Protocol
 
 from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import frame_size_problem
 from screwops_errors import FailedPreconditionError, PermanentError, ScrewOpsError
-from screwops_serving import export_version, remove_version, restore_version, versions_present
+from screwops_serving import (
+    Scores,
+    export_version,
+    remove_version,
+    restore_version,
+    versions_present,
+)
 
 from screwops_registry.config import Deployment
 from screwops_registry.store import Objects, VersionRecord, VersionStatus
@@ -49,7 +56,9 @@ class Triton(Protocol):
 
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
+    async def check(
+        self, name: str, version: int, *, frame_size: int, timeout_s: float
+    ) -> Scores: ...
 
 
 class Placement:
@@ -72,9 +81,14 @@ class Placement:
         never served before are kept in object storage once it answered.
 
         Raises:
-            PermanentError: it cannot be served; nothing is taken away (see :meth:`discard`).
+            PermanentError: it cannot be served (a version from before frame input, frame size
+                0, is refused before anything is placed: it must be retrained); nothing is taken
+                away (see :meth:`discard`).
             TransientError: Triton or storage did not answer.
         """
+        problem = frame_size_problem(record.frame_size)
+        if problem is not None:
+            raise FailedPreconditionError(problem)
         await self._place(record)
         await self._triton.load(record.model_name, timeout_s=self._deployment.load_timeout_s)
         await self.check(record)
@@ -89,17 +103,26 @@ class Placement:
         """One real inference through Triton: readiness alone does not prove the version answers.
 
         Raises:
-            FailedPreconditionError: it did not answer with a probability.
+            FailedPreconditionError: it did not answer a blank frame of its size with a
+                probability.
         """
         try:
-            probability = await self._triton.check(
-                record.model_name, record.version, timeout_s=self._deployment.check_timeout_s
+            scores = await self._triton.check(
+                record.model_name,
+                record.version,
+                frame_size=record.frame_size,
+                timeout_s=self._deployment.check_timeout_s,
             )
         except PermanentError as error:
             raise FailedPreconditionError(
                 f"{record.id} failed its check: {error.message}"
             ) from error
-        log.info("%s answered %.4f for a blank image", record.id, probability)
+        log.info(
+            "%s answered a blank frame: probability %.4f, part found %.0f",
+            record.id,
+            scores.probability[0],
+            scores.found[0],
+        )
 
     async def discard(self, model_name: str, version: int) -> None:
         """Take a version out of the repository and reload: the versions left keep serving."""
@@ -150,6 +173,7 @@ class Placement:
             repository=repository,
             name=name,
             version=version,
+            frame_size=record.frame_size,
             max_batch_size=self._deployment.max_batch_size,
             queue_delay_us=self._deployment.queue_delay_us,
         )

@@ -17,10 +17,11 @@ named by its request id: a retried call finds the move its first attempt made an
 instead of moving again, and ``expect_version`` refuses a move from a version the operator did
 not see.
 
-A version keeps the threshold and kind its approval carries (the trainer chose the threshold on
-validation data, the evaluator judged the model at it), and every ``model.deployed`` and
-``model.rolled_back`` names those of the version it puts in production: the gateway decides with
-that threshold.
+A version keeps the threshold, kind and frame size its approval carries (the trainer chose the
+threshold on validation data, the evaluator judged the model at it), and every ``model.deployed``
+and ``model.rolled_back`` names those of the version it puts in production: the gateway decides
+with that threshold and fits images to that frame size. A version of frame size 0 (exported
+before models took full frames) is failed instead of placed, saying it must be retrained.
 
 Triton serves every version in the repository (see ``screwops_serving.repository``) and the
 gateway pins the version the latest event names, so promoting or rolling back to a version still
@@ -418,6 +419,7 @@ class RegistryService:
                 created_at=_now(),
                 threshold=approval.threshold,
                 model_kind=approval.model_kind,
+                frame_size=approval.frame_size,
             )
             if await self._store.create_version(record):
                 log.info("registered %s from run %s", record.id, record.run_id)
@@ -569,6 +571,7 @@ class RegistryService:
                     reason=move.reason,
                     threshold=record.threshold,
                     model_kind=record.model_kind,
+                    frame_size=record.frame_size,
                     sequence=move.sequence,
                 ),
                 producer=self._producer,
@@ -594,6 +597,7 @@ def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:
         run_id=record.run_id,
         threshold=record.threshold,
         model_kind=record.model_kind,
+        frame_size=record.frame_size,
         sequence=move.sequence,
     )
 

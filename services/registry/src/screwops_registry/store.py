@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts import AssertionResult
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
 from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
@@ -91,6 +91,9 @@ class VersionRecord:
     # for versions registered before thresholds were chosen per run).
     threshold: float = DEFAULT_THRESHOLD
     model_kind: ModelKind = ModelKind.SUPERVISED
+    # The side of the frames it takes (NO_FRAME_SIZE for versions registered before models took
+    # full frames: they are never deployed, and must be retrained).
+    frame_size: int = NO_FRAME_SIZE
 
     @property
     def id(self) -> str:
@@ -322,6 +325,7 @@ class MongoRegistryStore:
                         "failure_reason": record.failure_reason,
                         "threshold": record.threshold,
                         "model_kind": record.model_kind.value,
+                        "frame_size": record.frame_size,
                     }
                 )
         except AlreadyExistsError:
@@ -492,6 +496,7 @@ def _version(doc: dict[str, Any]) -> VersionRecord:
         failure_reason=doc["failure_reason"],
         threshold=float(doc.get("threshold", DEFAULT_THRESHOLD)),
         model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
+        frame_size=int(doc.get("frame_size", NO_FRAME_SIZE)),
     )
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ascrewops/v1/registry.proto\x12\x0bscrewops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x03\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12&\n\x05stage\x18\x03 \x01(\x0e\x32\x17.screwops.v1.ModelStage\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\x12\x12\n\ndataset_id\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x06 \x01(\x03\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x15\n\revaluation_id\x18\x08 \x01(\t\x12\x37\n\x07metrics\x18\t \x03(\x0b\x32&.screwops.v1.ModelVersion.MetricsEntry\x12\x11\n\tthreshold\x18\n \x01(\x02\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreport_key\x18\x0c \x01(\t\x12\x14\n\x0c\x61rtifact_key\x18\r \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0e \x01(\t\x12*\n\nmodel_kind\x18\x0f \x01(\x0e\x32\x16.screwops.v1.ModelKind\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x13ListVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x14ListVersionsResponse\x12\x31\n\x0emodel_versions\x18\x01 \x03(\x0b\x32\x19.screwops.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x11GetLineageRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x98\x01\n\x0ePromoteRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x1b\n\x0e\x65xpect_version\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_expect_version\"\x88\x01\n\x0fRollbackRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x1b\n\x0e\x65xpect_version\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_expect_version\"\xe5\x01\n\x0b\x41liasChange\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x19\n\x0c\x66rom_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nto_version\x18\x04 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\tB\x0f\n\r_from_version*\x93\x01\n\nModelStage\x12\x1b\n\x17MODEL_STAGE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MODEL_STAGE_REGISTERED\x10\x01\x12\x1a\n\x16MODEL_STAGE_PRODUCTION\x10\x02\x12\x18\n\x14MODEL_STAGE_ARCHIVED\x10\x03\x12\x16\n\x12MODEL_STAGE_FAILED\x10\x04*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_KIND_SUPERVISED\x10\x01\x12\x18\n\x14MODEL_KIND_GOOD_ONLY\x10\x02\x32\xb5\x02\n\x0fRegistryService\x12S\n\x0cListVersions\x12 .screwops.v1.ListVersionsRequest\x1a!.screwops.v1.ListVersionsResponse\x12G\n\nGetLineage\x12\x1e.screwops.v1.GetLineageRequest\x1a\x19.screwops.v1.ModelVersion\x12@\n\x07Promote\x12\x1b.screwops.v1.PromoteRequest\x1a\x18.screwops.v1.AliasChange\x12\x42\n\x08Rollback\x12\x1c.screwops.v1.RollbackRequest\x1a\x18.screwops.v1.AliasChangeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ascrewops/v1/registry.proto\x12\x0bscrewops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x03\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12&\n\x05stage\x18\x03 \x01(\x0e\x32\x17.screwops.v1.ModelStage\x12\x0f\n\x07\x61liases\x18\x04 \x03(\t\x12\x12\n\ndataset_id\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x06 \x01(\x03\x12\x0e\n\x06run_id\x18\x07 \x01(\t\x12\x15\n\revaluation_id\x18\x08 \x01(\t\x12\x37\n\x07metrics\x18\t \x03(\x0b\x32&.screwops.v1.ModelVersion.MetricsEntry\x12\x11\n\tthreshold\x18\n \x01(\x02\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreport_key\x18\x0c \x01(\t\x12\x14\n\x0c\x61rtifact_key\x18\r \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0e \x01(\t\x12*\n\nmodel_kind\x18\x0f \x01(\x0e\x32\x16.screwops.v1.ModelKind\x12\x12\n\nframe_size\x18\x10 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x13ListVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x14ListVersionsResponse\x12\x31\n\x0emodel_versions\x18\x01 \x03(\x0b\x32\x19.screwops.v1.ModelVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x11GetLineageRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x98\x01\n\x0ePromoteRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x1b\n\x0e\x65xpect_version\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_expect_version\"\x88\x01\n\x0fRollbackRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x1b\n\x0e\x65xpect_version\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_expect_version\"\xe5\x01\n\x0b\x41liasChange\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x19\n\x0c\x66rom_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nto_version\x18\x04 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\tB\x0f\n\r_from_version*\x93\x01\n\nModelStage\x12\x1b\n\x17MODEL_STAGE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MODEL_STAGE_REGISTERED\x10\x01\x12\x1a\n\x16MODEL_STAGE_PRODUCTION\x10\x02\x12\x18\n\x14MODEL_STAGE_ARCHIVED\x10\x03\x12\x16\n\x12MODEL_STAGE_FAILED\x10\x04*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_KIND_SUPERVISED\x10\x01\x12\x18\n\x14MODEL_KIND_GOOD_ONLY\x10\x02\x32\xb5\x02\n\x0fRegistryService\x12S\n\x0cListVersions\x12 .screwops.v1.ListVersionsRequest\x1a!.screwops.v1.ListVersionsResponse\x12G\n\nGetLineage\x12\x1e.screwops.v1.GetLineageRequest\x1a\x19.screwops.v1.ModelVersion\x12@\n\x07Promote\x12\x1b.screwops.v1.PromoteRequest\x1a\x18.screwops.v1.AliasChange\x12\x42\n\x08Rollback\x12\x1c.screwops.v1.RollbackRequest\x1a\x18.screwops.v1.AliasChangeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTAGE']._serialized_start=1320
-  _globals['_MODELSTAGE']._serialized_end=1467
-  _globals['_MODELKIND']._serialized_start=1469
-  _globals['_MODELKIND']._serialized_end=1561
+  _globals['_MODELSTAGE']._serialized_start=1340
+  _globals['_MODELSTAGE']._serialized_end=1487
+  _globals['_MODELKIND']._serialized_start=1489
+  _globals['_MODELKIND']._serialized_end=1581
   _globals['_MODELVERSION']._serialized_start=77
-  _globals['_MODELVERSION']._serialized_end=551
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=505
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=551
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=553
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=633
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=635
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=733
-  _globals['_GETLINEAGEREQUEST']._serialized_start=735
-  _globals['_GETLINEAGEREQUEST']._serialized_end=791
-  _globals['_PROMOTEREQUEST']._serialized_start=794
-  _globals['_PROMOTEREQUEST']._serialized_end=946
-  _globals['_ROLLBACKREQUEST']._serialized_start=949
-  _globals['_ROLLBACKREQUEST']._serialized_end=1085
-  _globals['_ALIASCHANGE']._serialized_start=1088
-  _globals['_ALIASCHANGE']._serialized_end=1317
-  _globals['_REGISTRYSERVICE']._serialized_start=1564
-  _globals['_REGISTRYSERVICE']._serialized_end=1873
+  _globals['_MODELVERSION']._serialized_end=571
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=525
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=571
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=573
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=653
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=655
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=753
+  _globals['_GETLINEAGEREQUEST']._serialized_start=755
+  _globals['_GETLINEAGEREQUEST']._serialized_end=811
+  _globals['_PROMOTEREQUEST']._serialized_start=814
+  _globals['_PROMOTEREQUEST']._serialized_end=966
+  _globals['_ROLLBACKREQUEST']._serialized_start=969
+  _globals['_ROLLBACKREQUEST']._serialized_end=1105
+  _globals['_ALIASCHANGE']._serialized_start=1108
+  _globals['_ALIASCHANGE']._serialized_end=1337
+  _globals['_REGISTRYSERVICE']._serialized_start=1584
+  _globals['_REGISTRYSERVICE']._serialized_end=1893
 # @@protoc_insertion_point(module_scope)

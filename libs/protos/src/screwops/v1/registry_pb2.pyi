@@ -136,6 +136,7 @@ class ModelVersion(_message.Message):
     ARTIFACT_KEY_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     MODEL_KIND_FIELD_NUMBER: _builtins.int
+    FRAME_SIZE_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The registered model (e.g. "screw-classifier")."""
     version: _builtins.int
@@ -164,6 +165,11 @@ class ModelVersion(_message.Message):
     """Why the version could not be served; empty unless stage is MODEL_STAGE_FAILED."""
     model_kind: Global___ModelKind.ValueType
     """How the version learnt defects; its threshold was chosen on validation data accordingly."""
+    frame_size: _builtins.int
+    """The side in pixels of the square grey frame the version takes: its input is the decoded full
+    frame, which the gateway fits to this size. 0 for a version exported before models took full
+    frames; such a version is never deployed and must be retrained.
+    """
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The aliases that name this version now (e.g. "production"); empty for most versions."""
@@ -196,10 +202,11 @@ class ModelVersion(_message.Message):
         artifact_key: _builtins.str = ...,
         failure_reason: _builtins.str = ...,
         model_kind: Global___ModelKind.ValueType = ...,
+        frame_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_key", b"artifact_key", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "failure_reason", b"failure_reason", "metrics", b"metrics", "model_kind", b"model_kind", "model_name", b"model_name", "report_key", b"report_key", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_key", b"artifact_key", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "evaluation_id", b"evaluation_id", "failure_reason", b"failure_reason", "frame_size", b"frame_size", "metrics", b"metrics", "model_kind", b"model_kind", "model_name", b"model_name", "report_key", b"report_key", "run_id", b"run_id", "stage", b"stage", "threshold", b"threshold", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,10 +69,15 @@ class VersionRow:
     metrics: list[tuple[str, float]]
     threshold: float
     model_kind: str  # "supervised", "good-only", or "" when the registry recorded none
+    frame_size: int  # 0: exported before models took full frames (never deployed: retrain it)
     created_at: datetime | None
     report_key: str
     artifact_key: str
     failure_reason: str
+
+    @property
+    def frame_label(self) -> str:
+        return f"{self.frame_size} px" if self.frame_size else "none (retrain to serve)"
 
     @property
     def in_production(self) -> bool:
@@ -96,6 +101,7 @@ class VersionRow:
             metrics=sorted(message.metrics.items()),
             threshold=message.threshold,
             model_kind=_kind(message.model_kind),
+            frame_size=message.frame_size,
             created_at=_time(message.created_at),
             report_key=message.report_key,
             artifact_key=message.artifact_key,
