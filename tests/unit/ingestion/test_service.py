@@ -10,9 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from screwops_bus import outbox
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
+from screwops_contracts.limits import MAX_FILE_PATH_CHARS, MAX_NAME_CHARS
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, PermissionDeniedError, UnavailableError
 from screwops_ingestion.config import Limits, Rules
@@ -20,7 +22,7 @@ from screwops_ingestion.layouts import SYMLINK, IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Outcome
 
 from tests.fakes import FakeObjects, RecordingBus, relayed
-from tests.support import png
+from tests.support import dataset_ingested, png
 from tests.unit.ingestion.fakes import FakeStore
 
 
@@ -472,3 +474,36 @@ async def test_an_upload_while_kafka_stalls_answers_and_leaves_its_event_to_the_
     await relayed(store, published, 1)
     [event] = published.of(DatasetIngested)
     assert event == store.versions["screws@v1"].event
+
+
+async def test_a_dropped_file_whose_name_is_over_the_limit_is_refused_naming_it(
+    parts: tuple[FakeStore, FakeObjects, RecordingBus],
+) -> None:
+    """A manifest records each file's name: one past MAX_FILE_PATH_CHARS is refused by the
+    limit (the refusal keeps the name cut to it), and the rest of the drop is ingested."""
+    store, objects, published = parts
+    ingestion = service(parts)
+    long_key = "line6/good/" + "n" * MAX_FILE_PATH_CHARS + ".png"
+    objects.objects[(Bucket.DROP, long_key)] = png(32, seed=1)
+    objects.objects[(Bucket.DROP, "line6/good/a.png")] = png(32, seed=2)
+    objects.objects[(Bucket.DROP, "line6/_READY")] = b""
+
+    for key in (long_key, "line6/good/a.png", "line6/_READY"):
+        await ingestion.on_bucket_drop(notification(key))
+
+    [event] = published
+    assert isinstance(event, DatasetIngested)
+    assert event.payload.image_count == 1
+    [refusal] = store.refusals.values()
+    assert refusal.reason == (
+        f"filename is {len(long_key)} characters, over the limit of {MAX_FILE_PATH_CHARS}"
+    )
+    assert len(refusal.filename) == MAX_FILE_PATH_CHARS
+
+
+def test_an_event_envelope_bounds_its_producer_and_correlation_id() -> None:
+    """An event is dead-lettered with the reason naming the field and its limit."""
+    event = dataset_ingested("screws").model_dump(mode="json")
+    for field in ("producer", "correlation_id"):
+        with pytest.raises(ValidationError, match=f"{field}\\n.*at most {MAX_NAME_CHARS}"):
+            DatasetIngested.model_validate({**event, field: "x" * (MAX_NAME_CHARS + 1)})

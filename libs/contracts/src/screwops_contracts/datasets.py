@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from screwops_errors import InvalidInputError
 
+from screwops_contracts.limits import MAX_FILE_PATH_CHARS
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -119,7 +121,11 @@ class ManifestImage(Document):
 
     sha256: str = Field(description="Content address.", examples=["ab12…"])
     key: str = Field(description="Key in the images bucket.", examples=["raw/ab/ab12…"])
-    filename: str = Field(description="Name it arrived with.", examples=["train/good/000.png"])
+    filename: str = Field(
+        max_length=MAX_FILE_PATH_CHARS,
+        description="Name it arrived with.",
+        examples=["train/good/000.png"],
+    )
     width: int = Field(ge=1, examples=[1024])
     height: int = Field(ge=1, examples=[1024])
     format: str = Field(examples=["PNG"])

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from screwops_contracts.limits import MAX_NAME_CHARS
+
 P = TypeVar("P", bound=BaseModel)
 
 # Namespace for ids derived from other ids (uuid5), fixed forever: changing it changes every id.
@@ -53,8 +55,13 @@ class Event(BaseModel, Generic[P]):
         description="When the producer observed the fact (UTC).",
         examples=["2026-11-24T10:15:00Z"],
     )
-    producer: str = Field(description="Service that emitted the event.", examples=["trainer"])
+    producer: str = Field(
+        max_length=MAX_NAME_CHARS,
+        description="Service that emitted the event.",
+        examples=["trainer"],
+    )
     correlation_id: str = Field(
+        max_length=MAX_NAME_CHARS,
         description="Id shared by every event of one pipeline run, from ingestion to deployment.",
         examples=["run-2026-11-24-0001"],
     )

@@ -14,6 +14,7 @@ from screwops_errors import InvalidInputError
 
 __all__ = [
     "MAX_FILENAME_CHARS",
+    "MAX_FILE_PATH_CHARS",
     "MAX_ID_CHARS",
     "MAX_NAME_CHARS",
     "MAX_PATH_CHARS",
@@ -25,13 +26,18 @@ MAX_ID_CHARS = 64
 """Identifiers a client picks: dataset, line and camera ids, defect types, label-map words."""
 
 MAX_NAME_CHARS = 128
-"""Who did something (actor, annotator, reviewer, operator), model names and request ids."""
+"""Who did something (actor, annotator, reviewer, operator, an event's producer), model names,
+request ids and an event's correlation id."""
 
 MAX_REASON_CHARS = 1024
 """Why something was done: a promotion's, rollback's or early close's reason."""
 
 MAX_FILENAME_CHARS = 255
 """A file's name as uploaded: what most file systems allow for one path segment."""
+
+MAX_FILE_PATH_CHARS = 1024
+"""A file's name as a manifest and a refusal record it: its path inside an upload's archive, an
+import root or the drop bucket (MinIO's own limit of an object key)."""
 
 MAX_PATH_CHARS = 4096
 """A server-side path to import from: Linux's PATH_MAX."""

@@ -30,6 +30,7 @@ from screwops_contracts.datasets import (
     ManifestImage,
     manifest_key,
 )
+from screwops_contracts.limits import MAX_FILE_PATH_CHARS
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
@@ -239,6 +240,15 @@ class IngestionService:
     async def _check_and_store(
         self, file: IncomingFile
     ) -> tuple[FileOutcome, ManifestImage | None]:
+        if len(file.filename) > MAX_FILE_PATH_CHARS:
+            # Refused by its name alone, recorded under the name cut to the limit, so the
+            # refusal stays as bounded as a manifest.
+            reason = (
+                f"filename is {len(file.filename)} characters, over the limit of "
+                f"{MAX_FILE_PATH_CHARS}"
+            )
+            name = file.filename[:MAX_FILE_PATH_CHARS]
+            return FileOutcome(name, Outcome.REFUSED, reason=reason), None
         if file.problem is not None:
             return FileOutcome(file.filename, Outcome.REFUSED, reason=file.problem), None
         sha = sha256_hex(file.data)
