@@ -85,10 +85,18 @@ async def stage_split_version(
     )
 
 
-def defect_probability(batch: npt.NDArray[np.float32], cutoff: float) -> npt.NDArray[np.float32]:
-    """What a model with ``cutoff`` answers for a preprocessed batch."""
-    brightest = batch.reshape(len(batch), -1).max(axis=1)
+def brightest(frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """Each frame's brightest pixel, on [0, 1]."""
+    values: npt.NDArray[np.float32] = frames.reshape(len(frames), -1).max(axis=1).astype(
+        np.float32
+    ) / np.float32(255.0)
+    return values
+
+
+def defect_probability(frames: npt.NDArray[np.uint8], cutoff: float) -> npt.NDArray[np.float32]:
+    """What a model with ``cutoff`` answers for a batch of frames."""
+    lightest = brightest(frames)
     probability: npt.NDArray[np.float32] = (
-        1.0 / (1.0 + np.exp(-STEEPNESS * (cutoff - brightest)))
+        1.0 / (1.0 + np.exp(-STEEPNESS * (cutoff - lightest)))
     ).astype(np.float32)
     return probability

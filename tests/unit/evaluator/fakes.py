@@ -3,8 +3,10 @@
 The fake Triton reads the real model repository on disk (the service exports into ``tmp_path``
 with ``screwops_serving``), and what a version answers is written in its ``saved_model.pb``:
 ``cutoff:<x>`` answers as the models of :mod:`tests.unit.evaluator.builders`, ``constant:<p>``
-answers ``p`` for everything, ``nan`` answers NaN, and ``broken`` fails to load while the model's
-other versions keep serving, as the real Triton does (seen on 2.51).
+answers ``p`` for everything, ``blind:<p>`` answers ``p`` but finds no screw in a frame whose
+brightest pixel is below half white (the plain defects' dark discs), ``nan`` answers NaN, and
+``broken`` fails to load while the model's other versions keep serving, as the real Triton does
+(seen on 2.51). A part is found in every frame but a blank one unless the graph says otherwise.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from screwops_errors import (
     NotFoundError,
 )
 from screwops_evaluator.store import Champion, EvaluationRecord
+from screwops_serving import Scores, frame_shape
 
 from tests.fakes import RepositoryTriton
-from tests.unit.evaluator.builders import defect_probability
+from tests.unit.evaluator.builders import brightest, defect_probability
 
 
 class FakeStore:
@@ -80,15 +83,15 @@ class FakeTriton(RepositoryTriton):
         self.max_batch_size = max_batch_size
         self.inferences: list[tuple[str, int | None, int]] = []
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float:
+    async def check(self, name: str, version: int, *, frame_size: int, timeout_s: float) -> Scores:
         if not await self.ready(name, version):
             raise FailedPreconditionError(f"{name} version {version} is not ready in Triton")
-        blank = np.zeros((1, 128, 128, 1), dtype=np.float32)
-        return float((await self.infer(name, version, blank, timeout_s=timeout_s))[0])
+        blank = np.zeros((1, *frame_shape(frame_size)), dtype=np.uint8)
+        return await self.infer(name, version, blank, timeout_s=timeout_s)
 
     async def infer(
-        self, name: str, version: int | None, batch: npt.NDArray[np.float32], *, timeout_s: float
-    ) -> npt.NDArray[np.float32]:
+        self, name: str, version: int | None, batch: npt.NDArray[np.uint8], *, timeout_s: float
+    ) -> Scores:
         self._answer()
         if len(batch) > self.max_batch_size:
             raise InvalidInputError(f"batch-size must be <= {self.max_batch_size}")
@@ -98,8 +101,14 @@ class FakeTriton(RepositoryTriton):
             raise NotFoundError(f"{name} version {version} is not loaded")
         self.inferences.append((name, version, len(batch)))
         kind, _, value = served[chosen].decode().partition(":")
+        found = (brightest(batch) > 0).astype(np.float32)
         if kind == "cutoff":
-            return defect_probability(batch, float(value))
-        if kind == "constant":
-            return np.full(len(batch), float(value), dtype=np.float32)
-        return np.full(len(batch), np.nan, dtype=np.float32)
+            probability = defect_probability(batch, float(value))
+        elif kind == "constant":
+            probability = np.full(len(batch), float(value), dtype=np.float32)
+        elif kind == "blind":
+            probability = np.full(len(batch), float(value), dtype=np.float32)
+            found = (brightest(batch) >= 0.5).astype(np.float32)
+        else:
+            probability = np.full(len(batch), np.nan, dtype=np.float32)
+        return Scores(probability=probability, found=found)

@@ -18,6 +18,7 @@ from screwops_evaluator.staging import StagingArea
 from screwops_evaluator.store import EvaluatorStore
 
 from tests.fakes import FakeObjects, HeldStore, RecordingBus
+from tests.support import FRAME_SIZE
 from tests.unit.evaluator.builders import SHARP, evaluation_set, stage_split_version
 from tests.unit.evaluator.fakes import FakeStore, FakeTriton
 
@@ -51,6 +52,7 @@ async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_rep
             dataset_digest="digest",
             artifact_key=prefix,
             metrics={"val_accuracy": 0.99},
+            frame_size=FRAME_SIZE,
         ),
         producer="trainer",
     )

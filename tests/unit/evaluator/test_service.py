@@ -41,7 +41,13 @@ from screwops_evaluator.staging import StagingArea, staging_version
 from screwops_serving import export_version, versions_present
 
 from tests.fakes import FakeObjects, RecordingBus, memory_bus
-from tests.support import image_label, manifest_image, model_deployed, model_rolled_back
+from tests.support import (
+    FRAME_SIZE,
+    image_label,
+    manifest_image,
+    model_deployed,
+    model_rolled_back,
+)
 from tests.unit.evaluator.builders import LAX, SHARP, evaluation_set, stage_split_version
 from tests.unit.evaluator.fakes import FakeStore, FakeTriton
 
@@ -66,10 +72,15 @@ class Harness:
     deployed: list[ModelDeployed] = field(default_factory=list)
 
     def trained(
-        self, run_id: str, behaviour: bytes | None, *, threshold: float = DEFAULT_THRESHOLD
+        self,
+        run_id: str,
+        behaviour: bytes | None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        frame_size: int = FRAME_SIZE,
     ) -> ModelTrained:
         """The trainer's announcement of a run whose SavedModel answers as ``behaviour`` (None:
-        nothing stored), with the threshold the run chose."""
+        nothing stored), with the threshold the run chose and its frame size."""
         prefix = saved_model_prefix(run_id)
         if behaviour is not None:
             self.objects.put_saved_model(prefix, behaviour)
@@ -83,6 +94,7 @@ class Harness:
                 artifact_key=prefix,
                 metrics={"val_accuracy": 0.99},
                 threshold=threshold,
+                frame_size=frame_size,
             ),
             producer="trainer",
         )
@@ -109,7 +121,7 @@ class Harness:
         source = self.scratch / f"production-{version}"
         source.mkdir()
         (source / "saved_model.pb").write_bytes(behaviour)
-        export_version(source, self.repository, name=MODEL, version=version)
+        export_version(source, self.repository, name=MODEL, version=version, frame_size=FRAME_SIZE)
         if load:
             await self.triton.load(MODEL)
         event = model_deployed(MODEL, version, run_id=f"run-v{version}", at=at)
@@ -275,6 +287,37 @@ async def test_a_missing_artifact_or_nonsense_answers_fail_infra_validation(
     assert h.staged_versions() == []
 
 
+async def test_test_images_with_no_screw_found_count_as_defects_and_are_reported(
+    h: Harness,
+) -> None:
+    """The blind model finds no screw in the 18 plain defects' frames and calls the rest good:
+    those 18 are defect verdicts at 1.0, the 2 borderline ones are missed."""
+    verdict = await h.evaluate("run-blind", b"blind:0.0")
+
+    recall = checks_of(verdict)["defect_recall"]
+    assert recall.observed == pytest.approx(18 / 20)
+    assert verdict.payload.metrics["no_part_images"] == 18
+    report = h.report(verdict.payload.report_key)
+    assert (report.infra.no_part_images, report.infra.frame_size) == (18, FRAME_SIZE)
+    plain = [i for i in report.images if i.label == "bad" and i.defect_type != "scratch_neck"]
+    assert {i.probability for i in plain} == {1.0}
+
+
+async def test_a_run_from_before_frame_input_fails_infra_validation_saying_to_retrain(
+    h: Harness,
+) -> None:
+    before = len(h.emitted)
+    await h.service.on_model_trained(h.trained("run-old", cutoff(SHARP), frame_size=0))
+    [rejected] = h.emitted[before:]
+
+    assert isinstance(rejected, ModelRejected)
+    [infra] = rejected.payload.checks
+    assert not infra.passed
+    assert "retrain" in infra.message
+    assert h.staged_versions() == []
+    assert STAGING not in h.triton.loaded
+
+
 async def test_test_images_are_scored_in_batches_no_larger_than_allowed(tmp_path: Path) -> None:
     h = make_harness(tmp_path, max_batch_size=8)
     await stage_split_version(h.objects, DATASET, *evaluation_set())
@@ -426,7 +469,7 @@ async def test_another_broken_staging_version_does_not_fail_this_one(h: Harness)
     other = h.scratch / "other"
     other.mkdir()
     (other / "saved_model.pb").write_bytes(b"broken")
-    export_version(other, h.repository, name=STAGING, version=1)
+    export_version(other, h.repository, name=STAGING, version=1, frame_size=FRAME_SIZE)
 
     approved = await h.evaluate("run-a", cutoff(SHARP))
 
@@ -520,7 +563,7 @@ async def test_the_handlers_judge_runs_and_follow_production(wired: Wired) -> No
     source = h.scratch / "production"
     source.mkdir()
     (source / "saved_model.pb").write_bytes(cutoff(SHARP))
-    export_version(source, h.repository, name=MODEL, version=4)
+    export_version(source, h.repository, name=MODEL, version=4, frame_size=FRAME_SIZE)
     await h.triton.load(MODEL)
     await wired.bus.publish(model_deployed(MODEL, 4, run_id="r4"))
     trained = h.trained("run-lax", cutoff(LAX))

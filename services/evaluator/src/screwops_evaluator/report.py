@@ -40,7 +40,13 @@ class InfraValidation(Section):
     version: int
     served: bool = Field(description="Loaded and answered the warm-up inference.")
     check_probability: float | None = Field(
-        default=None, description="What it answered for a blank image."
+        default=None, description="What it answered for a blank frame."
+    )
+    frame_size: int = Field(default=0, description="The side of the frames it was given.")
+    no_part_images: int | None = Field(
+        default=None,
+        description="Test images in which it found no screw: each counted as a defect verdict "
+        "at probability 1.0 (a part the model cannot find is rejected on a line).",
     )
     failure: str | None = Field(default=None, description="Why it could not be served.")
     load_seconds: float | None = None

@@ -1,10 +1,15 @@
 """The evaluator's domain logic: a trained run in, a verdict with its numbers out.
 
 On ``model.trained`` the run's dataset version is read (manifest, label set and validation's
-split, from the datasets bucket) and its test split fetched and preprocessed with
-``screwops_imaging`` exactly as the trainer and the gateway do. The candidate's SavedModel is then
-served by the real Triton under the staging name (infra validation: it loads, answers a warm-up
-inference, and scores the whole test split), and removed again. The scores become metrics and the
+split, from the datasets bucket) and its test split fetched, decoded and fitted to the candidate's
+frame size with ``screwops_imaging.fit_frame`` exactly as the trainer and the gateway do (the
+model finds and aligns the screw itself). The candidate's SavedModel is then served by the real
+Triton under the staging name (infra validation: it loads, answers a warm-up inference, and
+scores the whole test split), and removed again. A test image in which the model finds no screw
+counts as a defect verdict at probability 1.0 (the line rejects a part the model cannot find);
+how many there were is logged and reported (``infra.no_part_images``, metric
+``no_part_images``). A candidate from before frame input (frame size 0) cannot be served and
+fails infra validation, saying it must be retrained. The scores become metrics and the
 gate's checks, the model in production is scored on the same images for comparison, and the
 verdict is written (a JSON report in MinIO, a record in MongoDB) and announced: ``model.approved``
 for the registry to deploy, or ``model.rejected`` with every check and its numbers.
@@ -73,14 +78,14 @@ from screwops_contracts.datasets import (
     split_key,
 )
 from screwops_contracts.events import ModelTrained, ModelTrainedPayload
-from screwops_contracts.models import evaluation_id_of
+from screwops_contracts.models import evaluation_id_of, frame_size_problem
 from screwops_errors import (
     FailedPreconditionError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
-from screwops_imaging import decode, preprocess
+from screwops_imaging import decode, fit_frame
 
 from screwops_evaluator.config import Rules
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
@@ -96,7 +101,7 @@ from screwops_evaluator.report import (
 )
 from screwops_evaluator.scoring import LabeledImage, Probabilities, SplitMetrics, compute_metrics
 from screwops_evaluator.staging import (
-    Batch,
+    Frames,
     Staged,
     StagingArea,
     Unservable,
@@ -134,9 +139,10 @@ def held_out_images(manifest: Manifest, labels: LabelSet, split: Split) -> list[
     return chosen
 
 
-def pixels(data: bytes) -> Batch:
-    """The model's input for one stored image: the trainer's and the gateway's preprocessing."""
-    return preprocess(decode(data).image)
+def frame(data: bytes, frame_size: int) -> Frames:
+    """The model's input for one stored image: decoded and fitted to its frame as the trainer
+    and the gateway do."""
+    return fit_frame(decode(data).image, frame_size)
 
 
 class EvaluatorService:
@@ -213,6 +219,7 @@ class EvaluatorService:
             deployed.triton_model,
             deployed.run_id,
             deployed.threshold,
+            deployed.frame_size,
         )
 
     async def on_model_rolled_back(self, event: ModelRolledBack) -> None:
@@ -226,6 +233,7 @@ class EvaluatorService:
             rolled.triton_model,
             run_id,
             rolled.threshold,
+            rolled.frame_size,
         )
 
     # --- the steps -------------------------------------------------------------------------
@@ -238,6 +246,7 @@ class EvaluatorService:
         triton_model: str,
         run_id: str | None,
         threshold: float,
+        frame_size: int,
     ) -> None:
         champion = Champion(
             model_name=model_name,
@@ -247,6 +256,7 @@ class EvaluatorService:
             since=_millis(event.occurred_at),
             event_id=str(event.event_id),
             threshold=threshold,
+            frame_size=frame_size,
         )
         if await self._store.set_champion(champion):
             log.info("production of %s is version %d (%s)", model_name, version, event.type)
@@ -263,7 +273,8 @@ class EvaluatorService:
     ) -> EvaluationRecord:
         trained = event.payload
         images = await self._held_out_images(trained.dataset_id, trained.dataset_version)
-        inputs = await self._inputs(images)
+        servable = frame_size_problem(trained.frame_size) is None
+        inputs = await self._inputs(images, trained.frame_size) if servable else None
         staged, infra = await self._infra_validation(trained, evaluation_id, inputs)
         verdict = await self._judge(trained, images, inputs, staged, infra)
         now = _millis(datetime.now(UTC))
@@ -307,28 +318,45 @@ class EvaluatorService:
             )
 
     async def _infra_validation(
-        self, trained: ModelTrainedPayload, evaluation_id: str, inputs: Batch
+        self, trained: ModelTrainedPayload, evaluation_id: str, inputs: Frames | None
     ) -> tuple[Staged | None, InfraValidation]:
         """The candidate served under the staging name and scored on ``inputs``, or why it could
-        not be: that is an outcome to report, not an error."""
+        not be: that is an outcome to report, not an error. No ``inputs``: its frame size says
+        it cannot take frames."""
         version = staging_version(evaluation_id)
         with self._tracer.start_as_current_span(
             "evaluator.infra_validation",
-            attributes={"screwops.run_id": trained.run_id, "screwops.images": len(inputs)},
+            attributes={
+                "screwops.run_id": trained.run_id,
+                "screwops.images": 0 if inputs is None else len(inputs),
+            },
         ):
             try:
+                if inputs is None:
+                    raise Unservable(
+                        f"frame size {trained.frame_size}: {frame_size_problem(trained.frame_size)}"
+                    )
                 staged: Staged | None = await self._staging.serve_and_score(
-                    trained.artifact_key, version, inputs
+                    trained.artifact_key, version, trained.frame_size, inputs
                 )
                 failure = None
             except Unservable as unservable:
                 staged, failure = None, unservable.reason
                 log.warning("run %s cannot be served: %s", trained.run_id, failure)
+        if staged is not None and staged.scored.no_part:
+            log.warning(
+                "run %s found no screw in %d of %d test images: each counted as a defect",
+                trained.run_id,
+                staged.scored.no_part,
+                len(staged.scored.probabilities),
+            )
         infra = InfraValidation(
             triton_model=self._staging.staging.model,
             version=version,
             served=staged is not None,
             check_probability=staged.check_probability if staged else None,
+            frame_size=trained.frame_size,
+            no_part_images=staged.scored.no_part if staged else None,
             failure=failure,
             load_seconds=staged.load_seconds if staged else None,
             scoring_seconds=staged.scoring_seconds if staged else None,
@@ -339,7 +367,7 @@ class EvaluatorService:
         self,
         trained: ModelTrainedPayload,
         images: Sequence[LabeledImage],
-        inputs: Batch,
+        inputs: Frames | None,
         staged: Staged | None,
         infra: InfraValidation,
     ) -> _Verdict:
@@ -351,17 +379,21 @@ class EvaluatorService:
             probability=infra.check_probability,
             failure=infra.failure,
         )
-        if staged is None:
+        if staged is None or inputs is None:
             return _Verdict([infra_check])
-        candidate = compute_metrics(images, staged.probabilities, threshold=trained.threshold)
-        champion, champion_scores = await self._champion(trained.model_name, images, inputs)
+        candidate = compute_metrics(
+            images, staged.scored.probabilities, threshold=trained.threshold
+        )
+        champion, champion_scores = await self._champion(
+            trained.model_name, images, inputs, trained.frame_size
+        )
         comparison = (
             Comparison()
             if champion is None
             else Comparison(champion.version, champion.metrics, champion.skipped)
         )
         checks = judge(infra_check, candidate, comparison, self._gate)
-        return _Verdict(checks, candidate, champion, champion_scores)
+        return _Verdict(checks, candidate, champion, champion_scores, staged.scored.no_part)
 
     def _report(
         self,
@@ -396,16 +428,36 @@ class EvaluatorService:
         )
 
     async def _champion(
-        self, model_name: str, images: Sequence[LabeledImage], inputs: Batch
+        self,
+        model_name: str,
+        images: Sequence[LabeledImage],
+        inputs: Frames,
+        frame_size: int,
     ) -> tuple[ChampionSummary | None, Probabilities | None]:
-        """Production scored on the same test split, or why it could not be.
+        """Production scored on the same test split (fitted to its own frame size when it is
+        not the candidate's ``frame_size``), or why it could not be.
 
         Triton not answering is transient (the bus retries the evaluation); a production version
-        that is not loaded or fails is recorded as skipped (see ``gate.check_champion``).
+        that is not loaded, fails, or is from before frame input is recorded as skipped (see
+        ``gate.check_champion``).
         """
         champion = await self._store.get_champion(model_name)
         if champion is None:
             return None, None
+        problem = frame_size_problem(champion.frame_size)
+        if problem is not None:
+            return (
+                ChampionSummary(
+                    version=champion.version,
+                    triton_model=champion.triton_model,
+                    run_id=champion.run_id,
+                    threshold=champion.threshold,
+                    skipped=problem,
+                ),
+                None,
+            )
+        if champion.frame_size != frame_size:
+            inputs = await self._inputs(images, champion.frame_size)
         staging = self._staging.staging
         with self._tracer.start_as_current_span(
             "evaluator.score_production",
@@ -415,7 +467,7 @@ class EvaluatorService:
             },
         ):
             try:
-                probabilities = await score(
+                scored = await score(
                     self._staging.triton,
                     champion.triton_model,
                     champion.version,
@@ -446,9 +498,9 @@ class EvaluatorService:
                 triton_model=champion.triton_model,
                 run_id=champion.run_id,
                 threshold=champion.threshold,
-                metrics=compute_metrics(images, probabilities, threshold=champion.threshold),
+                metrics=compute_metrics(images, scored.probabilities, threshold=champion.threshold),
             ),
-            probabilities,
+            scored.probabilities,
         )
 
     async def _held_out_images(self, dataset_id: str, version: int) -> list[LabeledImage]:
@@ -461,18 +513,19 @@ class EvaluatorService:
     async def _document(self, model: type[D], key: str) -> D:
         return parse_document(model, key, await self._objects.get_verified(Bucket.DATASETS, key))
 
-    async def _inputs(self, images: Sequence[LabeledImage]) -> Batch:
-        """Every test image fetched (verified against its content address) and preprocessed."""
+    async def _inputs(self, images: Sequence[LabeledImage], frame_size: int) -> Frames:
+        """Every test image fetched (verified against its content address) and fitted to frames
+        of ``frame_size``."""
         slots = asyncio.Semaphore(self._concurrency)
 
-        async def one(image: LabeledImage) -> Batch:
+        async def one(image: LabeledImage) -> Frames:
             async with slots:
                 data = await self._objects.get_verified(
                     Bucket.IMAGES, image.key, sha256=image.sha256
                 )
-                return await asyncio.to_thread(pixels, data)
+                return await asyncio.to_thread(frame, data, frame_size)
 
-        batch: Batch = np.stack(await asyncio.gather(*(one(image) for image in images)))
+        batch: Frames = np.stack(await asyncio.gather(*(one(image) for image in images)))
         return batch
 
     async def _announce(self, record: EvaluationRecord, cause: ModelTrained) -> None:
@@ -519,6 +572,8 @@ class _Verdict:
     candidate: SplitMetrics | None = None
     champion: ChampionSummary | None = None
     champion_scores: Probabilities | None = None
+    no_part: int | None = None
+    """Test images in which the candidate found no screw (scored as defects)."""
 
     @property
     def passed(self) -> bool:
@@ -533,6 +588,8 @@ def _record(
     trained = event.payload
     champion = verdict.champion
     numbers = verdict.candidate.flat() if verdict.candidate else {}
+    if verdict.no_part is not None:
+        numbers["no_part_images"] = float(verdict.no_part)
     if champion is not None and champion.metrics is not None:
         numbers["champion_accuracy"] = champion.metrics.accuracy
         if champion.metrics.recall is not None:
@@ -566,7 +623,7 @@ def _image_scores(
             sha256=image.sha256,
             label=image.label,
             defect_type=image.defect_type,
-            probability=float(staged.probabilities[i]),
+            probability=float(staged.scored.probabilities[i]),
             champion_probability=None if champion is None else float(champion[i]),
         )
         for i, image in enumerate(images)

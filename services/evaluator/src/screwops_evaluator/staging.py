@@ -15,6 +15,10 @@ process evaluations run one at a time (the service's lock). Triton loads a model
 A candidate that cannot be served (no SavedModel, a load or warm-up that fails, answers that are
 not probabilities) is an outcome, :class:`Unservable`; Triton not answering is a transient error
 for the bus to retry.
+
+The staging model's config (its frame size) is the model's, shared by the versions staged side by
+side: evaluations of candidates of different frame sizes at the same moment would reload each
+other's config. One frame size per deployment is assumed.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from screwops_errors import (
     NotFoundError,
     UnavailableError,
 )
-from screwops_serving import export_version, remove_version, versions_present
+from screwops_serving import Scores, export_version, remove_version, versions_present
 
 from screwops_evaluator.config import Staging
 from screwops_evaluator.scoring import Probabilities
@@ -47,7 +51,7 @@ from screwops_evaluator.store import Objects
 
 log = logging.getLogger("screwops.evaluator")
 
-Batch = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
 # Triton versions are positive int64s; 31 bits keep them readable and JavaScript-safe.
 _VERSION_SPACE = 2**31 - 1
 
@@ -61,11 +65,13 @@ class Triton(Protocol):
 
     async def ready(self, name: str, version: int | None = None) -> bool: ...
 
-    async def check(self, name: str, version: int, *, timeout_s: float) -> float: ...
+    async def check(
+        self, name: str, version: int, *, frame_size: int, timeout_s: float
+    ) -> Scores: ...
 
     async def infer(
-        self, name: str, version: int | None, batch: Batch, *, timeout_s: float
-    ) -> Probabilities: ...
+        self, name: str, version: int | None, frames: Frames, *, timeout_s: float
+    ) -> Scores: ...
 
 
 class Unservable(Exception):  # noqa: N818 (an outcome, not a fault)
@@ -77,11 +83,20 @@ class Unservable(Exception):  # noqa: N818 (an outcome, not a fault)
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A model's defect probability for every test image, and how many of them held no screw
+    it could find (scored 1.0: see :func:`score`)."""
+
+    probabilities: Probabilities
+    no_part: int
+
+
+@dataclass(frozen=True)
 class Staged:
     """A candidate that served: its warm-up answer, its scores and how long each took."""
 
     check_probability: float
-    probabilities: Probabilities
+    scored: Scored
     load_seconds: float
     scoring_seconds: float
 
@@ -96,12 +111,16 @@ async def score(
     triton: Triton,
     name: str,
     version: int,
-    inputs: Batch,
+    inputs: Frames,
     *,
     max_batch_size: int,
     timeout_s: float,
-) -> Probabilities:
-    """Defect probabilities of every input from ``version`` of ``name``, in batches.
+) -> Scored:
+    """Defect probabilities of every frame from ``version`` of ``name``, in batches.
+
+    A frame in which the model finds no screw is scored 1.0, a defect at any threshold: on the
+    line the gateway gives it no verdict and the part is not passed, so counting it good would
+    overstate the model, and the probability it computed on background means nothing.
 
     Raises:
         FailedPreconditionError: the model failed, or answered something not a probability.
@@ -115,14 +134,17 @@ async def score(
         )
         for start in range(0, len(inputs), max_batch_size)
     ]
-    probabilities: Probabilities = np.concatenate(parts).astype(np.float32)
+    found = np.concatenate([part.part_found for part in parts])
+    probabilities: Probabilities = np.where(
+        found, np.concatenate([part.probability for part in parts]), np.float32(1.0)
+    ).astype(np.float32)
     bad = [float(p) for p in probabilities if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
     if bad:
         raise FailedPreconditionError(
             f"{name} version {version} answered {len(bad)} value(s) that are not probabilities, "
             f"e.g. {bad[0]!r}"
         )
-    return probabilities
+    return Scored(probabilities, no_part=int((~found).sum()))
 
 
 class StagingArea:
@@ -133,9 +155,12 @@ class StagingArea:
         self.staging = staging
         self._objects = objects
 
-    async def serve_and_score(self, artifact_key: str, version: int, inputs: Batch) -> Staged:
-        """Export the SavedModel under ``artifact_key`` as ``version`` of the staging model, load
-        it, check it, score ``inputs`` with it, and take it away again, whatever happened.
+    async def serve_and_score(
+        self, artifact_key: str, version: int, frame_size: int, inputs: Frames
+    ) -> Staged:
+        """Export the SavedModel under ``artifact_key`` as ``version`` of the staging model,
+        taking frames of ``frame_size`` (``inputs`` are fitted to it), load it, check it, score
+        ``inputs`` with it, and take it away again, whatever happened.
 
         Raises:
             Unservable: the candidate cannot be served.
@@ -144,17 +169,17 @@ class StagingArea:
         name = self.staging.model
         try:
             started = time.perf_counter()
-            await self._place(artifact_key, version)
+            await self._place(artifact_key, version, frame_size)
             await self._load(version)
             try:
-                probability = await self.triton.check(
-                    name, version, timeout_s=self.staging.check_timeout_s
+                checked = await self.triton.check(
+                    name, version, frame_size=frame_size, timeout_s=self.staging.check_timeout_s
                 )
             except FailedPreconditionError as failure:
                 raise Unservable(f"failed its warm-up inference: {failure.message}") from failure
             loaded = time.perf_counter()
             try:
-                probabilities = await score(
+                scored = await score(
                     self.triton,
                     name,
                     version,
@@ -172,15 +197,15 @@ class StagingArea:
                     failure
                 )
             return Staged(
-                check_probability=probability,
-                probabilities=probabilities,
+                check_probability=float(checked.probability[0]),
+                scored=scored,
                 load_seconds=loaded - started,
                 scoring_seconds=time.perf_counter() - loaded,
             )
         finally:
             await self._discard(version)
 
-    async def _place(self, artifact_key: str, version: int) -> None:
+    async def _place(self, artifact_key: str, version: int, frame_size: int) -> None:
         with tempfile.TemporaryDirectory(prefix="screwops-evaluator-") as scratch:
             try:
                 await self._objects.get_directory(Bucket.MODELS, artifact_key, Path(scratch))
@@ -190,6 +215,7 @@ class StagingArea:
                     self.staging.repository,
                     name=self.staging.model,
                     version=version,
+                    frame_size=frame_size,
                     max_batch_size=self.staging.max_batch_size,
                 )
             except (NotFoundError, InvalidInputError, IntegrityError) as unusable:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
-from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
 from screwops_errors import AlreadyExistsError
 from screwops_storage import (
     IndexSpec,
@@ -86,6 +86,9 @@ class Champion:
     since: datetime
     event_id: str
     threshold: float = DEFAULT_THRESHOLD
+    # The side of the frames it takes (NO_FRAME_SIZE: recorded before frame input; such a
+    # champion cannot be scored and is skipped, saying it must be retrained).
+    frame_size: int = NO_FRAME_SIZE
 
 
 class Objects(Protocol):
@@ -206,6 +209,7 @@ class MongoEvaluatorStore:
             since=doc["since"],
             event_id=doc["event_id"],
             threshold=doc.get("threshold", DEFAULT_THRESHOLD),
+            frame_size=int(doc.get("frame_size", NO_FRAME_SIZE)),
         )
 
     async def set_champion(self, champion: Champion) -> bool:
@@ -216,6 +220,7 @@ class MongoEvaluatorStore:
             "since": champion.since,
             "event_id": champion.event_id,
             "threshold": champion.threshold,
+            "frame_size": champion.frame_size,
         }
         # Update if older, else insert if absent; an insert that loses a race to another
         # instance's tries the update once more, so the newer of the two always stays.
