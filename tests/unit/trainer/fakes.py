@@ -35,6 +35,7 @@ from tests.unit.validation.builders import File, stage_version
 from tests.unit.validation.fakes import FakeStore as ValidationStore
 
 Array = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
 
 PARAMS = TrainingParams(epochs=3, filters=(4,))
 PACKAGES = {"tensorflow": "2.x", "keras": "3.x", "numpy": "1.x", "screwops-trainer": "0.1.0"}
@@ -129,8 +130,8 @@ class FakeTrained:
 @dataclass
 class Call:
     params: TrainingParams
-    train: tuple[Array, Array]
-    validation: tuple[Array, Array]
+    train: tuple[Frames, Array]
+    validation: tuple[Frames, Array]
     thread: str
 
 
@@ -149,8 +150,8 @@ class FakeFit:
     def __call__(
         self,
         params: TrainingParams,
-        train: tuple[Array, Array],
-        validation: tuple[Array, Array],
+        train: tuple[Frames, Array],
+        validation: tuple[Frames, Array],
         *,
         on_epoch: OnEpoch | None = None,
     ) -> FakeTrained:
@@ -175,14 +176,14 @@ class FakeFit:
 @dataclass
 class FakeScore:
     """Scores the exported model as :func:`score_saved_model` would: spread evenly over [0, 1]
-    in the order the images come, after checking a SavedModel was written where it looks."""
+    in the order the frames come, after checking a SavedModel was written where it looks."""
 
-    calls: list[tuple[Path, Array]] = field(default_factory=list)
+    calls: list[tuple[Path, Frames]] = field(default_factory=list)
 
-    def __call__(self, directory: Path, images: Array) -> Array:
+    def __call__(self, directory: Path, frames: Frames) -> Array:
         assert (directory / "saved_model.pb").is_file()
-        self.calls.append((directory, images))
-        return np.linspace(0.0, 1.0, len(images), dtype=np.float32)
+        self.calls.append((directory, frames))
+        return np.linspace(0.0, 1.0, len(frames), dtype=np.float32)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_trainer.config import Rules, TrainerSettings
-from screwops_trainer.params import TrainingParams
+from screwops_trainer.params import ARCHITECTURE, GOOD_ONLY_ARCHITECTURE, TrainingParams
 from screwops_trainer.threshold import ThresholdRules
 
 
@@ -33,12 +33,21 @@ def test_an_unknown_param_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         TrainerSettings()
 
 
-def test_a_good_only_trainer_is_refused_at_start_not_trained_as_a_classifier(
+@pytest.mark.usefixtures("clean_environment")
+def test_a_good_only_trainer_gets_its_kinds_model_and_full_resolution_strips(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SCREWOPS_TRAINER_MODEL_KIND", "good_only")
-    with pytest.raises(ValueError, match="'good_only' has no learner in this trainer yet"):
-        TrainerSettings()
+    params = TrainerSettings().rules().params
+    assert params.architecture == GOOD_ONLY_ARCHITECTURE
+    assert params.strip_pixels == 820
+
+    monkeypatch.setenv("SCREWOPS_TRAINER_PARAMS__STRIP_PIXELS", "512")
+    assert TrainerSettings().rules().params.strip_pixels == 512
+    monkeypatch.setenv("SCREWOPS_TRAINER_MODEL_KIND", "supervised")
+    supervised = TrainerSettings().rules().params
+    # The kind's architecture whatever was set: a run id says which kind trained it.
+    assert (supervised.architecture, supervised.strip_pixels) == (ARCHITECTURE, 512)
 
 
 @pytest.mark.usefixtures("clean_environment")

@@ -16,7 +16,15 @@ from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch
 from screwops_trainer.store import run_id
 
-from tests.unit.trainer.fakes import PARAMS, Array, FakeFit, FakeTrained, Parts, validated
+from tests.unit.trainer.fakes import (
+    PARAMS,
+    Array,
+    FakeFit,
+    FakeTrained,
+    Frames,
+    Parts,
+    validated,
+)
 from tests.unit.validation.builders import balanced
 
 
@@ -39,8 +47,8 @@ class ReplicaFit(FakeFit):
     def __call__(
         self,
         params: TrainingParams,
-        train: tuple[Array, Array],
-        validation: tuple[Array, Array],
+        train: tuple[Frames, Array],
+        validation: tuple[Frames, Array],
         *,
         on_epoch: OnEpoch | None = None,
     ) -> FakeTrained:

@@ -127,19 +127,21 @@ async def test_a_good_only_run_with_too_few_good_validation_images_fails_with_th
     assert parts.objects.keys(Bucket.MODELS, "runs") == []
 
 
-async def test_the_fit_gets_preprocessed_train_and_validation_images_in_a_worker_thread() -> None:
+async def test_the_fit_gets_train_and_validation_frames_of_the_images_size_in_a_thread() -> None:
     parts = Parts()
     cause = await validated(parts.objects, "screws", balanced(20))
-    await parts.service().on_dataset_validated(cause)
+    payload = await parts.service().on_dataset_validated(cause)
 
     [call] = parts.fit.calls
     assert call.thread != threading.current_thread().name
     counts = cause.payload.split_counts
     (x_train, y_train), (x_val, y_val) = call.train, call.validation
-    assert x_train.shape == (counts.train, 128, 128, 1)
-    assert x_val.shape == (counts.validation, 128, 128, 1)
-    assert x_train.dtype == np.float32
-    assert 0.0 <= float(x_train.min()) < float(x_train.max()) <= 1.0
+    # The builders' images are 64 px: the model's frame is their size, decoded as they are.
+    assert x_train.shape == (counts.train, 64, 64, 1)
+    assert x_val.shape == (counts.validation, 64, 64, 1)
+    assert x_train.dtype == np.uint8
+    assert payload.frame_size == 64
+    assert parts.store.runs[payload.run_id].frame_size == 64
     assert set(np.unique(y_train)) == {0.0, 1.0}
     # The builders' good screws are bright discs and the bad ones dark: the labels followed.
     split = Split.model_validate_json(

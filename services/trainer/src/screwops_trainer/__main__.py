@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import ModelKind
 from screwops_runtime import Runtime
 
-from screwops_trainer import handlers
+from screwops_trainer import goodonly, handlers, model
 from screwops_trainer.config import TrainerSettings
-from screwops_trainer.model import configure_tensorflow, fit
 from screwops_trainer.provenance import git_sha, package_versions
 from screwops_trainer.scoring import score_saved_model
 from screwops_trainer.service import TrainerService
@@ -18,7 +18,7 @@ from screwops_trainer.store import MongoTrainerStore
 
 def main() -> None:
     settings = TrainerSettings()
-    configure_tensorflow(
+    model.configure_tensorflow(
         intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads
     )
     runtime = Runtime.create(settings)
@@ -28,7 +28,7 @@ def main() -> None:
         store,
         runtime.objects,
         runtime.bus.emit,
-        fit,
+        goodonly.fit if rules.model_kind is ModelKind.GOOD_ONLY else model.fit,
         score_saved_model,
         rules=rules,
         git_sha=git_sha(settings.git_sha),

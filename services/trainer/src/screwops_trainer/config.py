@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
 from screwops_settings.services import TRAINER
 
-from screwops_trainer.params import TrainingParams
+from screwops_trainer.params import TrainingParams, for_kind
 from screwops_trainer.threshold import ThresholdRules
 
 
@@ -80,29 +80,11 @@ class TrainerSettings(ServiceSettings):
         "of git at start, 'unknown' where there is no checkout (a container).",
     )
 
-    @field_validator("model_kind")
-    @classmethod
-    def _a_learner_exists(cls, kind: ModelKind) -> ModelKind:
-        """Refuse a kind this trainer has no learner for, rather than mislabel a model.
-
-        The only network here is the supervised classifier: fitted on good screws alone, it learns
-        that everything is good, and a run labelled ``good_only`` would then serve that as an
-        anomaly detector. Validation, the threshold rules, the registry and the gateway know the
-        kind already; the learner is what docs/model.md measures and designs.
-        """
-        if kind is not ModelKind.SUPERVISED:
-            raise ValueError(
-                f"model_kind {kind.value!r} has no learner in this trainer yet: it trains the "
-                "supervised classifier only (docs/model.md, 'Where the model stands on subtle "
-                "defects')"
-            )
-        return kind
-
     def rules(self) -> Rules:
         """Built beside the fields, so a new setting reaches the service in one place."""
         return Rules(
             model_name=self.model_name,
-            params=self.params,
+            params=for_kind(self.params, self.model_kind.value),
             model_kind=self.model_kind,
             threshold_rules=self.threshold,
             concurrency=self.image_concurrency,

@@ -5,8 +5,8 @@ A version's three documents (manifest, label set, split) are joined into one row
 digest (validation's :func:`~screwops_contracts.datasets.dataset_digest`) is checked against the
 one ``dataset.validated`` announced: that digest is part of the run's identity, so the trainer
 must never train on rows that do not hash to it. The pixels go through ``screwops_imaging``'s
-:func:`decode` and :func:`preprocess`, the same functions the gateway uses, so a model is served
-exactly the input it was trained on.
+:func:`decode` and :func:`fit_frame`, the same functions the gateway uses, so a model is trained
+on exactly the frames it is served; finding the screw is part of the model.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 from screwops_contracts.datasets import (
     Label,
     LabelSet,
@@ -26,7 +27,7 @@ from screwops_contracts.datasets import (
     labeled_split,
 )
 from screwops_errors import IntegrityError, InvalidInputError
-from screwops_imaging import decode, preprocess
+from screwops_imaging import decode, fit_frame
 
 __all__ = [
     "Example",
@@ -34,11 +35,16 @@ __all__ = [
     "Targets",
     "arrays",
     "check_digest",
+    "decoded",
     "examples",
-    "pixels",
+    "frame_size",
 ]
 
-Images = npt.NDArray[np.float32]
+MAX_FRAME_SIZE = 1024
+"""The largest frame a model takes: a 1024-px camera keeps every pixel; a larger image is area
+averaged to it (fit_frame), which bounds the alignment's cost per inspection."""
+
+Images = npt.NDArray[np.uint8]
 Targets = npt.NDArray[np.float32]
 
 
@@ -87,15 +93,29 @@ def check_digest(rows: Sequence[Example], announced: str, *, where: str) -> None
         )
 
 
-def pixels(data: bytes) -> Images:
-    """The network's input for one stored image (decode and preprocess, as serving does)."""
-    return preprocess(decode(data).image)
+def decoded(data: bytes) -> Image.Image:
+    """One stored image, decoded to 8-bit grey as the gateway decodes it."""
+    return decode(data).image
+
+
+def frame_size(images: Sequence[Image.Image], *, largest: int = MAX_FRAME_SIZE) -> int:
+    """The model's frame side: the most common longer side of ``images``, at most ``largest``
+    (a line's camera gives one size; a stray image of another is fitted to it).
+
+    Raises:
+        InvalidInputError: no images.
+    """
+    if not images:
+        raise InvalidInputError("no images to take the model's frame size from")
+    sides, counts = np.unique([max(image.size) for image in images], return_counts=True)
+    return int(min(int(sides[int(np.argmax(counts))]), largest))
 
 
 def arrays(
-    rows: Sequence[Example], inputs: dict[str, Images], split: SplitName
+    rows: Sequence[Example], inputs: dict[str, Image.Image], split: SplitName, size: int
 ) -> tuple[Images, Targets]:
-    """The images of one split stacked into a batch, with their targets, in the rows' order.
+    """The frames of one split (each fitted to ``size``) stacked into a batch, with their
+    targets, in the rows' order. Blocking: resizing a large image costs milliseconds.
 
     Raises:
         InvalidInputError: the split holds no image (nothing to fit or to stop early on).
@@ -103,6 +123,6 @@ def arrays(
     chosen = [r for r in rows if r.split is split]
     if not chosen:
         raise InvalidInputError(f"the {split.value} split is empty")
-    images: Images = np.stack([inputs[r.sha256] for r in chosen])
+    images: Images = np.stack([fit_frame(inputs[r.sha256], size) for r in chosen])
     targets: Targets = np.array([r.target for r in chosen], dtype=np.float32)
     return images, targets

@@ -1,15 +1,16 @@
-"""The screw classifier: a small Keras CNN trained from scratch, its augmentation and its export.
+"""The supervised classifier: a small Keras CNN trained from scratch on the screws' strips.
 
-Everything that decides what a trained model is lives here: the hyper-parameters
+Everything that decides what a trained supervised model is lives here: the hyper-parameters
 (:class:`TrainingParams`, part of a run's identity, kept in :mod:`screwops_trainer.params` so
 reading them needs no TensorFlow), the network (:func:`build_model`), the training loop
-(:func:`fit`) and the SavedModel the rest of the system serves (:func:`export`).
-Nothing is downloaded: the network starts from seeded random weights, so the same data and
-params give the same model on the same machine.
+(:func:`fit`) and the SavedModel the rest of the system serves (:meth:`Fitted.save`, through
+:mod:`screwops_trainer.frames`). Nothing is downloaded: the network starts from seeded random
+weights, so the same data and params give the same model on the same machine.
 
-Screws lie on the table at any angle and place, under changing light, so the augmentation
-rotates through the full circle, flips, shifts and varies contrast and brightness; it is part of
-the network (Keras preprocessing layers), active while fitting and the identity when serving.
+The network sees each screw's strip (:mod:`screwops_trainer.align`: head on the left, one scale
+for every screw), cut from the full frame by the same ops the exported model runs, so pose is
+no longer something to learn; the augmentation mirrors a strip across the axis (a screw seen
+from its other side) and is the identity when serving.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import keras
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
-from screwops_imaging import MODEL_INPUT_SIZE
 
+from screwops_trainer.frames import FrameModel, export_frames, geometry, strips
 from screwops_trainer.params import ARCHITECTURE, TrainingParams
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "TrainingParams",
     "build_model",
     "configure_tensorflow",
-    "export",
     "fit",
 ]
 
@@ -46,7 +46,8 @@ INPUT_NAME = "image"
 STANDARDIZE_EPSILON = 1e-3
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-Images = npt.NDArray[np.float32]
+Images = npt.NDArray[np.uint8]
+Strips = npt.NDArray[np.float32]
 Targets = npt.NDArray[np.float32]
 EpochLogs = dict[str, float]
 OnEpoch = Callable[[int, EpochLogs], None]
@@ -75,7 +76,7 @@ def _augmentation(params: TrainingParams) -> list[keras.layers.Layer]:
     seed = params.seed
     layers: list[keras.layers.Layer] = []
     if params.augment_flip:
-        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+        layers.append(keras.layers.RandomFlip("vertical", seed=seed))
     if params.augment_rotation:
         layers.append(
             keras.layers.RandomRotation(params.augment_rotation, fill_mode="reflect", seed=seed + 1)
@@ -99,18 +100,18 @@ class Standardize(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
         return (images - mean) / (spread + STANDARDIZE_EPSILON)
 
 
-def build_model(params: TrainingParams, *, size: int = MODEL_INPUT_SIZE) -> keras.Model:
+def build_model(params: TrainingParams, *, shape: tuple[int, int]) -> keras.Model:
     """The network: augmentation, standardisation, conv blocks (Conv-BN-ReLU-MaxPool), global
     max pooling, a sigmoid.
 
-    ``preprocess`` hands over the screw aligned and filling the frame, so a small network trained
-    from scratch suffices. A defect is a few strong responses in one place of the screw: global
-    max pooling keeps them, where averaging over the whole frame would dilute them. Batch
+    The strip hands over the screw aligned, so a small network trained from scratch suffices.
+    A defect is a few strong responses in one place of the screw: global max pooling keeps them,
+    where averaging over the whole strip would dilute them. Batch
     normalisation with a short memory (momentum 0.9) gives usable statistics after the few
     hundred steps a small data set allows.
-    The input is ``screwops_imaging.preprocess``'s: ``size`` x ``size`` x 1 in [0, 1].
+    The input is a strip of ``shape`` (height, width) x 1 in [0, 1].
     """
-    inputs = keras.Input(shape=(size, size, 1), name=INPUT_NAME, dtype="float32")
+    inputs = keras.Input(shape=(*shape, 1), name=INPUT_NAME, dtype="float32")
     x = inputs
     for layer in _augmentation(params):
         x = layer(x)
@@ -153,6 +154,8 @@ class Fitted:
     history: list[EpochLogs]
     best_epoch: int
     seconds: float
+    frame_size: int
+    strip_pixels: int
 
     @property
     def epochs_run(self) -> int:
@@ -169,8 +172,15 @@ class Fitted:
         }
 
     def save(self, directory: Path) -> Path:
-        """Write the network as the SavedModel everything downstream serves (:func:`export`)."""
-        return export(self.model, directory)
+        """Write the SavedModel everything downstream serves: frames in, the network's score
+        of each screw's strip out (:mod:`screwops_trainer.frames`)."""
+        network = self.model
+
+        def score(cut: tf.Tensor) -> tf.Tensor:
+            return network(cut, training=False)[:, 0]
+
+        shape = geometry(self.frame_size, most_pixels_along=self.strip_pixels)
+        return export_frames(FrameModel(score, self.frame_size, shape, network), directory)
 
 
 def fit(
@@ -180,15 +190,21 @@ def fit(
     *,
     on_epoch: OnEpoch | None = None,
 ) -> Fitted:
-    """Train a fresh network on ``train``, stopping early on ``validation``'s loss.
+    """Train a fresh network on the strips of ``train``'s frames, stopping early on
+    ``validation``'s loss.
 
     Blocking and CPU-bound: services run it in a worker thread. The weights of the epoch with the
-    lowest validation loss are the ones kept.
+    lowest validation loss are the ones kept. A frame in which no screw is found is still fed
+    (its strip is background); the served model refuses such frames before scoring them.
     """
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model(params, size=int(train[0].shape[1]))
+    size = int(train[0].shape[1])
+    shape = geometry(size, most_pixels_along=params.strip_pixels)
+    train_strips, _ = strips(train[0], shape)
+    validation_strips, _ = strips(validation[0], shape)
+    model = build_model(params, shape=shape.shape)
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=params.patience, restore_best_weights=True
     )
@@ -201,11 +217,11 @@ def fit(
         callbacks.append(EpochReporter(on_epoch))
     began = time.perf_counter()
     history = model.fit(
-        train[0],
+        train_strips,
         train[1],
         batch_size=params.batch_size,
         epochs=params.epochs,
-        validation_data=validation,
+        validation_data=(validation_strips, validation[1]),
         shuffle=True,
         callbacks=callbacks,
         verbose=0,
@@ -215,11 +231,4 @@ def fit(
         {name: float(history.history[name][i]) for name in METRICS if name in history.history}
         for i in range(len(history.history["loss"]))
     ]
-    return Fitted(model, epochs, int(stopping.best_epoch) + 1, seconds)
-
-
-def export(model: keras.Model, directory: Path) -> Path:
-    """Write the SavedModel everything downstream serves: float32 [n, size, size, 1] in,
-    [n, 1] defect probabilities out (signatures ``serve`` and ``serving_default``)."""
-    model.export(str(directory), format="tf_saved_model", verbose=False)
-    return directory
+    return Fitted(model, epochs, int(stopping.best_epoch) + 1, seconds, size, params.strip_pixels)

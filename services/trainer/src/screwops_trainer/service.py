@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
+from PIL import Image
 from pydantic import BaseModel
 from screwops_bus import Emit
 from screwops_contracts import (
@@ -77,8 +78,9 @@ from screwops_trainer.dataset import (
     Targets,
     arrays,
     check_digest,
+    decoded,
     examples,
-    pixels,
+    frame_size,
 )
 from screwops_trainer.metrics import TrainerMetrics
 from screwops_trainer.params import TrainingParams
@@ -125,7 +127,7 @@ class Fit(Protocol):
 class Score(Protocol):
     """:func:`screwops_trainer.scoring.score_saved_model`: blocking, one score per image."""
 
-    def __call__(self, directory: Path, images: Images) -> Scores: ...
+    def __call__(self, directory: Path, frames: Images) -> Scores: ...
 
 
 class TrainingStoppedError(Exception):
@@ -319,6 +321,7 @@ class TrainerService:
             # A run finished before thresholds were chosen was judged and served at 0.5.
             threshold=DEFAULT_THRESHOLD if record.threshold is None else record.threshold,
             model_kind=record.model_kind,
+            frame_size=record.frame_size,
         )
         await self._emit(ModelTrained, payload, cause=cause)
         self._metrics.answered("reused" if reused else "trained")
@@ -329,8 +332,9 @@ class TrainerService:
         self, run: str, dataset: DatasetRecord, model_name: str, cause: Event[Any]
     ) -> RunRecord:
         rows, inputs = await self._load(dataset)
-        train = arrays(rows, inputs, SplitName.TRAIN)
-        validation = arrays(rows, inputs, SplitName.VALIDATION)
+        size = frame_size([inputs[r.sha256] for r in rows if r.split is SplitName.TRAIN])
+        train = await asyncio.to_thread(arrays, rows, inputs, SplitName.TRAIN, size)
+        validation = await asyncio.to_thread(arrays, rows, inputs, SplitName.VALIDATION, size)
         started = await self._store.start_run(
             RunRecord(
                 run_id=run,
@@ -349,6 +353,7 @@ class TrainerService:
                     SplitName.VALIDATION.value: len(validation[1]),
                 },
                 model_kind=self._model_kind,
+                frame_size=size,
                 cause_event_id=str(cause.event_id),
                 correlation_id=cause.correlation_id,
                 started_at=datetime.now(UTC),
@@ -476,8 +481,8 @@ class TrainerService:
             content_type="application/json",
         )
 
-    async def _load(self, dataset: DatasetRecord) -> tuple[list[Example], dict[str, Images]]:
-        """The version's rows, checked against its digest, and the fed images' model inputs."""
+    async def _load(self, dataset: DatasetRecord) -> tuple[list[Example], dict[str, Image.Image]]:
+        """The version's rows, checked against its digest, and the fed images, decoded."""
         split = await self._document(Split, str(dataset.split_key))
         if (split.dataset_id, split.version) != (dataset.dataset_id, dataset.version):
             raise InvalidInputError(
@@ -490,10 +495,10 @@ class TrainerService:
         check_digest(rows, str(dataset.dataset_digest), where=dataset.key)
         slots = asyncio.Semaphore(self._concurrency)
 
-        async def one(row: Example) -> tuple[str, Images]:
+        async def one(row: Example) -> tuple[str, Image.Image]:
             async with slots:
                 data = await self._objects.get_verified(Bucket.IMAGES, row.key, sha256=row.sha256)
-                return row.sha256, await asyncio.to_thread(pixels, data)
+                return row.sha256, await asyncio.to_thread(decoded, data)
 
         fed = await asyncio.gather(*(one(row) for row in rows if row.split in FED))
         return rows, dict(fed)
