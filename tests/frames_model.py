@@ -1,7 +1,8 @@
 """A tiny SavedModel of the frames contract (``screwops_contracts.models``), built in a test.
 
-Its answers are plain to check: the defect probability is the frame's mean brightness / 255 and a
-part is found when any pixel is above 0, so a blank frame holds no screw.
+Its answers are plain to check: the defect probability is the frame's mean brightness / 255 (times
+``scale``, so two versions can differ) and a part is found when any pixel is above 0, so a blank
+frame holds no screw.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-def save_frames_model(directory: Path, frame_size: int) -> Path:
+def save_frames_model(directory: Path, frame_size: int, *, scale: float = 1.0) -> Path:
     """Write the model for frames of ``frame_size`` to ``directory``; return it."""
     import tensorflow as tf
 
@@ -24,7 +25,7 @@ def save_frames_model(directory: Path, frame_size: int) -> Path:
         def serve(self, frames: Any) -> dict[str, Any]:
             pixels = tf.cast(frames, tf.float32)
             return {
-                "defect_probability": tf.reduce_mean(pixels, axis=[1, 2]) / 255.0,
+                "defect_probability": tf.reduce_mean(pixels, axis=[1, 2]) * (scale / 255.0),
                 "part_found": tf.cast(tf.reduce_max(pixels, axis=[1, 2]) > 0, tf.float32),
             }
 
@@ -34,9 +35,9 @@ def save_frames_model(directory: Path, frame_size: int) -> Path:
 
 
 def expected_scores(
-    frames: npt.NDArray[np.uint8],
+    frames: npt.NDArray[np.uint8], *, scale: float = 1.0
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """What the model answers for ``frames`` ([n, S, S, 1]), each [n]."""
-    probability = frames.reshape(len(frames), -1).mean(axis=1) / 255.0
+    """What the model of ``scale`` answers for ``frames`` ([n, S, S, 1]), each [n]."""
+    probability = frames.reshape(len(frames), -1).mean(axis=1) * (scale / 255.0)
     found = (frames.reshape(len(frames), -1).max(axis=1) > 0).astype(np.float32)
     return probability.astype(np.float32), found

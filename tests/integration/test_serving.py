@@ -1,8 +1,10 @@
-"""screwops_serving on the real Triton: two versions of a Keras model exported into the stack's
-model repository, loaded through the repository API, and answering as Keras does.
+"""screwops_serving on the real Triton: two versions of a model of the frames contract exported
+into the stack's model repository, loaded through the repository API, and answering as their
+graphs say.
 
-The model is tiny (Conv2D -> GlobalAveragePooling -> Dense(sigmoid), random weights) and saved
-with Keras 3's ``model.export`` (a SavedModel with ``serving_default``), as the trainer does.
+The model is the tiny one of :mod:`tests.frames_model` (mean brightness / 255, times a scale per
+version; a part found in any frame that is not blank), a SavedModel with ``serving_default``
+taking uint8 ``frames`` as the trainer's exports do.
 """
 
 from __future__ import annotations
@@ -14,55 +16,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from screwops_errors import DeadlineExceededError, InvalidInputError, NotFoundError
 from screwops_serving import (
-    INPUT_SHAPE,
     TritonModels,
     export_version,
+    frame_shape,
     remove_version,
     versions_present,
 )
 from screwops_settings import StackSettings, triton_model_repository
 
+from tests.frames_model import expected_scores, save_frames_model
 from tests.support import unique
 
-Batch = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
+FRAME_SIZE = 64
+# Each version's scale of the mean brightness: two different models.
+SCALES = {1: 1.0, 2: 0.5}
 
 
-def keras_saved_model(directory: Path, *, seed: int) -> Any:
-    """Build and export a tiny classifier with random weights; return the Keras model.
-
-    TensorFlow is imported here, not at module level, so collecting the test suite stays fast.
-    """
-    import keras
-    import tensorflow as tf
-
-    if not tf.config.threading.get_intra_op_parallelism_threads():
-        tf.config.threading.set_intra_op_parallelism_threads(2)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(INPUT_SHAPE)
-    features = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    pooled = keras.layers.GlobalAveragePooling2D()(features)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(pooled)
-    model = keras.Model(inputs, outputs)
-    model.export(str(directory), verbose=False)
-    return model
-
-
-def images(count: int, *, seed: int = 0) -> Batch:
-    """Preprocessed-looking images: float32 in [0, 1]."""
-    return np.random.default_rng(seed).random((count, *INPUT_SHAPE), dtype=np.float32)
-
-
-def predictions(model: Any, batch: Batch) -> Batch:
-    result: Batch = np.asarray(model.predict(batch, verbose=0), dtype=np.float32).reshape(-1)
-    return result
+def images(count: int, *, seed: int = 0) -> Frames:
+    """Random frames of FRAME_SIZE (a part found in each)."""
+    shape = (count, *frame_shape(FRAME_SIZE))
+    return np.random.default_rng(seed).integers(1, 256, shape, dtype=np.uint8)
 
 
 @dataclass
@@ -70,23 +50,24 @@ class Served:
     name: str
     repository: Path
     triton: TritonModels
-    keras: dict[int, Any]
 
 
 @asynccontextmanager
 async def two_versions_served(
     settings: StackSettings, scratch: Path, name: str
 ) -> AsyncIterator[Served]:
-    """Versions 1 and 2 of model ``name`` (Keras models of seeds 1 and 2, saved under
-    ``scratch``), exported to the stack's repository and loaded in Triton; removed after."""
+    """Versions 1 and 2 of model ``name`` (the frames model at SCALES, saved under ``scratch``),
+    exported to the stack's repository and loaded in Triton; removed after."""
     repository = triton_model_repository(settings.home)
-    keras_models = {v: keras_saved_model(scratch / str(v), seed=v) for v in (1, 2)}
-    for version in keras_models:
-        export_version(scratch / str(version), repository, name=name, version=version)
+    for version, scale in SCALES.items():
+        save_frames_model(scratch / str(version), FRAME_SIZE, scale=scale)
+        export_version(
+            scratch / str(version), repository, name=name, version=version, frame_size=FRAME_SIZE
+        )
     triton = TritonModels(settings.triton.grpc_url)
     try:
         await triton.load(name)
-        yield Served(name, repository, triton, keras_models)
+        yield Served(name, repository, triton)
         await triton.unload(name)
     finally:
         await triton.close()
@@ -111,28 +92,28 @@ async def test_both_versions_are_loaded_and_ready(served: Served) -> None:
     assert not await served.triton.ready(served.name, 3)
 
 
-async def test_each_pinned_version_answers_as_its_keras_model(served: Served) -> None:
+async def test_each_pinned_version_answers_as_its_graph_says(served: Served) -> None:
     batch = images(5)
 
-    for version in (1, 2):
+    for version, scale in SCALES.items():
         answered = await served.triton.infer(served.name, version, batch, timeout_s=30)
-        assert answered.shape == (5,)
-        expected = predictions(served.keras[version], batch)
-        np.testing.assert_allclose(answered, expected, atol=1e-4)
-    first = await served.triton.infer(served.name, 1, batch, timeout_s=30)
-    second = await served.triton.infer(served.name, 2, batch, timeout_s=30)
-    assert not np.allclose(first, second, atol=1e-4), "the versions are different models"
+        assert answered.probability.shape == answered.found.shape == (5,)
+        probability, found = expected_scores(batch, scale=scale)
+        np.testing.assert_allclose(answered.probability, probability, atol=1e-4)
+        assert answered.found.tolist() == found.tolist()
 
 
 async def test_an_unpinned_request_gets_the_newest_version(served: Served) -> None:
     batch = images(2, seed=1)
     answered = await served.triton.infer(served.name, None, batch, timeout_s=30)
-    np.testing.assert_allclose(answered, predictions(served.keras[2], batch), atol=1e-4)
+    probability, _ = expected_scores(batch, scale=SCALES[2])
+    np.testing.assert_allclose(answered.probability, probability, atol=1e-4)
 
 
-async def test_a_blank_image_check_returns_a_probability(served: Served) -> None:
-    probability = await served.triton.check(served.name, 1, timeout_s=30)
-    assert 0.0 <= probability <= 1.0
+async def test_a_blank_frame_check_answers_no_part_found(served: Served) -> None:
+    scores = await served.triton.check(served.name, 1, frame_size=FRAME_SIZE, timeout_s=30)
+    assert scores.found.tolist() == [0.0]
+    assert await served.triton.frame_size(served.name) == FRAME_SIZE
 
 
 async def test_triton_failures_are_typed(served: Served) -> None:
@@ -144,6 +125,9 @@ async def test_triton_failures_are_typed(served: Served) -> None:
         await served.triton.infer(served.name, 1, images(33), timeout_s=30)
     with pytest.raises(DeadlineExceededError):
         await served.triton.infer(served.name, 1, images(32), timeout_s=1e-4)
+    other_size = np.ones((1, 32, 32, 1), np.uint8)
+    with pytest.raises(InvalidInputError):
+        await served.triton.infer(served.name, 1, other_size, timeout_s=30)
 
 
 async def test_single_image_latency(served: Served) -> None:
@@ -169,9 +153,11 @@ async def test_a_removed_version_is_unloaded_by_the_next_load(
     """Eviction as the registry does it: remove the directory, load again; the rest serves."""
     name = unique("it_evict").replace("-", "_")
     repository = triton_model_repository(settings.home)
-    keras_saved_model(tmp_path / "sm", seed=3)
+    save_frames_model(tmp_path / "sm", FRAME_SIZE)
     for version in (1, 2):
-        export_version(tmp_path / "sm", repository, name=name, version=version)
+        export_version(
+            tmp_path / "sm", repository, name=name, version=version, frame_size=FRAME_SIZE
+        )
     async with TritonModels(settings.triton.grpc_url) as triton:
         try:
             await triton.load(name)
@@ -185,7 +171,7 @@ async def test_a_removed_version_is_unloaded_by_the_next_load(
             assert not await triton.ready(name, 1)
             # What lets a gateway skip a stale deployment instead of waiting for it.
             assert (await triton.unloaded(name, 1), await triton.unloaded(name, 2)) == (True, False)
-            assert (await triton.infer(name, 2, images(1), timeout_s=30)).shape == (1,)
+            assert (await triton.infer(name, 2, images(1), timeout_s=30)).probability.shape == (1,)
             await triton.unload(name)
             assert not await triton.ready(name)
         finally:
