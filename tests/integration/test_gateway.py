@@ -32,15 +32,16 @@ from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import MongoServingStateStore
-from screwops_imaging import decode, preprocess
+from screwops_imaging import decode, fit_frame
 from screwops_rpc import BearerAuth
 from screwops_serving import TritonModels
 from screwops_settings import ApiToken, Role, StackSettings
 from screwops_storage import ObjectStore, database
 from screwops_synth import render_screw
 
+from tests.frames_model import expected_scores
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
-from tests.integration.test_serving import Served, predictions, two_versions_served
+from tests.integration.test_serving import FRAME_SIZE, SCALES, Served, two_versions_served
 from tests.support import eventually, model_deployed, png, unique
 
 TOKEN = "line-7-camera-token-0123456789"
@@ -62,7 +63,6 @@ class Gateway:
     bus: RoutedBus
     stub: inspection_pb2_grpc.InspectionServiceAsyncStub
     channel: grpc.aio.Channel
-    keras: dict[int, Any]
     logged: list[InspectionCompleted] = field(default_factory=list)
 
     async def inspect(self, image: bytes, **fields: Any) -> inspection_pb2.InspectResponse:
@@ -74,13 +74,15 @@ class Gateway:
     async def deploy(self, version: int, *, threshold: float = 0.5) -> None:
         """The registry's announcement that ``version``, deciding at ``threshold``, replaced the
         one before."""
-        event = model_deployed(self.model, version)
+        event = model_deployed(self.model, version, frame_size=FRAME_SIZE)
         payload = event.payload.model_copy(update={"threshold": threshold})
         await self.bus.publish(event.model_copy(update={"payload": payload}))
 
     def expected(self, image: bytes, version: int) -> float:
-        batch = preprocess(decode(image).image)[np.newaxis]
-        return float(predictions(self.keras[version], batch)[0])
+        """What ``version`` answers for ``image``, fitted to its frame as the gateway does."""
+        frames = fit_frame(decode(image).image, FRAME_SIZE)[np.newaxis]
+        probability, _ = expected_scores(frames, scale=SCALES[version])
+        return float(probability[0])
 
 
 @pytest.fixture
@@ -155,7 +157,6 @@ async def gateway(
             bus=bus,
             stub=inspection_pb2_grpc.InspectionServiceStub(channel),
             channel=channel,
-            keras=served.keras,
             logged=logged,
         )
     finally:

@@ -51,8 +51,9 @@ from screwops_serving import TritonModels, versions_present
 from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, database
 
+from tests.frames_model import expected_scores, save_frames_model
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
-from tests.integration.test_serving import images, keras_saved_model, predictions
+from tests.integration.test_serving import FRAME_SIZE, SCALES, images
 from tests.support import eventually, minio_client, remove_objects, unique
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,7 +70,8 @@ class Registry:
     stub: registry_pb2_grpc.RegistryServiceAsyncStub
     repository: Path
     scratch: Path
-    keras: dict[int, Any] = field(default_factory=dict)
+    # The scale of the frames model each registered version answers with.
+    scales: dict[int, float] = field(default_factory=dict)
     deployed: list[ModelDeployed] = field(default_factory=list)
     rolled_back: list[ModelRolledBack] = field(default_factory=list)
 
@@ -93,19 +95,21 @@ class Registry:
                 champion_version=None,
                 report_key=f"evaluations/eval-{run_id}.json",
                 threshold=threshold,
+                frame_size=FRAME_SIZE,
             ),
             producer="evaluator",
         )
         await self.bus.publish(approval)
         return approval
 
-    async def approve_keras(
+    async def approve_model(
         self, run_id: str, *, seed: int, threshold: float = 0.5
     ) -> ModelApproved:
+        """Approve a run whose SavedModel is the frames model at ``SCALES[seed]``."""
         directory = self.scratch / run_id
-        model = keras_saved_model(directory, seed=seed)
+        save_frames_model(directory, FRAME_SIZE, scale=SCALES[seed])
         approval = await self.approve(run_id, directory, threshold=threshold)
-        self.keras[len(self.keras) + 1] = model
+        self.scales[len(self.scales) + 1] = SCALES[seed]
         return approval
 
     async def deployment_of(self, version: int) -> ModelDeployed:
@@ -126,10 +130,11 @@ class Registry:
         [version] = [v.version for v in listed.model_versions if PRODUCTION_ALIAS in v.aliases]
         return version
 
-    async def answers_like(self, version: int, keras_version: int) -> bool:
+    async def answers_like(self, version: int, model_version: int) -> bool:
         batch = images(3, seed=version)
         answered = await self.triton.infer(self.model, version, batch, timeout_s=30)
-        return bool(np.allclose(answered, predictions(self.keras[keras_version], batch), atol=1e-4))
+        probability, _ = expected_scores(batch, scale=self.scales[model_version])
+        return bool(np.allclose(answered.probability, probability, atol=1e-4))
 
 
 @pytest.fixture
@@ -217,7 +222,7 @@ async def registry(
 async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry) -> None:
     model = registry.model
 
-    first = await registry.approve_keras(f"{model}-run-1", seed=1, threshold=0.35)
+    first = await registry.approve_model(f"{model}-run-1", seed=1, threshold=0.35)
     deployed = await registry.deployment_of(1)
     assert deployed.causation_id == first.event_id
     assert (deployed.payload.previous_version, deployed.payload.triton_model) == (None, model)
@@ -229,16 +234,16 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
     assert lineage.model_kind == registry_pb2.MODEL_KIND_SUPERVISED
     assert deployed.payload.threshold == 0.35
     assert await registry.triton.ready(model, 1)
-    assert await registry.answers_like(1, keras_version=1)
+    assert await registry.answers_like(1, model_version=1)
     kept = await registry.objects.list_keys(Bucket.MODELS, triton_prefix(model, 1))
     assert f"{triton_prefix(model, 1)}/model.py" in kept
 
-    await registry.approve_keras(f"{model}-run-2", seed=2, threshold=0.6)
+    await registry.approve_model(f"{model}-run-2", seed=2, threshold=0.6)
     deployed = await registry.deployment_of(2)
     assert deployed.payload.previous_version == 1
     assert await registry.production() == 2
     assert await registry.triton.loaded_versions(model) == [1, 2]
-    assert await registry.answers_like(2, keras_version=2)
+    assert await registry.answers_like(2, model_version=2)
 
     started = time.perf_counter()
     change = await registry.stub.Rollback(
@@ -254,7 +259,7 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
         return next(iter(registry.rolled_back), None)
 
     event = await eventually(rolled_back, within=10, what="model.rolled_back")
-    assert await registry.answers_like(event.payload.to_version, keras_version=1)
+    assert await registry.answers_like(event.payload.to_version, model_version=1)
     took = time.perf_counter() - started
     print(f"rollback: alias moved, event consumed and version 1 answering in {took:.3f} s")
     assert took < 10
@@ -313,7 +318,7 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
     assert "saved_model.pb" in version3.failure_reason
     assert await registry.production() == 2
     assert await registry.triton.loaded_versions(model) == [1, 2]
-    assert await registry.answers_like(2, keras_version=2)
+    assert await registry.answers_like(2, model_version=2)
     assert not [e for e in registry.deployed if e.payload.version == 3]
     assert not await registry.objects.list_keys(Bucket.MODELS, triton_prefix(model, 3))
 
