@@ -18,7 +18,7 @@ from screwops_evaluator.gate import (
     check_test_split_size,
     judge,
 )
-from screwops_evaluator.scoring import LabeledImage, SplitMetrics, compute_metrics
+from screwops_metrics import LabeledImage, SplitMetrics, compute_metrics
 
 
 def metrics(

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from screwops_contracts import AssertionResult
+from screwops_metrics import SplitMetrics
 
 from screwops_evaluator.config import Gate
-from screwops_evaluator.scoring import SplitMetrics
 
 __all__ = [
     "INFRA_VALIDATION",

@@ -15,9 +15,9 @@ from screwops_contracts import AssertionResult
 from screwops_contracts.datasets import Label
 from screwops_contracts.models import EVALUATIONS_PREFIX, ModelKind
 from screwops_contracts.models import evaluation_report_key as report_key
+from screwops_metrics import SplitMetrics
 
 from screwops_evaluator.config import Gate
-from screwops_evaluator.scoring import SplitMetrics
 
 __all__ = [
     "EVALUATIONS_PREFIX",

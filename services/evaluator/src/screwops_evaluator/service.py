@@ -86,6 +86,7 @@ from screwops_errors import (
     NotFoundError,
 )
 from screwops_imaging import decode, fit_frame
+from screwops_metrics import LabeledImage, Probabilities, SplitMetrics, compute_metrics
 
 from screwops_evaluator.config import Rules
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
@@ -99,7 +100,6 @@ from screwops_evaluator.report import (
     InfraValidation,
     report_key,
 )
-from screwops_evaluator.scoring import LabeledImage, Probabilities, SplitMetrics, compute_metrics
 from screwops_evaluator.staging import (
     Frames,
     Staged,

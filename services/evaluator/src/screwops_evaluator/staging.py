@@ -43,10 +43,10 @@ from screwops_errors import (
     NotFoundError,
     UnavailableError,
 )
+from screwops_metrics import Probabilities
 from screwops_serving import Scores, export_version, remove_version, versions_present
 
 from screwops_evaluator.config import Staging
-from screwops_evaluator.scoring import Probabilities
 from screwops_evaluator.store import Objects
 
 log = logging.getLogger("screwops.evaluator")

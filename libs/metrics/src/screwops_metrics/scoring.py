@@ -1,4 +1,6 @@
-"""Test-split metrics of one model's defect probabilities: pure functions over numbers.
+"""Metrics of one model's defect probabilities on a labelled set: pure functions over numbers.
+
+The evaluator scores its test split with them, the quality benchmark its hold-out set.
 
 The positive class is ``bad`` (a defective screw), because what the line cares about most is how
 many defects get through: recall is the share of defective screws called defective. Metrics that
@@ -41,7 +43,9 @@ __all__ = [
     "LabeledImage",
     "Probabilities",
     "SplitMetrics",
+    "auroc_interval",
     "compute_metrics",
+    "wilson",
 ]
 
 Probabilities = npt.NDArray[np.float32]

@@ -1,11 +1,11 @@
-"""Test-split metrics: the confusion matrix, undefined metrics left undefined, per-type recall."""
+"""screwops_metrics: the confusion matrix, undefined metrics left undefined, per-type recall."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from screwops_contracts.datasets import Label
-from screwops_evaluator.scoring import (
+from screwops_metrics import (
     UNSPECIFIED_DEFECT,
     LabeledImage,
     Probabilities,
