@@ -4,9 +4,11 @@ scored in Triton for the comparison, and the verdicts read back from Kafka, MinI
 
 The service's pieces run in-process, wired as ``__main__`` wires them, except that its bus uses
 this test's own topics (:class:`RoutedBus`) and database, and the model and staging names are
-unique, so nothing here meets another test's events, documents or Triton models. The models are
-tiny Keras networks that look only at an image's brightest pixel (see
-``tests.unit.evaluator.builders``), so their accuracy on the test split is known exactly.
+unique, so nothing here meets another test's events, documents or Triton models. The models take
+the frames contract's uint8 frames (of the test pictures' own size, so the evaluator's fit_frame
+passes them through): tiny SavedModels (``tests.frames_model``) that look only at a frame's
+brightest pixel (see ``tests.unit.evaluator.builders``), so their accuracy on the test split is
+known exactly, and one of the trainer's own.
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ from screwops_evaluator.store import (
     EvaluationRecord,
     MongoEvaluatorStore,
 )
-from screwops_imaging import preprocess
-from screwops_serving import INPUT_SHAPE, TritonModels, export_version, versions_present
+from screwops_imaging import fit_frame
+from screwops_serving import TritonModels, export_version, versions_present
 from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, content_key, database, sha256_hex
 
+from tests.frames_model import save_frames_model
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
-from tests.integration.test_serving import keras_saved_model
 from tests.support import eventually, minio_client, model_deployed, remove_objects, unique
 from tests.unit.evaluator.builders import (
     BAD_LEVEL,
@@ -68,49 +70,40 @@ from tests.unit.evaluator.builders import (
 VERDICTS = (Topic.MODEL_APPROVED, Topic.MODEL_REJECTED)
 
 
-def brightest_pixel_model(directory: Path, *, cutoff: float) -> None:
-    """Export a SavedModel that calls a screw defective when its brightest pixel is darker than
-    ``cutoff`` (the builders' ``defect_probability``), as the trainer exports its models."""
-    import keras
-
-    inputs = keras.Input(INPUT_SHAPE)
-    brightest = keras.layers.GlobalMaxPooling2D()(inputs)
-    decide = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, decide(brightest))
-    decide.set_weights(
-        [np.array([[-STEEPNESS]], dtype=np.float32), np.array([STEEPNESS * cutoff], np.float32)]
-    )
-    model.export(str(directory), verbose=False)
+# The side of the test pictures (disc_pixels' default), so fit_frame passes them through.
+FRAME_SIZE = 64
 
 
 def shuffled_labels_model(directory: Path) -> None:
     """Export the trainer's own network trained, the trainer's way, on screws like the test
     split's with shuffled labels: within each brightness half are called good and half
     defective, so the labels say nothing about the picture and there is nothing to learn."""
-    from screwops_trainer.model import TrainingParams, fit
+    from screwops_trainer.model import TrainingParams, configure_tensorflow, fit
 
+    configure_tensorflow(intra_op_threads=2, inter_op_threads=1)
     rng = np.random.default_rng(3)
     pictures, labels = [], []
     for offset, level in ((1000, GOOD_LEVEL), (2000, BAD_LEVEL)):
         pictures += [disc_pixels(offset + i, level) for i in range(20)]
         labels += list(rng.permutation([0.0, 1.0] * 10))
     order = rng.permutation(len(labels))
-    images = np.stack([preprocess(Image.fromarray(pictures[i])) for i in order])
+    frames = np.stack([fit_frame(Image.fromarray(pictures[i]), FRAME_SIZE) for i in order])
     targets = np.array([labels[i] for i in order], dtype=np.float32)
     params = TrainingParams(epochs=4, patience=4, filters=(4, 8), batch_size=8)
-    fit(params, (images[:32], targets[:32]), (images[32:], targets[32:])).save(directory)
+    fit(params, (frames[:32], targets[:32]), (frames[32:], targets[32:])).save(directory)
 
 
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The candidates' SavedModels: sharp (accuracy 1.0), lax (0.96), random weights (guesses),
-    and the trainer's network trained on shuffled labels."""
+    """The candidates' SavedModels: sharp (accuracy 1.0), lax (0.96), blind (a probability of 0
+    for every frame: it passes every screw, 0.6), and the trainer's network trained on shuffled
+    labels."""
     root = tmp_path_factory.mktemp("evaluator_models")
-    keras_saved_model(root / "random", seed=7)  # first: it bounds TensorFlow's threads
-    brightest_pixel_model(root / "sharp", cutoff=SHARP)
-    brightest_pixel_model(root / "lax", cutoff=LAX)
-    shuffled_labels_model(root / "shuffled")
-    return {name: root / name for name in ("random", "sharp", "lax", "shuffled")}
+    shuffled_labels_model(root / "shuffled")  # first: it bounds TensorFlow's threads
+    save_frames_model(root / "blind", FRAME_SIZE, scale=0.0)
+    for name, cutoff in (("sharp", SHARP), ("lax", LAX)):
+        save_frames_model(root / name, FRAME_SIZE, cutoff=cutoff, steepness=STEEPNESS)
+    return {name: root / name for name in ("blind", "sharp", "lax", "shuffled")}
 
 
 @dataclass
@@ -146,6 +139,7 @@ class Evaluator:
                 dataset_digest="it-digest",
                 artifact_key=prefix,
                 metrics={"val_accuracy": 0.99},
+                frame_size=FRAME_SIZE,
             ),
             producer="trainer",
         )
@@ -271,11 +265,11 @@ async def evaluator(
         db.client.close()
 
 
-async def test_a_good_first_model_is_approved_and_a_guessing_one_rejected(
+async def test_a_good_first_model_is_approved_and_a_blind_one_rejected(
     evaluator: Evaluator,
 ) -> None:
     good = await evaluator.train("lax")
-    guessing = await evaluator.train("random")
+    blind = await evaluator.train("blind")
 
     approved = await evaluator.verdict(good)
     assert isinstance(approved, ModelApproved), approved
@@ -307,19 +301,17 @@ async def test_a_good_first_model_is_approved_and_a_guessing_one_rejected(
     assert record is not None
     assert (record["passed"], record["run_id"]) == (True, good.payload.run_id)
 
-    rejected = await evaluator.verdict(guessing)
+    rejected = await evaluator.verdict(blind)
     assert isinstance(rejected, ModelRejected), rejected
     failed = {name: c for name, c in checks_of(rejected).items() if not c.passed}
     assert "accuracy" in failed
-    accuracy = failed["accuracy"].observed
-    assert accuracy is not None
-    assert accuracy <= 0.95
-    assert f"{round(accuracy * 50)} of 50 test images right" in failed["accuracy"].message
+    assert failed["accuracy"].observed == pytest.approx(0.6)
+    assert "30 of 50 test images right" in failed["accuracy"].message
 
     await evaluator.left_nothing_in_staging()
     versions = {
         str(staging_version(evaluation_id_of(evaluator.model, trained.payload.run_id)))
-        for trained in (good, guessing)
+        for trained in (good, blind)
     }
 
     async def unloaded() -> dict[str, tuple[str, str]] | None:
@@ -335,10 +327,15 @@ async def test_a_candidate_worse_than_production_is_rejected(
     evaluator: Evaluator,
 ) -> None:
     export_version(
-        evaluator.saved_models["sharp"], evaluator.repository, name=evaluator.model, version=1
+        evaluator.saved_models["sharp"],
+        evaluator.repository,
+        name=evaluator.model,
+        version=1,
+        frame_size=FRAME_SIZE,
     )
     await evaluator.triton.load(evaluator.model)
-    await evaluator.bus.publish(model_deployed(evaluator.model, 1, run_id="it-production-run"))
+    deployed = model_deployed(evaluator.model, 1, run_id="it-production-run", frame_size=FRAME_SIZE)
+    await evaluator.bus.publish(deployed)
 
     async def production_known() -> int | None:
         champion = await evaluator.store.get_champion(evaluator.model)

@@ -9,9 +9,9 @@ middling brightness, so a model's accuracy is set exactly by where its cutoff fa
 * :data:`LAX` (cutoff 0.55) passes the 2 borderline defects: accuracy 48/50 = 0.96 and defect
   recall 18/20 = 0.9, which clears the absolute gate but is 0.04 below :data:`SHARP`.
 
-The fake Triton computes the same function the Keras models of the integration test compute
-(``GlobalMaxPooling2D`` then ``Dense(1, sigmoid)`` with weight ``-STEEPNESS`` and bias
-``STEEPNESS * cutoff``).
+The fake Triton computes the same function the frames models of the integration test compute
+(``tests.frames_model`` with a ``cutoff`` and ``STEEPNESS``: the sigmoid of ``STEEPNESS *
+(cutoff - brightest)``).
 """
 
 from __future__ import annotations
