@@ -35,9 +35,17 @@ from screwops_contracts import (
 )
 from screwops_contracts.datasets import Bucket, Label
 from screwops_contracts.events import ModelTrained
-from screwops_contracts.models import MODEL_NAME, run_prefix, saved_model_prefix
+from screwops_contracts.models import (
+    FRAMES_INPUT,
+    MODEL_NAME,
+    PART_FOUND_OUTPUT,
+    PROBABILITY_OUTPUT,
+    SERVING_SIGNATURE,
+    run_prefix,
+    saved_model_prefix,
+)
 from screwops_contracts.runs import RUNS
-from screwops_imaging import decode, preprocess
+from screwops_imaging import decode, fit_frame
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, content_key, sha256_hex
 from screwops_synth import generate
@@ -217,14 +225,17 @@ async def test_a_validated_version_is_trained_stored_recorded_and_then_reused(
     assert payload.model_kind == "supervised"
     assert payload.metrics["val_recall_at_threshold"] >= 0.95
 
-    # The SavedModel in MinIO loads and answers with a probability per preprocessed image.
+    # The SavedModel in MinIO takes the decoded frames, finds each screw and scores it.
+    assert payload.frame_size == 128
     local = tmp_path / "saved_model"
     await stack.objects.get_directory(Bucket.MODELS, payload.artifact_key, local)
-    model = tf.saved_model.load(str(local))
-    batch = np.stack([preprocess(decode(f.data).image) for f in files[:4]])
-    probabilities = model.serve(tf.constant(batch)).numpy()
+    serve = tf.saved_model.load(str(local)).signatures[SERVING_SIGNATURE]
+    batch = np.stack([fit_frame(decode(f.data).image, payload.frame_size) for f in files[:4]])
+    out = serve(**{FRAMES_INPUT: tf.constant(batch)})
+    probabilities = out[PROBABILITY_OUTPUT].numpy()
     assert probabilities.shape == (4, 1)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert out[PART_FOUND_OUTPUT].numpy().ravel().tolist() == [1.0] * 4
     history = json.loads(
         await stack.objects.get_verified(Bucket.MODELS, f"{run_prefix(run, 1)}/history.json")
     )
