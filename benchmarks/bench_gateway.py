@@ -5,20 +5,25 @@ Needs the stack (``make up``); run it as ``make bench-gateway`` or ``uv run pyth
 benchmarks/bench_gateway.py`` (``--duration`` and ``--warmup`` set each cell's seconds). In one
 run it:
 
-1. exports the trainer's network (``build_model(TrainingParams())``, random weights, the trainer's
-   ``export``) into Triton's repository as version 1 of a uniquely named model and loads it;
+1. renders ``--images`` screws at 256 px (good and each defect type in turn), fits the trainer's
+   network (``screwops_trainer.model.fit``, one epoch) on the first :data:`TRAIN_IMAGES` of them
+   and saves it as the trainer does: a real export of the frames contract, taking 256 px frames
+   and finding the screw and cutting its strip inside its graph. It goes into Triton's repository
+   as version 1 of a uniquely named model, which is loaded;
 2. starts the real gateway, ``python -m screwops_gateway``, as a subprocess in front of that
    model, on free ports (a supervised gateway on 50051/9107 is left alone), with a bearer token
    as production requires, and waits for gRPC health SERVING; requests pin ``model_version=1``,
-   so no deployment event is needed;
-3. renders ``--images`` screws at 256 px and sends the same PNGs both ways;
+   so no deployment event is needed (the gateway takes that version's frame size from Triton's
+   config);
+3. sends the same PNGs both ways;
 4. at concurrency 1, 8 and 32 measures requests/s and p50/p99 latency of
 
-   * ``gateway``: unary ``Inspect`` over gRPC (decode, preprocess, Triton, verdict, event);
-   * ``direct+prep``: ``screwops_imaging.decode`` + ``preprocess`` in the client, then
-     ``tritonclient.grpc.aio`` infer. The floors compare against this one: the gateway does the
-     same decoding and preprocessing, so only what it adds on top is measured;
-   * ``direct``: the infer call alone on tensors preprocessed beforehand (Triton's own floor);
+   * ``gateway``: unary ``Inspect`` over gRPC (decode, fit to the frame, Triton, verdict, event);
+   * ``direct+prep``: ``screwops_imaging.decode`` + ``fit_frame`` in the client, then
+     ``tritonclient.grpc.aio`` infer of that uint8 frame. The floors compare against this one:
+     the gateway does the same decoding and fitting and sends Triton the same frame, so only what
+     it adds on top is measured;
+   * ``direct``: the infer call alone on frames fitted beforehand (Triton's own floor);
 
    each cell runs ``--warmup`` seconds unmeasured, then ``--duration`` seconds in a closed loop
    (every worker sends its next request when the last one is answered); all workers share one
@@ -37,8 +42,8 @@ run it:
    marked PASS/FAIL, the command and the machine; then removes the model and stops the gateway.
 
 The bench gateway publishes its ``inspection.completed`` events to Kafka like any gateway, but
-stores no images (``image_sample_rate=0``, ``low_confidence_band=0``): a random-weight model
-answers near 0.5, so every image would count as low-confidence, be stored and be queued for
+stores no images (``image_sample_rate=0``, ``low_confidence_band=0``): a network trained one
+epoch answers near 0.5, so every image would count as low-confidence, be stored and be queued for
 review by the labeling service. It runs as service ``gateway-bench`` so it never joins the real
 gateway's consumer group.
 """
@@ -75,8 +80,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_contracts.models import INPUT_TENSOR, OUTPUT_TENSOR
-from screwops_imaging import decode, preprocess
+from screwops_contracts.models import FRAMES_INPUT, PART_FOUND_OUTPUT, PROBABILITY_OUTPUT
+from screwops_imaging import decode, fit_frame
 from screwops_serving import TritonModels, export_version
 from screwops_settings import StackSettings, triton_model_repository
 from screwops_stack import processes
@@ -87,6 +92,11 @@ from tritonclient.utils import InferenceServerException
 COMMAND = "uv run python benchmarks/bench_gateway.py"
 PROTOS = Path(__file__).resolve().parents[1] / "protos"
 SIZE = 256
+# The model's frame: the renders' own side, as the trainer picks the training images' most common
+# side, so fit_frame passes every image through.
+FRAME_SIZE = SIZE
+TRAIN_IMAGES = 16
+CLASSES = (None, *DEFECT_TYPES)
 VERSION = 1
 CONCURRENCIES = (1, 8, 32)
 GHZ_CONCURRENCY = 8
@@ -96,6 +106,7 @@ TOKEN = f"bench-{uuid.uuid4().hex}"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 CALL_TIMEOUT_S = 10.0
 Floats = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
 Call = Callable[[int], Awaitable[None]]
 
 
@@ -170,12 +181,11 @@ def _tree_cpu_s(process: psutil.Process) -> float:
 
 
 def render(count: int) -> list[bytes]:
-    """``count`` screw PNGs at 256 px, good and each defect type in turn."""
-    classes = [None, *DEFECT_TYPES]
+    """``count`` screw PNGs at 256 px, good and each defect type in turn (CLASSES)."""
     encoded = []
     for index in range(count):
         picture = render_screw(
-            image_rng(7, "bench-gateway", index), size=SIZE, defect=classes[index % len(classes)]
+            image_rng(7, "bench-gateway", index), size=SIZE, defect=CLASSES[index % len(CLASSES)]
         )
         out = io.BytesIO()
         picture.save(out, format="PNG")
@@ -183,17 +193,26 @@ def render(count: int) -> list[bytes]:
     return encoded
 
 
-def export_classifier(directory: Path) -> Path:
-    """The trainer's network with its initial random weights, exported as the trainer exports.
+def export_classifier(images: list[bytes], directory: Path) -> Path:
+    """The trainer's network fitted for one epoch on the first TRAIN_IMAGES of ``images`` (good
+    or defective as :func:`render` drew them) and saved as the trainer saves it. Its accuracy is
+    beside the point: what is measured is the served graph, which is the trainer's whatever the
+    weights.
 
-    TensorFlow is imported here, so ``--help`` stays fast; one thread each, since the export is
-    all it does in this process.
+    TensorFlow is imported here, so ``--help`` stays fast; one thread each, since the fit is all
+    it does in this process.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from screwops_trainer.model import TrainingParams, build_model, configure_tensorflow, export
+    from screwops_trainer.model import TrainingParams, configure_tensorflow, fit
 
     configure_tensorflow(intra_op_threads=1, inter_op_threads=1)
-    return export(build_model(TrainingParams()), directory)
+    chosen = images[:TRAIN_IMAGES]
+    frames = np.stack([fit_frame(decode(image).image, FRAME_SIZE) for image in chosen])
+    targets = np.array(
+        [float(CLASSES[i % len(CLASSES)] is not None) for i in range(len(chosen))], np.float32
+    )
+    fitted = fit(TrainingParams(epochs=1), (frames, targets), (frames, targets))
+    return fitted.save(directory)
 
 
 def free_port() -> int:
@@ -321,10 +340,16 @@ def inspect_requests(images: list[bytes]) -> list[inspection_pb2.InspectRequest]
     ]
 
 
-def triton_input(batch: Floats) -> Any:
-    tensor = tritongrpc.InferInput(INPUT_TENSOR, list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch)
+def triton_input(frames: Frames) -> Any:
+    tensor = tritongrpc.InferInput(FRAMES_INPUT, list(frames.shape), "UINT8")
+    tensor.set_data_from_numpy(frames)
     return tensor
+
+
+def fitted(image: bytes) -> Frames:
+    """The batch of one frame the gateway sends Triton for ``image``."""
+    frame: Frames = fit_frame(decode(image).image, FRAME_SIZE)[np.newaxis]
+    return frame
 
 
 class Paths:
@@ -336,7 +361,11 @@ class Paths:
         self._gateway = gateway
         self._triton = triton
         self._model = model
-        self._outputs = [tritongrpc.InferRequestedOutput(OUTPUT_TENSOR)]
+        # Both outputs, as the gateway asks for them.
+        self._outputs = [
+            tritongrpc.InferRequestedOutput(PROBABILITY_OUTPUT),
+            tritongrpc.InferRequestedOutput(PART_FOUND_OUTPUT),
+        ]
         self.timings: list[inspection_pb2.Timings] = []
 
     def gateway(self, requests: list[inspection_pb2.InspectRequest], *, keep: bool = False) -> Call:
@@ -349,20 +378,19 @@ class Paths:
 
         return call
 
-    def direct_with_preprocessing(self, images: list[bytes]) -> Call:
+    def direct_with_fitting(self, images: list[bytes]) -> Call:
         async def call(index: int) -> None:
-            batch = preprocess(decode(images[index % len(images)]).image)[np.newaxis]
-            await self._infer(batch)
+            await self._infer(fitted(images[index % len(images)]))
 
         return call
 
-    def direct(self, batches: list[Floats]) -> Call:
+    def direct(self, batches: list[Frames]) -> Call:
         async def call(index: int) -> None:
             await self._infer(batches[index % len(batches)])
 
         return call
 
-    async def _infer(self, batch: Floats) -> Floats:
+    async def _infer(self, batch: Frames) -> Floats:
         result = await self._triton.infer(
             self._model,
             [triton_input(batch)],
@@ -370,13 +398,13 @@ class Paths:
             outputs=self._outputs,
             client_timeout=CALL_TIMEOUT_S,
         )
-        answer: Floats = result.as_numpy(OUTPUT_TENSOR).reshape(-1)
+        answer: Floats = result.as_numpy(PROBABILITY_OUTPUT).reshape(-1)
         return answer
 
     async def agree(self, request: inspection_pb2.InspectRequest) -> tuple[float, float]:
         """Both paths' probability for one image: the gateway's and Triton's own."""
         answer = await self._gateway.Inspect(request, metadata=AUTH, timeout=CALL_TIMEOUT_S)
-        direct = await self._infer(preprocess(decode(request.image).image)[np.newaxis])
+        direct = await self._infer(fitted(request.image))
         return answer.defect_probability, float(direct[0])
 
 
@@ -578,8 +606,8 @@ def report(
         console.print(f"ghz: {ghz}")
     console.print(
         "paths: gateway = Inspect over gRPC (one shared channel); direct+prep = decode + "
-        "preprocess in the client, then tritonclient.grpc.aio infer (one shared client); "
-        "direct = the infer alone on tensors preprocessed beforehand; gateway (ghz) = ghz "
+        "fit_frame in the client, then tritonclient.grpc.aio infer (one shared client); "
+        "direct = the infer alone on frames fitted beforehand; gateway (ghz) = ghz "
         f"{GHZ_CONCURRENCY} workers over one connection, same requests"
     )
     console.print(
@@ -604,14 +632,18 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
     models = TritonModels(settings.triton.grpc_url)
     triton = tritongrpc.InferenceServerClient(settings.triton.grpc_url)
     try:
-        console.print(f"exporting the classifier as {model} version {VERSION} ...")
+        images = render(args.images)
+        console.print(f"training and exporting the classifier as {model} version {VERSION} ...")
         export_version(
-            export_classifier(scratch / "saved_model"), repository, name=model, version=VERSION
+            export_classifier(images, scratch / "saved_model"),
+            repository,
+            name=model,
+            version=VERSION,
+            frame_size=FRAME_SIZE,
         )
         await models.load(model)
         await models.wait_ready(model, VERSION, timeout_s=120)
-        images = render(args.images)
-        batches = [preprocess(decode(image).image)[np.newaxis] for image in images]
+        batches = [fitted(image) for image in images]
         requests = inspect_requests(images)
         console.print(f"starting the gateway on {address} (log: {scratch / 'gateway.log'}) ...")
         with gateway_process(model, grpc_port, scratch / "gateway.log") as process:
@@ -634,7 +666,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                 for concurrency in CONCURRENCIES:
                     for path, call in (
                         ("gateway", paths.gateway(requests, keep=concurrency == 1)),
-                        ("direct+prep", paths.direct_with_preprocessing(images)),
+                        ("direct+prep", paths.direct_with_fitting(images)),
                         ("direct", paths.direct(batches)),
                     ):
                         cell = await measure(
