@@ -6,9 +6,11 @@ near-duplicates kept together), the trainer's model with its default params reac
 accuracy on the test split within 10 minutes of training on 2 CPU cores.
 
 Run it as ``uv run python benchmarks/bench_train.py`` (``--set name=value`` overrides a
-parameter, for tuning). It renders the data set into a temporary directory, decodes and
-preprocesses every image with the functions the services use, trains with
-``screwops_trainer.model.fit`` and scores the test split the evaluator's way (threshold 0.5).
+parameter, for tuning). It renders the data set into a temporary directory, decodes every image
+and fits it to the model's frame (the renders' 256 px, as the trainer picks the training images'
+most common side) with the functions the services use, trains with ``screwops_trainer.model.fit``,
+exports the served graph as the trainer does and scores the test split's frames through it the
+evaluator's way (threshold 0.5; a frame in which no screw is found is a defect verdict).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from screwops_contracts.datasets import SplitName
-from screwops_imaging import decode, preprocess
+from screwops_imaging import decode, fit_frame
 from screwops_synth import generate
 from screwops_trainer.model import TrainingParams, configure_tensorflow, fit
+from screwops_trainer.scoring import score_saved_model
 from screwops_validation.config import Thresholds
 from screwops_validation.measures import measure
 from screwops_validation.split import SplitUnit, cluster, stratified_split
@@ -37,18 +40,19 @@ REQUIRED_ACCURACY = 0.97
 TIME_LIMIT_S = 600.0
 COMMAND = "uv run python benchmarks/bench_train.py"
 Floats = npt.NDArray[np.float32]
+Frames = npt.NDArray[np.uint8]
 
 
-def load(root: Path) -> tuple[list[str], dict[str, Floats], dict[str, str | None]]:
-    """Every image's sha256, its preprocessed pixels and its defect type (None: good)."""
-    pixels: dict[str, Floats] = {}
+def load(root: Path) -> tuple[list[str], dict[str, Frames], dict[str, str | None]]:
+    """Every image's sha256, its frame and its defect type (None: good)."""
+    pixels: dict[str, Frames] = {}
     defects: dict[str, str | None] = {}
     for path in sorted(root.glob("*/*/*.png")):
         if path.parts[-3] == "ground_truth":
             continue
         data = path.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
-        pixels[sha] = preprocess(decode(data).image)
+        pixels[sha] = fit_frame(decode(data).image, SIZE)
         folder = path.parent.name
         defects[sha] = None if folder == "good" else folder
         measured = measure(data)
@@ -89,7 +93,7 @@ def main() -> int:
         shas, pixels, defects = load(root)
     assignments = split(shas, defects)
 
-    def arrays(name: SplitName) -> tuple[Floats, Floats, list[str | None]]:
+    def arrays(name: SplitName) -> tuple[Frames, Floats, list[str | None]]:
         chosen = [s for s in shas if assignments[s] == name]
         x = np.stack([pixels[s] for s in chosen])
         y = np.array([0.0 if defects[s] is None else 1.0 for s in chosen], dtype=np.float32)
@@ -108,7 +112,8 @@ def main() -> int:
 
     began = time.perf_counter()
     fitted = fit(params, (x_train, y_train), (x_val, y_val), on_epoch=report)
-    predicted = fitted.model.predict(x_test, batch_size=64, verbose=0).reshape(-1) > 0.5
+    with tempfile.TemporaryDirectory() as directory:
+        predicted = score_saved_model(fitted.save(Path(directory) / "saved_model"), x_test) > 0.5
     correct = predicted == (y_test > 0.5)
     accuracy = float(correct.mean())
     wrong = Counter(t or "good" for t, ok in zip(test_defects, correct, strict=True) if not ok)
