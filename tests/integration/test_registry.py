@@ -274,6 +274,7 @@ async def test_approvals_are_served_rolled_back_and_promoted(registry: Registry)
         "reason": "false rejects",
         "threshold": 0.35,
         "model_kind": "supervised",
+        "frame_size": FRAME_SIZE,
         "sequence": 3,  # approvals of v1 and v2 were moves 1 and 2
     }
     assert await registry.production() == 1
