@@ -7,7 +7,7 @@ STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi \
-	bench-gateway bench-fuzz
+	bench-gateway bench-fuzz bench-quality
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench-gateway: up ## gateway vs direct Triton: req/s, p50/p99 at concurrency 1/8
 
 bench-fuzz: up ## 10,000 hostile images at the running gateway: statuses, crashes, event-loop lag p99.9
 	$(RUN) python benchmarks/fuzz_gateway.py $(ARGS)
+
+bench-quality: up ## each model kind through the pipeline on the MVTec-shaped set, then hold-out AUROC, recall, false rejects
+	$(RUN) python benchmarks/bench_quality.py $(ARGS)
 
 demo: up ## the main job: the stack, the services, and a whole pipeline run with live progress
 	$(STACK) services up
