@@ -151,6 +151,12 @@ async def test_nothing_deployed_yet_is_a_failed_precondition() -> None:
         assert await status_of(fresh, request()) == ("FAILED_PRECONDITION", NO_MODEL_DEPLOYED)
 
 
+async def test_a_bad_image_is_invalid_even_when_no_model_could_answer_it() -> None:
+    async with serving(harness(production=None)) as fresh:
+        code, _ = await status_of(fresh, request(image=b"not an image at all"))
+        assert code == "INVALID_ARGUMENT"
+
+
 async def _at_least(calls: Sized, count: int) -> bool | None:
     return True if len(calls) >= count else None
 

@@ -340,9 +340,14 @@ class GatewayService:
     ) -> InspectionResult:
         _check_fields(inspection)
         _check_deadline(deadline)
-        model_name, triton_model, version, threshold, frame_size = await self._resolve(
-            inspection.model_version
-        )
+        try:
+            model_name, triton_model, version, threshold, frame_size = await self._resolve(
+                inspection.model_version
+            )
+        except ScrewOpsError:
+            # No model to answer: a bad image is still told so first, as it would be otherwise.
+            await self._prepare(inspection.image, None)
+            raise
         batch, preprocess_s = await self._prepare(inspection.image, frame_size)
         preprocessed_at = time.monotonic()
         decoded_at = preprocessed_at - preprocess_s
@@ -400,11 +405,13 @@ class GatewayService:
             ),
         )
 
-    async def _prepare(self, data: bytes, frame_size: int) -> tuple[npt.NDArray[np.uint8], float]:
+    async def _prepare(
+        self, data: bytes, frame_size: int | None
+    ) -> tuple[npt.NDArray[np.uint8], float]:
         """The model's batch of one frame of ``frame_size`` for ``data`` and the seconds fitting
-        it took, made in a decode thread; refused at once when ``decode_workers + decode_queue``
-        images are already in hand, so a flood is answered RESOURCE_EXHAUSTED instead of
-        queueing."""
+        it took, made in a decode thread (``None``: only decoded, to check it; an empty batch);
+        refused at once when ``decode_workers + decode_queue`` images are already in hand, so a
+        flood is answered RESOURCE_EXHAUSTED instead of queueing."""
         policy = self.policy
         if not self._decoding.acquire(blocking=False):
             raise ResourceExhaustedError(
@@ -625,9 +632,11 @@ class GatewayService:
         )
 
 
-def _prepare(data: bytes, frame_size: int, policy: Policy) -> tuple[npt.NDArray[np.uint8], float]:
+def _prepare(
+    data: bytes, frame_size: int | None, policy: Policy
+) -> tuple[npt.NDArray[np.uint8], float]:
     """Decode ``data`` within ``policy``'s limits and fit it to the model's frame (in a decode
-    thread)."""
+    thread); with no frame size, only decode it."""
     decoded = _decode_untrusted(
         data,
         max_bytes=policy.max_image_bytes,
@@ -636,6 +645,8 @@ def _prepare(data: bytes, frame_size: int, policy: Policy) -> tuple[npt.NDArray[
         max_side=policy.max_image_side,
     )
     began = time.monotonic()
+    if frame_size is None:
+        return np.zeros((0, 0, 0, 1), np.uint8), 0.0
     batch = fit_frame(decoded.image, frame_size)[np.newaxis]
     return batch, time.monotonic() - began
 
