@@ -1,4 +1,4 @@
-"""The one decoder refuses bad images with a precise reason; preprocessing is model-ready."""
+"""The one decoder refuses bad images with a precise reason; fit_frame gives the model its frame."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 from screwops_errors import InvalidInputError
-from screwops_imaging import _median_u8, decode, fit_frame, preprocess
-from screwops_synth import render_screw
+from screwops_imaging import _median_u8, decode, fit_frame
 
 from tests.support import png
 
@@ -177,40 +176,6 @@ def test_a_damaged_later_page_is_refused_as_corrupt() -> None:
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
 def test_a_file_written_as_an_animation_of_one_frame_is_one_image(fmt: str) -> None:
     assert decode(several(fmt, 1)).width == 8
-
-
-def test_preprocess_gives_the_model_input_in_unit_range() -> None:
-    tensor = preprocess(decode(png(256, shade=255)).image, size=128)
-    assert tensor.shape == (128, 128, 1)
-    assert tensor.dtype == np.float32
-    assert float(tensor.min()) >= 0.0
-    assert float(tensor.max()) <= 1.0
-    assert float(tensor.mean()) > 0.8
-
-
-def screw(seed: int) -> Image.Image:
-    return render_screw(np.random.default_rng(seed), size=256, defect=None)
-
-
-@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180])
-def test_preprocess_puts_a_screw_in_the_same_pose_however_it_lies(
-    turn: Image.Transpose,
-) -> None:
-    image = screw(3)
-    upright, turned = preprocess(image), preprocess(image.transpose(turn))
-    unaligned = np.asarray(image.transpose(turn).resize((128, 128)), np.float32) / 255
-    assert float(np.abs(upright - turned).mean()) < 0.02
-    assert float(np.abs(upright[:, :, 0] - unaligned).mean()) > 0.02
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_preprocess_lays_the_screw_along_the_width_head_on_the_left(seed: int) -> None:
-    tensor = preprocess(screw(seed))[:, :, 0]
-    dark = tensor < np.median(tensor) - 0.1
-    rows, columns = dark.any(axis=1).sum(), dark.any(axis=0).sum()
-    assert columns > 3 * rows
-    widths = dark.sum(axis=0)
-    assert int(np.argmax(widths)) < tensor.shape[1] // 2
 
 
 @given(

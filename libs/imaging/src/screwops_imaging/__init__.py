@@ -1,10 +1,9 @@
-"""Decoding, checking and preprocessing screw images, the same way everywhere.
+"""Decoding, checking and fitting screw images to the model's frame, the same way everywhere.
 
 Ingestion refuses what :func:`decode` refuses, validation measures what it decodes, and the
 trainer, the evaluator and the gateway all fit a decoded image to the model's frame with
 :func:`fit_frame`, so a model never sees pixels prepared differently at serving time than at
-training time. (The model finds and aligns the screw itself, inside its graph; :func:`preprocess`
-is the older client-side alignment, kept until the trainer moves to full frames.)
+training time. The model finds and aligns the screw itself, inside its graph.
 """
 
 from __future__ import annotations
@@ -16,19 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageFilter, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 from screwops_errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
-    "MODEL_INPUT_SIZE",
     "SUPPORTED_FORMATS",
     "DecodedImage",
     "decode",
     "fit_frame",
-    "preprocess",
-    "preprocess_batch",
     "sha256_hex",
 ]
 
@@ -36,8 +32,6 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 # MVTec's screws are 1024x1024; anything past 4096x4096 is refused before it is decoded.
 DEFAULT_MAX_PIXELS = 4096 * 4096
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF"})
-# The model's input side in pixels: large enough for a scratch on a 1024 px screw to survive.
-MODEL_INPUT_SIZE = 128
 
 # Pillow imports its plugins on the first file that is not PNG, JPEG, BMP, GIF or PPM: 0.1 s of
 # imports under the import lock, which stalled the gateway's event loop on its first TIFF.
@@ -244,116 +238,15 @@ def fit_frame(image: Image.Image, size: int) -> npt.NDArray[np.uint8]:
     return np.asarray(gray, dtype=np.uint8)[:, :, np.newaxis]
 
 
-def preprocess(image: Image.Image, *, size: int = MODEL_INPUT_SIZE) -> npt.NDArray[np.float32]:
-    """The model's input for one image: ``size`` x ``size`` x 1, float32 in [0, 1], the screw
-    lying along the horizontal axis, head on the left, filling the width.
-
-    A screw lies anywhere on the table, at any angle, and covers a small part of the frame; the
-    defects are a few pixels wide. Shrinking the whole frame to the model's side would leave the
-    network a blurred screw in an arbitrary pose to learn from a few hundred images. Aligning the
-    part first (the classic machine-vision step before inspection) gives it the screw at the
-    finest resolution the input allows, always in the same pose, so the same defect falls on the
-    same place. An image with no part to find (blank, uniform) is only resized.
-    """
-    gray = image if image.mode == "L" else image.convert("L")
-    if gray.size != (_WORK_SIDE, _WORK_SIDE):
-        # Area-averaging (BOX) keeps thin scratches visible when a 1024 px image is shrunk.
-        gray = gray.resize((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BOX)
-    pixels = np.asarray(gray)
-    pose = _pose(gray, pixels)
-    if pose is None:
-        out = gray.resize((size, size), Image.Resampling.BOX)
-    else:
-        out = gray.transform(
-            (size, size),
-            Image.Transform.AFFINE,
-            pose.affine(size),
-            resample=Image.Resampling.BILINEAR,
-            fillcolor=int(_median_u8(pixels)),
-        )
-    return (np.asarray(out, dtype=np.float32) / np.float32(255.0))[:, :, np.newaxis]
-
-
-# preprocess looks for the part on a frame of this side (MVTec's 1024 px frames are shrunk to it).
-_WORK_SIDE = 256
-# The lighting varies slowly over the frame; the screw is thin: a blur this wide is background.
-_BACKGROUND_RADIUS = 24
-# A pixel belongs to the part when it differs from the background by more than this (of 255) ...
-_MIN_CONTRAST = 20.0
-# ... and by more than this many times the frame's typical (median) difference, for noisy frames.
-_NOISE_FACTOR = 6.0
-# Fewer part pixels than this: nothing to align, only resize.
-_MIN_PART_PIXELS = 30
-# The crop's side is the part's length times this, plus a margin, so its ends stay in view.
-_CROP_SCALE = 1.1
-_CROP_MARGIN = 6.0
-
-
-@dataclass(frozen=True)
-class _Pose:
-    """Where the part lies: the centre of its extent, its axis (head to tip) and its length."""
-
-    centre_x: float
-    centre_y: float
-    axis_x: float
-    axis_y: float
-    length: float
-
-    def affine(self, size: int) -> tuple[float, float, float, float, float, float]:
-        """PIL's output-to-input map: output x runs along the axis, y across it."""
-        scale = (self.length * _CROP_SCALE + _CROP_MARGIN) / size
-        a, b = scale * self.axis_x, -scale * self.axis_y
-        d, e = scale * self.axis_y, scale * self.axis_x
-        half = size / 2
-        return (a, b, self.centre_x - (a + b) * half, d, e, self.centre_y - (d + e) * half)
-
-
 def _median_u8(values: npt.NDArray[np.uint8]) -> float:
     """``np.median`` of 8-bit values, exactly, from their histogram.
 
-    Preprocessing runs on the gateway's request path, where the two medians of a frame by
-    sorting cost more than the rest of the alignment; counting 256 bins is linear and gives the
-    same number (the mean of the two middle values for an even count).
+    Fitting a frame runs on the gateway's request path; counting 256 bins is linear, where
+    sorting is not, and gives the same number (the mean of the two middle values for an even
+    count).
     """
     cumulative = np.cumsum(np.bincount(values.ravel(), minlength=256))
     count = values.size
     low = np.searchsorted(cumulative, (count - 1) // 2, side="right")
     high = np.searchsorted(cumulative, count // 2, side="right")
     return (int(low) + int(high)) / 2
-
-
-def _pose(gray: Image.Image, pixels: npt.NDArray[np.uint8]) -> _Pose | None:
-    """The part's pose from the second moments of the pixels that stand out from the
-    background; None when too few do."""
-    background = np.asarray(gray.filter(ImageFilter.BoxBlur(_BACKGROUND_RADIUS)), np.int16)
-    difference = np.abs(pixels.astype(np.int16) - background).astype(np.uint8)
-    part = difference > max(_MIN_CONTRAST, _NOISE_FACTOR * _median_u8(difference))
-    if int(part.sum()) < _MIN_PART_PIXELS:
-        return None
-    ys, xs = np.nonzero(part)
-    mean_x, mean_y = float(xs.mean()), float(ys.mean())
-    dx, dy = xs - mean_x, ys - mean_y
-    _, vectors = np.linalg.eigh(np.cov(np.stack([dx, dy])))
-    axis_x, axis_y = float(vectors[0, 1]), float(vectors[1, 1])
-    along = dx * axis_x + dy * axis_y
-    across = np.abs(dy * axis_x - dx * axis_y)
-    low, high = (float(v) for v in np.percentile(along, [0.5, 99.5]))
-    middle = (low + high) / 2
-    # The head is the wide end: where the part spreads further across its axis.
-    if across[along < middle].mean() < across[along >= middle].mean():
-        axis_x, axis_y, low, high = -axis_x, -axis_y, -high, -low
-    middle = (low + high) / 2
-    return _Pose(
-        centre_x=mean_x + middle * axis_x,
-        centre_y=mean_y + middle * axis_y,
-        axis_x=axis_x,
-        axis_y=axis_y,
-        length=high - low,
-    )
-
-
-def preprocess_batch(
-    images: list[Image.Image], *, size: int = MODEL_INPUT_SIZE
-) -> npt.NDArray[np.float32]:
-    """A batch for the model, shaped (n, size, size, 1)."""
-    return np.stack([preprocess(image, size=size) for image in images])
