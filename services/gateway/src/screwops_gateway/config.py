@@ -159,9 +159,9 @@ class GatewaySettings(ApiSettings):
     decode_workers: int = Field(
         2,
         ge=1,
-        description="Threads that decode and preprocess images, off the event loop (a small "
-        "PNG can declare 16 megapixels and take 100 ms to decode). At most the gateway's cores "
-        "less one: more busy threads than cores delay the event loop itself.",
+        description="Threads that decode images and fit them to the model's frame, off the event "
+        "loop (a small PNG can declare 16 megapixels and take 100 ms to decode). At most the "
+        "gateway's cores less one: more busy threads than cores delay the event loop itself.",
     )
     decode_queue: int = Field(
         64,

@@ -194,7 +194,7 @@ class GatewayService:
         self._thresholds: dict[int, float] = {}
         self._frame_sizes: dict[int, int] = {}
         self._refresher: asyncio.Task[None] | None = None
-        # Every image is decoded and preprocessed here, never on the event loop: how long a
+        # Every image is decoded and fitted to the frame here, never on the event loop: how long a
         # decode takes is not known from the byte count (a 16 KB PNG can hold 16 megapixels of
         # one colour, 100 ms of inflating), and a loop stalled that long stalls every call.
         # Pillow and NumPy release the GIL while they work, so threads suffice.
