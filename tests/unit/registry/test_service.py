@@ -20,6 +20,7 @@ from screwops_errors import (
 from screwops_registry.placement import triton_prefix
 from screwops_registry.service import AliasChange, Stage
 from screwops_registry.store import MoveKind, VersionStatus
+from screwops_serving import config_frame_size
 
 from tests.fakes import BROKEN, FakeObjects, relayed
 from tests.support import FRAME_SIZE, eventually
@@ -79,6 +80,30 @@ async def test_a_version_from_before_frame_input_is_never_deployed_and_says_to_r
     assert "retrain" in record.failure_reason
     assert h.present() == [], "nothing is placed in Triton"
     assert not h.sent.of(ModelDeployed)
+
+
+async def test_a_version_of_another_frame_size_than_the_served_ones_is_refused(
+    h: Harness,
+) -> None:
+    """Triton's config, frame size among it, is the name's: placing the bigger version would
+    rewrite it under production."""
+    await h.deploy("run-a")
+
+    await h.service.on_approved(h.approval("run-big", frame_size=2 * FRAME_SIZE))
+
+    record = await h.store.get_version(h.model, 2)
+    assert record is not None
+    assert record.status is VersionStatus.FAILED
+    assert record.failure_reason == (
+        f"{record.id} takes frames of {2 * FRAME_SIZE} px, but versions 1 of {h.model} in "
+        f"Triton take {FRAME_SIZE} px, and Triton's config (the frame size among it) is one for "
+        "every version of a name: placing it would break them. Serve it under another model "
+        f"name, or retrain it at {FRAME_SIZE} px"
+    )
+    assert h.present() == [1], "nothing is placed in Triton"
+    assert config_frame_size(h.repository, name=h.model) == FRAME_SIZE
+    assert await h.production() == 1
+    assert [e.payload.version for e in h.sent.of(ModelDeployed)] == [1]
 
 
 async def test_versions_are_numbered_per_model_one_per_run(h: Harness) -> None:

@@ -13,6 +13,7 @@ from screwops_serving import (
     CONFIG_FILE,
     MODEL_FILE,
     SAVED_MODEL_DIR,
+    config_frame_size,
     export_version,
     model_config,
     model_template,
@@ -163,6 +164,15 @@ def test_the_config_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
         queue_delay_us=9,
     )
     assert "max_queue_delay_microseconds: 9" in config.read_text()
+
+
+def test_the_config_says_the_frame_size_every_version_is_served_with(tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    assert config_frame_size(repository, name="m") is None, "no config yet"
+    export_version(saved_model(tmp_path / "sm"), repository, name="m", version=1, frame_size=SIZE)
+    assert config_frame_size(repository, name="m") == SIZE
+    (repository / "m" / CONFIG_FILE).write_text('name: "m"\nbackend: "python"\n')
+    assert config_frame_size(repository, name="m") is None, "not a frames config"
 
 
 def test_versions_present_ignores_what_triton_ignores(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "CONFIG_FILE",
     "MODEL_FILE",
     "SAVED_MODEL_DIR",
+    "config_frame_size",
     "export_version",
     "model_config",
     "model_template",
@@ -57,6 +58,10 @@ _SAVED_MODEL_PROTO = "saved_model.pb"
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Triton serves integer-named version directories without a leading zero and ignores the rest.
 _VERSION_DIR = re.compile(r"[1-9][0-9]*")
+# The frames input's dims in a config model_config wrote: [ S, S, 1 ].
+_FRAMES_DIMS = re.compile(
+    rf'name: "{re.escape(FRAMES_INPUT)}", data_type: TYPE_UINT8, dims: \[ (\d+), \1, 1 \]'
+)
 # Fills a staging directory with one version's files.
 _Build = Callable[[Path], None]
 
@@ -70,7 +75,8 @@ def model_config(
     Dynamic batching lets Triton merge requests from several cameras that arrive within
     ``queue_delay_us`` into one model call; one CPU instance keeps the shared machine usable.
     The config is the model's, not a version's: every version of a name is served with the
-    frame size of the latest one placed, so versions of one name are meant to share it.
+    frame size of the latest one placed, so versions of one name must share it (the registry
+    refuses a version that would change it under others: :func:`config_frame_size`).
     """
     _check_name(name)
     _check_frame_size(frame_size)
@@ -189,6 +195,18 @@ def remove_version(repository: Path, *, name: str, version: int) -> bool:
     target.rename(trash)
     shutil.rmtree(trash)
     return True
+
+
+def config_frame_size(repository: Path, *, name: str) -> int | None:
+    """The frame size the config of ``name`` in the repository declares, the one every version
+    of it is served with; None when it has no config, or one not written by :func:`model_config`
+    (from before frame input)."""
+    _check_name(name)
+    path = repository / name / CONFIG_FILE
+    if not path.is_file():
+        return None
+    found = _FRAMES_DIMS.search(path.read_text())
+    return int(found.group(1)) if found else None
 
 
 def versions_present(repository: Path, *, name: str) -> list[int]:

@@ -11,6 +11,13 @@ Triton loads a model as a whole: taking a version out of the repository reloads 
 other versions are left (they keep serving) and unloads it only when none are. Which versions the
 registry needs kept, and which version is production, is the service's business; this module only
 keeps the newest ``keep_versions`` besides those it is told to.
+
+Triton's ``config.pbtxt`` is the model name's, not a version's, and it declares the frame size:
+every version of a name is served with one. Placing a version of another frame size would rewrite
+that config under the versions already in the repository (production, the versions kept for a
+rollback), and they would be fed frames of a size they were not built for. Such a version is
+refused before anything is placed, saying so (the service marks it FAILED with that reason): a
+model whose frames change size is served under a new name, or retrained at the name's size.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from screwops_contracts.models import frame_size_problem
 from screwops_errors import FailedPreconditionError, PermanentError, ScrewOpsError
 from screwops_serving import (
     Scores,
+    config_frame_size,
     export_version,
     remove_version,
     restore_version,
@@ -82,13 +90,15 @@ class Placement:
 
         Raises:
             PermanentError: it cannot be served (a version from before frame input, frame size
-                0, is refused before anything is placed: it must be retrained); nothing is taken
-                away (see :meth:`discard`).
+                0, or one of another frame size than the versions of its name in the repository
+                is refused before anything is placed); nothing is taken away (see
+                :meth:`discard`).
             TransientError: Triton or storage did not answer.
         """
         problem = frame_size_problem(record.frame_size)
         if problem is not None:
             raise FailedPreconditionError(problem)
+        await asyncio.to_thread(self._check_frame_size, record)
         await self._place(record)
         await self._triton.load(record.model_name, timeout_s=self._deployment.load_timeout_s)
         await self.check(record)
@@ -155,6 +165,21 @@ class Placement:
             await self._triton.load(model_name, timeout_s=self._deployment.load_timeout_s)
         except ScrewOpsError as error:
             log.warning("reloading %s after eviction failed: %s", model_name, error.message)
+
+    def _check_frame_size(self, record: VersionRecord) -> None:
+        """Refuse a version whose frame size differs from the one the versions of its name in
+        the repository are served with (see the module docstring)."""
+        name, repository = record.model_name, self._deployment.repository
+        others = [v for v in versions_present(repository, name=name) if v != record.version]
+        served = config_frame_size(repository, name=name) if others else None
+        if served is not None and served != record.frame_size:
+            listed = ", ".join(str(v) for v in others)
+            raise FailedPreconditionError(
+                f"{record.id} takes frames of {record.frame_size} px, but versions {listed} of "
+                f"{name} in Triton take {served} px, and Triton's config (the frame size among "
+                f"it) is one for every version of a name: placing it would break them. Serve it "
+                f"under another model name, or retrain it at {served} px"
+            )
 
     async def _place(self, record: VersionRecord) -> None:
         """Put the version's files in Triton's repository.
