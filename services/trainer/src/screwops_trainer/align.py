@@ -1,9 +1,8 @@
 """Finding the screw in a full frame and cutting a fixed-scale strip along it, in TensorFlow ops.
 
 Written in TensorFlow ops so that it can run inside the exported model: the trainer, Triton and
-any export then run one graph, and the model takes the decoded frame. The served model does not
-use it yet (it still takes ``screwops_imaging.preprocess``'s 128-px crop); ``docs/model.md`` says
-what it measured and what remains.
+any export then run one graph, and the model takes the decoded frame
+(:mod:`screwops_trainer.frames`); ``docs/model.md`` says what it measured.
 
 A screw lies anywhere on the table at any angle and covers a small part of the frame; its defects
 are a few pixels wide. The pose is found on a small copy of the frame (the part's pixels stand

@@ -86,13 +86,13 @@ class TrainingParams(BaseModel):
         (16, 32, 64, 128), min_length=1, description="Channels of each conv block."
     )
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="Dropout before the classifier.")
-    augment_flip: bool = Field(True, description="Random horizontal and vertical flips.")
+    augment_flip: bool = Field(True, description="Random mirror of the strip across its axis.")
     augment_rotation: float = Field(
         0.0,
         ge=0.0,
         lt=0.5,
-        description="Largest random rotation, as a fraction of a full turn; 0: off. preprocess "
-        "has already aligned the screw, so this only covers its small errors.",
+        description="Largest random rotation, as a fraction of a full turn; 0: off. The strip "
+        "is already aligned, so this only covers the alignment's small errors.",
     )
     augment_translation: float = Field(
         0.0, ge=0.0, lt=1.0, description="Largest random shift, as a fraction of the side; 0: off."

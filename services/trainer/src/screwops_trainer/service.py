@@ -8,8 +8,9 @@ run is reused (``model.trained`` with ``reused`` set, nothing retrained), while 
 ``running`` by a killed trainer is trained again when its event is delivered again.
 
 A run goes: fetch the version's manifest, label set and split, check they hash to the announced
-digest, fetch and preprocess the train and validation images (the gateway's preprocessing), record
-the run as ``running``, fit in a worker thread while each epoch's metrics reach MongoDB, write the
+digest, fetch and decode the train and validation images and fit them to the model's frame (the
+gateway's ``fit_frame``; the frame size is their most common side), record the run as
+``running``, fit in a worker thread while each epoch's metrics reach MongoDB, write the
 SavedModel, ``history.json`` and ``run.json`` to MinIO, record the run as ``finished`` and emit
 ``model.trained``. Before the artifacts are stored, the exported SavedModel scores the
 validation split and the run's decision threshold is chosen on those scores
