@@ -207,6 +207,8 @@ async def test_a_good_first_model_is_approved_with_its_numbers(h: Harness) -> No
     ]
     assert all(c.passed for c in checks.values())
     assert (payload.threshold, payload.model_kind) == (0.5, ModelKind.SUPERVISED)
+    # The registry serves the version at the frame size the trainer announced.
+    assert payload.frame_size == FRAME_SIZE
     assert payload.metrics["accuracy_ci_low"] < 0.96 < payload.metrics["accuracy_ci_high"]
     assert payload.metrics["recall_ci_low"] < 0.9 < payload.metrics["recall_ci_high"]
     # 6 test images of each plain defect type are gated; 2 of scratch_neck are too few.

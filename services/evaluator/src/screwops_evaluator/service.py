@@ -545,6 +545,7 @@ class EvaluatorService:
                     report_key=record.report_key,
                     threshold=record.threshold,
                     model_kind=record.model_kind,
+                    frame_size=record.frame_size,
                 ),
                 cause=cause,
             )
@@ -610,6 +611,7 @@ def _record(
         evaluated_at=now,
         threshold=trained.threshold,
         model_kind=trained.model_kind,
+        frame_size=trained.frame_size,
     )
 
 

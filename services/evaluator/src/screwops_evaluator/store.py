@@ -72,6 +72,7 @@ class EvaluationRecord:
     evaluated_at: datetime
     threshold: float = DEFAULT_THRESHOLD
     model_kind: ModelKind = ModelKind.SUPERVISED
+    frame_size: int = NO_FRAME_SIZE
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ def _evaluation(doc: Mapping[str, Any] | None) -> EvaluationRecord | None:
         # Records from before operating points were judged at 0.5, and were supervised.
         threshold=doc.get("threshold", DEFAULT_THRESHOLD),
         model_kind=ModelKind(doc.get("model_kind", ModelKind.SUPERVISED)),
+        frame_size=int(doc.get("frame_size", NO_FRAME_SIZE)),
     )
 
 
@@ -294,4 +296,5 @@ def _evaluation_fields(record: EvaluationRecord) -> dict[str, Any]:
         "evaluated_at": record.evaluated_at,
         "threshold": record.threshold,
         "model_kind": record.model_kind.value,
+        "frame_size": record.frame_size,
     }
