@@ -87,3 +87,20 @@ def test_an_empty_frame_is_not_found() -> None:
     found = find_pose(batch(table, noisy, screw(1))).found.numpy()
 
     assert found.tolist() == [False, False, True]
+
+
+def test_a_much_darker_scene_finds_the_same_screw() -> None:
+    image = screw(1)
+    dark = Image.fromarray((np.asarray(image, dtype=np.float32) * 0.15).round().astype(np.uint8))
+
+    pose = find_pose(batch(image, dark))
+
+    assert pose.found.numpy().tolist() == [True, True]
+    centre_x, centre_y = pose.centre_x.numpy(), pose.centre_y.numpy()
+    assert abs(centre_x[0] - centre_x[1]) < 3
+    assert abs(centre_y[0] - centre_y[1]) < 3
+    axis = (
+        pose.axis_x.numpy() * pose.axis_x.numpy()[::-1]
+        + pose.axis_y.numpy() * pose.axis_y.numpy()[::-1]
+    )
+    assert axis[0] > 0.99  # the same direction, head first

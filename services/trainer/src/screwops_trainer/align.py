@@ -31,6 +31,13 @@ _BACKGROUND_RADIUS = 24
 _MIN_CONTRAST = 20.0 / 255.0
 # ... and by more than this many times the frame's median difference, for noisy frames.
 _NOISE_FACTOR = 6.0
+# A dim frame (its grey between these quantiles of the coarse copy spans less than
+# _USUAL_RANGE) is stretched to span it before the part is looked for, so a darker scene finds the
+# same screw; a range narrower than _MIN_RANGE is stretched no further (a blank frame stays
+# blank, a dark one's noise is not made into a part). Frames of usual contrast are left alone.
+_RANGE_QUANTILES = (0.01, 0.999)
+_USUAL_RANGE = 0.3
+_MIN_RANGE = 4.0 / 255.0
 # Fewer part pixels than this (of the coarse copy): no screw in the frame.
 MIN_PART_PIXELS = 30
 # Percentiles of the part's extent along its axis taken as its ends (robust to a stray pixel).
@@ -127,6 +134,15 @@ def _box_blur(images: tf.Tensor, radius: int) -> tf.Tensor:
     return along(along(images, 1), 2) / along(along(ones, 1), 2)
 
 
+def _stretched(frames: tf.Tensor, small: tf.Tensor) -> tf.Tensor:
+    """``frames`` whose range of grey (measured on ``small``, a copy) is dim, stretched."""
+    n = tf.shape(small)[0]
+    flat = tf.reshape(small, [n, -1])
+    low, high = (_quantile(flat, tf.ones_like(flat), q, 0.0, 1.0, 1024) for q in _RANGE_QUANTILES)
+    gain = tf.maximum(1.0, _USUAL_RANGE / tf.maximum(high - low, _MIN_RANGE))
+    return (frames - low[:, None, None, None]) * gain[:, None, None, None]
+
+
 def _part(small: tf.Tensor, radius: int) -> tf.Tensor:
     """[n, s, s] 0/1 mask of the pixels that stand out from the background."""
     difference = tf.abs(small - _box_blur(small, radius))[..., 0]
@@ -174,6 +190,7 @@ def find_pose(frames: tf.Tensor) -> Pose:
         raise ValueError(f"frames must be square with a static side, got {frames.shape}")
     n = tf.shape(frames)[0]
     coarse_side = min(COARSE_SIDE, side)
+    frames = _stretched(frames, tf.image.resize(frames, [coarse_side, coarse_side], method="area"))
     small = tf.image.resize(frames, [coarse_side, coarse_side], method="area")
     weight = tf.reshape(_part(small, _BACKGROUND_RADIUS), [n, -1])
     xs, ys = _grid(coarse_side, side / coarse_side)
