@@ -62,6 +62,15 @@ def png(size: int = 32, *, shade: int = 128, seed: int = 0) -> bytes:
     return out.getvalue()
 
 
+def screw_png(seed: int, *, size: int = 256) -> bytes:
+    """A rendered good screw as a PNG: an image a served model finds a screw in."""
+    from screwops_synth import render_screw
+
+    out = io.BytesIO()
+    render_screw(np.random.default_rng(seed), size=size, defect=None).save(out, format="PNG")
+    return out.getvalue()
+
+
 def manifest_image(sha256: str, defect_type: str | None = None) -> ManifestImage:
     """A manifest entry for the image ``sha256`` (a 64 px PNG at its content address)."""
     return ManifestImage(

@@ -23,7 +23,7 @@ from screwops_synth import generate
 from tests.e2e.conftest import screwops
 from tests.e2e.runs import GATEWAY
 from tests.e2e.test_pipeline import FAILED, HAPPY
-from tests.support import eventually, png
+from tests.support import eventually, screw_png
 
 RUN_WITHIN_S = 900.0
 # Called with each of the run's topics the first time an event of it appears.
@@ -133,7 +133,7 @@ async def served(version: int, *, within: float) -> float:
             try:
                 answer = await gateway.Inspect(
                     inspection_pb2.InspectRequest(
-                        image=png(256), line_id="line-chaos", camera_id="cam-1"
+                        image=screw_png(0), line_id="line-chaos", camera_id="cam-1"
                     ),
                     timeout=10,
                 )

@@ -19,7 +19,7 @@ from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
 from screwops_settings import StackSettings
 
 from tests.e2e.runs import GATEWAY, finished_run
-from tests.support import eventually, png
+from tests.support import eventually, screw_png
 
 # Every consumed topic and the services (consumer groups) that consume it.
 CONSUMED: dict[str, tuple[str, ...]] = {
@@ -69,7 +69,7 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
         for index in range(INSPECTIONS_AFTER):
             await gateway.Inspect(
                 inspection_pb2.InspectRequest(
-                    image=png(256, seed=index),
+                    image=screw_png(index),
                     line_id=LINE,
                     camera_id="cam-poison",
                     request_id=f"poison-{uuid.uuid4().hex}",

@@ -17,7 +17,7 @@ from screwops_settings import StackSettings
 
 from tests.chaos.conftest import crash_server, restart_server
 from tests.e2e.runs import GATEWAY, finished_run
-from tests.support import eventually, png
+from tests.support import eventually, screw_png
 
 CLIENTS = 4
 DEADLINE_S = 5.0
@@ -49,7 +49,7 @@ class Load:
 
     async def _client(self, index: int) -> None:
         request = inspection_pb2.InspectRequest(
-            image=png(256, seed=index), line_id="line-chaos", camera_id=f"cam-{index}"
+            image=screw_png(index), line_id="line-chaos", camera_id=f"cam-{index}"
         )
         while not self._stopping.is_set():
             began = time.monotonic()

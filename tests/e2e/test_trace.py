@@ -18,7 +18,7 @@ from screwops_contracts import Topic
 from screwops_settings import StackSettings
 
 from tests.e2e.runs import GATEWAY, HOPS, FinishedRun, finished_run
-from tests.support import eventually, png
+from tests.support import eventually, screw_png
 
 Span = dict[str, Any]
 # The gateway's request span (gRPC server) and its Triton call (gRPC client), named by method.
@@ -142,7 +142,7 @@ async def test_an_inspection_continues_the_callers_trace_through_the_triton_call
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         answer = await gateway.Inspect(
             inspection_pb2.InspectRequest(
-                image=png(256),
+                image=screw_png(0),
                 line_id="line-e2e",
                 camera_id="cam-trace",
                 model_version=run.deployed.payload.version,

@@ -10,7 +10,6 @@ weights; what matters is that the gateway answers what Triton answers for the im
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,22 +36,15 @@ from screwops_rpc import BearerAuth
 from screwops_serving import TritonModels
 from screwops_settings import ApiToken, Role, StackSettings
 from screwops_storage import ObjectStore, database
-from screwops_synth import render_screw
 
 from tests.frames_model import expected_scores
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
 from tests.integration.test_serving import FRAME_SIZE, SCALES, Served, two_versions_served
-from tests.support import eventually, model_deployed, png, unique
+from tests.support import eventually, model_deployed, png, screw_png, unique
 
 TOKEN = "line-7-camera-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 MAX_IMAGE_BYTES = 512 * 1024
-
-
-def screw_png(seed: int, *, size: int = 256) -> bytes:
-    out = io.BytesIO()
-    render_screw(np.random.default_rng(seed), size=size, defect=None).save(out, format="PNG")
-    return out.getvalue()
 
 
 @dataclass
