@@ -34,20 +34,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = [
-    "CONFIDENCE",
-    "UNSPECIFIED_DEFECT",
-    "ConfusionMatrix",
-    "DefectRecall",
-    "Interval",
-    "LabeledImage",
-    "Probabilities",
-    "SplitMetrics",
-    "auroc_interval",
-    "compute_metrics",
-    "wilson",
-]
-
 Probabilities = npt.NDArray[np.float32]
 
 UNSPECIFIED_DEFECT = "unspecified"

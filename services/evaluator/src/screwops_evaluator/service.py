@@ -446,16 +446,7 @@ class EvaluatorService:
             return None, None
         problem = frame_size_problem(champion.frame_size)
         if problem is not None:
-            return (
-                ChampionSummary(
-                    version=champion.version,
-                    triton_model=champion.triton_model,
-                    run_id=champion.run_id,
-                    threshold=champion.threshold,
-                    skipped=problem,
-                ),
-                None,
-            )
+            return _skipped(champion, problem), None
         if champion.frame_size != frame_size:
             inputs = await self._inputs(images, champion.frame_size)
         staging = self._staging.staging
@@ -482,16 +473,7 @@ class EvaluatorService:
                     champion.version,
                     failure.message,
                 )
-                return (
-                    ChampionSummary(
-                        version=champion.version,
-                        triton_model=champion.triton_model,
-                        run_id=champion.run_id,
-                        threshold=champion.threshold,
-                        skipped=failure.message,
-                    ),
-                    None,
-                )
+                return _skipped(champion, failure.message), None
         return (
             ChampionSummary(
                 version=champion.version,
@@ -612,6 +594,17 @@ def _record(
         threshold=trained.threshold,
         model_kind=trained.model_kind,
         frame_size=trained.frame_size,
+    )
+
+
+def _skipped(champion: Champion, reason: str) -> ChampionSummary:
+    """The production version, recorded as not compared, and why."""
+    return ChampionSummary(
+        version=champion.version,
+        triton_model=champion.triton_model,
+        run_id=champion.run_id,
+        threshold=champion.threshold,
+        skipped=reason,
     )
 
 
