@@ -4,6 +4,7 @@ rollbacks, failed deployments and what stays in Triton's repository."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -570,6 +571,18 @@ async def test_restore_puts_production_back_after_the_repository_is_lost(h: Harn
 
     assert h.present() == [1, 2]
     assert set(h.triton.loaded[h.model]) == {1, 2}
+
+
+async def test_a_production_version_from_before_frames_is_not_retried_every_round(
+    h: Harness,
+) -> None:
+    await h.deploy("run-a", "run-b")
+    # Both versions as a stack home from before frame input holds them: no frame size.
+    for key, record in list(h.store.versions.items()):
+        h.store.versions[key] = replace(record, frame_size=0)
+    h.triton.loaded.clear()
+
+    assert await h.service._not_served() == []
 
 
 async def test_a_rejection_is_recorded_and_nothing_is_emitted(h: Harness) -> None:

@@ -52,7 +52,7 @@ from screwops_contracts import (
     ModelRolledBack,
     ModelRolledBackPayload,
 )
-from screwops_contracts.models import PRODUCTION_ALIAS
+from screwops_contracts.models import PRODUCTION_ALIAS, frame_size_problem
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -236,13 +236,18 @@ class RegistryService:
                 log.warning("cannot check what Triton serves yet: %s", error.message)
 
     async def _not_served(self) -> list[str]:
-        """The production and rollback versions Triton does not report ready."""
+        """The production and rollback versions Triton does not report ready and could serve.
+
+        A version exported before models took frames can never be served again (its restore
+        says so once, at start); counting it as lost would retry and log it every round.
+        """
         lost = []
         for alias in await self._store.aliases(PRODUCTION_ALIAS):
             for version in (alias.version, alias.rollback_target()):
-                if version is not None and not await self._placement.ready(
-                    alias.model_name, version
-                ):
+                if version is None or await self._placement.ready(alias.model_name, version):
+                    continue
+                record = await self._store.get_version(alias.model_name, version)
+                if record is not None and frame_size_problem(record.frame_size) is None:
                     lost.append(version_id(alias.model_name, version))
         return lost
 
