@@ -52,7 +52,9 @@ async def outcome(settings: StackSettings, dataset: str) -> DatasetValidated | D
 async def test_rendered_screws_become_a_validated_dataset_version(tmp_path: Path) -> None:
     settings = StackSettings()
     dataset = unique("e2e")
-    summary = generate(tmp_path / "screws", good=60, defect=60, seed=11, size=128)
+    # The trainer trains this version too: the session's other runs are 256 px, and one model
+    # name serves one frame size (the registry refuses a version of another).
+    summary = generate(tmp_path / "screws", good=60, defect=60, seed=11, size=256)
     assert summary.images == 120
 
     imported = screwops("ingest", str(tmp_path / "screws"), "--dataset", dataset)
@@ -89,7 +91,7 @@ async def test_rendered_screws_become_a_validated_dataset_version(tmp_path: Path
 async def test_a_poisoned_set_is_rejected_naming_each_problem(tmp_path: Path) -> None:
     settings = StackSettings()
     dataset = unique("e2e-poison")
-    generate(tmp_path / "screws", good=40, defect=5, seed=12, size=128)
+    generate(tmp_path / "screws", good=40, defect=5, seed=12, size=256)
     broken = next((tmp_path / "screws" / "train" / "good").iterdir())
     broken.write_bytes(broken.read_bytes()[:120])
     shutil.copy(
