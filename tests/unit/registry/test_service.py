@@ -99,7 +99,7 @@ async def test_a_version_of_another_frame_size_than_the_served_ones_is_refused(
         f"{record.id} takes frames of {2 * FRAME_SIZE} px, but versions 1 of {h.model} in "
         f"Triton take {FRAME_SIZE} px, and Triton's config (the frame size among it) is one for "
         "every version of a name: placing it would break them. Serve it under another model "
-        f"name, or retrain it at {FRAME_SIZE} px"
+        f"name, or retrain it at {FRAME_SIZE} px (the trainer's SCREWOPS_TRAINER_FRAME_SIZE)"
     )
     assert h.present() == [1], "nothing is placed in Triton"
     assert config_frame_size(h.repository, name=h.model) == FRAME_SIZE

@@ -195,6 +195,7 @@ class Parts:
     score: FakeScore = field(default_factory=FakeScore)
     params: TrainingParams = PARAMS
     model_kind: ModelKind = ModelKind.SUPERVISED
+    frame_size: int = 0
     emit: Emit | None = None  # a real bus's, as in __main__; else into ``emitted``
 
     def service(self) -> TrainerService:
@@ -209,6 +210,7 @@ class Parts:
                 params=self.params,
                 model_kind=self.model_kind,
                 concurrency=4,
+                frame_size=self.frame_size,
             ),
             git_sha="0123abc",
             packages=PACKAGES,

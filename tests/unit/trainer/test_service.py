@@ -153,6 +153,16 @@ async def test_the_fit_gets_train_and_validation_frames_of_the_images_size_in_a_
     assert int(y_val.sum()) > 0
 
 
+async def test_a_pinned_frame_size_fits_every_image_to_it() -> None:
+    parts = Parts(frame_size=96)
+    cause = await validated(parts.objects, "screws", balanced(20))
+    payload = await parts.service().on_dataset_validated(cause)
+
+    [call] = parts.fit.calls
+    assert call.train[0].shape[1:] == (96, 96, 1)
+    assert payload.frame_size == 96
+
+
 async def test_epochs_reach_the_store_in_order_and_all_before_the_run_finishes() -> None:
     parts = Parts(params=PARAMS.model_copy(update={"epochs": 6}))
     cause = await validated(parts.objects, "screws", balanced(20))

@@ -178,7 +178,8 @@ class Placement:
                 f"{record.id} takes frames of {record.frame_size} px, but versions {listed} of "
                 f"{name} in Triton take {served} px, and Triton's config (the frame size among "
                 f"it) is one for every version of a name: placing it would break them. Serve it "
-                f"under another model name, or retrain it at {served} px"
+                f"under another model name, or retrain it at {served} px "
+                "(the trainer's SCREWOPS_TRAINER_FRAME_SIZE)"
             )
 
     async def _place(self, record: VersionRecord) -> None:

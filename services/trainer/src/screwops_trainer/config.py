@@ -16,6 +16,7 @@ from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
 from screwops_settings.services import TRAINER
 
+from screwops_trainer.dataset import MAX_FRAME_SIZE
 from screwops_trainer.params import TrainingParams, for_kind
 from screwops_trainer.threshold import ThresholdRules
 
@@ -31,6 +32,7 @@ class Rules:
     threshold_rules: ThresholdRules = field(default_factory=ThresholdRules)
     concurrency: int = 8
     max_run_s: float = 3600.0
+    frame_size: int = 0
 
 
 class TrainerSettings(ServiceSettings):
@@ -71,6 +73,14 @@ class TrainerSettings(ServiceSettings):
         2, ge=1, description="TensorFlow's threads inside one op; the machine is shared."
     )
     inter_op_threads: int = Field(1, ge=1, description="TensorFlow's ops run at once.")
+    frame_size: int = Field(
+        0,
+        ge=0,
+        le=MAX_FRAME_SIZE,
+        description="The side of the frames the model takes; 0: the training images' most "
+        "common side (at most 1024). Pin it when a model name must keep serving one camera's "
+        "size: Triton serves every version of a name at one frame size.",
+    )
     image_concurrency: int = Field(
         8, ge=1, description="Images fetched and decoded at once while loading a version."
     )
@@ -89,4 +99,5 @@ class TrainerSettings(ServiceSettings):
             threshold_rules=self.threshold,
             concurrency=self.image_concurrency,
             max_run_s=self.max_run_s,
+            frame_size=self.frame_size,
         )

@@ -208,6 +208,7 @@ class TrainerService:
         self._git_sha = git_sha
         self._packages = dict(packages)
         self._concurrency = rules.concurrency
+        self._frame_size = rules.frame_size
         # One run at a time per process: TensorFlow's threads are bounded for one run, and a
         # second event for the same run waits here and then finds it finished.
         self._training = asyncio.Lock()
@@ -333,7 +334,9 @@ class TrainerService:
         self, run: str, dataset: DatasetRecord, model_name: str, cause: Event[Any]
     ) -> RunRecord:
         rows, inputs = await self._load(dataset)
-        size = frame_size([inputs[r.sha256] for r in rows if r.split is SplitName.TRAIN])
+        size = self._frame_size or frame_size(
+            [inputs[r.sha256] for r in rows if r.split is SplitName.TRAIN]
+        )
         train = await asyncio.to_thread(arrays, rows, inputs, SplitName.TRAIN, size)
         validation = await asyncio.to_thread(arrays, rows, inputs, SplitName.VALIDATION, size)
         started = await self._store.start_run(
