@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -283,6 +284,40 @@ def deployment(
     )
     payload = event.payload.model_copy(update={"threshold": threshold})
     return event.model_copy(update={"payload": payload})
+
+
+async def test_a_switch_while_an_image_is_decoded_answers_it_with_the_new_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that started before a deployment but whose image was still being decoded is
+    answered by the new version: otherwise it could finish after one the new version answered
+    and send the line back to the old version for a moment."""
+    h = harness(production=1, log_policy=LogPolicy(image_sample_rate=0))
+    await h.service.start()
+    decoding, release = threading.Event(), threading.Event()
+    prepare = gateway_service._prepare
+
+    def held(*args: Any) -> Any:
+        decoding.set()
+        assert release.wait(timeout=10)
+        return prepare(*args)
+
+    monkeypatch.setattr(gateway_service, "_prepare", held)
+    answer = asyncio.create_task(h.service.inspect(frame()))
+    await eventually(
+        lambda: _true_when(decoding.is_set()), within=5, what="the image in a decode thread"
+    )
+    await h.service.on_model_deployed(deployment(2))
+    monkeypatch.setattr(gateway_service, "_prepare", prepare)
+    release.set()
+    result = await answer
+    await h.service.stop()
+
+    assert result.model_version == 2
+
+
+async def _true_when(condition: bool) -> bool | None:
+    return True if condition else None
 
 
 async def test_the_served_versions_own_threshold_decides_and_is_reported() -> None:

@@ -341,14 +341,20 @@ class GatewayService:
         _check_fields(inspection)
         _check_deadline(deadline)
         try:
-            model_name, triton_model, version, threshold, frame_size = await self._resolve(
-                inspection.model_version
-            )
+            fitted_to = (await self._resolve(inspection.model_version))[4]
         except ScrewOpsError:
             # No model to answer: a bad image is still told so first, as it would be otherwise.
             await self._prepare(inspection.image, None)
             raise
-        batch, preprocess_s = await self._prepare(inspection.image, frame_size)
+        batch, preprocess_s = await self._prepare(inspection.image, fitted_to)
+        # Resolved again once the image is ready: a switch made while it was decoded answers
+        # with the new version, so no request that starts after another was answered by the
+        # new version is answered by the old one (a version of another frame size re-fits it).
+        model_name, triton_model, version, threshold, frame_size = await self._resolve(
+            inspection.model_version
+        )
+        if frame_size != fitted_to:
+            batch, preprocess_s = await self._prepare(inspection.image, frame_size)
         preprocessed_at = time.monotonic()
         decoded_at = preprocessed_at - preprocess_s
         probability = await self._infer(
