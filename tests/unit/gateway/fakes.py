@@ -58,6 +58,7 @@ class FakeTriton:
     evicted: set[tuple[str, int]] = field(default_factory=set)
     no_part: set[int] = field(default_factory=set)
     served_frame_size: int = FRAME_SIZE
+    configs_read: int = 0
     frames: list[npt.NDArray[np.uint8]] = field(default_factory=list)
 
     async def infer(
@@ -114,6 +115,7 @@ class FakeTriton:
             raise UnavailableError(f"reading the config of {name}: failed to connect")
         if not any(model == name for model, _ in self.loaded):
             raise NotFoundError(f"reading the config of {name}: unknown model")
+        self.configs_read += 1
         return self.served_frame_size
 
     async def check(self, name: str, version: int, *, frame_size: int, timeout_s: float) -> Scores:

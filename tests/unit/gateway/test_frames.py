@@ -83,10 +83,13 @@ async def test_a_pinned_version_never_announced_takes_the_frame_size_triton_serv
     await h.service.start()
 
     result = await h.service.inspect(inspection(png(), model_version=2))
+    await h.service.inspect(inspection(png(), model_version=2))
     await h.service.stop()
 
     assert result.model_version == 2
     assert h.triton.frames[0].shape == (1, 32, 32, 1)
+    # A version's frame size never changes: Triton's config is read once, not per inspection.
+    assert h.triton.configs_read == 1
 
 
 class SavedModelTriton(FakeTriton):

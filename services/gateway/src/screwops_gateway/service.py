@@ -440,7 +440,9 @@ class GatewayService:
         answers.
 
         A pinned version not announced to this instance takes the frame size of the config
-        Triton serves the model with (the config is the model's, shared by all its versions).
+        Triton serves the model with (the config is the model's, shared by all its versions),
+        read once: a version's SavedModel takes one frame size for good, and the inspection path
+        (which resolves twice) must not ask Triton on every call.
         """
         production = self._production
         if pinned is not None:
@@ -449,6 +451,7 @@ class GatewayService:
             frame_size = self._frame_sizes.get(pinned)
             if frame_size is None:
                 frame_size = await self._served_frame_size(triton_model)
+                self._frame_sizes[pinned] = frame_size
             _check_frame_size(self.policy.model_name, pinned, frame_size)
             return self.policy.model_name, triton_model, pinned, threshold, frame_size
         if production is None:
