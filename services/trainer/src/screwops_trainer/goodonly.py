@@ -48,14 +48,19 @@ _FAR = 1e9
 _FEATURE_BATCH = 8
 
 
-def features(backbone: Backbone, cut: Array) -> Array:
-    """Feature maps of strips ``cut`` ([n, h, w, 1] in [0, 1]), in batches to bound memory."""
+def _in_batches(compute: Callable[[tf.Tensor], tf.Tensor], values: Array) -> Array:
+    """``compute`` over ``values`` a few at a time, to bound memory; the results joined."""
     parts = [
-        backbone.features(tf.constant(cut[start : start + _FEATURE_BATCH])).numpy()
-        for start in range(0, len(cut), _FEATURE_BATCH)
+        compute(tf.constant(values[start : start + _FEATURE_BATCH])).numpy()
+        for start in range(0, len(values), _FEATURE_BATCH)
     ]
-    maps: Array = np.concatenate(parts).astype(np.float32)
-    return maps
+    joined: Array = np.concatenate(parts).astype(np.float32)
+    return joined
+
+
+def features(backbone: Backbone, cut: Array) -> Array:
+    """Feature maps of strips ``cut`` ([n, h, w, 1] in [0, 1])."""
+    return _in_batches(backbone.features, cut)
 
 
 class PatchScorer(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
@@ -127,13 +132,8 @@ class PatchScorer(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         self.centre.assign(centre)
         self.spread.assign(max((centre - float(np.median(good))) / math.log(9.0), 1e-3))
 
-    def raw_in_batches(self, strips: Array, size: int = _FEATURE_BATCH) -> Array:
-        parts = [
-            self.raw(tf.constant(strips[start : start + size])).numpy()
-            for start in range(0, len(strips), size)
-        ]
-        scores: Array = np.concatenate(parts).astype(np.float32)
-        return scores
+    def raw_in_batches(self, strips: Array) -> Array:
+        return _in_batches(self.raw, strips)
 
 
 def _farthest_first(overview: Array, count: int) -> list[int]:
