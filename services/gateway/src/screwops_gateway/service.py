@@ -341,7 +341,7 @@ class GatewayService:
         _check_fields(inspection)
         _check_deadline(deadline)
         try:
-            fitted_to = (await self._resolve(inspection.model_version))[4]
+            *_, fitted_to = await self._resolve(inspection.model_version)
         except ScrewOpsError:
             # No model to answer: a bad image is still told so first, as it would be otherwise.
             await self._prepare(inspection.image, None)
