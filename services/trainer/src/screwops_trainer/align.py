@@ -16,6 +16,7 @@ a model compare one screw's thread with another's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -134,13 +135,19 @@ def _box_blur(images: tf.Tensor, radius: int) -> tf.Tensor:
     return along(along(images, 1), 2) / along(along(ones, 1), 2)
 
 
-def _stretched(frames: tf.Tensor, small: tf.Tensor) -> tf.Tensor:
-    """``frames`` whose range of grey (measured on ``small``, a copy) is dim, stretched."""
+def _stretch(small: tf.Tensor) -> Callable[[tf.Tensor], tf.Tensor]:
+    """What stretches a copy of each frame whose range of grey (measured on ``small``, a copy)
+    is dim. Area averaging is linear, so stretching the copies is stretching the frame, without
+    a pass over its every pixel."""
     n = tf.shape(small)[0]
     flat = tf.reshape(small, [n, -1])
     low, high = (_quantile(flat, tf.ones_like(flat), q, 0.0, 1.0, 1024) for q in _RANGE_QUANTILES)
     gain = tf.maximum(1.0, _USUAL_RANGE / tf.maximum(high - low, _MIN_RANGE))
-    return (frames - low[:, None, None, None]) * gain[:, None, None, None]
+
+    def stretched(copy: tf.Tensor) -> tf.Tensor:
+        return (copy - low[:, None, None, None]) * gain[:, None, None, None]
+
+    return stretched
 
 
 def _part(small: tf.Tensor, radius: int) -> tf.Tensor:
@@ -190,8 +197,9 @@ def find_pose(frames: tf.Tensor) -> Pose:
         raise ValueError(f"frames must be square with a static side, got {frames.shape}")
     n = tf.shape(frames)[0]
     coarse_side = min(COARSE_SIDE, side)
-    frames = _stretched(frames, tf.image.resize(frames, [coarse_side, coarse_side], method="area"))
     small = tf.image.resize(frames, [coarse_side, coarse_side], method="area")
+    stretched = _stretch(small)
+    small = stretched(small)
     weight = tf.reshape(_part(small, _BACKGROUND_RADIUS), [n, -1])
     xs, ys = _grid(coarse_side, side / coarse_side)
     count, mean_x, mean_y, axis_x, axis_y = _moments(weight, xs, ys)
@@ -201,7 +209,7 @@ def find_pose(frames: tf.Tensor) -> Pose:
 
     # Refinement: the part on a copy twice as fine, near the coarse axis and between its ends.
     fine_side = min(2 * coarse_side, side)
-    fine = tf.image.resize(frames, [fine_side, fine_side], method="area")
+    fine = stretched(tf.image.resize(frames, [fine_side, fine_side], method="area"))
     fine_weight = tf.reshape(
         _part(fine, round(_BACKGROUND_RADIUS * fine_side / coarse_side)), [n, -1]
     )
