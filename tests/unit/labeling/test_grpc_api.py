@@ -7,9 +7,12 @@ from typing import Any, cast
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2
+from pydantic import SecretStr
+from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb2_grpc
 from screwops_contracts.datasets import Label
-from screwops_labeling.grpc_api import Context, LabelingApi
+from screwops_labeling.grpc_api import ROLES, Context, LabelingApi, server
+from screwops_rpc import bearer_auth, on_behalf_of, open_aio_channel
+from screwops_settings import ApiToken, Role
 
 from tests.fakes import AbortedError, FakeContext
 from tests.unit.labeling.fakes import START, harness, inspection
@@ -162,3 +165,54 @@ async def test_a_reviewer_works_through_the_queue() -> None:
     assert (result.verdict_correct, result.remaining_count) == (False, 0)
     # No version of the review dataset exists yet: the label waits for the image to arrive.
     assert h.store.label_docs[("screws", item.image_sha256)].source == "review"
+
+
+CONSOLE_TOKEN = "console-token-0123456789ab"
+LABELER_TOKEN = "labeler-token-0123456789ab"
+
+
+async def test_the_console_labels_as_its_logged_in_user_and_no_one_else_may_name_one() -> None:
+    h = harness()
+    event, _ = h.ingest("screws", 1, [("a.png", None), ("b.png", None)])
+    await h.service.on_dataset_ingested(event)
+    table = [
+        ApiToken(
+            principal="console", role=Role.LABELER, token=SecretStr(CONSOLE_TOKEN), delegates=True
+        ),
+        ApiToken(principal="tool", role=Role.LABELER, token=SecretStr(LABELER_TOKEN)),
+    ]
+    running = server(h.service, host="127.0.0.1", port=0, interceptors=bearer_auth(table, ROLES))
+    await running.start()
+    address = f"127.0.0.1:{running.port}"
+    try:
+        async with open_aio_channel(address, CONSOLE_TOKEN) as channel:
+            labeling = labeling_pb2_grpc.LabelingServiceStub(channel)
+            task = await labeling.NextUnlabeled(
+                labeling_pb2.NextUnlabeledRequest(dataset_id="screws", annotator="mallory"),
+                timeout=5,
+                metadata=on_behalf_of("ana", Role.LABELER),
+            )
+            await labeling.SubmitLabel(
+                labeling_pb2.SubmitLabelRequest(
+                    image_sha256=task.image_sha256,
+                    dataset_id="screws",
+                    label=ingestion_pb2.LABEL_GOOD,
+                    annotator="mallory",
+                ),
+                timeout=5,
+                metadata=on_behalf_of("ana", Role.LABELER),
+            )
+        async with open_aio_channel(address, LABELER_TOKEN) as channel:
+            labeling = labeling_pb2_grpc.LabelingServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await labeling.NextUnlabeled(
+                    labeling_pb2.NextUnlabeledRequest(dataset_id="screws", annotator="tool"),
+                    timeout=5,
+                    metadata=on_behalf_of("ana", Role.LABELER),
+                )
+    finally:
+        await running.stop(grace=0)
+
+    assert h.store.label_docs[("screws", task.image_sha256)].annotator == "ana (via console)"
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == "tool may not act on behalf of another user"

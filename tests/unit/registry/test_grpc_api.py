@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.events import ModelRolledBack
 from screwops_registry.grpc_api import ROLES, Context, RegistryApi, server
-from screwops_rpc import bearer_auth, open_aio_channel
+from screwops_rpc import bearer_auth, on_behalf_of, open_aio_channel
 from screwops_settings import ApiToken, Role
 
 from tests.fakes import BROKEN, AbortedError, FakeContext
@@ -213,15 +213,22 @@ async def test_a_move_with_overlong_text_is_refused_before_the_alias_moves(
 
 OPERATOR_TOKEN = "ops-alice-token-0123456789"
 VIEWER_TOKEN = "viewer-token-0123456789abc"
+CONSOLE_TOKEN = "console-token-0123456789ab"
 
 
 @pytest.fixture
 async def guarded(h: Harness) -> AsyncIterator[str]:
-    """The registry's API over ``h`` with a token table of an operator and a viewer, as
-    ``__main__`` serves it; yields its address."""
+    """The registry's API over ``h`` with a token table of an operator, a viewer and the console
+    (which delegates), as ``__main__`` serves it; yields its address."""
     table = [
         ApiToken(principal="ops-alice", role=Role.OPERATOR, token=SecretStr(OPERATOR_TOKEN)),
         ApiToken(principal="dash", role=Role.VIEWER, token=SecretStr(VIEWER_TOKEN)),
+        ApiToken(
+            principal="console",
+            role=Role.OPERATOR,
+            token=SecretStr(CONSOLE_TOKEN),
+            delegates=True,
+        ),
     ]
     running = server(h.service, host="127.0.0.1", port=0, interceptors=bearer_auth(table, ROLES))
     await running.start()
@@ -268,4 +275,55 @@ async def test_a_viewer_may_read_but_not_move_the_alias(h: Harness, guarded: str
     assert len(listed.model_versions) == 3
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.details() == "Rollback needs the operator role; dash is viewer"
+    assert h.sent.of(ModelRolledBack) == []
+
+
+async def test_the_console_moves_the_alias_as_its_logged_in_user(h: Harness, guarded: str) -> None:
+    async with open_aio_channel(guarded, CONSOLE_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        back = await registry.Rollback(
+            registry_pb2.RollbackRequest(
+                request_id=new_id(), model_name=h.model, actor="mallory", reason="drift"
+            ),
+            timeout=5,
+            metadata=on_behalf_of("alice", Role.OPERATOR),
+        )
+
+    assert back.actor == "alice (via console)"
+    assert [e.payload.actor for e in h.sent.of(ModelRolledBack)] == ["alice (via console)"]
+
+
+async def test_a_user_acting_through_the_console_keeps_the_users_role(
+    h: Harness, guarded: str
+) -> None:
+    async with open_aio_channel(guarded, CONSOLE_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry.Rollback(
+                registry_pb2.RollbackRequest(request_id=new_id(), model_name=h.model, reason="r"),
+                timeout=5,
+                metadata=on_behalf_of("vic", Role.VIEWER),
+            )
+
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == (
+        "Rollback needs the operator role; vic (via console) is viewer"
+    )
+    assert h.sent.of(ModelRolledBack) == []
+
+
+async def test_a_principal_that_does_not_delegate_cannot_act_for_someone_else(
+    h: Harness, guarded: str
+) -> None:
+    async with open_aio_channel(guarded, OPERATOR_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry.Rollback(
+                registry_pb2.RollbackRequest(request_id=new_id(), model_name=h.model, reason="r"),
+                timeout=5,
+                metadata=on_behalf_of("bob", Role.OPERATOR),
+            )
+
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == "ops-alice may not act on behalf of another user"
     assert h.sent.of(ModelRolledBack) == []

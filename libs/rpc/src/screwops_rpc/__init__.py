@@ -28,6 +28,7 @@ from screwops_rpc.auth import (
     bearer_auth,
     current_principal,
     method_roles,
+    on_behalf_of,
     open_aio_channel,
     open_channel,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "map_errors",
     "method_roles",
     "offset_page",
+    "on_behalf_of",
     "open_aio_channel",
     "open_channel",
 ]

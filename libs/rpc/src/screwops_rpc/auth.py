@@ -9,6 +9,13 @@ is below it gets PERMISSION_DENIED naming the role, and so does any method the t
 so a new method is closed until someone gives it a role. The servicer learns who is calling from
 :func:`current_principal`, never from the request, so a caller cannot act under another name.
 
+A principal whose token ``delegates`` (the console, which logs its own users in) may act on
+behalf of one of its users: it sends the user's name and role in ``x-screwops-on-behalf-of`` and
+``x-screwops-on-behalf-of-role`` metadata (:func:`on_behalf_of`), and the call is served as
+``<user> (via <principal>)`` with the lesser of the two roles, so a user is recorded by name and
+cannot do more than either allows. Any other principal sending these headers is refused
+(PERMISSION_DENIED): naming someone else is a privilege of the token, not of the request.
+
 Health checking and reflection stay open, so load balancers, probes and ``grpcurl`` work without
 a token. Tokens are compared in constant time, against every configured token, so timing reveals
 neither a token nor which one nearly matched; no refusal quotes the token presented.
@@ -23,6 +30,7 @@ import collections
 import contextvars
 import hmac
 import inspect
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,9 +39,11 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
-from screwops_settings import ApiToken, Role
+from screwops_settings import PRINCIPAL_PATTERN, ApiToken, Role
 
 AUTHORIZATION = "authorization"
+ON_BEHALF_OF = "x-screwops-on-behalf-of"
+ON_BEHALF_OF_ROLE = "x-screwops-on-behalf-of-role"
 _SCHEME = "bearer "
 _OPEN_SERVICES = (
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -50,10 +60,17 @@ Resp = TypeVar("Resp")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who an authenticated call acts as: the name its token maps to, and that name's role."""
+    """Who an authenticated call acts as: the name its token maps to, and that name's role.
+
+    A call made on behalf of a user is served as ``<user> (via <principal>)``: ``via`` names
+    the delegating principal (empty for a principal acting for itself), ``user`` the user.
+    """
 
     name: str
     role: Role
+    delegates: bool = False
+    via: str = ""
+    user: str = ""
 
 
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -101,7 +118,10 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         if not tokens:
             raise ValueError("BearerAuth needs at least one token")
         self._tokens = [
-            (entry.token.get_secret_value().encode(), Principal(entry.principal, entry.role))
+            (
+                entry.token.get_secret_value().encode(),
+                Principal(entry.principal, entry.role, delegates=entry.delegates),
+            )
             for entry in tokens
         ]
         self._roles = dict(roles)
@@ -120,11 +140,17 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        caller = self.authenticate(handler_call_details.invocation_metadata)
+        metadata = handler_call_details.invocation_metadata
+        caller = self.authenticate(metadata)
+        refusal: str | None
         if isinstance(caller, Principal):
-            refusal = self._forbidden(method, caller)
-            if refusal is None:
-                return _acting_as(handler, caller)
+            acting = _acting_for(caller, metadata)
+            if isinstance(acting, str):
+                refusal = acting
+            else:
+                refusal = self._forbidden(method, acting)
+                if refusal is None:
+                    return _acting_as(handler, acting)
             code = grpc.StatusCode.PERMISSION_DENIED
         else:
             code, refusal = grpc.StatusCode.UNAUTHENTICATED, caller
@@ -157,6 +183,37 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         if caller.role.allows(needed):
             return None
         return f"{name} needs the {needed} role; {caller.name} is {caller.role}"
+
+
+def on_behalf_of(user: str, role: Role) -> tuple[tuple[str, str], ...]:
+    """The metadata a delegating principal sends with a call it makes for ``user`` (whose role
+    it vouches for); the server refuses it from a principal that does not delegate."""
+    return ((ON_BEHALF_OF, user), (ON_BEHALF_OF_ROLE, role.value))
+
+
+def _acting_for(
+    caller: Principal, metadata: Sequence[tuple[str, str | bytes]] | None
+) -> Principal | str:
+    """Who the call acts as: ``caller``, or the user it names on its behalf when ``caller`` may
+    delegate; why not, when it names one it may not."""
+    named = {
+        key.lower(): value.decode(errors="replace") if isinstance(value, bytes) else value
+        for key, value in metadata or ()
+        if key.lower() in (ON_BEHALF_OF, ON_BEHALF_OF_ROLE)
+    }
+    if not named:
+        return caller
+    if not caller.delegates:
+        return f"{caller.name} may not act on behalf of another user"
+    user = named.get(ON_BEHALF_OF, "")
+    if not re.fullmatch(PRINCIPAL_PATTERN, user):
+        return f"{caller.name} named no valid user to act on behalf of"
+    try:
+        claimed = Role(named.get(ON_BEHALF_OF_ROLE, ""))
+    except ValueError:
+        return f"{caller.name} named no valid role for {user}"
+    role = claimed if caller.role.allows(claimed) else caller.role
+    return Principal(f"{user} (via {caller.name})", role, via=caller.name, user=user)
 
 
 def _acting_as(

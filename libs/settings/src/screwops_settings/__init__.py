@@ -8,6 +8,7 @@ Values come from ``SCREWOPS_*`` environment variables (nested with ``__``, for e
 
 from __future__ import annotations
 
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Self
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "DEFAULT_HOME",
     "MIN_TOKEN_CHARS",
+    "PRINCIPAL_PATTERN",
     "ApiSettings",
     "ApiToken",
     "KafkaSettings",
@@ -29,6 +31,9 @@ __all__ = [
     "StackSettings",
     "TelemetrySettings",
     "TritonSettings",
+    "kafka_ca_file",
+    "kafka_client_options",
+    "kafka_password_file",
     "port_of",
     "triton_model_repository",
 ]
@@ -54,8 +59,28 @@ def port_of(address: str) -> int:
     return parsed.port
 
 
+def kafka_password_file(home: Path, principal: str) -> Path:
+    """The file the native stack keeps ``principal``'s Kafka password in (owner-only, 0600).
+
+    Named here because the stack writes it at ``make up`` and every client of the native stack
+    (services, CLI, tests) reads its own principal's from it when no password is set.
+    """
+    return home / "secrets" / "kafka" / principal
+
+
+def kafka_ca_file(home: Path) -> Path:
+    """The native stack's CA certificate, which signs the broker's certificate."""
+    return home / "tls" / "ca.crt"
+
+
 class KafkaSettings(BaseModel):
-    """Where the Kafka broker listens and how new topics are laid out."""
+    """Where the Kafka broker listens, who a client is to it, and how new topics are laid out.
+
+    The broker takes SASL/SCRAM-SHA-512 over TLS only, and each principal may write and read just
+    the topics the event catalogue gives it. Natively, a password or CA file left unset is read
+    from the stack home (see :func:`kafka_password_file`), so the CLI and the tests need no
+    setup; compose and k8s set ``SCREWOPS_KAFKA__PASSWORD`` and ``SCREWOPS_KAFKA__CA_FILE``.
+    """
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Broker address for clients.", examples=["kafka:9092"]
@@ -71,6 +96,25 @@ class KafkaSettings(BaseModel):
         description="The largest record a service's producer sends (aiokafka's max_request_size; "
         "keep it at or below the topics' max.message.bytes). A dead letter that would be larger "
         "keeps its body in minio.dead_letter_bucket instead.",
+    )
+    security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = Field(
+        "SASL_SSL",
+        description="SASL_SSL everywhere; PLAINTEXT only reaches a broker without security, "
+        "which no ScrewOps stack runs (the security tests use it to be refused).",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str = Field(
+        "operator",
+        description="The principal this client is: a service's own name (the stack's "
+        "supervisor sets it), `operator` for the CLI, `admin` for the stack manager and tests.",
+    )
+    password: SecretStr | None = Field(
+        None, description="The principal's SCRAM password; unset: read from the stack home."
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle the broker's certificate is checked against; unset: "
+        "the native stack's CA.",
     )
 
 
@@ -138,6 +182,20 @@ class StackSettings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
 
     @model_validator(mode="after")
+    def _kafka_credentials_from_home(self) -> StackSettings:
+        """Fill the Kafka password and CA file the native stack generated, where unset: the
+        password of the principal named by ``kafka.username``, so each client reads only its own
+        (a missing file leaves it unset, and the broker refuses the client)."""
+        kafka = self.kafka
+        if kafka.password is None:
+            secret = kafka_password_file(self.home, kafka.username)
+            if secret.is_file():
+                kafka.password = SecretStr(secret.read_text().strip())
+        if kafka.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
+            kafka.ca_file = ca
+        return self
+
+    @model_validator(mode="after")
     def _no_development_credentials_in_production(self) -> StackSettings:
         """Refuse to start production with the credentials every checkout of this repo knows.
 
@@ -159,10 +217,36 @@ class StackSettings(BaseSettings):
             offending.append("minio.access_key")
         if self.minio.secret_key == minio_defaults.secret_key:
             offending.append("minio.secret_key")
+        if self.kafka.security_protocol != "SASL_SSL":
+            offending.append("kafka.security_protocol")
         mongo_uri = urlsplit(self.mongo.uri.get_secret_value())
         if mongo_uri.username is None and "authMechanism=" not in mongo_uri.query:
             offending.append("mongo.uri")
         return offending
+
+
+def kafka_client_options(kafka: KafkaSettings) -> dict[str, object]:
+    """The connection options of an aiokafka client (producer, consumer, admin) for ``kafka``:
+    every Kafka client of ScrewOps takes them from here, so none connects differently.
+
+    The bus hands the same values to FastStream as its ``SASLScram512`` security; kafka-python
+    (the stack's ACL admin) takes them too, but for the SSL context, as ``ssl_cafile``.
+    """
+    options: dict[str, object] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol == "SASL_SSL":
+        password = kafka.password.get_secret_value() if kafka.password else ""
+        options |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.username,
+            "sasl_plain_password": password,
+            "ssl_context": ssl.create_default_context(
+                cafile=str(kafka.ca_file) if kafka.ca_file else None
+            ),
+        }
+    return options
 
 
 class ServiceSettings(BaseSettings):
@@ -238,6 +322,13 @@ class ApiToken(BaseModel):
     )
     role: Role = Field(description="The most the principal may do on this API.")
     token: SecretStr = Field(description=f"The secret itself, {MIN_TOKEN_CHARS}+ characters.")
+    delegates: bool = Field(
+        False,
+        description="Whether the principal may act on behalf of its own users (the console, "
+        "which logs its users in): its calls may name the user, who is then recorded as "
+        "'<user> (via <principal>)' with the lesser of both roles. Any other principal naming "
+        "a user is refused.",
+    )
 
     @model_validator(mode="before")
     @classmethod

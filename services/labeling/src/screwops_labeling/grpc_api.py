@@ -17,7 +17,7 @@ from screwops.v1 import ingestion_pb2, inspection_pb2, labeling_pb2, labeling_pb
 from screwops_contracts.datasets import Label
 from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_errors import InvalidInputError
-from screwops_rpc import ServedApi, map_errors, method_roles
+from screwops_rpc import ServedApi, current_principal, map_errors, method_roles
 from screwops_settings import Role
 
 from screwops_labeling.label_files import LabelFileFormat
@@ -49,6 +49,14 @@ _FORMATS = {
 _VERDICTS = {"GOOD": inspection_pb2.VERDICT_GOOD, "DEFECT": inspection_pb2.VERDICT_DEFECT}
 
 
+def _person(named: str) -> str:
+    """Who labels or reviews: the user a delegating principal (the console) acts for, whatever
+    name the request gives, so a console user cannot label as someone else; the request's name
+    for any other caller, which labels for the people it names (a label file's annotator)."""
+    caller = current_principal()
+    return caller.name if caller is not None and caller.via else named
+
+
 class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
     """Validates requests, delegates to the service, and renders its results."""
 
@@ -60,7 +68,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
         self, request: labeling_pb2.NextUnlabeledRequest, context: Context
     ) -> labeling_pb2.LabelTask:
         _bound_who(request.dataset_id, "annotator", request.annotator)
-        task = await self._service.next_unlabeled(request.dataset_id, request.annotator)
+        task = await self._service.next_unlabeled(request.dataset_id, _person(request.annotator))
         return labeling_pb2.LabelTask(
             image_sha256=task.image.sha256,
             dataset_id=task.image.dataset_id,
@@ -82,7 +90,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
             request.dataset_id,
             request.image_sha256,
             _label(request.label),
-            annotator=request.annotator,
+            annotator=_person(request.annotator),
             defect_type=request.defect_type if request.HasField("defect_type") else None,
             labeled_at=_datetime(request.labeled_at) if request.HasField("labeled_at") else None,
         )
@@ -100,7 +108,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
             )
         _bound_who(request.dataset_id, "annotator", request.annotator)
         report = await self._service.import_labels(
-            request.dataset_id, fmt, request.content, annotator=request.annotator
+            request.dataset_id, fmt, request.content, annotator=_person(request.annotator)
         )
         return labeling_pb2.ImportLabelsResponse(
             applied_count=report.applied,
@@ -145,7 +153,7 @@ class LabelingApi(labeling_pb2_grpc.LabelingServiceServicer):
         result = await self._service.submit_review(
             request.inspection_id,
             _label(request.label),
-            reviewer=request.reviewer,
+            reviewer=_person(request.reviewer),
             defect_type=request.defect_type if request.HasField("defect_type") else None,
             reviewed_at=_datetime(request.reviewed_at) if request.HasField("reviewed_at") else None,
         )
