@@ -36,7 +36,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.unit.console.conftest import settings_for
+from tests.unit.console.conftest import password, settings_for
 from tests.unit.console.fakes import Fakes, png, populated, serving
 
 WAIT_S = 20.0
@@ -136,6 +136,15 @@ def loaded(browser: WebDriver) -> None:
     wait(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
+def log_in(browser: WebDriver, console: Console, name: str = "ops") -> None:
+    """Log in through the login page, as a person would."""
+    browser.get(f"{console.url}/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password(name))
+    browser.find_element(By.ID, "log-in").click()
+    wait(browser).until(lambda b: f"{name} (" in b.find_element(By.ID, "account").text)
+
+
 def test_inspection_uploads_images_and_shows_the_grid(
     browser: WebDriver, console: Console, tmp_path: Path
 ) -> None:
@@ -144,6 +153,7 @@ def test_inspection_uploads_images_and_shows_the_grid(
         path = tmp_path / name
         path.write_bytes(png(gray, size=128))
         files.append(str(path))
+    log_in(browser, console)
     browser.get(f"{console.url}/inspection")
     browser.find_element(By.ID, "images").send_keys("\n".join(files))
     browser.find_element(By.ID, "inspect").click()
@@ -173,7 +183,8 @@ def test_inspection_uploads_images_and_shows_the_grid(
 def test_labeling_takes_key_1_for_good_and_2_for_bad(
     browser: WebDriver, console: Console, tmp_path: Path
 ) -> None:
-    browser.get(f"{console.url}/labeling?dataset=screws&annotator=ann")
+    log_in(browser, console, "lab")
+    browser.get(f"{console.url}/labeling?dataset=screws")
     loaded(browser)
     image = browser.find_element(By.CSS_SELECTOR, "img.to-label")
     assert browser.execute_script("return arguments[0].naturalWidth", image) > 0
@@ -182,7 +193,7 @@ def test_labeling_takes_key_1_for_good_and_2_for_bad(
     ActionChains(browser).send_keys("1").perform()
     await_notice(browser, "labeled screw-001.png good; 2 left to label")
     [label] = console.fakes.labeling.labels
-    assert (label.dataset_id, label.annotator) == ("screws", "ann")
+    assert (label.dataset_id, label.annotator) == ("screws", "lab")
     assert label.label == ingestion_pb2.LABEL_GOOD
     assert "screw-002.png" in browser.find_element(By.ID, "label-form").text
 
@@ -205,6 +216,7 @@ def test_labeling_takes_key_1_for_good_and_2_for_bad(
 def test_pipeline_rolls_back_from_the_page(
     browser: WebDriver, console: Console, tmp_path: Path
 ) -> None:
+    log_in(browser, console)
     browser.get(f"{console.url}/pipeline")
     assert browser.find_element(By.ID, "production-version").text == "v2"
     charts = browser.find_elements(By.CSS_SELECTOR, "#runs svg.chart")
@@ -213,18 +225,15 @@ def test_pipeline_rolls_back_from_the_page(
     screenshot(browser, tmp_path / "pipeline.png")
 
     form = browser.find_element(By.ID, "rollback-form")
-    actor = form.find_element(By.NAME, "actor")
-    actor.clear()  # prefilled with the last name used on this host, if any
-    actor.send_keys("bob")
     form.find_element(By.NAME, "reason").send_keys("false rejects on line 3")
     browser.find_element(By.ID, "rollback").click()
-    await_notice(browser, "rolled back: production v2 → v1 (by bob: false rejects on line 3)")
+    await_notice(browser, "rolled back: production v2 → v1 (by ops: false rejects on line 3)")
     assert console.fakes.registry.production == 1
     assert browser.find_element(By.ID, "production-version").text == "v1"
     [rollback] = [
         r for r in console.fakes.registry.requests if r.DESCRIPTOR.name == "RollbackRequest"
     ]
-    assert (rollback.actor, rollback.reason) == ("bob", "false rejects on line 3")
+    assert (rollback.actor, rollback.reason) == ("ops", "false rejects on line 3")
     screenshot(browser, tmp_path / "pipeline-rolled-back.png")
 
 

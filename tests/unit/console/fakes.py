@@ -162,6 +162,7 @@ class FakeLabeling(labeling_pb2_grpc.LabelingServiceServicer):
     reviews: list[Any] = field(default_factory=list)
     next_requests: list[Any] = field(default_factory=list)
     queue_requests: list[Any] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
 
     def NextUnlabeled(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.next_requests.append(request)
@@ -179,6 +180,7 @@ class FakeLabeling(labeling_pb2_grpc.LabelingServiceServicer):
         return task
 
     def SubmitLabel(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.metadata.append(dict(context.invocation_metadata()))
         known = {t.image_sha256 for t in self.tasks.get(request.dataset_id, [])}
         if request.image_sha256 not in known:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no image {request.image_sha256[:12]}")
@@ -246,6 +248,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     production: int | None = None
     previous: list[int] = field(default_factory=list)
     requests: list[Any] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
 
     def _move(self, to: int, actor: str, reason: str) -> Any:
         before = self.production
@@ -292,6 +295,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
 
     def Promote(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
         self._check(request, context)
         found = self.versions.get(request.version)
         if found is None:
@@ -305,6 +309,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
 
     def Rollback(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
         self._check(request, context)
         if not self.previous:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to go back to")

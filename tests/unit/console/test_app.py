@@ -25,7 +25,7 @@ from screwops_labeling.config import LabelingSettings
 from screwops_registry.config import RegistrySettings
 
 from tests.fakes import FakeObjects
-from tests.unit.console.conftest import Console, settings_for
+from tests.unit.console.conftest import Console, log_in, settings_for
 from tests.unit.console.fakes import Fakes, closed_port, png
 
 
@@ -51,13 +51,13 @@ def test_pages_forbid_other_origins_and_inline_scripts(console: TestClient) -> N
 def test_a_form_posted_from_another_site_is_refused(console: TestClient) -> None:
     answer = console.post(
         "/pipeline/rollback",
-        data={"actor": "x", "reason": "y"},
+        data={"reason": "y"},
         headers={"Origin": "https://evil.example"},
     )
     assert answer.status_code == 403
     same = console.post(
         "/pipeline/rollback",
-        data={"actor": "x", "reason": "y"},
+        data={"reason": "y"},
         headers={"Origin": "http://testserver"},
         follow_redirects=False,
     )
@@ -171,7 +171,7 @@ def test_thumbnails_obey_the_gateways_decode_limits(data: bytes) -> None:
 def test_a_browsers_cross_site_marker_is_refused_too(console: TestClient) -> None:
     answer = console.post(
         "/labeling/review",
-        data={"inspection_id": "insp-7", "reviewer": "r", "label": "good"},
+        data={"inspection_id": "insp-7", "label": "good"},
         headers={"Sec-Fetch-Site": "cross-site"},
     )
     assert answer.status_code == 403
@@ -186,6 +186,7 @@ def test_requests_are_counted_by_route_and_status(fakes: Fakes, address: str) ->
         meter_provider=MeterProvider(metric_readers=[reader]),
     )
     with TestClient(app) as client:
+        log_in(client, "vic")
         client.get("/healthz")
         client.get("/reports/screws/v9")
     data = reader.get_metrics_data()
@@ -200,4 +201,9 @@ def test_requests_are_counted_by_route_and_status(fakes: Fakes, address: str) ->
                     assert isinstance(point, NumberDataPoint)
                     labels = dict(point.attributes or {})
                     counted[(labels["route"], labels["status"])] = point.value
-    assert counted == {("/healthz", "200"): 1, ("/reports/{dataset_id}/v{version}", "404"): 1}
+    assert counted == {
+        ("/login", "200"): 1,
+        ("/login", "303"): 1,
+        ("/healthz", "200"): 1,
+        ("/reports/{dataset_id}/v{version}", "404"): 1,
+    }

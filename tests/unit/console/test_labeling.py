@@ -10,13 +10,13 @@ from screwops.v1 import ingestion_pb2
 from tests.unit.console.conftest import Console
 from tests.unit.console.fakes import Fakes, closed_port
 
-PAGE = "/labeling?dataset=screws&annotator=ann"
+PAGE = "/labeling?dataset=screws"
 
 
 def test_without_a_dataset_it_offers_the_ingested_datasets(console: TestClient) -> None:
     page = console.get("/labeling").text
     assert '<option value="screws">' in page
-    assert "Choose a dataset and give your name to start." in page
+    assert "Choose a dataset to start." in page
 
 
 def test_it_shows_the_next_unlabeled_image_with_good_and_bad_buttons(
@@ -30,7 +30,7 @@ def test_it_shows_the_next_unlabeled_image_with_good_and_bad_buttons(
     assert "<kbd>1</kbd> good, <kbd>2</kbd> bad" in page
     assert '<span id="remaining">3</span> left' in page
     asked = fakes.labeling.next_requests[-1]
-    assert (asked.dataset_id, asked.annotator) == ("screws", "ann")
+    assert (asked.dataset_id, asked.annotator) == ("screws", "ops")
 
 
 def test_a_label_is_submitted_and_the_next_image_follows(console: TestClient, fakes: Fakes) -> None:
@@ -41,7 +41,7 @@ def test_a_label_is_submitted_and_the_next_image_follows(console: TestClient, fa
             "image_sha256": task.image_sha256,
             "filename": task.filename,
             "dataset": "screws",
-            "annotator": "ann",
+            "annotator": "mallory",
             "label": "good",
             "defect_type": "scratch_head",
         },
@@ -55,12 +55,16 @@ def test_a_label_is_submitted_and_the_next_image_follows(console: TestClient, fa
     assert sent.image_sha256 == task.image_sha256
     assert (sent.dataset_id, sent.annotator, sent.label) == (
         "screws",
-        "ann",
+        "ops",  # the logged-in user, whatever the form says
         ingestion_pb2.LABEL_GOOD,
     )
     assert not sent.HasField("defect_type")  # only a bad screw has a defect type
     assert sent.labeled_at.seconds > 0
-    assert answer.cookies.get("screwops_console_user") == "ann"
+    sent_as = fakes.labeling.metadata[-1]
+    assert (sent_as["x-screwops-on-behalf-of"], sent_as["x-screwops-on-behalf-of-role"]) == (
+        "ops",
+        "operator",
+    )
     page = console.get(answer.headers["location"]).text
     assert "labeled screw-001.png good; 2 left to label" in page
     assert "screw-002.png" in page
@@ -73,7 +77,6 @@ def test_a_bad_label_carries_its_defect_type(console: TestClient, fakes: Fakes) 
         data={
             "image_sha256": task.image_sha256,
             "dataset": "screws",
-            "annotator": "ann",
             "label": "bad",
             "defect_type": "thread_side",
         },
@@ -89,7 +92,6 @@ def test_when_everything_is_labeled_it_says_so(console: TestClient, fakes: Fakes
             data={
                 "image_sha256": task.image_sha256,
                 "dataset": "screws",
-                "annotator": "a",
                 "label": "good",
             },
         )
@@ -101,18 +103,15 @@ def test_when_everything_is_labeled_it_says_so(console: TestClient, fakes: Fakes
 def test_a_refused_label_shows_the_services_message(console: TestClient, fakes: Fakes) -> None:
     page = console.post(
         "/labeling/label",
-        data={"image_sha256": "f" * 64, "dataset": "screws", "annotator": "ann", "label": "bad"},
+        data={"image_sha256": "f" * 64, "dataset": "screws", "label": "bad"},
     ).text
     assert "labeling: NOT_FOUND: no image ffffffffffff" in page
     assert fakes.labeling.labels == []
 
 
-def test_a_label_without_a_name_is_not_sent(console: TestClient, fakes: Fakes) -> None:
-    page = console.post(
-        "/labeling/label",
-        data={"image_sha256": "a" * 64, "dataset": "screws", "annotator": " ", "label": "good"},
-    ).text
-    assert "a label needs an image, a dataset, a name" in page
+def test_a_label_without_an_image_is_not_sent(console: TestClient, fakes: Fakes) -> None:
+    page = console.post("/labeling/label", data={"dataset": "screws", "label": "good"}).text
+    assert "a label needs an image, a dataset and a label" in page
     assert fakes.labeling.labels == []
 
 
@@ -135,7 +134,12 @@ def test_the_review_queue_is_listed_with_images_and_verdicts(
 def test_a_review_is_submitted_and_leaves_the_queue(console: TestClient, fakes: Fakes) -> None:
     answer = console.post(
         "/labeling/review",
-        data={"inspection_id": "insp-7", "reviewer": "rev", "label": "bad", "dataset": "screws"},
+        data={
+            "inspection_id": "insp-7",
+            "reviewer": "mallory",
+            "label": "bad",
+            "dataset": "screws",
+        },
         follow_redirects=False,
     )
     assert answer.status_code == 303
@@ -144,7 +148,7 @@ def test_a_review_is_submitted_and_leaves_the_queue(console: TestClient, fakes: 
     [sent] = fakes.labeling.reviews
     assert (sent.inspection_id, sent.reviewer, sent.label) == (
         "insp-7",
-        "rev",
+        "ops",
         ingestion_pb2.LABEL_BAD,
     )
     page = console.get(answer.headers["location"]).text
@@ -152,9 +156,9 @@ def test_a_review_is_submitted_and_leaves_the_queue(console: TestClient, fakes: 
     assert "(1 waiting)" in page
 
 
-def test_a_review_needs_a_reviewer(console: TestClient, fakes: Fakes) -> None:
-    page = console.post("/labeling/review", data={"inspection_id": "insp-7", "label": "good"}).text
-    assert "a review needs a label and your name" in page
+def test_a_review_needs_an_inspection(console: TestClient, fakes: Fakes) -> None:
+    page = console.post("/labeling/review", data={"label": "good"}).text
+    assert "a review needs an inspection and a label" in page
     assert fakes.labeling.reviews == []
 
 
@@ -164,3 +168,23 @@ def test_an_unreachable_labeling_service_is_shown_per_section(make_console: Cons
     assert answer.status_code == 200
     assert answer.text.count("labeling: UNAVAILABLE") == 2  # the task and the queue
     assert '<option value="screws">' in answer.text  # ingestion still answers
+
+
+def test_a_viewer_sees_the_queue_but_neither_labels_nor_reviews(
+    make_console: Console, fakes: Fakes
+) -> None:
+    console = make_console(user="vic")
+    page = console.get(PAGE).text
+    task = fakes.labeling.tasks["screws"][0]
+    label = console.post(
+        "/labeling/label",
+        data={"image_sha256": task.image_sha256, "dataset": "screws", "label": "good"},
+    )
+    review = console.post("/labeling/review", data={"inspection_id": "insp-7", "label": "bad"})
+
+    assert "Labeling needs the labeler role; you are viewer." in page
+    assert "(2 waiting)" in page
+    assert fakes.labeling.next_requests == []  # no image is reserved for a viewer
+    assert (label.status_code, review.status_code) == (403, 403)
+    assert "this needs the labeler role; vic is viewer" in label.text
+    assert (fakes.labeling.labels, fakes.labeling.reviews) == ([], [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 from screwops_contracts.runs import RunRecord
 from screwops_errors import UnavailableError
@@ -79,26 +80,31 @@ def test_model_versions_show_metrics_lineage_and_the_production_alias(
     assert 'id="rollback"' in page
 
 
-def test_promote_moves_the_alias_with_actor_and_reason(console: TestClient, fakes: Fakes) -> None:
+def test_promote_moves_the_alias_as_the_logged_in_user(console: TestClient, fakes: Fakes) -> None:
     answer = console.post(
         "/pipeline/promote",
-        data={"version": "1", "actor": "alice", "reason": "fewer false rejects"},
+        data={"version": "1", "actor": "mallory", "reason": "fewer false rejects"},
         follow_redirects=False,
     )
     assert answer.status_code == 303
     assert notice(answer.headers["location"]) == (
-        "promoted: production v2 → v1 (by alice: fewer false rejects)"
+        "promoted: production v2 → v1 (by ops: fewer false rejects)"
     )
     sent = fakes.registry.requests[-1]
     assert (sent.model_name, sent.version, sent.actor, sent.reason) == (
         "screw-classifier",
         1,
-        "alice",
+        "ops",
         "fewer false rejects",
+    )
+    sent_as = fakes.registry.metadata[-1]
+    assert (sent_as["x-screwops-on-behalf-of"], sent_as["x-screwops-on-behalf-of-role"]) == (
+        "ops",
+        "operator",
     )
     page = console.get(answer.headers["location"]).text
     assert re.search(r'id="production-version">v1<', page)
-    assert 'value="alice"' in page  # the actor is remembered for the next form
+    assert 'name="actor"' not in page  # who moves production is who is logged in
 
 
 def test_each_move_form_carries_its_own_request_id_and_the_production_it_saw(
@@ -113,7 +119,7 @@ def test_each_move_form_carries_its_own_request_id_and_the_production_it_saw(
 def test_a_resent_form_sends_the_same_request_id_and_expected_version(
     console: TestClient, fakes: Fakes
 ) -> None:
-    form = {"actor": "bob", "reason": "r", "request_id": "rq-1", "expect_version": "2"}
+    form = {"reason": "r", "request_id": "rq-1", "expect_version": "2"}
     console.post("/pipeline/rollback", data=form, follow_redirects=False)
 
     sent = fakes.registry.requests[-1]
@@ -123,45 +129,41 @@ def test_a_resent_form_sends_the_same_request_id_and_expected_version(
 
 
 def test_a_form_without_a_request_id_gets_one(console: TestClient, fakes: Fakes) -> None:
-    console.post("/pipeline/rollback", data={"actor": "bob", "reason": "r"}, follow_redirects=False)
+    console.post("/pipeline/rollback", data={"reason": "r"}, follow_redirects=False)
 
     sent = fakes.registry.requests[-1]
     assert len(sent.request_id) == 36
     assert not sent.HasField("expect_version")
 
 
-def test_promote_needs_an_actor_and_a_reason(console: TestClient, fakes: Fakes) -> None:
-    answer = console.post(
-        "/pipeline/promote", data={"version": "1", "actor": "alice"}, follow_redirects=False
-    )
-    assert notice(answer.headers["location"], "error") == "promoting needs your name and a reason"
+def test_promote_needs_a_reason(console: TestClient, fakes: Fakes) -> None:
+    answer = console.post("/pipeline/promote", data={"version": "1"}, follow_redirects=False)
+    assert notice(answer.headers["location"], "error") == "promoting needs a reason"
     assert not any(r.DESCRIPTOR.name == "PromoteRequest" for r in fakes.registry.requests)
 
 
 def test_promoting_a_failed_version_shows_the_registrys_refusal(console: TestClient) -> None:
-    page = console.post(
-        "/pipeline/promote", data={"version": "3", "actor": "a", "reason": "r"}
-    ).text
+    page = console.post("/pipeline/promote", data={"version": "3", "reason": "r"}).text
     assert "registry: FAILED_PRECONDITION: version failed to load" in page
 
 
 def test_rollback_returns_to_the_previous_version(console: TestClient, fakes: Fakes) -> None:
     answer = console.post(
         "/pipeline/rollback",
-        data={"actor": "bob", "reason": "false rejects on line 3"},
+        data={"reason": "false rejects on line 3"},
         follow_redirects=False,
     )
     assert notice(answer.headers["location"]) == (
-        "rolled back: production v2 → v1 (by bob: false rejects on line 3)"
+        "rolled back: production v2 → v1 (by ops: false rejects on line 3)"
     )
     assert fakes.registry.production == 1
-    again = console.post("/pipeline/rollback", data={"actor": "bob", "reason": "again"}).text
+    again = console.post("/pipeline/rollback", data={"reason": "again"}).text
     assert "registry: FAILED_PRECONDITION: no earlier version to go back to" in again
 
 
 def test_rollback_needs_a_reason(console: TestClient, fakes: Fakes) -> None:
-    page = console.post("/pipeline/rollback", data={"actor": "bob"}).text
-    assert "rolling back needs your name and a reason" in page
+    page = console.post("/pipeline/rollback", data={}).text
+    assert "rolling back needs a reason" in page
     assert fakes.registry.production == 2
 
 
@@ -184,3 +186,23 @@ def test_each_section_fails_on_its_own(make_console: Console, fakes: Fakes, addr
     assert "registry: UNAVAILABLE" in page
     assert "UNAVAILABLE: MongoDB did not answer" in page
     assert 'id="dataset-screws-1"' in page  # ingestion and the reports still answer
+
+
+@pytest.mark.parametrize("user", ["vic", "lab"])
+def test_only_an_operator_moves_production(make_console: Console, fakes: Fakes, user: str) -> None:
+    console = make_console(user=user)
+    promote = console.post("/pipeline/promote", data={"version": "1", "reason": "r"})
+    rollback = console.post("/pipeline/rollback", data={"reason": "r"})
+
+    assert (promote.status_code, rollback.status_code) == (403, 403)
+    assert "this needs the operator role" in promote.text
+    assert fakes.registry.production == 2
+    assert not any(r.DESCRIPTOR.name != "ListVersionsRequest" for r in fakes.registry.requests)
+
+
+def test_an_admin_moves_production_too(make_console: Console, fakes: Fakes) -> None:
+    make_console(user="admin").post(
+        "/pipeline/rollback", data={"reason": "r"}, follow_redirects=False
+    )
+    assert fakes.registry.production == 1
+    assert fakes.registry.requests[-1].actor == "admin"

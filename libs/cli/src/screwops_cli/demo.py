@@ -22,7 +22,7 @@ from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc, inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Event, Topic, parse_event
 from screwops_rpc import open_channel
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, console_admin_password_file
 from screwops_stack.supervisor import available
 from screwops_synth import generate
 
@@ -296,7 +296,11 @@ def run(
     table.add_row("artifacts", f"http://127.0.0.1:{settings.minio.console_port} (MinIO console)")
     web = next((spec for spec in available() if spec.name == "console" and spec.http_port), None)
     if web is not None:
-        table.add_row("web console", f"http://127.0.0.1:{web.http_port}")
+        password = console_admin_password_file(settings.home)
+        table.add_row(
+            "web console",
+            f"http://127.0.0.1:{web.http_port} (admin's password: {password})",
+        )
     table.add_row("the command line", "uv run screwops datasets list / runs list / models list")
     console.print(table)
     elapsed = time.monotonic() - began

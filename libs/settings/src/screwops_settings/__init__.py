@@ -68,6 +68,22 @@ def kafka_password_file(home: Path, principal: str) -> Path:
     return home / "secrets" / "kafka" / principal
 
 
+def console_secrets_dir(home: Path) -> Path:
+    """Where the console keeps its accounts, its session secret and the first admin's password
+    (owner-only files) unless told otherwise.
+
+    Named here because the console writes them and the stack says where the admin's password is
+    after ``make up``.
+    """
+    return home / "secrets" / "console"
+
+
+def console_admin_password_file(home: Path) -> Path:
+    """The generated password of the console's first account, ``admin`` (see
+    :func:`console_secrets_dir`)."""
+    return console_secrets_dir(home) / "admin-password"
+
+
 def kafka_ca_file(home: Path) -> Path:
     """The native stack's CA certificate, which signs the broker's certificate."""
     return home / "tls" / "ca.crt"

@@ -18,7 +18,7 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, console_admin_password_file
 from screwops_settings.services import Service
 
 from screwops_stack import processes, supervisor
@@ -318,6 +318,11 @@ def services_up(
             )
             raise typer.Exit(1)
         console.print(f"  {spec.name:<11} [green]ready[/green]")
+        admin_password = console_admin_password_file(settings.home)
+        if spec.name == "console" and admin_password.is_file():
+            console.print(
+                f"  {'':<11} log in as admin: the password is in {admin_password} (owner-only)"
+            )
 
 
 @services_app.command("down")

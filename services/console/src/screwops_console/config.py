@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME
-from screwops_settings import ServiceSettings
+from screwops_settings import ServiceSettings, console_admin_password_file, console_secrets_dir
 from screwops_settings.services import CONSOLE, GATEWAY, INGESTION, LABELING, REGISTRY
 
 
@@ -25,9 +28,8 @@ class ConsoleSettings(ServiceSettings):
     metrics_port: int = Field(CONSOLE.metrics_port, ge=1, le=65535)
     http_host: str = Field(
         "127.0.0.1",
-        description="Interface of the web app; 0.0.0.0 in containers. The console has no login "
-        "of its own (it can promote and roll back models): keep it on loopback or behind an "
-        "authenticating proxy.",
+        description="Interface of the web app; 0.0.0.0 in containers. Every page needs a login; "
+        "the console refuses to listen beyond loopback with no account to log in with.",
     )
     http_port: int = Field(CONSOLE.http_port, ge=1, le=65535, description="Port of the web app.")
     gateway_address: str = Field(
@@ -62,6 +64,29 @@ class ConsoleSettings(ServiceSettings):
         description="Bearer token sent to the registry, when it requires one: the console's "
         "principal's entry (role operator) in SCREWOPS_REGISTRY_AUTH_TOKENS; empty sends none.",
     )
+    accounts_file: Path | None = Field(
+        None,
+        description="Local accounts, one 'name:role:argon2-hash' line each (python -m "
+        "screwops_console add-user writes them); unset: <SCREWOPS_HOME>/secrets/console/accounts.",
+    )
+    first_admin: bool = Field(
+        True,
+        description="With no account yet, make 'admin' at start with a generated password, "
+        "written to <SCREWOPS_HOME>/secrets/console/admin-password (owner-only, never logged).",
+    )
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the session cookie; empty: generated on first start into "
+        "<SCREWOPS_HOME>/secrets/console/session-secret (owner-only) and read from there.",
+    )
+    session_max_age_s: int = Field(
+        8 * 3600, ge=60, description="How long a login lasts without logging in again."
+    )
+    secure_cookies: bool | None = Field(
+        None,
+        description="Mark the session cookie Secure (sent over https only): set true when the "
+        "console is served over https (behind a TLS proxy); unset: true in production.",
+    )
     model_name: str = Field(MODEL_NAME, description="The registered model the pipeline page shows.")
     line_id: str = Field("console", description="Production line recorded with inspections.")
     camera_id: str = Field("upload", description="Camera recorded with inspections.")
@@ -82,3 +107,31 @@ class ConsoleSettings(ServiceSettings):
     datasets_shown: int = Field(
         50, ge=1, le=500, description="Dataset versions on the pipeline page, newest first."
     )
+
+    @property
+    def secrets_dir(self) -> Path:
+        return console_secrets_dir(self.stack.home)
+
+    @property
+    def admin_password_file(self) -> Path:
+        return console_admin_password_file(self.stack.home)
+
+    @property
+    def accounts_path(self) -> Path:
+        return self.accounts_file or self.secrets_dir / "accounts"
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.stack.environment == "production"
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether the web app listens on a loopback interface only (reachable from this host)."""
+        if self.http_host == "localhost":
+            return True
+        try:
+            return ip_address(self.http_host).is_loopback
+        except ValueError:
+            return False

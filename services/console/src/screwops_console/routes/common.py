@@ -23,11 +23,9 @@ from screwops_errors import ScrewOpsError
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.config import ConsoleSettings
 from screwops_console.records import ReportSource, RunSource
+from screwops_console.session import form_token, logged_in
 
 T = TypeVar("T")
-
-USER_COOKIE = "screwops_console_user"
-"""Remembers the name last typed into an annotator, reviewer or actor field (to prefill it)."""
 
 VERDICTS = {inspection_pb2.VERDICT_GOOD: "GOOD", inspection_pb2.VERDICT_DEFECT: "DEFECT"}
 MAX_DATASET_VERSIONS = 5000
@@ -81,9 +79,12 @@ def page(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
     """Template ``name`` rendered with ``context`` and what every page shows: which page it is
-    (for the menu) and the notice or error a redirect brought along."""
+    (for the menu), who is logged in, the session's form token (every form posts it back) and
+    the notice or error a redirect brought along."""
     base = {
         "page": name.split(".")[0],
+        "account": logged_in(request),
+        "csrf_token": form_token(request),
         "notice": request.query_params.get("notice", ""),
         "error": request.query_params.get("error", ""),
     }
@@ -91,19 +92,11 @@ def page(
     return rendering.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
-def redirect(path: str, user: str = "", **query: str | int) -> RedirectResponse:
-    """See other ``path`` (post/redirect/get), remembering ``user`` for the next form."""
+def redirect(path: str, **query: str | int) -> RedirectResponse:
+    """See other ``path`` (post/redirect/get)."""
     kept = {name: value for name, value in query.items() if value not in ("", None)}
     target = f"{path}?{urlencode(kept)}" if kept else path
-    response = RedirectResponse(target, status_code=303)
-    if user:
-        response.set_cookie(USER_COOKIE, user, max_age=30 * 24 * 3600, samesite="strict")
-    return response
-
-
-def user(request: Request) -> str:
-    """The name remembered by the last form posted from this browser."""
-    return request.cookies.get(USER_COOKIE, "")[:100]
+    return RedirectResponse(target, status_code=303)
 
 
 @dataclass

@@ -16,11 +16,13 @@ import grpc
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_settings import Role
 
 from screwops_console.backends import BackendError, call
 from screwops_console.config import ConsoleSettings
 from screwops_console.images import thumbnail
 from screwops_console.routes.common import VERDICTS, AppBackends, AppSettings, page
+from screwops_console.session import needs
 
 # Statuses that concern one uploaded file; any other (gateway down, wrong token) is about all.
 PER_FILE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
@@ -54,7 +56,7 @@ async def inspection_form(request: Request) -> HTMLResponse:
     return page(request, "inspection.html.j2", {"cards": None, "threshold": 0.5, "form_error": ""})
 
 
-@router.post("/inspection", response_class=HTMLResponse)
+@router.post("/inspection", response_class=HTMLResponse, dependencies=[needs(Role.LINE)])
 async def inspect(
     request: Request,
     settings: AppSettings,

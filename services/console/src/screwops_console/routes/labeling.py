@@ -12,7 +12,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from screwops.v1 import ingestion_pb2, labeling_pb2
 from screwops_contracts.datasets import DEFECT_TYPES
+from screwops_settings import Role
 
+from screwops_console.accounts import Account
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.config import ConsoleSettings
 from screwops_console.images import data_uri
@@ -25,8 +27,8 @@ from screwops_console.routes.common import (
     load,
     page,
     redirect,
-    user,
 )
+from screwops_console.session import Labeler, SignedIn, acting_for
 
 T = TypeVar("T")
 
@@ -40,19 +42,21 @@ async def labeling(
     request: Request,
     settings: AppSettings,
     backends: AppBackends,
+    account: SignedIn,
     dataset: str = "",
-    annotator: str = "",
 ) -> HTMLResponse:
-    annotator = annotator.strip() or user(request)
+    """The next image for the logged-in user to label (a labeler's: it reserves the image), and
+    the review queue."""
+    may_label = account.role.allows(Role.LABELER)
     datasets, tasks, reviews = await asyncio.gather(
         load(_dataset_ids(backends, settings)),
-        load(_task(backends, settings, dataset, annotator)),
+        load(_task(backends, settings, dataset, account if may_label else None)),
         _queue(backends, settings),
     )
     current = tasks.items[0] if tasks.items else None
     context = {
         "dataset": dataset,
-        "annotator": annotator,
+        "may_label": may_label,
         "datasets": datasets,
         "task": current,
         "task_error": tasks.error,
@@ -69,17 +73,18 @@ async def _dataset_ids(backends: Backends, settings: ConsoleSettings) -> list[st
 
 
 async def _task(
-    backends: Backends, settings: ConsoleSettings, dataset: str, annotator: str
+    backends: Backends, settings: ConsoleSettings, dataset: str, annotator: Account | None
 ) -> list[labeling_pb2.LabelTask]:
     """The next image for ``annotator`` to label in ``dataset``; none when all are labeled."""
-    if not (dataset and annotator):
+    if not dataset or annotator is None:
         return []
     try:
         found = await call(
             "labeling",
             backends.labeling.NextUnlabeled(
-                labeling_pb2.NextUnlabeledRequest(dataset_id=dataset, annotator=annotator),
+                labeling_pb2.NextUnlabeledRequest(dataset_id=dataset, annotator=annotator.name),
                 timeout=settings.rpc_timeout_s,
+                metadata=acting_for(annotator),
             ),
         )
     except BackendError as exc:
@@ -111,29 +116,30 @@ async def _queue(backends: Backends, settings: ConsoleSettings) -> Section:
 async def submit_label(
     settings: AppSettings,
     backends: AppBackends,
+    account: Labeler,
     image_sha256: Annotated[str, Form()] = "",
     dataset: Annotated[str, Form()] = "",
-    annotator: Annotated[str, Form()] = "",
     label: Annotated[str, Form()] = "",
     defect_type: Annotated[str, Form()] = "",
     filename: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
-    annotator = annotator.strip()
-    back = {"dataset": dataset, "annotator": annotator}
-    if label not in LABELS or not (image_sha256 and dataset and annotator):
-        return redirect("/labeling", error="a label needs an image, a dataset, a name", **back)
+    """Record the logged-in labeler's label: labeling records them as its annotator."""
+    back = {"dataset": dataset}
+    if label not in LABELS or not (image_sha256 and dataset):
+        return redirect("/labeling", error="a label needs an image, a dataset and a label", **back)
     message = labeling_pb2.SubmitLabelRequest(
         image_sha256=image_sha256,
         dataset_id=dataset,
         label=LABELS[label],
-        annotator=annotator,
+        annotator=account.name,
         defect_type=(defect_type.strip() or None) if label == "bad" else None,
     )
     message.labeled_at.GetCurrentTime()
     done = f"labeled {filename or image_sha256[:12]} {label}"
     return await _submit(
-        backends.labeling.SubmitLabel(message, timeout=settings.rpc_timeout_s),
-        annotator,
+        backends.labeling.SubmitLabel(
+            message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
+        ),
         back,
         lambda answer: f"{done}; {answer.remaining_count} left to label",
     )
@@ -143,22 +149,23 @@ async def submit_label(
 async def submit_review(
     settings: AppSettings,
     backends: AppBackends,
+    account: Labeler,
     inspection_id: Annotated[str, Form()] = "",
-    reviewer: Annotated[str, Form()] = "",
     label: Annotated[str, Form()] = "",
     dataset: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
-    reviewer = reviewer.strip()
-    back = {"dataset": dataset, "annotator": reviewer}
-    if label not in LABELS or not (inspection_id and reviewer):
-        return redirect("/labeling", error="a review needs a label and your name", **back)
+    """Record the logged-in labeler's review: labeling records them as its reviewer."""
+    back = {"dataset": dataset}
+    if label not in LABELS or not inspection_id:
+        return redirect("/labeling", error="a review needs an inspection and a label", **back)
     message = labeling_pb2.SubmitReviewRequest(
-        inspection_id=inspection_id, label=LABELS[label], reviewer=reviewer
+        inspection_id=inspection_id, label=LABELS[label], reviewer=account.name
     )
     message.reviewed_at.GetCurrentTime()
     return await _submit(
-        backends.labeling.SubmitReview(message, timeout=settings.rpc_timeout_s),
-        reviewer,
+        backends.labeling.SubmitReview(
+            message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
+        ),
         back,
         lambda answer: (
             "review recorded: the model was "
@@ -169,12 +176,12 @@ async def submit_review(
 
 
 async def _submit(
-    pending: Awaitable[T], person: str, back: dict[str, str], notice: Callable[[T], str]
+    pending: Awaitable[T], back: dict[str, str], notice: Callable[[T], str]
 ) -> RedirectResponse:
-    """Post/redirect/get back to the labeling page, remembering ``person`` for the next form,
-    with the answer's ``notice`` or why the labeling service refused."""
+    """Post/redirect/get back to the labeling page, with the answer's ``notice`` or why the
+    labeling service refused."""
     try:
         answer = await call("labeling", pending)
     except BackendError as exc:
-        return redirect("/labeling", person, error=str(exc), **back)
-    return redirect("/labeling", person, notice=notice(answer), **back)
+        return redirect("/labeling", error=str(exc), **back)
+    return redirect("/labeling", notice=notice(answer), **back)

@@ -1,19 +1,13 @@
-"""Liveness of the web app, and the overview: each service's address and gRPC health."""
+"""The overview: each service's address and gRPC health."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
 from screwops_console.routes.common import AppBackends, AppSettings, page
 
 router = APIRouter()
-
-
-@router.get("/healthz")
-async def healthz(settings: AppSettings) -> JSONResponse:
-    """Liveness: the web app answers (the services' own health is on the overview)."""
-    return JSONResponse({"status": "ok", "service": settings.service_name})
 
 
 @router.get("/", response_class=HTMLResponse, name="overview")

@@ -30,8 +30,8 @@ from screwops_console.routes.common import (
     load,
     page,
     redirect,
-    user,
 )
+from screwops_console.session import Operator, acting_for
 
 T = TypeVar("T")
 
@@ -144,7 +144,6 @@ async def pipeline(
         "models": model_section,
         "production": production,
         "model_name": settings.model_name,
-        "user": user(request),
         "new_request_id": new_request_id,
     }
     return page(request, "pipeline.html.j2", context)
@@ -216,58 +215,66 @@ async def _versions(backends: Backends, settings: ConsoleSettings) -> list[Versi
 async def promote(
     settings: AppSettings,
     backends: AppBackends,
+    account: Operator,
     version: Annotated[int, Form(ge=1)],
-    actor: Annotated[str, Form()] = "",
     reason: Annotated[str, Form()] = "",
     request_id: Annotated[str, Form()] = "",
     expect_version: Annotated[int | None, Form(ge=1)] = None,
 ) -> RedirectResponse:
-    actor, reason = actor.strip(), reason.strip()
-    if not (actor and reason):
-        return redirect("/pipeline", error="promoting needs your name and a reason")
+    """Promote ``version`` as the logged-in operator: the registry records them, by name."""
+    reason = reason.strip()
+    if not reason:
+        return redirect("/pipeline", error="promoting needs a reason")
     message = registry_pb2.PromoteRequest(
         model_name=settings.model_name,
         version=version,
-        actor=actor,
+        actor=account.name,
         reason=reason,
         request_id=request_id.strip() or new_request_id(),
         expect_version=expect_version,
     )
     try:
         change = await call(
-            "registry", backends.registry.Promote(message, timeout=settings.promote_timeout_s)
+            "registry",
+            backends.registry.Promote(
+                message, timeout=settings.promote_timeout_s, metadata=acting_for(account)
+            ),
         )
     except BackendError as exc:
-        return redirect("/pipeline", actor, error=str(exc))
-    return redirect("/pipeline", actor, notice=_moved("promoted", change))
+        return redirect("/pipeline", error=str(exc))
+    return redirect("/pipeline", notice=_moved("promoted", change))
 
 
 @router.post("/pipeline/rollback")
 async def rollback(
     settings: AppSettings,
     backends: AppBackends,
-    actor: Annotated[str, Form()] = "",
+    account: Operator,
     reason: Annotated[str, Form()] = "",
     request_id: Annotated[str, Form()] = "",
     expect_version: Annotated[int | None, Form(ge=1)] = None,
 ) -> RedirectResponse:
-    actor, reason = actor.strip(), reason.strip()
-    if not (actor and reason):
-        return redirect("/pipeline", error="rolling back needs your name and a reason")
+    """Roll production back as the logged-in operator: the registry records them, by name."""
+    reason = reason.strip()
+    if not reason:
+        return redirect("/pipeline", error="rolling back needs a reason")
     message = registry_pb2.RollbackRequest(
         model_name=settings.model_name,
-        actor=actor,
+        actor=account.name,
         reason=reason,
         request_id=request_id.strip() or new_request_id(),
         expect_version=expect_version,
     )
     try:
         change = await call(
-            "registry", backends.registry.Rollback(message, timeout=settings.rpc_timeout_s)
+            "registry",
+            backends.registry.Rollback(
+                message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
+            ),
         )
     except BackendError as exc:
-        return redirect("/pipeline", actor, error=str(exc))
-    return redirect("/pipeline", actor, notice=_moved("rolled back", change))
+        return redirect("/pipeline", error=str(exc))
+    return redirect("/pipeline", notice=_moved("rolled back", change))
 
 
 def _moved(action: str, change: registry_pb2.AliasChange) -> str:
