@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import socket
 import sys
 import time
@@ -28,10 +29,19 @@ from screwops_contracts import (
     ModelRolledBackPayload,
 )
 from screwops_contracts.datasets import ImageLabel, Label, ManifestImage
-from screwops_settings import MinioSettings, StackSettings
+from screwops_settings import MinioSettings, StackSettings, kafka_client_options
+from screwops_stack.kafka_security import ADMIN
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+
+
+def log_in_to_kafka_as_the_stack_admin() -> None:
+    """Make the Kafka clients of this test session (and of the processes it starts) the stack's
+    admin: the tests create topics and consumer groups of their own, which no principal of the
+    catalogue may. The services the supervisor starts still log in as themselves, and the
+    security tests name the principal they act as."""
+    os.environ.setdefault("SCREWOPS_KAFKA__USERNAME", ADMIN)
 
 
 def unique(prefix: str) -> str:
@@ -203,7 +213,7 @@ async def records_of(
     """The first ``count`` records of ``topic``, waiting up to ``within`` s for them."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Topic, parse_event
 from screwops_contracts.datasets import Bucket
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import generate
 
@@ -54,7 +54,7 @@ async def run_pipeline(tmp_path: Path, dataset: str, on_event: OnEvent) -> Run:
     consumer = AIOKafkaConsumer(
         *HAPPY,
         *FAILED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )

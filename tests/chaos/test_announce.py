@@ -40,7 +40,7 @@ from screwops_bus.outbox import PENDING
 from screwops_contracts import Event, Topic, parse_event
 from screwops_contracts.models import MODEL_NAME
 from screwops_contracts.runs import RUNS
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_stack import processes, supervisor
 from screwops_stack.servers import Layout
 from screwops_storage import Document, database
@@ -102,7 +102,7 @@ class Watcher:
     def __init__(self, settings: StackSettings, *topics: Topic) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **kafka_client_options(settings.kafka),
             auto_offset_reset="latest",
             enable_auto_commit=False,
         )

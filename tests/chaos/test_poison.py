@@ -16,7 +16,7 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_bus.deadletter import CONSUMER, REASON
 from screwops_contracts import CATALOGUE, dlq_topic
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
 from tests.e2e.runs import GATEWAY, finished_run
 from tests.support import eventually, screw_png
@@ -50,9 +50,8 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
     # A deployed model for the valid inspections. They ask for production, not this run's version:
     # runs of later tests may have replaced it and the registry evicted it from Triton.
     await finished_run(settings, tmp_path)
-    bootstrap = settings.kafka.bootstrap_servers
     sent: dict[bytes, tuple[str, int, int]] = {}  # body -> (topic, partition, offset)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**kafka_client_options(settings.kafka))
     await producer.start()
     try:
         for topic in CONSUMED:
@@ -84,7 +83,7 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
     letters: dict[tuple[bytes, str], str] = {}
     reader = AIOKafkaConsumer(
         *{dlq_topic(topic) for topic in CONSUMED},
-        bootstrap_servers=bootstrap,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -114,8 +113,8 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
 
     # ... and commits past it: every group's committed offset reaches the end each poisoned
     # partition had once the valid inspections were in, so nothing is stuck behind the poison.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    ends_reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
+    ends_reader = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await admin.start()
     await ends_reader.start()
     try:

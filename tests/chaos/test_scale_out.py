@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from screwops.v1 import labeling_pb2, labeling_pb2_grpc
 from screwops_contracts import InspectionCompleted, InspectionCompletedPayload, Topic
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
 from tests.e2e.conftest import REPO
 from tests.support import eventually, free_port, unique
@@ -92,8 +92,8 @@ async def test_a_second_instance_shares_the_work_and_inherits_it_when_killed(
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
+    producer = AIOKafkaProducer(**kafka_client_options(settings.kafka))
     await admin.start()
     await producer.start()
     try:

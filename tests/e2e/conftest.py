@@ -18,6 +18,9 @@ import pytest
 from screwops_settings import StackSettings
 from screwops_stack import processes, supervisor
 
+from tests.support import log_in_to_kafka_as_the_stack_admin
+
+log_in_to_kafka_as_the_stack_admin()
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = (
     "ingestion",

@@ -20,7 +20,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import ModelDeployed, Topic, parse_event
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_synth import generate
 
 from tests.e2e.conftest import screwops
@@ -71,7 +71,7 @@ async def _newest_in_session(settings: StackSettings) -> FinishedRun | None:
     from the beginning to its end as it is now."""
     consumer = AIOKafkaConsumer(
         Topic.MODEL_DEPLOYED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -107,7 +107,7 @@ async def _wait_for(settings: StackSettings, correlation_id: str, *, within: flo
     """The run ``correlation_id`` once it is deployed; its rejection fails at once."""
     consumer = AIOKafkaConsumer(
         *OUTCOMES,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from motor.motor_asyncio import AsyncIOMotorClient
 from screwops_contracts import DatasetRejected, DatasetValidated, Topic
 from screwops_contracts.datasets import Bucket, Split, version_prefix
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import generate
 
@@ -25,7 +25,7 @@ async def outcome(settings: StackSettings, dataset: str) -> DatasetValidated | D
     consumer = AIOKafkaConsumer(
         Topic.DATASET_VALIDATED,
         Topic.DATASET_REJECTED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -20,7 +20,7 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc, registry_pb2, regis
 from screwops_contracts import Event, Topic, parse_event
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import MODEL_NAME
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import generate
 
@@ -49,7 +49,7 @@ async def run_events(
         *HAPPY,
         *FAILED,
         Topic.INSPECTION_COMPLETED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -79,7 +79,7 @@ async def inspection_logged(settings: StackSettings, request_ids: set[str]) -> s
     """The request ids among ``request_ids`` whose inspection.completed is on the topic."""
     consumer = AIOKafkaConsumer(
         Topic.INSPECTION_COMPLETED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -55,7 +55,7 @@ from screwops_contracts import (
     parse_event,
 )
 from screwops_contracts.datasets import Bucket, Label, Manifest
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import DEFECT_TYPES, Style, render_screw
 
@@ -89,7 +89,7 @@ class Stream:
     def __init__(self, settings: StackSettings) -> None:
         self._consumer = AIOKafkaConsumer(
             *FOLLOWED,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **kafka_client_options(settings.kafka),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

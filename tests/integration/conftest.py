@@ -9,9 +9,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from screwops_contracts import dlq_topic
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
-from tests.support import unique
+from tests.support import log_in_to_kafka_as_the_stack_admin, unique
+
+log_in_to_kafka_as_the_stack_admin()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,7 +28,7 @@ def settings() -> StackSettings:
 
 
 async def _topics(settings: StackSettings, *names: str) -> AsyncIterator[None]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         await admin.create_topics(

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from screwops_bus import Bus, RetryPolicy
 from screwops_bus.bus import DEFAULT_MAX_POLL_INTERVAL_MS, Handler
 from screwops_contracts import Event, dlq_topic
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
 from tests.integration.conftest import _topics
 from tests.support import unique
@@ -100,7 +100,7 @@ class RoutedReader:
         self._events = {routes[topic]: event for topic, event in events.items()}
         self._consumer = AIOKafkaConsumer(
             *self._events,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **kafka_client_options(settings.kafka),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )

@@ -21,7 +21,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import DeadLetter, RetryPolicy, StoredBody, replay_dead_letters
 from screwops_contracts import DatasetIngested, Topic, dlq_topic
 from screwops_errors import InvalidInputError
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 
 from tests.integration.routing import RoutedBus, routed_topics
@@ -126,8 +126,9 @@ async def test_a_replayed_event_takes_effect_once_and_a_second_replay_changes_no
     await records_of(settings, dlq_topic(topic), 1, within=60)
 
     broken = False  # the fix lands
-    servers = settings.kafka.bootstrap_servers
-    [done] = await replay_dead_letters(servers, dlq_topic(topic), event_ids=[str(event.event_id)])
+    [done] = await replay_dead_letters(
+        settings.kafka, dlq_topic(topic), event_ids=[str(event.event_id)]
+    )
     assert (done.topic, done.letter.event_id) == (topic, str(event.event_id))
 
     async def took_effect() -> bool | None:
@@ -136,7 +137,7 @@ async def test_a_replayed_event_takes_effect_once_and_a_second_replay_changes_no
     await eventually(took_effect, within=60, what="the replayed event's effect")
 
     # Replaying it again: the consumer has processed this event_id, so it skips the copy.
-    await replay_dead_letters(servers, dlq_topic(topic), event_ids=[str(event.event_id)])
+    await replay_dead_letters(settings.kafka, dlq_topic(topic), event_ids=[str(event.event_id)])
     marker = dataset_ingested("marker")
     await bus.publish(marker)  # same single partition: handled after the second copy
 
@@ -179,7 +180,7 @@ async def test_an_event_too_large_for_its_dead_letter_keeps_its_body_in_minio_an
     body = big.model_dump_json().encode()
     assert len(body) > settings.kafka.max_request_bytes
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         compression_type="gzip",
         max_request_size=4 * 1024 * 1024,
     )

@@ -22,7 +22,7 @@ from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import MongoIngestionStore
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 
 from tests.support import eventually, minio_client, png, unique
@@ -75,7 +75,7 @@ async def ingested_event(settings: StackSettings, dataset_id: str) -> DatasetIng
     """The dataset.ingested event for ``dataset_id`` (read from the real topic)."""
     consumer = AIOKafkaConsumer(
         Topic.DATASET_INGESTED,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

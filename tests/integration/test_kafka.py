@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
 from tests.support import unique
 
@@ -11,7 +11,7 @@ from tests.support import unique
 async def test_consumer_group_commits_and_a_new_member_resumes_after_the_offset(
     settings: StackSettings, kafka_topic: str
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         for i in range(10):
@@ -24,7 +24,7 @@ async def test_consumer_group_commits_and_a_new_member_resumes_after_the_offset(
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             kafka_topic,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **kafka_client_options(settings.kafka),
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -51,7 +51,7 @@ from screwops_monitor import handlers
 from screwops_monitor.config import Rules
 from screwops_monitor.service import MonitorService
 from screwops_monitor.store import TRAINING_REQUESTS, MongoMonitorStore
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore, database
 from screwops_synth import DEFECT_TYPES, Style, render_screw
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -221,7 +221,7 @@ class Monitor:
     async def announced(self) -> list[Event[Any]]:
         """Everything the monitor has put on its two topics, read to their ends."""
         names = {self.routes[topic]: topic for topic in ANNOUNCED}
-        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+        probe = AIOKafkaConsumer(**kafka_client_options(self.settings.kafka))
         await probe.start()
         try:
             ends = await probe.end_offsets([TopicPartition(name, 0) for name in names])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from motor.motor_asyncio import AsyncIOMotorClient
-from screwops_settings import StackSettings
+from screwops_settings import StackSettings, kafka_client_options
 
 from tests.support import minio_client, unique
 
@@ -39,13 +39,13 @@ async def test_everything_written_before_a_restart_is_there_after_it(
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             kafka_topic,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **kafka_client_options(settings.kafka),
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options(settings.kafka), acks="all")
     await producer.start()
     for i in range(6):
         await producer.send_and_wait(kafka_topic, f"m{i}".encode())

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from screwops_cli import events
-from screwops_contracts import DatasetIngested, DatasetIngestedPayload
+from screwops_contracts import OPERATOR, DatasetIngested, DatasetIngestedPayload
 from screwops_errors import NotFoundError, UnavailableError
-from screwops_settings import StackSettings
+from screwops_settings import KafkaSettings
 
 from tests.unit.cli.support import screwops
 
@@ -54,9 +54,11 @@ class Feed:
     closed: bool = False
 
     async def source(
-        self, servers: str, topic: str, *, from_beginning: bool
+        self, kafka: KafkaSettings, topic: str, *, from_beginning: bool
     ) -> AsyncGenerator[Any, None]:
-        self.asked.append({"servers": servers, "topic": topic, "from_beginning": from_beginning})
+        self.asked.append(
+            {"kafka": kafka.username, "topic": topic, "from_beginning": from_beginning}
+        )
         if self.error is not None:
             raise self.error
         try:
@@ -73,7 +75,10 @@ def feed(monkeypatch: pytest.MonkeyPatch) -> Feed:
     return fake
 
 
-def test_each_event_prints_as_one_line_with_its_main_fields(feed: Feed) -> None:
+def test_each_event_prints_as_one_line_with_its_main_fields(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SCREWOPS_KAFKA__USERNAME", raising=False)
     first, second = ingested("screws"), ingested("bolts")
     feed.records = [
         kafka_record(first.model_dump_json().encode(), 0),
@@ -93,8 +98,8 @@ def test_each_event_prints_as_one_line_with_its_main_fields(feed: Feed) -> None:
     assert "not JSON" in lines[1]
     assert "dead-lettered: malformed event" in lines[1]
     assert str(second.event_id) in lines[2]
-    servers = StackSettings().kafka.bootstrap_servers
-    assert feed.asked == [{"servers": servers, "topic": "dataset.ingested", "from_beginning": True}]
+    # The CLI reads as the operator principal, the one the stack gives the CLI.
+    assert feed.asked == [{"kafka": OPERATOR, "topic": "dataset.ingested", "from_beginning": True}]
     assert "tailing dataset.ingested from its beginning" in result.stderr
 
 

@@ -50,6 +50,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.security import BaseSecurity, SASLScram512
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -58,7 +59,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
 from screwops_contracts import Event, dlq_topic
 from screwops_errors import PermanentError, TransientError
-from screwops_settings import StackSettings
+from screwops_settings import KafkaSettings, StackSettings, kafka_client_options
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -122,6 +123,20 @@ def is_transient(error: BaseException) -> bool:
         return True
     # urllib3 (under the MinIO client) wraps refused connections in its own hierarchy.
     return type(error).__module__.startswith("urllib3") and "Error" in type(error).__name__
+
+
+def broker_security(kafka: KafkaSettings) -> BaseSecurity | None:
+    """FastStream's form of :func:`screwops_settings.kafka_client_options`: the same principal,
+    password and SSL context as every other Kafka client of ScrewOps."""
+    options = kafka_client_options(kafka)
+    if options["security_protocol"] == "PLAINTEXT":
+        return None
+    return SASLScram512(
+        username=str(options["sasl_plain_username"]),
+        password=str(options["sasl_plain_password"]),
+        ssl_context=options["ssl_context"],  # type: ignore[arg-type]
+        use_ssl=True,
+    )
 
 
 def _event_identity(event: BaseModel) -> str:
@@ -247,6 +262,10 @@ class Bus:
         self._max_record_bytes = settings.kafka.max_request_bytes
         self.broker = KafkaBroker(
             settings.kafka.bootstrap_servers,
+            security=broker_security(settings.kafka),
+            # Topics come from the stack (a service may not create any: its ACLs allow only
+            # reading and writing the catalogue's), never from a subscriber starting.
+            allow_auto_create_topics=False,
             client_id=service,
             acks="all",
             enable_idempotence=True,

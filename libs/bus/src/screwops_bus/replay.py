@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from screwops_contracts import DLQ_SUFFIX, dlq_topic
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError, UnavailableError
+from screwops_settings import KafkaSettings, kafka_client_options
 
 from screwops_bus.deadletter import (
     PREFIX,
@@ -231,7 +232,7 @@ async def _original_value(letter: DeadLetterRecord, bodies: BodyStore | None) ->
 
 
 async def read_dead_letters(
-    bootstrap_servers: str, topics: Sequence[str], *, newest: int | None = None
+    kafka: KafkaSettings, topics: Sequence[str], *, newest: int | None = None
 ) -> list[DeadLetterRecord]:
     """Every record of ``topics`` up to their current end (or the ``newest`` of each topic).
 
@@ -243,14 +244,14 @@ async def read_dead_letters(
         UnavailableError: the broker did not answer.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id="screwops-dlq",
     )
     try:
-        async with _running(consumer, bootstrap_servers):
+        async with _running(consumer, kafka.bootstrap_servers):
             existing = await consumer.topics()
             missing = [topic for topic in topics if topic not in existing]
             if missing:
@@ -323,7 +324,7 @@ async def _read_to_end(
 
 
 async def replay_dead_letters(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     topic: str,
     *,
     event_ids: Collection[str] | None = None,
@@ -346,7 +347,7 @@ async def replay_dead_letters(
         UnavailableError: the broker did not answer.
     """
     dlq = topic if topic.endswith(DLQ_SUFFIX) else dlq_topic(topic)
-    letters = await read_dead_letters(bootstrap_servers, [dlq])
+    letters = await read_dead_letters(kafka, [dlq])
     if event_ids is not None:
         wanted = set(event_ids)
         letters = [letter for letter in letters if letter.identity in wanted]
@@ -357,7 +358,7 @@ async def replay_dead_letters(
         return []
     kept = [stored.size for letter in letters if (stored := _pointer(letter)) is not None]
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_client_options(kafka),
         acks="all",
         enable_idempotence=True,
         client_id="screwops-dlq-replay",
@@ -365,7 +366,7 @@ async def replay_dead_letters(
         compression_type="gzip" if kept else None,
     )
     try:
-        async with _running(producer, bootstrap_servers):
+        async with _running(producer, kafka.bootstrap_servers):
             return await replay(producer, letters, bodies=bodies)
     except KafkaError as exc:
         raise UnavailableError(f"Kafka failed while replaying {dlq}: {exc}") from exc

@@ -22,7 +22,7 @@ from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc, inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Event, Topic, parse_event
 from screwops_rpc import open_channel
-from screwops_settings import StackSettings, console_admin_password_file
+from screwops_settings import StackSettings, console_admin_password_file, kafka_client_options
 from screwops_stack.supervisor import available
 from screwops_synth import generate
 
@@ -114,7 +114,7 @@ async def follow(
     consumer = AIOKafkaConsumer(
         *(topic for topic, _, _ in stages),
         *failures,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 from screwops_contracts import DLQ_SUFFIX, all_topics, dlq_topic
 from screwops_errors import NotFoundError
-from screwops_settings import StackSettings
+from screwops_settings import KafkaSettings, StackSettings
 
 from screwops_cli.common import ExitCode, Json, calling, console, emit, fail
 
@@ -35,12 +35,12 @@ MAX_REASON_CHARS = 120
 
 
 async def read_letters(
-    servers: str, topics: Sequence[str], newest: int | None
+    kafka: KafkaSettings, topics: Sequence[str], newest: int | None
 ) -> list[DeadLetterRecord]:
     """The dead letters of ``topics`` (the bus library is imported only when needed)."""
     from screwops_bus.replay import read_dead_letters
 
-    return await read_dead_letters(servers, topics, newest=newest)
+    return await read_dead_letters(kafka, topics, newest=newest)
 
 
 async def replay_letters(
@@ -52,7 +52,7 @@ async def replay_letters(
     from screwops_storage import ObjectStore
 
     return await replay_dead_letters(
-        settings.kafka.bootstrap_servers,
+        settings.kafka,
         topic,
         event_ids=event_ids,
         bodies=ObjectStore.from_settings(settings.minio),
@@ -94,11 +94,11 @@ def list_letters(
     as_json: Json = False,
 ) -> None:
     """Dead letters, oldest first, with why and where each message failed."""
-    servers = StackSettings().kafka.bootstrap_servers
+    kafka = StackSettings().kafka
     topics = [dlq_name(topic)] if topic else _catalogue_dlqs()
-    with calling("Kafka", servers):
+    with calling("Kafka", kafka.bootstrap_servers):
         try:
-            letters = asyncio.run(read_letters(servers, topics, limit))
+            letters = asyncio.run(read_letters(kafka, topics, limit))
         except NotFoundError as exc:
             _not_found(topics[0], exc)
     if as_json:

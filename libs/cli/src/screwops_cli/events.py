@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError
 from rich.text import Text
 from screwops_contracts import DLQ_SUFFIX, all_topics
 from screwops_errors import NotFoundError, UnavailableError
-from screwops_settings import StackSettings
+from screwops_settings import KafkaSettings, StackSettings, kafka_client_options
 
 from screwops_cli.common import ExitCode, Json, calling, console, emit_line, errors, fail
 
@@ -32,7 +32,9 @@ MAX_FIELDS = 6
 REASON_HEADER = "x-dlq-reason"
 
 
-async def records(servers: str, topic: str, *, from_beginning: bool) -> AsyncGenerator[Any, None]:
+async def records(
+    kafka: KafkaSettings, topic: str, *, from_beginning: bool
+) -> AsyncGenerator[Any, None]:
     """The topic's records as they come (aiokafka's ``ConsumerRecord``), without end.
 
     Raises:
@@ -40,7 +42,7 @@ async def records(servers: str, topic: str, *, from_beginning: bool) -> AsyncGen
         UnavailableError: the broker did not answer.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers,
+        **kafka_client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -50,7 +52,7 @@ async def records(servers: str, topic: str, *, from_beginning: bool) -> AsyncGen
         await consumer.start()
     except KafkaConnectionError as exc:
         await consumer.stop()
-        raise UnavailableError(f"Kafka did not answer at {servers}") from exc
+        raise UnavailableError(f"Kafka did not answer at {kafka.bootstrap_servers}") from exc
     try:
         if topic not in await consumer.topics():
             raise NotFoundError(f"topic {topic!r} does not exist on the broker")
@@ -88,11 +90,11 @@ def tail(
     as_json: Json = False,
 ) -> None:
     """Print a topic's events as they arrive, until --limit or Ctrl-C."""
-    servers = StackSettings().kafka.bootstrap_servers
+    kafka = StackSettings().kafka
 
     async def run() -> None:
         seen = 0
-        stream = source(servers, topic, from_beginning=from_beginning)
+        stream = source(kafka, topic, from_beginning=from_beginning)
         try:
             async for record in stream:
                 _print(record, as_json)
@@ -105,7 +107,7 @@ def tail(
     if not as_json:
         start = "its beginning" if from_beginning else "new events"
         errors.print(f"tailing {topic} from {start} (Ctrl-C stops)", style="dim")
-    with calling("Kafka", servers):
+    with calling("Kafka", kafka.bootstrap_servers):
         try:
             asyncio.run(run())
         except NotFoundError:

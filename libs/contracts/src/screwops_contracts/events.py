@@ -578,6 +578,73 @@ def parse_event(topic: str, value: bytes | None) -> Event[Any] | None:
         return None
 
 
+@dataclass(frozen=True)
+class Feed:
+    """A topic fed from outside the catalogue's events: MinIO's bucket notifications."""
+
+    topic: str
+    producer: str
+    consumers: tuple[str, ...]
+
+
+FEEDS: tuple[Feed, ...] = (Feed(BUCKET_EVENTS_TOPIC, "minio", ("ingestion",)),)
+
+OPERATOR = "operator"
+"""The CLI's principal: it reads every topic (``events tail``, ``dlq list``, the demo) and writes
+every topic a dead letter can come from, since ``dlq replay`` republishes a message to its
+original topic."""
+UPSTREAM = "upstream"
+"""Producers outside ScrewOps (a scheduler, the line's MES, ``kcat``): they may only ask for a
+training run. Images come in through the gRPC APIs and the drop bucket, never through Kafka, and
+every other event states what a ScrewOps service did, which nobody outside may claim."""
+UPSTREAM_TOPICS: tuple[str, ...] = (str(Topic.TRAINING_REQUESTED),)
+
+
+@dataclass(frozen=True)
+class Rights:
+    """What one Kafka principal may do: the broker's ACLs are generated from these.
+
+    ``groups`` are the consumer groups it may join (by exact name); a principal reading without
+    a group (the CLI) needs none.
+    """
+
+    principal: str
+    write: frozenset[str] = frozenset()
+    read: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+
+def access_rights() -> dict[str, Rights]:
+    """Each principal's rights, from the catalogue: a service writes the topics it produces and
+    the dead-letter twins of those it consumes (the bus dead-letters there), reads the topics it
+    consumes, in a group of its own name (the bus' default); MinIO writes its bucket
+    notifications; the operator and upstream principals get what their docstrings say.
+    """
+    write: dict[str, set[str]] = {}
+    read: dict[str, set[str]] = {}
+    flows = [(str(r.event.TOPIC), r.producer, r.consumers) for r in CATALOGUE]
+    flows += [(f.topic, f.producer, f.consumers) for f in FEEDS]
+    for topic, producer, consumers in flows:
+        write.setdefault(producer, set()).add(topic)
+        for consumer in consumers:
+            read.setdefault(consumer, set()).add(topic)
+            write.setdefault(consumer, set()).add(dlq_topic(topic))
+    services = set(read)
+    rights = {
+        name: Rights(
+            name,
+            write=frozenset(write.get(name, ())),
+            read=frozenset(read.get(name, ())),
+            groups=frozenset({name}) if name in services else frozenset(),
+        )
+        for name in {*write, *read}
+    }
+    sources = [topic for topic, _, _ in flows]
+    rights[OPERATOR] = Rights(OPERATOR, write=frozenset(sources), read=frozenset(all_topics()))
+    rights[UPSTREAM] = Rights(UPSTREAM, write=frozenset(UPSTREAM_TOPICS))
+    return rights
+
+
 def all_topics() -> list[str]:
     """Every topic the stack creates: the catalogue, MinIO's bucket notifications, and each
     one's dead-letter twin."""
@@ -589,6 +656,10 @@ __all__ = [
     "CATALOGUE",
     "DLQ_SUFFIX",
     "EVENTS_BY_TOPIC",
+    "FEEDS",
+    "OPERATOR",
+    "UPSTREAM",
+    "UPSTREAM_TOPICS",
     "AssertionResult",
     "DatasetIngested",
     "DatasetIngestedPayload",
@@ -598,6 +669,7 @@ __all__ = [
     "DatasetRejectedPayload",
     "DatasetValidated",
     "DatasetValidatedPayload",
+    "Feed",
     "InspectionCompleted",
     "InspectionCompletedPayload",
     "InspectionReviewed",
@@ -614,11 +686,13 @@ __all__ = [
     "ModelRolledBackPayload",
     "ModelTrained",
     "ModelTrainedPayload",
+    "Rights",
     "Route",
     "SplitCounts",
     "Topic",
     "TrainingRequested",
     "TrainingRequestedPayload",
+    "access_rights",
     "all_topics",
     "dlq_topic",
     "parse_event",

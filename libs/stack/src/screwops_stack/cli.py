@@ -22,6 +22,7 @@ from screwops_settings import StackSettings, console_admin_password_file
 from screwops_settings.services import Service
 
 from screwops_stack import processes, supervisor
+from screwops_stack.kafka_security import StaleStackError
 from screwops_stack.servers import BIND_HOST, DEPLOY, Layout, NotReadyError, Server, servers
 
 app = typer.Typer(help="The ScrewOps stack of real servers as plain processes on 127.0.0.1.")
@@ -89,7 +90,7 @@ def _start(server: Server, layout: Layout) -> Outcome:
             # A prepare step may log (Kafka formats its storage) before any process has started.
             layout.logs.mkdir(parents=True, exist_ok=True)
             server.prepare()
-        except (OSError, subprocess.CalledProcessError) as exc:
+        except (OSError, subprocess.CalledProcessError, StaleStackError) as exc:
             return Outcome(server, time.monotonic() - began, f"preparing failed: {exc}")
         process = processes.start(
             server.argv,

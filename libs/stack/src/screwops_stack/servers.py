@@ -25,14 +25,24 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, QueueConfig
+from pydantic import SecretStr
 from pymongo import MongoClient
-from screwops_contracts import all_topics
+from screwops_contracts import FEEDS, access_rights, all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC, NOTIFY_TARGET_ARN, NOTIFY_TARGET_ID
-from screwops_settings import StackSettings, port_of, triton_model_repository
+from screwops_settings import (
+    KafkaSettings,
+    StackSettings,
+    kafka_client_options,
+    port_of,
+    triton_model_repository,
+)
+
+from screwops_stack import kafka_security
 
 DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
 BIND_HOST = "127.0.0.1"
+MINIO_PRINCIPAL = next(feed.producer for feed in FEEDS if feed.topic == BUCKET_EVENTS_TOPIC)
 
 
 class NotReadyError(Exception):
@@ -118,18 +128,77 @@ def _http_ok(url: str, expect: Callable[[httpx.Response], bool] = lambda r: True
 # --- Kafka -----------------------------------------------------------------------------------
 
 
-def kafka_properties(settings: StackSettings, layout: Layout) -> str:
-    """Kafka's server.properties: the shared broker settings plus this node's listeners."""
+def kafka_properties(settings: StackSettings, layout: Layout, *, admin_password: str) -> str:
+    """Kafka's server.properties: the shared broker settings plus this node's listeners, key
+    store and the admin's login for the broker's own SASL connections (so the file is 0600)."""
     shared = (DEPLOY / "local" / "kafka" / "server.properties").read_text()
     port = port_of(settings.kafka.bootstrap_servers)
     controller = settings.kafka.controller_port
+    tls = kafka_security.Tls(layout.home)
     node = f"""
-listeners=PLAINTEXT://{BIND_HOST}:{port},CONTROLLER://{BIND_HOST}:{controller}
-advertised.listeners=PLAINTEXT://{settings.kafka.bootstrap_servers}
+# Clients log in with SCRAM-SHA-512 over TLS; the controller listener, on loopback, stays
+# PLAINTEXT, and its ANONYMOUS principal is the broker itself, hence a super user. Everyone else
+# may do only what the ACLs generated from the event catalogue allow (access_rights).
+inter.broker.listener.name=CLIENTS
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,CLIENTS:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:{kafka_security.ADMIN};User:ANONYMOUS
+ssl.keystore.type=PEM
+ssl.truststore.type=PEM
+listeners=CLIENTS://{BIND_HOST}:{port},CONTROLLER://{BIND_HOST}:{controller}
+advertised.listeners=CLIENTS://{settings.kafka.bootstrap_servers}
 controller.quorum.voters=1@{BIND_HOST}:{controller}
 log.dirs={layout.data("kafka")}
+ssl.keystore.location={tls.broker_keystore}
+ssl.truststore.location={tls.ca_cert}
+listener.name.clients.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required \
+username="{kafka_security.ADMIN}" password="{admin_password}";
 """
     return shared + node
+
+
+def admin_kafka(settings: StackSettings) -> KafkaSettings:
+    """``settings.kafka`` as the stack's admin, the broker's super user."""
+    home = settings.home
+    return settings.kafka.model_copy(
+        update={
+            "username": kafka_security.ADMIN,
+            "password": SecretStr(kafka_security.ensure_passwords(home)[kafka_security.ADMIN]),
+            "ca_file": kafka_security.Tls(home).ca_cert,
+        }
+    )
+
+
+def _format_kafka_storage(
+    java: list[str], properties: Path, data: Path, passwords: dict[str, str], log: Path
+) -> None:
+    """Format a new data directory, with every principal's SCRAM user (KRaft adds them at
+    format time, before any listener opens); a formatted one is left alone."""
+    if (data / "meta.properties").exists():
+        return
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    with log.open("ab") as out:
+        subprocess.run(
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(properties),
+                "--ignore-formatted",
+                *kafka_security.scram_arguments(passwords),
+            ],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    (data / kafka_security.SCRAM_MARKER).touch()
 
 
 def _kafka(settings: StackSettings, layout: Layout) -> Server:
@@ -149,10 +218,18 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         "-cp",
         classpath,
     ]
+    data = layout.data("kafka")
 
     def prepare() -> None:
+        kafka_security.check_formatted_with_users(data)
         config_dir.mkdir(parents=True, exist_ok=True)
-        properties.write_text(kafka_properties(settings, layout))
+        hosts = {BIND_HOST, "localhost", settings.kafka.bootstrap_servers.rsplit(":", 1)[0]}
+        kafka_security.ensure_tls(layout.home, hosts=sorted(hosts), log=layout.log("kafka"))
+        passwords = kafka_security.ensure_passwords(layout.home)
+        kafka_security.write_private(
+            properties,
+            kafka_properties(settings, layout, admin_password=passwords[kafka_security.ADMIN]),
+        )
         log4j.write_text(
             "log4j.rootLogger=INFO, stdout\n"
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
@@ -160,25 +237,7 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
             "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
             "log4j.logger.kafka.request.logger=WARN\n"
         )
-        if (layout.data("kafka") / "meta.properties").exists():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        with layout.log("kafka").open("ab") as log:
-            subprocess.run(
-                [
-                    *java,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(properties),
-                    "--ignore-formatted",
-                ],
-                check=True,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        _format_kafka_storage(java, properties, data, passwords, layout.log("kafka"))
 
     def ready() -> None:
         # A refused connection is the expected answer while Kafka boots; the probe reports it.
@@ -186,7 +245,7 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
 
         async def probe() -> None:
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=3000
+                **kafka_client_options(admin_kafka(settings)), request_timeout_ms=3000
             )
             try:
                 await admin.start()
@@ -199,8 +258,13 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         except Exception as exc:
             raise NotReadyError(f"Kafka metadata request failed: {exc!r}") from exc
 
-    def create_topics() -> None:
+    def create_topics_and_acls() -> None:
         asyncio.run(ensure_topics(settings))
+        admin = kafka_security.admin_client(admin_kafka(settings))
+        try:
+            kafka_security.sync_acls(admin, kafka_security.acls(access_rights().values()))
+        finally:
+            admin.close()
 
     return Server(
         name="kafka",
@@ -208,7 +272,7 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         ready=ready,
         ports=[port_of(settings.kafka.bootstrap_servers), settings.kafka.controller_port],
         prepare=prepare,
-        after_ready=create_topics,
+        after_ready=create_topics_and_acls,
         stop_timeout=45.0,
     )
 
@@ -220,7 +284,7 @@ async def ensure_topics(settings: StackSettings) -> list[str]:
     docker-compose stack runs the same list through its kafka-topics job). Returns the topics
     it created.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(admin_kafka(settings)))
     await admin.start()
     try:
         missing = [t for t in all_topics() if t not in set(await admin.list_topics())]
@@ -285,8 +349,23 @@ def minio_notify_env(settings: StackSettings, *, queue_dir: str) -> dict[str, st
     }
 
 
+def minio_notify_security_env(settings: StackSettings, *, password: str) -> dict[str, str]:
+    """MinIO's login to Kafka, as the ``minio`` principal (it may write only its bucket
+    notifications), over TLS checked against the stack's CA (in MinIO's ``--certs-dir``)."""
+    target = NOTIFY_TARGET_ID
+    return {
+        f"MINIO_NOTIFY_KAFKA_TLS_{target}": "on",
+        f"MINIO_NOTIFY_KAFKA_TLS_SKIP_VERIFY_{target}": "off",
+        f"MINIO_NOTIFY_KAFKA_SASL_{target}": "on",
+        f"MINIO_NOTIFY_KAFKA_SASL_MECHANISM_{target}": "sha512",
+        f"MINIO_NOTIFY_KAFKA_SASL_USERNAME_{target}": MINIO_PRINCIPAL,
+        f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{target}": password,
+    }
+
+
 def _minio(settings: StackSettings, layout: Layout) -> Server:
     data = layout.data("minio")
+    certs = layout.run / "minio" / "certs"
     events = layout.data("minio-events")
     port = port_of(settings.minio.endpoint)
     console = settings.minio.console_port
@@ -303,6 +382,11 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             client.list_buckets()
         except Exception as exc:
             raise NotReadyError(f"S3 ListBuckets failed: {exc!r}") from exc
+
+    def prepare() -> None:
+        _mkdirs(data, events, certs / "CAs")
+        # MinIO trusts the CAs of <certs-dir>/CAs when it connects to Kafka.
+        shutil.copyfile(kafka_security.Tls(layout.home).ca_cert, certs / "CAs" / "screwops-ca.crt")
 
     def notify_ingestion() -> None:
         # Upstream systems drop files into the drop bucket; MinIO tells ingestion through Kafka.
@@ -331,6 +415,8 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             f"{BIND_HOST}:{port}",
             "--console-address",
             f"{BIND_HOST}:{console}",
+            "--certs-dir",
+            str(certs),
             "--quiet",
         ],
         env=_base_env(
@@ -338,10 +424,14 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             MINIO_ROOT_PASSWORD=settings.minio.secret_key.get_secret_value(),
             MINIO_UPDATE="off",
             **minio_notify_env(settings, queue_dir=str(events)),
+            **minio_notify_security_env(
+                settings,
+                password=kafka_security.ensure_passwords(layout.home)[MINIO_PRINCIPAL],
+            ),
         ),
         ready=ready,
         ports=[port, console],
-        prepare=lambda: _mkdirs(data, events),
+        prepare=prepare,
         after_ready=notify_ingestion,
     )
 

@@ -63,6 +63,18 @@ def service_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
+KAFKA_USERNAME = "SCREWOPS_KAFKA__USERNAME"
+KAFKA_PASSWORD = "SCREWOPS_KAFKA__PASSWORD"
+
+
+def kafka_principal_env(env: dict[str, str], service: str) -> dict[str, str]:
+    """``env`` with the service logging in to Kafka as its own principal: its password is read
+    from the stack home, never one the supervisor was started with (the operator's, the
+    tests')."""
+    own = {name: value for name, value in env.items() if name != KAFKA_PASSWORD}
+    return own | {KAFKA_USERNAME: service}
+
+
 class Supervisor:
     """Keeps each service running; see the module docstring."""
 
@@ -123,7 +135,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=self._env,
+                env=kafka_principal_env(self._env, spec.name),
             )
         self._processes[spec.name] = process
         log.info("started %s (pid %d)", spec.name, process.pid)

@@ -1,0 +1,222 @@
+"""Kafka's security on the native stack: its CA and certificate, each principal's password, the
+SCRAM users and the ACLs generated from the event catalogue.
+
+Everything is made on the first ``make up`` under the stack home (``tls/`` and
+``secrets/kafka/``, readable by the owner only) and kept afterwards, so a password or the CA
+never changes under a running client. The ACLs are set again at every start, in one batch through
+the Admin API, so a change to the catalogue reaches the broker with the next ``make up``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
+from screwops_contracts import Rights, access_rights
+from screwops_settings import KafkaSettings, kafka_ca_file, kafka_password_file
+
+ADMIN = "admin"
+"""The stack manager's principal, the broker's super user: it creates the topics and the ACLs
+(and the test suite acts as it, since each test makes topics of its own)."""
+SCRAM_MARKER = ".screwops-scram"
+"""Written into Kafka's data directory once its storage was formatted with the SCRAM users; a
+data directory without it predates SASL and has no users to log in as."""
+CERT_DAYS = 3650
+OWNER_ONLY = 0o600
+
+
+class StaleStackError(Exception):
+    """The stack home predates Kafka's security; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The native stack's CA and the broker's PEM key store (its key and certificate chain)."""
+
+    home: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def ca_cert(self) -> Path:
+        return kafka_ca_file(self.home)
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def broker_keystore(self) -> Path:
+        """The broker's private key and certificate in one file (``ssl.keystore.type=PEM``)."""
+        return self.dir / "kafka.pem"
+
+
+def principals() -> list[str]:
+    """Every Kafka principal of the stack: the admin and each one of the catalogue's rights."""
+    return [ADMIN, *sorted(access_rights())]
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(text)
+
+
+def ensure_passwords(home: Path) -> dict[str, str]:
+    """Each principal's password, generated (and written 0600) the first time it is asked for."""
+    passwords = {}
+    for name in principals():
+        path = kafka_password_file(home, name)
+        if not path.is_file():
+            write_private(path, secrets.token_urlsafe(32))
+        passwords[name] = path.read_text().strip()
+    return passwords
+
+
+def _openssl(*args: str, log: Path) -> None:
+    with log.open("ab") as out:
+        subprocess.run(["openssl", *args], check=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def ensure_tls(home: Path, *, hosts: Iterable[str], log: Path) -> Tls:
+    """The CA and the broker's certificate (for ``hosts``: names and IP addresses), made with the
+    openssl CLI once; the private keys are written owner-only."""
+    tls = Tls(home)
+    if tls.broker_keystore.is_file() and tls.ca_cert.is_file():
+        return tls
+    tls.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key, csr, cert = tls.dir / "kafka.key", tls.dir / "kafka.csr", tls.dir / "kafka.crt"
+    ext = tls.dir / "kafka.ext"
+    for private in (tls.ca_key, key):
+        write_private(private, "")
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", str(tls.ca_key), log=log)  # fmt: skip
+    _openssl("req", "-x509", "-new", "-key", str(tls.ca_key), "-sha256",
+             "-days", str(CERT_DAYS), "-subj", "/CN=ScrewOps local CA",
+             "-out", str(tls.ca_cert), log=log)  # fmt: skip
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", str(key), log=log)  # fmt: skip
+    _openssl("req", "-new", "-key", str(key), "-subj", "/CN=kafka", "-out", str(csr), log=log)
+    names = [f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts]
+    ext.write_text(
+        f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n"
+        "keyUsage=digitalSignature,keyEncipherment\n"
+    )
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(tls.ca_cert), "-CAkey", str(tls.ca_key),
+             "-CAcreateserial", "-days", str(CERT_DAYS), "-sha256", "-extfile", str(ext),
+             "-out", str(cert), log=log)  # fmt: skip
+    # Kafka's PEM key store wants an unencrypted PKCS#8 key followed by the certificate chain.
+    pkcs8 = tls.dir / "kafka.pkcs8"
+    write_private(pkcs8, "")
+    _openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8), log=log)
+    write_private(
+        tls.broker_keystore, pkcs8.read_text() + cert.read_text() + tls.ca_cert.read_text()
+    )
+    for scratch in (csr, ext, pkcs8, key):
+        scratch.unlink()
+    return tls
+
+
+def scram_arguments(passwords: dict[str, str]) -> list[str]:
+    """``kafka-storage format`` arguments that create every principal's SCRAM-SHA-512 user."""
+    return [
+        arg
+        for name, password in sorted(passwords.items())
+        for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+    ]
+
+
+def check_formatted_with_users(data: Path) -> None:
+    """Refuse a Kafka data directory formatted before SASL: its broker has no SCRAM users, so
+    nobody could log in; the message says exactly what to run."""
+    if (data / "meta.properties").exists() and not (data / SCRAM_MARKER).exists():
+        raise StaleStackError(
+            f"Kafka's data in {data} predates SASL/SCRAM (no users to log in as). Wipe the "
+            "stack's data and start again: `make clean-stack && make up` (installed servers "
+            "stay cached; every topic, model and dataset of this stack is lost)."
+        )
+
+
+def _principal(name: str) -> str:
+    return f"User:{name}"
+
+
+def acls(rights: Iterable[Rights]) -> set[ACL]:
+    """The broker's ACLs for ``rights``: Write on each topic written, Read on each topic read
+    (Describe comes with both), Read on each consumer group, all literal names."""
+
+    def allow(name: str, operation: ACLOperation, kind: ResourceType, resource: str) -> ACL:
+        return ACL(
+            principal=_principal(name),
+            host="*",
+            operation=operation,
+            permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePattern(kind, resource, ACLResourcePatternType.LITERAL),
+        )
+
+    wanted = set()
+    for entry in rights:
+        name = entry.principal
+        wanted |= {allow(name, ACLOperation.WRITE, ResourceType.TOPIC, t) for t in entry.write}
+        wanted |= {allow(name, ACLOperation.READ, ResourceType.TOPIC, t) for t in entry.read}
+        wanted |= {allow(name, ACLOperation.READ, ResourceType.GROUP, g) for g in entry.groups}
+    return wanted
+
+
+def admin_client(kafka: KafkaSettings) -> KafkaAdminClient:
+    """kafka-python's admin client for ``kafka`` (the stack's admin): aiokafka's admin client has
+    no ACL requests."""
+    password = kafka.password.get_secret_value() if kafka.password else ""
+    return KafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers,
+        security_protocol="SASL_SSL",
+        sasl_mechanism=kafka.sasl_mechanism,
+        sasl_plain_username=kafka.username,
+        sasl_plain_password=password,
+        ssl_cafile=str(kafka.ca_file),
+        client_id="screwops-stack-acls",
+        request_timeout_ms=10_000,
+    )
+
+
+def sync_acls(admin: KafkaAdminClient, wanted: set[ACL]) -> tuple[int, int]:
+    """Make the broker's ACLs exactly ``wanted``: create those missing in one batch and delete
+    those no longer wanted in another. Returns how many were created and deleted."""
+    everything = ACLFilter(
+        principal=None,
+        host=None,
+        operation=ACLOperation.ANY,
+        permission_type=ACLPermissionType.ANY,
+        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+    )
+    existing, error = admin.describe_acls(everything)
+    if error.errno:
+        raise RuntimeError(f"DescribeAcls failed: {error!r}")
+    have = set(existing)
+    missing = sorted(wanted - have, key=repr)
+    stale = sorted(have - wanted, key=repr)
+    if missing:
+        result = admin.create_acls(missing)
+        if result["failed"]:
+            raise RuntimeError(f"CreateAcls failed: {result['failed'][:3]!r}")
+    if stale:
+        admin.delete_acls(stale)
+    return len(missing), len(stale)
