@@ -112,7 +112,7 @@ install_k8s() {
   # offline once here: Kubernetes' schemas from the kubernetes-validate wheel (PyPI), Strimzi's
   # generated from its api jar by its own crd-generator (Maven Central), both laid out for
   # kubeconform by k8s_schemas.py.
-  local stamp="$KUBECONFORM_VERSION k8s-$K8S_SCHEMA_VERSION kv-$KUBERNETES_VALIDATE_VERSION strimzi-$STRIMZI_API_VERSION"
+  local stamp="$KUBECONFORM_VERSION k8s-$K8S_SCHEMA_VERSION kv-$KUBERNETES_VALIDATE_VERSION strimzi-$STRIMZI_API_VERSION+KafkaUser"
   installed k8s "$stamp" && return 0
   log "kubeconform $KUBECONFORM_VERSION: building from its Go module"
   GOBIN="$opt/bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
@@ -134,7 +134,8 @@ install_k8s() {
     --target-kube 1.16+ --crd-api-version v1 --api-versions v1beta2 --storage-version v1beta2 \
     io.strimzi.api.kafka.model.kafka.Kafka="$work/kafka.json" \
     io.strimzi.api.kafka.model.nodepool.KafkaNodePool="$work/kafkanodepool.json" \
-    io.strimzi.api.kafka.model.topic.KafkaTopic="$work/kafkatopic.json" 2>/dev/null
+    io.strimzi.api.kafka.model.topic.KafkaTopic="$work/kafkatopic.json" \
+    io.strimzi.api.kafka.model.user.KafkaUser="$work/kafkauser.json" 2>/dev/null
   python3 "$here/k8s_schemas.py" crds "$schemas/crds" "$work"/*.json
   rm -rf "$work"
   mark k8s "$stamp"

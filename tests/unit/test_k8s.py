@@ -27,13 +27,18 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
-from screwops_contracts import DLQ_SUFFIX, all_topics
+from screwops_contracts import DLQ_SUFFIX, access_rights, all_topics
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import Role, StackSettings, port_of
 from screwops_settings.services import SERVICES, Service
 from screwops_stack.dockerfiles import UID, dockerfile_path
-from screwops_stack.servers import Layout, minio_notify_env
+from screwops_stack.servers import (
+    MINIO_PRINCIPAL,
+    Layout,
+    minio_notify_env,
+    minio_notify_security_env,
+)
 from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +217,8 @@ def _kubeconform() -> Path:
     expected = (
         f"{versions['KUBECONFORM_VERSION']} k8s-{versions['K8S_SCHEMA_VERSION']} "
         f"kv-{versions['KUBERNETES_VALIDATE_VERSION']} strimzi-{versions['STRIMZI_API_VERSION']}"
+        # The schemas of KafkaUser joined those of the other Strimzi kinds.
+        "+KafkaUser"
     )
     assert marker.read_text() == expected, "stale schemas: run deploy/local/install.sh k8s"
     return binary
@@ -362,10 +369,12 @@ def test_credentials_come_from_ignored_files_with_examples() -> None:
                 ref = entry.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     referenced.add((ref["name"], ref["key"]))
-    for secret, key in referenced:
+    # Strimzi's User Operator makes a Secret per KafkaUser, holding its password.
+    made_by_strimzi = {(user["metadata"]["name"], "password") for user in _all("KafkaUser")}
+    for secret, key in referenced - made_by_strimzi:
         assert secret in secrets, f"{secret} is not generated"
         assert key is None or key in secrets[secret], f"{secret} has no {key}"
-    assert {secret for secret, _ in referenced} == set(secrets)
+    assert {secret for secret, _ in referenced - made_by_strimzi} == set(secrets)
 
 
 def test_each_pod_gets_only_its_own_api_tokens() -> None:
@@ -667,10 +676,11 @@ def test_kafka_runs_the_native_version_in_kraft_mode() -> None:
     assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
 
 
-def test_the_bootstrap_address_is_the_plain_listener(cluster_env: pytest.MonkeyPatch) -> None:
+def test_the_bootstrap_address_is_the_scram_listener(cluster_env: pytest.MonkeyPatch) -> None:
     (kafka,) = _all("Kafka")
     (listener,) = [x for x in kafka["spec"]["kafka"]["listeners"] if x["type"] == "internal"]
-    assert listener["tls"] is False  # the services' settings speak plaintext
+    assert listener["tls"] is True  # the services' settings speak SASL_SSL
+    assert StackSettings().kafka.security_protocol == "SASL_SSL"
     expected = f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
     assert StackSettings().kafka.bootstrap_servers == expected
 
@@ -771,3 +781,66 @@ def test_prometheus_has_the_other_stacks_jobs_and_finds_the_services() -> None:
     assert any(r.get("target_label") == "service" for r in services["relabel_configs"])
     rules_mount = _mounts(_container(_one("Deployment", "prometheus")))["rules"]
     assert config["rule_files"] == [f"{rules_mount}/*.yml"]
+
+
+# --- Kafka's principals ----------------------------------------------------------------------
+
+
+def _acls(user: Doc) -> set[tuple[str, str, str]]:
+    return {
+        (acl["resource"]["type"], acl["resource"]["name"], operation)
+        for acl in user["spec"]["authorization"]["acls"]
+        for operation in acl["operations"]
+    }
+
+
+def test_every_kafka_principal_is_a_scram_user_with_the_catalogues_acls() -> None:
+    users = {user["metadata"]["name"]: user for user in _all("KafkaUser")}
+    rights = access_rights()
+    assert set(users) == set(rights)
+    for name, user in users.items():
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}, name
+        assert all(
+            a["resource"]["patternType"] == "literal" for a in user["spec"]["authorization"]["acls"]
+        )
+        expected = (
+            {("topic", topic, "Write") for topic in rights[name].write}
+            | {("topic", topic, "Read") for topic in rights[name].read}
+            | {("group", group, "Read") for group in rights[name].groups}
+        )
+        assert _acls(user) == expected, name
+
+
+def test_kafka_takes_scram_over_tls_only_and_authorizes_every_request() -> None:
+    spec = _one("Kafka", "screwops")["spec"]
+    for listener in spec["kafka"]["listeners"]:
+        assert listener["tls"] is True, listener["name"]
+        assert listener["authentication"] == {"type": "scram-sha-512"}, listener["name"]
+    assert spec["kafka"]["authorization"]["type"] == "simple"
+    assert "userOperator" in spec["entityOperator"]
+
+
+@pytest.mark.parametrize(
+    "name", sorted({r.principal for r in access_rights().values()} & {s.name for s in SERVICES})
+)
+def test_each_service_logs_in_to_kafka_as_its_own_user(name: str) -> None:
+    container = _container(_one("Deployment", name))
+    assert _env(container)["SCREWOPS_KAFKA__USERNAME"] == name
+    (password,) = [e for e in container["env"] if e["name"] == "SCREWOPS_KAFKA__PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
+    ca_file = Path(_config()["SCREWOPS_KAFKA__CA_FILE"])
+    assert _mounts(container)["kafka-ca"] == str(ca_file.parent)
+    (volume,) = [v for v in _pod(_one("Deployment", name))["volumes"] if v["name"] == "kafka-ca"]
+    assert volume["secret"]["secretName"] == "screwops-cluster-ca-cert"
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+
+
+def test_minio_logs_in_to_kafka_as_the_native_stack_does() -> None:
+    container = _container(_one("StatefulSet", "minio"))
+    native = minio_notify_security_env(StackSettings(), password="")
+    password = next(name for name in native if "SASL_PASSWORD" in name)
+    assert {k: _env(container)[k] for k in native if k != password} == {
+        k: v for k, v in native.items() if k != password
+    }
+    (secret,) = [e for e in container["env"] if e["name"] == password]
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": MINIO_PRINCIPAL, "key": "password"}
