@@ -20,7 +20,12 @@ from screwops_contracts import (
     all_topics,
     dlq_topic,
 )
-from screwops_settings import StackSettings, kafka_client_options, kafka_password_file
+from screwops_settings import (
+    ServiceSettings,
+    StackSettings,
+    kafka_client_options,
+    kafka_password_file,
+)
 from screwops_stack import kafka_security
 from screwops_stack.servers import Layout, kafka_properties
 from screwops_stack.supervisor import KAFKA_PASSWORD, KAFKA_USERNAME, kafka_principal_env
@@ -150,3 +155,23 @@ def test_a_supervised_service_logs_in_as_itself() -> None:
         {KAFKA_USERNAME: "admin", KAFKA_PASSWORD: "x", "PATH": "/bin"}, "gateway"
     )
     assert env == {KAFKA_USERNAME: "gateway", "PATH": "/bin"}
+
+
+def test_a_service_started_by_hand_logs_in_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KAFKA_USERNAME, raising=False)
+    monkeypatch.delenv(KAFKA_PASSWORD, raising=False)
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    passwords = kafka_security.ensure_passwords(tmp_path)
+
+    class Gateway(ServiceSettings):
+        service_name: str = "gateway"
+        metrics_port: int = 9107
+
+    kafka = Gateway().stack.kafka
+    assert kafka.username == "gateway"
+    assert kafka.password is not None
+    assert kafka.password.get_secret_value() == passwords["gateway"]
+    monkeypatch.setenv(KAFKA_USERNAME, "admin")
+    assert Gateway().stack.kafka.username == "admin"

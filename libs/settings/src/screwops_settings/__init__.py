@@ -300,6 +300,24 @@ class ServiceSettings(BaseSettings):
     )
     stack: StackSettings = Field(default_factory=StackSettings)
 
+    @model_validator(mode="after")
+    def _kafka_principal_is_the_service(self) -> Self:
+        """Unless ``SCREWOPS_KAFKA__USERNAME`` names one, a service logs in to Kafka as itself
+        (with its own password from the stack home), also when started by hand: the default
+        principal, the CLI's, may not join a service's consumer group."""
+        kafka = self.stack.kafka
+        if "username" in kafka.model_fields_set:
+            return self
+        inherited = kafka_password_file(self.stack.home, kafka.username)
+        read_from_home = inherited.is_file() and kafka.password == SecretStr(
+            inherited.read_text().strip()
+        )
+        kafka.username = self.service_name
+        if kafka.password is None or read_from_home:
+            own = kafka_password_file(self.stack.home, self.service_name)
+            kafka.password = SecretStr(own.read_text().strip()) if own.is_file() else None
+        return self
+
 
 MIN_TOKEN_CHARS = 16
 PRINCIPAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
