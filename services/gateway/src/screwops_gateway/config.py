@@ -65,6 +65,8 @@ class Policy:
     stream_window: int = 8
     decode_workers: int = 2
     decode_queue: int = 64
+    batch_max_size: int = 32
+    batch_max_wait_s: float = 0.01
     log: LogPolicy = field(default_factory=LogPolicy)
     lines: LineLabels = field(default_factory=LineLabels)
 
@@ -169,6 +171,22 @@ class GatewaySettings(ApiSettings):
         description="Images that may wait for a decode thread; past it an inspection is "
         "refused with RESOURCE_EXHAUSTED at once instead of queueing without end.",
     )
+    batch_max_size: int = Field(
+        32,
+        ge=1,
+        description="Most frames the gateway sends Triton in one request. Frames arriving while "
+        "a request of their model version is in flight wait and go together in the next one; "
+        "a frame arriving when none is in flight goes at once. At most the model's "
+        "max_batch_size in Triton (the registry's SCREWOPS_REGISTRY_MAX_BATCH_SIZE, 32), which "
+        "refuses a larger batch (then retried one frame at a time). 1 turns batching off.",
+    )
+    batch_max_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        description="Longest a frame waits for the request in flight before it goes in a "
+        "request of its own beside it, so one slow Triton call does not hold the line; 0 sends "
+        "every frame at once, turning batching off.",
+    )
     max_concurrent_rpcs: int | None = Field(
         256,
         ge=1,
@@ -219,6 +237,8 @@ class GatewaySettings(ApiSettings):
             stream_window=self.stream_window,
             decode_workers=self.decode_workers,
             decode_queue=self.decode_queue,
+            batch_max_size=self.batch_max_size,
+            batch_max_wait_s=self.batch_max_wait_ms / 1000,
             log=LogPolicy(
                 queue_size=self.log_queue_size,
                 queue_bytes=self.log_queue_bytes,

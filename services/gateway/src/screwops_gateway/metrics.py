@@ -30,6 +30,11 @@ LATENCY_BUCKETS_S = (
     2.5,
     5.0,
 )
+# Frames per Triton request (the batcher's max_size is at most Triton's max_batch_size, 32 by
+# default) and seconds a frame waited for its request: 0 when the lane was idle, at most about a
+# Triton call (or max_wait) when it was busy.
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+QUEUE_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05)
 # What an inspection can end in (gRPC status names), and why the prediction log drops: each is
 # exported at 0 from the start, so an error rate, a drop count or an alert reads 0 rather than
 # nothing before the first one of a kind.
@@ -104,6 +109,19 @@ class GatewayMetrics:
             description="Production versions adopted, by model, version and how "
             "(event or refresh).",
         )
+        self._batch_size = meter.create_histogram(
+            "screwops_gateway_batch_size",
+            unit="{frame}",
+            description="Frames per Triton request the gateway sent (its micro-batches; a batch "
+            "retried one frame at a time counts each retry).",
+            explicit_bucket_boundaries_advisory=list(BATCH_SIZE_BUCKETS),
+        )
+        self._queue_wait = meter.create_histogram(
+            "screwops_gateway_batch_queue_wait",
+            unit="s",
+            description="Time a frame waited in the batcher for its Triton request to be sent.",
+            explicit_bucket_boundaries_advisory=list(QUEUE_WAIT_BUCKETS_S),
+        )
         for status in STATUSES:
             self._requests.add(0, {"status": status})
             if status != "OK":
@@ -139,6 +157,14 @@ class GatewayMetrics:
                 "line_id": self._line(line_id),
             },
         )
+
+    def batched(self, frames: int) -> None:
+        """Record one Triton request of ``frames`` frames: its mean shows what batching gains."""
+        self._batch_size.record(frames)
+
+    def queued(self, seconds: float) -> None:
+        """Record how long one frame waited in the batcher: the latency batching adds."""
+        self._queue_wait.record(seconds)
 
     def unjudged(self, reason: str) -> None:
         """Count a frame the model answered but no verdict was given for: a line whose camera

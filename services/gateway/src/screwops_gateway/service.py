@@ -4,8 +4,9 @@ One inspection: the fields are checked; the bytes are decoded by the one decoder
 (``screwops_imaging.decode``, whose refusals say exactly why) and fitted to the answering
 version's frame size by the function the trainer uses (``fit_frame``: a frame of that size
 passes through unchanged); the production version (or the pinned one) of the model finds the
-screw in the frame, aligns it and scores it, all inside its own graph, through Triton, whose own
-dynamic batching merges concurrent requests; the verdict goes back with the model version, the
+screw in the frame, aligns it and scores it, all inside its own graph, through Triton, in one
+request with the frames of other inspections in flight for the same version (the micro-batching
+of ``screwops_gateway.batcher``); the verdict goes back with the model version, the
 threshold, the trace id and where the time went, and an ``inspection.completed`` is queued for
 the prediction log without delaying the answer.
 
@@ -16,9 +17,9 @@ inspection, since a score computed on background would put a meaningless GOOD or
 line. A version from before models took full frames (frame size 0) is refused too, saying that
 it must be retrained.
 
-Deadlines hold end to end: the Triton call gets whatever is left of the caller's deadline (at
-most ``triton_timeout_s``), so a dead or stalled Triton turns into UNAVAILABLE in time, never a
-hang.
+Deadlines hold end to end: a frame whose caller's deadline passes while it waits for its batch
+is never sent, a caller stops waiting for Triton at its deadline, and a Triton call waits at most
+``triton_timeout_s``, so a dead or stalled Triton turns into UNAVAILABLE in time, never a hang.
 
 The decision threshold is the served version's own, chosen on validation data by the trainer and
 judged at by the evaluator; the deployment events carry it. A request pinning another version is
@@ -83,6 +84,7 @@ from screwops_imaging import DecodedImage, decode, fit_frame
 from screwops_serving import Scores
 from screwops_telemetry import trace_id_hex
 
+from screwops_gateway.batcher import Batcher
 from screwops_gateway.config import Policy
 from screwops_gateway.metrics import NO_PART, GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
@@ -202,6 +204,13 @@ class GatewayService:
         # Images decoding or waiting for a thread; released when the work ends, not when its
         # caller gives up, so cancelled calls cannot queue more work than the bound.
         self._decoding = threading.BoundedSemaphore(policy.decode_workers + policy.decode_queue)
+        self._batcher = Batcher(
+            triton.infer,
+            metrics,
+            max_size=policy.batch_max_size,
+            max_wait_s=policy.batch_max_wait_s,
+            timeout_s=policy.triton_timeout_s,
+        )
 
     @property
     def production(self) -> ServingModel | None:
@@ -481,17 +490,9 @@ class GatewayService:
         pinned: bool,
     ) -> float | None:
         """The defect probability of the frame, or None when the model found no screw in it."""
-        budget = self.policy.triton_timeout_s
-        if deadline is not None:
-            budget = min(budget, _check_deadline(deadline))
+        _check_deadline(deadline)
         try:
-            scores = await self._triton.infer(triton_model, version, batch, timeout_s=budget)
-        except DeadlineExceededError:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceededError("the deadline passed waiting for Triton") from None
-            raise UnavailableError(
-                f"Triton did not answer within {budget:.3g} s; retry later"
-            ) from None
+            scores = await self._batcher.infer(triton_model, version, batch, deadline)
         except NotFoundError as error:
             if pinned:
                 raise NotFoundError(
