@@ -44,8 +44,10 @@ def png(width: int = 64, height: int | None = None, *, shade: int = 128) -> byte
 
 @dataclass
 class FakeTriton:
-    """Answers each (model, version) it has loaded with a fixed probability, a part found in
-    every frame but those of the versions in ``no_part``."""
+    """Answers each (model, version) it has loaded with a fixed probability (or, with
+    ``by_shade``, each frame's mean grey / 255, so frames of one batch get different answers), a
+    part found in every frame but those of the versions in ``no_part``; a batch holding a frame
+    of mean grey ``poison_shade`` fails whole, as the model's ``execute`` does."""
 
     loaded: dict[tuple[str, int], float] = field(default_factory=dict)
     down: bool = False
@@ -60,6 +62,8 @@ class FakeTriton:
     served_frame_size: int = FRAME_SIZE
     configs_read: int = 0
     frames: list[npt.NDArray[np.uint8]] = field(default_factory=list)
+    by_shade: bool = False
+    poison_shade: int | None = None
 
     async def infer(
         self,
@@ -84,9 +88,14 @@ class FakeTriton:
         key = (name, version or 0)
         if key not in self.loaded:
             raise NotFoundError(f"inference on {name} version {version}: unknown version")
+        shades = batch.reshape(len(batch), -1).mean(axis=1)
+        if self.poison_shade is not None and self.poison_shade in shades:
+            raise FailedPreconditionError(f"inference on {name}: model failed: bad frame")
         found = 0.0 if (version or 0) in self.no_part else 1.0
         return Scores(
-            probability=np.full(len(batch), self.loaded[key], dtype=np.float32),
+            probability=(shades / 255).astype(np.float32)
+            if self.by_shade
+            else np.full(len(batch), self.loaded[key], dtype=np.float32),
             found=np.full(len(batch), found, dtype=np.float32),
         )
 
@@ -174,6 +183,8 @@ class CountingMetrics(GatewayMetrics):
         self.images_dropped: dict[str, int] = {}
         self.switches: list[tuple[int, str]] = []
         self.unjudged_frames: dict[str, int] = {}
+        self.batches: list[int] = []
+        self.queue_waits: list[float] = []
 
     def finished(self, status: str, seconds: float) -> None:
         super().finished(status, seconds)
@@ -190,6 +201,14 @@ class CountingMetrics(GatewayMetrics):
     def unjudged(self, reason: str) -> None:
         super().unjudged(reason)
         self.unjudged_frames[reason] = self.unjudged_frames.get(reason, 0) + 1
+
+    def batched(self, frames: int) -> None:
+        super().batched(frames)
+        self.batches.append(frames)
+
+    def queued(self, seconds: float) -> None:
+        super().queued(seconds)
+        self.queue_waits.append(seconds)
 
     def switched(self, model_name: str, model_version: int, how: str) -> None:
         super().switched(model_name, model_version, how)

@@ -68,3 +68,26 @@ def test_only_the_listed_lines_are_named() -> None:
         metrics.verdict("m", 1, "DEFECT", line)
 
     assert verdict_lines(reader) == {"line-2": 1.0, OTHER: 2.0}
+
+
+def test_batch_sizes_and_queue_waits_are_histograms_for_the_dashboards() -> None:
+    reader = InMemoryMetricReader()
+    metrics = GatewayMetrics(MeterProvider(metric_readers=[reader]))
+    metrics.batched(4)
+    metrics.batched(1)
+    metrics.queued(0.002)
+
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        metric.name: point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+        if metric.name.startswith("screwops_gateway_batch_")
+    }
+    sizes = points["screwops_gateway_batch_size"]
+    waits = points["screwops_gateway_batch_queue_wait"]
+    assert (getattr(sizes, "count", 0), getattr(sizes, "sum", 0)) == (2, 5)
+    assert getattr(waits, "count", 0) == 1
