@@ -5,6 +5,7 @@ are each a frame's own business."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from dataclasses import replace
 
@@ -256,3 +257,30 @@ async def test_concurrent_inspections_share_requests_and_each_gets_its_own_verdi
     assert sum(sizes(triton)) == len(shades)
     assert len(triton.calls) < len(shades)
     assert h.metrics.batches == sizes(triton)
+
+
+async def test_a_request_is_sent_in_the_context_of_its_longest_waiting_caller() -> None:
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+    triton = gated_triton()
+    sent_for: list[str] = []
+
+    async def infer(
+        name: str, version: int | None, frames: npt.NDArray[np.uint8], *, timeout_s: float
+    ) -> Scores:
+        sent_for.append(caller.get())  # the trace context travels the same way
+        return await triton.infer(name, version, frames, timeout_s=timeout_s)
+
+    batch = Batcher(infer, CountingMetrics(), max_size=32, max_wait_s=LONG_WAIT_S, timeout_s=2.0)
+
+    async def call(name: str, shade: int) -> Scores:
+        caller.set(name)
+        return await batch.infer(MODEL, 1, shaded(shade), None)
+
+    tasks = [asyncio.create_task(call("first", 1))]
+    await settle()
+    tasks += [asyncio.create_task(call(name, s)) for name, s in (("second", 2), ("third", 3))]
+    await settle()
+    triton.gate.set()  # type: ignore[union-attr]
+    await asyncio.gather(*tasks)
+
+    assert sent_for == ["first", "second"]

@@ -34,6 +34,7 @@ retry adds load to a Triton already in trouble.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -69,6 +70,7 @@ class Infer(Protocol):
         name: str,
         version: int | None,
         frames: npt.NDArray[np.uint8],
+        /,
         *,
         timeout_s: float,
     ) -> Scores: ...
@@ -80,6 +82,9 @@ class _Item:
     deadline: float | None
     queued_at: float
     answer: asyncio.Future[Scores]
+    # The caller's context (its trace among it): the request carrying this frame first is
+    # sent in it, so the Triton call shows in the trace of the request that waited longest.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     sent: bool = False
 
 
@@ -157,7 +162,9 @@ class Batcher:
             for item in batch:
                 item.sent = True
             lane.in_flight += 1
-            task = asyncio.create_task(self._send(key, lane, batch), name="triton-batch")
+            task = asyncio.create_task(
+                self._send(key, lane, batch), name="triton-batch", context=batch[0].context
+            )
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         if lane.queue:
