@@ -5,25 +5,19 @@ from __future__ import annotations
 import functools
 import re
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry.sdk.metrics import MeterProvider
 from screwops_console.accounts import AccountFile
 from screwops_console.config import ConsoleSettings
 from screwops_console.web import create_app
 from screwops_settings import Role
-from starlette.exceptions import StarletteDeprecationWarning
 
 from tests.unit.console.fakes import Fakes, populated, serving
-
-with warnings.catch_warnings():
-    # Starlette 1.x would rather its test client ran on httpx2; httpx (the dev group's) works.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 Console = Callable[..., TestClient]
 

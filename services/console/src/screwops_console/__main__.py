@@ -54,13 +54,14 @@ def add_user(settings: ConsoleSettings, name: str, role: Role) -> None:
 
 def open_exposure(settings: ConsoleSettings, accounts: AccountFile) -> str | None:
     """Why the console must not start: listening beyond loopback with no account to log in
-    with; None when it may."""
-    if settings.on_loopback or accounts.names():
+    with, local or from an OIDC issuer; None when it may."""
+    if settings.on_loopback or settings.oidc_configured or accounts.names():
         return None
     return (
         f"the console refuses to listen on {settings.http_host} with no account in "
-        f"{accounts.path}: add one with 'python -m screwops_console add-user <name> admin', or "
-        "set SCREWOPS_CONSOLE_FIRST_ADMIN=true, or bind SCREWOPS_CONSOLE_HTTP_HOST=127.0.0.1"
+        f"{accounts.path} and no OIDC issuer: add one with 'python -m screwops_console add-user "
+        "<name> admin', or set SCREWOPS_CONSOLE_FIRST_ADMIN=true, or configure "
+        "SCREWOPS_CONSOLE_OIDC_ISSUER, or bind SCREWOPS_CONSOLE_HTTP_HOST=127.0.0.1"
     )
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME
-from screwops_settings import ServiceSettings, console_admin_password_file, console_secrets_dir
+from screwops_settings import (
+    Role,
+    ServiceSettings,
+    console_admin_password_file,
+    console_secrets_dir,
+)
 from screwops_settings.services import CONSOLE, GATEWAY, INGESTION, LABELING, REGISTRY
 
 
@@ -87,6 +94,53 @@ class ConsoleSettings(ServiceSettings):
         description="Mark the session cookie Secure (sent over https only): set true when the "
         "console is served over https (behind a TLS proxy); unset: true in production.",
     )
+    oidc_issuer: str = Field(
+        "",
+        description="Sign in through this OpenID Connect issuer too (its URL exactly as its "
+        "discovery document names it, e.g. https://sso.example/realms/factory); empty: local "
+        "accounts only. https, or http on a loopback host.",
+    )
+    oidc_client_id: str = Field("", description="The console's client id at the issuer.")
+    oidc_client_secret: SecretStr = Field(
+        SecretStr(""),
+        description="The console's client secret at the issuer (a confidential "
+        "client); empty for a public client, which PKCE still protects.",
+    )
+    oidc_scopes: list[str] = Field(
+        ["openid", "profile", "email"],
+        description="Scopes asked for; 'openid' is required, and some issuers (Dex) put the "
+        "groups in the id token only when 'groups' is asked for.",
+    )
+    oidc_role_claim: str = Field(
+        "groups",
+        description="The id token's claim whose values map to a role: a string or a list of "
+        "strings; a dotted path reaches into an object (Keycloak's realm_access.roles).",
+    )
+    oidc_roles: dict[str, Role] = Field(
+        default_factory=dict,
+        description="Role of each value of the role claim, as JSON, e.g. "
+        '{"screwops-operators": "operator", "screwops-admins": "admin"}; a user with several '
+        "gets the highest.",
+    )
+    oidc_default_role: Role | None = Field(
+        None,
+        description="Role of a user none of whose claim values is mapped; unset: such a user is "
+        "refused, not made a viewer silently.",
+    )
+    oidc_name_claims: list[str] = Field(
+        ["preferred_username", "sub"],
+        description="Claims tried in turn for the user's name, which the services record as the "
+        "actor; it must be a valid principal name and no local account's.",
+    )
+    oidc_display_name: str = Field(
+        "", description="What the login page's 'Sign in with' names; empty: the issuer's host."
+    )
+    oidc_redirect_uri: str = Field(
+        "",
+        description="The callback registered at the issuer, <console URL>/login/oidc/callback; "
+        "empty: derived from the request, which is wrong behind a proxy that changes the scheme "
+        "or host.",
+    )
     model_name: str = Field(MODEL_NAME, description="The registered model the pipeline page shows.")
     line_id: str = Field("console", description="Production line recorded with inspections.")
     camera_id: str = Field("upload", description="Camera recorded with inspections.")
@@ -107,6 +161,27 @@ class ConsoleSettings(ServiceSettings):
     datasets_shown: int = Field(
         50, ge=1, le=500, description="Dataset versions on the pipeline page, newest first."
     )
+
+    @model_validator(mode="after")
+    def _usable_issuer(self) -> Self:
+        """An issuer that could sign no one in, or over plain http beyond this host, is refused
+        at start rather than at the first login."""
+        if not self.oidc_issuer:
+            return self
+        parts = urlsplit(self.oidc_issuer)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname)):
+            raise ValueError("oidc_issuer must be an https URL (http only on a loopback host)")
+        if not self.oidc_client_id:
+            raise ValueError("oidc_issuer needs oidc_client_id")
+        if "openid" not in self.oidc_scopes:
+            raise ValueError("oidc_scopes must include 'openid'")
+        if not self.oidc_roles and self.oidc_default_role is None:
+            raise ValueError("oidc_issuer needs oidc_roles or oidc_default_role to give a role")
+        return self
+
+    @property
+    def oidc_configured(self) -> bool:
+        return bool(self.oidc_issuer)
 
     @property
     def secrets_dir(self) -> Path:
@@ -129,9 +204,13 @@ class ConsoleSettings(ServiceSettings):
     @property
     def on_loopback(self) -> bool:
         """Whether the web app listens on a loopback interface only (reachable from this host)."""
-        if self.http_host == "localhost":
-            return True
-        try:
-            return ip_address(self.http_host).is_loopback
-        except ValueError:
-            return False
+        return _loopback(self.http_host)
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,12 +1,18 @@
 """Who is logged in: the signed session cookie, the form token on every POST, and role checks.
 
 The session (Starlette's ``SessionMiddleware``: a cookie signed with the session secret, HttpOnly,
-SameSite=Strict, Secure where configured) holds the account's name and a random form token. Every
+SameSite=Strict, Secure where configured) holds the account's name and a random form token, and for
+a user the OIDC issuer signed in, their role (they have no line in the accounts file; the cookie's
+signature keeps the role theirs). With an issuer configured the cookie is SameSite=Lax: the
+issuer's redirect back to the callback is a navigation from another site, which a strict cookie
+would not come along with, and the callback needs the session's state and nonce. Every
 route but the login page, static files and ``/healthz`` depends on :func:`signed_in`: a page asked
 for without a session redirects to the login, a POST without one is refused (403) before the route
 runs, and so is a POST whose ``csrf_token`` field is not the session's (on top of the Origin check
 of ``web.SecurityHeaders``). The account is looked up again on every request, so one removed from
-the accounts file, or given a lesser role, loses its rights on its next request.
+the accounts file, or given a lesser role, loses its rights on its next request; an issuer's user
+keeps the role of their sign-in until the session ends (``session_max_age_s``), or until the issuer
+is no longer configured.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from screwops_console.config import ConsoleSettings
 
 SESSION_COOKIE = "screwops_console_session"
 CSRF_FIELD = "csrf_token"
+ISSUED_ROLE = "oidc_role"
+"""The session key of the role an OIDC sign-in gave; absent for a local account."""
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -64,19 +72,32 @@ def form_token(request: Request) -> str:
     return token
 
 
-def log_in(request: Request, account: Account) -> None:
-    """Start a new session for ``account``: nothing of the session before survives (its form
-    token included), so a session planted before the login is worth nothing after it."""
+def log_in(request: Request, account: Account, *, issued: bool = False) -> None:
+    """Start a new session for ``account`` (one the OIDC issuer vouched for when ``issued``):
+    nothing of the session before survives (its form token included), so a session planted
+    before the login is worth nothing after it."""
     request.session.clear()
     request.session["user"] = account.name
+    if issued:
+        request.session[ISSUED_ROLE] = account.role.value
     form_token(request)
 
 
 def logged_in(request: Request) -> Account | None:
-    """The account of this request's session, as the accounts file says now."""
+    """The account of this request's session: a local one as the accounts file says now, an
+    issuer's as its sign-in gave it while the issuer is configured."""
     name = request.session.get("user")
     if not isinstance(name, str):
         return None
+    issued = request.session.get(ISSUED_ROLE)
+    if issued is not None:
+        settings: ConsoleSettings = request.app.state.settings
+        if not settings.oidc_configured or not isinstance(issued, str):
+            return None
+        try:
+            return Account(name, Role(issued))
+        except ValueError:
+            return None
     accounts: AccountFile = request.app.state.accounts
     return accounts.get(name)
 

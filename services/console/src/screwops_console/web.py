@@ -5,8 +5,9 @@ so every page works without a script. One small static script adds what only a b
 the inspection page's threshold slider re-classifies the results as it moves, and the labeling
 page takes the keys 1 (good) and 2 (bad). Nothing is fetched from another origin, ever.
 
-Every page but the login needs a logged-in account (``session``), and each form carries the
-session's form token; a user acts on the services as themselves (``session.acting_for``).
+Every page but the login needs a logged-in account (``session``): a local one, or one an OIDC
+issuer signed in (``oidc``), and each form carries the session's form token; a user acts on the
+services as themselves (``session.acting_for``).
 
 Each section of a page loads on its own: a service that is down or refuses a call shows its error
 in its section and the rest of the page still works. Each page is a router of its own
@@ -33,6 +34,7 @@ from screwops_console.accounts import AccountFile
 from screwops_console.backends import Backends
 from screwops_console.config import ConsoleSettings
 from screwops_console.metrics import ConsoleMetrics
+from screwops_console.oidc import client
 from screwops_console.records import ReportSource, RunSource
 from screwops_console.routes import ROUTERS, login
 from screwops_console.routes.common import templates
@@ -130,13 +132,14 @@ def create_app(
         secret_key=session_secret(settings),
         session_cookie=SESSION_COOKIE,
         max_age=settings.session_max_age_s,
-        same_site="strict",
+        same_site="lax" if settings.oidc_configured else "strict",
         https_only=settings.cookies_secure,
     )
     app.add_exception_handler(NotLoggedInError, _to_login)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.state.settings = settings
     app.state.accounts = AccountFile(settings.accounts_path)
+    app.state.oidc = client(settings)
     app.state.runs = runs
     app.state.reports = reports
     app.state.templates = templates()
