@@ -8,7 +8,13 @@ pixels); a patch's anomaly is its distance to the nearest patch of the good scre
 thread's phase differs from screw to screw by up to half a pitch) and one across. Comparing
 places rather than the whole bank keeps a head's patch from matching a thread's, and costs a
 fraction of a global search. Only the ``neighbours`` bank screws most like the query as a whole
-are searched. The screw's score is its worst patch.
+are searched.
+
+Places differ in how much good screws vary there: a thread crest or the outline's edge moves a
+little with every screw, a flat head does not. So each place's distance is standardised by the
+spread of good screws' distances at that place (PaDiM's per-position statistics on PatchCore's
+distances), learnt from the training screws themselves, each compared with the bank without
+itself. The screw's score is its worst standardised patch.
 
 Measured on the ``mvtec_screw`` preset's test split and a hold-out slice (``docs/model.md``):
 this is the best of the methods tried on subtle synthetic defects, and still far from the issue's
@@ -45,6 +51,13 @@ Array = npt.NDArray[np.float32]
 _BORDER = 1
 # A large distance for bank places outside the reach.
 _FAR = 1e9
+# A place's spread is at least this share of the mean spread: where good screws barely vary, a
+# standardised distance would otherwise turn sensor noise into a defect.
+_SPREAD_FLOOR = 0.1
+# A place's mean and variance are shrunk towards those of all places as if this many screws had
+# shown them: a few dozen good screws estimate a place poorly (measured: the standardisation
+# then loses to the plain distance), a few hundred well.
+_PRIOR_SCREWS = 64
 _FEATURE_BATCH = 8
 
 
@@ -83,25 +96,40 @@ class PatchScorer(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
         self.bank = tf.Variable(bank, trainable=False)  # [screws, rows, cols, dims]
         self.overview = tf.Variable(bank.mean(axis=(1, 2)), trainable=False)
         self.norms = tf.Variable(np.sum(bank * bank, axis=-1), trainable=False)
+        # Each place's distance of good screws: its mean and spread (set by standardise).
+        self.place_mean = tf.Variable(np.zeros(bank.shape[1:3], np.float32), trainable=False)
+        self.place_spread = tf.Variable(np.ones(bank.shape[1:3], np.float32), trainable=False)
         # Calibration: the good validation scores' 99th percentile, and the scale that puts
         # their median near 0.1 (set by calibrate).
         self.centre = tf.Variable(0.0, trainable=False)
         self.spread = tf.Variable(1.0, trainable=False)
-        self._neighbours = min(neighbours, bank.shape[0])
+        # A bank screw scored for the standardisation leaves itself out, so one fewer.
+        self._neighbours = max(1, min(neighbours, bank.shape[0] - 1))
         self._reach_along = reach_along
         self._rows, self._cols = int(bank.shape[1]), int(bank.shape[2])
 
+    def project(self, maps: tf.Tensor) -> tf.Tensor:
+        """Feature maps -> the bank's space: centred, to its main directions."""
+        return tf.einsum("nhwc,cd->nhwd", maps - self.mean, self.projection)
+
     def distances(self, strips: tf.Tensor) -> tf.Tensor:
         """[n, rows, cols]: each patch's distance to the nearest bank patch near its place."""
-        maps = self._backbone.features(strips)
-        projected = tf.einsum("nhwc,cd->nhwd", maps - self.mean, self.projection)
+        projected = self.project(self._backbone.features(strips))
+        return self.nearest(projected, tf.fill([tf.shape(projected)[0]], -1))
+
+    def nearest(self, projected: tf.Tensor, own: tf.Tensor) -> tf.Tensor:
+        """[n, rows, cols] distances of projected queries; query i never searches bank screw
+        ``own[i]`` (itself, when a bank screw is scored; -1: none)."""
         cols = np.arange(self._cols)
         beyond = np.abs(cols[:, None] - cols[None, :]) > self._reach_along
         outside = tf.constant(np.where(beyond, _FAR, 0.0).astype(np.float32)[None, :, None, :])
+        screws = tf.range(tf.shape(self.bank)[0])
 
-        def one(query: tf.Tensor) -> tf.Tensor:
+        def one(pair: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            query, itself = pair
             overall = tf.reduce_mean(query, axis=[0, 1])
             gap = tf.reduce_sum(tf.square(self.overview - overall), axis=-1)
+            gap = tf.where(tf.equal(screws, itself), tf.constant(math.inf), gap)
             _, nearest = tf.math.top_k(-gap, k=self._neighbours)
             chosen = tf.gather(self.bank, nearest)
             chosen_norms = tf.gather(self.norms, nearest)
@@ -116,11 +144,26 @@ class PatchScorer(tf.Module):  # type: ignore[misc]  # tensorflow is untyped
             return tf.sqrt(tf.maximum(best, 0.0))
 
         spec = tf.TensorSpec([self._rows, self._cols], tf.float32)
-        return tf.map_fn(one, projected, fn_output_signature=spec)
+        return tf.map_fn(one, (projected, own), fn_output_signature=spec)
+
+    def standardise(self, good: Array) -> None:
+        """Each place's mean and spread over ``good`` distance maps ([n, rows, cols])."""
+        count = len(good)
+
+        def shrunk(values: Array) -> Array:
+            pooled = (count * values + _PRIOR_SCREWS * float(values.mean())) / (
+                count + _PRIOR_SCREWS
+            )
+            return pooled.astype(np.float32)
+
+        spread = np.sqrt(shrunk(good.var(axis=0)))
+        self.place_mean.assign(shrunk(good.mean(axis=0)))
+        self.place_spread.assign(spread + _SPREAD_FLOOR * float(spread.mean()) + 1e-6)
 
     def raw(self, strips: tf.Tensor) -> tf.Tensor:
-        """[n]: each screw's worst patch, away from the grid's edge."""
-        inner = self.distances(strips)[:, _BORDER:-_BORDER, _BORDER:-_BORDER]
+        """[n]: each screw's worst standardised patch, away from the grid's edge."""
+        standard = (self.distances(strips) - self.place_mean) / self.place_spread
+        inner = standard[:, _BORDER:-_BORDER, _BORDER:-_BORDER]
         return tf.reduce_max(inner, axis=[1, 2])
 
     def __call__(self, strips: tf.Tensor) -> tf.Tensor:
@@ -243,6 +286,21 @@ def fit_good_only(
         bank=projected[keep],
         neighbours=neighbours,
         reach_along=reach_along,
+    )
+    # Every training screw standardises the places, a bank screw compared without itself; the
+    # validation screws stay unseen for the calibration.
+    own = np.full(len(projected), -1, np.int32)
+    own[keep] = np.arange(len(keep), dtype=np.int32)
+    scorer.standardise(
+        np.concatenate(
+            [
+                scorer.nearest(
+                    tf.constant(projected[start : start + _FEATURE_BATCH]),
+                    tf.constant(own[start : start + _FEATURE_BATCH]),
+                ).numpy()
+                for start in range(0, len(projected), _FEATURE_BATCH)
+            ]
+        )
     )
     scorer.calibrate(scorer.raw_in_batches(validation))
     return scorer

@@ -18,13 +18,13 @@ __all__ = [
     "for_kind",
 ]
 
-Architecture = Literal["cnn4-strip-v3", "lite0-patch-knn-v1"]
+Architecture = Literal["cnn4-strip-v3", "lite0-patch-knn-v2"]
 
 ARCHITECTURE: Final[Architecture] = "cnn4-strip-v3"
 """Names :func:`screwops_trainer.model.build_model`'s network (the supervised kind); change it
 whenever the network changes, so that a run of the new network is never mistaken for a finished
 run of the old one (it is in the run id)."""
-GOOD_ONLY_ARCHITECTURE: Final[Architecture] = "lite0-patch-knn-v1"
+GOOD_ONLY_ARCHITECTURE: Final[Architecture] = "lite0-patch-knn-v2"
 """Names :mod:`screwops_trainer.goodonly`'s model (ImageNet features, a bank of good patches)."""
 
 # What each kind changes in the defaults: its architecture always (a run's id then says which
