@@ -261,6 +261,29 @@ def show(shown: list[Shown], root: Path, console: Console) -> None:
     console.print(table)
 
 
+def where_to_look(settings: StackSettings, trace_id: str | None) -> Table:
+    """Where a user looks next: the run's trace, metrics, artifacts, the console, the CLI."""
+    table = Table(title="where to look")
+    table.add_column("what")
+    table.add_column("where")
+    jaeger = settings.telemetry.jaeger_query_url
+    table.add_row(
+        "trace of this run",
+        f"{jaeger}/trace/{trace_id}" if trace_id else f"{jaeger}/search",
+    )
+    table.add_row("metrics", f"{settings.telemetry.prometheus_url}/targets")
+    table.add_row("artifacts", f"http://127.0.0.1:{settings.minio.console_port} (MinIO console)")
+    web = next((spec for spec in available() if spec.name == "console" and spec.http_port), None)
+    if web is not None:
+        password = console_admin_password_file(settings.home)
+        table.add_row(
+            "web console",
+            f"http://127.0.0.1:{web.http_port} (admin's password: {password})",
+        )
+    table.add_row("the command line", "uv run screwops datasets list / runs list / models list")
+    return table
+
+
 def run(
     settings: StackSettings,
     *,
@@ -284,25 +307,7 @@ def run(
         f"{result.refused_count} refused; run {correlation_id}"
     )
     outcome = asyncio.run(follow(settings, dataset, correlation_id, console, within=timeout))
-    table = Table(title="where to look")
-    table.add_column("what")
-    table.add_column("where")
-    jaeger = settings.telemetry.jaeger_query_url
-    table.add_row(
-        "trace of this run",
-        f"{jaeger}/trace/{outcome.trace_id}" if outcome.trace_id else f"{jaeger}/search",
-    )
-    table.add_row("metrics", f"{settings.telemetry.prometheus_url}/targets")
-    table.add_row("artifacts", f"http://127.0.0.1:{settings.minio.console_port} (MinIO console)")
-    web = next((spec for spec in available() if spec.name == "console" and spec.http_port), None)
-    if web is not None:
-        password = console_admin_password_file(settings.home)
-        table.add_row(
-            "web console",
-            f"http://127.0.0.1:{web.http_port} (admin's password: {password})",
-        )
-    table.add_row("the command line", "uv run screwops datasets list / runs list / models list")
-    console.print(table)
+    console.print(where_to_look(settings, outcome.trace_id))
     elapsed = time.monotonic() - began
     if outcome.failure is not None:
         console.print(
