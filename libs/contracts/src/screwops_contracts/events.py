@@ -38,6 +38,8 @@ class Topic(StrEnum):
     MODEL_REJECTED = "model.rejected"
     MODEL_DEPLOYED = "model.deployed"
     MODEL_ROLLED_BACK = "model.rolled_back"
+    MODEL_RELEASED = "model.released"
+    MODEL_ALIAS_MOVED = "model.alias_moved"
     INSPECTION_COMPLETED = "inspection.completed"
     INSPECTION_REVIEWED = "inspection.reviewed"
     MODEL_DEGRADED = "model.degraded"
@@ -415,6 +417,67 @@ class ModelRolledBack(Event[ModelRolledBackPayload]):
     key_field = "model_name"
 
 
+class ModelReleasedPayload(Payload):
+    """An operator's release of the `candidate` version: it is deployed next."""
+
+    model_name: ModelName
+    version: int = Field(description="The released version.", examples=[4], ge=1)
+    run_id: RunId
+    evaluation_id: str = Field(
+        description="The evaluation that approved it.", examples=["eval-7"], max_length=MAX_ID_CHARS
+    )
+    actor: Who = Field(description="Who released it.", examples=["ana@plant-7"])
+    reason: Why = Field(description="Why.", examples=["reviewed the report with QA"])
+    sequence: int = Field(
+        ge=1,
+        description="The number of the `candidate` alias's move that the release made.",
+        examples=[3],
+    )
+
+
+class ModelReleased(Event[ModelReleasedPayload]):
+    """An operator released the version the evaluator approved (manual release policy); its
+    deployment follows as `model.deployed`. "Approved" is the evaluator's word, "released" the
+    operator's."""
+
+    TOPIC = Topic.MODEL_RELEASED
+    key_field = "model_name"
+
+
+class ModelAliasMovedPayload(Payload):
+    """A move of an alias other than `production` (`candidate` or one an operator named)."""
+
+    model_name: ModelName
+    alias: str = Field(
+        description="The alias that moved.", examples=["candidate"], max_length=MAX_ID_CHARS
+    )
+    from_version: int | None = Field(
+        description="The version it named before; null when it named none.", examples=[3]
+    )
+    to_version: int | None = Field(
+        description="The version it names now; null when it was unset.", examples=[4]
+    )
+    kind: Literal["set", "unset", "nominate", "release", "refuse"] = Field(
+        description="What moved it: an operator setting or unsetting it, an approval nominating "
+        "a candidate (manual release policy), or an operator releasing or refusing the "
+        "candidate (which clears it).",
+        examples=["set"],
+    )
+    actor: Who = Field(description="Who moved it.", examples=["ana@plant-7"])
+    reason: Why = Field(description="Why.", examples=["pinned for the audit"])
+    sequence: int = Field(
+        ge=1, description="The alias's move number, one more per move.", examples=[2]
+    )
+
+
+class ModelAliasMoved(Event[ModelAliasMovedPayload]):
+    """An alias other than `production` moved; `production`'s moves are `model.deployed` and
+    `model.rolled_back`, which the gateways act on."""
+
+    TOPIC = Topic.MODEL_ALIAS_MOVED
+    key_field = "model_name"
+
+
 # --- serving and monitoring --------------------------------------------------------------------
 
 
@@ -557,6 +620,10 @@ CATALOGUE: tuple[Route, ...] = (
     Route(ModelRejected, "evaluator", ("registry",)),
     Route(ModelDeployed, "registry", ("gateway", "monitor", "evaluator")),
     Route(ModelRolledBack, "registry", ("gateway", "monitor", "evaluator")),
+    # Audit and the console's pipeline page read them (the operator principal reads every topic);
+    # no service acts on them.
+    Route(ModelReleased, "registry", ()),
+    Route(ModelAliasMoved, "registry", ()),
     Route(InspectionCompleted, "gateway", ("monitor", "labeling")),
     Route(InspectionReviewed, "labeling", ("monitor",)),
     Route(ModelDegraded, "monitor", ("trainer",)),
@@ -674,6 +741,8 @@ __all__ = [
     "InspectionCompletedPayload",
     "InspectionReviewed",
     "InspectionReviewedPayload",
+    "ModelAliasMoved",
+    "ModelAliasMovedPayload",
     "ModelApproved",
     "ModelApprovedPayload",
     "ModelDegraded",
@@ -682,6 +751,8 @@ __all__ = [
     "ModelDeployedPayload",
     "ModelRejected",
     "ModelRejectedPayload",
+    "ModelReleased",
+    "ModelReleasedPayload",
     "ModelRolledBack",
     "ModelRolledBackPayload",
     "ModelTrained",

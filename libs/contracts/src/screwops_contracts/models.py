@@ -22,6 +22,8 @@ MODEL_NAME = "screw-classifier"
 # Triton loads a candidate under this name for the evaluator's infra validation.
 STAGING_MODEL_NAME = "screw-classifier-staging"
 PRODUCTION_ALIAS = "production"
+# The version the evaluator approved that waits for an operator's release (manual release policy).
+CANDIDATE_ALIAS = "candidate"
 
 SERVING_SIGNATURE = "serving_default"
 FRAMES_INPUT = "frames"  # UINT8 [batch, S, S, 1]: decoded grey frames of the model's frame size
