@@ -173,6 +173,16 @@ class TelemetrySettings(BaseModel):
     otlp_http_endpoint: str = Field("http://127.0.0.1:4318", examples=["http://jaeger:4318"])
     jaeger_query_url: str = Field("http://127.0.0.1:16686", examples=["http://jaeger:16686"])
     prometheus_url: str = Field("http://127.0.0.1:9090", examples=["http://prometheus:9090"])
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of the traces a service starts itself that are kept (sampled by trace "
+        "id, so every service keeps or drops the same ones); a trace started by a caller follows "
+        "the caller's decision whatever this says. 1.0 keeps every trace (the demo and the "
+        "end-to-end tests need them all); at production rates 0.01-0.05 (docs/observability.md). "
+        "Errors and latency are counted in metrics either way.",
+    )
 
 
 class StackSettings(BaseSettings):

@@ -2,8 +2,9 @@
 
 Traces go over OTLP to Jaeger so one trace can follow an image through every service; metrics
 are served for Prometheus to scrape from each service's own port; log lines carry the trace id
-so a log line leads to its trace. Every service calls :func:`setup_telemetry` once in
-``__main__.py`` before it builds its gRPC server or channels.
+so a log line leads to its trace. Traces are sampled (:func:`sampler`); metrics are not, so
+errors and latency are counted whichever traces are kept. Every service calls
+:func:`setup_telemetry` once in ``__main__.py`` before it builds its gRPC server or channels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -43,6 +45,7 @@ __all__ = [
     "Telemetry",
     "TraceContextFilter",
     "resumed_trace",
+    "sampler",
     "setup_telemetry",
     "trace_id_hex",
     "traceparent",
@@ -156,7 +159,7 @@ def setup_telemetry(
 
     Args:
         service_name: ``service.name`` in Jaeger and Prometheus.
-        settings: where the OTLP collector listens.
+        settings: where the OTLP collector listens, and the share of traces to keep.
         metrics_port: the port of the Prometheus endpoint (0 picks a free one); None serves no
             metrics, for one-off jobs that Prometheus could not scrape anyway.
         metrics_host: the endpoint's interface; loopback unless the scraper runs elsewhere.
@@ -175,7 +178,9 @@ def setup_telemetry(
             "deployment.environment.name": settings.environment,
         }
     )
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=sampler(settings.telemetry.trace_sample_ratio)
+    )
     tracer_provider.add_span_processor(
         BatchSpanProcessor(
             OTLPSpanExporter(endpoint=settings.telemetry.otlp_grpc_endpoint, insecure=True)
@@ -211,6 +216,17 @@ def setup_telemetry(
         _metrics_server=server,
         _instrumentors=instrumentors,
     )
+
+
+def sampler(ratio: float) -> Sampler:
+    """Keep ``ratio`` of the traces started here, and whatever a caller decided for its own.
+
+    The ratio is applied to the trace id, so every service that starts a span of the same trace
+    without a parent would decide alike; a span with a parent (a gRPC call's ``traceparent``, an
+    event's, a :func:`resumed_trace`) follows the parent's sampled flag, so a trace is kept
+    whole or not at all rather than in pieces from the services that happened to pick it.
+    """
+    return ParentBased(TraceIdRatioBased(ratio))
 
 
 def _installed_version(service_name: str) -> str:
