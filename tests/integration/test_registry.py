@@ -349,20 +349,20 @@ async def test_the_mongo_store_keeps_numbers_and_the_alias_safe(
 
         first, deployed = _move(None, 1, MoveKind.DEPLOY, sequence=1)
         assert await store.move_alias(
-            "m", "production", expected=None, move=first, announcement=deployed
+            "m", "production", expected=None, move=first, announcements=[deployed]
         )
         assert not await store.move_alias(
-            "m", "production", expected=None, move=first, announcement=deployed
+            "m", "production", expected=None, move=first, announcements=[deployed]
         )
         moved = await store.get_alias("m", "production")
         assert moved is not None
         second, promoted = _move(1, 2, MoveKind.PROMOTE, sequence=2)
         stale = replace(moved, sequence=7)
         assert not await store.move_alias(
-            "m", "production", expected=stale, move=second, announcement=promoted
+            "m", "production", expected=stale, move=second, announcements=[promoted]
         )
         assert await store.move_alias(
-            "m", "production", expected=moved, move=second, announcement=promoted
+            "m", "production", expected=moved, move=second, announcements=[promoted]
         )
         alias = await store.get_alias("m", "production")
         assert alias is not None
@@ -375,6 +375,28 @@ async def test_the_mongo_store_keeps_numbers_and_the_alias_safe(
         assert alias is not None
         assert alias.pending == (promoted,)
         assert [a.model_name for a in await store.aliases("production")] == ["m"]
+
+        named, first_note = _move(None, 1, MoveKind.SET, sequence=1)
+        assert await store.move_alias(
+            "m", "candidate", expected=None, move=named, announcements=[first_note]
+        )
+        current = await store.get_alias("m", "candidate")
+        assert current is not None
+        cleared = replace(named, to_version=None, kind=MoveKind.REFUSE, sequence=2)
+        _, second_note = _move(1, 1, MoveKind.REFUSE, sequence=2)
+        _, third_note = _move(1, 1, MoveKind.REFUSE, sequence=3)
+        assert await store.move_alias(
+            "m",
+            "candidate",
+            expected=current,
+            move=cleared,
+            announcements=[second_note, third_note],
+        )
+        unset = await store.get_alias("m", "candidate")
+        assert unset is not None
+        assert (unset.version, unset.history) == (None, (named, cleared))
+        assert unset.pending == (first_note, second_note, third_note), "queued in order"
+        assert [a.name for a in await store.model_aliases("m")] == ["candidate", "production"]
     finally:
         db.client.close()
 

@@ -66,7 +66,17 @@ SERVICES: list[tuple[FileDescriptor, str, dict[str, tuple[bool, bool]]]] = [
     (
         registry_pb2.DESCRIPTOR,
         "RegistryService",
-        {"ListVersions": UNARY, "GetLineage": UNARY, "Promote": UNARY, "Rollback": UNARY},
+        {
+            "ListVersions": UNARY,
+            "GetLineage": UNARY,
+            "Promote": UNARY,
+            "Rollback": UNARY,
+            "SetAlias": UNARY,
+            "UnsetAlias": UNARY,
+            "ListAliases": UNARY,
+            "Release": UNARY,
+            "Refuse": UNARY,
+        },
     ),
 ]
 

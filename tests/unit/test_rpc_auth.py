@@ -200,6 +200,11 @@ def test_the_apis_give_each_method_its_least_role() -> None:
         "GetLineage": Role.VIEWER,
         "Promote": Role.OPERATOR,
         "Rollback": Role.OPERATOR,
+        "SetAlias": Role.OPERATOR,
+        "UnsetAlias": Role.OPERATOR,
+        "ListAliases": Role.VIEWER,
+        "Release": Role.OPERATOR,
+        "Refuse": Role.OPERATOR,
     }
     assert named(ingestion_api.ROLES)["Import"] is Role.OPERATOR
     assert named(ingestion_api.ROLES)["Upload"] is Role.OPERATOR

@@ -9,6 +9,7 @@ checked on real directories; the object store and the bus are the shared
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import uuid4
@@ -24,7 +25,12 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, NotFoundError
-from screwops_registry.config import DEFAULT_HISTORY_LIMIT, Deployment
+from screwops_registry.config import (
+    DEFAULT_ALIAS_LIMIT,
+    DEFAULT_HISTORY_LIMIT,
+    Deployment,
+    ReleasePolicies,
+)
 from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
 from screwops_registry.store import (
@@ -109,6 +115,12 @@ class FakeStore:
             (a for a in self.alias_docs.values() if a.name == alias), key=lambda a: a.model_name
         )
 
+    async def model_aliases(self, model_name: str) -> list[Alias]:
+        return sorted(
+            (a for a in self.alias_docs.values() if a.model_name == model_name),
+            key=lambda a: a.name,
+        )
+
     async def move_alias(
         self,
         model_name: str,
@@ -116,12 +128,12 @@ class FakeStore:
         *,
         expected: Alias | None,
         move: AliasMove,
-        announcement: Announcement,
+        announcements: Sequence[Announcement],
     ) -> bool:
         key = alias_id(model_name, alias)
         current = self.alias_docs.get(key)
 
-        def state(a: Alias | None) -> tuple[int, int] | None:
+        def state(a: Alias | None) -> tuple[int | None, int] | None:
             return (a.version, a.sequence) if a else None
 
         if state(current) != state(expected):
@@ -133,12 +145,12 @@ class FakeStore:
             move.to_version,
             current.history_after(move, self.history_limit) if current else (move,),
             move.sequence,
-            (*pending, announcement),
+            (*pending, *announcements),
         )
         return True
 
     async def queue_announcement(
-        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+        self, model_name: str, alias: str, *, version: int | None, announcement: Announcement
     ) -> bool:
         key = alias_id(model_name, alias)
         current = self.alias_docs.get(key)
@@ -259,6 +271,8 @@ def harness(
     store: FakeStore | None = None,
     objects: FakeObjects | None = None,
     bus: Bus | None = None,
+    policies: ReleasePolicies | None = None,
+    alias_limit: int = DEFAULT_ALIAS_LIMIT,
 ) -> Harness:
     """The service on fakes; with ``bus``, it publishes through it, as in __main__."""
     store = store or FakeStore()
@@ -269,6 +283,8 @@ def harness(
         store,
         Placement(objects, triton, Deployment(repository=repository, keep_versions=keep_versions)),
         bus.publish if bus else sent.publish,
+        policies=policies,
+        alias_limit=alias_limit,
     )
     return Harness(service, store, objects, triton, sent, repository)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from screwops_registry.config import Deployment, RegistrySettings
+from pydantic import ValidationError
+from screwops_registry.config import Deployment, RegistrySettings, ReleasePolicy
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -33,3 +34,22 @@ def test_the_rules_carry_every_placement_setting(
         check_timeout_s=12.5,
         restore_interval_s=2.0,
     )
+
+
+def test_the_release_policy_is_a_json_map_of_model_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "SCREWOPS_REGISTRY_RELEASE_POLICY", '{"screw-classifier": "manual", "*": "auto"}'
+    )
+
+    policies = RegistrySettings().release_policies()
+
+    assert policies.of("screw-classifier") is ReleasePolicy.MANUAL
+    assert policies.of("bolt-classifier") is ReleasePolicy.AUTO
+    assert RegistrySettings(release_policy={}).release_policies().of("x") is ReleasePolicy.AUTO
+
+
+def test_an_unknown_release_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCREWOPS_REGISTRY_RELEASE_POLICY", '{"screw-classifier": "later"}')
+
+    with pytest.raises(ValidationError):
+        RegistrySettings()

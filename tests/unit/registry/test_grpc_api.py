@@ -10,7 +10,7 @@ import grpc
 import pytest
 from pydantic import SecretStr
 from screwops.v1 import registry_pb2, registry_pb2_grpc
-from screwops_contracts.events import ModelRolledBack
+from screwops_contracts.events import ModelAliasMoved, ModelReleased, ModelRolledBack
 from screwops_registry.grpc_api import ROLES, Context, RegistryApi, server
 from screwops_rpc import bearer_auth, on_behalf_of, open_aio_channel
 from screwops_settings import ApiToken, Role
@@ -327,3 +327,127 @@ async def test_a_principal_that_does_not_delegate_cannot_act_for_someone_else(
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.details() == "ops-alice may not act on behalf of another user"
     assert h.sent.of(ModelRolledBack) == []
+
+
+async def test_aliases_are_moved_as_the_tokens_principal_and_listed_to_a_viewer(
+    h: Harness, guarded: str
+) -> None:
+    async with open_aio_channel(guarded, OPERATOR_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        made = await registry.SetAlias(
+            registry_pb2.SetAliasRequest(
+                request_id=new_id(),
+                model_name=h.model,
+                alias="audit",
+                version=1,
+                actor="mallory",
+                reason="pinned",
+            ),
+            timeout=5,
+        )
+        unmade = await registry.UnsetAlias(
+            registry_pb2.UnsetAliasRequest(
+                request_id=new_id(), model_name=h.model, alias="audit", reason="done"
+            ),
+            timeout=5,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as production:
+            await registry.SetAlias(
+                registry_pb2.SetAliasRequest(
+                    request_id=new_id(),
+                    model_name=h.model,
+                    alias="production",
+                    version=1,
+                    reason="r",
+                ),
+                timeout=5,
+            )
+    async with open_aio_channel(guarded, VIEWER_TOKEN) as channel:
+        listed = await registry_pb2_grpc.RegistryServiceStub(channel).ListAliases(
+            registry_pb2.ListAliasesRequest(model_name=h.model), timeout=5
+        )
+
+    assert (made.alias, made.to_version, made.actor, made.reason) == (
+        "audit",
+        1,
+        "ops-alice",
+        "pinned",
+    )
+    assert (unmade.from_version, unmade.HasField("to_version"), unmade.actor) == (
+        1,
+        False,
+        "ops-alice",
+    )
+    assert production.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "promote" in (production.value.details() or "")
+    assert [(a.alias, a.HasField("version"), a.version) for a in listed.aliases] == [
+        ("production", True, 2),
+        ("audit", False, 0),
+    ]
+    assert (listed.aliases[1].latest.actor, listed.aliases[1].latest.reason) == (
+        "ops-alice",
+        "done",
+    )
+    assert [e.payload.actor for e in h.sent.of(ModelAliasMoved)] == ["ops-alice", "ops-alice"]
+
+
+@pytest.mark.parametrize("method", ["Release", "Refuse", "SetAlias", "UnsetAlias"])
+async def test_a_viewer_may_not_release_refuse_or_move_an_alias(
+    h: Harness, guarded: str, method: str
+) -> None:
+    await h.service.set_alias(h.model, "candidate", 1, actor="a", reason="r", request_id="i")
+    request = {
+        "Release": registry_pb2.ReleaseRequest(version=1),
+        "Refuse": registry_pb2.RefuseRequest(version=1),
+        "SetAlias": registry_pb2.SetAliasRequest(alias="candidate", version=2),
+        "UnsetAlias": registry_pb2.UnsetAliasRequest(alias="candidate"),
+    }[method]
+    request.MergeFrom(type(request)(model_name=h.model, reason="r", request_id=new_id()))
+
+    async with open_aio_channel(guarded, VIEWER_TOKEN) as channel:
+        call = getattr(registry_pb2_grpc.RegistryServiceStub(channel), method)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(request, timeout=5)
+
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == f"{method} needs the operator role; dash is viewer"
+    candidate = await h.store.get_alias(h.model, "candidate")
+    assert candidate is not None
+    assert (candidate.version, len(candidate.history)) == (1, 1)
+    assert await h.production() == 2
+
+
+async def test_the_console_releases_and_refuses_as_its_logged_in_user(
+    h: Harness, guarded: str
+) -> None:
+    await h.service.set_alias(h.model, "candidate", 1, actor="a", reason="r", request_id="i")
+    async with open_aio_channel(guarded, CONSOLE_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        released = await registry.Release(
+            registry_pb2.ReleaseRequest(
+                request_id=new_id(), model_name=h.model, version=1, actor="x", reason="ok"
+            ),
+            timeout=5,
+            metadata=on_behalf_of("alice", Role.OPERATOR),
+        )
+        await h.service.set_alias(h.model, "candidate", 2, actor="a", reason="r", request_id="j")
+        refused = await registry.Refuse(
+            registry_pb2.RefuseRequest(
+                request_id=new_id(), model_name=h.model, version=2, reason="no"
+            ),
+            timeout=5,
+            metadata=on_behalf_of("bob", Role.OPERATOR),
+        )
+
+    assert (released.alias, released.to_version, released.actor) == (
+        "production",
+        1,
+        "alice (via console)",
+    )
+    assert (refused.alias, refused.HasField("to_version"), refused.actor) == (
+        "candidate",
+        False,
+        "bob (via console)",
+    )
+    assert [e.payload.actor for e in h.sent.of(ModelReleased)] == ["alice (via console)"]
+    assert await h.production() == 1

@@ -27,6 +27,8 @@ def main() -> None:
         Placement(runtime.objects, TritonModels(settings.stack.triton.grpc_url), rules),
         runtime.bus.publish,
         producer=settings.service_name,
+        policies=settings.release_policies(),
+        alias_limit=settings.alias_limit,
     )
     handlers.register(runtime.bus, service)
     api = grpc_api.server(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
@@ -12,6 +14,27 @@ from screwops_settings.services import REGISTRY
 
 DEFAULT_HISTORY_LIMIT = 100
 """Moves an alias's history keeps unless ``alias_history_limit`` says otherwise."""
+DEFAULT_ALIAS_LIMIT = 16
+"""Aliases an operator may name per model unless ``alias_limit`` says otherwise."""
+EVERY_MODEL = "*"
+"""The key of ``release_policy`` that applies to the models it does not name."""
+
+
+class ReleasePolicy(StrEnum):
+    """What becomes of a version the evaluator approved."""
+
+    AUTO = "auto"  # deployed as production at once
+    MANUAL = "manual"  # named `candidate`, deployed only when an operator releases it
+
+
+@dataclass(frozen=True)
+class ReleasePolicies:
+    """Each model's release policy: its own, else the ``*`` entry's, else ``auto``."""
+
+    by_model: Mapping[str, ReleasePolicy] = field(default_factory=dict)
+
+    def of(self, model_name: str) -> ReleasePolicy:
+        return self.by_model.get(model_name, self.by_model.get(EVERY_MODEL, ReleasePolicy.AUTO))
 
 
 @dataclass(frozen=True)
@@ -70,6 +93,20 @@ class RegistrySettings(ApiSettings):
         "retried with the same request id is recognised while its move is among them; an older "
         "retry counts as a new request (send --expect-version to have it refused instead).",
     )
+    alias_limit: int = Field(
+        DEFAULT_ALIAS_LIMIT,
+        ge=0,
+        description="Aliases an operator may name per model besides `production` and "
+        "`candidate`; setting one more is refused until one is unset.",
+    )
+    release_policy: dict[str, ReleasePolicy] = Field(
+        default_factory=dict,
+        description="Release policy per model name, as JSON (e.g. "
+        '\'{"screw-classifier": "manual"}\'; the key "*" applies to every model not named). '
+        "auto (the default): an approved version is deployed as production at once. manual: "
+        "it becomes `candidate` and waits until an operator releases it (screwops models "
+        "release) or refuses it (screwops models refuse).",
+    )
     restore_interval_s: float = Field(
         5.0,
         gt=0,
@@ -89,3 +126,6 @@ class RegistrySettings(ApiSettings):
             check_timeout_s=self.check_timeout_s,
             restore_interval_s=self.restore_interval_s,
         )
+
+    def release_policies(self) -> ReleasePolicies:
+        return ReleasePolicies(dict(self.release_policy))

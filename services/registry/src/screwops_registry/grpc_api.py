@@ -8,13 +8,14 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2, registry_pb2_grpc
-from screwops_contracts.limits import MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
+from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, bounded
 from screwops_contracts.models import ModelKind
 from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, current_principal, map_errors, method_roles, offset_page
 from screwops_settings import Role
 
 from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
+from screwops_registry.store import Alias
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -26,6 +27,11 @@ ROLES = method_roles(
         "GetLineage": Role.VIEWER,
         "Promote": Role.OPERATOR,
         "Rollback": Role.OPERATOR,
+        "SetAlias": Role.OPERATOR,
+        "UnsetAlias": Role.OPERATOR,
+        "ListAliases": Role.VIEWER,
+        "Release": Role.OPERATOR,
+        "Refuse": Role.OPERATOR,
     },
 )
 
@@ -39,6 +45,15 @@ _KINDS = {
     ModelKind.SUPERVISED: registry_pb2.MODEL_KIND_SUPERVISED,
     ModelKind.GOOD_ONLY: registry_pb2.MODEL_KIND_GOOD_ONLY,
 }
+# The requests that move an alias: each names who, why and its request id.
+Moving = (
+    registry_pb2.PromoteRequest
+    | registry_pb2.RollbackRequest
+    | registry_pb2.SetAliasRequest
+    | registry_pb2.UnsetAliasRequest
+    | registry_pb2.ReleaseRequest
+    | registry_pb2.RefuseRequest
+)
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
@@ -103,6 +118,80 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         )
         return _change(change)
 
+    @map_errors
+    async def SetAlias(  # noqa: N802
+        self, request: registry_pb2.SetAliasRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        bounded("alias", request.alias, MAX_ID_CHARS)
+        _bound_move(request)
+        change = await self._service.set_alias(
+            request.model_name,
+            request.alias,
+            request.version,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return _change(change)
+
+    @map_errors
+    async def UnsetAlias(  # noqa: N802
+        self, request: registry_pb2.UnsetAliasRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        bounded("alias", request.alias, MAX_ID_CHARS)
+        _bound_move(request)
+        change = await self._service.unset_alias(
+            request.model_name,
+            request.alias,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return _change(change)
+
+    @map_errors
+    async def ListAliases(  # noqa: N802
+        self, request: registry_pb2.ListAliasesRequest, context: Context
+    ) -> registry_pb2.ListAliasesResponse:
+        _require_model(request.model_name)
+        aliases = await self._service.aliases(request.model_name)
+        return registry_pb2.ListAliasesResponse(aliases=[_alias(alias) for alias in aliases])
+
+    @map_errors
+    async def Release(  # noqa: N802
+        self, request: registry_pb2.ReleaseRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        _bound_move(request)
+        change = await self._service.release(
+            request.model_name,
+            request.version,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return _change(change)
+
+    @map_errors
+    async def Refuse(  # noqa: N802
+        self, request: registry_pb2.RefuseRequest, context: Context
+    ) -> registry_pb2.AliasChange:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        _bound_move(request)
+        change = await self._service.refuse(
+            request.model_name,
+            request.version,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        return _change(change)
+
 
 server = ServedApi(
     name=SERVICE_NAME,
@@ -117,13 +206,13 @@ def _require_model(model_name: str) -> None:
     bounded("model_name", model_name, MAX_NAME_CHARS)
 
 
-def _bound_move(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequest) -> None:
+def _bound_move(request: Moving) -> None:
     bounded("actor", request.actor, MAX_NAME_CHARS)
     bounded("reason", request.reason, MAX_REASON_CHARS)
     bounded("request_id", request.request_id, MAX_NAME_CHARS)
 
 
-def _actor(request: registry_pb2.PromoteRequest | registry_pb2.RollbackRequest) -> str:
+def _actor(request: Moving) -> str:
     """Who moves the alias: the authenticated principal, whatever name the request gives, so a
     caller cannot act under another name; the request's ``actor`` only where the API has no
     tokens (a development stack), since nobody is authenticated there."""
@@ -166,6 +255,11 @@ def _version(view: VersionView) -> registry_pb2.ModelVersion:
         artifact_key=record.artifact_key,
         failure_reason=record.failure_reason,
     )
+
+
+def _alias(alias: Alias) -> registry_pb2.ModelAlias:
+    latest = AliasChange(alias.model_name, alias.name, alias.history[-1])
+    return registry_pb2.ModelAlias(alias=alias.name, version=alias.version, latest=_change(latest))
 
 
 def _change(change: AliasChange) -> registry_pb2.AliasChange:

@@ -29,6 +29,16 @@ in the repository only moves the alias: it takes effect as soon as the event arr
 newest ``keep_versions``, the production version and the one a rollback would return to stay in
 the repository; a version evicted from it comes back from object storage when it is needed.
 
+Besides ``production`` a model has other aliases, which never change what is served:
+``candidate`` and the ones operators name (:meth:`RegistryService.set_alias`). Their moves are
+numbered, recorded with who, why and when, and announced as ``model.alias_moved`` through the
+same outbox. Where a model's release policy is manual, an approval is placed nowhere: it only
+becomes ``candidate`` (the evaluator approved it), and an operator releases it (announced as
+``model.released``, then deployed as a promotion is) or refuses it; either clears ``candidate``.
+``production`` is moved by deployments, promotions and rollbacks only, so that every move of it
+is announced to the gateways as ``model.deployed`` or ``model.rolled_back``; the alias API refuses
+it.
+
 Nothing here imports a broker, driver or gRPC: the store, the placement (over the object store
 and Triton) and the bus come in from outside.
 """
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,14 +56,19 @@ from typing import Any
 from screwops_bus import Announcement, Publish, announce_now
 from screwops_contracts import (
     Event,
+    ModelAliasMoved,
+    ModelAliasMovedPayload,
     ModelApproved,
     ModelDeployed,
     ModelDeployedPayload,
     ModelRejected,
+    ModelReleased,
+    ModelReleasedPayload,
     ModelRolledBack,
     ModelRolledBackPayload,
 )
-from screwops_contracts.models import PRODUCTION_ALIAS, frame_size_problem
+from screwops_contracts.limits import MAX_ID_CHARS
+from screwops_contracts.models import CANDIDATE_ALIAS, PRODUCTION_ALIAS, frame_size_problem
 from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
@@ -63,6 +79,7 @@ from screwops_errors import (
 )
 from screwops_telemetry import traceparent
 
+from screwops_registry.config import DEFAULT_ALIAS_LIMIT, ReleasePolicies, ReleasePolicy
 from screwops_registry.placement import Placement
 from screwops_registry.store import (
     Alias,
@@ -81,6 +98,8 @@ log = logging.getLogger("screwops.registry")
 ALLOCATION_ATTEMPTS = 20
 # Operators moving the alias while an approval deploys: the approval re-reads it and moves again.
 MOVE_ATTEMPTS = 5
+# An alias's name: a word a person types on the command line and reads on a page.
+ALIAS_NAME = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_ID_CHARS - 1}}}")
 
 
 class Stage(StrEnum):
@@ -120,11 +139,15 @@ class RegistryService:
         publish: Publish,
         *,
         producer: str = "registry",
+        policies: ReleasePolicies | None = None,
+        alias_limit: int = DEFAULT_ALIAS_LIMIT,
     ) -> None:
         self._store = store
         self._placement = placement
         self._publish = publish
         self._producer = producer
+        self._policies = policies or ReleasePolicies()
+        self._alias_limit = alias_limit
         # Triton loads a model as a whole: one repository change per model at a time in this
         # process. Across processes the alias's compare-and-set keeps the alias consistent.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -132,7 +155,8 @@ class RegistryService:
     # --- events ----------------------------------------------------------------------------
 
     async def on_approved(self, event: ModelApproved) -> None:
-        """Register the approved candidate and deploy it as ``production`` if it serves.
+        """Register the approved candidate and deploy it as ``production`` if it serves (or,
+        under a manual release policy, only name it ``candidate``).
 
         A candidate that cannot be served is marked failed and nothing else changes: that is
         the event's outcome, not an error. Outages raise transient errors, so the bus retries;
@@ -168,6 +192,9 @@ class RegistryService:
                     "%s failed before (%s); not deploying", record.id, record.failure_reason
                 )
                 await self._placement.discard(name, record.version)
+                return
+            if self._policies.of(name) is ReleasePolicy.MANUAL:
+                await self._nominate(record, event)
                 return
             try:
                 await self._bring_up(record)
@@ -366,6 +393,148 @@ class RegistryService:
                 await self._evict(model_name)
         return AliasChange(model_name, PRODUCTION_ALIAS, move)
 
+    # --- the other aliases -----------------------------------------------------------------
+
+    async def set_alias(
+        self,
+        model_name: str,
+        alias: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str,
+    ) -> AliasChange:
+        """Point an alias other than ``production`` at a version, and announce it.
+
+        Raises:
+            InvalidInputError: no actor, reason or request id; a malformed alias name, or
+                ``production`` (promote moves it).
+            NotFoundError: no such model version.
+            FailedPreconditionError: the version failed; the model has as many aliases of the
+                operators' as it may; the alias moved meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        _require_alias(alias)
+        record = await self._version(model_name, version)
+        if record.status is VersionStatus.FAILED:
+            raise FailedPreconditionError(f"{record.id} failed: {record.failure_reason}")
+        current = await self._store.get_alias(model_name, alias)
+        if current is not None and (done := current.made_by(request_id)) is not None:
+            return AliasChange(model_name, alias, done)
+        if alias != CANDIDATE_ALIAS and (current is None or current.version is None):
+            named = [
+                a
+                for a in await self._store.model_aliases(model_name)
+                if a.version is not None and a.name not in (PRODUCTION_ALIAS, CANDIDATE_ALIAS)
+            ]
+            if len(named) >= self._alias_limit:
+                raise FailedPreconditionError(
+                    f"{model_name} has {len(named)} aliases, as many as it may "
+                    f"(SCREWOPS_REGISTRY_ALIAS_LIMIT); unset one first"
+                )
+        return await self._move_other(
+            model_name, alias, current, version, MoveKind.SET, actor, reason, request_id
+        )
+
+    async def unset_alias(
+        self, model_name: str, alias: str, *, actor: str, reason: str, request_id: str
+    ) -> AliasChange:
+        """Make an alias other than ``production`` name no version; its history stays.
+
+        Raises:
+            InvalidInputError: as :meth:`set_alias`.
+            NotFoundError: the model has no such alias.
+            FailedPreconditionError: the alias moved meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        _require_alias(alias)
+        current = await self._store.get_alias(model_name, alias)
+        if current is None:
+            raise NotFoundError(f"{model_name} has no alias {alias!r}")
+        if (done := current.made_by(request_id)) is not None:
+            return AliasChange(model_name, alias, done)
+        return await self._move_other(
+            model_name, alias, current, None, MoveKind.UNSET, actor, reason, request_id
+        )
+
+    async def aliases(self, model_name: str) -> list[Alias]:
+        """The model's aliases: ``production``, ``candidate``, then the others by name.
+
+        Raises:
+            NotFoundError: the model has no versions at all.
+        """
+        if await self._store.latest_version(model_name) == 0:
+            raise NotFoundError(f"no model named {model_name!r}")
+        order = {PRODUCTION_ALIAS: 0, CANDIDATE_ALIAS: 1}
+        found = await self._store.model_aliases(model_name)
+        return sorted(found, key=lambda a: (order.get(a.name, 2), a.name))
+
+    async def release(
+        self, model_name: str, version: int, *, actor: str, reason: str, request_id: str
+    ) -> AliasChange:
+        """Release the ``candidate`` version: clear ``candidate`` announcing ``model.released``
+        (and the move, as ``model.alias_moved``), then deploy the version as :meth:`promote`
+        does; production's move.
+
+        A retry with the same ``request_id`` finds the release made and goes on to the
+        deployment, which it makes once too. A version that cannot be served is released all
+        the same (the operator's word stands) and the deployment fails as a promotion would.
+
+        Raises:
+            InvalidInputError: no actor, reason or request id.
+            NotFoundError: no such model version.
+            FailedPreconditionError: ``candidate`` does not name the version; it cannot be
+                served; an alias moved meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        record = await self._version(model_name, version)
+        candidate = await self._store.get_alias(model_name, CANDIDATE_ALIAS)
+        if candidate is None or candidate.made_by(request_id) is None:
+            _require_candidate(model_name, candidate, version)
+            await self._move_other(
+                model_name,
+                CANDIDATE_ALIAS,
+                candidate,
+                None,
+                MoveKind.RELEASE,
+                actor,
+                reason,
+                request_id,
+                released=record,
+            )
+        return await self.promote(
+            model_name, version, actor=actor, reason=reason, request_id=request_id
+        )
+
+    async def refuse(
+        self, model_name: str, version: int, *, actor: str, reason: str, request_id: str
+    ) -> AliasChange:
+        """Refuse the ``candidate`` version: clear ``candidate``, recording who refused it and
+        why; nothing is deployed.
+
+        Raises:
+            InvalidInputError: no actor, reason or request id.
+            NotFoundError: no such model version.
+            FailedPreconditionError: ``candidate`` does not name the version; it moved meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        await self._version(model_name, version)
+        candidate = await self._store.get_alias(model_name, CANDIDATE_ALIAS)
+        if candidate is not None and (done := candidate.made_by(request_id)) is not None:
+            return AliasChange(model_name, CANDIDATE_ALIAS, done)
+        _require_candidate(model_name, candidate, version)
+        return await self._move_other(
+            model_name,
+            CANDIDATE_ALIAS,
+            candidate,
+            None,
+            MoveKind.REFUSE,
+            actor,
+            reason,
+            request_id,
+        )
+
     # --- queries ---------------------------------------------------------------------------
 
     async def versions(self, model_name: str, *, offset: int, limit: int) -> list[VersionView]:
@@ -377,8 +546,8 @@ class RegistryService:
         records = await self._store.list_versions(model_name, offset=offset, limit=limit)
         if not records and offset == 0:
             raise NotFoundError(f"no model named {model_name!r}")
-        alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
-        return [_view(record, alias) for record in records]
+        aliases = await self._store.model_aliases(model_name)
+        return [_view(record, aliases) for record in records]
 
     async def lineage(self, model_name: str, version: int) -> VersionView:
         """One version with where it came from.
@@ -387,7 +556,7 @@ class RegistryService:
             NotFoundError: no such model version.
         """
         record = await self._version(model_name, version)
-        return _view(record, await self._store.get_alias(model_name, PRODUCTION_ALIAS))
+        return _view(record, await self._store.model_aliases(model_name))
 
     # --- the steps -------------------------------------------------------------------------
 
@@ -496,7 +665,7 @@ class RegistryService:
                 PRODUCTION_ALIAS,
                 expected=alias,
                 move=move,
-                announcement=announcement,
+                announcements=[announcement],
             ):
                 log.info("%s is production (was %s)", record.id, move.from_version)
                 return announcement
@@ -512,7 +681,7 @@ class RegistryService:
         """
         announcement = Announcement(self._event(record, move), traceparent())
         if not await self._store.move_alias(
-            model_name, PRODUCTION_ALIAS, expected=alias, move=move, announcement=announcement
+            model_name, PRODUCTION_ALIAS, expected=alias, move=move, announcements=[announcement]
         ):
             # A concurrent retry of the same request may have won: that is its answer.
             now = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
@@ -533,14 +702,143 @@ class RegistryService:
         )
         return move
 
-    async def _announce(self, model_name: str, announcement: Announcement) -> None:
+    async def _nominate(self, record: VersionRecord, event: ModelApproved) -> None:
+        """Name the approved version ``candidate`` (manual release policy): nothing is placed
+        or served until an operator releases it. A redelivered approval finds its move."""
+        for _ in range(MOVE_ATTEMPTS):
+            current = await self._store.get_alias(record.model_name, CANDIDATE_ALIAS)
+            if current is not None and current.caused_by(str(event.event_id)) is not None:
+                log.info("%s was made candidate by this approval before", record.id)
+                return
+            move = AliasMove(
+                from_version=current.version if current else None,
+                to_version=record.version,
+                kind=MoveKind.NOMINATE,
+                actor=event.producer,
+                reason=f"approved by evaluation {event.payload.evaluation_id}; "
+                "waits for an operator's release",
+                at=_now(),
+                cause=str(event.event_id),
+                sequence=_next(current),
+            )
+            if await self._record_other(record.model_name, CANDIDATE_ALIAS, current, move):
+                log.info("%s is candidate, waiting for release", record.id)
+                return
+        raise UnavailableError(f"candidate of {record.model_name} kept moving; retrying")
+
+    async def _move_other(
+        self,
+        model_name: str,
+        alias: str,
+        current: Alias | None,
+        to_version: int | None,
+        kind: MoveKind,
+        actor: str,
+        reason: str,
+        request_id: str,
+        *,
+        released: VersionRecord | None = None,
+    ) -> AliasChange:
+        """Make an operator's move of an alias other than production and announce it (after
+        ``model.released`` of ``released``, for a release); the move that stands for its
+        request.
+
+        Raises:
+            FailedPreconditionError: someone else moved the alias since ``current`` was read.
+        """
+        move = AliasMove(
+            from_version=current.version if current else None,
+            to_version=to_version,
+            kind=kind,
+            actor=actor,
+            reason=reason,
+            at=_now(),
+            sequence=_next(current),
+            request_id=request_id,
+        )
+        if not await self._record_other(model_name, alias, current, move, released=released):
+            now = await self._store.get_alias(model_name, alias)
+            if now is not None and (done := now.made_by(request_id)) is not None:
+                return AliasChange(model_name, alias, done)
+            raise FailedPreconditionError(
+                f"{alias} of {model_name} moved meanwhile; read it again and retry"
+            )
+        log.info(
+            "%s moved %s of %s from %s to %s (%s): %s",
+            actor,
+            alias,
+            model_name,
+            move.from_version,
+            to_version,
+            kind,
+            reason,
+        )
+        return AliasChange(model_name, alias, move)
+
+    async def _record_other(
+        self,
+        model_name: str,
+        alias: str,
+        current: Alias | None,
+        move: AliasMove,
+        *,
+        released: VersionRecord | None = None,
+    ) -> bool:
+        """Move the alias if it is still ``current``, queueing and then publishing its
+        announcements; whether it moved."""
+        key = f"{model_name}/{alias}/{move.sequence}"
+        announcements = [
+            Announcement(
+                ModelAliasMoved.origin(
+                    ModelAliasMovedPayload(
+                        model_name=model_name,
+                        alias=alias,
+                        from_version=move.from_version,
+                        to_version=move.to_version,
+                        kind=move.kind.value,
+                        actor=move.actor,
+                        reason=move.reason,
+                        sequence=move.sequence,
+                    ),
+                    producer=self._producer,
+                    key=key,
+                ),
+                traceparent(),
+            )
+        ]
+        if released is not None:
+            event = ModelReleased.origin(
+                ModelReleasedPayload(
+                    model_name=model_name,
+                    version=released.version,
+                    run_id=released.run_id,
+                    evaluation_id=released.evaluation_id,
+                    actor=move.actor,
+                    reason=move.reason,
+                    sequence=move.sequence,
+                ),
+                producer=self._producer,
+                key=key,
+            )
+            announcements.insert(0, Announcement(event, traceparent()))
+        if not await self._store.move_alias(
+            model_name, alias, expected=current, move=move, announcements=announcements
+        ):
+            return False
+        for announcement in announcements:
+            await self._announce(model_name, announcement, alias=alias)
+        return True
+
+    async def _announce(
+        self, model_name: str, announcement: Announcement, *, alias: str = PRODUCTION_ALIAS
+    ) -> None:
         """Publish a move's announcement at once and take it out of the outbox; when Kafka
         refuses it, the move stands all the same and the outbox relay publishes it later (a
         retried request finds the move made and would announce nothing)."""
         await announce_now(
             self._publish,
             announcement,
-            lambda: self._store.announced(model_name, PRODUCTION_ALIAS, announcement.id),
+            lambda: self._store.announced(model_name, alias, announcement.id),
             subject=model_name,
         )
 
@@ -621,8 +919,9 @@ def _expect(model_name: str, alias: Alias | None, expect_version: int | None) ->
         )
 
 
-def _view(record: VersionRecord, alias: Alias | None) -> VersionView:
-    production = alias is not None and alias.version == record.version
+def _view(record: VersionRecord, aliases: list[Alias]) -> VersionView:
+    names = tuple(a.name for a in aliases if a.version == record.version)
+    production = PRODUCTION_ALIAS in names
     if record.status is VersionStatus.FAILED:
         stage = Stage.FAILED
     elif production:
@@ -631,7 +930,29 @@ def _view(record: VersionRecord, alias: Alias | None) -> VersionView:
         stage = Stage.ARCHIVED
     else:
         stage = Stage.REGISTERED
-    return VersionView(record, stage, (PRODUCTION_ALIAS,) if production else ())
+    order = {PRODUCTION_ALIAS: 0, CANDIDATE_ALIAS: 1}
+    return VersionView(record, stage, tuple(sorted(names, key=lambda n: (order.get(n, 2), n))))
+
+
+def _require_alias(alias: str) -> None:
+    if alias == PRODUCTION_ALIAS:
+        raise InvalidInputError(
+            "production is moved by promote and rollback only, so that the gateway follows it"
+        )
+    if not ALIAS_NAME.fullmatch(alias):
+        raise InvalidInputError(
+            f"alias {alias!r} is not a name: lower-case letters, digits, '-' and '_', starting "
+            f"with a letter, at most {MAX_ID_CHARS} characters"
+        )
+
+
+def _require_candidate(model_name: str, candidate: Alias | None, version: int) -> None:
+    named = candidate.version if candidate else None
+    if named != version:
+        raise FailedPreconditionError(
+            f"{model_name} version {version} is not the candidate (candidate names "
+            f"{'nothing' if named is None else f'version {named}'})"
+        )
 
 
 def _require_who(actor: str, reason: str, request_id: str) -> None:

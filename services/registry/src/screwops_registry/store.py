@@ -7,7 +7,8 @@ The registry owns these collections; no other service reads them.
   indexes on (model_name, version) and (model_name, run_id) make version numbers safe without
   transactions (two registrations racing for one number: one insert fails and retries with the
   next) and an approval idempotent (a redelivered one finds its run's version).
-* ``aliases`` — one document per alias, ``_id`` ``<name>:<alias>``, naming a version and holding
+* ``aliases`` — one document per alias (``production``, ``candidate`` and the ones operators name),
+  ``_id`` ``<name>:<alias>``, naming a version (or none, once unset) and holding
   its newest moves (from, to, kind, actor, reason, at, cause, sequence, request id; as many as
   ``alias_history_limit``, so the document stays bounded), the number of
   its latest move (``sequence``) and, in its ``outbox``, the announcements of its moves that Kafka
@@ -23,6 +24,7 @@ v1 and MongoDB alike; the unit tests use an in-memory fake.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -46,6 +48,7 @@ INDEXES = (
     IndexSpec("model_versions", (("model_name", 1), ("version", 1)), unique=True),
     IndexSpec("model_versions", (("model_name", 1), ("run_id", 1)), unique=True),
     IndexSpec("aliases", (("alias", 1),)),
+    IndexSpec("aliases", (("model_name", 1),)),
     IndexSpec("rejections", (("model_name", 1), ("rejected_at", 1))),
     pending_index(ALIASES),
 )
@@ -65,6 +68,12 @@ class MoveKind(StrEnum):
     DEPLOY = "deploy"  # an approval was deployed
     PROMOTE = "promote"  # an operator promoted a version
     ROLLBACK = "rollback"  # an operator rolled back
+    # Moves of the other aliases (never of production):
+    SET = "set"  # an operator pointed an alias at a version
+    UNSET = "unset"  # an operator made it name none
+    NOMINATE = "nominate"  # an approval became candidate (manual release policy)
+    RELEASE = "release"  # an operator released the candidate, which clears it
+    REFUSE = "refuse"  # an operator refused the candidate, which clears it
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,8 @@ class AliasMove:
     """One move of an alias, kept in its history while it is among the newest moves."""
 
     from_version: int | None
-    to_version: int
+    to_version: int | None
+    """None when the move unset the alias (never for production)."""
     kind: MoveKind
     actor: str
     reason: str
@@ -121,11 +131,12 @@ class AliasMove:
 
 @dataclass(frozen=True)
 class Alias:
-    """An alias (``production``) of a model: the version it names and how it got there."""
+    """An alias of a model: the version it names (None once unset; production always names
+    one) and how it got there."""
 
     model_name: str
     name: str
-    version: int
+    version: int | None
     history: tuple[AliasMove, ...] = field(default=())
     sequence: int = 0
     """The number of its latest move (an alias recorded before moves were numbered counts its
@@ -140,7 +151,7 @@ class Alias:
         it, so a rollback returns to the version served before the latest promotion, and
         rolling back twice goes back two promotions (not forth and back between two versions).
         """
-        stack: list[int] = []
+        stack: list[int | None] = []
         for move in self.history:
             if move.kind is MoveKind.ROLLBACK:
                 if stack:
@@ -256,6 +267,9 @@ class RegistryStore(Protocol):
     async def aliases(self, alias: str) -> list[Alias]:
         """The alias of every model that has it (to restore what Triton serves at start-up)."""
 
+    async def model_aliases(self, model_name: str) -> list[Alias]:
+        """Every alias of the model, unset ones included, by name."""
+
     async def move_alias(
         self,
         model_name: str,
@@ -263,20 +277,20 @@ class RegistryStore(Protocol):
         *,
         expected: Alias | None,
         move: AliasMove,
-        announcement: Announcement,
+        announcements: Sequence[Announcement],
     ) -> bool:
         """In one update: point the alias at ``move.to_version``, append ``move`` to its
         history (keeping as many of the newest moves as the store was made to keep, see
         :meth:`Alias.history_after`), set its sequence to ``move.sequence``
-        and queue ``announcement`` in its outbox, only if it is still ``expected`` (its version
-        and sequence; None: only if it does not exist yet).
+        and queue ``announcements`` in its outbox, in order, only if it is still ``expected``
+        (its version and sequence; None: only if it does not exist yet).
 
         Returns:
             True when moved; False, changing nothing, when someone else moved it first.
         """
 
     async def queue_announcement(
-        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+        self, model_name: str, alias: str, *, version: int | None, announcement: Announcement
     ) -> bool:
         """Queue ``announcement`` in the alias's outbox, only if the alias still names
         ``version``; whether it was queued."""
@@ -388,6 +402,11 @@ class MongoRegistryStore:
             docs = await self._db.aliases.find({"alias": alias}).to_list(None)
         return sorted((_alias(d) for d in docs), key=lambda a: a.model_name)
 
+    async def model_aliases(self, model_name: str) -> list[Alias]:
+        with mongo_errors():
+            docs = await self._db.aliases.find({"model_name": model_name}).to_list(None)
+        return sorted((_alias(d) for d in docs), key=lambda a: a.name)
+
     async def move_alias(
         self,
         model_name: str,
@@ -395,7 +414,7 @@ class MongoRegistryStore:
         *,
         expected: Alias | None,
         move: AliasMove,
-        announcement: Announcement,
+        announcements: Sequence[Announcement],
     ) -> bool:
         if expected is None:
             try:
@@ -408,7 +427,7 @@ class MongoRegistryStore:
                             "version": move.to_version,
                             "history": [_move_doc(move)],
                             "sequence": move.sequence,
-                            OUTBOX: [announcement.document()],
+                            OUTBOX: [a.document() for a in announcements],
                             PENDING: True,
                         }
                     )
@@ -438,13 +457,13 @@ class MongoRegistryStore:
                         ],
                         PENDING: True,
                     },
-                    "$push": {OUTBOX: announcement.document()},
+                    "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
                 },
             )
         return result.matched_count == 1
 
     async def queue_announcement(
-        self, model_name: str, alias: str, *, version: int, announcement: Announcement
+        self, model_name: str, alias: str, *, version: int | None, announcement: Announcement
     ) -> bool:
         with mongo_errors():
             result = await self._db.aliases.update_one(
@@ -518,7 +537,7 @@ def _alias(doc: dict[str, Any]) -> Alias:
     history = tuple(
         AliasMove(
             from_version=entry["from"],
-            to_version=int(entry["to"]),
+            to_version=_number(entry["to"]),
             kind=MoveKind(entry["kind"]),
             actor=entry["actor"],
             reason=entry["reason"],
@@ -532,8 +551,13 @@ def _alias(doc: dict[str, Any]) -> Alias:
     return Alias(
         model_name=doc["model_name"],
         name=doc["alias"],
-        version=int(doc["version"]),
+        version=_number(doc["version"]),
         history=history,
         sequence=int(doc.get("sequence", len(history))),
         pending=pending_in(doc),
     )
+
+
+def _number(value: Any) -> int | None:
+    """A version as a document keeps it: None where an alias was unset."""
+    return None if value is None else int(value)

@@ -8,8 +8,15 @@ The registry registers every version the evaluator approved. The `production` al
 version the gateway serves; Promote and Rollback move it, and each move is recorded as an
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
+Other aliases name versions too: `candidate` (the approved version waiting for an operator's
+release, where the model's release policy is manual) and aliases operators name (SetAlias).
+Their moves are recorded the same way and published as `model.alias_moved`; they never change
+what the gateway serves. Release deploys the candidate (publishing `model.released`, then
+`model.deployed`); Refuse clears it.
+
 Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
-tokens), PERMISSION_DENIED (Promote and Rollback need the operator role, reads the viewer role),
+tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release and Refuse need the operator
+role, reads the viewer role),
 INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
@@ -411,11 +418,11 @@ class AliasChange(_message.Message):
     model_name: _builtins.str
     """The registered model."""
     alias: _builtins.str
-    """The alias that moved (today always "production")."""
+    """The alias that moved ("production", "candidate" or an operator's)."""
     from_version: _builtins.int
     """The version the alias named before; absent when the alias is new."""
     to_version: _builtins.int
-    """The version the alias names now."""
+    """The version the alias names now; absent when the move unset it (never for "production")."""
     actor: _builtins.str
     """Who asked for the move."""
     reason: _builtins.str
@@ -436,19 +443,260 @@ class AliasChange(_message.Message):
         model_name: _builtins.str = ...,
         alias: _builtins.str = ...,
         from_version: _builtins.int | None = ...,
-        to_version: _builtins.int = ...,
+        to_version: _builtins.int | None = ...,
         actor: _builtins.str = ...,
         reason: _builtins.str = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
         sequence: _builtins.int = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "changed_at", b"changed_at", "from_version", b"from_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "_to_version", b"_to_version", "changed_at", b"changed_at", "from_version", b"from_version", "to_version", b"to_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "actor", b"actor", "alias", b"alias", "changed_at", b"changed_at", "from_version", b"from_version", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "sequence", b"sequence", "to_version", b"to_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_version", b"_from_version", "_to_version", b"_to_version", "actor", b"actor", "alias", b"alias", "changed_at", b"changed_at", "from_version", b"from_version", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "sequence", b"sequence", "to_version", b"to_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__from_version: _TypeAlias = _typing.Literal["from_version"]  # noqa: Y015
     _WhichOneofArgType__from_version: _TypeAlias = _typing.Literal["_from_version", b"_from_version"]  # noqa: Y015
+    _WhichOneofReturnType__to_version: _TypeAlias = _typing.Literal["to_version"]  # noqa: Y015
+    _WhichOneofArgType__to_version: _TypeAlias = _typing.Literal["_to_version", b"_to_version"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__from_version) -> _WhichOneofReturnType__from_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_version) -> _WhichOneofReturnType__to_version | None: ...
 
 Global___AliasChange: _TypeAlias = AliasChange  # noqa: Y015
+
+@_typing.final
+class SetAliasRequest(_message.Message):
+    """Asks to point an alias other than `production` at a version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    alias: _builtins.str
+    """The alias. Required; see SetAlias for the names allowed."""
+    version: _builtins.int
+    """The version it is to name; it must exist and not have failed. Required."""
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded in the AliasChange. Required."""
+    request_id: _builtins.str
+    """Names this move, as in PromoteRequest. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        alias: _builtins.str = ...,
+        version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAliasRequest: _TypeAlias = SetAliasRequest  # noqa: Y015
+
+@_typing.final
+class UnsetAliasRequest(_message.Message):
+    """Asks to make an alias other than `production` name nothing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    alias: _builtins.str
+    """The alias. Required."""
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded in the AliasChange. Required."""
+    request_id: _builtins.str
+    """Names this move, as in PromoteRequest. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        alias: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnsetAliasRequest: _TypeAlias = UnsetAliasRequest  # noqa: Y015
+
+@_typing.final
+class ListAliasesRequest(_message.Message):
+    """Asks for a model's aliases."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAliasesRequest: _TypeAlias = ListAliasesRequest  # noqa: Y015
+
+@_typing.final
+class ModelAlias(_message.Message):
+    """One alias of a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIAS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    alias: _builtins.str
+    """The alias."""
+    version: _builtins.int
+    """The version it names; absent when it was unset."""
+    @_builtins.property
+    def latest(self) -> Global___AliasChange:
+        """Its latest move."""
+
+    def __init__(
+        self,
+        *,
+        alias: _builtins.str = ...,
+        version: _builtins.int | None = ...,
+        latest: Global___AliasChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "latest", b"latest", "version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "alias", b"alias", "latest", b"latest", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
+
+Global___ModelAlias: _TypeAlias = ModelAlias  # noqa: Y015
+
+@_typing.final
+class ListAliasesResponse(_message.Message):
+    """A model's aliases, `production` first, then `candidate`, then the others by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALIASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelAlias]: ...
+    def __init__(
+        self,
+        *,
+        aliases: _abc.Iterable[Global___ModelAlias] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAliasesResponse: _TypeAlias = ListAliasesResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseRequest(_message.Message):
+    """Asks to release the candidate version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    version: _builtins.int
+    """The version `candidate` names. Required."""
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded with the release and the deployment. Required."""
+    request_id: _builtins.str
+    """Names this release, as in PromoteRequest: a retry never releases or deploys twice.
+    Required.
+    """
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class RefuseRequest(_message.Message):
+    """Asks to refuse the candidate version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    version: _builtins.int
+    """The version `candidate` names. Required."""
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded in the candidate's history. Required."""
+    request_id: _builtins.str
+    """Names this refusal, as in PromoteRequest. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefuseRequest: _TypeAlias = RefuseRequest  # noqa: Y015

@@ -55,6 +55,31 @@ class RegistryServiceStub(object):
                 request_serializer=screwops_dot_v1_dot_registry__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/screwops.v1.RegistryService/SetAlias',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+                _registered_method=True)
+        self.UnsetAlias = channel.unary_unary(
+                '/screwops.v1.RegistryService/UnsetAlias',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.UnsetAliasRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/screwops.v1.RegistryService/ListAliases',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/screwops.v1.RegistryService/Release',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+                _registered_method=True)
+        self.Refuse = channel.unary_unary(
+                '/screwops.v1.RegistryService/Refuse',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.RefuseRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer(object):
@@ -93,6 +118,48 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAlias(self, request, context):
+        """Points an alias other than `production` at a version (`candidate` or a name of the
+        operator's: lower-case letters, digits, '-' and '_', starting with a letter, at most 64
+        characters; at most the registry's alias limit per model). `production` is refused with
+        INVALID_ARGUMENT: Promote moves it, so that the gateway follows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnsetAlias(self, request, context):
+        """Makes an alias other than `production` name no version; its history stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """Lists a model's aliases (`production` among them) with the version each names and its
+        latest move.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Releases the `candidate` version: publishes `model.released`, clears `candidate`, then
+        deploys the version as Promote does. Answers production's move. FAILED_PRECONDITION when
+        `candidate` does not name the version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refuse(self, request, context):
+        """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
+        Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +181,31 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
                     request_deserializer=screwops_dot_v1_dot_registry__pb2.RollbackRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.SetAliasRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
+            ),
+            'UnsetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnsetAlias,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.UnsetAliasRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ListAliasesRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.ListAliasesResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ReleaseRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
+            ),
+            'Refuse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refuse,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.RefuseRequest.FromString,
                     response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
             ),
     }
@@ -225,6 +317,141 @@ class RegistryService(object):
             target,
             '/screwops.v1.RegistryService/Rollback',
             screwops_dot_v1_dot_registry__pb2.RollbackRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/SetAlias',
+            screwops_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnsetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/UnsetAlias',
+            screwops_dot_v1_dot_registry__pb2.UnsetAliasRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/ListAliases',
+            screwops_dot_v1_dot_registry__pb2.ListAliasesRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.ListAliasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/Release',
+            screwops_dot_v1_dot_registry__pb2.ReleaseRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refuse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/Refuse',
+            screwops_dot_v1_dot_registry__pb2.RefuseRequest.SerializeToString,
             screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
             options,
             channel_credentials,

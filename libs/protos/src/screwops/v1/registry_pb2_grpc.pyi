@@ -8,8 +8,15 @@ The registry registers every version the evaluator approved. The `production` al
 version the gateway serves; Promote and Rollback move it, and each move is recorded as an
 AliasChange (who, why, when) and published as `model.deployed` or `model.rolled_back`.
 
+Other aliases name versions too: `candidate` (the approved version waiting for an operator's
+release, where the model's release policy is manual) and aliases operators name (SetAlias).
+Their moves are recorded the same way and published as `model.alias_moved`; they never change
+what the gateway serves. Release deploys the candidate (publishing `model.released`, then
+`model.deployed`); Refuse clears it.
+
 Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
-tokens), PERMISSION_DENIED (Promote and Rollback need the operator role, reads the viewer role),
+tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release and Refuse need the operator
+role, reads the viewer role),
 INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
@@ -63,6 +70,27 @@ class RegistryServiceStub:
     """Points the `production` alias back at the version it named before the latest promotion,
     which stays loaded in Triton so rolling back is immediate.
     """
+    SetAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.AliasChange]
+    """Points an alias other than `production` at a version (`candidate` or a name of the
+    operator's: lower-case letters, digits, '-' and '_', starting with a letter, at most 64
+    characters; at most the registry's alias limit per model). `production` is refused with
+    INVALID_ARGUMENT: Promote moves it, so that the gateway follows.
+    """
+    UnsetAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UnsetAliasRequest, _registry_pb2.AliasChange]
+    """Makes an alias other than `production` name no version; its history stays."""
+    ListAliases: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAliasesRequest, _registry_pb2.ListAliasesResponse]
+    """Lists a model's aliases (`production` among them) with the version each names and its
+    latest move.
+    """
+    Release: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReleaseRequest, _registry_pb2.AliasChange]
+    """Releases the `candidate` version: publishes `model.released`, clears `candidate`, then
+    deploys the version as Promote does. Answers production's move. FAILED_PRECONDITION when
+    `candidate` does not name the version.
+    """
+    Refuse: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RefuseRequest, _registry_pb2.AliasChange]
+    """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
+    Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -83,6 +111,27 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Rollback: _aio.UnaryUnaryMultiCallable[_registry_pb2.RollbackRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
     """Points the `production` alias back at the version it named before the latest promotion,
     which stays loaded in Triton so rolling back is immediate.
+    """
+    SetAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
+    """Points an alias other than `production` at a version (`candidate` or a name of the
+    operator's: lower-case letters, digits, '-' and '_', starting with a letter, at most 64
+    characters; at most the registry's alias limit per model). `production` is refused with
+    INVALID_ARGUMENT: Promote moves it, so that the gateway follows.
+    """
+    UnsetAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.UnsetAliasRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
+    """Makes an alias other than `production` name no version; its history stays."""
+    ListAliases: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAliasesRequest, _registry_pb2.ListAliasesResponse]  # type: ignore[assignment]
+    """Lists a model's aliases (`production` among them) with the version each names and its
+    latest move.
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReleaseRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
+    """Releases the `candidate` version: publishes `model.released`, clears `candidate`, then
+    deploys the version as Promote does. Answers production's move. FAILED_PRECONDITION when
+    `candidate` does not name the version.
+    """
+    Refuse: _aio.UnaryUnaryMultiCallable[_registry_pb2.RefuseRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
+    """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
+    Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +174,57 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
         """Points the `production` alias back at the version it named before the latest promotion,
         which stays loaded in Triton so rolling back is immediate.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAlias(
+        self,
+        request: _registry_pb2.SetAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
+        """Points an alias other than `production` at a version (`candidate` or a name of the
+        operator's: lower-case letters, digits, '-' and '_', starting with a letter, at most 64
+        characters; at most the registry's alias limit per model). `production` is refused with
+        INVALID_ARGUMENT: Promote moves it, so that the gateway follows.
+        """
+
+    @_abc_1.abstractmethod
+    def UnsetAlias(
+        self,
+        request: _registry_pb2.UnsetAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
+        """Makes an alias other than `production` name no version; its history stays."""
+
+    @_abc_1.abstractmethod
+    def ListAliases(
+        self,
+        request: _registry_pb2.ListAliasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAliasesResponse, _abc.Awaitable[_registry_pb2.ListAliasesResponse]]:
+        """Lists a model's aliases (`production` among them) with the version each names and its
+        latest move.
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _registry_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
+        """Releases the `candidate` version: publishes `model.released`, clears `candidate`, then
+        deploys the version as Promote does. Answers production's move. FAILED_PRECONDITION when
+        `candidate` does not name the version.
+        """
+
+    @_abc_1.abstractmethod
+    def Refuse(
+        self,
+        request: _registry_pb2.RefuseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
+        """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
+        Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
