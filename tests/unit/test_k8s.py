@@ -605,6 +605,26 @@ def test_the_gateway_is_scaled_by_its_autoscaler() -> None:
     assert _container(deployment)["resources"]["requests"]["cpu"]
 
 
+def test_line_clients_can_balance_calls_over_every_gateway_pod() -> None:
+    """The ClusterIP Service balances connections, so a headless twin gives clients every pod's
+    address to balance calls over, and the gateway closes old connections so that clients
+    resolve it again and reach pods the autoscaler added."""
+    from screwops_gateway.config import GatewaySettings
+
+    cluster_ip, headless = _one("Service", "gateway"), _one("Service", "gateway-headless")
+    assert "clusterIP" not in cluster_ip["spec"]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == cluster_ip["spec"]["selector"]
+    assert headless["spec"]["ports"] == cluster_ip["spec"]["ports"]
+    env = _env(_container(_one("Deployment", "gateway")))
+    age = GatewaySettings.model_validate(
+        {"max_connection_age_s": env["SCREWOPS_GATEWAY_MAX_CONNECTION_AGE_S"]}
+    ).max_connection_age_s
+    # Long enough that reconnecting costs nothing, short enough that new pods fill in minutes.
+    assert age is not None
+    assert 60 <= age <= 900
+
+
 # --- Triton ----------------------------------------------------------------------------------
 
 

@@ -178,3 +178,30 @@ def test_an_unreachable_gateway_exits_3(images: dict[str, Path]) -> None:
     result = screwops("inspect", str(images["good"]), "--address", closed_port())
     assert result.exit_code == 3
     assert "gateway: UNAVAILABLE" in result.stderr
+
+
+def test_round_robin_spreads_the_images_over_every_gateway_address(
+    images: dict[str, Path],
+) -> None:
+    first, second = FakeGateway(), FakeGateway()
+    add = inspection_pb2_grpc.add_InspectionServiceServicer_to_server
+    with serving(add, first) as one, serving(add, second) as other:
+        both = f"ipv4:{one},{other}"
+        files = [str(images["good"])] * 6
+        by_default = screwops("inspect", *files, "--address", both)
+        assert by_default.exit_code == 0, by_default.output
+        assert sorted([len(first.requests), len(second.requests)]) == [0, 6]
+        for asked in (["--balancing", "round_robin"], []):
+            first.requests.clear()
+            second.requests.clear()
+            result = screwops(
+                "inspect",
+                *files,
+                "--address",
+                both,
+                *asked,
+                env={} if asked else {"SCREWOPS_GATEWAY_BALANCING": "round_robin"},
+            )
+            assert result.exit_code == 0, result.output
+            assert first.requests
+            assert second.requests

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,7 @@ import grpc
 import typer
 from rich.table import Table
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_rpc import open_channel
+from screwops_rpc import Balancing, open_channel
 
 from screwops_cli.common import (
     GatewayToken,
@@ -36,6 +37,13 @@ from screwops_cli.common import (
 VERDICTS = {inspection_pb2.VERDICT_GOOD: "GOOD", inspection_pb2.VERDICT_DEFECT: "DEFECT"}
 # Statuses that are about the one file; any other stops the command.
 PER_FILE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE}
+
+
+class LoadBalancing(StrEnum):
+    """How calls are spread over the addresses the gateway's name resolves to."""
+
+    PICK_FIRST = "pick_first"
+    ROUND_ROBIN = "round_robin"
 
 
 @dataclass
@@ -67,13 +75,23 @@ def inspect(
     token: GatewayToken = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Deadline per image, seconds.")] = 10.0,
     address: Annotated[str | None, address_option("gateway")] = None,
+    balancing: Annotated[
+        LoadBalancing,
+        typer.Option(
+            envvar="SCREWOPS_GATEWAY_BALANCING",
+            help="pick_first: every call to one address. round_robin: spread the calls over "
+            "every address the name resolves to, e.g. dns:///gateway-headless.screwops:50051 "
+            "in Kubernetes (docs/operations.md).",
+        ),
+    ] = LoadBalancing.PICK_FIRST,
     as_json: Json = False,
 ) -> None:
     """Inspect images through the gateway: verdict, probability, model version, latency."""
     target = resolve("gateway", address)
     outcomes: list[Outcome] = []
     stopped: grpc.RpcError | None = None
-    with calling("gateway", target), open_channel(target, token) as channel:
+    policy: Balancing = "round_robin" if balancing is LoadBalancing.ROUND_ROBIN else "pick_first"
+    with calling("gateway", target), open_channel(target, token, balancing=policy) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
         for path in images:
             try:

@@ -23,9 +23,11 @@ from screwops_errors import InvalidInputError, grpc_status
 
 from screwops_rpc.auth import (
     AUTHORIZATION,
+    Balancing,
     BearerAuth,
     Principal,
     bearer_auth,
+    channel_options,
     current_principal,
     method_roles,
     on_behalf_of,
@@ -37,11 +39,13 @@ __all__ = [
     "AUTHORIZATION",
     "DEFAULT_MESSAGE_BYTES",
     "Api",
+    "Balancing",
     "BearerAuth",
     "Principal",
     "ServedApi",
     "Server",
     "bearer_auth",
+    "channel_options",
     "current_principal",
     "map_errors",
     "method_roles",
@@ -137,6 +141,11 @@ class Server:
     with RESOURCE_EXHAUSTED before any handler runs), ``max_concurrent_streams`` the calls one
     connection may have open (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: the client holds back
     the rest); None leaves gRPC's own (no limit, and 100 streams per connection).
+
+    ``max_connection_age_s`` closes a client's connection that old (GOAWAY: calls in flight
+    finish, streams too, and the client connects again for the next call), so a client that
+    balances over a resolved name resolves it again and reaches instances started since; None
+    keeps connections for ever.
     """
 
     def __init__(
@@ -149,6 +158,7 @@ class Server:
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         max_concurrent_rpcs: int | None = None,
         max_concurrent_streams: int | None = None,
+        max_connection_age_s: float | None = None,
     ) -> None:
         self._apis = list(apis)
         self._address = f"{host}:{port}"
@@ -156,6 +166,7 @@ class Server:
         self._max_message_bytes = max_message_bytes
         self._max_concurrent_rpcs = max_concurrent_rpcs
         self._max_concurrent_streams = max_concurrent_streams
+        self._max_connection_age_s = max_connection_age_s
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port = port
@@ -168,6 +179,8 @@ class Server:
         ]
         if self._max_concurrent_streams is not None:
             options.append(("grpc.max_concurrent_streams", self._max_concurrent_streams))
+        if self._max_connection_age_s is not None:
+            options.append(("grpc.max_connection_age_ms", round(self._max_connection_age_s * 1000)))
         server = grpc.aio.server(
             interceptors=self._interceptors,
             options=options,
@@ -222,6 +235,7 @@ class ServedApi(Generic[S]):
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         max_concurrent_rpcs: int | None = None,
         max_concurrent_streams: int | None = None,
+        max_connection_age_s: float | None = None,
     ) -> Server:
         """The :class:`Server` of this API over ``service``."""
         return Server(
@@ -232,4 +246,5 @@ class ServedApi(Generic[S]):
             max_message_bytes=max_message_bytes,
             max_concurrent_rpcs=max_concurrent_rpcs,
             max_concurrent_streams=max_concurrent_streams,
+            max_connection_age_s=max_connection_age_s,
         )

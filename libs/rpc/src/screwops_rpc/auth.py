@@ -30,11 +30,12 @@ import collections
 import contextvars
 import hmac
 import inspect
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -51,6 +52,8 @@ _OPEN_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 _OPEN_PREFIXES = tuple(f"/{service}/" for service in _OPEN_SERVICES)
+Balancing = Literal["pick_first", "round_robin"]
+"""The client-side load-balancing policies a channel may use (:func:`channel_options`)."""
 MISSING = "missing bearer token: send 'authorization: Bearer <token>' metadata"
 INVALID = "invalid bearer token"
 
@@ -355,18 +358,47 @@ class _AioStreamStream(_AioToken, grpc.aio.StreamStreamClientInterceptor):
 
 
 def open_channel(
-    target: str, token: str | None = None, options: Sequence[tuple[str, Any]] = ()
+    target: str,
+    token: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    *,
+    balancing: Balancing = "pick_first",
 ) -> grpc.Channel:
     """A blocking channel to ``target`` that presents ``token`` on every call (none when empty),
-    so a command cannot forget the token on one of its calls."""
-    opened = grpc.insecure_channel(target, options=list(options))
+    so a command cannot forget the token on one of its calls; ``balancing`` as in
+    :func:`channel_options`."""
+    opened = grpc.insecure_channel(target, options=channel_options(options, balancing))
     return grpc.intercept_channel(opened, _SendToken(token)) if token else opened
 
 
 def open_aio_channel(
-    target: str, token: str | None = None, options: Sequence[tuple[str, Any]] = ()
+    target: str,
+    token: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    *,
+    balancing: Balancing = "pick_first",
 ) -> grpc.aio.Channel:
     """The asyncio twin of :func:`open_channel`."""
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
     interceptors = [kind(token) for kind in kinds] if token else None
-    return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+    return grpc.aio.insecure_channel(
+        target, options=channel_options(options, balancing), interceptors=interceptors
+    )
+
+
+def channel_options(
+    options: Sequence[tuple[str, Any]], balancing: Balancing
+) -> list[tuple[str, Any]]:
+    """``options`` with the load-balancing policy ``balancing``.
+
+    ``pick_first`` (gRPC's own default) sends every call down one connection: right for one
+    address, and for a Kubernetes ClusterIP Service, which balances connections, not calls.
+    ``round_robin`` opens a connection to every address the name resolves to and spreads the
+    calls over them: with a ``dns:///`` target naming a headless Service, each gateway pod gets
+    its share, and pods added later once the name is resolved again (the server's
+    ``max_connection_age`` makes that happen).
+    """
+    if balancing == "pick_first":
+        return list(options)
+    config: dict[str, Any] = {"loadBalancingConfig": [{balancing: {}}]}
+    return [*options, ("grpc.service_config", json.dumps(config))]

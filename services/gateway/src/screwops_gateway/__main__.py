@@ -40,6 +40,7 @@ def main() -> None:
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         max_concurrent_streams=settings.max_concurrent_streams,
+        max_connection_age_s=settings.max_connection_age_s,
     )
 
     asyncio.run(runtime.serve(api=api, on_start=[prediction_log.prepare], background=[service]))

@@ -204,6 +204,15 @@ class GatewaySettings(ApiSettings):
         "(REFUSED_STREAM, seen as UNAVAILABLE) at 32 calls in flight; max_concurrent_rpcs "
         "bounds the work instead.",
     )
+    max_connection_age_s: float | None = Field(
+        None,
+        gt=0,
+        description="Age at which the server closes a client connection (gRPC's "
+        "grpc.max_connection_age_ms, a GOAWAY: calls and streams in flight finish, the next call "
+        "connects again), so clients balancing round-robin over a headless Service resolve it "
+        "again and reach instances the autoscaler added; null keeps connections for ever, as "
+        "one gateway needs. Kubernetes sets 300.",
+    )
 
     metric_lines: tuple[str, ...] = Field(
         (),
