@@ -45,6 +45,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     versions: list[Any] = field(default_factory=list)
     production: int | None = None
     previous: int | None = None
+    candidate: int | None = 3
     requests: list[Any] = field(default_factory=list)
 
     def ListVersions(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -94,6 +95,56 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
             to_version=self.previous,
             actor=request.actor,
             reason=request.reason,
+        )
+
+    def _moved(self, request: Any, alias: str, to: int | None) -> Any:
+        self.requests.append(request)
+        return registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias=alias,
+            from_version=self.candidate,
+            to_version=to,
+            actor=request.actor,
+            reason=request.reason,
+            changed_at=Timestamp(seconds=1_790_000_200),
+            sequence=3,
+        )
+
+    def SetAlias(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._moved(request, request.alias, request.version)
+
+    def UnsetAlias(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._moved(request, request.alias, None)
+
+    def Release(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.version != self.candidate:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not the candidate")
+        self.requests.append(request)
+        return registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias="production",
+            from_version=self.production,
+            to_version=request.version,
+            actor=request.actor,
+            reason=request.reason,
+        )
+
+    def Refuse(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._moved(request, "candidate", None)
+
+    def ListAliases(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def latest(alias: str, to: int | None) -> Any:
+            return registry_pb2.AliasChange(
+                model_name=MODEL, alias=alias, to_version=to, actor="ana", reason=f"why {alias}"
+            )
+
+        return registry_pb2.ListAliasesResponse(
+            aliases=[
+                registry_pb2.ModelAlias(
+                    alias="production", version=2, latest=latest("production", 2)
+                ),
+                registry_pb2.ModelAlias(alias="audit", latest=latest("audit", None)),
+            ]
         )
 
 
@@ -255,3 +306,67 @@ def test_an_unreachable_registry_exits_3_and_says_where_it_looked() -> None:
     assert result.exit_code == 3
     assert "registry: UNAVAILABLE" in result.stderr
     assert f"is registry running at {address}?" in result.stderr
+
+
+def test_alias_set_and_unset_send_who_and_why_and_print_the_move(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    made = screwops(
+        "models",
+        "alias",
+        "set",
+        "audit",
+        "1",
+        "--reason",
+        "pinned",
+        "--actor",
+        "ana",
+        "--address",
+        address,
+    )
+    unmade = screwops("models", "alias", "unset", "audit", "--reason", "done", "--address", address)
+
+    assert made.exit_code == 0, made.output
+    assert "audit: v3 -> v1 by ana (pinned)" in made.stdout
+    assert unmade.exit_code == 0, unmade.output
+    assert "audit: v3 -> nothing" in unmade.stdout
+    set_request, unset_request = fake.requests[-2:]
+    assert (set_request.alias, set_request.version, set_request.actor) == ("audit", 1, "ana")
+    assert (unset_request.alias, unset_request.reason) == ("audit", "done")
+    assert len(unset_request.request_id) == 36
+
+
+def test_alias_list_shows_each_alias_and_its_latest_move(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    _, address = registry
+    result = screwops("models", "alias", "list", "--address", address)
+    as_json = screwops("models", "alias", "list", "--address", address, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert "production" in result.stdout
+    assert "v2" in result.stdout
+    assert "unset" in result.stdout
+    assert "why audit" in result.stdout
+    assert [a["alias"] for a in json.loads(as_json.stdout)["aliases"]] == ["production", "audit"]
+
+
+def test_release_deploys_the_candidate_and_refuse_clears_it(
+    registry: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = registry
+    released = screwops(
+        "models", "release", "3", "--reason", "QA agreed", "--address", address, "--json"
+    )
+    refused = screwops("models", "refuse", "3", "--reason", "false rejects", "--address", address)
+    wrong = screwops("models", "release", "1", "--reason", "r", "--address", address)
+
+    assert released.exit_code == 0, released.output
+    assert json.loads(released.stdout)["alias"] == "production"
+    assert refused.exit_code == 0, refused.output
+    assert "candidate: v3 -> nothing" in refused.stdout
+    assert [type(r).__name__ for r in fake.requests[-2:]] == ["ReleaseRequest", "RefuseRequest"]
+    assert fake.requests[-1].reason == "false rejects"
+    assert wrong.exit_code == 5
+    assert "not the candidate" in wrong.stderr

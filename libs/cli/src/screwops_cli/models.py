@@ -1,5 +1,6 @@
-"""``screwops models``: registered model versions and the ``production`` alias, over the
-registry's gRPC admin API."""
+"""``screwops models``: registered model versions, their aliases (``production``, ``candidate``
+and the operators' own) and the release of approved candidates, over the registry's gRPC admin
+API."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated
 
 import grpc
 import typer
+from google.protobuf.message import Message
 from rich.table import Table
 from screwops.v1 import registry_pb2, registry_pb2_grpc
 from screwops_contracts.models import MODEL_NAME
@@ -25,7 +27,13 @@ from screwops_cli.common import (
     token_option,
 )
 
-app = typer.Typer(help="Model versions, their lineage, promotion and rollback (registry).")
+app = typer.Typer(
+    help="Model versions, their lineage, aliases, release, promotion and rollback (registry)."
+)
+aliases = typer.Typer(
+    help="Aliases naming versions besides production: candidate and your own (registry)."
+)
+app.add_typer(aliases, name="alias", no_args_is_help=True)
 
 Address = Annotated[str | None, address_option("registry")]
 Token = Annotated[str | None, token_option("registry")]
@@ -178,8 +186,9 @@ def show(
 
 def _print_change(change: registry_pb2.AliasChange) -> None:
     before = f"v{change.from_version}" if change.HasField("from_version") else "nothing"
+    after = f"v{change.to_version}" if change.HasField("to_version") else "nothing"
     console.print(
-        f"{change.model_name} {change.alias}: {before} -> [bold]v{change.to_version}[/bold] "
+        f"{change.model_name} {change.alias}: {before} -> [bold]{after}[/bold] "
         f"by {change.actor} ({change.reason}) at "
         f"{change.changed_at.ToDatetime().isoformat(timespec='seconds')}"
         + (f", move {change.sequence}" if change.sequence else "")
@@ -208,7 +217,6 @@ def promote(
     as_json: Json = False,
 ) -> None:
     """Point ``production`` at a version (loaded and checked in Triton first)."""
-    target = resolve("registry", address)
     request = registry_pb2.PromoteRequest(
         model_name=model,
         version=version,
@@ -217,12 +225,7 @@ def promote(
         request_id=_request_id(request_id),
         expect_version=expect_version,
     )
-    with calling("registry", target), open_channel(target, token) as channel:
-        change = _stub(channel).Promote(request, timeout=MOVE_TIMEOUT_S)
-    if as_json:
-        emit(change)
-    else:
-        _print_change(change)
+    _show(_call("Promote", request, address=address, token=token), as_json=as_json)
 
 
 @app.command()
@@ -237,7 +240,6 @@ def rollback(
     as_json: Json = False,
 ) -> None:
     """Point ``production`` back at the version it named before the latest promotion."""
-    target = resolve("registry", address)
     request = registry_pb2.RollbackRequest(
         model_name=model,
         actor=actor or getpass.getuser(),
@@ -245,8 +247,154 @@ def rollback(
         request_id=_request_id(request_id),
         expect_version=expect_version,
     )
+    _show(_call("Rollback", request, address=address, token=token), as_json=as_json)
+
+
+Version = Annotated[int, typer.Argument(min=1, help="The version `candidate` names.")]
+AliasName = Annotated[
+    str,
+    typer.Argument(
+        help="The alias: candidate, or a name of yours (lower-case letters, digits, '-' and "
+        "'_', starting with a letter). production is moved by promote and rollback."
+    ),
+]
+
+
+@app.command()
+def release(
+    version: Version,
+    reason: Reason,
+    actor: Actor = "",
+    request_id: RequestId = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Release the version the evaluator approved and `candidate` names (manual release policy):
+    announced as model.released, then loaded, checked and made production as promote does."""
+    request = registry_pb2.ReleaseRequest(
+        model_name=model,
+        version=version,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+    )
+    _show(_call("Release", request, address=address, token=token), as_json=as_json)
+
+
+@app.command()
+def refuse(
+    version: Version,
+    reason: Reason,
+    actor: Actor = "",
+    request_id: RequestId = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Refuse the version `candidate` names: `candidate` is cleared, your reason recorded, and
+    nothing is deployed."""
+    request = registry_pb2.RefuseRequest(
+        model_name=model,
+        version=version,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+    )
+    _show(_call("Refuse", request, address=address, token=token), as_json=as_json)
+
+
+@aliases.command("set")
+def set_alias(
+    alias: AliasName,
+    version: Annotated[int, typer.Argument(min=1, help="The version it is to name.")],
+    reason: Reason,
+    actor: Actor = "",
+    request_id: RequestId = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Point an alias at a version (it changes nothing served)."""
+    request = registry_pb2.SetAliasRequest(
+        model_name=model,
+        alias=alias,
+        version=version,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+    )
+    _show(_call("SetAlias", request, address=address, token=token), as_json=as_json)
+
+
+@aliases.command("unset")
+def unset_alias(
+    alias: AliasName,
+    reason: Reason,
+    actor: Actor = "",
+    request_id: RequestId = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Make an alias name no version; its history stays."""
+    request = registry_pb2.UnsetAliasRequest(
+        model_name=model,
+        alias=alias,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+    )
+    _show(_call("UnsetAlias", request, address=address, token=token), as_json=as_json)
+
+
+@aliases.command("list")
+def list_aliases(
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """A model's aliases, the version each names and its latest move."""
+    target = resolve("registry", address)
+    request = registry_pb2.ListAliasesRequest(model_name=model)
     with calling("registry", target), open_channel(target, token) as channel:
-        change = _stub(channel).Rollback(request, timeout=MOVE_TIMEOUT_S)
+        found = _stub(channel).ListAliases(request, timeout=TIMEOUT_S)
+    if as_json:
+        emit(found)
+        return
+    table = Table(title=f"{model} aliases")
+    for column in ("alias", "version", "moved", "by", "why"):
+        table.add_column(column)
+    for alias in found.aliases:
+        latest = alias.latest
+        table.add_row(
+            alias.alias,
+            f"v{alias.version}" if alias.HasField("version") else "unset",
+            latest.changed_at.ToDatetime().isoformat(timespec="seconds"),
+            latest.actor,
+            latest.reason,
+        )
+    console.print(table)
+
+
+def _call(
+    method: str, request: Message, *, address: str | None, token: str | None
+) -> registry_pb2.AliasChange:
+    """Send an alias-moving request; the move it made."""
+    target = resolve("registry", address)
+    with calling("registry", target), open_channel(target, token) as channel:
+        change: registry_pb2.AliasChange = getattr(_stub(channel), method)(
+            request, timeout=MOVE_TIMEOUT_S
+        )
+    return change
+
+
+def _show(change: registry_pb2.AliasChange, *, as_json: bool) -> None:
     if as_json:
         emit(change)
     else:
