@@ -34,6 +34,7 @@ from screwops_rpc.auth import (
     open_aio_channel,
     open_channel,
 )
+from screwops_rpc.calls import CallMetrics, Record
 
 __all__ = [
     "AUTHORIZATION",
@@ -41,7 +42,9 @@ __all__ = [
     "Api",
     "Balancing",
     "BearerAuth",
+    "CallMetrics",
     "Principal",
+    "Record",
     "ServedApi",
     "Server",
     "bearer_auth",
@@ -170,6 +173,11 @@ class Server:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port = port
+
+    def count_calls(self, record: Record) -> None:
+        """Tell ``record`` how every call ended and how long it took (:class:`CallMetrics`),
+        refused ones included; before :meth:`start`."""
+        self._interceptors.insert(0, CallMetrics(record))
 
     async def start(self) -> None:
         """Start serving and report every API as SERVING to health checks."""

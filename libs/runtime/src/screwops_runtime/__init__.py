@@ -25,7 +25,7 @@ from screwops_bus import Bus, MongoOutbox, Relay
 from screwops_rpc import Server
 from screwops_settings import ServiceSettings
 from screwops_storage import ObjectStore, database
-from screwops_telemetry import LoopLag, Telemetry, setup_telemetry
+from screwops_telemetry import LoopLag, RpcServerMetrics, Telemetry, setup_telemetry
 
 __all__ = ["Background", "Runtime", "Task"]
 
@@ -114,6 +114,7 @@ class Runtime:
         self,
         *,
         api: Server | None = None,
+        count_calls: bool = True,
         on_start: Sequence[Hook] = (),
         background: Sequence[Background] = (),
     ) -> None:
@@ -123,7 +124,11 @@ class Runtime:
 
         A start that fails (the API's port is taken, a hook raises) stops whatever had started, as
         a shutdown would, and re-raises: FastStream runs no shutdown hooks for an app that never
-        finished starting, and background work left running would keep the process alive."""
+        finished starting, and background work left running would keep the process alive.
+
+        Every call the API answers is counted by method and status, with its duration
+        (:class:`~screwops_telemetry.RpcServerMetrics`), unless ``count_calls`` is False: for an
+        API that counts its calls in its own metrics already (the gateway's, on its hot path)."""
         app = FastStream(self.bus.broker, logger=log)
         # The consumers run once the app started: only then can their lag be sampled.
         sampler = Task(self.bus.run_lag_sampler, name="consumer-lag")
@@ -146,6 +151,8 @@ class Runtime:
                 await work.start()
                 running.append(work)
             if api is not None:
+                if count_calls:
+                    api.count_calls(RpcServerMetrics(self.telemetry.meter_provider).record)
                 await api.start()
                 running.append(api)
                 log.info("%s serving gRPC on port %d", self.settings.service_name, api.port)

@@ -37,11 +37,13 @@ from prometheus_client import (
 from screwops_settings import StackSettings
 
 from screwops_telemetry.loop_lag import LOOP_LAG_BUCKETS_S, LoopLag
+from screwops_telemetry.rpc_metrics import RpcServerMetrics
 
 __all__ = [
     "LOOP_LAG_BUCKETS_S",
     "NAMESPACE",
     "LoopLag",
+    "RpcServerMetrics",
     "Telemetry",
     "TraceContextFilter",
     "resumed_trace",

@@ -43,7 +43,16 @@ def main() -> None:
         max_connection_age_s=settings.max_connection_age_s,
     )
 
-    asyncio.run(runtime.serve(api=api, on_start=[prediction_log.prepare], background=[service]))
+    # The gateway counts every inspection by status itself (GatewayMetrics), refusals included,
+    # so its hot path carries no second count.
+    asyncio.run(
+        runtime.serve(
+            api=api,
+            count_calls=False,
+            on_start=[prediction_log.prepare],
+            background=[service],
+        )
+    )
 
 
 if __name__ == "__main__":
