@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 from screwops_settings.services import Service
-from screwops_stack.dockerfiles import GENERATOR, UID, dockerfile_path, render
+from screwops_stack.dockerfiles import (
+    CONTAINER_HOME,
+    GENERATOR,
+    STACK_DOCKERFILE,
+    UID,
+    dockerfile_path,
+    render,
+    render_stack,
+)
 from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +86,28 @@ def test_dockerfile_is_rendered_from_the_recipe(spec: Service) -> None:
     path = dockerfile_path(spec.name)
     assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run `{GENERATOR}`"
     assert path.read_text() == render(spec), f"{path.relative_to(ROOT)} is stale: run `{GENERATOR}`"
+
+
+def test_the_stack_image_is_rendered_from_the_recipe() -> None:
+    # docker-compose's one-shot jobs: screwops-stack as a non-root user, no port, no health check.
+    path = STACK_DOCKERFILE
+    assert path.read_text() == render_stack(), (
+        f"{path.relative_to(ROOT)} is stale: run `{GENERATOR}`"
+    )
+    runtime = parse(path.read_text())[-1]
+    assert runtime.all("USER")[-1] == str(UID)
+    assert not runtime.all("EXPOSE")
+    assert not runtime.all("HEALTHCHECK")
+    assert json.loads(runtime.all("CMD")[-1]) == ["python", "-m", "screwops_stack.compose"]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_the_user_owns_the_stack_homes_secrets(spec: Service) -> None:
+    # Compose mounts the service's Kafka password there; a parent Docker made would be root's
+    # and the console could not write its own secrets beside it.
+    runtime = _stages(spec)[-1]
+    made = runtime.index("RUN", rf"mkdir -p .*{CONTAINER_HOME / 'secrets' / 'kafka'}$")
+    assert runtime.index("USER", ".") < made
 
 
 def test_every_service_package_has_a_dockerfile() -> None:

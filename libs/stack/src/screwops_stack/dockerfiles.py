@@ -24,6 +24,10 @@ The recipe, in three stages:
   bound to all interfaces (a container's loopback is useless to its clients), the ports exposed,
   and a health check that asks the service itself (gRPC health, the console's ``/healthz``, or the
   metrics endpoint of a consumer-only service).
+
+The same recipe, without ports or health check, builds the stack image (``deploy/stack/Dockerfile``,
+the ``screwops-stack`` package): docker-compose's one-shot jobs run the native stack's own code
+for Kafka's secrets, topics and ACLs (``screwops_stack.compose``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,16 @@ from screwops_settings.services import Service
 
 from screwops_stack.supervisor import available
 
-__all__ = ["UID", "UV_IMAGE", "dockerfile_path", "main", "render"]
+__all__ = [
+    "CONTAINER_HOME",
+    "STACK_DOCKERFILE",
+    "UID",
+    "UV_IMAGE",
+    "dockerfile_path",
+    "main",
+    "render",
+    "render_stack",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 """The repository root (this module lives in ``libs/stack/src/screwops_stack``)."""
@@ -55,8 +68,8 @@ _RECIPE = """\
 # (libs/stack/src/screwops_stack/dockerfiles.py): edit the recipe there, never this file;
 # tests/unit/test_dockerfiles.py fails when the two differ.
 #
-# The @NAME@ service, built from the repository root:
-#   docker build -f services/@NAME@/Dockerfile -t screwops/@NAME@:dev .
+# @WHAT@, built from the repository root:
+#   docker build -f @PATH@ -t screwops/@NAME@:dev .
 ARG PYTHON=3.11
 
 FROM python:${PYTHON}-slim AS manifests
@@ -81,16 +94,27 @@ RUN --mount=type=cache,target=/root/.cache/uv \\
 
 FROM python:${PYTHON}-slim
 LABEL org.opencontainers.image.title="@PACKAGE@"
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 \\
-@HOSTS@
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1@HOSTS@
 RUN useradd --create-home --uid @UID@ screwops
 COPY --from=build /app/.venv /app/.venv
 USER @UID@
+# The stack home's secrets directory, the user's own: docker-compose mounts the Kafka password
+# into it, and Docker would make a missing parent root's (the console writes its secrets there).
+RUN mkdir -p -m 0700 @SECRETS@
+@SERVICE@CMD ["python", "-m", "@MODULE@"]
+"""
+
+_SERVICE = """\
 EXPOSE @PORTS@
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=6 \\
     CMD @HEALTHCHECK@
-CMD ["python", "-m", "@MODULE@"]
 """
+
+STACK_DOCKERFILE = REPO_ROOT / "deploy" / "stack" / "Dockerfile"
+"""The stack image's file: docker-compose's one-shot jobs (``screwops_stack.compose``)."""
+
+CONTAINER_HOME = Path("/home/screwops/.cache/screwops")
+"""``SCREWOPS_HOME`` in every image: the default home of the user the images run as."""
 
 
 def dockerfile_path(name: str, root: Path = REPO_ROOT) -> Path:
@@ -127,25 +151,51 @@ def _healthcheck(spec: Service) -> str:
     return f"python -c \"import urllib.request; urllib.request.urlopen('{url}', timeout=4)\""
 
 
+def _fill(values: dict[str, str]) -> str:
+    text = _RECIPE
+    for token, value in {
+        "@GENERATOR@": GENERATOR,
+        "@UV_IMAGE@": UV_IMAGE,
+        "@UID@": str(UID),
+        "@SECRETS@": str(CONTAINER_HOME / "secrets" / "kafka"),
+        **values,
+    }.items():
+        text = text.replace(token, value)
+    return text
+
+
 def render(spec: Service) -> str:
     """Service ``spec``'s Dockerfile."""
     listeners = _listeners(spec)
-    hosts = " \\\n".join(f"    {spec.env_prefix}{stem}_HOST=0.0.0.0" for stem, _ in listeners)
-    values = {
-        "@GENERATOR@": GENERATOR,
-        "@NAME@": spec.name,
-        "@PACKAGE@": f"screwops-{spec.name}",
-        "@MODULE@": spec.module,
-        "@UV_IMAGE@": UV_IMAGE,
-        "@UID@": str(UID),
-        "@HOSTS@": hosts,
-        "@PORTS@": " ".join(str(port) for port in sorted(p for _, p in listeners)),
-        "@HEALTHCHECK@": _healthcheck(spec),
-    }
-    text = _RECIPE
-    for token, value in values.items():
-        text = text.replace(token, value)
-    return text
+    hosts = "".join(f" \\\n    {spec.env_prefix}{stem}_HOST=0.0.0.0" for stem, _ in listeners)
+    return _fill(
+        {
+            "@WHAT@": f"The {spec.name} service",
+            "@PATH@": f"services/{spec.name}/Dockerfile",
+            "@NAME@": spec.name,
+            "@PACKAGE@": f"screwops-{spec.name}",
+            "@MODULE@": spec.module,
+            "@HOSTS@": hosts,
+            "@SERVICE@": _SERVICE,
+            "@PORTS@": " ".join(str(port) for port in sorted(p for _, p in listeners)),
+            "@HEALTHCHECK@": _healthcheck(spec),
+        }
+    )
+
+
+def render_stack() -> str:
+    """The stack image's Dockerfile: screwops-stack, listening nowhere, run as compose's jobs."""
+    return _fill(
+        {
+            "@WHAT@": "The stack image (docker-compose's one-shot jobs)",
+            "@PATH@": str(STACK_DOCKERFILE.relative_to(REPO_ROOT)),
+            "@NAME@": "stack",
+            "@PACKAGE@": "screwops-stack",
+            "@MODULE@": "screwops_stack.compose",
+            "@HOSTS@": "",
+            "@SERVICE@": "",
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="the repository root")
     args = parser.parse_args(argv)
     stale = []
-    for spec in available():
-        path = dockerfile_path(spec.name, args.root)
-        text = render(spec)
+    files = [(dockerfile_path(spec.name, args.root), render(spec)) for spec in available()]
+    files.append((args.root / STACK_DOCKERFILE.relative_to(REPO_ROOT), render_stack()))
+    for path, text in files:
         if path.is_file() and path.read_text() == text:
             continue
         stale.append(path)
         if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     for path in stale:
         print(f"{'stale' if args.check else 'wrote'}: {path.relative_to(args.root)}")

@@ -135,6 +135,23 @@ def ensure_tls(home: Path, *, hosts: Iterable[str], log: Path) -> Tls:
     return tls
 
 
+def ensure_secrets(home: Path, *, hosts: Iterable[str], log: Path) -> dict[str, str]:
+    """Everything Kafka's security needs under ``home``, made once: the CA, the broker's
+    certificate for ``hosts`` and each principal's password (returned). The native stack calls it
+    before Kafka starts, docker-compose's ``stack-secrets`` job into its secrets volume."""
+    ensure_tls(home, hosts=hosts, log=log)
+    return ensure_passwords(home)
+
+
+def scram_jaas_config(name: str, password: str) -> str:
+    """The JAAS line a SCRAM login as ``name`` takes (a listener's, for the broker's own
+    connections, or a Java client's ``sasl.jaas.config``)."""
+    return (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{name}" password="{password}";'
+    )
+
+
 def scram_arguments(passwords: dict[str, str]) -> list[str]:
     """``kafka-storage format`` arguments that create every principal's SCRAM-SHA-512 user."""
     return [

@@ -34,6 +34,7 @@ from screwops_settings import (
     KafkaSettings,
     StackSettings,
     kafka_client_options,
+    kafka_password_file,
     port_of,
     triton_model_repository,
 )
@@ -135,6 +136,7 @@ def kafka_properties(settings: StackSettings, layout: Layout, *, admin_password:
     port = port_of(settings.kafka.bootstrap_servers)
     controller = settings.kafka.controller_port
     tls = kafka_security.Tls(layout.home)
+    jaas = kafka_security.scram_jaas_config(kafka_security.ADMIN, admin_password)
     node = f"""
 # Clients log in with SCRAM-SHA-512 over TLS; the controller listener, on loopback, stays
 # PLAINTEXT, and its ANONYMOUS principal is the broker itself, hence a super user. Everyone else
@@ -154,20 +156,21 @@ controller.quorum.voters=1@{BIND_HOST}:{controller}
 log.dirs={layout.data("kafka")}
 ssl.keystore.location={tls.broker_keystore}
 ssl.truststore.location={tls.ca_cert}
-listener.name.clients.scram-sha-512.sasl.jaas.config=\
-org.apache.kafka.common.security.scram.ScramLoginModule required \
-username="{kafka_security.ADMIN}" password="{admin_password}";
+listener.name.clients.scram-sha-512.sasl.jaas.config={jaas}
 """
     return shared + node
 
 
 def admin_kafka(settings: StackSettings) -> KafkaSettings:
-    """``settings.kafka`` as the stack's admin, the broker's super user."""
+    """``settings.kafka`` as the stack's admin, the broker's super user, with the password and CA
+    Kafka's preparation made under the stack home (docker-compose's Kafka job has only those
+    two mounted there)."""
     home = settings.home
+    password = kafka_password_file(home, kafka_security.ADMIN).read_text().strip()
     return settings.kafka.model_copy(
         update={
             "username": kafka_security.ADMIN,
-            "password": SecretStr(kafka_security.ensure_passwords(home)[kafka_security.ADMIN]),
+            "password": SecretStr(password),
             "ca_file": kafka_security.Tls(home).ca_cert,
         }
     )
@@ -224,8 +227,9 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         kafka_security.check_formatted_with_users(data)
         config_dir.mkdir(parents=True, exist_ok=True)
         hosts = {BIND_HOST, "localhost", settings.kafka.bootstrap_servers.rsplit(":", 1)[0]}
-        kafka_security.ensure_tls(layout.home, hosts=sorted(hosts), log=layout.log("kafka"))
-        passwords = kafka_security.ensure_passwords(layout.home)
+        passwords = kafka_security.ensure_secrets(
+            layout.home, hosts=sorted(hosts), log=layout.log("kafka")
+        )
         kafka_security.write_private(
             properties,
             kafka_properties(settings, layout, admin_password=passwords[kafka_security.ADMIN]),
@@ -258,31 +262,33 @@ def _kafka(settings: StackSettings, layout: Layout) -> Server:
         except Exception as exc:
             raise NotReadyError(f"Kafka metadata request failed: {exc!r}") from exc
 
-    def create_topics_and_acls() -> None:
-        asyncio.run(ensure_topics(settings))
-        admin = kafka_security.admin_client(admin_kafka(settings))
-        try:
-            kafka_security.sync_acls(admin, kafka_security.acls(access_rights().values()))
-        finally:
-            admin.close()
-
     return Server(
         name="kafka",
         argv=[*java, "kafka.Kafka", str(properties)],
         ready=ready,
         ports=[port_of(settings.kafka.bootstrap_servers), settings.kafka.controller_port],
         prepare=prepare,
-        after_ready=create_topics_and_acls,
+        after_ready=lambda: provision_kafka(settings),
         stop_timeout=45.0,
     )
+
+
+def provision_kafka(settings: StackSettings) -> None:
+    """The catalogue's topics and every principal's ACLs on a running broker, as the stack's
+    admin: after Kafka is ready natively, in docker-compose's ``kafka-init`` job."""
+    asyncio.run(ensure_topics(settings))
+    admin = kafka_security.admin_client(admin_kafka(settings))
+    try:
+        kafka_security.sync_acls(admin, kafka_security.acls(access_rights().values()))
+    finally:
+        admin.close()
 
 
 async def ensure_topics(settings: StackSettings) -> list[str]:
     """Create every catalogue topic and its dead-letter twin that does not exist yet.
 
     The broker does not auto-create topics, so this is the one place topics come from (the
-    docker-compose stack runs the same list through its kafka-topics job). Returns the topics
-    it created.
+    docker-compose stack runs it too, in its kafka-init job). Returns the topics it created.
     """
     admin = AIOKafkaAdminClient(**kafka_client_options(admin_kafka(settings)))
     await admin.start()
