@@ -1,4 +1,5 @@
-"""docker-compose.yml agrees with the native stack: ports, broker settings, credentials, images.
+"""docker-compose.yml agrees with the native stack: ports, broker settings and security, each
+service's Kafka principal, credentials, images.
 
 No Docker engine is needed: the file is read as YAML and compared with ``StackSettings``'
 defaults, ``deploy/local/kafka/server.properties``, ``deploy/local/versions.env`` and the native
@@ -8,6 +9,7 @@ side follows.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -18,18 +20,34 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
-from screwops_contracts import all_topics
+from screwops_contracts import access_rights
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
-from screwops_settings import StackSettings, port_of
+from screwops_settings import (
+    StackSettings,
+    kafka_ca_file,
+    kafka_password_file,
+    port_of,
+)
 from screwops_settings.services import Service
-from screwops_stack.servers import Layout, minio_notify_env, prometheus_config
+from screwops_stack import compose, kafka_security
+from screwops_stack.dockerfiles import CONTAINER_HOME, STACK_DOCKERFILE, UID
+from screwops_stack.servers import (
+    MINIO_PRINCIPAL,
+    Layout,
+    kafka_properties,
+    minio_notify_env,
+    minio_notify_security_env,
+    prometheus_config,
+)
 from screwops_stack.supervisor import available
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 SERVER_PROPERTIES = DEPLOY / "local" / "kafka" / "server.properties"
+KAFKA_START = DEPLOY / "compose" / "kafka-start.sh"
+SECRETS_VOLUME = "stack-secrets"
 VERSIONS = DEPLOY / "local" / "versions.env"
 PROMETHEUS_COMPOSE = DEPLOY / "prometheus" / "prometheus-compose.yml"
 
@@ -95,6 +113,30 @@ def _default(value: str) -> str:
         return default
 
     return INTERPOLATION.sub(resolve, value)
+
+
+def _mounts(name: str) -> list[tuple[str, str, str | None]]:
+    """(source, container path, subpath of a named volume) of each of the service's volumes,
+    short (``source:target[:ro]``) or long syntax."""
+    mounts = []
+    for entry in _service(name).get("volumes", []):
+        if isinstance(entry, dict):
+            subpath = entry.get("volume", {}).get("subpath")
+            mounts.append((str(entry["source"]), str(entry["target"]), subpath))
+            continue
+        source, target = str(entry).split(":")[:2]
+        mounts.append((source, target, None))
+    return mounts
+
+
+def _secrets_mounts(name: str) -> dict[str, str]:
+    """{container path: subpath} of what the service mounts from the secrets volume, each one
+    read-only."""
+    entries = [v for v in _service(name).get("volumes", []) if isinstance(v, dict)]
+    for entry in entries:
+        if entry["source"] == SECRETS_VOLUME:
+            assert entry.get("read_only") is True, f"{name}: {entry['target']} is writable"
+    return {t: sub for s, t, sub in _mounts(name) if s == SECRETS_VOLUME and sub is not None}
 
 
 def _port_mappings(name: str) -> list[tuple[int, int]]:
@@ -219,15 +261,106 @@ def test_jaeger_config_gets_the_settings_ports(defaults: StackSettings) -> None:
 def test_kafka_env_repeats_every_shared_broker_setting() -> None:
     env = _environment("kafka")
     shared = _properties(SERVER_PROPERTIES)
-    shared.pop("listener.security.protocol.map")  # compose adds a listener: its own test below
     expected = {_kafka_env_name(key): value for key, value in shared.items()}
     assert {name: env.get(name) for name in expected} == expected
 
 
-def test_kafka_protocol_map_is_the_shared_one_plus_the_host_listener() -> None:
-    shared = _properties(SERVER_PROPERTIES)["listener.security.protocol.map"]
-    compose = _environment("kafka")["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
-    assert set(compose.split(",")) == set(shared.split(",")) | {"EXTERNAL:PLAINTEXT"}
+def _native_kafka(tmp_path: Path) -> dict[str, str]:
+    """The native broker's properties, as ``make up`` writes them (continuations joined)."""
+    text = kafka_properties(StackSettings(home=tmp_path), Layout(tmp_path), admin_password="pw")
+    return dict(
+        line.split("=", 1)
+        for line in text.replace("\\\n", "").splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+
+
+def test_kafka_protocol_map_is_the_native_one_plus_the_host_listener(tmp_path: Path) -> None:
+    native = _native_kafka(tmp_path)["listener.security.protocol.map"]
+    compose_map = _environment("kafka")["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert set(compose_map.split(",")) == set(native.split(",")) | {"EXTERNAL:SASL_SSL"}
+
+
+@pytest.mark.parametrize(
+    "prop",
+    [
+        "inter.broker.listener.name",
+        "sasl.enabled.mechanisms",
+        "sasl.mechanism.inter.broker.protocol",
+        "authorizer.class.name",
+        "allow.everyone.if.no.acl.found",
+        "super.users",
+        "ssl.keystore.type",
+        "ssl.truststore.type",
+    ],
+)
+def test_kafka_security_is_the_native_brokers(prop: str, tmp_path: Path) -> None:
+    assert _environment("kafka")[_kafka_env_name(prop)] == _native_kafka(tmp_path)[prop]
+
+
+def test_kafka_client_listeners_are_the_ones_given_logins() -> None:
+    env = _environment("kafka")
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    sasl = {name for name, protocol in protocols.items() if protocol == "SASL_SSL"}
+    assert sasl == set(compose.CLIENT_LISTENERS)
+    assert set(protocols) - sasl == {env["KAFKA_CONTROLLER_LISTENER_NAMES"]}
+
+
+def test_kafka_controller_listener_stays_on_loopback() -> None:
+    # Its ANONYMOUS principal is a super user, as natively.
+    env = _environment("kafka")
+    controller = _listeners(env["KAFKA_LISTENERS"])[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+    assert _host(controller) == "127.0.0.1"
+    assert f"User:{kafka_security.ADMIN}" in env["KAFKA_SUPER_USERS"].split(";")
+
+
+def test_kafka_starts_from_the_secrets_volume() -> None:
+    service = _service("kafka")
+    env = _environment("kafka")
+    mounts = _secrets_mounts("kafka")
+    script_mount = next(t for s, t, _ in _mounts("kafka") if s == "./deploy/compose/kafka-start.sh")
+    assert service["entrypoint"] == [script_mount]
+    script = KAFKA_START.read_text()
+    broker = next(t for t, sub in mounts.items() if sub == compose.BROKER_DIR)
+    assert f"secrets={broker}\n" in script
+    for name in (compose.SCRAM_USERS, compose.LISTENER_LOGINS):
+        assert f"$secrets/{name}" in script
+    assert f"$data/{kafka_security.SCRAM_MARKER}" in script
+    tls = compose.KAFKA_TLS_MOUNT
+    assert mounts[env["KAFKA_SSL_KEYSTORE_LOCATION"]] == "tls/kafka.pem"
+    assert mounts[env["KAFKA_SSL_TRUSTSTORE_LOCATION"]] == "tls/ca.crt"
+    assert {env["KAFKA_SSL_KEYSTORE_LOCATION"], env["KAFKA_SSL_TRUSTSTORE_LOCATION"]} == {
+        str(tls / "kafka.pem"),
+        str(tls / "ca.crt"),
+    }
+    # The health check logs in as the admin, with the config the secrets job wrote.
+    assert f"--command-config {broker}/{compose.ADMIN_CLIENT}" in service["healthcheck"]["test"][1]
+    assert service["depends_on"]["stack-secrets"]["condition"] == "service_completed_successfully"
+
+
+def test_stack_jobs_run_the_native_stacks_code() -> None:
+    secrets = _service("stack-secrets")
+    init = _service("kafka-init")
+    assert secrets["build"]["dockerfile"] == str(STACK_DOCKERFILE.relative_to(ROOT))
+    assert init["image"] == secrets["image"]
+    assert secrets["command"] == ["python", "-m", "screwops_stack.compose", "secrets"]
+    assert init["command"] == ["python", "-m", "screwops_stack.compose", "kafka"]
+    home = _environment("stack-secrets")["SCREWOPS_HOME"]
+    assert (SECRETS_VOLUME, home, None) in _mounts("stack-secrets")
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_kafka_init_is_the_admin_with_the_homes_password_and_ca() -> None:
+    env = _environment("kafka-init")
+    home = Path(env["SCREWOPS_HOME"])
+    admin = kafka_security.ADMIN
+    assert env["SCREWOPS_KAFKA__USERNAME"] == admin
+    assert _secrets_mounts("kafka-init") == {
+        str(kafka_password_file(home, admin)): f"secrets/kafka/{admin}",
+        str(kafka_ca_file(home)): "tls/ca.crt",
+    }
 
 
 def test_kafka_partitions_equal_the_settings(defaults: StackSettings) -> None:
@@ -249,9 +382,7 @@ def test_kafka_controller_uses_the_settings_controller_port(defaults: StackSetti
     env = _environment("kafka")
     controller = _listeners(env["KAFKA_LISTENERS"])[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]
     assert port_of(controller) == defaults.kafka.controller_port
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
-        f"{env['KAFKA_NODE_ID']}@kafka:{defaults.kafka.controller_port}"
-    )
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@{controller}"
 
 
 def test_kafka_host_listener_is_the_settings_bootstrap_address(defaults: StackSettings) -> None:
@@ -347,18 +478,16 @@ def test_triton_is_built_from_the_repository_dockerfile() -> None:
 
 
 def test_bind_mounts_name_files_in_the_repository() -> None:
-    for name, service in _compose()["services"].items():
-        for volume in service.get("volumes", []):
-            source = str(volume).split(":")[0]
+    for name in _compose()["services"]:
+        for source, _, _ in _mounts(name):
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name}: {source}"
 
 
 def test_named_volumes_are_declared() -> None:
     declared = set(_compose()["volumes"])
-    for name, service in _compose()["services"].items():
-        for volume in service.get("volumes", []):
-            source = str(volume).split(":")[0]
+    for name in _compose()["services"]:
+        for source, _, _ in _mounts(name):
             if not source.startswith((".", "/")):
                 assert source in declared, f"{name}: {source}"
 
@@ -400,20 +529,26 @@ def test_prometheus_loads_the_mounted_config_and_rules() -> None:
     assert config["rule_files"] == [f"{rules_dir}/*.yml"]
 
 
-def test_compose_creates_the_catalogue_topics_with_the_settings_partitions(
-    defaults: StackSettings,
-) -> None:
-    env = _environment("kafka-topics")
-    assert env["SCREWOPS_TOPICS"].split() == all_topics()
-    assert int(env["SCREWOPS_PARTITIONS"]) == defaults.kafka.partitions
-
-
 def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) -> None:
     native = minio_notify_env(defaults, queue_dir="/events")
+    native |= minio_notify_security_env(defaults, password="from-its-file")
     env = _environment("minio")
     for name, value in native.items():
+        if name.startswith("MINIO_NOTIFY_KAFKA_SASL_PASSWORD"):
+            # Read from its file by the entrypoint, never a variable of this file.
+            assert name not in env
+            assert f'export {name}="$$(cat /run/secrets/kafka-password)"' in (
+                " ".join(_service("minio")["entrypoint"])
+            )
+            continue
         expected = "kafka:9092" if name.startswith("MINIO_NOTIFY_KAFKA_BROKERS") else value
         assert env[name] == expected, name
+    assert _secrets_mounts("minio") == {
+        "/run/secrets/kafka-password": f"secrets/kafka/{MINIO_PRINCIPAL}",
+        "/etc/minio/certs/CAs/screwops-ca.crt": "tls/ca.crt",
+    }
+    command = _service("minio")["command"]
+    assert command[command.index("--certs-dir") + 1] == "/etc/minio/certs"
     command = " ".join(_service("minio-init")["command"])
     assert f"local/{Bucket.DROP}" in command
     assert NOTIFY_TARGET_ARN in command
@@ -432,6 +567,35 @@ def test_every_service_has_an_entry_with_its_own_ports(spec: Service) -> None:
     assert env[f"SCREWOPS_{spec.name.upper()}_METRICS_HOST"] == "0.0.0.0"
 
 
+def test_services_are_secured_as_on_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No PLAINTEXT: the settings' own SASL_SSL default, which production mode requires.
+    env = _anchor_env()
+    assert "SCREWOPS_KAFKA__SECURITY_PROTOCOL" not in env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    inside = StackSettings()
+    assert inside.kafka.security_protocol == "SASL_SSL"
+    assert inside.home == CONTAINER_HOME
+
+
+@pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
+def test_every_service_logs_in_to_kafka_as_its_own_principal(spec: Service) -> None:
+    env = _environment(spec.name)
+    mounts = _secrets_mounts(spec.name)
+    if spec.name not in access_rights():
+        # A service that is no Kafka principal (the console) gets no Kafka secret at all.
+        assert "SCREWOPS_KAFKA__USERNAME" not in env
+        assert mounts == {}
+        return
+    home = Path(_anchor_env()["SCREWOPS_HOME"])
+    assert env["SCREWOPS_KAFKA__USERNAME"] == spec.name
+    # Only its own password, where the settings read it, and the CA; never another's or a key.
+    assert mounts == {
+        str(kafka_password_file(home, spec.name)): f"secrets/kafka/{spec.name}",
+        _anchor_env()["SCREWOPS_KAFKA__CA_FILE"]: "tls/ca.crt",
+    }
+
+
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
 def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: Service) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text())
@@ -442,7 +606,52 @@ def test_prometheus_scrapes_every_service_on_its_metrics_port(spec: Service) -> 
 def test_model_writers_share_tritons_repository(name: str) -> None:
     triton = _service("triton")
     repository = next(a for a in triton["command"] if a.startswith("--model-repository="))
-    triton_mounts = dict(str(v).split(":")[:2] for v in triton["volumes"])
+    triton_mounts = {source: target for source, target, _ in _mounts("triton")}
     volume = next(v for v, path in triton_mounts.items() if path == repository.partition("=")[2])
-    mounts = dict(str(v).split(":")[:2] for v in _service(name)["volumes"])
+    mounts = {source: target for source, target, _ in _mounts(name)}
     assert mounts[volume] == _environment(name)[f"SCREWOPS_{name.upper()}_TRITON_REPOSITORY"]
+
+
+# --- the stack-secrets job ---------------------------------------------------------------------
+
+
+def test_the_secrets_job_gives_each_file_to_its_one_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owners: dict[Path, int] = {}
+    monkeypatch.setattr(os, "chown", lambda path, uid, gid: owners.__setitem__(Path(path), uid))
+    compose.make_secrets(tmp_path, log=tmp_path / "openssl.log")
+    passwords = kafka_security.ensure_passwords(tmp_path)
+    tls = kafka_security.Tls(tmp_path)
+    broker = tmp_path / compose.BROKER_DIR
+    # Kafka formats its storage with every principal's user, and logs in on each listener.
+    users = (broker / compose.SCRAM_USERS).read_text().splitlines()
+    assert users == kafka_security.scram_arguments(passwords)
+    logins = _properties(broker / compose.LISTENER_LOGINS)
+    assert set(logins) == {
+        f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config"
+        for name in compose.CLIENT_LISTENERS
+    }
+    admin_login = kafka_security.scram_jaas_config(
+        kafka_security.ADMIN, passwords[kafka_security.ADMIN]
+    )
+    assert set(logins.values()) == {admin_login}
+    client = _properties(broker / compose.ADMIN_CLIENT)
+    assert client["security.protocol"] == "SASL_SSL"
+    assert (
+        client["ssl.truststore.location"]
+        == (_environment("kafka")["KAFKA_SSL_TRUSTSTORE_LOCATION"])
+    )
+    # Kafka's files are the kafka image's user's, each password the services' user's (MinIO
+    # runs as root), the CA's key nobody's but root's; all owner-only.
+    kafka_files = {broker, *broker.iterdir(), tls.broker_keystore}
+    assert {p for p, uid in owners.items() if uid == compose.KAFKA_UID} == kafka_files
+    assert {p for p, uid in owners.items() if uid == UID} == {
+        kafka_password_file(tmp_path, name) for name in passwords
+    }
+    assert tls.ca_key not in owners
+    for path in [*kafka_files - {broker}, *(kafka_password_file(tmp_path, n) for n in passwords)]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    # A second run keeps what exists.
+    compose.make_secrets(tmp_path, log=tmp_path / "openssl.log")
+    assert kafka_security.ensure_passwords(tmp_path) == passwords
