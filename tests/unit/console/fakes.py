@@ -242,10 +242,11 @@ def model_version(number: int, *, aliases: tuple[str, ...] = (), failed: bool = 
 
 @dataclass
 class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
-    """Versions, the production alias and the version a rollback returns to."""
+    """Versions, the production and candidate aliases and the version a rollback returns to."""
 
     versions: dict[int, Any] = field(default_factory=dict)
     production: int | None = None
+    candidate: int | None = None
     previous: list[int] = field(default_factory=list)
     requests: list[Any] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
@@ -287,7 +288,12 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "actor, reason and request_id are required"
             )
-        if request.HasField("expect_version") and request.expect_version != self.production:
+        expects = "expect_version" in request.DESCRIPTOR.fields_by_name
+        if (
+            expects
+            and request.HasField("expect_version")
+            and request.expect_version != self.production
+        ):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"production is v{self.production}, not v{request.expect_version}",
@@ -314,6 +320,32 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         if not self.previous:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no earlier version to go back to")
         return self._move(self.previous.pop(), request.actor, request.reason)
+
+    def _decided(self, request: Any, context: Any) -> None:
+        self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
+        self._check(request, context)
+        if request.version != self.candidate:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not the candidate")
+        self.versions[request.version].aliases.remove("candidate")
+        self.candidate = None
+
+    def Release(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._decided(request, context)
+        if self.production is not None:
+            self.previous.append(self.production)
+        return self._move(request.version, request.actor, request.reason)
+
+    def Refuse(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._decided(request, context)
+        return registry_pb2.AliasChange(
+            model_name=MODEL,
+            alias="candidate",
+            from_version=request.version,
+            actor=request.actor,
+            reason=request.reason,
+            changed_at=stamp(T0),
+        )
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The pipeline page: dataset versions with their reports, runs with learning curves, model
-versions with lineage, and promote/rollback through the registry."""
+versions with lineage, and promote/rollback and release/refusal through the registry."""
 
 from __future__ import annotations
 
@@ -165,6 +165,85 @@ def test_rollback_needs_a_reason(console: TestClient, fakes: Fakes) -> None:
     page = console.post("/pipeline/rollback", data={}).text
     assert "rolling back needs a reason" in page
     assert fakes.registry.production == 2
+
+
+def nominate(fakes: Fakes, version: int) -> None:
+    """Make ``version`` the candidate, as an approval under a manual release policy does."""
+    fakes.registry.versions[version].aliases.append("candidate")
+    fakes.registry.candidate = version
+
+
+def test_the_candidate_is_offered_for_release_and_refusal(
+    console: TestClient, fakes: Fakes
+) -> None:
+    nominate(fakes, 1)
+
+    page = console.get("/pipeline").text
+
+    v1 = page[page.index('id="version-1"') : page.index("</tbody>")]
+    assert "candidate" in v1
+    assert 'id="release-1"' in v1
+    assert 'id="refuse-1"' in v1
+    assert 'id="release-2"' not in page
+
+
+def test_release_deploys_the_candidate_as_the_logged_in_user(
+    console: TestClient, fakes: Fakes
+) -> None:
+    nominate(fakes, 1)
+
+    answer = console.post(
+        "/pipeline/release",
+        data={"version": "1", "actor": "mallory", "reason": "QA agreed"},
+        follow_redirects=False,
+    )
+
+    assert notice(answer.headers["location"]) == (
+        "released: production v2 → v1 (by ops: QA agreed)"
+    )
+    sent = fakes.registry.requests[-1]
+    assert (sent.DESCRIPTOR.name, sent.version, sent.actor) == ("ReleaseRequest", 1, "ops")
+    assert fakes.registry.metadata[-1]["x-screwops-on-behalf-of"] == "ops"
+    assert fakes.registry.production == 1
+
+
+def test_refuse_clears_the_candidate_as_the_logged_in_user(
+    console: TestClient, fakes: Fakes
+) -> None:
+    nominate(fakes, 1)
+
+    answer = console.post(
+        "/pipeline/refuse",
+        data={"version": "1", "reason": "false rejects"},
+        follow_redirects=False,
+    )
+    needs_reason = console.post("/pipeline/refuse", data={"version": "1"}).text
+
+    assert notice(answer.headers["location"]) == (
+        "refused: candidate v1 → none (by ops: false rejects)"
+    )
+    assert fakes.registry.production == 2
+    assert fakes.registry.candidate is None
+    assert "refusing needs a reason" in needs_reason
+
+
+def test_a_viewer_can_neither_release_nor_refuse(make_console: Console, fakes: Fakes) -> None:
+    nominate(fakes, 1)
+    console = make_console(user="vic")
+
+    page = console.get("/pipeline").text
+    answers = [
+        console.post(f"/pipeline/{action}", data={"version": "1", "reason": "r"})
+        for action in ("release", "refuse")
+    ]
+
+    assert 'id="release-1"' in page
+    assert [a.status_code for a in answers] == [403, 403]
+    assert "this needs the operator role; vic is viewer" in answers[0].text
+    assert fakes.registry.candidate == 1
+    assert not any(
+        r.DESCRIPTOR.name in ("ReleaseRequest", "RefuseRequest") for r in fakes.registry.requests
+    )
 
 
 def test_the_validation_report_is_served_from_storage(console: TestClient) -> None:

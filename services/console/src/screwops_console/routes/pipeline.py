@@ -1,5 +1,6 @@
 """The pipeline page: dataset versions with their validation verdicts, training runs with their
-learning curves, and the model's versions, with promote and rollback."""
+learning curves, and the model's versions, with promote and rollback, and release or refusal of
+the candidate (manual release policy)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2
-from screwops_contracts.models import PRODUCTION_ALIAS
+from screwops_contracts.models import CANDIDATE_ALIAS, PRODUCTION_ALIAS
 from screwops_contracts.runs import RunRecord
 
 from screwops_console.backends import BackendError, Backends, call
@@ -82,6 +83,11 @@ class VersionRow:
     @property
     def in_production(self) -> bool:
         return PRODUCTION_ALIAS in self.aliases
+
+    @property
+    def candidate(self) -> bool:
+        """It waits for an operator's release (the model's release policy is manual)."""
+        return CANDIDATE_ALIAS in self.aliases
 
     @property
     def promotable(self) -> bool:
@@ -233,16 +239,12 @@ async def promote(
         request_id=request_id.strip() or new_request_id(),
         expect_version=expect_version,
     )
-    try:
-        change = await call(
-            "registry",
-            backends.registry.Promote(
-                message, timeout=settings.promote_timeout_s, metadata=acting_for(account)
-            ),
-        )
-    except BackendError as exc:
-        return redirect("/pipeline", error=str(exc))
-    return redirect("/pipeline", notice=_moved("promoted", change))
+    return await _answer(
+        "promoted",
+        backends.registry.Promote(
+            message, timeout=settings.promote_timeout_s, metadata=acting_for(account)
+        ),
+    )
 
 
 @router.post("/pipeline/rollback")
@@ -265,24 +267,84 @@ async def rollback(
         request_id=request_id.strip() or new_request_id(),
         expect_version=expect_version,
     )
+    return await _answer(
+        "rolled back",
+        backends.registry.Rollback(
+            message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
+        ),
+    )
+
+
+@router.post("/pipeline/release")
+async def release(
+    settings: AppSettings,
+    backends: AppBackends,
+    account: Operator,
+    version: Annotated[int, Form(ge=1)],
+    reason: Annotated[str, Form()] = "",
+    request_id: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    """Release the candidate ``version`` as the logged-in operator: the registry announces the
+    release and deploys it as a promotion."""
+    reason = reason.strip()
+    if not reason:
+        return redirect("/pipeline", error="releasing needs a reason")
+    message = registry_pb2.ReleaseRequest(
+        model_name=settings.model_name,
+        version=version,
+        actor=account.name,
+        reason=reason,
+        request_id=request_id.strip() or new_request_id(),
+    )
+    return await _answer(
+        "released",
+        backends.registry.Release(
+            message, timeout=settings.promote_timeout_s, metadata=acting_for(account)
+        ),
+    )
+
+
+@router.post("/pipeline/refuse")
+async def refuse(
+    settings: AppSettings,
+    backends: AppBackends,
+    account: Operator,
+    version: Annotated[int, Form(ge=1)],
+    reason: Annotated[str, Form()] = "",
+    request_id: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    """Refuse the candidate ``version`` as the logged-in operator: the registry records it."""
+    reason = reason.strip()
+    if not reason:
+        return redirect("/pipeline", error="refusing needs a reason")
+    message = registry_pb2.RefuseRequest(
+        model_name=settings.model_name,
+        version=version,
+        actor=account.name,
+        reason=reason,
+        request_id=request_id.strip() or new_request_id(),
+    )
+    return await _answer(
+        "refused",
+        backends.registry.Refuse(
+            message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
+        ),
+    )
+
+
+async def _answer(action: str, sent: Awaitable[registry_pb2.AliasChange]) -> RedirectResponse:
+    """The page again, saying what moved, or why the registry refused."""
     try:
-        change = await call(
-            "registry",
-            backends.registry.Rollback(
-                message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
-            ),
-        )
+        change = await call("registry", sent)
     except BackendError as exc:
         return redirect("/pipeline", error=str(exc))
-    return redirect("/pipeline", notice=_moved("rolled back", change))
+    return redirect("/pipeline", notice=_moved(action, change))
 
 
 def _moved(action: str, change: registry_pb2.AliasChange) -> str:
     before = f"v{change.from_version}" if change.HasField("from_version") else "none"
-    return (
-        f"{action}: {change.alias} {before} → v{change.to_version} "
-        f"(by {change.actor}: {change.reason})"
-    )
+    after = f"v{change.to_version}" if change.HasField("to_version") else "none"
+    return f"{action}: {change.alias} {before} → {after} (by {change.actor}: {change.reason})"
 
 
 async def _bounded(calls: Sequence[Awaitable[T]], *, limit: int) -> list[T]:
