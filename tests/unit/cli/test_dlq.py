@@ -81,8 +81,9 @@ def test_list_shows_why_each_message_failed(broker: FakeBroker) -> None:
 def test_list_without_a_topic_reads_every_dlq_of_the_catalogue(broker: FakeBroker) -> None:
     result = screwops("dlq", "list")
     assert result.exit_code == 0, result.output
-    assert broker.reads[0]["topics"] == [t for t in all_topics() if t.endswith(".dlq")]
-    assert "0 dead letters in 14 dead-letter topics" in result.stdout
+    dlqs = [t for t in all_topics() if t.endswith(".dlq")]
+    assert broker.reads[0]["topics"] == dlqs
+    assert f"0 dead letters in {len(dlqs)} dead-letter topics" in result.stdout
 
 
 def test_list_of_an_unknown_topic_names_the_catalogues_dlqs(broker: FakeBroker) -> None:
