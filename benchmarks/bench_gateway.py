@@ -83,7 +83,7 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts.models import FRAMES_INPUT, PART_FOUND_OUTPUT, PROBABILITY_OUTPUT
 from screwops_imaging import decode, fit_frame
 from screwops_serving import TritonModels, export_version
-from screwops_settings import StackSettings, triton_model_repository
+from screwops_settings import StackSettings, kafka_password_file, triton_model_repository
 from screwops_stack import processes
 from screwops_stack.servers import Layout, servers
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
@@ -231,6 +231,11 @@ def gateway_process(
     env.update(
         {
             "SCREWOPS_GATEWAY_SERVICE_NAME": "gateway-bench",
+            # Kafka knows no principal gateway-bench: it publishes as the gateway does.
+            "SCREWOPS_KAFKA__USERNAME": "gateway",
+            "SCREWOPS_KAFKA__PASSWORD": kafka_password_file(StackSettings().home, "gateway")
+            .read_text()
+            .strip(),
             "SCREWOPS_GATEWAY_MODEL_NAME": model,
             "SCREWOPS_GATEWAY_GRPC_PORT": str(grpc_port),
             "SCREWOPS_GATEWAY_METRICS_PORT": str(free_port()),

@@ -806,9 +806,14 @@ def test_prometheus_has_the_other_stacks_jobs_and_finds_the_services() -> None:
 # --- Kafka's principals ----------------------------------------------------------------------
 
 
-def _acls(user: Doc) -> set[tuple[str, str, str]]:
+def _acls(user: Doc) -> set[tuple[str, str, str, str]]:
     return {
-        (acl["resource"]["type"], acl["resource"]["name"], operation)
+        (
+            acl["resource"]["type"],
+            acl["resource"]["name"],
+            acl["resource"]["patternType"],
+            operation,
+        )
         for acl in user["spec"]["authorization"]["acls"]
         for operation in acl["operations"]
     }
@@ -820,13 +825,11 @@ def test_every_kafka_principal_is_a_scram_user_with_the_catalogues_acls() -> Non
     assert set(users) == set(rights)
     for name, user in users.items():
         assert user["spec"]["authentication"] == {"type": "scram-sha-512"}, name
-        assert all(
-            a["resource"]["patternType"] == "literal" for a in user["spec"]["authorization"]["acls"]
-        )
         expected = (
-            {("topic", topic, "Write") for topic in rights[name].write}
-            | {("topic", topic, "Read") for topic in rights[name].read}
-            | {("group", group, "Read") for group in rights[name].groups}
+            {("topic", topic, "literal", "Write") for topic in rights[name].write}
+            | {("topic", topic, "literal", "Read") for topic in rights[name].read}
+            | {("group", group, "literal", "Read") for group in rights[name].groups}
+            | {("group", prefix, "prefix", "Read") for prefix in rights[name].group_prefixes}
         )
         assert _acls(user) == expected, name
 

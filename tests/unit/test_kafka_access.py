@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from kafka.admin import ACLOperation, ResourceType
+from kafka.admin import ACLOperation, ACLResourcePatternType, ResourceType
 from screwops_contracts import (
     CATALOGUE,
     FEEDS,
@@ -44,6 +44,7 @@ def test_every_producer_writes_its_topics_and_every_consumer_reads_them_in_its_g
             assert topic in rights[consumer].read, (consumer, topic)
             assert dlq_topic(topic) in rights[consumer].write, (consumer, topic)
             assert rights[consumer].groups == {consumer}
+            assert rights[consumer].group_prefixes == {f"{consumer}-"}
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -78,7 +79,9 @@ def test_upstream_may_only_ask_for_training() -> None:
 def test_acls_are_one_literal_allow_per_right() -> None:
     rights = access_rights()
     acls = kafka_security.acls(rights.values())
-    expected = sum(len(r.write) + len(r.read) + len(r.groups) for r in rights.values())
+    expected = sum(
+        len(r.write) + len(r.read) + len(r.groups) + len(r.group_prefixes) for r in rights.values()
+    )
     assert len(acls) == expected
     writes = {
         acl.resource_pattern.resource_name
@@ -87,11 +90,14 @@ def test_acls_are_one_literal_allow_per_right() -> None:
     }
     assert writes == rights["gateway"].write
     groups = {
-        (acl.principal, acl.resource_pattern.resource_name)
+        (acl.principal, acl.resource_pattern.resource_name, acl.resource_pattern.pattern_type)
         for acl in acls
         if acl.resource_pattern.resource_type == ResourceType.GROUP
     }
-    assert groups == {(f"User:{name}", name) for name in SERVICES if rights[name].groups}
+    members = [name for name in SERVICES if rights[name].groups]
+    assert groups == {
+        (f"User:{name}", name, ACLResourcePatternType.LITERAL) for name in members
+    } | {(f"User:{name}", f"{name}-", ACLResourcePatternType.PREFIXED) for name in members}
 
 
 def test_every_principal_gets_an_owner_only_password_once(tmp_path: Path) -> None:

@@ -671,21 +671,25 @@ UPSTREAM_TOPICS: tuple[str, ...] = (str(Topic.TRAINING_REQUESTED),)
 class Rights:
     """What one Kafka principal may do: the broker's ACLs are generated from these.
 
-    ``groups`` are the consumer groups it may join (by exact name); a principal reading without
-    a group (the CLI) needs none.
+    ``groups`` are the consumer groups it may join (by exact name), ``group_prefixes`` those it
+    may join by prefix: a service's ``<name>-`` groups, so that a second instance with a name of
+    its own (``make bench-gateway``'s ``gateway-bench``) never joins, and takes partitions from,
+    the running service's group. A principal reading without a group (the CLI) needs none.
     """
 
     principal: str
     write: frozenset[str] = frozenset()
     read: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
+    group_prefixes: frozenset[str] = frozenset()
 
 
 def access_rights() -> dict[str, Rights]:
     """Each principal's rights, from the catalogue: a service writes the topics it produces and
     the dead-letter twins of those it consumes (the bus dead-letters there), reads the topics it
-    consumes, in a group of its own name (the bus' default); MinIO writes its bucket
-    notifications; the operator and upstream principals get what their docstrings say.
+    consumes, in a group of its own name (the bus' default) or one named ``<name>-…``; MinIO
+    writes its bucket notifications; the operator and upstream principals get what their
+    docstrings say.
     """
     write: dict[str, set[str]] = {}
     read: dict[str, set[str]] = {}
@@ -703,6 +707,7 @@ def access_rights() -> dict[str, Rights]:
             write=frozenset(write.get(name, ())),
             read=frozenset(read.get(name, ())),
             groups=frozenset({name}) if name in services else frozenset(),
+            group_prefixes=frozenset({f"{name}-"}) if name in services else frozenset(),
         )
         for name in {*write, *read}
     }

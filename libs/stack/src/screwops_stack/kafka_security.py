@@ -178,15 +178,22 @@ def _principal(name: str) -> str:
 
 def acls(rights: Iterable[Rights]) -> set[ACL]:
     """The broker's ACLs for ``rights``: Write on each topic written, Read on each topic read
-    (Describe comes with both), Read on each consumer group, all literal names."""
+    (Describe comes with both), Read on each consumer group (literal names, and a service's
+    ``<name>-`` prefix)."""
 
-    def allow(name: str, operation: ACLOperation, kind: ResourceType, resource: str) -> ACL:
+    def allow(
+        name: str,
+        operation: ACLOperation,
+        kind: ResourceType,
+        resource: str,
+        pattern: ACLResourcePatternType = ACLResourcePatternType.LITERAL,
+    ) -> ACL:
         return ACL(
             principal=_principal(name),
             host="*",
             operation=operation,
             permission_type=ACLPermissionType.ALLOW,
-            resource_pattern=ResourcePattern(kind, resource, ACLResourcePatternType.LITERAL),
+            resource_pattern=ResourcePattern(kind, resource, pattern),
         )
 
     wanted = set()
@@ -195,6 +202,10 @@ def acls(rights: Iterable[Rights]) -> set[ACL]:
         wanted |= {allow(name, ACLOperation.WRITE, ResourceType.TOPIC, t) for t in entry.write}
         wanted |= {allow(name, ACLOperation.READ, ResourceType.TOPIC, t) for t in entry.read}
         wanted |= {allow(name, ACLOperation.READ, ResourceType.GROUP, g) for g in entry.groups}
+        wanted |= {
+            allow(name, ACLOperation.READ, ResourceType.GROUP, g, ACLResourcePatternType.PREFIXED)
+            for g in entry.group_prefixes
+        }
     return wanted
 
 
