@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import grpc
 import pytest
 import typer
@@ -63,3 +65,9 @@ def test_the_existing_ingestion_commands_keep_exit_3_when_unreachable() -> None:
     result = screwops("datasets", "list", "--address", closed_port())
     assert result.exit_code == 3
     assert "ingestion: UNAVAILABLE" in result.stderr
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    result = screwops("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"screwops {version('screwops-cli')}"

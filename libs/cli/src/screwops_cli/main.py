@@ -7,6 +7,7 @@ the current state, 6 not allowed, 130 interrupted.
 
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,27 @@ from screwops_cli.inspection import inspect
 app = typer.Typer(
     help="ScrewOps: event-driven MLOps for screw defect detection.", no_args_is_help=True
 )
+
+
+def _print_version(requested: bool) -> None:
+    """Eager, so ``--version`` answers before a subcommand is required."""
+    if requested:
+        typer.echo(f"screwops {package_version('screwops-cli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before any command."""
+
+
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 datasets_app = typer.Typer(help="Dataset versions.", no_args_is_help=True)
