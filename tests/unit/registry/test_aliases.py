@@ -179,6 +179,22 @@ async def test_a_released_candidate_is_announced_then_deployed_once(manual: Harn
     assert (candidate.version, candidate.history[-1].kind) == (None, MoveKind.RELEASE)
 
 
+async def test_the_candidate_cannot_be_promoted_past_its_release(manual: Harness) -> None:
+    await manual.service.on_approved(manual.approval("run-b"))
+    manual.sent.clear()
+
+    with pytest.raises(FailedPreconditionError, match="waiting for release"):
+        await manual.service.promote(
+            manual.model, 2, actor="ana", reason="skip the release", request_id=new_id()
+        )
+
+    assert await manual.production() == 1
+    assert manual.present() == [1], "nothing is placed in Triton"
+    assert manual.sent == []
+    await manual.service.release(manual.model, 2, actor="ana", reason="QA", request_id=new_id())
+    assert await manual.production() == 2, "the release serves it"
+
+
 async def test_a_refused_candidate_is_recorded_and_never_served(manual: Harness) -> None:
     await manual.service.on_approved(manual.approval("run-b"))
 

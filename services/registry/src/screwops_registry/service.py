@@ -300,7 +300,8 @@ class RegistryService:
             InvalidInputError: no actor, reason or request id.
             NotFoundError: no such model version.
             FailedPreconditionError: production does not name ``expect_version``; the version
-                failed or cannot be served; the alias moved meanwhile.
+                failed or cannot be served; it waits for an operator's release; the alias moved
+                meanwhile.
         """
         _require_who(actor, reason, request_id)
         record = await self._version(model_name, version)
@@ -311,6 +312,7 @@ class RegistryService:
         if alias is not None and alias.version == version and alias.history:
             await self._announce_again(alias, self._event(record, alias.history[-1]))
             return AliasChange(model_name, PRODUCTION_ALIAS, alias.history[-1])
+        await self._require_released(model_name, version)
         placed = await self._ensure_serving(record)
         move = await self._move(
             model_name,
@@ -506,6 +508,19 @@ class RegistryService:
         return await self.promote(
             model_name, version, actor=actor, reason=reason, request_id=request_id
         )
+
+    async def _require_released(self, model_name: str, version: int) -> None:
+        """Under a manual policy the candidate waiting for release is served only through
+        :meth:`release` (which clears ``candidate`` first): a promotion would serve it with no
+        ``model.released`` and no release in its history."""
+        if self._policies.of(model_name) is not ReleasePolicy.MANUAL:
+            return
+        candidate = await self._store.get_alias(model_name, CANDIDATE_ALIAS)
+        if candidate is not None and candidate.version == version:
+            raise FailedPreconditionError(
+                f"{model_name} version {version} is the candidate waiting for release: release "
+                "it (screwops models release) or refuse it"
+            )
 
     async def refuse(
         self, model_name: str, version: int, *, actor: str, reason: str, request_id: str
