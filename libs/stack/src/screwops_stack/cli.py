@@ -335,13 +335,22 @@ def services_down() -> None:
 
 
 @services_app.command("status")
-def services_status() -> None:
+def services_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """Whether each service answers; exit 1 if one does not."""
     problems = {spec.name: _service_problem(spec) for spec in supervisor.available()}
-    for name, problem in problems.items():
-        console.print(
-            f"  {name:<11} " + (f"[red]{problem}[/red]" if problem else "[green]ready[/green]")
-        )
+    if as_json:
+        states = [
+            {"name": name, "ready": not problem, "problem": problem}
+            for name, problem in problems.items()
+        ]
+        typer.echo(json.dumps(states, indent=2))
+    else:
+        for name, problem in problems.items():
+            console.print(
+                f"  {name:<11} " + (f"[red]{problem}[/red]" if problem else "[green]ready[/green]")
+            )
     if any(problems.values()):
         raise typer.Exit(1)
 
