@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi \
+.PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi schemas \
 	bench-gateway bench-fuzz bench-quality
 
 help: ## list the targets
@@ -54,6 +54,9 @@ protos: ## regenerate libs/protos from protos/screwops/v1 (never edit the output
 
 asyncapi: ## regenerate docs/asyncapi.yaml from the event contracts
 	$(RUN) python -m screwops_contracts.asyncapi > docs/asyncapi.yaml
+
+schemas: ## regenerate docs/schemas/ (what outside producers may publish) from the event contracts
+	$(RUN) python -m screwops_contracts.schemas docs/schemas
 
 bench-gateway: up ## gateway vs direct Triton: req/s, p50/p99 at concurrency 1/8/32, and ghz's figures
 	$(RUN) python benchmarks/bench_gateway.py
