@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,11 +62,12 @@ _PRIOR_SCREWS = 64
 _FEATURE_BATCH = 8
 
 
-def _in_batches(compute: Callable[[tf.Tensor], tf.Tensor], values: Array) -> Array:
-    """``compute`` over ``values`` a few at a time, to bound memory; the results joined."""
+def _in_batches(compute: Callable[..., tf.Tensor], *values: npt.NDArray[Any]) -> Array:
+    """``compute`` over ``values`` (arrays of one length, sliced alike) a few rows at a time,
+    to bound memory; the results joined."""
     parts = [
-        compute(tf.constant(values[start : start + _FEATURE_BATCH])).numpy()
-        for start in range(0, len(values), _FEATURE_BATCH)
+        compute(*(tf.constant(v[start : start + _FEATURE_BATCH]) for v in values)).numpy()
+        for start in range(0, len(values[0]), _FEATURE_BATCH)
     ]
     joined: Array = np.concatenate(parts).astype(np.float32)
     return joined
@@ -291,16 +293,6 @@ def fit_good_only(
     # validation screws stay unseen for the calibration.
     own = np.full(len(projected), -1, np.int32)
     own[keep] = np.arange(len(keep), dtype=np.int32)
-    scorer.standardise(
-        np.concatenate(
-            [
-                scorer.nearest(
-                    tf.constant(projected[start : start + _FEATURE_BATCH]),
-                    tf.constant(own[start : start + _FEATURE_BATCH]),
-                ).numpy()
-                for start in range(0, len(projected), _FEATURE_BATCH)
-            ]
-        )
-    )
+    scorer.standardise(_in_batches(scorer.nearest, projected, own))
     scorer.calibrate(scorer.raw_in_batches(validation))
     return scorer
