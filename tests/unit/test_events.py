@@ -18,6 +18,7 @@ from screwops_contracts import (
     InspectionCompleted,
     InspectionReviewed,
     ModelRolledBack,
+    ModelRolloutChangedPayload,
     Topic,
     TrainingRequested,
     all_topics,
@@ -198,3 +199,19 @@ def test_a_model_event_from_before_operating_points_parses_as_a_supervised_model
     payload = payload_type(event).model_validate(raw)
     assert payload.model_dump()["threshold"] == DEFAULT_THRESHOLD
     assert payload.model_dump()["model_kind"] is ModelKind.SUPERVISED
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"step": 3}, "step 3 is past the 3 steps"),
+        ({"strategy": "shadow"}, "a shadow rollout has one step"),
+        ({"steps": [5.0, 0.0, 100.0]}, "every step's share is above 0"),
+    ],
+)
+def test_a_rollout_change_no_registry_would_make_is_refused(
+    change: dict[str, Any], message: str
+) -> None:
+    fields = example(ModelRolloutChangedPayload) | change
+    with pytest.raises(ValidationError, match=message):
+        ModelRolloutChangedPayload.model_validate(fields)

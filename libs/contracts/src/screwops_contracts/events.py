@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from screwops_contracts.envelope import Event, Payload
 from screwops_contracts.limits import (
@@ -40,6 +40,7 @@ class Topic(StrEnum):
     MODEL_ROLLED_BACK = "model.rolled_back"
     MODEL_RELEASED = "model.released"
     MODEL_ALIAS_MOVED = "model.alias_moved"
+    MODEL_ROLLOUT_CHANGED = "model.rollout_changed"
     INSPECTION_COMPLETED = "inspection.completed"
     INSPECTION_REVIEWED = "inspection.reviewed"
     MODEL_DEGRADED = "model.degraded"
@@ -478,6 +479,109 @@ class ModelAliasMoved(Event[ModelAliasMovedPayload]):
     key_field = "model_name"
 
 
+class ServedVersion(Payload):
+    """One version a rollout serves, with what a gateway needs to score and judge with it."""
+
+    version: int = Field(description="Registered version.", examples=[4], ge=1)
+    triton_model: str = Field(
+        description="Model name in Triton's repository that serves this version.",
+        examples=["screw-classifier"],
+    )
+    threshold: Threshold
+    model_kind: Kind
+    frame_size: FrameSize
+
+
+class ModelRolloutChangedPayload(Payload):
+    """A rollout's state after one change: the two versions, the steps and the share now sent
+    to the candidate."""
+
+    model_name: ModelName
+    rollout_id: str = Field(
+        description="The rollout's id, the same in every change of one rollout.",
+        examples=["ro-5f2c9a1e"],
+        max_length=MAX_ID_CHARS,
+    )
+    change: Literal["started", "advanced", "paused", "resumed", "completed", "aborted"] = Field(
+        description="What changed: the rollout started, went to its next step, was paused or "
+        "resumed, completed (production moved to the candidate just before, as "
+        "`model.deployed`) or was aborted (production stays).",
+        examples=["advanced"],
+    )
+    state: Literal["running", "paused", "completed", "aborted"] = Field(
+        description="The rollout's state after the change.", examples=["running"]
+    )
+    strategy: Literal["canary", "shadow"] = Field(
+        description="canary: `share` percent of the requests are answered by the candidate; "
+        "shadow: `share` percent are also sent to the candidate off the response path, its "
+        "answers discarded. (`immediate` is a plain `model.deployed`, no rollout.)",
+        examples=["canary"],
+    )
+    production: ServedVersion = Field(description="The version behind `production`.")
+    candidate: ServedVersion = Field(description="The version being rolled out.")
+    steps: list[float] = Field(
+        description="The candidate's traffic share at each step, in percent; a shadow has one "
+        "step, its shadow share.",
+        examples=[[5.0, 25.0, 100.0]],
+        min_length=1,
+    )
+    step: int = Field(description="Index in `steps` of the current step.", examples=[1], ge=0)
+    share: float = Field(
+        description="Percent of requests routed (canary) or mirrored (shadow) to the candidate "
+        "now: `steps[step]` while running, 0 when paused, completed or aborted.",
+        examples=[25.0],
+        ge=0.0,
+        le=100.0,
+    )
+    lines: list[LineId] = Field(
+        description="The lines the rollout applies to; empty for every line.",
+        examples=[["line-2"]],
+    )
+    min_inspections: int = Field(
+        description="Inspections the candidate must answer at each step before it may advance.",
+        examples=[500],
+        ge=0,
+    )
+    min_step_seconds: float = Field(
+        description="Seconds each step lasts at least before it may advance.",
+        examples=[600.0],
+        ge=0.0,
+    )
+    actor: Who = Field(
+        description="Who made the change (a principal, or the registry for an automatic one).",
+        examples=["ana@plant-7"],
+    )
+    reason: Why = Field(description="Why.", examples=["5 % step passed its checks"])
+    sequence: AliasSequence = Field(
+        description="The change's number from the same per-model counter as the `production` "
+        "alias's moves (`model.deployed`, `model.rolled_back`): a gateway orders rollout "
+        "changes and production moves by it and ignores anything not newer than what it "
+        "applied.",
+        examples=[8],
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        # A gateway routes from these numbers alone: a step past the list, a shadow of several
+        # steps or a share above 100 % was not made by the registry and is dead-lettered.
+        if self.step >= len(self.steps):
+            raise ValueError(f"step {self.step} is past the {len(self.steps)} steps")
+        if self.strategy == "shadow" and len(self.steps) != 1:
+            raise ValueError("a shadow rollout has one step, its shadow share")
+        if any(not 0.0 < s <= 100.0 for s in self.steps):
+            raise ValueError("every step's share is above 0 and at most 100 percent")
+        return self
+
+
+class ModelRolloutChanged(Event[ModelRolloutChangedPayload]):
+    """A canary or shadow rollout started, advanced, paused, resumed, completed or was aborted;
+    gateways route by it (deterministically from the request id), ordered with `production`'s
+    moves by `sequence`."""
+
+    TOPIC = Topic.MODEL_ROLLOUT_CHANGED
+    key_field = "model_name"
+
+
 # --- serving and monitoring --------------------------------------------------------------------
 
 
@@ -624,6 +728,7 @@ CATALOGUE: tuple[Route, ...] = (
     # no service acts on them.
     Route(ModelReleased, "registry", ()),
     Route(ModelAliasMoved, "registry", ()),
+    Route(ModelRolloutChanged, "registry", ("gateway", "monitor")),
     Route(InspectionCompleted, "gateway", ("monitor", "labeling")),
     Route(InspectionReviewed, "labeling", ("monitor",)),
     Route(ModelDegraded, "monitor", ("trainer",)),
@@ -760,10 +865,13 @@ __all__ = [
     "ModelReleasedPayload",
     "ModelRolledBack",
     "ModelRolledBackPayload",
+    "ModelRolloutChanged",
+    "ModelRolloutChangedPayload",
     "ModelTrained",
     "ModelTrainedPayload",
     "Rights",
     "Route",
+    "ServedVersion",
     "SplitCounts",
     "Topic",
     "TrainingRequested",
