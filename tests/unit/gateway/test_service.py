@@ -84,6 +84,10 @@ async def test_a_low_probability_is_good_and_reports_everything_needed_to_trust_
         "model_version": 1,
         "trace_id": "",
         "image_key": None,
+        "rollout_id": None,
+        "role": None,
+        "reference_version": None,
+        "reference_probability": None,
     }
     assert h.metrics.statuses == ["OK"]
 

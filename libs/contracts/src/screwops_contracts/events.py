@@ -607,6 +607,33 @@ class InspectionCompletedPayload(Payload):
         examples=["inspections/ab/ab12…"],
     )
     latency_ms: float = Field(description="Gateway time for the request.", examples=[6.4])
+    rollout_id: str | None = Field(
+        default=None,
+        description="The rollout the request took part in (on either side); null outside any.",
+        examples=["ro-5f2c9a1e"],
+        max_length=MAX_ID_CHARS,
+    )
+    role: Literal["production", "canary"] | None = Field(
+        default=None,
+        description="Which side of the rollout answered: production, or the canary; null "
+        "outside any rollout.",
+        examples=["canary"],
+    )
+    reference_version: int | None = Field(
+        default=None,
+        description="The version that also scored the image off the response path (production "
+        "beside a canary, the candidate beside production in a shadow rollout); null when none "
+        "did or its score was not computed.",
+        examples=[3],
+        ge=1,
+    )
+    reference_probability: float | None = Field(
+        default=None,
+        description="That version's defect probability for the image.",
+        examples=[0.05],
+        ge=0.0,
+        le=1.0,
+    )
 
 
 class InspectionCompleted(Event[InspectionCompletedPayload]):
