@@ -30,6 +30,7 @@ from screwops_registry.config import (
     DEFAULT_HISTORY_LIMIT,
     Deployment,
     ReleasePolicies,
+    RolloutPolicies,
 )
 from screwops_registry.placement import Placement
 from screwops_registry.service import RegistryService
@@ -38,6 +39,7 @@ from screwops_registry.store import (
     Alias,
     AliasMove,
     Rejection,
+    Rollout,
     VersionRecord,
     VersionStatus,
     alias_id,
@@ -57,6 +59,9 @@ class FakeStore:
         self.versions: dict[str, VersionRecord] = {}
         self.alias_docs: dict[str, Alias] = {}
         self.rejections: dict[str, Rejection] = {}
+        self.rollout_writes = 0
+        """Updates that changed a rollout: each one its state, its announcements and, for a
+        completion, production's move."""
 
     async def ensure_indexes(self) -> None:
         return None
@@ -146,6 +151,34 @@ class FakeStore:
             current.history_after(move, self.history_limit) if current else (move,),
             move.sequence,
             (*pending, *announcements),
+            current.rollout if current else None,
+        )
+        return True
+
+    async def change_rollout(
+        self,
+        model_name: str,
+        *,
+        expected: Alias,
+        rollout: Rollout,
+        announcements: Sequence[Announcement],
+        move: AliasMove | None = None,
+    ) -> bool:
+        key = alias_id(model_name, "production")
+        current = self.alias_docs.get(key)
+        if current is None or (current.version, current.sequence) != (
+            expected.version,
+            expected.sequence,
+        ):
+            return False
+        self.rollout_writes += 1
+        self.alias_docs[key] = replace(
+            current,
+            version=move.to_version if move else current.version,
+            history=current.history_after(move, self.history_limit) if move else current.history,
+            sequence=rollout.sequence,
+            pending=(*current.pending, *announcements),
+            rollout=replace(rollout, changes=rollout.changes[-self.history_limit :]),
         )
         return True
 
@@ -272,6 +305,7 @@ def harness(
     objects: FakeObjects | None = None,
     bus: Bus | None = None,
     policies: ReleasePolicies | None = None,
+    rollouts: RolloutPolicies | None = None,
     alias_limit: int = DEFAULT_ALIAS_LIMIT,
 ) -> Harness:
     """The service on fakes; with ``bus``, it publishes through it, as in __main__."""
@@ -284,6 +318,7 @@ def harness(
         Placement(objects, triton, Deployment(repository=repository, keep_versions=keep_versions)),
         bus.publish if bus else sent.publish,
         policies=policies,
+        rollouts=rollouts,
         alias_limit=alias_limit,
     )
     return Harness(service, store, objects, triton, sent, repository)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from screwops_registry.config import Deployment, RegistrySettings, ReleasePolicy
+from screwops_registry.config import (
+    Deployment,
+    RegistrySettings,
+    ReleasePolicy,
+    RolloutPolicies,
+    RolloutStrategy,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -50,6 +56,47 @@ def test_the_release_policy_is_a_json_map_of_model_names(monkeypatch: pytest.Mon
 
 def test_an_unknown_release_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCREWOPS_REGISTRY_RELEASE_POLICY", '{"screw-classifier": "later"}')
+
+    with pytest.raises(ValidationError):
+        RegistrySettings()
+
+
+def test_the_rollout_policy_is_a_json_map_of_model_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "SCREWOPS_REGISTRY_ROLLOUT",
+        '{"screw-classifier": {"strategy": "canary", "steps": [1, 10, 100], "lines": ["line-2"]},'
+        ' "*": {"strategy": "shadow", "shadow_share": 50}}',
+    )
+
+    policies = RegistrySettings().rollout_policies()
+
+    canary = policies.of("screw-classifier")
+    assert (canary.strategy, canary.shares, canary.lines) == (
+        RolloutStrategy.CANARY,
+        (1.0, 10.0, 100.0),
+        ("line-2",),
+    )
+    assert policies.of("bolt-classifier").shares == (50.0,)
+    assert RegistrySettings().rollout_policies().of("x").strategy is RolloutStrategy.SHADOW
+    assert RolloutPolicies().of("x").strategy is RolloutStrategy.IMMEDIATE
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        '{"strategy": "gradual"}',
+        '{"strategy": "canary", "steps": []}',
+        '{"strategy": "canary", "steps": [25, 5, 100]}',
+        '{"strategy": "canary", "steps": [5, 120]}',
+        '{"strategy": "shadow", "shadow_share": 0}',
+        '{"strategy": "canary", "lines": [""]}',
+        '{"strategy": "canary", "surprise": 1}',
+    ],
+)
+def test_a_malformed_rollout_policy_is_refused(
+    monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    monkeypatch.setenv("SCREWOPS_REGISTRY_ROLLOUT", f'{{"screw-classifier": {policy}}}')
 
     with pytest.raises(ValidationError):
         RegistrySettings()

@@ -517,7 +517,10 @@ class ModelRolloutChangedPayload(Payload):
         "answers discarded. (`immediate` is a plain `model.deployed`, no rollout.)",
         examples=["canary"],
     )
-    production: ServedVersion = Field(description="The version behind `production`.")
+    production: ServedVersion = Field(
+        description="The version `production` named when the rollout started: it answers the "
+        "requests the candidate does not (for `completed`, the version the candidate replaced)."
+    )
     candidate: ServedVersion = Field(description="The version being rolled out.")
     steps: list[float] = Field(
         description="The candidate's traffic share at each step, in percent; a shadow has one "

@@ -28,6 +28,7 @@ def main() -> None:
         runtime.bus.publish,
         producer=settings.service_name,
         policies=settings.release_policies(),
+        rollouts=settings.rollout_policies(),
         alias_limit=settings.alias_limit,
     )
     handlers.register(runtime.bus, service)

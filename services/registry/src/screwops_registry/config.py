@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
+from screwops_contracts.limits import MAX_ID_CHARS
 from screwops_settings import ApiSettings, triton_model_repository
 from screwops_settings.services import REGISTRY
 
@@ -17,7 +19,9 @@ DEFAULT_HISTORY_LIMIT = 100
 DEFAULT_ALIAS_LIMIT = 16
 """Aliases an operator may name per model unless ``alias_limit`` says otherwise."""
 EVERY_MODEL = "*"
-"""The key of ``release_policy`` that applies to the models it does not name."""
+"""The key of ``release_policy`` and ``rollout`` that applies to the models they do not name."""
+MAX_STEPS = 20
+"""Steps a canary may have: each is a decision the controller waits for."""
 
 
 class ReleasePolicy(StrEnum):
@@ -35,6 +39,70 @@ class ReleasePolicies:
 
     def of(self, model_name: str) -> ReleasePolicy:
         return self.by_model.get(model_name, self.by_model.get(EVERY_MODEL, ReleasePolicy.AUTO))
+
+
+class RolloutStrategy(StrEnum):
+    """How a version goes to production."""
+
+    IMMEDIATE = "immediate"  # production moves at once (model.deployed), no rollout
+    CANARY = "canary"  # a growing share of the requests is answered by it, step by step
+    SHADOW = "shadow"  # a share of the requests is also sent to it, its answers discarded
+
+
+class RolloutPolicy(BaseModel):
+    """One model's way to production: the strategy, and for a canary or shadow the shares and
+    the minimums each step must reach before it may advance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: RolloutStrategy = RolloutStrategy.IMMEDIATE
+    steps: tuple[float, ...] = Field(
+        (5.0, 25.0, 100.0),
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="A canary's traffic share at each step, in percent, increasing; advancing "
+        "past the last completes it (production moves to the candidate).",
+    )
+    shadow_share: float = Field(
+        25.0,
+        gt=0.0,
+        le=100.0,
+        description="Percent of the requests a shadow also sends to the candidate.",
+    )
+    min_inspections: int = Field(
+        200, ge=0, description="Inspections the candidate answers at each step, at least."
+    )
+    min_step_seconds: float = Field(300.0, ge=0.0, description="Seconds each step lasts, at least.")
+    lines: tuple[str, ...] = Field(
+        (),
+        description="The lines the rollout applies to; empty for every line (the others are "
+        "served by production only).",
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> Self:
+        if any(not 0.0 < s <= 100.0 for s in self.steps):
+            raise ValueError("every step's share is above 0 and at most 100 percent")
+        if list(self.steps) != sorted(set(self.steps)):
+            raise ValueError("the steps' shares increase")
+        if any(not line or len(line) > MAX_ID_CHARS for line in self.lines):
+            raise ValueError(f"a line id is 1 to {MAX_ID_CHARS} characters")
+        return self
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """The rollout's steps: the canary's, or a shadow's one share."""
+        return (self.shadow_share,) if self.strategy is RolloutStrategy.SHADOW else self.steps
+
+
+@dataclass(frozen=True)
+class RolloutPolicies:
+    """Each model's rollout policy: its own, else the ``*`` entry's, else immediate."""
+
+    by_model: Mapping[str, RolloutPolicy] = field(default_factory=dict)
+
+    def of(self, model_name: str) -> RolloutPolicy:
+        return self.by_model.get(model_name, self.by_model.get(EVERY_MODEL, RolloutPolicy()))
 
 
 @dataclass(frozen=True)
@@ -107,6 +175,17 @@ class RegistrySettings(ApiSettings):
         "it becomes `candidate` and waits until an operator releases it (screwops models "
         "release) or refuses it (screwops models refuse).",
     )
+    rollout: dict[str, RolloutPolicy] = Field(
+        default_factory=dict,
+        description='Rollout policy per model name, as JSON (e.g. \'{"screw-classifier": '
+        '{"strategy": "canary", "steps": [5, 25, 100], "min_inspections": 500, '
+        '"min_step_seconds": 600, "lines": ["line-2"]}}\'; the key "*" applies to every model '
+        "not named). How a version goes to production when it is approved (auto release "
+        "policy), released (manual) or an operator starts it: immediate (the default) moves "
+        "production at once; canary sends each step's share of the requests to it (advancing "
+        "past the last step makes it production); shadow also sends shadow_share percent of "
+        "them to it, its answers discarded. The first version of a model is deployed at once.",
+    )
     restore_interval_s: float = Field(
         5.0,
         gt=0,
@@ -129,3 +208,6 @@ class RegistrySettings(ApiSettings):
 
     def release_policies(self) -> ReleasePolicies:
         return ReleasePolicies(dict(self.release_policy))
+
+    def rollout_policies(self) -> RolloutPolicies:
+        return RolloutPolicies(dict(self.rollout))

@@ -39,6 +39,20 @@ becomes ``candidate`` (the evaluator approved it), and an operator releases it (
 is announced to the gateways as ``model.deployed`` or ``model.rolled_back``; the alias API refuses
 it.
 
+Where a model's rollout policy is canary or shadow, a version going to production (approved
+under the auto release policy, released under the manual one, or started by an operator) is put
+where Triton serves it beside production and a rollout starts instead of production moving: the
+gateways send it a share of the requests (canary) or a copy of them (shadow), step by step as the
+rollout advances, from the rollout's announcements (``model.rollout_changed``). Its state lives
+in production's alias document and every change of it is numbered from production's sequence and
+queued in its outbox by the update that makes it, so the gateways order rollout changes and
+production's moves by one number. Advancing past the last step completes it: production moves
+to the candidate (``model.deployed``, sequence n) and the rollout is announced ``completed``
+(n + 1), both in one update. An abort announces ``aborted`` and takes the candidate out of Triton
+unless an alias needs it; production stays. One rollout at a time per model: while one runs,
+production is moved by it only (promote, rollback and a second rollout are refused, an approval
+is only registered).
+
 Nothing here imports a broker, driver or gRPC: the store, the placement (over the object store
 and Triton) and the bus come in from outside.
 """
@@ -48,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -66,6 +80,9 @@ from screwops_contracts import (
     ModelReleasedPayload,
     ModelRolledBack,
     ModelRolledBackPayload,
+    ModelRolloutChanged,
+    ModelRolloutChangedPayload,
+    ServedVersion,
 )
 from screwops_contracts.limits import MAX_ID_CHARS
 from screwops_contracts.models import CANDIDATE_ALIAS, PRODUCTION_ALIAS, frame_size_problem
@@ -74,12 +91,20 @@ from screwops_errors import (
     InvalidInputError,
     NotFoundError,
     PermanentError,
+    ScrewOpsError,
     TransientError,
     UnavailableError,
 )
 from screwops_telemetry import traceparent
 
-from screwops_registry.config import DEFAULT_ALIAS_LIMIT, ReleasePolicies, ReleasePolicy
+from screwops_registry.config import (
+    DEFAULT_ALIAS_LIMIT,
+    ReleasePolicies,
+    ReleasePolicy,
+    RolloutPolicies,
+    RolloutPolicy,
+    RolloutStrategy,
+)
 from screwops_registry.placement import Placement
 from screwops_registry.store import (
     Alias,
@@ -87,6 +112,10 @@ from screwops_registry.store import (
     MoveKind,
     RegistryStore,
     Rejection,
+    Rollout,
+    RolloutChange,
+    RolloutChangeKind,
+    RolloutState,
     VersionRecord,
     VersionStatus,
     version_id,
@@ -129,6 +158,25 @@ class AliasChange:
     move: AliasMove
 
 
+@dataclass(frozen=True)
+class RolloutAnswer:
+    """A rollout as a request left it, and the change the request made."""
+
+    model_name: str
+    rollout: Rollout
+    change: RolloutChange
+
+
+# What an operator (or the controller) may ask of a running rollout; advancing past the last
+# step completes it.
+REQUESTABLE = (
+    RolloutChangeKind.ADVANCED,
+    RolloutChangeKind.PAUSED,
+    RolloutChangeKind.RESUMED,
+    RolloutChangeKind.ABORTED,
+)
+
+
 class RegistryService:
     """Registers, deploys, promotes and rolls back model versions (see the module docstring)."""
 
@@ -140,6 +188,7 @@ class RegistryService:
         *,
         producer: str = "registry",
         policies: ReleasePolicies | None = None,
+        rollouts: RolloutPolicies | None = None,
         alias_limit: int = DEFAULT_ALIAS_LIMIT,
     ) -> None:
         self._store = store
@@ -147,6 +196,7 @@ class RegistryService:
         self._publish = publish
         self._producer = producer
         self._policies = policies or ReleasePolicies()
+        self._rollouts = rollouts or RolloutPolicies()
         self._alias_limit = alias_limit
         # Triton loads a model as a whole: one repository change per model at a time in this
         # process. Across processes the alias's compare-and-set keeps the alias consistent.
@@ -156,7 +206,8 @@ class RegistryService:
 
     async def on_approved(self, event: ModelApproved) -> None:
         """Register the approved candidate and deploy it as ``production`` if it serves (or,
-        under a manual release policy, only name it ``candidate``).
+        under a manual release policy, only name it ``candidate``; under a canary or shadow
+        rollout policy, start its rollout beside production).
 
         A candidate that cannot be served is marked failed and nothing else changes: that is
         the event's outcome, not an error. Outages raise transient errors, so the bus retries;
@@ -184,6 +235,9 @@ class RegistryService:
                 log.info("%s was deployed by this approval before; announcing it", record.id)
                 await self._announce_again(alias, self._event(record, done, cause=event))
                 return
+            if alias is not None and alias.rollout and alias.rollout.cause == str(event.event_id):
+                log.info("%s was rolled out by this approval before", record.id)
+                return
             if alias is not None and alias.version == record.version:
                 log.info("%s is production already; nothing to deploy", record.id)
                 return
@@ -196,10 +250,24 @@ class RegistryService:
             if self._policies.of(name) is ReleasePolicy.MANUAL:
                 await self._nominate(record, event)
                 return
+            if alias is not None and (running := alias.rolling_out) is not None:
+                log.error(
+                    "not deploying %s: rollout %s of version %s is %s; start its rollout or "
+                    "promote it once that one ends",
+                    record.id,
+                    running.id,
+                    running.candidate,
+                    running.state,
+                )
+                return
             try:
                 await self._bring_up(record)
             except FailedPreconditionError as failure:
                 log.error("not deploying %s: %s", record.id, failure.message)
+                return
+            policy = self._rollouts.of(name)
+            if alias is not None and policy.strategy is not RolloutStrategy.IMMEDIATE:
+                await self._roll_out_approval(record, policy, event)
                 return
             announcement = await self._deploy_alias(record, event)
             await self._store.set_status(name, record.version, VersionStatus.DEPLOYED)
@@ -227,14 +295,12 @@ class RegistryService:
         """Make Triton serve what every ``production`` alias needs, after a restart of either.
 
         Triton starts with nothing loaded (explicit model control), and a repository volume may
-        be new: the production version and the rollback target of each model are put back from
-        object storage where missing, loaded and checked. A version that cannot be served is
-        logged; the others are still restored.
+        be new: the production version, the rollback target and a running rollout's candidate
+        of each model are put back from object storage where missing, loaded and checked. A
+        version that cannot be served is logged; the others are still restored.
         """
         for alias in await self._store.aliases(PRODUCTION_ALIAS):
-            for version in (alias.version, alias.rollback_target()):
-                if version is None:
-                    continue
+            for version in _served(alias):
                 try:
                     await self._ensure_serving(await self._version(alias.model_name, version))
                 except (FailedPreconditionError, NotFoundError) as failure:
@@ -263,15 +329,16 @@ class RegistryService:
                 log.warning("cannot check what Triton serves yet: %s", error.message)
 
     async def _not_served(self) -> list[str]:
-        """The production and rollback versions Triton does not report ready and could serve.
+        """The production, rollback and rollout candidate versions Triton does not report ready
+        and could serve.
 
         A version exported before models took frames can never be served again (its restore
         says so once, at start); counting it as lost would retry and log it every round.
         """
         lost = []
         for alias in await self._store.aliases(PRODUCTION_ALIAS):
-            for version in (alias.version, alias.rollback_target()):
-                if version is None or await self._placement.ready(alias.model_name, version):
+            for version in _served(alias):
+                if await self._placement.ready(alias.model_name, version):
                     continue
                 record = await self._store.get_version(alias.model_name, version)
                 if record is not None and frame_size_problem(record.frame_size) is None:
@@ -300,8 +367,8 @@ class RegistryService:
             InvalidInputError: no actor, reason or request id.
             NotFoundError: no such model version.
             FailedPreconditionError: production does not name ``expect_version``; the version
-                failed or cannot be served; it waits for an operator's release; the alias moved
-                meanwhile.
+                failed or cannot be served; it waits for an operator's release; a rollout runs;
+                the alias moved meanwhile.
         """
         _require_who(actor, reason, request_id)
         record = await self._version(model_name, version)
@@ -309,6 +376,7 @@ class RegistryService:
         if alias is not None and (done := alias.made_by(request_id)) is not None:
             return AliasChange(model_name, PRODUCTION_ALIAS, done)
         _expect(model_name, alias, expect_version)
+        _require_no_rollout(model_name, alias)
         if alias is not None and alias.version == version and alias.history:
             await self._announce_again(alias, self._event(record, alias.history[-1]))
             return AliasChange(model_name, PRODUCTION_ALIAS, alias.history[-1])
@@ -356,7 +424,7 @@ class RegistryService:
             NotFoundError: no such model.
             FailedPreconditionError: production does not name ``expect_version``; no production
                 version, or none served before it; the version to return to cannot be served;
-                the alias moved meanwhile.
+                a rollout runs (abort it: production never left); the alias moved meanwhile.
         """
         _require_who(actor, reason, request_id)
         alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
@@ -367,6 +435,7 @@ class RegistryService:
                 raise NotFoundError(f"no model named {model_name!r}")
             raise FailedPreconditionError(f"{model_name} has no production version")
         _expect(model_name, alias, expect_version)
+        _require_no_rollout(model_name, alias)
         target = alias.rollback_target()
         if target is None:
             raise FailedPreconditionError(
@@ -477,7 +546,9 @@ class RegistryService:
     ) -> AliasChange:
         """Release the ``candidate`` version: clear ``candidate`` announcing ``model.released``
         (and the move, as ``model.alias_moved``), then deploy the version as :meth:`promote`
-        does; production's move.
+        does (production's move is the answer) or, where the model rolls out by canary or
+        shadow and has a production version, start its rollout as :meth:`start_rollout` does
+        (the candidate's release move is the answer).
 
         A retry with the same ``request_id`` finds the release made and goes on to the
         deployment, which it makes once too. A version that cannot be served is released all
@@ -487,14 +558,17 @@ class RegistryService:
             InvalidInputError: no actor, reason or request id.
             NotFoundError: no such model version.
             FailedPreconditionError: ``candidate`` does not name the version; it cannot be
-                served; an alias moved meanwhile.
+                served; a rollout runs; an alias moved meanwhile.
         """
         _require_who(actor, reason, request_id)
         record = await self._version(model_name, version)
         candidate = await self._store.get_alias(model_name, CANDIDATE_ALIAS)
-        if candidate is None or candidate.made_by(request_id) is None:
+        production = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        released = candidate.made_by(request_id) if candidate is not None else None
+        if released is None:
             _require_candidate(model_name, candidate, version)
-            await self._move_other(
+            _require_no_rollout(model_name, production)
+            made = await self._move_other(
                 model_name,
                 CANDIDATE_ALIAS,
                 candidate,
@@ -505,9 +579,16 @@ class RegistryService:
                 request_id,
                 released=record,
             )
-        return await self.promote(
+            released = made.move
+        rolls_out = self._rollouts.of(model_name).strategy is not RolloutStrategy.IMMEDIATE
+        if production is None or production.made_by(request_id) is not None or not rolls_out:
+            return await self.promote(
+                model_name, version, actor=actor, reason=reason, request_id=request_id
+            )
+        await self.start_rollout(
             model_name, version, actor=actor, reason=reason, request_id=request_id
         )
+        return AliasChange(model_name, CANDIDATE_ALIAS, released)
 
     async def _require_released(self, model_name: str, version: int) -> None:
         """Under a manual policy the candidate waiting for release is served only through
@@ -550,6 +631,160 @@ class RegistryService:
             request_id,
         )
 
+    # --- rollouts --------------------------------------------------------------------------
+
+    async def rollout(self, model_name: str) -> Rollout:
+        """The model's latest rollout, whatever its state.
+
+        Raises:
+            NotFoundError: the model has no versions, or never had a rollout.
+        """
+        alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        return await self._latest_rollout(model_name, alias)
+
+    async def start_rollout(
+        self,
+        model_name: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str,
+        strategy: RolloutStrategy | None = None,
+    ) -> RolloutAnswer:
+        """Put ``version`` where Triton serves it beside production and start its rollout, by
+        ``strategy`` or else the model's policy, with the policy's steps, minimums and lines;
+        announce ``started``. A call whose ``request_id`` started one before answers it.
+
+        Raises:
+            InvalidInputError: no actor, reason or request id; the strategy is immediate
+                (promote it instead).
+            NotFoundError: no such model version.
+            FailedPreconditionError: no production version to compare it with; it is
+                production; a rollout runs already; it waits for an operator's release; it
+                failed or cannot be served; production moved meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        record = await self._version(model_name, version)
+        alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        if (done := _answered(alias, request_id)) is not None:
+            return done
+        policy = self._rollouts.of(model_name)
+        if strategy is not None:
+            policy = policy.model_copy(update={"strategy": strategy})
+        if policy.strategy is RolloutStrategy.IMMEDIATE:
+            raise InvalidInputError(
+                f"{model_name} goes to production immediately (SCREWOPS_REGISTRY_ROLLOUT): name "
+                "a strategy, canary or shadow, or promote the version"
+            )
+        production = _rollable(model_name, alias, version)
+        await self._require_released(model_name, version)
+        await self._ensure_serving(record)
+        answer = await self._start(
+            record, production, policy, actor=actor, reason=reason, request_id=request_id
+        )
+        if answer is None:
+            # A concurrent retry of the same request may have won: that is its answer.
+            now = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+            if (done := _answered(now, request_id)) is not None:
+                return done
+            raise FailedPreconditionError(
+                f"production of {model_name} moved meanwhile; read it again and retry"
+            )
+        return answer
+
+    async def change_rollout(
+        self,
+        model_name: str,
+        change: RolloutChangeKind,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str,
+        rollout_id: str = "",
+        expect_step: int | None = None,
+    ) -> RolloutAnswer:
+        """Advance, pause, resume or abort the model's running rollout, and announce it.
+
+        Advancing goes to the next step, whose minimum time counts from now, or, past the
+        last, completes the rollout: production moves to the candidate (``model.deployed``)
+        and the rollout is announced ``completed`` after it, both written by one update.
+        Pausing sends the candidate nothing until resumed (the step's time counts again from
+        the resumption); aborting sends it nothing for good and takes it out of Triton unless
+        an alias needs it, production staying. A call whose ``request_id`` changed the rollout
+        before (a retry) answers that change and changes nothing.
+
+        Raises:
+            InvalidInputError: no actor, reason or request id; a change nobody may ask for.
+            NotFoundError: the model has no versions, or never had a rollout.
+            FailedPreconditionError: the rollout is not ``rollout_id``, or not at
+                ``expect_step``; it ended; it is paused (advance, pause) or running (resume);
+                the candidate no longer answers (advance past the last step); it changed
+                meanwhile.
+        """
+        _require_who(actor, reason, request_id)
+        if change not in REQUESTABLE:
+            raise InvalidInputError(f"a rollout is not {change} on request")
+        alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+        rollout = await self._latest_rollout(model_name, alias)
+        if (done := _answered(alias, request_id)) is not None:
+            return done
+        assert alias is not None  # it holds the rollout
+        _require_state(model_name, rollout, change, rollout_id, expect_step)
+        now, sequence = _now(), _next(alias)
+        move = None
+        if change is RolloutChangeKind.ADVANCED and rollout.step + 1 == len(rollout.steps):
+            # The candidate is to serve every request: it must answer first.
+            await self._ensure_serving(await self._version(model_name, rollout.candidate))
+            change = RolloutChangeKind.COMPLETED
+            move = AliasMove(
+                from_version=alias.version,
+                to_version=rollout.candidate,
+                kind=MoveKind.ROLLOUT,
+                actor=actor,
+                reason=reason,
+                at=now,
+                sequence=sequence,
+                request_id=request_id,
+            )
+            sequence += 1
+        made = RolloutChange(
+            kind=change,
+            step=rollout.step + 1 if change is RolloutChangeKind.ADVANCED else rollout.step,
+            actor=actor,
+            reason=reason,
+            at=now,
+            sequence=sequence,
+            request_id=request_id,
+        )
+        changed = _changed(rollout, made)
+        if not await self._write_rollout(alias, changed, move=move):
+            now_alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
+            if (done := _answered(now_alias, request_id)) is not None:
+                return done
+            raise FailedPreconditionError(
+                f"rollout {rollout.id} of {model_name} changed meanwhile; read it again and retry"
+            )
+        log.info(
+            "%s: rollout %s of %s version %s %s (step %s of %s, %s%%): %s",
+            actor,
+            rollout.id,
+            model_name,
+            rollout.candidate,
+            made.kind,
+            changed.step + 1,
+            len(changed.steps),
+            changed.share,
+            reason,
+        )
+        if made.kind is RolloutChangeKind.ABORTED:
+            await self._unload(model_name, rollout.candidate)
+        elif made.kind is RolloutChangeKind.COMPLETED:
+            await self._store.set_status(model_name, rollout.candidate, VersionStatus.DEPLOYED)
+            async with self._lock(model_name):
+                await self._evict(model_name)
+        return RolloutAnswer(model_name, changed, made)
+
     # --- queries ---------------------------------------------------------------------------
 
     async def versions(self, model_name: str, *, offset: int, limit: int) -> list[VersionView]:
@@ -574,6 +809,165 @@ class RegistryService:
         return _view(record, await self._store.model_aliases(model_name))
 
     # --- the steps -------------------------------------------------------------------------
+
+    async def _latest_rollout(self, model_name: str, alias: Alias | None) -> Rollout:
+        if alias is None or alias.rollout is None:
+            if await self._store.latest_version(model_name) == 0:
+                raise NotFoundError(f"no model named {model_name!r}")
+            raise NotFoundError(f"{model_name} never had a rollout")
+        return alias.rollout
+
+    async def _roll_out_approval(
+        self, record: VersionRecord, policy: RolloutPolicy, event: ModelApproved
+    ) -> None:
+        """Start the rollout of the approved version (served already), re-reading production
+        while operators move it; an approval arriving while another rollout runs is only
+        registered (the caller holds the lock)."""
+        name = record.model_name
+        reason = f"approved by evaluation {event.payload.evaluation_id}"
+        for _ in range(MOVE_ATTEMPTS):
+            alias = await self._store.get_alias(name, PRODUCTION_ALIAS)
+            try:
+                production = _rollable(name, alias, record.version)
+            except FailedPreconditionError as refused:
+                log.error("not rolling out %s: %s", record.id, refused.message)
+                return
+            if await self._start(
+                record, production, policy, actor=event.producer, reason=reason, cause=event
+            ):
+                return
+        raise UnavailableError(f"production of {name} kept moving; retrying")
+
+    async def _start(
+        self,
+        record: VersionRecord,
+        production: Alias,
+        policy: RolloutPolicy,
+        *,
+        actor: str,
+        reason: str,
+        request_id: str = "",
+        cause: ModelApproved | None = None,
+    ) -> RolloutAnswer | None:
+        """Start the rollout of ``record``, which Triton serves, if production is still
+        ``production``; the answer, or None when production changed first."""
+        now, sequence = _now(), _next(production)
+        assert production.version is not None  # production always names one
+        started = RolloutChange(
+            kind=RolloutChangeKind.STARTED,
+            step=0,
+            actor=actor,
+            reason=reason,
+            at=now,
+            sequence=sequence,
+            request_id=request_id,
+        )
+        rollout = Rollout(
+            id=f"v{record.version}-{sequence}",
+            strategy=policy.strategy,
+            production=production.version,
+            candidate=record.version,
+            steps=policy.shares,
+            lines=policy.lines,
+            min_inspections=policy.min_inspections,
+            min_step_seconds=policy.min_step_seconds,
+            state=RolloutState.RUNNING,
+            step=0,
+            started_at=now,
+            step_started_at=now,
+            changes=(started,),
+            cause=str(cause.event_id) if cause is not None else None,
+        )
+        if not await self._write_rollout(production, rollout, cause=cause):
+            return None
+        if record.status is not VersionStatus.DEPLOYED:
+            await self._store.set_status(record.model_name, record.version, VersionStatus.DEPLOYED)
+        log.info(
+            "%s: %s rollout %s of %s beside production version %s, steps %s: %s",
+            actor,
+            rollout.strategy,
+            rollout.id,
+            record.id,
+            rollout.production,
+            list(rollout.steps),
+            reason,
+        )
+        return RolloutAnswer(record.model_name, rollout, started)
+
+    async def _write_rollout(
+        self,
+        alias: Alias,
+        rollout: Rollout,
+        *,
+        move: AliasMove | None = None,
+        cause: ModelApproved | None = None,
+    ) -> bool:
+        """Write the rollout's latest change (with production's move, for a completion) and
+        its announcements in one update of production, if it is still ``alias``, then publish
+        them: the move's ``model.deployed`` first, then ``model.rollout_changed``. Whether it
+        was written."""
+        name = alias.model_name
+        production = await self._version(name, rollout.production)
+        candidate = await self._version(name, rollout.candidate)
+        announcements = []
+        if move is not None:
+            announcements.append(Announcement(self._event(candidate, move), traceparent()))
+        change = rollout.changes[-1]
+        payload = ModelRolloutChangedPayload(
+            model_name=name,
+            rollout_id=rollout.id,
+            change=change.kind.value,
+            state=rollout.state.value,
+            strategy=rollout.strategy.value,
+            production=_served_version(production),
+            candidate=_served_version(candidate),
+            steps=list(rollout.steps),
+            step=rollout.step,
+            share=rollout.share,
+            lines=list(rollout.lines),
+            min_inspections=rollout.min_inspections,
+            min_step_seconds=rollout.min_step_seconds,
+            actor=change.actor,
+            reason=change.reason,
+            sequence=change.sequence,
+        )
+        event = (
+            ModelRolloutChanged.caused_by(cause, payload, producer=self._producer)
+            if cause is not None
+            else ModelRolloutChanged.origin(
+                payload, producer=self._producer, key=f"{name}/{rollout.id}/{change.sequence}"
+            )
+        )
+        announcements.append(Announcement(event, traceparent()))
+        if not await self._store.change_rollout(
+            name, expected=alias, rollout=rollout, announcements=announcements, move=move
+        ):
+            return False
+        for announcement in announcements:
+            await self._announce(name, announcement)
+        return True
+
+    async def _unload(self, model_name: str, version: int) -> None:
+        """Take an aborted rollout's candidate out of Triton, unless an alias names it or a
+        rollback would return to it. Triton failing is logged: the abort stands, and the
+        version goes with a later eviction."""
+        aliases = await self._store.model_aliases(model_name)
+        needed = {a.version for a in aliases} | {
+            a.rollback_target() for a in aliases if a.name == PRODUCTION_ALIAS
+        }
+        if version in needed:
+            log.info("%s version %s stays in Triton: an alias needs it", model_name, version)
+            return
+        try:
+            async with self._lock(model_name):
+                await self._placement.discard(model_name, version)
+        except ScrewOpsError as error:
+            log.warning(
+                "%s version %s left in Triton after the abort: %s",
+                model_name,
+                version,
+                error.message,
+            )
 
     def _lock(self, model_name: str) -> asyncio.Lock:
         return self._locks.setdefault(model_name, asyncio.Lock())
@@ -900,10 +1294,10 @@ class RegistryService:
         return event
 
     async def _evict(self, model_name: str) -> None:
-        """Keep the newest versions, production and the rollback target in the repository."""
+        """Keep the newest versions, production, the rollback target and a running rollout's
+        candidate in the repository."""
         alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
-        keep = (alias.version, alias.rollback_target()) if alias else ()
-        await self._placement.evict(model_name, keep=[v for v in keep if v is not None])
+        await self._placement.evict(model_name, keep=_served(alias) if alias else [])
 
 
 def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:
@@ -918,6 +1312,106 @@ def _deployed(record: VersionRecord, move: AliasMove) -> ModelDeployedPayload:
         frame_size=record.frame_size,
         sequence=move.sequence,
     )
+
+
+def _served_version(record: VersionRecord) -> ServedVersion:
+    return ServedVersion(
+        version=record.version,
+        triton_model=record.model_name,
+        threshold=record.threshold,
+        model_kind=record.model_kind,
+        frame_size=record.frame_size,
+    )
+
+
+def _served(alias: Alias) -> list[int]:
+    """The versions of production's model Triton must keep serving: production, the version a
+    rollback returns to, and a running rollout's candidate."""
+    rollout = alias.rolling_out
+    wanted = (
+        alias.version,
+        alias.rollback_target(),
+        rollout.candidate if rollout is not None else None,
+    )
+    return [v for v in dict.fromkeys(wanted) if v is not None]
+
+
+def _changed(rollout: Rollout, change: RolloutChange) -> Rollout:
+    """The rollout once ``change`` is made."""
+    state = {
+        RolloutChangeKind.ADVANCED: RolloutState.RUNNING,
+        RolloutChangeKind.PAUSED: RolloutState.PAUSED,
+        RolloutChangeKind.RESUMED: RolloutState.RUNNING,
+        RolloutChangeKind.COMPLETED: RolloutState.COMPLETED,
+        RolloutChangeKind.ABORTED: RolloutState.ABORTED,
+    }[change.kind]
+    restarts = change.kind in (RolloutChangeKind.ADVANCED, RolloutChangeKind.RESUMED)
+    return replace(
+        rollout,
+        state=state,
+        step=change.step,
+        step_started_at=change.at if restarts else rollout.step_started_at,
+        changes=(*rollout.changes, change),
+    )
+
+
+def _answered(alias: Alias | None, request_id: str) -> RolloutAnswer | None:
+    """What request ``request_id`` did to the model's latest rollout, if it did (retries)."""
+    rollout = alias.rollout if alias is not None else None
+    done = rollout.made_by(request_id) if rollout is not None else None
+    if alias is None or rollout is None or done is None:
+        return None
+    return RolloutAnswer(alias.model_name, rollout, done)
+
+
+def _rollable(model_name: str, alias: Alias | None, version: int) -> Alias:
+    """Production, where ``version`` may start a rollout beside it."""
+    if alias is None:
+        raise FailedPreconditionError(
+            f"{model_name} has no production version to roll out beside: promote one first"
+        )
+    _require_no_rollout(model_name, alias)
+    if alias.version == version:
+        raise FailedPreconditionError(f"{model_name} version {version} is production already")
+    return alias
+
+
+def _require_no_rollout(model_name: str, alias: Alias | None) -> None:
+    """Production is moved by nothing but a running rollout's completion, and one rollout runs
+    at a time: its gateways' routing is one rollout's."""
+    rollout = alias.rolling_out if alias is not None else None
+    if rollout is not None:
+        raise FailedPreconditionError(
+            f"rollout {rollout.id} of {model_name} version {rollout.candidate} is "
+            f"{rollout.state}: abort it (production never left version {rollout.production}) "
+            "or let it complete first"
+        )
+
+
+def _require_state(
+    model_name: str,
+    rollout: Rollout,
+    change: RolloutChangeKind,
+    rollout_id: str,
+    expect_step: int | None,
+) -> None:
+    if rollout_id and rollout.id != rollout_id:
+        raise FailedPreconditionError(
+            f"the latest rollout of {model_name} is {rollout.id}, not {rollout_id}"
+        )
+    if not rollout.active:
+        raise FailedPreconditionError(
+            f"rollout {rollout.id} of {model_name} is {rollout.state}; nothing runs"
+        )
+    if expect_step is not None and rollout.step != expect_step:
+        raise FailedPreconditionError(
+            f"rollout {rollout.id} of {model_name} is at step {rollout.step}, not {expect_step}"
+        )
+    needs = RolloutState.PAUSED if change is RolloutChangeKind.RESUMED else RolloutState.RUNNING
+    if change is not RolloutChangeKind.ABORTED and rollout.state is not needs:
+        raise FailedPreconditionError(
+            f"rollout {rollout.id} of {model_name} is {rollout.state}: it cannot be {change}"
+        )
 
 
 def _next(alias: Alias | None) -> int:

@@ -14,7 +14,11 @@ The registry owns these collections; no other service reads them.
   its latest move (``sequence``) and, in its ``outbox``, the announcements of its moves that Kafka
   has not acknowledged yet (:mod:`screwops_bus.outbox`). A move is one compare-and-set on the
   version and the sequence it replaces that also numbers it and queues its announcement, so two
-  movers never both win and no move goes unannounced.
+  movers never both win and no move goes unannounced. ``production``'s document also holds the
+  model's latest rollout (a canary or shadow of a candidate beside production, its state and its
+  changes): each change is the same compare-and-set, numbered from the same ``sequence``, so the
+  gateways order rollout changes and production's moves by one number, and a rollout's completion
+  moves production and finishes the rollout in one update.
 * ``rejections`` — one document per rejected evaluation, ``_id`` ``<name>:<evaluation_id>``.
 
 :class:`RegistryStore` is the interface (each method's contract and errors are documented there,
@@ -34,11 +38,11 @@ from typing import Any, Protocol
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_bus import OUTBOX, PENDING, Announcement, mark_sent, pending_in, pending_index
 from screwops_contracts import AssertionResult
-from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
+from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, PRODUCTION_ALIAS, ModelKind
 from screwops_errors import AlreadyExistsError, NotFoundError
 from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
 
-from screwops_registry.config import DEFAULT_HISTORY_LIMIT
+from screwops_registry.config import DEFAULT_HISTORY_LIMIT, RolloutStrategy
 
 ALIASES = "aliases"
 OUTBOXES = (ALIASES,)
@@ -74,6 +78,7 @@ class MoveKind(StrEnum):
     NOMINATE = "nominate"  # an approval became candidate (manual release policy)
     RELEASE = "release"  # an operator released the candidate, which clears it
     REFUSE = "refuse"  # an operator refused the candidate, which clears it
+    ROLLOUT = "rollout"  # a canary or shadow completed: its candidate is production
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,83 @@ class AliasMove:
     deployments and moves recorded before requests were named)."""
 
 
+class RolloutState(StrEnum):
+    """Where a rollout stands."""
+
+    RUNNING = "running"  # the candidate gets its step's share
+    PAUSED = "paused"  # it gets nothing until resumed; still loaded
+    COMPLETED = "completed"  # it is production
+    ABORTED = "aborted"  # production stayed; it gets nothing
+
+
+class RolloutChangeKind(StrEnum):
+    """What changed a rollout (the values are model.rollout_changed's ``change``)."""
+
+    STARTED = "started"
+    ADVANCED = "advanced"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class RolloutChange:
+    """One change of a rollout, kept while it is among its newest changes."""
+
+    kind: RolloutChangeKind
+    step: int
+    """The step the rollout is at after the change."""
+    actor: str
+    reason: str
+    at: datetime
+    sequence: int
+    """Its number, from the same counter as production's moves."""
+    request_id: str = ""
+    """The request that made it, so a retry finds it (empty for an approval's start)."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A canary or shadow of ``candidate`` beside ``production``, with its settings fixed at its
+    start and the changes it went through."""
+
+    id: str
+    strategy: RolloutStrategy
+    production: int
+    candidate: int
+    steps: tuple[float, ...]
+    lines: tuple[str, ...]
+    min_inspections: int
+    min_step_seconds: float
+    state: RolloutState
+    step: int
+    started_at: datetime
+    step_started_at: datetime
+    """When the current step began (the controller's minimum time counts from it)."""
+    changes: tuple[RolloutChange, ...]
+    cause: str | None = None
+    """event_id of the approval that started it, so a redelivery starts nothing."""
+
+    @property
+    def active(self) -> bool:
+        """Whether it still holds the candidate beside production (running or paused)."""
+        return self.state in (RolloutState.RUNNING, RolloutState.PAUSED)
+
+    @property
+    def share(self) -> float:
+        """Percent of the requests the candidate gets now: none unless running."""
+        return self.steps[self.step] if self.state is RolloutState.RUNNING else 0.0
+
+    @property
+    def sequence(self) -> int:
+        return self.changes[-1].sequence
+
+    def made_by(self, request_id: str) -> RolloutChange | None:
+        """The change operator request ``request_id`` made, if it made one (retries)."""
+        return next((c for c in self.changes if request_id and c.request_id == request_id), None)
+
+
 @dataclass(frozen=True)
 class Alias:
     """An alias of a model: the version it names (None once unset; production always names
@@ -143,6 +225,13 @@ class Alias:
     history)."""
     pending: tuple[Announcement, ...] = ()
     """Announcements of its moves that Kafka has not acknowledged yet, oldest first."""
+    rollout: Rollout | None = None
+    """The model's latest rollout, on ``production`` only; None when it never had one."""
+
+    @property
+    def rolling_out(self) -> Rollout | None:
+        """The rollout still holding a candidate beside production, if any."""
+        return self.rollout if self.rollout is not None and self.rollout.active else None
 
     def rollback_target(self) -> int | None:
         """The version a rollback returns to; None when nothing was served before.
@@ -287,6 +376,25 @@ class RegistryStore(Protocol):
 
         Returns:
             True when moved; False, changing nothing, when someone else moved it first.
+        """
+
+    async def change_rollout(
+        self,
+        model_name: str,
+        *,
+        expected: Alias,
+        rollout: Rollout,
+        announcements: Sequence[Announcement],
+        move: AliasMove | None = None,
+    ) -> bool:
+        """In one update of ``production``: make ``rollout`` its rollout (keeping as many of its
+        newest changes as the store was made to keep), set its sequence to
+        ``rollout.sequence`` and queue ``announcements`` in its outbox, in order; with ``move``,
+        also move production as :meth:`move_alias` does (a completion). Only if it is still
+        ``expected`` (its version and sequence).
+
+        Returns:
+            True when changed; False, changing nothing, when someone else changed it first.
         """
 
     async def queue_announcement(
@@ -462,6 +570,42 @@ class MongoRegistryStore:
             )
         return result.matched_count == 1
 
+    async def change_rollout(
+        self,
+        model_name: str,
+        *,
+        expected: Alias,
+        rollout: Rollout,
+        announcements: Sequence[Announcement],
+        move: AliasMove | None = None,
+    ) -> bool:
+        changes: dict[str, Any] = {
+            "sequence": rollout.sequence,
+            "rollout": _rollout_doc(rollout, self.history_limit),
+            PENDING: True,
+        }
+        if move is not None:
+            changes["version"] = move.to_version
+            changes["history"] = [
+                _move_doc(m) for m in expected.history_after(move, self.history_limit)
+            ]
+        with mongo_errors():
+            result = await self._db.aliases.update_one(
+                {
+                    "_id": alias_id(model_name, PRODUCTION_ALIAS),
+                    "version": expected.version,
+                    "$or": [
+                        {"sequence": expected.sequence},
+                        {"sequence": {"$exists": False}},
+                    ],
+                },
+                {
+                    "$set": changes,
+                    "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
+                },
+            )
+        return result.matched_count == 1
+
     async def queue_announcement(
         self, model_name: str, alias: str, *, version: int | None, announcement: Announcement
     ) -> bool:
@@ -555,6 +699,67 @@ def _alias(doc: dict[str, Any]) -> Alias:
         history=history,
         sequence=int(doc.get("sequence", len(history))),
         pending=pending_in(doc),
+        rollout=_rollout(doc["rollout"]) if doc.get("rollout") else None,
+    )
+
+
+def _rollout_doc(rollout: Rollout, keep: int) -> dict[str, Any]:
+    return {
+        "id": rollout.id,
+        "strategy": str(rollout.strategy),
+        "production": rollout.production,
+        "candidate": rollout.candidate,
+        "steps": list(rollout.steps),
+        "lines": list(rollout.lines),
+        "min_inspections": rollout.min_inspections,
+        "min_step_seconds": rollout.min_step_seconds,
+        "state": str(rollout.state),
+        "step": rollout.step,
+        "started_at": rollout.started_at,
+        "step_started_at": rollout.step_started_at,
+        "cause": rollout.cause,
+        "changes": [
+            {
+                "kind": str(c.kind),
+                "step": c.step,
+                "actor": c.actor,
+                "reason": c.reason,
+                "at": c.at,
+                "sequence": c.sequence,
+                "request_id": c.request_id,
+            }
+            for c in rollout.changes[-keep:]
+        ],
+    }
+
+
+def _rollout(doc: dict[str, Any]) -> Rollout:
+    return Rollout(
+        id=doc["id"],
+        strategy=RolloutStrategy(doc["strategy"]),
+        production=int(doc["production"]),
+        candidate=int(doc["candidate"]),
+        steps=tuple(float(s) for s in doc["steps"]),
+        lines=tuple(doc["lines"]),
+        min_inspections=int(doc["min_inspections"]),
+        min_step_seconds=float(doc["min_step_seconds"]),
+        state=RolloutState(doc["state"]),
+        step=int(doc["step"]),
+        started_at=doc["started_at"],
+        step_started_at=doc["step_started_at"],
+        cause=doc.get("cause"),
+        changes=tuple(
+            RolloutChange(
+                kind=RolloutChangeKind(c["kind"]),
+                step=int(c["step"]),
+                actor=c["actor"],
+                reason=c["reason"],
+                at=c["at"],
+                sequence=int(c["sequence"]),
+                request_id=c.get("request_id", ""),
+            )
+            for c in doc["changes"]
+        ),
     )
 
 
