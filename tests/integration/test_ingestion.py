@@ -1,10 +1,13 @@
-"""Ingestion on the real stack: a gRPC upload through a real channel, and a bucket drop that
-reaches a dataset through MinIO's own notification to Kafka."""
+"""Ingestion on the real stack: a gRPC upload through a real channel, ``screwops ingest``
+uploading a folder the service cannot read, and a bucket drop that reaches a dataset through
+MinIO's own notification to Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +36,19 @@ class Running:
     stub: ingestion_pb2_grpc.IngestionServiceAsyncStub
     objects: ObjectStore
     db: AsyncIOMotorDatabase[Any]
+    address: str
+
+
+@pytest.fixture
+def import_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one directory the service may import from: beside each test's tmp_path, never above
+    it, so a folder in tmp_path reaches the service only by upload."""
+    return tmp_path_factory.mktemp("import-root")
 
 
 @pytest.fixture
 async def ingestion(
-    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any], import_root: Path
 ) -> AsyncIterator[Running]:
     """The real service wired as its __main__ does, on a free port, with its own database."""
     objects = ObjectStore.from_settings(settings.minio)
@@ -51,7 +62,7 @@ async def ingestion(
         bus.publish,
         rules=Rules(
             limits=Limits(max_bytes=200_000, max_pixels=2048 * 2048, concurrency=8),
-            import_roots=("/",),
+            import_roots=(str(import_root),),
         ),
     )
     handlers.register(bus, service)
@@ -62,9 +73,10 @@ async def ingestion(
     )
     await bus.broker.start()
     await api.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
+    address = f"127.0.0.1:{api.port}"
+    channel = grpc.aio.insecure_channel(address)
     try:
-        yield Running(ingestion_pb2_grpc.IngestionServiceStub(channel), objects, mongo_db)
+        yield Running(ingestion_pb2_grpc.IngestionServiceStub(channel), objects, mongo_db, address)
     finally:
         await channel.close()
         await api.stop(grace=1)
@@ -171,22 +183,22 @@ async def test_an_unknown_dataset_is_not_found(ingestion: Running) -> None:
 
 
 async def test_an_import_maps_other_folder_names_and_refuses_unknown_ones(
-    ingestion: Running, tmp_path: Path
+    ingestion: Running, import_root: Path
 ) -> None:
     dataset = unique("it-import")
     for seed, name in enumerate(
         ["train/good/a.png", "train/rejects/b.png", "test/thread_top/c.png"]
     ):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(png(16, seed=seed))
-    request = ingestion_pb2.ImportRequest(path=str(tmp_path), dataset_id=dataset)
+        (import_root / name).parent.mkdir(parents=True, exist_ok=True)
+        (import_root / name).write_bytes(png(16, seed=seed))
+    request = ingestion_pb2.ImportRequest(path=str(import_root), dataset_id=dataset)
 
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await ingestion.stub.Import(request, timeout=30)
     assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "class folder(s) train/rejects" in (unknown.value.details() or "")
     unlabeled = ingestion_pb2.ImportRequest(
-        path=str(tmp_path),
+        path=str(import_root),
         dataset_id=dataset,
         label_map={"rejects": ingestion_pb2.LABEL_UNSPECIFIED},
     )
@@ -209,6 +221,66 @@ async def test_an_import_maps_other_folder_names_and_refuses_unknown_ones(
         "train/rejects/b.png": (Label.BAD, None, "train"),
         "test/thread_top/c.png": (Label.BAD, "thread_top", "test"),
     }
+
+
+async def screwops(*args: str) -> tuple[int, str, str]:
+    """``screwops ARGS`` as a user runs it: its own process, its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "screwops_cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_screwops_ingest_uploads_a_folder_the_service_cannot_read_and_resends_nothing(
+    ingestion: Running, import_root: Path, tmp_path: Path
+) -> None:
+    dataset = unique("it-upload")
+    places = {
+        "train/good/a.png": (Label.GOOD, None, "train"),
+        "train/rejects/b.png": (Label.BAD, None, "train"),
+        "test/good/c.png": (Label.GOOD, None, "test"),
+        "test/thread_top/d.png": (Label.BAD, "thread_top", "test"),
+    }
+    for seed, name in enumerate(places, start=40):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(png(24, seed=seed))
+    common = ["--dataset", dataset, "--label-map", "rejects=bad", "--address", ingestion.address]
+    assert not tmp_path.is_relative_to(import_root)
+
+    refused, _, why = await screwops("ingest", str(tmp_path), "--server-side", *common)
+    assert refused == 6, why
+    assert "outside the import roots" in why
+
+    code, out, err = await screwops("ingest", str(tmp_path), *common, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert (first["dataset_version"], first["accepted_count"], first["created"]) == ("1", "4", True)
+    version = await ingestion.stub.GetDataset(
+        ingestion_pb2.GetDatasetRequest(dataset_id=dataset), timeout=10
+    )
+    manifest = Manifest.model_validate_json(
+        await ingestion.objects.get_verified(Bucket.DATASETS, version.manifest_key)
+    )
+    assert {i.filename: (i.label, i.defect_type, i.origin_split) for i in manifest.images} == (
+        places
+    )
+
+    code, out, err = await screwops("ingest", str(tmp_path), *common)
+    assert code == 0, err
+    assert f"{dataset} v1" in out
+    assert "(new)" not in out
+    assert f"sent 0 file(s); 4 already in {dataset}" in out
+    latest = await ingestion.stub.GetDataset(
+        ingestion_pb2.GetDatasetRequest(dataset_id=dataset), timeout=10
+    )
+    assert (latest.version, latest.image_count) == (1, 4)
 
 
 async def test_a_bucket_drop_reaches_a_dataset_through_minio_notifications(

@@ -10,8 +10,8 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import Event
 from screwops_contracts.datasets import Bucket, Manifest, manifest_key
+from screwops_contracts.layouts import IncomingFile
 from screwops_ingestion.config import Limits, Rules
-from screwops_ingestion.layouts import IncomingFile
 from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import Claim, ClaimState, MongoIngestionStore
 from screwops_settings import StackSettings

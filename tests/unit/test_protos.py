@@ -49,6 +49,7 @@ SERVICES: list[tuple[FileDescriptor, str, dict[str, tuple[bool, bool]]]] = [
             "Import": UNARY,
             "GetDataset": UNARY,
             "ListDatasets": UNARY,
+            "FindImages": UNARY,
         },
     ),
     (

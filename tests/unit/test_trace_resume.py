@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from screwops_bus import Relay
 from screwops_contracts import DatasetLabeled, Event
 from screwops_contracts.datasets import Label
+from screwops_contracts.layouts import IncomingFile
 from screwops_ingestion.config import Limits, Rules
-from screwops_ingestion.layouts import IncomingFile
 from screwops_ingestion.service import IngestionService
 from screwops_telemetry import resumed_trace, traceparent
 

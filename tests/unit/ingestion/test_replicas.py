@@ -13,9 +13,9 @@ from typing import Any, cast
 
 import pytest
 from screwops_contracts.datasets import Bucket, Manifest, manifest_key
+from screwops_contracts.layouts import IncomingFile
 from screwops_errors import AlreadyExistsError, NotFoundError, UnavailableError
 from screwops_ingestion.config import Limits, Rules
-from screwops_ingestion.layouts import IncomingFile
 from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import Claim, ClaimState, IngestionStore, Objects
 from screwops_storage import StoredObject

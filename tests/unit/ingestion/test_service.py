@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from screwops_bus import outbox
 from screwops_contracts import DatasetIngested
 from screwops_contracts.datasets import Bucket, Label, Manifest
+from screwops_contracts.layouts import SYMLINK, IncomingFile, Layout
 from screwops_contracts.limits import MAX_FILE_PATH_CHARS, MAX_NAME_CHARS
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, PermissionDeniedError, UnavailableError
 from screwops_ingestion.config import Limits, Rules
-from screwops_ingestion.layouts import SYMLINK, IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, Outcome
 
 from tests.fakes import FakeObjects, RecordingBus, relayed

@@ -7,21 +7,25 @@ the current state, 6 not allowed, 130 interrupted.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_contracts.datasets import parse_label_map
+from screwops_contracts.layouts import Layout
 from screwops_errors import InvalidInputError
 from screwops_rpc import open_channel
 from screwops_settings import StackSettings
 from screwops_stack.cli import app as stack_app
 from screwops_synth.cli import app as data_app
 
-from screwops_cli import dlq, events, labels, models, runs
+from screwops_cli import dlq, events, labels, models, runs, upload
 from screwops_cli.common import (
     ExitCode,
     Json,
@@ -29,6 +33,7 @@ from screwops_cli.common import (
     calling,
     console,
     emit,
+    errors,
     fail,
     message_dict,
     resolve,
@@ -70,10 +75,21 @@ IngestionAddress = Annotated[str | None, address_option("ingestion")]
 IngestionToken = Annotated[str | None, token_option("ingestion")]
 
 
+_LAYOUTS = {
+    Layout.AUTO: ingestion_pb2.LAYOUT_AUTO,
+    Layout.CLASS_FOLDERS: ingestion_pb2.LAYOUT_CLASS_FOLDERS,
+    Layout.MVTEC: ingestion_pb2.LAYOUT_MVTEC,
+    Layout.CSV: ingestion_pb2.LAYOUT_CSV,
+}
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="Directory or zip: class folders, MVTec or CSV.")],
     dataset: Annotated[str, typer.Option(help="Dataset id to add the images to.")] = "screws",
+    layout: Annotated[
+        Layout, typer.Option(help="How labels are encoded (auto: told from the tree).")
+    ] = Layout.AUTO,
     label_map: Annotated[
         str,
         typer.Option(
@@ -81,29 +97,75 @@ def ingest(
             "'defective=bad,fine=good'. Without it such folders refuse the import.",
         ),
     ] = "",
+    server_side: Annotated[
+        bool,
+        typer.Option(
+            "--server-side",
+            help="Have ingestion read PATH from its own disk (under its import_roots) instead "
+            "of uploading it from here.",
+        ),
+    ] = False,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=64, help="Files read and hashed at once while uploading.")
+    ] = 8,
     address: IngestionAddress = None,
     token: IngestionToken = None,
     as_json: Json = False,
 ) -> None:
-    """Import a directory or zip into a dataset (the ingestion service reads the path)."""
+    """Upload a local directory or zip into a dataset, sending only the images it lacks."""
     try:
         mapping = parse_label_map(label_map) if label_map else {}
     except InvalidInputError as exc:
         fail(f"--label-map: {exc.message}", ExitCode.USAGE)
-    request = ingestion_pb2.ImportRequest(
-        path=str(path.resolve()),
-        dataset_id=dataset,
-        label_map={word: labels.LABELS[labels.LabelWord(label)] for word, label in mapping.items()},
-    )
     target = resolve("ingestion", address)
-    with calling("ingestion", target), open_channel(target, token) as channel:
-        result = ingestion_pb2_grpc.IngestionServiceStub(channel).Import(request, timeout=600)
+    if server_side:
+        request = ingestion_pb2.ImportRequest(
+            path=str(path.resolve()),
+            layout=_LAYOUTS[layout],
+            dataset_id=dataset,
+            label_map={word: labels.LABELS[labels.LabelWord(w)] for word, w in mapping.items()},
+        )
+        with calling("ingestion", target), open_channel(target, token) as channel:
+            result = ingestion_pb2_grpc.IngestionServiceStub(channel).Import(request, timeout=600)
+        _print_ingested(result, as_json)
+        return
+    with (
+        calling("ingestion", target),
+        upload.walk(path, layout, mapping) as (source, planned),
+        open_channel(target, token) as channel,
+        _progress() as progress,
+    ):
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        done = upload.upload(stub, source, planned, dataset, workers=parallel, progress=progress)
+    _print_ingested(done.result, as_json)
+    if not as_json:
+        console.print(f"sent {done.sent} file(s); {done.held} already in {dataset}")
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], upload.Advance]]:
+    """Bars on stderr, gone when done, so stdout holds only the result (and JSON stays JSON)."""
+    columns = (
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=errors, transient=True) as bars:
+
+        def task(description: str, total: int) -> upload.Advance:
+            made = bars.add_task(description, total=total)
+            return lambda step: bars.advance(made, step)
+
+        yield task
+
+
+def _print_ingested(result: ingestion_pb2.ImportResult, as_json: bool) -> None:
     if as_json:
         emit(result)
         return
-    table = Table(
-        title=f"{dataset} v{result.dataset_version}" + (" (new)" if result.created else "")
-    )
+    new = " (new)" if result.created else ""
+    table = Table(title=f"{result.dataset_id} v{result.dataset_version}{new}")
     for column in ("accepted", "duplicates", "refused"):
         table.add_column(column, justify="right")
     table.add_row(

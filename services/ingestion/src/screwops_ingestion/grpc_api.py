@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
-from screwops_contracts.datasets import Label
+from screwops_contracts.datasets import Label, OriginSplit
+from screwops_contracts.layouts import IncomingFile, Layout
 from screwops_contracts.limits import (
     MAX_FILENAME_CHARS,
     MAX_ID_CHARS,
@@ -19,7 +20,6 @@ from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, map_errors, method_roles, offset_page
 from screwops_settings import Role
 
-from screwops_ingestion.layouts import IncomingFile, Layout
 from screwops_ingestion.service import IngestionService, IngestResult, Outcome
 from screwops_ingestion.store import VersionRecord
 
@@ -33,10 +33,15 @@ ROLES = method_roles(
         "Import": Role.OPERATOR,
         "GetDataset": Role.VIEWER,
         "ListDatasets": Role.VIEWER,
+        "FindImages": Role.VIEWER,
     },
 )
 
 _LABELS = {ingestion_pb2.LABEL_GOOD: Label.GOOD, ingestion_pb2.LABEL_BAD: Label.BAD}
+_SPLITS: dict[int, OriginSplit] = {
+    ingestion_pb2.ORIGIN_SPLIT_TRAIN: "train",
+    ingestion_pb2.ORIGIN_SPLIT_TEST: "test",
+}
 _LAYOUTS = {
     ingestion_pb2.LAYOUT_UNSPECIFIED: Layout.AUTO,
     ingestion_pb2.LAYOUT_AUTO: Layout.AUTO,
@@ -51,6 +56,8 @@ _STATUSES = {
 }
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
+MAX_FIND = 4096
+"""SHA-256s per FindImages request (ingestion.proto): 64 characters each, far below a message."""
 
 
 class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
@@ -82,6 +89,7 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
                     data=file.content,
                     label=label,
                     defect_type=file.defect_type or None,
+                    origin_split=_SPLITS.get(file.origin_split),
                 )
 
         result = await self._service.ingest(header.dataset_id, files(), source="upload")
@@ -122,6 +130,17 @@ class IngestionApi(ingestion_pb2_grpc.IngestionServiceServicer):
             versions=[_version(v) for v in versions[:limit]],
             next_page_token=str(offset + limit) if more else "",
         )
+
+    @map_errors
+    async def FindImages(  # noqa: N802
+        self, request: ingestion_pb2.FindImagesRequest, context: Context
+    ) -> ingestion_pb2.FindImagesResponse:
+        if len(request.sha256) > MAX_FIND:
+            raise InvalidInputError(
+                f"{len(request.sha256)} SHA-256s asked at once; at most {MAX_FIND} per request"
+            )
+        present = await self._service.find_images(request.dataset_id, list(request.sha256))
+        return ingestion_pb2.FindImagesResponse(present=present)
 
 
 server = ServedApi(

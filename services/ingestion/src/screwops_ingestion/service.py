@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from screwops_bus import announce_now
-from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event
+from screwops_contracts import ID_NAMESPACE, DatasetIngested, DatasetIngestedPayload, Event, layouts
 from screwops_contracts.datasets import (
     LABEL_WORDS,
     READY_MARKER,
@@ -30,15 +30,14 @@ from screwops_contracts.datasets import (
     ManifestImage,
     manifest_key,
 )
+from screwops_contracts.layouts import IncomingFile, LabelMap, Layout
 from screwops_contracts.limits import MAX_FILE_PATH_CHARS
 from screwops_contracts.minio import BucketNotification
 from screwops_errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from screwops_imaging import decode, sha256_hex
 from screwops_telemetry import traceparent
 
-from screwops_ingestion import layouts
 from screwops_ingestion.config import Rules
-from screwops_ingestion.layouts import IncomingFile, LabelMap, Layout
 from screwops_ingestion.store import (
     Claim,
     ClaimState,
@@ -219,6 +218,16 @@ class IngestionService:
 
     async def list_versions(self, *, offset: int, limit: int) -> list[VersionRecord]:
         return await self._store.list_versions(offset=offset, limit=limit)
+
+    async def find_images(self, dataset_id: str, shas: list[str]) -> list[str]:
+        """Those of ``shas`` the dataset's newest version holds: what a client need not send,
+        since ingesting them again would only report them as duplicates."""
+        _check_dataset_id(dataset_id)
+        latest = await self._store.latest_version(dataset_id)
+        if latest is None:
+            return []
+        held = {image.sha256 for image in (await self._manifest(latest)).images}
+        return [sha for sha in shas if sha in held]
 
     async def _check_all(
         self, files: AsyncIterable[IncomingFile] | Iterable[IncomingFile]

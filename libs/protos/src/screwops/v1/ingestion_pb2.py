@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscrewops/v1/ingestion.proto\x12\x0bscrewops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0cUploadHeader\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12.\n\rdefault_label\x18\x02 \x01(\x0e\x32\x12.screwops.v1.LabelH\x00\x88\x01\x01\x42\x10\n\x0e_default_label\"v\n\nUploadFile\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12&\n\x05label\x18\x03 \x01(\x0e\x32\x12.screwops.v1.LabelH\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x66\x65\x63t_type\x18\x04 \x01(\tB\x08\n\x06_label\"p\n\rUploadRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.screwops.v1.UploadHeaderH\x00\x12\'\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x17.screwops.v1.UploadFileH\x00\x42\t\n\x07payload\"\xd8\x01\n\rImportRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12#\n\x06layout\x18\x02 \x01(\x0e\x32\x13.screwops.v1.Layout\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12;\n\tlabel_map\x18\x04 \x03(\x0b\x32(.screwops.v1.ImportRequest.LabelMapEntry\x1a\x43\n\rLabelMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0e\x32\x12.screwops.v1.Label:\x02\x38\x01\"h\n\x0b\x46ileOutcome\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.screwops.v1.FileStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbd\x01\n\x0cImportResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x64uplicate_count\x18\x04 \x01(\x03\x12\x15\n\rrefused_count\x18\x05 \x01(\x03\x12\'\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x18.screwops.v1.FileOutcome\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x08\"I\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_version\"\xbd\x01\n\x0e\x44\x61tasetVersion\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bimage_count\x18\x03 \x01(\x03\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x04 \x01(\x03\x12\x14\n\x0cmanifest_key\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x14ListDatasetsResponse\x12-\n\x08versions\x18\x01 \x03(\x0b\x32\x1b.screwops.v1.DatasetVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*=\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\x0e\n\nLABEL_GOOD\x10\x01\x12\r\n\tLABEL_BAD\x10\x02*m\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_AUTO\x10\x01\x12\x18\n\x14LAYOUT_CLASS_FOLDERS\x10\x02\x12\x10\n\x0cLAYOUT_MVTEC\x10\x03\x12\x0e\n\nLAYOUT_CSV\x10\x04*w\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ILE_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15\x46ILE_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x46ILE_STATUS_REFUSED\x10\x03\x32\xb6\x02\n\x10IngestionService\x12\x41\n\x06Upload\x12\x1a.screwops.v1.UploadRequest\x1a\x19.screwops.v1.ImportResult(\x01\x12?\n\x06Import\x12\x1a.screwops.v1.ImportRequest\x1a\x19.screwops.v1.ImportResult\x12I\n\nGetDataset\x12\x1e.screwops.v1.GetDatasetRequest\x1a\x1b.screwops.v1.DatasetVersion\x12S\n\x0cListDatasets\x12 .screwops.v1.ListDatasetsRequest\x1a!.screwops.v1.ListDatasetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscrewops/v1/ingestion.proto\x12\x0bscrewops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0cUploadHeader\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12.\n\rdefault_label\x18\x02 \x01(\x0e\x32\x12.screwops.v1.LabelH\x00\x88\x01\x01\x42\x10\n\x0e_default_label\"\xa6\x01\n\nUploadFile\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12&\n\x05label\x18\x03 \x01(\x0e\x32\x12.screwops.v1.LabelH\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x66\x65\x63t_type\x18\x04 \x01(\t\x12.\n\x0corigin_split\x18\x05 \x01(\x0e\x32\x18.screwops.v1.OriginSplitB\x08\n\x06_label\"p\n\rUploadRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.screwops.v1.UploadHeaderH\x00\x12\'\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x17.screwops.v1.UploadFileH\x00\x42\t\n\x07payload\"\xd8\x01\n\rImportRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12#\n\x06layout\x18\x02 \x01(\x0e\x32\x13.screwops.v1.Layout\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12;\n\tlabel_map\x18\x04 \x03(\x0b\x32(.screwops.v1.ImportRequest.LabelMapEntry\x1a\x43\n\rLabelMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0e\x32\x12.screwops.v1.Label:\x02\x38\x01\"h\n\x0b\x46ileOutcome\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.screwops.v1.FileStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbd\x01\n\x0cImportResult\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x64uplicate_count\x18\x04 \x01(\x03\x12\x15\n\rrefused_count\x18\x05 \x01(\x03\x12\'\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x18.screwops.v1.FileOutcome\x12\x0f\n\x07\x63reated\x18\x07 \x01(\x08\"I\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x14\n\x07version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_version\"\xbd\x01\n\x0e\x44\x61tasetVersion\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bimage_count\x18\x03 \x01(\x03\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x04 \x01(\x03\x12\x14\n\x0cmanifest_key\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x07 \x01(\t\"7\n\x11\x46indImagesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x03(\t\"%\n\x12\x46indImagesResponse\x12\x0f\n\x07present\x18\x01 \x03(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x14ListDatasetsResponse\x12-\n\x08versions\x18\x01 \x03(\x0b\x32\x1b.screwops.v1.DatasetVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*=\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\x0e\n\nLABEL_GOOD\x10\x01\x12\r\n\tLABEL_BAD\x10\x02*Z\n\x0bOriginSplit\x12\x1c\n\x18ORIGIN_SPLIT_UNSPECIFIED\x10\x00\x12\x16\n\x12ORIGIN_SPLIT_TRAIN\x10\x01\x12\x15\n\x11ORIGIN_SPLIT_TEST\x10\x02*m\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_AUTO\x10\x01\x12\x18\n\x14LAYOUT_CLASS_FOLDERS\x10\x02\x12\x10\n\x0cLAYOUT_MVTEC\x10\x03\x12\x0e\n\nLAYOUT_CSV\x10\x04*w\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ILE_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15\x46ILE_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x46ILE_STATUS_REFUSED\x10\x03\x32\x85\x03\n\x10IngestionService\x12\x41\n\x06Upload\x12\x1a.screwops.v1.UploadRequest\x1a\x19.screwops.v1.ImportResult(\x01\x12?\n\x06Import\x12\x1a.screwops.v1.ImportRequest\x1a\x19.screwops.v1.ImportResult\x12I\n\nGetDataset\x12\x1e.screwops.v1.GetDatasetRequest\x1a\x1b.screwops.v1.DatasetVersion\x12S\n\x0cListDatasets\x12 .screwops.v1.ListDatasetsRequest\x1a!.screwops.v1.ListDatasetsResponse\x12M\n\nFindImages\x12\x1e.screwops.v1.FindImagesRequest\x1a\x1f.screwops.v1.FindImagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMPORTREQUEST_LABELMAPENTRY']._loaded_options = None
   _globals['_IMPORTREQUEST_LABELMAPENTRY']._serialized_options = b'8\001'
-  _globals['_LABEL']._serialized_start=1355
-  _globals['_LABEL']._serialized_end=1416
-  _globals['_LAYOUT']._serialized_start=1418
-  _globals['_LAYOUT']._serialized_end=1527
-  _globals['_FILESTATUS']._serialized_start=1529
-  _globals['_FILESTATUS']._serialized_end=1648
+  _globals['_LABEL']._serialized_start=1500
+  _globals['_LABEL']._serialized_end=1561
+  _globals['_ORIGINSPLIT']._serialized_start=1563
+  _globals['_ORIGINSPLIT']._serialized_end=1653
+  _globals['_LAYOUT']._serialized_start=1655
+  _globals['_LAYOUT']._serialized_end=1764
+  _globals['_FILESTATUS']._serialized_start=1766
+  _globals['_FILESTATUS']._serialized_end=1885
   _globals['_UPLOADHEADER']._serialized_start=77
   _globals['_UPLOADHEADER']._serialized_end=177
-  _globals['_UPLOADFILE']._serialized_start=179
-  _globals['_UPLOADFILE']._serialized_end=297
-  _globals['_UPLOADREQUEST']._serialized_start=299
-  _globals['_UPLOADREQUEST']._serialized_end=411
-  _globals['_IMPORTREQUEST']._serialized_start=414
-  _globals['_IMPORTREQUEST']._serialized_end=630
-  _globals['_IMPORTREQUEST_LABELMAPENTRY']._serialized_start=563
-  _globals['_IMPORTREQUEST_LABELMAPENTRY']._serialized_end=630
-  _globals['_FILEOUTCOME']._serialized_start=632
-  _globals['_FILEOUTCOME']._serialized_end=736
-  _globals['_IMPORTRESULT']._serialized_start=739
-  _globals['_IMPORTRESULT']._serialized_end=928
-  _globals['_GETDATASETREQUEST']._serialized_start=930
-  _globals['_GETDATASETREQUEST']._serialized_end=1003
-  _globals['_DATASETVERSION']._serialized_start=1006
-  _globals['_DATASETVERSION']._serialized_end=1195
-  _globals['_LISTDATASETSREQUEST']._serialized_start=1197
-  _globals['_LISTDATASETSREQUEST']._serialized_end=1257
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=1259
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=1353
-  _globals['_INGESTIONSERVICE']._serialized_start=1651
-  _globals['_INGESTIONSERVICE']._serialized_end=1961
+  _globals['_UPLOADFILE']._serialized_start=180
+  _globals['_UPLOADFILE']._serialized_end=346
+  _globals['_UPLOADREQUEST']._serialized_start=348
+  _globals['_UPLOADREQUEST']._serialized_end=460
+  _globals['_IMPORTREQUEST']._serialized_start=463
+  _globals['_IMPORTREQUEST']._serialized_end=679
+  _globals['_IMPORTREQUEST_LABELMAPENTRY']._serialized_start=612
+  _globals['_IMPORTREQUEST_LABELMAPENTRY']._serialized_end=679
+  _globals['_FILEOUTCOME']._serialized_start=681
+  _globals['_FILEOUTCOME']._serialized_end=785
+  _globals['_IMPORTRESULT']._serialized_start=788
+  _globals['_IMPORTRESULT']._serialized_end=977
+  _globals['_GETDATASETREQUEST']._serialized_start=979
+  _globals['_GETDATASETREQUEST']._serialized_end=1052
+  _globals['_DATASETVERSION']._serialized_start=1055
+  _globals['_DATASETVERSION']._serialized_end=1244
+  _globals['_FINDIMAGESREQUEST']._serialized_start=1246
+  _globals['_FINDIMAGESREQUEST']._serialized_end=1301
+  _globals['_FINDIMAGESRESPONSE']._serialized_start=1303
+  _globals['_FINDIMAGESRESPONSE']._serialized_end=1340
+  _globals['_LISTDATASETSREQUEST']._serialized_start=1342
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1402
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1404
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1498
+  _globals['_INGESTIONSERVICE']._serialized_start=1888
+  _globals['_INGESTIONSERVICE']._serialized_end=2277
 # @@protoc_insertion_point(module_scope)

@@ -58,6 +58,30 @@ LABEL_BAD: Label.ValueType  # 2
 """A defective screw (MVTec "not-good"); the kind of defect goes in a separate defect_type."""
 Global___Label: _TypeAlias = Label  # noqa: Y015
 
+class _OriginSplit:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OriginSplitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OriginSplit.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORIGIN_SPLIT_UNSPECIFIED: _OriginSplit.ValueType  # 0
+    """The layout said nothing (not MVTec)."""
+    ORIGIN_SPLIT_TRAIN: _OriginSplit.ValueType  # 1
+    """The provider's `train/` folder."""
+    ORIGIN_SPLIT_TEST: _OriginSplit.ValueType  # 2
+    """The provider's `test/` folder: validation keeps such images out of training."""
+
+class OriginSplit(_OriginSplit, metaclass=_OriginSplitEnumTypeWrapper):
+    """Which split a provider's layout put an image in (MVTec's `train/` or `test/` folder)."""
+
+ORIGIN_SPLIT_UNSPECIFIED: OriginSplit.ValueType  # 0
+"""The layout said nothing (not MVTec)."""
+ORIGIN_SPLIT_TRAIN: OriginSplit.ValueType  # 1
+"""The provider's `train/` folder."""
+ORIGIN_SPLIT_TEST: OriginSplit.ValueType  # 2
+"""The provider's `test/` folder: validation keeps such images out of training."""
+Global___OriginSplit: _TypeAlias = OriginSplit  # noqa: Y015
+
 class _Layout:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -186,6 +210,7 @@ class UploadFile(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     DEFECT_TYPE_FIELD_NUMBER: _builtins.int
+    ORIGIN_SPLIT_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     """The file's name as the client knows it (a relative path is fine). Reported back in its
     FileOutcome and kept as provenance; never used as a storage key (the SHA-256 is). Required.
@@ -198,6 +223,8 @@ class UploadFile(_message.Message):
     """The kind of defect when the label is LABEL_BAD (e.g. "scratch_head", "thread_side"). Free
     text so a new kind needs no API change. Empty otherwise.
     """
+    origin_split: Global___OriginSplit.ValueType
+    """The split the client's layout put the file in, as an Import of the same tree records it."""
     def __init__(
         self,
         *,
@@ -205,10 +232,11 @@ class UploadFile(_message.Message):
         content: _builtins.bytes = ...,
         label: Global___Label.ValueType | None = ...,
         defect_type: _builtins.str = ...,
+        origin_split: Global___OriginSplit.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_label", b"_label", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_label", b"_label", "content", b"content", "defect_type", b"defect_type", "filename", b"filename", "label", b"label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_label", b"_label", "content", b"content", "defect_type", b"defect_type", "filename", b"filename", "label", b"label", "origin_split", b"origin_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__label: _TypeAlias = _typing.Literal["label"]  # noqa: Y015
     _WhichOneofArgType__label: _TypeAlias = _typing.Literal["_label", b"_label"]  # noqa: Y015
@@ -468,6 +496,58 @@ class DatasetVersion(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetVersion: _TypeAlias = DatasetVersion  # noqa: Y015
+
+@_typing.final
+class FindImagesRequest(_message.Message):
+    """Asks which images a dataset holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset's id. Required; a dataset without a version holds nothing."""
+    @_builtins.property
+    def sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256s of file contents, 64 lowercase hex digits each; at most 4096 per request."""
+
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+        sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindImagesRequest: _TypeAlias = FindImagesRequest  # noqa: Y015
+
+@_typing.final
+class FindImagesResponse(_message.Message):
+    """The images a dataset holds, of those asked about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRESENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def present(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The asked SHA-256s that the dataset's newest version holds, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        present: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["present", b"present"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindImagesResponse: _TypeAlias = FindImagesResponse  # noqa: Y015
 
 @_typing.final
 class ListDatasetsRequest(_message.Message):

@@ -55,6 +55,11 @@ class IngestionServiceStub(object):
                 request_serializer=screwops_dot_v1_dot_ingestion__pb2.ListDatasetsRequest.SerializeToString,
                 response_deserializer=screwops_dot_v1_dot_ingestion__pb2.ListDatasetsResponse.FromString,
                 _registered_method=True)
+        self.FindImages = channel.unary_unary(
+                '/screwops.v1.IngestionService/FindImages',
+                request_serializer=screwops_dot_v1_dot_ingestion__pb2.FindImagesRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_ingestion__pb2.FindImagesResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer(object):
@@ -91,6 +96,14 @@ class IngestionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindImages(self, request, context):
+        """Tells which of the given SHA-256s the dataset's newest version already holds, so a client
+        uploads only the rest (a file it sends anyway is reported as a duplicate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ListDatasets,
                     request_deserializer=screwops_dot_v1_dot_ingestion__pb2.ListDatasetsRequest.FromString,
                     response_serializer=screwops_dot_v1_dot_ingestion__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'FindImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindImages,
+                    request_deserializer=screwops_dot_v1_dot_ingestion__pb2.FindImagesRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_ingestion__pb2.FindImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +242,33 @@ class IngestionService(object):
             '/screwops.v1.IngestionService/ListDatasets',
             screwops_dot_v1_dot_ingestion__pb2.ListDatasetsRequest.SerializeToString,
             screwops_dot_v1_dot_ingestion__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.IngestionService/FindImages',
+            screwops_dot_v1_dot_ingestion__pb2.FindImagesRequest.SerializeToString,
+            screwops_dot_v1_dot_ingestion__pb2.FindImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class IngestionServiceStub:
     """Returns one version of a dataset (the newest unless a version is given)."""
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListDatasetsRequest, _ingestion_pb2.ListDatasetsResponse]
     """Lists every dataset version, by dataset id then version."""
+    FindImages: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.FindImagesRequest, _ingestion_pb2.FindImagesResponse]
+    """Tells which of the given SHA-256s the dataset's newest version already holds, so a client
+    uploads only the rest (a file it sends anyway is reported as a duplicate).
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -75,6 +79,10 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Returns one version of a dataset (the newest unless a version is given)."""
     ListDatasets: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListDatasetsRequest, _ingestion_pb2.ListDatasetsResponse]  # type: ignore[assignment]
     """Lists every dataset version, by dataset id then version."""
+    FindImages: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.FindImagesRequest, _ingestion_pb2.FindImagesResponse]  # type: ignore[assignment]
+    """Tells which of the given SHA-256s the dataset's newest version already holds, so a client
+    uploads only the rest (a file it sends anyway is reported as a duplicate).
+    """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Brings images into datasets and tells what datasets hold."""
@@ -114,5 +122,15 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ListDatasetsResponse, _abc.Awaitable[_ingestion_pb2.ListDatasetsResponse]]:
         """Lists every dataset version, by dataset id then version."""
+
+    @_abc_1.abstractmethod
+    def FindImages(
+        self,
+        request: _ingestion_pb2.FindImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.FindImagesResponse, _abc.Awaitable[_ingestion_pb2.FindImagesResponse]]:
+        """Tells which of the given SHA-256s the dataset's newest version already holds, so a client
+        uploads only the rest (a file it sends anyway is reported as a duplicate).
+        """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

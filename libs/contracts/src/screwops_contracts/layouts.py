@@ -7,7 +7,9 @@
 - a CSV of ``filename,label`` next to the images.
 
 Each file becomes an :class:`IncomingFile` with the label its place implies, so the rest of
-ingestion never cares where the files came from. A class folder whose name is neither one of
+ingestion never cares where the files came from. It lives in a lib, not in ingestion, because
+two readers share it: ingestion's server-side import and ``screwops ingest``'s upload, which
+must label a tree exactly as the import would. A class folder whose name is neither one of
 :data:`~screwops_contracts.datasets.LABEL_WORDS` nor in the import's label map refuses the whole
 import before anything is read: images arriving unlabeled in silence would only surface weeks
 later as a labeling queue nobody expected. Images directly in the root stay allowed, unlabeled:
@@ -18,18 +20,18 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import os
 import stat
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from screwops_contracts.datasets import LABEL_WORDS, Label, OriginSplit, parse_label
 from screwops_errors import InvalidInputError
+
+from screwops_contracts.datasets import LABEL_WORDS, Label, OriginSplit, parse_label
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 PROVIDER_SPLITS: tuple[OriginSplit, ...] = ("train", "test")
@@ -90,9 +92,9 @@ class Source:
         if not path.exists():
             raise InvalidInputError(f"import path {path} does not exist")
         self.path = path
-        self._zip = zipfile.ZipFile(path) if path.is_file() else None
         if path.is_file() and not zipfile.is_zipfile(path):
             raise InvalidInputError(f"import path {path} is neither a directory nor a zip file")
+        self._zip = zipfile.ZipFile(path) if path.is_file() else None
         self.refused: dict[str, str] = {}
         self._names = self._zip_names(self._zip) if self._zip is not None else self._tree_names()
 
@@ -165,20 +167,29 @@ def detect(names: list[str]) -> Layout:
     )
 
 
-def read(
+@dataclass(frozen=True)
+class Planned:
+    """One file of a source before it is read: its name and what its place says about it, or
+    why it is refused unread (a link, a CSV row that cannot be honoured)."""
+
+    name: str
+    place: Place = field(default_factory=Place)
+    problem: str | None = None
+
+
+def plan(
     source: Source,
     *,
-    max_bytes: int,
     layout: Layout = Layout.AUTO,
     label_map: LabelMap | None = None,
     max_csv_bytes: int = 16 * 1024 * 1024,
-) -> Iterator[IncomingFile]:
-    """The images of ``source`` with their labels, read one file at a time as iterated.
+) -> list[Planned]:
+    """Every file ``source`` offers, with its label, defect type and origin split, unread.
 
-    ``label_map`` names the label of folders (and CSV words) outside :data:`LABEL_WORDS`, by
-    lower-case name; it overrides the built-in words. The links and other entries the source
-    refused come first, each refused with its reason; a zip entry that cannot be read (bad CRC,
-    broken compression) is refused alone, the rest still imported.
+    What a server-side import and a client's upload both decide from the tree alone, so the
+    two label the same files the same way. ``label_map`` names the label of folders (and CSV
+    words) outside :data:`LABEL_WORDS`, by lower-case name; it overrides the built-in words.
+    The links and other entries the source refused come first, each with its reason.
 
     Raises:
         InvalidInputError: the layout cannot be told, a class folder's name is neither a
@@ -187,11 +198,11 @@ def read(
     """
     words = {**LABEL_WORDS, **(label_map or {})}
     names = source.names()
-    refused = [IncomingFile(name, b"", problem=why) for name, why in source.refused.items()]
+    refused = [Planned(name, problem=why) for name, why in source.refused.items()]
     chosen = detect(names) if layout == Layout.AUTO else layout
     if chosen == Layout.CSV:
         rows = _csv_rows(source, names, max_csv_bytes)
-        return itertools.chain(refused, _from_csv(source, names, rows, max_bytes, words))
+        return [*refused, *_from_csv(source, names, rows, words)]
     places = {
         name: _place(PurePosixPath(name), chosen, words)
         for name in names
@@ -205,27 +216,49 @@ def read(
             f"{', '.join(LABEL_WORDS)}); nothing was imported. Name their labels with a label "
             f"map, e.g. --label-map {PurePosixPath(unknown[0]).name.lower()}=bad (or =good)"
         )
-    return itertools.chain(
-        refused, (_file(source, name, max_bytes, place) for name, place in places.items())
-    )
+    return [*refused, *(Planned(name, place) for name, place in places.items())]
 
 
-def _file(source: Source, name: str, max_bytes: int, place: Place) -> IncomingFile:
-    size = source.size(name)
+def read(
+    source: Source,
+    *,
+    max_bytes: int,
+    layout: Layout = Layout.AUTO,
+    label_map: LabelMap | None = None,
+    max_csv_bytes: int = 16 * 1024 * 1024,
+) -> Iterator[IncomingFile]:
+    """The images of ``source`` with their labels (see :func:`plan`), read one file at a time
+    as iterated; a zip entry that cannot be read (bad CRC, broken compression) is refused
+    alone, the rest still imported.
+
+    Raises:
+        InvalidInputError: as :func:`plan`, before a single image is read.
+    """
+    planned = plan(source, layout=layout, label_map=label_map, max_csv_bytes=max_csv_bytes)
+    return (load(source, entry, max_bytes) for entry in planned)
+
+
+def load(source: Source, entry: Planned, max_bytes: int) -> IncomingFile:
+    """``entry``'s bytes with its place; refused unread when planned so or over ``max_bytes``."""
+    if entry.problem is not None:
+        return IncomingFile(entry.name, b"", problem=entry.problem)
+    size = source.size(entry.name)
     if size > max_bytes:
         return IncomingFile(
-            filename=name, data=b"", problem=f"file is {size} bytes, over the limit of {max_bytes}"
+            filename=entry.name,
+            data=b"",
+            problem=f"file is {size} bytes, over the limit of {max_bytes}",
         )
     try:
-        data = source.read(name)
+        data = source.read(entry.name)
     except _BAD_ENTRY as exc:
-        return IncomingFile(filename=name, data=b"", problem=f"unreadable: {exc}")
+        return IncomingFile(filename=entry.name, data=b"", problem=f"unreadable: {exc}")
     return IncomingFile(
-        name,
+        entry.name,
         data,
-        label=place.label,
-        defect_type=place.defect_type,
-        origin_split=place.origin_split,
+        label=entry.place.label,
+        defect_type=entry.place.defect_type,
+        origin_split=entry.place.origin_split,
     )
 
 
@@ -273,9 +306,8 @@ def _from_csv(
     source: Source,
     names: list[str],
     index: tuple[str, list[list[str]]],
-    max_bytes: int,
     words: LabelMap,
-) -> Iterator[IncomingFile]:
+) -> Iterator[Planned]:
     csv_name, rows = index
     base = PurePosixPath(csv_name).parent
     for number, row in enumerate(rows, start=1):
@@ -285,18 +317,18 @@ def _from_csv(
             continue
         where = f"{csv_name} row {number}"
         if len(row) < 2:
-            yield IncomingFile(where, b"", problem=f"{where}: expected filename,label")
+            yield Planned(where, problem=f"{where}: expected filename,label")
             continue
         name = (base / row[0].strip()).as_posix() if str(base) != "." else row[0].strip()
         if name in source.refused:
             continue  # refused already, with its reason
         if name not in names:
-            yield IncomingFile(name, b"", problem=f"{where}: no file {row[0].strip()!r}")
+            yield Planned(name, problem=f"{where}: no file {row[0].strip()!r}")
             continue
         word = row[1].strip().lower()
         try:
             label = words[word] if word in words else parse_label(row[1])
         except InvalidInputError as exc:
-            yield IncomingFile(name, b"", problem=f"{where}: {exc.message}")
+            yield Planned(name, problem=f"{where}: {exc.message}")
             continue
-        yield _file(source, name, max_bytes, Place(label))
+        yield Planned(name, Place(label))
