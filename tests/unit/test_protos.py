@@ -77,6 +77,12 @@ SERVICES: list[tuple[FileDescriptor, str, dict[str, tuple[bool, bool]]]] = [
             "ListAliases": UNARY,
             "Release": UNARY,
             "Refuse": UNARY,
+            "GetRollout": UNARY,
+            "StartRollout": UNARY,
+            "AdvanceRollout": UNARY,
+            "PauseRollout": UNARY,
+            "ResumeRollout": UNARY,
+            "AbortRollout": UNARY,
         },
     ),
 ]

@@ -205,6 +205,12 @@ def test_the_apis_give_each_method_its_least_role() -> None:
         "ListAliases": Role.VIEWER,
         "Release": Role.OPERATOR,
         "Refuse": Role.OPERATOR,
+        "GetRollout": Role.VIEWER,
+        "StartRollout": Role.OPERATOR,
+        "AdvanceRollout": Role.OPERATOR,
+        "PauseRollout": Role.OPERATOR,
+        "ResumeRollout": Role.OPERATOR,
+        "AbortRollout": Role.OPERATOR,
     }
     assert named(ingestion_api.ROLES)["Import"] is Role.OPERATOR
     assert named(ingestion_api.ROLES)["Upload"] is Role.OPERATOR

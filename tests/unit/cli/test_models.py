@@ -47,6 +47,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     previous: int | None = None
     candidate: int | None = 3
     requests: list[Any] = field(default_factory=list)
+    rollout: Any = None
 
     def ListVersions(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.requests.append(request)
@@ -146,6 +147,68 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 registry_pb2.ModelAlias(alias="audit", latest=latest("audit", None)),
             ]
         )
+
+    def GetRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if self.rollout is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{MODEL} never had a rollout")
+        return self.rollout
+
+    def StartRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if self.rollout is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "rollout v4-9 is running")
+        self.rollout = registry_pb2.Rollout(
+            model_name=MODEL,
+            rollout_id="v4-9",
+            strategy=request.strategy or registry_pb2.ROLLOUT_STRATEGY_CANARY,
+            state=registry_pb2.ROLLOUT_STATE_RUNNING,
+            production_version=2,
+            candidate_version=request.version,
+            steps=[5, 25, 100],
+            share=5,
+            lines=["line-2"],
+            min_inspections=200,
+            min_step_seconds=300,
+            started_at=Timestamp(seconds=1_790_000_300),
+            step_started_at=Timestamp(seconds=1_790_000_300),
+        )
+        return self._rolled(request, registry_pb2.ROLLOUT_CHANGE_KIND_STARTED)
+
+    def _rolled(self, request: Any, kind: Any) -> Any:
+        change = registry_pb2.RolloutChange(
+            kind=kind,
+            step=self.rollout.step,
+            actor=request.actor,
+            reason=request.reason,
+            changed_at=Timestamp(seconds=1_790_000_400),
+            sequence=9 + len(self.rollout.changes),
+            request_id=request.request_id,
+        )
+        self.rollout.changes.append(change)
+        return registry_pb2.RolloutChangeResponse(rollout=self.rollout, change=change)
+
+    def AdvanceRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        self.rollout.step += 1
+        self.rollout.share = self.rollout.steps[self.rollout.step]
+        return self._rolled(request, registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED)
+
+    def PauseRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        self.rollout.state, self.rollout.share = registry_pb2.ROLLOUT_STATE_PAUSED, 0
+        return self._rolled(request, registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED)
+
+    def ResumeRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if self.rollout.state != registry_pb2.ROLLOUT_STATE_PAUSED:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "rollout v4-9 is running")
+        self.rollout.state = registry_pb2.ROLLOUT_STATE_RUNNING
+        return self._rolled(request, registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED)
+
+    def AbortRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        self.rollout.state, self.rollout.share = registry_pb2.ROLLOUT_STATE_ABORTED, 0
+        return self._rolled(request, registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED)
 
 
 @pytest.fixture
@@ -370,3 +433,78 @@ def test_release_deploys_the_candidate_and_refuse_clears_it(
     assert fake.requests[-1].reason == "false rejects"
     assert wrong.exit_code == 5
     assert "not the candidate" in wrong.stderr
+
+
+def test_a_rollout_is_started_changed_and_shown(registry: tuple[FakeRegistry, str]) -> None:
+    fake, address = registry
+    missing = screwops("models", "rollout", "status", "--address", address)
+    started = screwops(
+        "models",
+        "rollout",
+        "start",
+        "4",
+        "--strategy",
+        "shadow",
+        "--reason",
+        "compare on live traffic",
+        "--actor",
+        "ana",
+        "--address",
+        address,
+    )
+    advanced = screwops(
+        "models",
+        "rollout",
+        "advance",
+        "--reason",
+        "5 % held",
+        "--rollout",
+        "v4-9",
+        "--expect-step",
+        "0",
+        "--address",
+        address,
+    )
+    paused = screwops("models", "rollout", "pause", "--reason", "line stop", "--address", address)
+    status = screwops("models", "rollout", "status", "--address", address)
+    as_json = screwops("models", "rollout", "status", "--address", address, "--json")
+
+    assert missing.exit_code == 4
+    assert "never had a rollout" in missing.stderr
+    assert started.exit_code == 0, started.output
+    assert "rollout v4-9 (v4 beside v2): started, step 1 of 3, 5% to the candidate" in (
+        started.stdout
+    )
+    assert "by ana (compare on live traffic)" in started.stdout
+    start, advance, pause = fake.requests[-3:]
+    assert (start.version, start.strategy, start.actor) == (
+        4,
+        registry_pb2.ROLLOUT_STRATEGY_SHADOW,
+        "ana",
+    )
+    assert (advance.rollout_id, advance.expect_step, advance.reason) == ("v4-9", 0, "5 % held")
+    assert not pause.HasField("expect_step")
+    assert len({start.request_id, advance.request_id, pause.request_id}) == 3
+    assert advanced.exit_code == 0, advanced.output
+    assert "advanced, step 2 of 3, 25% to the candidate now" in advanced.stdout
+    assert paused.exit_code == 0, paused.output
+    assert "0% to the candidate now" in paused.stdout
+    assert status.exit_code == 0, status.output
+    for shown in ("shadow", "paused", "line-2", "200 inspections", "5% -> 25% -> 100%", "5 % held"):
+        assert shown in status.stdout, shown
+    assert json.loads(as_json.stdout)["rollout_id"] == "v4-9"
+
+
+def test_a_refused_rollout_change_exits_5(registry: tuple[FakeRegistry, str]) -> None:
+    _, address = registry
+    screwops("models", "rollout", "start", "4", "--reason", "r", "--address", address)
+
+    again = screwops("models", "rollout", "start", "5", "--reason", "r", "--address", address)
+    resumed = screwops("models", "rollout", "resume", "--reason", "r", "--address", address)
+    aborted = screwops("models", "rollout", "abort", "--reason", "bad", "--address", address)
+
+    assert again.exit_code == 5
+    assert "rollout v4-9 is running" in again.stderr
+    assert resumed.exit_code == 5
+    assert aborted.exit_code == 0, aborted.output
+    assert "aborted" in aborted.stdout

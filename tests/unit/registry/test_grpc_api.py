@@ -10,7 +10,12 @@ import grpc
 import pytest
 from pydantic import SecretStr
 from screwops.v1 import registry_pb2, registry_pb2_grpc
-from screwops_contracts.events import ModelAliasMoved, ModelReleased, ModelRolledBack
+from screwops_contracts.events import (
+    ModelAliasMoved,
+    ModelReleased,
+    ModelRolledBack,
+    ModelRolloutChanged,
+)
 from screwops_registry.grpc_api import ROLES, Context, RegistryApi, server
 from screwops_rpc import bearer_auth, on_behalf_of, open_aio_channel
 from screwops_settings import ApiToken, Role
@@ -451,3 +456,129 @@ async def test_the_console_releases_and_refuses_as_its_logged_in_user(
     )
     assert [e.payload.actor for e in h.sent.of(ModelReleased)] == ["alice (via console)"]
     assert await h.production() == 1
+
+
+def _change_request(h: Harness, **fields: Any) -> registry_pb2.ChangeRolloutRequest:
+    return registry_pb2.ChangeRolloutRequest(
+        model_name=h.model, actor="ana", reason="by hand", request_id=new_id(), **fields
+    )
+
+
+async def test_a_rollout_is_started_changed_and_shown(h: Harness) -> None:
+    api = RegistryApi(h.service)
+
+    started = await api.StartRollout(
+        registry_pb2.StartRolloutRequest(
+            model_name=h.model,
+            version=1,
+            strategy=registry_pb2.ROLLOUT_STRATEGY_CANARY,
+            actor="ana",
+            reason="try v1 again",
+            request_id=new_id(),
+        ),
+        CONTEXT,
+    )
+    advanced = await api.AdvanceRollout(_change_request(h, expect_step=0), CONTEXT)
+    paused = await api.PauseRollout(_change_request(h), CONTEXT)
+    resumed = await api.ResumeRollout(_change_request(h), CONTEXT)
+    aborted = await api.AbortRollout(
+        _change_request(h, rollout_id=started.rollout.rollout_id), CONTEXT
+    )
+    shown = await api.GetRollout(registry_pb2.GetRolloutRequest(model_name=h.model), CONTEXT)
+
+    rollout = started.rollout
+    assert (rollout.rollout_id, rollout.strategy, rollout.state) == (
+        "v1-3",
+        registry_pb2.ROLLOUT_STRATEGY_CANARY,
+        registry_pb2.ROLLOUT_STATE_RUNNING,
+    )
+    assert (rollout.production_version, rollout.candidate_version) == (2, 1)
+    assert (list(rollout.steps), rollout.step, rollout.share) == ([5.0, 25.0, 100.0], 0, 5.0)
+    assert (started.change.kind, started.change.actor, started.change.sequence) == (
+        registry_pb2.ROLLOUT_CHANGE_KIND_STARTED,
+        "ana",
+        3,
+    )
+    assert (advanced.rollout.step, advanced.rollout.share) == (1, 25.0)
+    assert paused.rollout.state == registry_pb2.ROLLOUT_STATE_PAUSED
+    assert resumed.change.kind == registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED
+    assert (aborted.rollout.state, aborted.rollout.share) == (
+        registry_pb2.ROLLOUT_STATE_ABORTED,
+        0.0,
+    )
+    assert shown == aborted.rollout
+    assert [c.kind for c in shown.changes] == [
+        registry_pb2.ROLLOUT_CHANGE_KIND_STARTED,
+        registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED,
+        registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED,
+        registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED,
+        registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED,
+    ]
+    assert shown.step_started_at.ToDatetime() >= shown.started_at.ToDatetime()
+
+
+async def test_rollout_errors_become_their_status(h: Harness) -> None:
+    api = RegistryApi(h.service)
+
+    def start(**fields: Any) -> registry_pb2.StartRolloutRequest:
+        return registry_pb2.StartRolloutRequest(
+            model_name=h.model, version=1, actor="a", reason="r", request_id=new_id(), **fields
+        )
+
+    get = registry_pb2.GetRolloutRequest(model_name=h.model)
+    assert await status_of(api.GetRollout(get, CONTEXT)) == grpc.StatusCode.NOT_FOUND
+    assert await status_of(api.StartRollout(start(), CONTEXT)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    ), "the model's policy is immediate"
+    assert await status_of(api.StartRollout(start(strategy=9), CONTEXT)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert await status_of(api.AdvanceRollout(_change_request(h), CONTEXT)) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    shadow = start(strategy=registry_pb2.ROLLOUT_STRATEGY_SHADOW)
+    first = await api.StartRollout(shadow, CONTEXT)
+    assert await api.StartRollout(shadow, CONTEXT) == first, "a retry answers the first call"
+    second = start(strategy=registry_pb2.ROLLOUT_STRATEGY_CANARY)
+    assert await status_of(api.StartRollout(second, CONTEXT)) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert await status_of(api.ResumeRollout(_change_request(h), CONTEXT)) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    overlong = _change_request(h, rollout_id="x" * 65)
+    assert await status_of(api.AbortRollout(overlong, CONTEXT)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (await api.GetRollout(get, CONTEXT)).state == registry_pb2.ROLLOUT_STATE_RUNNING
+
+
+async def test_a_rollout_is_changed_as_the_tokens_principal_and_shown_to_a_viewer(
+    h: Harness, guarded: str
+) -> None:
+    async with open_aio_channel(guarded, OPERATOR_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        started = await registry.StartRollout(
+            registry_pb2.StartRolloutRequest(
+                model_name=h.model,
+                version=1,
+                strategy=registry_pb2.ROLLOUT_STRATEGY_CANARY,
+                actor="mallory",
+                reason="r",
+                request_id=new_id(),
+            ),
+            timeout=5,
+        )
+    async with open_aio_channel(guarded, VIEWER_TOKEN) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        shown = await registry.GetRollout(
+            registry_pb2.GetRolloutRequest(model_name=h.model), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await registry.AbortRollout(_change_request(h), timeout=5)
+
+    assert started.change.actor == "ops-alice"
+    assert [e.payload.actor for e in h.sent.of(ModelRolloutChanged)] == ["ops-alice"]
+    assert shown.state == registry_pb2.ROLLOUT_STATE_RUNNING
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.details() == "AbortRollout needs the operator role; dash is viewer"

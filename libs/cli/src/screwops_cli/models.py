@@ -1,9 +1,10 @@
 """``screwops models``: registered model versions, their aliases (``production``, ``candidate``
-and the operators' own) and the release of approved candidates, over the registry's gRPC admin
-API."""
+and the operators' own), the release of approved candidates and the rollouts (canary, shadow)
+that take a version to production, over the registry's gRPC admin API."""
 
 from __future__ import annotations
 
+import enum
 import getpass
 import uuid
 from typing import Annotated
@@ -34,6 +35,11 @@ aliases = typer.Typer(
     help="Aliases naming versions besides production: candidate and your own (registry)."
 )
 app.add_typer(aliases, name="alias", no_args_is_help=True)
+rollouts = typer.Typer(
+    help="Rollouts of a version beside production: canary (a share of the requests answered "
+    "by it, step by step) or shadow (a copy of them sent to it, its answers discarded)."
+)
+app.add_typer(rollouts, name="rollout", no_args_is_help=True)
 
 Address = Annotated[str | None, address_option("registry")]
 Token = Annotated[str | None, token_option("registry")]
@@ -399,3 +405,196 @@ def _show(change: registry_pb2.AliasChange, *, as_json: bool) -> None:
         emit(change)
     else:
         _print_change(change)
+
+
+class Strategy(enum.StrEnum):
+    """The strategies an operator may start a rollout by."""
+
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+STRATEGIES = {
+    Strategy.CANARY: registry_pb2.ROLLOUT_STRATEGY_CANARY,
+    Strategy.SHADOW: registry_pb2.ROLLOUT_STRATEGY_SHADOW,
+}
+STRATEGY_NAMES = {number: strategy.value for strategy, number in STRATEGIES.items()}
+ROLLOUT_STATES = {
+    registry_pb2.ROLLOUT_STATE_RUNNING: "[green]running[/green]",
+    registry_pb2.ROLLOUT_STATE_PAUSED: "[yellow]paused[/yellow]",
+    registry_pb2.ROLLOUT_STATE_COMPLETED: "completed",
+    registry_pb2.ROLLOUT_STATE_ABORTED: "[red]aborted[/red]",
+}
+ROLLOUT_CHANGES = {
+    registry_pb2.ROLLOUT_CHANGE_KIND_STARTED: "started",
+    registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED: "advanced",
+    registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED: "paused",
+    registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED: "resumed",
+    registry_pb2.ROLLOUT_CHANGE_KIND_COMPLETED: "completed",
+    registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED: "aborted",
+}
+RolloutId = Annotated[
+    str,
+    typer.Option(
+        "--rollout",
+        help="Refuse (FAILED_PRECONDITION, exit 5) unless the model's latest rollout is this one.",
+    ),
+]
+ExpectStep = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Refuse (FAILED_PRECONDITION, exit 5) unless the rollout is at this step now (0 is "
+        "the first).",
+    ),
+]
+
+
+@rollouts.command("status")
+def rollout_status(
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """The model's latest rollout: its versions, steps, the share its candidate gets now and
+    its changes."""
+    target = resolve("registry", address)
+    request = registry_pb2.GetRolloutRequest(model_name=model)
+    with calling("registry", target), open_channel(target, token) as channel:
+        found = _stub(channel).GetRollout(request, timeout=TIMEOUT_S)
+    if as_json:
+        emit(found)
+        return
+    steps = " -> ".join(
+        f"[bold]{share:g}%[/bold]" if i == found.step else f"{share:g}%"
+        for i, share in enumerate(found.steps)
+    )
+    table = Table(title=f"{model} rollout {found.rollout_id}", show_header=False)
+    rows = [
+        ("strategy", STRATEGY_NAMES.get(found.strategy, "?")),
+        ("state", ROLLOUT_STATES.get(found.state, "?")),
+        ("production", f"v{found.production_version}"),
+        ("candidate", f"v{found.candidate_version}"),
+        ("steps", steps),
+        ("share now", f"{found.share:g}% of the requests"),
+        ("lines", ", ".join(found.lines) or "every line"),
+        (
+            "each step",
+            f"at least {found.min_inspections} inspections and {found.min_step_seconds:g} s",
+        ),
+        ("started", found.started_at.ToDatetime().isoformat(timespec="seconds")),
+        ("step since", found.step_started_at.ToDatetime().isoformat(timespec="seconds")),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    changes = Table(title="changes")
+    for column in ("change", "step", "at", "by", "why", "sequence"):
+        changes.add_column(column)
+    for change in found.changes:
+        changes.add_row(
+            ROLLOUT_CHANGES.get(change.kind, "?"),
+            str(change.step),
+            change.changed_at.ToDatetime().isoformat(timespec="seconds"),
+            change.actor,
+            change.reason,
+            str(change.sequence),
+        )
+    console.print(changes)
+
+
+@rollouts.command("start")
+def rollout_start(
+    version: Annotated[int, typer.Argument(min=1, help="The version to roll out.")],
+    reason: Reason,
+    strategy: Annotated[
+        Strategy | None,
+        typer.Option(help="canary or shadow (default: the model's SCREWOPS_REGISTRY_ROLLOUT)."),
+    ] = None,
+    actor: Actor = "",
+    request_id: RequestId = "",
+    model: Model = MODEL_NAME,
+    address: Address = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Load a version beside production and start its rollout (one at a time per model)."""
+    request = registry_pb2.StartRolloutRequest(
+        model_name=model,
+        version=version,
+        strategy=STRATEGIES[strategy] if strategy else registry_pb2.ROLLOUT_STRATEGY_UNSPECIFIED,
+        actor=actor or getpass.getuser(),
+        reason=reason,
+        request_id=_request_id(request_id),
+    )
+    _show_rollout(_roll("StartRollout", request, address, token), as_json=as_json)
+
+
+def _change_command(method: str, doc: str) -> None:
+    def command(
+        reason: Reason,
+        rollout: RolloutId = "",
+        expect_step: ExpectStep = None,
+        actor: Actor = "",
+        request_id: RequestId = "",
+        model: Model = MODEL_NAME,
+        address: Address = None,
+        token: Token = None,
+        as_json: Json = False,
+    ) -> None:
+        request = registry_pb2.ChangeRolloutRequest(
+            model_name=model,
+            rollout_id=rollout,
+            expect_step=expect_step,
+            actor=actor or getpass.getuser(),
+            reason=reason,
+            request_id=_request_id(request_id),
+        )
+        _show_rollout(_roll(method, request, address, token), as_json=as_json)
+
+    command.__doc__ = doc
+    rollouts.command(method.removesuffix("Rollout").lower())(command)
+
+
+_change_command(
+    "AdvanceRollout",
+    "Send the candidate its next step's share; past the last step, make it production "
+    "(what the rollout controller calls; an operator may too).",
+)
+_change_command("PauseRollout", "Send the candidate nothing until resumed; it stays loaded.")
+_change_command(
+    "ResumeRollout", "Send the paused candidate its step's share again; the step's time restarts."
+)
+_change_command(
+    "AbortRollout",
+    "End the rollout: every request goes to production, which stays, and the candidate is "
+    "unloaded unless an alias names it.",
+)
+
+
+def _roll(
+    method: str, request: Message, address: str | None, token: str | None
+) -> registry_pb2.RolloutChangeResponse:
+    target = resolve("registry", address)
+    with calling("registry", target), open_channel(target, token) as channel:
+        answer: registry_pb2.RolloutChangeResponse = getattr(_stub(channel), method)(
+            request, timeout=MOVE_TIMEOUT_S
+        )
+    return answer
+
+
+def _show_rollout(answer: registry_pb2.RolloutChangeResponse, *, as_json: bool) -> None:
+    if as_json:
+        emit(answer)
+        return
+    rollout, change = answer.rollout, answer.change
+    console.print(
+        f"{rollout.model_name} rollout {rollout.rollout_id} "
+        f"(v{rollout.candidate_version} beside v{rollout.production_version}): "
+        f"[bold]{ROLLOUT_CHANGES.get(change.kind, '?')}[/bold], step {change.step + 1} of "
+        f"{len(rollout.steps)}, {rollout.share:g}% to the candidate now, "
+        f"by {change.actor} ({change.reason}) at "
+        f"{change.changed_at.ToDatetime().isoformat(timespec='seconds')}, "
+        f"change {change.sequence}"
+    )

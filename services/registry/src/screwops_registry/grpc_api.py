@@ -14,8 +14,15 @@ from screwops_errors import InvalidInputError
 from screwops_rpc import ServedApi, current_principal, map_errors, method_roles, offset_page
 from screwops_settings import Role
 
-from screwops_registry.service import AliasChange, RegistryService, Stage, VersionView
-from screwops_registry.store import Alias
+from screwops_registry.config import RolloutStrategy
+from screwops_registry.service import (
+    AliasChange,
+    RegistryService,
+    RolloutAnswer,
+    Stage,
+    VersionView,
+)
+from screwops_registry.store import Alias, Rollout, RolloutChange, RolloutChangeKind, RolloutState
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -32,6 +39,12 @@ ROLES = method_roles(
         "ListAliases": Role.VIEWER,
         "Release": Role.OPERATOR,
         "Refuse": Role.OPERATOR,
+        "GetRollout": Role.VIEWER,
+        "StartRollout": Role.OPERATOR,
+        "AdvanceRollout": Role.OPERATOR,
+        "PauseRollout": Role.OPERATOR,
+        "ResumeRollout": Role.OPERATOR,
+        "AbortRollout": Role.OPERATOR,
     },
 )
 
@@ -45,7 +58,26 @@ _KINDS = {
     ModelKind.SUPERVISED: registry_pb2.MODEL_KIND_SUPERVISED,
     ModelKind.GOOD_ONLY: registry_pb2.MODEL_KIND_GOOD_ONLY,
 }
-# The requests that move an alias: each names who, why and its request id.
+_STRATEGIES = {
+    RolloutStrategy.CANARY: registry_pb2.ROLLOUT_STRATEGY_CANARY,
+    RolloutStrategy.SHADOW: registry_pb2.ROLLOUT_STRATEGY_SHADOW,
+}
+_STRATEGY_OF = {number: strategy for strategy, number in _STRATEGIES.items()}
+_ROLLOUT_STATES = {
+    RolloutState.RUNNING: registry_pb2.ROLLOUT_STATE_RUNNING,
+    RolloutState.PAUSED: registry_pb2.ROLLOUT_STATE_PAUSED,
+    RolloutState.COMPLETED: registry_pb2.ROLLOUT_STATE_COMPLETED,
+    RolloutState.ABORTED: registry_pb2.ROLLOUT_STATE_ABORTED,
+}
+_ROLLOUT_CHANGES = {
+    RolloutChangeKind.STARTED: registry_pb2.ROLLOUT_CHANGE_KIND_STARTED,
+    RolloutChangeKind.ADVANCED: registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED,
+    RolloutChangeKind.PAUSED: registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED,
+    RolloutChangeKind.RESUMED: registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED,
+    RolloutChangeKind.COMPLETED: registry_pb2.ROLLOUT_CHANGE_KIND_COMPLETED,
+    RolloutChangeKind.ABORTED: registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED,
+}
+# The requests that move an alias or change a rollout: each names who, why and its request id.
 Moving = (
     registry_pb2.PromoteRequest
     | registry_pb2.RollbackRequest
@@ -53,6 +85,8 @@ Moving = (
     | registry_pb2.UnsetAliasRequest
     | registry_pb2.ReleaseRequest
     | registry_pb2.RefuseRequest
+    | registry_pb2.StartRolloutRequest
+    | registry_pb2.ChangeRolloutRequest
 )
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -192,6 +226,73 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         )
         return _change(change)
 
+    @map_errors
+    async def GetRollout(  # noqa: N802
+        self, request: registry_pb2.GetRolloutRequest, context: Context
+    ) -> registry_pb2.Rollout:
+        _require_model(request.model_name)
+        return _rollout(request.model_name, await self._service.rollout(request.model_name))
+
+    @map_errors
+    async def StartRollout(  # noqa: N802
+        self, request: registry_pb2.StartRolloutRequest, context: Context
+    ) -> registry_pb2.RolloutChangeResponse:
+        _require_model(request.model_name)
+        _require_version(request.version)
+        _bound_move(request)
+        if request.strategy and request.strategy not in _STRATEGY_OF:
+            raise InvalidInputError(f"unknown rollout strategy {request.strategy}")
+        answer = await self._service.start_rollout(
+            request.model_name,
+            request.version,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+            strategy=_STRATEGY_OF.get(request.strategy),
+        )
+        return _answer(answer)
+
+    async def _change(
+        self, request: registry_pb2.ChangeRolloutRequest, change: RolloutChangeKind
+    ) -> registry_pb2.RolloutChangeResponse:
+        _require_model(request.model_name)
+        bounded("rollout_id", request.rollout_id, MAX_ID_CHARS)
+        _bound_move(request)
+        answer = await self._service.change_rollout(
+            request.model_name,
+            change,
+            actor=_actor(request),
+            reason=request.reason,
+            request_id=request.request_id,
+            rollout_id=request.rollout_id,
+            expect_step=request.expect_step if request.HasField("expect_step") else None,
+        )
+        return _answer(answer)
+
+    @map_errors
+    async def AdvanceRollout(  # noqa: N802
+        self, request: registry_pb2.ChangeRolloutRequest, context: Context
+    ) -> registry_pb2.RolloutChangeResponse:
+        return await self._change(request, RolloutChangeKind.ADVANCED)
+
+    @map_errors
+    async def PauseRollout(  # noqa: N802
+        self, request: registry_pb2.ChangeRolloutRequest, context: Context
+    ) -> registry_pb2.RolloutChangeResponse:
+        return await self._change(request, RolloutChangeKind.PAUSED)
+
+    @map_errors
+    async def ResumeRollout(  # noqa: N802
+        self, request: registry_pb2.ChangeRolloutRequest, context: Context
+    ) -> registry_pb2.RolloutChangeResponse:
+        return await self._change(request, RolloutChangeKind.RESUMED)
+
+    @map_errors
+    async def AbortRollout(  # noqa: N802
+        self, request: registry_pb2.ChangeRolloutRequest, context: Context
+    ) -> registry_pb2.RolloutChangeResponse:
+        return await self._change(request, RolloutChangeKind.ABORTED)
+
 
 server = ServedApi(
     name=SERVICE_NAME,
@@ -274,4 +375,43 @@ def _change(change: AliasChange) -> registry_pb2.AliasChange:
         changed_at=_timestamp(move.at),
         sequence=move.sequence,
         request_id=move.request_id,
+    )
+
+
+def _rollout_change(change: RolloutChange) -> registry_pb2.RolloutChange:
+    return registry_pb2.RolloutChange(
+        kind=_ROLLOUT_CHANGES[change.kind],
+        step=change.step,
+        actor=change.actor,
+        reason=change.reason,
+        changed_at=_timestamp(change.at),
+        sequence=change.sequence,
+        request_id=change.request_id,
+    )
+
+
+def _rollout(model_name: str, rollout: Rollout) -> registry_pb2.Rollout:
+    return registry_pb2.Rollout(
+        model_name=model_name,
+        rollout_id=rollout.id,
+        strategy=_STRATEGIES[rollout.strategy],
+        state=_ROLLOUT_STATES[rollout.state],
+        production_version=rollout.production,
+        candidate_version=rollout.candidate,
+        steps=list(rollout.steps),
+        step=rollout.step,
+        share=rollout.share,
+        lines=list(rollout.lines),
+        min_inspections=rollout.min_inspections,
+        min_step_seconds=rollout.min_step_seconds,
+        started_at=_timestamp(rollout.started_at),
+        step_started_at=_timestamp(rollout.step_started_at),
+        changes=[_rollout_change(c) for c in rollout.changes],
+    )
+
+
+def _answer(answer: RolloutAnswer) -> registry_pb2.RolloutChangeResponse:
+    return registry_pb2.RolloutChangeResponse(
+        rollout=_rollout(answer.model_name, answer.rollout),
+        change=_rollout_change(answer.change),
     )

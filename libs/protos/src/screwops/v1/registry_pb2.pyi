@@ -14,9 +14,17 @@ Their moves are recorded the same way and published as `model.alias_moved`; they
 what the gateway serves. Release deploys the candidate (publishing `model.released`, then
 `model.deployed`); Refuse clears it.
 
+Where a model's rollout policy (the registry's SCREWOPS_REGISTRY_ROLLOUT) is canary or shadow, a
+version going to production is loaded beside it and rolled out instead: the gateways send it a
+share of the requests (canary) or a copy of them, its answers discarded (shadow), step by step,
+from the rollout's announcements (`model.rollout_changed`), numbered with production's own moves.
+Advancing past the last step completes the rollout and moves production to the candidate;
+aborting leaves production where it is. One rollout runs per model at a time: while it runs,
+Promote, Rollback, Release and a second StartRollout answer FAILED_PRECONDITION.
+
 Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
-tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release and Refuse need the operator
-role, reads the viewer role),
+tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release, Refuse and the
+rollout changes need the operator role, reads the viewer role),
 INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
@@ -101,6 +109,94 @@ MODEL_KIND_SUPERVISED: ModelKind.ValueType  # 1
 MODEL_KIND_GOOD_ONLY: ModelKind.ValueType  # 2
 """An anomaly detector trained on good images only."""
 Global___ModelKind: _TypeAlias = ModelKind  # noqa: Y015
+
+class _RolloutStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STRATEGY_UNSPECIFIED: _RolloutStrategy.ValueType  # 0
+    """Unset: in StartRolloutRequest, the model's policy decides."""
+    ROLLOUT_STRATEGY_CANARY: _RolloutStrategy.ValueType  # 1
+    """The candidate answers its step's share of the requests instead of production."""
+    ROLLOUT_STRATEGY_SHADOW: _RolloutStrategy.ValueType  # 2
+    """The candidate also gets its share of the requests, off the response path; its answers are
+    discarded.
+    """
+
+class RolloutStrategy(_RolloutStrategy, metaclass=_RolloutStrategyEnumTypeWrapper):
+    """How a rollout sends requests to its candidate."""
+
+ROLLOUT_STRATEGY_UNSPECIFIED: RolloutStrategy.ValueType  # 0
+"""Unset: in StartRolloutRequest, the model's policy decides."""
+ROLLOUT_STRATEGY_CANARY: RolloutStrategy.ValueType  # 1
+"""The candidate answers its step's share of the requests instead of production."""
+ROLLOUT_STRATEGY_SHADOW: RolloutStrategy.ValueType  # 2
+"""The candidate also gets its share of the requests, off the response path; its answers are
+discarded.
+"""
+Global___RolloutStrategy: _TypeAlias = RolloutStrategy  # noqa: Y015
+
+class _RolloutState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STATE_UNSPECIFIED: _RolloutState.ValueType  # 0
+    """Never sent; the zero value."""
+    ROLLOUT_STATE_RUNNING: _RolloutState.ValueType  # 1
+    """The candidate gets its step's share."""
+    ROLLOUT_STATE_PAUSED: _RolloutState.ValueType  # 2
+    """The candidate gets nothing until resumed; it stays loaded."""
+    ROLLOUT_STATE_COMPLETED: _RolloutState.ValueType  # 3
+    """The candidate is production."""
+    ROLLOUT_STATE_ABORTED: _RolloutState.ValueType  # 4
+    """Production stayed; the candidate gets nothing."""
+
+class RolloutState(_RolloutState, metaclass=_RolloutStateEnumTypeWrapper):
+    """Where a rollout stands."""
+
+ROLLOUT_STATE_UNSPECIFIED: RolloutState.ValueType  # 0
+"""Never sent; the zero value."""
+ROLLOUT_STATE_RUNNING: RolloutState.ValueType  # 1
+"""The candidate gets its step's share."""
+ROLLOUT_STATE_PAUSED: RolloutState.ValueType  # 2
+"""The candidate gets nothing until resumed; it stays loaded."""
+ROLLOUT_STATE_COMPLETED: RolloutState.ValueType  # 3
+"""The candidate is production."""
+ROLLOUT_STATE_ABORTED: RolloutState.ValueType  # 4
+"""Production stayed; the candidate gets nothing."""
+Global___RolloutState: _TypeAlias = RolloutState  # noqa: Y015
+
+class _RolloutChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_CHANGE_KIND_UNSPECIFIED: _RolloutChangeKind.ValueType  # 0
+    """Never sent; the zero value."""
+    ROLLOUT_CHANGE_KIND_STARTED: _RolloutChangeKind.ValueType  # 1
+    ROLLOUT_CHANGE_KIND_ADVANCED: _RolloutChangeKind.ValueType  # 2
+    ROLLOUT_CHANGE_KIND_PAUSED: _RolloutChangeKind.ValueType  # 3
+    ROLLOUT_CHANGE_KIND_RESUMED: _RolloutChangeKind.ValueType  # 4
+    ROLLOUT_CHANGE_KIND_COMPLETED: _RolloutChangeKind.ValueType  # 5
+    ROLLOUT_CHANGE_KIND_ABORTED: _RolloutChangeKind.ValueType  # 6
+
+class RolloutChangeKind(_RolloutChangeKind, metaclass=_RolloutChangeKindEnumTypeWrapper):
+    """What changed a rollout."""
+
+ROLLOUT_CHANGE_KIND_UNSPECIFIED: RolloutChangeKind.ValueType  # 0
+"""Never sent; the zero value."""
+ROLLOUT_CHANGE_KIND_STARTED: RolloutChangeKind.ValueType  # 1
+ROLLOUT_CHANGE_KIND_ADVANCED: RolloutChangeKind.ValueType  # 2
+ROLLOUT_CHANGE_KIND_PAUSED: RolloutChangeKind.ValueType  # 3
+ROLLOUT_CHANGE_KIND_RESUMED: RolloutChangeKind.ValueType  # 4
+ROLLOUT_CHANGE_KIND_COMPLETED: RolloutChangeKind.ValueType  # 5
+ROLLOUT_CHANGE_KIND_ABORTED: RolloutChangeKind.ValueType  # 6
+Global___RolloutChangeKind: _TypeAlias = RolloutChangeKind  # noqa: Y015
 
 @_typing.final
 class ModelVersion(_message.Message):
@@ -700,3 +796,283 @@ class RefuseRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefuseRequest: _TypeAlias = RefuseRequest  # noqa: Y015
+
+@_typing.final
+class RolloutChange(_message.Message):
+    """One change of a rollout, as recorded with it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    kind: Global___RolloutChangeKind.ValueType
+    """What changed."""
+    step: _builtins.int
+    """The step (an index into Rollout.steps) the rollout is at after the change."""
+    actor: _builtins.str
+    """Who asked for it (the evaluator's service name for a start on approval)."""
+    reason: _builtins.str
+    """Why."""
+    sequence: _builtins.int
+    """Its number, from the same counter as production's moves: `model.rollout_changed` carries it."""
+    request_id: _builtins.str
+    """The request_id of the call that made it (empty for a start on approval)."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___RolloutChangeKind.ValueType = ...,
+        step: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        sequence: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "changed_at", b"changed_at", "kind", b"kind", "reason", b"reason", "request_id", b"request_id", "sequence", b"sequence", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutChange: _TypeAlias = RolloutChange  # noqa: Y015
+
+@_typing.final
+class Rollout(_message.Message):
+    """A rollout: its settings, fixed when it started, where it stands, and its newest changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PRODUCTION_VERSION_FIELD_NUMBER: _builtins.int
+    CANDIDATE_VERSION_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    MIN_INSPECTIONS_FIELD_NUMBER: _builtins.int
+    MIN_STEP_SECONDS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    STEP_STARTED_AT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model."""
+    rollout_id: _builtins.str
+    """The rollout's id, e.g. "v5-12"."""
+    strategy: Global___RolloutStrategy.ValueType
+    """How it sends requests to its candidate."""
+    state: Global___RolloutState.ValueType
+    """Where it stands."""
+    production_version: _builtins.int
+    """The version production named when it started."""
+    candidate_version: _builtins.int
+    """The version being rolled out."""
+    step: _builtins.int
+    """The current step: an index into steps."""
+    share: _builtins.float
+    """The percent of requests the candidate gets now: steps[step] while running, else 0."""
+    min_inspections: _builtins.int
+    """Inspections the candidate answers at each step before it may advance, at least."""
+    min_step_seconds: _builtins.float
+    """Seconds each step lasts before it may advance, at least."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The candidate's share of the requests at each step, in percent; a shadow has one."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The lines it applies to; empty for every line."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def step_started_at(self) -> _timestamp_pb2.Timestamp:
+        """When its current step began (or was resumed)."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RolloutChange]:
+        """Its newest changes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        rollout_id: _builtins.str = ...,
+        strategy: Global___RolloutStrategy.ValueType = ...,
+        state: Global___RolloutState.ValueType = ...,
+        production_version: _builtins.int = ...,
+        candidate_version: _builtins.int = ...,
+        steps: _abc.Iterable[_builtins.float] | None = ...,
+        step: _builtins.int = ...,
+        share: _builtins.float = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+        min_inspections: _builtins.int = ...,
+        min_step_seconds: _builtins.float = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        step_started_at: _timestamp_pb2.Timestamp | None = ...,
+        changes: _abc.Iterable[Global___RolloutChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "step_started_at", b"step_started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_version", b"candidate_version", "changes", b"changes", "lines", b"lines", "min_inspections", b"min_inspections", "min_step_seconds", b"min_step_seconds", "model_name", b"model_name", "production_version", b"production_version", "rollout_id", b"rollout_id", "share", b"share", "started_at", b"started_at", "state", b"state", "step", b"step", "step_started_at", b"step_started_at", "steps", b"steps", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
+
+@_typing.final
+class GetRolloutRequest(_message.Message):
+    """Asks for a model's latest rollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRolloutRequest: _TypeAlias = GetRolloutRequest  # noqa: Y015
+
+@_typing.final
+class StartRolloutRequest(_message.Message):
+    """Asks to roll a version out beside production."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    version: _builtins.int
+    """The version to roll out. Required."""
+    strategy: Global___RolloutStrategy.ValueType
+    """Canary or shadow; unspecified: the model's policy."""
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded with the change. Required."""
+    request_id: _builtins.str
+    """Names this start, as in PromoteRequest: a retry never starts a second rollout. Required."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        strategy: Global___RolloutStrategy.ValueType = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "strategy", b"strategy", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartRolloutRequest: _TypeAlias = StartRolloutRequest  # noqa: Y015
+
+@_typing.final
+class ChangeRolloutRequest(_message.Message):
+    """Asks to advance, pause, resume or abort the model's running rollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ID_FIELD_NUMBER: _builtins.int
+    EXPECT_STEP_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The registered model. Required."""
+    rollout_id: _builtins.str
+    """The rollout meant; FAILED_PRECONDITION when the model's latest is another. Empty: whatever
+    rollout runs.
+    """
+    expect_step: _builtins.int
+    """The step the rollout must be at now; FAILED_PRECONDITION when it is at another (a decision
+    taken on an earlier step is not applied to a later one). Unset: whatever step.
+    """
+    actor: _builtins.str
+    """Who asks, as in PromoteRequest (ignored when the API has tokens)."""
+    reason: _builtins.str
+    """Why, recorded with the change and announced. Required."""
+    request_id: _builtins.str
+    """Names this change, as in PromoteRequest: a retry answers the first call's change and
+    changes nothing. Required.
+    """
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        rollout_id: _builtins.str = ...,
+        expect_step: _builtins.int | None = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expect_step", b"_expect_step", "expect_step", b"expect_step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expect_step", b"_expect_step", "actor", b"actor", "expect_step", b"expect_step", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "rollout_id", b"rollout_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expect_step: _TypeAlias = _typing.Literal["expect_step"]  # noqa: Y015
+    _WhichOneofArgType__expect_step: _TypeAlias = _typing.Literal["_expect_step", b"_expect_step"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expect_step) -> _WhichOneofReturnType__expect_step | None: ...
+
+Global___ChangeRolloutRequest: _TypeAlias = ChangeRolloutRequest  # noqa: Y015
+
+@_typing.final
+class RolloutChangeResponse(_message.Message):
+    """A rollout as a request left it, and the change the request made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> Global___Rollout:
+        """The rollout now."""
+
+    @_builtins.property
+    def change(self) -> Global___RolloutChange:
+        """The change the request made (on a retry, the first call's)."""
+
+    def __init__(
+        self,
+        *,
+        rollout: Global___Rollout | None = ...,
+        change: Global___RolloutChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RolloutChangeResponse: _TypeAlias = RolloutChangeResponse  # noqa: Y015

@@ -80,6 +80,36 @@ class RegistryServiceStub(object):
                 request_serializer=screwops_dot_v1_dot_registry__pb2.RefuseRequest.SerializeToString,
                 response_deserializer=screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
                 _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/GetRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/StartRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
+        self.AdvanceRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/AdvanceRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/PauseRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/ResumeRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/screwops.v1.RegistryService/AbortRollout',
+                request_serializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+                response_deserializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer(object):
@@ -160,6 +190,56 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRollout(self, request, context):
+        """Returns the model's latest rollout, whatever its state. NOT_FOUND when it never had one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartRollout(self, request, context):
+        """Loads a version beside production and starts its rollout, by the strategy asked for or the
+        model's policy, with the policy's steps, minimums and lines. FAILED_PRECONDITION when the
+        model has no production version, the version is production, failed, cannot be served or waits
+        for its release, or a rollout runs already; INVALID_ARGUMENT when the strategy would be
+        immediate (Promote it instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdvanceRollout(self, request, context):
+        """Sends the running rollout's candidate its next step's share; past the last step, completes
+        the rollout: production moves to the candidate (`model.deployed`), then `completed` is
+        announced. The rollout controller calls it; an operator may too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRollout(self, request, context):
+        """Sends the running rollout's candidate nothing until it is resumed; it stays loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """Sends the paused rollout's candidate its step's share again; the step's minimum time counts
+        from now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Ends the rollout: every request goes to production again, which stays, and the candidate is
+        taken out of Triton unless an alias names it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +287,36 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Refuse,
                     request_deserializer=screwops_dot_v1_dot_registry__pb2.RefuseRequest.FromString,
                     response_serializer=screwops_dot_v1_dot_registry__pb2.AliasChange.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.GetRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.Rollout.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.StartRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.SerializeToString,
+            ),
+            'AdvanceRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvanceRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.FromString,
+                    response_serializer=screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +563,168 @@ class RegistryService(object):
             '/screwops.v1.RegistryService/Refuse',
             screwops_dot_v1_dot_registry__pb2.RefuseRequest.SerializeToString,
             screwops_dot_v1_dot_registry__pb2.AliasChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/GetRollout',
+            screwops_dot_v1_dot_registry__pb2.GetRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/StartRollout',
+            screwops_dot_v1_dot_registry__pb2.StartRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvanceRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/AdvanceRollout',
+            screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/PauseRollout',
+            screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/ResumeRollout',
+            screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/screwops.v1.RegistryService/AbortRollout',
+            screwops_dot_v1_dot_registry__pb2.ChangeRolloutRequest.SerializeToString,
+            screwops_dot_v1_dot_registry__pb2.RolloutChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,9 +14,17 @@ Their moves are recorded the same way and published as `model.alias_moved`; they
 what the gateway serves. Release deploys the candidate (publishing `model.released`, then
 `model.deployed`); Refuse clears it.
 
+Where a model's rollout policy (the registry's SCREWOPS_REGISTRY_ROLLOUT) is canary or shadow, a
+version going to production is loaded beside it and rolled out instead: the gateways send it a
+share of the requests (canary) or a copy of them, its answers discarded (shadow), step by step,
+from the rollout's announcements (`model.rollout_changed`), numbered with production's own moves.
+Advancing past the last step completes the rollout and moves production to the candidate;
+aborting leaves production where it is. One rollout runs per model at a time: while it runs,
+Promote, Rollback, Release and a second StartRollout answer FAILED_PRECONDITION.
+
 Errors are gRPC statuses: UNAUTHENTICATED (no or unknown bearer token, where the API has
-tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release and Refuse need the operator
-role, reads the viewer role),
+tokens), PERMISSION_DENIED (Promote, Rollback, SetAlias, UnsetAlias, Release, Refuse and the
+rollout changes need the operator role, reads the viewer role),
 INVALID_ARGUMENT (malformed request, empty actor or reason),
 NOT_FOUND (unknown model or version), FAILED_PRECONDITION (promoting a version that failed to
 load or cannot be served, rolling back with no earlier version, the alias moved by someone else
@@ -91,6 +99,30 @@ class RegistryServiceStub:
     """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
     Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
     """
+    GetRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetRolloutRequest, _registry_pb2.Rollout]
+    """Returns the model's latest rollout, whatever its state. NOT_FOUND when it never had one."""
+    StartRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.StartRolloutRequest, _registry_pb2.RolloutChangeResponse]
+    """Loads a version beside production and starts its rollout, by the strategy asked for or the
+    model's policy, with the policy's steps, minimums and lines. FAILED_PRECONDITION when the
+    model has no production version, the version is production, failed, cannot be served or waits
+    for its release, or a rollout runs already; INVALID_ARGUMENT when the strategy would be
+    immediate (Promote it instead).
+    """
+    AdvanceRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]
+    """Sends the running rollout's candidate its next step's share; past the last step, completes
+    the rollout: production moves to the candidate (`model.deployed`), then `completed` is
+    announced. The rollout controller calls it; an operator may too.
+    """
+    PauseRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]
+    """Sends the running rollout's candidate nothing until it is resumed; it stays loaded."""
+    ResumeRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]
+    """Sends the paused rollout's candidate its step's share again; the step's minimum time counts
+    from now.
+    """
+    AbortRollout: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]
+    """Ends the rollout: every request goes to production again, which stays, and the candidate is
+    taken out of Triton unless an alias names it.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -132,6 +164,30 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Refuse: _aio.UnaryUnaryMultiCallable[_registry_pb2.RefuseRequest, _registry_pb2.AliasChange]  # type: ignore[assignment]
     """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
     Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
+    """
+    GetRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetRolloutRequest, _registry_pb2.Rollout]  # type: ignore[assignment]
+    """Returns the model's latest rollout, whatever its state. NOT_FOUND when it never had one."""
+    StartRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.StartRolloutRequest, _registry_pb2.RolloutChangeResponse]  # type: ignore[assignment]
+    """Loads a version beside production and starts its rollout, by the strategy asked for or the
+    model's policy, with the policy's steps, minimums and lines. FAILED_PRECONDITION when the
+    model has no production version, the version is production, failed, cannot be served or waits
+    for its release, or a rollout runs already; INVALID_ARGUMENT when the strategy would be
+    immediate (Promote it instead).
+    """
+    AdvanceRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]  # type: ignore[assignment]
+    """Sends the running rollout's candidate its next step's share; past the last step, completes
+    the rollout: production moves to the candidate (`model.deployed`), then `completed` is
+    announced. The rollout controller calls it; an operator may too.
+    """
+    PauseRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]  # type: ignore[assignment]
+    """Sends the running rollout's candidate nothing until it is resumed; it stays loaded."""
+    ResumeRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]  # type: ignore[assignment]
+    """Sends the paused rollout's candidate its step's share again; the step's minimum time counts
+    from now.
+    """
+    AbortRollout: _aio.UnaryUnaryMultiCallable[_registry_pb2.ChangeRolloutRequest, _registry_pb2.RolloutChangeResponse]  # type: ignore[assignment]
+    """Ends the rollout: every request goes to production again, which stays, and the candidate is
+    taken out of Triton unless an alias names it.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -225,6 +281,66 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.AliasChange, _abc.Awaitable[_registry_pb2.AliasChange]]:
         """Refuses the `candidate` version: clears `candidate`, recording who refused it and why.
         Answers the candidate's move. FAILED_PRECONDITION when `candidate` does not name the version.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRollout(
+        self,
+        request: _registry_pb2.GetRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Rollout, _abc.Awaitable[_registry_pb2.Rollout]]:
+        """Returns the model's latest rollout, whatever its state. NOT_FOUND when it never had one."""
+
+    @_abc_1.abstractmethod
+    def StartRollout(
+        self,
+        request: _registry_pb2.StartRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RolloutChangeResponse, _abc.Awaitable[_registry_pb2.RolloutChangeResponse]]:
+        """Loads a version beside production and starts its rollout, by the strategy asked for or the
+        model's policy, with the policy's steps, minimums and lines. FAILED_PRECONDITION when the
+        model has no production version, the version is production, failed, cannot be served or waits
+        for its release, or a rollout runs already; INVALID_ARGUMENT when the strategy would be
+        immediate (Promote it instead).
+        """
+
+    @_abc_1.abstractmethod
+    def AdvanceRollout(
+        self,
+        request: _registry_pb2.ChangeRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RolloutChangeResponse, _abc.Awaitable[_registry_pb2.RolloutChangeResponse]]:
+        """Sends the running rollout's candidate its next step's share; past the last step, completes
+        the rollout: production moves to the candidate (`model.deployed`), then `completed` is
+        announced. The rollout controller calls it; an operator may too.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseRollout(
+        self,
+        request: _registry_pb2.ChangeRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RolloutChangeResponse, _abc.Awaitable[_registry_pb2.RolloutChangeResponse]]:
+        """Sends the running rollout's candidate nothing until it is resumed; it stays loaded."""
+
+    @_abc_1.abstractmethod
+    def ResumeRollout(
+        self,
+        request: _registry_pb2.ChangeRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RolloutChangeResponse, _abc.Awaitable[_registry_pb2.RolloutChangeResponse]]:
+        """Sends the paused rollout's candidate its step's share again; the step's minimum time counts
+        from now.
+        """
+
+    @_abc_1.abstractmethod
+    def AbortRollout(
+        self,
+        request: _registry_pb2.ChangeRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RolloutChangeResponse, _abc.Awaitable[_registry_pb2.RolloutChangeResponse]]:
+        """Ends the rollout: every request goes to production again, which stays, and the candidate is
+        taken out of Triton unless an alias names it.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
