@@ -5,7 +5,10 @@ and numbered from production's own sequence; completion moves production, abort 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from screwops_contracts import (
@@ -24,7 +27,14 @@ from screwops_registry.config import (
     RolloutStrategy,
 )
 from screwops_registry.service import RolloutAnswer
-from screwops_registry.store import MoveKind, RolloutChangeKind, RolloutState, VersionStatus
+from screwops_registry.store import (
+    MongoRegistryStore,
+    MoveKind,
+    RolloutChangeKind,
+    RolloutState,
+    VersionStatus,
+    _alias,
+)
 
 from tests.fakes import relayed
 from tests.unit.registry.fakes import Harness, harness, new_id, wipe
@@ -419,3 +429,70 @@ async def test_nobody_asks_for_a_start_or_a_completion_by_name(h: Harness) -> No
         await change(h, ADVANCED, expect_step=1)
     with pytest.raises(InvalidInputError, match="request_id"):
         await h.service.change_rollout(h.model, ADVANCED, actor="a", reason="r", request_id="")
+
+
+class RecordingAliases:
+    """The ``aliases`` collection as MongoRegistryStore updates it: each update kept, and the
+    document it would leave (only the fields a rollout change sets)."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    async def update_one(self, query: dict[str, Any], update: dict[str, Any]) -> Any:
+        self.updates.append((query, update))
+        return SimpleNamespace(matched_count=1)
+
+
+async def test_the_mongo_store_writes_a_completion_in_one_conditional_update(h: Harness) -> None:
+    """What MongoRegistryStore sends for the completion the fake store made: one update,
+    conditional on production's version and sequence, setting the rollout (its changes kept to
+    the history limit), production's move and the sequence, and pushing both announcements; the
+    rollout reads back from the document as written."""
+    await change(h, ADVANCED)
+    await change(h, ADVANCED)
+    expected = await h.store.get_alias(h.model, "production")
+    h.sent.down = True  # its announcements stay pending: the ones the store is handed
+    done = await change(h, ADVANCED)
+    after = await h.store.get_alias(h.model, "production")
+    assert expected is not None
+    assert after is not None
+    assert after.rollout is not None
+    aliases = RecordingAliases()
+    store = MongoRegistryStore(cast(Any, SimpleNamespace(aliases=aliases)), history_limit=3)
+
+    assert await store.change_rollout(
+        h.model,
+        expected=expected,
+        rollout=done.rollout,
+        announcements=after.pending,
+        move=after.history[-1],
+    )
+
+    [(query, update)] = aliases.updates
+    assert query == {
+        "_id": f"{h.model}:production",
+        "version": 1,
+        "$or": [{"sequence": 4}, {"sequence": {"$exists": False}}],
+    }
+    written = update["$set"]
+    assert (written["version"], written["sequence"]) == (2, 6)
+    assert [m["to"] for m in written["history"]] == [1, 2]
+    assert [c["kind"] for c in written["rollout"]["changes"]] == [
+        "advanced",
+        "advanced",
+        "completed",
+    ], "the newest changes, as many as the history keeps"
+    assert [a["topic"] for a in update["$push"]["outbox"]["$each"]] == [
+        "model.deployed",
+        "model.rollout_changed",
+    ]
+    document = {
+        "_id": f"{h.model}:production",
+        "model_name": h.model,
+        "alias": "production",
+        "version": written["version"],
+        "history": written["history"],
+        "sequence": written["sequence"],
+        "rollout": written["rollout"],
+    }
+    assert _alias(document).rollout == replace(done.rollout, changes=done.rollout.changes[-3:])
