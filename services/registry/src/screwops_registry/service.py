@@ -731,32 +731,10 @@ class RegistryService:
             return done
         assert alias is not None  # it holds the rollout
         _require_state(model_name, rollout, change, rollout_id, expect_step)
-        now, sequence = _now(), _next(alias)
-        move = None
-        if change is RolloutChangeKind.ADVANCED and rollout.step + 1 == len(rollout.steps):
+        made, move = _requested(alias, rollout, change, actor, reason, request_id)
+        if move is not None:
             # The candidate is to serve every request: it must answer first.
             await self._ensure_serving(await self._version(model_name, rollout.candidate))
-            change = RolloutChangeKind.COMPLETED
-            move = AliasMove(
-                from_version=alias.version,
-                to_version=rollout.candidate,
-                kind=MoveKind.ROLLOUT,
-                actor=actor,
-                reason=reason,
-                at=now,
-                sequence=sequence,
-                request_id=request_id,
-            )
-            sequence += 1
-        made = RolloutChange(
-            kind=change,
-            step=rollout.step + 1 if change is RolloutChangeKind.ADVANCED else rollout.step,
-            actor=actor,
-            reason=reason,
-            at=now,
-            sequence=sequence,
-            request_id=request_id,
-        )
         changed = _changed(rollout, made)
         if not await self._write_rollout(alias, changed, move=move):
             now_alias = await self._store.get_alias(model_name, PRODUCTION_ALIAS)
@@ -1334,6 +1312,46 @@ def _served(alias: Alias) -> list[int]:
         rollout.candidate if rollout is not None else None,
     )
     return [v for v in dict.fromkeys(wanted) if v is not None]
+
+
+def _requested(
+    alias: Alias,
+    rollout: Rollout,
+    change: RolloutChangeKind,
+    actor: str,
+    reason: str,
+    request_id: str,
+) -> tuple[RolloutChange, AliasMove | None]:
+    """The change a request makes, numbered after production's latest; an advance past the
+    last step is the completion, with production's move to the candidate numbered before it."""
+    now, sequence = _now(), _next(alias)
+    move = None
+    step = rollout.step
+    if change is RolloutChangeKind.ADVANCED and step + 1 == len(rollout.steps):
+        change = RolloutChangeKind.COMPLETED
+        move = AliasMove(
+            from_version=alias.version,
+            to_version=rollout.candidate,
+            kind=MoveKind.ROLLOUT,
+            actor=actor,
+            reason=reason,
+            at=now,
+            sequence=sequence,
+            request_id=request_id,
+        )
+        sequence += 1
+    elif change is RolloutChangeKind.ADVANCED:
+        step += 1
+    made = RolloutChange(
+        kind=change,
+        step=step,
+        actor=actor,
+        reason=reason,
+        at=now,
+        sequence=sequence,
+        request_id=request_id,
+    )
+    return made, move
 
 
 def _changed(rollout: Rollout, change: RolloutChange) -> Rollout:
