@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from screwops_contracts import ModelRolloutChanged, ModelRolloutChangedPayload, ServedVersion
+from screwops_contracts.models import DEFAULT_THRESHOLD, ModelKind
 from screwops_errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -22,7 +24,7 @@ from screwops_gateway.config import LogPolicy, Policy
 from screwops_gateway.metrics import GatewayMetrics
 from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
-from screwops_gateway.store import ServingModel
+from screwops_gateway.store import Rollout, ServingModel, ServingState
 from screwops_serving import Scores, frame_shape
 from screwops_storage import StoredObject
 
@@ -136,20 +138,34 @@ class FakeTriton:
 
 
 class FakeStateStore:
+    """The serving state as the Mongo store keeps it: production in ``models``, the rollout
+    beside it in ``rollouts``, each change recorded only when numbered later."""
+
     def __init__(self) -> None:
         self.models: dict[str, ServingModel] = {}
+        self.rollouts: dict[str, Rollout] = {}
         self.reads = 0
 
-    async def production(self, model_name: str) -> ServingModel | None:
+    async def state(self, model_name: str) -> ServingState:
         self.reads += 1
-        return self.models.get(model_name)
+        return ServingState(self.models.get(model_name), self.rollouts.get(model_name))
 
-    async def set_production(self, model: ServingModel) -> ServingModel:
+    async def set_production(self, model: ServingModel) -> ServingState:
         current = self.models.get(model.model_name)
-        if current is not None and current.sequence >= model.sequence:
-            return current
-        self.models[model.model_name] = model
-        return model
+        if current is None or current.sequence < model.sequence:
+            self.models[model.model_name] = model
+        rollout = self.rollouts.get(model.model_name)
+        if rollout is not None and rollout.sequence < model.sequence:
+            del self.rollouts[model.model_name]
+        return await self.state(model.model_name)
+
+    async def set_rollout(self, rollout: Rollout) -> ServingState:
+        recorded = ServingState(
+            self.models.get(rollout.model_name), self.rollouts.get(rollout.model_name)
+        )
+        if recorded.sequence < rollout.sequence:
+            self.rollouts[rollout.model_name] = rollout
+        return await self.state(rollout.model_name)
 
 
 class FakeObjects(SharedFakeObjects):
@@ -185,6 +201,9 @@ class CountingMetrics(GatewayMetrics):
         self.unjudged_frames: dict[str, int] = {}
         self.batches: list[int] = []
         self.queue_waits: list[float] = []
+        self.model_calls: list[tuple[int, str, str, str]] = []
+        self.comparisons: list[tuple[int, str, bool, float]] = []
+        self.off_path_drops: list[tuple[str, str]] = []
 
     def finished(self, status: str, seconds: float) -> None:
         super().finished(status, seconds)
@@ -214,6 +233,31 @@ class CountingMetrics(GatewayMetrics):
         super().switched(model_name, model_version, how)
         self.switches.append((model_version, how))
 
+    def model_called(
+        self,
+        model_name: str,
+        model_version: int,
+        *,
+        role: str,
+        path: str,
+        outcome: str,
+        seconds: float,
+    ) -> None:
+        super().model_called(
+            model_name, model_version, role=role, path=path, outcome=outcome, seconds=seconds
+        )
+        self.model_calls.append((model_version, role, path, outcome))
+
+    def compared(
+        self, model_name: str, candidate_version: int, role: str, *, agree: bool, difference: float
+    ) -> None:
+        super().compared(model_name, candidate_version, role, agree=agree, difference=difference)
+        self.comparisons.append((candidate_version, role, agree, difference))
+
+    def off_path_dropped(self, role: str, reason: str) -> None:
+        super().off_path_dropped(role, reason)
+        self.off_path_drops.append((role, reason))
+
 
 @dataclass
 class Harness:
@@ -233,11 +277,12 @@ def harness(
     policy: Policy = POLICY,
     log_policy: LogPolicy | None = None,
     triton: FakeTriton | None = None,
+    store: FakeStateStore | None = None,
 ) -> Harness:
     """The core on fakes: version ``production`` deployed, versions 1 and 2 loaded (unless
-    ``triton`` is given)."""
+    ``triton`` is given); ``store`` shares another harness's database."""
     triton = triton or FakeTriton(loaded=dict(loaded or {(MODEL, 1): 0.2, (MODEL, 2): 0.9}))
-    store = FakeStateStore()
+    store = store or FakeStateStore()
     if production is not None:
         store.models[MODEL] = deployed(production)
     objects = FakeObjects()
@@ -265,4 +310,55 @@ def deployed(version: int, *, sequence: int = 0, frame_size: int = FRAME_SIZE) -
         cause=f"event-{version}-{sequence}",
         frame_size=frame_size,
         sequence=sequence,
+    )
+
+
+def rollout_changed(
+    candidate: int,
+    *,
+    sequence: int,
+    change: str = "started",
+    state: str = "running",
+    strategy: str = "canary",
+    share: float = 5.0,
+    steps: tuple[float, ...] = (5.0, 25.0, 100.0),
+    step: int = 0,
+    lines: tuple[str, ...] = (),
+    production: int = 1,
+    threshold: float = 0.5,
+    rollout_id: str = "ro-1",
+    model: str = MODEL,
+) -> ModelRolloutChanged:
+    """The registry's ``model.rollout_changed``: rollout ``rollout_id`` of ``candidate`` beside
+    ``production`` after ``change``, numbered ``sequence``."""
+    return ModelRolloutChanged.origin(
+        ModelRolloutChangedPayload(
+            model_name=model,
+            rollout_id=rollout_id,
+            change=change,
+            state=state,
+            strategy=strategy,
+            production=_served(production, DEFAULT_THRESHOLD),
+            candidate=_served(candidate, threshold),
+            steps=list(steps if strategy == "canary" else steps[:1]),
+            step=step,
+            share=share,
+            lines=list(lines),
+            min_inspections=0,
+            min_step_seconds=0.0,
+            actor="registry",
+            reason="test",
+            sequence=sequence,
+        ),
+        producer="registry",
+    )
+
+
+def _served(version: int, threshold: float) -> ServedVersion:
+    return ServedVersion(
+        version=version,
+        triton_model=MODEL,
+        threshold=threshold,
+        model_kind=ModelKind.SUPERVISED,
+        frame_size=FRAME_SIZE,
     )

@@ -1,5 +1,6 @@
 """The gateway's handlers on FastStream's in-memory broker: deployments and rollbacks switch the
-production version (once ready and warm), whatever order or how often they come."""
+production version (once ready and warm), whatever order or how often they come, and rollout
+changes reach the service."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from screwops_gateway import handlers
 
 from tests.fakes import memory_bus
 from tests.support import model_deployed, model_rolled_back
-from tests.unit.gateway.fakes import MODEL, START, Harness, harness
+from tests.unit.gateway.fakes import MODEL, START, Harness, harness, rollout_changed
 
 
 @pytest.fixture
@@ -40,3 +41,13 @@ async def test_a_deployment_then_a_rollback_move_production(wired: tuple[Bus, Ha
     assert h.service.production is not None
     assert h.service.production.version == 1
     assert [v for v, how in h.metrics.switches if how == "event"] == [2, 1]
+
+
+async def test_a_rollout_change_reaches_the_service(wired: tuple[Bus, Harness]) -> None:
+    bus, h = wired
+
+    await bus.publish(rollout_changed(2, sequence=2, share=25.0, step=1))
+
+    assert h.service.rollout is not None
+    assert (h.service.rollout.candidate.version, h.service.rollout.share) == (2, 25.0)
+    assert h.store.rollouts[MODEL].sequence == 2

@@ -91,3 +91,45 @@ def test_batch_sizes_and_queue_waits_are_histograms_for_the_dashboards() -> None
     waits = points["screwops_gateway_batch_queue_wait"]
     assert (getattr(sizes, "count", 0), getattr(sizes, "sum", 0)) == (2, 5)
     assert getattr(waits, "count", 0) == 1
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, str], ...], object]:
+    """Metric ``name``'s data points by their sorted labels."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted((k, str(v)) for k, v in (point.attributes or {}).items())): point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }
+
+
+def test_a_rollouts_sides_are_counted_by_version_role_and_path() -> None:
+    reader = InMemoryMetricReader()
+    metrics = GatewayMetrics(MeterProvider(metric_readers=[reader]))
+    drops = points(reader, "screwops_gateway_off_path_dropped")
+    assert {getattr(p, "value", None) for p in drops.values()} == {0}
+    assert len(drops) == 4  # production and shadow, full and decode_busy
+
+    metrics.model_called("m", 2, role="canary", path="response", outcome="answered", seconds=0.004)
+    metrics.model_called("m", 1, role="production", path="off_path", outcome="failed", seconds=2)
+    metrics.compared("m", 2, "canary", agree=False, difference=-0.3)
+
+    calls = points(reader, "screwops_gateway_model_calls")
+    canary = (
+        ("model_name", "m"),
+        ("model_version", "2"),
+        ("outcome", "answered"),
+        ("path", "response"),
+        ("role", "canary"),
+    )
+    assert getattr(calls[canary], "value", None) == 1
+    latency = points(reader, "screwops_gateway_model_call_duration")
+    assert {dict(k)["role"] for k in latency} == {"canary", "production"}
+    [agreement] = points(reader, "screwops_gateway_rollout_agreement")
+    assert dict(agreement)["agreement"] == "disagree"
+    [difference] = points(reader, "screwops_gateway_rollout_score_difference").values()
+    assert getattr(difference, "sum", None) == 0.3

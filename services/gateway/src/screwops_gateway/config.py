@@ -67,6 +67,7 @@ class Policy:
     decode_queue: int = 64
     batch_max_size: int = 32
     batch_max_wait_s: float = 0.01
+    off_path_limit: int = 64
     log: LogPolicy = field(default_factory=LogPolicy)
     lines: LineLabels = field(default_factory=LineLabels)
 
@@ -187,6 +188,13 @@ class GatewaySettings(ApiSettings):
         "request of its own beside it, so one slow Triton call does not hold the line; 0 sends "
         "every frame at once, turning batching off.",
     )
+    off_path_limit: int = Field(
+        64,
+        ge=0,
+        description="Off-path scores of a rollout (production beside a canary's answer, a "
+        "shadow beside production's) in flight at once; past it the next one is dropped and "
+        "counted, so a slow candidate cannot pile up work. 0 computes none.",
+    )
     max_concurrent_rpcs: int | None = Field(
         256,
         ge=1,
@@ -248,6 +256,7 @@ class GatewaySettings(ApiSettings):
             decode_queue=self.decode_queue,
             batch_max_size=self.batch_max_size,
             batch_max_wait_s=self.batch_max_wait_ms / 1000,
+            off_path_limit=self.off_path_limit,
             log=LogPolicy(
                 queue_size=self.log_queue_size,
                 queue_bytes=self.log_queue_bytes,

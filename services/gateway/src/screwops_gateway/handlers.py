@@ -1,9 +1,9 @@
-"""The gateway's event handlers: the registry's deployments and rollbacks."""
+"""The gateway's event handlers: the registry's deployments, rollbacks and rollout changes."""
 
 from __future__ import annotations
 
 from screwops_bus import Bus
-from screwops_contracts import ModelDeployed, ModelRolledBack
+from screwops_contracts import ModelDeployed, ModelRolledBack, ModelRolloutChanged
 
 from screwops_gateway.service import GatewayService
 
@@ -18,3 +18,7 @@ def register(bus: Bus, service: GatewayService) -> None:
     @bus.consumer(ModelRolledBack)
     async def on_model_rolled_back(event: ModelRolledBack) -> None:
         await service.on_model_rolled_back(event)
+
+    @bus.consumer(ModelRolloutChanged)
+    async def on_model_rollout_changed(event: ModelRolloutChanged) -> None:
+        await service.on_model_rollout_changed(event)

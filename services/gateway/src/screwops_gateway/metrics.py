@@ -11,6 +11,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import MeterProvider
 
 from screwops_gateway.config import LineLabels
+from screwops_gateway.routing import Role
 
 # Latency buckets in seconds: an inspection takes milliseconds, a deadline ends it within seconds.
 LATENCY_BUCKETS_S = (
@@ -54,6 +55,20 @@ LOG_DROP_REASONS = ("queue_full", "publish_failed", "shutdown")
 IMAGE_DROP_REASONS = ("queue_bytes", "store_failed")
 NO_PART = "no_part"
 UNJUDGED_REASONS = (NO_PART,)
+# How a model call ended (a verdict's probability, no screw found, or an error of any kind, the
+# caller's deadline included) and where it was made: answering the request, or beside it.
+ANSWERED = "answered"
+FAILED = "failed"
+RESPONSE = "response"
+OFF_PATH = "off_path"
+# Why off-path work was not done: too much already in flight, or no decode thread free to fit
+# the image to the other version's frame.
+OFF_PATH_FULL = "full"
+OFF_PATH_DECODE_BUSY = "decode_busy"
+OFF_PATH_DROP_REASONS = (OFF_PATH_FULL, OFF_PATH_DECODE_BUSY)
+# How far apart the candidate's and production's probabilities on one image lie (an
+# OpenTelemetry histogram takes no negative values, so the distance, not the signed difference).
+SCORE_DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 OTHER = "other"
 """The label value of every line the metrics do not name (:class:`LineLabels`)."""
 
@@ -122,6 +137,36 @@ class GatewayMetrics:
             description="Time a frame waited in the batcher for its Triton request to be sent.",
             explicit_bucket_boundaries_advisory=list(QUEUE_WAIT_BUCKETS_S),
         )
+        self._model_calls = meter.create_counter(
+            "screwops_gateway_model_calls",
+            description="Scores asked of a model version, by version, role (production, canary, "
+            "shadow), path (response: it answered the request; off_path: it scored the image "
+            "beside, for a rollout's comparison) and outcome (answered, no_part, failed).",
+        )
+        self._model_call_latency = meter.create_histogram(
+            "screwops_gateway_model_call_duration",
+            unit="s",
+            description="Time a model version took to score one frame, batching included, by "
+            "version, role and path.",
+            explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_S),
+        )
+        self._agreement = meter.create_counter(
+            "screwops_gateway_rollout_agreement",
+            description="Images both sides of a rollout scored, by the candidate's version and "
+            "role (canary, shadow) and whether their verdicts, each at its own threshold, agree.",
+        )
+        self._score_difference = meter.create_histogram(
+            "screwops_gateway_rollout_score_difference",
+            description="How far the candidate's defect probability lies from production's on "
+            "the same image (the absolute difference), by the candidate's version and role.",
+            explicit_bucket_boundaries_advisory=list(SCORE_DIFFERENCE_BUCKETS),
+        )
+        self._off_path_dropped = meter.create_counter(
+            "screwops_gateway_off_path_dropped",
+            description="Off-path scores not computed, by the role that would have scored and "
+            "reason (full: the off-path limit was reached; decode_busy: no decode thread was "
+            "free to fit the image to that version's frame).",
+        )
         for status in STATUSES:
             self._requests.add(0, {"status": status})
             if status != "OK":
@@ -132,6 +177,9 @@ class GatewayMetrics:
             self._images_dropped.add(0, {"reason": reason})
         for reason in UNJUDGED_REASONS:
             self._unjudged.add(0, {"reason": reason})
+        for role in (Role.PRODUCTION, Role.SHADOW):
+            for reason in OFF_PATH_DROP_REASONS:
+                self._off_path_dropped.add(0, {"role": role, "reason": reason})
 
     def finished(self, status: str, seconds: float) -> None:
         """Count one inspection that ended with ``status`` (a gRPC status name)."""
@@ -170,6 +218,41 @@ class GatewayMetrics:
         """Count a frame the model answered but no verdict was given for: a line whose camera
         sees no screw in many frames shows here, not as a run of GOOD verdicts."""
         self._unjudged.add(1, {"reason": reason})
+
+    def model_called(
+        self,
+        model_name: str,
+        model_version: int,
+        *,
+        role: str,
+        path: str,
+        outcome: str,
+        seconds: float,
+    ) -> None:
+        """Count one score asked of a version and how long it took: a canary's error rate and
+        latency are compared with production's from these."""
+        labels = {
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "role": role,
+            "path": path,
+        }
+        self._model_calls.add(1, labels | {"outcome": outcome})
+        self._model_call_latency.record(seconds, labels)
+
+    def compared(
+        self, model_name: str, candidate_version: int, role: str, *, agree: bool, difference: float
+    ) -> None:
+        """Count one image both sides of a rollout scored: whether the verdicts agree, and how
+        far apart their probabilities lie."""
+        labels = {"model_name": model_name, "model_version": str(candidate_version), "role": role}
+        self._agreement.add(1, labels | {"agreement": "agree" if agree else "disagree"})
+        self._score_difference.record(abs(difference), labels)
+
+    def off_path_dropped(self, role: str, reason: str) -> None:
+        """Count an off-path score given up: shedding it keeps a slow version from piling up
+        work, and is never silent."""
+        self._off_path_dropped.add(1, {"role": role, "reason": reason})
 
     def _line(self, line_id: str) -> str:
         """``line_id`` if the metrics name it (listed, or among the first lines seen), else

@@ -36,6 +36,22 @@ every request keeps going to the old version, so a switch fails no request. The 
 recorded in the gateway's database, so a restarted instance serves the right version at once,
 and every instance re-reads it periodically, so instances whose consumer did not see the event
 follow too.
+
+Rollouts: ``model.rollout_changed`` puts a canary or shadow rollout of a candidate version beside
+production, numbered by the same ``sequence`` as production's moves. A change is applied only when
+it is numbered later than both production and the rollout applied so far, and a production move
+numbered later than the rollout ends it (a completion arrives as ``model.deployed`` then
+``completed``; an abort as ``aborted`` with share 0). Before a running rollout sends a request to
+its candidate, the candidate is made ready and warmed up as a switch's version is. The rollout is
+recorded with production in the gateway's database, so restarts and other instances route alike.
+``screwops_gateway.routing`` decides, from a stable hash of the request id, whether a request of a
+covered line goes to the canary (production then scores the image off the response path) or is
+also sent to the shadow (production answering as always); a request pinning a version takes no
+part. Off-path scores never delay or change a response: they run after it is computed, at most
+``off_path_limit`` at once (past it they are dropped and counted), and a failure is only counted.
+The request's ``inspection.completed`` waits for its off-path score to carry it as
+``reference_version``/``reference_probability``, beside ``rollout_id`` and ``role``; the metrics
+count every version's calls by role and path, and whether the two sides' verdicts agree.
 """
 
 from __future__ import annotations
@@ -63,6 +79,7 @@ from screwops_contracts import (
     InspectionCompletedPayload,
     ModelDeployed,
     ModelRolledBack,
+    ModelRolloutChanged,
 )
 from screwops_contracts.limits import MAX_ID_CHARS, MAX_NAME_CHARS
 from screwops_contracts.models import (
@@ -84,11 +101,22 @@ from screwops_imaging import DecodedImage, decode, fit_frame
 from screwops_serving import Scores
 from screwops_telemetry import trace_id_hex
 
+from screwops_gateway import routing
 from screwops_gateway.batcher import Batcher
 from screwops_gateway.config import Policy
-from screwops_gateway.metrics import NO_PART, GatewayMetrics
+from screwops_gateway.metrics import (
+    ANSWERED,
+    FAILED,
+    NO_PART,
+    OFF_PATH,
+    OFF_PATH_DECODE_BUSY,
+    OFF_PATH_FULL,
+    RESPONSE,
+    GatewayMetrics,
+)
 from screwops_gateway.prediction_log import PredictionLog
-from screwops_gateway.store import ServingModel, ServingStateStore
+from screwops_gateway.routing import Reference, Role, Route
+from screwops_gateway.store import Rollout, ServingModel, ServingState, ServingStateStore
 
 log = logging.getLogger("screwops.gateway")
 
@@ -146,6 +174,19 @@ class InspectionResult:
     timings: Timings
 
 
+@dataclass(frozen=True)
+class _Answerer:
+    """The version that answers a request, and the route that chose it (None for a request
+    pinning a version, which no rollout reroutes)."""
+
+    model_name: str
+    triton_model: str
+    version: int
+    threshold: float
+    frame_size: int
+    route: Route | None
+
+
 class Triton(Protocol):
     """The part of :class:`screwops_serving.TritonModels` the gateway uses."""
 
@@ -191,6 +232,9 @@ class GatewayService:
         self.policy = policy
         self._tracer = trace.get_tracer("screwops.gateway", tracer_provider=tracer_provider)
         self._production: ServingModel | None = None
+        self._rollout: Rollout | None = None
+        # Off-path scores in flight, at most policy.off_path_limit.
+        self._off_path: set[asyncio.Task[None]] = set()
         # The threshold and frame size of every version of this gateway's model announced to
         # this instance, for requests pinning a version other than production.
         self._thresholds: dict[int, float] = {}
@@ -217,6 +261,11 @@ class GatewayService:
         """The version unpinned requests go to now; None before the first deployment."""
         return self._production
 
+    @property
+    def rollout(self) -> Rollout | None:
+        """The last rollout change applied, until a later production move ends it."""
+        return self._rollout
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -238,14 +287,23 @@ class GatewayService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
+        await self._finish_off_path()
         await self._log.stop()
         self._decoders.shutdown(wait=False, cancel_futures=True)
 
     async def refresh(self) -> None:
-        """Adopt the recorded production version if it is newer than the one in memory."""
-        recorded = await self._store.production(self.policy.model_name)
-        if recorded is not None:
-            self._adopt(recorded, how="refresh")
+        """Adopt the recorded production version and rollout where newer than those in memory."""
+        self._adopt_state(await self._store.state(self.policy.model_name), how="refresh")
+
+    async def _finish_off_path(self) -> None:
+        """Let off-path scores in flight end, so their inspections are logged with them;
+        cancelled past twice ``triton_timeout_s`` (a score waits that long for Triton at most,
+        after fitting its frame), they are logged without."""
+        if self._off_path:
+            await asyncio.wait(set(self._off_path), timeout=2 * self.policy.triton_timeout_s)
+        for task in list(self._off_path):
+            task.cancel()
+        await asyncio.gather(*self._off_path, return_exceptions=True)
 
     async def _refresh_periodically(self) -> None:
         while True:
@@ -253,7 +311,7 @@ class GatewayService:
             try:
                 await self.refresh()
             except ScrewOpsError as error:  # the database is away: keep serving what we know
-                log.warning("could not re-read the production version: %s", error)
+                log.warning("could not re-read the serving state: %s", error)
 
     # --- inspections ---------------------------------------------------------------------------
 
@@ -349,25 +407,37 @@ class GatewayService:
     ) -> InspectionResult:
         _check_fields(inspection)
         _check_deadline(deadline)
+        drawn = routing.bucket(inspection.request_id)
         try:
-            *_, fitted_to = await self._resolve(inspection.model_version)
+            fitted_to = (await self._resolve(inspection, drawn)).frame_size
         except ScrewOpsError:
             # No model to answer: a bad image is still told so first, as it would be otherwise.
             await self._prepare(inspection.image, None)
             raise
         batch, preprocess_s = await self._prepare(inspection.image, fitted_to)
-        # Resolved again once the image is ready: a switch made while it was decoded answers
-        # with the new version, so no request that starts after another was answered by the
-        # new version is answered by the old one (a version of another frame size re-fits it).
-        model_name, triton_model, version, threshold, frame_size = await self._resolve(
-            inspection.model_version
+        # Resolved again once the image is ready: a switch (or rollout change) made while it was
+        # decoded answers with the new version, so no request that starts after another was
+        # answered by the new version is answered by the old one (a version of another frame
+        # size re-fits it).
+        answerer = await self._resolve(inspection, drawn)
+        model_name, triton_model, version = (
+            answerer.model_name,
+            answerer.triton_model,
+            answerer.version,
         )
-        if frame_size != fitted_to:
-            batch, preprocess_s = await self._prepare(inspection.image, frame_size)
+        threshold, route = answerer.threshold, answerer.route
+        if answerer.frame_size != fitted_to:
+            batch, preprocess_s = await self._prepare(inspection.image, answerer.frame_size)
+            fitted_to = answerer.frame_size
         preprocessed_at = time.monotonic()
         decoded_at = preprocessed_at - preprocess_s
         probability = await self._infer(
-            triton_model, version, batch, deadline, pinned=inspection.model_version is not None
+            triton_model,
+            version,
+            batch,
+            deadline,
+            pinned=route is None,
+            role=route.role if route else None,
         )
         inferred_at = time.monotonic()
         if probability is None:
@@ -377,6 +447,7 @@ class GatewayService:
         verdict = Verdict.DEFECT if probability >= threshold else Verdict.GOOD
         trace_id = trace_id_hex()
         total_ms = (time.monotonic() - began) * 1000
+        rollout_id = route.rollout_id if route else None
         event = InspectionCompleted.origin(
             InspectionCompletedPayload(
                 request_id=inspection.request_id,
@@ -389,10 +460,17 @@ class GatewayService:
                 model_version=version,
                 trace_id=trace_id,
                 latency_ms=total_ms,
+                rollout_id=rollout_id,
+                role=route.role.value if route and rollout_id else None,
             ),
             producer=PRODUCER,
         )
-        self._log.record(event, inspection.image)
+        if route is not None and route.reference is not None:
+            self._beside(
+                route, route.reference, inspection.image, batch, fitted_to, probability, event
+            )
+        else:
+            self._log.record(event, inspection.image)
         self._metrics.verdict(model_name, version, verdict.value, inspection.line_id)
         trace.get_current_span().set_attributes(
             {
@@ -444,9 +522,8 @@ class GatewayService:
     def _decoded(self, _: Future[tuple[npt.NDArray[np.uint8], float]]) -> None:
         self._decoding.release()
 
-    async def _resolve(self, pinned: int | None) -> tuple[str, str, int, float, int]:
-        """(registered name, Triton name, version, threshold, frame size) of the model that
-        answers.
+    async def _resolve(self, inspection: Inspection, drawn: int) -> _Answerer:
+        """The version that answers ``inspection``, whose request id fell in bucket ``drawn``.
 
         A pinned version not announced to this instance takes the frame size of the config
         Triton serves the model with (the config is the model's, shared by all its versions),
@@ -454,6 +531,7 @@ class GatewayService:
         (which resolves twice) must not ask Triton on every call.
         """
         production = self._production
+        pinned = inspection.model_version
         if pinned is not None:
             triton_model = production.triton_model if production else self.policy.model_name
             threshold = self._thresholds.get(pinned, DEFAULT_THRESHOLD)
@@ -462,16 +540,21 @@ class GatewayService:
                 frame_size = await self._served_frame_size(triton_model)
                 self._frame_sizes[pinned] = frame_size
             _check_frame_size(self.policy.model_name, pinned, frame_size)
-            return self.policy.model_name, triton_model, pinned, threshold, frame_size
+            return _Answerer(
+                self.policy.model_name, triton_model, pinned, threshold, frame_size, None
+            )
         if production is None:
             raise FailedPreconditionError(NO_MODEL_DEPLOYED)
-        _check_frame_size(production.model_name, production.version, production.frame_size)
-        return (
-            production.model_name,
-            production.triton_model,
-            production.version,
-            production.threshold,
-            production.frame_size,
+        route = routing.route(production, self._rollout, line_id=inspection.line_id, bucket=drawn)
+        answer = route.answer
+        _check_frame_size(answer.model_name, answer.version, answer.frame_size)
+        return _Answerer(
+            answer.model_name,
+            answer.triton_model,
+            answer.version,
+            answer.threshold,
+            answer.frame_size,
+            route,
         )
 
     async def _served_frame_size(self, triton_model: str) -> int:
@@ -488,8 +571,43 @@ class GatewayService:
         deadline: float | None,
         *,
         pinned: bool,
+        role: Role | None,
+        path: str = RESPONSE,
     ) -> float | None:
-        """The defect probability of the frame, or None when the model found no screw in it."""
+        """The defect probability of the frame, or None when the model found no screw in it;
+        counted by ``role`` and ``path`` (a pinned request, of no role, is not: it is no side of
+        any comparison)."""
+        began = time.monotonic()
+        try:
+            probability = await self._probability(triton_model, version, batch, deadline, pinned)
+        except Exception:
+            if role is not None:
+                self._called(version, role, path, FAILED, began)
+            raise
+        if role is not None:
+            self._called(
+                version, role, path, ANSWERED if probability is not None else NO_PART, began
+            )
+        return probability
+
+    def _called(self, version: int, role: Role, path: str, outcome: str, began: float) -> None:
+        self._metrics.model_called(
+            self.policy.model_name,
+            version,
+            role=role,
+            path=path,
+            outcome=outcome,
+            seconds=time.monotonic() - began,
+        )
+
+    async def _probability(
+        self,
+        triton_model: str,
+        version: int,
+        batch: npt.NDArray[np.uint8],
+        deadline: float | None,
+        pinned: bool,
+    ) -> float | None:
         _check_deadline(deadline)
         try:
             scores = await self._batcher.infer(triton_model, version, batch, deadline)
@@ -510,6 +628,103 @@ class GatewayService:
                 f"{triton_model} version {version} answered {probability}, not a probability"
             )
         return probability
+
+    # --- off the response path -----------------------------------------------------------------
+
+    def _beside(
+        self,
+        route: Route,
+        reference: Reference,
+        image: bytes,
+        batch: npt.NDArray[np.uint8],
+        fitted_to: int,
+        answered: float,
+        event: InspectionCompleted,
+    ) -> None:
+        """Have ``reference`` score the image after the answer went back, then log ``event``
+        with that score; past ``off_path_limit`` scores in flight, log it at once without one,
+        counted, so a slow version cannot pile up work."""
+        if len(self._off_path) >= self.policy.off_path_limit:
+            self._metrics.off_path_dropped(reference.role, OFF_PATH_FULL)
+            self._log.record(event, image)
+            return
+        task = asyncio.create_task(
+            self._score_beside(route, reference, image, batch, fitted_to, answered, event),
+            name="off-path",
+        )
+        self._off_path.add(task)
+        task.add_done_callback(self._off_path.discard)
+
+    async def _score_beside(
+        self,
+        route: Route,
+        reference: Reference,
+        image: bytes,
+        batch: npt.NDArray[np.uint8],
+        fitted_to: int,
+        answered: float,
+        event: InspectionCompleted,
+    ) -> None:
+        model, role = reference.model, reference.role
+        probability: float | None = None
+        try:
+            if model.frame_size != fitted_to:
+                batch, _ = await self._prepare(image, model.frame_size)
+            probability = await self._infer(
+                model.triton_model,
+                model.version,
+                batch,
+                time.monotonic() + self.policy.triton_timeout_s,
+                pinned=False,
+                role=role,
+                path=OFF_PATH,
+            )
+        except ResourceExhaustedError:
+            self._metrics.off_path_dropped(role, OFF_PATH_DECODE_BUSY)
+        except ScrewOpsError as error:  # counted by _infer; the answer went back long ago
+            log.debug("off-path score of %s v%d failed: %s", role, model.version, error)
+        except Exception:
+            log.exception("off-path score of %s v%d failed", role, model.version)
+        finally:
+            if probability is not None:
+                self._compare(route, model, answered, probability)
+                payload = event.payload.model_copy(
+                    update={
+                        "reference_version": model.version,
+                        "reference_probability": probability,
+                    }
+                )
+                event = event.model_copy(update={"payload": payload})
+            self._log.record(event, image)
+
+    def _compare(
+        self, route: Route, reference: ServingModel, answered: float, scored: float
+    ) -> None:
+        """Count whether the candidate's verdict agrees with production's on one image, each at
+        its own threshold, and how far their probabilities lie apart."""
+        if route.role == Role.CANARY:
+            role = Role.CANARY
+            candidate, candidate_p, production, production_p = (
+                route.answer,
+                answered,
+                reference,
+                scored,
+            )
+        else:
+            role = Role.SHADOW
+            candidate, candidate_p, production, production_p = (
+                reference,
+                scored,
+                route.answer,
+                answered,
+            )
+        self._metrics.compared(
+            candidate.model_name,
+            candidate.version,
+            role,
+            agree=(candidate_p >= candidate.threshold) == (production_p >= production.threshold),
+            difference=candidate_p - production_p,
+        )
 
     # --- model switches ------------------------------------------------------------------------
 
@@ -620,14 +835,138 @@ class GatewayService:
                 frame_size=frame_size,
                 timeout_s=self.policy.switch_timeout_s,
             )
-            recorded = await self._store.set_production(candidate)
-            self._adopt(recorded, how="event")
+            self._adopt_state(await self._store.set_production(candidate), how="event")
+
+    async def on_model_rollout_changed(self, event: ModelRolloutChanged) -> None:
+        """Apply a rollout change numbered later than everything applied, once a candidate that
+        is to get traffic is ready and warm.
+
+        Changes of other models and those numbered no later than production or the rollout
+        applied change nothing, but teach the candidate's threshold and frame size for requests
+        pinning it. A change of a candidate Triton has unloaded is skipped: a later change or
+        production move replaced it.
+
+        Raises:
+            DeadlineExceededError: the candidate was not ready within ``switch_timeout_s`` (the
+                bus retries the event).
+            UnavailableError: Triton did not answer.
+            FailedPreconditionError: the candidate is from before frame input, or its warm-up
+                answered something that is not a probability.
+        """
+        payload = event.payload
+        if payload.model_name != self.policy.model_name:
+            log.info(
+                "ignoring a rollout of %s: this gateway serves %s",
+                payload.model_name,
+                self.policy.model_name,
+            )
+            return
+        served = payload.candidate
+        self._thresholds[served.version] = served.threshold
+        self._frame_sizes[served.version] = served.frame_size
+        candidate = ServingModel(
+            model_name=payload.model_name,
+            triton_model=served.triton_model,
+            version=served.version,
+            changed_at=event.occurred_at,
+            cause=str(event.event_id),
+            threshold=served.threshold,
+            model_kind=served.model_kind,
+            frame_size=served.frame_size,
+            sequence=payload.sequence,
+        )
+        rollout = Rollout(
+            model_name=payload.model_name,
+            rollout_id=payload.rollout_id,
+            strategy=payload.strategy,
+            state=payload.state,
+            candidate=candidate,
+            share=payload.share,
+            lines=tuple(payload.lines),
+            sequence=payload.sequence,
+            changed_at=event.occurred_at,
+            cause=str(event.event_id),
+        )
+        applied = ServingState(self._production, self._rollout).sequence
+        if payload.sequence <= applied:
+            log.info(
+                "ignoring rollout %s %s (move %d): move %d is applied already",
+                payload.rollout_id,
+                payload.change,
+                payload.sequence,
+                applied,
+            )
+            return
+        if rollout.routes and not self._routes_to(candidate):
+            _check_frame_size(candidate.model_name, candidate.version, candidate.frame_size)
+            if await self._triton.unloaded(candidate.triton_model, candidate.version):
+                log.warning(
+                    "skipping rollout %s %s: Triton has unloaded %s v%d, so a later change "
+                    "replaced it",
+                    payload.rollout_id,
+                    payload.change,
+                    candidate.model_name,
+                    candidate.version,
+                )
+                return
+            with self._tracer.start_as_current_span(
+                "gateway.rollout", attributes={"screwops.model_version": candidate.version}
+            ):
+                await self._triton.wait_ready(
+                    candidate.triton_model,
+                    candidate.version,
+                    timeout_s=self.policy.switch_timeout_s,
+                )
+                await self._triton.check(
+                    candidate.triton_model,
+                    candidate.version,
+                    frame_size=candidate.frame_size,
+                    timeout_s=self.policy.switch_timeout_s,
+                )
+        self._adopt_state(await self._store.set_rollout(rollout), how="event")
+
+    def _routes_to(self, candidate: ServingModel) -> bool:
+        """Whether the rollout applied already sends traffic to ``candidate`` (warm, then)."""
+        current = self._rollout
+        return (
+            current is not None
+            and current.routes
+            and (current.candidate.triton_model, current.candidate.version)
+            == (candidate.triton_model, candidate.version)
+        )
+
+    def _adopt_state(self, state: ServingState, *, how: str) -> None:
+        if state.production is not None:
+            self._adopt(state.production, how=how)
+        rollout = state.rollout
+        if (
+            rollout is None
+            or rollout.sequence <= ServingState(self._production, self._rollout).sequence
+        ):
+            return
+        self._rollout = rollout
+        self._thresholds.setdefault(rollout.candidate.version, rollout.candidate.threshold)
+        self._frame_sizes.setdefault(rollout.candidate.version, rollout.candidate.frame_size)
+        log.info(
+            "rollout %s of %s v%d is now %s, %s at %.4g %% of %s (by %s)",
+            rollout.rollout_id,
+            rollout.model_name,
+            rollout.candidate.version,
+            rollout.state,
+            rollout.strategy,
+            rollout.share,
+            ", ".join(rollout.lines) or "every line",
+            how,
+        )
 
     def _adopt(self, model: ServingModel, *, how: str) -> None:
         if not model.newer_than(self._production):
             return
         previous = self._production
         self._production = model
+        if self._rollout is not None and self._rollout.sequence < model.sequence:
+            log.info("rollout %s ends: production moved after it", self._rollout.rollout_id)
+            self._rollout = None
         self._thresholds[model.version] = model.threshold
         self._frame_sizes[model.version] = model.frame_size
         self._metrics.switched(model.model_name, model.version, how)
