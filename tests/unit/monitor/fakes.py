@@ -2,7 +2,8 @@
 
 :class:`FakeStore` keeps the same rules as the Mongo store: a production move only if it is later,
 an alarm or a training request claimed by one cause, and the cooldown measured from the last
-request. Two services built on one fake store are a monitor before and after a restart.
+request, a rollout change only if its sequence is newer. Two services built on one fake store are
+a monitor before and after a restart.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from screwops_monitor.signals import Observation, Review
-from screwops_monitor.store import Firing, Production, ServedVersion, TrainingClaim
+from screwops_monitor.store import (
+    Firing,
+    Production,
+    RolloutRecord,
+    ServedVersion,
+    TrainingClaim,
+)
 
 
 class FakeStore:
@@ -24,6 +31,7 @@ class FakeStore:
         self.reviews: dict[str, tuple[str, int, Review]] = {}
         self.alarms: dict[tuple[str, int, str], tuple[bool, Firing]] = {}
         self.training: dict[str, TrainingClaim] = {}
+        self.rollouts: dict[str, RolloutRecord] = {}
 
     async def ensure_indexes(self) -> None:
         return None
@@ -122,3 +130,13 @@ class FakeStore:
 
     async def last_training(self, model_name: str) -> TrainingClaim | None:
         return self.training.get(model_name)
+
+    async def get_rollout(self, model_name: str) -> RolloutRecord | None:
+        return self.rollouts.get(model_name)
+
+    async def save_rollout(self, record: RolloutRecord) -> bool:
+        current = self.rollouts.get(record.rollout.model_name)
+        if current is not None and current.rollout.sequence >= record.rollout.sequence:
+            return False
+        self.rollouts[record.rollout.model_name] = record
+        return True

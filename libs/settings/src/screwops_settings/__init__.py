@@ -23,6 +23,7 @@ __all__ = [
     "PRINCIPAL_PATTERN",
     "ApiSettings",
     "ApiToken",
+    "GrpcTlsSettings",
     "KafkaSettings",
     "MinioSettings",
     "MongoSettings",
@@ -31,6 +32,7 @@ __all__ = [
     "StackSettings",
     "TelemetrySettings",
     "TritonSettings",
+    "grpc_certificate_files",
     "kafka_ca_file",
     "kafka_client_options",
     "kafka_password_file",
@@ -85,7 +87,8 @@ def console_admin_password_file(home: Path) -> Path:
 
 
 def kafka_ca_file(home: Path) -> Path:
-    """The native stack's CA certificate, which signs the broker's certificate."""
+    """The native stack's CA certificate, which signs the broker's certificate and the gRPC
+    APIs' (one CA, so a client trusts one file)."""
     return home / "tls" / "ca.crt"
 
 
@@ -100,6 +103,12 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Broker address for clients.", examples=["kafka:9092"]
+def grpc_certificate_files(home: Path) -> tuple[Path, Path]:
+    """The native stack's server certificate of every gRPC API and its key (owner-only), one
+    pair for all: the stack issues it at ``make up`` for the names the APIs are reached by."""
+    return home / "tls" / "grpc.crt", home / "tls" / "grpc.key"
+
+
     )
     controller_port: int = Field(9093, description="KRaft controller listener (native stack).")
     partitions: int = Field(
@@ -145,6 +154,39 @@ class MinioSettings(BaseModel):
     dead_letter_bucket: str = Field(
         "dead-letters",
         description="Where the bus keeps the bodies of dead letters too large for Kafka; "
+class GrpcTlsSettings(BaseModel):
+    """TLS of every gRPC API: a server presents ``cert_file``; a client checks it against
+    ``ca_file`` and, where the API requires client certificates (mTLS, a production line's
+    cameras), presents ``client_cert_file``. There is no plaintext port to fall back to.
+
+    Natively, the CA and the server's pair left unset are the stack home's (made at ``make up``,
+    see :func:`grpc_certificate_files`), so the CLI, the services and the tests need no setup;
+    compose and k8s mount them and set ``SCREWOPS_GRPC__*``.
+    """
+
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle a client checks the server's certificate against, and a server "
+        "requiring client certificates checks theirs against; unset: the native stack's CA.",
+    )
+    cert_file: Path | None = Field(
+        None, description="A server's PEM certificate chain; unset: the native stack's."
+    )
+    key_file: Path | None = Field(
+        None, description="A server's PEM private key; unset: the native stack's."
+    )
+    client_cert_file: Path | None = Field(
+        None, description="A client's PEM certificate, for an API that requires one (mTLS)."
+    )
+    client_key_file: Path | None = Field(None, description="The client certificate's key.")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> Self:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("grpc.client_cert_file and grpc.client_key_file go together")
+        return self
+
+
         "`dlq replay` reads them back from here.",
     )
 
@@ -220,6 +262,7 @@ class StackSettings(BaseSettings):
         if kafka.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
             kafka.ca_file = ca
         return self
+    grpc: GrpcTlsSettings = GrpcTlsSettings()
 
     @model_validator(mode="after")
     def _no_development_credentials_in_production(self) -> StackSettings:
@@ -239,6 +282,17 @@ class StackSettings(BaseSettings):
     def _development_credentials(self) -> list[str]:
         minio_defaults = MinioSettings()
         offending = []
+    @model_validator(mode="after")
+    def _grpc_tls_from_home(self) -> StackSettings:
+        """Fill the CA and the server certificate the native stack issued, where unset."""
+        tls = self.grpc
+        cert, key = grpc_certificate_files(self.home)
+        if tls.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
+            tls.ca_file = ca
+        if tls.cert_file is None and tls.key_file is None and cert.is_file() and key.is_file():
+            tls.cert_file, tls.key_file = cert, key
+        return self
+
         if self.minio.access_key == minio_defaults.access_key:
             offending.append("minio.access_key")
         if self.minio.secret_key == minio_defaults.secret_key:
@@ -427,3 +481,8 @@ class ApiSettings(ServiceSettings):
         if len(set(secrets)) < len(secrets):
             raise ValueError("two entries of auth_tokens share a token: each names one principal")
         return self
+    require_client_cert: bool = Field(
+        False,
+        description="Mutual TLS: refuse a connection without a client certificate signed by "
+        "stack.grpc.ca_file (a production line's cameras; `screwops stack issue-client-cert`).",
+    )

@@ -1,16 +1,17 @@
 """Monitor's settings (env prefix ``SCREWOPS_MONITOR_``): how much of a version's first stream is
-its reference, how much of the stream a signal looks at, where each signal alarms and re-arms, and
-how often retraining may be asked for are operator choices, so every one of them is a setting."""
+its reference, how much of the stream a signal looks at, where each signal alarms and re-arms, how
+often retraining may be asked for, and what the rollout controller tolerates of a canary are
+operator choices, so every one of them is a setting."""
 
 from __future__ import annotations
 
 import itertools
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import ServiceSettings
-from screwops_settings.services import MONITOR
+from screwops_settings.services import MONITOR, REGISTRY
 
 # Probability bins of the score-drift signal. A classifier's scores pile up near 0 and 1, so the
 # bins are fine at the ends and coarse in the middle: mass moving from "sure" to "unsure" is what
@@ -133,8 +134,84 @@ class Rules(BaseModel):
         return Rules.model_validate({name: getattr(self, name) for name in Rules.model_fields})
 
 
-class MonitorSettings(Rules, ServiceSettings):
-    """What an operator may tune in the monitor: the rules and the basics."""
+class ControllerRules(BaseModel):
+    """What the rollout controller tolerates of a canary, and how long it watches a new production.
+
+    The registry's rollout policy says how many inspections and how long each step takes at
+    least; these say what the figures must show. Kept apart from :class:`Rules` for the same
+    reason: the controller (and its tests) take exactly these.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rollout_max_disagreement: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="Share of images on which the canary's verdict may differ from production's "
+        "on the same image: a canary is aborted once a one-sided binomial test says its share of "
+        "disagreements is above this at rollout_alpha, and advances only while the share seen "
+        "is at most this.",
+    )
+    rollout_alpha: float = Field(
+        0.01,
+        gt=0.0,
+        lt=0.5,
+        description="Significance level of the controller's tests (disagreement: binomial; "
+        "reviewed accuracy: Fisher's exact, canary against production): a canary is aborted only "
+        "on a difference chance explains with probability below this.",
+    )
+    rollout_min_compared: int = Field(
+        100,
+        ge=1,
+        description="Fewest canary inspections with production's score on the same image before "
+        "the disagreement is judged, and a step may advance.",
+    )
+    rollout_min_latency_samples: int = Field(
+        100,
+        ge=1,
+        description="Fewest inspections of each side in a step before their p99 latencies are "
+        "compared (a p99 of fewer is its maximum).",
+    )
+    rollout_p99_margin_ms: float = Field(
+        10.0,
+        ge=0.0,
+        description="How much slower than production's the canary's p99 latency in a step may "
+        "be, in milliseconds, beside rollout_p99_margin_ratio: aborted above "
+        "production's p99 * (1 + ratio) + this.",
+    )
+    rollout_p99_margin_ratio: float = Field(
+        0.2, ge=0.0, description="The relative part of that margin (0.2: 20 % slower)."
+    )
+    rollout_latency_window: int = Field(
+        5000,
+        ge=1,
+        description="Latest latencies of each side kept per step for the p99 (memory bound).",
+    )
+    rollout_min_reviews: int = Field(
+        30,
+        ge=1,
+        description="Fewest reviewed inspections of each side during the rollout before their "
+        "accuracies are compared; with fewer, the reviews neither stop nor hold a step.",
+    )
+    watch_window_s: float = Field(
+        3600.0,
+        ge=0.0,
+        description="How long after production moves forward (model.deployed: a completed "
+        "rollout, a promotion, a release) a fired alarm of the new version (score drift, defect "
+        "rate, reviewed accuracy) also rolls production back; 0 turns that off.",
+    )
+
+    def controller(self) -> ControllerRules:
+        """Just the controller's rules (a settings object is one too)."""
+        return ControllerRules.model_validate(
+            {name: getattr(self, name) for name in ControllerRules.model_fields}
+        )
+
+
+class MonitorSettings(Rules, ControllerRules, ServiceSettings):
+    """What an operator may tune in the monitor: the rules, the controller's rules, where the
+    registry is and the basics."""
 
     model_config = SettingsConfigDict(
         env_prefix=MONITOR.env_prefix,
@@ -146,3 +223,14 @@ class MonitorSettings(Rules, ServiceSettings):
 
     service_name: str = MONITOR.name
     metrics_port: int = Field(MONITOR.metrics_port, ge=1, le=65535)
+    registry_address: str = Field(
+        f"127.0.0.1:{REGISTRY.grpc_port}",
+        examples=[f"registry:{REGISTRY.grpc_port}"],
+        description="The registry's gRPC API, which the rollout controller asks to advance, "
+        "abort and roll back.",
+    )
+    registry_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token sent to the registry, when it requires one: the monitor's "
+        "principal's entry (role operator) in SCREWOPS_REGISTRY_AUTH_TOKENS; empty sends none.",
+    )

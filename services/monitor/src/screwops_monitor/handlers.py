@@ -1,4 +1,5 @@
-"""Monitor's event handlers: production is followed; inspections and reviews are watched."""
+"""Monitor's event handlers: production and its rollouts are followed; inspections and reviews are
+watched."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from screwops_contracts import (
     InspectionReviewed,
     ModelDeployed,
     ModelRolledBack,
+    ModelRolloutChanged,
 )
 
 from screwops_monitor.service import MonitorService
@@ -23,6 +25,10 @@ def register(bus: Bus, service: MonitorService) -> None:
     @bus.consumer(ModelRolledBack)
     async def on_model_rolled_back(event: ModelRolledBack) -> None:
         await service.on_model_rolled_back(event)
+
+    @bus.consumer(ModelRolloutChanged)
+    async def on_rollout_changed(event: ModelRolloutChanged) -> None:
+        await service.on_rollout_changed(event)
 
     @bus.consumer(InspectionCompleted)
     async def on_inspection_completed(event: InspectionCompleted) -> None:

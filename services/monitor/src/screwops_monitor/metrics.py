@@ -15,7 +15,8 @@ Gauge = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 class MonitorMetrics:
-    """Each signal's value, bound and state, the windows, and what was taken in and announced."""
+    """Each signal's value, bound and state, the windows, what was taken in and announced, and
+    the rollout controller's figures and decisions."""
 
     def __init__(
         self,
@@ -25,6 +26,9 @@ class MonitorMetrics:
         fired: Gauge,
         windows: Gauge,
         reference: Gauge,
+        rollout_disagreement: Gauge,
+        rollout_samples: Gauge,
+        rollout_p99: Gauge,
         meter_provider: MeterProvider | None = None,
     ) -> None:
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("screwops.monitor")
@@ -59,6 +63,34 @@ class MonitorMetrics:
             "threshold; evaluation_defect_rate: the test split's; evaluation_psi: PSI between the "
             "two score distributions). A sanity check, never alarmed on.",
         )
+        meter.create_observable_gauge(
+            "screwops_monitor_rollout_disagreement",
+            callbacks=[rollout_disagreement],
+            description="Share of compared images on which the rollout's candidate and production "
+            "gave different verdicts, over the rollout so far, by model, rollout, strategy and "
+            "step.",
+        )
+        meter.create_observable_gauge(
+            "screwops_monitor_rollout_sample",
+            callbacks=[rollout_samples],
+            description="The rollout's sample sizes, by model, rollout, strategy, step and figure "
+            "(compared: images both sides scored, over the rollout; canary, production: each "
+            "side's inspections in the step; canary_reviews, production_reviews: reviews during "
+            "the rollout).",
+        )
+        meter.create_observable_gauge(
+            "screwops_monitor_rollout_p99_latency",
+            unit="ms",
+            callbacks=[rollout_p99],
+            description="p99 of the gateway's latency for each side's inspections in the "
+            "rollout's step, by model, rollout, strategy, step and role.",
+        )
+        self._rollout_decisions = meter.create_counter(
+            "screwops_monitor_rollout_decisions",
+            description="The rollout controller's requests to the registry, by model, decision "
+            "(advance, abort, rollback) and outcome (done; refused: the rollout or production "
+            "had moved on; failed: the registry did not answer, asked again later).",
+        )
         self._observed = meter.create_counter(
             "screwops_monitor_observations",
             description="Inspections and reviews taken in (outcome counted) or left out because "
@@ -85,3 +117,8 @@ class MonitorMetrics:
     def training_decided(self, model: str, outcome: str) -> None:
         """Count one retraining decision: ``requested``, ``cooldown`` or ``no_dataset``."""
         self._requests.add(1, {"model": model, "outcome": outcome})
+
+    def rollout_decided(self, model: str, decision: str, outcome: str) -> None:
+        """Count one request of the controller: ``advance``, ``abort`` or ``rollback``, and
+        whether it was ``done``, ``refused`` or ``failed``."""
+        self._rollout_decisions.add(1, {"model": model, "decision": decision, "outcome": outcome})

@@ -33,6 +33,11 @@ event arrives, and the alarms and the cooldown are claims written before the eve
 them, naming the event that caused them, so a redelivered cause announces again with the same
 event ids (which consumers drop) and a later one finds the alarm fired or the cooldown running.
 
+The monitor is also the rollout controller (:mod:`screwops_monitor.rollouts`): it follows
+``model.rollout_changed``, counts every inspection and review of a running rollout, and asks the
+registry to advance or abort a canary. After production moves forward (``model.deployed``), an
+alarm of the new version within ``watch_window_s`` also asks the registry to roll it back.
+
 The windows live in this process, so the monitor runs as one instance: a second one would see
 only the inspections of its partitions. The claims keep even two from asking twice.
 
@@ -62,6 +67,7 @@ from screwops_contracts import (
     ModelDegradedPayload,
     ModelDeployed,
     ModelRolledBack,
+    ModelRolloutChanged,
     TrainingRequested,
     TrainingRequestedPayload,
 )
@@ -73,8 +79,9 @@ from screwops_contracts.models import (
 )
 from screwops_errors import NotFoundError
 
-from screwops_monitor.config import Rules
+from screwops_monitor.config import ControllerRules, Rules
 from screwops_monitor.metrics import MonitorMetrics
+from screwops_monitor.rollouts import Registry, RolloutController
 from screwops_monitor.signals import (
     Baseline,
     Observation,
@@ -134,7 +141,8 @@ class Watch:
 
 
 class MonitorService:
-    """Watches the production model and asks for retraining (see the module docstring)."""
+    """Watches the production model and asks for retraining, and controls rollouts (see the
+    module docstring). Without a registry the rollouts are measured, never decided on."""
 
     def __init__(
         self,
@@ -143,6 +151,8 @@ class MonitorService:
         publish: Publish,
         *,
         rules: Rules,
+        controller_rules: ControllerRules | None = None,
+        registry: Registry | None = None,
         producer: str = "monitor",
         clock: Callable[[], datetime] | None = None,
         meter_provider: MeterProvider | None = None,
@@ -167,7 +177,18 @@ class MonitorService:
             fired=self._observe_fired,
             windows=self._observe_windows,
             reference=self._observe_reference,
+            rollout_disagreement=lambda options: self._controller.observe_disagreement(options),
+            rollout_samples=lambda options: self._controller.observe_samples(options),
+            rollout_p99=lambda options: self._controller.observe_p99(options),
             meter_provider=meter_provider,
+        )
+        self._controller_rules = (controller_rules or ControllerRules()).controller()
+        self._controller = RolloutController(
+            store,
+            registry,
+            rules=self._controller_rules,
+            metrics=self._metrics,
+            clock=self._now,
         )
 
     # --- events ----------------------------------------------------------------------------
@@ -201,9 +222,15 @@ class MonitorService:
         await self._move(event, rolled.model_name, rolled.to_version)
         self.handled[event.TOPIC] += 1
 
+    async def on_rollout_changed(self, event: ModelRolloutChanged) -> None:
+        """A rollout started, moved or ended: the controller follows it."""
+        await self._controller.on_rollout_changed(event)
+        self.handled[event.TOPIC] += 1
+
     async def on_inspection_completed(self, event: InspectionCompleted) -> None:
         """One more inspection in the reference, or once it is full in the window; judge score
-        drift and the defect rate."""
+        drift and the defect rate. An inspection of a rollout also goes to the controller, last,
+        so an event retried after a failure above is counted there once."""
         inspected = event.payload
         async with self._locks[inspected.model_name]:
             watch = await self._watch(inspected.model_name)
@@ -223,6 +250,7 @@ class MonitorService:
                     defect_rate(watch.scores, watch.reference, self._rules),
                 )
                 await self._judge(watch, readings, event)
+        await self._controller.on_inspection(event)
         self.handled[event.TOPIC] += 1
 
     async def _take(self, watch: Watch, observation: Observation) -> None:
@@ -258,6 +286,7 @@ class MonitorService:
                     self._metrics.observed(REVIEWS, "counted")
                     await self._prune(watch, REVIEWS)
                 await self._judge(watch, (accuracy(watch.reviews, self._rules),), event)
+        await self._controller.on_review(event)
         self.handled[event.TOPIC] += 1
 
     # --- production and the baseline -------------------------------------------------------
@@ -312,7 +341,7 @@ class MonitorService:
         """Production of ``model_name`` is ``version`` since ``event``, unless a later move is
         known; the model's windows and alarms start afresh."""
         production = Production(
-            model_name, version, _millis(event.occurred_at), str(event.event_id)
+            model_name, version, _millis(event.occurred_at), str(event.event_id), event.type
         )
         async with self._locks[model_name]:
             current = await self._store.get_production(model_name)
@@ -461,6 +490,28 @@ class MonitorService:
             await self._announce(watch, reading, cause)
         if fired:
             await self._request_training(watch, fired, cause)
+            await self._roll_back_if_new(watch, fired)
+
+    async def _roll_back_if_new(self, watch: Watch, fired: Sequence[Reading]) -> None:
+        """Within the watch window after production moved forward, an alarm of the new version
+        rolls it back. A rollback's own move is not watched so: rolling back from the version
+        returned to would return to the version that just failed."""
+        production = watch.production
+        window = timedelta(seconds=self._controller_rules.watch_window_s)
+        watching = window > timedelta(0) and self._now() - production.since <= window
+        if production.moved_by != ModelDeployed.TOPIC or not watching:
+            return
+        breached = "; ".join(
+            f"{r.signal} {r.value:.4f} past {r.threshold:.4f} over {r.observations} observations"
+            for r in fired
+        )
+        await self._controller.roll_back(
+            watch.model_name,
+            watch.version,
+            production.event_id,
+            f"version {watch.version} breached its SLO within {window.total_seconds():g}s of "
+            f"its deployment: {breached}",
+        )
 
     async def _announce(self, watch: Watch, reading: Reading, cause: Event[Any]) -> None:
         log.warning(

@@ -24,6 +24,10 @@ The monitor owns these collections; no other service reads them.
   announces it again rather than never.
 * ``monitor_training_requests`` — one per model, ``_id`` the model name: the last training
   request, claimed the same way, so the cooldown holds across restarts and instances.
+* ``monitor_rollouts`` — one per model, ``_id`` the model name: the registry's newest change of
+  its latest rollout (``model.rollout_changed``) and when its current step began, kept only if
+  newer by the registry's sequence, so a restarted controller knows the running rollout; its
+  figures are not kept (see :mod:`screwops_monitor.rollouts`).
 
 Production moving to another version deletes the model's reference, observations, reviews and
 alarms: a new version (or one rolled back to) starts with a reference to fill, an empty window and
@@ -41,6 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
+from screwops_contracts import ModelRolloutChangedPayload
 from screwops_errors import AlreadyExistsError
 from screwops_storage import IndexSpec, ensure_indexes, mongo_errors
 
@@ -53,6 +58,7 @@ OBSERVATIONS = "monitor_observations"
 REVIEWS = "monitor_reviews"
 ALARMS = "monitor_alarms"
 TRAINING_REQUESTS = "monitor_training_requests"
+ROLLOUTS = "monitor_rollouts"
 
 INDEXES = (
     IndexSpec(VERSIONS, (("model_name", 1), ("version", 1)), unique=True),
@@ -73,12 +79,14 @@ def alarm_id(model_name: str, version: int, signal: str) -> str:
 
 @dataclass(frozen=True)
 class Production:
-    """The version behind ``production`` of a model, and since when."""
+    """The version behind ``production`` of a model, since when, and the event (and its type)
+    that moved it there."""
 
     model_name: str
     version: int
     since: datetime
     event_id: str
+    moved_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,15 @@ class TrainingClaim:
     cause_event_id: str
     requested_at: datetime
     reason: str
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """The registry's newest change of a model's latest rollout, and when its step began (the
+    change that started, advanced or resumed it)."""
+
+    rollout: ModelRolloutChangedPayload
+    step_started_at: datetime
 
 
 class Objects(Protocol):
@@ -215,6 +232,18 @@ class MonitorStore(Protocol):
         """The last training request made for the model."""
         ...
 
+    async def get_rollout(self, model_name: str) -> RolloutRecord | None:
+        """The model's latest rollout as last kept; None when it never had one."""
+        ...
+
+    async def save_rollout(self, record: RolloutRecord) -> bool:
+        """Keep ``record`` unless a change with the same or a later sequence is kept.
+
+        Returns:
+            True when kept; False when the kept one is as new or newer.
+        """
+        ...
+
 
 class MongoMonitorStore:
     """:class:`MonitorStore` on motor; works on FerretDB v1 and MongoDB alike."""
@@ -237,6 +266,7 @@ class MongoMonitorStore:
             version=doc["version"],
             since=doc["since"],
             event_id=doc["event_id"],
+            moved_by=doc.get("moved_by", ""),
         )
 
     async def set_production(self, production: Production) -> bool:
@@ -244,20 +274,26 @@ class MongoMonitorStore:
             "version": production.version,
             "since": production.since,
             "event_id": production.event_id,
+            "moved_by": production.moved_by,
         }
-        # Update if older, else insert if absent; an insert that loses a race to another
-        # instance's tries the update once more, so the newer of the two always stays.
+        return await self._set_if_newer(PRODUCTION, production.model_name, "since", fields)
+
+    async def _set_if_newer(
+        self, collection: str, key: str, order: str, fields: dict[str, Any]
+    ) -> bool:
+        """Update the document if its ``order`` field is older, else insert it if absent; an
+        insert that loses a race to another instance's tries the update once more, so the newer
+        of the two always stays."""
         for _ in range(2):
             with mongo_errors():
-                moved = await self._db[PRODUCTION].update_one(
-                    {"_id": production.model_name, "since": {"$lt": production.since}},
-                    {"$set": fields},
+                moved = await self._db[collection].update_one(
+                    {"_id": key, order: {"$lt": fields[order]}}, {"$set": fields}
                 )
             if moved.matched_count == 1:
                 return True
             try:
                 with mongo_errors():
-                    await self._db[PRODUCTION].insert_one({"_id": production.model_name, **fields})
+                    await self._db[collection].insert_one({"_id": key, **fields})
             except AlreadyExistsError:
                 continue
             return True
@@ -491,6 +527,26 @@ class MongoMonitorStore:
             requested_at=doc["requested_at"],
             reason=doc["reason"],
         )
+
+    # --- rollouts --------------------------------------------------------------------------
+
+    async def get_rollout(self, model_name: str) -> RolloutRecord | None:
+        with mongo_errors():
+            doc = await self._db[ROLLOUTS].find_one({"_id": model_name})
+        if doc is None:
+            return None
+        return RolloutRecord(
+            rollout=ModelRolloutChangedPayload.model_validate(doc["rollout"]),
+            step_started_at=doc["step_started_at"],
+        )
+
+    async def save_rollout(self, record: RolloutRecord) -> bool:
+        fields = {
+            "sequence": record.rollout.sequence,
+            "rollout": record.rollout.model_dump(mode="json"),
+            "step_started_at": record.step_started_at,
+        }
+        return await self._set_if_newer(ROLLOUTS, record.rollout.model_name, "sequence", fields)
 
 
 def _observation(doc: dict[str, Any]) -> Observation:
