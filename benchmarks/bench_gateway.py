@@ -83,6 +83,7 @@ from rich.table import Table
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts.models import FRAMES_INPUT, PART_FOUND_OUTPUT, PROBABILITY_OUTPUT
 from screwops_imaging import decode, fit_frame
+from screwops_rpc import open_aio_channel
 from screwops_serving import TritonModels, export_version
 from screwops_settings import StackSettings, kafka_password_file, triton_model_repository
 from screwops_stack import processes
@@ -278,7 +279,7 @@ async def wait_serving(
 ) -> None:
     """Until the gateway's gRPC health check answers SERVING (or it exits, or time runs out)."""
     deadline = time.monotonic() + within
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_aio_channel(address) as channel:
         health: Any = health_pb2_grpc.HealthStub(channel)  # its stubs omit the methods
         while True:
             if process.poll() is not None:
@@ -456,9 +457,11 @@ def run_ghz(
     """ghz at GHZ_CONCURRENCY over one connection for ``duration`` s; its figures, or why not."""
     data, report = scratch / "requests.bin", scratch / "ghz.json"
     data.write_bytes(delimited(requests))
+    ca_file = StackSettings().grpc.ca_file
     command = [
         str(ghz),
-        "--insecure",
+        # Over TLS, as every client reaches the gateway, checked against the stack's CA.
+        f"--cacert={ca_file}",
         # Python's reflection server resolves services but not method names, which is what
         # ghz asks it for, so ghz reads the proto instead.
         "--proto",
@@ -679,7 +682,7 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
                 log = (scratch / "gateway.log").read_text(errors="replace")
                 console.print(f"{error}; its log ends:\n{log[-3000:]}")
                 return 1
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with open_aio_channel(address) as channel:
                 stub: inspection_pb2_grpc.InspectionServiceAsyncStub
                 stub = inspection_pb2_grpc.InspectionServiceStub(channel)
                 paths = Paths(stub, triton, model)

@@ -16,9 +16,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 from minio import Minio
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from screwops_rpc import open_channel
 from screwops_settings import StackSettings
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
 
@@ -81,7 +81,7 @@ def upload_rate(files: list[bytes]) -> tuple[float, ingestion_pb2.ImportResult]:
             for i, data in enumerate(files)
         ),
     ]
-    with grpc.insecure_channel(ADDRESS) as channel:
+    with open_channel(ADDRESS) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
         began = time.perf_counter()
         result = stub.Upload(iter(requests), timeout=600)

@@ -75,6 +75,7 @@ from screwops_contracts import Topic
 from screwops_contracts.datasets import Label
 from screwops_contracts.models import ModelKind
 from screwops_metrics import Interval, LabeledImage, SplitMetrics, compute_metrics, wilson
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings
 from screwops_stack import processes, supervisor
 from screwops_synth import (
@@ -633,7 +634,7 @@ async def inspect_set(
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     answers: list[Answer | None] = [None] * len(items)
     queue = iter(enumerate(items))
-    async with grpc.aio.insecure_channel(service_address("gateway")) as channel:
+    async with open_aio_channel(service_address("gateway")) as channel:
         stub: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         await wait_served(stub, [i for i in items if i.defect_type is None][:5], version, metadata)
 

@@ -52,6 +52,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_rpc import open_aio_channel
 from screwops_settings.services import GATEWAY
 
 DOCUMENTED = frozenset(
@@ -271,7 +272,7 @@ async def fuzz(args: argparse.Namespace) -> bool:
     statuses: Counter[tuple[str, str]] = Counter()
     work = requests(pool, args.requests, args.seed, args.model_version)
     options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(args.address, options=options) as channel:
+    async with open_aio_channel(args.address, options=options) as channel:
         stub: inspection_pb2_grpc.InspectionServiceAsyncStub
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
         sent = time.perf_counter()

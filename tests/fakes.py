@@ -348,13 +348,19 @@ class AbortedError(Exception):
 
 
 class FakeContext:
-    """The part of a gRPC servicer context the APIs use: abort, and the deadline's remainder."""
+    """The part of a gRPC servicer context the APIs use: abort, the deadline's remainder, and
+    the connection's auth context (a verified client certificate's CN, when ``client`` names
+    one)."""
 
-    def __init__(self, remaining: float | None = None) -> None:
+    def __init__(self, remaining: float | None = None, client: str | None = None) -> None:
         self.remaining = remaining
+        self.client = client
 
     def time_remaining(self) -> float | None:
         return self.remaining
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_common_name": [self.client.encode()]} if self.client else {}
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
         raise AbortedError(code, details)

@@ -29,7 +29,13 @@ from screwops_contracts import (
     ModelRolledBackPayload,
 )
 from screwops_contracts.datasets import ImageLabel, Label, ManifestImage
-from screwops_settings import MinioSettings, StackSettings, kafka_client_options
+from screwops_settings import (
+    GrpcTlsSettings,
+    MinioSettings,
+    StackSettings,
+    kafka_client_options,
+)
+from screwops_stack import certificates
 from screwops_stack.kafka_security import ADMIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +48,29 @@ def log_in_to_kafka_as_the_stack_admin() -> None:
     catalogue may. The services the supervisor starts still log in as themselves, and the
     security tests name the principal they act as."""
     os.environ.setdefault("SCREWOPS_KAFKA__USERNAME", ADMIN)
+
+
+GRPC_TLS_VARIABLES = (
+    "SCREWOPS_GRPC__CA_FILE",
+    "SCREWOPS_GRPC__CERT_FILE",
+    "SCREWOPS_GRPC__KEY_FILE",
+)
+
+
+def grpc_tls_home(home: Path) -> GrpcTlsSettings:
+    """A CA and a gRPC server certificate of the stack's making under ``home`` (a test's own,
+    so the unit tests need no stack): every server and client of the test listens and connects
+    with them once :data:`GRPC_TLS_VARIABLES` name them."""
+    log = home / "openssl.log"
+    home.mkdir(parents=True, exist_ok=True)
+    cert, key = certificates.ensure_grpc_certificate(home, log=log)
+    return GrpcTlsSettings(ca_file=certificates.Ca(home).cert, cert_file=cert, key_file=key)
+
+
+def use_grpc_tls(tls: GrpcTlsSettings) -> None:
+    """Make ``tls`` this process's (and its children's) gRPC TLS settings."""
+    files = (tls.ca_file, tls.cert_file, tls.key_file)
+    os.environ.update(zip(GRPC_TLS_VARIABLES, map(str, files), strict=True))
 
 
 def unique(prefix: str) -> str:

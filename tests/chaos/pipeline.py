@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Topic, parse_event
 from screwops_contracts.datasets import Bucket
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import generate
@@ -126,7 +127,7 @@ async def deployed_once(run: Run) -> dict[str, Any]:
 async def served(version: int, *, within: float) -> float:
     """Wait for the gateway to answer with ``version``; seconds it took."""
     began = time.monotonic()
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
 
         async def serving() -> int | None:

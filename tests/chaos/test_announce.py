@@ -40,6 +40,7 @@ from screwops_bus.outbox import PENDING
 from screwops_contracts import Event, Topic, parse_event
 from screwops_contracts.models import MODEL_NAME
 from screwops_contracts.runs import RUNS
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_stack import processes, supervisor
 from screwops_stack.servers import Layout
@@ -209,7 +210,7 @@ async def test_an_upload_while_kafka_is_down_is_announced_once_it_is_back() -> N
             Topic.DATASET_VALIDATED,
             Topic.DATASET_REJECTED,
         ) as watcher,
-        grpc.aio.insecure_channel(INGESTION) as channel,
+        open_aio_channel(INGESTION) as channel,
     ):
         ingestion: Any = ingestion_pb2_grpc.IngestionServiceStub(channel)
         began = time.monotonic()
@@ -248,8 +249,8 @@ async def test_a_last_label_while_kafka_is_down_is_announced_once_it_is_back() -
     files = [image("good.png", ingestion_pb2.LABEL_GOOD), image("unlabeled.png")]
     async with (
         watching(settings, Topic.DATASET_LABELED) as watcher,
-        grpc.aio.insecure_channel(INGESTION) as ingestion_channel,
-        grpc.aio.insecure_channel(LABELING) as labeling_channel,
+        open_aio_channel(INGESTION) as ingestion_channel,
+        open_aio_channel(LABELING) as labeling_channel,
     ):
         ingestion: Any = ingestion_pb2_grpc.IngestionServiceStub(ingestion_channel)
         labeling: Any = labeling_pb2_grpc.LabelingServiceStub(labeling_channel)
@@ -322,7 +323,7 @@ async def test_a_promotion_while_kafka_is_down_reaches_the_gateway_once_it_is_ba
     gateway serves it; the operator's retry of the same request moves nothing. Production is
     promoted back afterwards, so the scenarios after this one find it as it was."""
     settings = StackSettings()
-    async with grpc.aio.insecure_channel(REGISTRY) as channel:
+    async with open_aio_channel(REGISTRY) as channel:
         registry: Any = registry_pb2_grpc.RegistryServiceStub(channel)
         before, others = await production(registry)
         assert others, "the registry has no other version to promote"

@@ -8,7 +8,6 @@ import json
 import uuid
 from typing import Any
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,6 +15,7 @@ from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_bus.deadletter import CONSUMER, REASON
 from screwops_contracts import CATALOGUE, dlq_topic
 from screwops_contracts.minio import BUCKET_EVENTS_TOPIC
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 
 from tests.e2e.runs import GATEWAY, finished_run
@@ -63,7 +63,7 @@ async def test_poison_on_every_topic_is_dead_lettered_and_valid_events_still_flo
         await producer.stop()
 
     # Valid inspections right behind the poison, on the topic the monitor and labeling read.
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         for index in range(INSPECTIONS_AFTER):
             await gateway.Inspect(

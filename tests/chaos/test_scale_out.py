@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from screwops.v1 import labeling_pb2, labeling_pb2_grpc
 from screwops_contracts import InspectionCompleted, InspectionCompletedPayload, Topic
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 
 from tests.e2e.conftest import REPO
@@ -128,7 +128,7 @@ async def test_a_second_instance_shares_the_work_and_inherits_it_when_killed(
         await producer.stop()
         await admin.close()
 
-    async with grpc.aio.insecure_channel(LABELING) as channel:
+    async with open_aio_channel(LABELING) as channel:
         stub: Any = labeling_pb2_grpc.LabelingServiceStub(channel)
 
         async def queued() -> list[str] | None:

@@ -150,7 +150,7 @@ async def test_an_api_with_tokens_refuses_calls_without_a_valid_one(
     api = APIS[service]
     refused: dict[str, str] = {}
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_aio_channel(f"127.0.0.1:{port}") as channel:
             health: Any = health_pb2_grpc.HealthStub(channel)
 
             async def serving() -> bool | None:

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings
 
 from tests.chaos.conftest import crash_server, restart_server
@@ -77,7 +78,7 @@ class Load:
 async def test_triton_killed_under_load(tmp_path: Path) -> None:
     settings = StackSettings()
     await finished_run(settings, tmp_path)  # a production version for the gateway to serve
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         load = Load(inspection_pb2_grpc.InspectionServiceStub(channel))
         try:
             began = time.monotonic()

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import ModelDeployed, Topic, parse_event
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_synth import generate
 
@@ -166,7 +166,7 @@ async def finished_run(settings: StackSettings, tmp_path: Path) -> FinishedRun:
 
 async def inspect(image: bytes, *, version: int, line_id: str = "line-e2e") -> Any:
     """One inspection through the gateway with ``version`` pinned; the InspectResponse."""
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         return await gateway.Inspect(
             inspection_pb2.InspectRequest(

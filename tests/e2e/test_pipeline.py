@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc, registry_pb2, registry_pb2_grpc
 from screwops_contracts import Event, Topic, parse_event
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import MODEL_NAME
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import generate
@@ -147,7 +147,7 @@ async def test_rendered_screws_go_all_the_way_to_a_served_model(tmp_path: Path) 
     )
     assert await objects.exists(Bucket.MODELS, approved.payload.report_key)
 
-    async with grpc.aio.insecure_channel(REGISTRY) as channel:
+    async with open_aio_channel(REGISTRY) as channel:
         registry: Any = registry_pb2_grpc.RegistryServiceStub(channel)
         lineage = await registry.GetLineage(
             registry_pb2.GetLineageRequest(model_name=MODEL_NAME, version=version), timeout=30
@@ -155,7 +155,7 @@ async def test_rendered_screws_go_all_the_way_to_a_served_model(tmp_path: Path) 
     assert (lineage.dataset_id, lineage.run_id) == (dataset, trained.payload.run_id)
 
     request_ids = set()
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         for path, truth in samples(root):
             request_id = unique("e2e-inspect")

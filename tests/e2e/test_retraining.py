@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -55,6 +54,7 @@ from screwops_contracts import (
     parse_event,
 )
 from screwops_contracts.datasets import Bucket, Label, Manifest
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 from screwops_synth import DEFECT_TYPES, Style, render_screw
@@ -165,8 +165,8 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
     began = time.monotonic()
 
     async with (
-        grpc.aio.insecure_channel(GATEWAY) as gateway_channel,
-        grpc.aio.insecure_channel(LABELING) as labeling_channel,
+        open_aio_channel(GATEWAY) as gateway_channel,
+        open_aio_channel(LABELING) as labeling_channel,
         Stream(settings) as stream,
     ):
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(gateway_channel)

@@ -10,11 +10,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_contracts import Topic
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings
 
 from tests.e2e.runs import GATEWAY, HOPS, FinishedRun, finished_run
@@ -138,7 +138,7 @@ async def test_an_inspection_continues_the_callers_trace_through_the_triton_call
     run = await finished_run(settings, tmp_path)
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
 
-    async with grpc.aio.insecure_channel(GATEWAY) as channel:
+    async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         answer = await gateway.Inspect(
             inspection_pb2.InspectRequest(

@@ -32,7 +32,7 @@ from screwops_gateway.prediction_log import PredictionLog
 from screwops_gateway.service import GatewayService
 from screwops_gateway.store import MongoServingStateStore
 from screwops_imaging import decode, fit_frame
-from screwops_rpc import BearerAuth
+from screwops_rpc import BearerAuth, open_aio_channel
 from screwops_serving import TritonModels
 from screwops_settings import ApiToken, Role, StackSettings
 from screwops_storage import ObjectStore, database
@@ -142,7 +142,7 @@ async def gateway(
     await bus.broker.start()
     await service.start()
     await api.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
+    channel = open_aio_channel(f"127.0.0.1:{api.port}")
     try:
         yield Gateway(
             model=model,
@@ -296,7 +296,7 @@ async def test_an_unreachable_triton_answers_unavailable_within_the_deadline(
     await service.start()
     await api.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{api.port}") as channel:
+        async with open_aio_channel(f"127.0.0.1:{api.port}") as channel:
             stub: inspection_pb2_grpc.InspectionServiceAsyncStub
             stub = inspection_pb2_grpc.InspectionServiceStub(channel)
             request = inspection_pb2.InspectRequest(

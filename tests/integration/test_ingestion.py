@@ -25,6 +25,7 @@ from screwops_ingestion import grpc_api, handlers
 from screwops_ingestion.config import Limits, Rules
 from screwops_ingestion.service import IngestionService
 from screwops_ingestion.store import MongoIngestionStore
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore
 
@@ -74,7 +75,7 @@ async def ingestion(
     await bus.broker.start()
     await api.start()
     address = f"127.0.0.1:{api.port}"
-    channel = grpc.aio.insecure_channel(address)
+    channel = open_aio_channel(address)
     try:
         yield Running(ingestion_pb2_grpc.IngestionServiceStub(channel), objects, mongo_db, address)
     finally:

@@ -40,6 +40,7 @@ from screwops_labeling import grpc_api, handlers
 from screwops_labeling.config import ReviewPolicy, Rules
 from screwops_labeling.service import LabelingService
 from screwops_labeling.store import MongoLabelingStore, VersionImage, VersionRecord
+from screwops_rpc import open_aio_channel
 from screwops_settings import StackSettings
 from screwops_storage import ObjectStore, database
 
@@ -205,7 +206,7 @@ async def labeling(
 
     await bus.broker.start()
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_aio_channel(f"127.0.0.1:{server.port}")
     try:
         yield Labeling(
             bus=bus,

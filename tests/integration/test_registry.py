@@ -47,6 +47,7 @@ from screwops_registry.store import (
     VersionRecord,
     VersionStatus,
 )
+from screwops_rpc import open_aio_channel
 from screwops_serving import TritonModels, versions_present
 from screwops_settings import StackSettings, triton_model_repository
 from screwops_storage import ObjectStore, database
@@ -191,7 +192,7 @@ async def registry(
 
     await bus.broker.start()
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = open_aio_channel(f"127.0.0.1:{server.port}")
     try:
         yield Registry(
             model=model,

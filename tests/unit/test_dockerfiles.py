@@ -174,7 +174,7 @@ def test_the_health_check_asks_the_service_on_its_port(spec: Service) -> None:
     prefix = f"SCREWOPS_{spec.name.upper()}_"
     if spec.grpc_port:
         assert f"${{{prefix}GRPC_PORT:-{spec.grpc_port}}}" in check
-        assert "HealthStub" in check
+        assert "screwops_rpc.health" in check
     elif spec.http_port:
         assert f"${{{prefix}HTTP_PORT:-{spec.http_port}}}/healthz" in check
     else:

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import grpc
 from screwops_cli.main import app
+from screwops_rpc import server_credentials
 from typer.testing import CliRunner, Result
 
 S = TypeVar("S")
@@ -27,7 +28,7 @@ def serving(add: Callable[[S, grpc.Server], None], servicer: S) -> Iterator[str]
     """``servicer`` on a free port of 127.0.0.1; yields its address."""
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
     add(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port("127.0.0.1:0", server_credentials())
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -32,6 +32,7 @@ from screwops.v1 import (
 )
 from screwops_console.records import ReportSummary
 from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
+from screwops_rpc import server_credentials
 
 MODEL = "screw-classifier"
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -466,7 +467,7 @@ def serving(fakes: Fakes) -> Iterator[str]:
     checks = health.HealthServicer()
     checks.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port("127.0.0.1:0", server_credentials())
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_gateway.config import LogPolicy
 from screwops_gateway.grpc_api import ROLES, Context, InspectionApi, server
-from screwops_rpc import BearerAuth
+from screwops_rpc import BearerAuth, open_aio_channel
 from screwops_settings import ApiToken, Role
 
 from tests.fakes import AbortedError, FakeContext
@@ -225,7 +225,7 @@ async def wire() -> AsyncIterator[inspection_pb2_grpc.InspectionServiceAsyncStub
     )
     await h.service.start()
     await api.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
+    channel = open_aio_channel(f"127.0.0.1:{api.port}")
     try:
         yield inspection_pb2_grpc.InspectionServiceStub(channel)
     finally:

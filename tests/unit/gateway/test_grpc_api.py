@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
 from screwops_gateway.grpc_api import ROLES, SERVICE_NAME, server
 from screwops_gateway.service import NO_MODEL_DEPLOYED
+from screwops_rpc import open_aio_channel
 from screwops_rpc.auth import INVALID, MISSING, BearerAuth
 from screwops_settings import ApiToken, Role
 
@@ -55,7 +56,7 @@ async def serving(h: Harness, **limits: int) -> AsyncIterator[Running]:
     )
     await h.service.start()
     await api.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{api.port}")
+    channel = open_aio_channel(f"127.0.0.1:{api.port}")
     try:
         yield Running(h, inspection_pb2_grpc.InspectionServiceStub(channel), channel)
     finally:

@@ -77,6 +77,7 @@ async def test_a_low_probability_is_good_and_reports_everything_needed_to_trust_
         "request_id": "req-1",
         "line_id": "line-3",
         "camera_id": "cam-a",
+        "client_identity": None,
         "verdict": "GOOD",
         "defect_probability": pytest.approx(0.2),
         "threshold": 0.5,

@@ -17,10 +17,12 @@ Exit codes mean the same for every command:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import grpc
@@ -82,6 +84,61 @@ def token_option(service: str, *names: str) -> Any:
 
 
 GatewayToken = Annotated[str | None, token_option("gateway")]
+
+CaFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        help="PEM CA the services' certificates are checked against (default: "
+        "SCREWOPS_GRPC__CA_FILE, else the native stack's CA).",
+        show_default=False,
+    ),
+]
+ClientCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert",
+        help="PEM client certificate, for a gateway requiring one (mTLS; `screwops stack "
+        "issue-client-cert` makes one). Default: SCREWOPS_GRPC__CLIENT_CERT_FILE.",
+        show_default=False,
+    ),
+]
+ClientKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="The client certificate's PEM key (default: SCREWOPS_GRPC__CLIENT_KEY_FILE).",
+        show_default=False,
+    ),
+]
+_TLS_VARIABLES = (
+    "SCREWOPS_GRPC__CA_FILE",
+    "SCREWOPS_GRPC__CLIENT_CERT_FILE",
+    "SCREWOPS_GRPC__CLIENT_KEY_FILE",
+)
+
+
+def use_tls_options(
+    ctx: typer.Context, ca_file: Path | None, cert: Path | None, key: Path | None
+) -> None:
+    """Make the TLS options given the settings of every gRPC channel this command opens: the
+    channels take their TLS from ``SCREWOPS_GRPC__*`` unless told otherwise, so the options are
+    set there for the command's duration (and restored after, for the next command of a test)."""
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    saved = {name: os.environ.get(name) for name in _TLS_VARIABLES}
+    for name, value in zip(_TLS_VARIABLES, (ca_file, cert, key), strict=True):
+        if value is not None:
+            os.environ[name] = str(value.resolve())
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    ctx.call_on_close(restore)
 
 
 def exit_code(status: grpc.StatusCode) -> ExitCode:

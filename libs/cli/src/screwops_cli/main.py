@@ -27,6 +27,9 @@ from screwops_synth.cli import app as data_app
 
 from screwops_cli import dlq, events, labels, models, runs, upload
 from screwops_cli.common import (
+    CaFile,
+    ClientCert,
+    ClientKey,
     ExitCode,
     Json,
     address_option,
@@ -38,6 +41,7 @@ from screwops_cli.common import (
     message_dict,
     resolve,
     token_option,
+    use_tls_options,
 )
 from screwops_cli.demo import run as run_demo
 from screwops_cli.inspection import inspect
@@ -56,14 +60,20 @@ def _print_version(requested: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    ca_file: CaFile = None,
+    cert: ClientCert = None,
+    key: ClientKey = None,
 ) -> None:
-    """Options that come before any command."""
+    """Options that come before any command: the gRPC connections' TLS among them (every call
+    goes over TLS, checked against the native stack's CA unless --ca-file names another)."""
+    use_tls_options(ctx, ca_file, cert, key)
 
 
 app.add_typer(stack_app, name="stack")

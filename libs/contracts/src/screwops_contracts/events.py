@@ -596,6 +596,13 @@ class InspectionCompletedPayload(Payload):
     camera_id: str = Field(
         description="Camera on the line.", examples=["cam-4"], max_length=MAX_ID_CHARS
     )
+    client_identity: str | None = Field(
+        default=None,
+        description="Subject CN of the client certificate the gateway verified the caller's "
+        "connection with (mutual TLS, a production line's camera); null without one.",
+        examples=["line-3-cam-4"],
+        max_length=MAX_ID_CHARS,
+    )
     verdict: Literal["GOOD", "DEFECT"] = Field(description="Verdict returned.", examples=["GOOD"])
     defect_probability: float = Field(
         description="Model score for 'defect'.", examples=[0.03], ge=0.0, le=1.0

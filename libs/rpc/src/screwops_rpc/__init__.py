@@ -1,7 +1,8 @@
 """The gRPC server every ScrewOps API runs on.
 
 One way to serve, so every API behaves alike for its clients: standard health checking and server
-reflection (``grpcurl`` works without proto files), bearer tokens and roles where configured
+reflection (``grpcurl`` works without proto files), TLS only, with client certificates where
+required (:mod:`screwops_rpc.tls`), bearer tokens and roles where configured
 (:mod:`screwops_rpc.auth`), typed errors turned into their one status (:func:`map_errors`),
 graceful shutdown that lets in-flight calls finish, and one reading of offset page tokens
 (:func:`offset_page`).
@@ -20,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from screwops_errors import InvalidInputError, grpc_status
+from screwops_settings import GrpcTlsSettings
 
 from screwops_rpc.auth import (
     AUTHORIZATION,
@@ -35,6 +37,13 @@ from screwops_rpc.auth import (
     open_channel,
 )
 from screwops_rpc.calls import CallMetrics, Record
+from screwops_rpc.tls import (
+    TlsSetupError,
+    channel_credentials,
+    client_identity,
+    server_credentials,
+    stack_tls,
+)
 
 __all__ = [
     "AUTHORIZATION",
@@ -47,8 +56,11 @@ __all__ = [
     "Record",
     "ServedApi",
     "Server",
+    "TlsSetupError",
     "bearer_auth",
+    "channel_credentials",
     "channel_options",
+    "client_identity",
     "current_principal",
     "map_errors",
     "method_roles",
@@ -56,6 +68,8 @@ __all__ = [
     "on_behalf_of",
     "open_aio_channel",
     "open_channel",
+    "server_credentials",
+    "stack_tls",
 ]
 
 log = logging.getLogger("screwops.rpc")
@@ -149,6 +163,9 @@ class Server:
     finish, streams too, and the client connects again for the next call), so a client that
     balances over a resolved name resolves it again and reaches instances started since; None
     keeps connections for ever.
+
+    The server listens with TLS only, with ``tls`` (the stack's settings when None); with
+    ``require_client_cert`` a client must present a certificate signed by its CA (mTLS).
     """
 
     def __init__(
@@ -162,6 +179,8 @@ class Server:
         max_concurrent_rpcs: int | None = None,
         max_concurrent_streams: int | None = None,
         max_connection_age_s: float | None = None,
+        tls: GrpcTlsSettings | None = None,
+        require_client_cert: bool = False,
     ) -> None:
         self._apis = list(apis)
         self._address = f"{host}:{port}"
@@ -170,6 +189,8 @@ class Server:
         self._max_concurrent_rpcs = max_concurrent_rpcs
         self._max_concurrent_streams = max_concurrent_streams
         self._max_connection_age_s = max_connection_age_s
+        # Read now, so a missing certificate stops the service before it starts anything else.
+        self._credentials = server_credentials(tls, require_client_cert=require_client_cert)
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port = port
@@ -206,7 +227,7 @@ class Server:
             ],
             server,
         )
-        self.port = server.add_insecure_port(self._address)
+        self.port = server.add_secure_port(self._address, self._credentials)
         await server.start()
         self._server = server
         for name in ["", *names]:
@@ -244,6 +265,8 @@ class ServedApi(Generic[S]):
         max_concurrent_rpcs: int | None = None,
         max_concurrent_streams: int | None = None,
         max_connection_age_s: float | None = None,
+        tls: GrpcTlsSettings | None = None,
+        require_client_cert: bool = False,
     ) -> Server:
         """The :class:`Server` of this API over ``service``."""
         return Server(
@@ -255,4 +278,6 @@ class ServedApi(Generic[S]):
             max_concurrent_rpcs=max_concurrent_rpcs,
             max_concurrent_streams=max_concurrent_streams,
             max_connection_age_s=max_connection_age_s,
+            tls=tls,
+            require_client_cert=require_client_cert,
         )

@@ -21,7 +21,8 @@ a token. Tokens are compared in constant time, against every configured token, s
 neither a token nor which one nearly matched; no refusal quotes the token presented.
 
 Clients (the CLI, the console, the demo) open their channels with :func:`open_channel` or
-:func:`open_aio_channel`, which add the token to every call, so no call site can forget it.
+:func:`open_aio_channel`, which add the token to every call, so no call site can forget it, and
+connect with TLS (:mod:`screwops_rpc.tls`), so a token never crosses the network in the clear.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from typing import Any, Literal, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
-from screwops_settings import PRINCIPAL_PATTERN, ApiToken, Role
+from screwops_settings import PRINCIPAL_PATTERN, ApiToken, GrpcTlsSettings, Role
+
+from screwops_rpc.tls import channel_credentials
 
 AUTHORIZATION = "authorization"
 ON_BEHALF_OF = "x-screwops-on-behalf-of"
@@ -363,11 +366,16 @@ def open_channel(
     options: Sequence[tuple[str, Any]] = (),
     *,
     balancing: Balancing = "pick_first",
+    tls: GrpcTlsSettings | None = None,
 ) -> grpc.Channel:
-    """A blocking channel to ``target`` that presents ``token`` on every call (none when empty),
-    so a command cannot forget the token on one of its calls; ``balancing`` as in
-    :func:`channel_options`."""
-    opened = grpc.insecure_channel(target, options=channel_options(options, balancing))
+    """A blocking TLS channel to ``target`` that presents ``token`` on every call (none when
+    empty), so a command cannot forget the token on one of its calls; ``balancing`` as in
+    :func:`channel_options`, ``tls`` as in :func:`~screwops_rpc.tls.channel_credentials`."""
+    opened = grpc.secure_channel(
+        target,
+        channel_credentials(tls),
+        options=_checked_name(target, channel_options(options, balancing)),
+    )
     return grpc.intercept_channel(opened, _SendToken(token)) if token else opened
 
 
@@ -377,13 +385,28 @@ def open_aio_channel(
     options: Sequence[tuple[str, Any]] = (),
     *,
     balancing: Balancing = "pick_first",
+    tls: GrpcTlsSettings | None = None,
 ) -> grpc.aio.Channel:
     """The asyncio twin of :func:`open_channel`."""
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
     interceptors = [kind(token) for kind in kinds] if token else None
-    return grpc.aio.insecure_channel(
-        target, options=channel_options(options, balancing), interceptors=interceptors
+    return grpc.aio.secure_channel(
+        target,
+        channel_credentials(tls),
+        options=_checked_name(target, channel_options(options, balancing)),
+        interceptors=interceptors,
     )
+
+
+def _checked_name(target: str, options: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``options``, with the first address as the authority of a static list of addresses
+    (``ipv4:127.0.0.1:1,127.0.0.1:2``): gRPC would check the servers' certificate against the
+    whole list, a name no certificate carries; every address of a list serves one API's."""
+    scheme, _, addresses = target.partition(":")
+    named = any(key == "grpc.default_authority" for key, _ in options)
+    if scheme not in ("ipv4", "ipv6") or "," not in addresses or named:
+        return options
+    return [*options, ("grpc.default_authority", addresses.split(",", 1)[0])]
 
 
 def channel_options(

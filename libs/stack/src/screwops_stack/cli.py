@@ -10,18 +10,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated
 
-import grpc
 import httpx
 import typer
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
+from screwops_rpc.health import problem as grpc_health_problem
 from screwops_settings import StackSettings, console_admin_password_file
 from screwops_settings.services import Service
 
-from screwops_stack import processes, supervisor
+from screwops_stack import certificates, processes, supervisor
 from screwops_stack.kafka_security import StaleStackError
 from screwops_stack.servers import BIND_HOST, DEPLOY, Layout, NotReadyError, Server, servers
 
@@ -135,6 +135,13 @@ def up(
     selected = _selected(names)
     _install([s.name for s in selected] if names else None)
     began = time.monotonic()
+    # Before the servers start side by side, so Kafka's preparation finds the one CA made here.
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    try:
+        certificates.ensure_grpc_certificate(layout.home, log=layout.log("tls"))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        console.print(f"[red]issuing the gRPC certificate failed: {exc}[/red]")
+        raise typer.Exit(1) from None
     # The servers start side by side; each is then probed until it answers or its deadline passes.
     with ThreadPoolExecutor(max_workers=len(selected)) as pool:
         outcomes = list(pool.map(lambda s: _start(s, layout), selected))
@@ -249,6 +256,32 @@ def clean(
     console.print("stack data wiped")
 
 
+@app.command("issue-client-cert")
+def issue_client_cert(
+    name: Annotated[
+        str, typer.Argument(help="The client's name (a camera's), its certificate's subject CN.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory to write NAME.crt and NAME.key to (default: tls/clients)."),
+    ] = None,
+) -> None:
+    """Issue a production-line client's certificate from the stack's CA, for a gateway that
+    requires client certificates (mTLS): it records NAME on the client's inspections."""
+    layout = Layout(StackSettings().home)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    directory = out or layout.home / "tls" / "clients"
+    try:
+        cert, key = certificates.issue_client_certificate(
+            layout.home, name, directory, log=layout.log("tls")
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"certificate: {cert}\nkey:         {key} (owner-only)")
+    console.print(f"use: screwops --cert {cert} --key {key} inspect IMAGE")
+
+
 services_app = typer.Typer(help="The ScrewOps services, supervised, on the native stack.")
 app.add_typer(services_app, name="services")
 
@@ -269,14 +302,7 @@ def _service_problem(spec: Service) -> str:
             return f"web app: /healthz answered {answer.status_code}"
     if spec.grpc_port is None:
         return ""
-    with grpc.insecure_channel(f"{BIND_HOST}:{spec.grpc_port}") as channel:
-        try:
-            stub: Any = health_pb2_grpc.HealthStub(channel)  # its stubs omit the methods
-            answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-        except grpc.RpcError as exc:
-            return f"gRPC health: {exc.code().name}"
-    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
-    return "" if serving else "gRPC health: not serving"
+    return grpc_health_problem(f"{BIND_HOST}:{spec.grpc_port}")
 
 
 @services_app.command("up")

@@ -137,13 +137,8 @@ def _healthcheck(spec: Service) -> str:
     prefix = spec.env_prefix
     if spec.grpc_port is not None:
         address = f"127.0.0.1:${{{prefix}GRPC_PORT:-{spec.grpc_port}}}"
-        return (
-            'python -c "import sys, grpc; '
-            "from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; "
-            f"stub = g.HealthStub(grpc.insecure_channel('{address}')); "
-            "sys.exit(stub.Check(h.HealthCheckRequest(), timeout=4).status "
-            '!= h.HealthCheckResponse.SERVING)"'
-        )
+        # Over TLS with the stack's CA (SCREWOPS_GRPC__CA_FILE), as every client connects.
+        return f"python -m screwops_rpc.health {address}"
     if spec.http_port is not None:
         url = f"http://127.0.0.1:${{{prefix}HTTP_PORT:-{spec.http_port}}}/healthz"
     else:

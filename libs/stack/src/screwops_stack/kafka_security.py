@@ -1,5 +1,6 @@
-"""Kafka's security on the native stack: its CA and certificate, each principal's password, the
-SCRAM users and the ACLs generated from the event catalogue.
+"""Kafka's security on the native stack: its certificate (from the stack's CA,
+:mod:`screwops_stack.certificates`), each principal's password, the SCRAM users and the ACLs
+generated from the event catalogue.
 
 Everything is made on the first ``make up`` under the stack home (``tls/`` and
 ``secrets/kafka/``, readable by the owner only) and kept afterwards, so a password or the CA
@@ -9,9 +10,7 @@ the Admin API, so a change to the catalogue reaches the broker with the next ``m
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,15 @@ from kafka.admin import (
 from screwops_contracts import Rights, access_rights
 from screwops_settings import KafkaSettings, kafka_ca_file, kafka_password_file
 
+from screwops_stack import certificates
+from screwops_stack.certificates import write_private as write_private  # compose and servers
+
 ADMIN = "admin"
 """The stack manager's principal, the broker's super user: it creates the topics and the ACLs
 (and the test suite acts as it, since each test makes topics of its own)."""
 SCRAM_MARKER = ".screwops-scram"
 """Written into Kafka's data directory once its storage was formatted with the SCRAM users; a
 data directory without it predates SASL and has no users to log in as."""
-CERT_DAYS = 3650
-OWNER_ONLY = 0o600
 
 
 class StaleStackError(Exception):
@@ -73,13 +73,6 @@ def principals() -> list[str]:
     return [ADMIN, *sorted(access_rights())]
 
 
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(text)
-
-
 def ensure_passwords(home: Path) -> dict[str, str]:
     """Each principal's password, generated (and written 0600) the first time it is asked for."""
     passwords = {}
@@ -91,46 +84,18 @@ def ensure_passwords(home: Path) -> dict[str, str]:
     return passwords
 
 
-def _openssl(*args: str, log: Path) -> None:
-    with log.open("ab") as out:
-        subprocess.run(["openssl", *args], check=True, stdout=out, stderr=subprocess.STDOUT)
-
-
 def ensure_tls(home: Path, *, hosts: Iterable[str], log: Path) -> Tls:
-    """The CA and the broker's certificate (for ``hosts``: names and IP addresses), made with the
-    openssl CLI once; the private keys are written owner-only."""
+    """The broker's key store (its certificate for ``hosts``: names and IP addresses), issued
+    once by the stack's CA (made first if the home has none)."""
     tls = Tls(home)
     if tls.broker_keystore.is_file() and tls.ca_cert.is_file():
         return tls
-    tls.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key, csr, cert = tls.dir / "kafka.key", tls.dir / "kafka.csr", tls.dir / "kafka.crt"
-    ext = tls.dir / "kafka.ext"
-    for private in (tls.ca_key, key):
-        write_private(private, "")
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-out", str(tls.ca_key), log=log)  # fmt: skip
-    _openssl("req", "-x509", "-new", "-key", str(tls.ca_key), "-sha256",
-             "-days", str(CERT_DAYS), "-subj", "/CN=ScrewOps local CA",
-             "-out", str(tls.ca_cert), log=log)  # fmt: skip
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-out", str(key), log=log)  # fmt: skip
-    _openssl("req", "-new", "-key", str(key), "-subj", "/CN=kafka", "-out", str(csr), log=log)
-    names = [f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts]
-    ext.write_text(
-        f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n"
-        "keyUsage=digitalSignature,keyEncipherment\n"
-    )
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(tls.ca_cert), "-CAkey", str(tls.ca_key),
-             "-CAcreateserial", "-days", str(CERT_DAYS), "-sha256", "-extfile", str(ext),
-             "-out", str(cert), log=log)  # fmt: skip
+    ca = certificates.ensure_ca(home, log=log)
+    key, cert = tls.dir / "kafka.key", tls.dir / "kafka.crt"
+    certificates.issue(ca, "kafka", cert=cert, key=key, usage="serverAuth", hosts=hosts, log=log)
     # Kafka's PEM key store wants an unencrypted PKCS#8 key followed by the certificate chain.
-    pkcs8 = tls.dir / "kafka.pkcs8"
-    write_private(pkcs8, "")
-    _openssl("pkcs8", "-topk8", "-nocrypt", "-in", str(key), "-out", str(pkcs8), log=log)
-    write_private(
-        tls.broker_keystore, pkcs8.read_text() + cert.read_text() + tls.ca_cert.read_text()
-    )
-    for scratch in (csr, ext, pkcs8, key):
+    write_private(tls.broker_keystore, key.read_text() + cert.read_text() + tls.ca_cert.read_text())
+    for scratch in (key, cert):
         scratch.unlink()
     return tls
 

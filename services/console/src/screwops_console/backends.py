@@ -80,7 +80,9 @@ class Backends:
             "registry": settings.registry_token,
         }
         channels = {
-            name: open_aio_channel(address, tokens[name].get_secret_value(), options)
+            name: open_aio_channel(
+                address, tokens[name].get_secret_value(), options, tls=settings.stack.grpc
+            )
             for name, address in addresses.items()
         }
         return cls(

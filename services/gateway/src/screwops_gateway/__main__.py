@@ -35,6 +35,8 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
+        tls=settings.stack.grpc,
+        require_client_cert=settings.require_client_cert,
         interceptors=bearer_auth(settings.auth_tokens, grpc_api.ROLES, metrics.refused),
         # Images up to twice the limit still arrive, to be refused with their reason.
         max_message_bytes=2 * settings.max_image_bytes + 64 * 1024,

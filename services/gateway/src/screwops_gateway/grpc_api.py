@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from screwops.v1 import inspection_pb2, inspection_pb2_grpc
-from screwops_rpc import ServedApi, map_errors, method_roles
+from screwops_rpc import ServedApi, client_identity, map_errors, method_roles
 from screwops_settings import Role
 
 from screwops_gateway.service import GatewayService, Inspection, InspectionResult, Verdict
@@ -43,14 +43,17 @@ class InspectionApi(inspection_pb2_grpc.InspectionServiceServicer):
     async def Inspect(  # noqa: N802 (the proto's method name)
         self, request: inspection_pb2.InspectRequest, context: Context
     ) -> inspection_pb2.InspectResponse:
-        result = await self._service.inspect(_inspection(request), deadline=_deadline(context))
+        result = await self._service.inspect(
+            _inspection(request, client_identity(context)), deadline=_deadline(context)
+        )
         return _response(result)
 
     @map_errors
     async def InspectStream(  # noqa: N802
         self, request_iterator: AsyncIterator[inspection_pb2.InspectRequest], context: Context
     ) -> AsyncIterator[inspection_pb2.InspectResponse]:
-        frames = (_inspection(request) async for request in request_iterator)
+        identity = client_identity(context)
+        frames = (_inspection(request, identity) async for request in request_iterator)
         async for result in self._service.inspect_stream(frames, deadline=_deadline(context)):
             yield _response(result)
 
@@ -69,7 +72,7 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _inspection(request: inspection_pb2.InspectRequest) -> Inspection:
+def _inspection(request: inspection_pb2.InspectRequest, identity: str | None) -> Inspection:
     return Inspection(
         image=request.image,
         line_id=request.line_id,
@@ -77,6 +80,7 @@ def _inspection(request: inspection_pb2.InspectRequest) -> Inspection:
         request_id=request.request_id,
         model_version=request.model_version if request.HasField("model_version") else None,
         frame_id=request.frame_id,
+        client_identity=identity,
     )
 
 

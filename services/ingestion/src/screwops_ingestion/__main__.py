@@ -29,6 +29,8 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
+        tls=settings.stack.grpc,
+        require_client_cert=settings.require_client_cert,
         interceptors=bearer_auth(settings.auth_tokens, grpc_api.ROLES),
         # Files up to 4x the limit still arrive, to be refused one by one with their reason.
         max_message_bytes=4 * settings.max_image_bytes,

@@ -25,6 +25,8 @@ def main() -> None:
         service,
         host=settings.grpc_host,
         port=settings.grpc_port,
+        tls=settings.stack.grpc,
+        require_client_cert=settings.require_client_cert,
         interceptors=bearer_auth(settings.auth_tokens, grpc_api.ROLES),
     )
 
