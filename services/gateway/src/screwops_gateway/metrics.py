@@ -8,7 +8,7 @@ the core, the authentication interceptor or a deadline ended it.
 from __future__ import annotations
 
 from opentelemetry import metrics
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import Meter, MeterProvider
 
 from screwops_gateway.config import LineLabels
 from screwops_gateway.routing import Role
@@ -137,6 +137,21 @@ class GatewayMetrics:
             description="Time a frame waited in the batcher for its Triton request to be sent.",
             explicit_bucket_boundaries_advisory=list(QUEUE_WAIT_BUCKETS_S),
         )
+        self._rollout_instruments(meter)
+        for status in STATUSES:
+            self._requests.add(0, {"status": status})
+            if status != "OK":
+                self._errors.add(0, {"status": status})
+        for reason in LOG_DROP_REASONS:
+            self._log_dropped.add(0, {"reason": reason})
+        for reason in IMAGE_DROP_REASONS:
+            self._images_dropped.add(0, {"reason": reason})
+        for reason in UNJUDGED_REASONS:
+            self._unjudged.add(0, {"reason": reason})
+
+    def _rollout_instruments(self, meter: Meter) -> None:
+        """The series a rollout's two sides are compared by (kept apart from ``__init__`` so
+        each stays readable)."""
         self._model_calls = meter.create_counter(
             "screwops_gateway_model_calls",
             description="Scores asked of a model version, by version, role (production, canary, "
@@ -167,16 +182,6 @@ class GatewayMetrics:
             "reason (full: the off-path limit was reached; decode_busy: no decode thread was "
             "free to fit the image to that version's frame).",
         )
-        for status in STATUSES:
-            self._requests.add(0, {"status": status})
-            if status != "OK":
-                self._errors.add(0, {"status": status})
-        for reason in LOG_DROP_REASONS:
-            self._log_dropped.add(0, {"reason": reason})
-        for reason in IMAGE_DROP_REASONS:
-            self._images_dropped.add(0, {"reason": reason})
-        for reason in UNJUDGED_REASONS:
-            self._unjudged.add(0, {"reason": reason})
         for role in (Role.PRODUCTION, Role.SHADOW):
             for reason in OFF_PATH_DROP_REASONS:
                 self._off_path_dropped.add(0, {"role": role, "reason": reason})

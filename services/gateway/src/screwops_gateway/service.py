@@ -146,8 +146,6 @@ class Inspection:
     request_id: str = ""
     model_version: int | None = None
     frame_id: str = ""
-    client_identity: str | None = None
-    """The subject CN of the client certificate the connection was verified with (mTLS)."""
 
 
 @dataclass(frozen=True)
@@ -421,21 +419,15 @@ class GatewayService:
         # decoded answers with the new version, so no request that starts after another was
         # answered by the new version is answered by the old one (a version of another frame
         # size re-fits it).
-        answerer = await self._resolve(inspection, drawn)
-        model_name, triton_model, version = (
-            answerer.model_name,
-            answerer.triton_model,
-            answerer.version,
-        )
-        threshold, route = answerer.threshold, answerer.route
-        if answerer.frame_size != fitted_to:
-            batch, preprocess_s = await self._prepare(inspection.image, answerer.frame_size)
-            fitted_to = answerer.frame_size
+        answer = await self._resolve(inspection, drawn)
+        if answer.frame_size != fitted_to:
+            batch, preprocess_s = await self._prepare(inspection.image, answer.frame_size)
         preprocessed_at = time.monotonic()
         decoded_at = preprocessed_at - preprocess_s
+        route = answer.route
         probability = await self._infer(
-            triton_model,
-            version,
+            answer.triton_model,
+            answer.version,
             batch,
             deadline,
             pinned=route is None,
@@ -446,39 +438,27 @@ class GatewayService:
             self._metrics.unjudged(NO_PART)
             raise FailedPreconditionError(NO_PART_FOUND)
 
-        verdict = Verdict.DEFECT if probability >= threshold else Verdict.GOOD
+        verdict = Verdict.DEFECT if probability >= answer.threshold else Verdict.GOOD
         trace_id = trace_id_hex()
         total_ms = (time.monotonic() - began) * 1000
-        rollout_id = route.rollout_id if route else None
-        event = InspectionCompleted.origin(
-            InspectionCompletedPayload(
-                request_id=inspection.request_id,
-                line_id=inspection.line_id,
-                camera_id=inspection.camera_id,
-                client_identity=inspection.client_identity,
-                verdict=verdict.value,
-                defect_probability=probability,
-                threshold=threshold,
-                model_name=model_name,
-                model_version=version,
-                trace_id=trace_id,
-                latency_ms=total_ms,
-                rollout_id=rollout_id,
-                role=route.role.value if route and rollout_id else None,
-            ),
-            producer=PRODUCER,
-        )
+        event = _completed(inspection, answer, verdict, probability, trace_id, total_ms)
         if route is not None and route.reference is not None:
             self._beside(
-                route, route.reference, inspection.image, batch, fitted_to, probability, event
+                route,
+                route.reference,
+                inspection.image,
+                batch,
+                answer.frame_size,
+                probability,
+                event,
             )
         else:
             self._log.record(event, inspection.image)
-        self._metrics.verdict(model_name, version, verdict.value, inspection.line_id)
+        self._metrics.verdict(answer.model_name, answer.version, verdict.value, inspection.line_id)
         trace.get_current_span().set_attributes(
             {
-                "screwops.triton_model": triton_model,
-                "screwops.model_version": version,
+                "screwops.triton_model": answer.triton_model,
+                "screwops.model_version": answer.version,
                 "screwops.verdict": verdict.value,
                 "screwops.inspection_id": str(event.event_id),
             }
@@ -487,9 +467,9 @@ class GatewayService:
             inspection_id=str(event.event_id),
             verdict=verdict,
             defect_probability=probability,
-            threshold=threshold,
-            model_name=model_name,
-            model_version=version,
+            threshold=answer.threshold,
+            model_name=answer.model_name,
+            model_version=answer.version,
             request_id=inspection.request_id,
             frame_id=inspection.frame_id,
             trace_id=trace_id,
@@ -829,16 +809,21 @@ class GatewayService:
         with self._tracer.start_as_current_span(
             "gateway.switch", attributes={"screwops.model_version": version}
         ):
-            await self._triton.wait_ready(
-                triton_model, version, timeout_s=self.policy.switch_timeout_s
-            )
-            await self._triton.check(
-                triton_model,
-                version,
-                frame_size=frame_size,
-                timeout_s=self.policy.switch_timeout_s,
-            )
+            await self._warm_up(candidate)
             self._adopt_state(await self._store.set_production(candidate), how="event")
+
+    async def _warm_up(self, model: ServingModel) -> None:
+        """Wait until Triton reports ``model``'s version ready, then check it answers a blank
+        frame with a probability, so the first request sent to it is not its cold start."""
+        await self._triton.wait_ready(
+            model.triton_model, model.version, timeout_s=self.policy.switch_timeout_s
+        )
+        await self._triton.check(
+            model.triton_model,
+            model.version,
+            frame_size=model.frame_size,
+            timeout_s=self.policy.switch_timeout_s,
+        )
 
     async def on_model_rollout_changed(self, event: ModelRolloutChanged) -> None:
         """Apply a rollout change numbered later than everything applied, once a candidate that
@@ -864,32 +849,10 @@ class GatewayService:
                 self.policy.model_name,
             )
             return
-        served = payload.candidate
-        self._thresholds[served.version] = served.threshold
-        self._frame_sizes[served.version] = served.frame_size
-        candidate = ServingModel(
-            model_name=payload.model_name,
-            triton_model=served.triton_model,
-            version=served.version,
-            changed_at=event.occurred_at,
-            cause=str(event.event_id),
-            threshold=served.threshold,
-            model_kind=served.model_kind,
-            frame_size=served.frame_size,
-            sequence=payload.sequence,
-        )
-        rollout = Rollout(
-            model_name=payload.model_name,
-            rollout_id=payload.rollout_id,
-            strategy=payload.strategy,
-            state=payload.state,
-            candidate=candidate,
-            share=payload.share,
-            lines=tuple(payload.lines),
-            sequence=payload.sequence,
-            changed_at=event.occurred_at,
-            cause=str(event.event_id),
-        )
+        rollout = _rollout(event)
+        candidate = rollout.candidate
+        self._thresholds[candidate.version] = candidate.threshold
+        self._frame_sizes[candidate.version] = candidate.frame_size
         applied = ServingState(self._production, self._rollout).sequence
         if payload.sequence <= applied:
             log.info(
@@ -915,17 +878,7 @@ class GatewayService:
             with self._tracer.start_as_current_span(
                 "gateway.rollout", attributes={"screwops.model_version": candidate.version}
             ):
-                await self._triton.wait_ready(
-                    candidate.triton_model,
-                    candidate.version,
-                    timeout_s=self.policy.switch_timeout_s,
-                )
-                await self._triton.check(
-                    candidate.triton_model,
-                    candidate.version,
-                    frame_size=candidate.frame_size,
-                    timeout_s=self.policy.switch_timeout_s,
-                )
+                await self._warm_up(candidate)
         self._adopt_state(await self._store.set_rollout(rollout), how="event")
 
     def _routes_to(self, candidate: ServingModel) -> bool:
@@ -982,6 +935,63 @@ class GatewayService:
             previous.version if previous else "none",
             how,
         )
+
+
+def _rollout(event: ModelRolloutChanged) -> Rollout:
+    """The rollout as ``event`` leaves it, its candidate numbered with the change."""
+    payload, served = event.payload, event.payload.candidate
+    return Rollout(
+        model_name=payload.model_name,
+        rollout_id=payload.rollout_id,
+        strategy=payload.strategy,
+        state=payload.state,
+        candidate=ServingModel(
+            model_name=payload.model_name,
+            triton_model=served.triton_model,
+            version=served.version,
+            changed_at=event.occurred_at,
+            cause=str(event.event_id),
+            threshold=served.threshold,
+            model_kind=served.model_kind,
+            frame_size=served.frame_size,
+            sequence=payload.sequence,
+        ),
+        share=payload.share,
+        lines=tuple(payload.lines),
+        sequence=payload.sequence,
+        changed_at=event.occurred_at,
+        cause=str(event.event_id),
+    )
+
+
+def _completed(
+    inspection: Inspection,
+    answer: _Answerer,
+    verdict: Verdict,
+    probability: float,
+    trace_id: str,
+    total_ms: float,
+) -> InspectionCompleted:
+    """The prediction log's record of an answered inspection, naming the rollout it took part
+    in and its side (its off-path reference, if any, is added once scored)."""
+    rollout_id = answer.route.rollout_id if answer.route else None
+    return InspectionCompleted.origin(
+        InspectionCompletedPayload(
+            request_id=inspection.request_id,
+            line_id=inspection.line_id,
+            camera_id=inspection.camera_id,
+            verdict=verdict.value,
+            defect_probability=probability,
+            threshold=answer.threshold,
+            model_name=answer.model_name,
+            model_version=answer.version,
+            trace_id=trace_id,
+            latency_ms=total_ms,
+            rollout_id=rollout_id,
+            role=answer.route.role.value if answer.route and rollout_id else None,
+        ),
+        producer=PRODUCER,
+    )
 
 
 def _prepare(
