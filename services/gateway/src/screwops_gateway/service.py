@@ -146,6 +146,8 @@ class Inspection:
     request_id: str = ""
     model_version: int | None = None
     frame_id: str = ""
+    client_identity: str | None = None
+    """The subject CN of the client certificate the connection was verified with (mTLS)."""
 
 
 @dataclass(frozen=True)
@@ -980,6 +982,7 @@ def _completed(
             request_id=inspection.request_id,
             line_id=inspection.line_id,
             camera_id=inspection.camera_id,
+            client_identity=inspection.client_identity,
             verdict=verdict.value,
             defect_probability=probability,
             threshold=answer.threshold,
