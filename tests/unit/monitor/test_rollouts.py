@@ -1,15 +1,20 @@
 """The rollout controller on fakes: a bad canary aborted once its sample suffices and not before,
 a good one advanced step by step only after each step's minimum inspections and time, request ids
 derived from the decision, no decision repeated for a step already left (events out of order,
-a restart, a refusal), p99 and reviewed accuracy, shadows measured and never decided on, the
-watch-window rollback, the gauges, and the handlers on FastStream's in-memory broker."""
+a restart, a refusal), p99, reviewed accuracy and errors (read from Prometheus, here a fake and
+a stand-in HTTP server), shadows measured and never decided on, the watch-window rollback on an
+alarm or the error rate, the gauges, and the handlers on FastStream's in-memory broker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from faststream.kafka import TestKafkaBroker
@@ -29,6 +34,7 @@ from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, UnavailableError
 from screwops_monitor import handlers
 from screwops_monitor.config import ControllerRules, Rules
+from screwops_monitor.errors import Calls, PrometheusErrorCounts, calls_query
 from screwops_monitor.rollouts import RETRY_S, accuracy_check, disagreement_check, latency_check
 from screwops_monitor.service import MonitorService
 
@@ -110,6 +116,19 @@ class FakeRegistry:
 
     def of(self, kind: str) -> list[Call]:
         return [c for c in self.calls if c.kind == kind]
+
+
+@dataclass
+class FakeErrorCounts:
+    """Prometheus's answers, by version and role (absent: no calls; None: it did not answer)."""
+
+    calls_of: dict[tuple[int, str], Calls | None] = field(default_factory=dict)
+    asked: list[tuple[int, str, float]] = field(default_factory=list)
+
+    async def calls(self, model_name: str, version: int, role: str, seconds: float) -> Calls | None:
+        assert model_name == MODEL
+        self.asked.append((version, role, seconds))
+        return self.calls_of.get((version, role), Calls(0, 0))
 
 
 def served(version: int, threshold: float = 0.5) -> ServedVersion:
@@ -219,6 +238,7 @@ class Harness:
     published: RecordingBus = field(default_factory=lambda: RecordingBus("monitor"))
     control: ControllerRules = CONTROL
     reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+    errors: FakeErrorCounts | None = None
     sequence: int = 1
 
     def __post_init__(self) -> None:
@@ -234,6 +254,7 @@ class Harness:
             rules=RULES,
             controller_rules=self.control,
             registry=self.registry,
+            errors=self.errors,
             clock=self.clock,
             meter_provider=MeterProvider(metric_readers=[self.reader]),
         )
@@ -521,6 +542,157 @@ async def test_the_gauges_show_the_running_rollout(harness: Harness) -> None:
         labels(**step, role="canary"): 6.0,
         labels(**step, role="production"): 8.0,
     }
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+async def test_a_canary_failing_requests_is_aborted_on_its_errors_without_any_inspection() -> None:
+    harness = Harness(errors=FakeErrorCounts())
+    assert harness.errors is not None
+    await harness.change("started", 0)
+    harness.errors.calls_of[(2, "canary")] = Calls(total=99, failed=99)
+    harness.errors.calls_of[(1, "production")] = Calls(total=2000, failed=2)
+    await harness.service.check_errors()
+    assert harness.registry.calls == [], "99 canary calls: not judged yet"
+
+    harness.errors.calls_of[(2, "canary")] = Calls(total=200, failed=30)
+    harness.clock.skip(20)
+    await harness.service.check_errors()
+    [abort] = harness.registry.calls
+    assert abort.kind == "abort"
+    assert abort.reason.startswith(
+        "canary version 2 at step 0 failed: errors 30/200 canary (15.00%) against 2/2000 "
+        "production (0.10%), Fisher's exact test p="
+    )
+    canary_spans = [seconds for version, role, seconds in harness.errors.asked if role == "canary"]
+    assert canary_spans[-1] == pytest.approx(20, abs=0.1), "calls since the step began"
+
+
+async def test_with_errors_read_a_step_advances_only_once_they_pass() -> None:
+    harness = Harness(errors=FakeErrorCounts())
+    assert harness.errors is not None
+    await harness.change("started", 0)
+    await harness.production(40)
+    await harness.canary(MIN_INSPECTIONS)
+    harness.clock.skip(MIN_SECONDS)
+    await harness.canary(1)
+    assert harness.registry.calls == [], "errors not read in this step yet"
+
+    harness.errors.calls_of[(2, "canary")] = None
+    await harness.service.check_errors()
+    assert harness.registry.calls == [], "Prometheus did not answer: held"
+
+    harness.errors.calls_of[(2, "canary")] = Calls(total=150, failed=0)
+    harness.errors.calls_of[(1, "production")] = Calls(total=3000, failed=3)
+    await harness.service.check_errors()
+    [advance] = harness.registry.calls
+    assert (advance.kind, advance.step) == ("advance", 0), "advanced by the reading itself"
+    assert "errors 0/150 canary (0.00%) against 3/3000 production (0.10%)" in advance.reason
+
+    await harness.change("advanced", 1)
+    await harness.production(40)
+    await harness.canary(MIN_INSPECTIONS)
+    harness.clock.skip(MIN_SECONDS)
+    await harness.canary(1)
+    assert len(harness.registry.calls) == 1, "the new step's errors are read afresh"
+    await harness.service.check_errors()
+    assert [c.step for c in harness.registry.calls] == [0, 1]
+
+
+async def test_the_error_rate_of_a_new_production_rolls_it_back_once() -> None:
+    harness = Harness(errors=FakeErrorCounts())
+    assert harness.errors is not None
+    await deploy(harness, 1)
+    deployed = await deploy(harness, 2)
+    harness.errors.calls_of[(2, "production")] = Calls(total=500, failed=8)
+    harness.clock.skip(30)
+    await harness.service.check_errors()
+    assert harness.registry.calls == [], "1.6 % over 500 calls: not clearly above a 1 % SLO"
+
+    harness.errors.calls_of[(2, "production")] = Calls(total=500, failed=50)
+    await harness.service.check_errors()
+    await harness.service.check_errors()
+    [rollback] = harness.registry.calls
+    assert (rollback.kind, rollback.expect_version, rollback.request_id) == (
+        "rollback",
+        2,
+        f"monitor/rollback/{deployed.event_id}",
+    )
+    assert rollback.reason.startswith(
+        "version 2 breached its error-rate SLO 30s after its deployment: errors 50/500 (10.00%) "
+        "against the 1.00% SLO, binomial test p="
+    )
+
+
+async def test_no_error_rollback_after_the_window_or_of_a_rollback() -> None:
+    harness = Harness(errors=FakeErrorCounts())
+    assert harness.errors is not None
+    await deploy(harness, 1)
+    await deploy(harness, 2)
+    harness.errors.calls_of[(2, "production")] = Calls(total=500, failed=500)
+    harness.clock.skip(CONTROL.watch_window_s + 1)
+    await harness.service.check_errors()
+    assert harness.registry.calls == []
+    await harness.service.on_model_rolled_back(model_rolled_back(MODEL, 2, 1, at=harness.clock()))
+    harness.errors.calls_of[(1, "production")] = Calls(total=500, failed=500)
+    await harness.service.check_errors()
+    assert harness.registry.calls == []
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Prometheus's /api/v1/query, answering every query with the same two series."""
+
+    queries: list[str] = []  # noqa: RUF012 - one server per test
+
+    def do_GET(self) -> None:
+        StandIn.queries.append(parse_qs(urlsplit(self.path).query)["query"][0])
+        body = json.dumps(
+            {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [
+                        {"metric": {"outcome": "answered"}, "value": [0, "190.6"]},
+                        {"metric": {"outcome": "failed"}, "value": [0, "9.7"]},
+                        {"metric": {"outcome": "no_part"}, "value": [0, "0.2"]},
+                    ],
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def prometheus() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    StandIn.queries = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_prometheus_is_asked_for_the_calls_by_outcome(prometheus: str) -> None:
+    counts = PrometheusErrorCounts(prometheus + "/")
+    assert await counts.calls(MODEL, 2, "canary", 59.2) == Calls(total=200, failed=10)
+    assert StandIn.queries == [calls_query(MODEL, 2, "canary", 59.2)]
+    assert StandIn.queries[0] == (
+        "sum by (outcome) (increase(screwops_gateway_model_calls_total{model_name="
+        '"screw-classifier",model_version="2",role="canary",path="response"}[60s]))'
+    )
+
+
+async def test_prometheus_not_answering_is_unknown() -> None:
+    counts = PrometheusErrorCounts("http://127.0.0.1:9", timeout_s=1.0)
+    assert await counts.calls(MODEL, 2, "canary", 60) is None
 
 
 # --- the watch window --------------------------------------------------------------------------

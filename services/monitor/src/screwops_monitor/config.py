@@ -194,12 +194,35 @@ class ControllerRules(BaseModel):
         description="Fewest reviewed inspections of each side during the rollout before their "
         "accuracies are compared; with fewer, the reviews neither stop nor hold a step.",
     )
+    rollout_min_calls: int = Field(
+        100,
+        ge=1,
+        description="Fewest calls answering requests (from the gateways' metrics in Prometheus) "
+        "of each side in a step before their error rates are compared by Fisher's exact test, "
+        "and of a new production before its error rate is judged against watch_max_error_rate.",
+    )
+    errors_interval_s: float = Field(
+        15.0,
+        gt=0.0,
+        description="How often the controller reads the error counts from Prometheus and "
+        "judges the running canaries and the watched productions on them (a step whose time has "
+        "passed is advanced then too, without waiting for an inspection).",
+    )
     watch_window_s: float = Field(
         3600.0,
         ge=0.0,
         description="How long after production moves forward (model.deployed: a completed "
         "rollout, a promotion, a release) a fired alarm of the new version (score drift, defect "
-        "rate, reviewed accuracy) also rolls production back; 0 turns that off.",
+        "rate, reviewed accuracy) or its error rate above watch_max_error_rate rolls production "
+        "back; 0 turns that off.",
+    )
+    watch_max_error_rate: float = Field(
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="The error-rate SLO of a new production in its watch window: rolled back "
+        "once a one-sided binomial test says its share of failed calls is above this at "
+        "rollout_alpha.",
     )
 
     def controller(self) -> ControllerRules:
@@ -228,6 +251,14 @@ class MonitorSettings(Rules, ControllerRules, ServiceSettings):
         examples=[f"registry:{REGISTRY.grpc_port}"],
         description="The registry's gRPC API, which the rollout controller asks to advance, "
         "abort and roll back.",
+    )
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090",
+        pattern=r"^(https?://.+)?$",
+        examples=["http://prometheus:9090"],
+        description="Prometheus's HTTP API, where the controller reads the gateways' failed "
+        "calls per version; empty: errors are not judged (a canary then advances on its other "
+        "checks). While it does not answer, no canary advances.",
     )
     registry_token: SecretStr = Field(
         SecretStr(""),

@@ -30,13 +30,16 @@ knows the running rollout) and counts, for the running rollout, from ``inspectio
 
 A step advances when it has the registry's minimum inspections (the canary's, in this step) and
 minimum time (from the change that began or resumed it), and every check passes. The decision is
-taken when an inspection arrives: a step nobody inspects in has no evidence to advance on.
+taken when an inspection or a review arrives, and at each reading of the errors.
 
-Errors (failed inspections) are not judged yet, and left to a follow-up: a failed inspection is
-not in ``inspection.completed``, so its count per model version has to come from the gateways'
-metrics through Prometheus's HTTP API, and the gateway's per-version call counter
-(``screwops_gateway_model_calls``) is being written beside this; a query of its increase across
-replicas since the step began, and a test of the two rates, is the follow-up.
+* **errors**: a failed inspection is not in ``inspection.completed``, so failures come from the
+  gateways' per-version call counter through Prometheus (:mod:`screwops_monitor.errors`), read
+  every ``errors_interval_s`` for the calls each side answered since the step began: Fisher's
+  exact test, one-sided, of the canary's failed and answered calls against production's; aborted
+  below ``rollout_alpha`` once each side has ``rollout_min_calls``. Where a Prometheus is set, a
+  step advances only once that is judged (never on errors nobody could read); the same reading
+  advances a step whose time passed without waiting for another inspection, and judges a canary
+  that fails every request, which publishes no inspection at all.
 
 Idempotence. Each request to the registry carries a request id derived from what it decides
 (``monitor/<rollout>/advance/<step>``, ``monitor/<rollout>/abort``,
@@ -54,7 +57,8 @@ nobody measured. An operator decides those.
 
 The watch window: after production moves forward (``model.deployed``) the monitor's alarms on the
 new version (score drift, defect rate, reviewed accuracy) also roll it back, for
-``watch_window_s``; see :meth:`RolloutController.roll_back`.
+``watch_window_s``, and so does its error rate, judged against ``watch_max_error_rate`` by a
+one-sided binomial test (see :meth:`RolloutController.watch_errors`).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from screwops_contracts.limits import MAX_REASON_CHARS
 from screwops_errors import FailedPreconditionError, NotFoundError, ScrewOpsError
 
 from screwops_monitor.config import ControllerRules
+from screwops_monitor.errors import Calls, ErrorCounts
 from screwops_monitor.metrics import MonitorMetrics
 from screwops_monitor.store import MonitorStore, RolloutRecord
 
@@ -98,6 +103,8 @@ __all__ = [
     "Tally",
     "accuracy_check",
     "disagreement_check",
+    "error_check",
+    "error_slo_check",
     "judge",
     "latency_check",
 ]
@@ -211,6 +218,50 @@ def accuracy_check(
     return Check("accuracy", "fail" if p_value < rules.rollout_alpha else "pass", figures)
 
 
+def error_check(canary: Calls | None, production: Calls | None, rules: ControllerRules) -> Check:
+    """The canary's share of failed calls in the step against production's, by Fisher's exact
+    test (one-sided: the canary fails more)."""
+    least = rules.rollout_min_calls
+    if canary is None or production is None:
+        return Check("errors", "wait", "errors unknown: Prometheus did not answer")
+    if canary.total < least or production.total < least:
+        return Check(
+            "errors",
+            "wait",
+            f"errors on {canary.total} canary and {production.total} production calls, fewer "
+            f"than {least} a side",
+        )
+    table = [
+        [canary.failed, canary.total - canary.failed],
+        [production.failed, production.total - production.failed],
+    ]
+    p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    figures = (
+        f"errors {canary.failed}/{canary.total} canary ({canary.rate:.2%}) against "
+        f"{production.failed}/{production.total} production ({production.rate:.2%}), Fisher's "
+        f"exact test p={p_value:.3g} (alpha {rules.rollout_alpha:g})"
+    )
+    return Check("errors", "fail" if p_value < rules.rollout_alpha else "pass", figures)
+
+
+def error_slo_check(calls: Calls | None, rules: ControllerRules) -> Check:
+    """A production's share of failed calls against its SLO, by a one-sided exact binomial
+    test."""
+    if calls is None:
+        return Check("errors", "wait", "errors unknown: Prometheus did not answer")
+    slo = rules.watch_max_error_rate
+    if calls.total < rules.rollout_min_calls:
+        return Check(
+            "errors", "wait", f"errors on {calls.total} calls, fewer than {rules.rollout_min_calls}"
+        )
+    p_value = stats.binomtest(calls.failed, calls.total, slo, alternative="greater").pvalue
+    figures = (
+        f"errors {calls.failed}/{calls.total} ({calls.rate:.2%}) against the {slo:.2%} SLO, "
+        f"binomial test p={p_value:.3g} (alpha {rules.rollout_alpha:g})"
+    )
+    return Check("errors", "fail" if p_value < rules.rollout_alpha else "pass", figures)
+
+
 def _p99(latencies: npt.NDArray[np.float64]) -> float:
     return float(np.percentile(latencies, 99, method="higher"))
 
@@ -229,6 +280,8 @@ class Tally:
     reviews: dict[Role, dict[str, bool]] = field(
         default_factory=lambda: {CANARY: {}, PRODUCTION: {}}
     )
+    errors: Check | None = None
+    """The step's latest reading of the errors (None: not read in this step)."""
     advanced_at: int | None = None
     """The step the controller asked to leave, until the change arrives."""
     aborted: bool = False
@@ -242,6 +295,7 @@ class Tally:
         return self.record.rollout
 
     def new_step(self) -> None:
+        self.errors = None
         self.step_inspections = Counter()
         self.latencies = {role: deque(maxlen=self.latency_window) for role in (CANARY, PRODUCTION)}
 
@@ -295,13 +349,15 @@ class Decision:
 
 
 # The checks a step needs passed to advance; the others (reviews) only stop a canary.
-REQUIRED = ("disagreement", "p99")
+REQUIRED = ("disagreement", "p99", "errors")
 
 
-def judge(tally: Tally, rules: ControllerRules, now: datetime) -> Decision:
+def judge(tally: Tally, rules: ControllerRules, now: datetime, *, errors: bool = False) -> Decision:
     """Abort on any failed check; advance once the step has its minimums and the required checks
-    pass; else hold."""
+    pass (the errors among them when ``errors`` are read); else hold."""
     checks = tuple(tally.checks(rules))
+    if errors:
+        checks += (tally.errors or Check("errors", "wait", "errors not read in this step yet"),)
     if any(c.outcome == "fail" for c in checks):
         return Decision("abort", checks)
     rollout = tally.record.rollout
@@ -325,9 +381,12 @@ class RolloutController:
         rules: ControllerRules,
         metrics: MonitorMetrics,
         clock: Callable[[], datetime],
+        errors: ErrorCounts | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
+        self._errors = errors
+        self._rolled_back: set[str] = set()
         self._rules = rules.controller()
         self._metrics = metrics
         self._clock = clock
@@ -427,10 +486,57 @@ class RolloutController:
                 version,
                 refused.message,
             )
+            self._rolled_back.add(moved_by)
             self._metrics.rollout_decided(model_name, "rollback", "refused")
             return
+        self._rolled_back.add(moved_by)
         log.warning("rolled %s back from version %d: %s", model_name, version, reason)
         self._metrics.rollout_decided(model_name, "rollback", "done")
+
+    async def check_errors(self) -> None:
+        """Read each running canary's and its production's failed calls since the step began,
+        and decide on them (see the module docstring)."""
+        if self._errors is None:
+            return
+        for tally in self._followed():
+            rollout = tally.rollout
+            if rollout.strategy != "canary" or rollout.state != "running":
+                continue
+            seconds = (self._clock() - tally.record.step_started_at).total_seconds()
+            name = rollout.model_name
+            canary = await self._errors.calls(name, rollout.candidate.version, CANARY, seconds)
+            production = await self._errors.calls(
+                name, rollout.production.version, PRODUCTION, seconds
+            )
+            async with self._locks[name]:
+                if self._tallies.get(name) is tally and tally.rollout is rollout:
+                    tally.errors = error_check(canary, production, self._rules)
+                    await self._decide(tally)
+
+    async def watch_errors(
+        self, model_name: str, version: int, since: datetime, moved_by: str
+    ) -> None:
+        """Roll ``version`` back when its error rate since the move ``moved_by`` made it
+        production breaches the SLO (asked once per move; see :meth:`roll_back`).
+
+        Raises:
+            TransientError: the registry did not answer (asked again at the next reading).
+        """
+        if self._errors is None or moved_by in self._rolled_back:
+            return
+        seconds = (self._clock() - since).total_seconds()
+        check = error_slo_check(
+            await self._errors.calls(model_name, version, PRODUCTION, seconds), self._rules
+        )
+        if check.outcome != "fail":
+            return
+        await self.roll_back(
+            model_name,
+            version,
+            moved_by,
+            f"version {version} breached its error-rate SLO {seconds:.0f}s after its "
+            f"deployment: {check.detail}",
+        )
 
     async def _decide(self, tally: Tally) -> None:
         """Judge a running canary and ask for what the figures say, once per step (an advance)
@@ -441,7 +547,7 @@ class RolloutController:
         now = self._clock()
         if tally.aborted or (tally.retry_after is not None and now < tally.retry_after):
             return
-        decision = judge(tally, self._rules, now)
+        decision = judge(tally, self._rules, now, errors=self._errors is not None)
         if decision.action == "abort":
             reason = (
                 f"canary version {rollout.candidate.version} at step {rollout.step} failed: "

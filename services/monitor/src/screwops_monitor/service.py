@@ -36,7 +36,9 @@ event ids (which consumers drop) and a later one finds the alarm fired or the co
 The monitor is also the rollout controller (:mod:`screwops_monitor.rollouts`): it follows
 ``model.rollout_changed``, counts every inspection and review of a running rollout, and asks the
 registry to advance or abort a canary. After production moves forward (``model.deployed``), an
-alarm of the new version within ``watch_window_s`` also asks the registry to roll it back.
+alarm of the new version within ``watch_window_s`` also asks the registry to roll it back, and so
+does its error rate: :meth:`MonitorService.run_error_checks` reads the failures from Prometheus
+every ``errors_interval_s`` for the running canaries and the watched productions.
 
 The windows live in this process, so the monitor runs as one instance: a second one would see
 only the inspections of its partitions. The claims keep even two from asking twice.
@@ -80,6 +82,7 @@ from screwops_contracts.models import (
 from screwops_errors import NotFoundError
 
 from screwops_monitor.config import ControllerRules, Rules
+from screwops_monitor.errors import ErrorCounts
 from screwops_monitor.metrics import MonitorMetrics
 from screwops_monitor.rollouts import Registry, RolloutController
 from screwops_monitor.signals import (
@@ -153,6 +156,7 @@ class MonitorService:
         rules: Rules,
         controller_rules: ControllerRules | None = None,
         registry: Registry | None = None,
+        errors: ErrorCounts | None = None,
         producer: str = "monitor",
         clock: Callable[[], datetime] | None = None,
         meter_provider: MeterProvider | None = None,
@@ -166,6 +170,8 @@ class MonitorService:
         self._cooldown = timedelta(seconds=self._rules.cooldown_s)
         # None: the model has no production version (yet); absent: not loaded since the start.
         self._watches: dict[str, Watch | None] = {}
+        # Every model whose production moved or was loaded: the watched ones are among them.
+        self._models: set[str] = set()
         # Handlers of different topics run concurrently; one model's state changes one at a time.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.handled: Counter[str] = Counter()
@@ -189,6 +195,7 @@ class MonitorService:
             rules=self._controller_rules,
             metrics=self._metrics,
             clock=self._now,
+            errors=errors,
         )
 
     # --- events ----------------------------------------------------------------------------
@@ -360,11 +367,13 @@ class MonitorService:
             if await self._store.set_production(production):
                 log.info("watching %s version %d (%s)", model_name, version, event.type)
             self._watches.pop(model_name, None)
+            self._models.add(model_name)
 
     async def _watch(self, model_name: str) -> Watch | None:
         """The model's watch, rebuilt from the store the first time it is needed."""
         if model_name in self._watches:
             return self._watches[model_name]
+        self._models.add(model_name)
         production = await self._store.get_production(model_name)
         if production is None:
             self._watches[model_name] = None
@@ -492,14 +501,22 @@ class MonitorService:
             await self._request_training(watch, fired, cause)
             await self._roll_back_if_new(watch, fired)
 
+    def _watching(self, production: Production) -> bool:
+        """Whether ``production`` is in its watch window: moved forward (a rollback's own move
+        is not watched: rolling back from the version returned to would return to the version
+        that just failed) less than ``watch_window_s`` ago."""
+        window = timedelta(seconds=self._controller_rules.watch_window_s)
+        return (
+            production.moved_by == ModelDeployed.TOPIC
+            and window > timedelta(0)
+            and self._now() - production.since <= window
+        )
+
     async def _roll_back_if_new(self, watch: Watch, fired: Sequence[Reading]) -> None:
-        """Within the watch window after production moved forward, an alarm of the new version
-        rolls it back. A rollback's own move is not watched so: rolling back from the version
-        returned to would return to the version that just failed."""
+        """Within the watch window, an alarm of the new version rolls it back."""
         production = watch.production
         window = timedelta(seconds=self._controller_rules.watch_window_s)
-        watching = window > timedelta(0) and self._now() - production.since <= window
-        if production.moved_by != ModelDeployed.TOPIC or not watching:
+        if not self._watching(production):
             return
         breached = "; ".join(
             f"{r.signal} {r.value:.4f} past {r.threshold:.4f} over {r.observations} observations"
@@ -591,6 +608,37 @@ class MonitorService:
         )
         log.warning("asked to retrain %s on %s: %s", watch.model_name, baseline.dataset_id, reason)
         self._metrics.training_decided(watch.model_name, "requested")
+
+    # --- errors ----------------------------------------------------------------------------
+
+    async def check_errors(self) -> None:
+        """Judge the running canaries and the productions in their watch window on their error
+        rates (one reading of :meth:`run_error_checks`).
+
+        Raises:
+            TransientError: the registry or the store did not answer (the next reading retries).
+        """
+        await self._controller.check_errors()
+        for model_name in sorted(self._models):
+            async with self._locks[model_name]:
+                watch = await self._watch(model_name)
+            if watch is not None and self._watching(watch.production):
+                await self._controller.watch_errors(
+                    model_name, watch.version, watch.production.since, watch.production.event_id
+                )
+
+    async def run_error_checks(self) -> None:
+        """Every ``errors_interval_s``, :meth:`check_errors`, until cancelled; a reading that
+        fails is logged and the next one tries again."""
+        while True:
+            await asyncio.sleep(self._controller_rules.errors_interval_s)
+            try:
+                await self.check_errors()
+            except Exception:
+                log.exception(
+                    "the error-rate check failed; trying again in %gs",
+                    self._controller_rules.errors_interval_s,
+                )
 
     # --- gauges ----------------------------------------------------------------------------
 
