@@ -27,6 +27,7 @@ from screwops_cli.common import (
     resolve,
     token_option,
 )
+from screwops_cli.export import export_version
 
 app = typer.Typer(
     help="Model versions, their lineage, aliases, release, promotion and rollback (registry)."
@@ -35,6 +36,7 @@ aliases = typer.Typer(
     help="Aliases naming versions besides production: candidate and your own (registry)."
 )
 app.add_typer(aliases, name="alias", no_args_is_help=True)
+app.command("export")(export_version)
 rollouts = typer.Typer(
     help="Rollouts of a version beside production: canary (a share of the requests answered "
     "by it, step by step) or shadow (a copy of them sent to it, its answers discarded)."

@@ -14,7 +14,9 @@ the gateway uses when a request pins none.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +26,10 @@ STAGING_MODEL_NAME = "screw-classifier-staging"
 PRODUCTION_ALIAS = "production"
 # The version the evaluator approved that waits for an operator's release (manual release policy).
 CANDIDATE_ALIAS = "candidate"
+# The header Triton's model-control API (load, unload, the repository index) requires, holding
+# the stack's model-control key, which only the registry and the evaluator are given: Triton checks
+# it as named over HTTP and as "triton-grpc-protocol-" + it over gRPC (Triton's prefix).
+MODEL_CONTROL_HEADER = "screwops-model-control"
 
 SERVING_SIGNATURE = "serving_default"
 FRAMES_INPUT = "frames"  # UINT8 [batch, S, S, 1]: decoded grey frames of the model's frame size
@@ -133,3 +139,33 @@ class EvaluationScores(BaseModel):
     images: list[ScoredTestImage] = Field(
         description="Per test image; empty when the candidate could not be served."
     )
+
+
+class ChampionSummary(BaseModel):
+    """The production version an evaluation compared its candidate with."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = Field(ge=1)
+    run_id: str | None = None
+
+
+class EvaluationSummary(BaseModel):
+    """The part of the evaluator's report a model card shows: when and on what the candidate was
+    judged, its test-split metrics with their 95 % intervals, and the version it would replace.
+
+    Like :class:`EvaluationScores`, a view that ignores the rest of the report; ``metrics`` is the
+    evaluator's ``SplitMetrics`` as JSON (every value beside its interval, the confusion matrix,
+    the recall per defect type), kept whole so a card shows what the gate saw.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    evaluation_id: str
+    run_id: str
+    dataset_digest: str
+    evaluated_at: datetime
+    passed: bool
+    metrics: dict[str, Any] | None = Field(description="None when the candidate could not serve.")
+    champion: ChampionSummary | None = Field(description="None for a model's first version.")
+    training_metrics: dict[str, float] = Field(default_factory=dict)
