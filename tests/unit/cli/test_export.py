@@ -345,3 +345,21 @@ def test_a_threshold_is_written_as_the_shortest_decimal_of_its_float32(value: fl
 
     assert np.float32(written) == np.float32(value)
     assert len(repr(written)) <= len(repr(float(str(np.float32(value)))))
+
+
+def test_the_trainers_served_graph_is_found_to_hold_the_strip_op(tmp_path: Path) -> None:
+    """TensorFlow is imported here only: the other tests need none."""
+    import tensorflow as tf
+    from screwops_trainer.frames import FrameModel, export_frames, geometry
+
+    def score(cut: Any) -> Any:
+        return tf.reduce_mean(cut, axis=[1, 2, 3])
+
+    kept = tf.Variable(1.0)
+    model = FrameModel(score, 64, geometry(64, most_pixels_along=48), kept)
+    saved = export_frames(model, tmp_path / SAVED_MODEL)
+
+    status = onnx_status(saved)
+
+    assert status.reason is not None
+    assert "no ONNX conversion for ImageProjectiveTransformV3" in status.reason
