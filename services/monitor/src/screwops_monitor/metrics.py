@@ -63,33 +63,8 @@ class MonitorMetrics:
             "threshold; evaluation_defect_rate: the test split's; evaluation_psi: PSI between the "
             "two score distributions). A sanity check, never alarmed on.",
         )
-        meter.create_observable_gauge(
-            "screwops_monitor_rollout_disagreement",
-            callbacks=[rollout_disagreement],
-            description="Share of compared images on which the rollout's candidate and production "
-            "gave different verdicts, over the rollout so far, by model, rollout, strategy and "
-            "step.",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_rollout_sample",
-            callbacks=[rollout_samples],
-            description="The rollout's sample sizes, by model, rollout, strategy, step and figure "
-            "(compared: images both sides scored, over the rollout; canary, production: each "
-            "side's inspections in the step; canary_reviews, production_reviews: reviews during "
-            "the rollout).",
-        )
-        meter.create_observable_gauge(
-            "screwops_monitor_rollout_p99_latency",
-            unit="ms",
-            callbacks=[rollout_p99],
-            description="p99 of the gateway's latency for each side's inspections in the "
-            "rollout's step, by model, rollout, strategy, step and role.",
-        )
-        self._rollout_decisions = meter.create_counter(
-            "screwops_monitor_rollout_decisions",
-            description="The rollout controller's requests to the registry, by model, decision "
-            "(advance, abort, rollback) and outcome (done; refused: the rollout or production "
-            "had moved on; failed: the registry did not answer, asked again later).",
+        self._rollout_decisions = _rollout_instruments(
+            meter, rollout_disagreement, rollout_samples, rollout_p99
         )
         self._observed = meter.create_counter(
             "screwops_monitor_observations",
@@ -122,3 +97,37 @@ class MonitorMetrics:
         """Count one request of the controller: ``advance``, ``abort`` or ``rollback``, and
         whether it was ``done``, ``refused`` or ``failed``."""
         self._rollout_decisions.add(1, {"model": model, "decision": decision, "outcome": outcome})
+
+
+def _rollout_instruments(
+    meter: metrics.Meter, disagreement: Gauge, samples: Gauge, p99: Gauge
+) -> metrics.Counter:
+    """The rollout controller's gauges, and its decisions' counter (returned)."""
+    meter.create_observable_gauge(
+        "screwops_monitor_rollout_disagreement",
+        callbacks=[disagreement],
+        description="Share of compared images on which the rollout's candidate and production "
+        "gave different verdicts, over the rollout so far, by model, rollout, strategy and "
+        "step.",
+    )
+    meter.create_observable_gauge(
+        "screwops_monitor_rollout_sample",
+        callbacks=[samples],
+        description="The rollout's sample sizes, by model, rollout, strategy, step and figure "
+        "(compared: images both sides scored, over the rollout; canary, production: each "
+        "side's inspections in the step; canary_reviews, production_reviews: reviews during "
+        "the rollout).",
+    )
+    meter.create_observable_gauge(
+        "screwops_monitor_rollout_p99_latency",
+        unit="ms",
+        callbacks=[p99],
+        description="p99 of the gateway's latency for each side's inspections in the "
+        "rollout's step, by model, rollout, strategy, step and role.",
+    )
+    return meter.create_counter(
+        "screwops_monitor_rollout_decisions",
+        description="The rollout controller's requests to the registry, by model, decision "
+        "(advance, abort, rollback) and outcome (done; refused: the rollout or production "
+        "had moved on; failed: the registry did not answer, asked again later).",
+    )
