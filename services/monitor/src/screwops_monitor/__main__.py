@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from screwops_contracts.datasets import Bucket
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 
 from screwops_monitor import handlers
 from screwops_monitor.config import MonitorSettings
+from screwops_monitor.errors import PrometheusErrorCounts
+from screwops_monitor.registry import GrpcRegistry
 from screwops_monitor.service import MonitorService
 from screwops_monitor.store import MongoMonitorStore
 
@@ -17,11 +19,20 @@ def main() -> None:
     settings = MonitorSettings()
     runtime = Runtime.create(settings)
     store = MongoMonitorStore(runtime.db)
+    errors = PrometheusErrorCounts(settings.prometheus_url) if settings.prometheus_url else None
     service = MonitorService(
         store,
         runtime.objects,
         runtime.bus.publish,
         rules=settings.rules(),
+        controller_rules=settings.controller(),
+        registry=GrpcRegistry(
+            settings.registry_address,
+            settings.registry_token.get_secret_value() or None,
+            actor=settings.service_name,
+            tls=settings.stack.grpc,
+        ),
+        errors=errors,
         producer=settings.service_name,
         meter_provider=runtime.telemetry.meter_provider,
     )
@@ -31,7 +42,8 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.MODELS)
 
-    asyncio.run(runtime.serve(on_start=[bootstrap]))
+    checks = [Task(service.run_error_checks, name="rollout-errors")] if errors else []
+    asyncio.run(runtime.serve(on_start=[bootstrap], background=checks))
 
 
 if __name__ == "__main__":
