@@ -17,7 +17,13 @@ from screwops_console.config import ConsoleSettings
 from screwops_console.web import create_app
 from screwops_settings import Role
 
-from tests.unit.console.fakes import Fakes, populated, serving
+from tests.unit.console.fakes import (
+    FakePrometheus,
+    Fakes,
+    populated,
+    serving,
+    serving_prometheus,
+)
 
 Console = Callable[..., TestClient]
 
@@ -98,8 +104,19 @@ def address(fakes: Fakes) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_console(fakes: Fakes, address: str) -> Iterator[Console]:
-    """Start a console with settings overrides; every one started is stopped after the test."""
+def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePrometheus]:
+    """A fake Prometheus where the consoles started after it look for one (the stack's
+    ``SCREWOPS_TELEMETRY__PROMETHEUS_URL``), so no test reaches a real one."""
+    fake = FakePrometheus()
+    with serving_prometheus(fake) as url:
+        monkeypatch.setenv("SCREWOPS_TELEMETRY__PROMETHEUS_URL", url)
+        yield fake
+
+
+@pytest.fixture
+def make_console(fakes: Fakes, address: str, prometheus: FakePrometheus) -> Iterator[Console]:
+    """Start a console with settings overrides; every one started is stopped after the test.
+    Its Prometheus is always the fake one (:func:`prometheus`)."""
     clients: list[TestClient] = []
 
     def start(user: str | None = "ops", **overrides: Any) -> TestClient:

@@ -1,5 +1,5 @@
-"""Fake servicers of the four APIs the console calls, served by one in-process gRPC server, and
-in-memory run records and validation reports.
+"""Fake servicers of the four APIs the console calls, served by one in-process gRPC server,
+in-memory run records and validation reports, and Prometheus's query API over HTTP.
 
 The servicers keep what they were asked, so a test can check the console sent the right request,
 and answer the way the real services do (statuses included). The browser test serves the same
@@ -9,12 +9,16 @@ fakes, so its page flows are the ones the unit tests check.
 from __future__ import annotations
 
 import io
+import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -243,12 +247,14 @@ def model_version(number: int, *, aliases: tuple[str, ...] = (), failed: bool = 
 
 @dataclass
 class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
-    """Versions, the production and candidate aliases and the version a rollback returns to."""
+    """Versions, the production and candidate aliases, the version a rollback returns to and the
+    model's latest rollout."""
 
     versions: dict[int, Any] = field(default_factory=dict)
     production: int | None = None
     candidate: int | None = None
     previous: list[int] = field(default_factory=list)
+    rollout: Any = None
     requests: list[Any] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
 
@@ -347,6 +353,164 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
             reason=request.reason,
             changed_at=stamp(T0),
         )
+
+    def GetRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        if self.rollout is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.model_name} never had a rollout")
+        return self.rollout
+
+    def _roll(
+        self, request: Any, context: Any, kind: registry_pb2.RolloutChangeKind.ValueType
+    ) -> Any:
+        """Change the rollout as the registry does, refusing a change meant for another rollout
+        or taken at another step."""
+        self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
+        self._check(request, context)
+        rollout = self.rollout
+        if rollout is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no rollout runs")
+            raise AssertionError("abort raises")
+        if request.rollout_id and request.rollout_id != rollout.rollout_id:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"the rollout is {rollout.rollout_id}"
+            )
+        if request.HasField("expect_step") and request.expect_step != rollout.step:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the rollout is at step {rollout.step}, not {request.expect_step}",
+            )
+        if kind == registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED and rollout.step + 1 == len(
+            rollout.steps
+        ):
+            kind = registry_pb2.ROLLOUT_CHANGE_KIND_COMPLETED
+        states = {
+            registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED: registry_pb2.ROLLOUT_STATE_RUNNING,
+            registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED: registry_pb2.ROLLOUT_STATE_PAUSED,
+            registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED: registry_pb2.ROLLOUT_STATE_RUNNING,
+            registry_pb2.ROLLOUT_CHANGE_KIND_COMPLETED: registry_pb2.ROLLOUT_STATE_COMPLETED,
+            registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED: registry_pb2.ROLLOUT_STATE_ABORTED,
+        }
+        if kind == registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED:
+            rollout.step += 1
+        rollout.state = states[kind]
+        running = rollout.state == registry_pb2.ROLLOUT_STATE_RUNNING
+        rollout.share = rollout.steps[rollout.step] if running else 0.0
+        change = registry_pb2.RolloutChange(
+            kind=kind,
+            step=rollout.step,
+            actor=request.actor,
+            reason=request.reason,
+            changed_at=stamp(T0 + timedelta(hours=1)),
+            sequence=rollout.changes[-1].sequence + 1,
+            request_id=request.request_id,
+        )
+        rollout.changes.append(change)
+        return registry_pb2.RolloutChangeResponse(rollout=rollout, change=change)
+
+    def AdvanceRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._roll(request, context, registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED)
+
+    def PauseRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._roll(request, context, registry_pb2.ROLLOUT_CHANGE_KIND_PAUSED)
+
+    def ResumeRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._roll(request, context, registry_pb2.ROLLOUT_CHANGE_KIND_RESUMED)
+
+    def AbortRollout(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._roll(request, context, registry_pb2.ROLLOUT_CHANGE_KIND_ABORTED)
+
+
+def canary(candidate: int = 1, *, step: int = 1) -> Any:
+    """A running canary of ``candidate`` beside production v2, at ``step`` of 5 %, 25 %, 100 %,
+    started at :data:`T0` by the evaluator's approval and advanced since by the controller."""
+    steps = [5.0, 25.0, 100.0]
+    changes = [
+        registry_pb2.RolloutChange(
+            kind=registry_pb2.ROLLOUT_CHANGE_KIND_STARTED,
+            actor="evaluator",
+            reason="approved",
+            changed_at=stamp(T0),
+            sequence=7,
+        )
+    ]
+    changes += [
+        registry_pb2.RolloutChange(
+            kind=registry_pb2.ROLLOUT_CHANGE_KIND_ADVANCED,
+            step=n,
+            actor="monitor",
+            reason=f"step {n} held: 0 of 400 disagreed",
+            changed_at=stamp(T0 + timedelta(minutes=10 * n)),
+            sequence=7 + n,
+        )
+        for n in range(1, step + 1)
+    ]
+    return registry_pb2.Rollout(
+        model_name=MODEL,
+        rollout_id=f"v{candidate}-7",
+        strategy=registry_pb2.ROLLOUT_STRATEGY_CANARY,
+        state=registry_pb2.ROLLOUT_STATE_RUNNING,
+        production_version=2,
+        candidate_version=candidate,
+        steps=steps,
+        step=step,
+        share=steps[step],
+        lines=["line-3"],
+        min_inspections=200,
+        min_step_seconds=300,
+        started_at=stamp(T0),
+        step_started_at=stamp(T0 + timedelta(minutes=10 * step)),
+        changes=changes,
+    )
+
+
+@dataclass
+class FakePrometheus:
+    """Prometheus's instant-query API: each query is answered the series set for the first
+    metric name in :attr:`series` that it names (none: an empty vector), and kept with the time
+    it was asked for; ``down`` answers 503 as a Prometheus still starting does."""
+
+    series: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    queries: list[tuple[str, float]] = field(default_factory=list)
+    down: bool = False
+
+    def answer(self, query: str, at: float) -> tuple[int, dict[str, Any]]:
+        self.queries.append((query, at))
+        if self.down:
+            return 503, {"status": "error", "errorType": "unavailable", "error": "not ready"}
+        found = next((v for name, v in self.series.items() if name in query), [])
+        result = [{"metric": labels, "value": [at, repr(value)]} for labels, value in found]
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@contextmanager
+def serving_prometheus(fake: FakePrometheus) -> Iterator[str]:
+    """``fake`` over HTTP on a free port of 127.0.0.1; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            params = parse_qs(parts.query)
+            status, body = fake.answer(params["query"][0], float(params["time"][0]))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the tests' output is theirs."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass

@@ -9,6 +9,9 @@ Every page but the login needs a logged-in account (``session``): a local one, o
 issuer signed in (``oidc``), and each form carries the session's form token; a user acts on the
 services as themselves (``session.acting_for``).
 
+The pipeline page's rollout panel also reads the gateways' figures from Prometheus's HTTP API
+(``prometheus``), the one place that sums them over every replica.
+
 Each section of a page loads on its own: a service that is down or refuses a call shows its error
 in its section and the rest of the page still works. Each page is a router of its own
 (``routes/``); this module builds the app around them.
@@ -35,6 +38,7 @@ from screwops_console.backends import Backends
 from screwops_console.config import ConsoleSettings
 from screwops_console.metrics import ConsoleMetrics
 from screwops_console.oidc import client
+from screwops_console.prometheus import Prometheus
 from screwops_console.records import ReportSource, RunSource
 from screwops_console.routes import ROUTERS, login
 from screwops_console.routes.common import templates
@@ -105,12 +109,17 @@ class RequestMetrics(BaseHTTPMiddleware):
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The backends' channels, opened in the loop that serves the app (aio channels are bound to
-    the loop they were made in) and closed when it stops."""
-    app.state.backends = Backends.connect(app.state.settings)
+    """The backends' channels and the Prometheus client, opened in the loop that serves the app
+    (aio channels are bound to the loop they were made in) and closed when it stops."""
+    settings: ConsoleSettings = app.state.settings
+    app.state.backends = Backends.connect(settings)
+    app.state.prometheus = Prometheus(
+        settings.stack.telemetry.prometheus_url, settings.rpc_timeout_s
+    )
     try:
         yield
     finally:
+        await app.state.prometheus.close()
         await app.state.backends.close()
 
 

@@ -22,6 +22,7 @@ from screwops_errors import ScrewOpsError
 
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.config import ConsoleSettings
+from screwops_console.prometheus import Prometheus
 from screwops_console.records import ReportSource, RunSource
 from screwops_console.session import form_token, logged_in
 
@@ -41,6 +42,11 @@ async def _backends(request: Request) -> Backends:
     return found
 
 
+async def _prometheus(request: Request) -> Prometheus:
+    found: Prometheus = request.app.state.prometheus
+    return found
+
+
 async def _runs(request: Request) -> RunSource:
     found: RunSource = request.app.state.runs
     return found
@@ -53,6 +59,7 @@ async def _reports(request: Request) -> ReportSource:
 
 AppSettings = Annotated[ConsoleSettings, Depends(_settings)]
 AppBackends = Annotated[Backends, Depends(_backends)]
+AppPrometheus = Annotated[Prometheus, Depends(_prometheus)]
 AppRuns = Annotated[RunSource, Depends(_runs)]
 AppReports = Annotated[ReportSource, Depends(_reports)]
 

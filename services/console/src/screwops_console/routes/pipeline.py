@@ -1,6 +1,7 @@
 """The pipeline page: dataset versions with their validation verdicts, training runs with their
-learning curves, and the model's versions, with promote and rollback, and release or refusal of
-the candidate (manual release policy)."""
+learning curves, the model's versions, with promote and rollback, and release or refusal of
+the candidate (manual release policy), and the model's latest rollout (``rollouts``), which an
+operator may advance, pause, resume or abort."""
 
 from __future__ import annotations
 
@@ -11,36 +12,44 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
-from fastapi import APIRouter, Form, Request
+import grpc
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from google.protobuf.timestamp_pb2 import Timestamp
 from screwops.v1 import registry_pb2
 from screwops_contracts.models import CANDIDATE_ALIAS, PRODUCTION_ALIAS
 from screwops_contracts.runs import RunRecord
+from screwops_settings import Role
 
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.charts import learning_curve
 from screwops_console.config import ConsoleSettings
+from screwops_console.prometheus import Prometheus
 from screwops_console.records import ReportSource, ReportSummary, RunSource
+from screwops_console.rollouts import (
+    ACTIONS,
+    Change,
+    Comparison,
+    RolloutView,
+    compare,
+    time_of,
+)
 from screwops_console.routes.common import (
     AppBackends,
+    AppPrometheus,
     AppReports,
     AppRuns,
     AppSettings,
+    Section,
     dataset_versions,
     load,
     page,
     redirect,
 )
-from screwops_console.session import Operator, acting_for
+from screwops_console.session import Operator, SignedIn, acting_for
 
 T = TypeVar("T")
 
 router = APIRouter()
-
-
-def _time(stamp: Timestamp) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=UTC) if stamp.seconds or stamp.nanos else None
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ class VersionRow:
             threshold=message.threshold,
             model_kind=_kind(message.model_kind),
             frame_size=message.frame_size,
-            created_at=_time(message.created_at),
+            created_at=time_of(message.created_at),
             report_key=message.report_key,
             artifact_key=message.artifact_key,
             failure_reason=message.failure_reason,
@@ -137,11 +146,19 @@ async def pipeline(
     backends: AppBackends,
     runs: AppRuns,
     reports: AppReports,
+    prometheus: AppPrometheus,
+    account: SignedIn,
 ) -> HTMLResponse:
-    dataset_section, run_section, model_section = await asyncio.gather(
+    (
+        dataset_section,
+        run_section,
+        model_section,
+        (rollout_section, comparison),
+    ) = await asyncio.gather(
         load(_datasets(backends, reports, settings)),
         load(_run_rows(runs, settings.runs_shown)),
         load(_versions(backends, settings)),
+        _rollout(backends, prometheus, settings),
     )
     production = next((v for v in model_section.items if v.in_production), None)
     context = {
@@ -149,6 +166,10 @@ async def pipeline(
         "runs": run_section,
         "models": model_section,
         "production": production,
+        "rollout": rollout_section,
+        "comparison": comparison,
+        "thresholds": {v.version: v.threshold for v in model_section.items},
+        "may_operate": account.role.allows(Role.OPERATOR),
         "model_name": settings.model_name,
         "new_request_id": new_request_id,
     }
@@ -180,7 +201,7 @@ async def _datasets(
             version=v.version,
             image_count=v.image_count,
             added_count=v.added_count,
-            created_at=_time(v.created_at),
+            created_at=time_of(v.created_at),
             correlation_id=v.correlation_id,
             report=summary,
         )
@@ -215,6 +236,30 @@ async def _versions(backends: Backends, settings: ConsoleSettings) -> list[Versi
         ),
     )
     return [VersionRow.of(v) for v in answer.model_versions]
+
+
+async def _rollout(
+    backends: Backends, prometheus: Prometheus, settings: ConsoleSettings
+) -> tuple[Section, Section]:
+    """The model's latest rollout (none: an empty section) and, on its own, its comparison, so
+    Prometheus being down leaves the registry's part of the panel standing."""
+    try:
+        found = await call(
+            "registry",
+            backends.registry.GetRollout(
+                registry_pb2.GetRolloutRequest(model_name=settings.model_name),
+                timeout=settings.rpc_timeout_s,
+            ),
+        )
+    except BackendError as exc:
+        if exc.code == grpc.StatusCode.NOT_FOUND:
+            return Section(), Section()
+        return Section(error=str(exc)), Section()
+
+    async def compared() -> list[Comparison]:
+        return [await compare(prometheus, found, datetime.now(UTC))]
+
+    return Section(items=[RolloutView.of(found)]), await load(compared())
 
 
 @router.post("/pipeline/promote")
@@ -329,6 +374,60 @@ async def refuse(
         backends.registry.Refuse(
             message, timeout=settings.rpc_timeout_s, metadata=acting_for(account)
         ),
+    )
+
+
+@router.post("/pipeline/rollout/{action}")
+async def change_rollout(
+    settings: AppSettings,
+    backends: AppBackends,
+    account: Operator,
+    action: str,
+    reason: Annotated[str, Form()] = "",
+    request_id: Annotated[str, Form()] = "",
+    rollout_id: Annotated[str, Form()] = "",
+    expect_step: Annotated[int | None, Form(ge=0)] = None,
+) -> RedirectResponse:
+    """Advance, pause, resume or abort the model's rollout as the logged-in operator. The form
+    names the rollout and the step its page showed, so a decision taken on what the operator saw
+    is refused (FAILED_PRECONDITION) once the rollout has moved on, by the controller or someone
+    else, rather than applied to a later step or another rollout."""
+    method = ACTIONS.get(action)
+    if method is None:
+        raise HTTPException(404, f"no rollout action {action!r}")
+    reason = reason.strip()
+    if not reason:
+        return redirect("/pipeline", error=f"{action} needs a reason")
+    message = registry_pb2.ChangeRolloutRequest(
+        model_name=settings.model_name,
+        rollout_id=rollout_id.strip(),
+        expect_step=expect_step,
+        actor=account.name,
+        reason=reason,
+        request_id=request_id.strip() or new_request_id(),
+    )
+    # Advancing past the last step loads the candidate as production; aborting unloads it.
+    timeout = (
+        settings.rpc_timeout_s if action in ("pause", "resume") else settings.promote_timeout_s
+    )
+    try:
+        answer = await call(
+            "registry",
+            getattr(backends.registry, method)(
+                message, timeout=timeout, metadata=acting_for(account)
+            ),
+        )
+    except BackendError as exc:
+        return redirect("/pipeline", error=str(exc))
+    return redirect("/pipeline", notice=_rolled(answer))
+
+
+def _rolled(answer: registry_pb2.RolloutChangeResponse) -> str:
+    view, change = RolloutView.of(answer.rollout), Change.of(answer.change)
+    return (
+        f"rollout {view.rollout_id} {change.kind}: v{view.candidate_version} beside "
+        f"v{view.production_version}, step {change.step + 1} of {len(view.steps)}, "
+        f"{view.share:g}% to the candidate now (by {change.actor}: {change.reason})"
     )
 
 
