@@ -164,8 +164,9 @@ async def finished_run(settings: StackSettings, tmp_path: Path) -> FinishedRun:
     return _found
 
 
-async def inspect(image: bytes, *, version: int, line_id: str = "line-e2e") -> Any:
-    """One inspection through the gateway with ``version`` pinned; the InspectResponse."""
+async def inspect(image: bytes, *, version: int | None, line_id: str = "line-e2e") -> Any:
+    """One inspection through the gateway with ``version`` pinned (None: production answers,
+    as a line's does); the InspectResponse."""
     async with open_aio_channel(GATEWAY) as channel:
         gateway: Any = inspection_pb2_grpc.InspectionServiceStub(channel)
         return await gateway.Inspect(
