@@ -14,11 +14,13 @@ The registry owns these collections; no other service reads them.
   its latest move (``sequence``) and, in its ``outbox``, the announcements of its moves that Kafka
   has not acknowledged yet (:mod:`screwops_bus.outbox`). A move is one compare-and-set on the
   version and the sequence it replaces that also numbers it and queues its announcement, so two
-  movers never both win and no move goes unannounced. ``production``'s document also holds the
-  model's latest rollout (a canary or shadow of a candidate beside production, its state and its
-  changes): each change is the same compare-and-set, numbered from the same ``sequence``, so the
-  gateways order rollout changes and production's moves by one number, and a rollout's completion
-  moves production and finishes the rollout in one update.
+  movers never both win and no move goes unannounced (on FerretDB v1, whose updates are not
+  atomic, because the one registry process writes one alias at a time). ``production``'s
+  document also holds the model's latest rollout (a canary or shadow of a candidate beside
+  production, its state and its changes): each change is the same compare-and-set, numbered
+  from the same ``sequence``, so the gateways order rollout changes and production's moves by
+  one number, and a rollout's completion moves production and finishes the rollout in one
+  update.
 * ``rejections`` — one document per rejected evaluation, ``_id`` ``<name>:<evaluation_id>``.
 
 :class:`RegistryStore` is the interface (each method's contract and errors are documented there,
@@ -28,6 +30,7 @@ v1 and MongoDB alike; the unit tests use an in-memory fake.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -419,6 +422,11 @@ class MongoRegistryStore:
     ) -> None:
         self._db = db
         self.history_limit = history_limit
+        # FerretDB v1 evaluates an update's filter and writes the document it changed back as
+        # two steps, so concurrent compare-and-sets of one alias could all match and each
+        # rewrite the document (moves, rollout changes and outbox entries lost). Its writes are
+        # taken one at a time here; the registry runs as one process.
+        self._alias_writes = asyncio.Lock()
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self._db, INDEXES)
@@ -542,33 +550,31 @@ class MongoRegistryStore:
             except AlreadyExistsError:
                 return False
             return True
-        with mongo_errors():
-            result = await self._db.aliases.update_one(
-                {
-                    "_id": alias_id(model_name, alias),
-                    "version": expected.version,
-                    # An alias recorded before moves were numbered has no sequence: its first
-                    # numbered move sets it.
-                    "$or": [
-                        {"sequence": expected.sequence},
-                        {"sequence": {"$exists": False}},
+        return await self._update_alias(
+            {
+                "_id": alias_id(model_name, alias),
+                "version": expected.version,
+                # An alias recorded before moves were numbered has no sequence: its first
+                # numbered move sets it.
+                "$or": [
+                    {"sequence": expected.sequence},
+                    {"sequence": {"$exists": False}},
+                ],
+            },
+            # The whole kept history is set rather than pushed and sliced: the update is
+            # conditional on the sequence read with it, so it replaces exactly what was read.
+            {
+                "$set": {
+                    "version": move.to_version,
+                    "sequence": move.sequence,
+                    "history": [
+                        _move_doc(m) for m in expected.history_after(move, self.history_limit)
                     ],
+                    PENDING: True,
                 },
-                # The whole kept history is set rather than pushed and sliced: the update is
-                # conditional on the sequence read with it, so it replaces exactly what was read.
-                {
-                    "$set": {
-                        "version": move.to_version,
-                        "sequence": move.sequence,
-                        "history": [
-                            _move_doc(m) for m in expected.history_after(move, self.history_limit)
-                        ],
-                        PENDING: True,
-                    },
-                    "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
-                },
-            )
-        return result.matched_count == 1
+                "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
+            },
+        )
 
     async def change_rollout(
         self,
@@ -589,35 +595,39 @@ class MongoRegistryStore:
             changes["history"] = [
                 _move_doc(m) for m in expected.history_after(move, self.history_limit)
             ]
-        with mongo_errors():
-            result = await self._db.aliases.update_one(
-                {
-                    "_id": alias_id(model_name, PRODUCTION_ALIAS),
-                    "version": expected.version,
-                    "$or": [
-                        {"sequence": expected.sequence},
-                        {"sequence": {"$exists": False}},
-                    ],
-                },
-                {
-                    "$set": changes,
-                    "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
-                },
-            )
-        return result.matched_count == 1
+        return await self._update_alias(
+            {
+                "_id": alias_id(model_name, PRODUCTION_ALIAS),
+                "version": expected.version,
+                "$or": [
+                    {"sequence": expected.sequence},
+                    {"sequence": {"$exists": False}},
+                ],
+            },
+            {
+                "$set": changes,
+                "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
+            },
+        )
 
     async def queue_announcement(
         self, model_name: str, alias: str, *, version: int | None, announcement: Announcement
     ) -> bool:
-        with mongo_errors():
-            result = await self._db.aliases.update_one(
-                {"_id": alias_id(model_name, alias), "version": version},
-                {"$set": {PENDING: True}, "$push": {OUTBOX: announcement.document()}},
-            )
-        return result.matched_count == 1
+        return await self._update_alias(
+            {"_id": alias_id(model_name, alias), "version": version},
+            {"$set": {PENDING: True}, "$push": {OUTBOX: announcement.document()}},
+        )
 
     async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
-        await mark_sent(self._db[ALIASES], alias_id(model_name, alias), announcement_id)
+        async with self._alias_writes:
+            await mark_sent(self._db[ALIASES], alias_id(model_name, alias), announcement_id)
+
+    async def _update_alias(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
+        """One alias write at a time (see ``_alias_writes``); whether ``query`` matched."""
+        async with self._alias_writes:
+            with mongo_errors():
+                result = await self._db.aliases.update_one(query, update)
+        return result.matched_count == 1
 
     async def record_rejection(self, rejection: Rejection) -> None:
         with mongo_errors():
