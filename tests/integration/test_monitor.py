@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,14 @@ from screwops_imaging import fit_frame
 from screwops_monitor import handlers
 from screwops_monitor.config import Rules
 from screwops_monitor.service import MonitorService
-from screwops_monitor.store import TRAINING_REQUESTS, MongoMonitorStore
+from screwops_monitor.store import (
+    PRODUCTION,
+    ROLLOUTS,
+    TRAINING_REQUESTS,
+    MongoMonitorStore,
+    Production,
+    RolloutRecord,
+)
 from screwops_settings import StackSettings, kafka_client_options
 from screwops_storage import ObjectStore, database
 from screwops_synth import DEFECT_TYPES, Style, render_screw
@@ -58,7 +66,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from tests.integration.routing import RoutedBus, RoutedReader, routed_topics
 from tests.support import eventually, minio_client, model_deployed, remove_objects, unique
-from tests.unit.monitor.builders import evaluator_report
+from tests.unit.monitor.builders import evaluator_report, rollout_changed
 
 SHIFT = 0.5
 FRAME_SIZE = 256
@@ -271,6 +279,7 @@ async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
     used = (
         Topic.MODEL_DEPLOYED,
         Topic.MODEL_ROLLED_BACK,
+        Topic.MODEL_ROLLOUT_CHANGED,
         Topic.INSPECTION_COMPLETED,
         Topic.INSPECTION_REVIEWED,
         *ANNOUNCED,
@@ -382,3 +391,37 @@ async def test_drifted_light_raises_the_alarm_once_and_asks_for_training_once(
     claim = await monitor.db[TRAINING_REQUESTS].find_one({"_id": monitor.model})
     assert claim is not None
     assert claim["cause_event_id"] == str(request.causation_id)
+
+
+async def test_the_store_keeps_the_newest_rollout_change_and_how_production_moved(
+    settings: StackSettings, mongo_db: AsyncIOMotorDatabase[Any]
+) -> None:
+    db = database(settings.mongo, mongo_db.name, appname="it-monitor")
+    store = MongoMonitorStore(db)
+    model = unique("it-monitor-rollout")
+    at = datetime(2026, 3, 1, 8, 0, 0, 123000, tzinfo=UTC)
+
+    def record(sequence: int, step: int) -> RolloutRecord:
+        change = rollout_changed(model, "advanced", step=step, sequence=sequence, at=at)
+        return RolloutRecord(change.payload, at + timedelta(seconds=sequence))
+
+    try:
+        assert await store.get_rollout(model) is None
+        assert await store.save_rollout(record(3, 1))
+        assert not await store.save_rollout(record(2, 0)), "older: kept out"
+        assert not await store.save_rollout(record(3, 1)), "the same: kept out"
+        assert await store.get_rollout(model) == record(3, 1)
+        assert await store.save_rollout(record(4, 2))
+        assert await store.get_rollout(model) == record(4, 2)
+
+        moved = Production(model, 2, at, "e1", "model.deployed")
+        assert await store.set_production(moved)
+        assert await store.get_production(model) == moved
+        await db[PRODUCTION].update_one({"_id": model}, {"$unset": {"moved_by": ""}})
+        before = await store.get_production(model)
+        assert before is not None
+        assert before.moved_by == "", "a record from before is not watched"
+    finally:
+        await db[ROLLOUTS].delete_many({"_id": model})
+        await db[PRODUCTION].delete_many({"_id": model})
+        db.client.close()

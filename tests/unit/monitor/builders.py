@@ -1,17 +1,24 @@
-"""Evaluation reports as the evaluator writes them, for the monitor's baseline, and a classifier's
-scores on a line (unit and integration tests)."""
+"""Evaluation reports as the evaluator writes them, for the monitor's baseline, a classifier's
+scores on a line, and the registry's rollout changes (unit and integration tests)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
+from screwops_contracts import ModelRolloutChanged, ModelRolloutChangedPayload
 from screwops_contracts.datasets import Label
+from screwops_contracts.events import ServedVersion
 from screwops_contracts.models import ModelKind, evaluation_id_of
 from screwops_evaluator.config import Gate
 from screwops_evaluator.report import EvaluationReport, ImageScore, InfraValidation
+
+from tests.support import FRAME_SIZE
+
+Change = Literal["started", "advanced", "paused", "resumed", "completed", "aborted"]
 
 
 def evaluator_report(
@@ -66,3 +73,60 @@ def line_scores(
     p = np.where(bad, rng.beta(8, 1.5, n), rng.beta(1.5, 8, n))
     logits = np.log(p / (1 - p)) + shift
     return [float(x) for x in 1 / (1 + np.exp(-logits))]
+
+
+def rollout_changed(
+    model_name: str,
+    change: Change,
+    *,
+    step: int,
+    sequence: int,
+    at: datetime,
+    strategy: Literal["canary", "shadow"] = "canary",
+    rollout_id: str = "v2-5",
+    min_inspections: int = 120,
+    min_step_seconds: float = 60.0,
+) -> ModelRolloutChanged:
+    """The registry's ``model.rollout_changed`` of version 2 (threshold 0.6) rolled out beside
+    production version 1 (threshold 0.5), in steps of 5, 25 and 100 % (a canary) or one of 10 %
+    (a shadow), at ``step`` after ``change``."""
+    steps = [5.0, 25.0, 100.0] if strategy == "canary" else [10.0]
+    states: dict[Change, Literal["running", "paused", "completed", "aborted"]] = {
+        "completed": "completed",
+        "aborted": "aborted",
+        "paused": "paused",
+    }
+    state = states.get(change, "running")
+    event = ModelRolloutChanged.origin(
+        ModelRolloutChangedPayload(
+            model_name=model_name,
+            rollout_id=rollout_id,
+            change=change,
+            state=state,
+            strategy=strategy,
+            production=_served(model_name, 1, 0.5),
+            candidate=_served(model_name, 2, 0.6),
+            steps=steps,
+            step=step,
+            share=steps[step] if state == "running" else 0.0,
+            lines=[],
+            min_inspections=min_inspections,
+            min_step_seconds=min_step_seconds,
+            actor="registry",
+            reason="approved",
+            sequence=sequence,
+        ),
+        producer="registry",
+        key=f"{model_name}/{rollout_id}/{sequence}",
+    )
+    return event.model_copy(update={"occurred_at": at})
+
+
+def _served(model_name: str, version: int, threshold: float) -> ServedVersion:
+    return ServedVersion(
+        version=version,
+        triton_model=model_name,
+        threshold=threshold,
+        model_kind=ModelKind.SUPERVISED,
+        frame_size=FRAME_SIZE,
+    )

@@ -26,11 +26,8 @@ from screwops_contracts import (
     InspectionReviewed,
     InspectionReviewedPayload,
     ModelRolloutChanged,
-    ModelRolloutChangedPayload,
     Topic,
 )
-from screwops_contracts.events import ServedVersion
-from screwops_contracts.models import ModelKind
 from screwops_errors import FailedPreconditionError, UnavailableError
 from screwops_monitor import handlers
 from screwops_monitor.config import ControllerRules, Rules
@@ -39,7 +36,9 @@ from screwops_monitor.rollouts import RETRY_S, accuracy_check, disagreement_chec
 from screwops_monitor.service import MonitorService
 
 from tests.fakes import FakeObjects, RecordingBus, memory_bus
-from tests.support import FRAME_SIZE, model_deployed, model_rolled_back
+from tests.support import model_deployed, model_rolled_back
+from tests.unit.monitor import builders
+from tests.unit.monitor.builders import Change
 from tests.unit.monitor.fakes import FakeStore
 
 MODEL = "screw-classifier"
@@ -131,52 +130,25 @@ class FakeErrorCounts:
         return self.calls_of.get((version, role), Calls(0, 0))
 
 
-def served(version: int, threshold: float = 0.5) -> ServedVersion:
-    return ServedVersion(
-        version=version,
-        triton_model=MODEL,
-        threshold=threshold,
-        model_kind=ModelKind.SUPERVISED,
-        frame_size=FRAME_SIZE,
-    )
-
-
 def rollout_changed(
-    change: Literal["started", "advanced", "paused", "resumed", "completed", "aborted"],
+    change: Change,
     *,
     step: int,
     sequence: int,
     at: datetime,
     strategy: Literal["canary", "shadow"] = "canary",
-    rollout_id: str = ROLLOUT,
 ) -> ModelRolloutChanged:
-    steps = [5.0, 25.0, 100.0] if strategy == "canary" else [10.0]
-    state = {"completed": "completed", "aborted": "aborted", "paused": "paused"}.get(
-        change, "running"
+    return builders.rollout_changed(
+        MODEL,
+        change,
+        step=step,
+        sequence=sequence,
+        at=at,
+        strategy=strategy,
+        rollout_id=ROLLOUT,
+        min_inspections=MIN_INSPECTIONS,
+        min_step_seconds=MIN_SECONDS,
     )
-    event = ModelRolloutChanged.origin(
-        ModelRolloutChangedPayload(
-            model_name=MODEL,
-            rollout_id=rollout_id,
-            change=change,
-            state=state,
-            strategy=strategy,
-            production=served(1),
-            candidate=served(2, threshold=0.6),
-            steps=steps,
-            step=step,
-            share=steps[step] if state == "running" else 0.0,
-            lines=[],
-            min_inspections=MIN_INSPECTIONS,
-            min_step_seconds=MIN_SECONDS,
-            actor="registry",
-            reason="approved",
-            sequence=sequence,
-        ),
-        producer="registry",
-        key=f"{rollout_id}/{sequence}",
-    )
-    return event.model_copy(update={"occurred_at": at})
 
 
 def inspection(
@@ -261,7 +233,7 @@ class Harness:
 
     async def change(
         self,
-        change: Literal["started", "advanced", "paused", "resumed", "completed", "aborted"],
+        change: Change,
         step: int,
         *,
         strategy: Literal["canary", "shadow"] = "canary",
