@@ -19,7 +19,8 @@ def main() -> None:
     settings = MonitorSettings()
     runtime = Runtime.create(settings)
     store = MongoMonitorStore(runtime.db)
-    errors = PrometheusErrorCounts(settings.prometheus_url) if settings.prometheus_url else None
+    prometheus = settings.stack.telemetry.prometheus_url
+    errors = PrometheusErrorCounts(prometheus) if settings.judge_errors else None
     service = MonitorService(
         store,
         runtime.objects,

@@ -252,13 +252,12 @@ class MonitorSettings(Rules, ControllerRules, ServiceSettings):
         description="The registry's gRPC API, which the rollout controller asks to advance, "
         "abort and roll back.",
     )
-    prometheus_url: str = Field(
-        "http://127.0.0.1:9090",
-        pattern=r"^(https?://.+)?$",
-        examples=["http://prometheus:9090"],
-        description="Prometheus's HTTP API, where the controller reads the gateways' failed "
-        "calls per version; empty: errors are not judged (a canary then advances on its other "
-        "checks). While it does not answer, no canary advances.",
+    judge_errors: bool = Field(
+        True,
+        description="Read the gateways' failed calls per version from the stack's Prometheus "
+        "(SCREWOPS_TELEMETRY__PROMETHEUS_URL) and judge canaries and new productions on them; "
+        "off, a canary advances on its other checks. While Prometheus does not answer, no "
+        "canary advances.",
     )
     registry_token: SecretStr = Field(
         SecretStr(""),

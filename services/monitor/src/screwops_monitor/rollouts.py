@@ -36,10 +36,10 @@ taken when an inspection or a review arrives, and at each reading of the errors.
   gateways' per-version call counter through Prometheus (:mod:`screwops_monitor.errors`), read
   every ``errors_interval_s`` for the calls each side answered since the step began: Fisher's
   exact test, one-sided, of the canary's failed and answered calls against production's; aborted
-  below ``rollout_alpha`` once each side has ``rollout_min_calls``. Where a Prometheus is set, a
-  step advances only once that is judged (never on errors nobody could read); the same reading
-  advances a step whose time passed without waiting for another inspection, and judges a canary
-  that fails every request, which publishes no inspection at all.
+  below ``rollout_alpha`` once each side has ``rollout_min_calls``. Where errors are judged
+  (``judge_errors``), a step advances only once they are read and pass (never on errors nobody
+  could read); the same reading advances a step whose time passed without waiting for another
+  inspection, and judges a canary that fails every request, which publishes no inspection.
 
 Idempotence. Each request to the registry carries a request id derived from what it decides
 (``monitor/<rollout>/advance/<step>``, ``monitor/<rollout>/abort``,
