@@ -25,6 +25,7 @@ from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import (
     StackSettings,
+    grpc_certificate_files,
     kafka_ca_file,
     kafka_password_file,
     port_of,
@@ -578,10 +579,21 @@ def test_services_are_secured_as_on_the_native_stack(monkeypatch: pytest.MonkeyP
     assert inside.home == CONTAINER_HOME
 
 
+def _kafka_mounts(spec: Service) -> dict[str, str]:
+    """What the service mounts from the secrets volume less gRPC's TLS files: an API's
+    certificate and key, the console's CA (the tests of gRPC's TLS below check those)."""
+    env = _anchor_env()
+    if spec.grpc_port:
+        grpc_tls = {env["SCREWOPS_GRPC__CERT_FILE"], env["SCREWOPS_GRPC__KEY_FILE"]}
+    else:
+        grpc_tls = {env["SCREWOPS_GRPC__CA_FILE"]} if spec.name not in access_rights() else set()
+    return {t: sub for t, sub in _secrets_mounts(spec.name).items() if t not in grpc_tls}
+
+
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
 def test_every_service_logs_in_to_kafka_as_its_own_principal(spec: Service) -> None:
     env = _environment(spec.name)
-    mounts = _secrets_mounts(spec.name)
+    mounts = _kafka_mounts(spec)
     if spec.name not in access_rights():
         # A service that is no Kafka principal (the console) gets no Kafka secret at all.
         assert "SCREWOPS_KAFKA__USERNAME" not in env
@@ -647,11 +659,30 @@ def test_the_secrets_job_gives_each_file_to_its_one_reader(
     kafka_files = {broker, *broker.iterdir(), tls.broker_keystore}
     assert {p for p, uid in owners.items() if uid == compose.KAFKA_UID} == kafka_files
     assert {p for p, uid in owners.items() if uid == UID} == {
-        kafka_password_file(tmp_path, name) for name in passwords
+        *grpc_certificate_files(tmp_path),
+        *(kafka_password_file(tmp_path, name) for name in passwords),
     }
     assert tls.ca_key not in owners
+    for path in grpc_certificate_files(tmp_path):
+        assert path.stat().st_mode & 0o077 == 0, path
     for path in [*kafka_files - {broker}, *(kafka_password_file(tmp_path, n) for n in passwords)]:
         assert path.stat().st_mode & 0o077 == 0, path
     # A second run keeps what exists.
     compose.make_secrets(tmp_path, log=tmp_path / "openssl.log")
     assert kafka_security.ensure_passwords(tmp_path) == passwords
+
+
+@pytest.mark.parametrize("spec", [s for s in available() if s.grpc_port], ids=lambda s: s.name)
+def test_every_api_serves_the_secrets_jobs_grpc_certificate(spec: Service) -> None:
+    env = _anchor_env()
+    cert, key = grpc_certificate_files(Path("/"))
+    mounts = _secrets_mounts(spec.name)
+    assert mounts[env["SCREWOPS_GRPC__CERT_FILE"]] == str(cert.relative_to("/"))
+    assert mounts[env["SCREWOPS_GRPC__KEY_FILE"]] == str(key.relative_to("/"))
+    assert mounts[env["SCREWOPS_GRPC__CA_FILE"]] == "tls/ca.crt"
+
+
+def test_the_console_trusts_the_apis_ca_and_holds_no_key() -> None:
+    mounts = _secrets_mounts("console")
+    assert mounts[_anchor_env()["SCREWOPS_GRPC__CA_FILE"]] == "tls/ca.crt"
+    assert not {"tls/grpc.key", "tls/ca.key"} & set(mounts.values())

@@ -32,6 +32,7 @@ from screwops_contracts.datasets import Bucket
 from screwops_contracts.minio import NOTIFY_TARGET_ARN
 from screwops_settings import Role, StackSettings, port_of
 from screwops_settings.services import SERVICES, Service
+from screwops_stack.certificates import GRPC_HOSTS
 from screwops_stack.dockerfiles import UID, dockerfile_path
 from screwops_stack.servers import (
     MINIO_PRINCIPAL,
@@ -110,7 +111,11 @@ def _ports(container: Doc) -> dict[str, int]:
 
 
 def _probe_target(container: Doc, probe: Doc) -> tuple[str, int, str | None]:
-    """(kind, port number, HTTP path) of a probe, its named port resolved."""
+    """(kind, port number, HTTP path) of a probe, its named port resolved; a gRPC health check
+    over TLS (``python -m screwops_rpc.health host:port``) is kind ``grpc-tls``."""
+    command = probe.get("exec", {}).get("command", [])
+    if command[:3] == ["python", "-m", "screwops_rpc.health"]:
+        return "grpc-tls", port_of(command[3]), None
     for kind in ("grpc", "httpGet", "tcpSocket"):
         if kind in probe:
             port = probe[kind]["port"]
@@ -516,7 +521,7 @@ def test_every_service_listens_and_is_scraped_on_its_settings_ports(spec: Servic
 def test_every_service_is_probed_where_it_answers(spec: Service) -> None:
     container = _container(_one("Deployment", spec.name))
     if spec.grpc_port is not None:
-        expected: tuple[str, int, str | None] = ("grpc", spec.grpc_port, None)
+        expected: tuple[str, int, str | None] = ("grpc-tls", spec.grpc_port, None)
     elif spec.http_port is not None:
         expected = ("httpGet", spec.http_port, "/healthz")
     else:
@@ -867,3 +872,42 @@ def test_minio_logs_in_to_kafka_as_the_native_stack_does() -> None:
     }
     (secret,) = [e for e in container["env"] if e["name"] == password]
     assert secret["valueFrom"]["secretKeyRef"] == {"name": MINIO_PRINCIPAL, "key": "password"}
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in SPECS if s.grpc_port is not None], ids=lambda s: s.name
+)
+def test_every_api_serves_tls_with_the_certificate_secret(spec: Service) -> None:
+    config = _config()
+    files = {config[f"SCREWOPS_GRPC__{name}"] for name in ("CA_FILE", "CERT_FILE", "KEY_FILE")}
+    (directory,) = {str(Path(path).parent) for path in files}
+    container = _container(_one("Deployment", spec.name))
+    assert _mounts(container)["grpc-tls"] == directory
+    (volume,) = [
+        v for v in _pod(_one("Deployment", spec.name))["volumes"] if v["name"] == "grpc-tls"
+    ]
+    assert volume["secret"]["secretName"] == "screwops-grpc-tls"
+    assert "items" not in volume["secret"], "the API needs its key and certificate"
+
+
+def test_the_console_trusts_the_apis_ca_and_holds_no_key() -> None:
+    (volume,) = [
+        v for v in _pod(_one("Deployment", "console"))["volumes"] if v["name"] == "grpc-tls"
+    ]
+    assert volume["secret"] == {
+        "secretName": "screwops-grpc-tls",
+        "items": [{"key": "ca.crt", "path": Path(_config()["SCREWOPS_GRPC__CA_FILE"]).name}],
+    }
+    assert _mounts(_container(_one("Deployment", "console")))["grpc-tls"] == str(
+        Path(_config()["SCREWOPS_GRPC__CA_FILE"]).parent
+    )
+
+
+def test_the_grpc_certificate_names_every_service_an_api_is_reached_by() -> None:
+    ports = {spec.grpc_port for spec in SPECS if spec.grpc_port is not None}
+    names = {
+        service["metadata"]["name"]
+        for service in _all("Service")
+        if {port["port"] for port in service["spec"]["ports"]} & ports
+    }
+    assert names <= set(GRPC_HOSTS)

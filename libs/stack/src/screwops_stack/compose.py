@@ -24,7 +24,7 @@ from pathlib import Path
 
 from screwops_settings import StackSettings, kafka_password_file
 
-from screwops_stack import kafka_security
+from screwops_stack import certificates, kafka_security
 from screwops_stack.dockerfiles import UID as SERVICE_UID
 from screwops_stack.servers import provision_kafka
 
@@ -76,6 +76,9 @@ def make_secrets(home: Path, *, log: Path) -> None:
         os.chown(path, KAFKA_UID, KAFKA_UID)
     for name in passwords:
         os.chown(kafka_password_file(home, name), SERVICE_UID, SERVICE_UID)
+    # The gRPC APIs' certificate and key, from the same CA: every API container reads them.
+    for path in certificates.ensure_grpc_certificate(home, log=log):
+        os.chown(path, SERVICE_UID, SERVICE_UID)
 
 
 def main(argv: list[str] | None = None) -> int:
