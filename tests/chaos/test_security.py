@@ -2,14 +2,18 @@
 development credentials and says which settings without printing a secret; every gRPC API (the
 gateway's inspections and the admin APIs of ingestion, labeling and the registry) started with
 tokens refuses calls without a valid one while health checking stays open, and never logs a
-token."""
+token; Triton refuses to load or unload a model for anyone without the model-control key (the
+gateway) and does for the registry's client; and, after all that, no secret of the stack home is
+in any of its logs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import secrets
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
+import tritonclient.grpc.aio as tritongrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from screwops.v1 import (
     ingestion_pb2,
@@ -30,12 +36,20 @@ from screwops.v1 import (
     registry_pb2_grpc,
 )
 from screwops_cli.common import ExitCode
-from screwops_contracts.models import MODEL_NAME
+from screwops_contracts.models import MODEL_CONTROL_HEADER, MODEL_NAME
+from screwops_errors import PermissionDeniedError
 from screwops_rpc import open_aio_channel
-from screwops_settings import MinioSettings
+from screwops_serving import TritonModels
+from screwops_settings import (
+    MinioSettings,
+    StackSettings,
+    triton_model_control_key,
+    triton_model_repository,
+)
 
 from tests.e2e.conftest import PIPELINE, REPO
-from tests.support import eventually, free_port, png, run_cli
+from tests.integration.test_triton import CONFIG, MODEL
+from tests.support import eventually, free_port, png, run_cli, unique
 
 SERVICES = (*PIPELINE, "console")
 
@@ -197,3 +211,95 @@ async def test_an_api_with_tokens_refuses_calls_without_a_valid_one(
         f"{service} refused: {refused}; with the token: {passed.name}; "
         f"CLI exit codes without/with the token: {denied}/{allowed}"
     )
+
+
+@pytest.mark.timeout(300)
+async def test_only_the_key_holders_may_load_or_unload_a_triton_model() -> None:
+    settings = StackSettings()
+    key = triton_model_control_key(settings)
+    assert key, "the stack home has no Triton model-control key: run make up"
+    name = unique("model_control").replace("-", "_")
+    directory = triton_model_repository(settings.home) / name
+    (directory / "1").mkdir(parents=True)
+    (directory / "config.pbtxt").write_text(CONFIG.format(name=name))
+    (directory / "1" / "model.py").write_text(MODEL)
+    # As the gateway builds its client (no key), one with a guessed key, and the registry's.
+    gateway = TritonModels(settings.triton.grpc_url)
+    guesser = TritonModels(settings.triton.grpc_url, model_control_key=secrets.token_urlsafe(32))
+    registry = TritonModels(settings.triton.grpc_url, model_control_key=key)
+    http = f"http://{settings.triton.http_url}/v2/repository"
+    try:
+        for client in (gateway, guesser):
+            with pytest.raises(PermissionDeniedError):
+                await client.load(name)
+        async with httpx.AsyncClient(timeout=30) as web:
+            answer = await web.post(f"{http}/models/{name}/load")
+            assert answer.status_code >= 400, answer.text
+            assert "restricted" in answer.text
+        assert not await gateway.ready(name)
+        await registry.load(name)
+        # Inference, health and metadata stay open to the gateway.
+        assert await gateway.ready(name, 1)
+        raw = tritongrpc.InferenceServerClient(settings.triton.grpc_url)
+        try:
+            assert (await raw.get_model_metadata(name, as_json=True))["name"] == name
+        finally:
+            await raw.close()
+        for client in (gateway, guesser):
+            with pytest.raises(PermissionDeniedError):
+                await client.unload(name)
+            with pytest.raises(PermissionDeniedError):
+                await client.served()
+        async with httpx.AsyncClient(timeout=30) as web:
+            refused = await web.post(f"{http}/models/{name}/unload")
+            assert refused.status_code >= 400, refused.text
+            allowed = await web.post(f"{http}/index", headers={MODEL_CONTROL_HEADER: key}, json={})
+            assert allowed.status_code == 200, allowed.text
+        assert await gateway.ready(name, 1), "a refused unload unloaded the model"
+        assert await registry.loaded_versions(name) == [1]
+        await registry.unload(name)
+        assert not await gateway.ready(name)
+    finally:
+        for client in (gateway, guesser, registry):
+            await client.close()
+        shutil.rmtree(directory)
+    print("Triton refused model control without the key (gRPC and HTTP); the key holder loaded")
+
+
+MIN_SECRET_CHARS = 16
+"""Shorter lines of a secret file are no secret (and would match by chance)."""
+
+
+def _stack_secrets(home: Path) -> dict[str, str]:
+    """{where: secret} for every secret the stack home keeps: Kafka's passwords, the console's
+    admin password and session secret, Triton's model-control key, and whatever else lands in
+    ``secrets/`` (API tokens)."""
+    found = {}
+    for path in sorted((home / "secrets").rglob("*")):
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if len(line.strip()) >= MIN_SECRET_CHARS:
+                found[f"{path.relative_to(home)}:{number}"] = line.strip()
+    return found
+
+
+@pytest.mark.usefixtures("services")
+async def test_no_secret_of_the_stack_home_is_in_any_log() -> None:
+    """Last in the suite: after its services, pipeline calls and refusals have all logged."""
+    home = StackSettings().home
+    found = _stack_secrets(home)
+    assert any(where.startswith("secrets/kafka/") for where in found), sorted(found)
+    assert any(where.startswith("secrets/triton/") for where in found), sorted(found)
+    anywhere = re.compile("|".join(re.escape(secret) for secret in found.values()))
+    which = {secret: where for where, secret in found.items()}
+    leaks = []
+    logs = sorted(p for p in (home / "logs").rglob("*") if p.is_file())
+    for log in logs:
+        with log.open(errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                for match in anywhere.finditer(line):
+                    # Where, and whose secret, never the secret itself.
+                    leaks.append(f"{log.relative_to(home)}:{number} holds {which[match[0]]}")
+    assert not leaks, "secrets in the logs:\n" + "\n".join(leaks)
+    print(f"{len(found)} secrets, none in {len(logs)} logs under {home / 'logs'}")

@@ -50,7 +50,7 @@ from screwops_evaluator.store import (
 )
 from screwops_imaging import fit_frame
 from screwops_serving import TritonModels, export_version, versions_present
-from screwops_settings import StackSettings, triton_model_repository
+from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
 from screwops_storage import ObjectStore, content_key, database, sha256_hex
 
 from tests.frames_model import save_frames_model
@@ -211,7 +211,9 @@ async def evaluator(
     store = MongoEvaluatorStore(db)
     await store.ensure_indexes()
     repository = triton_model_repository(settings.home)
-    triton = TritonModels(settings.triton.grpc_url)
+    triton = TritonModels(
+        settings.triton.grpc_url, model_control_key=triton_model_control_key(settings)
+    )
     rules = Rules(Staging(repository=repository, model=staging))
     service = EvaluatorService(
         store, objects, StagingArea(triton, objects, rules.staging), bus.emit, rules=rules

@@ -49,7 +49,7 @@ from screwops_registry.store import (
 )
 from screwops_rpc import open_aio_channel
 from screwops_serving import TritonModels, versions_present
-from screwops_settings import StackSettings, triton_model_repository
+from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
 from screwops_storage import ObjectStore, database
 
 from tests.frames_model import expected_scores, save_frames_model
@@ -166,7 +166,9 @@ async def registry(
     store = MongoRegistryStore(db)
     await store.ensure_indexes()
     repository = triton_model_repository(settings.home)
-    triton = TritonModels(settings.triton.grpc_url)
+    triton = TritonModels(
+        settings.triton.grpc_url, model_control_key=triton_model_control_key(settings)
+    )
     service = RegistryService(
         store,
         Placement(objects, triton, Deployment(repository=repository, keep_versions=3)),

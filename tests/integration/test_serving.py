@@ -28,7 +28,7 @@ from screwops_serving import (
     remove_version,
     versions_present,
 )
-from screwops_settings import StackSettings, triton_model_repository
+from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
 
 from tests.frames_model import expected_scores, save_frames_model
 from tests.support import unique
@@ -64,7 +64,9 @@ async def two_versions_served(
         export_version(
             scratch / str(version), repository, name=name, version=version, frame_size=FRAME_SIZE
         )
-    triton = TritonModels(settings.triton.grpc_url)
+    triton = TritonModels(
+        settings.triton.grpc_url, model_control_key=triton_model_control_key(settings)
+    )
     try:
         await triton.load(name)
         yield Served(name, repository, triton)
@@ -158,7 +160,9 @@ async def test_a_removed_version_is_unloaded_by_the_next_load(
         export_version(
             tmp_path / "sm", repository, name=name, version=version, frame_size=FRAME_SIZE
         )
-    async with TritonModels(settings.triton.grpc_url) as triton:
+    async with TritonModels(
+        settings.triton.grpc_url, model_control_key=triton_model_control_key(settings)
+    ) as triton:
         try:
             await triton.load(name)
             assert await triton.loaded_versions(name) == [1, 2]

@@ -1,5 +1,6 @@
 """Triton is a real inference server: a Python-backend model is loaded through the repository
-API, answers an inference, is unloaded; Prometheus scrapes Triton's count of that inference."""
+API (with the model-control key, as the registry loads), answers an inference, is unloaded;
+Prometheus scrapes Triton's count of that inference."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as triton
-from screwops_settings import StackSettings, triton_model_repository
+from screwops_serving.client import MODEL_CONTROL_GRPC_HEADER
+from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
 
 from tests.support import eventually, unique
 
@@ -39,6 +41,13 @@ class TritonPythonModel:
 """
 
 
+def model_control(settings: StackSettings) -> dict[str, str]:
+    """The header the registry sends with the stack's key: Triton refuses model control without."""
+    key = triton_model_control_key(settings)
+    assert key, "the stack home has no Triton model-control key: run make up"
+    return {MODEL_CONTROL_GRPC_HEADER: key}
+
+
 @pytest.fixture(scope="module")
 async def model(settings: StackSettings) -> AsyncIterator[str]:
     """A doubling model placed in Triton's repository and loaded through the repository API."""
@@ -49,9 +58,9 @@ async def model(settings: StackSettings) -> AsyncIterator[str]:
     (directory / "1" / "model.py").write_text(MODEL)
     client = triton.InferenceServerClient(settings.triton.grpc_url)
     try:
-        await client.load_model(name)
+        await client.load_model(name, headers=model_control(settings))
         yield name
-        await client.unload_model(name)
+        await client.unload_model(name, headers=model_control(settings))
     finally:
         await client.close()
         shutil.rmtree(directory)
@@ -86,9 +95,9 @@ async def test_unloaded_model_is_no_longer_ready(settings: StackSettings) -> Non
     (directory / "1" / "model.py").write_text(MODEL)
     client = triton.InferenceServerClient(settings.triton.grpc_url)
     try:
-        await client.load_model(name)
+        await client.load_model(name, headers=model_control(settings))
         assert await client.is_model_ready(name)
-        await client.unload_model(name)
+        await client.unload_model(name, headers=model_control(settings))
         assert not await client.is_model_ready(name)
     finally:
         await client.close()

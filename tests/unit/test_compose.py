@@ -29,12 +29,14 @@ from screwops_settings import (
     kafka_ca_file,
     kafka_password_file,
     port_of,
+    triton_model_control_key_file,
 )
 from screwops_settings.services import Service
 from screwops_stack import compose, kafka_security
 from screwops_stack.dockerfiles import CONTAINER_HOME, STACK_DOCKERFILE, UID
 from screwops_stack.servers import (
     MINIO_PRINCIPAL,
+    TRITON_RESTRICTED_START,
     Layout,
     kafka_properties,
     minio_notify_env,
@@ -49,6 +51,9 @@ DEPLOY = ROOT / "deploy"
 SERVER_PROPERTIES = DEPLOY / "local" / "kafka" / "server.properties"
 KAFKA_START = DEPLOY / "compose" / "kafka-start.sh"
 SECRETS_VOLUME = "stack-secrets"
+MODEL_CONTROLLERS = {"registry", "evaluator"}
+"""The services given Triton's model-control key: they load and unload models."""
+TRITON_KEY = "secrets/triton/model-control"
 VERSIONS = DEPLOY / "local" / "versions.env"
 PROMETHEUS_COMPOSE = DEPLOY / "prometheus" / "prometheus-compose.yml"
 
@@ -601,11 +606,35 @@ def test_every_service_logs_in_to_kafka_as_its_own_principal(spec: Service) -> N
         return
     home = Path(_anchor_env()["SCREWOPS_HOME"])
     assert env["SCREWOPS_KAFKA__USERNAME"] == spec.name
-    # Only its own password, where the settings read it, and the CA; never another's or a key.
+    # Only its own password, where the settings read it, and the CA; never another's or a key
+    # (but Triton's model-control key, where the settings read it, for those that load models).
+    triton_key = (
+        {str(triton_model_control_key_file(home)): TRITON_KEY}
+        if spec.name in MODEL_CONTROLLERS
+        else {}
+    )
     assert mounts == {
         str(kafka_password_file(home, spec.name)): f"secrets/kafka/{spec.name}",
         _anchor_env()["SCREWOPS_KAFKA__CA_FILE"]: "tls/ca.crt",
+        **triton_key,
     }
+
+
+def test_triton_model_control_is_closed_to_all_but_the_key_holders() -> None:
+    triton = _service("triton")
+    # The image's copy of restricted.sh, given the key's file, starts tritonserver.
+    dockerfile = (DEPLOY / "triton" / "Dockerfile").read_text()
+    assert f"COPY --chmod=0755 {TRITON_RESTRICTED_START.name} /opt/screwops/" in dockerfile
+    script, key_file, server = triton["command"][:3]
+    assert (script, server) == (f"/opt/screwops/{TRITON_RESTRICTED_START.name}", "tritonserver")
+    assert _secrets_mounts("triton") == {key_file: TRITON_KEY}
+    assert triton["depends_on"][SECRETS_VOLUME]["condition"] == "service_completed_successfully"
+    holders = {
+        name
+        for name in _compose()["services"]
+        if TRITON_KEY in _secrets_mounts(name).values() and name != SECRETS_VOLUME
+    }
+    assert holders == MODEL_CONTROLLERS | {"triton"}
 
 
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
@@ -661,7 +690,9 @@ def test_the_secrets_job_gives_each_file_to_its_one_reader(
     assert {p for p, uid in owners.items() if uid == UID} == {
         *grpc_certificate_files(tmp_path),
         *(kafka_password_file(tmp_path, name) for name in passwords),
+        triton_model_control_key_file(tmp_path),
     }
+    assert triton_model_control_key_file(tmp_path).stat().st_mode & 0o077 == 0
     assert tls.ca_key not in owners
     for path in grpc_certificate_files(tmp_path):
         assert path.stat().st_mode & 0o077 == 0, path

@@ -662,6 +662,29 @@ def test_triton_runs_several_replicas_on_one_shared_repository() -> None:
     assert "readinessProbe" in sync, "a replica must not serve before it caught up"
 
 
+def test_triton_model_control_is_closed_to_all_but_the_key_holders() -> None:
+    triton = _one("Deployment", "triton")
+    server = _container(triton)
+    # The image's restricted.sh reads the key from the Secret's file and starts tritonserver.
+    script, key_file, command = server["args"][:3]
+    assert (script, command) == ("/opt/screwops/restricted.sh", "tritonserver")
+    (volume,) = [v for v in _pod(triton)["volumes"] if v["name"] == "model-control"]
+    assert volume["secret"]["secretName"] == "triton-model-control"
+    (item,) = volume["secret"]["items"]
+    assert f"{_mounts(server)['model-control']}/{item['path']}" == key_file
+    # Who else holds the key: those that load and unload models, by the settings' variable.
+    holders = set()
+    for workload in _workloads():
+        for container in _pod(workload)["containers"]:
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == "triton-model-control":
+                    assert entry["name"] == ref["key"] == item["key"]
+                    holders.add(f"{workload['metadata']['name']}/{container['name']}")
+    assert holders == {"registry/registry", "evaluator/evaluator", "triton/model-sync"}
+    assert list(_examples()["triton-model-control"]) == ["SCREWOPS_TRITON__MODEL_CONTROL_KEY"]
+
+
 @pytest.mark.parametrize("name", ["registry", "evaluator"])
 def test_model_writers_share_tritons_repository(name: str) -> None:
     triton = _one("Deployment", "triton")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
-from screwops_settings import ServiceSettings, StackSettings
+from screwops_settings import (
+    ServiceSettings,
+    StackSettings,
+    triton_model_control_key,
+    triton_model_control_key_file,
+)
 
 from tests.support import use_production_credentials
 
@@ -138,3 +145,31 @@ def test_a_service_in_production_inherits_the_credential_check(
     monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match=r"minio\.secret_key"):
         GatewaySettings()
+
+
+def test_the_triton_key_is_read_from_the_stack_home_by_whoever_asks_for_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    assert triton_model_control_key(StackSettings()) is None
+    key_file = triton_model_control_key_file(tmp_path)
+    assert key_file == tmp_path / "secrets" / "triton" / "model-control"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("key-from-the-home\n")
+    settings = StackSettings()
+    # Read only by the function the registry and the evaluator call, never into the settings,
+    # which every service (the gateway too) builds and may print.
+    assert settings.triton.model_control_key is None
+    assert triton_model_control_key(settings) == "key-from-the-home"
+    assert "key-from-the-home" not in repr(settings)
+
+
+def test_a_triton_key_set_in_the_environment_wins_and_stays_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("SCREWOPS_TRITON__MODEL_CONTROL_KEY", "key-from-a-k8s-secret")
+    settings = StackSettings()
+    assert triton_model_control_key(settings) == "key-from-a-k8s-secret"
+    assert "key-from-a-k8s-secret" not in repr(settings)
+    assert "key-from-a-k8s-secret" not in settings.model_dump_json()

@@ -30,3 +30,34 @@ def test_a_prepare_step_that_logs_runs_on_a_home_without_a_logs_directory(tmp_pa
 
     assert outcome.error is None
     assert layout.log("formatter").read_bytes().startswith(b"storage formatted\n")
+
+
+def test_a_running_server_started_without_what_it_now_needs_is_restarted(tmp_path: Path) -> None:
+    """A stack home from before a change (Triton with model control open) takes it up at the next
+    ``make up``; a current server is left running."""
+    layout = Layout(tmp_path)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    def server(flag: str) -> Server:
+        return Server(
+            name="sleeper",
+            argv=[*sleeper, flag],
+            ready=lambda: None,
+            ports=[],
+            outdated=lambda cmdline: "" if "--new" in cmdline else "started without --new",
+        )
+
+    try:
+        assert cli._start(server("--old"), layout).error is None
+        old = processes.find(layout.pidfile("sleeper"))
+        assert old is not None
+        assert cli._start(server("--new"), layout).error is None
+        new = processes.find(layout.pidfile("sleeper"))
+        assert new is not None
+        assert new.pid != old.pid
+        assert "--new" in new.cmdline()
+        assert not old.is_running()
+        assert cli._start(server("--new"), layout).error is None
+        assert processes.find(layout.pidfile("sleeper")) == new
+    finally:
+        processes.stop(layout.pidfile("sleeper"), timeout=10)

@@ -17,6 +17,11 @@ a model that cannot load or fails while answering         :class:`FailedPrecondi
 Seen on Triton 2.51: an unknown model or version and a model with no loaded version all answer
 ``NOT_FOUND``; a version that fails to load answers ``INVALID_ARGUMENT`` to the load request while
 the model's other versions keep serving.
+
+Every ScrewOps stack starts Triton with its model-control API (load, unload, the repository index)
+restricted to callers sending the stack's model-control key in ``MODEL_CONTROL_HEADER``; only the
+registry and the evaluator hold it. Triton refuses anyone else with ``UNAVAILABLE: This protocol is
+restricted``, which is no outage to retry: it is raised as :class:`PermissionDeniedError`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
 from screwops_contracts.models import (
     FRAMES_INPUT,
+    MODEL_CONTROL_HEADER,
     PART_FOUND_MIN,
     PART_FOUND_OUTPUT,
     PROBABILITY_OUTPUT,
@@ -42,14 +48,19 @@ from screwops_errors import (
     FailedPreconditionError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     ScrewOpsError,
     UnavailableError,
 )
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["Scores", "TritonModels", "frame_shape"]
+__all__ = ["MODEL_CONTROL_GRPC_HEADER", "Scores", "TritonModels", "frame_shape"]
 
 T = TypeVar("T")
+
+MODEL_CONTROL_GRPC_HEADER = f"triton-grpc-protocol-{MODEL_CONTROL_HEADER}"
+"""Where Triton reads the model-control key from over gRPC: the header under Triton's prefix for
+a restricted gRPC protocol (over HTTP it is ``MODEL_CONTROL_HEADER`` itself)."""
 
 
 def frame_shape(frame_size: int) -> tuple[int, int, int]:
@@ -83,6 +94,7 @@ _UNLOADED = "unloaded"
 _NOT_FOUND = "StatusCode.NOT_FOUND"
 _INVALID = "StatusCode.INVALID_ARGUMENT"
 _DEADLINE = "StatusCode.DEADLINE_EXCEEDED"
+_RESTRICTED = "This protocol is restricted"
 _TRANSIENT = frozenset(
     {
         "StatusCode.UNAVAILABLE",
@@ -103,15 +115,32 @@ class TritonModels:
         load_timeout_s: how long a load or unload may take unless the call says otherwise;
             loading a TensorFlow version takes seconds to tens of seconds on a busy CPU.
         call_timeout_s: how long the cheap calls (readiness, the repository index) may take.
+        model_control_key: the stack's model-control key, for the clients that load and unload
+            models (``screwops_settings.triton_model_control_key``); None for one that only
+            infers and asks about readiness (the gateway), which Triton refuses model control.
     """
 
     def __init__(
-        self, url: str, *, load_timeout_s: float = 300.0, call_timeout_s: float = 10.0
+        self,
+        url: str,
+        *,
+        load_timeout_s: float = 300.0,
+        call_timeout_s: float = 10.0,
+        model_control_key: str | None = None,
     ) -> None:
         self.url = url
         self._load_timeout_s = load_timeout_s
         self._call_timeout_s = call_timeout_s
+        # Sent with model-control calls only; never in a message, a repr or a log.
+        self._control_headers = (
+            {MODEL_CONTROL_GRPC_HEADER: model_control_key} if model_control_key else None
+        )
         self._client: grpcclient.InferenceServerClient | None = None
+
+    @property
+    def controls_models(self) -> bool:
+        """Whether this client holds the model-control key (may load, unload, read the index)."""
+        return self._control_headers is not None
 
     async def __aenter__(self) -> TritonModels:
         return self
@@ -135,18 +164,27 @@ class TritonModels:
         Raises:
             FailedPreconditionError: Triton could not load a version (a broken artifact, a bad
                 config); the versions that did load keep serving.
+            PermissionDeniedError: Triton refused: this client has no, or the wrong,
+                model-control key.
             UnavailableError, DeadlineExceededError: Triton did not answer in time.
         """
         timeout = self._load_timeout_s if timeout_s is None else timeout_s
         with _triton_errors(f"loading {name}", load=True):
-            await self._call(lambda c: c.load_model(name, client_timeout=timeout))
+            await self._call(
+                lambda c: c.load_model(name, headers=self._control_headers, client_timeout=timeout)
+            )
 
     async def unload(self, name: str, *, timeout_s: float | None = None) -> None:
         """Stop serving every version of ``name`` (its files stay in the repository), within
-        ``timeout_s`` (unset: the client's ``load_timeout_s``)."""
+        ``timeout_s`` (unset: the client's ``load_timeout_s``); PermissionDeniedError as for
+        :meth:`load`."""
         timeout = self._load_timeout_s if timeout_s is None else timeout_s
         with _triton_errors(f"unloading {name}"):
-            await self._call(lambda c: c.unload_model(name, client_timeout=timeout))
+            await self._call(
+                lambda c: c.unload_model(
+                    name, headers=self._control_headers, client_timeout=timeout
+                )
+            )
 
     async def ready(self, name: str, version: int | None = None) -> bool:
         """Whether ``version`` of ``name`` (any version when None) can answer now."""
@@ -187,7 +225,13 @@ class TritonModels:
         """Whether this Triton is unloading ``version`` of ``name``, or has unloaded it, on
         purpose (its index says ``UNLOADING``, then ``UNAVAILABLE: unloaded``): it will not come
         back by waiting, unlike a version that is still loading or that a restarted Triton has
-        not loaded yet."""
+        not loaded yet.
+
+        The index is model control: a client without the key (the gateway) cannot tell, and
+        answers False without asking, so its caller waits for the version as for one loading.
+        """
+        if not self.controls_models:
+            return False
         return any(
             entry.get("name") == name
             and entry.get("version") == str(version)
@@ -233,7 +277,9 @@ class TritonModels:
         with _triton_errors("reading the repository index"):
             index: dict[str, Any] = await self._call(
                 lambda c: c.get_model_repository_index(
-                    as_json=True, client_timeout=self._call_timeout_s
+                    headers=self._control_headers,
+                    as_json=True,
+                    client_timeout=self._call_timeout_s,
                 )
             )
         return list(index.get("models", []))
@@ -365,6 +411,11 @@ def _triton_errors(doing: str, *, load: bool = False) -> Iterator[None]:
 def _translate(error: InferenceServerException, doing: str, *, load: bool) -> ScrewOpsError:
     status = error.status()
     message = f"{doing}: {error.message()}"
+    if _RESTRICTED in (error.message() or ""):
+        return PermissionDeniedError(
+            f"{doing}: Triton refused model control: this client has no, or the wrong, "
+            f"model-control key ({MODEL_CONTROL_HEADER})"
+        )
     if status == _DEADLINE:
         return DeadlineExceededError(message)
     if status in _TRANSIENT:

@@ -18,7 +18,9 @@ What it leaves alone:
 * a model whose load failed, until its versions on disk change (the registry removes a version it
   could not load, which is such a change), so a broken artifact is not retried every few seconds.
 
-Run as ``python -m screwops_serving.sync --repository /models --triton 127.0.0.1:8001``.
+Run as ``python -m screwops_serving.sync --repository /models --triton 127.0.0.1:8001``, with the
+stack's model-control key in ``SCREWOPS_TRITON__MODEL_CONTROL_KEY`` (the registry's and the
+evaluator's setting of the same name): Triton refuses to load or unload for anyone without it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,10 @@ from screwops_serving.repository import CONFIG_FILE, versions_present
 __all__ = ["RepositorySync", "main", "models_present"]
 
 log = logging.getLogger("screwops.serving.sync")
+
+MODEL_CONTROL_KEY_ENV = "SCREWOPS_TRITON__MODEL_CONTROL_KEY"
+"""The variable the sidecar reads the model-control key from: a variable, not an argument, so the
+key is not on its command line."""
 
 
 class Triton(Protocol):
@@ -144,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-timeout", type=float, default=300.0, help="seconds per load")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sync = RepositorySync(
-        TritonModels(args.triton, load_timeout_s=args.load_timeout), args.repository
+    triton = TritonModels(
+        args.triton,
+        load_timeout_s=args.load_timeout,
+        model_control_key=os.environ.get(MODEL_CONTROL_KEY_ENV),
     )
+    sync = RepositorySync(triton, args.repository)
     try:
         asyncio.run(sync.run(every_s=args.every, ready_file=args.ready_file))
     except KeyboardInterrupt:

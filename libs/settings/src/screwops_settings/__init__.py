@@ -37,6 +37,8 @@ __all__ = [
     "kafka_client_options",
     "kafka_password_file",
     "port_of",
+    "triton_model_control_key",
+    "triton_model_control_key_file",
     "triton_model_repository",
 ]
 
@@ -51,6 +53,15 @@ def triton_model_repository(home: Path = DEFAULT_HOME) -> Path:
     which may not import the stack, write the versions they load into it.
     """
     return home / "data" / "triton" / "models"
+
+
+def triton_model_control_key_file(home: Path) -> Path:
+    """The native stack's Triton model-control key (owner-only, 0600), made at ``make up``.
+
+    Named here because the stack starts Triton requiring it and the registry and the evaluator,
+    which may not import the stack, read it to load and unload models.
+    """
+    return home / "secrets" / "triton" / "model-control"
 
 
 def port_of(address: str) -> int:
@@ -201,11 +212,18 @@ class MongoSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
-    """Triton Inference Server's three endpoints."""
+    """Triton Inference Server's three endpoints, and the key of its model-control API."""
 
     http_url: str = Field("127.0.0.1:8000", examples=["triton:8000"])
     grpc_url: str = Field("127.0.0.1:8001", examples=["triton:8001"])
     metrics_url: str = Field("127.0.0.1:8002", examples=["triton:8002"])
+    model_control_key: SecretStr | None = Field(
+        None,
+        description="The value Triton requires in the model-control header "
+        "(screwops_contracts.models.MODEL_CONTROL_HEADER) to load, unload or list models; only "
+        "the registry and the evaluator are given it (k8s: the triton-model-control Secret). "
+        "Unset: read from the stack home by those two (triton_model_control_key).",
+    )
 
 
 class TelemetrySettings(BaseModel):
@@ -303,6 +321,23 @@ class StackSettings(BaseSettings):
         if mongo_uri.username is None and "authMechanism=" not in mongo_uri.query:
             offending.append("mongo.uri")
         return offending
+
+
+def triton_model_control_key(stack: StackSettings) -> str | None:
+    """The key a client that loads and unloads models (the registry, the evaluator) sends to
+    Triton: ``triton.model_control_key``, else the native stack's file
+    (:func:`triton_model_control_key_file`, mounted there by compose), else None.
+
+    A function the model-control clients call rather than a default every settings object fills,
+    so the gateway and the other services never read the key.
+    """
+    if stack.triton.model_control_key is not None:
+        return stack.triton.model_control_key.get_secret_value()
+    try:
+        key = triton_model_control_key_file(stack.home).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return key or None
 
 
 def kafka_client_options(kafka: KafkaSettings) -> dict[str, object]:

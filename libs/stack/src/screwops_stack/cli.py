@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -85,7 +86,12 @@ def _wait_ready(server: Server, process: subprocess.Popen[bytes] | None) -> Outc
 def _start(server: Server, layout: Layout) -> Outcome:
     began = time.monotonic()
     process = None
-    if processes.find(layout.pidfile(server.name)) is None:
+    running = processes.find(layout.pidfile(server.name))
+    if running is not None and (why := _outdated(server, running)):
+        console.print(f"  {server.name:<11} restarting: {why}")
+        processes.stop(layout.pidfile(server.name), timeout=server.stop_timeout)
+        running = None
+    if running is None:
         try:
             # A prepare step may log (Kafka formats its storage) before any process has started.
             layout.logs.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,13 @@ def _start(server: Server, layout: Layout) -> Outcome:
         )
     outcome = _wait_ready(server, process)
     return Outcome(server, time.monotonic() - began, outcome.error)
+
+
+def _outdated(server: Server, running: psutil.Process) -> str:
+    try:
+        return server.outdated(running.cmdline())
+    except psutil.Error:  # it exited meanwhile: starting it anew is what comes next anyway
+        return ""
 
 
 @app.command()

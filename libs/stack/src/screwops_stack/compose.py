@@ -2,13 +2,15 @@
 by the native stack's own functions, so compose's broker takes the same SCRAM-SHA-512 over TLS,
 the same users and the same ACLs as the one ``make up`` starts.
 
-``secrets`` (the ``stack-secrets`` job) makes the CA, the broker's certificate and every
-principal's password in the secrets volume, mounted as the job's stack home, so its layout is a
-native home's (``tls/``, ``secrets/kafka/<principal>``), plus ``broker/``: what compose's broker
-reads when it starts (``deploy/compose/kafka-start.sh``), the SCRAM users to format its storage
-with and its listeners' logins, and the admin's client config for its health check. The job runs
-as root and gives each file to the uid of the one container that reads it, so every service
-mounts only its own password and the CA, read-only. Nothing is replaced once made.
+``secrets`` (the ``stack-secrets`` job) makes the CA, the broker's certificate, every
+principal's password and Triton's model-control key in the secrets volume, mounted as the job's
+stack home, so its layout is a native home's (``tls/``, ``secrets/kafka/<principal>``,
+``secrets/triton/model-control``), plus ``broker/``: what compose's broker reads when it starts
+(``deploy/compose/kafka-start.sh``), the SCRAM users to format its storage with and its
+listeners' logins, and the admin's client config for its health check. The job runs as root and
+gives each file to the uid of the one container that reads it, so every service mounts only its
+own password and the CA, read-only (and Triton, the registry and the evaluator the key). Nothing
+is replaced once made.
 
 ``kafka`` (the ``kafka-init`` job) creates the catalogue's topics and syncs every principal's
 ACLs as the admin once the broker is healthy: :func:`screwops_stack.servers.provision_kafka`,
@@ -26,7 +28,7 @@ from screwops_settings import StackSettings, kafka_password_file
 
 from screwops_stack import certificates, kafka_security
 from screwops_stack.dockerfiles import UID as SERVICE_UID
-from screwops_stack.servers import provision_kafka
+from screwops_stack.servers import ensure_triton_key, provision_kafka
 
 BROKER_HOSTS = ("kafka", "localhost", "127.0.0.1")
 """The broker certificate's names: compose's services reach ``kafka``, the host 127.0.0.1."""
@@ -79,6 +81,8 @@ def make_secrets(home: Path, *, log: Path) -> None:
     # The gRPC APIs' certificate and key, from the same CA: every API container reads them.
     for path in certificates.ensure_grpc_certificate(home, log=log):
         os.chown(path, SERVICE_UID, SERVICE_UID)
+    # The registry and the evaluator read it as the services' uid; Triton's container is root's.
+    os.chown(ensure_triton_key(home), SERVICE_UID, SERVICE_UID)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from screwops_settings import (
     kafka_client_options,
     kafka_password_file,
     port_of,
+    triton_model_control_key_file,
     triton_model_repository,
 )
 
@@ -91,6 +93,9 @@ class Server:
     after_ready: Callable[[], None] = lambda: None
     start_timeout: float = 180.0
     stop_timeout: float = 30.0
+    outdated: Callable[[list[str]], str] = lambda cmdline: ""
+    """Why a server already running with ``cmdline`` lacks what this stack now starts it with
+    (a stack home from before a change), so ``up`` restarts it; empty when it is current."""
 
 
 def servers(settings: StackSettings) -> list[Server]:
@@ -476,6 +481,26 @@ def _site_packages() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
+TRITON_RESTRICTED_START = DEPLOY / "triton" / "restricted.sh"
+"""Starts tritonserver with model control closed to all but the key's holders; every stack's
+Triton starts through it (the compose and k8s image carries it as ``/opt/screwops/``)."""
+TRITON_RESTRICTIONS = ("--grpc-restricted-protocol", "--http-restricted-api")
+
+
+def ensure_triton_key(home: Path) -> Path:
+    """The file of the stack's Triton model-control key, generated (0600) the first time."""
+    path = triton_model_control_key_file(home)
+    if not path.is_file():
+        kafka_security.write_private(path, secrets.token_urlsafe(32))
+    return path
+
+
+def _triton_outdated(cmdline: list[str]) -> str:
+    """A Triton started before model control was restricted must be restarted to be."""
+    restricted = all(any(a.startswith(f"{flag}=") for a in cmdline) for flag in TRITON_RESTRICTIONS)
+    return "" if restricted else "its model-control API is open to anyone (started before the key)"
+
+
 def _triton(settings: StackSettings, layout: Layout) -> Server:
     pytriton = _site_packages() / "pytriton" / "tritonserver"
     backends = layout.opt / "triton" / "backends"
@@ -497,11 +522,16 @@ def _triton(settings: StackSettings, layout: Layout) -> Server:
                 dirs_exist_ok=True,
             )
         repository.mkdir(parents=True, exist_ok=True)
+        ensure_triton_key(settings.home)
 
     venv_bin = str(Path(sys.executable).parent)
     return Server(
         name="triton",
         argv=[
+            "/bin/sh",
+            str(TRITON_RESTRICTED_START),
+            # Made by prepare; the script reads it as Triton starts (it becomes tritonserver).
+            str(triton_model_control_key_file(settings.home)),
             str(pytriton / "bin" / "tritonserver"),
             f"--model-repository={repository}",
             f"--backend-directory={backends}",
@@ -541,6 +571,7 @@ def _triton(settings: StackSettings, layout: Layout) -> Server:
         ports=[http_port, grpc_port, metrics_port],
         prepare=prepare,
         stop_timeout=20.0,
+        outdated=_triton_outdated,
     )
 
 

@@ -7,6 +7,7 @@ import asyncio
 from screwops_contracts.datasets import Bucket
 from screwops_runtime import Runtime
 from screwops_serving import TritonModels
+from screwops_settings import triton_model_control_key
 
 from screwops_evaluator import handlers
 from screwops_evaluator.config import EvaluatorSettings
@@ -20,9 +21,10 @@ def main() -> None:
     runtime = Runtime.create(settings)
     rules = settings.rules()
     store = MongoEvaluatorStore(runtime.db)
-    staging = StagingArea(
-        TritonModels(settings.stack.triton.grpc_url), runtime.objects, rules.staging
+    triton = TritonModels(
+        settings.stack.triton.grpc_url, model_control_key=triton_model_control_key(settings.stack)
     )
+    staging = StagingArea(triton, runtime.objects, rules.staging)
     service = EvaluatorService(
         store,
         runtime.objects,

@@ -9,6 +9,7 @@ from screwops_contracts.datasets import Bucket
 from screwops_rpc import bearer_auth
 from screwops_runtime import Runtime, Task
 from screwops_serving import TritonModels
+from screwops_settings import triton_model_control_key
 
 from screwops_registry import grpc_api, handlers
 from screwops_registry.config import RegistrySettings
@@ -22,9 +23,12 @@ def main() -> None:
     runtime = Runtime.create(settings, instrument_grpc=True)
     rules = settings.rules()
     store = MongoRegistryStore(runtime.db, history_limit=settings.alias_history_limit)
+    triton = TritonModels(
+        settings.stack.triton.grpc_url, model_control_key=triton_model_control_key(settings.stack)
+    )
     service = RegistryService(
         store,
-        Placement(runtime.objects, TritonModels(settings.stack.triton.grpc_url), rules),
+        Placement(runtime.objects, triton, rules),
         runtime.bus.publish,
         producer=settings.service_name,
         policies=settings.release_policies(),
