@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -29,6 +31,7 @@ from screwops_errors import (
 from screwops_serving import SAVED_MODEL_DIR, versions_present
 from screwops_settings import StackSettings
 from screwops_storage import StoredObject
+from screwops_storage.objects import ListedObject
 
 from tests.support import eventually
 
@@ -47,6 +50,8 @@ class FakeObjects:
         self.buckets: set[str] = set()
         self.puts = 0
         self.retention_days: dict[str, int | None] = {}
+        self.modified: dict[tuple[str, str], datetime] = {}
+        """When each object was last written (a test may move it back to age it)."""
 
     async def ensure_buckets(self, *names: str) -> None:
         self.buckets.update(names)
@@ -71,6 +76,7 @@ class FakeObjects:
     ) -> StoredObject:
         self.puts += 1
         self.objects[(bucket, key)] = data
+        self.modified[(bucket, key)] = datetime.now(UTC)
         return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data))
 
     async def put_once(
@@ -92,6 +98,19 @@ class FakeObjects:
 
     async def list_keys(self, bucket: str, prefix: str) -> list[str]:
         return sorted(k for b, k in self.objects if b == bucket and k.startswith(f"{prefix}/"))
+
+    async def list_objects(self, bucket: str, prefix: str) -> list[ListedObject]:
+        start = f"{prefix}/" if prefix else ""
+        return sorted(
+            ListedObject(k, self.modified.get((b, k), datetime.now(UTC)))
+            for b, k in self.objects
+            if b == bucket and k.startswith(start)
+        )
+
+    async def delete_objects(self, bucket: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.objects.pop((bucket, key), None)
+            self.modified.pop((bucket, key), None)
 
     async def read_external(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
         data = self.objects.get((bucket, key))

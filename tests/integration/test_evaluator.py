@@ -51,7 +51,7 @@ from screwops_evaluator.store import (
 from screwops_imaging import fit_frame
 from screwops_serving import TritonModels, export_version, versions_present
 from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
-from screwops_storage import ObjectStore, content_key, database, sha256_hex
+from screwops_storage import ClaimTimes, Held, ObjectStore, content_key, database, sha256_hex
 
 from tests.frames_model import save_frames_model
 from tests.integration.routing import RoutedBus, routed_topics, service_bus
@@ -418,18 +418,22 @@ async def test_the_mongo_store_keeps_the_newest_production_and_one_record_per_ru
             threshold=0.27,
             model_kind=ModelKind.GOOD_ONLY,
         )
-        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == 1
-        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == 2
-        taken = await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=0)
-        assert taken == 2, "an abandoned claim is taken over, not numbered again"
+        live, abandoned = ClaimTimes(max_run_s=60), ClaimTimes(max_run_s=0)
+        assert await store.claim_evaluation("eval-1", "m", "run-9", times=live) == 1
+        assert await store.claim_evaluation("eval-1", "m", "run-9", times=live) == Held(1)
+        taken = await store.claim_evaluation("eval-1", "m", "run-9", times=abandoned)
+        assert taken == 2, "an abandoned claim is taken over with the next number"
         assert await store.get_evaluation("eval-1") is None, "a claim is not a verdict"
-        assert await store.complete_evaluation(record)
-        assert not await store.complete_evaluation(replace(record, passed=True))
+        assert not await store.renew_evaluation("eval-1", 1)
+        assert not await store.complete_evaluation(record, 1), "the attempt taken over"
+        assert await store.renew_evaluation("eval-1", 2)
+        assert await store.complete_evaluation(record, 2)
+        assert not await store.complete_evaluation(replace(record, passed=True), 2)
         assert await store.get_evaluation("eval-1") == record
-        assert await store.claim_evaluation("eval-1", "m", "run-9", stale_after_s=60) == record
+        assert await store.claim_evaluation("eval-1", "m", "run-9", times=live) == record
         assert await db[EVALUATIONS].count_documents({"run_id": "run-9"}) == 1
         with pytest.raises(AlreadyExistsError):
-            await store.claim_evaluation("eval-2", "m", "run-9", stale_after_s=60)
+            await store.claim_evaluation("eval-2", "m", "run-9", times=live)
     finally:
         db.client.close()
 

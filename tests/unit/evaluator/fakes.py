@@ -11,6 +11,7 @@ brightest pixel is below half white (the plain defects' dark discs), ``nan`` ans
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from screwops_errors import (
 )
 from screwops_evaluator.store import Champion, EvaluationRecord
 from screwops_serving import Scores, frame_shape
+from screwops_storage import ClaimTimes, Held
+from screwops_storage.claims import AttemptObjects
 
 from tests.fakes import RepositoryTriton
 from tests.unit.evaluator.builders import brightest, defect_probability
@@ -34,6 +37,9 @@ class FakeStore:
     def __init__(self) -> None:
         self.evaluations: dict[str, EvaluationRecord] = {}
         self.attempts: dict[str, int] = {}
+        self.live: set[str] = set()
+        """Evaluations a live attempt holds: a claim answers :class:`Held`; any other claim
+        takes the evaluation (over) with the next number."""
         self.champions: dict[str, Champion] = {}
         self.runs: dict[tuple[str, int], str] = {}
 
@@ -44,19 +50,36 @@ class FakeStore:
         return self.evaluations.get(evaluation_id)
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
-    ) -> int | EvaluationRecord:
+        self, evaluation_id: str, model_name: str, run_id: str, *, times: ClaimTimes
+    ) -> int | Held | EvaluationRecord:
         done = self.evaluations.get(evaluation_id)
         if done is not None:
             return done
+        if evaluation_id in self.live:
+            return Held(self.attempts[evaluation_id])
         self.attempts[evaluation_id] = self.attempts.get(evaluation_id, 0) + 1
         return self.attempts[evaluation_id]
 
-    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
-        if record.evaluation_id in self.evaluations:
+    async def renew_evaluation(self, evaluation_id: str, attempt: int) -> bool:
+        return evaluation_id not in self.evaluations and self.attempts.get(evaluation_id) == attempt
+
+    async def complete_evaluation(self, record: EvaluationRecord, attempt: int) -> bool:
+        if (
+            record.evaluation_id in self.evaluations
+            or self.attempts.get(record.evaluation_id) != attempt
+        ):
             return False
         self.evaluations[record.evaluation_id] = record
         return True
+
+    async def sweep_attempts(
+        self,
+        objects: AttemptObjects,
+        attempt_of: Callable[[str], tuple[str, int] | None],
+        *,
+        min_age_s: float,
+    ) -> list[str]:
+        raise NotImplementedError("the sweep's decisions are tested on MongoEvaluatorStore")
 
     async def get_champion(self, model_name: str) -> Champion | None:
         return self.champions.get(model_name)

@@ -1,6 +1,7 @@
-"""Two evaluators judging one run at once (a rebalance hands ``model.trained`` to a second
-replica while the first still judges it): the record, the report it names, the report the
-monitor reads and both announcements are one attempt's verdict."""
+"""An evaluation taken over from a stalled attempt (past its run limit): the new attempt writes
+its report under its own key, completes the record and announces it; the stalled attempt's late
+completion is refused, and it announces nothing, its report (other bytes, another key) left
+unreferenced for the sweep."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def replica(
     return service, emitted
 
 
-async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_report(
+async def test_an_evaluation_taken_over_from_a_stalled_attempt_records_the_new_one(
     tmp_path: Path,
 ) -> None:
     store, objects = FakeStore(), FakeObjects()
@@ -65,7 +66,7 @@ async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_rep
     await asyncio.sleep(0.01)  # a later millisecond: the two reports differ
     await second.on_model_trained(trained)
     held.release.set()
-    await slow
+    assert await slow is None, "the stalled attempt's verdict is discarded"
 
     evaluation_id = evaluation_id_of(MODEL, "run-a")
     record = store.evaluations[evaluation_id]
@@ -74,7 +75,9 @@ async def test_two_evaluations_of_one_run_at_once_record_one_verdict_and_its_rep
     assert report.evaluated_at == record.evaluated_at
     assert report.cause_event_id == record.cause_event_id
     assert objects.objects[(Bucket.MODELS, evaluation_report_key(evaluation_id))] == recorded
-    [one], [two] = second_said, first_said
-    assert one.event_id == two.event_id
-    assert one.payload == two.payload
+    assert record.report_key == evaluation_report_key(evaluation_id, 2)
+    stalled = objects.objects[(Bucket.MODELS, evaluation_report_key(evaluation_id, 1))]
+    assert stalled != recorded, "each attempt's report has its own key"
+    [one] = second_said
+    assert first_said == []
     assert one.payload.report_key == record.report_key

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import DeleteOne, InsertOne, ReturnDocument, UpdateOne
+from pymongo import DeleteOne, InsertOne, UpdateOne
 from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
@@ -36,10 +35,8 @@ from screwops_settings import MongoSettings
 _WriteOp = UpdateOne | InsertOne[Any] | DeleteOne
 
 __all__ = [
-    "CLAIMED_AT",
     "Document",
     "IndexSpec",
-    "claim_attempt",
     "database",
     "ensure_indexes",
     "mongo_client",
@@ -183,71 +180,3 @@ async def bulk_write(
     with mongo_errors():
         for start in range(0, len(operations), BULK_CHUNK):
             await collection.bulk_write(list(operations[start : start + BULK_CHUNK]), ordered=False)
-
-
-CLAIMED_AT = "claimed_at"
-"""When a claim's attempt was claimed or last taken over (see :func:`claim_attempt`)."""
-
-
-async def claim_attempt(
-    collection: AsyncIOMotorCollection[Document],
-    document_id: str,
-    *,
-    status: str,
-    on_insert: Document,
-    stale_after_s: float,
-) -> int | None:
-    """Claim an attempt at the work a document records: its number, or None when the document
-    is complete (its ``status`` field no longer says ``status``; the caller reads its record).
-
-    The document holds the claim: ``status``, the number of ``attempts`` claimed and when the
-    latest was claimed (:data:`CLAIMED_AT`). A claim younger than ``stale_after_s`` (the work's
-    run limit) is in flight, and a new one gets the next number (two workers at once, in a
-    rebalance; the first to complete the document wins). An older one was abandoned (its
-    worker crashed), so a redelivery takes over its number, by compare-and-swap on its claim
-    time (one taker wins), instead of claiming a new number on every crash of the same work. A
-    claim from before :data:`CLAIMED_AT` was kept is taken as abandoned. The first claim
-    inserts the document with ``on_insert``; one that loses that insert to another claims
-    again.
-    """
-    for _ in range(2):
-        now = datetime.now(UTC)
-        with mongo_errors():
-            doc = await collection.find_one({"_id": document_id})
-        if doc is not None and doc.get("status") != status:
-            return None
-        if doc is not None and _abandoned(doc, now, stale_after_s):
-            claimed_at = doc.get(CLAIMED_AT)
-            with mongo_errors():
-                taken = await collection.update_one(
-                    {
-                        "_id": document_id,
-                        "status": status,
-                        "attempts": doc["attempts"],
-                        CLAIMED_AT: claimed_at if claimed_at else {"$exists": False},
-                    },
-                    {"$set": {CLAIMED_AT: now}},
-                )
-            if taken.matched_count:
-                return int(doc["attempts"])
-        try:
-            with mongo_errors():
-                claimed = await collection.find_one_and_update(
-                    {"_id": document_id, "status": status},
-                    {
-                        "$inc": {"attempts": 1},
-                        "$set": {CLAIMED_AT: now},
-                        "$setOnInsert": dict(on_insert),
-                    },
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            return int(claimed["attempts"])
-        except AlreadyExistsError:
-            continue  # inserted meanwhile: claimed by another, or complete; read it again
-    raise AlreadyExistsError(f"{document_id} could not be claimed")
-
-
-def _abandoned(doc: Document, now: datetime, stale_after_s: float) -> bool:
-    claimed_at = doc.get(CLAIMED_AT)
-    return claimed_at is None or now - claimed_at >= timedelta(seconds=stale_after_s)

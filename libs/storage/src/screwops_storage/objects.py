@@ -14,15 +14,17 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
 from minio.datatypes import Object
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from screwops_errors import (
@@ -45,7 +47,7 @@ from screwops_storage.keys import (
     validate_key,
 )
 
-__all__ = ["SHA256_METADATA", "ObjectStore", "StoredObject"]
+__all__ = ["SHA256_METADATA", "ListedObject", "ObjectStore", "StoredObject"]
 
 SHA256_METADATA = "x-amz-meta-sha256"
 """The object metadata header that holds the sha256 of an object's bytes."""
@@ -63,6 +65,14 @@ _BUSY = frozenset(
     }
 )
 _BAD_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"})
+
+
+@dataclass(frozen=True, order=True)
+class ListedObject:
+    """An object's key and when it was last written, as a listing gives them."""
+
+    key: str
+    modified: datetime
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,25 @@ class ObjectStore:
         validate_key(prefix)
         return await asyncio.to_thread(self._list, bucket, prefix)
 
+    async def list_objects(self, bucket: str, prefix: str) -> list[ListedObject]:
+        """Every object under the directory-like ``prefix`` (all of the bucket's for "") with
+        when it was last written, sorted by key: what a sweep needs to leave objects younger than
+        its minimum age."""
+        if prefix:
+            validate_key(prefix)
+        return await asyncio.to_thread(self._list_objects, bucket, prefix)
+
+    async def delete_objects(self, bucket: str, keys: Sequence[str]) -> None:
+        """Delete ``keys`` (those already gone included: deleting is idempotent).
+
+        Raises:
+            PermissionDeniedError: this user may not delete them.
+            UnavailableError: MinIO did not answer, or did not delete one of them.
+        """
+        for key in keys:
+            validate_key(key)
+        await asyncio.to_thread(self._delete_objects, bucket, list(keys))
+
     async def put_file(
         self,
         bucket: str,
@@ -372,6 +401,28 @@ class ObjectStore:
                 for obj in self._client.list_objects(bucket, prefix=f"{prefix}/", recursive=True)
                 if obj.object_name is not None
             )
+
+    def _list_objects(self, bucket: str, prefix: str) -> list[ListedObject]:
+        _validate_bucket(bucket)
+        with _s3_errors(bucket, prefix):
+            return sorted(
+                ListedObject(obj.object_name, obj.last_modified)
+                for obj in self._client.list_objects(
+                    bucket, prefix=f"{prefix}/" if prefix else None, recursive=True
+                )
+                if obj.object_name is not None and obj.last_modified is not None
+            )
+
+    def _delete_objects(self, bucket: str, keys: list[str]) -> None:
+        _validate_bucket(bucket)
+        with _s3_errors(bucket, keys[0] if keys else ""):
+            failed = list(self._client.remove_objects(bucket, (DeleteObject(key) for key in keys)))
+        if failed:
+            refused = f"MinIO did not delete {len(failed)} of {len(keys)} objects in {bucket}"
+            first = f"{failed[0].code} ({failed[0].name})"
+            if failed[0].code == "AccessDenied":
+                raise PermissionDeniedError(f"{refused}: {first}")
+            raise UnavailableError(f"{refused}: {first}")
 
     def _put_file(self, bucket: str, key: str, path: Path, content_type: str) -> StoredObject:
         with path.open("rb") as file:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from screwops_contracts.datasets import Bucket
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 from screwops_serving import TritonModels
 from screwops_settings import triton_model_control_key
 
@@ -40,7 +40,8 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS, Bucket.MODELS)
 
-    asyncio.run(runtime.serve(on_start=[bootstrap]))
+    sweep = Task(service.keep_sweeping, name="sweep-attempts")
+    asyncio.run(runtime.serve(on_start=[bootstrap], background=[sweep]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import STAGING_MODEL_NAME
 from screwops_settings import ServiceSettings, triton_model_repository
 from screwops_settings.services import EVALUATOR
+from screwops_storage import ClaimTimes, SweepTimes
 
 
 class Gate(BaseModel):
@@ -98,9 +99,12 @@ class Rules:
     staging: Staging
     gate: Gate = field(default_factory=Gate)
     concurrency: int = 8
-    max_run_s: float = 1800.0
-    """How long one evaluation may take: a claim older than that was abandoned (its worker
-    crashed), and the next delivery takes over its attempt instead of claiming another."""
+    claims: ClaimTimes = field(default_factory=lambda: ClaimTimes(max_run_s=1800.0))
+    """How long one evaluation may take and how often it renews its claim: a claim older than
+    that, or not renewed for three heartbeats, was abandoned, and the next delivery takes it
+    over with a new attempt (see :mod:`screwops_storage.claims`)."""
+    sweep: SweepTimes = field(default_factory=SweepTimes)
+    """How often, and past what age, the reports of attempts that lost are deleted."""
 
 
 class EvaluatorSettings(Gate, ServiceSettings):
@@ -145,8 +149,22 @@ class EvaluatorSettings(Gate, ServiceSettings):
         1800.0,
         gt=0,
         description="How long one evaluation may take (loads, checks and scoring included); a "
-        "claim older than that is taken as abandoned (its worker crashed) and a redelivery takes "
-        "over its attempt.",
+        "claim older than that is taken as abandoned and a redelivery takes it over with a new "
+        "attempt, whose result alone can be recorded.",
+    )
+    claim_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a running evaluation renews its claim; one not renewed for three "
+        "heartbeats (its worker is gone) is taken over.",
+    )
+    attempt_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the reports of attempts that lost are swept."
+    )
+    attempt_sweep_min_age_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Reports of attempts that lost are swept only once they are this old.",
     )
 
     def rules(self) -> Rules:
@@ -163,5 +181,8 @@ class EvaluatorSettings(Gate, ServiceSettings):
             ),
             gate=Gate.model_validate({name: getattr(self, name) for name in Gate.model_fields}),
             concurrency=self.concurrency,
-            max_run_s=self.max_run_s,
+            claims=ClaimTimes(max_run_s=self.max_run_s, heartbeat_s=self.claim_heartbeat_s),
+            sweep=SweepTimes(
+                interval_s=self.attempt_sweep_interval_s, min_age_s=self.attempt_sweep_min_age_s
+            ),
         )

@@ -10,6 +10,8 @@ not change here without it.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from screwops_contracts import AssertionResult
 from screwops_contracts.datasets import Label
@@ -25,8 +27,20 @@ __all__ = [
     "EvaluationReport",
     "ImageScore",
     "InfraValidation",
+    "report_attempt",
     "report_key",
 ]
+
+_ATTEMPT_KEY = re.compile(
+    rf"{EVALUATIONS_PREFIX}/(?P<evaluation>[^/]+)/attempts/(?P<attempt>\d+)\.json"
+)
+
+
+def report_attempt(key: str) -> tuple[str, int] | None:
+    """The evaluation id and attempt number of a key :func:`report_key` gives an attempt; None
+    for any other key."""
+    found = _ATTEMPT_KEY.fullmatch(key)
+    return None if found is None else (found["evaluation"], int(found["attempt"]))
 
 
 class Section(BaseModel):

@@ -22,12 +22,17 @@ between what the line would see from either. The test split never chooses a thre
 The evaluation id is derived from the run, so a run is judged once: a redelivered (or re-sent)
 ``model.trained`` finds the record and announces the same verdict again, with an event id derived
 from its cause like every emitted event. An evaluation is claimed in MongoDB before anything is
-written: the claim's attempt number names the attempt's report
-(``evaluations/<id>/attempts/<n>.json``, written once), and the first attempt to complete the
-record fixes the verdict; one completing after it (two evaluators handling one event at once, in
-a rebalance) announces the recorded verdict instead of its own. The recorded report is then
-copied to ``evaluations/<id>.json``, where the monitor finds it from the run alone; only holders
-of the complete record write that key, always with the recorded report's bytes.
+written (:mod:`screwops_storage.claims`): the claim's attempt number names the attempt's report
+(``evaluations/<id>/attempts/<n>.json``, written once), and the attempt renews its claim while it
+runs. A second delivery (a rebalance) waits while the claim is alive; one whose worker is gone or
+ran past ``max_run_s`` is taken over by a new attempt with the next number, so its report never
+meets another attempt's bytes, and the attempt it was taken from, should it still be running,
+stops at its next step and writes nothing: only the attempt holding the claim completes the
+record, so its verdict is discarded (logged and counted in ``screwops_attempts_lost``). The
+recorded report is then copied to ``evaluations/<id>.json``, where the monitor finds it from the
+run alone; only holders of the complete record write that key, always with the recorded report's
+bytes. Reports of attempts that lost are deleted by a periodic sweep
+(:meth:`EvaluatorService.keep_sweeping`).
 
 The production version is learnt from the registry's ``model.deployed`` and
 ``model.rolled_back`` events and kept in the evaluator's own collection; the evaluator never
@@ -40,6 +45,7 @@ come in as the interfaces below.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -81,12 +87,13 @@ from screwops_contracts.events import ModelTrained, ModelTrainedPayload
 from screwops_contracts.models import evaluation_id_of, frame_size_problem
 from screwops_errors import (
     FailedPreconditionError,
-    IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
 from screwops_imaging import decode, fit_frame
 from screwops_metrics import LabeledImage, Probabilities, SplitMetrics, compute_metrics
+from screwops_storage import ClaimLostError, Lease, claim_when_free, keep_sweeping
+from screwops_telemetry.claims import ClaimMetrics
 
 from screwops_evaluator.config import Rules
 from screwops_evaluator.gate import INFRA_VALIDATION, Comparison, check_infra, judge
@@ -98,6 +105,7 @@ from screwops_evaluator.report import (
     EvaluationReport,
     ImageScore,
     InfraValidation,
+    report_attempt,
     report_key,
 )
 from screwops_evaluator.staging import (
@@ -165,17 +173,20 @@ class EvaluatorService:
         self._emit = emit
         self._gate = rules.gate
         self._concurrency = rules.concurrency
-        self._max_run_s = rules.max_run_s
+        self._claims = rules.claims
+        self._sweep = rules.sweep
         # One evaluation at a time per process: the machine's cores go to Triton scoring one
         # model, and a second event for the same run waits here and then finds it judged.
         self._evaluating = asyncio.Lock()
         self._tracer = trace.get_tracer("screwops.evaluator", tracer_provider=tracer_provider)
         self._metrics = EvaluatorMetrics(meter_provider)
+        self._claim_metrics = ClaimMetrics("evaluator", meter_provider)
 
     # --- events ----------------------------------------------------------------------------
 
-    async def on_model_trained(self, event: ModelTrained) -> EvaluationRecord:
-        """Judge the run ``event`` announces, store the verdict and announce it.
+    async def on_model_trained(self, event: ModelTrained) -> EvaluationRecord | None:
+        """Judge the run ``event`` announces, store the verdict and announce it; None when this
+        attempt lost its claim to a later one (which announces the verdict).
 
         A candidate that cannot be served is rejected (an outcome, not an error).
 
@@ -187,8 +198,16 @@ class EvaluatorService:
         trained = event.payload
         evaluation_id = evaluation_id_of(trained.model_name, trained.run_id)
         async with self._evaluating:
-            claimed = await self._store.claim_evaluation(
-                evaluation_id, trained.model_name, trained.run_id, stale_after_s=self._max_run_s
+            claimed = await claim_when_free(
+                functools.partial(
+                    self._store.claim_evaluation,
+                    evaluation_id,
+                    trained.model_name,
+                    trained.run_id,
+                    times=self._claims,
+                ),
+                times=self._claims,
+                name=evaluation_id,
             )
             if isinstance(claimed, EvaluationRecord):
                 verdict = "approved" if claimed.passed else "rejected"
@@ -197,7 +216,15 @@ class EvaluatorService:
                 await self._announce(claimed, event)
                 return claimed
             began = time.perf_counter()
-            record = await self._evaluate(event, evaluation_id, claimed)
+            renew = functools.partial(self._store.renew_evaluation, evaluation_id, claimed)
+            name = f"evaluation {evaluation_id} attempt {claimed}"
+            try:
+                async with Lease(renew, interval_s=self._claims.heartbeat_s, name=name) as lease:
+                    record = await self._evaluate(event, evaluation_id, claimed, lease)
+            except ClaimLostError as lost:
+                self._claim_metrics.lost()
+                log.warning("%s: its verdict is discarded", lost)
+                return None
             await self._publish(record)
             await self._announce(record, event)
         served = not any(c.name == INFRA_VALIDATION and not c.passed for c in record.checks)
@@ -268,14 +295,35 @@ class EvaluatorService:
                 version,
             )
 
+    async def keep_sweeping(self) -> None:
+        """Every sweep interval, delete the reports of attempts that lost (see the module
+        docstring); runs until cancelled."""
+        await keep_sweeping(self.sweep, interval_s=self._sweep.interval_s)
+
+    async def sweep(self) -> list[str]:
+        """Delete the reports of attempts that lost, older than the minimum age: their keys."""
+        swept = await self._store.sweep_attempts(
+            self._objects, report_attempt, min_age_s=self._sweep.min_age_s
+        )
+        self._claim_metrics.swept(len(swept))
+        return swept
+
     async def _evaluate(
-        self, event: ModelTrained, evaluation_id: str, attempt: int
+        self, event: ModelTrained, evaluation_id: str, attempt: int, lease: Lease
     ) -> EvaluationRecord:
+        """Attempt ``attempt`` at the evaluation, checking before each step that it still
+        holds its claim: the record as completed.
+
+        Raises:
+            ClaimLostError: another attempt took the claim over; nothing is recorded.
+        """
         trained = event.payload
         images = await self._held_out_images(trained.dataset_id, trained.dataset_version)
         servable = frame_size_problem(trained.frame_size) is None
         inputs = await self._inputs(images, trained.frame_size) if servable else None
+        lease.check()
         staged, infra = await self._infra_validation(trained, evaluation_id, inputs)
+        lease.check()
         verdict = await self._judge(trained, images, inputs, staged, infra)
         now = _millis(datetime.now(UTC))
         report = self._report(
@@ -287,6 +335,7 @@ class EvaluatorService:
             _image_scores(images, staged, verdict.champion_scores),
         )
         key = report_key(evaluation_id, attempt)
+        lease.check()
         await self._objects.put_once(
             Bucket.MODELS,
             key,
@@ -294,18 +343,10 @@ class EvaluatorService:
             content_type="application/json",
         )
         record = _record(event, evaluation_id, now, verdict, key)
-        if await self._store.complete_evaluation(record):
-            return record
-        done = await self._store.get_evaluation(evaluation_id)
-        if done is None:
-            raise IntegrityError(f"evaluation {evaluation_id}: attempt {attempt} lost its record")
-        log.info(
-            "run %s: attempt %d was judged after another; announcing %s",
-            trained.run_id,
-            attempt,
-            done.report_key,
-        )
-        return done
+        lease.check()
+        if not await self._store.complete_evaluation(record, attempt):
+            raise ClaimLostError(f"evaluation {evaluation_id} attempt {attempt}: taken over")
+        return record
 
     async def _publish(self, record: EvaluationRecord) -> None:
         """Copy the recorded report to the evaluation's fixed key (see the module docstring);

@@ -5,10 +5,11 @@ The evaluator owns these collections; no other service reads them.
 * ``evaluations`` — one document per evaluation, ``_id`` the evaluation id, which is derived from
   the training run: evaluating a run again (a redelivered or re-sent ``model.trained``) finds its
   record and announces the same verdict instead of judging it a second time. A unique index on
-  (model_name, run_id) holds the same rule at the database. Each evaluation is claimed first: the
-  document is upserted ``evaluating`` with ``attempts`` incremented, and that number names the
-  attempt's report; the first attempt to complete the document (by a conditional update on
-  ``evaluating``) fixes its verdict and report, and readers see complete documents only.
+  (model_name, run_id) holds the same rule at the database. Each evaluation is claimed first
+  (:mod:`screwops_storage.claims`): the document is ``evaluating`` with the number of ``attempts``
+  claimed, and that number names the attempt's report; only the latest attempt, while it holds
+  the claim, completes the document (a conditional update on ``evaluating`` and its number),
+  which fixes its verdict and report, and readers see complete documents only.
 * ``evaluator_champions`` — one document per model, ``_id`` the model name: the version behind
   ``production`` as the registry last announced it (``model.deployed``, ``model.rolled_back``).
   The two topics are not ordered with each other, so a move is kept only if it happened after the
@@ -22,7 +23,7 @@ FerretDB v1 and MongoDB alike; the unit tests use an in-memory fake.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,15 +31,27 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
-from screwops_contracts.models import DEFAULT_THRESHOLD, NO_FRAME_SIZE, ModelKind
+from screwops_contracts.datasets import Bucket
+from screwops_contracts.models import (
+    DEFAULT_THRESHOLD,
+    EVALUATIONS_PREFIX,
+    NO_FRAME_SIZE,
+    ModelKind,
+)
 from screwops_errors import AlreadyExistsError
 from screwops_storage import (
+    ClaimTimes,
+    Held,
     IndexSpec,
     StoredObject,
     claim_attempt,
     ensure_indexes,
+    holding,
     mongo_errors,
+    renew_claim,
+    sweep_attempts,
 )
+from screwops_storage.claims import AttemptObjects
 
 EVALUATIONS = "evaluations"
 CHAMPIONS = "evaluator_champions"
@@ -92,9 +105,10 @@ class Champion:
     frame_size: int = NO_FRAME_SIZE
 
 
-class Objects(Protocol):
+class Objects(AttemptObjects, Protocol):
     """The part of :class:`screwops_storage.ObjectStore` the evaluator uses: reading test images,
-    writing reports, and fetching candidates for staging."""
+    writing reports, fetching candidates for staging, and sweeping the reports of attempts that
+    lost."""
 
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
 
@@ -121,20 +135,36 @@ class EvaluatorStore(Protocol):
         ...
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
-    ) -> int | EvaluationRecord:
-        """Claim an attempt at an unfinished evaluation: its number (one atomic increment, so
-        two claims never get one; the abandoned attempt's own when the latest claim is older
-        than ``stale_after_s``, see :func:`screwops_storage.claim_attempt`), or the finished
-        record when there is one."""
+        self, evaluation_id: str, model_name: str, run_id: str, *, times: ClaimTimes
+    ) -> int | Held | EvaluationRecord:
+        """Claim an attempt at an unfinished evaluation: its number (a new one for every claim
+        and takeover), :class:`Held` while a live attempt holds it (see
+        :func:`screwops_storage.claim_attempt`), or the finished record when there is one."""
         ...
 
-    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
-        """Record ``record`` as the evaluation's verdict unless an attempt completed it first.
+    async def renew_evaluation(self, evaluation_id: str, attempt: int) -> bool:
+        """Renew attempt ``attempt``'s claim; False when another attempt took it over."""
+        ...
+
+    async def complete_evaluation(self, record: EvaluationRecord, attempt: int) -> bool:
+        """Record ``record`` as the evaluation's verdict if attempt ``attempt`` still holds the
+        claim.
 
         Returns:
-            True when recorded; False when the evaluation was complete already.
+            True when recorded; False when the claim was taken over (or the record complete).
         """
+        ...
+
+    async def sweep_attempts(
+        self,
+        objects: AttemptObjects,
+        attempt_of: Callable[[str], tuple[str, int] | None],
+        *,
+        min_age_s: float,
+    ) -> list[str]:
+        """Delete the reports of attempts that lost from the models bucket (see
+        :func:`screwops_storage.sweep_attempts`; ``attempt_of`` reads a key's evaluation id and
+        attempt): the keys deleted."""
         ...
 
     async def get_champion(self, model_name: str) -> Champion | None:
@@ -173,14 +203,14 @@ class MongoEvaluatorStore:
         return _evaluation(doc)
 
     async def claim_evaluation(
-        self, evaluation_id: str, model_name: str, run_id: str, *, stale_after_s: float
-    ) -> int | EvaluationRecord:
+        self, evaluation_id: str, model_name: str, run_id: str, *, times: ClaimTimes
+    ) -> int | Held | EvaluationRecord:
         attempt = await claim_attempt(
             self._db[EVALUATIONS],
             evaluation_id,
             status=EVALUATING,
             on_insert={"model_name": model_name, "run_id": run_id},
-            stale_after_s=stale_after_s,
+            times=times,
         )
         if attempt is not None:
             return attempt
@@ -189,13 +219,36 @@ class MongoEvaluatorStore:
             raise AlreadyExistsError(f"evaluation {evaluation_id} could not be claimed")
         return done
 
-    async def complete_evaluation(self, record: EvaluationRecord) -> bool:
+    async def renew_evaluation(self, evaluation_id: str, attempt: int) -> bool:
+        return await renew_claim(
+            self._db[EVALUATIONS], evaluation_id, status=EVALUATING, attempt=attempt
+        )
+
+    async def complete_evaluation(self, record: EvaluationRecord, attempt: int) -> bool:
         with mongo_errors():
             done = await self._db[EVALUATIONS].update_one(
-                {"_id": record.evaluation_id, "status": EVALUATING},
+                holding(record.evaluation_id, status=EVALUATING, attempt=attempt),
                 {"$set": _evaluation_fields(record), "$unset": {"status": ""}},
             )
         return done.matched_count == 1
+
+    async def sweep_attempts(
+        self,
+        objects: AttemptObjects,
+        attempt_of: Callable[[str], tuple[str, int] | None],
+        *,
+        min_age_s: float,
+    ) -> list[str]:
+        return await sweep_attempts(
+            objects,
+            self._db[EVALUATIONS],
+            bucket=Bucket.MODELS,
+            prefix=EVALUATIONS_PREFIX,
+            attempt_of=attempt_of,
+            status=EVALUATING,
+            recorded_key="report_key",
+            min_age_s=min_age_s,
+        )
 
     async def get_champion(self, model_name: str) -> Champion | None:
         with mongo_errors():

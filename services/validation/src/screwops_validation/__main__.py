@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from screwops_contracts.datasets import Bucket
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 
 from screwops_validation import handlers
 from screwops_validation.config import ValidationSettings
@@ -22,6 +22,7 @@ def main() -> None:
         runtime.objects,
         runtime.bus.emit,
         rules=settings.rules(),
+        meter_provider=runtime.telemetry.meter_provider,
     )
     handlers.register(runtime.bus, service)
 
@@ -29,7 +30,8 @@ def main() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.IMAGES, Bucket.DATASETS)
 
-    asyncio.run(runtime.serve(on_start=[bootstrap]))
+    sweep = Task(service.keep_sweeping, name="sweep-attempts")
+    asyncio.run(runtime.serve(on_start=[bootstrap], background=[sweep]))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from screwops_contracts.datasets import DEFECT_TYPES, Label
 from screwops_contracts.models import ModelKind
 from screwops_settings import ServiceSettings
 from screwops_settings.services import VALIDATION
+from screwops_storage import ClaimTimes, SweepTimes
 
 
 class Thresholds(BaseModel):
@@ -123,9 +124,12 @@ class Rules:
 
     thresholds: Thresholds = field(default_factory=Thresholds)
     concurrency: int = 8
-    max_run_s: float = 900.0
-    """How long one validation may take: a claim older than that was abandoned (its worker
-    crashed), and the next delivery takes over its attempt instead of claiming another."""
+    claims: ClaimTimes = field(default_factory=lambda: ClaimTimes(max_run_s=900.0))
+    """How long one validation may take and how often it renews its claim: a claim older than
+    that, or not renewed for three heartbeats, was abandoned, and the next delivery takes it
+    over with a new attempt (see :mod:`screwops_storage.claims`)."""
+    sweep: SweepTimes = field(default_factory=SweepTimes)
+    """How often, and past what age, the objects of attempts that lost are deleted."""
 
 
 class ValidationSettings(Thresholds, ServiceSettings):
@@ -148,7 +152,22 @@ class ValidationSettings(Thresholds, ServiceSettings):
         900.0,
         gt=0,
         description="How long one validation may take; a claim older than that is taken as "
-        "abandoned (its worker crashed) and a redelivery takes over its attempt.",
+        "abandoned and a redelivery takes it over with a new attempt, whose result alone can "
+        "be recorded.",
+    )
+    claim_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a running validation renews its claim; one not renewed for three "
+        "heartbeats (its worker is gone) is taken over.",
+    )
+    attempt_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the objects of attempts that lost are swept."
+    )
+    attempt_sweep_min_age_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Objects of attempts that lost are swept only once they are this old.",
     )
 
     def rules(self) -> Rules:
@@ -160,5 +179,8 @@ class ValidationSettings(Thresholds, ServiceSettings):
                 {name: getattr(self, name) for name in Thresholds.model_fields}
             ),
             concurrency=self.concurrency,
-            max_run_s=self.max_run_s,
+            claims=ClaimTimes(max_run_s=self.max_run_s, heartbeat_s=self.claim_heartbeat_s),
+            sweep=SweepTimes(
+                interval_s=self.attempt_sweep_interval_s, min_age_s=self.attempt_sweep_min_age_s
+            ),
         )

@@ -11,27 +11,34 @@ passes gets its ``split.json`` and ``dataset.validated``; one that fails gets
 ``dataset.rejected`` naming each failed assertion with its numbers. Both get a JSON and an
 HTML report.
 
-A validation is claimed in MongoDB before anything is written: the claim's attempt number names
-the attempt's split and reports (``<dataset>/v<N>/validation/attempts/<n>/``, each written
-once), and the first attempt to complete the version's record fixes the verdict. One completing
-after it (two replicas handling one event at once, in a rebalance, when the split they inherit
-differed) announces the recorded verdict instead of its own, and a redelivered event finds the
+A validation is claimed in MongoDB before anything is written (:mod:`screwops_storage.claims`):
+the claim's attempt number names the attempt's split and reports
+(``<dataset>/v<N>/validation/attempts/<n>/``, each written once), and the attempt renews its
+claim while it runs. A second delivery of the version (a rebalance) waits while the claim is
+alive; one whose worker is gone or ran past ``max_run_s`` is taken over by a new attempt with the
+next number, and the one it was taken from, should it still be running, stops at its next step
+and writes nothing: only the attempt holding the claim completes the record, so its result is
+discarded (logged and counted in ``screwops_attempts_lost``). A redelivered event finds the
 record and announces it again, with the same event id. The recorded split and reports are then
 copied to the version's fixed keys (``split.json``, ``validation/report.json`` and ``.html``),
 where the evaluator and the console find them from the version alone; only holders of the
-complete record write those keys, always with the recorded bytes.
+complete record write those keys, always with the recorded bytes. The objects of attempts that
+lost are deleted by a periodic sweep (:meth:`ValidationService.keep_sweeping`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from opentelemetry.metrics import MeterProvider
 from pydantic import BaseModel
 from screwops_bus import Emit
 from screwops_contracts import (
@@ -64,6 +71,8 @@ from screwops_contracts.datasets import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_errors import IntegrityError, InvalidInputError, NotFoundError
+from screwops_storage import ClaimLostError, Lease, claim_when_free, keep_sweeping
+from screwops_telemetry.claims import ClaimMetrics
 
 from screwops_validation.checks import (
     check_enough_for_model,
@@ -100,7 +109,7 @@ from screwops_validation.split import (
     split_counts,
     stratified_split,
 )
-from screwops_validation.store import Objects, ReportRecord, ValidationStore
+from screwops_validation.store import Objects, ReportRecord, ValidationStore, report_id
 
 log = logging.getLogger("screwops.validation")
 
@@ -127,6 +136,20 @@ def report_keys(dataset_id: str, version: int, attempt: int | None = None) -> Re
         report=f"{folder}/report.json",
         report_html=f"{folder}/report.html",
     )
+
+
+_ATTEMPT_KEY = re.compile(
+    r"(?P<dataset>.+)/v(?P<version>\d+)/validation/attempts/(?P<attempt>\d+)/[^/]+"
+)
+
+
+def report_attempt(key: str) -> tuple[str, int] | None:
+    """The record id and attempt number of a key :func:`report_keys` gives an attempt; None
+    for any other key."""
+    found = _ATTEMPT_KEY.fullmatch(key)
+    if found is None:
+        return None
+    return report_id(found["dataset"], int(found["version"])), int(found["attempt"])
 
 
 def labeled_images(manifest: Manifest, labels: LabelSet) -> list[tuple[ManifestImage, ImageLabel]]:
@@ -371,16 +394,20 @@ class ValidationService:
         emit: Emit,
         *,
         rules: Rules,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._store = store
         self._objects = objects
         self._emit = emit
         self._rules = rules.thresholds
         self._concurrency = rules.concurrency
-        self._max_run_s = rules.max_run_s
+        self._claims = rules.claims
+        self._sweep = rules.sweep
+        self._metrics = ClaimMetrics("validation", meter_provider)
 
-    async def on_dataset_labeled(self, event: DatasetLabeled) -> ValidationReport:
-        """Validate the version ``event`` names, store its outputs and emit the verdict.
+    async def on_dataset_labeled(self, event: DatasetLabeled) -> ValidationReport | None:
+        """Validate the version ``event`` names, store its outputs and emit the verdict; None
+        when this attempt lost its claim to a later one (which announces the verdict).
 
         Raises:
             NotFoundError: the manifest or the label set is missing.
@@ -388,8 +415,12 @@ class ValidationService:
             TransientError: MinIO or MongoDB did not answer (the bus retries).
         """
         payload = event.payload
-        claimed = await self._store.claim_report(
-            payload.dataset_id, payload.version, stale_after_s=self._max_run_s
+        claimed = await claim_when_free(
+            functools.partial(
+                self._store.claim_report, payload.dataset_id, payload.version, times=self._claims
+            ),
+            times=self._claims,
+            name=report_id(payload.dataset_id, payload.version),
         )
         if isinstance(claimed, ReportRecord):
             log.info(
@@ -400,6 +431,43 @@ class ValidationService:
             recorded = await self._publish(claimed)
             await self._announce(claimed, event)
             return parse_document(ValidationReport, claimed.report_key, recorded)
+        name = f"{report_id(payload.dataset_id, payload.version)} attempt {claimed}"
+        renew = functools.partial(
+            self._store.renew_report, payload.dataset_id, payload.version, claimed
+        )
+        try:
+            async with Lease(renew, interval_s=self._claims.heartbeat_s, name=name) as lease:
+                report, record = await self._validate(event, claimed, lease)
+        except ClaimLostError as lost:
+            self._metrics.lost()
+            log.warning("%s: its verdict is discarded", lost)
+            return None
+        recorded = await self._publish(record)
+        if record.report_key != report.keys.report:
+            report = parse_document(ValidationReport, record.report_key, recorded)
+        await self._announce(record, event)
+        failed = [a.name for a in report.assertions if not a.passed]
+        log.info("%s v%d: %s", report.dataset_id, report.version, failed or "validated")
+        return report
+
+    async def keep_sweeping(self) -> None:
+        """Every sweep interval, delete the objects of attempts that lost (see the module
+        docstring); runs until cancelled."""
+        await keep_sweeping(self.sweep, interval_s=self._sweep.interval_s)
+
+    async def sweep(self) -> list[str]:
+        """Delete the objects of attempts that lost, older than the minimum age: their keys."""
+        swept = await self._store.sweep_attempts(
+            self._objects, report_attempt, min_age_s=self._sweep.min_age_s
+        )
+        self._metrics.swept(len(swept))
+        return swept
+
+    async def _validate(
+        self, event: DatasetLabeled, attempt: int, lease: Lease
+    ) -> tuple[ValidationReport, ReportRecord]:
+        """Attempt ``attempt`` at the version: its report and the record as completed."""
+        payload = event.payload
         manifest = await self._document(Manifest, manifest_key(payload.dataset_id, payload.version))
         labels = await self._document(LabelSet, payload.labels_key)
         check_version(
@@ -415,16 +483,9 @@ class ValidationService:
             self._rules,
             cause=event,
             previous=previous,
-            attempt=claimed,
+            attempt=attempt,
         )
-        record = await self._record(report, split, claimed)
-        recorded = await self._publish(record)
-        if record.report_key != report.keys.report:
-            report = parse_document(ValidationReport, record.report_key, recorded)
-        await self._announce(record, event)
-        failed = [a.name for a in report.assertions if not a.passed]
-        log.info("%s v%d: %s", report.dataset_id, report.version, failed or "validated")
-        return report
+        return report, await self._record(report, split, attempt, lease)
 
     async def _previous_split(self, dataset_id: str, version: int) -> Split | None:
         """The split of the newest validated version before ``version``: it holds every image
@@ -461,10 +522,17 @@ class ValidationService:
 
         return list(await asyncio.gather(*(one(image, label) for image, label in images)))
 
-    async def _record(self, report: ValidationReport, split: Split, attempt: int) -> ReportRecord:
+    async def _record(
+        self, report: ValidationReport, split: Split, attempt: int, lease: Lease
+    ) -> ReportRecord:
         """Write the attempt's split and reports once under its keys and complete the version's
-        record with them; the record as it stands when another attempt completed it first."""
+        record with them, while the attempt holds its claim.
+
+        Raises:
+            ClaimLostError: another attempt took the claim over; nothing is recorded.
+        """
         keys = report.keys
+        lease.check()
         if report.passed:
             await self._objects.put_once(
                 Bucket.DATASETS,
@@ -485,18 +553,10 @@ class ValidationService:
             content_type="text/html; charset=utf-8",
         )
         record = ReportRecord.of(report)
-        if await self._store.complete_report(record):
-            return record
-        done = await self._store.get_report(report.dataset_id, report.version)
-        if done is None:
-            raise IntegrityError(f"{record.id}: attempt {attempt} lost its record")
-        log.info(
-            "%s: attempt %d was validated after another; announcing %s",
-            record.id,
-            attempt,
-            done.report_key,
-        )
-        return done
+        lease.check()
+        if not await self._store.complete_report(record, attempt):
+            raise ClaimLostError(f"{record.id} attempt {attempt}: the claim was taken over")
+        return record
 
     async def _publish(self, record: ReportRecord) -> bytes:
         """Copy the recorded split and reports to the version's fixed keys (see the module
@@ -547,5 +607,6 @@ __all__ = [
     "analyse",
     "digest_rows",
     "labeled_images",
+    "report_attempt",
     "report_keys",
 ]

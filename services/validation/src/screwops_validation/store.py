@@ -3,28 +3,36 @@
 Validation owns ``validation_reports``; no other service reads it (they read the reports in MinIO
 and the events). The record's ``_id`` is derived from (dataset id, version), under a unique index
 on the pair, so a version has one record however often it is validated. A validation is claimed
-first: the document is upserted ``validating`` with ``attempts`` incremented, and that number
-names the attempt's split and reports; the first attempt to complete the document (a conditional
-update on ``validating``) fixes the verdict, and readers see complete documents only.
+first (:mod:`screwops_storage.claims`): the document is ``validating`` with the number of
+``attempts`` claimed, and that number names the attempt's split and reports; only the latest
+attempt, while it holds the claim, completes the document (a conditional update on
+``validating`` and its number), which fixes the verdict, and readers see complete documents only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
+from screwops_contracts.datasets import Bucket
 from screwops_errors import AlreadyExistsError
 from screwops_storage import (
+    ClaimTimes,
+    Held,
     IndexSpec,
     StoredObject,
     claim_attempt,
     ensure_indexes,
+    holding,
     mongo_errors,
+    renew_claim,
+    sweep_attempts,
 )
+from screwops_storage.claims import AttemptObjects
 
 from screwops_validation.report import ValidationReport
 
@@ -79,7 +87,7 @@ class ReportRecord:
         )
 
 
-class Objects(Protocol):
+class Objects(AttemptObjects, Protocol):
     """The part of :class:`screwops_storage.ObjectStore` validation uses."""
 
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
@@ -105,20 +113,36 @@ class ValidationStore(Protocol):
         ...
 
     async def claim_report(
-        self, dataset_id: str, version: int, *, stale_after_s: float
-    ) -> int | ReportRecord:
-        """Claim an attempt at validating a version not validated yet: its number (one atomic
-        increment, so two claims never get one; the abandoned attempt's own when the latest
-        claim is older than ``stale_after_s``, see :func:`screwops_storage.claim_attempt`), or
-        the complete record when there is one."""
+        self, dataset_id: str, version: int, *, times: ClaimTimes
+    ) -> int | Held | ReportRecord:
+        """Claim an attempt at validating a version not validated yet: its number (a new one for
+        every claim and takeover), :class:`Held` while a live attempt holds it (see
+        :func:`screwops_storage.claim_attempt`), or the complete record when there is one."""
         ...
 
-    async def complete_report(self, record: ReportRecord) -> bool:
-        """Record ``record`` as its version's verdict unless an attempt completed it first.
+    async def renew_report(self, dataset_id: str, version: int, attempt: int) -> bool:
+        """Renew attempt ``attempt``'s claim; False when another attempt took it over."""
+        ...
+
+    async def complete_report(self, record: ReportRecord, attempt: int) -> bool:
+        """Record ``record`` as its version's verdict if attempt ``attempt`` still holds the
+        claim.
 
         Returns:
-            True when recorded; False when the version's record was complete already.
+            True when recorded; False when the claim was taken over (or the record complete).
         """
+        ...
+
+    async def sweep_attempts(
+        self,
+        objects: AttemptObjects,
+        attempt_of: Callable[[str], tuple[str, int] | None],
+        *,
+        min_age_s: float,
+    ) -> list[str]:
+        """Delete the datasets bucket's objects of attempts that lost (see
+        :func:`screwops_storage.sweep_attempts`; ``attempt_of`` reads a key's record id and
+        attempt): the keys deleted."""
         ...
 
     async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
@@ -142,8 +166,8 @@ class MongoValidationStore:
         return _record(doc)
 
     async def claim_report(
-        self, dataset_id: str, version: int, *, stale_after_s: float
-    ) -> int | ReportRecord:
+        self, dataset_id: str, version: int, *, times: ClaimTimes
+    ) -> int | Held | ReportRecord:
         # The pair is set on insert only: the unique index holds it, and it never changes.
         attempt = await claim_attempt(
             self._db[REPORTS],
@@ -154,7 +178,7 @@ class MongoValidationStore:
                 "version": version,
                 "created_at": datetime.now(UTC),
             },
-            stale_after_s=stale_after_s,
+            times=times,
         )
         if attempt is not None:
             return attempt
@@ -163,10 +187,15 @@ class MongoValidationStore:
             raise AlreadyExistsError(f"{report_id(dataset_id, version)} could not be claimed")
         return done
 
-    async def complete_report(self, record: ReportRecord) -> bool:
+    async def renew_report(self, dataset_id: str, version: int, attempt: int) -> bool:
+        return await renew_claim(
+            self._db[REPORTS], report_id(dataset_id, version), status=VALIDATING, attempt=attempt
+        )
+
+    async def complete_report(self, record: ReportRecord, attempt: int) -> bool:
         with mongo_errors():
             done = await self._db[REPORTS].update_one(
-                {"_id": record.id, "status": VALIDATING},
+                holding(record.id, status=VALIDATING, attempt=attempt),
                 {
                     "$set": {
                         "passed": record.passed,
@@ -183,6 +212,24 @@ class MongoValidationStore:
                 },
             )
         return done.matched_count == 1
+
+    async def sweep_attempts(
+        self,
+        objects: AttemptObjects,
+        attempt_of: Callable[[str], tuple[str, int] | None],
+        *,
+        min_age_s: float,
+    ) -> list[str]:
+        return await sweep_attempts(
+            objects,
+            self._db[REPORTS],
+            bucket=Bucket.DATASETS,
+            prefix="",
+            attempt_of=attempt_of,
+            status=VALIDATING,
+            recorded_key="report_key",
+            min_age_s=min_age_s,
+        )
 
     async def latest_split_key(self, dataset_id: str, *, before: int) -> str | None:
         with mongo_errors():
