@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+import psutil
 from screwops_stack import cli, processes
 from screwops_stack.servers import Layout, Server
 
@@ -32,6 +34,14 @@ def test_a_prepare_step_that_logs_runs_on_a_home_without_a_logs_directory(tmp_pa
     assert layout.log("formatter").read_bytes().startswith(b"storage formatted\n")
 
 
+def _exec_cmdline(process: psutil.Process) -> list[str]:
+    """The command line of a process just started, once it has exec'd (empty until then)."""
+    deadline = time.monotonic() + 10
+    while not (cmdline := process.cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cmdline
+
+
 def test_a_running_server_started_without_what_it_now_needs_is_restarted(tmp_path: Path) -> None:
     """A stack home from before a change (Triton with model control open) takes it up at the next
     ``make up``; a current server is left running."""
@@ -55,7 +65,7 @@ def test_a_running_server_started_without_what_it_now_needs_is_restarted(tmp_pat
         new = processes.find(layout.pidfile("sleeper"))
         assert new is not None
         assert new.pid != old.pid
-        assert "--new" in new.cmdline()
+        assert "--new" in _exec_cmdline(new)
         assert not old.is_running()
         assert cli._start(server("--new"), layout).error is None
         assert processes.find(layout.pidfile("sleeper")) == new

@@ -111,9 +111,11 @@ def _start(server: Server, layout: Layout) -> Outcome:
 
 def _outdated(server: Server, running: psutil.Process) -> str:
     try:
-        return server.outdated(running.cmdline())
+        cmdline = running.cmdline()
     except psutil.Error:  # it exited meanwhile: starting it anew is what comes next anyway
         return ""
+    # Empty while a process just started has not exec'd yet: nothing to judge, so no restart.
+    return server.outdated(cmdline) if cmdline else ""
 
 
 @app.command()
