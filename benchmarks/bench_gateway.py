@@ -85,7 +85,12 @@ from screwops_contracts.models import FRAMES_INPUT, PART_FOUND_OUTPUT, PROBABILI
 from screwops_imaging import decode, fit_frame
 from screwops_rpc import open_aio_channel
 from screwops_serving import TritonModels, export_version
-from screwops_settings import StackSettings, kafka_password_file, triton_model_repository
+from screwops_settings import (
+    StackSettings,
+    kafka_password_file,
+    triton_model_control_key,
+    triton_model_repository,
+)
 from screwops_stack import processes
 from screwops_stack.servers import Layout, servers
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
@@ -658,7 +663,10 @@ async def bench(args: argparse.Namespace, console: Console) -> int:
     address = f"127.0.0.1:{grpc_port}"
     load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    models = TritonModels(settings.triton.grpc_url)
+    # It loads and unloads its own model as the registry does, with the stack's model-control key.
+    models = TritonModels(
+        settings.triton.grpc_url, model_control_key=triton_model_control_key(settings)
+    )
     triton = tritongrpc.InferenceServerClient(settings.triton.grpc_url)
     try:
         images = render(args.images)
