@@ -21,8 +21,13 @@ from screwops_stack.dockerfiles import (
     CONTAINER_HOME,
     GENERATOR,
     STACK_DOCKERFILE,
+    TRITON_DOCKERFILE,
+    TRITON_PINS,
     UID,
     dockerfile_path,
+    locked_versions,
+    main,
+    pin_triton,
     render,
     render_stack,
 )
@@ -99,6 +104,49 @@ def test_the_stack_image_is_rendered_from_the_recipe() -> None:
     assert not runtime.all("EXPOSE")
     assert not runtime.all("HEALTHCHECK")
     assert json.loads(runtime.all("CMD")[-1]) == ["python", "-m", "screwops_stack.compose"]
+
+
+def test_tritons_tensorflow_and_numpy_are_the_locked_ones() -> None:
+    # The trainer saves with the locked TensorFlow; Triton's stub must load with the same.
+    text = TRITON_DOCKERFILE.read_text()
+    locked = locked_versions(ROOT / "uv.lock")
+    assert text == pin_triton(text, locked), (
+        f"{TRITON_DOCKERFILE.relative_to(ROOT)}'s versions are not uv.lock's: run `{GENERATOR}`"
+    )
+    runtime = parse(text)[-1]
+    # Each pinned ARG is declared before FROM (its default) and again inside the stage (to use it),
+    # and pip installs exactly the pinned packages at those arguments.
+    args = dict(a.partition("=")[::2] for a in runtime.all("ARG"))
+    assert set(args) == set(TRITON_PINS)
+    pip = " ".join(runtime.all("RUN"))
+    for arg, package in TRITON_PINS.items():
+        assert re.search(rf"^ARG {arg}={re.escape(locked[package])}$", text, re.M)
+        assert f'"{package}==${{{arg}}}"' in pip
+
+
+def test_a_lock_moving_on_makes_tritons_dockerfile_stale(tmp_path: Path) -> None:
+    root = tmp_path
+    (root / TRITON_DOCKERFILE.relative_to(ROOT)).parent.mkdir(parents=True)
+    (root / TRITON_DOCKERFILE.relative_to(ROOT)).write_text(TRITON_DOCKERFILE.read_text())
+    lock = (ROOT / "uv.lock").read_text()
+    newer = re.sub(r'(name = "tensorflow-cpu"\nversion = )"[^"]+"', r'\1"2.99.0"', lock, count=1)
+    assert newer != lock
+    (root / "uv.lock").write_text(newer)
+    for spec in SPECS:
+        dockerfile_path(spec.name, root).parent.mkdir(parents=True)
+        dockerfile_path(spec.name, root).write_text(render(spec))
+    (root / STACK_DOCKERFILE.relative_to(ROOT)).parent.mkdir(parents=True)
+    (root / STACK_DOCKERFILE.relative_to(ROOT)).write_text(render_stack())
+    assert main(["--check", "--root", str(root)]) == 1
+    assert main(["--root", str(root)]) == 0
+    written = (root / TRITON_DOCKERFILE.relative_to(ROOT)).read_text()
+    assert "ARG TENSORFLOW_VERSION=2.99.0\n" in written
+    assert main(["--check", "--root", str(root)]) == 0
+
+
+def test_a_package_locked_at_several_versions_cannot_be_pinned() -> None:
+    with pytest.raises(ValueError, match="tensorflow-cpu"):
+        pin_triton(TRITON_DOCKERFILE.read_text(), {"numpy": "1.26.4"})
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

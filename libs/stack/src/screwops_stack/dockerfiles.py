@@ -28,12 +28,19 @@ The recipe, in three stages:
 The same recipe, without ports or health check, builds the stack image (``deploy/stack/Dockerfile``,
 the ``screwops-stack`` package): docker-compose's one-shot jobs run the native stack's own code
 for Kafka's secrets, topics and ACLs (``screwops_stack.compose``).
+
+Triton's image (``deploy/triton/Dockerfile``) is written by hand, but the TensorFlow and NumPy it
+installs are build arguments whose defaults this module writes from ``uv.lock``: a SavedModel is
+promised to load only in the TensorFlow that saved it (the trainer's, locked there), and nothing
+else would notice the lock moving on while the image stayed behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 from screwops_settings.services import Service
@@ -43,10 +50,14 @@ from screwops_stack.supervisor import available
 __all__ = [
     "CONTAINER_HOME",
     "STACK_DOCKERFILE",
+    "TRITON_DOCKERFILE",
+    "TRITON_PINS",
     "UID",
     "UV_IMAGE",
     "dockerfile_path",
+    "locked_versions",
     "main",
+    "pin_triton",
     "render",
     "render_stack",
 ]
@@ -112,6 +123,12 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=6 \\
 
 STACK_DOCKERFILE = REPO_ROOT / "deploy" / "stack" / "Dockerfile"
 """The stack image's file: docker-compose's one-shot jobs (``screwops_stack.compose``)."""
+
+TRITON_DOCKERFILE = REPO_ROOT / "deploy" / "triton" / "Dockerfile"
+"""docker-compose's Triton: the official image plus the trainer's TensorFlow."""
+
+TRITON_PINS = {"TENSORFLOW_VERSION": "tensorflow-cpu", "NUMPY_VERSION": "numpy"}
+"""Triton's build arguments whose defaults are the locked version of a package."""
 
 CONTAINER_HOME = Path("/home/screwops/.cache/screwops")
 """``SCREWOPS_HOME`` in every image: the default home of the user the images run as."""
@@ -193,8 +210,32 @@ def render_stack() -> str:
     )
 
 
+def locked_versions(lock: Path) -> dict[str, str]:
+    """Each package's version in the lock file ``lock``; a package locked at several versions
+    (one per platform) is left out, since no one version of it could be pinned."""
+    versions: dict[str, set[str]] = {}
+    for package in tomllib.loads(lock.read_text())["package"]:
+        versions.setdefault(package["name"], set()).add(package["version"])
+    return {name: found.pop() for name, found in versions.items() if len(found) == 1}
+
+
+def pin_triton(text: str, versions: dict[str, str]) -> str:
+    """Triton's Dockerfile ``text`` with each of :data:`TRITON_PINS`' ``ARG`` lines defaulting to
+    its package's version in ``versions``."""
+    for arg, package in TRITON_PINS.items():
+        if package not in versions:
+            raise ValueError(f"{package} is not locked at one version, so {arg} cannot follow it")
+        text, count = re.subn(
+            rf"^ARG {arg}=.*$", f"ARG {arg}={versions[package]}", text, flags=re.MULTILINE
+        )
+        if count != 1:
+            raise ValueError(f"the Triton Dockerfile needs exactly one `ARG {arg}=` line")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write (or with ``--check``, compare) every installed service's Dockerfile."""
+    """Write (or with ``--check``, compare) every installed service's Dockerfile, the stack
+    image's, and Triton's pinned versions."""
     parser = argparse.ArgumentParser(prog="python -m screwops_stack.dockerfiles")
     parser.add_argument("--check", action="store_true", help="exit 1 if any file is stale")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="the repository root")
@@ -202,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     files = [(dockerfile_path(spec.name, args.root), render(spec)) for spec in available()]
     files.append((args.root / STACK_DOCKERFILE.relative_to(REPO_ROOT), render_stack()))
+    triton = args.root / TRITON_DOCKERFILE.relative_to(REPO_ROOT)
+    files.append((triton, pin_triton(triton.read_text(), locked_versions(args.root / "uv.lock"))))
     for path, text in files:
         if path.is_file() and path.read_text() == text:
             continue
