@@ -7,7 +7,7 @@ STACK := $(RUN) python -m screwops_stack
 
 .DEFAULT_GOAL := help
 .PHONY: help setup up down status clean-stack test test-unit chaos lint fmt typecheck demo protos asyncapi schemas \
-	bench-gateway bench-fuzz bench-quality
+	compose-secrets bench-gateway bench-fuzz bench-quality
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-fuzz: up ## 10,000 hostile images at the running gateway: statuses, crashe
 
 bench-quality: up ## each model kind through the pipeline on the MVTec-shaped set, then hold-out AUROC, recall, false rejects
 	$(RUN) python benchmarks/bench_quality.py $(ARGS)
+
+compose-secrets: ## docker-compose's production secrets in .env (API tokens, MongoDB's and Grafana's passwords), kept once made
+	$(RUN) python -m screwops_stack.compose_secrets --out .env
 
 demo: up ## the main job: the stack, the services, and a whole pipeline run with live progress
 	$(STACK) services up

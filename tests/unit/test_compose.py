@@ -33,6 +33,7 @@ from screwops_settings import (
 )
 from screwops_settings.services import Service
 from screwops_stack import compose, kafka_security
+from screwops_stack.compose_secrets import variables
 from screwops_stack.dockerfiles import CONTAINER_HOME, STACK_DOCKERFILE, UID
 from screwops_stack.servers import (
     MINIO_PRINCIPAL,
@@ -57,8 +58,11 @@ TRITON_KEY = "secrets/triton/model-control"
 VERSIONS = DEPLOY / "local" / "versions.env"
 PROMETHEUS_COMPOSE = DEPLOY / "prometheus" / "prometheus-compose.yml"
 
-# `${VAR}`, `${VAR:-default}` or `${VAR-default}`, as docker compose interpolates them.
-INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+# `${VAR}`, `${VAR:-default}`, `${VAR-default}` or `${VAR:?error}` (required), as docker compose
+# interpolates them.
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?(?P<op>[-?])(?P<default>[^}]*))?\}"
+)
 
 # Jaeger tags each release twice; v2.0.0 came out on v1.63.0's commit.
 JAEGER_V1_MINOR_AT_V2_0 = 63
@@ -83,6 +87,11 @@ EXPECTED_PORTS: dict[str, Callable[[StackSettings], set[int]]] = {
 
 
 # --- reading the files -------------------------------------------------------------------------
+
+
+@cache
+def _dotenv() -> dict[str, str]:
+    return variables({})
 
 
 @cache
@@ -111,9 +120,12 @@ def _anchor_env() -> dict[str, str]:
 
 
 def _default(value: str) -> str:
-    """``value`` as docker compose resolves it when none of its variables is set."""
+    """``value`` as docker compose resolves it when no variable is set but the ones
+    ``make compose-secrets`` writes into ``.env`` (the required ones)."""
 
     def resolve(match: re.Match[str]) -> str:
+        if match.group("op") == "?":
+            return _dotenv()[match.group("name")]
         default = match.group("default")
         assert default is not None, f"{match.group(0)} has no default"
         return default
@@ -471,8 +483,7 @@ def test_jaeger_image_is_the_v2_release_of_the_native_commit() -> None:
     major, minor, patch = _versions()["JAEGER_VERSION"].removeprefix("v").split(".")
     assert major == "1"
     expected = f"2.{int(minor) - JAEGER_V1_MINOR_AT_V2_0}.{patch}"
-    for name in ("jaeger", "jaeger-init"):
-        assert _image_tag(_service(name)["image"]) == expected, name
+    assert _image_tag(_service("jaeger")["image"]) == expected
 
 
 def test_triton_is_built_from_the_repository_dockerfile() -> None:
