@@ -34,7 +34,7 @@ from screwops.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from screwops_console.records import ReportSummary
+from screwops_console.records import GateVerdict, ReportSummary
 from screwops_contracts.runs import EpochRecord, RunRecord, RunStatus
 from screwops_rpc import server_credentials
 
@@ -556,6 +556,17 @@ def populated() -> Fakes:
         }
     )
     fakes.reports.html_pages[("screws", 1)] = b"<html><body><h1>screws v1 passed</h1></body></html>"
+    fakes.reports.gates["evaluations/eval-2.json"] = GateVerdict.model_validate(
+        {
+            "passed": True,
+            "checks": [
+                {"name": "accuracy", "passed": True, "observed": 0.92, "expected": "> 0.9"},
+                {"name": "defect_recall", "passed": False, "observed": 0.8, "expected": ">= 0.9"},
+                {"name": "roc_auc", "passed": True, "expected": ">= 0.9"},
+            ],
+            "gate": {"min_accuracy": 0.9},  # the rest of the report is not read
+        }
+    )
     return fakes
 
 
@@ -612,12 +623,16 @@ class FakeRuns:
 class FakeReports:
     reports: dict[tuple[str, int], ReportSummary] = field(default_factory=dict)
     html_pages: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    gates: dict[str, GateVerdict] = field(default_factory=dict)
 
     async def summary(self, dataset_id: str, version: int) -> ReportSummary | None:
         return self.reports.get((dataset_id, version))
 
     async def html(self, dataset_id: str, version: int) -> bytes | None:
         return self.html_pages.get((dataset_id, version))
+
+    async def gate(self, report_key: str) -> GateVerdict | None:
+        return self.gates.get(report_key)
 
 
 @contextmanager

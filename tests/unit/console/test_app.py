@@ -19,6 +19,7 @@ from screwops_console.records import MinioReports, report_key
 from screwops_console.web import create_app
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.runs import EpochRecord
+from screwops_errors import PermissionDeniedError
 from screwops_gateway.config import GatewaySettings
 from screwops_ingestion.config import IngestionSettings
 from screwops_labeling.config import LabelingSettings
@@ -109,6 +110,46 @@ async def test_reports_are_read_from_the_datasets_bucket() -> None:
     assert await reports.summary("screws", 3) is None
     await objects.put_named(Bucket.DATASETS, "screws/v3/validation/report.json", b"{oops")
     assert await reports.summary("screws", 3) is None
+
+
+async def test_gate_checks_are_read_from_the_evaluation_report_in_the_models_bucket() -> None:
+    objects = FakeObjects()
+    body = json.dumps(
+        {
+            "evaluation_id": "eval-4",
+            "passed": False,
+            "gate": {"min_accuracy": 0.95},
+            "checks": [
+                {"name": "accuracy", "passed": False, "observed": 0.9, "expected": "> 0.95"},
+                {"name": "roc_auc", "passed": True, "observed": 0.97, "expected": ">= 0.9"},
+            ],
+            "images": [],  # the rest of the report is not read
+        }
+    ).encode()
+    await objects.put_named(Bucket.MODELS, "evaluations/eval-4.json", body)
+    reports = MinioReports(objects)
+    gate = await reports.gate("evaluations/eval-4.json")
+    assert gate is not None
+    assert not gate.passed
+    assert [(c.name, c.passed, c.expected) for c in gate.checks] == [
+        ("accuracy", False, "> 0.95"),
+        ("roc_auc", True, ">= 0.9"),
+    ]
+    assert await reports.gate("evaluations/eval-5.json") is None
+    assert await reports.gate("") is None  # a version registered without a report
+    await objects.put_named(Bucket.MODELS, "evaluations/eval-5.json", b"{oops")
+    assert await reports.gate("evaluations/eval-5.json") is None
+
+
+class DeniedObjects:
+    """A MinIO whose user may not read the bucket asked for."""
+
+    async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes:
+        raise PermissionDeniedError(f"MinIO denied access to {bucket}/{key}")
+
+
+async def test_an_evaluation_report_the_console_may_not_read_leaves_the_metrics_ungated() -> None:
+    assert await MinioReports(DeniedObjects()).gate("evaluations/eval-4.json") is None
 
 
 @pytest.mark.parametrize(("dataset", "version"), [("..", 1), ("a/b", 1), ("", 1), ("ok", 0)])

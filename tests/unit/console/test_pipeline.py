@@ -8,11 +8,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from screwops_console.records import GateVerdict
 from screwops_contracts.runs import RunRecord
 from screwops_errors import UnavailableError
 
 from tests.unit.console.conftest import Console
 from tests.unit.console.fakes import Fakes, closed_port
+
+
+def figure(html: str, metric: str) -> str:
+    """The figure of ``metric`` in ``html``, from its label to its gate verdict."""
+    start = html.index(f'data-metric="{metric}"')
+    end = html.find('<span class="metric', start)
+    return html[start : end if end != -1 else None]
 
 
 def notice(location: str, name: str = "notice") -> str:
@@ -56,6 +64,83 @@ def test_a_run_without_epochs_has_no_chart(console: TestClient, fakes: Fakes) ->
     assert "<svg" not in page
 
 
+def test_metrics_are_labelled_figures_with_the_gates_verdict_and_floor(
+    console: TestClient, fakes: Fakes
+) -> None:
+    fakes.registry.versions[1].metrics.update(
+        {
+            "accuracy_ci_low": 0.8812,
+            "accuracy_ci_high": 0.9377,
+            "test_images": 120.0,
+            "true_positives": 37.0,
+            "false_negatives": 3.0,
+            "recall_thread_damage": 0.75,
+            "roc_auc": 0.9731,
+            "champion_accuracy": 0.905,
+        }
+    )
+    fakes.reports.gates["evaluations/eval-1.json"] = GateVerdict.model_validate(
+        {
+            "passed": False,
+            "checks": [
+                {"name": "test_split_size", "passed": True, "expected": ">= 5 images"},
+                {"name": "accuracy", "passed": True, "expected": "> 0.9"},
+                {"name": "defect_type_recall", "passed": False, "expected": ">= 0.9 for each"},
+                {"name": "champion_comparison", "passed": True, "expected": ">= -0.02"},
+            ],
+        }
+    )
+    page = console.get("/pipeline").text
+    start = page.index('id="version-1"')
+    v1 = page[start : page.index("</tbody>", start)]
+    # Rates as percentages, their interval folded in; counts as integers; AUC a number.
+    accuracy = figure(v1, "accuracy")
+    assert '<span class="label">accuracy</span> <strong>91.0 %</strong>' in accuracy
+    assert "(88.1 to 93.8 %)" in accuracy
+    assert 'data-metric="accuracy_ci_low"' not in v1
+    assert '<span class="label">test images</span> <strong>120</strong>' in figure(
+        v1, "test_images"
+    )
+    assert "<strong>37</strong>" in figure(v1, "true_positives")
+    assert "<strong>0.973</strong>" in figure(v1, "roc_auc")
+    assert "production&#39;s accuracy</span> <strong>90.5 %</strong>" in figure(
+        v1, "champion_accuracy"
+    )
+    # Beside each metric the gate check that judged it: its verdict and its floor.
+    assert '<span class="gate pass"' in accuracy
+    assert "gate: pass &gt; 0.9" in accuracy
+    assert "gate: pass &gt;= 5 images" in figure(v1, "test_images")
+    thread = figure(v1, "recall_thread_damage")
+    assert "thread_damage recall</span> <strong>75.0 %</strong>" in thread
+    assert '<span class="gate fail"' in thread
+    assert "gate: fail &gt;= 0.9 for each" in thread
+    assert "gate: pass &gt;= -0.02" in figure(v1, "champion_accuracy")
+    assert "gate:" not in figure(v1, "true_positives")  # no check judges it
+    assert "gate checks unread" not in v1
+    # A check that failed on the production version is shown failed there too.
+    v2 = page[page.index('id="version-2"') : page.index('id="version-1"')]
+    assert "gate: fail &gt;= 0.9" in figure(v2, "recall")
+    assert "defect recall</span> <strong>80.0 %</strong>" in figure(v2, "recall")
+
+
+def test_a_version_without_its_evaluation_report_shows_its_metrics_ungated(
+    console: TestClient, fakes: Fakes
+) -> None:
+    del fakes.reports.gates["evaluations/eval-2.json"]
+    page = console.get("/pipeline").text
+    v2 = page[page.index('id="version-2"') : page.index('id="version-1"')]
+    assert "<strong>92.0 %</strong>" in figure(v2, "accuracy")
+    assert "gate:" not in v2
+    assert "gate checks unread (no evaluation report could be read)" in v2
+
+
+def test_a_runs_metrics_are_labelled_too(console: TestClient) -> None:
+    page = console.get("/pipeline").text
+    run = page[page.index('id="run-run-000000000002"') :]
+    assert '<span class="label">accuracy</span> <strong>93.0 %</strong>' in figure(run, "accuracy")
+    assert '<span class="label">ROC AUC</span> <strong>0.970</strong>' in figure(run, "auc")
+
+
 def test_model_versions_show_metrics_lineage_and_the_production_alias(
     console: TestClient,
 ) -> None:
@@ -63,7 +148,7 @@ def test_model_versions_show_metrics_lineage_and_the_production_alias(
     assert re.search(r'id="production-version">v2<', page)
     v2 = page[page.index('id="version-2"') : page.index('id="version-1"')]
     assert "production" in v2
-    assert "accuracy 0.920" in v2
+    assert "92.0 %" in figure(v2, "accuracy")
     # The kind and the threshold the version is served with, not rounded away.
     assert '<td class="kind">good-only</td>' in v2
     assert ">0.0372</td>" in v2

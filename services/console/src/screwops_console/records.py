@@ -7,11 +7,15 @@ ignored) so a field the owner adds never breaks the console:
   runs`` reads the same records), through their contract ``screwops_contracts.runs``.
 * validation's reports, from the datasets bucket in MinIO, where validation stores them beside
   the version (``<dataset>/v<n>/validation/report.{json,html}``).
+* the evaluator's gate checks, from the evaluation report the registry names for each version
+  (bucket ``models``, its ``report_key``): the registry keeps the metrics but not the floors
+  they were judged against.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Protocol
 
@@ -20,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import DESCENDING
 from screwops_contracts.datasets import Bucket, version_prefix
 from screwops_contracts.runs import RUNS, RunRecord, run_record
-from screwops_errors import IntegrityError, NotFoundError
+from screwops_errors import IntegrityError, NotFoundError, ScrewOpsError
 from screwops_storage import ObjectStore, mongo_errors
+
+log = logging.getLogger("screwops.console")
 
 DATASET_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 """A dataset id as ingestion accepts it (ingestion.proto, UploadHeader.dataset_id)."""
@@ -82,8 +88,17 @@ class ReportSummary(BaseModel):
         return [check for check in self.assertions if not check.passed]
 
 
+class GateVerdict(BaseModel):
+    """The evaluator's verdict on a version: each gate check with its floor (``expected``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    passed: bool
+    checks: list[Check] = Field(default_factory=list)
+
+
 class ReportSource(Protocol):
-    """Where the pipeline page gets validation reports from."""
+    """Where the pipeline page gets validation and evaluation reports from."""
 
     async def summary(self, dataset_id: str, version: int) -> ReportSummary | None:
         """The version's report, or None when it has not been validated (yet)."""
@@ -91,6 +106,11 @@ class ReportSource(Protocol):
 
     async def html(self, dataset_id: str, version: int) -> bytes | None:
         """The version's self-contained HTML report, or None."""
+        ...
+
+    async def gate(self, report_key: str) -> GateVerdict | None:
+        """The gate's checks of the evaluation report at ``report_key`` (bucket ``models``), or
+        None when there is no such report or it cannot be read."""
         ...
 
 
@@ -115,14 +135,14 @@ class Objects(Protocol):
 
 
 class MinioReports:
-    """:class:`ReportSource` over the datasets bucket (read-only)."""
+    """:class:`ReportSource` over the datasets and models buckets (read-only)."""
 
     def __init__(self, objects: Objects | ObjectStore) -> None:
         self._objects = objects
 
-    async def _read(self, key: str) -> bytes | None:
+    async def _read(self, key: str, bucket: Bucket = Bucket.DATASETS) -> bytes | None:
         try:
-            return await self._objects.get_verified(Bucket.DATASETS, key)
+            return await self._objects.get_verified(bucket, key)
         except (NotFoundError, IntegrityError):
             return None
 
@@ -137,3 +157,20 @@ class MinioReports:
 
     async def html(self, dataset_id: str, version: int) -> bytes | None:
         return await self._read(report_key(dataset_id, version, "html"))
+
+    async def gate(self, report_key: str) -> GateVerdict | None:
+        if not report_key:
+            return None
+        try:
+            body = await self._read(report_key, Bucket.MODELS)
+        except ScrewOpsError as exc:
+            # The metrics stay on the page without their verdicts: the registry's rows do not
+            # depend on MinIO, and one unreadable report should not hide every version.
+            log.warning("evaluation report %s unread: %s", report_key, exc)
+            return None
+        if body is None:
+            return None
+        try:
+            return GateVerdict.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            return None

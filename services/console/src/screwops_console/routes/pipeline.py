@@ -1,5 +1,6 @@
 """The pipeline page: dataset versions with their validation verdicts, training runs with their
-learning curves, the model's versions, with promote and rollback, and release or refusal of
+learning curves, the model's versions (their metrics labelled, each beside the gate check of the
+evaluation report that judged it), with promote and rollback, and release or refusal of
 the candidate (manual release policy), and the model's latest rollout (``rollouts``), which an
 operator may advance, pause, resume or abort."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
@@ -23,8 +24,9 @@ from screwops_settings import Role
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.charts import learning_curve
 from screwops_console.config import ConsoleSettings
+from screwops_console.figures import Figure, figures
 from screwops_console.prometheus import Prometheus
-from screwops_console.records import ReportSource, ReportSummary, RunSource
+from screwops_console.records import GateVerdict, ReportSource, ReportSummary, RunSource
 from screwops_console.rollouts import (
     ACTIONS,
     Change,
@@ -84,6 +86,12 @@ class VersionRow:
     report_key: str
     artifact_key: str
     failure_reason: str
+    gate: GateVerdict | None = None  # the evaluation report's checks, once read
+
+    @property
+    def figures(self) -> list[Figure]:
+        """The metrics labelled, each beside the gate check that judged it."""
+        return figures(dict(self.metrics), self.gate)
 
     @property
     def frame_label(self) -> str:
@@ -138,6 +146,11 @@ class RunRow:
     loss_chart: Any
     accuracy_chart: Any
 
+    @property
+    def figures(self) -> list[Figure]:
+        """The run's metrics labelled (the gate judges the evaluation's, not these)."""
+        return figures(self.run.metrics)
+
 
 @router.get("/pipeline", response_class=HTMLResponse, name="pipeline")
 async def pipeline(
@@ -157,7 +170,7 @@ async def pipeline(
     ) = await asyncio.gather(
         load(_datasets(backends, reports, settings)),
         load(_run_rows(runs, settings.runs_shown)),
-        load(_versions(backends, settings)),
+        load(model_versions(backends, settings, settings.model_name, reports)),
         _rollout(backends, prometheus, settings),
     )
     production = next((v for v in model_section.items if v.in_production), None)
@@ -227,15 +240,26 @@ async def _run_rows(runs: RunSource, shown: int) -> list[RunRow]:
     ]
 
 
-async def _versions(backends: Backends, settings: ConsoleSettings) -> list[VersionRow]:
+async def model_versions(
+    backends: Backends,
+    settings: ConsoleSettings,
+    model_name: str,
+    reports: ReportSource | None = None,
+) -> list[VersionRow]:
+    """``model_name``'s versions as the registry lists them; with ``reports``, each with its
+    gate checks from its evaluation report."""
     answer = await call(
         "registry",
         backends.registry.ListVersions(
-            registry_pb2.ListVersionsRequest(model_name=settings.model_name, page_size=50),
+            registry_pb2.ListVersionsRequest(model_name=model_name, page_size=50),
             timeout=settings.rpc_timeout_s,
         ),
     )
-    return [VersionRow.of(v) for v in answer.model_versions]
+    rows = [VersionRow.of(v) for v in answer.model_versions]
+    if reports is None:
+        return rows
+    gates = await _bounded([reports.gate(row.report_key) for row in rows], limit=8)
+    return [replace(row, gate=gate) for row, gate in zip(rows, gates, strict=True)]
 
 
 async def _rollout(
