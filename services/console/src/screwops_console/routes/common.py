@@ -22,6 +22,7 @@ from screwops_errors import ScrewOpsError
 
 from screwops_console.backends import BackendError, Backends, call
 from screwops_console.config import ConsoleSettings
+from screwops_console.figures import percent
 from screwops_console.prometheus import Prometheus
 from screwops_console.records import ReportSource, RunSource
 from screwops_console.session import form_token, logged_in
@@ -79,6 +80,7 @@ def templates() -> Jinja2Templates:
     environment.filters["number"] = lambda value, digits=3: (
         "—" if value is None else f"{value:.{digits}f}"
     )
+    environment.filters["percent"] = lambda value: "—" if value is None else percent(value)
     return Jinja2Templates(env=environment)
 
 
