@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi.testclient import TestClient
 from screwops.v1 import ingestion_pb2
 
 from tests.unit.console.conftest import Console
-from tests.unit.console.fakes import Fakes, closed_port
+from tests.unit.console.fakes import Fakes, closed_port, dataset_version
 
 PAGE = "/labeling?dataset=screws"
 
 
 def test_without_a_dataset_it_offers_the_ingested_datasets(console: TestClient) -> None:
     page = console.get("/labeling").text
-    assert '<option value="screws">' in page
+    picked = page[page.index('<select name="dataset"') : page.index("</select>")]
+    # A list to pick from, one entry per dataset with its newest version, nothing to type.
+    assert re.search(
+        r'<option value="screws">screws · v2, 20 images \(2 versions\)</option>', picked
+    )
+    assert re.search(r'<option value="" selected disabled>', picked)
+    assert '<input name="dataset"' not in page
     assert "Choose a dataset to start." in page
+
+
+def test_the_dataset_being_labeled_stays_picked(console: TestClient, fakes: Fakes) -> None:
+    fakes.ingestion.versions.append(dataset_version("bolts", 1, 4))
+    page = console.get(PAGE).text
+    assert '<option value="screws" selected>' in page
+    assert re.search(r'<option value="bolts">bolts · v1, 4 images</option>', page)
+    # One ingestion does not list (yet) is still the one picked, not silently another.
+    page = console.get("/labeling?dataset=nuts").text
+    assert '<option value="nuts" selected>nuts · not listed by ingestion</option>' in page
+
+
+def test_without_ingestion_the_dataset_can_still_be_typed(
+    console: TestClient, fakes: Fakes
+) -> None:
+    fakes.ingestion.unavailable = True
+    page = console.get(PAGE).text
+    assert "ingestion: UNAVAILABLE" in page
+    assert '<input name="dataset" id="dataset" value="screws" required' in page
+    assert '<select name="dataset"' not in page
 
 
 def test_it_shows_the_next_unlabeled_image_with_good_and_bad_buttons(
@@ -167,7 +194,7 @@ def test_an_unreachable_labeling_service_is_shown_per_section(make_console: Cons
     answer = console.get(PAGE)
     assert answer.status_code == 200
     assert answer.text.count("labeling: UNAVAILABLE") == 2  # the task and the queue
-    assert '<option value="screws">' in answer.text  # ingestion still answers
+    assert '<option value="screws" selected>' in answer.text  # ingestion still answers
 
 
 def test_a_viewer_sees_the_queue_but_neither_labels_nor_reviews(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import grpc
@@ -37,6 +38,17 @@ LABELS = {"good": ingestion_pb2.LABEL_GOOD, "bad": ingestion_pb2.LABEL_BAD}
 router = APIRouter()
 
 
+@dataclass(frozen=True)
+class DatasetChoice:
+    """A dataset as the page's list offers it: labels go to its open version, so one entry per
+    dataset, with its newest version to tell them apart."""
+
+    dataset_id: str
+    newest: int
+    images: int
+    versions: int
+
+
 @router.get("/labeling", response_class=HTMLResponse, name="labeling")
 async def labeling(
     request: Request,
@@ -49,7 +61,7 @@ async def labeling(
     the review queue."""
     may_label = account.role.allows(Role.LABELER)
     datasets, tasks, reviews = await asyncio.gather(
-        load(_dataset_ids(backends, settings)),
+        load(_datasets(backends, settings)),
         load(_task(backends, settings, dataset, account if may_label else None)),
         _queue(backends, settings),
     )
@@ -68,8 +80,16 @@ async def labeling(
     return page(request, "labeling.html.j2", context)
 
 
-async def _dataset_ids(backends: Backends, settings: ConsoleSettings) -> list[str]:
-    return sorted({v.dataset_id for v in await dataset_versions(backends, settings)})
+async def _datasets(backends: Backends, settings: ConsoleSettings) -> list[DatasetChoice]:
+    """Every dataset ingestion knows, by id, for the page's list."""
+    found: dict[str, list[ingestion_pb2.DatasetVersion]] = {}
+    for version in await dataset_versions(backends, settings):
+        found.setdefault(version.dataset_id, []).append(version)
+    choices = []
+    for dataset_id, versions in sorted(found.items()):
+        newest = max(versions, key=lambda v: v.version)
+        choices.append(DatasetChoice(dataset_id, newest.version, newest.image_count, len(versions)))
+    return choices
 
 
 async def _task(
