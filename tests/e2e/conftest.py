@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from screwops_contracts.models import MODEL_NAME
 from screwops_settings import StackSettings
 from screwops_stack import processes, supervisor
 
@@ -22,6 +23,7 @@ from tests.support import log_in_to_kafka_as_the_stack_admin
 
 log_in_to_kafka_as_the_stack_admin()
 REPO = Path(__file__).resolve().parents[2]
+ROLLOUT_LINE = "line-rollout"
 PIPELINE = (
     "ingestion",
     "labeling",
@@ -62,6 +64,32 @@ E2E_ENV = {
     "SCREWOPS_MONITOR_WINDOW_SIZE": "100",
     "SCREWOPS_MONITOR_MIN_OBSERVATIONS": "60",
     "SCREWOPS_MONITOR_COOLDOWN_S": "120",
+    # Rollouts (test_rollout.py): an approval still deploys at once, as the other scenarios
+    # expect; an operator's start names canary or shadow and takes these steps and each step's
+    # minimums, on ROLLOUT_LINE only, so no other test's inspections meet a rollout. The
+    # controller judges on small samples so a step takes seconds: a canary disagreeing with
+    # production on more than 40 % of the images is aborted at 1 % (two small-data models
+    # disagreed on 5 to 8 % here), once 30 are compared (at the first step's 5 %, some 600
+    # inspections of the line: the share the canary answered is measured within a point), and
+    # the p99 margin is wide enough for two cores shared with training.
+    "SCREWOPS_REGISTRY_ROLLOUT": json.dumps(
+        {
+            MODEL_NAME: {
+                "strategy": "immediate",
+                "steps": [5, 25, 100],
+                "shadow_share": 100,
+                "min_inspections": 10,
+                "min_step_seconds": 5,
+                "lines": [ROLLOUT_LINE],
+            }
+        }
+    ),
+    "SCREWOPS_MONITOR_ROLLOUT_MAX_DISAGREEMENT": "0.4",
+    "SCREWOPS_MONITOR_ROLLOUT_MIN_COMPARED": "30",
+    "SCREWOPS_MONITOR_ROLLOUT_MIN_LATENCY_SAMPLES": "10",
+    "SCREWOPS_MONITOR_ROLLOUT_P99_MARGIN_MS": "250",
+    "SCREWOPS_MONITOR_ROLLOUT_MIN_CALLS": "10",
+    "SCREWOPS_MONITOR_ERRORS_INTERVAL_S": "2",
 }
 
 

@@ -153,15 +153,21 @@ async def finished_run(settings: StackSettings, tmp_path: Path) -> FinishedRun:
     if _found is None:
         _found = await _newest_in_session(settings)
     if _found is None:
-        dataset = unique("e2e-run")
-        root = tmp_path / "screws"
-        # Screws never rendered before: the same images would reuse the run trained on them
-        # earlier, whose version is production already, and no model.deployed would come.
-        generate(root, good=100, defect=100, seed=secrets.randbelow(1 << 30), size=256)
-        screwops("ingest", str(root), "--dataset", dataset)
-        correlation_id = screwops("datasets", "show", dataset)["correlation_id"]
-        _found = await _wait_for(settings, correlation_id, within=900)
+        _found = await new_run(settings, tmp_path)
     return _found
+
+
+async def new_run(settings: StackSettings, tmp_path: Path) -> FinishedRun:
+    """A run of new rendered screws, imported through the CLI as test_pipeline.py does, once it
+    is deployed (minutes)."""
+    dataset = unique("e2e-run")
+    root = tmp_path / dataset
+    # Screws never rendered before: the same images would reuse the run trained on them
+    # earlier, whose version is production already, and no model.deployed would come.
+    generate(root, good=100, defect=100, seed=secrets.randbelow(1 << 30), size=256)
+    screwops("ingest", str(root), "--dataset", dataset)
+    correlation_id = screwops("datasets", "show", dataset)["correlation_id"]
+    return await _wait_for(settings, correlation_id, within=900)
 
 
 async def inspect(image: bytes, *, version: int | None, line_id: str = "line-e2e") -> Any:
