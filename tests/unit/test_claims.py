@@ -1,8 +1,8 @@
 """Fenced claims of attempts (screwops_storage.claims) on in-memory documents: every claim and
 takeover gets the next number, a live claim is left to its worker, a stale one (silent, or past
 the run limit) is taken over, the attempt it was taken from can neither renew nor commit, a lease
-notices the loss, and the sweep deletes the objects of attempts that lost, through validation's
-and the evaluator's stores and key layouts."""
+notices the loss, and the sweep deletes the objects of attempts that lost, through validation's,
+the evaluator's and the trainer's stores and key layouts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import evaluation_report_key
+from screwops_contracts.runs import RUNS, RunRecord
 from screwops_errors import PermissionDeniedError, UnavailableError
 from screwops_evaluator.report import report_attempt as evaluation_attempt
 from screwops_evaluator.store import MongoEvaluatorStore
@@ -30,6 +31,7 @@ from screwops_storage import (
     keep_sweeping,
     renew_claim,
 )
+from screwops_trainer.store import MongoTrainerStore
 from screwops_validation.service import report_attempt, report_keys
 from screwops_validation.store import MongoValidationStore
 
@@ -110,6 +112,8 @@ async def test_claims_from_before_heartbeats_and_claim_times() -> None:
     docs = db["reports"].docs
     docs[ID] = {"_id": ID, "status": STATUS, "attempts": 3, CLAIMED_AT: ago(1)}
     assert await claim(collection) == Held(3), "alive from its claim time"
+    docs[ID][CLAIMED_AT] = ago(1).replace(tzinfo=None)
+    assert await claim(collection) == Held(3), "as a client without tz_aware reads it"
     docs[ID] = {"_id": ID, "status": STATUS, "attempts": 3}
     assert await claim(collection) == 4, "no claim time: abandoned"
 
@@ -230,3 +234,77 @@ async def test_the_sweep_loop_outlives_a_database_away_and_a_refused_delete() ->
         assert not loop.done(), "still sweeping"
     finally:
         loop.cancel()
+
+
+def run_record(run: str) -> RunRecord:
+    return RunRecord(
+        run_id=run,
+        model_name="screws",
+        status="running",
+        params={},
+        seed=1,
+        git_sha="abc",
+        packages={},
+        dataset_id="screws",
+        dataset_version=1,
+        dataset_digest="d",
+        split_key="screws/v1/split.json",
+        split_counts={},
+        cause_event_id="c",
+        correlation_id="c",
+        started_at=datetime.now(UTC),
+        **RunRecord.keys(run),
+    )
+
+
+async def test_a_run_is_claimed_fenced_and_never_restarted_once_finished() -> None:
+    """The trainer's claim: a failed run is started again with the next number, a live one is
+    held, a finished one is answered as it is (a late start can no longer mark it running), and
+    only the latest attempt completes it."""
+    db = FakeDatabase()
+    store = MongoTrainerStore(cast(AsyncIOMotorDatabase[Any], db))
+    record = run_record("run-1")
+
+    first = await store.start_run(record, times=TIMES)
+    assert isinstance(first, RunRecord)
+    assert (first.attempts, first.artifact_key) == (1, RunRecord.keys("run-1", 1)["artifact_key"])
+    assert await store.start_run(record, times=TIMES) == Held(1)
+    assert await store.finish_run(first.model_copy(update={"status": "failed"}))
+    second = await store.start_run(record, times=TIMES)
+    assert isinstance(second, RunRecord)
+    assert (second.status, second.attempts) == ("running", 2)
+    assert not await store.finish_run(first.model_copy(update={"status": "finished"}))
+    assert await store.finish_run(second.model_copy(update={"status": "finished"}))
+
+    again = await store.start_run(record, times=TIMES)
+    assert isinstance(again, RunRecord)
+    assert (again.status, again.attempts, again.artifact_key) == (
+        "finished",
+        2,
+        RunRecord.keys("run-1", 2)["artifact_key"],
+    )
+
+
+async def test_the_sweep_keeps_the_recorded_runs_artifacts() -> None:
+    db, objects = FakeDatabase(), FakeObjects()
+    store = MongoTrainerStore(cast(AsyncIOMotorDatabase[Any], db))
+    db[RUNS].docs["run-1"] = {
+        "_id": "run-1",
+        "status": "finished",
+        "attempts": 2,
+        "artifact_key": RunRecord.keys("run-1", 2)["artifact_key"],
+    }
+    for attempt in (1, 2):
+        for name in ("saved_model/saved_model.pb", "run.json"):
+            await objects.put_named(Bucket.MODELS, f"runs/run-1/attempts/{attempt}/{name}", b"x")
+
+    swept = await store.sweep_attempts(objects, min_age_s=0)
+
+    assert sorted(swept) == [
+        "runs/run-1/attempts/1/run.json",
+        "runs/run-1/attempts/1/saved_model/saved_model.pb",
+    ]
+    assert objects.keys(Bucket.MODELS, "runs/run-1/attempts/2") == [
+        "runs/run-1/attempts/2/run.json",
+        "runs/run-1/attempts/2/saved_model/saved_model.pb",
+    ]

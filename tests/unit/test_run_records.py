@@ -74,6 +74,8 @@ def test_stored_documents_keep_their_collection_and_field_names() -> None:
         "error",
         "started_at",
         "finished_at",
+        "claimed_at",
+        "heartbeat_at",
     }
     assert set(document["epochs"][0]) == {"epoch", "metrics", "ended_at"}
 

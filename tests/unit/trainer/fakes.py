@@ -23,6 +23,8 @@ from screwops_contracts import (
 )
 from screwops_contracts.models import ModelKind
 from screwops_contracts.runs import EpochRecord, RunRecord
+from screwops_storage import ClaimTimes, Held
+from screwops_storage.claims import AttemptObjects
 from screwops_trainer.config import Rules
 from screwops_trainer.params import TrainingParams
 from screwops_trainer.service import OnEpoch, TrainerService
@@ -42,13 +44,16 @@ PACKAGES = {"tensorflow": "2.x", "keras": "3.x", "numpy": "1.x", "screwops-train
 
 
 class FakeStore:
-    """:class:`TrainerStore` in memory, with the attempt guard the Mongo filters enforce."""
+    """:class:`TrainerStore` in memory, with the fenced claim of runs the Mongo filters enforce:
+    only the latest attempt, while running, writes epochs or completes the record."""
 
     def __init__(self) -> None:
         self.datasets: dict[str, DatasetRecord] = {}
         self.runs: dict[str, RunRecord] = {}
         self.appended: list[tuple[str, int, int]] = []
         self.epochs_at_finish: list[int] = []
+        self.live: set[str] = set()
+        """Runs a live attempt trains: a start is held."""
 
     async def ensure_indexes(self) -> None:
         return None
@@ -70,8 +75,15 @@ class FakeStore:
     async def run(self, run: str) -> RunRecord | None:
         return self.runs.get(run)
 
-    async def start_run(self, record: RunRecord) -> RunRecord:
+    async def start_run(self, record: RunRecord, *, times: ClaimTimes) -> RunRecord | Held:
+        """As the fenced claim: a finished run is answered as it is, a running one in
+        :attr:`live` is held, any other (left running by a trainer that is gone, or failed)
+        is started with the next number."""
         previous = self.runs.get(record.run_id)
+        if previous is not None and previous.status == "finished":
+            return previous
+        if previous is not None and previous.status == "running" and record.run_id in self.live:
+            return Held(previous.attempts)
         attempt = (previous.attempts if previous else 0) + 1
         started = record.model_copy(
             update={
@@ -86,6 +98,10 @@ class FakeStore:
         self.runs[record.run_id] = started
         return started
 
+    async def renew_run(self, run: str, attempt: int) -> bool:
+        stored = self.runs.get(run)
+        return stored is not None and stored.attempts == attempt and stored.status == "running"
+
     async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
         # Yield a few times, as a round trip to the server would, so writes could interleave.
         for _ in range(3):
@@ -97,16 +113,13 @@ class FakeStore:
 
     async def finish_run(self, record: RunRecord) -> bool:
         self.epochs_at_finish.append(len([a for a in self.appended if a[0] == record.run_id]))
-        stored = self.runs.get(record.run_id)
-        if stored is None:
+        if not await self.renew_run(record.run_id, record.attempts):
             return False
-        if record.status == "finished":
-            may = stored.status in ("running", "failed")
-        else:
-            may = stored.attempts == record.attempts and stored.status == "running"
-        if may:
-            self.runs[record.run_id] = record.model_copy(update={"attempts": stored.attempts})
-        return may
+        self.runs[record.run_id] = record
+        return True
+
+    async def sweep_attempts(self, objects: AttemptObjects, *, min_age_s: float) -> list[str]:
+        raise NotImplementedError("the sweep's decisions are tested on MongoTrainerStore")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from screwops_contracts.models import MODEL_NAME, ModelKind
+from screwops_storage import ClaimTimes
 from screwops_trainer.config import Rules, TrainerSettings
 from screwops_trainer.params import ARCHITECTURE, GOOD_ONLY_ARCHITECTURE, TrainingParams
 from screwops_trainer.threshold import ThresholdRules
@@ -70,5 +71,5 @@ def test_the_rules_carry_the_model_its_params_its_threshold_concurrency_and_run_
         model_kind=ModelKind.SUPERVISED,
         threshold_rules=ThresholdRules(min_recall=0.9),
         concurrency=2,
-        max_run_s=900,
+        claims=ClaimTimes(max_run_s=900),
     )

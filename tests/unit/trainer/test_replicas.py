@@ -1,6 +1,7 @@
-"""Two trainers handling one event at once (a rebalance hands it to a second replica while the
-first still trains): each attempt writes under its own claimed prefix, and the record, its
-``run.json`` and both announcements name one attempt's SavedModel, never a mix."""
+"""A run taken over from a stalled trainer (the fake's claims take it as abandoned): each attempt
+writes under its own claimed prefix, the stalled attempt's completion is refused and it announces
+the run the taker recorded, so the record, its ``run.json`` and both announcements name the
+taker's SavedModel, never a mix."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class ReplicaFit(FakeFit):
         return Weighted(trained.history, trained.best_epoch, weights=self.weights)
 
 
-async def test_two_attempts_at_once_leave_one_consistent_record_of_one_attempt() -> None:
+async def test_a_run_taken_over_from_a_stalled_trainer_records_the_takers_model() -> None:
     first = Parts(fit=ReplicaFit(weights=b"first"))
     cause = await validated(first.objects, "screws", balanced(20))
     second = Parts(store=first.store, objects=first.objects, fit=ReplicaFit(weights=b"second"))

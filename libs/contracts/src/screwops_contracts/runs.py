@@ -9,11 +9,13 @@ trainer that records more never breaks an older reader).
 A run's ``_id`` is its run id (derived from the model name, the data's digest and the params), so
 training the same thing again finds the same record. The record is written when a run starts
 (status ``running``), gets each epoch's metrics as training goes, and is completed once the
-artifacts are stored (``finished``) or the run failed (``failed``). ``attempts`` counts starts: a
-run a killed trainer left ``running`` is started again, and an epoch of the old attempt can never
-land in the new one. Each start claims its attempt's number (the increment of ``attempts``) and
-writes its artifacts under that attempt's prefix; the first attempt to finish completes the
-record, which then names its artifacts and no other attempt's.
+artifacts are stored (``finished``) or the run failed (``failed``). ``attempts`` counts starts:
+each start claims its attempt's number (a fenced claim, ``screwops_storage.claims``: the next
+number, ``claimed_at`` and ``heartbeat_at``, which the running attempt renews) and writes its
+artifacts under that attempt's prefix. A run left ``running`` by a trainer that is gone (no
+renewal for three heartbeats) or that ran past the run limit is taken over by a new attempt, and
+only the latest attempt writes epochs or completes the record, which then names its artifacts
+and no other attempt's.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class RunRecord(Record):
     error: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
+    claimed_at: datetime | None = Field(
+        None, description="When the latest attempt was claimed (None: recorded before claims)."
+    )
+    heartbeat_at: datetime | None = Field(
+        None, description="When the latest attempt's trainer last said it was alive."
+    )
 
     @property
     def key(self) -> str:

@@ -109,12 +109,16 @@ async def claim_attempt(
     status: str,
     on_insert: Document,
     times: ClaimTimes,
+    on_claim: Callable[[int], Document] | None = None,
+    reclaimable: tuple[str, ...] = (),
 ) -> int | Held | None:
     """Claim an attempt at the work ``document_id`` records: its number; :class:`Held` while a
-    live attempt holds it; None when the document is complete (its ``status`` field no longer
-    says ``status``: the caller reads its record). The first claim inserts the document with
-    ``on_insert``. A claim from before heartbeats were kept counts as alive from its claim time;
-    one from before claim times were kept is taken over.
+    live attempt holds it; None when the document is complete (its ``status`` field says neither
+    ``status`` nor one of ``reclaimable``, the outcomes that are tried again, such as a failure:
+    the caller reads its record). The first claim inserts the document with ``on_insert``; every
+    claim sets the fields ``on_claim`` gives for its number. A claim from before heartbeats were
+    kept counts as alive from its claim time; one from before claim times were kept is taken
+    over.
 
     Raises:
         AlreadyExistsError: other claimants won every race for it (:data:`_MAX_RACES`).
@@ -123,43 +127,50 @@ async def claim_attempt(
         now = datetime.now(UTC)
         with mongo_errors():
             doc = await collection.find_one({"_id": document_id})
-        if doc is not None and doc.get("status") != status:
+        if doc is not None and doc.get("status") not in (status, *reclaimable):
             return None
-        if doc is not None and not _abandoned(doc, now, times):
+        if doc is not None and doc.get("status") == status and not _abandoned(doc, now, times):
             return Held(int(doc[ATTEMPTS]))
-        fresh = {CLAIMED_AT: now, HEARTBEAT_AT: now}
+        attempt = 1 if doc is None else int(doc[ATTEMPTS]) + 1
+        fresh = {
+            **(on_claim(attempt) if on_claim else {}),
+            "status": status,
+            ATTEMPTS: attempt,
+            CLAIMED_AT: now,
+            HEARTBEAT_AT: now,
+        }
         if doc is None:
             try:
                 with mongo_errors():
-                    await collection.insert_one(
-                        {**on_insert, "_id": document_id, "status": status, ATTEMPTS: 1, **fresh}
-                    )
+                    await collection.insert_one({**on_insert, **fresh, "_id": document_id})
             except AlreadyExistsError:
                 continue  # claimed meanwhile by another: read it again
-            return 1
+            return attempt
         with mongo_errors():
             taken = await collection.update_one(
-                holding(document_id, status=status, attempt=int(doc[ATTEMPTS])),
-                {"$set": {**fresh, ATTEMPTS: int(doc[ATTEMPTS]) + 1}},
+                {"_id": document_id, "status": doc["status"], ATTEMPTS: doc[ATTEMPTS]},
+                {"$set": fresh},
             )
         if taken.matched_count:
-            log.warning(
-                "%s: attempt %d abandoned (claimed at %s, last heard of at %s); taken over",
-                document_id,
-                doc[ATTEMPTS],
-                doc.get(CLAIMED_AT),
-                doc.get(HEARTBEAT_AT),
-            )
-            return int(doc[ATTEMPTS]) + 1
+            if doc["status"] == status:
+                log.warning(
+                    "%s: attempt %d abandoned (claimed at %s, last heard of at %s); taken over",
+                    document_id,
+                    doc[ATTEMPTS],
+                    doc.get(CLAIMED_AT),
+                    doc.get(HEARTBEAT_AT),
+                )
+            return attempt
     raise AlreadyExistsError(f"{document_id} could not be claimed")
 
 
 async def claim_when_free(
-    claim: Callable[[], Awaitable[int | Held | R]], *, times: ClaimTimes, name: str
-) -> int | R:
-    """``claim`` again every heartbeat while a live attempt holds the work: the number claimed,
-    or what ``claim`` answers for finished work. The wait ends when the holder finishes, stops
-    renewing its claim, or runs past the run limit, so it is bounded by ``times.max_run_s``."""
+    claim: Callable[[], Awaitable[Held | R]], *, times: ClaimTimes, name: str
+) -> R:
+    """``claim`` again every heartbeat while a live attempt holds the work: what ``claim``
+    answers otherwise (the attempt claimed, or the finished work's record). The wait ends when
+    the holder finishes, stops renewing its claim, or runs past the run limit, so it is bounded
+    by ``times.max_run_s``."""
     while True:
         claimed = await claim()
         if not isinstance(claimed, Held):
@@ -184,9 +195,15 @@ def _abandoned(doc: Document, now: datetime, times: ClaimTimes) -> bool:
     claimed_at: datetime | None = doc.get(CLAIMED_AT)
     if claimed_at is None:
         return True
-    alive_at: datetime = doc.get(HEARTBEAT_AT) or claimed_at
+    claimed_at = _aware(claimed_at)
+    alive_at = _aware(doc.get(HEARTBEAT_AT) or claimed_at)
     ran_past_limit = now - claimed_at >= timedelta(seconds=times.max_run_s)
     return ran_past_limit or now - alive_at >= timedelta(seconds=times.silence_s)
+
+
+def _aware(value: datetime) -> datetime:
+    """MongoDB stores UTC; a client without ``tz_aware`` hands it back naive."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Lease:

@@ -198,7 +198,7 @@ class EvaluatorService:
         trained = event.payload
         evaluation_id = evaluation_id_of(trained.model_name, trained.run_id)
         async with self._evaluating:
-            claimed = await claim_when_free(
+            claimed: int | EvaluationRecord = await claim_when_free(
                 functools.partial(
                     self._store.claim_evaluation,
                     evaluation_id,

@@ -6,7 +6,7 @@ import asyncio
 
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import ModelKind
-from screwops_runtime import Runtime
+from screwops_runtime import Runtime, Task
 
 from screwops_trainer import goodonly, handlers, model
 from screwops_trainer.config import TrainerSettings
@@ -36,13 +36,14 @@ def main() -> None:
         meter_provider=runtime.telemetry.meter_provider,
         tracer_provider=runtime.telemetry.tracer_provider,
     )
-    handlers.register(runtime.bus, service, max_run_s=rules.max_run_s)
+    handlers.register(runtime.bus, service, max_run_s=rules.claims.max_run_s)
 
     async def bootstrap() -> None:
         await store.ensure_indexes()
         await runtime.objects.ensure_buckets(Bucket.MODELS)
 
-    asyncio.run(runtime.serve(on_start=[bootstrap]))
+    sweep = Task(service.keep_sweeping, name="sweep-attempts")
+    asyncio.run(runtime.serve(on_start=[bootstrap], background=[sweep]))
 
 
 if __name__ == "__main__":

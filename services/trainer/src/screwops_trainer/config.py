@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
 from screwops_settings import ServiceSettings
 from screwops_settings.services import TRAINER
+from screwops_storage import ClaimTimes, SweepTimes
 
 from screwops_trainer.dataset import MAX_FRAME_SIZE
 from screwops_trainer.params import TrainingParams, for_kind
@@ -31,7 +32,12 @@ class Rules:
     model_kind: ModelKind = ModelKind.SUPERVISED
     threshold_rules: ThresholdRules = field(default_factory=ThresholdRules)
     concurrency: int = 8
-    max_run_s: float = 3600.0
+    claims: ClaimTimes = field(default_factory=lambda: ClaimTimes(max_run_s=3600.0))
+    """How long one run may take and how often it renews its claim: a run's claim older than
+    that, or not renewed for three heartbeats, was abandoned, and the next delivery takes it
+    over with a new attempt (see :mod:`screwops_storage.claims`)."""
+    sweep: SweepTimes = field(default_factory=SweepTimes)
+    """How often, and past what age, the artifacts of attempts that lost are deleted."""
     frame_size: int = 0
 
 
@@ -67,7 +73,22 @@ class TrainerSettings(ServiceSettings):
         3600.0,
         gt=0,
         description="The longest a training run may take; Kafka keeps the trainer in its "
-        "consumer group that long without a poll.",
+        "consumer group that long without a poll, and a run's claim older than that is taken "
+        "over by a redelivery with a new attempt, whose model alone can be recorded.",
+    )
+    claim_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a running training renews its claim; one not renewed for three "
+        "heartbeats (its trainer is gone) is taken over.",
+    )
+    attempt_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the artifacts of attempts that lost are swept."
+    )
+    attempt_sweep_min_age_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Artifacts of attempts that lost are swept only once they are this old.",
     )
     intra_op_threads: int = Field(
         2, ge=1, description="TensorFlow's threads inside one op; the machine is shared."
@@ -98,6 +119,9 @@ class TrainerSettings(ServiceSettings):
             model_kind=self.model_kind,
             threshold_rules=self.threshold,
             concurrency=self.image_concurrency,
-            max_run_s=self.max_run_s,
+            claims=ClaimTimes(max_run_s=self.max_run_s, heartbeat_s=self.claim_heartbeat_s),
+            sweep=SweepTimes(
+                interval_s=self.attempt_sweep_interval_s, min_age_s=self.attempt_sweep_min_age_s
+            ),
             frame_size=self.frame_size,
         )

@@ -17,19 +17,25 @@ validation split and the run's decision threshold is chosen on those scores
 (:mod:`screwops_trainer.threshold`); it is recorded with the run and announced with the model's
 kind.
 
-Recording the run as ``running`` claims an attempt (its number, from one atomic increment), and
-the attempt writes its artifacts under its own prefix (``runs/<run>/attempts/<n>/``) once each.
-The first attempt to finish completes the record; one that finishes after it (two trainers
-handling one event at once, in a rebalance) leaves its files unreferenced and announces the
-record as it stands, so the record, ``run.json`` and ``model.trained`` always name one attempt's
-SavedModel. The event id derives from the cause, so a redelivered event announces the same run
-the same way.
+Recording the run as ``running`` claims an attempt (a fenced claim, :mod:`screwops_storage.claims`:
+the next number), and the attempt writes its artifacts under its own prefix
+(``runs/<run>/attempts/<n>/``) once each, renewing its claim while it trains. A second delivery
+of a run being trained (a rebalance) waits while the claim is alive; a run whose trainer is gone
+or ran past ``max_run_s`` is taken over by a new attempt. Only the attempt holding the claim
+writes epochs and completes the record, so an attempt that lost its claim stops before storing
+its artifacts (or has its completion refused), its model is discarded (logged and counted in
+``screwops_attempts_lost``), and it waits for the run as the attempt that took over records
+it; the record, ``run.json`` and ``model.trained`` always name one attempt's SavedModel. The
+event id derives from the cause, so a redelivered event announces the same run the same way.
+The artifacts of attempts that lost are deleted by a periodic sweep
+(:meth:`TrainerService.keep_sweeping`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import tempfile
@@ -67,10 +73,11 @@ from screwops_contracts.models import DEFAULT_THRESHOLD
 from screwops_contracts.runs import EpochRecord, RunRecord
 from screwops_errors import (
     FailedPreconditionError,
-    IntegrityError,
     InvalidInputError,
     NotFoundError,
 )
+from screwops_storage import ClaimLostError, Lease, claim_when_free, keep_sweeping
+from screwops_telemetry.claims import ClaimMetrics
 
 from screwops_trainer.config import Rules
 from screwops_trainer.dataset import (
@@ -209,11 +216,14 @@ class TrainerService:
         self._packages = dict(packages)
         self._concurrency = rules.concurrency
         self._frame_size = rules.frame_size
+        self._claims = rules.claims
+        self._sweep = rules.sweep
         # One run at a time per process: TensorFlow's threads are bounded for one run, and a
         # second event for the same run waits here and then finds it finished.
         self._training = asyncio.Lock()
         self._tracer = trace.get_tracer("screwops.trainer", tracer_provider=tracer_provider)
         self._metrics = TrainerMetrics(meter_provider)
+        self._claim_metrics = ClaimMetrics("trainer", meter_provider)
 
     async def on_dataset_validated(self, event: DatasetValidated) -> ModelTrainedPayload:
         """Record the version as validated and train on it.
@@ -330,6 +340,17 @@ class TrainerService:
         log.info("%s: %s on %s", run, "reused" if reused else "trained", dataset.key)
         return payload
 
+    async def keep_sweeping(self) -> None:
+        """Every sweep interval, delete the artifacts of attempts that lost (see the module
+        docstring); runs until cancelled."""
+        await keep_sweeping(self.sweep, interval_s=self._sweep.interval_s)
+
+    async def sweep(self) -> list[str]:
+        """Delete the artifacts of attempts that lost, older than the minimum age: their keys."""
+        swept = await self._store.sweep_attempts(self._objects, min_age_s=self._sweep.min_age_s)
+        self._claim_metrics.swept(len(swept))
+        return swept
+
     async def _run(
         self, run: str, dataset: DatasetRecord, model_name: str, cause: Event[Any]
     ) -> RunRecord:
@@ -339,46 +360,74 @@ class TrainerService:
         )
         train = await asyncio.to_thread(arrays, rows, inputs, SplitName.TRAIN, size)
         validation = await asyncio.to_thread(arrays, rows, inputs, SplitName.VALIDATION, size)
-        started = await self._store.start_run(
-            RunRecord(
-                run_id=run,
-                model_name=model_name,
-                status="running",
-                params=self._params.model_dump(mode="json"),
-                seed=self._params.seed,
-                git_sha=self._git_sha,
-                packages=self._packages,
-                dataset_id=dataset.dataset_id,
-                dataset_version=dataset.version,
-                dataset_digest=str(dataset.dataset_digest),
-                split_key=str(dataset.split_key),
-                split_counts={
-                    SplitName.TRAIN.value: len(train[1]),
-                    SplitName.VALIDATION.value: len(validation[1]),
-                },
-                model_kind=self._model_kind,
-                frame_size=size,
-                cause_event_id=str(cause.event_id),
-                correlation_id=cause.correlation_id,
-                started_at=datetime.now(UTC),
-                **RunRecord.keys(run),
-            )
+        record = RunRecord(
+            run_id=run,
+            model_name=model_name,
+            status="running",
+            params=self._params.model_dump(mode="json"),
+            seed=self._params.seed,
+            git_sha=self._git_sha,
+            packages=self._packages,
+            dataset_id=dataset.dataset_id,
+            dataset_version=dataset.version,
+            dataset_digest=str(dataset.dataset_digest),
+            split_key=str(dataset.split_key),
+            split_counts={
+                SplitName.TRAIN.value: len(train[1]),
+                SplitName.VALIDATION.value: len(validation[1]),
+            },
+            model_kind=self._model_kind,
+            frame_size=size,
+            cause_event_id=str(cause.event_id),
+            correlation_id=cause.correlation_id,
+            started_at=datetime.now(UTC),
+            **RunRecord.keys(run),
         )
+        while True:
+            started = await claim_when_free(
+                functools.partial(self._store.start_run, record, times=self._claims),
+                times=self._claims,
+                name=f"run {run}",
+            )
+            if started.status == "finished":
+                return started
+            try:
+                return await self._attempt(started, dataset, train, validation)
+            except ClaimLostError as lost:
+                self._claim_metrics.lost()
+                log.warning("%s: its model is discarded; the run is the taker's", lost)
+
+    async def _attempt(
+        self,
+        started: RunRecord,
+        dataset: DatasetRecord,
+        train: tuple[Images, Targets],
+        validation: tuple[Images, Targets],
+    ) -> RunRecord:
+        """Train attempt ``started.attempts`` and store it while it holds its claim.
+
+        Raises:
+            ClaimLostError: another attempt took the run over; nothing is recorded.
+        """
         log.info(
             "%s: training %s on %s (attempt %d, %d train / %d validation images)",
-            run,
-            model_name,
+            started.run_id,
+            started.model_name,
             dataset.key,
             started.attempts,
             len(train[1]),
             len(validation[1]),
         )
-        with self._tracer.start_as_current_span(
-            "trainer.fit", attributes={"run_id": run, "attempt": started.attempts}
-        ):
-            trained, epochs = await self._fit_in_thread(started, train, validation)
-        self._metrics.fitted(trained.seconds)
-        return await self._store_artifacts(started, trained, epochs, validation)
+        renew = functools.partial(self._store.renew_run, started.run_id, started.attempts)
+        name = f"run {started.run_id} attempt {started.attempts}"
+        async with Lease(renew, interval_s=self._claims.heartbeat_s, name=name) as lease:
+            with self._tracer.start_as_current_span(
+                "trainer.fit", attributes={"run_id": started.run_id, "attempt": started.attempts}
+            ):
+                trained, epochs = await self._fit_in_thread(started, train, validation)
+            self._metrics.fitted(trained.seconds)
+            lease.check()
+            return await self._store_artifacts(started, trained, epochs, validation, lease)
 
     async def _fit_in_thread(
         self,
@@ -425,6 +474,7 @@ class TrainerService:
         trained: Trained,
         epochs: list[EpochRecord],
         validation: tuple[Images, Targets],
+        lease: Lease,
     ) -> RunRecord:
         with tempfile.TemporaryDirectory(prefix=f"{started.run_id}-") as scratch:
             directory = Path(scratch) / "saved_model"
@@ -459,23 +509,16 @@ class TrainerService:
                 point.false_reject_rate,
                 "n/a" if point.recall is None else f"{point.recall:.4f}",
             )
+            lease.check()
             await self._objects.put_directory(
                 Bucket.MODELS, directory, prefix=finished.artifact_key
             )
         await self._put_json(finished.history_key, history(finished))
         await self._put_json(finished.record_key, finished.model_dump(mode="json"))
-        if await self._store.finish_run(finished):
-            return finished
-        stored = await self._store.run(started.run_id)
-        if stored is None or stored.status != "finished":
-            raise IntegrityError(f"{started.run_id}: attempt {started.attempts} lost its record")
-        log.info(
-            "%s: attempt %d finished after another; announcing %s",
-            started.run_id,
-            started.attempts,
-            stored.artifact_key,
-        )
-        return stored
+        lease.check()
+        if not await self._store.finish_run(finished):
+            raise ClaimLostError(f"run {started.run_id} attempt {started.attempts}: taken over")
+        return finished
 
     async def _put_json(self, key: str, value: Any) -> None:
         await self._objects.put_once(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +23,26 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import Field
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import DESCENDING
 from screwops_contracts import DatasetRejected, DatasetValidated
+from screwops_contracts.datasets import Bucket
 from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord
-from screwops_storage import IndexSpec, StoredObject, ensure_indexes, mongo_errors
+from screwops_errors import AlreadyExistsError
+from screwops_storage import (
+    CLAIMED_AT,
+    HEARTBEAT_AT,
+    ClaimTimes,
+    Held,
+    IndexSpec,
+    StoredObject,
+    claim_attempt,
+    ensure_indexes,
+    holding,
+    mongo_errors,
+    renew_claim,
+    sweep_attempts,
+)
+from screwops_storage.claims import AttemptObjects
 
 from screwops_trainer.params import TrainingParams
 
@@ -107,7 +124,7 @@ class DatasetRecord(Record):
         )
 
 
-class Objects(Protocol):
+class Objects(AttemptObjects, Protocol):
     """The part of :class:`screwops_storage.ObjectStore` the trainer uses."""
 
     async def get_verified(self, bucket: str, key: str, *, sha256: str | None = None) -> bytes: ...
@@ -144,10 +161,16 @@ class TrainerStore(Protocol):
         """One run's record."""
         ...
 
-    async def start_run(self, record: RunRecord) -> RunRecord:
-        """Claim a new attempt: write ``record`` with status running, no epochs and attempts
-        + 1 (one atomic increment, so two starts never get one number), with the artifact keys
-        of that attempt, and return it as stored."""
+    async def start_run(self, record: RunRecord, *, times: ClaimTimes) -> RunRecord | Held:
+        """Claim a new attempt at the run (a fenced claim, see
+        :func:`screwops_storage.claim_attempt`): write ``record`` with status running, no epochs,
+        the next number and that attempt's artifact keys, and return it as stored; the finished
+        record when the run is finished; :class:`Held` while a live attempt runs it. A failed
+        run is started again."""
+        ...
+
+    async def renew_run(self, run: str, attempt: int) -> bool:
+        """Renew attempt ``attempt``'s claim; False when another attempt took it over."""
         ...
 
     async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
@@ -155,15 +178,17 @@ class TrainerStore(Protocol):
         ...
 
     async def finish_run(self, record: RunRecord) -> bool:
-        """Complete the run with attempt ``record.attempts``'s outcome, if it still may.
-
-        A finished attempt completes a run that no attempt has finished (the first to finish
-        wins, so the record names one attempt's artifacts); a failed one is recorded only while
-        it is the run's latest attempt and still running.
+        """Complete the run with attempt ``record.attempts``'s outcome (finished or failed)
+        while that attempt holds the claim, so the record names one attempt's artifacts.
 
         Returns:
-            True when recorded; False when another attempt's outcome stands.
+            True when recorded; False when another attempt took the run over.
         """
+        ...
+
+    async def sweep_attempts(self, objects: AttemptObjects, *, min_age_s: float) -> list[str]:
+        """Delete the models bucket's run artifacts of attempts that lost (see
+        :func:`screwops_storage.sweep_attempts`): the keys deleted."""
         ...
 
 
@@ -204,45 +229,70 @@ class MongoTrainerStore:
             found = await self._db[RUNS].find_one({"_id": run})
         return _load(RunRecord, found)
 
-    async def start_run(self, record: RunRecord) -> RunRecord:
+    async def start_run(self, record: RunRecord, *, times: ClaimTimes) -> RunRecord | Held:
         fields = record.document()
-        fields.pop("_id")
-        fields.pop("attempts")
-        fields.update(status="running", epochs=[], error=None, finished_at=None)
-        with mongo_errors():
-            stored = await self._db[RUNS].find_one_and_update(
-                {"_id": record.run_id},
-                {"$set": fields, "$inc": {"attempts": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            started = RunRecord.model_validate(_fields(stored))
-            keys = RunRecord.keys(started.run_id, started.attempts)
-            await self._db[RUNS].update_one(
-                {"_id": started.run_id, "attempts": started.attempts, "status": "running"},
-                {"$set": keys},
-            )
-        return started.model_copy(update=keys)
+        for set_by_claim in ("_id", "attempts", "status", CLAIMED_AT, HEARTBEAT_AT):
+            fields.pop(set_by_claim)
+        fields.update(epochs=[], error=None, finished_at=None)
+        claimed = await claim_attempt(
+            self._db[RUNS],
+            record.run_id,
+            status="running",
+            on_insert={},
+            times=times,
+            on_claim=lambda attempt: {**fields, **RunRecord.keys(record.run_id, attempt)},
+            reclaimable=("failed",),
+        )
+        if isinstance(claimed, Held):
+            return claimed
+        stored = await self.run(record.run_id)
+        if stored is None:
+            raise AlreadyExistsError(f"run {record.run_id} could not be claimed")
+        return stored
+
+    async def renew_run(self, run: str, attempt: int) -> bool:
+        return await renew_claim(self._db[RUNS], run, status="running", attempt=attempt)
 
     async def append_epoch(self, run: str, attempt: int, epoch: EpochRecord) -> None:
         with mongo_errors():
             await self._db[RUNS].update_one(
-                {"_id": run, "attempts": attempt, "status": "running"},
+                holding(run, status="running", attempt=attempt),
                 {"$push": {"epochs": epoch.model_dump(mode="python")}},
             )
 
     async def finish_run(self, record: RunRecord) -> bool:
         fields = record.document()
-        fields.pop("_id")
-        fields.pop("attempts")
-        claim: dict[str, Any] = (
-            {"_id": record.run_id, "status": {"$in": ["running", "failed"]}}
-            if record.status == "finished"
-            else {"_id": record.run_id, "attempts": record.attempts, "status": "running"}
-        )
+        for kept in ("_id", "attempts", CLAIMED_AT, HEARTBEAT_AT):
+            fields.pop(kept)
         with mongo_errors():
-            done = await self._db[RUNS].update_one(claim, {"$set": fields})
+            done = await self._db[RUNS].update_one(
+                holding(record.run_id, status="running", attempt=record.attempts),
+                {"$set": fields},
+            )
         return done.matched_count == 1
+
+    async def sweep_attempts(self, objects: AttemptObjects, *, min_age_s: float) -> list[str]:
+        return await sweep_attempts(
+            objects,
+            self._db[RUNS],
+            bucket=Bucket.MODELS,
+            prefix=_RUNS_PREFIX,
+            attempt_of=run_attempt,
+            status="running",
+            recorded_key="artifact_key",
+            min_age_s=min_age_s,
+        )
+
+
+_RUNS_PREFIX = "runs"
+_ATTEMPT_KEY = re.compile(rf"{_RUNS_PREFIX}/(?P<run>[^/]+)/attempts/(?P<attempt>\d+)/.+")
+
+
+def run_attempt(key: str) -> tuple[str, int] | None:
+    """The run id and attempt number of a key under an attempt's prefix
+    (:func:`screwops_contracts.models.run_prefix`); None for any other key."""
+    found = _ATTEMPT_KEY.fullmatch(key)
+    return None if found is None else (found["run"], int(found["attempt"]))
 
 
 def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,5 +310,6 @@ __all__ = [
     "MongoTrainerStore",
     "TrainerStore",
     "dataset_record_id",
+    "run_attempt",
     "run_id",
 ]

@@ -415,7 +415,7 @@ class ValidationService:
             TransientError: MinIO or MongoDB did not answer (the bus retries).
         """
         payload = event.payload
-        claimed = await claim_when_free(
+        claimed: int | ReportRecord = await claim_when_free(
             functools.partial(
                 self._store.claim_report, payload.dataset_id, payload.version, times=self._claims
             ),
