@@ -913,15 +913,14 @@ def test_every_api_serves_tls_with_the_certificate_secret(spec: Service) -> None
     assert "items" not in volume["secret"], "the API needs its key and certificate"
 
 
-def test_the_console_trusts_the_apis_ca_and_holds_no_key() -> None:
-    (volume,) = [
-        v for v in _pod(_one("Deployment", "console"))["volumes"] if v["name"] == "grpc-tls"
-    ]
+@pytest.mark.parametrize("name", ["console", "monitor"])
+def test_the_apis_clients_trust_their_ca_and_hold_no_key(name: str) -> None:
+    (volume,) = [v for v in _pod(_one("Deployment", name))["volumes"] if v["name"] == "grpc-tls"]
     assert volume["secret"] == {
         "secretName": "screwops-grpc-tls",
         "items": [{"key": "ca.crt", "path": Path(_config()["SCREWOPS_GRPC__CA_FILE"]).name}],
     }
-    assert _mounts(_container(_one("Deployment", "console")))["grpc-tls"] == str(
+    assert _mounts(_container(_one("Deployment", name)))["grpc-tls"] == str(
         Path(_config()["SCREWOPS_GRPC__CA_FILE"]).parent
     )
 
