@@ -1,7 +1,9 @@
 """Fenced claims on the real stack (FerretDB or MongoDB, MinIO): a validation taken over from a
 stalled worker completes as the new attempt while the stalled worker's late completion is
 refused, and the sweep deletes the objects of the attempt that lost from the real bucket, as it
-does an evaluation report no record references. Each step waits on a condition with a deadline.
+does an evaluation report no record references; a training run taken over from a silent trainer
+refuses the old attempt's completion and is never started again once finished. Each step waits
+on a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -18,24 +20,28 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import DatasetValidated
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import evaluation_report_key
+from screwops_contracts.runs import RUNS, RunRecord
 from screwops_evaluator.report import report_attempt as evaluation_attempt
 from screwops_evaluator.store import EVALUATIONS, MongoEvaluatorStore
 from screwops_settings import StackSettings
 from screwops_storage import (
     HEARTBEAT_AT,
     ClaimTimes,
+    Held,
     ObjectStore,
     SweepTimes,
     content_key,
     database,
     sha256_hex,
 )
+from screwops_trainer.store import MongoTrainerStore
 from screwops_validation.config import Rules
 from screwops_validation.service import ValidationService, report_keys
 from screwops_validation.store import REPORTS, MongoValidationStore, ValidationStore
 
 from tests.fakes import HeldStore, RecordingBus
 from tests.support import minio_client, remove_objects, unique
+from tests.unit.trainer.fakes import running_record
 from tests.unit.validation.builders import File, bad, good, stage_version
 
 DEADLINE_S = 60
@@ -162,3 +168,43 @@ async def test_the_sweep_removes_an_evaluation_report_no_record_references(
     finally:
         prefix = f"{evaluation_report_key(evaluation_id).removesuffix('.json')}/"
         await asyncio.to_thread(remove_objects, stack.s3, Bucket.MODELS, prefix)
+
+
+async def test_a_run_taken_over_from_a_silent_trainer_refuses_the_old_attempt(
+    stack: Stack,
+) -> None:
+    store = MongoTrainerStore(stack.db)
+    await store.ensure_indexes()
+    run = unique("it-run")
+    record = running_record(run)
+    try:
+        first = await store.start_run(record, times=TIMES)
+        assert isinstance(first, RunRecord)
+        assert first.attempts == 1
+        assert await store.start_run(record, times=TIMES) == Held(1), "alive: left to it"
+        silent = datetime.now(UTC) - timedelta(seconds=TIMES.silence_s + 1)
+        await stack.db[RUNS].update_one({"_id": run}, {"$set": {HEARTBEAT_AT: silent}})
+
+        second = await store.start_run(record, times=TIMES)
+        assert isinstance(second, RunRecord)
+        assert (second.status, second.attempts) == ("running", 2)
+        assert not await store.renew_run(run, 1)
+        assert not await store.finish_run(first.model_copy(update={"status": "finished"}))
+        assert await store.finish_run(second.model_copy(update={"status": "finished"}))
+        late = await store.start_run(record, times=TIMES)
+        assert isinstance(late, RunRecord)
+        assert (late.status, late.attempts, late.artifact_key) == (
+            "finished",
+            2,
+            second.artifact_key,
+        ), "a late start leaves the finished run alone"
+
+        for attempt in (first, second):
+            await stack.objects.put_once(
+                Bucket.MODELS, f"{attempt.artifact_key}/saved_model.pb", attempt.record_key.encode()
+            )
+        swept = await store.sweep_attempts(stack.objects, min_age_s=0)
+        assert swept == [f"{first.artifact_key}/saved_model.pb"]
+        assert await stack.objects.exists(Bucket.MODELS, f"{second.artifact_key}/saved_model.pb")
+    finally:
+        await asyncio.to_thread(remove_objects, stack.s3, Bucket.MODELS, f"runs/{run}/")

@@ -36,6 +36,7 @@ from screwops_validation.service import report_attempt, report_keys
 from screwops_validation.store import MongoValidationStore
 
 from tests.fakes import FakeDatabase, FakeObjects
+from tests.unit.trainer.fakes import running_record
 
 TIMES = ClaimTimes(max_run_s=600.0, heartbeat_s=10.0)
 ID = "screws@v1"
@@ -236,34 +237,13 @@ async def test_the_sweep_loop_outlives_a_database_away_and_a_refused_delete() ->
         loop.cancel()
 
 
-def run_record(run: str) -> RunRecord:
-    return RunRecord(
-        run_id=run,
-        model_name="screws",
-        status="running",
-        params={},
-        seed=1,
-        git_sha="abc",
-        packages={},
-        dataset_id="screws",
-        dataset_version=1,
-        dataset_digest="d",
-        split_key="screws/v1/split.json",
-        split_counts={},
-        cause_event_id="c",
-        correlation_id="c",
-        started_at=datetime.now(UTC),
-        **RunRecord.keys(run),
-    )
-
-
 async def test_a_run_is_claimed_fenced_and_never_restarted_once_finished() -> None:
     """The trainer's claim: a failed run is started again with the next number, a live one is
     held, a finished one is answered as it is (a late start can no longer mark it running), and
     only the latest attempt completes it."""
     db = FakeDatabase()
     store = MongoTrainerStore(cast(AsyncIOMotorDatabase[Any], db))
-    record = run_record("run-1")
+    record = running_record("run-1")
 
     first = await store.start_run(record, times=TIMES)
     assert isinstance(first, RunRecord)

@@ -10,6 +10,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,28 @@ Frames = npt.NDArray[np.uint8]
 
 PARAMS = TrainingParams(epochs=3, filters=(4,))
 PACKAGES = {"tensorflow": "2.x", "keras": "3.x", "numpy": "1.x", "screwops-trainer": "0.1.0"}
+
+
+def running_record(run: str) -> RunRecord:
+    """A run's record as a start writes it, before its attempt is claimed."""
+    return RunRecord(
+        run_id=run,
+        model_name="screws",
+        status="running",
+        params={},
+        seed=1,
+        git_sha="abc",
+        packages={},
+        dataset_id="screws",
+        dataset_version=1,
+        dataset_digest="d",
+        split_key="screws/v1/split.json",
+        split_counts={},
+        cause_event_id="c",
+        correlation_id="c",
+        started_at=datetime.now(UTC),
+        **RunRecord.keys(run),
+    )
 
 
 class FakeStore:
