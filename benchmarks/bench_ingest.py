@@ -16,10 +16,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from minio import Minio
 from screwops.v1 import ingestion_pb2, ingestion_pb2_grpc
 from screwops_rpc import open_channel
 from screwops_settings import StackSettings
+from screwops_stack import minio_security
+from screwops_storage import minio_client
 from screwops_synth import DEFECT_TYPES, image_rng, render_screw
 
 COUNT = 600
@@ -44,12 +45,8 @@ def images(seed: int) -> list[bytes]:
 
 
 def raw_put_rate(settings: StackSettings, files: list[bytes]) -> float:
-    s3 = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
-    )
+    # The root: the bench makes (and removes) a bucket of its own, which no MinIO user may.
+    s3 = minio_client(minio_security.root_settings(settings.minio, settings.home))
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     s3.make_bucket(bucket)
     try:

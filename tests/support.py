@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+import screwops_storage
 from aiokafka import AIOKafkaConsumer
 from minio import Minio
 from PIL import Image
@@ -35,7 +36,7 @@ from screwops_settings import (
     StackSettings,
     kafka_client_options,
 )
-from screwops_stack import certificates
+from screwops_stack import certificates, minio_security
 from screwops_stack.kafka_security import ADMIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,14 @@ def log_in_to_kafka_as_the_stack_admin() -> None:
     catalogue may. The services the supervisor starts still log in as themselves, and the
     security tests name the principal they act as."""
     os.environ.setdefault("SCREWOPS_KAFKA__USERNAME", ADMIN)
+
+
+def log_in_to_minio_as_the_stack_root() -> None:
+    """Make the MinIO clients of this test session (and of the processes it starts) the stack's
+    root: the tests make and remove objects in every bucket, which no user of the buckets'
+    catalogue may. The services the supervisor starts still log in as themselves, and the
+    security tests name the user they act as."""
+    os.environ.setdefault("SCREWOPS_MINIO__ACCESS_KEY", minio_security.ROOT)
 
 
 GRPC_TLS_VARIABLES = (
@@ -194,12 +203,7 @@ def model_rolled_back(
 
 def minio_client(settings: MinioSettings) -> Minio:
     """A plain client of the configured MinIO, for what a test lists, drops or removes itself."""
-    return Minio(
-        settings.endpoint,
-        access_key=settings.access_key,
-        secret_key=settings.secret_key.get_secret_value(),
-        secure=settings.secure,
-    )
+    return screwops_storage.minio_client(settings)
 
 
 def remove_objects(client: Minio, bucket: str, *prefixes: str) -> None:

@@ -3,8 +3,9 @@ development credentials and says which settings without printing a secret; every
 gateway's inspections and the admin APIs of ingestion, labeling and the registry) started with
 tokens refuses calls without a valid one while health checking stays open, and never logs a
 token; Triton refuses to load or unload a model for anyone without the model-control key (the
-gateway) and does for the registry's client; and, after all that, no secret of the stack home is
-in any of its logs."""
+gateway) and does for the registry's client; each service's MinIO user opens its own buckets
+and no other, and the development root no longer logs in; and, after all that, no secret of the
+stack home is in any of its logs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ import httpx
 import pytest
 import tritonclient.grpc.aio as tritongrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from minio import Minio
+from minio.error import S3Error
+from pydantic import SecretStr
 from screwops.v1 import (
     ingestion_pb2,
     ingestion_pb2_grpc,
@@ -36,20 +40,24 @@ from screwops.v1 import (
     registry_pb2_grpc,
 )
 from screwops_cli.common import ExitCode
+from screwops_contracts.datasets import Bucket
 from screwops_contracts.models import MODEL_CONTROL_HEADER, MODEL_NAME
 from screwops_errors import PermissionDeniedError
 from screwops_rpc import open_aio_channel
 from screwops_serving import TritonModels
 from screwops_settings import (
-    MinioSettings,
+    DEVELOPMENT_MINIO_SECRET,
     StackSettings,
+    minio_secret_file,
     triton_model_control_key,
     triton_model_repository,
 )
+from screwops_stack import minio_security
+from screwops_storage import ObjectStore
 
 from tests.e2e.conftest import PIPELINE, REPO
 from tests.integration.test_triton import CONFIG, MODEL
-from tests.support import eventually, free_port, png, run_cli, unique
+from tests.support import eventually, free_port, minio_client, png, remove_objects, run_cli, unique
 
 SERVICES = (*PIPELINE, "console")
 
@@ -80,6 +88,7 @@ async def test_production_refuses_development_credentials_without_printing_a_sec
         f"screwops_{service}",
         {
             "SCREWOPS_ENVIRONMENT": "production",
+            "SCREWOPS_MINIO__SECRET_KEY": DEVELOPMENT_MINIO_SECRET,
             "SCREWOPS_MONGO__URI": f"mongodb://screwops:{password}@127.0.0.1:27017/",
         },
         log,
@@ -90,8 +99,7 @@ async def test_production_refuses_development_credentials_without_printing_a_sec
     assert code != 0, f"{service} started in production with the development credentials"
     assert "minio.secret_key (SCREWOPS_MINIO__SECRET_KEY)" in output
     assert "mongo.uri" not in output.split("production refuses")[-1], "the URI has a user"
-    development = MinioSettings()
-    for secret in (password, development.secret_key.get_secret_value()):
+    for secret in (password, DEVELOPMENT_MINIO_SECRET):
         assert secret not in output
 
 
@@ -266,6 +274,63 @@ async def test_only_the_key_holders_may_load_or_unload_a_triton_model() -> None:
     print("Triton refused model control without the key (gRPC and HTTP); the key holder loaded")
 
 
+def _minio_user(settings: StackSettings, principal: str) -> ObjectStore:
+    """The object store a service builds, logged in as ``principal`` with its stack secret."""
+    secret = minio_secret_file(settings.home, principal).read_text().strip()
+    return ObjectStore.from_settings(
+        settings.minio.model_copy(update={"access_key": principal, "secret_key": SecretStr(secret)})
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_a_services_minio_user_opens_its_own_buckets_and_no_other() -> None:
+    settings = StackSettings()
+    root = ObjectStore.from_settings(minio_security.root_settings(settings.minio, settings.home))
+    gateway, trainer = _minio_user(settings, "gateway"), _minio_user(settings, "trainer")
+    prefix = unique("minio-users")
+    written = []
+    try:
+        # Its own: the gateway keeps an inspection image, the trainer a model file.
+        written.append(await gateway.put_named(Bucket.INSPECTIONS, f"{prefix}/a", b"image"))
+        assert await gateway.get_verified(Bucket.INSPECTIONS, f"{prefix}/a") == b"image"
+        written.append(await trainer.put_named(Bucket.MODELS, f"{prefix}/m", b"model"))
+        assert await trainer.list_keys(Bucket.MODELS, prefix) == [f"{prefix}/m"]
+        # Another's: MinIO answers AccessDenied to reads, lists and writes alike.
+        refused = [
+            gateway.get_verified(Bucket.MODELS, f"{prefix}/m"),
+            gateway.put_named(Bucket.MODELS, f"{prefix}/forged", b"x"),
+            gateway.list_keys(Bucket.DATASETS, prefix),
+            trainer.get_verified(Bucket.INSPECTIONS, f"{prefix}/a"),
+            trainer.put_named(Bucket.DATASETS, f"{prefix}/forged", b"x"),
+            trainer.ensure_buckets(unique("minio-users-bucket")),
+        ]
+        for call in refused:
+            with pytest.raises(PermissionDeniedError):
+                await call
+        assert not await root.exists(Bucket.MODELS, f"{prefix}/forged")
+        assert not await root.exists(Bucket.DATASETS, f"{prefix}/forged")
+    finally:
+        s3 = minio_client(minio_security.root_settings(settings.minio, settings.home))
+        for bucket in (Bucket.INSPECTIONS, Bucket.MODELS):
+            await asyncio.to_thread(remove_objects, s3, bucket, f"{prefix}/")
+    print(f"gateway and trainer wrote their own buckets ({len(written)} objects), were denied 6")
+
+
+async def test_the_development_minio_root_no_longer_logs_in() -> None:
+    settings = StackSettings()
+    development = Minio(
+        settings.minio.endpoint,
+        access_key=minio_security.DEVELOPMENT_ROOT,
+        secret_key=DEVELOPMENT_MINIO_SECRET,
+        secure=settings.minio.secure,
+    )
+    with pytest.raises(S3Error) as refused:
+        await asyncio.to_thread(development.list_buckets)
+    assert refused.value.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+    root = minio_client(minio_security.root_settings(settings.minio, settings.home))
+    assert {b.name for b in await asyncio.to_thread(root.list_buckets)} >= set(Bucket)
+
+
 MIN_SECRET_CHARS = 16
 """Shorter lines of a secret file are no secret (and would match by chance)."""
 
@@ -290,6 +355,7 @@ async def test_no_secret_of_the_stack_home_is_in_any_log() -> None:
     home = StackSettings().home
     found = _stack_secrets(home)
     assert any(where.startswith("secrets/kafka/") for where in found), sorted(found)
+    assert any(where.startswith("secrets/minio/") for where in found), sorted(found)
     assert any(where.startswith("secrets/triton/") for where in found), sorted(found)
     anywhere = re.compile("|".join(re.escape(secret) for secret in found.values()))
     which = {secret: where for where, secret in found.items()}

@@ -19,9 +19,10 @@ from screwops_contracts.models import MODEL_NAME
 from screwops_settings import StackSettings
 from screwops_stack import processes, supervisor
 
-from tests.support import log_in_to_kafka_as_the_stack_admin
+from tests.support import log_in_to_kafka_as_the_stack_admin, log_in_to_minio_as_the_stack_root
 
 log_in_to_kafka_as_the_stack_admin()
+log_in_to_minio_as_the_stack_root()
 REPO = Path(__file__).resolve().parents[2]
 ROLLOUT_LINE = "line-rollout"
 PIPELINE = (

@@ -11,9 +11,14 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from screwops_contracts import dlq_topic
 from screwops_settings import StackSettings, kafka_client_options
 
-from tests.support import log_in_to_kafka_as_the_stack_admin, unique
+from tests.support import (
+    log_in_to_kafka_as_the_stack_admin,
+    log_in_to_minio_as_the_stack_root,
+    unique,
+)
 
 log_in_to_kafka_as_the_stack_admin()
+log_in_to_minio_as_the_stack_root()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

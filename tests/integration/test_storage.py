@@ -54,10 +54,12 @@ class CountingMinio(Minio):
 
 
 def raw_client(settings: StackSettings) -> CountingMinio:
+    secret = settings.minio.secret_key
+    assert secret is not None, "no MinIO secret key in the stack home: make up first"
     return CountingMinio(
         settings.minio.endpoint,
         access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
+        secret_key=secret.get_secret_value(),
         secure=settings.minio.secure,
     )
 

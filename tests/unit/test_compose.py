@@ -21,18 +21,18 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 from screwops_contracts import access_rights
-from screwops_contracts.datasets import Bucket
-from screwops_contracts.minio import NOTIFY_TARGET_ARN
+from screwops_contracts.minio import bucket_access
 from screwops_settings import (
     StackSettings,
     grpc_certificate_files,
     kafka_ca_file,
     kafka_password_file,
+    minio_secret_file,
     port_of,
     triton_model_control_key_file,
 )
 from screwops_settings.services import Service
-from screwops_stack import compose, kafka_security
+from screwops_stack import compose, kafka_security, minio_security
 from screwops_stack.compose_secrets import variables
 from screwops_stack.dockerfiles import CONTAINER_HOME, STACK_DOCKERFILE, UID
 from screwops_stack.servers import (
@@ -423,12 +423,30 @@ def test_kafka_compose_listener_is_the_services_bootstrap_address() -> None:
 # --- credentials ---------------------------------------------------------------------------
 
 
-def test_minio_root_credentials_fall_back_to_the_settings(defaults: StackSettings) -> None:
+def test_minio_root_is_the_stacks_with_its_generated_password() -> None:
     env = _environment("minio")
-    user = defaults.minio.access_key
-    password = defaults.minio.secret_key.get_secret_value()
-    assert env["MINIO_ROOT_USER"] == f"${{SCREWOPS_MINIO__ACCESS_KEY:-{user}}}"
-    assert env["MINIO_ROOT_PASSWORD"] == f"${{SCREWOPS_MINIO__SECRET_KEY:-{password}}}"
+    assert env["MINIO_ROOT_USER"] == minio_security.ROOT
+    # Read from the secrets volume by the entrypoint, never a variable of this file.
+    assert "MINIO_ROOT_PASSWORD" not in env
+    assert 'export MINIO_ROOT_PASSWORD="$$(cat /run/secrets/minio-root)"' in " ".join(
+        _service("minio")["entrypoint"]
+    )
+    assert _secrets_mounts("minio")["/run/secrets/minio-root"] == (
+        f"secrets/minio/{minio_security.ROOT}"
+    )
+
+
+def test_minio_init_provisions_the_users_as_the_root_with_every_secret() -> None:
+    init = _service("minio-init")
+    env = _environment("minio-init")
+    home = Path(env["SCREWOPS_HOME"])
+    assert init["image"] == _service("stack-secrets")["image"]
+    assert init["command"] == ["python", "-m", "screwops_stack.compose", "minio"]
+    assert env["SCREWOPS_MINIO__ACCESS_KEY"] == minio_security.ROOT
+    assert _secrets_mounts("minio-init") == {
+        str(minio_secret_file(home, minio_security.ROOT).parent): "secrets/minio"
+    }
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
 # --- the services' environment ----------------------------------------------------------------
@@ -449,17 +467,9 @@ def test_service_env_moves_hosts_and_keeps_ports(
         assert _host(inside[name]) in _compose()["services"], name
 
 
-def test_service_env_credentials_equal_the_minio_servers(
-    defaults: StackSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in _anchor_env().items():
-        monkeypatch.setenv(name, value)
-    inside = StackSettings()
-    assert inside.minio.access_key == _default(_environment("minio")["MINIO_ROOT_USER"])
-    assert inside.minio.secret_key.get_secret_value() == _default(
-        _environment("minio")["MINIO_ROOT_PASSWORD"]
-    )
-    assert inside.minio.access_key == defaults.minio.access_key
+def test_service_env_holds_no_minio_credential() -> None:
+    # Each service is its own user (the settings' doing) with its own mounted secret key.
+    assert not {n for n in _anchor_env() if n.startswith("SCREWOPS_MINIO__") and "KEY" in n}
 
 
 # --- images --------------------------------------------------------------------------------
@@ -562,13 +572,11 @@ def test_minio_notifies_kafka_as_the_native_stack_does(defaults: StackSettings) 
         assert env[name] == expected, name
     assert _secrets_mounts("minio") == {
         "/run/secrets/kafka-password": f"secrets/kafka/{MINIO_PRINCIPAL}",
+        "/run/secrets/minio-root": f"secrets/minio/{minio_security.ROOT}",
         "/etc/minio/certs/CAs/screwops-ca.crt": "tls/ca.crt",
     }
     command = _service("minio")["command"]
     assert command[command.index("--certs-dir") + 1] == "/etc/minio/certs"
-    command = " ".join(_service("minio-init")["command"])
-    assert f"local/{Bucket.DROP}" in command
-    assert NOTIFY_TARGET_ARN in command
 
 
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
@@ -609,13 +617,16 @@ def _kafka_mounts(spec: Service) -> dict[str, str]:
 @pytest.mark.parametrize("spec", available(), ids=lambda s: s.name)
 def test_every_service_logs_in_to_kafka_as_its_own_principal(spec: Service) -> None:
     env = _environment(spec.name)
+    home = Path(_anchor_env()["SCREWOPS_HOME"])
+    # Its own MinIO user's secret key, where the settings read it, and no other MinIO secret.
+    minio = {str(minio_secret_file(home, spec.name)): f"secrets/minio/{spec.name}"}
+    assert spec.name in bucket_access()
     mounts = _kafka_mounts(spec)
     if spec.name not in access_rights():
         # A service that is no Kafka principal (the console) gets no Kafka secret at all.
         assert "SCREWOPS_KAFKA__USERNAME" not in env
-        assert mounts == {}
+        assert mounts == minio
         return
-    home = Path(_anchor_env()["SCREWOPS_HOME"])
     assert env["SCREWOPS_KAFKA__USERNAME"] == spec.name
     # Only its own password, where the settings read it, and the CA; never another's or a key
     # (but Triton's model-control key, where the settings read it, for those that load models).
@@ -628,6 +639,7 @@ def test_every_service_logs_in_to_kafka_as_its_own_principal(spec: Service) -> N
         str(kafka_password_file(home, spec.name)): f"secrets/kafka/{spec.name}",
         _anchor_env()["SCREWOPS_KAFKA__CA_FILE"]: "tls/ca.crt",
         **triton_key,
+        **minio,
     }
 
 
@@ -701,6 +713,7 @@ def test_the_secrets_job_gives_each_file_to_its_one_reader(
     assert {p for p, uid in owners.items() if uid == UID} == {
         *grpc_certificate_files(tmp_path),
         *(kafka_password_file(tmp_path, name) for name in passwords),
+        *(minio_secret_file(tmp_path, name) for name in minio_security.principals()),
         triton_model_control_key_file(tmp_path),
     }
     assert triton_model_control_key_file(tmp_path).stat().st_mode & 0o077 == 0

@@ -28,10 +28,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 from screwops_contracts import DLQ_SUFFIX, access_rights, all_topics
-from screwops_contracts.datasets import Bucket
-from screwops_contracts.minio import NOTIFY_TARGET_ARN
-from screwops_settings import Role, StackSettings, port_of
+from screwops_contracts.minio import bucket_access
+from screwops_settings import Role, StackSettings, minio_secret_file, port_of
 from screwops_settings.services import SERVICES, Service
+from screwops_stack import minio_security
 from screwops_stack.certificates import GRPC_HOSTS
 from screwops_stack.dockerfiles import UID, dockerfile_path
 from screwops_stack.servers import (
@@ -771,10 +771,53 @@ def test_minio_notifies_kafka_as_the_native_stack_does(cluster_env: pytest.Monke
         minio_notify_env(StackSettings(), queue_dir=queue_dir)
     )
     assert queue_dir in _mounts(minio).values()
-    init = " ".join(_container(_one("Job", "minio-init"), "mc")["args"])
-    assert NOTIFY_TARGET_ARN in init
-    for bucket in [*Bucket, StackSettings().minio.dead_letter_bucket]:
-        assert str(bucket) in init.split("for bucket in ")[1].split(";")[0], bucket
+
+
+def _secret_ref(container: Doc, name: str) -> dict[str, str]:
+    (entry,) = [e for e in container.get("env", []) if e["name"] == name]
+    ref = entry["valueFrom"]["secretKeyRef"]
+    assert isinstance(ref, dict)
+    return ref
+
+
+def test_minio_root_has_the_generated_password_of_minio_users() -> None:
+    minio = _container(_one("StatefulSet", "minio"))
+    assert _env(minio)["MINIO_ROOT_USER"] == minio_security.ROOT
+    assert _secret_ref(minio, "MINIO_ROOT_PASSWORD") == {
+        "name": "minio-users",
+        "key": minio_security.ROOT,
+    }
+    assert set(_examples()["minio-users"]) == set(minio_security.principals())
+
+
+def test_minio_init_provisions_every_user_as_the_root() -> None:
+    job = _one("Job", "minio-init")
+    container = _container(job, "provision")
+    assert container["command"] == ["python", "-m", "screwops_stack.compose", "minio"]
+    env = _env(container)
+    assert env["SCREWOPS_MINIO__ACCESS_KEY"] == minio_security.ROOT
+    # Every secret, where the stack home keeps them, read-only.
+    home = Path(env["SCREWOPS_HOME"])
+    assert _mounts(container)["minio-users"] == str(minio_secret_file(home, "x").parent)
+    (volume,) = [v for v in _pod(job)["volumes"] if v["name"] == "minio-users"]
+    assert volume["secret"]["secretName"] == "minio-users"
+
+
+@pytest.mark.parametrize("name", sorted({s.name for s in SERVICES}))
+def test_each_service_is_its_own_minio_user(name: str) -> None:
+    assert name in bucket_access()
+    container = _container(_one("Deployment", name))
+    assert _env(container)["SCREWOPS_MINIO__ACCESS_KEY"] == name
+    assert _secret_ref(container, "SCREWOPS_MINIO__SECRET_KEY") == {
+        "name": "minio-users",
+        "key": name,
+    }
+    given = {
+        ref["key"]
+        for e in container.get("env", [])
+        if (ref := e.get("valueFrom", {}).get("secretKeyRef", {})).get("name") == "minio-users"
+    }
+    assert given == {name}
 
 
 def test_minio_and_mongo_listen_on_the_settings_ports(defaults: StackSettings) -> None:

@@ -28,7 +28,12 @@ from screwops_settings import (
 )
 from screwops_stack import kafka_security
 from screwops_stack.servers import Layout, kafka_properties
-from screwops_stack.supervisor import KAFKA_PASSWORD, KAFKA_USERNAME, kafka_principal_env
+from screwops_stack.supervisor import (
+    KAFKA_PASSWORD,
+    KAFKA_USERNAME,
+    MINIO_ACCESS_KEY,
+    principal_env,
+)
 
 FLOWS = [(str(r.event.TOPIC), r.producer, r.consumers) for r in CATALOGUE] + [
     (f.topic, f.producer, f.consumers) for f in FEEDS
@@ -157,10 +162,8 @@ def test_clients_log_in_with_the_password_the_stack_generated(
 
 
 def test_a_supervised_service_logs_in_as_itself() -> None:
-    env = kafka_principal_env(
-        {KAFKA_USERNAME: "admin", KAFKA_PASSWORD: "x", "PATH": "/bin"}, "gateway"
-    )
-    assert env == {KAFKA_USERNAME: "gateway", "PATH": "/bin"}
+    env = principal_env({KAFKA_USERNAME: "admin", KAFKA_PASSWORD: "x", "PATH": "/bin"}, "gateway")
+    assert env == {KAFKA_USERNAME: "gateway", MINIO_ACCESS_KEY: "gateway", "PATH": "/bin"}
 
 
 def test_a_service_started_by_hand_logs_in_as_itself(

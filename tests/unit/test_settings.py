@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import (
+    DEVELOPMENT_MINIO_SECRET,
     ServiceSettings,
     StackSettings,
+    minio_secret_file,
     triton_model_control_key,
     triton_model_control_key_file,
 )
+from screwops_stack.certificates import write_private
 
 from tests.support import use_production_credentials
 
@@ -45,26 +48,50 @@ def test_the_prefix_and_nested_variables_override_the_defaults(
     settings = StackSettings()
 
     assert settings.minio.endpoint == "minio:9000"
-    assert settings.minio.access_key == "screwops"
+    assert settings.minio.access_key == "operator"
     assert settings.kafka.partitions == 6
     assert settings.telemetry.otlp_grpc_endpoint == "http://jaeger:4317"
     assert settings.environment == "development"
 
 
-def test_development_accepts_the_development_credentials() -> None:
-    assert StackSettings().minio.secret_key.get_secret_value() == "screwops-dev-secret"
+def test_the_minio_secret_is_the_principals_own_from_the_stack_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    assert StackSettings().minio.secret_key is None, "no default secret"
+    for principal in ("operator", "admin"):
+        write_private(minio_secret_file(tmp_path, principal), f"{principal}-secret\n")
+
+    assert StackSettings().minio.secret_key == SecretStr("operator-secret")
+    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "admin")
+    assert StackSettings().minio.secret_key == SecretStr("admin-secret")
+
+
+def test_a_service_is_its_own_minio_user_unless_one_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    for principal in ("operator", "gateway", "admin"):
+        write_private(minio_secret_file(tmp_path, principal), f"{principal}-secret")
+
+    gateway = GatewaySettings().stack.minio
+    assert (gateway.access_key, gateway.secret_key) == ("gateway", SecretStr("gateway-secret"))
+    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "admin")
+    named = GatewaySettings().stack.minio
+    assert (named.access_key, named.secret_key) == ("admin", SecretStr("admin-secret"))
 
 
 def test_production_with_development_credentials_names_each_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", DEVELOPMENT_MINIO_SECRET)
 
     with pytest.raises(ValidationError) as refused:
         StackSettings()
 
     message = str(refused.value)
-    for name in ["minio.access_key", "minio.secret_key", "mongo.uri"]:
+    for name in ["minio.secret_key", "mongo.uri"]:
         assert name in message
     assert "SCREWOPS_MINIO__SECRET_KEY" in message
     assert "screwops-dev-secret" not in message
@@ -74,14 +101,12 @@ def test_production_refusal_never_prints_the_real_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     use_production_credentials(monkeypatch)
-    monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "screwops")
     monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://mongo:27017/?appname=m0ngo-pass")
 
     with pytest.raises(ValidationError) as refused:
         StackSettings()
 
     message = str(refused.value)
-    assert "minio.access_key" in message
     assert "mongo.uri" in message
     assert "minio.secret_key" not in message
     assert "kJ8#real-minio-secret" not in message
@@ -143,6 +168,7 @@ def test_a_service_in_production_inherits_the_credential_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "production")
+    monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", DEVELOPMENT_MINIO_SECRET)
     with pytest.raises(ValidationError, match=r"minio\.secret_key"):
         GatewaySettings()
 

@@ -31,6 +31,7 @@ class Bucket(StrEnum):
     MODELS = "models"  # SavedModels, training histories, evaluation reports
     INSPECTIONS = "inspections"  # images the gateway keeps (sampled or low confidence)
     DROP = "ingest-drop"  # upstream systems drop files here; MinIO notifies ingestion
+    DEAD_LETTERS = "dead-letters"  # bodies of dead letters too large for Kafka (the bus')
 
 
 READY_MARKER = "_READY"

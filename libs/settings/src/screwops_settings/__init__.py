@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "DEFAULT_HOME",
+    "DEVELOPMENT_MINIO_SECRET",
     "MIN_TOKEN_CHARS",
     "PRINCIPAL_PATTERN",
     "ApiSettings",
@@ -36,6 +37,7 @@ __all__ = [
     "kafka_ca_file",
     "kafka_client_options",
     "kafka_password_file",
+    "minio_secret_file",
     "port_of",
     "triton_model_control_key",
     "triton_model_control_key_file",
@@ -44,6 +46,9 @@ __all__ = [
 
 DEFAULT_HOME = Path.home() / ".cache" / "screwops"
 """``SCREWOPS_HOME`` unless set: the native stack's installs, data, logs and pid files."""
+DEVELOPMENT_MINIO_SECRET = "screwops-dev-secret"
+"""The MinIO root password every stack had before each generated its own; it is in this repo's
+history, so production refuses it wherever it is set."""
 
 
 def triton_model_repository(home: Path = DEFAULT_HOME) -> Path:
@@ -81,6 +86,16 @@ def kafka_password_file(home: Path, principal: str) -> Path:
     return home / "secrets" / "kafka" / principal
 
 
+def minio_secret_file(home: Path, principal: str) -> Path:
+    """The file the native stack keeps ``principal``'s MinIO secret key in (owner-only, 0600):
+    a service's, the CLI's (``operator``) or the root's (``admin``).
+
+    Named here because the stack writes it at ``make up`` and every client of the native stack
+    reads its own principal's from it when no secret key is set.
+    """
+    return home / "secrets" / "minio" / principal
+
+
 def console_secrets_dir(home: Path) -> Path:
     """Where the console keeps its accounts, its session secret and the first admin's password
     (owner-only files) unless told otherwise.
@@ -103,6 +118,12 @@ def kafka_ca_file(home: Path) -> Path:
     return home / "tls" / "ca.crt"
 
 
+def grpc_certificate_files(home: Path) -> tuple[Path, Path]:
+    """The native stack's server certificate of every gRPC API and its key (owner-only), one
+    pair for all: the stack issues it at ``make up`` for the names the APIs are reached by."""
+    return home / "tls" / "grpc.crt", home / "tls" / "grpc.key"
+
+
 class KafkaSettings(BaseModel):
     """Where the Kafka broker listens, who a client is to it, and how new topics are laid out.
 
@@ -114,12 +135,6 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Broker address for clients.", examples=["kafka:9092"]
-def grpc_certificate_files(home: Path) -> tuple[Path, Path]:
-    """The native stack's server certificate of every gRPC API and its key (owner-only), one
-    pair for all: the stack issues it at ``make up`` for the names the APIs are reached by."""
-    return home / "tls" / "grpc.crt", home / "tls" / "grpc.key"
-
-
     )
     controller_port: int = Field(9093, description="KRaft controller listener (native stack).")
     partitions: int = Field(
@@ -154,17 +169,6 @@ def grpc_certificate_files(home: Path) -> tuple[Path, Path]:
     )
 
 
-class MinioSettings(BaseModel):
-    """The S3 endpoint for artifacts, and its root credentials."""
-
-    endpoint: str = Field("127.0.0.1:9000", examples=["minio:9000"])
-    console_port: int = 9001
-    access_key: str = "screwops"
-    secret_key: SecretStr = SecretStr("screwops-dev-secret")
-    secure: bool = False
-    dead_letter_bucket: str = Field(
-        "dead-letters",
-        description="Where the bus keeps the bodies of dead letters too large for Kafka; "
 class GrpcTlsSettings(BaseModel):
     """TLS of every gRPC API: a server presents ``cert_file``; a client checks it against
     ``ca_file`` and, where the API requires client certificates (mTLS, a production line's
@@ -198,6 +202,29 @@ class GrpcTlsSettings(BaseModel):
         return self
 
 
+class MinioSettings(BaseModel):
+    """The S3 endpoint for artifacts, and who a client is to it.
+
+    Each principal is a MinIO user whose policy opens only its own buckets (the catalogue in
+    ``screwops_contracts.minio``). Natively, a secret key left unset is read from the stack home
+    (see :func:`minio_secret_file`), so the CLI and the tests need no setup; compose mounts the
+    file, k8s sets ``SCREWOPS_MINIO__SECRET_KEY``.
+    """
+
+    endpoint: str = Field("127.0.0.1:9000", examples=["minio:9000"])
+    console_port: int = 9001
+    access_key: str = Field(
+        "operator",
+        description="The principal this client is: a service's own name (set for it unless "
+        "named here), `operator` for the CLI, `admin` (the root) for the stack manager and tests.",
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="The principal's secret key; unset: read from the stack home."
+    )
+    secure: bool = False
+    dead_letter_bucket: str = Field(
+        "dead-letters",
+        description="Where the bus keeps the bodies of dead letters too large for Kafka; "
         "`dlq replay` reads them back from here.",
     )
 
@@ -262,6 +289,7 @@ class StackSettings(BaseSettings):
         description="Native stack only: installed servers, their data, logs and pid files.",
     )
     kafka: KafkaSettings = KafkaSettings()
+    grpc: GrpcTlsSettings = GrpcTlsSettings()
     minio: MinioSettings = MinioSettings()
     mongo: MongoSettings = MongoSettings()
     triton: TritonSettings = TritonSettings()
@@ -280,7 +308,28 @@ class StackSettings(BaseSettings):
         if kafka.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
             kafka.ca_file = ca
         return self
-    grpc: GrpcTlsSettings = GrpcTlsSettings()
+
+    @model_validator(mode="after")
+    def _grpc_tls_from_home(self) -> StackSettings:
+        """Fill the CA and the server certificate the native stack issued, where unset."""
+        tls = self.grpc
+        cert, key = grpc_certificate_files(self.home)
+        if tls.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
+            tls.ca_file = ca
+        if tls.cert_file is None and tls.key_file is None and cert.is_file() and key.is_file():
+            tls.cert_file, tls.key_file = cert, key
+        return self
+
+    @model_validator(mode="after")
+    def _minio_credentials_from_home(self) -> StackSettings:
+        """Fill the MinIO secret key the native stack generated for ``minio.access_key``, where
+        unset (a missing file leaves it unset, and MinIO refuses the client)."""
+        minio = self.minio
+        if minio.secret_key is None:
+            secret = minio_secret_file(self.home, minio.access_key)
+            if secret.is_file():
+                minio.secret_key = SecretStr(secret.read_text().strip())
+        return self
 
     @model_validator(mode="after")
     def _no_development_credentials_in_production(self) -> StackSettings:
@@ -298,22 +347,8 @@ class StackSettings(BaseSettings):
         return self
 
     def _development_credentials(self) -> list[str]:
-        minio_defaults = MinioSettings()
         offending = []
-    @model_validator(mode="after")
-    def _grpc_tls_from_home(self) -> StackSettings:
-        """Fill the CA and the server certificate the native stack issued, where unset."""
-        tls = self.grpc
-        cert, key = grpc_certificate_files(self.home)
-        if tls.ca_file is None and (ca := kafka_ca_file(self.home)).is_file():
-            tls.ca_file = ca
-        if tls.cert_file is None and tls.key_file is None and cert.is_file() and key.is_file():
-            tls.cert_file, tls.key_file = cert, key
-        return self
-
-        if self.minio.access_key == minio_defaults.access_key:
-            offending.append("minio.access_key")
-        if self.minio.secret_key == minio_defaults.secret_key:
+        if self.minio.secret_key == SecretStr(DEVELOPMENT_MINIO_SECRET):
             offending.append("minio.secret_key")
         if self.kafka.security_protocol != "SASL_SSL":
             offending.append("kafka.security_protocol")
@@ -417,6 +452,23 @@ class ServiceSettings(BaseSettings):
             kafka.password = SecretStr(own.read_text().strip()) if own.is_file() else None
         return self
 
+    @model_validator(mode="after")
+    def _minio_principal_is_the_service(self) -> Self:
+        """Unless ``SCREWOPS_MINIO__ACCESS_KEY`` names one, a service is its own MinIO user
+        (with its own secret from the stack home), whose policy opens only its buckets."""
+        minio = self.stack.minio
+        if "access_key" in minio.model_fields_set:
+            return self
+        inherited = minio_secret_file(self.stack.home, minio.access_key)
+        read_from_home = inherited.is_file() and minio.secret_key == SecretStr(
+            inherited.read_text().strip()
+        )
+        minio.access_key = self.service_name
+        if minio.secret_key is None or read_from_home:
+            own = minio_secret_file(self.stack.home, self.service_name)
+            minio.secret_key = SecretStr(own.read_text().strip()) if own.is_file() else None
+        return self
+
 
 MIN_TOKEN_CHARS = 16
 PRINCIPAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
@@ -499,6 +551,11 @@ class ApiSettings(ServiceSettings):
     require_auth: bool = Field(
         False, description="Refuse to start without auth_tokens (always so in production)."
     )
+    require_client_cert: bool = Field(
+        False,
+        description="Mutual TLS: refuse a connection without a client certificate signed by "
+        "stack.grpc.ca_file (a production line's cameras; `screwops stack issue-client-cert`).",
+    )
 
     @model_validator(mode="after")
     def _authentication_where_required(self) -> Self:
@@ -516,8 +573,3 @@ class ApiSettings(ServiceSettings):
         if len(set(secrets)) < len(secrets):
             raise ValueError("two entries of auth_tokens share a token: each names one principal")
         return self
-    require_client_cert: bool = Field(
-        False,
-        description="Mutual TLS: refuse a connection without a client certificate signed by "
-        "stack.grpc.ca_file (a production line's cameras; `screwops stack issue-client-cert`).",
-    )

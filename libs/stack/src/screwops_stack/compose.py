@@ -15,6 +15,12 @@ is replaced once made.
 ``kafka`` (the ``kafka-init`` job) creates the catalogue's topics and syncs every principal's
 ACLs as the admin once the broker is healthy: :func:`screwops_stack.servers.provision_kafka`,
 what the native stack does after Kafka is ready.
+
+MinIO likewise: ``secrets`` also makes its root password and each MinIO user's secret key
+(``secrets/minio/<principal>``, the services' uid's: each service mounts its own, MinIO the
+root's), and ``minio`` (the ``minio-init`` job) makes the buckets, the drop bucket's notification
+and every user with its policy as the root once MinIO is healthy:
+:func:`screwops_stack.minio_security.provision`, what the native stack does after MinIO is ready.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ import os
 import sys
 from pathlib import Path
 
-from screwops_settings import StackSettings, kafka_password_file
+from screwops_settings import StackSettings, kafka_password_file, minio_secret_file
 
-from screwops_stack import certificates, kafka_security
+from screwops_stack import certificates, kafka_security, minio_security
 from screwops_stack.dockerfiles import UID as SERVICE_UID
 from screwops_stack.servers import ensure_triton_key, provision_kafka
 
@@ -81,17 +87,24 @@ def make_secrets(home: Path, *, log: Path) -> None:
     # The gRPC APIs' certificate and key, from the same CA: every API container reads them.
     for path in certificates.ensure_grpc_certificate(home, log=log):
         os.chown(path, SERVICE_UID, SERVICE_UID)
+    for name in minio_security.ensure_passwords(home):
+        os.chown(minio_secret_file(home, name), SERVICE_UID, SERVICE_UID)
     # The registry and the evaluator read it as the services' uid; Triton's container is root's.
     os.chown(ensure_triton_key(home), SERVICE_UID, SERVICE_UID)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m screwops_stack.compose")
-    parser.add_argument("job", choices=["secrets", "kafka"])
+    parser.add_argument("job", choices=["secrets", "kafka", "minio"])
     args = parser.parse_args(argv)
     settings = StackSettings()
     if args.job == "secrets":
         make_secrets(settings.home, log=Path("/dev/stderr"))
+    elif args.job == "minio":
+        minio_security.provision(
+            minio_security.root_settings(settings.minio, settings.home),
+            minio_security.ensure_passwords(settings.home),
+        )
     else:
         provision_kafka(settings)
     return 0

@@ -25,12 +25,11 @@ from urllib.parse import urlsplit
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from minio import Minio
-from minio.notificationconfig import NotificationConfig, QueueConfig
+from minio.error import S3Error
 from pydantic import SecretStr
 from pymongo import MongoClient
 from screwops_contracts import FEEDS, access_rights, all_topics
-from screwops_contracts.datasets import Bucket
-from screwops_contracts.minio import BUCKET_EVENTS_TOPIC, NOTIFY_TARGET_ARN, NOTIFY_TARGET_ID
+from screwops_contracts.minio import BUCKET_EVENTS_TOPIC, NOTIFY_TARGET_ID
 from screwops_settings import (
     KafkaSettings,
     StackSettings,
@@ -41,7 +40,7 @@ from screwops_settings import (
     triton_model_repository,
 )
 
-from screwops_stack import kafka_security
+from screwops_stack import kafka_security, minio_security
 
 DEPLOY = Path(__file__).resolve().parents[4] / "deploy"
 BIND_HOST = "127.0.0.1"
@@ -381,16 +380,22 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
     port = port_of(settings.minio.endpoint)
     console = settings.minio.console_port
 
+    passwords = minio_security.ensure_passwords(layout.home)
+    root = minio_security.root_settings(settings.minio, layout.home)
     client = Minio(
-        settings.minio.endpoint,
-        access_key=settings.minio.access_key,
-        secret_key=settings.minio.secret_key.get_secret_value(),
-        secure=settings.minio.secure,
+        root.endpoint,
+        access_key=minio_security.ROOT,
+        secret_key=passwords[minio_security.ROOT],
+        secure=root.secure,
     )
 
     def ready() -> None:
         try:
             client.list_buckets()
+        except S3Error as exc:
+            if exc.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return  # it answers S3; provisioning says why it refuses the root
+            raise NotReadyError(f"S3 ListBuckets failed: {exc!r}") from exc
         except Exception as exc:
             raise NotReadyError(f"S3 ListBuckets failed: {exc!r}") from exc
 
@@ -398,23 +403,6 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
         _mkdirs(data, events, certs / "CAs")
         # MinIO trusts the CAs of <certs-dir>/CAs when it connects to Kafka.
         shutil.copyfile(kafka_security.Tls(layout.home).ca_cert, certs / "CAs" / "screwops-ca.crt")
-
-    def notify_ingestion() -> None:
-        # Upstream systems drop files into the drop bucket; MinIO tells ingestion through Kafka.
-        if not client.bucket_exists(Bucket.DROP):
-            client.make_bucket(Bucket.DROP)
-        client.set_bucket_notification(
-            Bucket.DROP,
-            NotificationConfig(
-                queue_config_list=[
-                    QueueConfig(
-                        events=["s3:ObjectCreated:*"],
-                        config_id="ingestion",
-                        queue=NOTIFY_TARGET_ARN,
-                    )
-                ]
-            ),
-        )
 
     return Server(
         name="minio",
@@ -431,8 +419,8 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
             "--quiet",
         ],
         env=_base_env(
-            MINIO_ROOT_USER=settings.minio.access_key,
-            MINIO_ROOT_PASSWORD=settings.minio.secret_key.get_secret_value(),
+            MINIO_ROOT_USER=minio_security.ROOT,
+            MINIO_ROOT_PASSWORD=passwords[minio_security.ROOT],
             MINIO_UPDATE="off",
             **minio_notify_env(settings, queue_dir=str(events)),
             **minio_notify_security_env(
@@ -443,7 +431,8 @@ def _minio(settings: StackSettings, layout: Layout) -> Server:
         ready=ready,
         ports=[port, console],
         prepare=prepare,
-        after_ready=notify_ingestion,
+        # The buckets, the drop bucket's notification, each principal's user and policy.
+        after_ready=lambda: minio_security.provision(root, passwords),
     )
 
 

@@ -65,14 +65,18 @@ def service_env(settings: StackSettings) -> dict[str, str]:
 
 KAFKA_USERNAME = "SCREWOPS_KAFKA__USERNAME"
 KAFKA_PASSWORD = "SCREWOPS_KAFKA__PASSWORD"
+MINIO_ACCESS_KEY = "SCREWOPS_MINIO__ACCESS_KEY"
+MINIO_SECRET_KEY = "SCREWOPS_MINIO__SECRET_KEY"
 
 
-def kafka_principal_env(env: dict[str, str], service: str) -> dict[str, str]:
-    """``env`` with the service logging in to Kafka as its own principal: its password is read
-    from the stack home, never one the supervisor was started with (the operator's, the
-    tests')."""
-    own = {name: value for name, value in env.items() if name != KAFKA_PASSWORD}
-    return own | {KAFKA_USERNAME: service}
+def principal_env(env: dict[str, str], service: str) -> dict[str, str]:
+    """``env`` with the service logging in to Kafka and MinIO as its own principal: its
+    passwords are read from the stack home, never those the supervisor was started with (the
+    operator's, the tests')."""
+    own = {
+        name: value for name, value in env.items() if name not in (KAFKA_PASSWORD, MINIO_SECRET_KEY)
+    }
+    return own | {KAFKA_USERNAME: service, MINIO_ACCESS_KEY: service}
 
 
 class Supervisor:
@@ -135,7 +139,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=kafka_principal_env(self._env, spec.name),
+                env=principal_env(self._env, spec.name),
             )
         self._processes[spec.name] = process
         log.info("started %s (pid %d)", spec.name, process.pid)

@@ -32,7 +32,7 @@ from screwops_storage.mongo import (
     mongo_client,
     mongo_errors,
 )
-from screwops_storage.objects import SHA256_METADATA, ObjectStore, StoredObject
+from screwops_storage.objects import SHA256_METADATA, ObjectStore, StoredObject, minio_client
 
 __all__ = [
     "BULK_CHUNK",
@@ -57,6 +57,7 @@ __all__ = [
     "holding",
     "join_key",
     "keep_sweeping",
+    "minio_client",
     "mongo_client",
     "mongo_errors",
     "renew_claim",

@@ -47,7 +47,7 @@ from screwops_storage.keys import (
     validate_key,
 )
 
-__all__ = ["SHA256_METADATA", "ListedObject", "ObjectStore", "StoredObject"]
+__all__ = ["SHA256_METADATA", "ListedObject", "ObjectStore", "StoredObject", "minio_client"]
 
 SHA256_METADATA = "x-amz-meta-sha256"
 """The object metadata header that holds the sha256 of an object's bytes."""
@@ -65,6 +65,21 @@ _BUSY = frozenset(
     }
 )
 _BAD_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"})
+
+
+def minio_client(
+    settings: MinioSettings, *, http_client: urllib3.PoolManager | None = None
+) -> Minio:
+    """A client of the configured MinIO as ``settings.access_key``; without a secret key (none
+    set, none in the stack home) its requests are anonymous, which MinIO refuses."""
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key if secret else "",
+        secret_key=secret,
+        secure=settings.secure,
+        http_client=http_client,
+    )
 
 
 @dataclass(frozen=True, order=True)
@@ -115,15 +130,7 @@ class ObjectStore:
                 total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
             ),
         )
-        return cls(
-            Minio(
-                settings.endpoint,
-                access_key=settings.access_key,
-                secret_key=settings.secret_key.get_secret_value(),
-                secure=settings.secure,
-                http_client=http,
-            )
-        )
+        return cls(minio_client(settings, http_client=http))
 
     async def ensure_buckets(self, *names: str) -> None:
         """Create the buckets a service writes to, if missing, so a fresh stack needs no setup.
