@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health as grpc_health  # not ``health``: our submodule takes that name
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from screwops_errors import InvalidInputError, grpc_status
 from screwops_settings import GrpcTlsSettings
@@ -192,7 +193,7 @@ class Server:
         # Read now, so a missing certificate stops the service before it starts anything else.
         self._credentials = server_credentials(tls, require_client_cert=require_client_cert)
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = grpc_health.aio.HealthServicer()
         self.port = port
 
     def count_calls(self, record: Record) -> None:
