@@ -33,7 +33,7 @@ EXPECTED = {
     "registry": ({"models"}, {"models", "dead-letters"}),
     "gateway": (set(), {"inspections", "dead-letters"}),
     "monitor": ({"models"}, {"dead-letters"}),
-    "console": ({"datasets"}, set()),
+    "console": ({"datasets", "models"}, set()),
 }
 
 

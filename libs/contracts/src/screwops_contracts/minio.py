@@ -108,8 +108,9 @@ BUCKET_ACCESS: tuple[BucketAccess, ...] = (
     _access("registry", read=(Bucket.MODELS,), write=(Bucket.MODELS,)),
     _access("gateway", write=(Bucket.INSPECTIONS,), expire=(Bucket.INSPECTIONS,)),
     _access("monitor", read=(Bucket.MODELS,)),
-    # The console shows validation reports; it consumes no events.
-    _access("console", read=(Bucket.DATASETS,), dead_letters=False),
+    # The console shows validation reports and, beside a version's metrics, the gate checks of
+    # its evaluation report; it consumes no events.
+    _access("console", read=(Bucket.DATASETS, Bucket.MODELS), dead_letters=False),
     # The CLI (the same principal as Kafka's operator): `dlq replay` reads dead letters' bodies,
     # `models export` a version's files; it reads any bucket and drops files as upstream does.
     BucketAccess("operator", read=frozenset(Bucket), write=frozenset({Bucket.DROP})),
