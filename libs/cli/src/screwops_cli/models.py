@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import getpass
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -203,6 +203,15 @@ def _print_change(change: registry_pb2.AliasChange) -> None:
     )
 
 
+def _audit(actor: str, reason: str, request_id: str) -> dict[str, str]:
+    """The fields every moving request carries: who asks, why, and the id a retry reuses."""
+    return {
+        "actor": actor or getpass.getuser(),
+        "reason": reason,
+        "request_id": _request_id(request_id),
+    }
+
+
 def _request_id(given: str) -> str:
     """The operator's request id, or a new one, shown so that a lost answer can be retried."""
     if given.strip():
@@ -228,12 +237,10 @@ def promote(
     request = registry_pb2.PromoteRequest(
         model_name=model,
         version=version,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
         expect_version=expect_version,
     )
-    _show(_call("Promote", request, address=address, token=token), as_json=as_json)
+    _show(_move("Promote", request, address=address, token=token), as_json=as_json)
 
 
 @app.command()
@@ -250,12 +257,10 @@ def rollback(
     """Point ``production`` back at the version it named before the latest promotion."""
     request = registry_pb2.RollbackRequest(
         model_name=model,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
         expect_version=expect_version,
     )
-    _show(_call("Rollback", request, address=address, token=token), as_json=as_json)
+    _show(_move("Rollback", request, address=address, token=token), as_json=as_json)
 
 
 Version = Annotated[int, typer.Argument(min=1, help="The version `candidate` names.")]
@@ -284,11 +289,9 @@ def release(
     request = registry_pb2.ReleaseRequest(
         model_name=model,
         version=version,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
     )
-    _show(_call("Release", request, address=address, token=token), as_json=as_json)
+    _show(_move("Release", request, address=address, token=token), as_json=as_json)
 
 
 @app.command()
@@ -307,11 +310,9 @@ def refuse(
     request = registry_pb2.RefuseRequest(
         model_name=model,
         version=version,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
     )
-    _show(_call("Refuse", request, address=address, token=token), as_json=as_json)
+    _show(_move("Refuse", request, address=address, token=token), as_json=as_json)
 
 
 @aliases.command("set")
@@ -331,11 +332,9 @@ def set_alias(
         model_name=model,
         alias=alias,
         version=version,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
     )
-    _show(_call("SetAlias", request, address=address, token=token), as_json=as_json)
+    _show(_move("SetAlias", request, address=address, token=token), as_json=as_json)
 
 
 @aliases.command("unset")
@@ -353,11 +352,9 @@ def unset_alias(
     request = registry_pb2.UnsetAliasRequest(
         model_name=model,
         alias=alias,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
     )
-    _show(_call("UnsetAlias", request, address=address, token=token), as_json=as_json)
+    _show(_move("UnsetAlias", request, address=address, token=token), as_json=as_json)
 
 
 @aliases.command("list")
@@ -390,16 +387,12 @@ def list_aliases(
     console.print(table)
 
 
-def _call(
-    method: str, request: Message, *, address: str | None, token: str | None
-) -> registry_pb2.AliasChange:
-    """Send an alias-moving request; the move it made."""
+def _move(method: str, request: Message, *, address: str | None, token: str | None) -> Any:
+    """Send a request that moves an alias or a rollout; its answer (an ``AliasChange`` or a
+    ``RolloutChangeResponse``). It may load a version in Triton first, hence the long timeout."""
     target = resolve("registry", address)
     with calling("registry", target), open_channel(target, token) as channel:
-        change: registry_pb2.AliasChange = getattr(_stub(channel), method)(
-            request, timeout=MOVE_TIMEOUT_S
-        )
-    return change
+        return getattr(_stub(channel), method)(request, timeout=MOVE_TIMEOUT_S)
 
 
 def _show(change: registry_pb2.AliasChange, *, as_json: bool) -> None:
@@ -526,11 +519,9 @@ def rollout_start(
         model_name=model,
         version=version,
         strategy=STRATEGIES[strategy] if strategy else registry_pb2.ROLLOUT_STRATEGY_UNSPECIFIED,
-        actor=actor or getpass.getuser(),
-        reason=reason,
-        request_id=_request_id(request_id),
+        **_audit(actor, reason, request_id),
     )
-    _show_rollout(_roll("StartRollout", request, address, token), as_json=as_json)
+    _show_rollout(_move("StartRollout", request, address=address, token=token), as_json=as_json)
 
 
 def _change_command(method: str, doc: str) -> None:
@@ -549,11 +540,9 @@ def _change_command(method: str, doc: str) -> None:
             model_name=model,
             rollout_id=rollout,
             expect_step=expect_step,
-            actor=actor or getpass.getuser(),
-            reason=reason,
-            request_id=_request_id(request_id),
+            **_audit(actor, reason, request_id),
         )
-        _show_rollout(_roll(method, request, address, token), as_json=as_json)
+        _show_rollout(_move(method, request, address=address, token=token), as_json=as_json)
 
     command.__doc__ = doc
     rollouts.command(method.removesuffix("Rollout").lower())(command)
@@ -573,17 +562,6 @@ _change_command(
     "End the rollout: every request goes to production, which stays, and the candidate is "
     "unloaded unless an alias names it.",
 )
-
-
-def _roll(
-    method: str, request: Message, address: str | None, token: str | None
-) -> registry_pb2.RolloutChangeResponse:
-    target = resolve("registry", address)
-    with calling("registry", target), open_channel(target, token) as channel:
-        answer: registry_pb2.RolloutChangeResponse = getattr(_stub(channel), method)(
-            request, timeout=MOVE_TIMEOUT_S
-        )
-    return answer
 
 
 def _show_rollout(answer: registry_pb2.RolloutChangeResponse, *, as_json: bool) -> None:
