@@ -43,8 +43,10 @@ __all__ = [
     "SweepTimes",
     "claim_attempt",
     "claim_when_free",
+    "commit_attempt",
     "holding",
     "keep_sweeping",
+    "record_after_claim",
     "renew_claim",
     "sweep_attempts",
 ]
@@ -162,6 +164,37 @@ async def claim_attempt(
                 )
             return attempt
     raise AlreadyExistsError(f"{document_id} could not be claimed")
+
+
+async def record_after_claim(read: Callable[[], Awaitable[R | None]], *, name: str) -> R:
+    """The work's record as ``read`` finds it after a claim (the finished record, where the
+    claim found the work complete): a record that is not there is a claim that failed.
+
+    Raises:
+        AlreadyExistsError: ``read`` found no record of ``name``.
+    """
+    record = await read()
+    if record is None:
+        raise AlreadyExistsError(f"{name} could not be claimed")
+    return record
+
+
+async def commit_attempt(
+    collection: AsyncIOMotorCollection[Document],
+    document_id: str,
+    *,
+    status: str,
+    attempt: int,
+    update: Document,
+) -> bool:
+    """Apply ``update`` to the document only while attempt ``attempt`` holds the claim
+    (:func:`holding`): whether it did, False once another attempt took it over or the work is
+    complete."""
+    with mongo_errors():
+        done = await collection.update_one(
+            holding(document_id, status=status, attempt=attempt), update
+        )
+    return done.matched_count == 1
 
 
 async def claim_when_free(

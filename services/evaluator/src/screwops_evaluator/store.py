@@ -45,9 +45,10 @@ from screwops_storage import (
     IndexSpec,
     StoredObject,
     claim_attempt,
+    commit_attempt,
     ensure_indexes,
-    holding,
     mongo_errors,
+    record_after_claim,
     renew_claim,
     sweep_attempts,
 )
@@ -214,10 +215,9 @@ class MongoEvaluatorStore:
         )
         if attempt is not None:
             return attempt
-        done = await self.get_evaluation(evaluation_id)
-        if done is None:
-            raise AlreadyExistsError(f"evaluation {evaluation_id} could not be claimed")
-        return done
+        return await record_after_claim(
+            lambda: self.get_evaluation(evaluation_id), name=f"evaluation {evaluation_id}"
+        )
 
     async def renew_evaluation(self, evaluation_id: str, attempt: int) -> bool:
         return await renew_claim(
@@ -225,12 +225,13 @@ class MongoEvaluatorStore:
         )
 
     async def complete_evaluation(self, record: EvaluationRecord, attempt: int) -> bool:
-        with mongo_errors():
-            done = await self._db[EVALUATIONS].update_one(
-                holding(record.evaluation_id, status=EVALUATING, attempt=attempt),
-                {"$set": _evaluation_fields(record), "$unset": {"status": ""}},
-            )
-        return done.matched_count == 1
+        return await commit_attempt(
+            self._db[EVALUATIONS],
+            record.evaluation_id,
+            status=EVALUATING,
+            attempt=attempt,
+            update={"$set": _evaluation_fields(record), "$unset": {"status": ""}},
+        )
 
     async def sweep_attempts(
         self,

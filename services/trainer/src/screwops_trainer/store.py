@@ -27,7 +27,6 @@ from pymongo import DESCENDING
 from screwops_contracts import DatasetRejected, DatasetValidated
 from screwops_contracts.datasets import Bucket
 from screwops_contracts.runs import RUNS, EpochRecord, Record, RunRecord
-from screwops_errors import AlreadyExistsError
 from screwops_storage import (
     CLAIMED_AT,
     HEARTBEAT_AT,
@@ -36,9 +35,11 @@ from screwops_storage import (
     IndexSpec,
     StoredObject,
     claim_attempt,
+    commit_attempt,
     ensure_indexes,
     holding,
     mongo_errors,
+    record_after_claim,
     renew_claim,
     sweep_attempts,
 )
@@ -245,10 +246,9 @@ class MongoTrainerStore:
         )
         if isinstance(claimed, Held):
             return claimed
-        stored = await self.run(record.run_id)
-        if stored is None:
-            raise AlreadyExistsError(f"run {record.run_id} could not be claimed")
-        return stored
+        return await record_after_claim(
+            lambda: self.run(record.run_id), name=f"run {record.run_id}"
+        )
 
     async def renew_run(self, run: str, attempt: int) -> bool:
         return await renew_claim(self._db[RUNS], run, status="running", attempt=attempt)
@@ -264,12 +264,13 @@ class MongoTrainerStore:
         fields = record.document()
         for kept in ("_id", "attempts", CLAIMED_AT, HEARTBEAT_AT):
             fields.pop(kept)
-        with mongo_errors():
-            done = await self._db[RUNS].update_one(
-                holding(record.run_id, status="running", attempt=record.attempts),
-                {"$set": fields},
-            )
-        return done.matched_count == 1
+        return await commit_attempt(
+            self._db[RUNS],
+            record.run_id,
+            status="running",
+            attempt=record.attempts,
+            update={"$set": fields},
+        )
 
     async def sweep_attempts(self, objects: AttemptObjects, *, min_age_s: float) -> list[str]:
         return await sweep_attempts(

@@ -19,16 +19,16 @@ from typing import Any, Protocol
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from screwops_contracts import AssertionResult
 from screwops_contracts.datasets import Bucket
-from screwops_errors import AlreadyExistsError
 from screwops_storage import (
     ClaimTimes,
     Held,
     IndexSpec,
     StoredObject,
     claim_attempt,
+    commit_attempt,
     ensure_indexes,
-    holding,
     mongo_errors,
+    record_after_claim,
     renew_claim,
     sweep_attempts,
 )
@@ -182,10 +182,9 @@ class MongoValidationStore:
         )
         if attempt is not None:
             return attempt
-        done = await self.get_report(dataset_id, version)
-        if done is None:
-            raise AlreadyExistsError(f"{report_id(dataset_id, version)} could not be claimed")
-        return done
+        return await record_after_claim(
+            lambda: self.get_report(dataset_id, version), name=report_id(dataset_id, version)
+        )
 
     async def renew_report(self, dataset_id: str, version: int, attempt: int) -> bool:
         return await renew_claim(
@@ -193,25 +192,26 @@ class MongoValidationStore:
         )
 
     async def complete_report(self, record: ReportRecord, attempt: int) -> bool:
-        with mongo_errors():
-            done = await self._db[REPORTS].update_one(
-                holding(record.id, status=VALIDATING, attempt=attempt),
-                {
-                    "$set": {
-                        "passed": record.passed,
-                        "cause_event_id": record.cause_event_id,
-                        "report_key": record.report_key,
-                        "report_html_key": record.report_html_key,
-                        "split_key": record.split_key,
-                        "dataset_digest": record.dataset_digest,
-                        "split_counts": record.split_counts,
-                        "assertions": [a.model_dump(mode="json") for a in record.assertions],
-                        "updated_at": datetime.now(UTC),
-                    },
-                    "$unset": {"status": ""},
+        return await commit_attempt(
+            self._db[REPORTS],
+            record.id,
+            status=VALIDATING,
+            attempt=attempt,
+            update={
+                "$set": {
+                    "passed": record.passed,
+                    "cause_event_id": record.cause_event_id,
+                    "report_key": record.report_key,
+                    "report_html_key": record.report_html_key,
+                    "split_key": record.split_key,
+                    "dataset_digest": record.dataset_digest,
+                    "split_counts": record.split_counts,
+                    "assertions": [a.model_dump(mode="json") for a in record.assertions],
+                    "updated_at": datetime.now(UTC),
                 },
-            )
-        return done.matched_count == 1
+                "$unset": {"status": ""},
+            },
+        )
 
     async def sweep_attempts(
         self,
