@@ -24,6 +24,7 @@ __all__ = [
     "PRINCIPAL_PATTERN",
     "ApiSettings",
     "ApiToken",
+    "ClaimSettings",
     "GrpcTlsSettings",
     "KafkaSettings",
     "MinioSettings",
@@ -397,6 +398,29 @@ def kafka_client_options(kafka: KafkaSettings) -> dict[str, object]:
             ),
         }
     return options
+
+
+class ClaimSettings(BaseModel):
+    """The settings of a service whose work is claimed attempt by attempt and whose attempts
+    that lost are swept (``screwops_storage.claims``): validation, the trainer, the evaluator.
+    Mixed into its settings beside :class:`ServiceSettings`, so the variables keep its prefix
+    (``SCREWOPS_<SERVICE>_CLAIM_HEARTBEAT_S``); how long an attempt may run stays each service's
+    own ``max_run_s``, since its work decides it."""
+
+    claim_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a running attempt renews its claim; one not renewed for three "
+        "heartbeats (its worker is gone) is taken over.",
+    )
+    attempt_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the objects of attempts that lost are swept."
+    )
+    attempt_sweep_min_age_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Objects of attempts that lost are swept only once they are this old.",
+    )
 
 
 class ServiceSettings(BaseSettings):

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import STAGING_MODEL_NAME
-from screwops_settings import ServiceSettings, triton_model_repository
+from screwops_settings import ClaimSettings, ServiceSettings, triton_model_repository
 from screwops_settings.services import EVALUATOR
 from screwops_storage import ClaimTimes, SweepTimes
 
@@ -107,7 +107,7 @@ class Rules:
     """How often, and past what age, the reports of attempts that lost are deleted."""
 
 
-class EvaluatorSettings(Gate, ServiceSettings):
+class EvaluatorSettings(Gate, ClaimSettings, ServiceSettings):
     """What an operator may tune in the evaluator: the gate, Triton and the basics."""
 
     model_config = SettingsConfigDict(
@@ -151,20 +151,6 @@ class EvaluatorSettings(Gate, ServiceSettings):
         description="How long one evaluation may take (loads, checks and scoring included); a "
         "claim older than that is taken as abandoned and a redelivery takes it over with a new "
         "attempt, whose result alone can be recorded.",
-    )
-    claim_heartbeat_s: float = Field(
-        10.0,
-        gt=0,
-        description="How often a running evaluation renews its claim; one not renewed for three "
-        "heartbeats (its worker is gone) is taken over.",
-    )
-    attempt_sweep_interval_s: float = Field(
-        3600.0, gt=0, description="How often the reports of attempts that lost are swept."
-    )
-    attempt_sweep_min_age_s: float = Field(
-        3600.0,
-        ge=0,
-        description="Reports of attempts that lost are swept only once they are this old.",
     )
 
     def rules(self) -> Rules:

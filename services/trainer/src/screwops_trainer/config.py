@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.models import MODEL_NAME, ModelKind
-from screwops_settings import ServiceSettings
+from screwops_settings import ClaimSettings, ServiceSettings
 from screwops_settings.services import TRAINER
 from screwops_storage import ClaimTimes, SweepTimes
 
@@ -41,7 +41,7 @@ class Rules:
     frame_size: int = 0
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(ClaimSettings, ServiceSettings):
     """What an operator may tune in the trainer: the params, TensorFlow's threads, the basics."""
 
     model_config = SettingsConfigDict(
@@ -75,20 +75,6 @@ class TrainerSettings(ServiceSettings):
         description="The longest a training run may take; Kafka keeps the trainer in its "
         "consumer group that long without a poll, and a run's claim older than that is taken "
         "over by a redelivery with a new attempt, whose model alone can be recorded.",
-    )
-    claim_heartbeat_s: float = Field(
-        10.0,
-        gt=0,
-        description="How often a running training renews its claim; one not renewed for three "
-        "heartbeats (its trainer is gone) is taken over.",
-    )
-    attempt_sweep_interval_s: float = Field(
-        3600.0, gt=0, description="How often the artifacts of attempts that lost are swept."
-    )
-    attempt_sweep_min_age_s: float = Field(
-        3600.0,
-        ge=0,
-        description="Artifacts of attempts that lost are swept only once they are this old.",
     )
     intra_op_threads: int = Field(
         2, ge=1, description="TensorFlow's threads inside one op; the machine is shared."

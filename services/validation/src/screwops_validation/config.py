@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from screwops_contracts.datasets import DEFECT_TYPES, Label
 from screwops_contracts.models import ModelKind
-from screwops_settings import ServiceSettings
+from screwops_settings import ClaimSettings, ServiceSettings
 from screwops_settings.services import VALIDATION
 from screwops_storage import ClaimTimes, SweepTimes
 
@@ -132,7 +132,7 @@ class Rules:
     """How often, and past what age, the objects of attempts that lost are deleted."""
 
 
-class ValidationSettings(Thresholds, ServiceSettings):
+class ValidationSettings(Thresholds, ClaimSettings, ServiceSettings):
     """What an operator may tune in validation: the thresholds, concurrency and the basics."""
 
     model_config = SettingsConfigDict(
@@ -154,20 +154,6 @@ class ValidationSettings(Thresholds, ServiceSettings):
         description="How long one validation may take; a claim older than that is taken as "
         "abandoned and a redelivery takes it over with a new attempt, whose result alone can "
         "be recorded.",
-    )
-    claim_heartbeat_s: float = Field(
-        10.0,
-        gt=0,
-        description="How often a running validation renews its claim; one not renewed for three "
-        "heartbeats (its worker is gone) is taken over.",
-    )
-    attempt_sweep_interval_s: float = Field(
-        3600.0, gt=0, description="How often the objects of attempts that lost are swept."
-    )
-    attempt_sweep_min_age_s: float = Field(
-        3600.0,
-        ge=0,
-        description="Objects of attempts that lost are swept only once they are this old.",
     )
 
     def rules(self) -> Rules:
