@@ -8,7 +8,7 @@ its status, which is what :class:`screwops_monitor.rollouts.Registry` promises.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import grpc
 from screwops.v1 import registry_pb2, registry_pb2_grpc
@@ -42,6 +42,12 @@ ERRORS: dict[grpc.StatusCode, type[ScrewOpsError]] = {
         DeadlineExceededError,
     )
 }
+
+
+class _Audit(TypedDict):
+    actor: str
+    reason: str
+    request_id: str
 
 
 class GrpcRegistry:
@@ -79,51 +85,34 @@ class GrpcRegistry:
     async def advance_rollout(
         self, model_name: str, *, rollout_id: str, step: int, reason: str, request_id: str
     ) -> None:
-        await _call(
-            self._stub.AdvanceRollout(
-                registry_pb2.ChangeRolloutRequest(
-                    model_name=model_name,
-                    rollout_id=rollout_id,
-                    expect_step=step,
-                    actor=self._actor,
-                    reason=reason,
-                    request_id=request_id,
-                ),
-                timeout=self._timeout_s,
-            )
+        request = registry_pb2.ChangeRolloutRequest(
+            model_name=model_name,
+            rollout_id=rollout_id,
+            expect_step=step,
+            **self._audit(reason, request_id),
         )
+        await _call(self._stub.AdvanceRollout(request, timeout=self._timeout_s))
 
     async def abort_rollout(
         self, model_name: str, *, rollout_id: str, reason: str, request_id: str
     ) -> None:
-        await _call(
-            self._stub.AbortRollout(
-                registry_pb2.ChangeRolloutRequest(
-                    model_name=model_name,
-                    rollout_id=rollout_id,
-                    actor=self._actor,
-                    reason=reason,
-                    request_id=request_id,
-                ),
-                timeout=self._timeout_s,
-            )
+        request = registry_pb2.ChangeRolloutRequest(
+            model_name=model_name, rollout_id=rollout_id, **self._audit(reason, request_id)
         )
+        await _call(self._stub.AbortRollout(request, timeout=self._timeout_s))
 
     async def rollback(
         self, model_name: str, *, expect_version: int, reason: str, request_id: str
     ) -> None:
-        await _call(
-            self._stub.Rollback(
-                registry_pb2.RollbackRequest(
-                    model_name=model_name,
-                    expect_version=expect_version,
-                    actor=self._actor,
-                    reason=reason,
-                    request_id=request_id,
-                ),
-                timeout=self._timeout_s,
-            )
+        request = registry_pb2.RollbackRequest(
+            model_name=model_name, expect_version=expect_version, **self._audit(reason, request_id)
         )
+        await _call(self._stub.Rollback(request, timeout=self._timeout_s))
+
+    def _audit(self, reason: str, request_id: str) -> _Audit:
+        """The fields every change carries: the monitor as its actor, why, and the id a retry
+        reuses."""
+        return {"actor": self._actor, "reason": reason, "request_id": request_id}
 
 
 async def _call(pending: Awaitable[T]) -> T:
