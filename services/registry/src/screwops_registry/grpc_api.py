@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -126,13 +126,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         _require_version(request.version)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.promote(
             request.model_name,
             request.version,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
             expect_version=_expected(request),
         )
         return _change(change)
@@ -142,12 +140,10 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.RollbackRequest, context: Context
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.rollback(
             request.model_name,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
             expect_version=_expected(request),
         )
         return _change(change)
@@ -159,14 +155,12 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
         _require_model(request.model_name)
         _require_version(request.version)
         bounded("alias", request.alias, MAX_ID_CHARS)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.set_alias(
             request.model_name,
             request.alias,
             request.version,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
         )
         return _change(change)
 
@@ -176,13 +170,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         bounded("alias", request.alias, MAX_ID_CHARS)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.unset_alias(
             request.model_name,
             request.alias,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
         )
         return _change(change)
 
@@ -200,13 +192,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         _require_version(request.version)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.release(
             request.model_name,
             request.version,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
         )
         return _change(change)
 
@@ -216,13 +206,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.AliasChange:
         _require_model(request.model_name)
         _require_version(request.version)
-        _bound_move(request)
+        audit = _audit(request)
         change = await self._service.refuse(
             request.model_name,
             request.version,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
         )
         return _change(change)
 
@@ -239,15 +227,13 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.RolloutChangeResponse:
         _require_model(request.model_name)
         _require_version(request.version)
-        _bound_move(request)
+        audit = _audit(request)
         if request.strategy and request.strategy not in _STRATEGY_OF:
             raise InvalidInputError(f"unknown rollout strategy {request.strategy}")
         answer = await self._service.start_rollout(
             request.model_name,
             request.version,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
             strategy=_STRATEGY_OF.get(request.strategy),
         )
         return _answer(answer)
@@ -257,13 +243,11 @@ class RegistryApi(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.RolloutChangeResponse:
         _require_model(request.model_name)
         bounded("rollout_id", request.rollout_id, MAX_ID_CHARS)
-        _bound_move(request)
+        audit = _audit(request)
         answer = await self._service.change_rollout(
             request.model_name,
             change,
-            actor=_actor(request),
-            reason=request.reason,
-            request_id=request.request_id,
+            **audit,
             rollout_id=request.rollout_id,
             expect_step=request.expect_step if request.HasField("expect_step") else None,
         )
@@ -307,10 +291,18 @@ def _require_model(model_name: str) -> None:
     bounded("model_name", model_name, MAX_NAME_CHARS)
 
 
-def _bound_move(request: Moving) -> None:
+class _Audit(TypedDict):
+    actor: str
+    reason: str
+    request_id: str
+
+
+def _audit(request: Moving) -> _Audit:
+    """What every move records of its request (who, why, its request id), each bounded."""
     bounded("actor", request.actor, MAX_NAME_CHARS)
     bounded("reason", request.reason, MAX_REASON_CHARS)
     bounded("request_id", request.request_id, MAX_NAME_CHARS)
+    return {"actor": _actor(request), "reason": request.reason, "request_id": request.request_id}
 
 
 def _actor(request: Moving) -> str:

@@ -386,15 +386,8 @@ class RegistryService:
             model_name,
             alias,
             record,
-            AliasMove(
-                from_version=alias.version if alias else None,
-                to_version=version,
-                kind=MoveKind.PROMOTE,
-                actor=actor,
-                reason=reason,
-                at=_now(),
-                sequence=_next(alias),
-                request_id=request_id,
+            _next_move(
+                alias, version, MoveKind.PROMOTE, actor=actor, reason=reason, request_id=request_id
             ),
         )
         if record.status is not VersionStatus.DEPLOYED:
@@ -448,15 +441,8 @@ class RegistryService:
             model_name,
             alias,
             record,
-            AliasMove(
-                from_version=alias.version,
-                to_version=target,
-                kind=MoveKind.ROLLBACK,
-                actor=actor,
-                reason=reason,
-                at=_now(),
-                sequence=_next(alias),
-                request_id=request_id,
+            _next_move(
+                alias, target, MoveKind.ROLLBACK, actor=actor, reason=reason, request_id=request_id
             ),
         )
         if placed:
@@ -1036,15 +1022,13 @@ class RegistryService:
         announcement, pending in the alias's outbox."""
         for _ in range(MOVE_ATTEMPTS):
             alias = await self._store.get_alias(record.model_name, PRODUCTION_ALIAS)
-            move = AliasMove(
-                from_version=alias.version if alias else None,
-                to_version=record.version,
-                kind=MoveKind.DEPLOY,
+            move = _next_move(
+                alias,
+                record.version,
+                MoveKind.DEPLOY,
                 actor=event.producer,
                 reason=f"approved by evaluation {event.payload.evaluation_id}",
-                at=_now(),
                 cause=str(event.event_id),
-                sequence=_next(alias),
             )
             announcement = Announcement(self._event(record, move, cause=event), traceparent())
             if await self._store.move_alias(
@@ -1097,16 +1081,14 @@ class RegistryService:
             if current is not None and current.caused_by(str(event.event_id)) is not None:
                 log.info("%s was made candidate by this approval before", record.id)
                 return
-            move = AliasMove(
-                from_version=current.version if current else None,
-                to_version=record.version,
-                kind=MoveKind.NOMINATE,
+            move = _next_move(
+                current,
+                record.version,
+                MoveKind.NOMINATE,
                 actor=event.producer,
                 reason=f"approved by evaluation {event.payload.evaluation_id}; "
                 "waits for an operator's release",
-                at=_now(),
                 cause=str(event.event_id),
-                sequence=_next(current),
             )
             if await self._record_other(record.model_name, CANDIDATE_ALIAS, current, move):
                 log.info("%s is candidate, waiting for release", record.id)
@@ -1133,15 +1115,8 @@ class RegistryService:
         Raises:
             FailedPreconditionError: someone else moved the alias since ``current`` was read.
         """
-        move = AliasMove(
-            from_version=current.version if current else None,
-            to_version=to_version,
-            kind=kind,
-            actor=actor,
-            reason=reason,
-            at=_now(),
-            sequence=_next(current),
-            request_id=request_id,
+        move = _next_move(
+            current, to_version, kind, actor=actor, reason=reason, request_id=request_id
         )
         if not await self._record_other(model_name, alias, current, move, released=released):
             now = await self._store.get_alias(model_name, alias)
@@ -1435,6 +1410,30 @@ def _require_state(
 def _next(alias: Alias | None) -> int:
     """The sequence number of the alias's next move."""
     return (alias.sequence if alias else 0) + 1
+
+
+def _next_move(
+    alias: Alias | None,
+    to_version: int | None,
+    kind: MoveKind,
+    *,
+    actor: str,
+    reason: str,
+    request_id: str = "",
+    cause: str | None = None,
+) -> AliasMove:
+    """The alias's next move, now: from the version it names, numbered after its latest."""
+    return AliasMove(
+        from_version=alias.version if alias else None,
+        to_version=to_version,
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        at=_now(),
+        cause=cause,
+        sequence=_next(alias),
+        request_id=request_id,
+    )
 
 
 def _expect(model_name: str, alias: Alias | None, expect_version: int | None) -> None:

@@ -550,30 +550,19 @@ class MongoRegistryStore:
             except AlreadyExistsError:
                 return False
             return True
-        return await self._update_alias(
+        # The whole kept history is set rather than pushed and sliced: the update is
+        # conditional on the sequence read with it, so it replaces exactly what was read.
+        return await self._update_expected(
+            model_name,
+            alias,
+            expected,
             {
-                "_id": alias_id(model_name, alias),
-                "version": expected.version,
-                # An alias recorded before moves were numbered has no sequence: its first
-                # numbered move sets it.
-                "$or": [
-                    {"sequence": expected.sequence},
-                    {"sequence": {"$exists": False}},
-                ],
+                "version": move.to_version,
+                "sequence": move.sequence,
+                "history": [_move_doc(m) for m in expected.history_after(move, self.history_limit)],
+                PENDING: True,
             },
-            # The whole kept history is set rather than pushed and sliced: the update is
-            # conditional on the sequence read with it, so it replaces exactly what was read.
-            {
-                "$set": {
-                    "version": move.to_version,
-                    "sequence": move.sequence,
-                    "history": [
-                        _move_doc(m) for m in expected.history_after(move, self.history_limit)
-                    ],
-                    PENDING: True,
-                },
-                "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
-            },
+            announcements,
         )
 
     async def change_rollout(
@@ -595,19 +584,8 @@ class MongoRegistryStore:
             changes["history"] = [
                 _move_doc(m) for m in expected.history_after(move, self.history_limit)
             ]
-        return await self._update_alias(
-            {
-                "_id": alias_id(model_name, PRODUCTION_ALIAS),
-                "version": expected.version,
-                "$or": [
-                    {"sequence": expected.sequence},
-                    {"sequence": {"$exists": False}},
-                ],
-            },
-            {
-                "$set": changes,
-                "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
-            },
+        return await self._update_expected(
+            model_name, PRODUCTION_ALIAS, expected, changes, announcements
         )
 
     async def queue_announcement(
@@ -621,6 +599,33 @@ class MongoRegistryStore:
     async def announced(self, model_name: str, alias: str, announcement_id: str) -> None:
         async with self._alias_writes:
             await mark_sent(self._db[ALIASES], alias_id(model_name, alias), announcement_id)
+
+    async def _update_expected(
+        self,
+        model_name: str,
+        alias: str,
+        expected: Alias,
+        changes: dict[str, Any],
+        announcements: Sequence[Announcement],
+    ) -> bool:
+        """Set ``changes`` and queue ``announcements`` only if the alias is still ``expected``
+        (its version and sequence)."""
+        return await self._update_alias(
+            {
+                "_id": alias_id(model_name, alias),
+                "version": expected.version,
+                # An alias recorded before moves were numbered has no sequence: its first
+                # numbered move sets it.
+                "$or": [
+                    {"sequence": expected.sequence},
+                    {"sequence": {"$exists": False}},
+                ],
+            },
+            {
+                "$set": changes,
+                "$push": {OUTBOX: {"$each": [a.document() for a in announcements]}},
+            },
+        )
 
     async def _update_alias(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
         """One alias write at a time (see ``_alias_writes``); whether ``query`` matched."""
