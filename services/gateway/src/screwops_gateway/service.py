@@ -189,6 +189,20 @@ class _Answerer:
     route: Route | None
 
 
+@dataclass(frozen=True)
+class _Beside:
+    """An answered inspection that ``reference`` scores after the answer went back."""
+
+    route: Route
+    reference: Reference
+    image: bytes
+    batch: npt.NDArray[np.uint8]
+    fitted_to: int
+    """The frame size ``batch`` was prepared at."""
+    answered: float
+    event: InspectionCompleted
+
+
 class Triton(Protocol):
     """The part of :class:`screwops_serving.TritonModels` the gateway uses."""
 
@@ -446,13 +460,15 @@ class GatewayService:
         event = _completed(inspection, answer, verdict, probability, trace_id, total_ms)
         if route is not None and route.reference is not None:
             self._beside(
-                route,
-                route.reference,
-                inspection.image,
-                batch,
-                answer.frame_size,
-                probability,
-                event,
+                _Beside(
+                    route,
+                    route.reference,
+                    inspection.image,
+                    batch,
+                    answer.frame_size,
+                    probability,
+                    event,
+                )
             )
         else:
             self._log.record(event, inspection.image)
@@ -616,45 +632,25 @@ class GatewayService:
 
     # --- off the response path -----------------------------------------------------------------
 
-    def _beside(
-        self,
-        route: Route,
-        reference: Reference,
-        image: bytes,
-        batch: npt.NDArray[np.uint8],
-        fitted_to: int,
-        answered: float,
-        event: InspectionCompleted,
-    ) -> None:
-        """Have ``reference`` score the image after the answer went back, then log ``event``
+    def _beside(self, beside: _Beside) -> None:
+        """Have the reference score the image after the answer went back, then log the event
         with that score; past ``off_path_limit`` scores in flight, log it at once without one,
         counted, so a slow version cannot pile up work."""
         if len(self._off_path) >= self.policy.off_path_limit:
-            self._metrics.off_path_dropped(reference.role, OFF_PATH_FULL)
-            self._log.record(event, image)
+            self._metrics.off_path_dropped(beside.reference.role, OFF_PATH_FULL)
+            self._log.record(beside.event, beside.image)
             return
-        task = asyncio.create_task(
-            self._score_beside(route, reference, image, batch, fitted_to, answered, event),
-            name="off-path",
-        )
+        task = asyncio.create_task(self._score_beside(beside), name="off-path")
         self._off_path.add(task)
         task.add_done_callback(self._off_path.discard)
 
-    async def _score_beside(
-        self,
-        route: Route,
-        reference: Reference,
-        image: bytes,
-        batch: npt.NDArray[np.uint8],
-        fitted_to: int,
-        answered: float,
-        event: InspectionCompleted,
-    ) -> None:
-        model, role = reference.model, reference.role
+    async def _score_beside(self, beside: _Beside) -> None:
+        model, role = beside.reference.model, beside.reference.role
+        batch, event = beside.batch, beside.event
         probability: float | None = None
         try:
-            if model.frame_size != fitted_to:
-                batch, _ = await self._prepare(image, model.frame_size)
+            if model.frame_size != beside.fitted_to:
+                batch, _ = await self._prepare(beside.image, model.frame_size)
             probability = await self._infer(
                 model.triton_model,
                 model.version,
@@ -672,7 +668,7 @@ class GatewayService:
             log.exception("off-path score of %s v%d failed", role, model.version)
         finally:
             if probability is not None:
-                self._compare(route, model, answered, probability)
+                self._compare(beside.route, model, beside.answered, probability)
                 payload = event.payload.model_copy(
                     update={
                         "reference_version": model.version,
@@ -680,7 +676,7 @@ class GatewayService:
                     }
                 )
                 event = event.model_copy(update={"payload": payload})
-            self._log.record(event, image)
+            self._log.record(event, beside.image)
 
     def _compare(
         self, route: Route, reference: ServingModel, answered: float, scored: float
