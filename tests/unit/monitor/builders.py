@@ -1,5 +1,6 @@
 """Evaluation reports as the evaluator writes them, for the monitor's baseline, a classifier's
-scores on a line, and the registry's rollout changes (unit and integration tests)."""
+scores on a line, a reviewer's verdict on an inspection, and the registry's rollout changes
+(unit and integration tests)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
-from screwops_contracts import ModelRolloutChanged, ModelRolloutChangedPayload
+from screwops_contracts import (
+    InspectionReviewed,
+    InspectionReviewedPayload,
+    ModelRolloutChanged,
+    ModelRolloutChangedPayload,
+)
 from screwops_contracts.datasets import Label
 from screwops_contracts.events import ServedVersion
 from screwops_contracts.models import ModelKind, evaluation_id_of
@@ -129,4 +135,26 @@ def _served(model_name: str, version: int, threshold: float) -> ServedVersion:
         threshold=threshold,
         model_kind=ModelKind.SUPERVISED,
         frame_size=FRAME_SIZE,
+    )
+
+
+def review(
+    model_name: str, version: int, inspection_id: str, *, correct: bool, reviewed_at: datetime
+) -> InspectionReviewed:
+    """A reviewer's verdict on a GOOD answer of ``version``: ``correct`` or not."""
+    return InspectionReviewed.origin(
+        InspectionReviewedPayload(
+            inspection_id=inspection_id,
+            line_id="line-1",
+            model_name=model_name,
+            model_version=version,
+            verdict="GOOD",
+            defect_probability=0.2,
+            label="good" if correct else "bad",
+            verdict_correct=correct,
+            reviewer="ana",
+            reviewed_at=reviewed_at,
+        ),
+        producer="labeling",
+        key=f"{inspection_id}/{correct}",
     )

@@ -24,7 +24,6 @@ from screwops_contracts import (
     InspectionCompleted,
     InspectionCompletedPayload,
     InspectionReviewed,
-    InspectionReviewedPayload,
     ModelRolloutChanged,
     Topic,
 )
@@ -184,22 +183,7 @@ def inspection(
 
 
 def review(version: int, inspection_id: str, *, correct: bool) -> InspectionReviewed:
-    return InspectionReviewed.origin(
-        InspectionReviewedPayload(
-            inspection_id=inspection_id,
-            line_id="line-1",
-            model_name=MODEL,
-            model_version=version,
-            verdict="GOOD",
-            defect_probability=0.2,
-            label="good" if correct else "bad",
-            verdict_correct=correct,
-            reviewer="ana",
-            reviewed_at=T0,
-        ),
-        producer="labeling",
-        key=f"{inspection_id}/{correct}",
-    )
+    return builders.review(MODEL, version, inspection_id, correct=correct, reviewed_at=T0)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from screwops_contracts import (
     InspectionCompleted,
     InspectionCompletedPayload,
     InspectionReviewed,
-    InspectionReviewedPayload,
     ModelDegraded,
     Topic,
     TrainingRequested,
@@ -36,6 +35,7 @@ from screwops_monitor.signals import defect_bounds
 
 from tests.fakes import FakeObjects, RecordingBus, memory_bus
 from tests.support import model_deployed, model_rolled_back
+from tests.unit.monitor import builders
 from tests.unit.monitor.builders import evaluator_report, line_scores
 from tests.unit.monitor.fakes import FakeStore
 
@@ -101,22 +101,7 @@ def inspection(version: int, probability: float, *, model: str = MODEL) -> Inspe
 
 
 def review(version: int, inspection_id: str, *, correct: bool) -> InspectionReviewed:
-    return InspectionReviewed.origin(
-        InspectionReviewedPayload(
-            inspection_id=inspection_id,
-            line_id="line-1",
-            model_name=MODEL,
-            model_version=version,
-            verdict="GOOD",
-            defect_probability=0.2,
-            label="good" if correct else "bad",
-            verdict_correct=correct,
-            reviewer="ana",
-            reviewed_at=T0,
-        ),
-        producer="labeling",
-        key=f"{inspection_id}/{correct}",
-    )
+    return builders.review(MODEL, version, inspection_id, correct=correct, reviewed_at=T0)
 
 
 @dataclass
