@@ -178,13 +178,8 @@ def latency_check(
     """The canary's p99 latency in the step against production's plus the margin."""
     ours, theirs = np.fromiter(canary, float), np.fromiter(production, float)
     least = rules.rollout_min_latency_samples
-    if len(ours) < least or len(theirs) < least:
-        return Check(
-            "p99",
-            "wait",
-            f"p99 latency on {len(ours)} canary and {len(theirs)} production inspections, fewer "
-            f"than {least} a side",
-        )
+    if too_few := _too_few("p99", "p99 latency", len(ours), len(theirs), "inspections", least):
+        return too_few
     p99_canary, p99_production = _p99(ours), _p99(theirs)
     bound = p99_production * (1 + rules.rollout_p99_margin_ratio) + rules.rollout_p99_margin_ms
     figures = (
@@ -194,6 +189,20 @@ def latency_check(
     return Check("p99", "fail" if p99_canary > bound else "pass", figures)
 
 
+def _too_few(
+    name: str, measure: str, canary: int, production: int, unit: str, least: int
+) -> Check | None:
+    """The check ``name`` waiting while either side has fewer than ``least`` of ``unit``."""
+    if canary < least or production < least:
+        return Check(
+            name,
+            "wait",
+            f"{measure} on {canary} canary and {production} production {unit}, fewer than "
+            f"{least} a side",
+        )
+    return None
+
+
 def accuracy_check(
     canary: Iterable[bool], production: Iterable[bool], rules: ControllerRules
 ) -> Check:
@@ -201,13 +210,10 @@ def accuracy_check(
     the canary is worse)."""
     ours, theirs = list(canary), list(production)
     least = rules.rollout_min_reviews
-    if len(ours) < least or len(theirs) < least:
-        return Check(
-            "accuracy",
-            "wait",
-            f"reviewed accuracy on {len(ours)} canary and {len(theirs)} production reviews, fewer "
-            f"than {least} a side",
-        )
+    if too_few := _too_few(
+        "accuracy", "reviewed accuracy", len(ours), len(theirs), "reviews", least
+    ):
+        return too_few
     right, right_production = sum(ours), sum(theirs)
     table = [[right, len(ours) - right], [right_production, len(theirs) - right_production]]
     p_value = float(stats.fisher_exact(table, alternative="less").pvalue)
