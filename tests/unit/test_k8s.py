@@ -393,6 +393,7 @@ def test_each_pod_gets_only_its_own_api_tokens() -> None:
             f"SCREWOPS_CONSOLE_{api}_TOKEN"
             for api in ("GATEWAY", "INGESTION", "LABELING", "REGISTRY")
         },
+        "monitor": {"SCREWOPS_MONITOR_REGISTRY_TOKEN"},
     }
     given: dict[str, set[str]] = {}
     for workload in _workloads():
