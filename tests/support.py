@@ -288,3 +288,6 @@ def use_production_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCREWOPS_MINIO__ACCESS_KEY", "line-7-ops")
     monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", "kJ8#real-minio-secret")
     monkeypatch.setenv("SCREWOPS_MONGO__URI", "mongodb://ops:m0ngo-pass@mongo:27017/")
+    # Where an API's certificate and key would be mounted: production serves gRPC over TLS only.
+    monkeypatch.setenv("SCREWOPS_GRPC__CERT_FILE", "/etc/screwops/grpc/tls.crt")
+    monkeypatch.setenv("SCREWOPS_GRPC__KEY_FILE", "/etc/screwops/grpc/tls.key")

@@ -8,7 +8,8 @@ validation tests skip, saying why, where that step has not run (``make setup`` a
 service has a Deployment with probes on its own ports and resource limits, the topics are the
 event catalogue's with the settings' partitions, the shared settings name Services that exist,
 Triton's replicas share the repository the registry writes, and the copies of the other stacks'
-settings (images, Jaeger's configuration, Prometheus' jobs) have not drifted.
+settings (images, Jaeger's configuration, Prometheus' jobs) have not drifted, and the network
+policies allow exactly the flows the configuration and the code name.
 """
 
 from __future__ import annotations
@@ -392,6 +393,7 @@ def test_each_pod_gets_only_its_own_api_tokens() -> None:
             f"SCREWOPS_CONSOLE_{api}_TOKEN"
             for api in ("GATEWAY", "INGESTION", "LABELING", "REGISTRY")
         },
+        "monitor": {"SCREWOPS_MONITOR_REGISTRY_TOKEN"},
     }
     given: dict[str, set[str]] = {}
     for workload in _workloads():
@@ -976,3 +978,257 @@ def test_the_grpc_certificate_names_every_service_an_api_is_reached_by() -> None
         if {port["port"] for port in service["spec"]["ports"]} & ports
     }
     assert names <= set(GRPC_HOSTS)
+
+
+# --- network policies ----------------------------------------------------------------------------
+
+# Strimzi's pods, which no manifest here describes: (labels, ports) as the operator makes them.
+KAFKA_POD = {"strimzi.io/cluster": "screwops", "strimzi.io/kind": "Kafka"}
+STRIMZI_PODS: dict[str, tuple[dict[str, str], set[int]]] = {
+    # Controllers (9090), replication (9091), the SCRAM listener, the broker agent (8443).
+    "kafka": ({**KAFKA_POD, "strimzi.io/name": "screwops-kafka"}, {9090, 9091, 9092, 8443}),
+    "entity-operator": ({**KAFKA_POD, "strimzi.io/name": "screwops-entity-operator"}, set()),
+    "cluster-operator": (
+        {"name": "strimzi-cluster-operator", "strimzi.io/kind": "cluster-operator"},
+        set(),
+    ),
+}
+# Reached from outside the namespace: the line's clients and people, through a LoadBalancer or an
+# ingress (each call still needs TLS and a token or a login).
+PUBLIC = {("gateway", 50051), ("console", 8080)}
+# Who may reach the Kubernetes API (ports only: its address is the cluster's own).
+KUBERNETES_API = {443, 6443}
+WATCH_THE_API = {"prometheus", "entity-operator", "cluster-operator"}
+# Stack settings a service's own code reads beyond what every service does (the bus, storage,
+# MongoDB and traces): the setting as the code names it, and its SCREWOPS_* variable.
+CODE_ENDPOINTS = {
+    "triton.grpc_url": "SCREWOPS_TRITON__GRPC_URL",
+    "telemetry.prometheus_url": "SCREWOPS_TELEMETRY__PROMETHEUS_URL",
+}
+EVERY_SERVICE_ENDPOINTS = [
+    "SCREWOPS_KAFKA__BOOTSTRAP_SERVERS",
+    "SCREWOPS_MINIO__ENDPOINT",
+    "SCREWOPS_MONGO__URI",
+    "SCREWOPS_TELEMETRY__OTLP_GRPC_ENDPOINT",
+]
+
+Flow = tuple[str, str, int]
+
+
+def _pods() -> dict[str, tuple[dict[str, str], set[int]]]:
+    """Each pod's name (its app.kubernetes.io/name), labels and every port it listens on."""
+    pods = dict(STRIMZI_PODS)
+    for workload in _workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        ports = {p for c in _pod(workload)["containers"] for p in _ports(c).values()}
+        pods[labels["app.kubernetes.io/name"]] = (labels, ports)
+    return pods
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are modelled"
+    return bool(selector.get("matchLabels", {}).items() <= labels.items())
+
+
+def _policies_of(labels: dict[str, str], direction: str) -> list[Doc]:
+    return [
+        p["spec"]
+        for p in _all("NetworkPolicy")
+        if _selects(p["spec"]["podSelector"], labels) and direction in p["spec"]["policyTypes"]
+    ]
+
+
+def _rule_allows(rule: Doc, peers_key: str, peer: dict[str, str] | None, port: int) -> bool:
+    """Whether one rule lets ``port`` through to or from ``peer``, a pod of the namespace by its
+    labels (None: anything outside the namespace)."""
+    ports = rule.get("ports")
+    if ports is not None and not any(p.get("port") == port for p in ports):
+        return False
+    if peers_key not in rule:
+        return True
+    for entry in rule[peers_key]:
+        if "ipBlock" in entry:
+            continue
+        if "namespaceSelector" in entry:
+            # Only kube-system's DNS is named by namespace; no pod of this namespace is it.
+            continue
+        if peer is not None and _selects(entry["podSelector"], peer):
+            return True
+    return False
+
+
+def _allowed(direction: str, pod: dict[str, str], peer: dict[str, str] | None, port: int) -> bool:
+    key = "from" if direction == "Ingress" else "to"
+    rules_key = "ingress" if direction == "Ingress" else "egress"
+    return any(
+        _rule_allows(rule, key, peer, port)
+        for spec in _policies_of(pod, direction)
+        for rule in spec.get(rules_key, [])
+    )
+
+
+def _flow_allowed(source: str, target: str, port: int) -> bool:
+    pods = _pods()
+    src, dst = pods[source][0], pods[target][0]
+    return _allowed("Egress", src, dst, port) and _allowed("Ingress", dst, src, port)
+
+
+def _pod_behind(host: str) -> str:
+    """The pod a Service's host name reaches (Strimzi's bootstrap Service: the brokers)."""
+    if host.endswith("-kafka-bootstrap"):
+        return "kafka"
+    selector = _one("Service", host)["spec"]["selector"]
+    return str(selector["app.kubernetes.io/name"])
+
+
+def _reads(service: str, setting: str) -> bool:
+    source = ROOT / "services" / service / "src"
+    return any(setting in path.read_text() for path in source.rglob("*.py"))
+
+
+def _named_flows() -> set[Flow]:
+    """Every flow the configuration and the code name: the shared settings every service uses,
+    the stack settings a service's code reads, each service's own *_ADDRESS, MinIO's bucket
+    notifications, the minio-init Job, Prometheus's scrapes and Strimzi's own traffic."""
+    shared = _config() | _examples()["screwops-stack-credentials"]
+
+    def target(address: str) -> tuple[str, int]:
+        address = address.rsplit("@", 1)[-1] if "://" in address else address
+        host = _host(address)
+        assert host is not None, address
+        return _pod_behind(host), port_of(address)
+
+    flows: set[Flow] = set()
+    for spec in SERVICES:
+        for name in EVERY_SERVICE_ENDPOINTS:
+            flows.add((spec.name, *target(shared[name])))
+        for setting, name in CODE_ENDPOINTS.items():
+            if _reads(spec.name, setting):
+                flows.add((spec.name, *target(shared[name])))
+        for name, value in _env(_container(_one("Deployment", spec.name))).items():
+            if name.startswith(spec.env_prefix) and name.endswith("_ADDRESS"):
+                flows.add((spec.name, *target(value)))
+    minio = _env(_container(_one("StatefulSet", "minio")))
+    flows.add(("minio", *target(minio["MINIO_NOTIFY_KAFKA_BROKERS_SCREWOPS"])))
+    flows.add(("minio-init", *target(shared["SCREWOPS_MINIO__ENDPOINT"])))
+    for workload in _workloads():
+        template = workload["spec"]["template"]["metadata"]
+        scraped = template.get("annotations", {}).get("prometheus.io/port")
+        name = template["labels"]["app.kubernetes.io/name"]
+        if scraped is not None and name != "prometheus":  # itself, over loopback
+            flows.add(("prometheus", name, int(scraped)))
+    flows |= {("kafka", "kafka", 9090), ("kafka", "kafka", 9091)}
+    flows.add(("entity-operator", "kafka", 9091))
+    flows |= {("cluster-operator", "kafka", port) for port in (9090, 9091, 8443)}
+    return flows
+
+
+def test_the_namespace_denies_what_no_policy_allows() -> None:
+    deny = _one("NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_every_pod_is_selected_by_a_policy_of_its_own() -> None:
+    namespace_wide = {"default-deny", "dns"}
+    for name, (labels, _) in _pods().items():
+        own = [
+            p["metadata"]["name"]
+            for p in _all("NetworkPolicy")
+            if p["metadata"]["name"] not in namespace_wide
+            and _selects(p["spec"]["podSelector"], labels)
+        ]
+        assert own, f"{name}: no policy selects it"
+
+
+def test_every_pod_may_ask_the_clusters_dns() -> None:
+    (rule,) = _one("NetworkPolicy", "dns")["spec"]["egress"]
+    (peer,) = rule["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
+
+
+def test_the_named_flows_include_what_the_brief_of_each_component_says() -> None:
+    """The derivation above finds the flows we know the system has (a guard on the test)."""
+    flows = _named_flows()
+    assert {
+        ("gateway", "triton", 8001),
+        ("registry", "triton", 8001),
+        ("evaluator", "triton", 8001),
+        ("console", "prometheus", 9090),
+        ("monitor", "prometheus", 9090),
+        ("console", "registry", 50054),
+        ("monitor", "registry", 50054),
+        ("console", "gateway", 50051),
+        ("console", "labeling", 50053),
+        ("console", "ingestion", 50052),
+        ("ingestion", "kafka", 9092),
+        ("trainer", "mongo", 27017),
+        ("validation", "jaeger", 4317),
+        ("validation", "minio", 9000),
+        ("minio", "kafka", 9092),
+        ("prometheus", "triton", 8002),
+        ("prometheus", "gateway", 9107),
+    } <= flows
+    assert ("gateway", "triton", 8000) not in flows, "model control over HTTP is nobody's"
+
+
+def test_every_flow_the_config_names_is_allowed() -> None:
+    refused = [flow for flow in sorted(_named_flows()) if not _flow_allowed(*flow)]
+    assert refused == []
+
+
+def test_no_other_port_is_open_between_pods() -> None:
+    named = _named_flows()
+    pods = _pods()
+    extra = [
+        (source, target, port)
+        for source in pods
+        for target, (_, ports) in pods.items()
+        for port in sorted(ports)
+        if (source, target, port) not in named
+        and (target, port) not in PUBLIC
+        and _flow_allowed(source, target, port)
+    ]
+    assert extra == []
+
+
+def test_only_the_public_ports_take_callers_from_outside() -> None:
+    for name, (labels, ports) in _pods().items():
+        open_outside = {port for port in ports if _allowed("Ingress", labels, None, port)}
+        assert open_outside == {port for pod, port in PUBLIC if pod == name}, name
+
+
+def test_only_what_watches_the_api_may_leave_the_namespace() -> None:
+    """Egress to any address is only to the Kubernetes API's ports, for what watches it."""
+    for name, (labels, _) in _pods().items():
+        anywhere = {
+            p["port"]
+            for spec in _policies_of(labels, "Egress")
+            for rule in spec.get("egress", [])
+            if "to" not in rule
+            for p in rule["ports"]
+        }
+        assert anywhere == (KUBERNETES_API if name in WATCH_THE_API else set()), name
+
+
+def test_the_gateway_reaches_triton_only_where_model_control_needs_the_key() -> None:
+    """Triton's HTTP port serves model control without gRPC's restricted protocol: no pod may
+    reach it; its gRPC port asks for the key only the registry and the evaluator hold."""
+    assert not any(_flow_allowed(source, "triton", 8000) for source in _pods())
+    assert _flow_allowed("gateway", "triton", 8001)
+    assert not _flow_allowed("gateway", "triton", 8002)
+
+
+def test_strimzis_listener_policy_names_the_same_peers() -> None:
+    (listener,) = _one("Kafka", "screwops")["spec"]["kafka"]["listeners"]
+    peers = [entry["podSelector"]["matchLabels"] for entry in listener["networkPolicyPeers"]]
+    kafka = _one("NetworkPolicy", "kafka")["spec"]
+    (clients,) = [
+        rule
+        for rule in kafka["ingress"]
+        if rule["ports"] == [{"protocol": "TCP", "port": listener["port"]}]
+    ]
+    assert peers == [entry["podSelector"]["matchLabels"] for entry in clients["from"]]

@@ -9,6 +9,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 from screwops_settings import (
     DEVELOPMENT_MINIO_SECRET,
+    ApiSettings,
     ServiceSettings,
     StackSettings,
     minio_secret_file,
@@ -34,6 +35,16 @@ class MonitorSettings(ServiceSettings):
     service_name: str = "monitor"
     metrics_port: int = 9470
 
+
+class RegistrySettings(ApiSettings):
+    model_config = SettingsConfigDict(env_prefix="SCREWOPS_REGISTRY_")
+
+    service_name: str = "registry"
+    metrics_port: int = 9472
+    grpc_port: int = 50054
+
+
+TOKENS = '[{"principal": "ops-alice", "role": "operator", "token": "a-token-of-16-chars"}]'
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -171,6 +182,59 @@ def test_a_service_in_production_inherits_the_credential_check(
     monkeypatch.setenv("SCREWOPS_MINIO__SECRET_KEY", DEVELOPMENT_MINIO_SECRET)
     with pytest.raises(ValidationError, match=r"minio\.secret_key"):
         GatewaySettings()
+
+
+def test_production_refuses_plaintext_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_production_credentials(monkeypatch)
+    monkeypatch.setenv("SCREWOPS_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
+
+    with pytest.raises(ValidationError, match="SCREWOPS_KAFKA__SECURITY_PROTOCOL"):
+        StackSettings()
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "development")
+    assert StackSettings().kafka.security_protocol == "PLAINTEXT", "the security tests' client"
+
+
+@pytest.mark.parametrize("missing", ["SCREWOPS_GRPC__CERT_FILE", "SCREWOPS_GRPC__KEY_FILE"])
+def test_production_refuses_an_api_without_its_certificate_and_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    use_production_credentials(monkeypatch)
+    monkeypatch.setenv("SCREWOPS_REGISTRY_AUTH_TOKENS", TOKENS)
+    assert RegistrySettings().stack.grpc.cert_file is not None
+    monkeypatch.delenv(missing)
+
+    with pytest.raises(ValidationError, match=rf"TLS only; set {missing} \["):
+        RegistrySettings()
+    monkeypatch.setenv("SCREWOPS_ENVIRONMENT", "development")
+    assert RegistrySettings().stack.environment == "development", "the server says it at bind"
+
+
+def test_production_refuses_client_certificates_without_a_ca_to_check_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("SCREWOPS_GRPC__CA_FILE", raising=False)
+    use_production_credentials(monkeypatch)
+    monkeypatch.setenv("SCREWOPS_REGISTRY_AUTH_TOKENS", TOKENS)
+    monkeypatch.setenv("SCREWOPS_REGISTRY_REQUIRE_CLIENT_CERT", "true")
+
+    with pytest.raises(ValidationError, match=r"TLS only; set SCREWOPS_GRPC__CA_FILE \["):
+        RegistrySettings()
+    monkeypatch.setenv("SCREWOPS_GRPC__CA_FILE", "/etc/screwops/grpc/ca.crt")
+    assert RegistrySettings().require_client_cert
+
+
+def test_a_client_needs_no_server_certificate_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only an API serves: a service without one (and the CLI) checks servers against the CA."""
+    monkeypatch.setenv("SCREWOPS_HOME", str(tmp_path))
+    use_production_credentials(monkeypatch)
+    monkeypatch.delenv("SCREWOPS_GRPC__CERT_FILE")
+    monkeypatch.delenv("SCREWOPS_GRPC__KEY_FILE")
+
+    assert MonitorSettings().stack.environment == "production"
 
 
 def test_the_triton_key_is_read_from_the_stack_home_by_whoever_asks_for_it(

@@ -38,7 +38,9 @@ class Running:
 
 
 @asynccontextmanager
-async def serving(h: Harness, **limits: int) -> AsyncIterator[Running]:
+async def serving(
+    h: Harness, *, max_concurrent_rpcs: int | None = None, max_concurrent_streams: int | None = None
+) -> AsyncIterator[Running]:
     """The gateway's server as __main__ builds it, with bearer auth, on a free port."""
     api = server(
         h.service,
@@ -52,7 +54,8 @@ async def serving(h: Harness, **limits: int) -> AsyncIterator[Running]:
             )
         ],
         max_message_bytes=4 * POLICY.max_image_bytes,
-        **limits,
+        max_concurrent_rpcs=max_concurrent_rpcs,
+        max_concurrent_streams=max_concurrent_streams,
     )
     await h.service.start()
     await api.start()

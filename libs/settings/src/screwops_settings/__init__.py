@@ -597,3 +597,19 @@ class ApiSettings(ServiceSettings):
         if len(set(secrets)) < len(secrets):
             raise ValueError("two entries of auth_tokens share a token: each names one principal")
         return self
+
+    @model_validator(mode="after")
+    def _tls_material_in_production(self) -> Self:
+        """Production refuses at start, naming the variables, an API that has no certificate
+        and key to serve (or, requiring client certificates, no CA to check them against),
+        rather than leaving it to the first bind to find out; there is no plaintext port."""
+        if self.stack.environment != "production":
+            return self
+        tls = self.stack.grpc
+        needed = ["cert_file", "key_file"] + (["ca_file"] if self.require_client_cert else [])
+        if missing := [name for name in needed if getattr(tls, name) is None]:
+            raise ValueError(
+                "production serves gRPC over TLS only; set "
+                + ", ".join(f"SCREWOPS_GRPC__{name.upper()}" for name in missing)
+            )
+        return self
