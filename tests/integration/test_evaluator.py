@@ -50,6 +50,7 @@ from screwops_evaluator.store import (
 )
 from screwops_imaging import fit_frame
 from screwops_serving import TritonModels, export_version, versions_present
+from screwops_serving.client import MODEL_CONTROL_GRPC_HEADER
 from screwops_settings import StackSettings, triton_model_control_key, triton_model_repository
 from screwops_storage import ClaimTimes, Held, ObjectStore, content_key, database, sha256_hex
 
@@ -160,7 +161,11 @@ class Evaluator:
         """Triton's index entries for the staging model: version -> (state, reason)."""
         client = grpcclient.InferenceServerClient(self.settings.triton.grpc_url)
         try:
-            index: dict[str, Any] = await client.get_model_repository_index(as_json=True)
+            # The index is model control, which Triton opens only to the key's holders.
+            index: dict[str, Any] = await client.get_model_repository_index(
+                headers={MODEL_CONTROL_GRPC_HEADER: triton_model_control_key(self.settings)},
+                as_json=True,
+            )
         finally:
             await client.close()
         return {
