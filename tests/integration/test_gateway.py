@@ -79,7 +79,13 @@ class Gateway:
 
 @pytest.fixture
 async def routes(settings: StackSettings) -> AsyncIterator[dict[str, str]]:
-    used = (Topic.MODEL_DEPLOYED, Topic.MODEL_ROLLED_BACK, Topic.INSPECTION_COMPLETED)
+    # Every topic the gateway consumes or produces: the routed bus refuses one it has no route for.
+    used = (
+        Topic.MODEL_DEPLOYED,
+        Topic.MODEL_ROLLED_BACK,
+        Topic.MODEL_ROLLOUT_CHANGED,
+        Topic.INSPECTION_COMPLETED,
+    )
     async for routes in routed_topics(settings, used, "it-gateway"):
         yield routes
 
