@@ -27,7 +27,7 @@ from tests.e2e.conftest import screwops
 from tests.support import eventually, unique
 
 GATEWAY = "127.0.0.1:50051"
-# The pipeline's hops in order: (producer, topic, consumer), ingestion's Import to model.deployed.
+# The pipeline's hops in order: (producer, topic, consumer), ingestion's Upload to model.deployed.
 HOPS = (
     ("ingestion", Topic.DATASET_INGESTED, "labeling"),
     ("labeling", Topic.DATASET_LABELED, "validation"),

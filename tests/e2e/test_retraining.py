@@ -158,8 +158,16 @@ async def inspect_all(
 @pytest.mark.usefixtures("services")
 async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_path: Any) -> None:
     settings = StackSettings()
-    production = (await finished_run(settings, tmp_path)).deployed.payload
-    lineage = screwops("models", "show", str(production.version))
+    await finished_run(settings, tmp_path)  # a run of this session reached production
+    # The version serving now, which other tests (a later run, a rollout) may have moved since
+    # the run finished_run names.
+    [serving] = [
+        m
+        for m in screwops("models", "list")["model_versions"]
+        if m["stage"] == "MODEL_STAGE_PRODUCTION"
+    ]
+    serving_version = int(serving["version"])
+    lineage = screwops("models", "show", str(serving_version))
     dataset, trained_on = lineage["dataset_id"], int(lineage["dataset_version"])
     line = unique("line-drift")
     began = time.monotonic()
@@ -173,7 +181,7 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
         labeling: Any = labeling_pb2_grpc.LabelingServiceStub(labeling_channel)
         screws = rendered_screws(REVIEWED + UNREVIEWED, Style().shifted(SHIFT))
 
-        truth = await inspect_all(gateway, screws, line, production.version)
+        truth = await inspect_all(gateway, screws, line, serving_version)
 
         async def queued() -> bool | None:
             page = await labeling.ListReviewQueue(
@@ -196,14 +204,14 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
 
         await stream.first(
             ModelDegraded,
-            lambda e: e.payload.model_version == production.version,
+            lambda e: e.payload.model_version == serving_version,
             within=120,
-            what=f"model.degraded of version {production.version}",
+            what=f"model.degraded of version {serving_version}",
         )
         requested = await stream.first(
             TrainingRequested,
             lambda e: (
-                e.payload.dataset_id == dataset and e.payload.degraded_version == production.version
+                e.payload.dataset_id == dataset and e.payload.degraded_version == serving_version
             ),
             within=60,
             what=f"training.requested on {dataset}",
@@ -240,10 +248,10 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
         alarms = [
             f"{e.payload.signal} {e.payload.value:.3f} past {e.payload.threshold:.3f}"
             for e in stream.events
-            if isinstance(e, ModelDegraded) and e.payload.model_version == production.version
+            if isinstance(e, ModelDegraded) and e.payload.model_version == serving_version
         ]
         print(
-            f"version {production.version} degraded: {'; '.join(alarms)}; "
+            f"version {serving_version} degraded: {'; '.join(alarms)}; "
             f"asked: {requested.payload.reason}; "
             f"{dataset} v{added.payload.version} with {added.payload.image_count} images; "
             f"version {deployed.payload.version} deployed "
@@ -263,7 +271,7 @@ async def test_a_shifted_stream_leads_to_a_retrained_and_deployed_version(tmp_pa
         unreviewed = {hashlib.sha256(image).hexdigest() for image, _ in screws[REVIEWED:]}
         assert not unreviewed & held.keys(), "an unreviewed screw reached the dataset"
         assert not trained.payload.reused
-        assert deployed.payload.version > production.version
+        assert deployed.payload.version > serving_version
 
         async def served() -> bool | None:
             image, _ = screws[0]

@@ -1,7 +1,8 @@
-"""One pipeline run is one trace: from the ingestion's Import call through every Kafka hop to
-``model.deployed`` (and the gateway adopting it), each consumer's span the child of the span that
-published its event, read back from Jaeger's query API. One inspection is one trace too: the
-caller's, continued by the gateway through its Triton call and its prediction-log publish."""
+"""One pipeline run is one trace: from the ingestion's Upload call (what ``screwops ingest``
+sends) through every Kafka hop to ``model.deployed`` (and the gateway adopting it), each
+consumer's span the child of the span that published its event, read back from Jaeger's query
+API. One inspection is one trace too: the caller's, continued by the gateway through its Triton
+call and its prediction-log publish."""
 
 from __future__ import annotations
 
@@ -100,14 +101,15 @@ async def test_a_pipeline_run_is_one_trace_in_causal_order(tmp_path: Path) -> No
     run = await finished_run(settings, tmp_path)
     trace = await complete_trace(settings, run)
 
-    # The span that published model.deployed descends, hop by hop, from the Import call.
+    # The span that published model.deployed descends, hop by hop, from the Upload call.
     path = trace.path(run.span_id)
     services = [trace.service(s) for s in path]
     hops = [services[0]] + [b for a, b in itertools.pairwise(services) if a != b]
     pipeline = [producer for producer, _, _ in HOPS]
     assert hops[-len(pipeline) :] == pipeline, f"the chain of services was {hops}"
     first_ingestion = next(s for s in path if trace.service(s) == "ingestion")
-    assert first_ingestion["operationName"] == "/screwops.v1.IngestionService/Import"
+    # screwops ingest streams the files through Upload (the server-side Import is an option).
+    assert first_ingestion["operationName"] == "/screwops.v1.IngestionService/Upload"
     starts = [s["startTime"] for s in path]
     assert starts == sorted(starts), "a span on the chain starts before its parent"
 
@@ -125,7 +127,7 @@ async def test_a_pipeline_run_is_one_trace_in_causal_order(tmp_path: Path) -> No
     took = (path[-1]["startTime"] - path[0]["startTime"]) / 1e6
     print(
         f"trace {run.trace_id} of run {run.correlation_id}: {len(trace.spans)} spans, "
-        f"Import to model.deployed in {took:.0f}s, services {sorted(set(trace.services.values()))}"
+        f"Upload to model.deployed in {took:.0f}s, services {sorted(set(trace.services.values()))}"
     )
 
 
